@@ -1,0 +1,204 @@
+//! The HTTP API (hyper, HTTP/1): workload registration, store status and health.
+//! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
+
+use crate::index::Index;
+use crate::resource::{self, Defaults, Resource};
+use crate::store::{StoreError, StoreHandle};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Largest accepted request body.
+const MAX_BODY: usize = 1 << 20;
+
+struct Ctx {
+    store: StoreHandle,
+    index: Arc<Index>,
+    defaults: Defaults,
+}
+
+/// Serves the API on `listener` until `shutdown` changes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: StoreHandle,
+    index: Arc<Index>,
+    defaults: Defaults,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ctx = Arc::new(Ctx {
+        store,
+        index,
+        defaults,
+    });
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Typically EMFILE: keep serving the connections we have.
+                    tracing::warn!("api: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let ctx = ctx.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                res = conn => if let Err(e) = res { tracing::debug!("api connection: {e}") },
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    rsp
+}
+
+fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    reply(status, json!({"error": msg.to_string()}))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let rsp = match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["live"]) => reply(StatusCode::OK, json!({"ok": true})),
+        (Method::GET, ["ready"]) => {
+            if ctx.store.status().loaded {
+                reply(StatusCode::OK, json!({"ok": true}))
+            } else {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store has not been loaded yet",
+                )
+            }
+        }
+        (Method::GET, ["v1", "store"]) => reply(StatusCode::OK, json!(ctx.store.status())),
+        (Method::GET, ["v1", "workloads"]) => {
+            let state = ctx.index.state();
+            reply(
+                StatusCode::OK,
+                Value::Array(state.workloads.values().map(|w| w.to_document()).collect()),
+            )
+        }
+        (Method::PUT, ["v1", "workloads", ns, name]) => {
+            let (ns, name) = (ns.to_string(), name.to_string());
+            register(req, &ctx, &ns, &name).await
+        }
+        (Method::DELETE, ["v1", "workloads", ns, name]) => {
+            if let Some(bad) = bad_path_labels(ns, name) {
+                return Ok(bad);
+            }
+            match ctx.store.deregister(ns, name).await {
+                Ok(()) => reply(StatusCode::OK, json!({"ok": true})),
+                Err(e @ StoreError::NotRegistered(..)) => error(StatusCode::NOT_FOUND, e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
+        (
+            _,
+            ["live"]
+            | ["ready"]
+            | ["v1", "store"]
+            | ["v1", "workloads"]
+            | ["v1", "workloads", _, _],
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed on {path}", req.method()),
+        ),
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    };
+    Ok(rsp)
+}
+
+/// Namespaces and names in paths must be DNS labels (they also become file names).
+fn bad_path_labels(ns: &str, name: &str) -> Option<Response<Full<Bytes>>> {
+    for (what, v) in [("namespace", ns), ("name", name)] {
+        if let Err(e) = resource::dns_label(v) {
+            return Some(error(StatusCode::BAD_REQUEST, format!("path {what}: {e}")));
+        }
+    }
+    None
+}
+
+async fn register(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+) -> Response<Full<Bytes>> {
+    if let Some(bad) = bad_path_labels(ns, name) {
+        return bad;
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        }
+    };
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "request body: not UTF-8"),
+    };
+    // JSON is also YAML, but parsing JSON first gives JSON clients JSON error positions.
+    let mut doc: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => match serde_yaml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("request body: invalid JSON or YAML: {e}"),
+                )
+            }
+        },
+    };
+    if let Some(obj) = doc.as_object_mut() {
+        let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        meta["name"] = json!(name);
+        meta["namespace"] = json!(ns);
+    }
+    let workload = match resource::validate_one(&doc, "request body", &ctx.defaults) {
+        Ok(Resource::Workload(w)) => w,
+        Ok(Resource::Service(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "request body: kind: must be ExternalWorkload, got \"Service\"",
+            )
+        }
+        Err(errors) => return error(StatusCode::BAD_REQUEST, errors.join("; ")),
+    };
+    match ctx.store.register(workload).await {
+        Ok(()) => reply(StatusCode::OK, json!({"ok": true})),
+        Err(e @ StoreError::Rejected(_)) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}

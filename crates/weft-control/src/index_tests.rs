@@ -1,0 +1,461 @@
+//! In-memory index tests: no files, no sockets.
+
+use super::*;
+use crate::resource::{ServicePort, WorkloadPort};
+use std::collections::BTreeSet;
+
+const DOMAIN: &str = "cluster.local";
+
+fn svc(name: &str, app: &str, ip: Option<&str>, ports: Vec<ServicePort>) -> Service {
+    Service {
+        name: name.into(),
+        namespace: "default".into(),
+        annotations: BTreeMap::new(),
+        selector: BTreeMap::from([("app".to_string(), app.to_string())]),
+        cluster_ip: ip.map(|s| s.parse().unwrap()),
+        ports,
+        opaque_ports: BTreeSet::new(),
+    }
+}
+
+fn port(port: u16, target: TargetPort) -> ServicePort {
+    ServicePort {
+        name: None,
+        port,
+        target_port: target,
+        app_protocol: None,
+    }
+}
+
+fn wl(name: &str, app: &str, ip: &str, ports: &[(&str, u16)]) -> ExternalWorkload {
+    ExternalWorkload {
+        name: name.into(),
+        namespace: "default".into(),
+        labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+        annotations: BTreeMap::new(),
+        identity: format!("spiffe://cluster.local/ns/default/sa/{name}"),
+        server_name: format!("{name}.default.serviceaccount.identity.weft.cluster.local"),
+        ips: vec![ip.parse().unwrap()],
+        ports: ports
+            .iter()
+            .map(|(n, p)| WorkloadPort {
+                name: Some(n.to_string()),
+                port: *p,
+            })
+            .collect(),
+        opaque_ports: BTreeSet::new(),
+    }
+}
+
+fn state(services: Vec<Service>, workloads: Vec<ExternalWorkload>) -> State {
+    State {
+        services: services
+            .into_iter()
+            .map(|s| ((s.namespace.clone(), s.name.clone()), s))
+            .collect(),
+        workloads: workloads
+            .into_iter()
+            .map(|w| ((w.namespace.clone(), w.name.clone()), w))
+            .collect(),
+    }
+}
+
+fn name(n: &str, port: u16) -> Target {
+    Target::Name {
+        name: n.into(),
+        namespace: "default".into(),
+        port,
+    }
+}
+
+fn addrs(d: &Destination) -> Vec<String> {
+    match d {
+        Destination::Endpoints { endpoints, .. } => {
+            endpoints.keys().map(|a| a.to_string()).collect()
+        }
+        other => panic!("expected endpoints, got {other:?}"),
+    }
+}
+
+fn sample() -> State {
+    state(
+        vec![
+            svc(
+                "web",
+                "web",
+                Some("198.18.0.10"),
+                vec![port(8080, TargetPort::Name("http".into()))],
+            ),
+            svc(
+                "db",
+                "db",
+                None,
+                vec![port(5432, TargetPort::Number(15432))],
+            ),
+        ],
+        vec![
+            wl("web-1", "web", "127.0.0.1", &[("http", 18080)]),
+            wl("web-2", "web", "127.0.0.2", &[("http", 18081)]),
+            wl("other", "api", "127.0.0.3", &[("http", 18082)]),
+            wl("db-1", "db", "127.0.0.4", &[]),
+        ],
+    )
+}
+
+#[test]
+fn parses_targets() {
+    let want = Some(name("web", 8080));
+    assert_eq!(
+        parse_target("web.default.svc.cluster.local:8080", DOMAIN),
+        want
+    );
+    assert_eq!(
+        parse_target("web.default.svc.cluster.local.:8080", DOMAIN),
+        want
+    );
+    assert_eq!(
+        parse_target("WEB.default.svc.cluster.local:8080", DOMAIN),
+        want
+    );
+    assert_eq!(
+        parse_target("web.default.svc.cluster.local", DOMAIN),
+        Some(name("web", 80))
+    );
+    assert_eq!(parse_target("example.com:80", DOMAIN), None);
+    assert_eq!(parse_target("web.default.svc.other.local:80", DOMAIN), None);
+    assert_eq!(parse_target("a.b.c.svc.cluster.local:80", DOMAIN), None);
+    assert_eq!(
+        parse_target("web.default.svc.cluster.local:0", DOMAIN),
+        None
+    );
+    assert_eq!(
+        parse_target("10.0.0.1:80", DOMAIN),
+        Some(Target::Addr("10.0.0.1:80".parse().unwrap()))
+    );
+    assert_eq!(
+        parse_target("[::1]:80", DOMAIN),
+        Some(Target::Addr("[::1]:80".parse().unwrap()))
+    );
+}
+
+#[test]
+fn selector_and_named_target_port() {
+    let s = sample();
+    let d = destination(&s, DOMAIN, &name("web", 8080));
+    assert_eq!(addrs(&d), vec!["127.0.0.1:18080", "127.0.0.2:18081"]);
+    let Destination::Endpoints { service, endpoints } = d else {
+        unreachable!()
+    };
+    assert_eq!(service, Some(("default".into(), "web".into())));
+    let e = &endpoints[&"127.0.0.1:18080".parse().unwrap()];
+    assert_eq!(e.workload, "web-1");
+    assert_eq!(
+        e.server_name,
+        "web-1.default.serviceaccount.identity.weft.cluster.local"
+    );
+    assert!(!e.opaque);
+}
+
+#[test]
+fn numeric_target_port_and_undeclared_port() {
+    let s = sample();
+    assert_eq!(
+        addrs(&destination(&s, DOMAIN, &name("db", 5432))),
+        vec!["127.0.0.4:15432"]
+    );
+    // An undeclared service port targets the same port number on the workloads.
+    assert_eq!(
+        addrs(&destination(&s, DOMAIN, &name("db", 7000))),
+        vec!["127.0.0.4:7000"]
+    );
+}
+
+#[test]
+fn named_target_port_missing_on_workload_skips_it() {
+    let mut s = sample();
+    s.workloads
+        .get_mut(&("default".into(), "web-2".into()))
+        .unwrap()
+        .ports
+        .clear();
+    assert_eq!(
+        addrs(&destination(&s, DOMAIN, &name("web", 8080))),
+        vec!["127.0.0.1:18080"]
+    );
+}
+
+#[test]
+fn selector_respects_namespace_and_empty_selector() {
+    let mut s = sample();
+    s.workloads
+        .get_mut(&("default".into(), "web-2".into()))
+        .unwrap()
+        .namespace = "prod".into();
+    assert_eq!(
+        addrs(&destination(&s, DOMAIN, &name("web", 8080))),
+        vec!["127.0.0.1:18080"]
+    );
+    s.services
+        .get_mut(&("default".into(), "web".into()))
+        .unwrap()
+        .selector
+        .clear();
+    assert!(addrs(&destination(&s, DOMAIN, &name("web", 8080))).is_empty());
+}
+
+#[test]
+fn opaque_ports_from_service_and_workload() {
+    let mut s = sample();
+    let web = s
+        .services
+        .get_mut(&("default".into(), "web".into()))
+        .unwrap();
+    web.opaque_ports.insert(8080);
+    let Destination::Endpoints { endpoints, .. } = destination(&s, DOMAIN, &name("web", 8080))
+    else {
+        panic!()
+    };
+    assert!(endpoints.values().all(|e| e.opaque));
+    let Profile::Profile { opaque, .. } = profile(&s, DOMAIN, &name("web", 8080)) else {
+        panic!()
+    };
+    assert!(opaque);
+    assert!(matches!(
+        outbound(&s, DOMAIN, &name("web", 8080)),
+        Outbound::Service { opaque: true, .. }
+    ));
+
+    let mut s = sample();
+    let db = s
+        .services
+        .get_mut(&("default".into(), "db".into()))
+        .unwrap();
+    db.ports[0].app_protocol = Some("tcp".into());
+    assert!(db.is_opaque(5432));
+    let mut s2 = sample();
+    s2.workloads
+        .get_mut(&("default".into(), "db-1".into()))
+        .unwrap()
+        .opaque_ports
+        .insert(15432);
+    let Destination::Endpoints { endpoints, .. } = destination(&s2, DOMAIN, &name("db", 5432))
+    else {
+        panic!()
+    };
+    assert!(endpoints.values().all(|e| e.opaque));
+    let key = InboundKey {
+        namespace: "default".into(),
+        workload: "db-1".into(),
+        port: 15432,
+    };
+    assert_eq!(
+        inbound(&s2, &key),
+        Inbound {
+            known: true,
+            opaque: true
+        }
+    );
+    let key = InboundKey { port: 80, ..key };
+    assert_eq!(
+        inbound(&s2, &key),
+        Inbound {
+            known: true,
+            opaque: false
+        }
+    );
+    let key = InboundKey {
+        workload: "nope".into(),
+        ..key
+    };
+    assert_eq!(
+        inbound(&s2, &key),
+        Inbound {
+            known: false,
+            opaque: false
+        }
+    );
+    let _ = s;
+}
+
+#[test]
+fn cluster_ip_lookup_is_the_service() {
+    let s = sample();
+    let by_ip = destination(
+        &s,
+        DOMAIN,
+        &Target::Addr("198.18.0.10:8080".parse().unwrap()),
+    );
+    assert_eq!(by_ip, destination(&s, DOMAIN, &name("web", 8080)));
+    let Profile::Profile {
+        fully_qualified_name,
+        ..
+    } = profile(
+        &s,
+        DOMAIN,
+        &Target::Addr("198.18.0.10:8080".parse().unwrap()),
+    )
+    else {
+        panic!()
+    };
+    assert_eq!(fully_qualified_name, "web.default.svc.cluster.local");
+    let Outbound::Service { authority, .. } = outbound(
+        &s,
+        DOMAIN,
+        &Target::Addr("198.18.0.10:8080".parse().unwrap()),
+    ) else {
+        panic!()
+    };
+    assert_eq!(authority, "web.default.svc.cluster.local:8080");
+}
+
+#[test]
+fn workload_ip_lookup_is_one_endpoint() {
+    let s = sample();
+    let t = Target::Addr("127.0.0.2:18081".parse().unwrap());
+    let d = destination(&s, DOMAIN, &t);
+    assert_eq!(addrs(&d), vec!["127.0.0.2:18081"]);
+    assert!(matches!(d, Destination::Endpoints { service: None, .. }));
+    let Profile::Profile {
+        fully_qualified_name,
+        endpoint,
+        ..
+    } = profile(&s, DOMAIN, &t)
+    else {
+        panic!()
+    };
+    assert_eq!(fully_qualified_name, "");
+    assert_eq!(endpoint.map(|e| e.workload), Some("web-2".into()));
+    assert!(matches!(outbound(&s, DOMAIN, &t), Outbound::Endpoint(_)));
+    // Same IP, undeclared port: not an endpoint.
+    let t = Target::Addr("127.0.0.2:9".parse().unwrap());
+    assert_eq!(destination(&s, DOMAIN, &t), Destination::Invalid);
+    assert_eq!(profile(&s, DOMAIN, &t), Profile::Invalid);
+    assert_eq!(outbound(&s, DOMAIN, &t), Outbound::NotFound);
+}
+
+#[test]
+fn unknown_names() {
+    let s = sample();
+    assert_eq!(
+        destination(&s, DOMAIN, &name("nope", 80)),
+        Destination::NotFound
+    );
+    let Profile::Profile {
+        fully_qualified_name,
+        service,
+        ..
+    } = profile(&s, DOMAIN, &name("nope", 80))
+    else {
+        panic!()
+    };
+    assert_eq!((fully_qualified_name.as_str(), service), ("", None));
+    let Outbound::Service {
+        service, authority, ..
+    } = outbound(&s, DOMAIN, &name("nope", 80))
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (service, authority.as_str()),
+        (None, "nope.default.svc.cluster.local:80")
+    );
+}
+
+#[tokio::test]
+async fn watches_publish_only_changes_and_share_keys() {
+    let index = Index::new(DOMAIN);
+    index.apply(Arc::new(sample()));
+    let mut a = index.destination(&name("web", 8080));
+    let mut b = index.destination(&name("web", 8080));
+    assert_eq!(index.key_count(), 1, "two subscribers share one key");
+    assert_eq!(addrs(&a.borrow_and_update()).len(), 2);
+    b.borrow_and_update();
+
+    // A change elsewhere does not wake the web watchers.
+    let mut s = sample();
+    s.workloads
+        .get_mut(&("default".into(), "other".into()))
+        .unwrap()
+        .ports[0]
+        .port = 1;
+    index.apply(Arc::new(s.clone()));
+    assert!(!a.has_changed().unwrap());
+
+    // Adding a matching workload does.
+    s.workloads.insert(
+        ("default".into(), "web-3".into()),
+        wl("web-3", "web", "127.0.0.5", &[("http", 1)]),
+    );
+    index.apply(Arc::new(s.clone()));
+    assert!(a.has_changed().unwrap() && b.has_changed().unwrap());
+    assert_eq!(addrs(&a.borrow_and_update()).len(), 3);
+
+    // Removing the service turns it into NotFound.
+    s.services.remove(&("default".into(), "web".into()));
+    index.apply(Arc::new(s));
+    assert_eq!(*a.borrow_and_update(), Destination::NotFound);
+
+    // Keys without receivers are dropped on the next apply.
+    drop((a, b));
+    index.apply(Arc::new(sample()));
+    assert_eq!(index.key_count(), 0);
+}
+
+#[test]
+fn diff_add_remove_and_no_endpoints() {
+    use crate::grpc::Diff;
+    use linkerd2_proxy_api::destination::update::Update as U;
+    let s = sample();
+    let mut diff = Diff::default();
+    let first = diff.update(&destination(&s, DOMAIN, &name("web", 8080)));
+    assert!(
+        matches!(&first[..], [U::Add(set)] if set.addrs.len() == 2 && set.metric_labels["service"] == "web")
+    );
+    // Nothing changed: nothing sent.
+    assert!(diff
+        .update(&destination(&s, DOMAIN, &name("web", 8080)))
+        .is_empty());
+    // One workload leaves, one joins.
+    let mut s2 = s.clone();
+    s2.workloads.remove(&("default".into(), "web-1".into()));
+    s2.workloads.insert(
+        ("default".into(), "web-9".into()),
+        wl("web-9", "web", "127.0.0.9", &[("http", 9)]),
+    );
+    let ups = diff.update(&destination(&s2, DOMAIN, &name("web", 8080)));
+    assert!(
+        matches!(&ups[..], [U::Remove(r), U::Add(a)] if r.addrs.len() == 1 && a.addrs.len() == 1),
+        "{ups:?}"
+    );
+    // All leave: a remove, and no extra no_endpoints.
+    let mut s3 = s2.clone();
+    s3.workloads.clear();
+    let ups = diff.update(&destination(&s3, DOMAIN, &name("web", 8080)));
+    assert!(
+        matches!(&ups[..], [U::Remove(r)] if r.addrs.len() == 2),
+        "{ups:?}"
+    );
+    // The service disappears, then comes back empty.
+    s3.services.clear();
+    let ups = diff.update(&destination(&s3, DOMAIN, &name("web", 8080)));
+    assert!(matches!(&ups[..], [U::NoEndpoints(n)] if !n.exists));
+    let ups = diff.update(&destination(
+        &sample_without_workloads(),
+        DOMAIN,
+        &name("web", 8080),
+    ));
+    assert!(matches!(&ups[..], [U::NoEndpoints(n)] if n.exists));
+    // A fresh stream of an empty service starts with no_endpoints{exists:true}.
+    let ups = Diff::default().update(&destination(
+        &sample_without_workloads(),
+        DOMAIN,
+        &name("web", 8080),
+    ));
+    assert!(matches!(&ups[..], [U::NoEndpoints(n)] if n.exists));
+}
+
+fn sample_without_workloads() -> State {
+    let mut s = sample();
+    s.workloads.clear();
+    s
+}

@@ -1,0 +1,70 @@
+//! Validator tests: documents in, values or precise errors out.
+
+use super::*;
+
+fn defaults() -> Defaults {
+    Defaults {
+        trust_domain: "cluster.local".into(),
+        control_namespace: "weft".into(),
+    }
+}
+
+#[test]
+fn valid_documents_and_defaults() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, annotations: {config.linkerd.io/opaque-ports: '6379'}}\nspec:\n  selector: {app: web}\n  clusterIP: 198.18.0.10\n  ports: [{port: 8080, targetPort: http}]\n---\n---\napiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata: {name: web-1, labels: {app: web}}\nspec:\n  workloadIPs: [{ip: 127.0.0.1}]\n  ports: [{name: http, port: 18080}]\n";
+    let (docs, errors) = parse_yaml_file("a.yaml", text, &defaults());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(docs.len(), 2);
+    let Resource::Workload(w) = &docs[1].resource else {
+        panic!("not a workload")
+    };
+    assert_eq!(docs[1].index, 2);
+    assert_eq!(w.namespace, "default");
+    assert_eq!(
+        w.server_name,
+        "web-1.default.serviceaccount.identity.weft.cluster.local"
+    );
+    assert_eq!(w.identity, "spiffe://cluster.local/ns/default/sa/web-1");
+    let Resource::Service(s) = &docs[0].resource else {
+        panic!("not a service")
+    };
+    assert!(s.is_opaque(6379));
+    assert!(!s.is_opaque(8080));
+    assert_eq!(s.ports[0].target_port, TargetPort::Name("http".into()));
+}
+
+#[test]
+fn precise_errors() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec:\n  selector: {app: web}\n  ports: [{port: 70000}]\n---\nkind: Pod\napiVersion: v1\nmetadata: {name: x}\n";
+    let (docs, errors) = parse_yaml_file("services.yaml", text, &defaults());
+    assert!(docs.is_empty());
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].starts_with("services.yaml: document 0: metadata.name: must be a DNS label"));
+    assert_eq!(
+        errors[1],
+        "services.yaml: document 0: spec.ports[0].port: must be 1..65535, got 70000"
+    );
+    assert!(errors[2].starts_with("services.yaml: document 1: kind: unknown kind \"Pod\""));
+}
+
+#[test]
+fn duplicates_are_rejected() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {}, clusterIP: 10.0.0.1, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web2}\nspec: {selector: {}, clusterIP: 10.0.0.1, ports: [{port: 80}]}\n";
+    let (docs, errors) = parse_yaml_file("s.yaml", text, &defaults());
+    assert!(errors.is_empty());
+    let errs = assemble(docs).unwrap_err();
+    assert_eq!(
+        errs,
+        vec!["s.yaml: document 1: spec.clusterIP: 10.0.0.1 is already used by Service default/web"]
+    );
+}
+
+#[test]
+fn port_lists() {
+    assert_eq!(
+        parse_port_list("25, 5432-5433").unwrap(),
+        BTreeSet::from([25, 5432, 5433])
+    );
+    assert!(parse_port_list("0").is_err());
+    assert!(parse_port_list("9-3").is_err());
+}

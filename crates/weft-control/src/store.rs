@@ -1,0 +1,332 @@
+//! The file store: owns the store directory. It reads every `*.yaml`/`*.yml` file under it
+//! (including `.registered/`, where the registration API persists workloads), polls for changes,
+//! validates the whole set at once and publishes each good state on a `watch` channel. A bad set
+//! keeps the last good state in force; its errors are logged and kept in [`StoreStatus`].
+//!
+//! One task owns the directory, so registrations and reloads never interleave.
+
+use crate::resource::{self, Defaults, ExternalWorkload, Located, State};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Subdirectory of the store where registered workloads are persisted.
+pub const REGISTERED_DIR: &str = ".registered";
+
+/// What `GET /v1/store` reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStatus {
+    /// Number of good states applied so far (1 after a good first load).
+    pub generation: u64,
+    pub services: usize,
+    pub workloads: usize,
+    /// Errors of the current rejected state; empty when the last load was good.
+    pub errors: Vec<String>,
+    /// Whether the first load happened (good or not).
+    #[serde(skip)]
+    pub loaded: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.join("; "))]
+    Rejected(Vec<String>),
+    #[error("workload {0}/{1} is not registered")]
+    NotRegistered(String, String),
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Register(ExternalWorkload, oneshot::Sender<Result<(), StoreError>>),
+    Deregister(String, String, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// A cheap handle to the store task.
+#[derive(Clone)]
+pub struct StoreHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<StoreStatus>,
+    states: watch::Receiver<Arc<State>>,
+}
+
+impl StoreHandle {
+    pub fn status(&self) -> StoreStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn states(&self) -> watch::Receiver<Arc<State>> {
+        self.states.clone()
+    }
+
+    /// Persists a workload under `.registered/` and applies it before returning.
+    pub async fn register(&self, w: ExternalWorkload) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Register(w, tx))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Deletes a registered workload and applies the change before returning.
+    pub async fn deregister(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Deregister(namespace.to_string(), name.to_string(), tx);
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// Loads the store once (so callers start from a known state), then spawns the task that polls
+/// it and serves registrations until `shutdown` changes.
+pub fn start(
+    dir: PathBuf,
+    defaults: Defaults,
+    poll_interval: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(StoreHandle, tokio::task::JoinHandle<()>), StoreError> {
+    let reg = dir.join(REGISTERED_DIR);
+    std::fs::create_dir_all(&reg).map_err(|source| StoreError::Io { path: reg, source })?;
+    let (states_tx, states) = watch::channel(Arc::new(State::default()));
+    let (status_tx, status) = watch::channel(StoreStatus::default());
+    let mut store = Store {
+        dir,
+        defaults,
+        states_tx,
+        status_tx,
+        cache: BTreeMap::new(),
+        fingerprint: None,
+    };
+    store.load();
+    let (commands, rx) = mpsc::channel(16);
+    let task = tokio::spawn(store.run(rx, poll_interval, shutdown));
+    Ok((
+        StoreHandle {
+            commands,
+            status,
+            states,
+        },
+        task,
+    ))
+}
+
+struct Store {
+    dir: PathBuf,
+    defaults: Defaults,
+    states_tx: watch::Sender<Arc<State>>,
+    status_tx: watch::Sender<StoreStatus>,
+    /// path → (len, mtime, content): a file is re-read only when its size or mtime changed.
+    cache: BTreeMap<PathBuf, (u64, Option<SystemTime>, Arc<str>)>,
+    fingerprint: Option<u64>,
+}
+
+impl Store {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        poll: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { self.load(); }
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Register(w, reply)) => { let _ = reply.send(self.register(w)); }
+                    Some(Command::Deregister(ns, name, reply)) => { let _ = reply.send(self.deregister(&ns, &name)); }
+                    None => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Scans, and if anything changed, validates and applies. Returns the errors of this load
+    /// (empty when nothing changed or the new state is good).
+    ///
+    /// The scan is synchronous: the store holds a handful of small files and this task does
+    /// nothing else, so blocking it briefly is cheaper than shipping the cache to a thread.
+    fn load(&mut self) -> Vec<String> {
+        let files = match self.scan() {
+            Ok(f) => f,
+            Err(e) => return self.reject(vec![e]),
+        };
+        let mut h = DefaultHasher::new();
+        files.hash(&mut h);
+        let fp = h.finish();
+        if self.fingerprint == Some(fp) {
+            return Vec::new();
+        }
+        self.fingerprint = Some(fp);
+        let mut docs: Vec<Located> = Vec::new();
+        let mut errors = Vec::new();
+        for (name, text) in &files {
+            let (ok, errs) = resource::parse_yaml_file(name, text, &self.defaults);
+            docs.extend(ok);
+            errors.extend(errs);
+        }
+        if !errors.is_empty() {
+            return self.reject(errors);
+        }
+        match resource::assemble(docs) {
+            Ok(state) => {
+                let (services, workloads) = (state.services.len(), state.workloads.len());
+                self.states_tx.send_replace(Arc::new(state));
+                self.status_tx.send_modify(|s| {
+                    s.generation += 1;
+                    s.services = services;
+                    s.workloads = workloads;
+                    s.errors.clear();
+                    s.loaded = true;
+                });
+                tracing::info!(services, workloads, "store loaded");
+                Vec::new()
+            }
+            Err(errors) => self.reject(errors),
+        }
+    }
+
+    fn reject(&mut self, errors: Vec<String>) -> Vec<String> {
+        for e in &errors {
+            tracing::warn!("store rejected, keeping the last good state: {e}");
+        }
+        self.status_tx.send_modify(|s| {
+            s.errors = errors.clone();
+            s.loaded = true;
+        });
+        errors
+    }
+
+    /// Every YAML file under the store, sorted, as (path relative to the store, text). Hidden
+    /// files and directories are skipped, except `.registered/`.
+    fn scan(&mut self) -> Result<Vec<(String, Arc<str>)>, String> {
+        let mut paths = Vec::new();
+        collect(&self.dir, true, &mut paths)
+            .map_err(|e| format!("{}: cannot read: {e}", self.dir.display()))?;
+        paths.sort();
+        let mut out = Vec::new();
+        let mut cache = BTreeMap::new();
+        for path in paths {
+            let rel = path
+                .strip_prefix(&self.dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let meta = std::fs::metadata(&path).map_err(|e| format!("{rel}: cannot read: {e}"))?;
+            let key = (meta.len(), meta.modified().ok());
+            let text = match self.cache.remove(&path) {
+                Some((len, mtime, text)) if (len, mtime) == key => text,
+                _ => {
+                    let bytes =
+                        std::fs::read(&path).map_err(|e| format!("{rel}: cannot read: {e}"))?;
+                    let text =
+                        String::from_utf8(bytes).map_err(|_| format!("{rel}: not UTF-8 text"))?;
+                    Arc::from(text)
+                }
+            };
+            cache.insert(path, (key.0, key.1, text.clone()));
+            out.push((rel, text));
+        }
+        self.cache = cache;
+        Ok(out)
+    }
+
+    fn registered_path(&self, namespace: &str, name: &str) -> PathBuf {
+        // Namespaces and names are DNS labels (no dots), so this file name is unambiguous.
+        self.dir
+            .join(REGISTERED_DIR)
+            .join(format!("{namespace}.{name}.yaml"))
+    }
+
+    fn register(&mut self, w: ExternalWorkload) -> Result<(), StoreError> {
+        let path = self.registered_path(&w.namespace, &w.name);
+        let previous = std::fs::read(&path).ok();
+        let yaml = serde_yaml::to_string(&w.to_document())
+            .map_err(|e| StoreError::Rejected(vec![e.to_string()]))?;
+        write_atomic(&path, yaml.as_bytes())?;
+        let errors = self.load();
+        let rel = path
+            .strip_prefix(&self.dir)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        // Only errors caused by this document undo it; unrelated bad files are reported by
+        // /v1/store and do not block registration.
+        if errors.iter().any(|e| e.contains(&rel)) {
+            match previous {
+                Some(bytes) => write_atomic(&path, &bytes)?,
+                None => remove(&path)?,
+            }
+            self.load();
+            return Err(StoreError::Rejected(errors));
+        }
+        Ok(())
+    }
+
+    fn deregister(&mut self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        let path = self.registered_path(namespace, name);
+        if !path.exists() {
+            return Err(StoreError::NotRegistered(
+                namespace.to_string(),
+                name.to_string(),
+            ));
+        }
+        remove(&path)?;
+        self.load();
+        Ok(())
+    }
+}
+
+fn collect(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let path = entry.path();
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            if !name.starts_with('.') || (top && name == REGISTERED_DIR) {
+                collect(&path, false, out)?;
+            }
+        } else if !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Writes to a temporary file in the same directory and renames it over the target, so a
+/// concurrent poll never sees half a document.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn remove(path: &Path) -> Result<(), StoreError> {
+    std::fs::remove_file(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,390 @@
+//! End-to-end tests of the control plane over real sockets on 127.0.0.1: the gRPC services
+//! with the linkerd2-proxy-api tonic clients, the HTTP API with plain HTTP/1.1 requests.
+
+use linkerd2_proxy_api::destination::{
+    destination_client::DestinationClient, update::Update as U, GetDestination, Update,
+};
+use linkerd2_proxy_api::inbound::{
+    inbound_server_policies_client::InboundServerPoliciesClient, proxy_protocol as ipp, PortSpec,
+};
+use linkerd2_proxy_api::outbound::{
+    backend, outbound_policies_client::OutboundPoliciesClient, proxy_protocol as opp, traffic_spec,
+    TrafficSpec,
+};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Streaming;
+
+const SERVICES: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  clusterIP: 198.18.0.10
+  ports:
+  - {name: http, port: 8080, targetPort: http}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: web-1, namespace: default, labels: {app: web}}
+spec:
+  workloadIPs: [{ip: 127.0.0.1}]
+  ports: [{name: http, port: 18080}]
+";
+
+/// Upper bound for an awaited event; the tests wait on events, this only stops a hung test.
+const LIMIT: Duration = Duration::from_secs(5);
+
+fn temp_store(test: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "weft-control-{test}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("services.yaml"), SERVICES).unwrap();
+    dir
+}
+
+async fn start(dir: &Path) -> weft_control::Running {
+    weft_control::start(weft_control::Config {
+        store_dir: dir.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .expect("control plane starts")
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+async fn get(grpc: SocketAddr, path: &str) -> Result<Streaming<Update>, tonic::Status> {
+    let mut client = DestinationClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let req = GetDestination {
+        scheme: "k8s".into(),
+        path: path.into(),
+        context_token: String::new(),
+    };
+    client.get(req).await.map(|r| r.into_inner())
+}
+
+async fn next(stream: &mut Streaming<Update>) -> U {
+    let msg = tokio::time::timeout(LIMIT, stream.message())
+        .await
+        .expect("update in time");
+    msg.expect("stream ok")
+        .expect("stream open")
+        .update
+        .expect("update set")
+}
+
+fn added(u: &U) -> Vec<String> {
+    match u {
+        U::Add(set) => set
+            .addrs
+            .iter()
+            .map(|a| SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string())
+            .collect(),
+        other => panic!("expected add, got {other:?}"),
+    }
+}
+
+fn removed(u: &U) -> Vec<String> {
+    match u {
+        U::Remove(set) => set
+            .addrs
+            .iter()
+            .map(|a| SocketAddr::try_from(*a).unwrap().to_string())
+            .collect(),
+        other => panic!("expected remove, got {other:?}"),
+    }
+}
+
+const WEB2: &str = r#"{"apiVersion":"workload.linkerd.io/v1beta1","kind":"ExternalWorkload",
+  "metadata":{"name":"ignored","labels":{"app":"web"}},
+  "spec":{"workloadIPs":[{"ip":"127.0.0.2"}],"ports":[{"name":"http","port":18081}]}}"#;
+
+#[tokio::test]
+async fn registration_sends_add_and_remove_diffs() {
+    let dir = temp_store("register");
+    let cp = start(&dir).await;
+    assert_eq!(http(cp.api_addr, "GET", "/ready", "").await.0, 200);
+
+    let mut updates = get(cp.grpc_addr, "web.default.svc.cluster.local:8080")
+        .await
+        .unwrap();
+    let first = next(&mut updates).await;
+    assert_eq!(added(&first), vec!["127.0.0.1:18080"]);
+    let U::Add(set) = &first else { unreachable!() };
+    assert_eq!(set.metric_labels["service"], "web");
+    assert_eq!(set.addrs[0].weight, 10000);
+    assert_eq!(set.addrs[0].metric_labels["external_workload"], "web-1");
+    let tls = set.addrs[0].tls_identity.clone().unwrap();
+    assert_eq!(
+        tls.server_name.unwrap().name,
+        "web-1.default.serviceaccount.identity.weft.cluster.local"
+    );
+
+    let (status, body) = http(cp.api_addr, "PUT", "/v1/workloads/default/web-2", WEB2).await;
+    assert_eq!((status, body), (200, serde_json::json!({"ok": true})));
+    assert_eq!(added(&next(&mut updates).await), vec!["127.0.0.2:18081"]);
+    assert!(dir.join(".registered/default.web-2.yaml").exists());
+
+    let (status, list) = http(cp.api_addr, "GET", "/v1/workloads", "").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["web-1", "web-2"],
+        "the path name overrides the body"
+    );
+
+    // A cluster-IP lookup sees the same endpoints.
+    let mut by_ip = get(cp.grpc_addr, "198.18.0.10:8080").await.unwrap();
+    assert_eq!(
+        added(&next(&mut by_ip).await),
+        vec!["127.0.0.1:18080", "127.0.0.2:18081"]
+    );
+
+    assert_eq!(
+        http(cp.api_addr, "DELETE", "/v1/workloads/default/web-2", "")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(removed(&next(&mut updates).await), vec!["127.0.0.2:18081"]);
+    assert!(!dir.join(".registered/default.web-2.yaml").exists());
+    assert_eq!(
+        http(cp.api_addr, "DELETE", "/v1/workloads/default/web-2", "")
+            .await
+            .0,
+        404
+    );
+
+    let bad = WEB2.replace("18081", "70000");
+    let (status, body) = http(cp.api_addr, "PUT", "/v1/workloads/default/web-3", &bad).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "request body: spec.ports[0].port: must be 1..65535, got 70000"
+    );
+
+    // A registration that conflicts with a file-defined workload is undone and reported.
+    let (status, body) = http(cp.api_addr, "PUT", "/v1/workloads/default/web-1", WEB2).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate ExternalWorkload default/web-1"),
+        "{body}"
+    );
+    assert!(!dir.join(".registered/default.web-1.yaml").exists());
+    let (_, store) = http(cp.api_addr, "GET", "/v1/store", "").await;
+    assert_eq!(store["errors"], serde_json::json!([]));
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn bad_document_keeps_the_last_good_state() {
+    let dir = temp_store("bad-yaml");
+    let cp = start(&dir).await;
+    let (_, status) = http(cp.api_addr, "GET", "/v1/store", "").await;
+    assert_eq!(
+        status,
+        serde_json::json!({"generation": 1, "services": 1, "workloads": 1, "errors": []})
+    );
+
+    let bad = format!("{SERVICES}---\napiVersion: v1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  selector: {{app: api}}\n  ports: [{{port: 70000}}]\n");
+    std::fs::write(dir.join("services.yaml"), bad).unwrap();
+    let want = "services.yaml: document 2: spec.ports[0].port: must be 1..65535, got 70000";
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let status = loop {
+        let (_, status) = http(cp.api_addr, "GET", "/v1/store", "").await;
+        if !status["errors"].as_array().unwrap().is_empty()
+            || tokio::time::Instant::now() > deadline
+        {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["errors"], serde_json::json!([want]));
+    assert_eq!(status["generation"], 1);
+
+    // Still served from the last good state.
+    let mut updates = get(cp.grpc_addr, "web.default.svc.cluster.local:8080")
+        .await
+        .unwrap();
+    assert_eq!(added(&next(&mut updates).await), vec!["127.0.0.1:18080"]);
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn invalid_and_unknown_destinations() {
+    let dir = temp_store("unknown");
+    let cp = start(&dir).await;
+    for path in [
+        "example.com:80",
+        "web.default.svc.other.domain:80",
+        "10.9.9.9:80",
+    ] {
+        let err = get(cp.grpc_addr, path).await.expect_err(path);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{path}");
+    }
+    let mut updates = get(cp.grpc_addr, "nope.default.svc.cluster.local.:80")
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut updates).await, U::NoEndpoints(n) if !n.exists));
+
+    // The stream stays open: the service may appear.
+    let nope = "apiVersion: v1\nkind: Service\nmetadata: {name: nope}\nspec: {selector: {app: nope}, ports: [{port: 80}]}\n";
+    std::fs::write(dir.join("nope.yaml"), nope).unwrap();
+    assert!(matches!(next(&mut updates).await, U::NoEndpoints(n) if n.exists));
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn policies_and_restart_persistence() {
+    let dir = temp_store("policy");
+    let cp = start(&dir).await;
+    let endpoint = format!("http://{}", cp.grpc_addr);
+
+    let mut outbound = OutboundPoliciesClient::connect(endpoint.clone())
+        .await
+        .unwrap();
+    let spec = TrafficSpec {
+        source_workload: "default:client".into(),
+        target: Some(traffic_spec::Target::Authority(
+            "web.default.svc.cluster.local:8080".into(),
+        )),
+    };
+    let policy = outbound
+        .watch(spec)
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(opp::Kind::Detect(detect)) = policy.protocol.unwrap().kind else {
+        panic!("expected detect")
+    };
+    let route = &detect.http1.unwrap().routes[0];
+    let dist = route.rules[0].backends.clone().unwrap().kind.unwrap();
+    let linkerd2_proxy_api::outbound::http_route::distribution::Kind::FirstAvailable(fa) = dist
+    else {
+        panic!()
+    };
+    let be = fa.backends[0].backend.clone().unwrap();
+    assert_eq!(be.queue.unwrap().capacity, 100);
+    let Some(backend::Kind::Balancer(b)) = be.kind else {
+        panic!("expected a balancer")
+    };
+    let Some(backend::endpoint_discovery::Kind::Dst(dst)) = b.discovery.unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(dst.path, "web.default.svc.cluster.local:8080");
+
+    let spec = TrafficSpec {
+        source_workload: String::new(),
+        target: Some(traffic_spec::Target::Addr(
+            "10.9.9.9:80".parse::<SocketAddr>().unwrap().into(),
+        )),
+    };
+    assert_eq!(
+        outbound.get(spec).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+
+    let mut inbound = InboundServerPoliciesClient::connect(endpoint)
+        .await
+        .unwrap();
+    for workload in [
+        "default:web-1",
+        r#"{"ns":"default","external_workload":"web-1"}"#,
+    ] {
+        let server = inbound
+            .get_port(PortSpec {
+                workload: workload.into(),
+                port: 18080,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            matches!(server.protocol.unwrap().kind, Some(ipp::Kind::Detect(_))),
+            "{workload}"
+        );
+        assert_eq!(server.authorizations.len(), 1);
+    }
+    let err = inbound
+        .get_port(PortSpec {
+            workload: "web-1".into(),
+            port: 18080,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Registered workloads survive a restart.
+    assert_eq!(
+        http(cp.api_addr, "PUT", "/v1/workloads/default/web-2", WEB2)
+            .await
+            .0,
+        200
+    );
+    cp.shutdown().await.unwrap();
+    let cp = start(&dir).await;
+    let mut updates = get(cp.grpc_addr, "web.default.svc.cluster.local:8080")
+        .await
+        .unwrap();
+    assert_eq!(
+        added(&next(&mut updates).await),
+        vec!["127.0.0.1:18080", "127.0.0.2:18081"]
+    );
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
