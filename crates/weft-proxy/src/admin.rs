@@ -1,0 +1,173 @@
+//! The admin server: `GET /metrics`, `GET /ready`, `GET /live`, `POST /shutdown`.
+//!
+//! Plain HTTP/1 on its own listener; it keeps serving while the proxy drains so the last metrics
+//! can still be scraped.
+
+use std::{convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::Notify};
+
+use crate::{discovery::Discovery, metrics::Metrics};
+
+/// What the admin endpoints read and trigger.
+pub struct Admin {
+    pub metrics: Metrics,
+    pub discovery: Discovery,
+    /// `Some` when `POST /shutdown` is enabled: notified to start the drain.
+    pub shutdown: Option<Arc<Notify>>,
+}
+
+/// Serves until the task is dropped or aborted.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Usually fd exhaustion: let other tasks release some before trying again.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(route(&admin, req)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            admin.metrics.render(),
+        ),
+        (&Method::GET, "/ready") if admin.discovery.is_ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::POST, "/shutdown") => match &admin.shutdown {
+            Some(n) => {
+                tracing::info!("shutdown requested through the admin endpoint");
+                n.notify_one();
+                text(StatusCode::OK, "shutdown\n")
+            }
+            None => text(StatusCode::NOT_FOUND, "shutdown endpoint disabled\n"),
+        },
+        (_, "/metrics" | "/ready" | "/live" | "/shutdown") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    respond(status, "text/plain", body.to_string())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::{collections::HashMap, net::SocketAddr, time::Duration};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP/1.0-style exchange on a fresh connection: (status, body).
+    async fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req =
+            format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.expect("read");
+        let status = buf
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status line");
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    async fn start(shutdown: Option<Arc<Notify>>) -> (SocketAddr, Metrics) {
+        // Nothing listens on port 1: discovery is never ready in these tests.
+        let cfg = Config::from_env(&HashMap::from([
+            ("WEFT_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:1"),
+            ("WEFT_PROXY_POLICY_WORKLOAD", "default:web-1"),
+        ]))
+        .expect("config");
+        let metrics = Metrics::new();
+        let admin = Arc::new(Admin {
+            metrics: metrics.clone(),
+            discovery: Discovery::new(&cfg),
+            shutdown,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve(listener, admin));
+        (addr, metrics)
+    }
+
+    #[tokio::test]
+    async fn endpoints() {
+        let notify = Arc::new(Notify::new());
+        let (addr, metrics) = start(Some(notify.clone())).await;
+        let labels = crate::metrics::Labels {
+            direction: crate::metrics::Direction::Inbound,
+            authority: Some("web".into()),
+            target_addr: "127.0.0.1:80".parse().expect("addr"),
+            tls: crate::metrics::TlsLabel::NoIdentity(crate::metrics::NO_TLS_FROM_REMOTE),
+            dst: Arc::default(),
+        };
+        metrics.http(&labels).request();
+
+        let (status, body) = call(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("request_total{direction=\"inbound\""),
+            "{body}"
+        );
+        assert_eq!(call(addr, "GET", "/live").await, (200, "live\n".into()));
+        assert_eq!(call(addr, "GET", "/ready").await.0, 503);
+        assert_eq!(call(addr, "GET", "/nope").await.0, 404);
+        assert_eq!(call(addr, "GET", "/shutdown").await.0, 405);
+
+        assert_eq!(call(addr, "POST", "/shutdown").await.0, 200);
+        tokio::time::timeout(Duration::from_secs(5), notify.notified())
+            .await
+            .expect("shutdown notified");
+    }
+
+    #[tokio::test]
+    async fn shutdown_disabled() {
+        let (addr, _) = start(None).await;
+        assert_eq!(call(addr, "POST", "/shutdown").await.0, 404);
+    }
+}

@@ -1,0 +1,222 @@
+//! Endpoint choice: power of two choices (P2C) by weighted least outstanding requests.
+//!
+//! A [`Balancer`] follows one target's live endpoint set (the discovery `watch` channel) and keeps
+//! an outstanding-request counter per endpoint address. Each pick samples two endpoints at random
+//! and takes the one with the lower `(outstanding + 1) / weight`. The returned [`InFlight`] guard
+//! counts the request until it is dropped. A pick copies the endpoint, so a later change of the
+//! set (an endpoint removed) never touches requests already on their way.
+
+use crate::discovery::{Endpoint, EndpointSet};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The set stayed empty (or unresolved) for the whole fail-fast timeout.
+    #[error("no endpoints available after {0:?}")]
+    NoEndpoints(Duration),
+}
+
+pub struct Balancer {
+    endpoints: watch::Receiver<EndpointSet>,
+    outstanding: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+}
+
+/// One chosen endpoint; counts as an outstanding request until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    pub endpoint: Endpoint,
+    counter: Arc<AtomicUsize>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Balancer {
+    pub fn new(endpoints: watch::Receiver<EndpointSet>) -> Balancer {
+        Balancer {
+            endpoints,
+            outstanding: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current snapshot of the set (for protocol decisions and labels).
+    pub fn snapshot(&self) -> EndpointSet {
+        self.endpoints.borrow().clone()
+    }
+
+    /// Picks an endpoint, waiting up to `failfast` for the set to become non-empty.
+    pub async fn pick_ready(&self, failfast: Duration) -> Result<InFlight, Error> {
+        if let Some(picked) = self.pick() {
+            return Ok(picked);
+        }
+        let mut rx = self.endpoints.clone();
+        let wait = async move {
+            rx.wait_for(|set| !set.endpoints.is_empty())
+                .await
+                .map(|_| ())
+        };
+        match tokio::time::timeout(failfast, wait).await {
+            Ok(Ok(())) => self.pick().ok_or(Error::NoEndpoints(failfast)),
+            // Timed out, or discovery went away for good.
+            Ok(Err(_)) | Err(_) => Err(Error::NoEndpoints(failfast)),
+        }
+    }
+
+    /// Picks an endpoint from the current set, or `None` if it is empty.
+    pub fn pick(&self) -> Option<InFlight> {
+        let set = self.endpoints.borrow();
+        let eps = &set.endpoints;
+        let mut outstanding = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        let chosen = match eps.len() {
+            0 => return None,
+            1 => &eps[0],
+            n => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let load = |ep: &Endpoint| {
+                    let count = outstanding
+                        .get(&ep.addr)
+                        .map_or(0, |c| c.load(Ordering::Relaxed));
+                    (count as f64 + 1.0) / f64::from(ep.weight.max(1))
+                };
+                if load(&eps[b]) < load(&eps[a]) {
+                    &eps[b]
+                } else {
+                    &eps[a]
+                }
+            }
+        };
+        // Forget counters of endpoints that left the set once nothing is in flight on them.
+        if outstanding.len() > eps.len() * 2 {
+            outstanding.retain(|addr, c| {
+                c.load(Ordering::Relaxed) > 0 || eps.iter().any(|e| e.addr == *addr)
+            });
+        }
+        let counter = outstanding.entry(chosen.addr).or_default().clone();
+        counter.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight {
+            endpoint: chosen.clone(),
+            counter,
+        })
+    }
+
+    /// Outstanding requests on `addr` (for tests and debugging).
+    pub fn outstanding(&self, addr: SocketAddr) -> usize {
+        let outstanding = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
+        outstanding
+            .get(&addr)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::ProtocolHint;
+    use std::collections::BTreeMap;
+
+    fn ep(port: u16, weight: u32) -> Endpoint {
+        Endpoint {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight,
+            hint: ProtocolHint::H2,
+            identity: None,
+            labels: Arc::new(BTreeMap::new()),
+        }
+    }
+
+    fn set(eps: Vec<Endpoint>) -> EndpointSet {
+        EndpointSet {
+            resolved: true,
+            exists: true,
+            endpoints: eps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_set_picks_nothing() {
+        let (_tx, rx) = watch::channel(EndpointSet::default());
+        assert!(Balancer::new(rx).pick().is_none());
+    }
+
+    #[test]
+    fn prefers_the_less_loaded_endpoint() {
+        let (_tx, rx) = watch::channel(set(vec![ep(1, 1), ep(2, 1)]));
+        let b = Balancer::new(rx);
+        // Hold many requests: P2C with two endpoints always compares both, so load stays balanced.
+        let held: Vec<_> = (0..100).map(|_| b.pick().unwrap()).collect();
+        let on1 = b.outstanding(ep(1, 1).addr);
+        let on2 = b.outstanding(ep(2, 1).addr);
+        assert_eq!(on1 + on2, 100);
+        assert!(on1.abs_diff(on2) <= 1, "{on1} vs {on2}");
+        drop(held);
+        assert_eq!(b.outstanding(ep(1, 1).addr), 0);
+    }
+
+    #[test]
+    fn weights_scale_the_load() {
+        let (_tx, rx) = watch::channel(set(vec![ep(1, 30000), ep(2, 10000)]));
+        let b = Balancer::new(rx);
+        let held: Vec<_> = (0..400).map(|_| b.pick().unwrap()).collect();
+        let on1 = b.outstanding(ep(1, 1).addr);
+        let on2 = b.outstanding(ep(2, 1).addr);
+        assert!(
+            (290..=310).contains(&on1),
+            "heavier endpoint got {on1}, other {on2}"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn endpoint_changes_keep_in_flight_requests() {
+        let (tx, rx) = watch::channel(set(vec![ep(1, 1)]));
+        let b = Balancer::new(rx);
+        let first = b.pick().unwrap();
+        assert_eq!(first.endpoint.addr.port(), 1);
+        tx.send_replace(set(vec![ep(2, 1), ep(3, 1)]));
+        // The in-flight request still holds its endpoint and is still counted.
+        assert_eq!(first.endpoint.addr.port(), 1);
+        assert_eq!(b.outstanding(first.endpoint.addr), 1);
+        for _ in 0..20 {
+            let p = b.pick().unwrap();
+            assert_ne!(p.endpoint.addr.port(), 1);
+        }
+        drop(first);
+        assert_eq!(b.outstanding(ep(1, 1).addr), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_endpoints_then_fails_fast() {
+        let (tx, rx) = watch::channel(EndpointSet::default());
+        let b = Arc::new(Balancer::new(rx));
+        let start = tokio::time::Instant::now();
+        let err = b.pick_ready(Duration::from_secs(3)).await.unwrap_err();
+        assert_eq!(err, Error::NoEndpoints(Duration::from_secs(3)));
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move {
+                b.pick_ready(Duration::from_secs(3))
+                    .await
+                    .map(|p| p.endpoint.addr)
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send_replace(set(vec![ep(7, 1)]));
+        assert_eq!(waiting.await.unwrap().unwrap().port(), 7);
+    }
+}

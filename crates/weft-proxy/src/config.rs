@@ -1,0 +1,782 @@
+//! `WEFT_PROXY_*` variables: one named constant per variable (with its default beside it), typed
+//! parsing, and a [`ConfigError`] that lists every bad value at once.
+//!
+//! Values are read through the small [`Env`] trait so tests inject maps instead of touching the
+//! process environment.
+
+use std::{
+    collections::HashMap, fmt, hash::BuildHasher, net::SocketAddr, ops::RangeInclusive,
+    time::Duration,
+};
+
+/// Control plane gRPC `host:port` serving Destination. Required.
+pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
+/// Control plane gRPC `host:port` serving the policy APIs. Default: the destination address.
+pub const ENV_POLICY_SVC_ADDR: &str = "WEFT_PROXY_POLICY_SVC_ADDR";
+/// `NS:NAME` of this workload. Required; NS expands short names.
+pub const ENV_POLICY_WORKLOAD: &str = "WEFT_PROXY_POLICY_WORKLOAD";
+/// Context token sent with `Destination.Get`. Default: `{"ns":"NS"}`.
+pub const ENV_DESTINATION_CONTEXT: &str = "WEFT_PROXY_DESTINATION_CONTEXT";
+/// Inbound listener (transparent mode; target port = SO_ORIGINAL_DST port).
+pub const ENV_INBOUND_LISTEN_ADDR: &str = "WEFT_PROXY_INBOUND_LISTEN_ADDR";
+pub const DEFAULT_INBOUND_LISTEN_ADDR: &str = "0.0.0.0:4143";
+/// Outbound listener (transparent mode and `HTTP_PROXY`).
+pub const ENV_OUTBOUND_LISTEN_ADDR: &str = "WEFT_PROXY_OUTBOUND_LISTEN_ADDR";
+pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
+/// Admin server (`/metrics`, `/ready`, `/live`, `/shutdown`).
+pub const ENV_ADMIN_LISTEN_ADDR: &str = "WEFT_PROXY_ADMIN_LISTEN_ADDR";
+pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "127.0.0.1:4191";
+/// Explicit mode: `APP_PORT[=PROXY_PORT]` list; an extra inbound listener per entry. Default empty.
+pub const ENV_INBOUND_FORWARD_PORTS: &str = "WEFT_PROXY_INBOUND_FORWARD_PORTS";
+/// Explicit mode: `AUTHORITY[=LOCAL_PORT]` list; a local listener bound to a logical service.
+pub const ENV_OUTBOUND_UPSTREAMS: &str = "WEFT_PROXY_OUTBOUND_UPSTREAMS";
+/// App ports treated as opaque TCP inbound. Default empty.
+pub const ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
+    "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
+/// Destination ports treated as opaque TCP outbound (server-speaks-first protocols).
+pub const ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
+    "WEFT_PROXY_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
+pub const DEFAULT_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
+    "25,587,3306,4444,5432,6379,9300,11211";
+/// How long inbound protocol detection waits before treating the connection as opaque.
+pub const ENV_INBOUND_DETECT_TIMEOUT: &str = "WEFT_PROXY_INBOUND_DETECT_TIMEOUT";
+pub const DEFAULT_INBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long outbound protocol detection waits before treating the connection as opaque.
+pub const ENV_OUTBOUND_DETECT_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT";
+pub const DEFAULT_OUTBOUND_DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connect timeout to the local application.
+pub const ENV_INBOUND_CONNECT_TIMEOUT: &str = "WEFT_PROXY_INBOUND_CONNECT_TIMEOUT";
+pub const DEFAULT_INBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connect timeout to a remote endpoint.
+pub const ENV_OUTBOUND_CONNECT_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_CONNECT_TIMEOUT";
+pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A target with no endpoints fails requests (503 + `l5d-proxy-error`) after this.
+pub const ENV_OUTBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT";
+pub const DEFAULT_OUTBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Inbound fail-fast: the local application cannot take requests for this long.
+pub const ENV_INBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_INBOUND_FAILFAST_TIMEOUT";
+pub const DEFAULT_INBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Comma-separated name suffixes looked up in discovery; `.` = all names, empty = none.
+pub const ENV_DESTINATION_PROFILE_SUFFIXES: &str = "WEFT_PROXY_DESTINATION_PROFILE_SUFFIXES";
+pub const DEFAULT_DESTINATION_PROFILE_SUFFIXES: &str = "svc.cluster.local.";
+/// Cluster DNS domain used to expand short names (`web` → `web.NS.svc.CLUSTER_DOMAIN`).
+pub const ENV_CLUSTER_DOMAIN: &str = "WEFT_PROXY_CLUSTER_DOMAIN";
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// How long a drain waits for open connections before exiting anyway.
+pub const ENV_SHUTDOWN_GRACE_PERIOD: &str = "WEFT_PROXY_SHUTDOWN_GRACE_PERIOD";
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Whether the admin server serves `POST /shutdown`.
+pub const ENV_SHUTDOWN_ENDPOINT_ENABLED: &str = "WEFT_PROXY_SHUTDOWN_ENDPOINT_ENABLED";
+pub const DEFAULT_SHUTDOWN_ENDPOINT_ENABLED: bool = true;
+/// Lower bound of the reconnect backoff to the control plane.
+pub const ENV_CONTROL_BACKOFF_MIN: &str = "WEFT_PROXY_CONTROL_BACKOFF_MIN";
+pub const DEFAULT_CONTROL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Upper bound of the reconnect backoff to the control plane.
+pub const ENV_CONTROL_BACKOFF_MAX: &str = "WEFT_PROXY_CONTROL_BACKOFF_MAX";
+pub const DEFAULT_CONTROL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Discovery streams with no receivers are closed after this long.
+pub const ENV_DISCOVERY_IDLE_TIMEOUT: &str = "WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT";
+pub const DEFAULT_DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `tracing` filter for the binary's stderr logs (read by the binary, kept here for the docs).
+pub const ENV_LOG: &str = "WEFT_PROXY_LOG";
+pub const DEFAULT_LOG: &str = "warn,weft_proxy=info";
+
+/// Where configuration values come from.
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Test and embedding helper: any `HashMap<&str, &str>`.
+impl<S: BuildHasher> Env for HashMap<&str, &str, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).map(|v| v.to_string())
+    }
+}
+
+impl<S: BuildHasher> Env for HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+/// This workload's identity in the control plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A set of ports given as a list of single ports and ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSet(pub Vec<RangeInclusive<u16>>);
+
+impl PortSet {
+    pub fn contains(&self, port: &u16) -> bool {
+        self.0.iter().any(|r| r.contains(port))
+    }
+}
+
+/// Explicit mode inbound: listen on `proxy_port` (0 = ephemeral), forward to `127.0.0.1:app_port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardPort {
+    pub app_port: u16,
+    pub proxy_port: u16,
+}
+
+/// Explicit mode outbound: a local port whose connections target one logical service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// As configured (`catalog:9090`, `catalog.default.svc.cluster.local:9090`, `web`).
+    pub authority: String,
+    pub host: String,
+    /// Port 80 when the authority has none.
+    pub port: u16,
+    /// 0 = ephemeral.
+    pub local_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub destination_addr: String,
+    pub policy_addr: String,
+    pub workload: Workload,
+    pub destination_context: String,
+    pub inbound_listen_addr: SocketAddr,
+    pub outbound_listen_addr: SocketAddr,
+    pub admin_listen_addr: SocketAddr,
+    pub inbound_forward_ports: Vec<ForwardPort>,
+    pub outbound_upstreams: Vec<Upstream>,
+    pub inbound_opaque_ports: PortSet,
+    pub outbound_opaque_ports: PortSet,
+    pub inbound_detect_timeout: Duration,
+    pub outbound_detect_timeout: Duration,
+    pub inbound_connect_timeout: Duration,
+    pub outbound_connect_timeout: Duration,
+    pub inbound_failfast_timeout: Duration,
+    pub outbound_failfast_timeout: Duration,
+    /// Normalised to end with a dot; `["."]` means every name; empty means none.
+    pub destination_suffixes: Vec<String>,
+    pub cluster_domain: String,
+    pub shutdown_grace_period: Duration,
+    pub shutdown_endpoint_enabled: bool,
+    pub control_backoff_min: Duration,
+    pub control_backoff_max: Duration,
+    pub discovery_idle_timeout: Duration,
+}
+
+/// One bad variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VarError {
+    pub name: &'static str,
+    pub reason: String,
+    /// The offending value; `None` when the variable is missing.
+    pub value: Option<String>,
+}
+
+/// Every bad variable found, one per line when displayed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub errors: Vec<VarError>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match &e.value {
+                Some(v) => write!(f, "{}: {} (got {:?})", e.name, e.reason, v)?,
+                None => write!(f, "{}: {}", e.name, e.reason)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads variables and remembers every failure so all of them can be reported together.
+struct Reader<'a> {
+    env: &'a dyn Env,
+    errors: Vec<VarError>,
+}
+
+impl Reader<'_> {
+    /// The trimmed value; an empty value counts as unset for scalar variables.
+    fn scalar(&self, name: &str) -> Option<String> {
+        self.env
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T>(
+        &mut self,
+        name: &'static str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        let Some(raw) = self.scalar(name) else {
+            return default;
+        };
+        match parse(&raw) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.fail(name, reason, Some(raw));
+                default
+            }
+        }
+    }
+
+    /// Lists: unset → the default text; set (even empty) → the given value.
+    fn list<T>(
+        &mut self,
+        name: &'static str,
+        default: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.env.get(name);
+        let text = raw.as_deref().unwrap_or(default);
+        match parse(text) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.fail(name, reason, raw);
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, name: &'static str, reason: String, value: Option<String>) {
+        self.errors.push(VarError {
+            name,
+            reason,
+            value,
+        });
+    }
+}
+
+impl Config {
+    pub fn from_env(env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            env,
+            errors: Vec::new(),
+        };
+
+        let destination_addr = match r.scalar(ENV_DESTINATION_SVC_ADDR) {
+            None => {
+                r.fail(ENV_DESTINATION_SVC_ADDR, "required".into(), None);
+                String::new()
+            }
+            Some(v) => r.parse(ENV_DESTINATION_SVC_ADDR, String::new(), |_| {
+                parse_host_port(&v).map(|_| v.clone())
+            }),
+        };
+        let policy_addr = r.parse(ENV_POLICY_SVC_ADDR, destination_addr.clone(), |v| {
+            parse_host_port(v).map(|_| v.to_string())
+        });
+        let workload = match r.scalar(ENV_POLICY_WORKLOAD) {
+            None => {
+                r.fail(ENV_POLICY_WORKLOAD, "required (NS:NAME)".into(), None);
+                None
+            }
+            Some(v) => r.parse(ENV_POLICY_WORKLOAD, None, |_| parse_workload(&v).map(Some)),
+        };
+        let ns = workload
+            .as_ref()
+            .map(|w| w.namespace.clone())
+            .unwrap_or_default();
+        let destination_context = r
+            .scalar(ENV_DESTINATION_CONTEXT)
+            .unwrap_or_else(|| serde_json::json!({ "ns": ns }).to_string());
+
+        let addr = |r: &mut Reader<'_>, name, default: &str| {
+            let fallback: SocketAddr = default.parse().expect("default address is valid");
+            r.parse(name, fallback, parse_socket_addr)
+        };
+        let inbound_listen_addr =
+            addr(&mut r, ENV_INBOUND_LISTEN_ADDR, DEFAULT_INBOUND_LISTEN_ADDR);
+        let outbound_listen_addr = addr(
+            &mut r,
+            ENV_OUTBOUND_LISTEN_ADDR,
+            DEFAULT_OUTBOUND_LISTEN_ADDR,
+        );
+        let admin_listen_addr = addr(&mut r, ENV_ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR);
+
+        let inbound_forward_ports = r
+            .list(ENV_INBOUND_FORWARD_PORTS, "", parse_forward_ports)
+            .unwrap_or_default();
+        let outbound_upstreams = r
+            .list(ENV_OUTBOUND_UPSTREAMS, "", parse_upstreams)
+            .unwrap_or_default();
+        let inbound_opaque_ports = r
+            .list(
+                ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+                "",
+                parse_port_set,
+            )
+            .unwrap_or_default();
+        let outbound_opaque_ports = r
+            .list(
+                ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+                DEFAULT_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
+                parse_port_set,
+            )
+            .unwrap_or_default();
+
+        let dur = |r: &mut Reader<'_>, name, default| r.parse(name, default, parse_duration);
+        let inbound_detect_timeout = dur(
+            &mut r,
+            ENV_INBOUND_DETECT_TIMEOUT,
+            DEFAULT_INBOUND_DETECT_TIMEOUT,
+        );
+        let outbound_detect_timeout = dur(
+            &mut r,
+            ENV_OUTBOUND_DETECT_TIMEOUT,
+            DEFAULT_OUTBOUND_DETECT_TIMEOUT,
+        );
+        let inbound_connect_timeout = dur(
+            &mut r,
+            ENV_INBOUND_CONNECT_TIMEOUT,
+            DEFAULT_INBOUND_CONNECT_TIMEOUT,
+        );
+        let outbound_connect_timeout = dur(
+            &mut r,
+            ENV_OUTBOUND_CONNECT_TIMEOUT,
+            DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
+        );
+        let inbound_failfast_timeout = dur(
+            &mut r,
+            ENV_INBOUND_FAILFAST_TIMEOUT,
+            DEFAULT_INBOUND_FAILFAST_TIMEOUT,
+        );
+        let outbound_failfast_timeout = dur(
+            &mut r,
+            ENV_OUTBOUND_FAILFAST_TIMEOUT,
+            DEFAULT_OUTBOUND_FAILFAST_TIMEOUT,
+        );
+        let destination_suffixes = r
+            .list(
+                ENV_DESTINATION_PROFILE_SUFFIXES,
+                DEFAULT_DESTINATION_PROFILE_SUFFIXES,
+                parse_suffixes,
+            )
+            .unwrap_or_default();
+        let cluster_domain = r.parse(ENV_CLUSTER_DOMAIN, DEFAULT_CLUSTER_DOMAIN.into(), |v| {
+            let v = v.trim_end_matches('.');
+            if is_dns_name(v) {
+                Ok(v.to_string())
+            } else {
+                Err("must be a DNS name".into())
+            }
+        });
+        let shutdown_grace_period = dur(
+            &mut r,
+            ENV_SHUTDOWN_GRACE_PERIOD,
+            DEFAULT_SHUTDOWN_GRACE_PERIOD,
+        );
+        let shutdown_endpoint_enabled = r.parse(
+            ENV_SHUTDOWN_ENDPOINT_ENABLED,
+            DEFAULT_SHUTDOWN_ENDPOINT_ENABLED,
+            parse_bool,
+        );
+        let control_backoff_min = dur(&mut r, ENV_CONTROL_BACKOFF_MIN, DEFAULT_CONTROL_BACKOFF_MIN);
+        let control_backoff_max = dur(&mut r, ENV_CONTROL_BACKOFF_MAX, DEFAULT_CONTROL_BACKOFF_MAX);
+        if control_backoff_min > control_backoff_max {
+            let raw = r.scalar(ENV_CONTROL_BACKOFF_MAX);
+            r.fail(
+                ENV_CONTROL_BACKOFF_MAX,
+                format!("must be at least {ENV_CONTROL_BACKOFF_MIN} ({control_backoff_min:?})"),
+                raw,
+            );
+        }
+        let discovery_idle_timeout = dur(
+            &mut r,
+            ENV_DISCOVERY_IDLE_TIMEOUT,
+            DEFAULT_DISCOVERY_IDLE_TIMEOUT,
+        );
+
+        match workload {
+            Some(workload) if r.errors.is_empty() => Ok(Config {
+                destination_addr,
+                policy_addr,
+                workload,
+                destination_context,
+                inbound_listen_addr,
+                outbound_listen_addr,
+                admin_listen_addr,
+                inbound_forward_ports,
+                outbound_upstreams,
+                inbound_opaque_ports,
+                outbound_opaque_ports,
+                inbound_detect_timeout,
+                outbound_detect_timeout,
+                inbound_connect_timeout,
+                outbound_connect_timeout,
+                inbound_failfast_timeout,
+                outbound_failfast_timeout,
+                destination_suffixes,
+                cluster_domain,
+                shutdown_grace_period,
+                shutdown_endpoint_enabled,
+                control_backoff_min,
+                control_backoff_max,
+                discovery_idle_timeout,
+            }),
+            _ => Err(ConfigError { errors: r.errors }),
+        }
+    }
+}
+
+/// `500ms`, `3s`, `2m`, `1h`, or `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const HINT: &str = "expected a duration like 500ms, 3s, 2m or 1h";
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| HINT.to_string())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| HINT.to_string())?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(HINT.into()),
+    };
+    n.checked_mul(ms_per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "duration too large".into())
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "expected IP:PORT (e.g. 127.0.0.1:4140 or [::1]:4140)".into())
+}
+
+/// `host:port` where host is an IP or a DNS name; returns the port.
+fn parse_host_port(s: &str) -> Result<u16, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a.port());
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT".to_string())?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| "expected HOST:PORT with a numeric port".to_string())?;
+    if !is_dns_name(host) {
+        return Err("expected HOST:PORT with a valid host".into());
+    }
+    Ok(port)
+}
+
+fn parse_workload(s: &str) -> Result<Workload, String> {
+    match s.split_once(':') {
+        Some((ns, name)) if is_dns_label(ns) && is_dns_label(name) => Ok(Workload {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        }),
+        _ => Err("expected NS:NAME (two DNS labels)".into()),
+    }
+}
+
+fn items(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|i| !i.is_empty())
+}
+
+fn parse_port(s: &str, allow_zero: bool) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) if !allow_zero => Err(format!("port {s:?} must be 1..65535")),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("{s:?} is not a port (1..65535)")),
+    }
+}
+
+/// `25,3306,5000-5010`.
+pub fn parse_port_set(s: &str) -> Result<PortSet, String> {
+    let mut ranges = Vec::new();
+    for item in items(s) {
+        let range = match item.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse_port(lo.trim(), false)?, parse_port(hi.trim(), false)?);
+                if lo > hi {
+                    return Err(format!("range {item:?} is reversed"));
+                }
+                lo..=hi
+            }
+            None => {
+                let p = parse_port(item, false)?;
+                p..=p
+            }
+        };
+        ranges.push(range);
+    }
+    Ok(PortSet(ranges))
+}
+
+/// `8080,9090=19090`.
+fn parse_forward_ports(s: &str) -> Result<Vec<ForwardPort>, String> {
+    let mut out: Vec<ForwardPort> = Vec::new();
+    for item in items(s) {
+        let (app, proxy) = match item.split_once('=') {
+            Some((a, p)) => (a.trim(), Some(p.trim())),
+            None => (item, None),
+        };
+        let app_port = parse_port(app, false)?;
+        let proxy_port = proxy.map(|p| parse_port(p, true)).transpose()?.unwrap_or(0);
+        if out.iter().any(|f| f.app_port == app_port) {
+            return Err(format!("app port {app_port} listed twice"));
+        }
+        out.push(ForwardPort {
+            app_port,
+            proxy_port,
+        });
+    }
+    Ok(out)
+}
+
+/// `catalog.default.svc.cluster.local:9090=15000,web`.
+fn parse_upstreams(s: &str) -> Result<Vec<Upstream>, String> {
+    let mut out = Vec::new();
+    for item in items(s) {
+        let (authority, local) = match item.rsplit_once('=') {
+            Some((a, p)) => (a.trim(), Some(p.trim())),
+            None => (item, None),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, parse_port(p, false)?),
+            None => (authority, 80),
+        };
+        let host = host.trim_end_matches('.');
+        if !is_dns_name(host) {
+            return Err(format!("{authority:?} is not HOST[:PORT]"));
+        }
+        let local_port = local.map(|p| parse_port(p, true)).transpose()?.unwrap_or(0);
+        out.push(Upstream {
+            authority: authority.to_string(),
+            host: host.to_ascii_lowercase(),
+            port,
+            local_port,
+        });
+    }
+    Ok(out)
+}
+
+/// Suffixes normalised to end with a dot (`.` alone = every name).
+fn parse_suffixes(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(s) {
+        let bare = item.trim_matches('.');
+        if !bare.is_empty() && !is_dns_name(bare) {
+            return Err(format!("{item:?} is not a DNS suffix"));
+        }
+        out.push(if bare.is_empty() {
+            ".".to_string()
+        } else {
+            format!("{}.", bare.to_ascii_lowercase())
+        });
+    }
+    Ok(out)
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUIRED: [(&str, &str); 2] = [
+        (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:8086"),
+        (ENV_POLICY_WORKLOAD, "default:web-1"),
+    ];
+
+    fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+        REQUIRED.iter().chain(pairs).copied().collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_env(&env(&[])).expect("valid");
+        assert_eq!(c.policy_addr, "127.0.0.1:8086");
+        assert_eq!(c.destination_context, r#"{"ns":"default"}"#);
+        assert_eq!(c.inbound_listen_addr.to_string(), "0.0.0.0:4143");
+        assert_eq!(c.outbound_listen_addr.to_string(), "127.0.0.1:4140");
+        assert_eq!(c.admin_listen_addr.to_string(), "127.0.0.1:4191");
+        assert!(c.outbound_opaque_ports.contains(&3306));
+        assert!(!c.outbound_opaque_ports.contains(&80));
+        assert!(!c.inbound_opaque_ports.contains(&3306));
+        assert_eq!(c.outbound_failfast_timeout, Duration::from_secs(3));
+        assert_eq!(
+            c.destination_suffixes,
+            vec!["svc.cluster.local.".to_string()]
+        );
+        assert_eq!(c.cluster_domain, "cluster.local");
+        assert!(c.shutdown_endpoint_enabled);
+        assert_eq!(c.control_backoff_min, Duration::from_millis(100));
+        assert_eq!(c.control_backoff_max, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "3", "s", "3x", "-1s", "1.5s", "ms3"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_sets() {
+        let s = parse_port_set("25, 3306,5000-5010").expect("valid");
+        assert!(s.contains(&25) && s.contains(&3306) && s.contains(&5000) && s.contains(&5010));
+        assert!(!s.contains(&5011) && !s.contains(&24));
+        assert_eq!(parse_port_set(""), Ok(PortSet::default()));
+        assert!(parse_port_set("10-5").is_err());
+        assert!(parse_port_set("0").is_err());
+        assert!(parse_port_set("70000").is_err());
+        assert!(parse_port_set("http").is_err());
+    }
+
+    #[test]
+    fn explicit_mode_lists() {
+        let c = Config::from_env(&env(&[
+            (ENV_INBOUND_FORWARD_PORTS, "8080,9090=19090"),
+            (
+                ENV_OUTBOUND_UPSTREAMS,
+                "catalog.default.svc.cluster.local:9090=15000, web",
+            ),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.inbound_forward_ports,
+            vec![
+                ForwardPort {
+                    app_port: 8080,
+                    proxy_port: 0
+                },
+                ForwardPort {
+                    app_port: 9090,
+                    proxy_port: 19090
+                }
+            ]
+        );
+        assert_eq!(c.outbound_upstreams.len(), 2);
+        assert_eq!(
+            c.outbound_upstreams[0].host,
+            "catalog.default.svc.cluster.local"
+        );
+        assert_eq!(c.outbound_upstreams[0].port, 9090);
+        assert_eq!(c.outbound_upstreams[0].local_port, 15000);
+        assert_eq!(c.outbound_upstreams[1].host, "web");
+        assert_eq!(c.outbound_upstreams[1].port, 80);
+        assert_eq!(c.outbound_upstreams[1].local_port, 0);
+    }
+
+    #[test]
+    fn empty_list_overrides_default_and_suffix_forms() {
+        let c = Config::from_env(&env(&[
+            (ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, ""),
+            (ENV_DESTINATION_PROFILE_SUFFIXES, "."),
+        ]))
+        .expect("valid");
+        assert!(!c.outbound_opaque_ports.contains(&3306));
+        assert_eq!(c.destination_suffixes, vec![".".to_string()]);
+        let c = Config::from_env(&env(&[(
+            ENV_DESTINATION_PROFILE_SUFFIXES,
+            "svc.example.org,cluster.local.",
+        )]))
+        .expect("valid");
+        assert_eq!(
+            c.destination_suffixes,
+            vec!["svc.example.org.".to_string(), "cluster.local.".to_string()]
+        );
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let e = Config::from_env(&HashMap::from([
+            (ENV_INBOUND_LISTEN_ADDR, "nope"),
+            (ENV_OUTBOUND_DETECT_TIMEOUT, "3 seconds"),
+            (ENV_INBOUND_FORWARD_PORTS, "8080=x"),
+            (ENV_SHUTDOWN_ENDPOINT_ENABLED, "maybe"),
+            (ENV_CONTROL_BACKOFF_MIN, "10s"),
+        ]))
+        .expect_err("invalid");
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 7, "{text}");
+        assert_eq!(lines[0], "WEFT_PROXY_DESTINATION_SVC_ADDR: required");
+        assert!(lines[1].starts_with("WEFT_PROXY_POLICY_WORKLOAD: required"));
+        assert!(
+            lines[2].starts_with("WEFT_PROXY_INBOUND_LISTEN_ADDR: expected IP:PORT"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with(r#"(got "nope")"#), "{text}");
+        assert!(text.contains(r#"WEFT_PROXY_INBOUND_FORWARD_PORTS: "x" is not a port"#));
+        assert!(text.contains(r#"WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT: expected a duration"#));
+        assert!(text.contains(r#"(got "3 seconds")"#));
+        assert!(text.contains(
+            r#"WEFT_PROXY_SHUTDOWN_ENDPOINT_ENABLED: expected true or false (got "maybe")"#
+        ));
+        assert!(text.contains("WEFT_PROXY_CONTROL_BACKOFF_MAX: must be at least"));
+    }
+
+    #[test]
+    fn bad_workload_and_addresses() {
+        let e = Config::from_env(&HashMap::from([
+            (ENV_DESTINATION_SVC_ADDR, "control:port"),
+            (ENV_POLICY_WORKLOAD, "web-1"),
+            (ENV_OUTBOUND_UPSTREAMS, "bad host:80"),
+        ]))
+        .expect_err("invalid");
+        let names: Vec<&str> = e.errors.iter().map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            vec![
+                ENV_DESTINATION_SVC_ADDR,
+                ENV_POLICY_WORKLOAD,
+                ENV_OUTBOUND_UPSTREAMS
+            ]
+        );
+        let ok = Config::from_env(&HashMap::from([
+            (ENV_DESTINATION_SVC_ADDR, "weft-control.weft:8086"),
+            (ENV_POLICY_WORKLOAD, "shop:web-1"),
+        ]))
+        .expect("valid");
+        assert_eq!(ok.workload.namespace, "shop");
+    }
+}

@@ -1,0 +1,582 @@
+//! Service discovery client (Destination.Get, GetProfile).
+//!
+//! INTERFACE CONTRACT (shared by the data path and the discovery implementation):
+//! `Discovery::resolve` returns a `watch::Receiver<EndpointSet>` per target, shared by every caller
+//! of the same target, kept current by one background stream per target that reconnects with
+//! backoff and keeps the last received state while the control plane is away.
+//!
+//! One task per target owns the `Destination.Get` stream and publishes on a `watch::Sender`.
+//! After every (re)connect the first message replaces the whole set (a full resync); later
+//! messages are `add`/`remove` diffs. `InvalidArgument`/`FailedPrecondition` means "not a mesh
+//! name": the target is remembered as rejected and callers forward to the original destination.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex, OnceLock, Weak},
+    time::Duration,
+};
+
+use linkerd2_proxy_api::destination::{
+    self as api, destination_client::DestinationClient, protocol_hint, tls_identity, update,
+};
+use tokio::sync::watch;
+use tonic::{transport::Channel, Code};
+
+/// What a client asked to reach: a logical name (FQDN without trailing dot) or an address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Name { host: String, port: u16 },
+    Addr(SocketAddr),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Name { host, port } => write!(f, "{host}:{port}"),
+            Target::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// How the peer at an endpoint wants to be spoken to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProtocolHint {
+    /// Unknown (not meshed): speak the application's protocol as-is.
+    Unknown,
+    /// A meshed proxy: HTTP/1 may be carried over HTTP/2 with `l5d-orig-proto`.
+    H2,
+    /// Opaque TCP.
+    Opaque,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub hint: ProtocolHint,
+    /// Expected TLS identity (DNS-like) from discovery, if any.
+    pub identity: Option<String>,
+    /// Per-endpoint metric labels (set-level labels merged in), without the `dst_` prefix.
+    pub labels: Arc<BTreeMap<String, String>>,
+}
+
+/// The current state of one target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointSet {
+    /// False until the first answer arrives.
+    pub resolved: bool,
+    /// `no_endpoints{exists}` / any add: the service is known to the control plane.
+    pub exists: bool,
+    /// The service's connections are opaque TCP (profile `opaque_protocol` or endpoint hints).
+    pub opaque: bool,
+    /// Fully-qualified service name from the profile, if any.
+    pub fqn: Option<String>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// The outcome of resolving a target.
+#[derive(Clone, Debug)]
+pub enum Resolution {
+    /// The control plane refused the name (InvalidArgument / FailedPrecondition), or it is outside
+    /// the discovery suffixes: forward to the original destination without balancing.
+    Rejected,
+    /// A live, shared view of the endpoints.
+    Endpoints(watch::Receiver<EndpointSet>),
+}
+
+/// The discovery client. Cheap to clone; clones share targets and the connection.
+#[derive(Clone)]
+pub struct Discovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Option<tonic::transport::Endpoint>,
+    /// Built on first use so `Discovery::new` works outside a Tokio runtime.
+    client: OnceLock<DestinationClient<Channel>>,
+    context_token: String,
+    namespace: String,
+    cluster_domain: String,
+    suffixes: Vec<String>,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    failfast: Duration,
+    idle_timeout: Duration,
+    /// Flips to true on the first answer or successful connection.
+    ready: watch::Sender<bool>,
+    targets: Mutex<HashMap<Target, Entry>>,
+}
+
+enum Entry {
+    Rejected,
+    Active {
+        endpoints: watch::Sender<EndpointSet>,
+        rejected: watch::Receiver<bool>,
+    },
+}
+
+/// What the profile stream told us; merged into every published set.
+#[derive(Default, Clone)]
+struct ProfileInfo {
+    opaque: bool,
+    fqn: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Discovery {
+    /// Lazy: nothing connects until the first `resolve` (or `probe_readiness`).
+    pub fn new(cfg: &crate::config::Config) -> Discovery {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            cfg.destination_addr
+        ))
+        .map(|e| {
+            e.connect_timeout(cfg.control_backoff_max.max(Duration::from_secs(1)))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+        })
+        .map_err(|e| tracing::error!(addr = %cfg.destination_addr, error = %e, "bad destination address"))
+        .ok();
+        Discovery {
+            inner: Arc::new(Inner {
+                endpoint,
+                client: OnceLock::new(),
+                context_token: cfg.destination_context.clone(),
+                namespace: cfg.workload.namespace.clone(),
+                cluster_domain: cfg.cluster_domain.clone(),
+                suffixes: cfg.destination_suffixes.clone(),
+                backoff_min: cfg.control_backoff_min,
+                backoff_max: cfg.control_backoff_max,
+                failfast: cfg.outbound_failfast_timeout,
+                idle_timeout: cfg.discovery_idle_timeout,
+                ready: watch::Sender::new(false),
+                targets: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// True once the control plane answered (or a connection to it succeeded) at least once.
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Resolves once [`Discovery::is_ready`] is true.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.inner.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Connects to the control plane (with backoff) until one connection succeeds, so `/ready`
+    /// turns green before any target is resolved. Spawns a task; call inside a Tokio runtime.
+    pub fn probe_readiness(&self) {
+        let Some(endpoint) = self.inner.endpoint.clone() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(upgrade_cfg(&weak));
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                if *inner.ready.borrow() {
+                    return;
+                }
+                drop(inner);
+                match endpoint.connect().await {
+                    Ok(_) => {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.ready.send_replace(true);
+                        }
+                        tracing::info!("connected to the control plane");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "control plane not reachable yet"),
+                }
+                backoff.sleep().await;
+            }
+        });
+    }
+
+    /// Short names → FQDN in the workload's namespace; IP literals → `Target::Addr`.
+    /// `None` when the name is outside the discovery suffixes.
+    ///
+    /// `web` → `web.NS.svc.DOMAIN`, `web.other` → `web.other.svc.DOMAIN`,
+    /// `web.other.svc` → `web.other.svc.DOMAIN`; longer names are taken as written.
+    pub fn canonicalize(&self, host: &str, port: u16) -> Option<Target> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Some(Target::Addr(SocketAddr::new(ip, port)));
+        }
+        if host.is_empty() {
+            return None;
+        }
+        let domain = &self.inner.cluster_domain;
+        let labels = host.split('.').count();
+        let fqdn = match labels {
+            1 => format!("{host}.{}.svc.{domain}", self.inner.namespace),
+            2 => format!("{host}.svc.{domain}"),
+            3 if host.ends_with(".svc") => format!("{host}.{domain}"),
+            _ => host,
+        };
+        self.in_suffixes(&fqdn)
+            .then_some(Target::Name { host: fqdn, port })
+    }
+
+    fn in_suffixes(&self, fqdn: &str) -> bool {
+        let dotted = format!("{fqdn}.");
+        self.inner
+            .suffixes
+            .iter()
+            .any(|s| s == "." || dotted.ends_with(&format!(".{s}")) || dotted == *s)
+    }
+
+    /// A live view of `target`'s endpoints, or `Rejected`. Waits for the first answer at most the
+    /// outbound fail-fast timeout, then returns the (still unresolved) view.
+    pub async fn resolve(&self, target: &Target) -> Resolution {
+        if let Target::Name { host, .. } = target {
+            if !self.in_suffixes(host) {
+                return Resolution::Rejected;
+            }
+        }
+        let (mut rx, mut rejected) = {
+            let mut targets = lock(&self.inner.targets);
+            match targets.get(target) {
+                Some(Entry::Rejected) => return Resolution::Rejected,
+                Some(Entry::Active {
+                    endpoints,
+                    rejected,
+                }) => (endpoints.subscribe(), rejected.clone()),
+                None => {
+                    let Some(client) = self.client() else {
+                        return Resolution::Rejected;
+                    };
+                    let (tx, rx) = watch::channel(EndpointSet::default());
+                    let (rej_tx, rej_rx) = watch::channel(false);
+                    targets.insert(
+                        target.clone(),
+                        Entry::Active {
+                            endpoints: tx.clone(),
+                            rejected: rej_rx.clone(),
+                        },
+                    );
+                    let task = TargetTask {
+                        inner: Arc::downgrade(&self.inner),
+                        client,
+                        target: target.clone(),
+                        tx,
+                        rejected: rej_tx,
+                        profile: Arc::new(Mutex::new(ProfileInfo::default())),
+                    };
+                    tokio::spawn(task.run());
+                    (rx, rej_rx)
+                }
+            }
+        };
+
+        let wait = async {
+            loop {
+                if *rejected.borrow_and_update() {
+                    return true;
+                }
+                if rx.borrow_and_update().resolved {
+                    return false;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return *rejected.borrow() },
+                    r = rejected.changed() => if r.is_err() { return false },
+                }
+            }
+        };
+        match tokio::time::timeout(self.inner.failfast, wait).await {
+            Ok(true) => Resolution::Rejected,
+            Ok(false) | Err(_) => Resolution::Endpoints(rx),
+        }
+    }
+
+    fn client(&self) -> Option<DestinationClient<Channel>> {
+        let endpoint = self.inner.endpoint.as_ref()?;
+        Some(
+            self.inner
+                .client
+                .get_or_init(|| DestinationClient::new(endpoint.connect_lazy()))
+                .clone(),
+        )
+    }
+}
+
+fn upgrade_cfg(weak: &Weak<Inner>) -> (Duration, Duration) {
+    weak.upgrade()
+        .map_or((Duration::from_millis(100), Duration::from_secs(5)), |i| {
+            (i.backoff_min, i.backoff_max)
+        })
+}
+
+/// Exponential backoff with jitter, reset after a successful answer.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new((min, max): (Duration, Duration)) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// Sleeps `next` plus up to 50% jitter (capped at `max`), then doubles `next`.
+    async fn sleep(&mut self) {
+        let jittered = self.next.mul_f64(1.0 + fastrand::f64() * 0.5).min(self.max);
+        tokio::time::sleep(jittered).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+}
+
+/// The background task owning one target's streams.
+struct TargetTask {
+    inner: Weak<Inner>,
+    client: DestinationClient<Channel>,
+    target: Target,
+    tx: watch::Sender<EndpointSet>,
+    rejected: watch::Sender<bool>,
+    profile: Arc<Mutex<ProfileInfo>>,
+}
+
+enum StreamEnd {
+    /// Not a mesh target: stop for good.
+    Rejected,
+    /// The stream broke or ended: reconnect after a backoff.
+    Retry,
+    /// Nobody has listened for the idle timeout.
+    Idle,
+}
+
+impl TargetTask {
+    fn request(&self) -> Option<api::GetDestination> {
+        let inner = self.inner.upgrade()?;
+        Some(api::GetDestination {
+            scheme: "k8s".into(),
+            path: self.target.to_string(),
+            context_token: inner.context_token.clone(),
+        })
+    }
+
+    async fn run(mut self) {
+        let Some(cfg) = self.inner.upgrade().map(|i| (i.backoff_min, i.backoff_max)) else {
+            return;
+        };
+        let mut backoff = Backoff::new(cfg);
+        // The profile stream lives as long as this task: dropping `_alive` stops it.
+        let (_alive, alive) = tokio::sync::oneshot::channel::<()>();
+        self.spawn_profile(alive);
+        loop {
+            match self.stream_once(&mut backoff).await {
+                StreamEnd::Rejected => {
+                    tracing::debug!(target = %self.target, "discovery rejected the target");
+                    let _ = self.rejected.send(true);
+                    if let Some(inner) = self.inner.upgrade() {
+                        lock(&inner.targets).insert(self.target.clone(), Entry::Rejected);
+                    }
+                    return;
+                }
+                StreamEnd::Idle => return,
+                StreamEnd::Retry => backoff.sleep().await,
+            }
+        }
+    }
+
+    /// One `Destination.Get` stream, from request to error or end.
+    async fn stream_once(&mut self, backoff: &mut Backoff) -> StreamEnd {
+        let Some(req) = self.request() else {
+            return StreamEnd::Idle;
+        };
+        let mut stream = match self.client.get(req).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return self.on_error(status),
+        };
+        // The state is rebuilt from the first message of every stream (full resync).
+        let mut endpoints: Option<BTreeMap<SocketAddr, Endpoint>> = None;
+        let mut exists = false;
+        let idle_check = self.idle_check_interval();
+        let mut idle_since: Option<tokio::time::Instant> = None;
+        loop {
+            let msg = tokio::select! {
+                msg = stream.message() => msg,
+                _ = tokio::time::sleep(idle_check) => {
+                    if self.is_idle(&mut idle_since) {
+                        return StreamEnd::Idle;
+                    }
+                    continue;
+                }
+            };
+            let update = match msg {
+                Ok(Some(u)) => u,
+                Ok(None) => {
+                    tracing::debug!(target = %self.target, "discovery stream ended");
+                    return StreamEnd::Retry;
+                }
+                Err(status) => return self.on_error(status),
+            };
+            if let Some(inner) = self.inner.upgrade() {
+                inner
+                    .ready
+                    .send_if_modified(|r| !std::mem::replace(r, true));
+            }
+            backoff.reset();
+            let set = endpoints.get_or_insert_with(BTreeMap::new);
+            match update.update {
+                Some(update::Update::Add(add)) => {
+                    exists = true;
+                    for wa in add.addrs {
+                        if let Some(ep) = convert(wa, &add.metric_labels) {
+                            set.insert(ep.addr, ep);
+                        }
+                    }
+                }
+                Some(update::Update::Remove(remove)) => {
+                    for a in remove.addrs {
+                        if let Ok(addr) = SocketAddr::try_from(a) {
+                            set.remove(&addr);
+                        }
+                    }
+                }
+                Some(update::Update::NoEndpoints(ne)) => {
+                    exists = ne.exists;
+                    set.clear();
+                }
+                None => continue,
+            }
+            self.publish(set, exists);
+        }
+    }
+
+    fn on_error(&self, status: tonic::Status) -> StreamEnd {
+        match status.code() {
+            Code::InvalidArgument | Code::FailedPrecondition => StreamEnd::Rejected,
+            _ => {
+                tracing::debug!(target = %self.target, error = %status, "discovery stream failed; keeping the last state");
+                StreamEnd::Retry
+            }
+        }
+    }
+
+    fn idle_check_interval(&self) -> Duration {
+        self.inner
+            .upgrade()
+            .map_or(Duration::from_secs(1), |i| i.idle_timeout / 2)
+            .max(Duration::from_millis(10))
+    }
+
+    /// Idle = no receivers for a whole idle timeout. Removal happens under the targets lock, so a
+    /// concurrent `resolve` either subscribed before (not idle) or finds no entry (starts afresh).
+    fn is_idle(&self, since: &mut Option<tokio::time::Instant>) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return true;
+        };
+        let mut targets = lock(&inner.targets);
+        if self.tx.receiver_count() > 0 {
+            *since = None;
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let start = *since.get_or_insert(now);
+        if now.duration_since(start) >= inner.idle_timeout {
+            targets.remove(&self.target);
+            tracing::debug!(target = %self.target, "dropping idle discovery target");
+            return true;
+        }
+        false
+    }
+
+    fn publish(&self, set: &BTreeMap<SocketAddr, Endpoint>, exists: bool) {
+        let profile = lock(&self.profile).clone();
+        let endpoints: Vec<Endpoint> = set.values().cloned().collect();
+        let opaque = profile.opaque
+            || (!endpoints.is_empty() && endpoints.iter().all(|e| e.hint == ProtocolHint::Opaque));
+        self.tx.send_replace(EndpointSet {
+            resolved: true,
+            exists,
+            opaque,
+            fqn: profile.fqn,
+            endpoints,
+        });
+    }
+
+    /// `GetProfile` once per target: learns `opaque_protocol` and the FQN without delaying the
+    /// endpoint answer. Rejections and errors just leave the profile empty.
+    fn spawn_profile(&self, mut alive: tokio::sync::oneshot::Receiver<()>) {
+        let Some(req) = self.request() else { return };
+        let mut client = self.client.clone();
+        let profile = self.profile.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let Ok(resp) = client.get_profile(req).await else {
+                return;
+            };
+            let mut stream = resp.into_inner();
+            loop {
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    // Stop when the endpoint task is gone (rejected or idle).
+                    _ = &mut alive => return,
+                };
+                let Ok(Some(p)) = msg else { return };
+                let info = ProfileInfo {
+                    opaque: p.opaque_protocol,
+                    fqn: Some(p.fully_qualified_name.trim_end_matches('.').to_string())
+                        .filter(|f| !f.is_empty()),
+                };
+                *lock(&profile) = info.clone();
+                tx.send_if_modified(|s| {
+                    let opaque = info.opaque
+                        || (!s.endpoints.is_empty()
+                            && s.endpoints.iter().all(|e| e.hint == ProtocolHint::Opaque));
+                    let changed = s.opaque != opaque || s.fqn != info.fqn;
+                    s.opaque = opaque;
+                    s.fqn = info.fqn.clone();
+                    // Don't wake waiters for a profile that arrives before any endpoint answer.
+                    changed && s.resolved
+                });
+            }
+        });
+    }
+}
+
+fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Option<Endpoint> {
+    let addr = SocketAddr::try_from(wa.addr?).ok()?;
+    let hint = match wa.protocol_hint.and_then(|h| h.protocol) {
+        Some(protocol_hint::Protocol::H2(_)) => ProtocolHint::H2,
+        Some(protocol_hint::Protocol::Opaque(_)) => ProtocolHint::Opaque,
+        None => ProtocolHint::Unknown,
+    };
+    let identity = wa.tls_identity.and_then(|t| match t.strategy {
+        Some(tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name),
+        Some(tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
+        None => None,
+    });
+    let mut labels: BTreeMap<String, String> = set_labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.extend(wa.metric_labels);
+    Some(Endpoint {
+        addr,
+        weight: wa.weight,
+        hint,
+        identity,
+        labels: Arc::new(labels),
+    })
+}

@@ -1,0 +1,551 @@
+//! HTTP plumbing shared by the outbound and inbound paths: the body type, proxy errors and the one
+//! place they become responses (`l5d-proxy-error`), serving an accepted connection with hyper,
+//! the client connection pool, protocol conversion (`l5d-orig-proto`), upgrades, and response
+//! metrics.
+//!
+//! The pool keeps, per endpoint address, one multiplexed HTTP/2 connection and a list of HTTP/1
+//! connections; HTTP/1 upgrades (WebSocket) and CONNECT always get a fresh HTTP/1 connection,
+//! which becomes a byte relay once both sides have switched protocols.
+
+use crate::{
+    detect::Protocol,
+    metrics::Labels,
+    relay::{self, Metered},
+};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Frame;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1 as client1, http2 as client2},
+    server::conn::{http1 as server1, http2 as server2},
+    service::Service,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+    sync::watch,
+};
+
+pub use crate::metrics::{HttpMetrics, Metrics, Peer};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every body the proxy handles: streamed request/response bodies and its own small ones.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub const L5D_ORIG_PROTO: &str = "l5d-orig-proto";
+pub const L5D_PROXY_ERROR: &str = "l5d-proxy-error";
+pub const L5D_CLIENT_ID: &str = "l5d-client-id";
+
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    boxed(Empty::<Bytes>::new())
+}
+
+/// What can go wrong forwarding one request; each variant has its status code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no endpoints for {target} after {timeout:?}")]
+    Unavailable { target: String, timeout: Duration },
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("HTTP handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("request to {addr} failed: {source}")]
+    Upstream {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("cannot resolve {host}: {reason}")]
+    Dns { host: String, reason: String },
+    #[error("request has no authority to route on")]
+    NoAuthority,
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoAuthority => StatusCode::BAD_REQUEST,
+            Error::ConnectTimeout { .. }
+            | Error::Connect { .. }
+            | Error::Handshake { .. }
+            | Error::Upstream { .. }
+            | Error::Dns { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The single place proxy errors become responses.
+    pub fn into_response(self) -> Response<Body> {
+        let reason = self.to_string();
+        tracing::info!(error = %reason, "proxy error response");
+        let value = HeaderValue::from_str(
+            &reason.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "),
+        )
+        .unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+        let mut resp = Response::new(boxed(Full::new(Bytes::from(reason + "\n"))));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(L5D_PROXY_ERROR, value);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp
+    }
+}
+
+/// Serves one accepted connection as HTTP/1 (with upgrades) or HTTP/2 until it closes; when
+/// `drain` flips, stops taking new requests and lets in-flight ones finish.
+pub async fn serve<I, S>(io: I, protocol: Protocol, svc: S, mut drain: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let result = if protocol == Protocol::Http2 {
+        let conn = server2::Builder::new(TokioExecutor::new()).serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
+        }
+    } else {
+        let conn = server1::Builder::new()
+            .serve_connection(io, svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// Resolves when draining starts; never if the runtime went away without draining.
+async fn drained(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Is this an HTTP/1 protocol upgrade (WebSocket) or a CONNECT tunnel?
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    if req.method() == Method::CONNECT {
+        return true;
+    }
+    req.version() <= Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The authority a request names: the URI's (absolute-form, HTTP/2 `:authority`) or `Host`.
+pub fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1) before a request or response goes to the next
+/// hop; `Upgrade`/`Connection` are kept on upgrade requests, which need them end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if !keep_upgrade {
+        let named: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        for name in named {
+            headers.remove(name.as_str());
+        }
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Rewrites an HTTP/1 request to travel as HTTP/2 between proxies: absolute URI with the original
+/// Host as `:authority`, marked `l5d-orig-proto: HTTP/1.1`.
+pub fn upgrade_to_h2(req: &mut Request<Body>) {
+    let authority = authority_of(req);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Some(uri) = authority.and_then(|a| Uri::try_from(format!("http://{a}{path}")).ok()) {
+        *req.uri_mut() = uri;
+    }
+    strip_hop_by_hop(req.headers_mut(), false);
+    req.headers_mut().remove(header::HOST);
+    req.headers_mut()
+        .insert(L5D_ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    *req.version_mut() = Version::HTTP_2;
+}
+
+/// Rewrites a request for an HTTP/1 hop: origin-form URI and a `Host` header.
+pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    // CONNECT keeps its authority-form target.
+    if req.method() != Method::CONNECT {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = Uri::try_from(path) {
+            *req.uri_mut() = uri;
+        }
+    }
+    strip_hop_by_hop(req.headers_mut(), keep_upgrade);
+    *req.version_mut() = Version::HTTP_11;
+}
+
+/// Which client protocol to use towards an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Http1,
+    Http2,
+}
+
+/// Client connections, per endpoint address.
+pub struct Pool {
+    connect_timeout: Duration,
+    metrics: Metrics,
+    h2: Mutex<HashMap<SocketAddr, H2Slot>>,
+    h1: Mutex<HashMap<SocketAddr, Vec<client1::SendRequest<Body>>>>,
+}
+
+/// The one HTTP/2 connection to an endpoint; the async lock makes concurrent first requests share
+/// one handshake.
+type H2Slot = Arc<tokio::sync::Mutex<Option<client2::SendRequest<Body>>>>;
+
+/// Cap on pooled HTTP/1 connections per endpoint (busy ones included).
+const MAX_H1_PER_ENDPOINT: usize = 64;
+
+impl Pool {
+    pub fn new(connect_timeout: Duration, metrics: Metrics) -> Pool {
+        Pool {
+            connect_timeout,
+            metrics,
+            h2: Mutex::new(HashMap::new()),
+            h1: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `req` to `addr` over a pooled connection. `labels` name the connection in the TCP
+    /// metrics if a new one has to be opened.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        wire: Wire,
+        mut req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Incoming>, Error> {
+        let upstream = |source| Error::Upstream { addr, source };
+        match wire {
+            Wire::Http2 => {
+                let mut sender = self.h2_sender(addr, labels).await?;
+                sender.ready().await.map_err(upstream)?;
+                sender.send_request(req).await.map_err(upstream)
+            }
+            Wire::Http1 => {
+                if let Some(mut sender) = self.idle_h1(addr) {
+                    // A reused connection the server closed meanwhile hands the request back
+                    // unsent: retry it once on a fresh connection.
+                    let sent = sender.try_send_request(req);
+                    self.return_h1(addr, sender);
+                    match sent.await {
+                        Ok(resp) => return Ok(resp),
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) => req = unsent,
+                            None => return Err(upstream(e.into_error())),
+                        },
+                    }
+                }
+                let mut sender = self.connect_h1(addr, labels, false).await?;
+                sender.ready().await.map_err(upstream)?;
+                let resp = sender.send_request(req);
+                // Back in the pool now: it becomes ready again once this response body is done.
+                self.return_h1(addr, sender);
+                resp.await.map_err(upstream)
+            }
+        }
+    }
+
+    /// Sends an upgrade or CONNECT request on a fresh HTTP/1 connection. When the server switches
+    /// protocols, the client's and the server's upgraded streams are relayed to each other.
+    pub async fn send_upgrade(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Incoming>, Error> {
+        let client_side = hyper::upgrade::on(&mut req);
+        let is_connect = req.method() == Method::CONNECT;
+        let mut sender = self.connect_h1(addr, labels, true).await?;
+        let mut resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| Error::Upstream { addr, source })?;
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (is_connect && resp.status().is_success());
+        if switched {
+            let server_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_side, server_side) {
+                    Ok((c, s)) => {
+                        if let Err(e) = relay::relay(TokioIo::new(c), TokioIo::new(s)).await {
+                            tracing::debug!(error = %e, "upgraded relay ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+                }
+            });
+        }
+        Ok(resp)
+    }
+
+    async fn h2_sender(
+        &self,
+        addr: SocketAddr,
+        labels: &Labels,
+    ) -> Result<client2::SendRequest<Body>, Error> {
+        let slot = {
+            let mut map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(addr).or_default().clone()
+        };
+        // One connection per endpoint: concurrent first requests wait for the same handshake.
+        let mut slot = slot.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let io = self.connect(addr, labels).await?;
+        let (sender, conn) = client2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "HTTP/2 client connection ended");
+            }
+        });
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    fn idle_h1(&self, addr: SocketAddr) -> Option<client1::SendRequest<Body>> {
+        let mut map = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.get_mut(&addr)?;
+        list.retain(|s| !s.is_closed());
+        let i = list.iter().position(|s| s.is_ready())?;
+        Some(list.swap_remove(i))
+    }
+
+    fn return_h1(&self, addr: SocketAddr, sender: client1::SendRequest<Body>) {
+        let mut map = self.h1.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(addr).or_default();
+        if list.len() < MAX_H1_PER_ENDPOINT {
+            list.push(sender);
+        }
+    }
+
+    async fn connect_h1(
+        &self,
+        addr: SocketAddr,
+        labels: &Labels,
+        upgrades: bool,
+    ) -> Result<client1::SendRequest<Body>, Error> {
+        let io = TokioIo::new(self.connect(addr, labels).await?);
+        let (sender, conn) = client1::handshake(io)
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            let result = if upgrades {
+                conn.with_upgrades().await
+            } else {
+                conn.await
+            };
+            if let Err(e) = result {
+                tracing::debug!(%addr, error = %e, "HTTP/1 client connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Opens a metered TCP connection within the connect timeout.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        labels: &Labels,
+    ) -> Result<Metered<TcpStream>, Error> {
+        connect(addr, self.connect_timeout, &self.metrics, labels).await
+    }
+}
+
+/// Opens a TCP connection (peer="dst" metrics) within `timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    metrics: &Metrics,
+    labels: &Labels,
+) -> Result<Metered<TcpStream>, Error> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(Error::ConnectTimeout { addr, timeout }),
+        Ok(Err(source)) => return Err(Error::Connect { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let labels = Labels {
+        authority: None,
+        target_addr: addr,
+        ..labels.clone()
+    };
+    Ok(Metered::new(stream, metrics.tcp_open(&labels, Peer::Dst)))
+}
+
+/// Wraps a response so `response_total` / `response_latency_ms` are recorded once, when the body
+/// ends (so gRPC trailers and stream errors classify it). `hold` lives until then too (the
+/// balancer's in-flight guard: a streaming response still loads its endpoint).
+pub fn metered_response<B>(
+    resp: Response<B>,
+    metrics: HttpMetrics,
+    started: Instant,
+    hold: Option<Box<dyn std::any::Any + Send>>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let status = resp.status().as_u16();
+    let grpc_status = grpc_status(resp.headers());
+    let latency = started.elapsed();
+    resp.map(|body| {
+        boxed(MeteredBody {
+            inner: boxed(body),
+            record: Some(Record {
+                metrics,
+                status,
+                grpc_status,
+                latency,
+            }),
+            _hold: hold,
+        })
+    })
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+struct Record {
+    metrics: HttpMetrics,
+    status: u16,
+    grpc_status: Option<i32>,
+    latency: Duration,
+}
+
+struct MeteredBody {
+    inner: Body,
+    record: Option<Record>,
+    _hold: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl MeteredBody {
+    fn finish(&mut self, stream_error: bool) {
+        if let Some(r) = self.record.take() {
+            r.metrics
+                .response(r.status, r.grpc_status, stream_error, r.latency);
+        }
+    }
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    if let (Some(r), Some(g)) = (self.record.as_mut(), grpc_status(trailers)) {
+                        r.grpc_status = Some(g);
+                    }
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(false);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.finish(true),
+            Poll::Ready(None) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        // Bodies that are never polled (HEAD, 204) or abandoned by the client still count.
+        self.finish(false);
+    }
+}

@@ -1,0 +1,26 @@
+//! Weft data plane: the sidecar proxy.
+//!
+//! Module map (each module owns one idea):
+//! - [`config`]: `WEFT_PROXY_*` variables, their defaults, and parsing that reports every bad value.
+//! - [`discovery`]: Destination.Get / GetProfile client: per-target endpoint snapshots, reconnects.
+//! - [`metrics`]: Linkerd-named Prometheus metrics.
+//! - [`admin`]: `/metrics`, `/ready`, `/live`, `/shutdown`.
+//! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
+//! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
+//! - [`balance`]: P2C endpoint choice.
+//! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod detect;
+pub mod discovery;
+pub mod http;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod relay;
+pub mod runtime;
+
+pub use config::{Config, ConfigError, Env, ProcessEnv};
+pub use runtime::run;

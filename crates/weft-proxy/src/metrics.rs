@@ -1,0 +1,594 @@
+//! Prometheus metrics with Linkerd's names and labels.
+//!
+//! INTERFACE CONTRACT: the data path asks for a per-label-set handle once per connection or
+//! target and records on it; handles are cheap atomic counters.
+//!
+//! A small in-house registry (no prometheus crate): families are maps from [`Labels`] to `Arc`
+//! handles; [`Metrics::render`] writes the text exposition format, sorted so output is stable.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Labels common to HTTP and TCP metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels {
+    pub direction: Direction,
+    /// HTTP authority (HTTP metrics only).
+    pub authority: Option<String>,
+    pub target_addr: SocketAddr,
+    /// `tls="true"` with `client_id`/`server_id`, or `tls="no_identity"` with a reason.
+    pub tls: TlsLabel,
+    /// Destination labels from discovery, exported with a `dst_` prefix (outbound only).
+    pub dst: Arc<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsLabel {
+    /// `tls="true"`, plus `client_id` (inbound) or `server_id` (outbound) when known.
+    Established { peer_id: Option<String> },
+    /// `tls="no_identity", no_tls_reason=REASON`.
+    NoIdentity(&'static str),
+}
+
+/// `no_tls_reason` values used this session.
+pub const NO_TLS_FROM_DISCOVERY: &str = "not_provided_by_service_discovery";
+pub const NO_TLS_LOOPBACK: &str = "loopback";
+pub const NO_TLS_FROM_REMOTE: &str = "no_tls_from_remote";
+
+/// Upper bounds (ms) of the `response_latency_ms` buckets; `+Inf` is implied.
+pub const LATENCY_BUCKETS_MS: [u64; 25] = [
+    1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000,
+    10000, 20000, 30000, 40000, 50000,
+];
+
+/// Which side of the proxy a TCP connection is on (`peer` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    /// A connection the proxy accepted (from the client).
+    Src,
+    /// A connection the proxy opened (to an endpoint or the local application).
+    Dst,
+}
+
+/// The registry. Cheap to clone; every clone shares the same families.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Arc<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    http: Mutex<BTreeMap<Labels, Arc<HttpStats>>>,
+    tcp: Mutex<BTreeMap<(Labels, Peer), Arc<TcpStats>>>,
+}
+
+/// HTTP metrics for one label set: a cheap handle (an `Arc` of the shared counters).
+#[derive(Clone)]
+pub struct HttpMetrics(Arc<HttpStats>);
+
+#[derive(Default)]
+struct HttpStats {
+    requests: AtomicU64,
+    responses: Mutex<BTreeMap<ResponseKey, u64>>,
+    latency: Mutex<BTreeMap<u16, Histogram>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ResponseKey {
+    status: u16,
+    grpc_status: Option<i32>,
+    failed: bool,
+}
+
+#[derive(Clone, Default)]
+struct Histogram {
+    /// Non-cumulative counts per bucket, the last one is `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_us: u64,
+    count: u64,
+}
+
+/// `(name, type, help, value)` of one TCP metric family.
+type TcpFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TcpStats) -> u64,
+);
+
+/// One open TCP connection's metrics: created by [`Metrics::tcp_open`] (counting the open),
+/// closes on drop. Share it between relay halves with an `Arc`.
+pub struct TcpConnMetrics(Arc<TcpStats>);
+
+#[derive(Default)]
+struct TcpStats {
+    opened: AtomicU64,
+    closed: AtomicU64,
+    read_bytes: AtomicU64,
+    write_bytes: AtomicU64,
+}
+
+/// Poisoning only means another thread panicked mid-update of a counter map; the data is
+/// still usable for metrics.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// The HTTP handle for a label set (created on first use).
+    pub fn http(&self, labels: &Labels) -> HttpMetrics {
+        let mut map = lock(&self.inner.http);
+        HttpMetrics(map.entry(labels.clone()).or_default().clone())
+    }
+
+    /// A TCP connection opened (`peer="src"`: accepted; `peer="dst"`: opened by the proxy).
+    /// The returned guard counts the close when dropped.
+    pub fn tcp_open(&self, labels: &Labels, peer: Peer) -> TcpConnMetrics {
+        let stats = lock(&self.inner.tcp)
+            .entry((labels.clone(), peer))
+            .or_default()
+            .clone();
+        stats.opened.fetch_add(1, Relaxed);
+        TcpConnMetrics(stats)
+    }
+
+    /// Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let http: Vec<(Labels, Arc<HttpStats>)> = lock(&self.inner.http)
+            .iter()
+            .map(|(l, h)| (l.clone(), h.clone()))
+            .collect();
+        let tcp: Vec<((Labels, Peer), Arc<TcpStats>)> = lock(&self.inner.tcp)
+            .iter()
+            .map(|(l, t)| (l.clone(), t.clone()))
+            .collect();
+
+        header(&mut out, "request_total", "counter", "Total HTTP requests.");
+        for (labels, h) in &http {
+            let l = render_labels(labels, &[]);
+            sample(&mut out, "request_total", &l, h.requests.load(Relaxed));
+        }
+
+        header(
+            &mut out,
+            "response_total",
+            "counter",
+            "Total HTTP responses.",
+        );
+        for (labels, h) in &http {
+            for (key, n) in lock(&h.responses).iter() {
+                let status = key.status.to_string();
+                let class = if key.failed { "failure" } else { "success" };
+                let grpc = key.grpc_status.map(|g| g.to_string());
+                let mut extra = vec![("status_code", status.as_str()), ("classification", class)];
+                if let Some(g) = &grpc {
+                    extra.push(("grpc_status", g.as_str()));
+                }
+                sample(
+                    &mut out,
+                    "response_total",
+                    &render_labels(labels, &extra),
+                    *n,
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "response_latency_ms",
+            "histogram",
+            "Time from request start to response headers, in milliseconds.",
+        );
+        for (labels, h) in &http {
+            for (status, hist) in lock(&h.latency).iter() {
+                let status = status.to_string();
+                let base = [("status_code", status.as_str())];
+                let mut cumulative = 0;
+                for (i, n) in hist.buckets.iter().enumerate() {
+                    cumulative += n;
+                    let le = LATENCY_BUCKETS_MS
+                        .get(i)
+                        .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+                    let l = render_labels(labels, &[base[0], ("le", le.as_str())]);
+                    sample(&mut out, "response_latency_ms_bucket", &l, cumulative);
+                }
+                let l = render_labels(labels, &base);
+                let sum_ms = hist.sum_us as f64 / 1000.0;
+                let _ = writeln!(out, "response_latency_ms_sum{{{l}}} {sum_ms}");
+                sample(&mut out, "response_latency_ms_count", &l, hist.count);
+            }
+        }
+
+        let tcp_families: [TcpFamily; 5] = [
+            (
+                "tcp_open_total",
+                "counter",
+                "Total TCP connections opened.",
+                |t| t.opened.load(Relaxed),
+            ),
+            (
+                "tcp_close_total",
+                "counter",
+                "Total TCP connections closed.",
+                |t| t.closed.load(Relaxed),
+            ),
+            (
+                "tcp_open_connections",
+                "gauge",
+                "TCP connections currently open.",
+                |t| {
+                    let opened = t.opened.load(Relaxed);
+                    opened.saturating_sub(t.closed.load(Relaxed))
+                },
+            ),
+            (
+                "tcp_read_bytes_total",
+                "counter",
+                "Bytes read from peers.",
+                |t| t.read_bytes.load(Relaxed),
+            ),
+            (
+                "tcp_write_bytes_total",
+                "counter",
+                "Bytes written to peers.",
+                |t| t.write_bytes.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in tcp_families {
+            header(&mut out, name, kind, help);
+            for ((labels, peer), t) in &tcp {
+                let peer = match peer {
+                    Peer::Src => "src",
+                    Peer::Dst => "dst",
+                };
+                let l = render_labels(labels, &[("peer", peer)]);
+                sample(&mut out, name, &l, value(t));
+            }
+        }
+
+        render_process(&mut out);
+        out
+    }
+}
+
+impl HttpMetrics {
+    /// `request_total += 1`.
+    pub fn request(&self) {
+        self.0.requests.fetch_add(1, Relaxed);
+    }
+
+    /// One finished response (at end of stream, or on a stream error): counts `response_total`
+    /// and observes `latency` (request headers → response headers) in `response_latency_ms`.
+    /// Failure = status >= 500, a non-zero `grpc_status`, or `stream_error`.
+    pub fn response(
+        &self,
+        status: u16,
+        grpc_status: Option<i32>,
+        stream_error: bool,
+        latency: Duration,
+    ) {
+        let failed = status >= 500 || grpc_status.is_some_and(|g| g != 0) || stream_error;
+        let key = ResponseKey {
+            status,
+            grpc_status,
+            failed,
+        };
+        *lock(&self.0.responses).entry(key).or_default() += 1;
+
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let ms = latency.as_secs_f64() * 1000.0;
+        let idx = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b as f64)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        let mut lat = lock(&self.0.latency);
+        let h = lat.entry(status).or_default();
+        h.buckets[idx] += 1;
+        h.sum_us = h.sum_us.saturating_add(us);
+        h.count += 1;
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.0.requests.load(Relaxed)
+    }
+}
+
+impl TcpConnMetrics {
+    /// Bytes read from this peer.
+    pub fn read(&self, n: u64) {
+        self.0.read_bytes.fetch_add(n, Relaxed);
+    }
+
+    /// Bytes written to this peer.
+    pub fn write(&self, n: u64) {
+        self.0.write_bytes.fetch_add(n, Relaxed);
+    }
+}
+
+impl Drop for TcpConnMetrics {
+    fn drop(&mut self) {
+        self.0.closed.fetch_add(1, Relaxed);
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
+    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+}
+
+fn render_labels(l: &Labels, extra: &[(&str, &str)]) -> String {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let dir = match l.direction {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    };
+    pairs.push(("direction".into(), dir.into()));
+    if let Some(a) = &l.authority {
+        pairs.push(("authority".into(), a.clone()));
+    }
+    pairs.push(("target_addr".into(), l.target_addr.to_string()));
+    match &l.tls {
+        TlsLabel::Established { peer_id } => {
+            pairs.push(("tls".into(), "true".into()));
+            if let Some(id) = peer_id {
+                let key = match l.direction {
+                    Direction::Inbound => "client_id",
+                    Direction::Outbound => "server_id",
+                };
+                pairs.push((key.into(), id.clone()));
+            }
+        }
+        TlsLabel::NoIdentity(reason) => {
+            pairs.push(("tls".into(), "no_identity".into()));
+            pairs.push(("no_tls_reason".into(), (*reason).into()));
+        }
+    }
+    for (k, v) in l.dst.iter() {
+        pairs.push((format!("dst_{}", sanitize_name(k)), v.clone()));
+    }
+    for (k, v) in extra {
+        pairs.push(((*k).into(), (*v).into()));
+    }
+    let mut s = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{k}=\"{}\"", escape(v));
+    }
+    s
+}
+
+/// Label names allow `[a-zA-Z0-9_]` only.
+fn sanitize_name(k: &str) -> String {
+    k.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `process_*` gauges from `/proc/self`; silently absent where `/proc` is not available.
+fn render_process(out: &mut String) {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the parenthesised command name (which may contain spaces), starting at field 3.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    let page = if page > 0 { page as u64 } else { 4096 };
+
+    if let (Some(start), Some(btime)) = (field(22), btime) {
+        header(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Time the process started, in seconds since the Unix epoch.",
+        );
+        let _ = writeln!(
+            out,
+            "process_start_time_seconds {}",
+            btime as f64 + start as f64 / ticks
+        );
+    }
+    if let (Some(u), Some(s)) = (field(14), field(15)) {
+        header(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "CPU time used, in seconds.",
+        );
+        let _ = writeln!(out, "process_cpu_seconds_total {}", (u + s) as f64 / ticks);
+    }
+    if let Some(v) = field(23) {
+        header(
+            out,
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size.",
+        );
+        let _ = writeln!(out, "process_virtual_memory_bytes {v}");
+    }
+    if let Some(rss) = field(24) {
+        header(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        header(out, "process_open_fds", "gauge", "Open file descriptors.");
+        let _ = writeln!(out, "process_open_fds {}", fds.count());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound_labels() -> Labels {
+        Labels {
+            direction: Direction::Outbound,
+            authority: Some("web.default.svc.cluster.local:8080".into()),
+            target_addr: "127.0.0.1:18080".parse().expect("addr"),
+            tls: TlsLabel::NoIdentity(NO_TLS_FROM_DISCOVERY),
+            dst: Arc::new(BTreeMap::from([
+                ("namespace".to_string(), "default".to_string()),
+                ("service".to_string(), "web".to_string()),
+            ])),
+        }
+    }
+
+    const L: &str = r#"direction="outbound",authority="web.default.svc.cluster.local:8080",target_addr="127.0.0.1:18080",tls="no_identity",no_tls_reason="not_provided_by_service_discovery",dst_namespace="default",dst_service="web""#;
+
+    #[test]
+    fn http_text() {
+        let m = Metrics::new();
+        let h = m.http(&outbound_labels());
+        h.request();
+        h.request();
+        h.response(200, None, false, Duration::from_micros(1500));
+        h.response(503, None, false, Duration::from_millis(70));
+        // Same labels share one handle.
+        m.http(&outbound_labels()).request();
+
+        let text = m.render();
+        assert!(text.contains("# TYPE request_total counter\n"), "{text}");
+        assert!(
+            text.contains(&format!("request_total{{{L}}} 3\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "response_total{{{L},status_code=\"200\",classification=\"success\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "response_total{{{L},status_code=\"503\",classification=\"failure\"}} 1\n"
+        )));
+        assert!(text.contains("# TYPE response_latency_ms histogram\n"));
+        let bucket = |status: &str, le: &str, n: u64| {
+            format!("response_latency_ms_bucket{{{L},status_code=\"{status}\",le=\"{le}\"}} {n}\n")
+        };
+        assert!(text.contains(&bucket("200", "1", 0)), "{text}");
+        assert!(text.contains(&bucket("200", "2", 1)));
+        assert!(text.contains(&bucket("200", "+Inf", 1)));
+        assert!(text.contains(&bucket("503", "50", 0)));
+        assert!(text.contains(&bucket("503", "100", 1)));
+        assert!(text.contains(&format!(
+            "response_latency_ms_sum{{{L},status_code=\"200\"}} 1.5\n"
+        )));
+        assert!(text.contains(&format!(
+            "response_latency_ms_count{{{L},status_code=\"503\"}} 1\n"
+        )));
+        // 26 buckets per status code.
+        assert_eq!(text.matches("response_latency_ms_bucket{").count(), 52);
+    }
+
+    #[test]
+    fn grpc_status_label() {
+        let m = Metrics::new();
+        let h = m.http(&outbound_labels());
+        h.response(200, Some(14), false, Duration::from_millis(1));
+        let text = m.render();
+        assert!(text.contains(&format!(
+            "response_total{{{L},status_code=\"200\",classification=\"failure\",grpc_status=\"14\"}} 1\n"
+        )));
+    }
+
+    #[test]
+    fn tcp_text_and_tls_labels() {
+        let m = Metrics::new();
+        let labels = Labels {
+            direction: Direction::Inbound,
+            authority: None,
+            target_addr: "127.0.0.1:8080".parse().expect("addr"),
+            tls: TlsLabel::NoIdentity(NO_TLS_FROM_REMOTE),
+            dst: Arc::default(),
+        };
+        let t = m.tcp_open(&labels, Peer::Src);
+        drop(m.tcp_open(&labels, Peer::Src));
+        t.read(10);
+        t.write(7);
+        let _dst = m.tcp_open(&labels, Peer::Dst);
+        let l = r#"direction="inbound",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote""#;
+        let text = m.render();
+        for line in [
+            format!("tcp_open_total{{{l},peer=\"src\"}} 2\n"),
+            format!("tcp_close_total{{{l},peer=\"src\"}} 1\n"),
+            format!("tcp_open_connections{{{l},peer=\"src\"}} 1\n"),
+            format!("tcp_read_bytes_total{{{l},peer=\"src\"}} 10\n"),
+            format!("tcp_write_bytes_total{{{l},peer=\"src\"}} 7\n"),
+            format!("tcp_open_connections{{{l},peer=\"dst\"}} 1\n"),
+            "# TYPE tcp_open_connections gauge\n".to_string(),
+        ] {
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+
+        let tls = Labels {
+            tls: TlsLabel::Established {
+                peer_id: Some("web.default.serviceaccount.identity.weft.cluster.local".into()),
+            },
+            ..labels
+        };
+        let _c = m.tcp_open(&tls, Peer::Src);
+        assert!(m.render().contains(
+            r#"tls="true",client_id="web.default.serviceaccount.identity.weft.cluster.local",peer="src"} 1"#
+        ));
+    }
+
+    #[test]
+    fn process_gauges_and_escaping() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(text.contains("# TYPE process_start_time_seconds gauge\n"));
+        assert!(text.contains("\nprocess_resident_memory_bytes "));
+        let mut labels = outbound_labels();
+        labels.authority = Some("a\"b\\c".into());
+        m.http(&labels).request();
+        assert!(m.render().contains(r#"authority="a\"b\\c""#));
+    }
+}

@@ -1,0 +1,483 @@
+//! Wiring: binds listeners, starts the admin server and discovery, runs accept loops, drains.
+//!
+//! INTERFACE (owned by the runtime helper; the data path only reads these): [`Accepted`].
+//!
+//! Inbound target port: orig_dst port on the main inbound listener, the mapped app port on a
+//! forward port. Outbound origin: orig_dst → Transparent, none on the main listener → Explicit,
+//! an upstream port → Upstream.
+//!
+//! Drain: a shutdown request (signal, `/shutdown`, [`Running::shutdown`]) stops every accept loop,
+//! flips the drain watch that connections hold, and waits for open connections up to the grace
+//! period.
+
+use std::{
+    future::Future,
+    io::{self, Write as _},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{watch, Notify},
+    task::JoinHandle,
+};
+
+use crate::{
+    admin::{self, Admin},
+    config::Config,
+    discovery::{Discovery, Target},
+    inbound::{self, Inbound},
+    metrics::Metrics,
+    outbound::{self, Origin, Outbound},
+};
+
+/// One accepted connection, handed to `inbound::handle` / `outbound::handle`.
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// SO_ORIGINAL_DST when it differs from `local` (iptables redirected the connection).
+    pub orig_dst: Option<SocketAddr>,
+    /// Flips to true when the proxy starts draining: stop taking new requests on this
+    /// connection (hyper graceful_shutdown), finish in-flight ones.
+    pub drain: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding the {name} listener on {addr}: {source}")]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("writing the listening line to stdout: {0}")]
+    Stdout(io::Error),
+    #[error("installing the signal handlers: {0}")]
+    Signal(io::Error),
+}
+
+/// The bound addresses (port 0 resolved).
+#[derive(Clone, Debug)]
+pub struct Listening {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    /// `(app_port, listener address)` per forward port.
+    pub forward: Vec<(u16, SocketAddr)>,
+    /// `(canonical authority, listener address)` per upstream.
+    pub upstreams: Vec<(String, SocketAddr)>,
+}
+
+impl Listening {
+    /// The one line printed on stdout once every listener is bound.
+    pub fn json_line(&self) -> String {
+        // Written by hand so `event` comes first, as in the contract; addresses need no escaping.
+        let forward: Vec<String> = self
+            .forward
+            .iter()
+            .map(|(p, a)| format!(r#"{{"app_port":{p},"addr":"{a}"}}"#))
+            .collect();
+        let upstreams: Vec<String> = self
+            .upstreams
+            .iter()
+            .map(|(auth, a)| {
+                let auth = serde_json::Value::from(auth.as_str());
+                format!(r#"{{"authority":{auth},"addr":"{a}"}}"#)
+            })
+            .collect();
+        format!(
+            r#"{{"event":"listening","inbound":"{}","outbound":"{}","admin":"{}","forward":[{}],"upstreams":[{}]}}"#,
+            self.inbound,
+            self.outbound,
+            self.admin,
+            forward.join(","),
+            upstreams.join(",")
+        )
+    }
+}
+
+/// A started proxy (for in-process tests and for [`run`]).
+pub struct Running {
+    pub listening: Listening,
+    pub metrics: Metrics,
+    pub discovery: Discovery,
+    shutdown: Arc<Notify>,
+    done: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the drain (idempotent).
+    pub fn shutdown(&self) {
+        self.shutdown.notify_one();
+    }
+
+    /// Resolves once a shutdown was requested and the drain finished.
+    pub async fn wait(self) {
+        if let Err(e) = self.done.await {
+            tracing::error!(error = %e, "proxy supervisor task failed");
+        }
+    }
+}
+
+/// Runs until SIGTERM/SIGINT or `POST /shutdown`, then drains and returns.
+pub async fn run(config: Config) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+
+    let running = start(config).await?;
+    let line = running.listening.json_line();
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(Error::Stdout)?;
+    drop(out);
+    tracing::info!(%line, "listening");
+
+    let shutdown = running.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+        shutdown.notify_one();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+/// Binds every listener and starts serving; does not print anything.
+pub async fn start(config: Config) -> Result<Running, Error> {
+    let metrics = Metrics::new();
+    let discovery = Discovery::new(&config);
+    discovery.probe_readiness();
+    let ob = Outbound::new(&config, discovery.clone(), metrics.clone());
+    let ib = Inbound::new(&config, metrics.clone());
+
+    let admin_l = bind("admin", config.admin_listen_addr).await?;
+    let inbound_l = bind("inbound", config.inbound_listen_addr).await?;
+    let outbound_l = bind("outbound", config.outbound_listen_addr).await?;
+    let mut forward = Vec::new();
+    for f in &config.inbound_forward_ports {
+        let addr = SocketAddr::new(config.inbound_listen_addr.ip(), f.proxy_port);
+        forward.push((f.app_port, bind("forward", addr).await?));
+    }
+    let mut upstreams = Vec::new();
+    for u in &config.outbound_upstreams {
+        let target = discovery
+            .canonicalize(&u.host, u.port)
+            .unwrap_or_else(|| Target::Name {
+                host: u.host.clone(),
+                port: u.port,
+            });
+        let addr = SocketAddr::from(([127, 0, 0, 1], u.local_port));
+        upstreams.push((target, bind("upstream", addr).await?));
+    }
+
+    let listening = Listening {
+        inbound: local_addr("inbound", &inbound_l)?,
+        outbound: local_addr("outbound", &outbound_l)?,
+        admin: local_addr("admin", &admin_l)?,
+        forward: forward
+            .iter()
+            .map(|(p, l)| Ok((*p, local_addr("forward", l)?)))
+            .collect::<Result<_, Error>>()?,
+        upstreams: upstreams
+            .iter()
+            .map(|(t, l)| Ok((t.to_string(), local_addr("upstream", l)?)))
+            .collect::<Result<_, Error>>()?,
+    };
+
+    let shutdown = Arc::new(Notify::new());
+    let admin = Arc::new(Admin {
+        metrics: metrics.clone(),
+        discovery: discovery.clone(),
+        shutdown: config.shutdown_endpoint_enabled.then(|| shutdown.clone()),
+    });
+    let admin_task = tokio::spawn(admin::serve(admin_l, admin));
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let conns = Arc::new(Connections::default());
+    let mut loops = Vec::new();
+    let mut spawn_loop = |l: TcpListener, h: Handler| {
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            drain_rx.clone(),
+            conns.clone(),
+            h,
+        )));
+    };
+    spawn_loop(inbound_l, Handler::Inbound(ib.clone()));
+    spawn_loop(outbound_l, Handler::Outbound(ob.clone()));
+    for (app_port, l) in forward {
+        spawn_loop(l, Handler::Forward(ib.clone(), app_port));
+    }
+    for (target, l) in upstreams {
+        spawn_loop(l, Handler::Upstream(ob.clone(), target));
+    }
+
+    let grace = config.shutdown_grace_period;
+    let supervisor = shutdown.clone();
+    let done = tokio::spawn(async move {
+        supervisor.notified().await;
+        let _ = drain_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
+        let open = conns.open.load(Ordering::Acquire);
+        tracing::info!(open, ?grace, "draining");
+        if tokio::time::timeout(grace, conns.idle()).await.is_err() {
+            let open = conns.open.load(Ordering::Acquire);
+            tracing::warn!(open, "grace period over; closing remaining connections");
+        }
+        admin_task.abort();
+    });
+
+    Ok(Running {
+        listening,
+        metrics,
+        discovery,
+        shutdown,
+        done,
+    })
+}
+
+async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { name, addr, source })
+}
+
+fn local_addr(name: &'static str, l: &TcpListener) -> Result<SocketAddr, Error> {
+    l.local_addr().map_err(|source| Error::Bind {
+        name,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+/// What an accept loop does with a connection.
+enum Handler {
+    Inbound(Arc<Inbound>),
+    Forward(Arc<Inbound>, u16),
+    Outbound(Arc<Outbound>),
+    Upstream(Arc<Outbound>, Target),
+}
+
+impl Handler {
+    /// The connection's future, or `None` to drop it.
+    fn handle(&self, conn: Accepted) -> Option<impl Future<Output = ()> + Send + 'static> {
+        enum Call {
+            In(Arc<Inbound>, u16),
+            Out(Arc<Outbound>, Origin),
+        }
+        let call = match self {
+            Handler::Inbound(ib) => match conn.orig_dst {
+                Some(dst) => Call::In(ib.clone(), dst.port()),
+                None => {
+                    // Without a redirect there is no target port; forwarding to our own port
+                    // would loop back into this listener.
+                    tracing::debug!(peer = %conn.peer, "inbound connection without an original destination");
+                    return None;
+                }
+            },
+            Handler::Forward(ib, port) => Call::In(ib.clone(), *port),
+            Handler::Outbound(ob) => {
+                let origin = match conn.orig_dst {
+                    Some(dst) => Origin::Transparent(dst),
+                    None => Origin::Explicit,
+                };
+                Call::Out(ob.clone(), origin)
+            }
+            Handler::Upstream(ob, target) => {
+                Call::Out(ob.clone(), Origin::Upstream(target.clone()))
+            }
+        };
+        Some(async move {
+            match call {
+                Call::In(ib, port) => inbound::handle(ib, conn, port).await,
+                Call::Out(ob, origin) => outbound::handle(ob, conn, origin).await,
+            }
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    mut drain: watch::Receiver<bool>,
+    conns: Arc<Connections>,
+    handler: Handler,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = drain.wait_for(|d| *d) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually fd exhaustion: give open connections a moment to close.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let orig_dst = original_dst(&stream).filter(|d| *d != local);
+        let conn = Accepted {
+            stream,
+            peer,
+            local,
+            orig_dst,
+            drain: drain.clone(),
+        };
+        if let Some(fut) = handler.handle(conn) {
+            let guard = conns.open();
+            tokio::spawn(async move {
+                fut.await;
+                drop(guard);
+            });
+        }
+    }
+}
+
+/// Open connection count, with a wake-up when it reaches zero.
+#[derive(Default)]
+struct Connections {
+    open: AtomicUsize,
+    zero: Notify,
+}
+
+struct ConnGuard(Arc<Connections>);
+
+impl Connections {
+    fn open(self: &Arc<Self>) -> ConnGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+
+    async fn idle(&self) {
+        loop {
+            // Register interest before checking, so a close between the check and the wait
+            // is not missed.
+            let notified = self.zero.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+/// `SO_ORIGINAL_DST` (netfilter): where the client meant to connect before an iptables REDIRECT.
+/// Without a redirect Linux returns the local address or an error; both mean "none".
+fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    const SO_ORIGINAL_DST: libc::c_int = 80;
+    const IP6T_SO_ORIGINAL_DST: libc::c_int = 80;
+    let fd = stream.as_raw_fd();
+    let local = stream.local_addr().ok()?;
+    // SAFETY: the buffers are plain C structs of the size passed in `len`; the kernel writes at
+    // most `len` bytes and reports the written size back.
+    unsafe {
+        if local.is_ipv4() {
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                SO_ORIGINAL_DST,
+                (&mut addr as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            );
+            if rc != 0 || addr.sin_family != libc::AF_INET as libc::sa_family_t {
+                return None;
+            }
+            let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(addr.sin_port))))
+        } else {
+            let mut addr: libc::sockaddr_in6 = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                IP6T_SO_ORIGINAL_DST,
+                (&mut addr as *mut libc::sockaddr_in6).cast(),
+                &mut len,
+            );
+            if rc != 0 || addr.sin6_family != libc::AF_INET6 as libc::sa_family_t {
+                return None;
+            }
+            let ip = std::net::Ipv6Addr::from(addr.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(addr.sin6_port))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_original_dst_without_redirect() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let (s, _) = s.expect("accept");
+        let _c = c.expect("connect");
+        let local = s.local_addr().expect("local");
+        assert_eq!(original_dst(&s).filter(|d| *d != local), None);
+    }
+
+    #[tokio::test]
+    async fn connections_idle_wakes_on_last_close() {
+        let conns = Arc::new(Connections::default());
+        let a = conns.open();
+        let b = conns.open();
+        let waiter = tokio::spawn({
+            let conns = conns.clone();
+            async move { conns.idle().await }
+        });
+        drop(a);
+        assert!(!waiter.is_finished());
+        drop(b);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("idle")
+            .expect("join");
+    }
+
+    #[test]
+    fn json_line_shape() {
+        let l = Listening {
+            inbound: "0.0.0.0:4143".parse().expect("addr"),
+            outbound: "127.0.0.1:4140".parse().expect("addr"),
+            admin: "127.0.0.1:4191".parse().expect("addr"),
+            forward: vec![(8080, "0.0.0.0:40001".parse().expect("addr"))],
+            upstreams: vec![(
+                "catalog.default.svc.cluster.local:9090".into(),
+                "127.0.0.1:40002".parse().expect("addr"),
+            )],
+        };
+        assert_eq!(
+            l.json_line(),
+            r#"{"event":"listening","inbound":"0.0.0.0:4143","outbound":"127.0.0.1:4140","admin":"127.0.0.1:4191","forward":[{"app_port":8080,"addr":"0.0.0.0:40001"}],"upstreams":[{"authority":"catalog.default.svc.cluster.local:9090","addr":"127.0.0.1:40002"}]}"#
+        );
+    }
+}
