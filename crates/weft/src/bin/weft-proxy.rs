@@ -1,0 +1,58 @@
+//! `weft-proxy`: the sidecar proxy. Configured only through `WEFT_PROXY_*` variables
+//! (see docs/proxy-config.md); logs to stderr; prints one JSON line on stdout once listening.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+use weft_proxy::{config, Config, Env, ProcessEnv};
+
+fn main() -> ExitCode {
+    let env = ProcessEnv;
+    let filter = env
+        .get(config::ENV_LOG)
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or_else(|| config::DEFAULT_LOG.to_string());
+    let (filter, bad_filter) = match EnvFilter::try_new(&filter) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new(config::DEFAULT_LOG), Some((filter, e))),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let config = match Config::from_env(&env) {
+        Ok(c) if bad_filter.is_none() => c,
+        result => {
+            eprintln!("weft-proxy: invalid configuration:");
+            if let Err(errors) = result {
+                for line in errors.to_string().lines() {
+                    eprintln!("  {line}");
+                }
+            }
+            if let Some((value, e)) = bad_filter {
+                eprintln!("  {}: {e} (got {value:?})", config::ENV_LOG);
+            }
+            return ExitCode::from(2);
+        }
+    };
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft-proxy: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(weft_proxy::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

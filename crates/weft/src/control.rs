@@ -1,0 +1,84 @@
+//! `weft control`: the control plane as a command. Builds `weft_control::Config` from flags,
+//! prints the listening line on stdout once both servers are bound, and runs until Ctrl-C or
+//! SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// `weft control`: serve Destination and policy gRPC and the registration API from a store.
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    /// Directory of resource YAML files (Service, ExternalWorkload); watched for changes.
+    #[arg(long, value_name = "DIR")]
+    pub store: PathBuf,
+    /// Address of the gRPC server (Destination, OutboundPolicies, InboundServerPolicies).
+    #[arg(long, default_value = "127.0.0.1:8086", value_name = "ADDR")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP API (workload registration, store status, /ready, /live).
+    #[arg(long, default_value = "127.0.0.1:8085", value_name = "ADDR")]
+    pub api_addr: SocketAddr,
+    /// DNS suffix of logical service names (`NAME.NS.svc.<cluster-domain>`).
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub cluster_domain: String,
+    /// Trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub trust_domain: String,
+}
+
+impl ControlArgs {
+    pub fn config(&self) -> weft_control::Config {
+        weft_control::Config {
+            store_dir: self.store.clone(),
+            grpc_addr: self.grpc_addr,
+            api_addr: self.api_addr,
+            cluster_domain: self.cluster_domain.clone(),
+            trust_domain: self.trust_domain.clone(),
+            control_namespace: "weft".to_string(),
+            poll_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The one stdout line announcing the bound addresses (CONTRACT.md section 2).
+pub fn listening_line(grpc: SocketAddr, api: SocketAddr) -> String {
+    serde_json::json!({"event": "listening", "grpc": grpc.to_string(), "api": api.to_string()})
+        .to_string()
+}
+
+pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
+    let running = weft_control::start(args.config())
+        .await
+        .context("starting the control plane")?;
+    println!("{}", listening_line(running.grpc_addr, running.api_addr));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running
+        .shutdown()
+        .await
+        .context("stopping the control plane")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_line_is_one_json_object() {
+        let line = listening_line(
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+        );
+        assert_eq!(
+            line,
+            r#"{"api":"127.0.0.1:2","event":"listening","grpc":"127.0.0.1:1"}"#
+        );
+    }
+}

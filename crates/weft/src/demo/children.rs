@@ -1,0 +1,175 @@
+//! Child processes of `weft demo`: how they are started so that none outlives the demo
+//! (`kill_on_drop`, and `PR_SET_PDEATHSIG` for when the demo itself is killed), how a reserved
+//! listening socket is handed to an application, and how a proxy's listening line is read.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// The descriptor number an inherited listener gets in the child (`--listen-fd 3`).
+pub const LISTEN_FD: i32 = 3;
+
+/// How long a child may take to print its listening line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A command that dies with the demo: killed when its handle drops, and sent SIGKILL by the kernel
+/// if the demo process dies first. If `listener` is given it becomes descriptor [`LISTEN_FD`] in
+/// the child.
+pub fn command(program: &Path, listener: Option<&std::net::TcpListener>) -> Command {
+    let mut command = Command::new(program);
+    command.kill_on_drop(true).stdin(Stdio::null());
+    let parent = std::process::id();
+    let listen_fd = listener.map(|l| l.as_raw_fd());
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (prctl, getppid, dup2, fcntl); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            // The death signal follows the thread that forked, which is a runtime worker thread;
+            // those live as long as the demo's runtime.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            if let Some(fd) = listen_fd {
+                if fd == LISTEN_FD {
+                    // Already in place: only the close-on-exec flag must go.
+                    let flags = libc::fcntl(fd, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, LISTEN_FD) < 0 {
+                    // dup2 leaves the new descriptor without close-on-exec.
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Where the `weft-proxy` binary is: `WEFT_PROXY_BIN`, else beside the running executable (or
+/// one directory up, for test binaries under `target/*/deps`).
+pub fn proxy_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("WEFT_PROXY_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("locating the weft executable")?;
+    let dir = exe.parent().context("weft executable has no directory")?;
+    let candidates = [
+        dir.join("weft-proxy"),
+        dir.parent()
+            .map(|d| d.join("weft-proxy"))
+            .unwrap_or_default(),
+    ];
+    candidates
+        .into_iter()
+        .find(|path| path.is_file())
+        .with_context(|| {
+            format!(
+                "weft-proxy not found beside {} (build it with `cargo build -p weft`, or set WEFT_PROXY_BIN)",
+                exe.display()
+            )
+        })
+}
+
+/// The line a proxy prints once it listens (CONTRACT.md section 3).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProxyListening {
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    #[serde(default)]
+    pub forward: Vec<Forward>,
+    #[serde(default)]
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Forward {
+    pub app_port: u16,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Upstream {
+    pub authority: String,
+    pub addr: SocketAddr,
+}
+
+/// Parses one stdout line of a child; only `{"event":"listening",...}` counts.
+pub fn parse_listening(line: &str) -> Option<ProxyListening> {
+    let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    if value.get("event")?.as_str()? != "listening" {
+        return None;
+    }
+    serde_json::from_value(value).ok()
+}
+
+/// Waits for `child` to print its listening line, then keeps draining its stdout so the child
+/// never blocks on a full pipe.
+pub async fn read_listening(child: &mut Child, what: &str) -> anyhow::Result<ProxyListening> {
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("{what}: stdout is not piped"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(STARTUP_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(listening) = parse_listening(&line) {
+                return Ok(Some(listening));
+            }
+        }
+        Ok::<_, std::io::Error>(None)
+    })
+    .await
+    .with_context(|| format!("{what} did not report listening within {STARTUP_TIMEOUT:?}"))?
+    .with_context(|| format!("reading {what} stdout"))?
+    .with_context(|| format!("{what} exited before listening (see its log above)"))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_listening_line() {
+        let line = r#"{"event":"listening","inbound":"127.0.0.1:1","outbound":"127.0.0.1:2","admin":"127.0.0.1:3","forward":[{"app_port":8080,"addr":"127.0.0.1:4"}],"upstreams":[{"authority":"books.demo.svc.cluster.local:9090","addr":"127.0.0.1:5"}]}"#;
+        let listening = parse_listening(line).expect("listening");
+        assert_eq!(listening.admin.port(), 3);
+        assert_eq!(listening.forward[0].app_port, 8080);
+        assert_eq!(listening.forward[0].addr.port(), 4);
+        assert_eq!(listening.upstreams[0].addr.port(), 5);
+    }
+
+    #[test]
+    fn ignores_other_lines() {
+        assert!(parse_listening("starting").is_none());
+        assert!(parse_listening(r#"{"event":"ready"}"#).is_none());
+    }
+
+    #[tokio::test]
+    async fn listener_is_inherited_as_fd_3() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd()))
+            .expect("our socket");
+        let output = command(Path::new("/bin/sh"), Some(&listener))
+            .args(["-c", "readlink /proc/self/fd/3"])
+            .output()
+            .await
+            .expect("run sh");
+        let theirs = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(theirs.trim(), ours.to_string_lossy());
+    }
+}

@@ -1,0 +1,360 @@
+//! Pure functions over the proxies' Prometheus text: parse samples, fold them into per-key
+//! request/latency statistics, subtract two scrapes, and estimate percentiles from histogram
+//! buckets the way Prometheus' `histogram_quantile` does (linear interpolation in a bucket).
+
+use std::collections::BTreeMap;
+
+/// One sample line: `name{labels} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
+/// Parses Prometheus text exposition format. Comments, blank lines and lines that do not parse are
+/// skipped: a scrape is best effort and one odd line must not hide the rest. Timestamps after the
+/// value are ignored.
+pub fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(parse_line)
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() {
+        return None;
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = BTreeMap::new();
+    if let Some(after_brace) = rest.strip_prefix('{') {
+        let (parsed, remaining) = parse_labels(after_brace)?;
+        labels = parsed;
+        rest = remaining;
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        other => other.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+/// Parses `a="x",b="y"}` (the text after `{`), returning the labels and what follows `}`.
+fn parse_labels(mut s: &str) -> Option<(BTreeMap<String, String>, &str)> {
+    let mut labels = BTreeMap::new();
+    loop {
+        s = s.trim_start_matches([' ', ',']);
+        if let Some(rest) = s.strip_prefix('}') {
+            return Some((labels, rest));
+        }
+        let eq = s.find('=')?;
+        let key = s[..eq].trim().to_string();
+        s = s[eq + 1..].trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '"' => break i,
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                other => value.push(other),
+            }
+        };
+        labels.insert(key, value);
+        s = &s[end + 1..];
+    }
+}
+
+/// Cumulative request statistics for one key (a service or an edge).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Responses seen (`response_total`).
+    pub requests: f64,
+    /// Of which `classification="success"`.
+    pub successes: f64,
+    /// Cumulative histogram of `response_latency_ms`: upper bound (ms) → count `<= le`.
+    pub buckets: BTreeMap<Le, f64>,
+    /// Whether any response on this key was reported with `tls="true"`.
+    pub tls: bool,
+}
+
+/// A bucket upper bound, ordered (`+Inf` last), usable as a map key.
+#[derive(Debug, Clone, Copy)]
+pub struct Le(pub f64);
+
+impl PartialEq for Le {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Le {}
+
+impl PartialOrd for Le {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Le {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Stats {
+    /// What happened between `older` and `self` (both cumulative). A counter that went down means
+    /// the proxy restarted: then `self` alone is the best estimate.
+    pub fn since(&self, older: &Stats) -> Stats {
+        if self.requests < older.requests {
+            return self.clone();
+        }
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(le, count)| {
+                let before = older.buckets.get(le).copied().unwrap_or(0.0);
+                (*le, (count - before).max(0.0))
+            })
+            .collect();
+        Stats {
+            requests: self.requests - older.requests,
+            successes: (self.successes - older.successes).max(0.0),
+            buckets,
+            tls: self.tls,
+        }
+    }
+
+    /// Fraction of successful responses, `None` without responses.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.requests > 0.0).then(|| self.successes / self.requests)
+    }
+
+    /// Latency percentile in ms (`q` in 0..=1), `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        quantile(&self.buckets, q)
+    }
+}
+
+/// Which response series a [`fold`] keeps and how it names them.
+pub type KeyFn<'a, K> = &'a dyn Fn(&Sample) -> Option<K>;
+
+/// Folds `response_total` and `response_latency_ms_bucket` samples into per-key [`Stats`],
+/// summing over every label the key function ignores (status codes, endpoints, ...).
+pub fn fold<K: Ord + Clone>(samples: &[Sample], key: KeyFn<'_, K>) -> BTreeMap<K, Stats> {
+    let mut out: BTreeMap<K, Stats> = BTreeMap::new();
+    for sample in samples {
+        let is_total = sample.name == "response_total";
+        let is_bucket = sample.name == "response_latency_ms_bucket";
+        if !is_total && !is_bucket {
+            continue;
+        }
+        let Some(k) = key(sample) else { continue };
+        let stats = out.entry(k).or_default();
+        if is_total {
+            stats.requests += sample.value;
+            if sample.label("classification") == Some("success") {
+                stats.successes += sample.value;
+            }
+            if sample.label("tls") == Some("true") {
+                stats.tls = true;
+            }
+        } else if let Some(le) = sample.label("le").and_then(parse_le) {
+            *stats.buckets.entry(Le(le)).or_default() += sample.value;
+        }
+    }
+    out
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+        other => other.parse().ok(),
+    }
+}
+
+/// `histogram_quantile`: finds the bucket holding rank `q * total` and interpolates linearly
+/// between its bounds (the first bucket starts at 0). A rank in the `+Inf` bucket answers the
+/// highest finite bound, since nothing better is known.
+pub fn quantile(buckets: &BTreeMap<Le, f64>, q: f64) -> Option<f64> {
+    let total = buckets
+        .iter()
+        .next_back()
+        .map(|(_, count)| *count)
+        .unwrap_or(0.0);
+    if total <= 0.0 || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = 0.0;
+    let mut below = 0.0;
+    for (Le(upper), count) in buckets {
+        if *count >= rank {
+            if upper.is_infinite() {
+                return Some(lower);
+            }
+            let in_bucket = count - below;
+            if in_bucket <= 0.0 {
+                return Some(*upper);
+            }
+            return Some(lower + (upper - lower) * (rank - below) / in_bucket);
+        }
+        lower = *upper;
+        below = *count;
+    }
+    Some(lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+# HELP response_total Total responses.
+# TYPE response_total counter
+response_total{direction="outbound",dst_service="books",status_code="200",classification="success",tls="no_identity"} 90
+response_total{direction="outbound",dst_service="books",status_code="500",classification="failure",tls="no_identity"} 10
+response_total{direction="outbound",dst_service="ratings",status_code="200",classification="success",tls="true"} 5
+response_total{direction="inbound",status_code="200",classification="success",tls="no_identity"} 7
+response_latency_ms_bucket{direction="outbound",dst_service="books",status_code="200",le="10"} 50
+response_latency_ms_bucket{direction="outbound",dst_service="books",status_code="200",le="20"} 90
+response_latency_ms_bucket{direction="outbound",dst_service="books",status_code="200",le="+Inf"} 90
+response_latency_ms_bucket{direction="outbound",dst_service="books",status_code="500",le="10"} 10
+response_latency_ms_bucket{direction="outbound",dst_service="books",status_code="500",le="20"} 10
+response_latency_ms_bucket{direction="outbound",dst_service="books",status_code="500",le="+Inf"} 10
+process_start_time_seconds 1700000000.5
+"#;
+
+    fn outbound_by_service(s: &Sample) -> Option<String> {
+        (s.label("direction") == Some("outbound"))
+            .then(|| s.label("dst_service").map(str::to_string))
+            .flatten()
+    }
+
+    #[test]
+    fn parses_names_labels_values_and_skips_comments() {
+        let samples = parse(TEXT);
+        assert_eq!(samples.len(), 11);
+        assert_eq!(samples[0].name, "response_total");
+        assert_eq!(samples[0].label("dst_service"), Some("books"));
+        assert_eq!(samples[0].value, 90.0);
+        let last = samples.last().expect("sample");
+        assert_eq!(last.name, "process_start_time_seconds");
+        assert!(last.labels.is_empty());
+        assert_eq!(last.value, 1_700_000_000.5);
+    }
+
+    #[test]
+    fn parses_escaped_label_values_and_timestamps() {
+        let samples = parse(r#"m{a="x\"y\\z",b="c, d"} 3 1700000000000"#);
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].label("a"), Some(r#"x"y\z"#));
+        assert_eq!(samples[0].label("b"), Some("c, d"));
+        assert_eq!(samples[0].value, 3.0);
+    }
+
+    #[test]
+    fn skips_malformed_lines() {
+        assert!(parse("m{a=\"unterminated} 1\nn{} nope\n{x=\"y\"} 1").is_empty());
+        assert_eq!(parse("ok 1\nbad{ 2").len(), 1);
+    }
+
+    #[test]
+    fn folds_by_key_summing_other_labels() {
+        let stats = fold(&parse(TEXT), &outbound_by_service);
+        let books = &stats["books"];
+        assert_eq!(books.requests, 100.0);
+        assert_eq!(books.successes, 90.0);
+        assert_eq!(books.success_rate(), Some(0.9));
+        assert!(!books.tls);
+        assert_eq!(books.buckets[&Le(10.0)], 60.0);
+        assert_eq!(books.buckets[&Le(f64::INFINITY)], 100.0);
+        assert!(stats["ratings"].tls);
+        assert_eq!(stats.len(), 2);
+    }
+
+    #[test]
+    fn quantile_interpolates_inside_the_bucket() {
+        let buckets: BTreeMap<Le, f64> = [
+            (Le(10.0), 60.0),
+            (Le(20.0), 100.0),
+            (Le(f64::INFINITY), 100.0),
+        ]
+        .into_iter()
+        .collect();
+        // rank 50 of 60 in [0,10]
+        assert!((quantile(&buckets, 0.5).expect("p50") - 50.0 / 6.0).abs() < 1e-9);
+        // rank 80: 20 into the 40 of (10,20]
+        assert!((quantile(&buckets, 0.8).expect("p80") - 15.0).abs() < 1e-9);
+        assert_eq!(quantile(&buckets, 1.0), Some(20.0));
+    }
+
+    #[test]
+    fn quantile_in_inf_bucket_is_highest_finite_bound() {
+        let buckets: BTreeMap<Le, f64> = [(Le(5.0), 1.0), (Le(f64::INFINITY), 10.0)]
+            .into_iter()
+            .collect();
+        assert_eq!(quantile(&buckets, 0.99), Some(5.0));
+    }
+
+    #[test]
+    fn quantile_without_observations_is_none() {
+        assert_eq!(quantile(&BTreeMap::new(), 0.5), None);
+        let empty: BTreeMap<Le, f64> = [(Le(5.0), 0.0), (Le(f64::INFINITY), 0.0)]
+            .into_iter()
+            .collect();
+        assert_eq!(quantile(&empty, 0.5), None);
+    }
+
+    #[test]
+    fn since_subtracts_and_survives_restarts() {
+        let older = Stats {
+            requests: 10.0,
+            successes: 9.0,
+            buckets: [(Le(10.0), 10.0), (Le(f64::INFINITY), 10.0)]
+                .into_iter()
+                .collect(),
+            tls: false,
+        };
+        let newer = Stats {
+            requests: 30.0,
+            successes: 25.0,
+            buckets: [(Le(10.0), 25.0), (Le(f64::INFINITY), 30.0)]
+                .into_iter()
+                .collect(),
+            tls: false,
+        };
+        let window = newer.since(&older);
+        assert_eq!(window.requests, 20.0);
+        assert_eq!(window.successes, 16.0);
+        assert_eq!(window.buckets[&Le(10.0)], 15.0);
+        assert_eq!(window.buckets[&Le(f64::INFINITY)], 20.0);
+        // A restarted proxy: counters went down, the new values stand alone.
+        let restarted = Stats {
+            requests: 3.0,
+            ..Stats::default()
+        };
+        assert_eq!(restarted.since(&newer).requests, 3.0);
+    }
+}

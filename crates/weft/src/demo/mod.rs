@@ -1,0 +1,529 @@
+//! `weft demo`: a meshed application on one machine. Starts the control plane in-process with a
+//! temporary store holding the demo's Service documents, then for each workload its `weft-proxy`
+//! sidecar and its application (`weft demo-service NAME`), registers the workload, and shows
+//! golden metrics scraped from the proxies every second until Ctrl-C, SIGTERM or `--duration`.
+
+pub mod app;
+pub mod books;
+pub mod children;
+pub mod http;
+pub mod metrics;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::process::Child;
+use tokio::time::Instant;
+
+use self::app::Name;
+use self::children::ProxyListening;
+use self::report::{ProxySummary, Row, Window};
+
+/// The namespace every demo resource lives in.
+pub const NAMESPACE: &str = "demo";
+
+/// Span of the live table's sliding window.
+const WINDOW: Duration = Duration::from_secs(10);
+
+/// `weft demo`: run a meshed demo application and show its golden metrics.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Stop after this long (e.g. `30`, `30s`, `2m`); default: run until Ctrl-C.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Print only the final summary as JSON on stdout (no live table).
+    #[arg(long)]
+    pub json: bool,
+    /// Requests per second the traffic generator sends to web.
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    pub rps: f64,
+    /// gRPC address of the demo's control plane (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub control_addr: SocketAddr,
+    /// HTTP API address of the demo's control plane (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub api_addr: SocketAddr,
+}
+
+/// Parses `30`, `1.5`, `30s`, `500ms`, `2m` into a duration (bare numbers are seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30, 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is not a valid duration"))
+}
+
+/// One workload of the demo: the app it runs and how the mesh reaches it.
+struct Spec {
+    name: Name,
+    /// `(port name, service port)` the workload serves, if any.
+    serves: Option<(&'static str, u16)>,
+    /// Logical services reached through a local upstream port (gRPC clients).
+    upstreams: &'static [&'static str],
+}
+
+/// Started in dependency order: servers first, the traffic generator last.
+const WORKLOADS: &[Spec] = &[
+    Spec {
+        name: Name::Ratings,
+        serves: Some(("http", 8080)),
+        upstreams: &[],
+    },
+    Spec {
+        name: Name::Books,
+        serves: Some(("grpc", 9090)),
+        upstreams: &[],
+    },
+    Spec {
+        name: Name::Web,
+        serves: Some(("http", 8080)),
+        upstreams: &[app::BOOKS_AUTHORITY],
+    },
+    Spec {
+        name: Name::Traffic,
+        serves: None,
+        upstreams: &[],
+    },
+];
+
+/// The Service documents of the demo store.
+fn services_yaml() -> String {
+    let service = |name: &str, port_name: &str, port: u16, protocol: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n\
+             spec:\n  selector: {{app: {name}}}\n  ports:\n  - name: {port_name}\n    port: {port}\n    \
+             targetPort: {port_name}\n    appProtocol: {protocol}\n"
+        )
+    };
+    [
+        service("web", "http", 8080, "http"),
+        service("books", "grpc", 9090, "grpc"),
+        service("ratings", "http", 8080, "http"),
+    ]
+    .join("---\n")
+}
+
+/// The ExternalWorkload registered for a workload whose sidecar forwards `port_name` at `addr`.
+fn workload_document(name: &str, port_name: &str, addr: SocketAddr) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "workload.linkerd.io/v1beta1",
+        "kind": "ExternalWorkload",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name}},
+        "spec": {
+            "workloadIPs": [{"ip": addr.ip().to_string()}],
+            "ports": [{"name": port_name, "port": addr.port()}],
+        },
+    })
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!("weft-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running workload: its sidecar and its application process.
+struct Workload {
+    name: &'static str,
+    proxy: Child,
+    app: Child,
+    listening: ProxyListening,
+}
+
+/// Runs the demo until Ctrl-C, SIGTERM or `--duration`.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.rps > 0.0 && args.rps.is_finite(),
+        "--rps must be positive"
+    );
+    // Installed first so that Ctrl-C during start-up also stops cleanly.
+    let mut stop = Stop::install()?;
+    let store = TempDir::create()?;
+    std::fs::write(store.0.join("services.yaml"), services_yaml())
+        .context("writing the demo store")?;
+
+    let control = weft_control::start(weft_control::Config {
+        store_dir: store.0.clone(),
+        grpc_addr: args.control_addr,
+        api_addr: args.api_addr,
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        control_namespace: "weft".into(),
+        poll_interval: Duration::from_millis(200),
+    })
+    .await
+    .context("starting the control plane")?;
+    let (grpc, api) = (control.grpc_addr, control.api_addr);
+    eprintln!(
+        "weft demo: control plane on {grpc} (gRPC), {api} (API); store {}",
+        store.0.display()
+    );
+
+    // Stopped during start-up: the workloads started so far are killed as they drop.
+    let outcome = tokio::select! {
+        started = launch_all(grpc, api, args.rps) => match started {
+            Ok(mut workloads) => {
+                let outcome = watch(&args, &mut workloads, &mut stop, grpc, api).await;
+                stop_all(workloads).await;
+                outcome
+            }
+            Err(error) => Err(error),
+        },
+        () = stop.wait() => Ok(()),
+    };
+    if let Err(error) = control.shutdown().await {
+        tracing::warn!(%error, "control plane did not stop cleanly");
+    }
+    outcome
+}
+
+/// Starts every workload in order.
+async fn launch_all(grpc: SocketAddr, api: SocketAddr, rps: f64) -> anyhow::Result<Vec<Workload>> {
+    let proxy_bin = children::proxy_binary()?;
+    let weft_bin = std::env::current_exe().context("locating the weft executable")?;
+    let mut workloads = Vec::new();
+    for spec in WORKLOADS {
+        let workload = launch(spec, &proxy_bin, &weft_bin, grpc, api, rps)
+            .await
+            .with_context(|| format!("starting workload {}", spec.name.as_str()))?;
+        eprintln!(
+            "weft demo: {} running (proxy admin {})",
+            workload.name, workload.listening.admin
+        );
+        workloads.push(workload);
+    }
+    Ok(workloads)
+}
+
+/// Starts one workload's sidecar and app, registers it, and waits for the sidecar to be ready.
+async fn launch(
+    spec: &Spec,
+    proxy_bin: &Path,
+    weft_bin: &Path,
+    grpc: SocketAddr,
+    api: SocketAddr,
+    rps: f64,
+) -> anyhow::Result<Workload> {
+    let name = spec.name.as_str();
+    // The app's port is reserved here and its socket handed to the app, because the sidecar must
+    // know where to forward before the app (which needs the sidecar's ports) can start.
+    let app_listener = match spec.serves {
+        Some(_) => Some(std::net::TcpListener::bind("127.0.0.1:0").context("reserving app port")?),
+        None => None,
+    };
+    let app_port = app_listener
+        .as_ref()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .transpose()?;
+
+    let mut proxy = children::command(proxy_bin, None);
+    proxy
+        .env("WEFT_PROXY_DESTINATION_SVC_ADDR", grpc.to_string())
+        .env("WEFT_PROXY_POLICY_WORKLOAD", format!("{NAMESPACE}:{name}"))
+        .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
+        .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
+        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+        .env(
+            "WEFT_PROXY_INBOUND_FORWARD_PORTS",
+            app_port.map(|p| p.to_string()).unwrap_or_default(),
+        )
+        .env("WEFT_PROXY_OUTBOUND_UPSTREAMS", spec.upstreams.join(","))
+        .stdout(Stdio::piped());
+    if std::env::var_os("WEFT_PROXY_LOG").is_none() {
+        // The live table owns the terminal; proxies only speak up about problems.
+        proxy.env("WEFT_PROXY_LOG", "warn");
+    }
+    let mut proxy = proxy
+        .spawn()
+        .with_context(|| format!("spawning {}", proxy_bin.display()))?;
+    let listening = children::read_listening(&mut proxy, &format!("{name} proxy")).await?;
+
+    let mut app = children::command(weft_bin, app_listener.as_ref());
+    app.arg("demo-service")
+        .arg(name)
+        .env("HTTP_PROXY", format!("http://{}", listening.outbound))
+        .stdout(Stdio::null());
+    if app_listener.is_some() {
+        app.args(["--listen-fd", &children::LISTEN_FD.to_string()]);
+    }
+    if spec.name == Name::Traffic {
+        app.args(["--rps", &rps.to_string()]);
+    }
+    for upstream in &listening.upstreams {
+        if upstream.authority == app::BOOKS_AUTHORITY {
+            app.env("BOOKS_ADDR", upstream.addr.to_string());
+        }
+    }
+    let app = app.spawn().context("spawning the demo service")?;
+    // The child has its copy; ours must close so only the app accepts on it.
+    drop(app_listener);
+
+    if let (Some((port_name, _)), Some(app_port)) = (spec.serves, app_port) {
+        let forward = listening
+            .forward
+            .iter()
+            .find(|f| f.app_port == app_port)
+            .with_context(|| format!("{name} proxy reported no forward port for {app_port}"))?;
+        register(api, name, &workload_document(name, port_name, forward.addr)).await?;
+    }
+    wait_ready(listening.admin).await;
+    Ok(Workload {
+        name,
+        proxy,
+        app,
+        listening,
+    })
+}
+
+async fn register(api: SocketAddr, name: &str, document: &serde_json::Value) -> anyhow::Result<()> {
+    let request = hyper::Request::put(format!("/v1/workloads/{NAMESPACE}/{name}"))
+        .header(hyper::header::HOST, api.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(document.to_string())))?;
+    let response = http::send(api, request)
+        .await
+        .context("registering the workload")?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "registering {name}: {} {}",
+        response.status(),
+        String::from_utf8_lossy(response.body())
+    );
+    Ok(())
+}
+
+/// Polls the proxy's `/ready` for a while; a proxy that stays unready is reported, not fatal: the
+/// table will show what it does.
+async fn wait_ready(admin: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(response) = http::get(admin, "/ready").await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("weft demo: proxy {admin} is still not ready after 10s");
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, both meaning "stop the demo".
+struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Stop {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Scrapes every second and shows the table until stopped; then prints the JSON summary if asked.
+async fn watch(
+    args: &DemoArgs,
+    workloads: &mut [Workload],
+    stop: &mut Stop,
+    grpc: SocketAddr,
+    api: SocketAddr,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + d);
+    let mut window = Window::new(WINDOW, started);
+    let mut ticks =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let redraw = std::io::stdout().is_terminal();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.wait() => break,
+            _ = sleep_until_deadline(deadline) => break,
+            exited = first_exit(workloads) => {
+                let (what, status) = exited;
+                anyhow::bail!("{what} exited unexpectedly ({status})");
+            }
+        }
+        window.push(Instant::now(), scrape(workloads).await);
+        if !args.json {
+            let header = format!(
+                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API); Ctrl-C to stop",
+                started.elapsed().as_secs(),
+                args.rps
+            );
+            let text = report::table(&window.rates(), &header);
+            let mut stdout = std::io::stdout().lock();
+            if redraw {
+                // Clear the screen and home the cursor so the table updates in place.
+                let _ = write!(stdout, "\x1b[2J\x1b[H");
+            }
+            let _ = writeln!(stdout, "{text}");
+            let _ = stdout.flush();
+        }
+    }
+    if args.json {
+        let cumulative = scrape(workloads).await;
+        let proxies = workloads
+            .iter()
+            .map(|w| ProxySummary {
+                workload: w.name.to_string(),
+                admin: w.listening.admin,
+            })
+            .collect();
+        let summary = report::summary(&cumulative, proxies);
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
+
+async fn sleep_until_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when any child process exits, naming it.
+async fn first_exit(workloads: &mut [Workload]) -> (String, String) {
+    let waits = workloads.iter_mut().flat_map(|w| {
+        let name = w.name;
+        [
+            Box::pin(describe_exit(format!("{name} proxy"), &mut w.proxy))
+                as std::pin::Pin<
+                    Box<dyn std::future::Future<Output = (String, String)> + Send + '_>,
+                >,
+            Box::pin(describe_exit(format!("{name} app"), &mut w.app)),
+        ]
+    });
+    futures_util::future::select_all(waits).await.0
+}
+
+async fn describe_exit(what: String, child: &mut Child) -> (String, String) {
+    let status = match child.wait().await {
+        Ok(status) => status.to_string(),
+        Err(error) => error.to_string(),
+    };
+    (what, status)
+}
+
+/// Scrapes every proxy and folds the results into rows (cumulative counters).
+async fn scrape(workloads: &[Workload]) -> BTreeMap<Row, metrics::Stats> {
+    let scrapes = workloads.iter().map(|w| async move {
+        match http::get(w.listening.admin, "/metrics").await {
+            Ok(response) if response.status().is_success() => {
+                let text = String::from_utf8_lossy(response.body());
+                report::rows(w.name, &metrics::parse(&text))
+            }
+            Ok(response) => {
+                tracing::debug!(workload = w.name, status = %response.status(), "scrape failed");
+                BTreeMap::new()
+            }
+            Err(error) => {
+                tracing::debug!(
+                    workload = w.name,
+                    error = format!("{error:#}"),
+                    "scrape failed"
+                );
+                BTreeMap::new()
+            }
+        }
+    });
+    futures_util::future::join_all(scrapes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Stops the traffic first so the last requests are not counted as failures, then the rest.
+async fn stop_all(workloads: Vec<Workload>) {
+    for mut workload in workloads.into_iter().rev() {
+        for child in [&mut workload.app, &mut workload.proxy] {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_bare_seconds_and_units() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn store_has_the_three_services_in_the_demo_namespace() {
+        let yaml = services_yaml();
+        assert_eq!(yaml.matches("kind: Service").count(), 3);
+        assert_eq!(yaml.matches("namespace: demo").count(), 3);
+        assert!(yaml.contains("name: books") && yaml.contains("port: 9090"));
+    }
+
+    #[test]
+    fn workload_document_points_at_the_forward_port() {
+        let doc = workload_document("web", "http", "127.0.0.1:41000".parse().expect("addr"));
+        assert_eq!(doc["metadata"]["labels"]["app"], "web");
+        assert_eq!(doc["spec"]["ports"][0]["name"], "http");
+        assert_eq!(doc["spec"]["ports"][0]["port"], 41000);
+        assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "127.0.0.1");
+    }
+}

@@ -1,0 +1,126 @@
+//! `weft`: the command line of the Weft service mesh (everything but the proxy itself).
+//!
+//! - `weft control`: the control plane (see `docs/control-plane.md`, `docs/cli.md`).
+//! - `weft demo`: a meshed demo application with live golden metrics (`docs/demo.md`).
+//! - `weft demo-service` (hidden): one service of the demo application.
+
+mod control;
+mod demo;
+
+use clap::{Parser, Subcommand};
+
+/// Weft service mesh: control plane, demo and tools.
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft service mesh: control plane, demo and tools (the proxy is `weft-proxy`)",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: Destination and policy gRPC from a directory of YAML resources,
+    /// plus the workload registration API. Prints one JSON "listening" line on stdout.
+    Control(control::ControlArgs),
+    /// Run a meshed demo application (web, books, ratings, traffic, each with a weft-proxy
+    /// sidecar) and show live golden metrics per service and per edge.
+    Demo(demo::DemoArgs),
+    /// Run one service of the demo application (started by `weft demo`).
+    #[command(hide = true)]
+    DemoService(demo::app::ServiceArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The demo's table owns the terminal: only problems are logged unless WEFT_LOG says otherwise.
+    init_tracing(match cli.command {
+        Command::Demo(_) | Command::DemoService(_) => "warn",
+        Command::Control(_) => "warn,weft=info,weft_control=info",
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("weft: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Control(args) => control::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::DemoService(args) => demo::app::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("weft: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries the listening line, tables and JSON); `WEFT_LOG` filters.
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn control_flags_have_contract_defaults() {
+        let cli = Cli::try_parse_from(["weft", "control", "--store", "/tmp/s"]).expect("parse");
+        let Command::Control(args) = cli.command else {
+            panic!("not control")
+        };
+        let config = args.config();
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:8086");
+        assert_eq!(config.api_addr.to_string(), "127.0.0.1:8085");
+        assert_eq!(config.cluster_domain, "cluster.local");
+        assert_eq!(config.trust_domain, "cluster.local");
+    }
+
+    #[test]
+    fn demo_flags_parse() {
+        let cli =
+            Cli::try_parse_from(["weft", "demo", "--duration", "5s", "--json", "--rps", "50"])
+                .expect("parse");
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo")
+        };
+        assert_eq!(args.duration, Some(std::time::Duration::from_secs(5)));
+        assert!(args.json);
+        assert_eq!(args.rps, 50.0);
+    }
+
+    #[test]
+    fn demo_service_is_hidden_but_parses() {
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("demo-service"));
+        let cli =
+            Cli::try_parse_from(["weft", "demo-service", "ratings", "--listen", "127.0.0.1:0"])
+                .expect("parse");
+        assert!(matches!(cli.command, Command::DemoService(_)));
+    }
+}
