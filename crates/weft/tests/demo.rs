@@ -1,0 +1,65 @@
+//! `weft demo --duration 8 --json`: the demo app comes up meshed, traffic flows on at least three
+//! edges, and the JSON summary reports every edge with requests and a plausible success rate.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{set_pdeathsig, weft_bin, ChildProc, TempDir};
+
+/// The summary object: the whole stdout, or the last `{"edges"...}` object in it.
+fn summary(stdout: &str) -> Option<serde_json::Value> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(stdout.trim()) {
+        return Some(value);
+    }
+    let start = stdout.rfind("{\"edges\"")?;
+    serde_json::Deserializer::from_str(&stdout[start..])
+        .into_iter::<serde_json::Value>()
+        .next()?
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_reports_edges_with_traffic() {
+    let tmp = TempDir::new("demo");
+    let mut cmd = tokio::process::Command::new(weft_bin());
+    cmd.args(["demo", "--duration", "8", "--json"])
+        .env("WEFT_PROXY_BIN", support::proxy_bin());
+    set_pdeathsig(&mut cmd);
+    let mut demo = ChildProc::spawn("weft-demo", cmd, tmp.path());
+    let status = demo.wait(Duration::from_secs(90)).await.unwrap_or_else(|| {
+        panic!(
+            "weft demo did not exit within 90 s:\n{}",
+            demo.stderr_tail(4000)
+        )
+    });
+    let mut stdout = String::new();
+    // The pipe reader ends at EOF; take everything it forwarded.
+    while let Ok(Some(line)) =
+        tokio::time::timeout(Duration::from_secs(5), demo.stdout_lines.recv()).await
+    {
+        stdout += &line;
+        stdout.push('\n');
+    }
+    assert!(
+        status.success(),
+        "weft demo exited with {status}; stdout:\n{stdout}\nstderr:\n{}",
+        demo.stderr_tail(4000)
+    );
+    let summary =
+        summary(&stdout).unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"));
+    let edges = summary["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("summary has no edges array: {summary}"));
+    assert!(edges.len() >= 3, "expected >= 3 edges: {summary}");
+    for edge in edges {
+        let requests = edge["requests"].as_u64().unwrap_or(0);
+        assert!(requests > 0, "edge without requests: {edge}");
+        let rate = edge["success_rate"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (0.5..=1.0).contains(&rate),
+            "edge success rate {rate} outside 0.5..=1: {edge}"
+        );
+        assert!(edge["src"].is_string() && edge["dst"].is_string(), "{edge}");
+    }
+}
