@@ -1,9 +1,11 @@
-//! The HTTP API (hyper, HTTP/1): workload registration, store status and health.
+//! The HTTP API (hyper, HTTP/1): workload registration (which also issues the workload's
+//! identity token), store status, the CA's trust anchors, and health.
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::index::Index;
 use crate::resource::{self, Defaults, Resource};
 use crate::store::{StoreError, StoreHandle};
+use crate::tokens::Tokens;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -17,25 +19,22 @@ use tokio::sync::watch;
 /// Largest accepted request body.
 const MAX_BODY: usize = 1 << 20;
 
-struct Ctx {
-    store: StoreHandle,
-    index: Arc<Index>,
-    defaults: Defaults,
+/// What the API reads and changes.
+pub struct Ctx {
+    pub store: StoreHandle,
+    pub index: Arc<Index>,
+    pub defaults: Defaults,
+    pub tokens: Tokens,
+    pub trust_anchors_pem: String,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    store: StoreHandle,
-    index: Arc<Index>,
-    defaults: Defaults,
+    ctx: Ctx,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let ctx = Arc::new(Ctx {
-        store,
-        index,
-        defaults,
-    });
+    let ctx = Arc::new(ctx);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -96,6 +95,21 @@ async fn handle(
             }
         }
         (Method::GET, ["v1", "store"]) => reply(StatusCode::OK, json!(ctx.store.status())),
+        (Method::GET, ["v1", "identity", "trust-anchors"]) => {
+            let mut rsp = Response::new(Full::new(Bytes::from(ctx.trust_anchors_pem.clone())));
+            rsp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-pem-file"),
+            );
+            rsp
+        }
+        (Method::GET, ["v1", "services"]) => {
+            let state = ctx.index.state();
+            reply(
+                StatusCode::OK,
+                Value::Array(state.services.values().map(|s| s.to_document()).collect()),
+            )
+        }
         (Method::GET, ["v1", "workloads"]) => {
             let state = ctx.index.state();
             reply(
@@ -112,7 +126,10 @@ async fn handle(
                 return Ok(bad);
             }
             match ctx.store.deregister(ns, name).await {
-                Ok(()) => reply(StatusCode::OK, json!({"ok": true})),
+                Ok(()) => {
+                    ctx.tokens.revoke(ns, name);
+                    reply(StatusCode::OK, json!({"ok": true}))
+                }
                 Err(e @ StoreError::NotRegistered(..)) => error(StatusCode::NOT_FOUND, e),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
             }
@@ -122,6 +139,8 @@ async fn handle(
             ["live"]
             | ["ready"]
             | ["v1", "store"]
+            | ["v1", "identity", "trust-anchors"]
+            | ["v1", "services"]
             | ["v1", "workloads"]
             | ["v1", "workloads", _, _],
         ) => error(
@@ -196,8 +215,20 @@ async fn register(
         }
         Err(errors) => return error(StatusCode::BAD_REQUEST, errors.join("; ")),
     };
+    let identity = workload.server_name.clone();
     match ctx.store.register(workload).await {
-        Ok(()) => reply(StatusCode::OK, json!({"ok": true})),
+        // The token is issued only once the registration is in force, so it always names a
+        // workload the index knows.
+        Ok(()) => match ctx.tokens.issue(ns, name) {
+            Ok(token) => reply(
+                StatusCode::OK,
+                json!({"ok": true, "identity": identity, "token": token}),
+            ),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("registered, but the identity token could not be stored: {e}"),
+            ),
+        },
         Err(e @ StoreError::Rejected(_)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

@@ -12,12 +12,14 @@ use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::Notify};
 
-use crate::{discovery::Discovery, metrics::Metrics};
+use crate::{discovery::Discovery, identity::Identity, metrics::Metrics};
 
 /// What the admin endpoints read and trigger.
 pub struct Admin {
     pub metrics: Metrics,
     pub discovery: Discovery,
+    /// `Some` when identity is configured: `/ready` also waits for the first certificate.
+    pub identity: Option<Identity>,
     /// `Some` when `POST /shutdown` is enabled: notified to start the drain.
     pub shutdown: Option<Arc<Notify>>,
 }
@@ -57,7 +59,7 @@ fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain; version=0.0.4",
             admin.metrics.render(),
         ),
-        (&Method::GET, "/ready") if admin.discovery.is_ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/ready") if is_ready(admin) => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::POST, "/shutdown") => match &admin.shutdown {
@@ -73,6 +75,11 @@ fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Ready = the control plane answered once and, with identity, the first certificate arrived.
+fn is_ready(admin: &Admin) -> bool {
+    admin.discovery.is_ready() && admin.identity.as_ref().is_none_or(Identity::is_ready)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -127,6 +134,7 @@ mod tests {
         let admin = Arc::new(Admin {
             metrics: metrics.clone(),
             discovery: Discovery::new(&cfg),
+            identity: None,
             shutdown,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

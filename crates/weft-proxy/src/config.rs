@@ -77,6 +77,24 @@ pub const DEFAULT_CONTROL_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Discovery streams with no receivers are closed after this long.
 pub const ENV_DISCOVERY_IDLE_TIMEOUT: &str = "WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT";
 pub const DEFAULT_DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Control plane gRPC `host:port` serving `Identity.Certify`. Default: the destination address.
+pub const ENV_IDENTITY_SVC_ADDR: &str = "WEFT_PROXY_IDENTITY_SVC_ADDR";
+/// PEM trust anchors (one or more CERTIFICATE blocks) peers' certificates must chain to.
+pub const ENV_IDENTITY_TRUST_ANCHORS: &str = "WEFT_PROXY_IDENTITY_TRUST_ANCHORS";
+/// File holding the PEM trust anchors (instead of `WEFT_PROXY_IDENTITY_TRUST_ANCHORS`).
+pub const ENV_IDENTITY_TRUST_ANCHORS_FILE: &str = "WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE";
+/// File holding the token sent with every `Identity.Certify` (re-read before each attempt).
+/// Setting any identity variable turns identity on; without them the proxy runs without
+/// identity (the transitional mode: no certificate, metrics say `tls="no_identity"`).
+pub const ENV_IDENTITY_TOKEN_FILE: &str = "WEFT_PROXY_IDENTITY_TOKEN_FILE";
+/// This proxy's DNS-like identity: the certificate's DNS SAN and the SNI it serves.
+pub const ENV_IDENTITY_LOCAL_NAME: &str = "WEFT_PROXY_IDENTITY_LOCAL_NAME";
+/// Shortest wait before renewing a certificate (renewal is at ~70% of its lifetime).
+pub const ENV_IDENTITY_MIN_REFRESH: &str = "WEFT_PROXY_IDENTITY_MIN_REFRESH";
+pub const DEFAULT_IDENTITY_MIN_REFRESH: Duration = Duration::from_secs(10);
+/// Longest wait before renewing a certificate.
+pub const ENV_IDENTITY_MAX_REFRESH: &str = "WEFT_PROXY_IDENTITY_MAX_REFRESH";
+pub const DEFAULT_IDENTITY_MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// `tracing` filter for the binary's stderr logs (read by the binary, kept here for the docs).
 pub const ENV_LOG: &str = "WEFT_PROXY_LOG";
 pub const DEFAULT_LOG: &str = "warn,weft_proxy=info";
@@ -172,6 +190,8 @@ pub struct Config {
     pub control_backoff_min: Duration,
     pub control_backoff_max: Duration,
     pub discovery_idle_timeout: Duration,
+    /// `None`: no identity variable is set (transitional mode, no certificate).
+    pub identity: Option<crate::identity::IdentityConfig>,
 }
 
 /// One bad variable.
@@ -404,6 +424,14 @@ impl Config {
             DEFAULT_DISCOVERY_IDLE_TIMEOUT,
         );
 
+        let identity = match crate::identity::IdentityConfig::from_env(env, &destination_addr) {
+            Ok(identity) => identity,
+            Err(errors) => {
+                r.errors.extend(errors);
+                None
+            }
+        };
+
         match workload {
             Some(workload) if r.errors.is_empty() => Ok(Config {
                 destination_addr,
@@ -430,6 +458,7 @@ impl Config {
                 control_backoff_min,
                 control_backoff_max,
                 discovery_idle_timeout,
+                identity,
             }),
             _ => Err(ConfigError { errors: r.errors }),
         }
@@ -474,7 +503,7 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 /// `host:port` where host is an IP or a DNS name; returns the port.
-fn parse_host_port(s: &str) -> Result<u16, String> {
+pub(crate) fn parse_host_port(s: &str) -> Result<u16, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a.port());
     }
@@ -608,7 +637,7 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_dns_name(s: &str) -> bool {
+pub(crate) fn is_dns_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

@@ -3,6 +3,8 @@
 //! Module map (each module owns one idea):
 //! - [`config`]: `WEFT_PROXY_*` variables, their defaults, and parsing that reports every bad value.
 //! - [`discovery`]: Destination.Get / GetProfile client: per-target endpoint snapshots, reconnects.
+//! - [`identity`]: the in-memory key, certificate renewal through `Identity.Certify`, and the
+//!   rustls configurations built from the certificate ([`identity::tls`]).
 //! - [`metrics`]: Linkerd-named Prometheus metrics.
 //! - [`admin`]: `/metrics`, `/ready`, `/live`, `/shutdown`.
 //! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
@@ -16,6 +18,7 @@ pub mod config;
 pub mod detect;
 pub mod discovery;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;

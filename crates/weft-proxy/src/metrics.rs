@@ -74,6 +74,16 @@ pub struct Metrics {
 struct Registry {
     http: Mutex<BTreeMap<Labels, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<(Labels, Peer), Arc<TcpStats>>>,
+    identity: IdentityStats,
+}
+
+/// Certificate state (rendered only once identity is enabled).
+#[derive(Default)]
+struct IdentityStats {
+    enabled: std::sync::atomic::AtomicBool,
+    expiration_unix: AtomicU64,
+    refresh_success: AtomicU64,
+    refresh_failure: AtomicU64,
 }
 
 /// HTTP metrics for one label set: a cheap handle (an `Arc` of the shared counters).
@@ -148,6 +158,23 @@ impl Metrics {
             .clone();
         stats.opened.fetch_add(1, Relaxed);
         TcpConnMetrics(stats)
+    }
+
+    /// Identity is on: render the `identity_*` families from now on.
+    pub fn identity_enabled(&self) {
+        self.inner.identity.enabled.store(true, Relaxed);
+    }
+
+    /// A certificate was obtained; it expires at `expiration_unix` (seconds).
+    pub fn identity_refreshed(&self, expiration_unix: u64) {
+        let id = &self.inner.identity;
+        id.expiration_unix.store(expiration_unix, Relaxed);
+        id.refresh_success.fetch_add(1, Relaxed);
+    }
+
+    /// A Certify attempt failed (the current certificate, if any, stays in use).
+    pub fn identity_refresh_failed(&self) {
+        self.inner.identity.refresh_failure.fetch_add(1, Relaxed);
     }
 
     /// Prometheus text exposition (format 0.0.4).
@@ -262,6 +289,34 @@ impl Metrics {
                 };
                 let l = render_labels(labels, &[("peer", peer)]);
                 sample(&mut out, name, &l, value(t));
+            }
+        }
+
+        let id = &self.inner.identity;
+        if id.enabled.load(Relaxed) {
+            header(
+                &mut out,
+                "identity_cert_expiration_timestamp_seconds",
+                "gauge",
+                "Expiry of the current certificate, Unix seconds (0 before the first).",
+            );
+            let _ = writeln!(
+                out,
+                "identity_cert_expiration_timestamp_seconds {}",
+                id.expiration_unix.load(Relaxed)
+            );
+            header(
+                &mut out,
+                "identity_cert_refresh_total",
+                "counter",
+                "Certify attempts by result.",
+            );
+            for (result, n) in [
+                ("success", &id.refresh_success),
+                ("failure", &id.refresh_failure),
+            ] {
+                let l = format!("result=\"{result}\"");
+                sample(&mut out, "identity_cert_refresh_total", &l, n.load(Relaxed));
             }
         }
 

@@ -30,6 +30,7 @@ use crate::{
     admin::{self, Admin},
     config::Config,
     discovery::{Discovery, Target},
+    identity::{Identity, IdentityError},
     inbound::{self, Inbound},
     metrics::Metrics,
     outbound::{self, Origin, Outbound},
@@ -59,6 +60,8 @@ pub enum Error {
     Stdout(io::Error),
     #[error("installing the signal handlers: {0}")]
     Signal(io::Error),
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
 }
 
 /// The bound addresses (port 0 resolved).
@@ -106,6 +109,8 @@ pub struct Running {
     pub listening: Listening,
     pub metrics: Metrics,
     pub discovery: Discovery,
+    /// `None` in the transitional mode (no identity configured).
+    pub identity: Option<Identity>,
     shutdown: Arc<Notify>,
     done: JoinHandle<()>,
 }
@@ -156,6 +161,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let metrics = Metrics::new();
     let discovery = Discovery::new(&config);
     discovery.probe_readiness();
+    let identity = match &config.identity {
+        Some(cfg) => Some(Identity::start(
+            cfg,
+            (config.control_backoff_min, config.control_backoff_max),
+            metrics.clone(),
+        )?),
+        None => None,
+    };
     let ob = Outbound::new(&config, discovery.clone(), metrics.clone());
     let ib = Inbound::new(&config, metrics.clone());
 
@@ -197,6 +210,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         discovery: discovery.clone(),
+        identity: identity.clone(),
         shutdown: config.shutdown_endpoint_enabled.then(|| shutdown.clone()),
     });
     let admin_task = tokio::spawn(admin::serve(admin_l, admin));
@@ -242,6 +256,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         listening,
         metrics,
         discovery,
+        identity,
         shutdown,
         done,
     })

@@ -26,6 +26,14 @@ pub struct ControlArgs {
     /// Trust domain of workload identities.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub trust_domain: String,
+    /// CA directory made by `weft identity init` (trust-anchors.pem, issuer.crt, issuer.key).
+    /// Without it an ephemeral CA is generated in memory (its anchors are logged and served at
+    /// `GET /v1/identity/trust-anchors`).
+    #[arg(long, value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+    /// Lifetime of the leaf certificates `Identity.Certify` issues (e.g. `24h`, `90m`).
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
+    pub cert_lifetime: Duration,
 }
 
 impl ControlArgs {
@@ -38,6 +46,8 @@ impl ControlArgs {
             trust_domain: self.trust_domain.clone(),
             control_namespace: "weft".to_string(),
             poll_interval: Duration::from_millis(200),
+            identity_dir: self.identity_dir.clone(),
+            cert_lifetime: self.cert_lifetime,
         }
     }
 }
@@ -69,6 +79,34 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        control: ControlArgs,
+    }
+
+    #[test]
+    fn identity_flags_default_to_an_ephemeral_ca_and_24h_leaves() {
+        use clap::Parser as _;
+        let w = Wrapper::try_parse_from(["x", "--store", "/s"]).expect("parse");
+        let config = w.control.config();
+        assert_eq!(config.identity_dir, None);
+        assert_eq!(config.cert_lifetime, Duration::from_secs(24 * 3600));
+        let w = Wrapper::try_parse_from([
+            "x",
+            "--store",
+            "/s",
+            "--identity-dir",
+            "/ca",
+            "--cert-lifetime",
+            "90m",
+        ])
+        .expect("parse");
+        let config = w.control.config();
+        assert_eq!(config.identity_dir, Some(PathBuf::from("/ca")));
+        assert_eq!(config.cert_lifetime, Duration::from_secs(90 * 60));
+    }
 
     #[test]
     fn listening_line_is_one_json_object() {

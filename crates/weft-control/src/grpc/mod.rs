@@ -1,13 +1,14 @@
 //! gRPC: serves the index's snapshots as the public `linkerd2-proxy-api` services, all on one
-//! port. Each stream is a task that waits on one watch receiver and maps each new snapshot to
+//! port, plus `Identity.Certify` (see [`identity`]). Each stream is a task that waits on one watch receiver and maps each new snapshot to
 //! protobuf; it ends when the client goes away or the control plane shuts down.
 
 mod destination;
+pub mod identity;
 mod policy;
 
 use crate::index::Index;
 use linkerd2_proxy_api::{
-    destination::destination_server::DestinationServer,
+    destination::destination_server::DestinationServer, identity::identity_server::IdentityServer,
     inbound::inbound_server_policies_server::InboundServerPoliciesServer, meta,
     outbound::outbound_policies_server::OutboundPoliciesServer,
 };
@@ -24,15 +25,17 @@ pub use policy::{InboundService, OutboundService};
 /// The stream type of every server-streaming RPC here.
 pub type Stream<M> = ReceiverStream<Result<M, tonic::Status>>;
 
-/// Serves Destination, OutboundPolicies and InboundServerPolicies on `listener` until
-/// `shutdown` changes.
+/// Serves Destination, OutboundPolicies, InboundServerPolicies and Identity on `listener`
+/// until `shutdown` changes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     index: Arc<Index>,
+    identity: identity::IdentityService,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let mut stop = shutdown.clone();
     tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(identity))
         .add_service(DestinationServer::new(DestinationService::new(
             index.clone(),
             shutdown.clone(),

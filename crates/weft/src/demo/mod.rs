@@ -2,6 +2,11 @@
 //! temporary store holding the demo's Service documents, then for each workload its `weft-proxy`
 //! sidecar and its application (`weft demo-service NAME`), registers the workload, and shows
 //! golden metrics scraped from the proxies every second until Ctrl-C, SIGTERM or `--duration`.
+//!
+//! Identity: the control plane runs an ephemeral CA; every sidecar gets its trust anchors and
+//! the name it will be certified as, and, once its workload is registered, the registration's
+//! token in a file of the temporary directory, so each sidecar obtains a certificate before it
+//! turns ready.
 
 pub mod app;
 pub mod books;
@@ -127,17 +132,34 @@ fn services_yaml() -> String {
     .join("---\n")
 }
 
-/// The ExternalWorkload registered for a workload whose sidecar forwards `port_name` at `addr`.
-fn workload_document(name: &str, port_name: &str, addr: SocketAddr) -> serde_json::Value {
+/// The ExternalWorkload registered for a workload whose sidecar forwards `port_name` at `addr`
+/// (a client-only workload serves nothing but is registered all the same, for its identity).
+fn workload_document(name: &str, serves: Option<(&str, SocketAddr)>) -> serde_json::Value {
+    let (ip, ports) = match serves {
+        Some((port_name, addr)) => (
+            addr.ip().to_string(),
+            serde_json::json!([{"name": port_name, "port": addr.port()}]),
+        ),
+        None => ("127.0.0.1".to_string(), serde_json::json!([])),
+    };
     serde_json::json!({
         "apiVersion": "workload.linkerd.io/v1beta1",
         "kind": "ExternalWorkload",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name}},
-        "spec": {
-            "workloadIPs": [{"ip": addr.ip().to_string()}],
-            "ports": [{"name": port_name, "port": addr.port()}],
-        },
+        "spec": {"workloadIPs": [{"ip": ip}], "ports": ports},
     })
+}
+
+/// The identity the control plane derives for a demo workload (no `meshTLS` override).
+fn workload_identity(name: &str) -> String {
+    format!("{name}.{NAMESPACE}.serviceaccount.identity.weft.cluster.local")
+}
+
+/// What a sidecar needs to obtain its certificate.
+struct IdentityFiles<'a> {
+    trust_anchors_pem: &'a str,
+    /// Where tokens are written (the demo's temporary directory).
+    dir: &'a Path,
 }
 
 /// A directory removed when dropped.
@@ -189,10 +211,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         trust_domain: "cluster.local".into(),
         control_namespace: "weft".into(),
         poll_interval: Duration::from_millis(200),
+        // An ephemeral CA: nothing to set up, and it dies with the demo.
+        identity_dir: None,
+        cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
     })
     .await
     .context("starting the control plane")?;
     let (grpc, api) = (control.grpc_addr, control.api_addr);
+    let tokens_dir = store.0.join("tokens");
+    std::fs::create_dir_all(&tokens_dir).context("creating the token directory")?;
+    let identity = IdentityFiles {
+        trust_anchors_pem: &control.trust_anchors_pem,
+        dir: &tokens_dir,
+    };
     eprintln!(
         "weft demo: control plane on {grpc} (gRPC), {api} (API); store {}",
         store.0.display()
@@ -200,7 +231,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // Stopped during start-up: the workloads started so far are killed as they drop.
     let outcome = tokio::select! {
-        started = launch_all(grpc, api, args.rps) => match started {
+        started = launch_all(grpc, api, args.rps, &identity) => match started {
             Ok(mut workloads) => {
                 let outcome = watch(&args, &mut workloads, &mut stop, grpc, api).await;
                 stop_all(workloads).await;
@@ -217,12 +248,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 /// Starts every workload in order.
-async fn launch_all(grpc: SocketAddr, api: SocketAddr, rps: f64) -> anyhow::Result<Vec<Workload>> {
+async fn launch_all(
+    grpc: SocketAddr,
+    api: SocketAddr,
+    rps: f64,
+    identity: &IdentityFiles<'_>,
+) -> anyhow::Result<Vec<Workload>> {
     let proxy_bin = children::proxy_binary()?;
     let weft_bin = std::env::current_exe().context("locating the weft executable")?;
     let mut workloads = Vec::new();
     for spec in WORKLOADS {
-        let workload = launch(spec, &proxy_bin, &weft_bin, grpc, api, rps)
+        let workload = launch(spec, &proxy_bin, &weft_bin, grpc, api, rps, identity)
             .await
             .with_context(|| format!("starting workload {}", spec.name.as_str()))?;
         eprintln!(
@@ -242,8 +278,11 @@ async fn launch(
     grpc: SocketAddr,
     api: SocketAddr,
     rps: f64,
+    identity: &IdentityFiles<'_>,
 ) -> anyhow::Result<Workload> {
     let name = spec.name.as_str();
+    // Written after registration; until then the sidecar's Certify attempts fail and retry.
+    let token_file = identity.dir.join(format!("{name}.token"));
     // The app's port is reserved here and its socket handed to the app, because the sidecar must
     // know where to forward before the app (which needs the sidecar's ports) can start.
     let app_listener = match spec.serves {
@@ -267,6 +306,12 @@ async fn launch(
             app_port.map(|p| p.to_string()).unwrap_or_default(),
         )
         .env("WEFT_PROXY_OUTBOUND_UPSTREAMS", spec.upstreams.join(","))
+        .env("WEFT_PROXY_IDENTITY_TOKEN_FILE", &token_file)
+        .env("WEFT_PROXY_IDENTITY_LOCAL_NAME", workload_identity(name))
+        .env(
+            "WEFT_PROXY_IDENTITY_TRUST_ANCHORS",
+            identity.trust_anchors_pem,
+        )
         .stdout(Stdio::piped());
     if std::env::var_os("WEFT_PROXY_LOG").is_none() {
         // The live table owns the terminal; proxies only speak up about problems.
@@ -297,14 +342,25 @@ async fn launch(
     // The child has its copy; ours must close so only the app accepts on it.
     drop(app_listener);
 
-    if let (Some((port_name, _)), Some(app_port)) = (spec.serves, app_port) {
-        let forward = listening
-            .forward
-            .iter()
-            .find(|f| f.app_port == app_port)
-            .with_context(|| format!("{name} proxy reported no forward port for {app_port}"))?;
-        register(api, name, &workload_document(name, port_name, forward.addr)).await?;
-    }
+    let serves = match (spec.serves, app_port) {
+        (Some((port_name, _)), Some(app_port)) => {
+            let forward = listening
+                .forward
+                .iter()
+                .find(|f| f.app_port == app_port)
+                .with_context(|| format!("{name} proxy reported no forward port for {app_port}"))?;
+            Some((port_name, forward.addr))
+        }
+        _ => None,
+    };
+    let registered = register(api, name, &workload_document(name, serves)).await?;
+    anyhow::ensure!(
+        registered.identity == workload_identity(name),
+        "{name} was registered as {}, but its sidecar asks for {}",
+        registered.identity,
+        workload_identity(name)
+    );
+    write_token(&token_file, &registered.token)?;
     wait_ready(listening.admin).await;
     Ok(Workload {
         name,
@@ -314,7 +370,36 @@ async fn launch(
     })
 }
 
-async fn register(api: SocketAddr, name: &str, document: &serde_json::Value) -> anyhow::Result<()> {
+/// What the registration API answers: the workload's identity and its Certify token.
+#[derive(serde::Deserialize)]
+struct Registered {
+    identity: String,
+    token: String,
+}
+
+/// Writes a token readable only by this user (temporary file + rename, so the sidecar never
+/// reads half of it).
+fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(token.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn register(
+    api: SocketAddr,
+    name: &str,
+    document: &serde_json::Value,
+) -> anyhow::Result<Registered> {
     let request = hyper::Request::put(format!("/v1/workloads/{NAMESPACE}/{name}"))
         .header(hyper::header::HOST, api.to_string())
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -328,7 +413,8 @@ async fn register(api: SocketAddr, name: &str, document: &serde_json::Value) -> 
         response.status(),
         String::from_utf8_lossy(response.body())
     );
-    Ok(())
+    serde_json::from_slice(response.body())
+        .with_context(|| format!("registering {name}: unexpected answer"))
 }
 
 /// Polls the proxy's `/ready` for a while; a proxy that stays unready is reported, not fatal: the
@@ -520,10 +606,24 @@ mod tests {
 
     #[test]
     fn workload_document_points_at_the_forward_port() {
-        let doc = workload_document("web", "http", "127.0.0.1:41000".parse().expect("addr"));
+        let doc = workload_document(
+            "web",
+            Some(("http", "127.0.0.1:41000".parse().expect("addr"))),
+        );
         assert_eq!(doc["metadata"]["labels"]["app"], "web");
         assert_eq!(doc["spec"]["ports"][0]["name"], "http");
         assert_eq!(doc["spec"]["ports"][0]["port"], 41000);
         assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "127.0.0.1");
+        // A client-only workload is registered for its identity, with no ports.
+        let doc = workload_document("traffic", None);
+        assert_eq!(doc["spec"]["ports"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn sidecars_ask_for_the_identity_the_control_plane_derives() {
+        assert_eq!(
+            workload_identity("web"),
+            "web.demo.serviceaccount.identity.weft.cluster.local"
+        );
     }
 }

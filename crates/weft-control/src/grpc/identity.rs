@@ -1,0 +1,91 @@
+//! `Identity.Certify`: checks that the token grants the requested identity, then lets the CA
+//! check the CSR and sign a leaf.
+//!
+//! Statuses: `InvalidArgument` for an empty identity or a bad CSR, `Unauthenticated` for a
+//! token nobody issued, `PermissionDenied` for a valid token that grants another identity (or
+//! whose workload is gone), `Internal` if signing fails.
+//!
+//! Certificates travel as DER (what Linkerd's controller and proxy exchange), although the proto
+//! comments say PEM; a PEM CSR is accepted too.
+
+use crate::ca::{Ca, CertifyError};
+use crate::index::Index;
+use crate::tokens::Tokens;
+use linkerd2_proxy_api::identity::{identity_server::Identity, CertifyRequest, CertifyResponse};
+use std::sync::Arc;
+use std::time::SystemTime;
+use tonic::{Request, Response, Status};
+
+pub struct IdentityService {
+    ca: Arc<Ca>,
+    tokens: Tokens,
+    index: Arc<Index>,
+}
+
+impl IdentityService {
+    pub fn new(ca: Arc<Ca>, tokens: Tokens, index: Arc<Index>) -> Self {
+        Self { ca, tokens, index }
+    }
+
+    /// The identity a token grants and the SPIFFE URI to put beside it.
+    fn granted(&self, token: &[u8]) -> Result<(String, Option<String>), Status> {
+        let grant = self.tokens.lookup(token).ok_or_else(|| {
+            Status::unauthenticated(
+                "the token was not issued by this control plane (or was revoked)",
+            )
+        })?;
+        let state = self.index.state();
+        let workload = state
+            .workloads
+            .get(&(grant.namespace.clone(), grant.name.clone()))
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "the token's workload {}/{} is not registered",
+                    grant.namespace, grant.name
+                ))
+            })?;
+        let spiffe = workload
+            .identity
+            .starts_with("spiffe://")
+            .then(|| workload.identity.clone());
+        Ok((workload.server_name.clone(), spiffe))
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn certify(
+        &self,
+        request: Request<CertifyRequest>,
+    ) -> Result<Response<CertifyResponse>, Status> {
+        let req = request.into_inner();
+        let requested = req.identity.trim_end_matches('.').to_ascii_lowercase();
+        if requested.is_empty() {
+            return Err(Status::invalid_argument("identity is required"));
+        }
+        let (granted, spiffe) = self.granted(&req.token)?;
+        if !granted.eq_ignore_ascii_case(&requested) {
+            return Err(Status::permission_denied(format!(
+                "the token grants identity {granted:?}, not {requested:?}"
+            )));
+        }
+        let issued = self
+            .ca
+            .certify(
+                &req.certificate_signing_request,
+                &granted,
+                spiffe.as_deref(),
+                SystemTime::now(),
+            )
+            .map_err(|e| match e {
+                CertifyError::InvalidCsr(m) => Status::invalid_argument(m),
+                e @ CertifyError::Sign(_) => Status::internal(e.to_string()),
+            })?;
+        tracing::info!(identity = %granted, valid_until = ?issued.valid_until, "certified");
+        Ok(Response::new(CertifyResponse {
+            leaf_certificate: issued.leaf,
+            intermediate_certificates: issued.intermediates,
+            valid_until: Some(prost_types::Timestamp::from(issued.valid_until)),
+        }))
+    }
+}

@@ -1,0 +1,306 @@
+//! Identity over real sockets: register a workload (which returns its token), certify a CSR made
+//! with rcgen through the linkerd2-proxy-api Identity client, and check the leaf, the chain, the
+//! refusals and that tokens survive a restart.
+
+use linkerd2_proxy_api::destination::{
+    destination_client::DestinationClient, tls_identity, update::Update as U, GetDestination,
+};
+use linkerd2_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
+use rcgen::{CertificateParams, KeyPair, SanType};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const SERVICES: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 8080, targetPort: http}
+";
+
+const WEB_ID: &str = "web-1.default.serviceaccount.identity.weft.cluster.local";
+const LIMIT: Duration = Duration::from_secs(5);
+
+fn temp_dir(test: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "weft-identity-{test}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start(store: &Path, identity_dir: Option<&Path>) -> weft_control::Running {
+    std::fs::write(store.join("services.yaml"), SERVICES).unwrap();
+    weft_control::start(weft_control::Config {
+        store_dir: store.to_path_buf(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        poll_interval: Duration::from_millis(50),
+        identity_dir: identity_dir.map(Path::to_path_buf),
+        ..Default::default()
+    })
+    .await
+    .expect("control plane starts")
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, body text).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// Registers `name` (labels app=web) and returns (identity, token) from the response.
+async fn register(api: SocketAddr, name: &str) -> (String, String) {
+    let doc = serde_json::json!({
+        "apiVersion": "workload.linkerd.io/v1beta1",
+        "kind": "ExternalWorkload",
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"workloadIPs": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": 18080}]},
+    });
+    let (status, body) = http(
+        api,
+        "PUT",
+        &format!("/v1/workloads/default/{name}"),
+        &doc.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], true);
+    (
+        v["identity"].as_str().expect("identity").to_string(),
+        v["token"].as_str().expect("token").to_string(),
+    )
+}
+
+fn csr_for(identity: &str) -> Vec<u8> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::DnsName(identity.try_into().unwrap())];
+    p.serialize_request(&key).unwrap().der().to_vec()
+}
+
+async fn certify(
+    grpc: SocketAddr,
+    identity: &str,
+    token: &str,
+    csr: Vec<u8>,
+) -> Result<linkerd2_proxy_api::identity::CertifyResponse, tonic::Status> {
+    let mut client = IdentityClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    client
+        .certify(CertifyRequest {
+            identity: identity.into(),
+            token: token.as_bytes().to_vec(),
+            certificate_signing_request: csr,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn anchors(pem: &str) -> Vec<Vec<u8>> {
+    weft_control::ca::pem_certificates(pem.as_bytes()).expect("anchors")
+}
+
+#[tokio::test]
+async fn certify_issues_a_chained_leaf_for_the_registered_workload() {
+    let store = temp_dir("certify");
+    let cp = start(&store, None).await;
+    let (identity, token) = register(cp.api_addr, "web-1").await;
+    assert_eq!(identity, WEB_ID);
+
+    // The anchors over HTTP are those of the running CA.
+    let (status, pem) = http(cp.api_addr, "GET", "/v1/identity/trust-anchors", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(pem, cp.trust_anchors_pem);
+
+    let rsp = certify(
+        cp.grpc_addr,
+        &identity,
+        &format!("{token}\n"),
+        csr_for(&identity),
+    )
+    .await
+    .expect("certified");
+    let (_, leaf) = X509Certificate::from_der(&rsp.leaf_certificate).expect("DER leaf");
+    let names: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .expect("SANs")
+        .value
+        .general_names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            format!("DNSName({WEB_ID:?})"),
+            "URI(\"spiffe://cluster.local/ns/default/sa/web-1\")".to_string()
+        ]
+    );
+    let (_, issuer) = X509Certificate::from_der(&rsp.intermediate_certificates[0]).unwrap();
+    leaf.verify_signature(Some(issuer.public_key()))
+        .expect("leaf <- issuer");
+    let anchor_der = &anchors(&cp.trust_anchors_pem)[0];
+    let (_, anchor) = X509Certificate::from_der(anchor_der).unwrap();
+    issuer
+        .verify_signature(Some(anchor.public_key()))
+        .expect("issuer <- anchor");
+    let valid_until = rsp.valid_until.expect("valid_until");
+    assert_eq!(valid_until.seconds, leaf.validity().not_after.timestamp());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let life = valid_until.seconds - now;
+    assert!(
+        (24 * 3600 - 60..=24 * 3600).contains(&life),
+        "24h default, got {life}s"
+    );
+
+    // Destination announces exactly the identity Certify issued.
+    let mut client = DestinationClient::connect(format!("http://{}", cp.grpc_addr))
+        .await
+        .unwrap();
+    let mut stream = client
+        .get(GetDestination {
+            scheme: "k8s".into(),
+            path: "web.default.svc.cluster.local:8080".into(),
+            context_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let update = tokio::time::timeout(LIMIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(U::Add(set)) = update.update else {
+        panic!("expected add, got {update:?}")
+    };
+    let tls = set.addrs[0].tls_identity.clone().expect("tls identity");
+    match tls.strategy {
+        Some(tls_identity::Strategy::DnsLikeIdentity(d)) => assert_eq!(d.name, identity),
+        other => panic!("expected a DNS-like identity, got {other:?}"),
+    }
+    cp.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn certify_refuses_foreign_tokens_other_identities_and_bad_csrs() {
+    let store = temp_dir("refuse");
+    let cp = start(&store, None).await;
+    let (web_id, web_token) = register(cp.api_addr, "web-1").await;
+    let (other_id, other_token) = register(cp.api_addr, "web-2").await;
+    assert_ne!(web_id, other_id);
+
+    // A token for another workload does not grant web-1's identity.
+    let e = certify(cp.grpc_addr, &web_id, &other_token, csr_for(&web_id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("grants identity"), "{}", e.message());
+
+    // A token nobody issued.
+    let e = certify(cp.grpc_addr, &web_id, "weft-forged", csr_for(&web_id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+
+    // Garbage, and a CSR naming another identity, with a good token.
+    let e = certify(cp.grpc_addr, &web_id, &web_token, b"garbage".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().starts_with("malformed CSR"), "{}", e.message());
+    let e = certify(cp.grpc_addr, &web_id, &web_token, csr_for(&other_id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // Re-registration rotates the token; deregistration revokes it.
+    let (_, rotated) = register(cp.api_addr, "web-1").await;
+    let e = certify(cp.grpc_addr, &web_id, &web_token, csr_for(&web_id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    certify(cp.grpc_addr, &web_id, &rotated, csr_for(&web_id))
+        .await
+        .expect("rotated token works");
+    let (status, _) = http(cp.api_addr, "DELETE", "/v1/workloads/default/web-1", "").await;
+    assert_eq!(status, 200);
+    let e = certify(cp.grpc_addr, &web_id, &rotated, csr_for(&web_id))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    cp.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_and_the_ca_survive_a_restart() {
+    let store = temp_dir("restart");
+    let ca_dir = temp_dir("restart-ca").join("ca");
+    let generated = weft_control::ca::generate("cluster.local", "weft").unwrap();
+    weft_control::ca::write_dir(&ca_dir, &generated).unwrap();
+
+    let cp = start(&store, Some(&ca_dir)).await;
+    assert_eq!(cp.trust_anchors_pem, generated.anchor_cert_pem);
+    let (identity, token) = register(cp.api_addr, "web-1").await;
+    cp.shutdown().await.unwrap();
+
+    let cp = start(&store, Some(&ca_dir)).await;
+    let rsp = certify(cp.grpc_addr, &identity, &token, csr_for(&identity))
+        .await
+        .expect("the token survives a restart");
+    let (_, issuer) = X509Certificate::from_der(&rsp.intermediate_certificates[0]).unwrap();
+    let anchor_der = anchors(&generated.anchor_cert_pem).remove(0);
+    let (_, anchor) = X509Certificate::from_der(&anchor_der).unwrap();
+    issuer
+        .verify_signature(Some(anchor.public_key()))
+        .expect("issued from the loaded CA");
+    cp.shutdown().await.unwrap();
+
+    // A configured directory without a CA is an error, not a silent ephemeral CA.
+    let empty = temp_dir("restart-empty");
+    let err = weft_control::start(weft_control::Config {
+        store_dir: store.clone(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        api_addr: "127.0.0.1:0".parse().unwrap(),
+        identity_dir: Some(empty.clone()),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("missing CA files are an error");
+    assert!(err.to_string().contains("trust-anchors.pem"), "{err}");
+}

@@ -1,0 +1,508 @@
+//! This proxy's identity: its private key, its certificate, and the task that keeps the
+//! certificate fresh through `Identity.Certify`.
+//!
+//! At start the proxy generates an ECDSA P-256 key in memory (it is never written anywhere nor
+//! sent) and one CSR for `WEFT_PROXY_IDENTITY_LOCAL_NAME`. A background task then:
+//! certify → publish the certificate on a watch channel → sleep until ~70% of its lifetime
+//! (clamped to `MIN_REFRESH..=MAX_REFRESH`, never past 90%) → certify again. A failed attempt
+//! is retried with exponential backoff (`CONTROL_BACKOFF_MIN` doubling to `_MAX`, with jitter)
+//! while the current certificate stays in use, so an unreachable CA does not stop traffic until
+//! the certificate actually expires. Every received certificate is checked before use: it must
+//! be for our key, chain to the trust anchors and carry exactly our identity.
+//!
+//! Without any identity variable the proxy has no [`Identity`] at all (transitional mode).
+//! The data path builds its rustls configs from [`Identity::current`] with [`tls`].
+
+pub mod tls;
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use linkerd2_proxy_api::identity::{
+    identity_client::IdentityClient, CertifyRequest, CertifyResponse,
+};
+use rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer},
+    sign::CertifiedKey,
+    RootCertStore,
+};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::config::{self, Env, VarError};
+use crate::metrics::Metrics;
+
+/// Identity settings (`WEFT_PROXY_IDENTITY_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// `host:port` of `Identity.Certify`.
+    pub svc_addr: String,
+    /// PEM trust anchors (validated: at least one certificate).
+    pub trust_anchors_pem: String,
+    pub token_file: PathBuf,
+    /// The DNS-like identity this proxy asks for and serves.
+    pub local_name: String,
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+}
+
+impl IdentityConfig {
+    /// `Ok(None)` when no identity variable is set; otherwise the token file, the local name and
+    /// the trust anchors are all required. Errors list every bad variable.
+    pub fn from_env(
+        env: &dyn Env,
+        destination_addr: &str,
+    ) -> Result<Option<IdentityConfig>, Vec<VarError>> {
+        let get = |name: &str| {
+            env.get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut errors = Vec::new();
+        let mut fail = |name: &'static str, reason: &str, value: Option<String>| {
+            errors.push(VarError {
+                name,
+                reason: reason.to_string(),
+                value,
+            })
+        };
+        let any = [
+            config::ENV_IDENTITY_SVC_ADDR,
+            config::ENV_IDENTITY_TRUST_ANCHORS,
+            config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
+            config::ENV_IDENTITY_TOKEN_FILE,
+            config::ENV_IDENTITY_LOCAL_NAME,
+        ]
+        .iter()
+        .any(|n| get(n).is_some());
+        if !any {
+            return Ok(None);
+        }
+
+        let svc_addr = match get(config::ENV_IDENTITY_SVC_ADDR) {
+            Some(v) => {
+                if let Err(reason) = config::parse_host_port(&v) {
+                    fail(config::ENV_IDENTITY_SVC_ADDR, &reason, Some(v.clone()));
+                }
+                v
+            }
+            None => destination_addr.to_string(),
+        };
+        let token_file = match get(config::ENV_IDENTITY_TOKEN_FILE) {
+            Some(v) => PathBuf::from(v),
+            None => {
+                fail(
+                    config::ENV_IDENTITY_TOKEN_FILE,
+                    "required when identity is configured",
+                    None,
+                );
+                PathBuf::new()
+            }
+        };
+        let local_name = match get(config::ENV_IDENTITY_LOCAL_NAME) {
+            Some(v) if config::is_dns_name(v.trim_end_matches('.')) => {
+                v.trim_end_matches('.').to_ascii_lowercase()
+            }
+            Some(v) => {
+                fail(
+                    config::ENV_IDENTITY_LOCAL_NAME,
+                    "must be a DNS name",
+                    Some(v),
+                );
+                String::new()
+            }
+            None => {
+                fail(
+                    config::ENV_IDENTITY_LOCAL_NAME,
+                    "required when identity is configured",
+                    None,
+                );
+                String::new()
+            }
+        };
+        let inline = get(config::ENV_IDENTITY_TRUST_ANCHORS);
+        let file = get(config::ENV_IDENTITY_TRUST_ANCHORS_FILE);
+        let trust_anchors_pem = match (inline, file) {
+            (Some(_), Some(f)) => {
+                fail(
+                    config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
+                    "set either this or WEFT_PROXY_IDENTITY_TRUST_ANCHORS, not both",
+                    Some(f),
+                );
+                String::new()
+            }
+            (Some(pem), None) => match tls::roots_from_pem(pem.as_bytes()) {
+                Ok(_) => pem,
+                Err(e) => {
+                    fail(config::ENV_IDENTITY_TRUST_ANCHORS, &e.to_string(), None);
+                    String::new()
+                }
+            },
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(pem) => match tls::roots_from_pem(pem.as_bytes()) {
+                    Ok(_) => pem,
+                    Err(e) => {
+                        fail(
+                            config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
+                            &e.to_string(),
+                            Some(path),
+                        );
+                        String::new()
+                    }
+                },
+                Err(e) => {
+                    fail(
+                        config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
+                        &format!("cannot read: {e}"),
+                        Some(path),
+                    );
+                    String::new()
+                }
+            },
+            (None, None) => {
+                fail(
+                    config::ENV_IDENTITY_TRUST_ANCHORS,
+                    "required when identity is configured (or WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE)",
+                    None,
+                );
+                String::new()
+            }
+        };
+        let mut duration = |name: &'static str, default: Duration| match get(name) {
+            None => default,
+            Some(v) => config::parse_duration(&v).unwrap_or_else(|reason| {
+                fail(name, &reason, Some(v));
+                default
+            }),
+        };
+        let min_refresh = duration(
+            config::ENV_IDENTITY_MIN_REFRESH,
+            config::DEFAULT_IDENTITY_MIN_REFRESH,
+        );
+        let max_refresh = duration(
+            config::ENV_IDENTITY_MAX_REFRESH,
+            config::DEFAULT_IDENTITY_MAX_REFRESH,
+        );
+        if min_refresh > max_refresh {
+            fail(
+                config::ENV_IDENTITY_MAX_REFRESH,
+                "must be at least WEFT_PROXY_IDENTITY_MIN_REFRESH",
+                get(config::ENV_IDENTITY_MAX_REFRESH),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Some(IdentityConfig {
+            svc_addr,
+            trust_anchors_pem,
+            token_file,
+            local_name,
+            min_refresh,
+            max_refresh,
+        }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("reading the token file {}: {source}", path.display())]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Identity.Certify failed: {}: {}", .0.code(), .0.message())]
+    Certify(tonic::Status),
+    #[error("the control plane returned an unusable certificate: {0}")]
+    BadCertificate(String),
+    #[error("creating the key or the CSR: {0}")]
+    Csr(#[from] rcgen::Error),
+    #[error("loading the private key: {0}")]
+    Key(rustls::Error),
+    #[error("invalid trust anchors: {0}")]
+    TrustAnchors(String),
+    #[error("invalid identity service address {0:?}")]
+    Address(String),
+}
+
+/// A certificate this proxy holds, with what is needed to build TLS configs from it.
+#[derive(Debug)]
+pub struct Certified {
+    /// Our DNS-like identity (the certificate's only DNS SAN).
+    pub name: String,
+    /// Leaf + intermediates and the in-memory private key.
+    pub key: Arc<CertifiedKey>,
+    /// The trust anchors peers must chain to.
+    pub roots: Arc<RootCertStore>,
+    /// When the leaf expires.
+    pub valid_until: SystemTime,
+}
+
+/// Something that answers `Identity.Certify` (the gRPC client; a fake in tests).
+pub trait Certifier: Send + 'static {
+    fn certify(
+        &mut self,
+        req: CertifyRequest,
+    ) -> impl Future<Output = Result<CertifyResponse, tonic::Status>> + Send;
+}
+
+impl Certifier for IdentityClient<Channel> {
+    async fn certify(&mut self, req: CertifyRequest) -> Result<CertifyResponse, tonic::Status> {
+        IdentityClient::<Channel>::certify(self, req)
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+/// Handle to the identity task. Cheap to clone; the task stops when the last clone drops.
+#[derive(Clone)]
+pub struct Identity {
+    name: String,
+    current: watch::Receiver<Option<Arc<Certified>>>,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// When to certify again.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    pub min_refresh: Duration,
+    pub max_refresh: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What the renewal task needs, fixed for the process's life.
+struct Local {
+    name: String,
+    csr: Vec<u8>,
+    key: Arc<dyn rustls::sign::SigningKey>,
+    roots: Arc<RootCertStore>,
+    token_file: PathBuf,
+}
+
+impl Identity {
+    /// Generates the key and CSR and starts renewing against the configured control plane.
+    /// Call inside a Tokio runtime.
+    pub fn start(
+        cfg: &IdentityConfig,
+        backoff: (Duration, Duration),
+        metrics: Metrics,
+    ) -> Result<Identity, IdentityError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.svc_addr))
+            .map_err(|_| IdentityError::Address(cfg.svc_addr.clone()))?
+            .connect_timeout(backoff.1.max(Duration::from_secs(1)))
+            .timeout(Duration::from_secs(10))
+            .tcp_nodelay(true);
+        let client = IdentityClient::new(endpoint.connect_lazy());
+        let schedule = Schedule {
+            min_refresh: cfg.min_refresh,
+            max_refresh: cfg.max_refresh,
+            backoff_min: backoff.0,
+            backoff_max: backoff.1,
+        };
+        Self::start_with(cfg, schedule, metrics, client)
+    }
+
+    /// [`Identity::start`] with any [`Certifier`] (tests use an in-memory CA).
+    pub fn start_with<C: Certifier>(
+        cfg: &IdentityConfig,
+        schedule: Schedule,
+        metrics: Metrics,
+        certifier: C,
+    ) -> Result<Identity, IdentityError> {
+        let roots = Arc::new(
+            tls::roots_from_pem(cfg.trust_anchors_pem.as_bytes())
+                .map_err(|e| IdentityError::TrustAnchors(e.to_string()))?,
+        );
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.subject_alt_names =
+            vec![rcgen::SanType::DnsName(cfg.local_name.as_str().try_into()?)];
+        let csr = params.serialize_request(&key)?.der().to_vec();
+        let signing_key = tls::provider()
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .map_err(IdentityError::Key)?;
+        drop(key);
+        let local = Local {
+            name: cfg.local_name.clone(),
+            csr,
+            key: signing_key,
+            roots,
+            token_file: cfg.token_file.clone(),
+        };
+        metrics.identity_enabled();
+        let (tx, current) = watch::channel(None);
+        let task = tokio::spawn(renew(certifier, local, tx, metrics, schedule));
+        Ok(Identity {
+            name: cfg.local_name.clone(),
+            current,
+            _task: Arc::new(AbortOnDrop(task)),
+        })
+    }
+
+    /// The DNS-like identity this proxy serves.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True once the first certificate arrived (it stays true: an expired certificate is
+    /// still reported by the metrics, and peers refuse it with a precise error).
+    pub fn is_ready(&self) -> bool {
+        self.current.borrow().is_some()
+    }
+
+    /// The current certificate, if any.
+    pub fn current(&self) -> Option<Arc<Certified>> {
+        self.current.borrow().clone()
+    }
+
+    /// Follows certificate changes (the data path rebuilds its TLS configs on each).
+    pub fn watch(&self) -> watch::Receiver<Option<Arc<Certified>>> {
+        self.current.clone()
+    }
+
+    /// Resolves once the first certificate arrived.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.current.clone();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+}
+
+/// How long to wait before renewing a certificate that has `remaining` life left: 70% of it,
+/// clamped to `min..=max`, but never past 90% of it (an expired certificate is an outage, so
+/// `min` does not win over that).
+pub fn refresh_delay(remaining: Duration, min: Duration, max: Duration) -> Duration {
+    remaining
+        .mul_f64(0.7)
+        .clamp(min, max.max(min))
+        .min(remaining.mul_f64(0.9))
+}
+
+/// Delay before retry number `failures` (0-based): `min * 2^failures` capped at `max`, plus up to
+/// 50% jitter (still capped at `max`).
+fn failure_delay(failures: u32, s: &Schedule) -> Duration {
+    let base = s
+        .backoff_min
+        .saturating_mul(1u32 << failures.min(20))
+        .min(s.backoff_max);
+    base.mul_f64(1.0 + fastrand::f64() * 0.5).min(s.backoff_max)
+}
+
+/// The renewal task: runs until aborted.
+async fn renew<C: Certifier>(
+    mut certifier: C,
+    local: Local,
+    tx: watch::Sender<Option<Arc<Certified>>>,
+    metrics: Metrics,
+    schedule: Schedule,
+) {
+    let mut failures = 0u32;
+    loop {
+        let delay = match certify_once(&mut certifier, &local).await {
+            Ok(certified) => {
+                failures = 0;
+                let remaining = certified
+                    .valid_until
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                let delay = refresh_delay(remaining, schedule.min_refresh, schedule.max_refresh);
+                metrics.identity_refreshed(unix(certified.valid_until));
+                tracing::info!(identity = %local.name, valid_for = ?remaining, refresh_in = ?delay, "certificate obtained");
+                tx.send_replace(Some(Arc::new(certified)));
+                delay
+            }
+            Err(error) => {
+                metrics.identity_refresh_failed();
+                let delay = failure_delay(failures, &schedule);
+                failures = failures.saturating_add(1);
+                let current = tx.borrow().as_ref().map(|c| c.valid_until);
+                let waiting_for_token = matches!(&error, IdentityError::TokenFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+                match current {
+                    Some(valid_until) => {
+                        tracing::warn!(%error, retry_in = ?delay, ?valid_until, "certificate renewal failed; keeping the current certificate")
+                    }
+                    // A sidecar usually starts before its workload is registered and its token
+                    // written: that is the normal start-up order, not a problem worth a warning.
+                    None if waiting_for_token => {
+                        tracing::info!(%error, retry_in = ?delay, "waiting for the token file")
+                    }
+                    None => {
+                        tracing::warn!(%error, retry_in = ?delay, "cannot obtain a certificate yet")
+                    }
+                }
+                delay
+            }
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn certify_once<C: Certifier>(
+    certifier: &mut C,
+    local: &Local,
+) -> Result<Certified, IdentityError> {
+    // A small file read once per renewal: a plain read keeps the task simple (and keeps
+    // tokio's paused clock deterministic in tests).
+    let token = std::fs::read(&local.token_file).map_err(|source| IdentityError::TokenFile {
+        path: local.token_file.clone(),
+        source,
+    })?;
+    let rsp = certifier
+        .certify(CertifyRequest {
+            identity: local.name.clone(),
+            token,
+            certificate_signing_request: local.csr.clone(),
+        })
+        .await
+        .map_err(IdentityError::Certify)?;
+
+    let bad = IdentityError::BadCertificate;
+    let mut chain = vec![tls::der_or_pem(rsp.leaf_certificate).map_err(bad)?];
+    for c in rsp.intermediate_certificates {
+        chain.push(tls::der_or_pem(c).map_err(bad)?);
+    }
+    let key = CertifiedKey::new(chain, local.key.clone());
+    key.keys_match()
+        .map_err(|e| bad(format!("it is not for this proxy's key: {e}")))?;
+    let leaf: &CertificateDer<'_> = &key.cert[0];
+    tls::verify_identity(
+        &local.roots,
+        leaf,
+        &key.cert[1..],
+        &local.name,
+        rustls::pki_types::UnixTime::now(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let not_after = tls::not_after(leaf).map_err(bad)?;
+    let valid_until = rsp
+        .valid_until
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .map_or(not_after, |t| t.min(not_after));
+    Ok(Certified {
+        name: local.name.clone(),
+        key: Arc::new(key),
+        roots: local.roots.clone(),
+        valid_until,
+    })
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests;
