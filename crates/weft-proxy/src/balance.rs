@@ -3,12 +3,15 @@
 //! A [`Balancer`] follows one target's live endpoint set (the discovery `watch` channel) and keeps
 //! an outstanding-request counter per endpoint address. Each pick samples two endpoints at random
 //! and takes the one with the lower `(outstanding + 1) / weight`. The returned [`InFlight`] guard
-//! counts the request until it is dropped. A pick copies the endpoint, so a later change of the
-//! set (an endpoint removed) never touches requests already on their way.
+//! counts the request until it is dropped (and keeps its balancer alive: a balancer lives while a
+//! connection or a request uses it, so the proxy never accumulates balancers for targets nobody
+//! talks to any more). A pick copies the endpoint, so a later change of the set (an endpoint
+//! removed) never touches requests already on their way; [`Balancer::take_removed`] reports
+//! endpoints that left so their pooled connections can be retired.
 
 use crate::discovery::{Endpoint, EndpointSet};
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -28,13 +31,23 @@ pub enum Error {
 pub struct Balancer {
     endpoints: watch::Receiver<EndpointSet>,
     outstanding: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+    /// The addresses last reported by `take_removed`, with its own view of the channel.
+    seen: Mutex<(watch::Receiver<EndpointSet>, HashSet<SocketAddr>)>,
 }
 
 /// One chosen endpoint; counts as an outstanding request until dropped.
-#[derive(Debug)]
 pub struct InFlight {
     pub endpoint: Endpoint,
     counter: Arc<AtomicUsize>,
+    _balancer: Arc<Balancer>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
 }
 
 impl Drop for InFlight {
@@ -45,10 +58,26 @@ impl Drop for InFlight {
 
 impl Balancer {
     pub fn new(endpoints: watch::Receiver<EndpointSet>) -> Balancer {
+        let mut watcher = endpoints.clone();
+        let seen = addrs(&watcher.borrow_and_update());
         Balancer {
             endpoints,
             outstanding: Mutex::new(HashMap::new()),
+            seen: Mutex::new((watcher, seen)),
         }
+    }
+
+    /// Endpoints that left the set since the last call (cheap when the set did not change).
+    pub fn take_removed(&self) -> Vec<SocketAddr> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (watcher, known) = &mut *seen;
+        if !watcher.has_changed().unwrap_or(false) {
+            return Vec::new();
+        }
+        let now = addrs(&watcher.borrow_and_update());
+        let removed = known.difference(&now).copied().collect();
+        *known = now;
+        removed
     }
 
     /// The current snapshot of the set (for protocol decisions and labels).
@@ -57,7 +86,7 @@ impl Balancer {
     }
 
     /// Picks an endpoint, waiting up to `failfast` for the set to become non-empty.
-    pub async fn pick_ready(&self, failfast: Duration) -> Result<InFlight, Error> {
+    pub async fn pick_ready(self: &Arc<Self>, failfast: Duration) -> Result<InFlight, Error> {
         if let Some(picked) = self.pick() {
             return Ok(picked);
         }
@@ -75,7 +104,7 @@ impl Balancer {
     }
 
     /// Picks an endpoint from the current set, or `None` if it is empty.
-    pub fn pick(&self) -> Option<InFlight> {
+    pub fn pick(self: &Arc<Self>) -> Option<InFlight> {
         let set = self.endpoints.borrow();
         let eps = &set.endpoints;
         let mut outstanding = self.outstanding.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,6 +138,7 @@ impl Balancer {
         Some(InFlight {
             endpoint: chosen.clone(),
             counter,
+            _balancer: self.clone(),
         })
     }
 
@@ -119,6 +149,10 @@ impl Balancer {
             .get(&addr)
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
+}
+
+fn addrs(set: &EndpointSet) -> HashSet<SocketAddr> {
+    set.endpoints.iter().map(|e| e.addr).collect()
 }
 
 #[cfg(test)]
@@ -149,13 +183,13 @@ mod tests {
     #[test]
     fn empty_set_picks_nothing() {
         let (_tx, rx) = watch::channel(EndpointSet::default());
-        assert!(Balancer::new(rx).pick().is_none());
+        assert!(Arc::new(Balancer::new(rx)).pick().is_none());
     }
 
     #[test]
     fn prefers_the_less_loaded_endpoint() {
         let (_tx, rx) = watch::channel(set(vec![ep(1, 1), ep(2, 1)]));
-        let b = Balancer::new(rx);
+        let b = Arc::new(Balancer::new(rx));
         // Hold many requests: P2C with two endpoints always compares both, so load stays balanced.
         let held: Vec<_> = (0..100).map(|_| b.pick().unwrap()).collect();
         let on1 = b.outstanding(ep(1, 1).addr);
@@ -169,7 +203,7 @@ mod tests {
     #[test]
     fn weights_scale_the_load() {
         let (_tx, rx) = watch::channel(set(vec![ep(1, 30000), ep(2, 10000)]));
-        let b = Balancer::new(rx);
+        let b = Arc::new(Balancer::new(rx));
         let held: Vec<_> = (0..400).map(|_| b.pick().unwrap()).collect();
         let on1 = b.outstanding(ep(1, 1).addr);
         let on2 = b.outstanding(ep(2, 1).addr);
@@ -183,7 +217,7 @@ mod tests {
     #[test]
     fn endpoint_changes_keep_in_flight_requests() {
         let (tx, rx) = watch::channel(set(vec![ep(1, 1)]));
-        let b = Balancer::new(rx);
+        let b = Arc::new(Balancer::new(rx));
         let first = b.pick().unwrap();
         assert_eq!(first.endpoint.addr.port(), 1);
         tx.send_replace(set(vec![ep(2, 1), ep(3, 1)]));
@@ -196,6 +230,20 @@ mod tests {
         }
         drop(first);
         assert_eq!(b.outstanding(ep(1, 1).addr), 0);
+    }
+
+    #[test]
+    fn take_removed_reports_endpoints_that_left_once() {
+        let (tx, rx) = watch::channel(set(vec![ep(1, 1), ep(2, 1)]));
+        let b = Arc::new(Balancer::new(rx));
+        assert!(b.take_removed().is_empty());
+        tx.send_replace(set(vec![ep(2, 1), ep(3, 1)]));
+        assert_eq!(b.take_removed(), vec![ep(1, 1).addr]);
+        assert!(b.take_removed().is_empty());
+        tx.send_replace(set(vec![]));
+        let mut gone = b.take_removed();
+        gone.sort();
+        assert_eq!(gone, vec![ep(2, 1).addr, ep(3, 1).addr]);
     }
 
     #[tokio::test(start_paused = true)]

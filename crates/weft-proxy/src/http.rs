@@ -1,35 +1,24 @@
 //! HTTP plumbing shared by the outbound and inbound paths: the body type, proxy errors and the one
 //! place they become responses (`l5d-proxy-error`), serving an accepted connection with hyper,
-//! the client connection pool, protocol conversion (`l5d-orig-proto`), upgrades, and response
-//! metrics.
-//!
-//! The pool keeps, per endpoint address, one multiplexed HTTP/2 connection and a list of HTTP/1
-//! connections; HTTP/1 upgrades (WebSocket) and CONNECT always get a fresh HTTP/1 connection,
-//! which becomes a byte relay once both sides have switched protocols.
+//! protocol conversion (`l5d-orig-proto`), upgrades, and response
+//! metrics. The client connection pool (lifetimes, retries) is the submodule [`pool`].
 
-use crate::{
-    detect::Protocol,
-    metrics::Labels,
-    relay::{self, Metered},
-};
+use crate::{detect::Protocol, metrics::Labels, relay::Metered};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::{
     body::Incoming,
-    client::conn::{http1 as client1, http2 as client2},
     server::conn::{http1 as server1, http2 as server2},
     service::Service,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::{
-    collections::HashMap,
     convert::Infallible,
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -40,6 +29,9 @@ use tokio::{
 };
 
 pub use crate::metrics::{HttpMetrics, Metrics, Peer};
+pub use pool::{Pool, Wire, H1_IDLE_TIMEOUT, H2_IDLE_TIMEOUT, MAX_IDLE_H1_PER_ENDPOINT};
+
+pub mod pool;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy handles: streamed request/response bodies and its own small ones.
@@ -241,187 +233,6 @@ pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
     }
     strip_hop_by_hop(req.headers_mut(), keep_upgrade);
     *req.version_mut() = Version::HTTP_11;
-}
-
-/// Which client protocol to use towards an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wire {
-    Http1,
-    Http2,
-}
-
-/// Client connections, per endpoint address.
-pub struct Pool {
-    connect_timeout: Duration,
-    metrics: Metrics,
-    h2: Mutex<HashMap<SocketAddr, H2Slot>>,
-    h1: Mutex<HashMap<SocketAddr, Vec<client1::SendRequest<Body>>>>,
-}
-
-/// The one HTTP/2 connection to an endpoint; the async lock makes concurrent first requests share
-/// one handshake.
-type H2Slot = Arc<tokio::sync::Mutex<Option<client2::SendRequest<Body>>>>;
-
-/// Cap on pooled HTTP/1 connections per endpoint (busy ones included).
-const MAX_H1_PER_ENDPOINT: usize = 64;
-
-impl Pool {
-    pub fn new(connect_timeout: Duration, metrics: Metrics) -> Pool {
-        Pool {
-            connect_timeout,
-            metrics,
-            h2: Mutex::new(HashMap::new()),
-            h1: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Sends `req` to `addr` over a pooled connection. `labels` name the connection in the TCP
-    /// metrics if a new one has to be opened.
-    pub async fn send(
-        &self,
-        addr: SocketAddr,
-        wire: Wire,
-        mut req: Request<Body>,
-        labels: &Labels,
-    ) -> Result<Response<Incoming>, Error> {
-        let upstream = |source| Error::Upstream { addr, source };
-        match wire {
-            Wire::Http2 => {
-                let mut sender = self.h2_sender(addr, labels).await?;
-                sender.ready().await.map_err(upstream)?;
-                sender.send_request(req).await.map_err(upstream)
-            }
-            Wire::Http1 => {
-                if let Some(mut sender) = self.idle_h1(addr) {
-                    // A reused connection the server closed meanwhile hands the request back
-                    // unsent: retry it once on a fresh connection.
-                    let sent = sender.try_send_request(req);
-                    self.return_h1(addr, sender);
-                    match sent.await {
-                        Ok(resp) => return Ok(resp),
-                        Err(mut e) => match e.take_message() {
-                            Some(unsent) => req = unsent,
-                            None => return Err(upstream(e.into_error())),
-                        },
-                    }
-                }
-                let mut sender = self.connect_h1(addr, labels, false).await?;
-                sender.ready().await.map_err(upstream)?;
-                let resp = sender.send_request(req);
-                // Back in the pool now: it becomes ready again once this response body is done.
-                self.return_h1(addr, sender);
-                resp.await.map_err(upstream)
-            }
-        }
-    }
-
-    /// Sends an upgrade or CONNECT request on a fresh HTTP/1 connection. When the server switches
-    /// protocols, the client's and the server's upgraded streams are relayed to each other.
-    pub async fn send_upgrade(
-        &self,
-        addr: SocketAddr,
-        mut req: Request<Body>,
-        labels: &Labels,
-    ) -> Result<Response<Incoming>, Error> {
-        let client_side = hyper::upgrade::on(&mut req);
-        let is_connect = req.method() == Method::CONNECT;
-        let mut sender = self.connect_h1(addr, labels, true).await?;
-        let mut resp = sender
-            .send_request(req)
-            .await
-            .map_err(|source| Error::Upstream { addr, source })?;
-        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            || (is_connect && resp.status().is_success());
-        if switched {
-            let server_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_side, server_side) {
-                    Ok((c, s)) => {
-                        if let Err(e) = relay::relay(TokioIo::new(c), TokioIo::new(s)).await {
-                            tracing::debug!(error = %e, "upgraded relay ended with an error");
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
-                }
-            });
-        }
-        Ok(resp)
-    }
-
-    async fn h2_sender(
-        &self,
-        addr: SocketAddr,
-        labels: &Labels,
-    ) -> Result<client2::SendRequest<Body>, Error> {
-        let slot = {
-            let mut map = self.h2.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(addr).or_default().clone()
-        };
-        // One connection per endpoint: concurrent first requests wait for the same handshake.
-        let mut slot = slot.lock().await;
-        if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(s.clone());
-        }
-        let io = self.connect(addr, labels).await?;
-        let (sender, conn) = client2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .map_err(|source| Error::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "HTTP/2 client connection ended");
-            }
-        });
-        *slot = Some(sender.clone());
-        Ok(sender)
-    }
-
-    fn idle_h1(&self, addr: SocketAddr) -> Option<client1::SendRequest<Body>> {
-        let mut map = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        let list = map.get_mut(&addr)?;
-        list.retain(|s| !s.is_closed());
-        let i = list.iter().position(|s| s.is_ready())?;
-        Some(list.swap_remove(i))
-    }
-
-    fn return_h1(&self, addr: SocketAddr, sender: client1::SendRequest<Body>) {
-        let mut map = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        let list = map.entry(addr).or_default();
-        if list.len() < MAX_H1_PER_ENDPOINT {
-            list.push(sender);
-        }
-    }
-
-    async fn connect_h1(
-        &self,
-        addr: SocketAddr,
-        labels: &Labels,
-        upgrades: bool,
-    ) -> Result<client1::SendRequest<Body>, Error> {
-        let io = TokioIo::new(self.connect(addr, labels).await?);
-        let (sender, conn) = client1::handshake(io)
-            .await
-            .map_err(|source| Error::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            let result = if upgrades {
-                conn.with_upgrades().await
-            } else {
-                conn.await
-            };
-            if let Err(e) = result {
-                tracing::debug!(%addr, error = %e, "HTTP/1 client connection ended");
-            }
-        });
-        Ok(sender)
-    }
-
-    /// Opens a metered TCP connection within the connect timeout.
-    pub async fn connect(
-        &self,
-        addr: SocketAddr,
-        labels: &Labels,
-    ) -> Result<Metered<TcpStream>, Error> {
-        connect(addr, self.connect_timeout, &self.metrics, labels).await
-    }
 }
 
 /// Opens a TCP connection (peer="dst" metrics) within `timeout`.

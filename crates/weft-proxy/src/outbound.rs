@@ -5,9 +5,14 @@
 //! connections pick one endpoint and relay bytes; HTTP connections are served by hyper and every
 //! request picks its own endpoint (P2C) and goes out over a pooled client connection. HTTP/1 to a
 //! meshed peer (hint H2) travels as HTTP/2 marked `l5d-orig-proto: HTTP/1.1`.
+//!
+//! In explicit mode the outbound listener is the application's HTTP proxy, so a `CONNECT
+//! host:port` is answered by the proxy itself (200) and the tunnel is relayed as opaque TCP to
+//! the target ([`tunnel`]). Waiting for a target (discovery's first answer, then endpoints) is
+//! bounded by one fail-fast timeout in total.
 
 use crate::{
-    balance::Balancer,
+    balance::{Balancer, InFlight},
     config::{Config, PortSet},
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
@@ -19,15 +24,16 @@ use crate::{
 };
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
-use hyper::{body::Incoming, Request, Response};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
 use std::{
     collections::{BTreeMap, HashMap},
     convert::Infallible,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
-use tokio::net::TcpStream;
+use tokio::{net::TcpStream, time::Instant};
 
 /// Outbound connections carry no mesh identity yet (mTLS comes later).
 const NO_TLS: TlsLabel = TlsLabel::NoIdentity("not_provided_by_service_discovery");
@@ -74,11 +80,20 @@ pub struct Outbound {
     metrics: Metrics,
     pool: Pool,
     /// One balancer per discovered target, shared by every connection, so outstanding-request
-    /// counts are global to the proxy.
-    balancers: Mutex<HashMap<Target, Arc<Balancer>>>,
+    /// counts are global to the proxy. Weak: a balancer lives while a connection or a request
+    /// holds it, then its discovery subscription is released (and discovery closes the stream
+    /// after its idle timeout), so many short-lived destinations never accumulate.
+    balancers: Mutex<Balancers>,
+}
+
+struct Balancers {
+    map: HashMap<Target, Weak<Balancer>>,
+    /// Dead entries are swept when the map reaches this size (amortised O(1) per insert).
+    sweep_at: usize,
 }
 
 /// Where a target's traffic goes.
+#[derive(Clone)]
 enum Route {
     /// Discovered endpoints, balanced.
     Balanced(Arc<Balancer>),
@@ -107,7 +122,10 @@ impl Outbound {
             settings,
             resolver,
             metrics,
-            balancers: Mutex::new(HashMap::new()),
+            balancers: Mutex::new(Balancers {
+                map: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
         })
     }
 
@@ -118,18 +136,63 @@ impl Outbound {
         match self.resolver.resolve(target).await {
             Resolution::Rejected => Route::Forward(target.clone()),
             Resolution::Endpoints(rx) => {
-                let mut map = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-                let b = map
-                    .entry(target.clone())
-                    .or_insert_with(|| Arc::new(Balancer::new(rx)));
-                Route::Balanced(b.clone())
+                let mut bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(b) = bs.map.get(target).and_then(Weak::upgrade) {
+                    return Route::Balanced(b);
+                }
+                let b = Arc::new(Balancer::new(rx));
+                bs.map.insert(target.clone(), Arc::downgrade(&b));
+                if bs.map.len() >= bs.sweep_at {
+                    bs.map.retain(|_, w| w.strong_count() > 0);
+                    bs.sweep_at = (bs.map.len() * 2).max(MIN_SWEEP);
+                }
+                Route::Balanced(b)
             }
         }
     }
 
     fn balancer(&self, target: &Target) -> Option<Arc<Balancer>> {
-        let map = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(target).cloned()
+        let bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
+        bs.map.get(target).and_then(Weak::upgrade)
+    }
+
+    /// Targets with a live balancer (for tests and debugging).
+    pub fn live_balancers(&self) -> usize {
+        let bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
+        bs.map.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
+    /// fail-fast timeout from when the target was first needed). Endpoints that left discovery
+    /// since the last pick get their pooled connections retired.
+    async fn pick(
+        &self,
+        target: &Target,
+        route: Route,
+        deadline: Instant,
+    ) -> Result<Picked, Error> {
+        match route {
+            Route::Balanced(b) => {
+                for gone in b.take_removed() {
+                    self.pool.retire(gone);
+                }
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let picked = b
+                    .pick_ready(wait)
+                    .await
+                    .map_err(|_| unavailable(self, target))?;
+                Ok(Picked {
+                    addr: picked.endpoint.addr,
+                    endpoint: Some(picked.endpoint.clone()),
+                    in_flight: Some(picked),
+                })
+            }
+            Route::Forward(t) => Ok(Picked {
+                addr: forward_addr(&t).await?,
+                endpoint: None,
+                in_flight: None,
+            }),
+        }
     }
 
     fn labels(
@@ -146,6 +209,16 @@ impl Outbound {
             dst: ep.map_or_else(|| Arc::new(BTreeMap::new()), |e| e.labels.clone()),
         }
     }
+}
+
+const MIN_SWEEP: usize = 64;
+
+/// The outcome of a pick: where to connect, the endpoint (labels, hint) and the balancer's
+/// outstanding-request guard, held until the request or connection ends.
+struct Picked {
+    addr: SocketAddr,
+    endpoint: Option<Endpoint>,
+    in_flight: Option<InFlight>,
 }
 
 /// Handles one connection from the application until it closes.
@@ -172,7 +245,9 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         .tcp_open(&ob.labels(None, target_addr, None), Peer::Src);
     let io = Metered::new(stream, src_metrics);
 
-    // 2. Discover early for a fixed target: discovery may say the service is opaque.
+    // 2. Discover early for a fixed target: discovery may say the service is opaque. The
+    // fail-fast clock for this connection's endpoint starts now.
+    let deadline = Instant::now() + ob.settings.failfast_timeout;
     let route = match &target {
         Some(t) => Some(ob.route(t).await),
         None => None,
@@ -197,18 +272,20 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
     // 4. Forward: relay bytes, or serve HTTP with a balanced endpoint per request.
     match (protocol, target, route) {
         (Protocol::Opaque, Some(target), Some(route)) => {
-            if let Err(e) = forward_opaque(&ob, io, &target, route).await {
+            if let Err(e) = forward_opaque(&ob, io, &target, route, deadline).await {
                 tracing::info!(%target, error = %e, "opaque connection failed");
             }
         }
         (Protocol::Opaque, ..) => {
             tracing::info!("explicit-mode connection is not HTTP: nothing to forward it to");
         }
-        (protocol, target, _) => {
+        (protocol, target, route) => {
+            // A fixed target's route (and so its balancer) lives as long as the connection.
+            let fixed = target.zip(route);
             let svc = hyper::service::service_fn(move |req| {
                 let ob = ob.clone();
-                let target = target.clone();
-                async move { Ok::<_, Infallible>(proxy_request(ob, target, req).await) }
+                let fixed = fixed.clone();
+                async move { Ok::<_, Infallible>(proxy_request(ob, fixed, req).await) }
             });
             http::serve(io, protocol, svc, drain).await;
         }
@@ -235,21 +312,13 @@ async fn forward_opaque(
     client: Prefixed<Metered<TcpStream>>,
     target: &Target,
     route: Route,
+    deadline: Instant,
 ) -> Result<(), Error> {
-    let (addr, endpoint, _in_flight) = match route {
-        Route::Balanced(b) => {
-            let picked = b
-                .pick_ready(ob.settings.failfast_timeout)
-                .await
-                .map_err(|_| unavailable(ob, target))?;
-            (
-                picked.endpoint.addr,
-                Some(picked.endpoint.clone()),
-                Some(picked),
-            )
-        }
-        Route::Forward(t) => (forward_addr(&t).await?, None, None),
-    };
+    let Picked {
+        addr,
+        endpoint,
+        in_flight: _in_flight,
+    } = ob.pick(target, route, deadline).await?;
     let labels = ob.labels(None, addr, endpoint.as_ref());
     let server = http::connect(addr, ob.settings.connect_timeout, &ob.metrics, &labels).await?;
     let moved = relay::relay(client, server)
@@ -284,21 +353,29 @@ async fn forward_addr(target: &Target) -> Result<SocketAddr, Error> {
 }
 
 /// One HTTP request: target → endpoint → pooled connection; errors become responses here.
-async fn proxy_request(
+/// `fixed` is the connection's target and route (transparent or upstream); `None` in explicit
+/// mode, where the request names its target.
+async fn proxy_request<B>(
     ob: Arc<Outbound>,
-    target: Option<Target>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+    fixed: Option<(Target, Route)>,
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
     let started = Instant::now();
+    // One fail-fast timeout covers both waiting for discovery and waiting for endpoints.
+    let deadline = started + ob.settings.failfast_timeout;
     let authority = http::authority_of(&req);
+    if fixed.is_none() && req.method() == Method::CONNECT {
+        return tunnel(ob, req, authority, started).await;
+    }
     let mut req = req.map(http::boxed);
 
     // Explicit mode: the request names the target (absolute-form or Host).
-    let (target, route) = match target {
-        Some(t) => {
-            let route = ob.route(&t).await;
-            (t, route)
-        }
+    let (target, route) = match fixed {
+        Some(fixed) => fixed,
         None => match explicit_target(&ob, authority.as_deref()) {
             Some((t, true)) => {
                 let route = ob.route(&t).await;
@@ -310,26 +387,21 @@ async fn proxy_request(
     };
     let authority = authority.unwrap_or_else(|| target.to_string());
 
-    // Balance: a request waits up to the fail-fast timeout for endpoints.
-    let (addr, hint, endpoint, in_flight) = match route {
-        Route::Balanced(b) => match b.pick_ready(ob.settings.failfast_timeout).await {
-            Ok(picked) => {
-                let ep = picked.endpoint.clone();
-                (ep.addr, ep.hint.clone(), Some(ep), Some(picked))
-            }
-            Err(_) => {
-                let labels = ob.labels(Some(authority), target_addr_of(&target), None);
-                return early_error(&ob, &labels, unavailable(&ob, &target), started);
-            }
-        },
-        Route::Forward(t) => match forward_addr(&t).await {
-            Ok(addr) => (addr, ProtocolHint::Unknown, None, None),
-            Err(e) => {
-                let labels = ob.labels(Some(authority), target_addr_of(&target), None);
-                return early_error(&ob, &labels, e, started);
-            }
-        },
+    // Balance: a request waits for endpoints until the fail-fast deadline.
+    let Picked {
+        addr,
+        endpoint,
+        in_flight,
+    } = match ob.pick(&target, route, deadline).await {
+        Ok(picked) => picked,
+        Err(e) => {
+            let labels = ob.labels(Some(authority), target_addr_of(&target), None);
+            return early_error(&ob, &labels, e, started);
+        }
     };
+    let hint = endpoint
+        .as_ref()
+        .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
     let labels = ob.labels(Some(authority), addr, endpoint.as_ref());
     let metrics = ob.metrics.http(&labels);
     metrics.request();
@@ -351,10 +423,72 @@ async fn proxy_request(
         Ok(mut resp) => {
             resp.headers_mut().remove(http::L5D_ORIG_PROTO);
             let hold = in_flight.map(|g| Box::new(g) as Box<dyn std::any::Any + Send>);
-            http::metered_response(resp, metrics, started, hold)
+            http::metered_response(resp, metrics, started.into_std(), hold)
         }
         Err(e) => record_error(metrics, e, started),
     }
+}
+
+/// Explicit mode `CONNECT host:port`: the proxy is the application's HTTP proxy, so it answers
+/// the CONNECT itself — 200 once a connection to the target is open (an error response
+/// otherwise) — and relays the tunnel as opaque TCP. A mesh service gets one balanced endpoint
+/// per tunnel; a name discovery rejects goes to `host:port` through DNS.
+async fn tunnel<B>(
+    ob: Arc<Outbound>,
+    mut req: Request<B>,
+    authority: Option<String>,
+    started: Instant,
+) -> Response<Body> {
+    let deadline = started + ob.settings.failfast_timeout;
+    let Some((target, discover)) = explicit_target(&ob, authority.as_deref()) else {
+        return Error::NoAuthority.into_response();
+    };
+    let authority = authority.unwrap_or_else(|| target.to_string());
+    let route = if discover {
+        ob.route(&target).await
+    } else {
+        Route::Forward(target.clone())
+    };
+    let picked = match ob.pick(&target, route, deadline).await {
+        Ok(picked) => picked,
+        Err(e) => {
+            let labels = ob.labels(Some(authority), target_addr_of(&target), None);
+            return early_error(&ob, &labels, e, started);
+        }
+    };
+    let labels = ob.labels(Some(authority), picked.addr, picked.endpoint.as_ref());
+    let metrics = ob.metrics.http(&labels);
+    metrics.request();
+    let server = match http::connect(
+        picked.addr,
+        ob.settings.connect_timeout,
+        &ob.metrics,
+        &labels,
+    )
+    .await
+    {
+        Ok(server) => server,
+        Err(e) => return record_error(metrics, e, started),
+    };
+    let client = hyper::upgrade::on(&mut req);
+    let addr = picked.addr;
+    tokio::spawn(async move {
+        // The endpoint counts as loaded for as long as the tunnel is open.
+        let _in_flight = picked.in_flight;
+        match client.await {
+            Ok(upgraded) => match relay::relay(TokioIo::new(upgraded), server).await {
+                Ok(moved) => tracing::debug!(%addr, ?moved, "CONNECT tunnel closed"),
+                Err(e) => tracing::debug!(%addr, error = %e, "CONNECT tunnel ended with an error"),
+            },
+            Err(e) => tracing::debug!(error = %e, "CONNECT client never switched to the tunnel"),
+        }
+    });
+    http::metered_response(
+        Response::new(http::empty()),
+        metrics,
+        started.into_std(),
+        None,
+    )
 }
 
 /// Explicit-mode target from an authority: `(target, discover?)`. Names outside the discovery
@@ -399,4 +533,176 @@ fn record_error(metrics: HttpMetrics, e: Error, started: Instant) -> Response<Bo
     let resp = e.into_response();
     metrics.response(resp.status().as_u16(), None, false, started.elapsed());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::EndpointSet;
+    use http_body_util::{BodyExt, Empty};
+    use tokio::{net::TcpListener, sync::watch};
+
+    /// Serves a fixed endpoint set per target and keeps every channel's sender, so a test can see
+    /// whether anything still subscribes (what lets the real discovery close an idle stream).
+    struct Fixed {
+        endpoints: Vec<Endpoint>,
+        /// Answer this late (discovery's own first-answer wait) with an unresolved set.
+        silent_for: Option<Duration>,
+        senders: Senders,
+    }
+
+    type Senders = Arc<Mutex<Vec<watch::Sender<EndpointSet>>>>;
+
+    impl Resolve for Fixed {
+        fn resolve<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Resolution> {
+            Box::pin(async move {
+                let set = match self.silent_for {
+                    Some(wait) => {
+                        tokio::time::sleep(wait).await;
+                        EndpointSet::default()
+                    }
+                    None => EndpointSet {
+                        resolved: true,
+                        exists: true,
+                        endpoints: self.endpoints.clone(),
+                        ..Default::default()
+                    },
+                };
+                let (tx, rx) = watch::channel(set);
+                self.senders.lock().unwrap().push(tx);
+                Resolution::Endpoints(rx)
+            })
+        }
+        fn canonicalize(&self, host: &str, port: u16) -> Option<Target> {
+            Some(Target::Name {
+                host: format!("{host}.default.svc.cluster.local"),
+                port,
+            })
+        }
+    }
+
+    fn outbound(resolver: Fixed) -> Arc<Outbound> {
+        let settings = Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            failfast_timeout: Duration::from_secs(3),
+            opaque_ports: PortSet::default(),
+        };
+        Outbound::with_resolver(settings, Box::new(resolver), Metrics::new())
+    }
+
+    fn get(uri: &str) -> Request<Empty<bytes::Bytes>> {
+        Request::get(uri).body(Empty::new()).unwrap()
+    }
+
+    /// An HTTP/1 server answering `200 ok` to everything.
+    async fn ok_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(Response::new(http::boxed(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    ))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        addr
+    }
+
+    /// Discovery silent for the whole fail-fast timeout: the request fails after ONE timeout,
+    /// not one for discovery plus one more for endpoints.
+    #[tokio::test(start_paused = true)]
+    async fn explicit_mode_fails_fast_after_one_timeout() {
+        let ob = outbound(Fixed {
+            endpoints: Vec::new(),
+            silent_for: Some(Duration::from_secs(3)),
+            senders: Senders::default(),
+        });
+        let start = Instant::now();
+        let resp = proxy_request(ob, None, get("http://web:8080/x")).await;
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key(http::L5D_PROXY_ERROR));
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    /// Many short-lived destinations (transparent mode's common case): once their requests are
+    /// done no balancer and no discovery subscription is left behind.
+    #[tokio::test]
+    async fn balancers_are_released_when_targets_go_unused() {
+        let server = ok_server().await;
+        let senders = Senders::default();
+        let ob = outbound(Fixed {
+            endpoints: vec![Endpoint {
+                addr: server,
+                weight: 1,
+                hint: ProtocolHint::Unknown,
+                identity: None,
+                labels: Arc::new(BTreeMap::new()),
+            }],
+            silent_for: None,
+            senders: senders.clone(),
+        });
+        for i in 0..200u16 {
+            let target = Target::Addr(SocketAddr::from(([10, 0, 0, 1], 1000 + i)));
+            let route = ob.route(&target).await;
+            let resp = proxy_request(ob.clone(), Some((target, route)), get("/")).await;
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+        }
+        assert_eq!(ob.live_balancers(), 0);
+        let bs = ob.balancers.lock().unwrap();
+        assert!(
+            bs.map.len() < MIN_SWEEP,
+            "{} dead entries kept",
+            bs.map.len()
+        );
+        drop(bs);
+        let subscribed: Vec<usize> = senders
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.receiver_count())
+            .collect();
+        assert_eq!(subscribed.len(), 200);
+        assert!(
+            subscribed.iter().all(|n| *n == 0),
+            "subscriptions left: {subscribed:?}"
+        );
+    }
+
+    /// While a request is in flight its balancer (and outstanding count) stays shared.
+    #[tokio::test]
+    async fn in_flight_request_keeps_its_balancer() {
+        let ob = outbound(Fixed {
+            endpoints: vec![Endpoint {
+                addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+                weight: 1,
+                hint: ProtocolHint::Unknown,
+                identity: None,
+                labels: Arc::new(BTreeMap::new()),
+            }],
+            silent_for: None,
+            senders: Senders::default(),
+        });
+        let target = Target::Addr(SocketAddr::from(([10, 0, 0, 1], 80)));
+        let Route::Balanced(b) = ob.route(&target).await else {
+            panic!("expected a balancer");
+        };
+        let held = b.pick().unwrap();
+        drop(b);
+        assert_eq!(ob.live_balancers(), 1);
+        let Route::Balanced(again) = ob.route(&target).await else {
+            panic!("expected a balancer");
+        };
+        assert_eq!(again.outstanding(held.endpoint.addr), 1);
+        drop((held, again));
+        assert_eq!(ob.live_balancers(), 0);
+    }
 }

@@ -1,0 +1,598 @@
+//! The client connection pool, per endpoint address: one multiplexed HTTP/2 connection and a few
+//! idle keep-alive HTTP/1 connections. HTTP/1 upgrades (WebSocket) and CONNECT always get a fresh
+//! HTTP/1 connection, which becomes a byte relay once both sides have switched protocols.
+//!
+//! Lifetimes:
+//! - an HTTP/1 connection goes back to the pool when its response body ends; it is closed after
+//!   [`H1_IDLE_TIMEOUT`] unused, or at once when [`MAX_IDLE_H1_PER_ENDPOINT`] are already idle;
+//! - an HTTP/2 connection leaves the pool after a whole [`H2_IDLE_TIMEOUT`] period without a new
+//!   request, or when [`Pool::retire`] says its endpoint left discovery; hyper then closes it as
+//!   soon as its last stream ends (in-flight streams are never cut).
+//!
+//! Retries ("no request dropped that a retry could save"): a request is sent again, once, on a
+//! fresh connection when the pooled one proved unusable before the request left: hyper hands the
+//! unsent request back (the connection closed first), or the HTTP/2 peer refused the stream with
+//! GOAWAY / REFUSED_STREAM (RFC 9113 §8.7: not processed) before any request body byte was read.
+
+use super::{boxed, Body, BoxError, Error};
+use crate::{
+    metrics::{Labels, Metrics},
+    relay::{self, Metered},
+};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Frame;
+use hyper::client::conn::{http1 as client1, http2 as client2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{net::TcpStream, sync::watch, time::Instant};
+
+/// An idle pooled HTTP/1 connection is closed after this (Linkerd's
+/// `OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` default). A constant for now: the variable
+/// `WEFT_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` can plumb into [`Pool::with_limits`].
+pub const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// At most this many idle HTTP/1 connections are kept per endpoint; more are closed when their
+/// response ends (busy connections are not limited: each is one request in flight).
+pub const MAX_IDLE_H1_PER_ENDPOINT: usize = 16;
+
+/// An HTTP/2 connection that carried no new request for this long leaves the pool.
+pub const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which client protocol to use towards an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Http1,
+    Http2,
+}
+
+/// Client connections, per endpoint address. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connect_timeout: Duration,
+    h1_idle_timeout: Duration,
+    h2_idle_timeout: Duration,
+    metrics: Metrics,
+    h2: Mutex<HashMap<SocketAddr, H2Slot>>,
+    h1: Mutex<HashMap<SocketAddr, Vec<H1Conn>>>,
+    next_id: AtomicU64,
+}
+
+/// The one HTTP/2 connection to an endpoint; the async lock makes concurrent first requests share
+/// one handshake.
+type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
+
+#[derive(Clone)]
+struct H2Conn {
+    id: u64,
+    sender: client2::SendRequest<Body>,
+    /// Set by every request; the connection's driver clears it once per idle period.
+    used: Arc<AtomicBool>,
+}
+
+/// An HTTP/1 connection; `idle_since` tells its driver task when it went idle (None = in use).
+struct H1Conn {
+    sender: client1::SendRequest<Body>,
+    idle_since: watch::Sender<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    pub fn new(connect_timeout: Duration, metrics: Metrics) -> Pool {
+        Pool::with_limits(connect_timeout, H1_IDLE_TIMEOUT, H2_IDLE_TIMEOUT, metrics)
+    }
+
+    pub fn with_limits(
+        connect_timeout: Duration,
+        h1_idle_timeout: Duration,
+        h2_idle_timeout: Duration,
+        metrics: Metrics,
+    ) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                connect_timeout,
+                h1_idle_timeout,
+                h2_idle_timeout,
+                metrics,
+                h2: Mutex::new(HashMap::new()),
+                h1: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Sends `req` to `addr` over a pooled connection. `labels` name the connection in the TCP
+    /// metrics if a new one has to be opened.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        wire: Wire,
+        req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Body>, Error> {
+        match wire {
+            Wire::Http2 => self.send_h2(addr, req, labels).await,
+            Wire::Http1 => self.send_h1(addr, req, labels).await,
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Body>, Error> {
+        let head = Head::of(&req);
+        let (req, replay) = replayable(req);
+        let mut req = Some(req);
+        let mut attempt = 0;
+        while let Some(next) = req.take() {
+            attempt += 1;
+            let conn = self.h2_conn(addr, labels).await?;
+            conn.used.store(true, Ordering::Relaxed);
+            let mut sender = conn.sender.clone();
+            let mut err = match sender.try_send_request(next).await {
+                Ok(resp) => return Ok(resp.map(boxed)),
+                Err(e) => e,
+            };
+            let unsent = err.take_message();
+            let err = err.into_error();
+            let refused = refused_unprocessed(&err);
+            if unsent.is_some() || refused || conn.sender.is_closed() {
+                // This connection takes no new streams: the next request opens a fresh one.
+                self.evict_h2(addr, conn.id);
+            }
+            if attempt > 1 {
+                return Err(Error::Upstream { addr, source: err });
+            }
+            req = match (unsent, refused) {
+                (Some(r), _) => Some(r),
+                (None, true) => replay.take().map(|body| head.rebuild(body)),
+                (None, false) => None,
+            };
+            if req.is_none() {
+                return Err(Error::Upstream { addr, source: err });
+            }
+            tracing::debug!(%addr, error = %err, "retrying a request the connection never delivered");
+        }
+        unreachable!("the loop returns on every path")
+    }
+
+    async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Body>, Error> {
+        let upstream = |source| Error::Upstream { addr, source };
+        let mut req = req;
+        if let Some(conn) = self.take_idle_h1(addr) {
+            // A reused connection the server closed meanwhile hands the request back unsent:
+            // retry it once on a fresh connection.
+            let mut sender = conn.sender;
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let conn = H1Conn {
+                        sender,
+                        idle_since: conn.idle_since,
+                    };
+                    return Ok(self.release_h1_after(addr, conn, resp));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(upstream(e.into_error())),
+                },
+            }
+        }
+        let mut conn = self.connect_h1(addr, labels).await?;
+        conn.sender.ready().await.map_err(upstream)?;
+        let resp = conn.sender.send_request(req).await.map_err(upstream)?;
+        Ok(self.release_h1_after(addr, conn, resp))
+    }
+
+    /// The connection goes back to the pool when the response body ends (or is dropped).
+    fn release_h1_after(
+        &self,
+        addr: SocketAddr,
+        conn: H1Conn,
+        resp: Response<hyper::body::Incoming>,
+    ) -> Response<Body> {
+        let pool = Arc::downgrade(&self.inner);
+        let release = move || {
+            if let Some(inner) = pool.upgrade() {
+                Pool { inner }.put_idle_h1(addr, conn);
+            }
+        };
+        resp.map(|body| {
+            boxed(OnEnd {
+                inner: boxed(body),
+                on_end: Some(Box::new(release)),
+            })
+        })
+    }
+
+    /// Sends an upgrade or CONNECT request on a fresh HTTP/1 connection. When the server switches
+    /// protocols, the client's and the server's upgraded streams are relayed to each other.
+    pub async fn send_upgrade(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Body>, Error> {
+        let client_side = hyper::upgrade::on(&mut req);
+        let is_connect = req.method() == Method::CONNECT;
+        let io = TokioIo::new(self.connect(addr, labels).await?);
+        let (mut sender, conn) = client1::handshake(io)
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "HTTP/1 upgrade connection ended");
+            }
+        });
+        let mut resp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| Error::Upstream { addr, source })?;
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (is_connect && resp.status().is_success());
+        if switched {
+            let server_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_side, server_side) {
+                    Ok((c, s)) => {
+                        if let Err(e) = relay::relay(TokioIo::new(c), TokioIo::new(s)).await {
+                            tracing::debug!(error = %e, "upgraded relay ended with an error");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+                }
+            });
+        }
+        Ok(resp.map(boxed))
+    }
+
+    /// `addr` left discovery: its pooled connections take no new requests; each closes once its
+    /// in-flight requests end.
+    pub fn retire(&self, addr: SocketAddr) {
+        let slot = lock(&self.inner.h2).remove(&addr);
+        if let Some(slot) = slot {
+            if let Ok(mut conn) = slot.try_lock() {
+                *conn = None;
+            }
+        }
+        lock(&self.inner.h1).remove(&addr);
+    }
+
+    /// Endpoints with a pooled HTTP/2 connection (for tests and debugging).
+    pub fn h2_endpoints(&self) -> usize {
+        lock(&self.inner.h2).len()
+    }
+
+    /// Idle pooled HTTP/1 connections to `addr` (for tests and debugging).
+    pub fn idle_h1(&self, addr: SocketAddr) -> usize {
+        lock(&self.inner.h1).get(&addr).map_or(0, |l| {
+            l.iter()
+                .filter(|c| !c.sender.is_closed() && c.idle_since.borrow().is_some())
+                .count()
+        })
+    }
+
+    async fn h2_conn(&self, addr: SocketAddr, labels: &Labels) -> Result<H2Conn, Error> {
+        let slot = lock(&self.inner.h2).entry(addr).or_default().clone();
+        // One connection per endpoint: concurrent first requests wait for the same handshake.
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.sender.is_closed()) {
+            return Ok(c.clone());
+        }
+        let io = self.connect(addr, labels).await?;
+        let (sender, conn) = client2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        let c = H2Conn {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            sender,
+            used: Arc::new(AtomicBool::new(true)),
+        };
+        let pool = Arc::downgrade(&self.inner);
+        let (id, used, idle) = (c.id, c.used.clone(), self.inner.h2_idle_timeout);
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%addr, error = %e, "HTTP/2 client connection ended");
+                        }
+                        return;
+                    }
+                    _ = tokio::time::sleep(idle) => {
+                        if used.swap(false, Ordering::Relaxed) {
+                            continue;
+                        }
+                        // Idle for a whole period: out of the pool; hyper closes the connection
+                        // once the last handle and stream are gone.
+                        if let Some(inner) = pool.upgrade() {
+                            Pool { inner }.evict_h2(addr, id);
+                        }
+                        let _ = conn.as_mut().await;
+                        return;
+                    }
+                }
+            }
+        });
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Removes connection `id` from `addr`'s slot (if it is still the pooled one).
+    fn evict_h2(&self, addr: SocketAddr, id: u64) {
+        let mut map = lock(&self.inner.h2);
+        let Some(slot) = map.get(&addr).cloned() else {
+            return;
+        };
+        // A locked slot is being refilled by a request: leave it to that request.
+        let Ok(mut conn) = slot.try_lock() else {
+            return;
+        };
+        if conn.as_ref().is_some_and(|c| c.id == id) {
+            *conn = None;
+            map.remove(&addr);
+        }
+    }
+
+    fn take_idle_h1(&self, addr: SocketAddr) -> Option<H1Conn> {
+        let mut map = lock(&self.inner.h1);
+        let list = map.get_mut(&addr)?;
+        list.retain(|c| !c.sender.is_closed());
+        let taken = list
+            .iter()
+            .position(|c| c.sender.is_ready())
+            .map(|i| list.swap_remove(i));
+        if list.is_empty() {
+            map.remove(&addr);
+        }
+        let conn = taken?;
+        conn.idle_since.send_replace(None);
+        Some(conn)
+    }
+
+    fn put_idle_h1(&self, addr: SocketAddr, conn: H1Conn) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        let mut map = lock(&self.inner.h1);
+        let list = map.entry(addr).or_default();
+        list.retain(|c| !c.sender.is_closed());
+        if list.len() < MAX_IDLE_H1_PER_ENDPOINT {
+            conn.idle_since.send_replace(Some(Instant::now()));
+            list.push(conn);
+        }
+        // Else `conn` drops here: hyper closes a connection nobody can send on.
+    }
+
+    async fn connect_h1(&self, addr: SocketAddr, labels: &Labels) -> Result<H1Conn, Error> {
+        let io = TokioIo::new(self.connect(addr, labels).await?);
+        let (sender, conn) = client1::handshake(io)
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
+        let (idle_since, mut idle) = watch::channel(None::<Instant>);
+        let timeout = self.inner.h1_idle_timeout;
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            loop {
+                let since = *idle.borrow_and_update();
+                let expired = async move {
+                    match since {
+                        Some(t) => tokio::time::sleep_until(t + timeout).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%addr, error = %e, "HTTP/1 client connection ended");
+                        }
+                        return;
+                    }
+                    changed = idle.changed() => if changed.is_err() {
+                        // Out of the pool for good: finish the request in flight, if any.
+                        let _ = conn.as_mut().await;
+                        return;
+                    },
+                    _ = expired => {
+                        tracing::debug!(%addr, "closing idle HTTP/1 connection");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(H1Conn { sender, idle_since })
+    }
+
+    /// Opens a metered TCP connection within the connect timeout.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        labels: &Labels,
+    ) -> Result<Metered<TcpStream>, Error> {
+        super::connect(
+            addr,
+            self.inner.connect_timeout,
+            &self.inner.metrics,
+            labels,
+        )
+        .await
+    }
+}
+
+/// Did the HTTP/2 peer refuse the stream in a way that proves it was not processed?
+/// GOAWAY covers streams above its last-stream-id and streams opened after it arrived; a
+/// REFUSED_STREAM reset is the same promise for one stream (RFC 9113 §6.8, §8.7).
+fn refused_unprocessed(err: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// What is needed to send a request again (extensions are not cloneable and not needed by a
+/// plain, non-upgrade request).
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn of<B>(req: &Request<B>) -> Head {
+        Head {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn rebuild(&self, body: Body) -> Request<Body> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Shares the request body with the pool so an unread body can be taken back for a retry.
+struct Shared {
+    body: Mutex<Option<Body>>,
+    touched: AtomicBool,
+}
+
+struct Replay(Arc<Shared>);
+
+impl Replay {
+    /// The body, if nothing has read from it yet.
+    fn take(&self) -> Option<Body> {
+        if self.0.touched.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.0.body).take()
+    }
+}
+
+fn replayable(req: Request<Body>) -> (Request<Body>, Replay) {
+    let shared = Arc::new(Shared {
+        body: Mutex::new(None),
+        touched: AtomicBool::new(false),
+    });
+    let req = req.map(|body| {
+        *lock(&shared.body) = Some(body);
+        boxed(ReplayBody(shared.clone()))
+    });
+    (req, Replay(shared))
+}
+
+struct ReplayBody(Arc<Shared>);
+
+impl http_body::Body for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.touched.store(true, Ordering::Release);
+        match lock(&self.0.body).as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        lock(&self.0.body)
+            .as_ref()
+            .is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        lock(&self.0.body)
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Runs `on_end` once the body ends (or is dropped): returns its connection to the pool.
+struct OnEnd {
+    inner: Body,
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl OnEnd {
+    fn end(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+    }
+}
+
+impl http_body::Body for OnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.end(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.end(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for OnEnd {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;
