@@ -1,15 +1,18 @@
 //! Weft control plane: reads Service and ExternalWorkload documents from a directory (and from
 //! the registration API), keeps them in one index, and serves the `linkerd2-proxy-api` gRPC
-//! services (Destination, OutboundPolicies, InboundServerPolicies) from it.
+//! services (Destination, OutboundPolicies, InboundServerPolicies) from it, plus
+//! `Identity.Certify` backed by [`ca`] (the CA) and [`tokens`] (per-workload tokens).
 //!
 //! Shape: `store` (files, polling, registration) → `index` (per-key watch snapshots) →
 //! `grpc` (streams mapping snapshots to protobuf); `api` is the HTTP registration API.
 
 pub mod api;
+pub mod ca;
 pub mod grpc;
 pub mod index;
 pub mod resource;
 pub mod store;
+pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +38,11 @@ pub struct Config {
     pub control_namespace: String,
     /// How often the store directory is checked for changes. Default 200 ms.
     pub poll_interval: Duration,
+    /// CA directory (`trust-anchors.pem`, `issuer.crt`, `issuer.key`). `None`: an ephemeral CA
+    /// is generated in memory at start (its anchors are in [`Running::trust_anchors_pem`]).
+    pub identity_dir: Option<PathBuf>,
+    /// Lifetime of issued leaf certificates. Default 24 h.
+    pub cert_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -47,6 +55,8 @@ impl Default for Config {
             trust_domain: "cluster.local".into(),
             control_namespace: "weft".into(),
             poll_interval: Duration::from_millis(200),
+            identity_dir: None,
+            cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
         }
     }
 }
@@ -60,11 +70,16 @@ pub enum Error {
     },
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error("identity CA: {0}")]
+    Ca(#[from] ca::CaError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("control plane task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
+
+/// How long shutdown waits for gRPC connections to close before it closes them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// A running control plane. Dropping it stops everything (without waiting).
 pub struct Running {
@@ -72,6 +87,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// The bound HTTP API address.
     pub api_addr: SocketAddr,
+    /// PEM trust anchors of the CA that `Identity.Certify` issues from (hand them to proxies).
+    pub trust_anchors_pem: String,
     shutdown: watch::Sender<bool>,
     grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -84,8 +101,16 @@ impl Running {
         for t in std::mem::take(&mut self.tasks) {
             t.await?;
         }
-        if let Some(g) = self.grpc.take() {
-            g.await??;
+        if let Some(mut g) = self.grpc.take() {
+            // Streams end at once on shutdown, but a peer may hold its HTTP/2 connection open;
+            // past the grace period the server is aborted rather than keeping the process alive.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut g).await {
+                Ok(res) => res??,
+                Err(_) => {
+                    tracing::debug!("gRPC connections still open after the grace period; closing");
+                    g.abort();
+                }
+            }
         }
         Ok(())
     }
@@ -113,6 +138,24 @@ impl Drop for Running {
 /// Loads the store, binds both listeners and starts serving. Returns once listening.
 pub async fn start(config: Config) -> Result<Running, Error> {
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let ca = match &config.identity_dir {
+        Some(dir) => ca::Ca::load(dir, config.cert_lifetime)?,
+        None => {
+            let ca = ca::Ca::ephemeral(
+                &config.trust_domain,
+                &config.control_namespace,
+                config.cert_lifetime,
+            )?;
+            tracing::info!(
+                anchors = %ca.trust_anchors_pem(),
+                "no identity directory: using an ephemeral CA that lives only in this process \
+                 (its anchors are served at GET /v1/identity/trust-anchors)"
+            );
+            ca
+        }
+    };
+    let ca = std::sync::Arc::new(ca);
+    let trust_anchors_pem = ca.trust_anchors_pem().to_string();
     let defaults = resource::Defaults {
         trust_domain: config.trust_domain.clone(),
         control_namespace: config.control_namespace.clone(),
@@ -137,22 +180,29 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         config.poll_interval,
         shutdown_rx.clone(),
     )?;
+    let tokens = tokens::Tokens::load(&config.store_dir);
     let index = index::Index::new(&config.cluster_domain);
     // The first state is applied before serving so the first answers already reflect the store.
     index.apply(store.states().borrow().clone());
     let index_task = tokio::spawn(index::run(index.clone(), store.states()));
     let api_task = tokio::spawn(api::serve(
         api_listener,
-        store,
-        index.clone(),
-        defaults,
+        api::Ctx {
+            store,
+            index: index.clone(),
+            defaults,
+            tokens: tokens.clone(),
+            trust_anchors_pem: trust_anchors_pem.clone(),
+        },
         shutdown_rx.clone(),
     ));
-    let grpc = tokio::spawn(grpc::serve(grpc_listener, index, shutdown_rx));
+    let identity = grpc::identity::IdentityService::new(ca, tokens, index.clone());
+    let grpc = tokio::spawn(grpc::serve(grpc_listener, index, identity, shutdown_rx));
     tracing::info!(%grpc_addr, %api_addr, store = %config.store_dir.display(), "control plane listening");
     Ok(Running {
         grpc_addr,
         api_addr,
+        trust_anchors_pem,
         shutdown,
         grpc: Some(grpc),
         tasks: vec![store_task, api_task, index_task],

@@ -48,6 +48,39 @@ pub enum TargetPort {
     Name(String),
 }
 
+impl Service {
+    /// The canonical document (what `GET /v1/services` returns).
+    pub fn to_document(&self) -> Value {
+        let ports: Vec<Value> = self
+            .ports
+            .iter()
+            .map(|p| {
+                let mut port = json!({"port": p.port});
+                if let Some(n) = &p.name {
+                    port["name"] = json!(n);
+                }
+                port["targetPort"] = match &p.target_port {
+                    TargetPort::Number(n) => json!(n),
+                    TargetPort::Name(n) => json!(n),
+                };
+                if let Some(proto) = &p.app_protocol {
+                    port["appProtocol"] = json!(proto);
+                }
+                port
+            })
+            .collect();
+        let mut metadata = json!({"name": self.name, "namespace": self.namespace});
+        if !self.annotations.is_empty() {
+            metadata["annotations"] = json!(self.annotations);
+        }
+        let mut spec = json!({"selector": self.selector, "ports": ports});
+        if let Some(ip) = self.cluster_ip {
+            spec["clusterIP"] = json!(ip.to_string());
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec})
+    }
+}
+
 /// A validated `ExternalWorkload`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalWorkload {

@@ -160,9 +160,22 @@ async fn registration_sends_add_and_remove_diffs() {
     );
 
     let (status, body) = http(cp.api_addr, "PUT", "/v1/workloads/default/web-2", WEB2).await;
-    assert_eq!((status, body), (200, serde_json::json!({"ok": true})));
+    assert_eq!((status, &body["ok"]), (200, &serde_json::json!(true)));
+    // Registration also returns the workload's identity and its Certify token.
+    assert_eq!(
+        body["identity"],
+        "web-2.default.serviceaccount.identity.weft.cluster.local"
+    );
+    assert!(body["token"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("weft-")));
     assert_eq!(added(&next(&mut updates).await), vec!["127.0.0.2:18081"]);
     assert!(dir.join(".registered/default.web-2.yaml").exists());
+
+    let (status, services) = http(cp.api_addr, "GET", "/v1/services", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(services[0]["metadata"]["name"], "web");
+    assert_eq!(services[0]["spec"]["clusterIP"], "198.18.0.10");
 
     let (status, list) = http(cp.api_addr, "GET", "/v1/workloads", "").await;
     assert_eq!(status, 200);

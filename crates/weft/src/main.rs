@@ -6,6 +6,9 @@
 
 mod control;
 mod demo;
+mod identity;
+mod init;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -30,9 +33,17 @@ enum Command {
     /// Run a meshed demo application (web, books, ratings, traffic, each with a weft-proxy
     /// sidecar) and show live golden metrics per service and per edge.
     Demo(demo::DemoArgs),
+    /// Manage the mesh's identity CA (`weft identity init --dir DIR`).
+    Identity(identity::IdentityArgs),
     /// Run one service of the demo application (started by `weft demo`).
     #[command(hide = true)]
     DemoService(demo::app::ServiceArgs),
+    /// Install the transparent-proxy iptables rules in the current network namespace (what a
+    /// mesh init container does). `--dry-run` prints them.
+    Init(init::InitArgs),
+    /// Run a command as a meshed workload: as root in its own network namespace with
+    /// transparent interception and a sidecar proxy; otherwise in explicit mode (HTTP_PROXY).
+    Run(run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +52,8 @@ fn main() -> std::process::ExitCode {
     init_tracing(match cli.command {
         Command::Demo(_) | Command::DemoService(_) => "warn",
         Command::Control(_) => "warn,weft=info,weft_control=info",
+        Command::Identity(_) => "warn",
+        Command::Init(_) | Command::Run(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -56,7 +69,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Control(args) => control::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Identity(args) => identity::run(args),
             Command::DemoService(args) => demo::app::run(args).await,
+            Command::Init(args) => init::run(args).await,
+            Command::Run(args) => run::run(args).await,
         }
     });
     match result {

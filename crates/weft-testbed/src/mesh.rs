@@ -1,0 +1,219 @@
+//! The mesh on a testbed cluster: `weft control` in a pod of its own, workloads started with
+//! `weft run` on a node (each makes its own pod), and commands run inside a workload's pod.
+//! Binaries are passed in (tests get them from `CARGO_BIN_EXE_*`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{Cluster, Error, Netns, Pod, Proc};
+
+/// How long a control plane or workload may take to come up.
+pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// `weft control` serving on its pod's address (gRPC 8086, API 8085).
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub pod: Pod,
+    pub grpc: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl ControlPlane {
+    /// Starts `weft control --store STORE` in a new pod on node `node`.
+    pub async fn start(
+        cluster: &Cluster,
+        node: usize,
+        weft: &Path,
+        store: &Path,
+    ) -> Result<ControlPlane, Error> {
+        let pod = cluster.add_pod(node)?;
+        let (weft, store) = (weft.to_path_buf(), store.to_path_buf());
+        let proc = Proc::spawn(
+            "weft control",
+            pod.netns(),
+            None,
+            libc::SIGKILL,
+            move || {
+                let mut cmd = Command::new(&weft);
+                cmd.arg("control").arg("--store").arg(&store).args([
+                    "--grpc-addr",
+                    "0.0.0.0:8086",
+                    "--api-addr",
+                    "0.0.0.0:8085",
+                ]);
+                cmd
+            },
+        )?;
+        proc.wait_stdout_line(STARTUP, |l| l.contains(r#""event":"listening""#))
+            .await?;
+        let ip = pod.ip();
+        Ok(ControlPlane {
+            proc,
+            grpc: SocketAddr::from((ip, 8086)),
+            api: SocketAddr::from((ip, 8085)),
+            pod,
+        })
+    }
+}
+
+/// One `weft run` on a node: the process, and the pod namespace it made.
+pub struct Workload {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub proc: Proc,
+}
+
+impl Workload {
+    /// Runs `weft run --name NAME --control ... --pod-ip ... FLAGS -- CMD` in node `node`'s
+    /// namespace and waits until it reports the workload running (registered).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        cluster: &Cluster,
+        node: usize,
+        weft: &Path,
+        proxy: &Path,
+        control: &ControlPlane,
+        name: &str,
+        flags: &[&str],
+        cmd: &[&str],
+    ) -> Result<Workload, Error> {
+        let n = cluster.node(node);
+        let ip = n.alloc_ip()?;
+        let mut argv: Vec<String> = vec![
+            "run".into(),
+            "--name".into(),
+            name.into(),
+            "--control".into(),
+            control.grpc.to_string(),
+            "--pod-ip".into(),
+            ip.to_string(),
+        ];
+        argv.extend(flags.iter().map(|s| s.to_string()));
+        argv.push("--".into());
+        argv.extend(cmd.iter().map(|s| s.to_string()));
+        let (weft, proxy): (PathBuf, PathBuf) = (weft.into(), proxy.into());
+        // SIGTERM if the test dies: `weft run` then tears its pod down itself.
+        let proc = Proc::spawn(
+            &format!("weft run {name}"),
+            n.netns(),
+            None,
+            libc::SIGTERM,
+            move || {
+                let mut cmd = Command::new(&weft);
+                cmd.args(&argv).env("WEFT_PROXY_BIN", &proxy);
+                cmd
+            },
+        )?;
+        proc.wait_stderr_line(STARTUP, |l| {
+            l.starts_with("weft run:") && l.contains(" runs in network namespace")
+        })
+        .await?;
+        Ok(Workload {
+            name: name.to_string(),
+            ip,
+            proc,
+        })
+    }
+
+    /// The pod's namespace name (`weft-run-<name>-<pid>`).
+    pub fn netns(&self) -> Result<String, Error> {
+        let pid = self
+            .proc
+            .pid()
+            .ok_or_else(|| Error::Other(format!("{} is not running", self.name)))?;
+        Ok(format!("weft-run-{}-{pid}", self.name))
+    }
+
+    /// Runs `args` in the pod with `ip netns exec` (so the pod's hosts file applies), without
+    /// any proxy variables. Returns exit success, stdout and stderr.
+    pub async fn exec(&self, args: &[&str]) -> Result<Output, Error> {
+        let netns = self.netns()?;
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", &netns])
+            .args(args)
+            .kill_on_drop(true);
+        for var in [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(var);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .map_err(|_| Error::Other(format!("{args:?} in {netns} did not finish")))?
+            .map_err(|e| Error::io(format!("running {args:?} in {netns}"), e))?;
+        Ok(Output {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// The proxy's `/metrics` (admin on 127.0.0.1:4191 inside the pod), fetched with curl.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        let out = self
+            .exec(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:4191/metrics",
+            ])
+            .await?;
+        if !out.success {
+            return Err(Error::Other(format!(
+                "scraping {}: {}",
+                self.name, out.stderr
+            )));
+        }
+        Ok(out.stdout)
+    }
+}
+
+/// What a command in a pod did.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Sum of a metric's samples whose labels include every `(name, value)` in `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, rest) = match series.split_once('{') {
+                Some((n, r)) => (n, r),
+                None => (series, ""),
+            };
+            if name != metric {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// The namespace a workload's pod is in, as a testbed handle is not available for it (the pod
+/// belongs to `weft run`); for `ip netns exec`.
+pub fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+impl Netns {
+    /// Whether this namespace still has a name.
+    pub fn exists(&self) -> bool {
+        netns_exists(self.name())
+    }
+}

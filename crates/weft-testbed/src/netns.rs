@@ -1,0 +1,220 @@
+//! One named network namespace (`ip netns add`): commands run in it, children started in it, and
+//! sockets opened from it. Deleted on drop.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::CommandExt as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::Error;
+
+/// Runs a setup command to completion; its combined output, or an error naming it.
+pub fn run(program: &str, args: &[&str]) -> Result<String, Error> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io(format!("running {program}"), e))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(Error::Command {
+            command: format!("{program} {}", args.join(" ")),
+            status: out.status.to_string(),
+            output: text.trim().to_string(),
+        })
+    }
+}
+
+/// Unique names: `wt<pid>x<counter><suffix>`.
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn unique_prefix() -> String {
+    format!(
+        "wt{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Deletes namespaces named `wt<pid>x...` whose process is gone (a test that was killed could
+/// not run its destructors).
+pub(crate) fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("wt")
+            .and_then(|rest| rest.split('x').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("testbed: removing stale namespace {name} (process {pid} is gone)");
+            let _ = run("ip", &["netns", "del", &name]);
+        }
+    }
+}
+
+/// A network namespace this test owns. Dropping it deletes it; processes still inside keep it
+/// alive (unnamed) until they exit, so kill them first ([`crate::Proc`] does on drop).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    fd: File,
+}
+
+impl Netns {
+    /// Creates the namespace `name` with loopback up.
+    pub fn create(name: &str) -> Result<Netns, Error> {
+        if name.len() > 64 || name.contains('/') {
+            return Err(Error::Other(format!("bad namespace name {name:?}")));
+        }
+        run("ip", &["netns", "add", name])?;
+        let fd = match File::open(format!("/run/netns/{name}")) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = run("ip", &["netns", "del", name]);
+                return Err(Error::io(format!("opening namespace {name}"), e));
+            }
+        };
+        let ns = Netns {
+            name: name.to_string(),
+            fd,
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) -> Result<String, Error> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs a command inside the namespace to completion (`ip netns exec`, so the files in
+    /// `/etc/netns/NAME/` are bind-mounted over `/etc` for it).
+    pub fn exec(&self, args: &[&str]) -> Result<String, Error> {
+        let mut full = vec!["netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Sets a sysctl of this namespace (`net.*` sysctls are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")])
+            .map(drop)
+    }
+
+    /// Makes `cmd` start inside this namespace: `setns(2)` before exec, as `uid` (and gid =
+    /// uid, no groups) when given, and with `death_signal` sent to it when the thread that
+    /// spawned it dies (set after the uid change, which clears it).
+    pub fn enter_on_exec(
+        &self,
+        cmd: &mut std::process::Command,
+        uid: Option<u32>,
+        death_signal: i32,
+    ) {
+        enter(self.fd.as_raw_fd(), cmd, uid, death_signal);
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace (a socket keeps the
+    /// namespace it was created in, so sockets made there can be used from anywhere).
+    pub fn on_thread<T: Send>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> std::io::Result<T> {
+        let fd = self.fd.as_raw_fd();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: setns affects this thread only; fd is an open netns file.
+                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
+        })
+    }
+
+    /// A TCP listener bound inside the namespace.
+    pub fn bind(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let listener = self.on_thread(|| {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })?;
+        tokio::net::TcpListener::from_std(listener)
+    }
+
+    /// A TCP connection made from inside the namespace.
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let stream = self.on_thread(|| {
+            let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })?;
+        tokio::net::TcpStream::from_std(stream)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = run("ip", &["netns", "del", &self.name]) {
+            eprintln!("testbed cleanup: {e}");
+        }
+    }
+}
+
+/// The `pre_exec` hook behind [`Netns::enter_on_exec`], for a raw namespace descriptor that
+/// stays open until the spawn returns.
+pub(crate) fn enter(fd: i32, cmd: &mut std::process::Command, uid: Option<u32>, death_signal: i32) {
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls (setns, setgroups, setgid, setuid, prctl, getppid)
+    // run between fork and exec; they allocate nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(uid) = uid {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // After the uid change, which clears the death signal.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,694 @@
+//! `weft run`: runs any process as a meshed workload.
+//!
+//! As root (transparent mode), in order:
+//! 1. a pod: network namespace `weft-run-<name>-<pid>` with a veth, an address in
+//!    198.18.0.0/15 and routes ([`pod`]);
+//! 2. `/etc/netns/<pod>/hosts` naming every Service that has a clusterIP (refreshed every 2 s);
+//! 3. `weft init` inside the pod (the init container);
+//! 4. `weft-proxy` inside the pod as the proxy uid (2102), on 4143/4140/4191;
+//! 5. the command, through `ip netns exec` (which bind-mounts the hosts file);
+//! 6. once every `--port` accepts connections, registration with the control plane (PUT).
+//!
+//! Ctrl-C, SIGTERM or the command's exit undo it all: deregistration (DELETE), the proxy
+//! stopped, the namespace, veth and hosts file removed. Without root (or with `--explicit`) the
+//! proxy runs on loopback and the command gets `HTTP_PROXY` instead (explicit mode).
+
+mod hosts;
+mod pod;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::process::Child;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::demo::children;
+use crate::demo::http;
+use crate::init::{self, PortList};
+use hosts::Hosts;
+use pod::{Addressing, Pod};
+
+/// Ports of the proxy inside a pod (the mesh conventions).
+const INBOUND_PORT: u16 = 4143;
+const OUTBOUND_PORT: u16 = 4140;
+const ADMIN_ADDR: &str = "127.0.0.1:4191";
+/// How long the command may take to accept connections on its ports before registration.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the command and the proxy get to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often the pod's hosts file is brought up to date with the Services.
+const HOSTS_REFRESH: Duration = Duration::from_secs(2);
+
+/// `weft run`: run a command as a meshed workload.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Workload name (an ExternalWorkload registered with the control plane).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Namespace of the workload; short service names resolve in it.
+    #[arg(long, default_value = "default", value_name = "NS")]
+    pub namespace: String,
+    /// A port the command serves, `PORT` or `NAME=PORT` (Services' targetPort can name it).
+    #[arg(long = "port", value_name = "[NAME=]PORT")]
+    pub ports: Vec<PortSpec>,
+    /// A workload label `KEY=VALUE` (Service selectors match them); default `app=<name>`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<Label>,
+    /// Ports of the command that are relayed as opaque TCP (no protocol detection).
+    #[arg(long, default_value = "", value_name = "PORTS")]
+    pub opaque_ports: PortList,
+    /// Control plane gRPC address (Destination and policies). A loopback address is relayed
+    /// into the pod by `weft run`.
+    #[arg(long, default_value = "127.0.0.1:8086", value_name = "ADDR")]
+    pub control: SocketAddr,
+    /// Control plane HTTP API address (registration); default: the --control IP, port 8085.
+    #[arg(long, value_name = "ADDR")]
+    pub control_api: Option<SocketAddr>,
+    /// The control plane's store directory: Services are read from it when the control plane
+    /// does not list them (`GET /v1/services`).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// DNS suffix of service names.
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub cluster_domain: String,
+    /// The pod's address (default: one in 198.18.128.0/17 derived from the pid).
+    #[arg(long, value_name = "IP")]
+    pub pod_ip: Option<Ipv4Addr>,
+    /// The pod's gateway, carried by the host side of its veth (default: .1 of the pod IP's
+    /// /24, or 198.18.128.1).
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<Ipv4Addr>,
+    /// Inbound ports that bypass the proxy.
+    #[arg(long, default_value = "4190,4191", value_name = "PORTS")]
+    pub skip_inbound_ports: PortList,
+    /// Outbound ports that bypass the proxy.
+    #[arg(long, default_value = "", value_name = "PORTS")]
+    pub skip_outbound_ports: PortList,
+    /// iptables backend for the pod's rules: nft or legacy.
+    #[arg(long, default_value = "nft", value_name = "MODE")]
+    pub iptables_mode: init::Mode,
+    /// Uid the proxy runs as in transparent mode.
+    #[arg(long, default_value_t = 2102, value_name = "UID")]
+    pub proxy_uid: u32,
+    /// Use explicit mode even as root (no namespace, no iptables; `HTTP_PROXY` for the command).
+    #[arg(long)]
+    pub explicit: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `--port [NAME=]PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub name: Option<String>,
+    pub port: u16,
+}
+
+impl FromStr for PortSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, port) = match s.split_once('=') {
+            Some((n, p)) => (Some(n.to_string()), p),
+            None => (None, s),
+        };
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(PortSpec { name, port }),
+            _ => Err(format!("{s:?}: expected PORT or NAME=PORT (port 1-65535)")),
+        }
+    }
+}
+
+/// `--label KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(pub String, pub String);
+
+impl FromStr for Label {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok(Label(k.into(), v.into())),
+            _ => Err(format!("{s:?}: expected KEY=VALUE")),
+        }
+    }
+}
+
+impl RunArgs {
+    fn api(&self) -> SocketAddr {
+        self.control_api
+            .unwrap_or_else(|| SocketAddr::new(self.control.ip(), 8085))
+    }
+
+    fn addressing(&self) -> Addressing {
+        let default = Addressing::for_pid(std::process::id());
+        let ip = self.pod_ip.unwrap_or(default.ip);
+        let gateway = self.gateway.unwrap_or_else(|| match self.pod_ip {
+            Some(ip) => {
+                let o = ip.octets();
+                Ipv4Addr::new(o[0], o[1], o[2], 1)
+            }
+            None => default.gateway,
+        });
+        Addressing { ip, gateway }
+    }
+
+    /// The ExternalWorkload to register: the workload at `ip`, its ports at `ports`.
+    fn workload(&self, ip: IpAddr, ports: &[(Option<String>, u16)]) -> serde_json::Value {
+        let mut labels: BTreeMap<&str, &str> = self
+            .labels
+            .iter()
+            .map(|Label(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if labels.is_empty() {
+            labels.insert("app", &self.name);
+        }
+        let ports: Vec<serde_json::Value> = ports
+            .iter()
+            .map(|(name, port)| match name {
+                Some(name) => serde_json::json!({"name": name, "port": port}),
+                None => serde_json::json!({"port": port}),
+            })
+            .collect();
+        let mut metadata = serde_json::json!({
+            "name": self.name, "namespace": self.namespace, "labels": labels,
+        });
+        if !self.opaque_ports.is_empty() {
+            metadata["annotations"] = serde_json::json!({
+                weft_control::resource::OPAQUE_PORTS_ANNOTATION: self.opaque_ports.to_string()
+            });
+        }
+        serde_json::json!({
+            "apiVersion": "workload.linkerd.io/v1beta1",
+            "kind": "ExternalWorkload",
+            "metadata": metadata,
+            "spec": {"workloadIPs": [{"ip": ip.to_string()}], "ports": ports},
+        })
+    }
+}
+
+/// SIGINT and SIGTERM, installed before anything is created so neither kills us mid-setup.
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let status = if root && !args.explicit {
+        transparent(&args, &mut signals).await?
+    } else {
+        explicit(&args, &mut signals, root).await?
+    };
+    match status {
+        Some(status) if !status.success() => {
+            // Everything is torn down by now; pass the command's failure on.
+            std::process::exit(status.code().unwrap_or(1))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What runs while the workload is up.
+struct Running {
+    proxy: Child,
+    cmd: Child,
+    registered: bool,
+}
+
+async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Option<ExitStatus>> {
+    let pod = Pod::create(&args.name, args.addressing())?;
+    let hosts = Hosts::new(args);
+    pod.write_hosts(&hosts.render(args, pod.addressing.ip).await)?;
+    let setup = async {
+        install_rules(args, &pod).await?;
+        let control = control_for_pod(args, &pod)?;
+        let proxy = spawn_proxy(args, &pod, control).await?;
+        let cmd = spawn_in_pod(args, &pod)?;
+        let mut running = Running {
+            proxy,
+            cmd,
+            registered: false,
+        };
+        let ports: Vec<_> = args
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.port))
+            .collect();
+        if wait_ports(&pod, args, &mut running.cmd).await? {
+            register(args, &args.workload(IpAddr::V4(pod.addressing.ip), &ports)).await?;
+            running.registered = true;
+        }
+        Ok::<_, anyhow::Error>(running)
+    };
+    let mut running = tokio::select! {
+        running = setup => running?,
+        _ = signals.recv() => return Ok(None),
+    };
+    eprintln!(
+        "weft run: {}/{} runs in network namespace {} at {}, its traffic intercepted by \
+         weft-proxy (uid {}, admin {ADMIN_ADDR} inside)",
+        args.namespace, args.name, pod.netns, pod.addressing.ip, args.proxy_uid
+    );
+    let refresh = tokio::spawn({
+        let hosts = hosts.clone();
+        let args_name = (
+            args.namespace.clone(),
+            args.cluster_domain.clone(),
+            args.name.clone(),
+        );
+        let ip = pod.addressing.ip;
+        let path = PathBuf::from("/etc/netns").join(&pod.netns).join("hosts");
+        async move { hosts.keep_fresh(args_name, ip, path).await }
+    });
+    let status = supervise(&mut running, signals).await;
+    refresh.abort();
+    teardown(args, &mut running).await;
+    drop(pod);
+    Ok(status)
+}
+
+/// Runs `weft init` inside the pod: the init container's step.
+async fn install_rules(args: &RunArgs, pod: &Pod) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the weft executable")?;
+    let output = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &pod.netns])
+        .arg(exe)
+        .args(["init", "--proxy-uid", &args.proxy_uid.to_string()])
+        .args(["--inbound-port", &INBOUND_PORT.to_string()])
+        .args(["--outbound-port", &OUTBOUND_PORT.to_string()])
+        .args(["--skip-inbound-ports", &args.skip_inbound_ports.to_string()])
+        .args([
+            "--skip-outbound-ports",
+            &args.skip_outbound_ports.to_string(),
+        ])
+        .args(["--opaque-ports", &args.opaque_ports.to_string()])
+        .args(["--iptables-mode", &args.iptables_mode.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running weft init in the pod")?;
+    if !output.status.success() {
+        bail!(
+            "weft init in the pod failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The control plane address the proxy in the pod uses. A loopback address is not reachable
+/// from the pod: it gets a listener on the same loopback port inside the pod, relayed to the
+/// real address by this process (which lives in the host's namespace).
+fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<SocketAddr> {
+    if !args.control.ip().is_loopback() {
+        return Ok(args.control);
+    }
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, args.control.port()));
+    let listener = pod
+        .bind(local)
+        .with_context(|| format!("binding the control-plane relay on {local} in the pod"))?;
+    let upstream = args.control;
+    tokio::spawn(async move {
+        while let Ok((mut inside, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                match tokio::net::TcpStream::connect(upstream).await {
+                    Ok(mut outside) => {
+                        let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
+                    }
+                    Err(e) => tracing::warn!(%upstream, error = %e, "control plane unreachable"),
+                }
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn spawn_proxy(args: &RunArgs, pod: &Pod, control: SocketAddr) -> anyhow::Result<Child> {
+    let bin = children::proxy_binary()?;
+    let mut cmd = children::command(&bin, None);
+    let init_args = init_args(args);
+    cmd.envs(init::proxy_env(&init_args))
+        .env("WEFT_PROXY_DESTINATION_SVC_ADDR", control.to_string())
+        .env(
+            "WEFT_PROXY_POLICY_WORKLOAD",
+            format!("{}:{}", args.namespace, args.name),
+        )
+        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", ADMIN_ADDR)
+        .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
+        .stdout(Stdio::piped());
+    let (fd, uid) = (pod.raw_fd(), args.proxy_uid);
+    // SAFETY: async-signal-safe calls only (setns, setgroups, setgid, setuid, prctl, getppid).
+    // This runs after `children::command`'s hook; the uid change clears the death signal, so it
+    // is set again.
+    unsafe {
+        cmd.as_std_mut().pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(uid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut proxy = cmd.spawn().with_context(|| {
+        format!(
+            "starting {} as uid {uid} in the pod (it must be executable by that uid; set \
+             WEFT_PROXY_BIN to a copy elsewhere if not)",
+            bin.display()
+        )
+    })?;
+    children::read_listening(&mut proxy, "weft-proxy").await?;
+    Ok(proxy)
+}
+
+/// The `weft init` settings matching this run.
+fn init_args(args: &RunArgs) -> init::InitArgs {
+    init::InitArgs {
+        proxy_uid: args.proxy_uid,
+        inbound_port: INBOUND_PORT,
+        outbound_port: OUTBOUND_PORT,
+        skip_inbound_ports: args.skip_inbound_ports.clone(),
+        skip_outbound_ports: args.skip_outbound_ports.clone(),
+        skip_outbound_cidrs: Vec::new(),
+        opaque_ports: args.opaque_ports.clone(),
+        iptables_mode: args.iptables_mode,
+        dry_run: false,
+    }
+}
+
+/// The command, through `ip netns exec` so the pod's hosts file is mounted for it.
+fn spawn_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Child> {
+    let mut cmd = children::command(Path::new("ip"), None);
+    cmd.args(["netns", "exec", &pod.netns])
+        .args(&args.command)
+        .stdin(Stdio::inherit());
+    cmd.spawn().context("starting the command in the pod")
+}
+
+/// Waits until every declared port accepts connections in the pod. `false` if the command
+/// exited first.
+async fn wait_ports(pod: &Pod, args: &RunArgs, cmd: &mut Child) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for spec in &args.ports {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, spec.port));
+        while !pod.accepts(addr) {
+            if cmd.try_wait()?.is_some() {
+                return Ok(false);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the command does not accept connections on port {} after {READY_TIMEOUT:?}",
+                    spec.port
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(true)
+}
+
+async fn register(args: &RunArgs, workload: &serde_json::Value) -> anyhow::Result<()> {
+    let api = args.api();
+    let request = hyper::Request::put(format!("/v1/workloads/{}/{}", args.namespace, args.name))
+        .header(hyper::header::HOST, api.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(workload.to_string())))?;
+    let response = http::send(api, request)
+        .await
+        .with_context(|| format!("registering with the control plane API at {api}"))?;
+    if !response.status().is_success() {
+        bail!(
+            "registering {}/{}: {} {}",
+            args.namespace,
+            args.name,
+            response.status(),
+            String::from_utf8_lossy(response.body())
+        );
+    }
+    Ok(())
+}
+
+async fn deregister(args: &RunArgs) -> anyhow::Result<()> {
+    let api = args.api();
+    let request = hyper::Request::delete(format!("/v1/workloads/{}/{}", args.namespace, args.name))
+        .header(hyper::header::HOST, api.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let response = http::send(api, request).await?;
+    if !response.status().is_success() {
+        bail!(
+            "{} {}",
+            response.status(),
+            String::from_utf8_lossy(response.body())
+        );
+    }
+    Ok(())
+}
+
+/// Waits for the command to exit, a signal, or the proxy to die. The command's status, if it
+/// exited on its own.
+async fn supervise(running: &mut Running, signals: &mut Signals) -> Option<ExitStatus> {
+    tokio::select! {
+        status = running.cmd.wait() => status.ok(),
+        _ = signals.recv() => None,
+        status = running.proxy.wait() => {
+            eprintln!("weft run: weft-proxy exited ({status:?}); stopping the command");
+            None
+        }
+    }
+}
+
+/// Deregisters, then stops the command and the proxy (SIGTERM, then SIGKILL).
+async fn teardown(args: &RunArgs, running: &mut Running) {
+    if running.registered {
+        if let Err(e) = deregister(args).await {
+            eprintln!(
+                "weft run: deregistering {}/{}: {e:#}",
+                args.namespace, args.name
+            );
+        }
+    }
+    stop(&mut running.cmd).await;
+    stop(&mut running.proxy).await;
+}
+
+async fn stop(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+/// Explicit mode: the proxy on loopback, `HTTP_PROXY` for the command, forward ports for peers.
+async fn explicit(
+    args: &RunArgs,
+    signals: &mut Signals,
+    root: bool,
+) -> anyhow::Result<Option<ExitStatus>> {
+    let bin = children::proxy_binary()?;
+    let forward: Vec<String> = args.ports.iter().map(|p| p.port.to_string()).collect();
+    let mut cmd = children::command(&bin, None);
+    cmd.env("WEFT_PROXY_DESTINATION_SVC_ADDR", args.control.to_string())
+        .env(
+            "WEFT_PROXY_POLICY_WORKLOAD",
+            format!("{}:{}", args.namespace, args.name),
+        )
+        .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
+        .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
+        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+        .env("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.join(","))
+        .env(
+            "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            args.opaque_ports.to_string(),
+        )
+        .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
+        .stdout(Stdio::piped());
+    let mut proxy = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let listening = children::read_listening(&mut proxy, "weft-proxy").await?;
+    let proxy_url = format!("http://{}", listening.outbound);
+    eprintln!(
+        "weft run: explicit mode ({}): HTTP clients must use HTTP_PROXY={proxy_url} (set for the \
+         command); peers reach {} through the proxy's forward ports; admin {}",
+        if root {
+            "--explicit"
+        } else {
+            "not root, so no network namespace or iptables"
+        },
+        args.name,
+        listening.admin
+    );
+    let mut command = children::command(Path::new(&args.command[0]), None);
+    command
+        .args(&args.command[1..])
+        .env("HTTP_PROXY", &proxy_url)
+        .env("http_proxy", &proxy_url)
+        .stdin(Stdio::inherit());
+    let cmd = command.spawn().context("starting the command")?;
+    let mut running = Running {
+        proxy,
+        cmd,
+        registered: false,
+    };
+    let ports: Vec<_> = args
+        .ports
+        .iter()
+        .map(|p| {
+            let addr = listening
+                .forward
+                .iter()
+                .find(|f| f.app_port == p.port)
+                .map_or(p.port, |f| f.addr.port());
+            (p.name.clone(), addr)
+        })
+        .collect();
+    let workload = args.workload(IpAddr::V4(Ipv4Addr::LOCALHOST), &ports);
+    let registration = register(args, &workload);
+    let status = tokio::select! {
+        result = registration => {
+            match result {
+                Ok(()) => {
+                    running.registered = true;
+                    supervise(&mut running, signals).await
+                }
+                Err(e) => {
+                    teardown(args, &mut running).await;
+                    return Err(e);
+                }
+            }
+        }
+        _ = signals.recv() => None,
+    };
+    teardown(args, &mut running).await;
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(argv: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("run").chain(argv.iter().copied()))
+            .expect("parse")
+            .run
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let a = args(&[
+            "--name",
+            "web",
+            "--port",
+            "http=8080",
+            "--port",
+            "9000",
+            "--",
+            "app",
+            "-x",
+        ]);
+        assert_eq!(a.namespace, "default");
+        assert_eq!(
+            a.ports[0],
+            PortSpec {
+                name: Some("http".into()),
+                port: 8080
+            }
+        );
+        assert_eq!(
+            a.ports[1],
+            PortSpec {
+                name: None,
+                port: 9000
+            }
+        );
+        assert_eq!(a.command, vec![OsString::from("app"), OsString::from("-x")]);
+        assert_eq!(a.api().to_string(), "127.0.0.1:8085");
+        let a = args(&[
+            "--name",
+            "w",
+            "--control",
+            "198.18.1.10:8086",
+            "--pod-ip",
+            "198.18.2.20",
+            "--",
+            "x",
+        ]);
+        assert_eq!(a.api().to_string(), "198.18.1.10:8085");
+        assert_eq!(a.addressing().gateway, Ipv4Addr::new(198, 18, 2, 1));
+    }
+
+    #[test]
+    fn the_workload_document_names_ip_ports_labels_and_opaque_ports() {
+        let a = args(&[
+            "--name",
+            "db",
+            "--namespace",
+            "prod",
+            "--port",
+            "6379",
+            "--opaque-ports",
+            "6379",
+            "--",
+            "x",
+        ]);
+        let doc = a.workload("198.18.2.20".parse().unwrap(), &[(None, 6379)]);
+        assert_eq!(doc["metadata"]["labels"]["app"], "db");
+        assert_eq!(doc["metadata"]["namespace"], "prod");
+        assert_eq!(
+            doc["metadata"]["annotations"]["config.linkerd.io/opaque-ports"],
+            "6379"
+        );
+        assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "198.18.2.20");
+        assert_eq!(doc["spec"]["ports"][0]["port"], 6379);
+    }
+}

@@ -1,0 +1,198 @@
+//! The pod's `/etc/hosts`: every Service with a cluster IP, by name. Services come from the
+//! control plane (`GET /v1/services`) or, until it lists them, from the store directory.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use super::{RunArgs, HOSTS_REFRESH};
+use crate::demo::http;
+
+/// Service names → cluster IPs, for the pod's hosts file.
+#[derive(Clone)]
+pub struct Hosts {
+    api: SocketAddr,
+    store: Option<PathBuf>,
+}
+
+impl Hosts {
+    pub fn new(args: &RunArgs) -> Hosts {
+        Hosts {
+            api: args.api(),
+            store: args.store.clone(),
+        }
+    }
+
+    /// `(namespace, name, cluster IP)` of every Service with a cluster IP: from the control
+    /// plane (`GET /v1/services`), else from the store directory.
+    async fn services(&self) -> Vec<(String, String, IpAddr)> {
+        if let Ok(response) = http::get(self.api, "/v1/services").await {
+            if response.status().is_success() {
+                if let Ok(docs) = serde_json::from_slice::<Vec<serde_json::Value>>(response.body())
+                {
+                    return docs.iter().filter_map(service_entry).collect();
+                }
+            }
+        }
+        match &self.store {
+            Some(dir) => store_services(dir),
+            None => Vec::new(),
+        }
+    }
+
+    pub async fn render(&self, args: &RunArgs, ip: Ipv4Addr) -> String {
+        let names = (
+            args.namespace.clone(),
+            args.cluster_domain.clone(),
+            args.name.clone(),
+        );
+        hosts_file(&names, ip, &self.services().await)
+    }
+
+    pub async fn keep_fresh(self, names: (String, String, String), ip: Ipv4Addr, path: PathBuf) {
+        let mut last = std::fs::read_to_string(&path).unwrap_or_default();
+        loop {
+            tokio::time::sleep(HOSTS_REFRESH).await;
+            let now = hosts_file(&names, ip, &self.services().await);
+            if now != last {
+                // In place (same inode): the bind mount in running processes sees it.
+                if let Err(e) = std::fs::write(&path, &now) {
+                    tracing::warn!(path = %path.display(), error = %e, "updating the pod's hosts file");
+                }
+                last = now;
+            }
+        }
+    }
+}
+
+fn service_entry(doc: &serde_json::Value) -> Option<(String, String, IpAddr)> {
+    let meta = doc.get("metadata")?;
+    let name = meta.get("name")?.as_str()?.to_string();
+    let ns = meta
+        .get("namespace")
+        .and_then(|n| n.as_str())
+        .unwrap_or("default")
+        .to_string();
+    let ip = doc.get("spec")?.get("clusterIP")?.as_str()?.parse().ok()?;
+    Some((ns, name, ip))
+}
+
+/// Services with a cluster IP in the YAML files under `dir` (hidden entries skipped).
+fn store_services(dir: &Path) -> Vec<(String, String, IpAddr)> {
+    let defaults = weft_control::resource::Defaults {
+        trust_domain: "cluster.local".into(),
+        control_namespace: "weft".into(),
+    };
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            let Some(text) = yaml.then(|| std::fs::read_to_string(&path).ok()).flatten() else {
+                continue;
+            };
+            let (docs, _errors) = weft_control::resource::parse_yaml_file(
+                &path.display().to_string(),
+                &text,
+                &defaults,
+            );
+            for doc in docs {
+                if let weft_control::resource::Resource::Service(s) = doc.resource {
+                    if let Some(ip) = s.cluster_ip {
+                        out.push((s.namespace, s.name, ip));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The pod's `/etc/hosts`: loopback, the pod itself, and every Service by its full name, its
+/// `NAME.NS` and `NAME.NS.svc` forms, and its short name when in the pod's namespace.
+fn hosts_file(
+    (namespace, domain, name): &(String, String, String),
+    ip: Ipv4Addr,
+    services: &[(String, String, IpAddr)],
+) -> String {
+    let mut out = format!(
+        "# written by weft run; Services come from the control plane\n127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{name}\n"
+    );
+    let mut services = services.to_vec();
+    services.sort();
+    services.dedup();
+    for (ns, svc, cluster_ip) in services {
+        let mut names = format!("{svc}.{ns}.svc.{domain} {svc}.{ns}.svc {svc}.{ns}");
+        if &ns == namespace {
+            names.push(' ');
+            names.push_str(&svc);
+        }
+        out.push_str(&format!("{cluster_ip}\t{names}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_name_services_in_every_form() {
+        let names = (
+            "default".to_string(),
+            "cluster.local".to_string(),
+            "client".to_string(),
+        );
+        let services = vec![
+            (
+                "default".to_string(),
+                "web".to_string(),
+                "198.19.0.10".parse().unwrap(),
+            ),
+            (
+                "other".to_string(),
+                "db".to_string(),
+                "198.19.0.11".parse().unwrap(),
+            ),
+        ];
+        let text = hosts_file(&names, Ipv4Addr::new(198, 18, 1, 10), &services);
+        assert!(text.contains("198.18.1.10\tclient\n"), "{text}");
+        assert!(
+            text.contains(
+                "198.19.0.10\tweb.default.svc.cluster.local web.default.svc web.default web\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("198.19.0.11\tdb.other.svc.cluster.local db.other.svc db.other\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn services_are_read_from_the_api_shape() {
+        let doc =
+            serde_json::json!({"metadata": {"name": "web"}, "spec": {"clusterIP": "198.19.0.10"}});
+        assert_eq!(
+            service_entry(&doc),
+            Some((
+                "default".into(),
+                "web".into(),
+                "198.19.0.10".parse().unwrap()
+            ))
+        );
+        let headless = serde_json::json!({"metadata": {"name": "web"}, "spec": {}});
+        assert_eq!(service_entry(&headless), None);
+    }
+}

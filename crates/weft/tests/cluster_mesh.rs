@@ -1,0 +1,346 @@
+//! Transparent mode end to end on a two-node testbed cluster (root only; skipped locally
+//! without root or tools, failing under `CI=true`). The control plane runs in a pod on node 0;
+//! workloads are started with `weft run` on node 1 (servers) and node 0 (the client), each in a
+//! pod of its own with `weft init` rules and a sidecar as uid 2102. The client is an unmodified
+//! `curl`/`redis-cli` with no proxy settings, resolving services by name from the pod's hosts
+//! file. Afterwards the host's namespaces, links and iptables rules are what they were.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weft_testbed::mesh::{metric_sum, ControlPlane, Workload};
+use weft_testbed::{require_root, serial, Cluster, HostState, Proc};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
+
+const STORE: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec:
+  selector: {app: ratings}
+  clusterIP: 198.19.0.10
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: redis
+  namespace: default
+  annotations: {config.linkerd.io/opaque-ports: \"6379\"}
+spec:
+  selector: {app: redis}
+  clusterIP: 198.19.0.11
+  ports: [{port: 6379}]
+";
+
+fn temp_store() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-cluster-mesh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("store dir");
+    std::fs::write(dir.join("services.yaml"), STORE).expect("store");
+    dir
+}
+
+/// Polls `f` until it returns `Some`, at most `timeout`.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_mesh_on_a_two_node_cluster() {
+    let _serial = serial();
+    let Some(root) = require_root(&["curl", "redis-server", "redis-cli"]) else {
+        return;
+    };
+    let host = HostState::capture().expect("host state");
+    let store = temp_store();
+    {
+        let (weft, proxy) = (Path::new(WEFT), Path::new(PROXY));
+        let cluster = Cluster::new(root, 2).expect("cluster");
+        let control = ControlPlane::start(&cluster, 0, weft, &store)
+            .await
+            .expect("control plane");
+        let store_flag = store.to_str().expect("utf8 path");
+        let ratings = Workload::start(
+            &cluster,
+            1,
+            weft,
+            proxy,
+            &control,
+            "ratings",
+            &["--port", "http=8080", "--store", store_flag],
+            &[WEFT, "demo-service", "ratings", "--listen", "0.0.0.0:8080"],
+        )
+        .await
+        .expect("ratings");
+        let redis = Workload::start(
+            &cluster,
+            1,
+            weft,
+            proxy,
+            &control,
+            "redis",
+            &[
+                "--port",
+                "6379",
+                "--opaque-ports",
+                "6379",
+                "--store",
+                store_flag,
+            ],
+            &[
+                "redis-server",
+                "--port",
+                "6379",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+        )
+        .await
+        .expect("redis");
+        // An unmeshed pod with a plain server on a port the client skips, and one it does not.
+        let plain = cluster.add_pod(1).expect("plain pod");
+        let plain_skipped = redis_server(&plain, 9999);
+        let plain_meshed = redis_server(&plain, 6390);
+        for server in [&plain_skipped, &plain_meshed] {
+            server
+                .wait_stdout_line(Duration::from_secs(10), |l| {
+                    l.contains("Ready to accept connections")
+                })
+                .await
+                .expect("plain redis");
+        }
+        let client = Workload::start(
+            &cluster,
+            0,
+            weft,
+            proxy,
+            &control,
+            "client",
+            &["--skip-outbound-ports", "9999", "--store", store_flag],
+            &["sleep", "3600"],
+        )
+        .await
+        .expect("client");
+
+        // 1. curl reaches ratings by name through both proxies.
+        let out = client
+            .exec(&[
+                "curl",
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+                "--retry",
+                "3",
+                "http://ratings/rate?book=3",
+            ])
+            .await
+            .expect("curl");
+        assert!(
+            out.success,
+            "curl failed: {}{}\n{}",
+            out.stdout,
+            out.stderr,
+            client.proc.stderr()
+        );
+        assert!(out.stdout.starts_with("HTTP/1.1 200"), "{}", out.stdout);
+        assert!(out.stdout.contains(r#""book":3"#), "{}", out.stdout);
+        assert!(
+            !out.stdout.to_ascii_lowercase().contains("l5d-orig-proto"),
+            "{}",
+            out.stdout
+        );
+        let client_metrics = eventually(
+            "client proxy counts the request",
+            Duration::from_secs(5),
+            || async {
+                let m = client.metrics().await.ok()?;
+                (metric_sum(
+                    &m,
+                    "response_total",
+                    &[
+                        ("direction", "outbound"),
+                        ("dst_service", "ratings"),
+                        ("status_code", "200"),
+                    ],
+                ) >= 1.0)
+                    .then_some(m)
+            },
+        )
+        .await;
+        eventually(
+            "ratings proxy counts the request",
+            Duration::from_secs(5),
+            || async {
+                let m = ratings.metrics().await.ok()?;
+                (metric_sum(&m, "request_total", &[("direction", "inbound")]) >= 1.0).then_some(())
+            },
+        )
+        .await;
+
+        // 2. The proxy's own connection to the ratings endpoint was not redirected into itself:
+        // nothing was accepted on its outbound listener for the endpoint address.
+        let endpoint = format!("{}:8080", ratings.ip);
+        assert!(
+            client_metrics.contains(&format!("target_addr=\"{endpoint}\"")),
+            "{client_metrics}"
+        );
+        assert_eq!(
+            metric_sum(
+                &client_metrics,
+                "tcp_open_total",
+                &[
+                    ("direction", "outbound"),
+                    ("peer", "src"),
+                    ("target_addr", &endpoint)
+                ]
+            ),
+            0.0,
+            "{client_metrics}"
+        );
+
+        // 3. The opaque port is relayed by both proxies (redis speaks RESP, not HTTP).
+        let out = client
+            .exec(&["redis-cli", "-h", "redis", "-p", "6379", "PING"])
+            .await
+            .expect("redis-cli");
+        assert_eq!(out.stdout.trim(), "PONG", "{out:?}");
+        let m = client.metrics().await.expect("client metrics");
+        assert!(
+            metric_sum(
+                &m,
+                "tcp_open_total",
+                &[
+                    ("direction", "outbound"),
+                    ("peer", "dst"),
+                    ("dst_service", "redis")
+                ]
+            ) >= 1.0,
+            "{m}"
+        );
+        assert_eq!(
+            metric_sum(
+                &m,
+                "request_total",
+                &[("target_addr", &format!("{}:6379", redis.ip))]
+            ),
+            0.0,
+            "{m}"
+        );
+        let rm = redis.metrics().await.expect("redis metrics");
+        assert!(
+            metric_sum(
+                &rm,
+                "tcp_open_total",
+                &[
+                    ("direction", "inbound"),
+                    ("peer", "src"),
+                    ("target_addr", &format!("{}:6379", redis.ip))
+                ]
+            ) >= 1.0,
+            "{rm}"
+        );
+        assert_eq!(metric_sum(&rm, "request_total", &[]), 0.0, "{rm}");
+
+        // 4. A skipped port bypasses the proxy; the same server on another port does not.
+        let skipped = plain.ip().to_string();
+        let out = client
+            .exec(&["redis-cli", "-h", &skipped, "-p", "9999", "PING"])
+            .await
+            .expect("redis-cli");
+        assert_eq!(out.stdout.trim(), "PONG", "{out:?}");
+        let out = client
+            .exec(&["redis-cli", "-h", &skipped, "-p", "6390", "PING"])
+            .await
+            .expect("redis-cli");
+        assert_eq!(out.stdout.trim(), "PONG", "{out:?}");
+        let m = client.metrics().await.expect("client metrics");
+        assert_eq!(
+            metric_sum(
+                &m,
+                "tcp_open_total",
+                &[("target_addr", &format!("{skipped}:9999"))]
+            ),
+            0.0,
+            "{m}"
+        );
+        assert!(
+            metric_sum(
+                &m,
+                "tcp_open_total",
+                &[("target_addr", &format!("{skipped}:6390"))]
+            ) >= 1.0,
+            "{m}"
+        );
+
+        drop((plain_skipped, plain_meshed));
+        // Stopping a workload deregisters it and removes its pod.
+        let ratings_ns = ratings.netns().expect("netns");
+        drop(ratings);
+        assert!(
+            !weft_testbed::mesh::netns_exists(&ratings_ns),
+            "{ratings_ns} left behind"
+        );
+        assert!(
+            !Path::new("/etc/netns").join(&ratings_ns).exists(),
+            "hosts file left behind"
+        );
+        let workloads = client
+            .exec(&[
+                "curl",
+                "-sS",
+                &format!("http://{}/v1/workloads", control.api),
+            ])
+            .await
+            .expect("list workloads");
+        assert!(
+            !workloads.stdout.contains("\"ratings\""),
+            "{}",
+            workloads.stdout
+        );
+    }
+    let _ = std::fs::remove_dir_all(&store);
+    host.assert_unchanged();
+}
+
+fn redis_server(pod: &weft_testbed::Pod, port: u16) -> Proc {
+    Proc::spawn(
+        &format!("redis {port}"),
+        pod.netns(),
+        None,
+        libc::SIGKILL,
+        move || {
+            let mut cmd = std::process::Command::new("redis-server");
+            cmd.args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "0.0.0.0",
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]);
+            cmd
+        },
+    )
+    .expect("redis-server")
+}
