@@ -1,0 +1,267 @@
+"""Turns the measurements of bench/run.py into results.json (the issue's shape, plus extra keys
+beside it) and RESULTS.md. Every reported value is the median over the rounds."""
+
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+
+METRICS = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "cpu_us_per_req")
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _cmd(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def metadata(args, ctx, started, argv):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    envoy = _cmd([ctx.envoy_bin, "--version"]).split("version:")[-1].strip()
+    rev = _cmd(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    dirty = _cmd(["git", "-C", root, "status", "--porcelain", "--", "crates", "Cargo.lock"])
+    return {
+        "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": f"{model}, {os.cpu_count()} CPUs, {mem_gib:.0f} GiB, Linux {platform.release()}",
+        "versions": {
+            "weft": f"{rev}{' + uncommitted changes' if dirty else ''}",
+            "envoy": envoy,
+            "rustc": _cmd(["rustc", "--version"]),
+            "python": platform.python_version(),
+        },
+        "command": "bench/run " + " ".join(shlex.quote(a) for a in argv),
+        "mode": "smoke" if args.quick else "full",
+    }
+
+
+def _config_json(entry, cfg):
+    fixed = {}
+    fixed_h2 = {}
+    for proto, target in (("h1", fixed), ("h2", fixed_h2)):
+        for rate, runs in sorted(entry["fixed"].get(proto, {}).items()):
+            target[str(rate)] = {m: _round(med([r[m] for r in runs])) for m in METRICS}
+    proxied = cfg != "direct"
+
+    def rss_of(key, field=None):
+        if not proxied or not entry[key]:
+            return None
+        pick = (lambda v: v[field]) if field else (lambda v: v)
+        return {role: _round(med([pick(sample[role]) for sample in entry[key]]))
+                for role in ("outbound", "inbound")}
+
+    return {
+        "fixed": fixed,
+        "max_rps": _round(med([r["achieved_rps"] for r in entry["max"]]), 0),
+        # Peak RSS (VmHWM) after all load: the fixed-rate runs and the maximum run.
+        "rss_mib": rss_of("rss_max"),
+        # Beyond the issue's shape:
+        "fixed_h2": fixed_h2,
+        "max_cpu_us_per_req": _round(med([r["cpu_us_per_req"] for r in entry["max"]])),
+        "rss_mib_after_fixed": rss_of("rss_fixed"),
+        "rss_mib_idle": rss_of("rss_idle", "rss"),
+        "tcp_mb_s": _round(med([r["mb_per_s"] for r in entry["tcp"]]), 0),
+        "transport": entry["transport"],
+    }
+
+
+def _round(value, digits=3):
+    return None if value is None else round(value, digits)
+
+
+def results_json(args, tables, meta):
+    main_workers = args.workers[0]
+    out = {
+        "date": meta["date"],
+        "configs": {cfg: _config_json(e, cfg) for cfg, e in tables[main_workers].items()},
+        "proxy_workers": main_workers,
+        "mode": meta["mode"],
+        "machine": meta["machine"],
+        "versions": meta["versions"],
+        "command": meta["command"],
+        "idle_connections": args.idle_connections,
+    }
+    for workers in args.workers[1:]:
+        out[f"workers_{workers}"] = {"configs": {cfg: _config_json(e, cfg) for cfg, e in tables[workers].items()}}
+    return out
+
+
+def _f(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _added(value, base):
+    if value is None or base is None:
+        return "-"
+    return f"{value - base:+.2f}"
+
+
+def _latency_table(args, table, proto):
+    lines = [
+        "| config | rate | achieved | p50 | p90 | p99 | p99.9 | +p50 vs direct | +p99 vs direct | proxy CPU us/req "
+        "| backend / loadgen / control / other CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    direct = table.get("direct", {}).get("fixed", {}).get(proto, {})
+    for rate in args.rates:
+        base50 = med([r["p50_ms"] for r in direct.get(rate, [])])
+        base99 = med([r["p99_ms"] for r in direct.get(rate, [])])
+        for cfg, entry in table.items():
+            runs = entry["fixed"].get(proto, {}).get(rate, [])
+            if not runs:
+                continue
+            m = {k: med([r[k] for r in runs]) for k in METRICS + ("achieved_rps",)}
+            noise = " / ".join(_f(med([r["cpu"][k] for r in runs])) for k in
+                               ("backend_s", "loadgen_s", "control_s", "other_s"))
+            errors = sum(r["errors"] for r in runs)
+            lines.append(
+                f"| {cfg} | {rate} | {_f(m['achieved_rps'], 0)}{f' ({errors} errors)' if errors else ''} "
+                f"| {_f(m['p50_ms'], 3)} | {_f(m['p90_ms'], 3)} | {_f(m['p99_ms'], 3)} | {_f(m['p999_ms'], 3)} "
+                f"| {'-' if cfg == 'direct' else _added(m['p50_ms'], base50)} "
+                f"| {'-' if cfg == 'direct' else _added(m['p99_ms'], base99)} "
+                f"| {_f(m['cpu_us_per_req'], 0)} | {noise} |")
+    return "\n".join(lines)
+
+
+def _resource_table(table):
+    lines = [
+        "| config | hop | max req/s (HTTP/1.1) | proxy CPU us/req at max | peak RSS after fixed, out / in MiB "
+        "| peak RSS after max, out / in | RSS with idle conns, out / in | opaque TCP MB/s |",
+        "|---|---|---:|---:|---|---|---|---:|",
+    ]
+    for cfg, entry in table.items():
+        j = _config_json(entry, cfg)
+
+        def pair(v):
+            return "-" if not v else f"{_f(v['outbound'], 1)} / {_f(v['inbound'], 1)}"
+        lines.append(f"| {cfg} | {entry['transport']} | {_f(j['max_rps'], 0)} | {_f(j['max_cpu_us_per_req'], 0)} "
+                     f"| {pair(j['rss_mib_after_fixed'])} | {pair(j['rss_mib'])} | {pair(j['rss_mib_idle'])} "
+                     f"| {_f(j['tcp_mb_s'], 0)} |")
+    return "\n".join(lines)
+
+
+def _targets(table):
+    if "weft" not in table or "envoy" not in table or "direct" not in table:
+        return "(needs direct, weft and envoy in the run)"
+    w, e, d = (_config_json(table[c], c) for c in ("weft", "envoy", "direct"))
+    out = []
+
+    def check(name, ok, detail):
+        out.append(f"- {'met' if ok else 'MISSED' if ok is not None else 'n/a'}: {name} ({detail})")
+
+    for rate, factor in (("2000", 0.5), ("5000", 1.0)):
+        for p in ("p50_ms", "p99_ms"):
+            try:
+                wa = w["fixed"][rate][p] - d["fixed"][rate][p]
+                ea = e["fixed"][rate][p] - d["fixed"][rate][p]
+                check(f"added {p[:-3]} at {rate}/s (HTTP/1.1) ≤ {factor}× envoy's", wa <= factor * ea,
+                      f"weft {wa:+.3f} ms, envoy {ea:+.3f} ms")
+            except (KeyError, TypeError):
+                check(f"added {p[:-3]} at {rate}/s", None, "no data")
+    for rate, v in w["fixed"].items():
+        if v["p99_ms"] and v["p999_ms"] is not None:
+            check(f"p99.9 ≤ 3× p99 at {rate}/s", v["p999_ms"] <= 3 * v["p99_ms"],
+                  f"{v['p999_ms']:.3f} vs {v['p99_ms']:.3f} ms")
+    try:
+        wc = med([v["cpu_us_per_req"] for v in w["fixed"].values()])
+        ec = med([v["cpu_us_per_req"] for v in e["fixed"].values()])
+        check("proxy CPU per request ≤ ½ envoy's (median over rates)", wc <= 0.5 * ec, f"weft {wc:.0f}, envoy {ec:.0f} us")
+    except TypeError:
+        check("proxy CPU per request", None, "no data")
+    if w["max_rps"] and e["max_rps"]:
+        check("max throughput ≥ 1.5× envoy's", w["max_rps"] >= 1.5 * e["max_rps"],
+              f"weft {w['max_rps']:.0f}, envoy {e['max_rps']:.0f} req/s")
+    if w["rss_mib"]:
+        peak = max(w["rss_mib"].values())
+        check("peak RSS ≤ 15 MiB per proxy under load", peak <= 15, f"{peak:.1f} MiB")
+    if w["rss_mib_idle"]:
+        peak = max(w["rss_mib_idle"].values())
+        check("RSS < 25 MiB with the idle connections", peak < 25, f"{peak:.1f} MiB")
+    return "\n".join(out)
+
+
+def markdown(args, tables, meta):
+    weft_transport = next((t["weft"]["transport"] for t in tables.values() if "weft" in t), None)
+    smoke = meta["mode"] == "smoke"
+    parts = [
+        "# Weft data-plane benchmark results",
+        "",
+        f"- Date: {meta['date']}",
+        f"- Machine: {meta['machine']}",
+        f"- Versions: weft {meta['versions']['weft']}; Envoy {meta['versions']['envoy']}; "
+        f"{meta['versions']['rustc']}; Python {meta['versions']['python']}",
+        f"- Command: `{meta['command']}`",
+        f"- Settings: rates {', '.join(map(str, args.rates))} req/s, {args.duration:g} s measured after "
+        f"{args.warmup:g} s warmup, {args.rounds} rounds alternating {' → '.join(args.configs)} (each started "
+        f"fresh); max run {args.max_duration:g} s closed-loop with {args.max_connections} HTTP/1.1 connections; "
+        f"{args.tcp_mib} MiB opaque TCP stream; {args.idle_connections} idle connections (fresh start).",
+        "- Load generator: `weft-bench load` (bench/src/load.rs), open loop, latency from the intended send time "
+        "(no coordinated omission), HdrHistogram 3 significant digits; HTTP/1.1 = 32 keep-alive connections, "
+        "HTTP/2 = 1 connection, one stream per request.",
+        "- CPU: utime+stime from /proc/PID/stat (10 ms ticks), proxy CPU per request = both proxies' CPU over the "
+        "run (warmup included) / requests completed. RSS: VmHWM (peak) from /proc/PID/status; idle: VmRSS.",
+        "- Values are medians over the rounds.",
+        "",
+    ]
+    if weft_transport and "pending" in weft_transport:
+        parts += [
+            "> **weft hop: plaintext HTTP/2 (mTLS pending).** weft-proxy has no mTLS yet, so weft's numbers "
+            "below are for plaintext HTTP/2 between the proxies while Envoy's hop is full mTLS (TLS 1.3, client "
+            "certificates required, SPIFFE SAN checked). The comparison is not yet like for like; rerun with "
+            "`--weft-mtls` once identity lands.",
+            "",
+        ]
+    if smoke:
+        parts += [
+            "> **Smoke run.** Short runs on a 2-core machine shared with other compile jobs at the time: these "
+            "numbers show the harness works and give orders of magnitude only. Watch the `other` CPU column: it "
+            "is CPU used by processes outside the benchmark during each run.",
+            "",
+        ]
+    for workers, table in tables.items():
+        pin = ("proxies pinned to CPU 0 with `taskset -c 0` (weft-proxy's tokio runtime then has one worker; "
+               "Envoy `--concurrency 1`), load generator, backend and control plane on CPU 1"
+               if workers == 1 else
+               f"proxies on CPUs 0-1 (weft: two tokio workers; Envoy `--concurrency {workers}`), nothing else pinned")
+        parts += [
+            f"## {'Main table' if workers == args.workers[0] else 'Second table'}: {workers} worker thread(s) per proxy",
+            "",
+            pin + ".",
+            "",
+            "Transport checks (before measuring):",
+            "",
+        ]
+        for cfg, entry in table.items():
+            for line in entry["checks"]:
+                parts.append(f"- {line}")
+        for proto, title in (("h1", "HTTP/1.1 client"), ("h2", "HTTP/2 client")):
+            if proto in args.protos:
+                parts += ["", f"### Latency (ms), {title}", "", _latency_table(args, table, proto)]
+        parts += ["", "### Throughput, CPU and memory", "", _resource_table(table), "",
+                  "### Targets (weft vs envoy, this run)", "", _targets(table), ""]
+    parts += [
+        "## How to reproduce",
+        "",
+        "```",
+        "bench/setup.sh        # once per machine: envoy (pip), openssl, util-linux (taskset)",
+        "bench/run             # full run (about 40 minutes); bench/run --quick for a smoke run",
+        "```",
+        "",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,67 @@
+//! `weft-bench`: the processes `bench/run` drives. Each subcommand prints one JSON line on stdout
+//! (the backend's once it listens; the clients' once they are done) so the harness never parses
+//! human text.
+//!
+//! - `backend`: HTTP/1.1 + h2c server answering every request with a small 200, plus a TCP sink.
+//! - `load`: fixed-rate open-loop load (latency from the intended send time), or closed-loop
+//!   maximum throughput with `--rate 0`.
+//! - `tcp`: one large opaque stream through a proxy, MB/s.
+//! - `idle`: open N keep-alive connections, one request each, then hold them.
+
+mod backend;
+mod load;
+mod tcp;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weft-bench",
+    about = "Weft data-plane benchmark tools (driven by bench/run)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP/1.1 and h2c on one port and a TCP sink on another.
+    Backend(backend::Args),
+    /// Fixed-rate (open-loop) or maximum (closed-loop, `--rate 0`) HTTP load.
+    Load(load::Args),
+    /// Opaque TCP throughput of one large stream.
+    Tcp(tcp::ThroughputArgs),
+    /// Hold N idle keep-alive connections open.
+    Idle(tcp::IdleArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Worker threads = the CPUs this process may run on (`taskset` narrows it), so pinning the
+    // clients to one core also gives them one worker.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Backend(args) => backend::run(args).await,
+            Command::Load(args) => load::run(args).await,
+            Command::Tcp(args) => tcp::throughput(args).await,
+            Command::Idle(args) => tcp::idle(args).await,
+        }
+    })
+}
+
+/// CPU seconds (user + system) this process has used so far.
+pub fn self_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}

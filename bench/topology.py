@@ -1,0 +1,294 @@
+"""The three configurations under test, each started fresh by start(name, ...).
+
+A topology exposes: `http` (where the client sends HTTP), `tcp` (where the opaque stream goes),
+`proxies` ({"outbound": Child, "inbound": Child}, empty for direct), `others` (children whose CPU
+is reported as "control"), `inbound_http` (the inbound proxy's meshed HTTP port, for the mTLS
+probes) and `stop()`.
+"""
+
+import json
+import os
+import shutil
+
+from harness import (CLIENT_ID, SERVER_ID, SERVER_NAME, Child, free_port, http_get, request_status,
+                     wait_until)
+
+AUTHORITY = "backend.default.svc.cluster.local:8080"
+TCP_AUTHORITY = "tcpsink.default.svc.cluster.local:9000"
+# Weft's default server-speaks-first list, plus the bench's opaque service port.
+OUTBOUND_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211,9000"
+
+
+class Topology:
+    def __init__(self, name):
+        self.name = name
+        self.http = None
+        self.tcp = None
+        self.inbound_http = None
+        self.admin = {}
+        self.proxies = {}
+        self.others = {}
+        self._children = []
+
+    def add(self, child):
+        self._children.append(child)
+        return child
+
+    def stop(self):
+        for child in reversed(self._children):
+            child.stop()
+
+
+def start(name, ctx, workers, cpus):
+    """ctx: run context (paths, backend addresses, certs, flags). cpus: taskset list or None."""
+    if name == "direct":
+        t = Topology(name)
+        t.http, t.tcp = ctx.backend_http, ctx.backend_tcp
+        return t
+    if name == "weft":
+        return _start_weft(ctx, cpus)
+    if name == "envoy":
+        return _start_envoy(ctx, workers, cpus)
+    raise ValueError(name)
+
+
+# --- weft --------------------------------------------------------------------------------------
+
+SERVICES_YAML = """\
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: default}
+spec:
+  selector: {app: backend}
+  ports: [{name: http, port: 8080, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: tcpsink
+  namespace: default
+  annotations: {config.linkerd.io/opaque-ports: "9000"}
+spec:
+  selector: {app: backend}
+  ports: [{name: tcp, port: 9000, targetPort: tcp, appProtocol: opaque}]
+"""
+
+
+def _proxy_env(ctx, grpc, workload, extra):
+    env = {
+        "WEFT_PROXY_DESTINATION_SVC_ADDR": grpc,
+        "WEFT_PROXY_POLICY_WORKLOAD": f"default:{workload}",
+        "WEFT_PROXY_INBOUND_LISTEN_ADDR": "127.0.0.1:0",
+        "WEFT_PROXY_OUTBOUND_LISTEN_ADDR": "127.0.0.1:0",
+        "WEFT_PROXY_ADMIN_LISTEN_ADDR": "127.0.0.1:0",
+        "WEFT_PROXY_LOG": "warn",
+        "WEFT_PROXY_SHUTDOWN_GRACE_PERIOD": "1s",
+    }
+    env.update(extra)
+    for key, value in ctx.weft_proxy_env:
+        env[key] = value.format(identity_dir=ctx.weft_identity_dir, name=workload)
+    return env
+
+
+def _start_weft(ctx, cpus):
+    t = Topology("weft")
+    store = os.path.join(ctx.workdir, "weft-store")
+    shutil.rmtree(store, ignore_errors=True)
+    os.makedirs(store)
+    with open(os.path.join(store, "services.yaml"), "w") as f:
+        f.write(SERVICES_YAML)
+    try:
+        cmd = [ctx.weft_bin, "control", "--store", store, "--grpc-addr", "127.0.0.1:0",
+               "--api-addr", "127.0.0.1:0"]
+        if ctx.weft_mtls:
+            shutil.rmtree(ctx.weft_identity_dir, ignore_errors=True)
+            cmd += ["--identity-dir", ctx.weft_identity_dir]
+        # The control plane is not on the data path: it shares the clients' core.
+        control = t.add(Child("weft-control", cmd, ctx.workdir, cpus=ctx.client_cpus))
+        t.others["control"] = control
+        listening = control.json_line()
+        grpc, api = listening["grpc"], listening["api"]
+
+        http_port = ctx.backend_http.rsplit(":", 1)[1]
+        tcp_port = ctx.backend_tcp.rsplit(":", 1)[1]
+        inbound = t.add(Child("weft-inbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus, env=_proxy_env(
+            ctx, grpc, "backend-1", {
+                "WEFT_PROXY_INBOUND_FORWARD_PORTS": f"{http_port},{tcp_port}",
+                "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION": tcp_port,
+            })))
+        inbound_listening = inbound.json_line()
+        forward = {str(f["app_port"]): f["addr"] for f in inbound_listening["forward"]}
+        t.inbound_http = forward[http_port]
+        _register(api, forward[http_port], forward[tcp_port])
+
+        outbound = t.add(Child("weft-outbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus, env=_proxy_env(
+            ctx, grpc, "client", {
+                "WEFT_PROXY_OUTBOUND_UPSTREAMS": f"{AUTHORITY},{TCP_AUTHORITY}",
+                "WEFT_PROXY_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION": OUTBOUND_OPAQUE_PORTS,
+            })))
+        outbound_listening = outbound.json_line()
+        upstreams = {u["authority"]: u["addr"] for u in outbound_listening["upstreams"]}
+        t.http, t.tcp = upstreams[AUTHORITY], upstreams[TCP_AUTHORITY]
+        t.proxies = {"outbound": outbound, "inbound": inbound}
+        t.admin = {"outbound": outbound_listening["admin"], "inbound": inbound_listening["admin"]}
+        for role, l in (("outbound", outbound_listening), ("inbound", inbound_listening)):
+            wait_until(f"weft {role} /ready", lambda: http_get(f"http://{l['admin']}/ready") == 200)
+        wait_until("a request through weft", lambda: request_status(t.http, AUTHORITY) == 200)
+        return t
+    except Exception:
+        t.stop()
+        raise
+
+
+def _register(api, http_addr, tcp_addr):
+    import urllib.request
+    ip = http_addr.rsplit(":", 1)[0]
+    doc = {
+        "apiVersion": "workload.linkerd.io/v1beta1",
+        "kind": "ExternalWorkload",
+        "metadata": {"name": "backend-1", "namespace": "default", "labels": {"app": "backend"},
+                     "annotations": {"config.linkerd.io/opaque-ports": tcp_addr.rsplit(":", 1)[1]}},
+        "spec": {"workloadIPs": [{"ip": ip}],
+                 "ports": [{"name": "http", "port": int(http_addr.rsplit(":", 1)[1])},
+                           {"name": "tcp", "port": int(tcp_addr.rsplit(":", 1)[1])}]},
+    }
+    request = urllib.request.Request(f"http://{api}/v1/workloads/default/backend-1", method="PUT",
+                                     data=json.dumps(doc).encode(),
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        if r.status != 200:
+            raise RuntimeError(f"registering backend-1: {r.status}")
+
+
+# --- envoy -------------------------------------------------------------------------------------
+
+def _tls_common(ctx, cert, key, peer_id, alpn):
+    common = {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3",
+                       "tls_maximum_protocol_version": "TLSv1_3"},
+        "tls_certificates": [{"certificate_chain": {"filename": ctx.certs[cert]},
+                              "private_key": {"filename": ctx.certs[key]}}],
+        # Chain to the bench CA and carry exactly the expected SPIFFE identity.
+        "validation_context": {
+            "trusted_ca": {"filename": ctx.certs["ca.pem"]},
+            "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": peer_id}}],
+        },
+    }
+    if alpn:
+        common["alpn_protocols"] = ["h2"]
+    return common
+
+
+def _downstream_tls(ctx, alpn):
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": _tls_common(ctx, "server.pem", "server.key", CLIENT_ID, alpn)}}
+
+
+def _upstream_tls(ctx, alpn):
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": SERVER_NAME,
+        "common_tls_context": _tls_common(ctx, "client.pem", "client.key", SERVER_ID, alpn)}}
+
+
+def _hcm(prefix, cluster):
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": prefix,
+        "codec_type": "AUTO",  # HTTP/1.1 and h2c from the client, like weft's detection
+        "route_config": {"name": "all", "virtual_hosts": [{
+            "name": "all", "domains": ["*"],
+            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]}]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
+
+
+def _tcp_proxy(prefix, cluster):
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": prefix, "cluster": cluster}}
+
+
+def _listener(name, port, network_filter, transport=None):
+    chain = {"filters": [network_filter]}
+    if transport:
+        chain["transport_socket"] = transport
+    return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [chain]}
+
+
+def _cluster(name, addr, h2=False, transport=None):
+    host, port = addr.rsplit(":", 1)
+    cluster = {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]},
+        # Envoy's default circuit breakers (1024) would cap the 1000-idle-connection test; Istio
+        # raises them too.
+        "circuit_breakers": {"thresholds": [{"max_connections": 1000000, "max_pending_requests": 1000000,
+                                             "max_requests": 1000000}]},
+    }
+    if h2:
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}}
+    if transport:
+        cluster["transport_socket"] = transport
+    return cluster
+
+
+def envoy_configs(ctx, ports):
+    """(outbound, inbound) bootstrap dicts. ports: in_http, in_tcp, out_http, out_tcp, admins."""
+    inbound = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["in_admin"]}}},
+        "static_resources": {
+            "listeners": [
+                _listener("in_http", ports["in_http"], _hcm("in_http", "backend_http"), _downstream_tls(ctx, True)),
+                _listener("in_tcp", ports["in_tcp"], _tcp_proxy("in_tcp", "backend_tcp"), _downstream_tls(ctx, False)),
+            ],
+            "clusters": [_cluster("backend_http", ctx.backend_http), _cluster("backend_tcp", ctx.backend_tcp)],
+        },
+    }
+    outbound = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports["out_admin"]}}},
+        "static_resources": {
+            "listeners": [
+                _listener("out_http", ports["out_http"], _hcm("out_http", "mesh_http")),
+                _listener("out_tcp", ports["out_tcp"], _tcp_proxy("out_tcp", "mesh_tcp")),
+            ],
+            "clusters": [
+                _cluster("mesh_http", f"127.0.0.1:{ports['in_http']}", h2=True, transport=_upstream_tls(ctx, True)),
+                _cluster("mesh_tcp", f"127.0.0.1:{ports['in_tcp']}", transport=_upstream_tls(ctx, False)),
+            ],
+        },
+    }
+    return outbound, inbound
+
+
+def _start_envoy(ctx, workers, cpus):
+    t = Topology("envoy")
+    ports = {k: free_port() for k in ("in_http", "in_tcp", "out_http", "out_tcp", "in_admin", "out_admin")}
+    outbound_cfg, inbound_cfg = envoy_configs(ctx, ports)
+    try:
+        for role, cfg in (("inbound", inbound_cfg), ("outbound", outbound_cfg)):
+            path = os.path.join(ctx.workdir, f"envoy-{role}.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f, indent=1)
+            child = t.add(Child(f"envoy-{role}", [
+                ctx.envoy_bin, "-c", path, "--concurrency", str(workers), "--disable-hot-restart",
+                "-l", "warn"], ctx.workdir, cpus=cpus))
+            t.proxies[role] = child
+            admin = ports["in_admin" if role == "inbound" else "out_admin"]
+            wait_until(f"envoy {role} /ready", lambda: http_get(f"http://127.0.0.1:{admin}/ready") == 200,
+                       timeout=30)
+        t.http = f"127.0.0.1:{ports['out_http']}"
+        t.tcp = f"127.0.0.1:{ports['out_tcp']}"
+        t.inbound_http = f"127.0.0.1:{ports['in_http']}"
+        t.admin = {"outbound": f"127.0.0.1:{ports['out_admin']}", "inbound": f"127.0.0.1:{ports['in_admin']}"}
+        wait_until("a request through envoy", lambda: request_status(t.http, AUTHORITY) == 200)
+        return t
+    except Exception:
+        t.stop()
+        raise
