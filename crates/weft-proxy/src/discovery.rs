@@ -110,7 +110,10 @@ struct Inner {
 }
 
 enum Entry {
-    Rejected,
+    /// Rejected at this instant; asked again once the rejection is older than the idle timeout
+    /// (the control plane may learn the name later), and swept then so that a transparent proxy
+    /// talking to many outside addresses does not grow without bound.
+    Rejected(tokio::time::Instant),
     Active {
         endpoints: watch::Sender<EndpointSet>,
         rejected: watch::Receiver<bool>,
@@ -246,8 +249,15 @@ impl Discovery {
         }
         let (mut rx, mut rejected) = {
             let mut targets = lock(&self.inner.targets);
+            let idle = self.inner.idle_timeout;
+            if let Some(Entry::Rejected(at)) = targets.get(target) {
+                if at.elapsed() < idle {
+                    return Resolution::Rejected;
+                }
+                targets.remove(target);
+            }
             match targets.get(target) {
-                Some(Entry::Rejected) => return Resolution::Rejected,
+                Some(Entry::Rejected(_)) => return Resolution::Rejected,
                 Some(Entry::Active {
                     endpoints,
                     rejected,
@@ -388,7 +398,10 @@ impl TargetTask {
                     tracing::debug!(target = %self.target, "discovery rejected the target");
                     let _ = self.rejected.send(true);
                     if let Some(inner) = self.inner.upgrade() {
-                        lock(&inner.targets).insert(self.target.clone(), Entry::Rejected);
+                        let mut targets = lock(&inner.targets);
+                        let now = tokio::time::Instant::now();
+                        targets.insert(self.target.clone(), Entry::Rejected(now));
+                        sweep_expired_rejections(&mut targets, now, inner.idle_timeout);
                     }
                     return;
                 }
@@ -579,4 +592,53 @@ fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Optio
         identity,
         labels: Arc::new(labels),
     })
+}
+
+/// Past this many remembered targets, each new rejection also forgets expired ones.
+const SWEEP_ABOVE: usize = 1024;
+
+/// Forgets rejections older than `ttl` once the map is large; amortised over insertions.
+fn sweep_expired_rejections(
+    targets: &mut HashMap<Target, Entry>,
+    now: tokio::time::Instant,
+    ttl: Duration,
+) {
+    if targets.len() > SWEEP_ABOVE {
+        targets.retain(|_, e| !matches!(e, Entry::Rejected(at) if now.duration_since(*at) >= ttl));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected_at(targets: &mut HashMap<Target, Entry>, n: u16, at: tokio::time::Instant) {
+        for port in 0..n {
+            let addr = SocketAddr::from(([198, 18, 0, 1], port));
+            targets.insert(Target::Addr(addr), Entry::Rejected(at));
+        }
+    }
+
+    #[test]
+    fn old_rejections_are_swept_once_the_map_is_large() {
+        let ttl = Duration::from_secs(60);
+        let now = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut targets = HashMap::new();
+        rejected_at(&mut targets, 2000, now - ttl * 2);
+        let fresh = Target::Addr(SocketAddr::from(([198, 18, 0, 2], 80)));
+        targets.insert(fresh.clone(), Entry::Rejected(now));
+        sweep_expired_rejections(&mut targets, now, ttl);
+        assert_eq!(targets.len(), 1);
+        assert!(targets.contains_key(&fresh));
+    }
+
+    #[test]
+    fn small_maps_are_left_alone() {
+        let ttl = Duration::from_secs(60);
+        let now = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut targets = HashMap::new();
+        rejected_at(&mut targets, 10, now - ttl * 2);
+        sweep_expired_rejections(&mut targets, now, ttl);
+        assert_eq!(targets.len(), 10);
+    }
 }
