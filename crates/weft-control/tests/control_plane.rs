@@ -1,9 +1,10 @@
 //! End-to-end tests of the control plane over real sockets on 127.0.0.1: the gRPC services
 //! with the linkerd2-proxy-api tonic clients, the HTTP API with plain HTTP/1.1 requests.
 
-use linkerd2_proxy_api::destination::{
-    destination_client::DestinationClient, update::Update as U, GetDestination, Update,
-};
+mod common;
+
+use common::{get, http_json, next, LIMIT};
+use linkerd2_proxy_api::destination::update::Update as U;
 use linkerd2_proxy_api::inbound::{
     inbound_server_policies_client::InboundServerPoliciesClient, proxy_protocol as ipp, PortSpec,
 };
@@ -14,8 +15,6 @@ use linkerd2_proxy_api::outbound::{
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::Streaming;
 
 const SERVICES: &str = "\
 apiVersion: v1
@@ -35,81 +34,14 @@ spec:
   ports: [{name: http, port: 18080}]
 ";
 
-/// Upper bound for an awaited event; the tests wait on events, this only stops a hung test.
-const LIMIT: Duration = Duration::from_secs(5);
-
 fn temp_store(test: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "weft-control-{test}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir(test);
     std::fs::write(dir.join("services.yaml"), SERVICES).unwrap();
     dir
 }
 
 async fn start(dir: &Path) -> weft_control::Running {
-    weft_control::start(weft_control::Config {
-        store_dir: dir.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        poll_interval: Duration::from_millis(50),
-        ..Default::default()
-    })
-    .await
-    .expect("control plane starts")
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(LIMIT, s.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (
-        status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-async fn get(grpc: SocketAddr, path: &str) -> Result<Streaming<Update>, tonic::Status> {
-    let mut client = DestinationClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    let req = GetDestination {
-        scheme: "k8s".into(),
-        path: path.into(),
-        context_token: String::new(),
-    };
-    client.get(req).await.map(|r| r.into_inner())
-}
-
-async fn next(stream: &mut Streaming<Update>) -> U {
-    let msg = tokio::time::timeout(LIMIT, stream.message())
-        .await
-        .expect("update in time");
-    msg.expect("stream ok")
-        .expect("stream open")
-        .update
-        .expect("update set")
+    common::start(common::config(dir)).await
 }
 
 fn added(u: &U) -> Vec<String> {
@@ -142,7 +74,7 @@ const WEB2: &str = r#"{"apiVersion":"workload.linkerd.io/v1beta1","kind":"Extern
 async fn registration_sends_add_and_remove_diffs() {
     let dir = temp_store("register");
     let cp = start(&dir).await;
-    assert_eq!(http(cp.api_addr, "GET", "/ready", "").await.0, 200);
+    assert_eq!(http_json(cp.api_addr, "GET", "/ready", "").await.0, 200);
 
     let mut updates = get(cp.grpc_addr, "web.default.svc.cluster.local:8080")
         .await
@@ -159,7 +91,7 @@ async fn registration_sends_add_and_remove_diffs() {
         "web-1.default.serviceaccount.identity.weft.cluster.local"
     );
 
-    let (status, body) = http(cp.api_addr, "PUT", "/v1/workloads/default/web-2", WEB2).await;
+    let (status, body) = http_json(cp.api_addr, "PUT", "/v1/workloads/default/web-2", WEB2).await;
     assert_eq!((status, &body["ok"]), (200, &serde_json::json!(true)));
     // Registration also returns the workload's identity and its Certify token.
     assert_eq!(
@@ -172,12 +104,12 @@ async fn registration_sends_add_and_remove_diffs() {
     assert_eq!(added(&next(&mut updates).await), vec!["127.0.0.2:18081"]);
     assert!(dir.join(".registered/default.web-2.yaml").exists());
 
-    let (status, services) = http(cp.api_addr, "GET", "/v1/services", "").await;
+    let (status, services) = http_json(cp.api_addr, "GET", "/v1/services", "").await;
     assert_eq!(status, 200);
     assert_eq!(services[0]["metadata"]["name"], "web");
     assert_eq!(services[0]["spec"]["clusterIP"], "198.18.0.10");
 
-    let (status, list) = http(cp.api_addr, "GET", "/v1/workloads", "").await;
+    let (status, list) = http_json(cp.api_addr, "GET", "/v1/workloads", "").await;
     assert_eq!(status, 200);
     let names: Vec<&str> = list
         .as_array()
@@ -199,7 +131,7 @@ async fn registration_sends_add_and_remove_diffs() {
     );
 
     assert_eq!(
-        http(cp.api_addr, "DELETE", "/v1/workloads/default/web-2", "")
+        http_json(cp.api_addr, "DELETE", "/v1/workloads/default/web-2", "")
             .await
             .0,
         200
@@ -207,14 +139,14 @@ async fn registration_sends_add_and_remove_diffs() {
     assert_eq!(removed(&next(&mut updates).await), vec!["127.0.0.2:18081"]);
     assert!(!dir.join(".registered/default.web-2.yaml").exists());
     assert_eq!(
-        http(cp.api_addr, "DELETE", "/v1/workloads/default/web-2", "")
+        http_json(cp.api_addr, "DELETE", "/v1/workloads/default/web-2", "")
             .await
             .0,
         404
     );
 
     let bad = WEB2.replace("18081", "70000");
-    let (status, body) = http(cp.api_addr, "PUT", "/v1/workloads/default/web-3", &bad).await;
+    let (status, body) = http_json(cp.api_addr, "PUT", "/v1/workloads/default/web-3", &bad).await;
     assert_eq!(status, 400);
     assert_eq!(
         body["error"],
@@ -222,7 +154,7 @@ async fn registration_sends_add_and_remove_diffs() {
     );
 
     // A registration that conflicts with a file-defined workload is undone and reported.
-    let (status, body) = http(cp.api_addr, "PUT", "/v1/workloads/default/web-1", WEB2).await;
+    let (status, body) = http_json(cp.api_addr, "PUT", "/v1/workloads/default/web-1", WEB2).await;
     assert_eq!(status, 400);
     assert!(
         body["error"]
@@ -232,7 +164,7 @@ async fn registration_sends_add_and_remove_diffs() {
         "{body}"
     );
     assert!(!dir.join(".registered/default.web-1.yaml").exists());
-    let (_, store) = http(cp.api_addr, "GET", "/v1/store", "").await;
+    let (_, store) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
     assert_eq!(store["errors"], serde_json::json!([]));
     cp.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -242,7 +174,7 @@ async fn registration_sends_add_and_remove_diffs() {
 async fn bad_document_keeps_the_last_good_state() {
     let dir = temp_store("bad-yaml");
     let cp = start(&dir).await;
-    let (_, status) = http(cp.api_addr, "GET", "/v1/store", "").await;
+    let (_, status) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
     assert_eq!(
         status,
         serde_json::json!({"generation": 1, "services": 1, "workloads": 1, "errors": []})
@@ -253,7 +185,7 @@ async fn bad_document_keeps_the_last_good_state() {
     let want = "services.yaml: document 2: spec.ports[0].port: must be 1..65535, got 70000";
     let deadline = tokio::time::Instant::now() + LIMIT;
     let status = loop {
-        let (_, status) = http(cp.api_addr, "GET", "/v1/store", "").await;
+        let (_, status) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
         if !status["errors"].as_array().unwrap().is_empty()
             || tokio::time::Instant::now() > deadline
         {
@@ -384,7 +316,7 @@ async fn policies_and_restart_persistence() {
 
     // Registered workloads survive a restart.
     assert_eq!(
-        http(cp.api_addr, "PUT", "/v1/workloads/default/web-2", WEB2)
+        http_json(cp.api_addr, "PUT", "/v1/workloads/default/web-2", WEB2)
             .await
             .0,
         200

@@ -2,15 +2,15 @@
 //! with rcgen through the linkerd2-proxy-api Identity client, and check the leaf, the chain, the
 //! refusals and that tokens survive a restart.
 
-use linkerd2_proxy_api::destination::{
-    destination_client::DestinationClient, tls_identity, update::Update as U, GetDestination,
-};
+mod common;
+
+use common::{get, http, next, temp_dir};
+use linkerd2_proxy_api::destination::{tls_identity, update::Update as U};
 use linkerd2_proxy_api::identity::{identity_client::IdentityClient, CertifyRequest};
 use rcgen::{CertificateParams, KeyPair, SanType};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const SERVICES: &str = "\
@@ -24,56 +24,14 @@ spec:
 ";
 
 const WEB_ID: &str = "web-1.default.serviceaccount.identity.weft.cluster.local";
-const LIMIT: Duration = Duration::from_secs(5);
-
-fn temp_dir(test: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "weft-identity-{test}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 async fn start(store: &Path, identity_dir: Option<&Path>) -> weft_control::Running {
     std::fs::write(store.join("services.yaml"), SERVICES).unwrap();
-    weft_control::start(weft_control::Config {
-        store_dir: store.to_path_buf(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
-        poll_interval: Duration::from_millis(50),
+    common::start(weft_control::Config {
         identity_dir: identity_dir.map(Path::to_path_buf),
-        ..Default::default()
+        ..common::config(store)
     })
     .await
-    .expect("control plane starts")
-}
-
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body text).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(LIMIT, s.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, body.to_string())
 }
 
 /// Registers `name` (labels app=web) and returns (identity, token) from the response.
@@ -188,24 +146,11 @@ async fn certify_issues_a_chained_leaf_for_the_registered_workload() {
     );
 
     // Destination announces exactly the identity Certify issued.
-    let mut client = DestinationClient::connect(format!("http://{}", cp.grpc_addr))
+    let mut stream = get(cp.grpc_addr, "web.default.svc.cluster.local:8080")
         .await
         .unwrap();
-    let mut stream = client
-        .get(GetDestination {
-            scheme: "k8s".into(),
-            path: "web.default.svc.cluster.local:8080".into(),
-            context_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let update = tokio::time::timeout(LIMIT, stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Some(U::Add(set)) = update.update else {
+    let update = next(&mut stream).await;
+    let U::Add(set) = update else {
         panic!("expected add, got {update:?}")
     };
     let tls = set.addrs[0].tls_identity.clone().expect("tls identity");
@@ -293,11 +238,8 @@ async fn tokens_and_the_ca_survive_a_restart() {
     // A configured directory without a CA is an error, not a silent ephemeral CA.
     let empty = temp_dir("restart-empty");
     let err = weft_control::start(weft_control::Config {
-        store_dir: store.clone(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        api_addr: "127.0.0.1:0".parse().unwrap(),
         identity_dir: Some(empty.clone()),
-        ..Default::default()
+        ..common::config(&store)
     })
     .await
     .err()

@@ -80,12 +80,20 @@ pub fn in_ci() -> bool {
 pub fn require_root(tools: &[&str]) -> Option<Root> {
     match missing(tools) {
         None => Some(Root(())),
-        Some(reason) if in_ci() => panic!("cannot run under CI=true: {reason}"),
         Some(reason) => {
-            eprintln!("SKIPPED: {reason} (set CI=true to make this a failure)");
+            skip_or_fail(&reason);
             None
         }
     }
+}
+
+/// For a test that cannot run here (`reason` says why): locally prints `SKIPPED: <reason>` and
+/// returns, and the test should return too; under `CI=true` panics.
+pub fn skip_or_fail(reason: &str) {
+    if in_ci() {
+        panic!("cannot run under CI=true: {reason}");
+    }
+    eprintln!("SKIPPED: {reason} (set CI=true to make this a failure)");
 }
 
 fn missing(tools: &[&str]) -> Option<String> {

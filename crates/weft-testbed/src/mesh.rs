@@ -1,6 +1,6 @@
 //! The mesh on a testbed cluster: `weft control` in a pod of its own, workloads started with
-//! `weft run` on a node (each makes its own pod), and commands run inside a workload's pod.
-//! Binaries are passed in (tests get them from `CARGO_BIN_EXE_*`).
+//! `weft run` on a node (each makes its own pod), and commands and proxy admin requests run
+//! inside a pod's namespace. Binaries are passed in (tests get them from `CARGO_BIN_EXE_*`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,6 +11,9 @@ use crate::{Cluster, Error, Netns, Pod, Proc};
 
 /// How long a control plane or workload may take to come up.
 pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// Where a pod's proxy serves its admin endpoints (`/metrics`, `/ready`), inside the pod.
+pub const ADMIN: &str = "127.0.0.1:4191";
 
 /// `weft control` serving on its pod's address (gRPC 8086, API 8085).
 pub struct ControlPlane {
@@ -126,54 +129,59 @@ impl Workload {
         Ok(format!("weft-run-{}-{pid}", self.name))
     }
 
-    /// Runs `args` in the pod with `ip netns exec` (so the pod's hosts file applies), without
-    /// any proxy variables. Returns exit success, stdout and stderr.
+    /// Runs `args` in the pod; see [`exec`].
     pub async fn exec(&self, args: &[&str]) -> Result<Output, Error> {
-        let netns = self.netns()?;
-        let mut cmd = tokio::process::Command::new("ip");
-        cmd.args(["netns", "exec", &netns])
-            .args(args)
-            .kill_on_drop(true);
-        for var in [
-            "http_proxy",
-            "HTTP_PROXY",
-            "https_proxy",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-        ] {
-            cmd.env_remove(var);
-        }
-        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-            .await
-            .map_err(|_| Error::Other(format!("{args:?} in {netns} did not finish")))?
-            .map_err(|e| Error::io(format!("running {args:?} in {netns}"), e))?;
-        Ok(Output {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        exec(&self.netns()?, args).await
     }
 
-    /// The proxy's `/metrics` (admin on 127.0.0.1:4191 inside the pod), fetched with curl.
+    /// The proxy's `/metrics`; see [`admin_get`].
     pub async fn metrics(&self) -> Result<String, Error> {
-        let out = self
-            .exec(&[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                "http://127.0.0.1:4191/metrics",
-            ])
-            .await?;
-        if !out.success {
-            return Err(Error::Other(format!(
-                "scraping {}: {}",
-                self.name, out.stderr
-            )));
-        }
-        Ok(out.stdout)
+        admin_get(&self.netns()?, "/metrics").await
     }
+}
+
+/// Runs `args` in the namespace `netns` with `ip netns exec` (so its hosts file applies),
+/// without any proxy variables: what an unmodified program in a pod does. Returns exit success,
+/// stdout and stderr.
+pub async fn exec(netns: &str, args: &[&str]) -> Result<Output, Error> {
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", netns])
+        .args(args)
+        .kill_on_drop(true);
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .map_err(|_| Error::Other(format!("{args:?} in {netns} did not finish")))?
+        .map_err(|e| Error::io(format!("running {args:?} in {netns}"), e))?;
+    Ok(Output {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `GET path` from the admin server of the proxy in `netns` (on [`ADMIN`], the conventional
+/// port, as `weft run` starts it), fetched with curl inside the namespace: the body of a 2xx
+/// answer, an error otherwise (so `/ready` is `Ok` only once the proxy is ready).
+pub async fn admin_get(netns: &str, path: &str) -> Result<String, Error> {
+    let url = format!("http://{ADMIN}{path}");
+    let out = exec(netns, &["curl", "-sS", "--fail", "--max-time", "5", &url]).await?;
+    if !out.success {
+        return Err(Error::Other(format!(
+            "GET {url} in {netns}: {}",
+            out.stderr
+        )));
+    }
+    Ok(out.stdout)
 }
 
 /// What a command in a pod did.

@@ -1,13 +1,14 @@
 //! The testbed itself (root only; skipped locally without root, failing under `CI=true`):
 //! pods on different nodes reach each other and nothing outside 198.18.0.0/15, faults do what
-//! they say and are undone, and nothing is left on the host afterwards, even after a panic.
+//! they say and are undone, commands and proxy admin requests run inside a pod, and nothing is
+//! left on the host afterwards, even after a panic.
 //! Tests here run one at a time: each compares the host's state before and after.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use weft_testbed::{require_root, serial, Cluster, Error, HostState, Pod, Proc};
+use weft_testbed::{mesh, require_root, serial, Cluster, Error, HostState, Pod, Proc};
 
 /// Serves "pong" to every connection on `port` inside `pod`.
 fn pong_server(pod: &Pod, port: u16) -> tokio::task::JoinHandle<()> {
@@ -190,6 +191,47 @@ async fn processes_are_killed_restarted_and_stopped() {
         .await
         .expect("started again");
     assert!(proc.stop().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_admin_requests_run_inside_a_pod() {
+    let _serial = serial();
+    let Some(root) = require_root(&["curl"]) else {
+        return;
+    };
+    let cluster = Cluster::new(root, 1).expect("cluster");
+    let pod = cluster.add_pod(0).expect("pod");
+    let netns = pod.netns().name();
+    let out = mesh::exec(netns, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"])
+        .await
+        .expect("exec");
+    assert!(out.success, "{}", out.stderr);
+    assert!(out.stdout.contains(&pod.ip().to_string()), "{}", out.stdout);
+
+    // Nothing serves the admin port yet; then a stand-in answers 200 on /ready, 503 otherwise.
+    assert!(mesh::admin_get(netns, "/ready").await.is_err());
+    let listener = pod
+        .netns()
+        .bind(mesh::ADMIN.parse().expect("admin addr"))
+        .expect("bind admin");
+    let _admin = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = [0u8; 1024];
+            let n = stream.read(&mut head).await.unwrap_or(0);
+            let reply: &[u8] = if head[..n].starts_with(b"GET /ready ") {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nready"
+            } else {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = stream.write_all(reply).await;
+        }
+    });
+    assert_eq!(
+        mesh::admin_get(netns, "/ready").await.expect("ready"),
+        "ready"
+    );
+    let err = mesh::admin_get(netns, "/metrics").await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
 }
 
 #[test]

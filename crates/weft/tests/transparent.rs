@@ -1,39 +1,28 @@
-//! Transparent interception (root only). In a network namespace this test creates (198.18.0.0/15
-//! on a veth pair inside it, no route out) it installs the nat OUTPUT rules a mesh init container
-//! installs (redirect TCP to the outbound proxy on 4140, except the proxy's own uid 2102 and
-//! loopback). An unmodified `curl` to a Service's virtual IP — nothing listens there — must be
+//! Transparent interception on a one-node testbed cluster (root only; skipped locally without
+//! root or tools, failing under `CI=true`). The control plane runs in a pod of its own; the `web`
+//! pod runs an echo app on loopback behind its sidecar (explicit forward port on the pod's IP);
+//! the client pod runs a proxy on the conventional transparent-mode ports. Both proxies run as
+//! uid 2102. In the client pod the test installs the nat OUTPUT rules a mesh init container
+//! installs (redirect TCP to the outbound proxy on 4140, except the proxy's own uid and
+//! loopback). An unmodified `curl` to a Service's virtual IP — nothing answers there — must be
 //! intercepted, discovered by `IP:port`, and answered by the app behind the server-side proxy;
-//! the outbound proxy's `/metrics` must count the request. Without root or tools the test skips
-//! locally and fails under `CI=true`.
+//! the outbound proxy's `/metrics` must count the request. Afterwards the host's namespaces,
+//! links and iptables rules are what they were.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use support::apps::EchoServer;
-use support::netns::Netns;
-use support::{metric_sum, which, ChildProc, Proxy, ProxySpec, TempDir, SOON};
+use support::{ProxySpec, TempDir, SOON};
+use weft_testbed::mesh::{self, metric_sum, ControlPlane, STARTUP};
+use weft_testbed::{require_root, serial, Cluster, HostState, Pod, Proc};
 
 const PROXY_UID: u32 = 2102;
-const CLUSTER_IP: &str = "198.18.0.100";
-const WORKLOAD_IP: &str = "198.18.0.10";
-
-/// Why this test cannot run here, if it cannot.
-fn missing_prerequisite() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("transparent interception needs root (netns + iptables)".into());
-    }
-    for tool in ["ip", "iptables", "curl"] {
-        if which(tool).is_none() {
-            return Some(format!("`{tool}` is not installed"));
-        }
-    }
-    None
-}
+/// A Service's virtual IP (the testbed's convention for cluster IPs: 198.19.0.0/16, unrouted).
+const CLUSTER_IP: &str = "198.19.0.100";
 
 /// The proxy binary, at a path uid 2102 can execute (a copy when the build dir is private).
 fn proxy_bin_for_uid(tmp: &TempDir) -> PathBuf {
@@ -55,7 +44,8 @@ fn proxy_bin_for_uid(tmp: &TempDir) -> PathBuf {
     copy
 }
 
-fn store_docs(store: &Path) {
+/// The `web` Service on `CLUSTER_IP:80` and its one workload at `workload_ip`, port 18080.
+fn store_docs(store: &Path, workload_ip: &str) {
     let service = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\n\
          spec:\n  selector: {{app: web}}\n  clusterIP: {CLUSTER_IP}\n  ports:\n  - name: http\n    \
@@ -63,148 +53,80 @@ fn store_docs(store: &Path) {
     );
     let workload = format!(
         "apiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata:\n  name: web-1\n  \
-         namespace: default\n  labels: {{app: web}}\nspec:\n  workloadIPs: [{{ip: {WORKLOAD_IP}}}]\n  \
+         namespace: default\n  labels: {{app: web}}\nspec:\n  workloadIPs: [{{ip: {workload_ip}}}]\n  \
          ports:\n  - {{name: http, port: 18080}}\n"
     );
     std::fs::write(store.join("mesh.yaml"), format!("{service}---\n{workload}")).expect("store");
 }
 
-async fn spawn_proxy(ns: &Netns, spec: ProxySpec, bin: &Path, name: &str, logs: &Path) -> Proxy {
-    let mut cmd = spec.command(bin);
-    ns.enter_on_exec(&mut cmd, Some(PROXY_UID));
-    let mut proc = ChildProc::spawn(name, cmd, logs);
-    let line = proc
-        .listening_line(SOON)
+/// `weft-proxy` as `spec` says, in `pod` as the proxy uid, once it listens and its admin server
+/// (on the pod's conventional [`mesh::ADMIN`] port) reports ready.
+async fn start_proxy(pod: &Pod, name: &str, spec: ProxySpec, bin: &Path) -> Proc {
+    let spec = spec.env("WEFT_PROXY_ADMIN_LISTEN_ADDR", mesh::ADMIN);
+    // The testbed restarts a process by building its command again: keep what the spec built.
+    let template = spec.command(bin);
+    let template = template.as_std();
+    let program = template.get_program().to_owned();
+    let args: Vec<_> = template.get_args().map(ToOwned::to_owned).collect();
+    let envs: Vec<_> = template
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+        .collect();
+    let proc = Proc::spawn(
+        name,
+        pod.netns(),
+        Some(PROXY_UID),
+        libc::SIGKILL,
+        move || {
+            let mut cmd = std::process::Command::new(&program);
+            cmd.args(&args);
+            for (key, value) in &envs {
+                match value {
+                    Some(value) => cmd.env(key, value),
+                    None => cmd.env_remove(key),
+                };
+            }
+            cmd
+        },
+    )
+    .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    proc.wait_stdout_line(STARTUP, |l| l.contains(r#""event":"listening""#))
         .await
-        .unwrap_or_else(|e| panic!("{name} did not start: {e}"));
-    let proxy = Proxy::from_listening(proc, &line);
-    ns.wait_http_ok(proxy.admin, "/ready", SOON)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e}\n{}", proxy.proc.stderr_tail(3000)));
-    proxy
+        .unwrap_or_else(|e| panic!("{e}"));
+    let netns = pod.netns().name();
+    support::eventually(&format!("{name} /ready"), SOON, || async {
+        mesh::admin_get(netns, "/ready").await.ok()
+    })
+    .await;
+    proc
 }
 
-/// `curl` run inside the namespace, as root, with no proxy settings.
-async fn curl(ns: &Netns, url: &str, max_time: &str) -> std::process::Output {
-    let mut cmd = tokio::process::Command::new("curl");
-    cmd.args([
-        "-sS",
-        "-i",
-        "--max-time",
-        max_time,
-        "-H",
-        "x-test: transparent",
-        url,
-    ]);
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.kill_on_drop(true);
-    ns.enter_on_exec(&mut cmd, None);
-    tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("curl did not finish")
-        .expect("run curl")
+/// An unmodified `curl` in the client pod (no proxy settings); (success, stdout, stderr).
+async fn curl(client: &Pod, url: &str, max_time: &str) -> mesh::Output {
+    mesh::exec(
+        client.netns().name(),
+        &[
+            "curl",
+            "-sS",
+            "-i",
+            "--max-time",
+            max_time,
+            "-H",
+            "x-test: transparent",
+            url,
+        ],
+    )
+    .await
+    .expect("run curl")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_is_intercepted_in_a_namespace() {
-    if let Some(reason) = missing_prerequisite() {
-        support::skip_or_fail(&reason);
-        return;
-    }
-    let tmp = TempDir::new("transparent");
-    let logs = tmp.path().to_path_buf();
-    let store = tmp.subdir("store");
-    store_docs(&store);
-    let proxy_bin = proxy_bin_for_uid(&tmp);
-
-    let ns = Netns::create("tp").unwrap_or_else(|e| panic!("create netns: {e}"));
-    for args in [
-        // A veth pair with both ends inside: the subnet's route leads nowhere (no dummy module
-        // is needed, and nothing answers on addresses the namespace does not own).
-        vec![
-            "ip", "link", "add", "weft0", "type", "veth", "peer", "name", "weft1",
-        ],
-        vec!["ip", "addr", "add", "198.18.0.1/15", "dev", "weft0"],
-        vec![
-            "ip",
-            "addr",
-            "add",
-            &format!("{WORKLOAD_IP}/32"),
-            "dev",
-            "weft0",
-        ],
-        vec!["ip", "link", "set", "weft0", "up"],
-        vec!["ip", "link", "set", "weft1", "up"],
-    ] {
-        ns.exec(&args)
-            .unwrap_or_else(|e| panic!("netns setup: {e}"));
-    }
-
-    // Control plane inside the namespace, reading its store from files.
-    let mut cmd = tokio::process::Command::new(support::weft_bin());
-    cmd.arg("control").arg("--store").arg(&store).args([
-        "--grpc-addr",
-        "127.0.0.1:8086",
-        "--api-addr",
-        "127.0.0.1:8085",
-    ]);
-    ns.enter_on_exec(&mut cmd, None);
-    let mut control = ChildProc::spawn("control", cmd, &logs);
-    control
-        .listening_line(SOON)
-        .await
-        .unwrap_or_else(|e| panic!("control in netns: {e}"));
-    let control_grpc: SocketAddr = "127.0.0.1:8086".parse().unwrap();
-    ns.wait_http_ok("127.0.0.1:8085".parse().unwrap(), "/ready", SOON)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", control.stderr_tail(3000)));
-
-    // The app listens on loopback inside the namespace; its sidecar forwards WORKLOAD_IP:18080.
-    let listener = ns
-        .bind("127.0.0.1:8080".parse().unwrap())
-        .expect("bind app in netns");
-    let echo = EchoServer::serve("web-1", listener);
-    let server_spec = ProxySpec::new("web-1", control_grpc)
-        .env(
-            "WEFT_PROXY_INBOUND_LISTEN_ADDR",
-            &format!("{WORKLOAD_IP}:4143"),
-        )
-        .env("WEFT_PROXY_INBOUND_FORWARD_PORTS", "8080=18080");
-    let _server = spawn_proxy(&ns, server_spec, &proxy_bin, "proxy-web-1", &logs).await;
-
-    // The client pod's proxy on the conventional transparent-mode ports.
-    let client_spec = ProxySpec::new("client", control_grpc)
-        .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")
-        .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:4143")
-        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:4191");
-    let client = spawn_proxy(&ns, client_spec, &proxy_bin, "proxy-client", &logs).await;
-
-    // Before interception nothing answers on the virtual IP.
-    let url = format!("http://{CLUSTER_IP}/hello");
-    let out = curl(&ns, &url, "1").await;
-    assert!(
-        !out.status.success(),
-        "curl reached {CLUSTER_IP} without interception: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-
-    // What a mesh init container installs: the proxy's uid and loopback are exempt.
+/// What a mesh init container installs in the client pod: the proxy's uid and loopback are
+/// exempt, every other outgoing TCP connection goes to the outbound proxy on 4140.
+fn intercept_outbound(client: &Pod) {
     let uid = PROXY_UID.to_string();
-    for args in [
-        vec!["iptables", "-t", "nat", "-N", "WEFT_OUTPUT"],
-        vec![
-            "iptables",
-            "-t",
-            "nat",
+    for rule in [
+        &["-N", "WEFT_OUTPUT"][..],
+        &[
             "-A",
             "WEFT_OUTPUT",
             "-m",
@@ -214,21 +136,8 @@ async fn curl_is_intercepted_in_a_namespace() {
             "-j",
             "RETURN",
         ],
-        vec![
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "WEFT_OUTPUT",
-            "-o",
-            "lo",
-            "-j",
-            "RETURN",
-        ],
-        vec![
-            "iptables",
-            "-t",
-            "nat",
+        &["-A", "WEFT_OUTPUT", "-o", "lo", "-j", "RETURN"],
+        &[
             "-A",
             "WEFT_OUTPUT",
             "-p",
@@ -238,52 +147,95 @@ async fn curl_is_intercepted_in_a_namespace() {
             "--to-ports",
             "4140",
         ],
-        vec![
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-j",
-            "WEFT_OUTPUT",
-        ],
+        &["-A", "OUTPUT", "-p", "tcp", "-j", "WEFT_OUTPUT"],
     ] {
-        ns.exec(&args).unwrap_or_else(|e| panic!("iptables: {e}"));
+        let mut args = vec!["iptables", "-w", "-t", "nat"];
+        args.extend_from_slice(rule);
+        client
+            .netns()
+            .exec(&args)
+            .unwrap_or_else(|e| panic!("iptables: {e}"));
     }
+}
 
-    let out = curl(&ns, &url, "10").await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    assert!(
-        out.status.success(),
-        "intercepted curl failed ({}): {}{}\nclient proxy stderr:\n{}",
-        out.status,
-        stdout,
-        String::from_utf8_lossy(&out.stderr),
-        client.proc.stderr_tail(3000)
-    );
-    assert!(stdout.starts_with("http/1.1 200"), "{stdout}");
-    assert!(stdout.contains("x-echo-path: /hello"), "{stdout}");
-    assert!(
-        stdout.contains("x-echo-hdr-x-test: transparent"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("x-echo-version: http/1.1"), "{stdout}");
-    assert!(!stdout.contains("l5d-orig-proto"), "{stdout}");
-    assert_eq!(echo.requests.get(), 1);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_is_intercepted_in_a_namespace() {
+    let _serial = serial();
+    let Some(root) = require_root(&["curl"]) else {
+        return;
+    };
+    let host = HostState::capture().expect("host state");
+    let tmp = TempDir::new("transparent");
+    let store = tmp.subdir("store");
+    let proxy_bin = proxy_bin_for_uid(&tmp);
+    {
+        let cluster = Cluster::new(root, 1).expect("cluster");
+        let web = cluster.add_pod(0).expect("web pod");
+        let client = cluster.add_pod(0).expect("client pod");
+        store_docs(&store, &web.ip().to_string());
+        let control = ControlPlane::start(&cluster, 0, &support::weft_bin(), &store)
+            .await
+            .expect("control plane");
 
-    let metrics = support::eventually(
-        "outbound request_total counts the request",
-        SOON,
-        || async {
-            let reply = ns.http_get(client.admin, "/metrics").await.ok()?;
-            let text = reply.text();
-            (metric_sum(&text, "request_total", &[("direction", "outbound")]) >= 1.0)
-                .then_some(text)
-        },
-    )
-    .await;
-    assert!(metrics.contains("request_total"), "{metrics}");
-    control.kill().await;
+        // The app listens on loopback in its pod; its sidecar forwards WEB_IP:18080 to it.
+        let listener = web
+            .netns()
+            .bind("127.0.0.1:8080".parse().expect("addr"))
+            .expect("bind app in pod");
+        let echo = EchoServer::serve("web-1", listener);
+        let server_spec = ProxySpec::new("web-1", control.grpc)
+            .env(
+                "WEFT_PROXY_INBOUND_LISTEN_ADDR",
+                &SocketAddr::from((web.ip(), 4143)).to_string(),
+            )
+            .env("WEFT_PROXY_INBOUND_FORWARD_PORTS", "8080=18080");
+        let _server = start_proxy(&web, "proxy-web-1", server_spec, &proxy_bin).await;
+
+        // The client pod's proxy on the conventional transparent-mode ports.
+        let client_spec = ProxySpec::new("client", control.grpc)
+            .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")
+            .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:4143");
+        let client_proxy = start_proxy(&client, "proxy-client", client_spec, &proxy_bin).await;
+
+        // Before interception nothing answers on the virtual IP.
+        let url = format!("http://{CLUSTER_IP}/hello");
+        let out = curl(&client, &url, "1").await;
+        assert!(
+            !out.success,
+            "curl reached {CLUSTER_IP} without interception: {}",
+            out.stdout
+        );
+
+        intercept_outbound(&client);
+        let out = curl(&client, &url, "10").await;
+        let stdout = out.stdout.to_lowercase();
+        assert!(
+            out.success,
+            "intercepted curl failed: {stdout}{}\nclient proxy stderr:\n{}",
+            out.stderr,
+            client_proxy.stderr()
+        );
+        assert!(stdout.starts_with("http/1.1 200"), "{stdout}");
+        assert!(stdout.contains("x-echo-path: /hello"), "{stdout}");
+        assert!(
+            stdout.contains("x-echo-hdr-x-test: transparent"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("x-echo-version: http/1.1"), "{stdout}");
+        assert!(!stdout.contains("l5d-orig-proto"), "{stdout}");
+        assert_eq!(echo.requests.get(), 1);
+
+        let netns = client.netns().name();
+        support::eventually(
+            "outbound request_total counts the request",
+            SOON,
+            || async {
+                let text = mesh::admin_get(netns, "/metrics").await.ok()?;
+                (metric_sum(&text, "request_total", &[("direction", "outbound")]) >= 1.0)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    host.assert_unchanged();
 }

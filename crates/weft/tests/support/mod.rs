@@ -10,7 +10,6 @@
 pub mod apps;
 pub mod clients;
 pub mod load;
-pub mod netns;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +22,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub use clients::{http_get, http_request};
+// Skipping locally and failing under `CI=true`, and finding tools, work as in the testbed.
+#[allow(unused_imports)] // not every test binary skips
+pub use weft_testbed::{in_ci, skip_or_fail, which};
 
 /// Default bound for "this should happen soon" waits (process start, readiness, discovery).
 pub const SOON: Duration = Duration::from_secs(20);
@@ -37,30 +39,6 @@ pub fn weft_bin() -> PathBuf {
 /// Path of the `weft-proxy` binary under test.
 pub fn proxy_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weft-proxy"))
-}
-
-/// True when running under CI (`CI=true`): a test that cannot run must then fail, never skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v == "true" || v == "1")
-        .unwrap_or(false)
-}
-
-/// Skips (returns `true` after printing why) or, under `CI=true`, panics with the reason.
-pub fn skip_or_fail(reason: &str) -> bool {
-    if in_ci() {
-        panic!("cannot run under CI=true: {reason}");
-    }
-    eprintln!("SKIPPED: {reason} (set CI=true to make this a failure)");
-    true
-}
-
-/// Looks a program up in PATH.
-pub fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 /// A directory under `std::env::temp_dir()` with a unique name, removed on drop.

@@ -1,0 +1,226 @@
+//! An mTLS mesh for `tests/mtls.rs`: control planes with chosen certificate lifetimes and CA
+//! directories, registration that keeps the token, and sidecars with identity (token file,
+//! trust anchors, local name). Included by `tests/mtls.rs` with `#[path]`, so the shared harness
+//! (`support/mod.rs`) stays as it is.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::support::{
+    http_get, http_request, proxy_bin, set_pdeathsig, weft_bin, workload_doc, ChildProc, Control,
+    Proxy, ProxySpec, SOON,
+};
+
+/// The identity the control plane derives for workload `default/NAME`.
+pub fn identity_of(name: &str) -> String {
+    format!("{name}.default.serviceaccount.identity.weft.cluster.local")
+}
+
+/// How to start a control plane.
+#[derive(Default)]
+pub struct ControlOpts<'a> {
+    /// `--cert-lifetime` (e.g. `4s`); default 24h.
+    pub cert_lifetime: Option<&'a str>,
+    /// `--identity-dir`; default an ephemeral CA.
+    pub identity_dir: Option<&'a Path>,
+    /// Used in log file names when a test runs several.
+    pub name: &'a str,
+}
+
+/// Starts `weft control` on ephemeral ports and waits for `/ready`.
+pub async fn start_control(store: &Path, log_dir: &Path, opts: ControlOpts<'_>) -> Control {
+    let mut cmd = Command::new(weft_bin());
+    cmd.arg("control")
+        .arg("--store")
+        .arg(store)
+        .arg("--grpc-addr")
+        .arg("127.0.0.1:0")
+        .arg("--api-addr")
+        .arg("127.0.0.1:0")
+        .env("RUST_BACKTRACE", "1");
+    if let Some(lifetime) = opts.cert_lifetime {
+        cmd.arg("--cert-lifetime").arg(lifetime);
+    }
+    if let Some(dir) = opts.identity_dir {
+        cmd.arg("--identity-dir").arg(dir);
+    }
+    set_pdeathsig(&mut cmd);
+    let name = if opts.name.is_empty() {
+        "control".to_string()
+    } else {
+        format!("control-{}", opts.name)
+    };
+    let mut proc = ChildProc::spawn(&name, cmd, log_dir);
+    let line = proc
+        .listening_line(SOON)
+        .await
+        .unwrap_or_else(|e| panic!("weft control did not start: {e}"));
+    let addr = |key: &str| -> SocketAddr {
+        line[key]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("listening line without {key}: {line}"))
+    };
+    let control = Control {
+        grpc: addr("grpc"),
+        api: addr("api"),
+        proc,
+        store: store.to_path_buf(),
+    };
+    control.wait_ready().await;
+    control
+}
+
+/// `weft identity init --dir DIR`: a CA several control planes can share.
+pub async fn init_ca(dir: &Path) {
+    let status = Command::new(weft_bin())
+        .arg("identity")
+        .arg("init")
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("run weft identity init");
+    assert!(status.success(), "weft identity init failed: {status}");
+}
+
+/// The control plane's PEM trust anchors.
+pub async fn trust_anchors(control: &Control) -> String {
+    let (status, body) = http_get(control.api, "/v1/identity/trust-anchors")
+        .await
+        .expect("GET trust anchors");
+    assert_eq!(status, 200, "trust anchors: {body}");
+    body
+}
+
+/// Registers a workload and returns its Certify token.
+pub async fn register(control: &Control, name: &str, doc: &serde_json::Value) -> String {
+    let (status, body) = http_request(
+        control.api,
+        "PUT",
+        &format!("/v1/workloads/default/{name}"),
+        Some(doc.to_string()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("register {name}: {e}"));
+    assert_eq!(status, 200, "register {name}: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("registration JSON");
+    answer["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {body}"))
+        .to_string()
+}
+
+/// Where a sidecar gets its identity.
+pub struct IdentitySource<'a> {
+    /// `Identity.Certify` address (the discovery control plane unless a test splits them).
+    pub certify: SocketAddr,
+    pub anchors_pem: &'a str,
+}
+
+/// Adds the identity variables (the token file is written later, by [`write_token`]).
+pub fn with_identity(spec: ProxySpec, name: &str, dir: &Path, id: &IdentitySource<'_>) -> ProxySpec {
+    spec.env("WEFT_PROXY_IDENTITY_SVC_ADDR", &id.certify.to_string())
+        .env("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", id.anchors_pem)
+        .env(
+            "WEFT_PROXY_IDENTITY_TOKEN_FILE",
+            &token_path(dir, name).display().to_string(),
+        )
+        .env("WEFT_PROXY_IDENTITY_LOCAL_NAME", &identity_of(name))
+}
+
+pub fn token_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.token"))
+}
+
+pub fn write_token(dir: &Path, name: &str, token: &str) {
+    let tmp = dir.join(format!(".{name}.token.tmp"));
+    std::fs::write(&tmp, token).expect("write token");
+    std::fs::rename(&tmp, token_path(dir, name)).expect("rename token");
+}
+
+/// Spawns the proxy and reads its listening line, without waiting for `/ready` (which needs a
+/// certificate, which needs the registration, which needs the forward ports).
+pub async fn spawn_unready(spec: ProxySpec, name: &str, log_dir: &Path) -> Proxy {
+    let mut cmd = spec.command(&proxy_bin());
+    set_pdeathsig(&mut cmd);
+    let mut proc = ChildProc::spawn(&format!("proxy-{name}"), cmd, log_dir);
+    let line = proc
+        .listening_line(SOON)
+        .await
+        .unwrap_or_else(|e| panic!("weft-proxy {name} did not start: {e}"));
+    Proxy::from_listening(proc, &line)
+}
+
+/// A meshed server: a sidecar with identity forwarding to `apps` (`(port name, app port)`),
+/// registered in `control` as `default/NAME` with label `app=APP` (its ports = the forward
+/// ports), token written, ready.
+pub async fn server(
+    control: &Control,
+    id: &IdentitySource<'_>,
+    dir: &Path,
+    name: &str,
+    app: &str,
+    apps: &[(&str, u16)],
+    customize: impl FnOnce(ProxySpec) -> ProxySpec,
+) -> Proxy {
+    let app_ports: Vec<u16> = apps.iter().map(|(_, p)| *p).collect();
+    let spec = with_identity(
+        ProxySpec::new(name, control.grpc).forward(&app_ports),
+        name,
+        dir,
+        id,
+    );
+    let proxy = spawn_unready(customize(spec), name, dir).await;
+    let ports: Vec<(&str, u16)> = apps
+        .iter()
+        .map(|(n, p)| (*n, proxy.forward_addr(*p).port()))
+        .collect();
+    let doc = workload_doc("default", name, &[("app", app)], "127.0.0.1", &ports);
+    let token = register(control, name, &doc).await;
+    write_token(dir, name, &token);
+    proxy.wait_ready().await;
+    proxy
+}
+
+/// A meshed client: registered with no ports (for its identity), then started with `upstreams`.
+pub async fn client(
+    control: &Control,
+    id: &IdentitySource<'_>,
+    dir: &Path,
+    name: &str,
+    upstreams: &[String],
+) -> Proxy {
+    let doc = workload_doc("default", name, &[("app", name)], "127.0.0.1", &[]);
+    let token = register(control, name, &doc).await;
+    write_token(dir, name, &token);
+    let spec = with_identity(
+        ProxySpec::new(name, control.grpc).upstreams(upstreams),
+        name,
+        dir,
+        id,
+    );
+    let proxy = spawn_unready(spec, name, dir).await;
+    proxy.wait_ready().await;
+    proxy
+}
+
+/// Waits until `f` holds on the proxy's metrics text (bounded), returning the text.
+pub async fn metrics_until(proxy: &Proxy, what: &str, f: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + SOON;
+    loop {
+        let text = proxy.metrics().await;
+        if f(&text) {
+            return text;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("{}: timed out waiting for {what}; metrics:\n{text}", proxy.proc.name);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
