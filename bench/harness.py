@@ -209,10 +209,17 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x0
 
 
 def _h2_answer(sock):
-    """True when the peer answers an HTTP/2 preface with a SETTINGS frame; else a reason string."""
+    """True when the peer answers as an HTTP/2 server (a SETTINGS frame); else a reason string.
+    Listens first: a TLS server that rejects the client certificate sends its alert right after
+    the handshake, and an HTTP/2 server may send SETTINGS before hearing the client's preface."""
     try:
-        sock.sendall(H2_PREFACE)
-        data = sock.recv(64)
+        sock.settimeout(0.5)
+        try:
+            data = sock.recv(64)
+        except socket.timeout:
+            sock.settimeout(3.0)
+            sock.sendall(H2_PREFACE)
+            data = sock.recv(64)
     except ssl.SSLError as e:
         return f"refused ({e.reason or e})"
     except OSError as e:  # reset, broken pipe, timeout
@@ -221,6 +228,8 @@ def _h2_answer(sock):
         return "refused (closed)"
     if len(data) >= 4 and data[3] == 0x04:
         return True
+    if data[0] == 0x15:
+        return f"refused (answered with a TLS alert record: {data[:7].hex()})"
     return f"refused (answered {data[:16]!r})"
 
 

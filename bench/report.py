@@ -254,13 +254,16 @@ def markdown(args, tables, meta):
             if proto in args.protos:
                 parts += ["", f"### Latency (ms), {title}", "", _latency_table(args, table, proto)]
         parts += ["", "### Throughput, CPU and memory", "", _resource_table(table), "",
-                  "### Targets (weft vs envoy, this run)", "", _targets(table), ""]
+                  "### Targets (weft vs envoy, this run)", "",
+                  *(["Indicative only while weft's hop is plaintext and Envoy's is mTLS.", ""]
+                    if "pending" in str(table.get("weft", {}).get("transport")) else []),
+                  _targets(table), ""]
     parts += [
         "## How to reproduce",
         "",
         "```",
         "bench/setup.sh        # once per machine: envoy (pip), openssl, util-linux (taskset)",
-        "bench/run             # full run (about 40 minutes); bench/run --quick for a smoke run",
+        "bench/run             # full run (about 35 minutes); bench/run --quick for a smoke run (about 9)",
         "```",
         "",
     ]

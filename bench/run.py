@@ -51,6 +51,8 @@ def parse_args(argv):
     p.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
                    help="where RESULTS.md and results.json go")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md/results.json alone")
+    p.add_argument("--report-from", metavar="RAW_JSON",
+                   help="measure nothing: rewrite the outputs from a run's raw.json (in its work directory)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.tcp_mib = 3.0, 1.0, 256
@@ -69,6 +71,14 @@ class Context:
 
 def main(argv):
     args = parse_args(argv)
+    if args.report_from:
+        with open(args.report_from) as f:
+            raw = json.load(f)
+        saved = parse_args(raw["argv"])
+        saved.out, saved.no_write = args.out, args.no_write
+        tables = {int(w): {cfg: _int_rates(e) for cfg, e in t.items()} for w, t in raw["tables"].items()}
+        write_outputs(saved, tables, raw["meta"])
+        return
     ctx = Context()
     ctx.workdir = tempfile.mkdtemp(prefix="weft-bench-")
     ctx.bench_bin = os.path.join(RELEASE, "weft-bench")
@@ -87,6 +97,20 @@ def main(argv):
         tables[workers] = run_table(args, ctx, workers)
 
     meta = report.metadata(args, ctx, started, argv)
+    with open(os.path.join(ctx.workdir, "raw.json"), "w") as f:
+        json.dump({"argv": argv, "meta": meta, "tables": tables}, f)
+    print(f"raw measurements: {ctx.workdir}/raw.json (bench/run --report-from it to rewrite the outputs)")
+    write_outputs(args, tables, meta)
+
+
+def _int_rates(entry):
+    """JSON turned the rate keys into strings."""
+    entry["fixed"] = {proto: {int(rate): runs for rate, runs in by_rate.items()}
+                      for proto, by_rate in entry["fixed"].items()}
+    return entry
+
+
+def write_outputs(args, tables, meta):
     results = report.results_json(args, tables, meta)
     markdown = report.markdown(args, tables, meta)
     print()
@@ -188,7 +212,7 @@ def check_transport(ctx, cfg, topo):
             return "HTTP/2 over mTLS (weft identity)", lines
         return "HTTP/2 over mTLS (TLS 1.3, client certificate and SPIFFE SAN required)", lines
     accepted, detail = probe(addr, tls=False)
-    line = f"{cfg} inbound {addr}: plaintext HTTP/2: {detail}"
+    line = f"info {cfg} inbound {addr}: plaintext HTTP/2: {detail}"
     print("  " + line, flush=True)
     return "plaintext HTTP/2 (mTLS pending)", [line]
 

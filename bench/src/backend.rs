@@ -39,6 +39,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
     );
     tokio::spawn(sink_accept(tcp));
+    serve_http(http).await
+}
+
+/// Serves HTTP/1.1 and h2c on `http` until the process ends.
+pub async fn serve_http(http: TcpListener) -> anyhow::Result<()> {
     loop {
         let (stream, _) = match http.accept().await {
             Ok(accepted) => accepted,
@@ -65,7 +70,8 @@ async fn answer(_request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
     Ok(response)
 }
 
-async fn sink_accept(listener: TcpListener) {
+/// Runs the TCP sink on `listener` until the process ends.
+pub async fn sink_accept(listener: TcpListener) {
     loop {
         if let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(sink(stream));

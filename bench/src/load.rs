@@ -86,6 +86,12 @@ enum Conn {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    println!("{}", measure(&args).await?);
+    Ok(())
+}
+
+/// Runs the load `args` describe and returns the result line.
+pub async fn measure(args: &Args) -> anyhow::Result<serde_json::Value> {
     let connections = args
         .connections
         .unwrap_or(match (args.proto, args.rate > 0.0) {
@@ -110,9 +116,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let cpu_before = crate::self_cpu_seconds();
     let issued = if args.rate > 0.0 {
-        fixed_rate(&args, &shared, conns).await
+        fixed_rate(args, &shared, conns).await
     } else {
-        closed_loop(&args, &shared, conns).await
+        closed_loop(args, &shared, conns).await
     };
     let cpu = crate::self_cpu_seconds() - cpu_before;
     let stats = shared
@@ -139,8 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "max_ms": stats.latency_us.max() as f64 / 1000.0,
         "cpu_s": cpu,
     });
-    println!("{line}");
-    Ok(())
+    Ok(line)
 }
 
 /// Open loop. Returns how many requests were issued in the measured window.
@@ -341,4 +346,102 @@ async fn connect(addr: SocketAddr, proto: Proto) -> anyhow::Result<Conn> {
             Conn::H2(sender)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn args(addr: SocketAddr, proto: Proto, rate: f64, duration: f64, warmup: f64) -> Args {
+        Args {
+            addr,
+            authority: "backend.default.svc.cluster.local:8080".into(),
+            proto,
+            rate,
+            duration,
+            warmup,
+            connections: None,
+            streams: 4,
+            timeout: 5.0,
+        }
+    }
+
+    async fn backend() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(crate::backend::serve_http(listener));
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fixed_rate_sends_rate_times_duration_over_http1_and_http2() {
+        let addr = backend().await;
+        for proto in [Proto::H1, Proto::H2] {
+            let line = measure(&args(addr, proto, 200.0, 0.5, 0.2))
+                .await
+                .expect("load");
+            assert_eq!(line["issued"], 100, "{line}");
+            assert_eq!(line["ok"], 100, "{line}");
+            assert_eq!(line["total_ok"], 140, "warmup requests are counted: {line}");
+            assert_eq!(line["errors"], 0, "{line}");
+            assert!(line["p50_ms"].as_f64().unwrap_or(0.0) > 0.0, "{line}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_reports_throughput() {
+        let addr = backend().await;
+        let line = measure(&args(addr, Proto::H2, 0.0, 0.3, 0.1))
+            .await
+            .expect("load");
+        assert_eq!(line["mode"], "max");
+        assert_eq!(line["errors"], 0, "{line}");
+        assert!(
+            line["achieved_rps"].as_f64().unwrap_or(0.0) > 100.0,
+            "{line}"
+        );
+    }
+
+    /// One 200 ms stall on a single connection at 100 req/s: the ~20 requests due during it must
+    /// be charged their wait (an open loop), not just the one that stalled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stall_is_charged_to_every_request_due_during_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let stalled = Arc::new(AtomicBool::new(false));
+            while let Ok((stream, _)) = listener.accept().await {
+                let stalled = stalled.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req| {
+                        let stalled = stalled.clone();
+                        async move {
+                            if !stalled.swap(true, Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let mut a = args(addr, Proto::H1, 100.0, 1.0, 0.0);
+        a.connections = Some(1);
+        let line = measure(&a).await.expect("load");
+        assert_eq!(line["ok"], 100, "{line}");
+        // More than 10% of the requests waited over 50 ms behind the stall.
+        assert!(line["p90_ms"].as_f64().unwrap_or(0.0) >= 50.0, "{line}");
+        assert!(line["max_ms"].as_f64().unwrap_or(0.0) >= 200.0, "{line}");
+    }
 }
