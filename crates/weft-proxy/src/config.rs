@@ -33,6 +33,9 @@ pub const ENV_OUTBOUND_UPSTREAMS: &str = "WEFT_PROXY_OUTBOUND_UPSTREAMS";
 /// App ports treated as opaque TCP inbound. Default empty.
 pub const ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
     "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
+/// App ports that accept only mutually authenticated (mTLS with a client certificate) clients:
+/// plaintext and TLS without a client certificate are refused. Default empty. Needs identity.
+pub const ENV_INBOUND_PORTS_REQUIRE_IDENTITY: &str = "WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY";
 /// Destination ports treated as opaque TCP outbound (server-speaks-first protocols).
 pub const ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
     "WEFT_PROXY_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
@@ -175,6 +178,8 @@ pub struct Config {
     pub inbound_forward_ports: Vec<ForwardPort>,
     pub outbound_upstreams: Vec<Upstream>,
     pub inbound_opaque_ports: PortSet,
+    /// `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`.
+    pub inbound_require_identity_ports: PortSet,
     pub outbound_opaque_ports: PortSet,
     pub inbound_detect_timeout: Duration,
     pub outbound_detect_timeout: Duration,
@@ -344,6 +349,9 @@ impl Config {
                 parse_port_set,
             )
             .unwrap_or_default();
+        let inbound_require_identity_ports = r
+            .list(ENV_INBOUND_PORTS_REQUIRE_IDENTITY, "", parse_port_set)
+            .unwrap_or_default();
         let outbound_opaque_ports = r
             .list(
                 ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
@@ -425,7 +433,19 @@ impl Config {
         );
 
         let identity = match crate::identity::IdentityConfig::from_env(env, &destination_addr) {
-            Ok(identity) => identity,
+            Ok(identity) => {
+                // Without identity no client can ever be authenticated: the ports would refuse
+                // everything, which is a configuration mistake, not a policy.
+                if identity.is_none() && !inbound_require_identity_ports.0.is_empty() {
+                    let raw = r.scalar(ENV_INBOUND_PORTS_REQUIRE_IDENTITY);
+                    r.fail(
+                        ENV_INBOUND_PORTS_REQUIRE_IDENTITY,
+                        "needs identity (WEFT_PROXY_IDENTITY_*): without it no client can be authenticated".into(),
+                        raw,
+                    );
+                }
+                identity
+            }
             Err(errors) => {
                 r.errors.extend(errors);
                 None
@@ -444,6 +464,7 @@ impl Config {
                 inbound_forward_ports,
                 outbound_upstreams,
                 inbound_opaque_ports,
+                inbound_require_identity_ports,
                 outbound_opaque_ports,
                 inbound_detect_timeout,
                 outbound_detect_timeout,

@@ -3,7 +3,13 @@
 //! protocol conversion (`l5d-orig-proto`), upgrades, and response
 //! metrics. The client connection pool (lifetimes, retries) is the submodule [`pool`].
 
-use crate::{detect::Protocol, metrics::Labels, relay::Metered};
+use crate::{
+    detect::Protocol,
+    identity::tls::PeerRejection,
+    metrics::{self as m, Labels},
+    mtls::{self, ClientTls},
+    relay::Metered,
+};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -29,7 +35,7 @@ use tokio::{
 };
 
 pub use crate::metrics::{HttpMetrics, Metrics, Peer};
-pub use pool::{Pool, Wire, H1_IDLE_TIMEOUT, H2_IDLE_TIMEOUT, MAX_IDLE_H1_PER_ENDPOINT};
+pub use pool::{Dst, Pool, Wire, H1_IDLE_TIMEOUT, H2_IDLE_TIMEOUT, MAX_IDLE_H1_PER_ENDPOINT};
 
 pub mod pool;
 
@@ -62,12 +68,12 @@ pub enum Error {
     ConnectTimeout { addr: SocketAddr, timeout: Duration },
     #[error("connect to {addr}: {source}")]
     Connect { addr: SocketAddr, source: io::Error },
-    #[error("HTTP handshake with {addr}: {source}")]
+    #[error("HTTP handshake with {addr}: {}", chain(source))]
     Handshake {
         addr: SocketAddr,
         source: hyper::Error,
     },
-    #[error("request to {addr} failed: {source}")]
+    #[error("request to {addr} failed: {}", chain(source))]
     Upstream {
         addr: SocketAddr,
         source: hyper::Error,
@@ -76,6 +82,39 @@ pub enum Error {
     Dns { host: String, reason: String },
     #[error("request has no authority to route on")]
     NoAuthority,
+    /// The peer's certificate was refused: another CA, expired, or not the identity discovery
+    /// announced.
+    #[error("TLS to {addr} refused: {rejection} (expected {identity})")]
+    PeerRejected {
+        addr: SocketAddr,
+        identity: String,
+        rejection: PeerRejection,
+    },
+    #[error("TLS handshake with {addr} (expecting {identity}) failed: {reason}")]
+    Tls {
+        addr: SocketAddr,
+        identity: String,
+        reason: String,
+    },
+    /// Inbound: the port requires a mutually authenticated client and this one is not.
+    #[error("port {port} requires a client identity (mTLS); this connection has none: {why}")]
+    IdentityRequired { port: u16, why: &'static str },
+}
+
+/// An error and its causes, `a: b: c` (hyper's own message is often just "http2 error"; the
+/// cause says which, e.g. a keep-alive timeout).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out += ": ";
+            out += &text;
+        }
+        source = s.source();
+    }
+    out
 }
 
 impl Error {
@@ -83,11 +122,14 @@ impl Error {
         match self {
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoAuthority => StatusCode::BAD_REQUEST,
+            Error::IdentityRequired { .. } => StatusCode::FORBIDDEN,
             Error::ConnectTimeout { .. }
             | Error::Connect { .. }
             | Error::Handshake { .. }
             | Error::Upstream { .. }
-            | Error::Dns { .. } => StatusCode::BAD_GATEWAY,
+            | Error::Dns { .. }
+            | Error::PeerRejected { .. }
+            | Error::Tls { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -118,7 +160,13 @@ where
 {
     let io = TokioIo::new(io);
     let result = if protocol == Protocol::Http2 {
-        let conn = server2::Builder::new(TokioExecutor::new()).serve_connection(io, svc);
+        // Keep-alive both ways: a client that went silent (partition, crash without FIN) is
+        // noticed and its connection closed instead of lingering until a drain waits on it.
+        let conn = server2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(pool::H2_KEEPALIVE_INTERVAL))
+            .keep_alive_timeout(pool::H2_KEEPALIVE_TIMEOUT)
+            .serve_connection(io, svc);
         tokio::pin!(conn);
         tokio::select! {
             r = conn.as_mut() => r,
@@ -254,6 +302,56 @@ pub async fn connect(
         ..labels.clone()
     };
     Ok(Metered::new(stream, metrics.tcp_open(&labels, Peer::Dst)))
+}
+
+/// Opens a connection to `addr` (peer="dst" metrics, labelled by `labels.tls`) and, for a meshed
+/// peer, completes the TLS handshake within `timeout` too. A refused peer certificate counts
+/// `tls_handshake_errors_total{direction="outbound",server_id,reason}`.
+pub async fn connect_io(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+    metrics: &Metrics,
+    labels: &Labels,
+) -> Result<mtls::Io, Error> {
+    let tcp = connect(addr, timeout, metrics, labels).await?;
+    let Some(tls) = tls else {
+        return Ok(mtls::Io::Plain(tcp));
+    };
+    let failed = |reason: &str| {
+        metrics.count(
+            m::TLS_HANDSHAKE_ERRORS,
+            None,
+            &[
+                ("direction", "outbound"),
+                ("server_id", &tls.identity),
+                ("reason", reason),
+            ],
+        );
+    };
+    match mtls::connect(tls, tcp, timeout).await {
+        Ok(io) => Ok(io),
+        Err(mtls::HandshakeError::Rejected(rejection)) => {
+            failed(mtls::rejection_label(rejection));
+            Err(Error::PeerRejected {
+                addr,
+                identity: tls.identity.to_string(),
+                rejection,
+            })
+        }
+        Err(e) => {
+            failed(match e {
+                mtls::HandshakeError::Timeout(_) => "timeout",
+                mtls::HandshakeError::NotTls => "not_tls",
+                _ => "handshake",
+            });
+            Err(Error::Tls {
+                addr,
+                identity: tls.identity.to_string(),
+                reason: e.to_string(),
+            })
+        }
+    }
 }
 
 /// Wraps a response so `response_total` / `response_latency_ms` are recorded once, when the body

@@ -9,6 +9,7 @@
 //! - [`admin`]: `/metrics`, `/ready`, `/live`, `/shutdown`.
 //! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
 //! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
+//! - [`mtls`]: TLS on the data path: outbound connector, ClientHello peek, transport header.
 //! - [`balance`]: P2C endpoint choice.
 //! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
 
@@ -21,6 +22,7 @@ pub mod http;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
+pub mod mtls;
 pub mod outbound;
 pub mod relay;
 pub mod runtime;

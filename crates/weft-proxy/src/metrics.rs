@@ -42,6 +42,8 @@ pub enum TlsLabel {
     Established { peer_id: Option<String> },
     /// `tls="no_identity", no_tls_reason=REASON`.
     NoIdentity(&'static str),
+    /// `tls="opaque"`: TLS this proxy did not terminate (addressed to another name), relayed.
+    Passthru,
 }
 
 /// `no_tls_reason` values used this session.
@@ -75,7 +77,28 @@ struct Registry {
     http: Mutex<BTreeMap<Labels, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<(Labels, Peer), Arc<TcpStats>>>,
     identity: IdentityStats,
+    /// Plain counters keyed by family and rendered labels (TLS refusals, authorization denials).
+    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
 }
+
+/// Families of [`Metrics::count`], with their help text (rendered only once used).
+pub const COUNTER_FAMILIES: [(&str, &str); 3] = [
+    (
+        TLS_HANDSHAKE_ERRORS,
+        "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
+    ),
+    (
+        INBOUND_TCP_AUTHZ_DENY,
+        "Inbound connections refused because the port requires a client identity.",
+    ),
+    (
+        INBOUND_HTTP_AUTHZ_DENY,
+        "Inbound HTTP requests refused (403) because the port requires a client identity.",
+    ),
+];
+pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors_total";
+pub const INBOUND_TCP_AUTHZ_DENY: &str = "inbound_tcp_authz_deny_total";
+pub const INBOUND_HTTP_AUTHZ_DENY: &str = "inbound_http_authz_deny_total";
 
 /// Certificate state (rendered only once identity is enabled).
 #[derive(Default)]
@@ -158,6 +181,43 @@ impl Metrics {
             .clone();
         stats.opened.fetch_add(1, Relaxed);
         TcpConnMetrics(stats)
+    }
+
+    /// `family{labels..., extra...} += 1` for one of [`COUNTER_FAMILIES`]; `labels` renders the
+    /// common labels (authority omitted) when given.
+    pub fn count(&self, family: &'static str, labels: Option<&Labels>, extra: &[(&str, &str)]) {
+        let rendered = match labels {
+            Some(l) => {
+                let l = Labels {
+                    authority: None,
+                    ..l.clone()
+                };
+                render_labels(&l, extra)
+            }
+            None => render_pairs(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+            ),
+        };
+        *lock(&self.inner.counters)
+            .entry((family, rendered))
+            .or_default() += 1;
+    }
+
+    /// The value of one counter of [`Metrics::count`] summed over label sets containing every
+    /// pair of `with` (for tests).
+    pub fn counter_sum(&self, family: &str, with: &[(&str, &str)]) -> u64 {
+        lock(&self.inner.counters)
+            .iter()
+            .filter(|((f, l), _)| {
+                *f == family
+                    && with
+                        .iter()
+                        .all(|(k, v)| l.contains(&format!("{k}=\"{}\"", escape(v))))
+            })
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Identity is on: render the `identity_*` families from now on.
@@ -320,6 +380,24 @@ impl Metrics {
             }
         }
 
+        let counters: Vec<((&'static str, String), u64)> = lock(&self.inner.counters)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        for (family, help) in COUNTER_FAMILIES {
+            let mut samples = counters
+                .iter()
+                .filter(|((f, _), _)| *f == family)
+                .peekable();
+            if samples.peek().is_none() {
+                continue;
+            }
+            header(&mut out, family, "counter", help);
+            for ((_, l), n) in samples {
+                sample(&mut out, family, l, *n);
+            }
+        }
+
         render_process(&mut out);
         out
     }
@@ -420,6 +498,7 @@ fn render_labels(l: &Labels, extra: &[(&str, &str)]) -> String {
             pairs.push(("tls".into(), "no_identity".into()));
             pairs.push(("no_tls_reason".into(), (*reason).into()));
         }
+        TlsLabel::Passthru => pairs.push(("tls".into(), "opaque".into())),
     }
     for (k, v) in l.dst.iter() {
         pairs.push((format!("dst_{}", sanitize_name(k)), v.clone()));
@@ -427,12 +506,16 @@ fn render_labels(l: &Labels, extra: &[(&str, &str)]) -> String {
     for (k, v) in extra {
         pairs.push(((*k).into(), (*v).into()));
     }
+    render_pairs(pairs)
+}
+
+fn render_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> String {
     let mut s = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{k}=\"{}\"", escape(v));
+        let _ = write!(s, "{k}=\"{}\"", escape(&v));
     }
     s
 }

@@ -10,6 +10,13 @@
 //! host:port` is answered by the proxy itself (200) and the tunnel is relayed as opaque TCP to
 //! the target ([`tunnel`]). Waiting for a target (discovery's first answer, then endpoints) is
 //! bounded by one fail-fast timeout in total.
+//!
+//! mTLS: when discovery gives the endpoint an identity and this proxy has one, every connection
+//! to it (pooled HTTP/2 or HTTP/1, upgrades, opaque TCP, tunnels) is TLS 1.3 with SNI = that
+//! identity, and the peer's certificate must chain to our trust anchors and carry exactly it
+//! ([`crate::mtls`]); otherwise the request fails with 502 and a precise `l5d-proxy-error`.
+//! Opaque bytes to a meshed peer travel inside plain TLS (no transport header): the peer's
+//! inbound terminates it and serves the bytes as it would plaintext.
 
 use crate::{
     balance::{Balancer, InFlight},
@@ -17,8 +24,10 @@ use crate::{
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
     discovery::{Endpoint, ProtocolHint, Resolution, Target},
-    http::{self, Body, Error, HttpMetrics, Metrics, Peer, Pool, Wire},
-    metrics::{Direction, Labels, TlsLabel},
+    http::{self, Body, Dst, Error, HttpMetrics, Metrics, Peer, Pool, Wire},
+    identity::Identity,
+    metrics::{Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
+    mtls::{self, ClientTls},
     relay::{self, Metered},
     runtime::Accepted,
 };
@@ -35,8 +44,8 @@ use std::{
 };
 use tokio::{net::TcpStream, time::Instant};
 
-/// Outbound connections carry no mesh identity yet (mTLS comes later).
-const NO_TLS: TlsLabel = TlsLabel::NoIdentity("not_provided_by_service_discovery");
+/// Connections to an endpoint discovery gave no identity (or to a non-mesh destination).
+const NO_TLS: TlsLabel = TlsLabel::NoIdentity(mtls::NO_TLS_FROM_DISCOVERY);
 
 /// How the connection reached us.
 #[derive(Clone, Debug)]
@@ -79,6 +88,8 @@ pub struct Outbound {
     resolver: Box<dyn Resolve>,
     metrics: Metrics,
     pool: Pool,
+    /// mTLS to meshed endpoints; `None` without identity (the transitional mode).
+    tls: Option<mtls::Client>,
     /// One balancer per discovered target, shared by every connection, so outstanding-request
     /// counts are global to the proxy. Weak: a balancer lives while a connection or a request
     /// holds it, then its discovery subscription is released (and discovery closes the stream
@@ -102,26 +113,42 @@ enum Route {
 }
 
 impl Outbound {
-    pub fn new(cfg: &Config, discovery: Discovery, metrics: Metrics) -> Arc<Outbound> {
+    pub fn new(
+        cfg: &Config,
+        discovery: Discovery,
+        metrics: Metrics,
+        identity: Option<Identity>,
+    ) -> Arc<Outbound> {
         let settings = Settings {
             detect_timeout: cfg.outbound_detect_timeout,
             connect_timeout: cfg.outbound_connect_timeout,
             failfast_timeout: cfg.outbound_failfast_timeout,
             opaque_ports: cfg.outbound_opaque_ports.clone(),
         };
-        Outbound::with_resolver(settings, Box::new(discovery), metrics)
+        Outbound::with_identity(settings, Box::new(discovery), metrics, identity)
     }
 
+    /// Without identity: every connection is plaintext.
     pub fn with_resolver(
         settings: Settings,
         resolver: Box<dyn Resolve>,
         metrics: Metrics,
+    ) -> Arc<Outbound> {
+        Outbound::with_identity(settings, resolver, metrics, None)
+    }
+
+    pub fn with_identity(
+        settings: Settings,
+        resolver: Box<dyn Resolve>,
+        metrics: Metrics,
+        identity: Option<Identity>,
     ) -> Arc<Outbound> {
         Arc::new(Outbound {
             pool: Pool::new(settings.connect_timeout, metrics.clone()),
             settings,
             resolver,
             metrics,
+            tls: identity.map(mtls::Client::new),
             balancers: Mutex::new(Balancers {
                 map: HashMap::new(),
                 sweep_at: MIN_SWEEP,
@@ -200,13 +227,34 @@ impl Outbound {
         authority: Option<String>,
         target_addr: SocketAddr,
         ep: Option<&Endpoint>,
+        tls: TlsLabel,
     ) -> Labels {
         Labels {
             direction: Direction::Outbound,
             authority,
             target_addr,
-            tls: NO_TLS,
+            tls,
             dst: ep.map_or_else(|| Arc::new(BTreeMap::new()), |e| e.labels.clone()),
+        }
+    }
+
+    /// TLS towards a picked endpoint: mTLS when discovery named its identity and this proxy has
+    /// one; the metrics label either way.
+    fn tls_for(&self, ep: Option<&Endpoint>) -> (Option<ClientTls>, TlsLabel) {
+        let Some(peer) = ep.and_then(|e| e.identity.as_deref()) else {
+            return (None, NO_TLS);
+        };
+        let Some(client) = &self.tls else {
+            return (None, TlsLabel::NoIdentity(mtls::NO_TLS_LOCAL_DISABLED));
+        };
+        match client.plan(peer, false) {
+            mtls::Plan::Tls(tls) => {
+                let label = TlsLabel::Established {
+                    peer_id: Some(tls.identity.to_string()),
+                };
+                (Some(tls), label)
+            }
+            mtls::Plan::Plain(reason) => (None, TlsLabel::NoIdentity(reason)),
         }
     }
 }
@@ -240,9 +288,16 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         Some(Target::Addr(a)) => *a,
         _ => local,
     };
-    let src_metrics = ob
-        .metrics
-        .tcp_open(&ob.labels(None, target_addr, None), Peer::Src);
+    // The application's side of the connection is plaintext on the local host.
+    let src_metrics = ob.metrics.tcp_open(
+        &ob.labels(
+            None,
+            target_addr,
+            None,
+            TlsLabel::NoIdentity(NO_TLS_LOOPBACK),
+        ),
+        Peer::Src,
+    );
     let io = Metered::new(stream, src_metrics);
 
     // 2. Discover early for a fixed target: discovery may say the service is opaque. The
@@ -319,8 +374,16 @@ async fn forward_opaque(
         endpoint,
         in_flight: _in_flight,
     } = ob.pick(target, route, deadline).await?;
-    let labels = ob.labels(None, addr, endpoint.as_ref());
-    let server = http::connect(addr, ob.settings.connect_timeout, &ob.metrics, &labels).await?;
+    let (tls, tls_label) = ob.tls_for(endpoint.as_ref());
+    let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
+    let server = http::connect_io(
+        addr,
+        tls.as_ref(),
+        ob.settings.connect_timeout,
+        &ob.metrics,
+        &labels,
+    )
+    .await?;
     let moved = relay::relay(client, server)
         .await
         .map_err(|source| Error::Connect { addr, source })?;
@@ -395,29 +458,31 @@ where
     } = match ob.pick(&target, route, deadline).await {
         Ok(picked) => picked,
         Err(e) => {
-            let labels = ob.labels(Some(authority), target_addr_of(&target), None);
+            let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
             return early_error(&ob, &labels, e, started);
         }
     };
     let hint = endpoint
         .as_ref()
         .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
-    let labels = ob.labels(Some(authority), addr, endpoint.as_ref());
+    let (tls, tls_label) = ob.tls_for(endpoint.as_ref());
+    let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
     let metrics = ob.metrics.http(&labels);
     metrics.request();
+    let dst = Dst { addr, tls };
 
     // Connect: choose the wire protocol for this endpoint and send.
     let sent = if http::is_upgrade(&req) {
         http::to_http1(&mut req, true);
-        ob.pool.send_upgrade(addr, req, &labels).await
+        ob.pool.send_upgrade(dst, req, &labels).await
     } else if req.version() == hyper::Version::HTTP_2 {
-        ob.pool.send(addr, Wire::Http2, req, &labels).await
+        ob.pool.send(dst, Wire::Http2, req, &labels).await
     } else if hint == ProtocolHint::H2 {
         http::upgrade_to_h2(&mut req);
-        ob.pool.send(addr, Wire::Http2, req, &labels).await
+        ob.pool.send(dst, Wire::Http2, req, &labels).await
     } else {
         http::to_http1(&mut req, false);
-        ob.pool.send(addr, Wire::Http1, req, &labels).await
+        ob.pool.send(dst, Wire::Http1, req, &labels).await
     };
     match sent {
         Ok(mut resp) => {
@@ -452,15 +517,22 @@ async fn tunnel<B>(
     let picked = match ob.pick(&target, route, deadline).await {
         Ok(picked) => picked,
         Err(e) => {
-            let labels = ob.labels(Some(authority), target_addr_of(&target), None);
+            let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
             return early_error(&ob, &labels, e, started);
         }
     };
-    let labels = ob.labels(Some(authority), picked.addr, picked.endpoint.as_ref());
+    let (tls, tls_label) = ob.tls_for(picked.endpoint.as_ref());
+    let labels = ob.labels(
+        Some(authority),
+        picked.addr,
+        picked.endpoint.as_ref(),
+        tls_label,
+    );
     let metrics = ob.metrics.http(&labels);
     metrics.request();
-    let server = match http::connect(
+    let server = match http::connect_io(
         picked.addr,
+        tls.as_ref(),
         ob.settings.connect_timeout,
         &ob.metrics,
         &labels,

@@ -66,18 +66,60 @@ where
 
 /// A stream that counts the bytes read from and written to its peer into TCP metrics; dropping it
 /// records the connection as closed.
+///
+/// An inbound connection's labels (`tls`, `client_id`) are only known after its first bytes (the
+/// ClientHello) or its TLS handshake: such a stream starts [`Metered::unattached`], counting
+/// bytes aside, and [`Metered::attach`] hands them to its metrics once they exist.
 pub struct Metered<S> {
     inner: S,
-    metrics: TcpConnMetrics,
+    metrics: Option<TcpConnMetrics>,
+    pending_read: u64,
+    pending_write: u64,
 }
 
 impl<S> Metered<S> {
     pub fn new(inner: S, metrics: TcpConnMetrics) -> Self {
-        Metered { inner, metrics }
+        Metered {
+            inner,
+            metrics: Some(metrics),
+            pending_read: 0,
+            pending_write: 0,
+        }
+    }
+
+    /// Counts bytes until [`Metered::attach`]; a connection never attached is never counted.
+    pub fn unattached(inner: S) -> Self {
+        Metered {
+            inner,
+            metrics: None,
+            pending_read: 0,
+            pending_write: 0,
+        }
+    }
+
+    /// The connection's metrics are now known: bytes counted so far go to them.
+    pub fn attach(&mut self, metrics: TcpConnMetrics) {
+        metrics.read(std::mem::take(&mut self.pending_read));
+        metrics.write(std::mem::take(&mut self.pending_write));
+        self.metrics = Some(metrics);
     }
 
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    fn read(&mut self, n: u64) {
+        match &self.metrics {
+            Some(m) => m.read(n),
+            None => self.pending_read += n,
+        }
+    }
+
+    fn wrote(&mut self, n: u64) {
+        match &self.metrics {
+            Some(m) => m.write(n),
+            None => self.pending_write += n,
+        }
     }
 }
 
@@ -92,7 +134,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.metrics.read(n as u64);
+            this.read(n as u64);
         }
         polled
     }
@@ -107,7 +149,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            this.metrics.write(n as u64);
+            this.wrote(n as u64);
         }
         polled
     }

@@ -169,8 +169,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         )?),
         None => None,
     };
-    let ob = Outbound::new(&config, discovery.clone(), metrics.clone());
-    let ib = Inbound::new(&config, metrics.clone());
+    let ob = Outbound::new(
+        &config,
+        discovery.clone(),
+        metrics.clone(),
+        identity.clone(),
+    );
+    let ib = Inbound::new(&config, metrics.clone(), identity.clone());
 
     let admin_l = bind("admin", config.admin_listen_addr).await?;
     let inbound_l = bind("inbound", config.inbound_listen_addr).await?;
@@ -288,20 +293,14 @@ impl Handler {
     /// The connection's future, or `None` to drop it.
     fn handle(&self, conn: Accepted) -> Option<impl Future<Output = ()> + Send + 'static> {
         enum Call {
-            In(Arc<Inbound>, u16),
+            In(Arc<Inbound>, Option<u16>),
             Out(Arc<Outbound>, Origin),
         }
         let call = match self {
-            Handler::Inbound(ib) => match conn.orig_dst {
-                Some(dst) => Call::In(ib.clone(), dst.port()),
-                None => {
-                    // Without a redirect there is no target port; forwarding to our own port
-                    // would loop back into this listener.
-                    tracing::debug!(peer = %conn.peer, "inbound connection without an original destination");
-                    return None;
-                }
-            },
-            Handler::Forward(ib, port) => Call::In(ib.clone(), *port),
+            // Without a redirect there is no target port (forwarding to our own port would loop
+            // back into this listener): only a transport header inside mTLS can name one.
+            Handler::Inbound(ib) => Call::In(ib.clone(), conn.orig_dst.map(|d| d.port())),
+            Handler::Forward(ib, port) => Call::In(ib.clone(), Some(*port)),
             Handler::Outbound(ob) => {
                 let origin = match conn.orig_dst {
                     Some(dst) => Origin::Transparent(dst),
@@ -315,7 +314,7 @@ impl Handler {
         };
         Some(async move {
             match call {
-                Call::In(ib, port) => inbound::handle(ib, conn, port).await,
+                Call::In(ib, port) => inbound::handle_any(ib, conn, port).await,
                 Call::Out(ob, origin) => outbound::handle(ob, conn, origin).await,
             }
         })

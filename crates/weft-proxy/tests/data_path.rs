@@ -180,6 +180,43 @@ async fn start_app_tcp() -> SocketAddr {
     addr
 }
 
+/// An outbound proxy whose resolver knows only `target`, resolved to `endpoints` for the whole
+/// test (not opaque).
+fn outbound_to(
+    target: &Target,
+    endpoints: Vec<Endpoint>,
+    failfast_timeout: Duration,
+    opaque_ports: PortSet,
+    metrics: Metrics,
+) -> Arc<Outbound> {
+    let (set_tx, set_rx) = watch::channel(set(endpoints, false));
+    // The set never changes: keep the channel open for as long as the test runs.
+    std::mem::forget(set_tx);
+    Outbound::with_resolver(
+        outbound::Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            failfast_timeout,
+            opaque_ports,
+        },
+        Box::new(StaticResolver(HashMap::from([(target.clone(), set_rx)]))),
+        metrics,
+    )
+}
+
+/// A listener whose one connection `ob` handles as coming from `origin`.
+async fn serve_one(ob: Arc<Outbound>, origin: Origin) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (drain_tx, drain) = watch::channel(false);
+        let (s, _) = l.accept().await.unwrap();
+        outbound::handle(ob, accepted(s, &drain), origin).await;
+        drop(drain_tx);
+    });
+    addr
+}
+
 struct Mesh {
     /// The client's way in: an outbound upstream port for `web:PORT`.
     outbound: SocketAddr,
@@ -229,17 +266,11 @@ async fn mesh(app_port: u16, svc_port: u16, hint: ProtocolHint, opaque: bool) ->
         host: WEB.to_string(),
         port: svc_port,
     };
-    let (_set_tx, set_rx) = watch::channel(set(vec![endpoint(inbound_addr, hint)], false));
-    std::mem::forget(_set_tx);
-    let resolver = StaticResolver(HashMap::from([(target.clone(), set_rx)]));
-    let ob = Outbound::with_resolver(
-        outbound::Settings {
-            detect_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            failfast_timeout: Duration::from_millis(200),
-            opaque_ports: opaque_ports(svc_port),
-        },
-        Box::new(resolver),
+    let ob = outbound_to(
+        &target,
+        vec![endpoint(inbound_addr, hint)],
+        Duration::from_millis(200),
+        opaque_ports(svc_port),
         metrics.clone(),
     );
     let outbound_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -421,29 +452,19 @@ async fn opaque_tcp_relays_with_half_close() {
 
 #[tokio::test]
 async fn no_endpoints_fails_fast_with_503() {
-    let (_drain_tx, drain) = watch::channel(false);
     let metrics = Metrics::new();
     let target = Target::Name {
         host: WEB.to_string(),
         port: 8080,
     };
-    let (_set_tx, set_rx) = watch::channel(set(vec![], false));
-    let ob = Outbound::with_resolver(
-        outbound::Settings {
-            detect_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            failfast_timeout: Duration::from_millis(100),
-            opaque_ports: PortSet(vec![]),
-        },
-        Box::new(StaticResolver(HashMap::from([(target.clone(), set_rx)]))),
+    let ob = outbound_to(
+        &target,
+        vec![],
+        Duration::from_millis(100),
+        PortSet(vec![]),
         metrics.clone(),
     );
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (s, _) = l.accept().await.unwrap();
-        outbound::handle(ob, accepted(s, &drain), Origin::Explicit).await;
-    });
+    let addr = serve_one(ob, Origin::Explicit).await;
     let mut client = h1_client(addr).await;
     // Explicit mode: absolute-form request, as HTTP_PROXY clients send it.
     let req = Request::get(format!("http://{WEB}:8080/x"))
@@ -477,28 +498,18 @@ async fn connect_error_is_502() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (_drain_tx, drain) = watch::channel(false);
     let target = Target::Name {
         host: WEB.to_string(),
         port: 8080,
     };
-    let (_set_tx, set_rx) = watch::channel(set(vec![endpoint(dead, ProtocolHint::H2)], false));
-    let ob = Outbound::with_resolver(
-        outbound::Settings {
-            detect_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            failfast_timeout: Duration::from_millis(100),
-            opaque_ports: PortSet(vec![]),
-        },
-        Box::new(StaticResolver(HashMap::from([(target.clone(), set_rx)]))),
+    let ob = outbound_to(
+        &target,
+        vec![endpoint(dead, ProtocolHint::H2)],
+        Duration::from_millis(100),
+        PortSet(vec![]),
         Metrics::new(),
     );
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (s, _) = l.accept().await.unwrap();
-        outbound::handle(ob, accepted(s, &drain), Origin::Upstream(target)).await;
-    });
+    let addr = serve_one(ob, Origin::Upstream(target)).await;
     let mut client = h1_client(addr).await;
     let req = Request::get("/x")
         .header(header::HOST, "web")

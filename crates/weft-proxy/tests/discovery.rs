@@ -2,6 +2,8 @@
 //! propagate, a dead control plane keeps the last state, a restarted one resyncs, and
 //! InvalidArgument / out-of-suffix names are rejected.
 
+mod common;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::SocketAddr,
@@ -27,10 +29,7 @@ use tokio::{
 };
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
-use weft_proxy::{
-    discovery::{Discovery, EndpointSet, ProtocolHint, Resolution, Target},
-    Config,
-};
+use weft_proxy::discovery::{Discovery, EndpointSet, ProtocolHint, Resolution, Target};
 
 const WEB: &str = "web.default.svc.cluster.local:8080";
 const LIMIT: Duration = Duration::from_secs(10);
@@ -234,30 +233,14 @@ fn discovery(addr: SocketAddr) -> Discovery {
 }
 
 fn discovery_with(addr: SocketAddr, idle_timeout: &str) -> Discovery {
-    let cfg = Config::from_env(&HashMap::from([
-        (
-            "WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT".to_string(),
-            idle_timeout.to_string(),
-        ),
-        (
-            "WEFT_PROXY_DESTINATION_SVC_ADDR".to_string(),
-            addr.to_string(),
-        ),
-        (
-            "WEFT_PROXY_POLICY_WORKLOAD".to_string(),
-            "default:client-1".to_string(),
-        ),
-        (
-            "WEFT_PROXY_CONTROL_BACKOFF_MIN".to_string(),
-            "10ms".to_string(),
-        ),
-        (
-            "WEFT_PROXY_CONTROL_BACKOFF_MAX".to_string(),
-            "100ms".to_string(),
-        ),
+    let addr = addr.to_string();
+    Discovery::new(&common::config(&[
+        ("WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT", idle_timeout),
+        ("WEFT_PROXY_DESTINATION_SVC_ADDR", &addr),
+        ("WEFT_PROXY_POLICY_WORKLOAD", "default:client-1"),
+        ("WEFT_PROXY_CONTROL_BACKOFF_MIN", "10ms"),
+        ("WEFT_PROXY_CONTROL_BACKOFF_MAX", "100ms"),
     ]))
-    .expect("config");
-    Discovery::new(&cfg)
 }
 
 fn addrs(set: &EndpointSet) -> BTreeSet<SocketAddr> {

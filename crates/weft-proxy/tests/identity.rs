@@ -2,8 +2,9 @@
 //! with an rcgen CA) on 127.0.0.1. `/ready` stays 503 until the first certificate, a missing
 //! token only delays it, and the metrics report the certificate.
 
+mod common;
+
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -12,6 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use common::admin;
 use linkerd2_proxy_api::identity::{
     identity_server::{Identity, IdentityServer},
     CertifyRequest, CertifyResponse,
@@ -20,8 +22,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_proxy::{runtime, Config};
+use weft_proxy::runtime;
 
 const NAME: &str = "web-1.default.serviceaccount.identity.weft.cluster.local";
 const TOKEN: &str = "weft-test-token";
@@ -105,24 +106,6 @@ async fn identity_server() -> (SocketAddr, String, Arc<AtomicUsize>) {
     (addr, anchor.pem(), calls)
 }
 
-async fn call(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.expect("read");
-    let status = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn metric(body: &str, prefix: &str) -> Option<u64> {
     body.lines()
         .find(|l| l.starts_with(prefix))
@@ -138,27 +121,22 @@ async fn ready_waits_for_the_first_certificate_and_metrics_report_it() {
     let _ = std::fs::remove_file(&token_file);
     let addr_s = addr.to_string();
     let token_s = token_file.display().to_string();
-    let env: HashMap<&str, &str> = HashMap::from([
+    let config = common::config(&[
         // The same server answers Destination connects (readiness) and Certify.
         ("WEFT_PROXY_DESTINATION_SVC_ADDR", addr_s.as_str()),
-        ("WEFT_PROXY_POLICY_WORKLOAD", "default:web-1"),
-        ("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-        ("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-        ("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
         ("WEFT_PROXY_CONTROL_BACKOFF_MAX", "200ms"),
         ("WEFT_PROXY_IDENTITY_TOKEN_FILE", token_s.as_str()),
         ("WEFT_PROXY_IDENTITY_LOCAL_NAME", NAME),
         ("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", anchors.as_str()),
     ]);
-    let config = Config::from_env(&env).expect("config");
     let running = runtime::start(config).await.expect("start");
-    let admin = running.listening.admin;
+    let admin_addr = running.listening.admin;
     let identity = running.identity.clone().expect("identity on");
     running.discovery.wait_ready().await;
 
     // The control plane is there, but without a token there is no certificate: not ready.
-    assert_eq!(call(admin, "/ready").await.0, 503);
-    let (_, body) = call(admin, "/metrics").await;
+    assert_eq!(admin(admin_addr, "GET", "/ready").await.0, 503);
+    let (_, body) = admin(admin_addr, "GET", "/metrics").await;
     assert_eq!(
         metric(&body, "identity_cert_expiration_timestamp_seconds "),
         Some(0)
@@ -173,8 +151,8 @@ async fn ready_waits_for_the_first_certificate_and_metrics_report_it() {
     tokio::time::timeout(Duration::from_secs(10), identity.wait_ready())
         .await
         .expect("certificate within the backoff");
-    assert_eq!(call(admin, "/ready").await.0, 200);
-    let (_, body) = call(admin, "/metrics").await;
+    assert_eq!(admin(admin_addr, "GET", "/ready").await.0, 200);
+    let (_, body) = admin(admin_addr, "GET", "/metrics").await;
     let expiry = metric(&body, "identity_cert_expiration_timestamp_seconds ").expect("gauge");
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -202,18 +180,9 @@ async fn ready_waits_for_the_first_certificate_and_metrics_report_it() {
 
 #[tokio::test]
 async fn without_identity_variables_the_proxy_runs_as_before() {
-    let env: HashMap<&str, &str> = HashMap::from([
-        ("WEFT_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:1"),
-        ("WEFT_PROXY_POLICY_WORKLOAD", "default:web-1"),
-        ("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-        ("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-        ("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
-    ]);
-    let running = runtime::start(Config::from_env(&env).expect("config"))
-        .await
-        .expect("start");
+    let running = runtime::start(common::config(&[])).await.expect("start");
     assert!(running.identity.is_none());
-    let (_, body) = call(running.listening.admin, "/metrics").await;
+    let (_, body) = admin(running.listening.admin, "GET", "/metrics").await;
     assert!(
         !body.contains("identity_cert"),
         "no identity metrics in transitional mode"

@@ -1,44 +1,21 @@
 //! The runtime in-process: every listener binds on port 0, the admin server answers, and
 //! `POST /shutdown` drains and ends the proxy.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+mod common;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+
+use common::admin;
 use weft_proxy::{runtime, Config};
 
-async fn call(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.expect("read");
-    let status = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn config(extra: &[(&'static str, &'static str)]) -> Config {
-    let mut env: HashMap<&str, &str> = HashMap::from([
-        // Nothing listens on port 1: the proxy never becomes ready here.
-        ("WEFT_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:1"),
-        ("WEFT_PROXY_POLICY_WORKLOAD", "default:web-1"),
-        ("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-        ("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0"),
-        ("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+/// A proxy with one forward port (8080) and one upstream port (`catalog:9090`).
+fn config(extra: &[(&str, &str)]) -> Config {
+    let mut vars = vec![
         ("WEFT_PROXY_INBOUND_FORWARD_PORTS", "8080"),
         ("WEFT_PROXY_OUTBOUND_UPSTREAMS", "catalog:9090"),
-    ]);
-    env.extend(extra.iter().copied());
-    Config::from_env(&env).expect("config")
+    ];
+    vars.extend_from_slice(extra);
+    common::config(&vars)
 }
 
 #[tokio::test]
@@ -58,13 +35,13 @@ async fn binds_serves_admin_and_shuts_down() {
     assert_eq!(line["event"], "listening");
     assert_eq!(line["admin"], l.admin.to_string());
 
-    assert_eq!(call(l.admin, "GET", "/live").await.0, 200);
-    assert_eq!(call(l.admin, "GET", "/ready").await.0, 503);
-    let (status, body) = call(l.admin, "GET", "/metrics").await;
+    assert_eq!(admin(l.admin, "GET", "/live").await.0, 200);
+    assert_eq!(admin(l.admin, "GET", "/ready").await.0, 503);
+    let (status, body) = admin(l.admin, "GET", "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("process_start_time_seconds"));
 
-    assert_eq!(call(l.admin, "POST", "/shutdown").await.0, 200);
+    assert_eq!(admin(l.admin, "POST", "/shutdown").await.0, 200);
     tokio::time::timeout(Duration::from_secs(10), running.wait())
         .await
         .expect("drained and stopped");

@@ -4,8 +4,8 @@
 //! succeeds again once the partition heals, with nothing restarted.
 //!
 //! Two cases: the partition starts before the client proxy has a connection to the endpoint
-//! (new connections time out), and after (requests on the pooled HTTP/2 connection must not hang;
-//! ignored until the proxy's HTTP/2 client has keep-alive, see `.notes/proxy-needs.md`).
+//! (new connections time out), and after (requests on the pooled HTTP/2 connection must not hang:
+//! the proxy's HTTP/2 keep-alive closes the dead connection, 10 s PING + 3 s timeout).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -146,8 +146,6 @@ async fn partition_fails_new_connections_fast_and_heals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked on weft-proxy: pooled HTTP/2 client connections have no keep-alive, so a \
-            request on one hangs through a silent partition (.notes/proxy-needs.md)"]
 async fn partition_fails_pooled_requests_fast_and_heals() {
     with_cluster(|cluster, client| async move {
         // Ratings fails 5% of requests on purpose: a 200 or its own 500 both prove the path.

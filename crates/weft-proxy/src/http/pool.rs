@@ -9,6 +9,12 @@
 //!   request, or when [`Pool::retire`] says its endpoint left discovery; hyper then closes it as
 //!   soon as its last stream ends (in-flight streams are never cut).
 //!
+//! Connections are pooled per [`Dst`]: the address and, for a meshed peer, the identity its TLS
+//! certificate must carry, so a plaintext and an mTLS connection to one address never mix.
+//! HTTP/2 connections send keep-alive PINGs ([`H2_KEEPALIVE_INTERVAL`]); one that gets no answer
+//! within [`H2_KEEPALIVE_TIMEOUT`] is closed, so a request never waits on a dead peer (network
+//! partition) for TCP's own retransmission timeout.
+//!
 //! Retries ("no request dropped that a retry could save"): a request is sent again, once, on a
 //! fresh connection when the pooled one proved unusable before the request left: hyper hands the
 //! unsent request back (the connection closed first), or the HTTP/2 peer refused the stream with
@@ -17,13 +23,14 @@
 use super::{boxed, Body, BoxError, Error};
 use crate::{
     metrics::{Labels, Metrics},
-    relay::{self, Metered},
+    mtls::{ClientTls, Io},
+    relay,
 };
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use hyper::client::conn::{http1 as client1, http2 as client2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -35,7 +42,7 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::{net::TcpStream, sync::watch, time::Instant};
+use tokio::{sync::watch, time::Instant};
 
 /// An idle pooled HTTP/1 connection is closed after this (Linkerd's
 /// `OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` default). A constant for now: the variable
@@ -48,6 +55,34 @@ pub const MAX_IDLE_H1_PER_ENDPOINT: usize = 16;
 
 /// An HTTP/2 connection that carried no new request for this long leaves the pool.
 pub const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An HTTP/2 connection sends a PING after this long without a frame from the peer ...
+pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and is closed (its streams fail, the next request opens a new one) if the PING is not
+/// answered within this.
+pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where pooled connections go: an address, plus the TLS for a meshed peer.
+#[derive(Clone, Debug)]
+pub struct Dst {
+    pub addr: SocketAddr,
+    pub tls: Option<ClientTls>,
+}
+
+impl From<SocketAddr> for Dst {
+    fn from(addr: SocketAddr) -> Dst {
+        Dst { addr, tls: None }
+    }
+}
+
+/// The pool key: the address and the peer identity (`None` = plaintext).
+type Key = (SocketAddr, Option<Arc<str>>);
+
+impl Dst {
+    fn key(&self) -> Key {
+        (self.addr, self.tls.as_ref().map(|t| t.identity.clone()))
+    }
+}
 
 /// Which client protocol to use towards an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +102,8 @@ struct Inner {
     h1_idle_timeout: Duration,
     h2_idle_timeout: Duration,
     metrics: Metrics,
-    h2: Mutex<HashMap<SocketAddr, H2Slot>>,
-    h1: Mutex<HashMap<SocketAddr, Vec<H1Conn>>>,
+    h2: Mutex<HashMap<Key, H2Slot>>,
+    h1: Mutex<HashMap<Key, Vec<H1Conn>>>,
     next_id: AtomicU64,
 }
 
@@ -118,34 +153,36 @@ impl Pool {
         }
     }
 
-    /// Sends `req` to `addr` over a pooled connection. `labels` name the connection in the TCP
+    /// Sends `req` to `dst` over a pooled connection. `labels` name the connection in the TCP
     /// metrics if a new one has to be opened.
     pub async fn send(
         &self,
-        addr: SocketAddr,
+        dst: impl Into<Dst>,
         wire: Wire,
         req: Request<Body>,
         labels: &Labels,
     ) -> Result<Response<Body>, Error> {
+        let dst = dst.into();
         match wire {
-            Wire::Http2 => self.send_h2(addr, req, labels).await,
-            Wire::Http1 => self.send_h1(addr, req, labels).await,
+            Wire::Http2 => self.send_h2(&dst, req, labels).await,
+            Wire::Http1 => self.send_h1(&dst, req, labels).await,
         }
     }
 
     async fn send_h2(
         &self,
-        addr: SocketAddr,
+        dst: &Dst,
         req: Request<Body>,
         labels: &Labels,
     ) -> Result<Response<Body>, Error> {
+        let addr = dst.addr;
         let head = Head::of(&req);
         let (req, replay) = replayable(req);
         let mut req = Some(req);
         let mut attempt = 0;
         while let Some(next) = req.take() {
             attempt += 1;
-            let conn = self.h2_conn(addr, labels).await?;
+            let conn = self.h2_conn(dst, labels).await?;
             conn.used.store(true, Ordering::Relaxed);
             let mut sender = conn.sender.clone();
             let mut err = match sender.try_send_request(next).await {
@@ -157,7 +194,7 @@ impl Pool {
             let refused = refused_unprocessed(&err);
             if unsent.is_some() || refused || conn.sender.is_closed() {
                 // This connection takes no new streams: the next request opens a fresh one.
-                self.evict_h2(addr, conn.id);
+                self.evict_h2(&dst.key(), conn.id);
             }
             if attempt > 1 {
                 return Err(Error::Upstream { addr, source: err });
@@ -177,13 +214,15 @@ impl Pool {
 
     async fn send_h1(
         &self,
-        addr: SocketAddr,
+        dst: &Dst,
         req: Request<Body>,
         labels: &Labels,
     ) -> Result<Response<Body>, Error> {
+        let addr = dst.addr;
+        let key = dst.key();
         let upstream = |source| Error::Upstream { addr, source };
         let mut req = req;
-        if let Some(conn) = self.take_idle_h1(addr) {
+        if let Some(conn) = self.take_idle_h1(&key) {
             // A reused connection the server closed meanwhile hands the request back unsent:
             // retry it once on a fresh connection.
             let mut sender = conn.sender;
@@ -193,7 +232,7 @@ impl Pool {
                         sender,
                         idle_since: conn.idle_since,
                     };
-                    return Ok(self.release_h1_after(addr, conn, resp));
+                    return Ok(self.release_h1_after(key, conn, resp));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
@@ -201,23 +240,23 @@ impl Pool {
                 },
             }
         }
-        let mut conn = self.connect_h1(addr, labels).await?;
+        let mut conn = self.connect_h1(dst, labels).await?;
         conn.sender.ready().await.map_err(upstream)?;
         let resp = conn.sender.send_request(req).await.map_err(upstream)?;
-        Ok(self.release_h1_after(addr, conn, resp))
+        Ok(self.release_h1_after(key, conn, resp))
     }
 
     /// The connection goes back to the pool when the response body ends (or is dropped).
     fn release_h1_after(
         &self,
-        addr: SocketAddr,
+        key: Key,
         conn: H1Conn,
         resp: Response<hyper::body::Incoming>,
     ) -> Response<Body> {
         let pool = Arc::downgrade(&self.inner);
         let release = move || {
             if let Some(inner) = pool.upgrade() {
-                Pool { inner }.put_idle_h1(addr, conn);
+                Pool { inner }.put_idle_h1(key, conn);
             }
         };
         resp.map(|body| {
@@ -232,13 +271,15 @@ impl Pool {
     /// protocols, the client's and the server's upgraded streams are relayed to each other.
     pub async fn send_upgrade(
         &self,
-        addr: SocketAddr,
+        dst: impl Into<Dst>,
         mut req: Request<Body>,
         labels: &Labels,
     ) -> Result<Response<Body>, Error> {
+        let dst = dst.into();
+        let addr = dst.addr;
         let client_side = hyper::upgrade::on(&mut req);
         let is_connect = req.method() == Method::CONNECT;
-        let io = TokioIo::new(self.connect(addr, labels).await?);
+        let io = TokioIo::new(self.connect(&dst, labels).await?);
         let (mut sender, conn) = client1::handshake(io)
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
@@ -272,13 +313,17 @@ impl Pool {
     /// `addr` left discovery: its pooled connections take no new requests; each closes once its
     /// in-flight requests end.
     pub fn retire(&self, addr: SocketAddr) {
-        let slot = lock(&self.inner.h2).remove(&addr);
-        if let Some(slot) = slot {
+        let slots: Vec<H2Slot> = {
+            let mut map = lock(&self.inner.h2);
+            let keys: Vec<Key> = map.keys().filter(|k| k.0 == addr).cloned().collect();
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        for slot in slots {
             if let Ok(mut conn) = slot.try_lock() {
                 *conn = None;
             }
         }
-        lock(&self.inner.h1).remove(&addr);
+        lock(&self.inner.h1).retain(|k, _| k.0 != addr);
     }
 
     /// Endpoints with a pooled HTTP/2 connection (for tests and debugging).
@@ -288,22 +333,30 @@ impl Pool {
 
     /// Idle pooled HTTP/1 connections to `addr` (for tests and debugging).
     pub fn idle_h1(&self, addr: SocketAddr) -> usize {
-        lock(&self.inner.h1).get(&addr).map_or(0, |l| {
-            l.iter()
-                .filter(|c| !c.sender.is_closed() && c.idle_since.borrow().is_some())
-                .count()
-        })
+        lock(&self.inner.h1)
+            .iter()
+            .filter(|(k, _)| k.0 == addr)
+            .flat_map(|(_, l)| l.iter())
+            .filter(|c| !c.sender.is_closed() && c.idle_since.borrow().is_some())
+            .count()
     }
 
-    async fn h2_conn(&self, addr: SocketAddr, labels: &Labels) -> Result<H2Conn, Error> {
-        let slot = lock(&self.inner.h2).entry(addr).or_default().clone();
+    async fn h2_conn(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
+        let addr = dst.addr;
+        let key = dst.key();
+        let slot = lock(&self.inner.h2).entry(key.clone()).or_default().clone();
         // One connection per endpoint: concurrent first requests wait for the same handshake.
         let mut slot = slot.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.sender.is_closed()) {
             return Ok(c.clone());
         }
-        let io = self.connect(addr, labels).await?;
-        let (sender, conn) = client2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        let io = self.connect(dst, labels).await?;
+        let (sender, conn) = client2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
+            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
         let c = H2Conn {
@@ -330,7 +383,7 @@ impl Pool {
                         // Idle for a whole period: out of the pool; hyper closes the connection
                         // once the last handle and stream are gone.
                         if let Some(inner) = pool.upgrade() {
-                            Pool { inner }.evict_h2(addr, id);
+                            Pool { inner }.evict_h2(&key, id);
                         }
                         let _ = conn.as_mut().await;
                         return;
@@ -342,10 +395,10 @@ impl Pool {
         Ok(c)
     }
 
-    /// Removes connection `id` from `addr`'s slot (if it is still the pooled one).
-    fn evict_h2(&self, addr: SocketAddr, id: u64) {
+    /// Removes connection `id` from `key`'s slot (if it is still the pooled one).
+    fn evict_h2(&self, key: &Key, id: u64) {
         let mut map = lock(&self.inner.h2);
-        let Some(slot) = map.get(&addr).cloned() else {
+        let Some(slot) = map.get(key).cloned() else {
             return;
         };
         // A locked slot is being refilled by a request: leave it to that request.
@@ -354,32 +407,32 @@ impl Pool {
         };
         if conn.as_ref().is_some_and(|c| c.id == id) {
             *conn = None;
-            map.remove(&addr);
+            map.remove(key);
         }
     }
 
-    fn take_idle_h1(&self, addr: SocketAddr) -> Option<H1Conn> {
+    fn take_idle_h1(&self, key: &Key) -> Option<H1Conn> {
         let mut map = lock(&self.inner.h1);
-        let list = map.get_mut(&addr)?;
+        let list = map.get_mut(key)?;
         list.retain(|c| !c.sender.is_closed());
         let taken = list
             .iter()
             .position(|c| c.sender.is_ready())
             .map(|i| list.swap_remove(i));
         if list.is_empty() {
-            map.remove(&addr);
+            map.remove(key);
         }
         let conn = taken?;
         conn.idle_since.send_replace(None);
         Some(conn)
     }
 
-    fn put_idle_h1(&self, addr: SocketAddr, conn: H1Conn) {
+    fn put_idle_h1(&self, key: Key, conn: H1Conn) {
         if conn.sender.is_closed() {
             return;
         }
         let mut map = lock(&self.inner.h1);
-        let list = map.entry(addr).or_default();
+        let list = map.entry(key).or_default();
         list.retain(|c| !c.sender.is_closed());
         if list.len() < MAX_IDLE_H1_PER_ENDPOINT {
             conn.idle_since.send_replace(Some(Instant::now()));
@@ -388,8 +441,9 @@ impl Pool {
         // Else `conn` drops here: hyper closes a connection nobody can send on.
     }
 
-    async fn connect_h1(&self, addr: SocketAddr, labels: &Labels) -> Result<H1Conn, Error> {
-        let io = TokioIo::new(self.connect(addr, labels).await?);
+    async fn connect_h1(&self, dst: &Dst, labels: &Labels) -> Result<H1Conn, Error> {
+        let addr = dst.addr;
+        let io = TokioIo::new(self.connect(dst, labels).await?);
         let (sender, conn) = client1::handshake(io)
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
@@ -427,14 +481,12 @@ impl Pool {
         Ok(H1Conn { sender, idle_since })
     }
 
-    /// Opens a metered TCP connection within the connect timeout.
-    pub async fn connect(
-        &self,
-        addr: SocketAddr,
-        labels: &Labels,
-    ) -> Result<Metered<TcpStream>, Error> {
-        super::connect(
-            addr,
+    /// Opens a metered TCP connection, with TLS for a meshed peer, within the connect timeout
+    /// (TCP and TLS each get the timeout).
+    pub async fn connect(&self, dst: &Dst, labels: &Labels) -> Result<Io, Error> {
+        super::connect_io(
+            dst.addr,
+            dst.tls.as_ref(),
             self.inner.connect_timeout,
             &self.inner.metrics,
             labels,

@@ -124,7 +124,12 @@ pub struct IdentitySource<'a> {
 }
 
 /// Adds the identity variables (the token file is written later, by [`write_token`]).
-pub fn with_identity(spec: ProxySpec, name: &str, dir: &Path, id: &IdentitySource<'_>) -> ProxySpec {
+pub fn with_identity(
+    spec: ProxySpec,
+    name: &str,
+    dir: &Path,
+    id: &IdentitySource<'_>,
+) -> ProxySpec {
     spec.env("WEFT_PROXY_IDENTITY_SVC_ADDR", &id.certify.to_string())
         .env("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", id.anchors_pem)
         .env(
@@ -219,7 +224,10 @@ pub async fn metrics_until(proxy: &Proxy, what: &str, f: impl Fn(&str) -> bool) 
             return text;
         }
         if std::time::Instant::now() > deadline {
-            panic!("{}: timed out waiting for {what}; metrics:\n{text}", proxy.proc.name);
+            panic!(
+                "{}: timed out waiting for {what}; metrics:\n{text}",
+                proxy.proc.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -1,0 +1,490 @@
+//! mTLS data-path tests over 127.0.0.1 with a CA minted here: ClientHello parsing, the transport
+//! header, an outbound handshake refusing a certificate for another identity, and the inbound
+//! path terminating TLS (transport header, client identity, a port that requires identity).
+
+use super::*;
+use crate::{
+    config::PortSet,
+    http,
+    identity::{Certifier, IdentityConfig, Schedule},
+    inbound::{self, Inbound},
+    metrics::{self as m, Direction, Labels, Metrics, TlsLabel},
+    runtime::Accepted,
+};
+use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer},
+    sign::CertifiedKey,
+};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    net::SocketAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
+use tokio::net::TcpListener;
+
+const PROXY: &str = "web.default.serviceaccount.identity.weft.cluster.local";
+const CLIENT: &str = "client.default.serviceaccount.identity.weft.cluster.local";
+const OTHER: &str = "other.default.serviceaccount.identity.weft.cluster.local";
+
+fn ts(t: SystemTime) -> time::OffsetDateTime {
+    let secs = t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs() as i64;
+    time::OffsetDateTime::from_unix_timestamp(secs).expect("timestamp")
+}
+
+/// Anchor + issuer; signs leaves and CSRs.
+struct MiniCa {
+    anchor_pem: String,
+    issuer_der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    p.not_before = ts(SystemTime::now() - Duration::from_secs(3600));
+    p.not_after = ts(SystemTime::now() + Duration::from_secs(3600));
+    p
+}
+
+fn leaf_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::DnsName(name.try_into().expect("ia5"))];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.not_before = ts(SystemTime::now() - Duration::from_secs(60));
+    p.not_after = ts(SystemTime::now() + Duration::from_secs(3600));
+    p
+}
+
+impl MiniCa {
+    fn new() -> Arc<MiniCa> {
+        let anchor_key = KeyPair::generate().expect("key");
+        let anchor_params = ca_params("root.weft.cluster.local");
+        let anchor = anchor_params.self_signed(&anchor_key).expect("anchor");
+        let issuer_key = KeyPair::generate().expect("key");
+        let issuer_params = ca_params("identity.weft.cluster.local");
+        let issuer_cert = issuer_params
+            .signed_by(
+                &issuer_key,
+                &Issuer::from_params(&anchor_params, &anchor_key),
+            )
+            .expect("issuer");
+        Arc::new(MiniCa {
+            anchor_pem: anchor.pem(),
+            issuer_der: issuer_cert.der().to_vec(),
+            issuer: Issuer::new(issuer_params, issuer_key),
+        })
+    }
+
+    /// A certificate for `name` (with its key), trusting this CA.
+    fn certified(&self, name: &str) -> Certified {
+        let key = KeyPair::generate().expect("key");
+        let leaf = leaf_params(name)
+            .signed_by(&key, &self.issuer)
+            .expect("leaf");
+        let chain = vec![
+            leaf.der().clone(),
+            CertificateDer::from(self.issuer_der.clone()),
+        ];
+        let signing = id_tls::provider()
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .expect("key loads");
+        Certified {
+            name: name.to_string(),
+            key: Arc::new(CertifiedKey::new(chain, signing)),
+            roots: Arc::new(id_tls::roots_from_pem(self.anchor_pem.as_bytes()).expect("roots")),
+            valid_until: SystemTime::now() + Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `Identity.Certify` answered by the CA in memory.
+#[derive(Clone)]
+struct Fake(Arc<MiniCa>);
+
+impl Certifier for Fake {
+    fn certify(
+        &mut self,
+        req: CertifyRequest,
+    ) -> impl Future<Output = Result<CertifyResponse, tonic::Status>> + Send {
+        let ca = self.0.clone();
+        async move {
+            let csr = CertificateSigningRequestParams::from_der(
+                &req.certificate_signing_request.clone().into(),
+            )
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            let leaf = leaf_params(&req.identity)
+                .signed_by(&csr.public_key, &ca.issuer)
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+            Ok(CertifyResponse {
+                leaf_certificate: leaf.der().to_vec(),
+                intermediate_certificates: vec![ca.issuer_der.clone()],
+                valid_until: None,
+            })
+        }
+    }
+}
+
+/// This proxy's identity `PROXY`, certified by `ca`.
+async fn identity(ca: &Arc<MiniCa>, metrics: Metrics) -> Identity {
+    let token_file = std::env::temp_dir().join(format!(
+        "weft-mtls-token-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::write(&token_file, "tok").expect("token");
+    let cfg = IdentityConfig {
+        svc_addr: "127.0.0.1:1".into(),
+        trust_anchors_pem: ca.anchor_pem.clone(),
+        token_file,
+        local_name: PROXY.into(),
+        min_refresh: Duration::from_secs(3600),
+        max_refresh: Duration::from_secs(24 * 3600),
+    };
+    let schedule = Schedule {
+        min_refresh: cfg.min_refresh,
+        max_refresh: cfg.max_refresh,
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(100),
+    };
+    let id = Identity::start_with(&cfg, schedule, metrics, Fake(ca.clone())).expect("identity");
+    tokio::time::timeout(Duration::from_secs(5), id.wait_ready())
+        .await
+        .expect("first certificate");
+    id
+}
+
+/// The bytes a rustls client sends first.
+fn client_hello(alpn: &[&[u8]]) -> Vec<u8> {
+    let ca = MiniCa::new();
+    let mut config = id_tls::client_config(&ca.certified(CLIENT), PROXY).expect("config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = ServerName::try_from(PROXY.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).expect("hello");
+    out
+}
+
+#[test]
+fn client_hello_gives_sni_and_alpn_once_complete() {
+    let hello = client_hello(&[TRANSPORT_ALPN, b"h2"]);
+    let expected = Peeked::Hello(ClientHello {
+        sni: Some(PROXY.to_string()),
+        alpn: vec![TRANSPORT_ALPN.to_vec(), b"h2".to_vec()],
+    });
+    assert_eq!(parse_client_hello(&hello), Some(expected.clone()));
+    for n in 1..hello.len() {
+        assert_eq!(parse_client_hello(&hello[..n]), None, "prefix of {n} bytes");
+    }
+
+    // The same handshake message split across two records.
+    let body = &hello[5..];
+    let (a, b) = body.split_at(body.len() / 2);
+    let mut split = Vec::new();
+    for part in [a, b] {
+        split.extend_from_slice(&[0x16, 0x03, 0x01]);
+        split.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        split.extend_from_slice(part);
+    }
+    assert_eq!(parse_client_hello(&split), Some(expected));
+
+    assert_eq!(
+        parse_client_hello(b"GET / HTTP/1.1\r\n"),
+        Some(Peeked::NotTls)
+    );
+    assert_eq!(parse_client_hello(b"\x16\x01"), Some(Peeked::NotTls));
+    let no_alpn = client_hello(&[]);
+    assert!(matches!(
+        parse_client_hello(&no_alpn),
+        Some(Peeked::Hello(ClientHello { alpn, .. })) if alpn.is_empty()
+    ));
+}
+
+#[tokio::test]
+async fn transport_header_roundtrips_and_rejects_garbage() {
+    for protocol in [
+        None,
+        Some(SessionProtocol::Http1),
+        Some(SessionProtocol::Http2),
+    ] {
+        let header = TransportHeader {
+            port: 8080,
+            name: Some("web.default.svc.cluster.local".into()),
+            protocol,
+        };
+        let mut bytes = header.encode();
+        bytes.extend_from_slice(b"after");
+        let mut reader = &bytes[..];
+        assert_eq!(
+            TransportHeader::read(&mut reader).await.expect("read"),
+            header
+        );
+        assert_eq!(reader, b"after", "reads exactly the header");
+    }
+    let mut garbage = &b"transport.l5d.io/v2\r\n\r\n\0\0\0\0"[..];
+    assert!(matches!(
+        TransportHeader::read(&mut garbage).await,
+        Err(HeaderError::Preface)
+    ));
+}
+
+fn outbound_labels(addr: SocketAddr) -> Labels {
+    Labels {
+        direction: Direction::Outbound,
+        authority: None,
+        target_addr: addr,
+        tls: TlsLabel::Established {
+            peer_id: Some(PROXY.into()),
+        },
+        dst: Arc::new(BTreeMap::new()),
+    }
+}
+
+/// A TLS server (any SNI) presenting `cert`.
+async fn tls_server(cert: Certified) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(id_tls::server_config(&cert).expect("config")));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    let _ = tls.write_all(b"hi").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A peer with a valid certificate (our CA) for another identity than discovery announced.
+#[tokio::test]
+async fn outbound_refuses_a_certificate_for_another_identity() {
+    let ca = MiniCa::new();
+    let addr = tls_server(ca.certified(OTHER)).await;
+    let metrics = Metrics::new();
+    let config = id_tls::client_config(&ca.certified(CLIENT), PROXY).expect("config");
+    let tls = ClientTls {
+        identity: PROXY.into(),
+        config: Arc::new(config),
+    };
+    let err = http::connect_io(
+        addr,
+        Some(&tls),
+        Duration::from_secs(5),
+        &metrics,
+        &outbound_labels(addr),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(
+            &err,
+            http::Error::PeerRejected {
+                rejection: id_tls::PeerRejection::WrongIdentity,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let resp = err.into_response();
+    assert_eq!(resp.status(), 502);
+    let reason = resp.headers()[http::L5D_PROXY_ERROR]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        reason.contains("does not match the expected identity") && reason.contains(PROXY),
+        "{reason}"
+    );
+    assert_eq!(
+        metrics.counter_sum(
+            m::TLS_HANDSHAKE_ERRORS,
+            &[("reason", "wrong_identity"), ("server_id", PROXY)]
+        ),
+        1
+    );
+
+    // The right identity from the same CA is accepted.
+    let addr = tls_server(ca.certified(PROXY)).await;
+    let mut io = http::connect_io(
+        addr,
+        Some(&tls),
+        Duration::from_secs(5),
+        &metrics,
+        &outbound_labels(addr),
+    )
+    .await
+    .expect("accepted");
+    let mut hi = [0u8; 2];
+    io.read_exact(&mut hi).await.expect("read");
+    assert_eq!(&hi, b"hi");
+}
+
+/// A TCP app answering `got:` + what it read, until EOF.
+async fn tcp_app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let _ = stream.read_to_end(&mut got).await;
+                let _ = stream.write_all(b"got:").await;
+                let _ = stream.write_all(&got).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An inbound listener handing every connection to `inbound::handle_any(.., port)`.
+async fn inbound_listener(ib: Arc<Inbound>, port: Option<u16>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (_drain_tx, drain) = tokio::sync::watch::channel(false);
+        while let Ok((stream, peer)) = listener.accept().await {
+            let conn = Accepted {
+                local: stream.local_addr().expect("local"),
+                stream,
+                peer,
+                orig_dst: None,
+                drain: drain.clone(),
+            };
+            tokio::spawn(inbound::handle_any(ib.clone(), conn, port));
+        }
+    });
+    addr
+}
+
+/// TLS to `addr` with SNI `PROXY`; a client certificate when `client` is given.
+async fn tls_client(
+    addr: SocketAddr,
+    ca: &MiniCa,
+    client: Option<&str>,
+    alpn: bool,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut config = match client {
+        Some(name) => id_tls::client_config(&ca.certified(name), PROXY).expect("config"),
+        None => {
+            let roots = Arc::new(id_tls::roots_from_pem(ca.anchor_pem.as_bytes()).expect("roots"));
+            rustls::ClientConfig::builder_with_provider(id_tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("tls13")
+                .dangerous()
+                .with_custom_certificate_verifier(
+                    id_tls::server_verifier(roots, PROXY).expect("verifier"),
+                )
+                .with_no_client_auth()
+        }
+    };
+    if alpn {
+        config.alpn_protocols = vec![TRANSPORT_ALPN.to_vec()];
+    }
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(PROXY.to_string()).expect("name"), tcp)
+        .await
+        .expect("handshake")
+}
+
+#[tokio::test]
+async fn inbound_terminates_tls_and_follows_the_transport_header() {
+    let ca = MiniCa::new();
+    let metrics = Metrics::new();
+    let id = identity(&ca, metrics.clone()).await;
+    let app = tcp_app().await;
+    let ib = Inbound::with_identity(
+        inbound::Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            opaque_ports: PortSet::default(),
+        },
+        metrics.clone(),
+        Some(id),
+        PortSet::default(),
+    );
+    // The main inbound listener: no original destination, so only the header can name a port.
+    let listener = inbound_listener(ib, None).await;
+    let mut tls = tls_client(listener, &ca, Some(CLIENT), true).await;
+    TransportHeader {
+        port: app.port(),
+        name: None,
+        protocol: None,
+    }
+    .write(&mut tls)
+    .await
+    .expect("header");
+    tls.write_all(b"opaque bytes").await.expect("write");
+    tls.shutdown().await.expect("half-close");
+    let mut back = Vec::new();
+    tls.read_to_end(&mut back).await.expect("read");
+    assert_eq!(back, b"got:opaque bytes");
+
+    let text = metrics.render();
+    let want = format!(
+        "tcp_open_total{{direction=\"inbound\",target_addr=\"127.0.0.1:{}\",tls=\"true\",client_id=\"{CLIENT}\",peer=\"src\"}} 1",
+        app.port()
+    );
+    assert!(text.contains(&want), "{want} not in:\n{text}");
+}
+
+#[tokio::test]
+async fn a_port_that_requires_identity_refuses_tls_without_a_client_certificate() {
+    let ca = MiniCa::new();
+    let metrics = Metrics::new();
+    let id = identity(&ca, metrics.clone()).await;
+    let app = tcp_app().await;
+    let ib = Inbound::with_identity(
+        inbound::Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            // Opaque: no detection wait before the policy applies.
+            opaque_ports: PortSet(vec![app.port()..=app.port()]),
+        },
+        metrics.clone(),
+        Some(id),
+        PortSet(vec![app.port()..=app.port()]),
+    );
+    let listener = inbound_listener(ib, Some(app.port())).await;
+
+    // Without a client certificate: closed, nothing relayed.
+    let mut tls = tls_client(listener, &ca, None, false).await;
+    let _ = tls.write_all(b"anonymous").await;
+    let _ = tls.shutdown().await;
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut back))
+        .await
+        .expect("closed in time");
+    assert!(back.is_empty(), "relayed: {back:?}");
+    assert_eq!(
+        metrics.counter_sum(m::INBOUND_TCP_AUTHZ_DENY, &[("tls", "true")]),
+        1
+    );
+
+    // With one: through.
+    let mut tls = tls_client(listener, &ca, Some(CLIENT), false).await;
+    tls.write_all(b"authenticated").await.expect("write");
+    tls.shutdown().await.expect("half-close");
+    let mut back = Vec::new();
+    tls.read_to_end(&mut back).await.expect("read");
+    assert_eq!(back, b"got:authenticated");
+}

@@ -1,0 +1,964 @@
+//! Mutual TLS on the data path, end to end: real `weft control` and `weft-proxy` processes with
+//! identity (tokens, trust anchors, certificates from `Identity.Certify`).
+//!
+//! - HTTP/1.1, h2c, gRPC and opaque TCP (redis) cross the mesh inside mTLS: the app sees the
+//!   caller's verified identity as `l5d-client-id` (a spoofed one is replaced), the inbound
+//!   proxy's metrics say `tls="true"` with the right `client_id`, the outbound proxy's
+//!   `tls="true"` with `server_id`;
+//! - refused with a precise `l5d-proxy-error` and a metric: a peer certificate from another CA,
+//!   an expired one, one for another identity; on a port that requires identity, plaintext HTTP
+//!   gets 403 and plaintext opaque TCP is closed;
+//! - a packet capture (tshark) of requests carrying a marker shows a TLS 1.3 handshake and no
+//!   plaintext marker;
+//! - certificates renewed every few seconds under steady load: zero failed requests.
+
+#[path = "support/mtls_mesh.rs"]
+mod mtls_mesh;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use linkerd2_proxy_api::identity as id;
+use mtls_mesh::{identity_of, ControlOpts, IdentitySource};
+use support::apps::{AbortOnDrop, EchoServer, GrpcServer, WsEchoServer};
+use support::clients::{empty, full, h2_request, proxy_request, Reply, H1, H2};
+use support::{
+    authority, metric_sum, service, workload_doc, write_docs, ChildProc, Control, Proxy,
+    ServiceDoc, TempDir, SOON,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A control plane (ephemeral CA), a `backend` server (echo + gRPC apps) and a `client`, all
+/// with identity.
+struct Mesh {
+    _control: Control,
+    echo: EchoServer,
+    _grpc: GrpcServer,
+    _tcp: AbortOnDrop,
+    ws: WsEchoServer,
+    server: Proxy,
+    client: Proxy,
+    _tmp: TempDir,
+}
+
+const SERVER: &str = "backend-1";
+const CLIENT: &str = "client";
+
+async fn mesh(test: &str) -> Mesh {
+    mesh_with(test, None).await
+}
+
+/// [`mesh`] with leaf certificates living `cert_lifetime` (e.g. `4s`).
+async fn mesh_with(test: &str, cert_lifetime: Option<&str>) -> Mesh {
+    let tmp = TempDir::new(test);
+    let store = tmp.subdir("store");
+    let grpc_service = ServiceDoc {
+        name: "grpc",
+        app: "backend",
+        port: 9090,
+        target: "grpc",
+        app_protocol: Some("grpc"),
+        opaque: false,
+        cluster_ip: None,
+    };
+    let tcp_service = ServiceDoc {
+        name: "tcp",
+        app: "backend",
+        port: 7000,
+        target: "tcp",
+        app_protocol: None,
+        opaque: true,
+        cluster_ip: None,
+    };
+    write_docs(
+        &store,
+        "services.yaml",
+        &[
+            service("echo", "backend", 8080, "http"),
+            grpc_service.yaml(),
+            tcp_service.yaml(),
+            service("ws", "backend", 8081, "ws"),
+        ],
+    );
+    let control = mtls_mesh::start_control(
+        &store,
+        tmp.path(),
+        ControlOpts {
+            cert_lifetime,
+            ..Default::default()
+        },
+    )
+    .await;
+    let anchors = mtls_mesh::trust_anchors(&control).await;
+    let id = IdentitySource {
+        certify: control.grpc,
+        anchors_pem: &anchors,
+    };
+    let echo = EchoServer::start(SERVER).await;
+    let grpc = GrpcServer::start(SERVER).await;
+    let (tcp_app, tcp_task) = tcp_echo().await;
+    let ws = WsEchoServer::start().await;
+    let server = mtls_mesh::server(
+        &control,
+        &id,
+        tmp.path(),
+        SERVER,
+        "backend",
+        &[
+            ("http", echo.port()),
+            ("grpc", grpc.port()),
+            ("tcp", tcp_app.port()),
+            ("ws", ws.addr.port()),
+        ],
+        |spec| spec,
+    )
+    .await;
+    let client = mtls_mesh::client(
+        &control,
+        &id,
+        tmp.path(),
+        CLIENT,
+        &[
+            authority("echo", 8080),
+            authority("grpc", 9090),
+            authority("tcp", 7000),
+        ],
+    )
+    .await;
+    Mesh {
+        _control: control,
+        echo,
+        _grpc: grpc,
+        _tcp: tcp_task,
+        ws,
+        server,
+        client,
+        _tmp: tmp,
+    }
+}
+
+/// The inbound proxy counted `n` requests as mTLS from the client, and the outbound proxy as
+/// mTLS to the server.
+async fn assert_mtls_requests(mesh: &Mesh, n: f64) {
+    let client_id = identity_of(CLIENT);
+    let server_id = identity_of(SERVER);
+    mtls_mesh::metrics_until(&mesh.server, "inbound mTLS requests", |m| {
+        metric_sum(
+            m,
+            "request_total",
+            &[
+                ("direction", "inbound"),
+                ("tls", "true"),
+                ("client_id", &client_id),
+            ],
+        ) >= n
+    })
+    .await;
+    let inbound = mesh.server.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &inbound,
+            "request_total",
+            &[("direction", "inbound"), ("tls", "no_identity")]
+        ),
+        0.0,
+        "plaintext inbound requests:\n{inbound}"
+    );
+    assert!(
+        metric_sum(
+            &inbound,
+            "tcp_open_total",
+            &[
+                ("direction", "inbound"),
+                ("peer", "src"),
+                ("tls", "true"),
+                ("client_id", &client_id)
+            ]
+        ) >= 1.0,
+        "inbound TCP metrics without mTLS labels:\n{inbound}"
+    );
+    let outbound = mesh.client.metrics().await;
+    assert!(
+        metric_sum(
+            &outbound,
+            "request_total",
+            &[
+                ("direction", "outbound"),
+                ("tls", "true"),
+                ("server_id", &server_id)
+            ]
+        ) >= n,
+        "outbound requests without tls=true, server_id:\n{outbound}"
+    );
+    assert!(
+        metric_sum(
+            &outbound,
+            "tcp_open_total",
+            &[
+                ("direction", "outbound"),
+                ("peer", "dst"),
+                ("tls", "true"),
+                ("server_id", &server_id)
+            ]
+        ) >= 1.0,
+        "outbound TCP metrics without mTLS labels:\n{outbound}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_h2c_and_grpc_cross_the_mesh_in_mtls_with_the_client_identity() {
+    let mesh = mesh("mtls-http").await;
+    let echo = authority("echo", 8080);
+
+    // HTTP/1.1, absolute-form to the outbound listener (HTTP_PROXY style), with a spoofed
+    // l5d-client-id that must not survive.
+    let mut h1 = H1::connect(mesh.client.outbound).await.expect("connect h1");
+    let mut req = proxy_request("POST", &echo, "/h1", full("hello over mtls"));
+    req.headers_mut()
+        .insert("l5d-client-id", "spoofed.example".parse().expect("header"));
+    let reply = Reply::read(h1.send(req).await.expect("h1 request"))
+        .await
+        .expect("h1 body");
+    assert_eq!(reply.status, 200, "{}", reply.describe());
+    assert_eq!(reply.text(), "hello over mtls");
+    assert_eq!(
+        reply.header("x-echo-hdr-l5d-client-id"),
+        identity_of(CLIENT),
+        "{}",
+        reply.describe()
+    );
+    assert_eq!(reply.header("x-echo-version"), "HTTP/1.1");
+
+    // h2c through the upstream port.
+    let mut h2 = H2::connect(mesh.client.upstream_addr(&echo))
+        .await
+        .expect("connect h2");
+    let reply = Reply::read(
+        h2.send(h2_request("GET", &echo, "/h2", empty()))
+            .await
+            .expect("h2 request"),
+    )
+    .await
+    .expect("h2 body");
+    assert_eq!(reply.status, 200, "{}", reply.describe());
+    assert_eq!(
+        reply.header("x-echo-hdr-l5d-client-id"),
+        identity_of(CLIENT)
+    );
+    assert_eq!(reply.header("x-echo-version"), "HTTP/2.0");
+
+    // gRPC unary through the upstream port.
+    let grpc = authority("grpc", 9090);
+    let channel = support::clients::grpc_channel(mesh.client.upstream_addr(&grpc))
+        .await
+        .expect("grpc channel");
+    let answer = id::identity_client::IdentityClient::new(channel)
+        .certify(id::CertifyRequest {
+            identity: "alice".into(),
+            token: b"t".to_vec(),
+            certificate_signing_request: vec![1u8; 1000],
+        })
+        .await
+        .expect("grpc through mtls")
+        .into_inner();
+    assert_eq!(answer.leaf_certificate, vec![1u8; 1000]);
+
+    assert_eq!(
+        mesh.echo
+            .orig_proto_seen
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_mtls_requests(&mesh, 3.0).await;
+}
+
+/// A TCP app that echoes every byte back until the client half-closes.
+async fn tcp_echo() -> (SocketAddr, AbortOnDrop) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind tcp echo");
+    let addr = listener.local_addr().expect("tcp echo addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (addr, AbortOnDrop(task))
+}
+
+/// One opaque exchange on a fresh connection: write, half-close, read everything back.
+async fn tcp_roundtrip(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream.write_all(payload).await.map_err(|e| e.to_string())?;
+        stream.shutdown().await.map_err(|e| e.to_string())?;
+        let mut back = Vec::new();
+        stream
+            .read_to_end(&mut back)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(back)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// Encodes one RESP command.
+fn resp(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    out
+}
+
+/// Reads until `want` bytes arrived (bounded).
+async fn read_exactly(stream: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; want];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut buf))
+        .await
+        .expect("redis reply in time")
+        .expect("redis reply");
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_crosses_the_mesh_as_opaque_tcp_in_mtls() {
+    let Some(redis_bin) = support::which("redis-server") else {
+        support::skip_or_fail("redis-server is not installed (apt-get install redis-server)");
+        return;
+    };
+    let tmp = TempDir::new("mtls-redis");
+    let store = tmp.subdir("store");
+    let redis_port = support::free_port();
+    let mut cmd = tokio::process::Command::new(redis_bin);
+    cmd.args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(tmp.subdir("redis"));
+    support::set_pdeathsig(&mut cmd);
+    let _redis = ChildProc::spawn("redis-server", cmd, tmp.path());
+    support::eventually("redis-server listens", SOON, || async {
+        TcpStream::connect(("127.0.0.1", redis_port)).await.ok()
+    })
+    .await;
+
+    let redis_service = ServiceDoc {
+        name: "redis",
+        app: "cache",
+        port: 6379,
+        target: "redis",
+        app_protocol: None,
+        opaque: true,
+        cluster_ip: None,
+    };
+    write_docs(&store, "services.yaml", &[redis_service.yaml()]);
+    let control = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
+    let anchors = mtls_mesh::trust_anchors(&control).await;
+    let id = IdentitySource {
+        certify: control.grpc,
+        anchors_pem: &anchors,
+    };
+    let server = mtls_mesh::server(
+        &control,
+        &id,
+        tmp.path(),
+        "cache-1",
+        "cache",
+        &[("redis", redis_port)],
+        |spec| spec,
+    )
+    .await;
+    let target = authority("redis", 6379);
+    let client = mtls_mesh::client(
+        &control,
+        &id,
+        tmp.path(),
+        CLIENT,
+        std::slice::from_ref(&target),
+    )
+    .await;
+
+    let mut conn = TcpStream::connect(client.upstream_addr(&target))
+        .await
+        .expect("connect upstream");
+    conn.write_all(&resp(&["SET", "weft:mtls", "sealed"]))
+        .await
+        .expect("SET");
+    assert_eq!(read_exactly(&mut conn, 5).await, b"+OK\r\n");
+    conn.write_all(&resp(&["GET", "weft:mtls"]))
+        .await
+        .expect("GET");
+    assert_eq!(read_exactly(&mut conn, 12).await, b"$6\r\nsealed\r\n");
+    drop(conn);
+
+    let client_id = identity_of(CLIENT);
+    mtls_mesh::metrics_until(&server, "inbound mTLS TCP from the client", |m| {
+        metric_sum(
+            m,
+            "tcp_open_total",
+            &[
+                ("direction", "inbound"),
+                ("peer", "src"),
+                ("tls", "true"),
+                ("client_id", &client_id),
+            ],
+        ) >= 1.0
+    })
+    .await;
+    let outbound = client.metrics().await;
+    assert!(
+        metric_sum(
+            &outbound,
+            "tcp_open_total",
+            &[
+                ("direction", "outbound"),
+                ("peer", "dst"),
+                ("tls", "true"),
+                ("server_id", &identity_of("cache-1"))
+            ]
+        ) >= 1.0,
+        "outbound redis connection not mTLS:\n{outbound}"
+    );
+}
+
+/// A client (and its control plane) asking for the `echo` service, whose one endpoint is
+/// `server_port` with identity `expected`, to show what the client does with the peer.
+async fn request_echo(client: &Proxy) -> Reply {
+    let mut h1 = H1::connect(client.outbound).await.expect("connect");
+    let req = proxy_request("GET", &authority("echo", 8080), "/", empty());
+    Reply::read(h1.send(req).await.expect("request"))
+        .await
+        .expect("body")
+}
+
+fn assert_refused(reply: &Reply, expected: &str) {
+    assert_eq!(reply.status, 502, "{}", reply.describe());
+    let error = reply.header("l5d-proxy-error");
+    assert!(error.contains(expected), "l5d-proxy-error {error:?}");
+}
+
+async fn assert_handshake_error(client: &Proxy, reason: &str, server_id: &str) {
+    mtls_mesh::metrics_until(
+        client,
+        &format!("tls_handshake_errors_total {reason}"),
+        |m| {
+            metric_sum(
+                m,
+                "tls_handshake_errors_total",
+                &[
+                    ("direction", "outbound"),
+                    ("reason", reason),
+                    ("server_id", server_id),
+                ],
+            ) >= 1.0
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_certified_by_another_ca_is_refused() {
+    let tmp = TempDir::new("mtls-other-ca");
+    let store = tmp.subdir("store");
+    write_docs(
+        &store,
+        "services.yaml",
+        &[service("echo", "backend", 8080, "http")],
+    );
+    let ours = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
+    let theirs = mtls_mesh::start_control(
+        &tmp.subdir("other-store"),
+        tmp.path(),
+        ControlOpts {
+            name: "other",
+            ..Default::default()
+        },
+    )
+    .await;
+    let our_anchors = mtls_mesh::trust_anchors(&ours).await;
+    let their_anchors = mtls_mesh::trust_anchors(&theirs).await;
+    assert_ne!(our_anchors, their_anchors);
+
+    // The server is discovered through our control plane but certified by the other CA.
+    let echo = EchoServer::start(SERVER).await;
+    let foreign = IdentitySource {
+        certify: theirs.grpc,
+        anchors_pem: &their_anchors,
+    };
+    let spec = mtls_mesh::with_identity(
+        support::ProxySpec::new(SERVER, ours.grpc).forward(&[echo.port()]),
+        SERVER,
+        tmp.path(),
+        &foreign,
+    );
+    let server = mtls_mesh::spawn_unready(spec, SERVER, tmp.path()).await;
+    let doc = workload_doc(
+        "default",
+        SERVER,
+        &[("app", "backend")],
+        "127.0.0.1",
+        &[("http", server.forward_addr(echo.port()).port())],
+    );
+    mtls_mesh::register(&ours, SERVER, &doc).await;
+    let token = mtls_mesh::register(&theirs, SERVER, &doc).await;
+    mtls_mesh::write_token(tmp.path(), SERVER, &token);
+    server.wait_ready().await;
+
+    let id = IdentitySource {
+        certify: ours.grpc,
+        anchors_pem: &our_anchors,
+    };
+    let client = mtls_mesh::client(&ours, &id, tmp.path(), CLIENT, &[]).await;
+    let reply = request_echo(&client).await;
+    assert_refused(&reply, "peer certificate is not signed by a trusted anchor");
+    assert_handshake_error(&client, "unknown_ca", &identity_of(SERVER)).await;
+    assert_eq!(echo.requests.get(), 0);
+}
+
+/// Discovery says the endpoint is `impostor`, but the sidecar there is `backend-1`. A Weft
+/// proxy only terminates TLS for its own name, so it relays the handshake (SNI `impostor`) to
+/// its app as opaque bytes, and the client reports that the peer did not answer with TLS. (A
+/// peer that does terminate with a certificate for another identity is refused as
+/// `wrong_identity`: `weft-proxy` unit test `mtls::tests::outbound_refuses_a_certificate_for_another_identity`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_not_the_discovered_identity_is_refused() {
+    let tmp = TempDir::new("mtls-wrong-id");
+    let store = tmp.subdir("store");
+    write_docs(
+        &store,
+        "services.yaml",
+        &[service("echo", "backend", 8080, "http")],
+    );
+    let control = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
+    let anchors = mtls_mesh::trust_anchors(&control).await;
+    let id = IdentitySource {
+        certify: control.grpc,
+        anchors_pem: &anchors,
+    };
+    let echo = EchoServer::start(SERVER).await;
+    // backend-1's sidecar (a valid certificate for backend-1) is not what `echo` selects ...
+    let server = mtls_mesh::server(
+        &control,
+        &id,
+        tmp.path(),
+        SERVER,
+        "not-echo",
+        &[("http", echo.port())],
+        |spec| spec,
+    )
+    .await;
+    // ... `impostor` is, and discovery says its endpoint (the same port) is `impostor`.
+    let doc = workload_doc(
+        "default",
+        "impostor",
+        &[("app", "backend")],
+        "127.0.0.1",
+        &[("http", server.forward_addr(echo.port()).port())],
+    );
+    mtls_mesh::register(&control, "impostor", &doc).await;
+
+    let client = mtls_mesh::client(&control, &id, tmp.path(), CLIENT, &[]).await;
+    let reply = request_echo(&client).await;
+    assert_refused(&reply, "the peer did not answer with TLS");
+    assert!(
+        reply
+            .header("l5d-proxy-error")
+            .contains(&identity_of("impostor")),
+        "{}",
+        reply.describe()
+    );
+    assert_handshake_error(&client, "not_tls", &identity_of("impostor")).await;
+    // The relayed handshake reached the app as opaque bytes (`tls="opaque"`), never a request.
+    assert_eq!(echo.requests.get(), 0);
+    mtls_mesh::metrics_until(&server, "passthrough TLS", |m| {
+        metric_sum(
+            m,
+            "tcp_open_total",
+            &[("direction", "inbound"), ("tls", "opaque")],
+        ) >= 1.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_peer_certificate_is_refused() {
+    let tmp = TempDir::new("mtls-expired");
+    let ca = tmp.subdir("ca");
+    mtls_mesh::init_ca(&ca).await;
+    let store = tmp.subdir("store");
+    write_docs(
+        &store,
+        "services.yaml",
+        &[service("echo", "backend", 8080, "http")],
+    );
+    let control = mtls_mesh::start_control(
+        &store,
+        tmp.path(),
+        ControlOpts {
+            identity_dir: Some(&ca),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Same CA, 2-second leaves: the server's certificate expires soon after this goes away.
+    let mut short = mtls_mesh::start_control(
+        &tmp.subdir("short-store"),
+        tmp.path(),
+        ControlOpts {
+            identity_dir: Some(&ca),
+            cert_lifetime: Some("2s"),
+            name: "short",
+        },
+    )
+    .await;
+    let anchors = mtls_mesh::trust_anchors(&control).await;
+    assert_eq!(anchors, mtls_mesh::trust_anchors(&short).await);
+
+    let echo = EchoServer::start(SERVER).await;
+    let short_lived = IdentitySource {
+        certify: short.grpc,
+        anchors_pem: &anchors,
+    };
+    let spec = mtls_mesh::with_identity(
+        support::ProxySpec::new(SERVER, control.grpc).forward(&[echo.port()]),
+        SERVER,
+        tmp.path(),
+        &short_lived,
+    );
+    let server = mtls_mesh::spawn_unready(spec, SERVER, tmp.path()).await;
+    let doc = workload_doc(
+        "default",
+        SERVER,
+        &[("app", "backend")],
+        "127.0.0.1",
+        &[("http", server.forward_addr(echo.port()).port())],
+    );
+    mtls_mesh::register(&control, SERVER, &doc).await;
+    let token = mtls_mesh::register(&short, SERVER, &doc).await;
+    mtls_mesh::write_token(tmp.path(), SERVER, &token);
+    server.wait_ready().await;
+
+    // The CA goes away: the server keeps its certificate until it expires.
+    short.kill().await;
+    let expires = server
+        .metric_sum("identity_cert_expiration_timestamp_seconds", &[])
+        .await;
+    let id = IdentitySource {
+        certify: control.grpc,
+        anchors_pem: &anchors,
+    };
+    let client = mtls_mesh::client(&control, &id, tmp.path(), CLIENT, &[]).await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    // Expiry has one-second resolution: one more second and it is certainly past.
+    tokio::time::sleep(Duration::from_secs_f64((expires - now).max(0.0) + 1.0)).await;
+
+    let reply = request_echo(&client).await;
+    assert_refused(&reply, "peer certificate has expired");
+    assert_handshake_error(&client, "expired", &identity_of(SERVER)).await;
+    assert_eq!(echo.requests.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_that_require_identity_refuse_unauthenticated_clients() {
+    let tmp = TempDir::new("mtls-require");
+    let store = tmp.subdir("store");
+    let tcp_service = ServiceDoc {
+        name: "tcp",
+        app: "backend",
+        port: 7000,
+        target: "tcp",
+        app_protocol: None,
+        opaque: true,
+        cluster_ip: None,
+    };
+    write_docs(
+        &store,
+        "services.yaml",
+        &[service("echo", "backend", 8080, "http"), tcp_service.yaml()],
+    );
+    let control = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
+    let anchors = mtls_mesh::trust_anchors(&control).await;
+    let id = IdentitySource {
+        certify: control.grpc,
+        anchors_pem: &anchors,
+    };
+    let echo = EchoServer::start(SERVER).await;
+    let (tcp_app, _tcp_task) = tcp_echo().await;
+    let required = format!("{},{}", echo.port(), tcp_app.port());
+    let server = mtls_mesh::server(
+        &control,
+        &id,
+        tmp.path(),
+        SERVER,
+        "backend",
+        &[("http", echo.port()), ("tcp", tcp_app.port())],
+        |spec| {
+            spec.env("WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", &required)
+                .env(
+                    "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+                    &tcp_app.port().to_string(),
+                )
+        },
+    )
+    .await;
+    let tcp = authority("tcp", 7000);
+    let client = mtls_mesh::client(
+        &control,
+        &id,
+        tmp.path(),
+        CLIENT,
+        std::slice::from_ref(&tcp),
+    )
+    .await;
+
+    // A meshed client (mTLS with its certificate) is let in, over HTTP and opaque TCP.
+    let reply = request_echo(&client).await;
+    assert_eq!(reply.status, 200, "{}", reply.describe());
+    let back = tcp_roundtrip(client.upstream_addr(&tcp), b"meshed bytes")
+        .await
+        .expect("meshed tcp");
+    assert_eq!(back, b"meshed bytes");
+
+    // Plaintext HTTP straight to the server's port: 403 with the reason.
+    let (status, body) = support::http_get(server.forward_addr(echo.port()), "/plain")
+        .await
+        .expect("plain http");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("requires a client identity"), "{body}");
+    assert!(body.contains("not TLS"), "{body}");
+
+    // Plaintext opaque TCP: the connection is closed, nothing reaches the app.
+    let refused = tcp_roundtrip(server.forward_addr(tcp_app.port()), b"plain bytes").await;
+    assert!(
+        refused.as_ref().is_ok_and(|b| b.is_empty()) || refused.is_err(),
+        "plaintext TCP was let through: {refused:?}"
+    );
+
+    let metrics = mtls_mesh::metrics_until(&server, "authorization denials", |m| {
+        metric_sum(
+            m,
+            "inbound_http_authz_deny_total",
+            &[("tls", "no_identity")],
+        ) >= 1.0
+            && metric_sum(m, "inbound_tcp_authz_deny_total", &[("tls", "no_identity")]) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "inbound_http_authz_deny_total",
+            &[("tls", "true")]
+        ),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(echo.requests.get(), 1);
+}
+
+/// `tshark` on the mesh port while requests carrying a marker cross it: a TLS 1.3 handshake,
+/// and the marker only on the plaintext leg to the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_capture_shows_tls13_and_no_plaintext() {
+    let Some(tshark) = support::which("tshark") else {
+        support::skip_or_fail("tshark is not installed (apt-get install tshark)");
+        return;
+    };
+    let mesh = mesh("mtls-capture").await;
+    let mesh_port = mesh.server.forward_addr(mesh.echo.port()).port();
+    let app_port = mesh.echo.port();
+    let dir = support::TempDir::new("capture");
+    let all = dir.path().join("all.pcap");
+    let mut cmd = tokio::process::Command::new(&tshark);
+    cmd.args(["-i", "lo", "-f"])
+        .arg(format!("tcp port {mesh_port} or tcp port {app_port}"))
+        .arg("-w")
+        .arg(&all)
+        .args(["-a", "duration:60"]);
+    support::set_pdeathsig(&mut cmd);
+    let mut capture = ChildProc::spawn("tshark", cmd, dir.path());
+    support::eventually("tshark is capturing", SOON, || async {
+        capture
+            .stderr_tail(4000)
+            .contains("Capturing on")
+            .then_some(())
+    })
+    .await;
+    // "Capturing on" can precede the filter taking effect: poke the app port (plain connects,
+    // no payload) until packets show up in the file, so the mesh handshake below is captured.
+    let header_len = std::fs::metadata(&all).map(|m| m.len()).unwrap_or(0);
+    support::eventually("tshark writes captured packets", SOON, || async {
+        drop(TcpStream::connect(("127.0.0.1", app_port)).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let len = std::fs::metadata(&all).map(|m| m.len()).unwrap_or(0);
+        (len > header_len).then_some(())
+    })
+    .await;
+
+    let marker = "weft-capture-marker-7f3a9c";
+    let echo = authority("echo", 8080);
+    for i in 0..5 {
+        let mut h1 = H1::connect(mesh.client.outbound).await.expect("connect");
+        let mut req = proxy_request("POST", &echo, &format!("/{marker}/{i}"), full(marker));
+        req.headers_mut()
+            .insert("x-marker", marker.parse().expect("header"));
+        let reply = Reply::read(h1.send(req).await.expect("h1"))
+            .await
+            .expect("body");
+        assert_eq!(reply.status, 200, "{}", reply.describe());
+        assert_eq!(reply.text(), marker);
+    }
+    let mut h2 = H2::connect(mesh.client.upstream_addr(&echo))
+        .await
+        .expect("h2");
+    let reply = Reply::read(
+        h2.send(h2_request(
+            "POST",
+            &echo,
+            &format!("/{marker}"),
+            full(marker),
+        ))
+        .await
+        .expect("h2 request"),
+    )
+    .await
+    .expect("h2 body");
+    assert_eq!(reply.status, 200);
+
+    // Let the last segments be written, then stop the capture cleanly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    capture.signal(libc::SIGINT);
+    assert!(
+        capture.wait(Duration::from_secs(20)).await.is_some(),
+        "tshark did not stop"
+    );
+
+    // The mesh leg alone.
+    let mesh_only = dir.path().join("mesh.pcap");
+    let filter = std::process::Command::new(&tshark)
+        .arg("-r")
+        .arg(&all)
+        .args(["-Y", &format!("tcp.port == {mesh_port}"), "-w"])
+        .arg(&mesh_only)
+        .output()
+        .expect("tshark -r");
+    assert!(filter.status.success(), "{filter:?}");
+    let raw_all = std::fs::read(&all).expect("read capture");
+    let raw_mesh = std::fs::read(&mesh_only).expect("read mesh capture");
+    let contains = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker.as_bytes());
+    assert!(
+        contains(&raw_all),
+        "the capture missed the plaintext app leg"
+    );
+    assert!(raw_mesh.len() > 1000, "the capture missed the mesh leg");
+    assert!(
+        !contains(&raw_mesh),
+        "the marker crossed the mesh in plaintext"
+    );
+
+    // TLS 1.3: the ServerHello selects version 0x0304.
+    let versions = std::process::Command::new(&tshark)
+        .arg("-r")
+        .arg(&mesh_only)
+        .args(["-d", &format!("tcp.port=={mesh_port},tls")])
+        .args(["-Y", "tls.handshake.type == 2", "-T", "fields"])
+        .args(["-e", "tls.handshake.extensions.supported_version"])
+        .output()
+        .expect("tshark fields");
+    let versions = String::from_utf8_lossy(&versions.stdout);
+    assert!(
+        !versions.trim().is_empty() && versions.lines().all(|l| l.contains("0x0304")),
+        "ServerHello versions: {versions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_renewed_under_steady_load_fail_no_request() {
+    let mesh = mesh_with("mtls-renewal", Some("4s")).await;
+    let echo = authority("echo", 8080);
+    let load = support::load::Load::start(
+        mesh.client.outbound,
+        mesh.client.upstream_addr(&echo),
+        &echo,
+        Duration::from_millis(20),
+        Duration::from_secs(60),
+    );
+    // Opaque connections, each a new mTLS handshake with whatever certificates are current,
+    // all along too (the HTTP load rides one long-lived HTTP/2 connection).
+    let tcp_addr = mesh.client.upstream_addr(&authority("tcp", 7000));
+    let started = Instant::now();
+    let mut fresh = 0u64;
+    let renewed = |text: &str| {
+        metric_sum(
+            text,
+            "identity_cert_refresh_total",
+            &[("result", "success")],
+        )
+    };
+    loop {
+        let payload = format!("fresh connection {fresh}");
+        let back = tcp_roundtrip(tcp_addr, payload.as_bytes()).await;
+        assert_eq!(
+            back.as_deref(),
+            Ok(payload.as_bytes()),
+            "connection {fresh}"
+        );
+        fresh += 1;
+        let (s, c) = (mesh.server.metrics().await, mesh.client.metrics().await);
+        // Three renewals on both sides (plus the first certificate).
+        if renewed(&s) >= 4.0 && renewed(&c) >= 4.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "certificates were not renewed: server {}, client {}",
+            renewed(&s),
+            renewed(&c)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = load.stop().await;
+    assert!(report.failures.is_empty(), "failed: {:?}", report.failures);
+    assert!(report.ok > 100, "only {} requests", report.ok);
+    assert!(fresh > 10);
+    assert_mtls_requests(&mesh, report.ok as f64).await;
+}
+
+/// An HTTP/1 upgrade rides its own fresh connection, in mTLS too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_cross_the_mesh_in_mtls() {
+    let mesh = mesh("mtls-ws").await;
+    let stream = TcpStream::connect(mesh.client.outbound)
+        .await
+        .expect("connect outbound");
+    let url = format!("ws://{}/socket", authority("ws", 8081));
+    let (mut ws, resp) = tokio::time::timeout(SOON, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("websocket handshake timed out")
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    use tokio_tungstenite::tungstenite::Message;
+    for msg in [Message::text("sealed"), Message::binary(vec![7u8; 100_000])] {
+        ws.send(msg.clone()).await.expect("ws send");
+        let echoed = tokio::time::timeout(SOON, ws.next())
+            .await
+            .expect("ws echo timed out")
+            .expect("ws closed")
+            .expect("ws error");
+        assert_eq!(echoed, msg);
+    }
+    ws.close(None).await.expect("ws close");
+    assert_eq!(mesh.ws.connections.get(), 1);
+    assert_mtls_requests(&mesh, 1.0).await;
+}
