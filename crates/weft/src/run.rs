@@ -13,8 +13,8 @@
 //! stopped, the namespace, veth and hosts file removed. Without root (or with `--explicit`) the
 //! proxy runs on loopback and the command gets `HTTP_PROXY` instead (explicit mode).
 
-mod hosts;
-mod pod;
+pub(crate) mod hosts;
+pub(crate) mod pod;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -40,7 +40,7 @@ use pod::{Addressing, Pod};
 /// Ports of the proxy inside a pod (the mesh conventions).
 const INBOUND_PORT: u16 = 4143;
 const OUTBOUND_PORT: u16 = 4140;
-const ADMIN_ADDR: &str = "127.0.0.1:4191";
+pub(crate) const ADMIN_ADDR: &str = "127.0.0.1:4191";
 /// How long the command may take to accept connections on its ports before registration.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the command and the proxy get to exit after SIGTERM.
@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    /// Extra variables for the proxy (not a flag: `weft demo --cluster` sets its log level and
+    /// identity through them).
+    #[arg(skip)]
+    pub proxy_env: Vec<(String, String)>,
 }
 
 /// `--port [NAME=]PORT`.
@@ -143,7 +147,7 @@ impl FromStr for Label {
 }
 
 impl RunArgs {
-    fn api(&self) -> SocketAddr {
+    pub(crate) fn api(&self) -> SocketAddr {
         self.control_api
             .unwrap_or_else(|| SocketAddr::new(self.control.ip(), 8085))
     }
@@ -236,39 +240,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// What runs while the workload is up.
-struct Running {
-    proxy: Child,
-    cmd: Child,
-    registered: bool,
+pub(crate) struct Running {
+    pub(crate) proxy: Child,
+    pub(crate) cmd: Child,
+    pub(crate) registered: bool,
+    /// The registration's Certify token (`None` before registration, or if the control plane
+    /// issues none).
+    pub(crate) token: Option<String>,
+    /// Relays the control plane into the pod while the workload runs.
+    pub(crate) control_relay: Option<Relay>,
+}
+
+/// A relay task, stopped when dropped (its listener lives in the pod's namespace).
+pub(crate) struct Relay(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Option<ExitStatus>> {
     let pod = Pod::create(&args.name, args.addressing())?;
     let hosts = Hosts::new(args);
     pod.write_hosts(&hosts.render(args, pod.addressing.ip).await)?;
-    let setup = async {
-        install_rules(args, &pod).await?;
-        let control = control_for_pod(args, &pod)?;
-        let proxy = spawn_proxy(args, &pod, control).await?;
-        let cmd = spawn_in_pod(args, &pod)?;
-        let mut running = Running {
-            proxy,
-            cmd,
-            registered: false,
-        };
-        let ports: Vec<_> = args
-            .ports
-            .iter()
-            .map(|p| (p.name.clone(), p.port))
-            .collect();
-        if wait_ports(&pod, args, &mut running.cmd).await? {
-            register(args, &args.workload(IpAddr::V4(pod.addressing.ip), &ports)).await?;
-            running.registered = true;
-        }
-        Ok::<_, anyhow::Error>(running)
-    };
     let mut running = tokio::select! {
-        running = setup => running?,
+        running = start_in_pod(args, &pod) => running?,
         _ = signals.recv() => return Ok(None),
     };
     eprintln!(
@@ -292,6 +289,34 @@ async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Op
     teardown(args, &mut running).await;
     drop(pod);
     Ok(status)
+}
+
+/// Steps 3 to 6 in a pod that exists and has its hosts file: `weft init`, the proxy, the
+/// command, and (once its ports accept connections) the registration. Dropping the result kills
+/// the processes; [`teardown`] stops them in order and deregisters.
+pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Running> {
+    install_rules(args, pod).await?;
+    let (control, relay) = control_for_pod(args, pod)?;
+    let proxy = spawn_proxy(args, pod, control).await?;
+    let cmd = spawn_in_pod(args, pod)?;
+    let mut running = Running {
+        proxy,
+        cmd,
+        registered: false,
+        token: None,
+        control_relay: relay,
+    };
+    let ports: Vec<_> = args
+        .ports
+        .iter()
+        .map(|p| (p.name.clone(), p.port))
+        .collect();
+    if wait_ports(pod, args, &mut running.cmd).await? {
+        let answer = register(args, &args.workload(IpAddr::V4(pod.addressing.ip), &ports)).await?;
+        running.registered = true;
+        running.token = answer["token"].as_str().map(str::to_string);
+    }
+    Ok(running)
 }
 
 /// Runs `weft init` inside the pod: the init container's step.
@@ -326,16 +351,16 @@ async fn install_rules(args: &RunArgs, pod: &Pod) -> anyhow::Result<()> {
 /// The control plane address the proxy in the pod uses. A loopback address is not reachable
 /// from the pod: it gets a listener on the same loopback port inside the pod, relayed to the
 /// real address by this process (which lives in the host's namespace).
-fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<SocketAddr> {
+fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(SocketAddr, Option<Relay>)> {
     if !args.control.ip().is_loopback() {
-        return Ok(args.control);
+        return Ok((args.control, None));
     }
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, args.control.port()));
     let listener = pod
         .bind(local)
         .with_context(|| format!("binding the control-plane relay on {local} in the pod"))?;
     let upstream = args.control;
-    tokio::spawn(async move {
+    let relay = tokio::spawn(async move {
         while let Ok((mut inside, _)) = listener.accept().await {
             tokio::spawn(async move {
                 match tokio::net::TcpStream::connect(upstream).await {
@@ -347,7 +372,7 @@ fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<SocketAddr> {
             });
         }
     });
-    Ok(local)
+    Ok((local, Some(Relay(relay))))
 }
 
 async fn spawn_proxy(args: &RunArgs, pod: &Pod, control: SocketAddr) -> anyhow::Result<Child> {
@@ -362,6 +387,7 @@ async fn spawn_proxy(args: &RunArgs, pod: &Pod, control: SocketAddr) -> anyhow::
         )
         .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", ADMIN_ADDR)
         .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
+        .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
     let (fd, uid) = (pod.raw_fd(), args.proxy_uid);
     // SAFETY: async-signal-safe calls only (setns, setgroups, setgid, setuid, prctl, getppid).
@@ -441,7 +467,11 @@ async fn wait_ports(pod: &Pod, args: &RunArgs, cmd: &mut Child) -> anyhow::Resul
     Ok(true)
 }
 
-async fn register(args: &RunArgs, workload: &serde_json::Value) -> anyhow::Result<()> {
+/// Registers the workload; the answer (`{"ok":true,"identity":..,"token":..}`) is returned.
+async fn register(
+    args: &RunArgs,
+    workload: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let api = args.api();
     let request = hyper::Request::put(format!("/v1/workloads/{}/{}", args.namespace, args.name))
         .header(hyper::header::HOST, api.to_string())
@@ -459,7 +489,8 @@ async fn register(args: &RunArgs, workload: &serde_json::Value) -> anyhow::Resul
             String::from_utf8_lossy(response.body())
         );
     }
-    Ok(())
+    // Older control planes answer without a body worth reading.
+    Ok(serde_json::from_slice(response.body()).unwrap_or(serde_json::Value::Null))
 }
 
 async fn deregister(args: &RunArgs) -> anyhow::Result<()> {
@@ -492,7 +523,7 @@ async fn supervise(running: &mut Running, signals: &mut Signals) -> Option<ExitS
 }
 
 /// Deregisters, then stops the command and the proxy (SIGTERM, then SIGKILL).
-async fn teardown(args: &RunArgs, running: &mut Running) {
+pub(crate) async fn teardown(args: &RunArgs, running: &mut Running) {
     if running.registered {
         if let Err(e) = deregister(args).await {
             eprintln!(
@@ -572,6 +603,8 @@ async fn explicit(
         proxy,
         cmd,
         registered: false,
+        token: None,
+        control_relay: None,
     };
     let ports: Vec<_> = args
         .ports
@@ -590,7 +623,7 @@ async fn explicit(
     let status = tokio::select! {
         result = registration => {
             match result {
-                Ok(()) => {
+                Ok(_) => {
                     running.registered = true;
                     supervise(&mut running, signals).await
                 }

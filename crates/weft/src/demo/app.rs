@@ -1,7 +1,9 @@
 //! The demo application: `web`, `books`, `ratings` and the `traffic` generator. These are ordinary
-//! programs that know nothing of the mesh: HTTP clients send absolute-form requests to the
-//! address in `HTTP_PROXY`, the gRPC client dials a local address it is given (`BOOKS_ADDR`), and
-//! servers listen where they are told. `weft demo` runs each one as `weft demo-service NAME`.
+//! programs that know nothing of the mesh. With `HTTP_PROXY` set, HTTP clients send
+//! absolute-form requests to that address; without it they connect to the service URL's host by
+//! name (`--ratings-url`, `--web-url`), as a client in a pod does. The gRPC client dials
+//! `BOOKS_ADDR` (a sidecar's local upstream port, or `books:9090` by name), and servers listen
+//! where they are told. `weft demo` runs each one as `weft demo-service NAME`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -64,12 +66,20 @@ pub struct ServiceArgs {
     /// port it reserved).
     #[arg(long, value_name = "FD", hide = true)]
     pub listen_fd: Option<i32>,
-    /// HTTP proxy for outgoing HTTP calls (web, traffic), as `http://HOST:PORT`.
+    /// HTTP proxy for outgoing HTTP calls (web, traffic), as `http://HOST:PORT`; without one,
+    /// calls go straight to the service URL's host.
     #[arg(long, env = "HTTP_PROXY", value_name = "URL")]
     pub http_proxy: Option<String>,
-    /// Local address that reaches the books service (web): the sidecar's upstream port.
-    #[arg(long, env = "BOOKS_ADDR", value_name = "ADDR")]
-    pub books_addr: Option<SocketAddr>,
+    /// Where web reaches the books service (gRPC): a sidecar's local upstream port (`IP:PORT`,
+    /// then `:authority` names the logical service), or `HOST:PORT` resolved by name.
+    #[arg(long, env = "BOOKS_ADDR", value_name = "HOST:PORT")]
+    pub books_addr: Option<String>,
+    /// The ratings service as web calls it.
+    #[arg(long, default_value = RATINGS_URL, value_name = "URL")]
+    pub ratings_url: String,
+    /// The web service as the traffic generator calls it.
+    #[arg(long, default_value = WEB_URL, value_name = "URL")]
+    pub web_url: String,
     /// Requests per second the traffic generator sends to web.
     #[arg(long, default_value_t = 20.0, value_name = "N")]
     pub rps: f64,
@@ -84,11 +94,16 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             let proxy = proxy_addr(&args).await?;
             let books_addr = args
                 .books_addr
+                .as_deref()
                 .context("web needs --books-addr (or BOOKS_ADDR)")?;
-            let web = Web::new(proxy, books_addr)?;
+            let ratings = Upstream::new(&args.ratings_url, proxy).await?;
+            let web = Web::new(ratings, books_addr)?;
             serve_http(listener(&args)?, Arc::new(web)).await
         }
-        Name::Traffic => traffic(proxy_addr(&args).await?, args.rps).await,
+        Name::Traffic => {
+            let web = Upstream::new(&args.web_url, proxy_addr(&args).await?).await?;
+            traffic(web, args.rps).await
+        }
     }
 }
 
@@ -109,20 +124,82 @@ fn listener(args: &ServiceArgs) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::from_std(std_listener)?)
 }
 
-/// Resolves `HTTP_PROXY` (`http://host:port`) to the address every HTTP request is sent to.
-async fn proxy_addr(args: &ServiceArgs) -> anyhow::Result<SocketAddr> {
-    let url = args
+/// Resolves `HTTP_PROXY` (`http://host:port`) to the address every HTTP request is sent to;
+/// `None` when no proxy is set (requests go straight to the services).
+async fn proxy_addr(args: &ServiceArgs) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(url) = args
         .http_proxy
         .clone()
         .or_else(|| std::env::var("http_proxy").ok())
-        .context("HTTP_PROXY is not set")?;
+        .filter(|url| !url.is_empty())
+    else {
+        return Ok(None);
+    };
     let uri: hyper::Uri = url.parse().with_context(|| format!("HTTP_PROXY {url:?}"))?;
     let host = uri.host().context("HTTP_PROXY has no host")?.to_string();
     let port = uri.port_u16().unwrap_or(80);
-    let mut addrs = tokio::net::lookup_host((host.as_str(), port)).await?;
+    resolve(&host, port)
+        .await
+        .with_context(|| format!("HTTP_PROXY host {host}"))
+        .map(Some)
+}
+
+async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?;
     addrs
         .next()
-        .with_context(|| format!("HTTP_PROXY host {host} does not resolve"))
+        .with_context(|| format!("{host} does not resolve"))
+}
+
+/// How an HTTP client reaches one service: through an HTTP proxy (absolute-form requests, the
+/// proxy picks the destination) or directly (origin-form requests to the address the URL's host
+/// resolves to, once at start: in a pod that is the service's cluster IP).
+struct Upstream {
+    pool: Pool,
+    /// `http://HOST:PORT` of the service.
+    url: String,
+    via_proxy: bool,
+}
+
+impl Upstream {
+    async fn new(url: &str, proxy: Option<SocketAddr>) -> anyhow::Result<Upstream> {
+        let uri: hyper::Uri = url.parse().with_context(|| format!("URL {url:?}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http") && uri.path() == "/",
+            "{url:?}: expected http://HOST[:PORT]"
+        );
+        let url = url.trim_end_matches('/').to_string();
+        let addr = match proxy {
+            Some(proxy) => proxy,
+            None => {
+                let host = uri.host().context("URL has no host")?;
+                resolve(host, uri.port_u16().unwrap_or(80)).await?
+            }
+        };
+        Ok(Upstream {
+            pool: Pool::new(addr),
+            url,
+            via_proxy: proxy.is_some(),
+        })
+    }
+
+    /// `GET` of `path` (with its query) on the service.
+    fn get(&self, path: &str) -> anyhow::Result<Request<Full<Bytes>>> {
+        let uri = if self.via_proxy {
+            format!("{}{path}", self.url)
+        } else {
+            path.to_string()
+        };
+        Ok(Request::get(uri)
+            .header(hyper::header::HOST, authority_of(&self.url))
+            .body(Full::new(Bytes::new()))?)
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> anyhow::Result<Response<Bytes>> {
+        self.pool.send(request).await
+    }
 }
 
 /// One HTTP request handler; every response is complete in memory.
@@ -225,21 +302,23 @@ async fn serve_books(listener: TcpListener) -> anyhow::Result<()> {
 
 /// `GET /` → one book (gRPC `Get`) with its rating (HTTP); `GET /books` → every book (gRPC `List`).
 struct Web {
-    ratings: Pool,
+    ratings: Upstream,
     books: BooksClient<tonic::transport::Channel>,
 }
 
 impl Web {
-    fn new(proxy: SocketAddr, books_addr: SocketAddr) -> anyhow::Result<Self> {
-        // The channel dials the sidecar's local upstream port; the :authority names the logical
-        // service, as it would for a client dialing the service by name.
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{books_addr}"))?
-            .origin(format!("http://{BOOKS_AUTHORITY}").parse()?)
-            .timeout(super::http::REQUEST_TIMEOUT)
-            .connect_lazy();
+    /// `books_addr` is `IP:PORT` (a sidecar's upstream port) or `HOST:PORT` (dialed by name).
+    fn new(ratings: Upstream, books_addr: &str) -> anyhow::Result<Self> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("http://{books_addr}"))?
+            .timeout(super::http::REQUEST_TIMEOUT);
+        if books_addr.parse::<SocketAddr>().is_ok() {
+            // A sidecar's local upstream port stands in for the service: the :authority names
+            // the logical service, as it would for a client dialing the service by name.
+            endpoint = endpoint.origin(format!("http://{BOOKS_AUTHORITY}").parse()?);
+        }
         Ok(Web {
-            ratings: Pool::new(proxy),
-            books: BooksClient::new(channel),
+            ratings,
+            books: BooksClient::new(endpoint.connect_lazy()),
         })
     }
 
@@ -261,9 +340,7 @@ impl Web {
     }
 
     async fn rating(&self, id: u32) -> anyhow::Result<serde_json::Value> {
-        let request = Request::get(format!("{RATINGS_URL}/rate?book={id}"))
-            .header(hyper::header::HOST, authority_of(RATINGS_URL))
-            .body(Full::new(Bytes::new()))?;
+        let request = self.ratings.get(&format!("/rate?book={id}"))?;
         let response = self.ratings.send(request).await?;
         anyhow::ensure!(
             response.status().is_success(),
@@ -316,23 +393,20 @@ fn authority_of(url: &str) -> &str {
 
 /// Calls `web` at `rps` requests per second, forever: `GET /`, and every tenth request
 /// `GET /books` to exercise the streaming call.
-async fn traffic(proxy: SocketAddr, rps: f64) -> anyhow::Result<()> {
+async fn traffic(web: Upstream, rps: f64) -> anyhow::Result<()> {
     anyhow::ensure!(rps > 0.0 && rps.is_finite(), "--rps must be positive");
-    let pool = Arc::new(Pool::new(proxy));
+    let web = Arc::new(web);
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rps));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for n in 0u64.. {
         ticks.tick().await;
         let path = if n % 10 == 9 { "/books" } else { "/" };
-        let pool = pool.clone();
+        let web = web.clone();
         // Each call runs on its own so a slow response does not slow the rate down.
         tokio::spawn(async move {
-            let request = Request::get(format!("{WEB_URL}{path}"))
-                .header(hyper::header::HOST, authority_of(WEB_URL))
-                .body(Full::new(Bytes::new()));
-            let outcome = match request {
-                Ok(request) => pool.send(request).await.map(|r| r.status()),
-                Err(error) => Err(error.into()),
+            let outcome = match web.get(path) {
+                Ok(request) => web.send(request).await.map(|r| r.status()),
+                Err(error) => Err(error),
             };
             match outcome {
                 Ok(status) => tracing::debug!(%status, path, "web answered"),
@@ -354,6 +428,33 @@ mod tests {
         assert_eq!(query_param("a=1&book=7", "book"), Some("7"));
         assert_eq!(query_param("bookx=1", "book"), None);
         assert_eq!(query_param("", "book"), None);
+    }
+
+    /// Without a proxy, a client connects to the URL's host itself and sends origin-form
+    /// requests naming the service in Host (what web and traffic do in a pod).
+    #[tokio::test]
+    async fn upstream_without_a_proxy_goes_straight_to_the_service() {
+        let ratings = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = ratings.local_addr().expect("addr");
+        tokio::spawn(serve_http(ratings, Arc::new(Ratings)));
+        let upstream = Upstream::new(&format!("http://127.0.0.1:{}", addr.port()), None)
+            .await
+            .expect("upstream");
+        let request = upstream.get("/rate?book=2").expect("request");
+        assert_eq!(request.uri().to_string(), "/rate?book=2");
+        assert_eq!(request.headers()[hyper::header::HOST], addr.to_string());
+        let response = upstream.send(request).await.expect("ratings answers");
+        assert!(matches!(response.status().as_u16(), 200 | 500));
+
+        let via_proxy = Upstream::new(RATINGS_URL, Some(addr))
+            .await
+            .expect("upstream");
+        let request = via_proxy.get("/rate?book=2").expect("request");
+        assert_eq!(
+            request.uri().to_string(),
+            format!("{RATINGS_URL}/rate?book=2")
+        );
+        assert!(Upstream::new("ratings:8080", None).await.is_err());
     }
 
     #[test]
@@ -395,7 +496,10 @@ mod tests {
         tokio::spawn(serve_books(books));
         let web = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let web_addr = web.local_addr().expect("addr");
-        let handler = Web::new(ratings_addr, books_addr).expect("web");
+        let via_proxy = Upstream::new(RATINGS_URL, Some(ratings_addr))
+            .await
+            .expect("ratings upstream");
+        let handler = Web::new(via_proxy, &books_addr.to_string()).expect("web");
         tokio::spawn(serve_http(web, Arc::new(handler)));
 
         let mut ok = 0;

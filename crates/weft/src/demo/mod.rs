@@ -7,10 +7,14 @@
 //! the name it will be certified as, and, once its workload is registered, the registration's
 //! token in a file of the temporary directory, so each sidecar obtains a certificate before it
 //! turns ready.
+//!
+//! `--cluster` (root) runs the same application in transparent mode, every workload in a pod of
+//! its own: see [`cluster`].
 
 pub mod app;
 pub mod books;
 pub mod children;
+mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod report;
@@ -56,6 +60,10 @@ pub struct DemoArgs {
     /// HTTP API address of the demo's control plane (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub api_addr: SocketAddr,
+    /// Run every service in its own network namespace ("pod") with transparent interception
+    /// (iptables, as `weft run` does); services reach each other by name. Needs root.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// Parses `30`, `1.5`, `30s`, `500ms`, `2m` into a duration (bare numbers are seconds).
@@ -117,10 +125,16 @@ const WORKLOADS: &[Spec] = &[
 
 /// The Service documents of the demo store.
 fn services_yaml() -> String {
+    services_yaml_with(&|_| None)
+}
+
+/// The Service documents, each with the `clusterIP` that `cluster_ip` gives its name, if any.
+fn services_yaml_with(cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -> String {
     let service = |name: &str, port_name: &str, port: u16, protocol: &str| {
+        let ip = cluster_ip(name).map_or_else(String::new, |ip| format!("  clusterIP: {ip}\n"));
         format!(
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n\
-             spec:\n  selector: {{app: {name}}}\n  ports:\n  - name: {port_name}\n    port: {port}\n    \
+             spec:\n  selector: {{app: {name}}}\n{ip}  ports:\n  - name: {port_name}\n    port: {port}\n    \
              targetPort: {port_name}\n    appProtocol: {protocol}\n"
         )
     };
@@ -197,26 +211,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.rps > 0.0 && args.rps.is_finite(),
         "--rps must be positive"
     );
+    if args.cluster {
+        return cluster::run(args).await;
+    }
     // Installed first so that Ctrl-C during start-up also stops cleanly.
     let mut stop = Stop::install()?;
     let store = TempDir::create()?;
     std::fs::write(store.0.join("services.yaml"), services_yaml())
         .context("writing the demo store")?;
 
-    let control = weft_control::start(weft_control::Config {
-        store_dir: store.0.clone(),
-        grpc_addr: args.control_addr,
-        api_addr: args.api_addr,
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-        poll_interval: Duration::from_millis(200),
-        // An ephemeral CA: nothing to set up, and it dies with the demo.
-        identity_dir: None,
-        cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
-    })
-    .await
-    .context("starting the control plane")?;
+    let control = start_control(&args, &store.0).await?;
     let (grpc, api) = (control.grpc_addr, control.api_addr);
     let tokens_dir = store.0.join("tokens");
     std::fs::create_dir_all(&tokens_dir).context("creating the token directory")?;
@@ -245,6 +249,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tracing::warn!(%error, "control plane did not stop cleanly");
     }
     outcome
+}
+
+/// The demo's own control plane, in-process, on `--control-addr` / `--api-addr`.
+async fn start_control(args: &DemoArgs, store: &Path) -> anyhow::Result<weft_control::Running> {
+    weft_control::start(weft_control::Config {
+        store_dir: store.to_path_buf(),
+        grpc_addr: args.control_addr,
+        api_addr: args.api_addr,
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        control_namespace: "weft".into(),
+        poll_interval: Duration::from_millis(200),
+        // An ephemeral CA: nothing to set up, and it dies with the demo.
+        identity_dir: None,
+        cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
+    })
+    .await
+    .context("starting the control plane")
 }
 
 /// Starts every workload in order.

@@ -120,7 +120,7 @@ fn store_services(dir: &Path) -> Vec<(String, String, IpAddr)> {
 
 /// The pod's `/etc/hosts`: loopback, the pod itself, and every Service by its full name, its
 /// `NAME.NS` and `NAME.NS.svc` forms, and its short name when in the pod's namespace.
-fn hosts_file(
+pub(crate) fn hosts_file(
     (namespace, domain, name): &(String, String, String),
     ip: Ipv4Addr,
     services: &[(String, String, IpAddr)],

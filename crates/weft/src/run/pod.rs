@@ -7,6 +7,10 @@
 //! 198.18.0.0/15 through a gateway address that the host side of its veth carries (the same
 //! gateway on every veth), and the host routes `IP/32` to the veth. Pods on one host reach each
 //! other through the host's forwarding.
+//!
+//! The "host" is the namespace `weft run` runs in, or a namespace given by name
+//! ([`Pod::create_in`]: `weft demo --cluster` puts all its pods behind one "node" namespace of
+//! its own, so nothing is added to the real host's namespace).
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -66,19 +70,51 @@ impl Addressing {
 pub struct Pod {
     pub netns: String,
     pub host_link: String,
+    /// The namespace holding the host side of the veth; `None` = the current one.
+    pub host_netns: Option<String>,
     pub addressing: Addressing,
     fd: File,
     etc_dir: PathBuf,
 }
 
+/// The name of a pod namespace: `weft-run-<name>-<pid>` (what [`sweep_stale`] recognises).
+pub fn netns_name(name: &str) -> String {
+    let short: String = name.chars().take(40).collect();
+    format!("{NETNS_PREFIX}{short}-{}", std::process::id())
+}
+
 impl Pod {
-    /// Creates the namespace `weft-run-<name>-<pid>` with its veth, address and routes.
+    /// Creates the namespace `weft-run-<name>-<pid>` with its veth, address and routes; the host
+    /// side of the veth is `wr<pid>` in the current namespace.
     pub fn create(name: &str, addressing: Addressing) -> anyhow::Result<Pod> {
+        let host_link = format!("wr{}", std::process::id());
+        Pod::build(name, addressing, None, host_link)
+    }
+
+    /// Like [`Pod::create`], but the host side of the veth is `host_link` in the existing
+    /// namespace `host_netns` (several pods share one such "node").
+    pub fn create_in(
+        name: &str,
+        addressing: Addressing,
+        host_netns: &str,
+        host_link: &str,
+    ) -> anyhow::Result<Pod> {
+        Pod::build(
+            name,
+            addressing,
+            Some(host_netns.to_string()),
+            host_link.to_string(),
+        )
+    }
+
+    fn build(
+        name: &str,
+        addressing: Addressing,
+        host_netns: Option<String>,
+        host_link: String,
+    ) -> anyhow::Result<Pod> {
         sweep_stale();
-        let pid = std::process::id();
-        let short: String = name.chars().take(40).collect();
-        let netns = format!("{NETNS_PREFIX}{short}-{pid}");
-        let host_link = format!("wr{pid}");
+        let netns = netns_name(name);
         sh("ip", &["netns", "add", &netns])?;
         let fd = match File::open(format!("/run/netns/{netns}")) {
             Ok(fd) => fd,
@@ -91,6 +127,7 @@ impl Pod {
             etc_dir: PathBuf::from("/etc/netns").join(&netns),
             netns,
             host_link,
+            host_netns,
             addressing,
             fd,
         };
@@ -98,28 +135,30 @@ impl Pod {
         Ok(pod)
     }
 
+    /// `ip ARGS` in the host side's namespace.
+    fn host_ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        host_ip(self.host_netns.as_deref(), args)
+    }
+
     fn wire(&self) -> anyhow::Result<()> {
         let (ns, link) = (self.netns.as_str(), self.host_link.as_str());
         let ip = self.addressing.ip.to_string();
         let gw = self.addressing.gateway.to_string();
         sh("ip", &["-n", ns, "link", "set", "lo", "up"])?;
-        sh(
-            "ip",
-            &[
-                "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ],
-        )?;
+        self.host_ip(&[
+            "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ])?;
         // Another address on the same gateway is fine; an existing route to our IP is not.
-        let taken = sh("ip", &["route", "show", "exact", &format!("{ip}/32")])?;
+        let taken = self.host_ip(&["route", "show", "exact", &format!("{ip}/32")])?;
         if !taken.trim().is_empty() {
             bail!(
                 "pod address {ip} is taken ({}); pass another with --pod-ip",
                 taken.trim()
             );
         }
-        sh("ip", &["addr", "add", &format!("{gw}/32"), "dev", link])?;
-        sh("ip", &["link", "set", link, "up"])?;
-        sh("ip", &["route", "add", &format!("{ip}/32"), "dev", link])?;
+        self.host_ip(&["addr", "add", &format!("{gw}/32"), "dev", link])?;
+        self.host_ip(&["link", "set", link, "up"])?;
+        self.host_ip(&["route", "add", &format!("{ip}/32"), "dev", link])?;
         sh(
             "ip",
             &["-n", ns, "addr", "add", &format!("{ip}/32"), "dev", "eth0"],
@@ -178,7 +217,9 @@ impl Pod {
             .is_ok()
     }
 
-    fn on_thread<T: Send>(
+    /// Runs `f` on a thread that has entered the pod's namespace (sockets made there stay in
+    /// the pod).
+    pub fn on_thread<T: Send>(
         &self,
         f: impl FnOnce() -> std::io::Result<T> + Send,
     ) -> std::io::Result<T> {
@@ -200,18 +241,37 @@ impl Pod {
 
 impl Drop for Pod {
     fn drop(&mut self) {
-        remove(&self.netns, Some(&self.host_link));
+        remove(
+            &self.netns,
+            self.host_netns.as_deref(),
+            Some(&self.host_link),
+        );
     }
 }
 
-fn remove(netns: &str, host_link: Option<&str>) {
+/// `ip ARGS`, in namespace `netns` when given.
+fn host_ip(netns: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    match netns {
+        Some(ns) => {
+            let mut all = vec!["-n", ns];
+            all.extend_from_slice(args);
+            sh("ip", &all)
+        }
+        None => sh("ip", args),
+    }
+}
+
+/// Deletes a namespace made by this module (a pod, or the node of `weft demo --cluster`), the
+/// host side of its veth and its `/etc/netns` directory.
+pub fn remove(netns: &str, host_netns: Option<&str>, host_link: Option<&str>) {
     // Deleting the namespace destroys the veth pair with it; the explicit delete covers a
     // namespace that processes still hold open.
     if let Err(e) = sh("ip", &["netns", "del", netns]) {
         eprintln!("weft run: cleanup: {e:#}");
     }
     if let Some(link) = host_link {
-        let _ = sh("ip", &["link", "del", link]);
+        // The host side may already be gone with the pair (or with its namespace).
+        let _ = host_ip(host_netns, &["link", "del", link]);
     }
     let etc = PathBuf::from("/etc/netns").join(netns);
     if etc.exists() {
@@ -222,7 +282,7 @@ fn remove(netns: &str, host_link: Option<&str>) {
 }
 
 /// Removes pods whose `weft run` is gone (killed before it could clean up).
-fn sweep_stale() {
+pub fn sweep_stale() {
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;
     };
@@ -233,7 +293,7 @@ fn sweep_stale() {
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             eprintln!("weft run: removing pod {name} left by process {pid}");
-            remove(&name, Some(&format!("wr{pid}")));
+            remove(&name, None, Some(&format!("wr{pid}")));
         }
     }
 }
