@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cp_scale  # noqa: E402
 import report  # noqa: E402
 import topology  # noqa: E402
 from harness import (Child, cpu_seconds, http_text, memory_mib, mint_certs, probe,  # noqa: E402
@@ -113,6 +114,8 @@ def _int_rates(entry):
 def write_outputs(args, tables, meta):
     results = report.results_json(args, tables, meta)
     markdown = report.markdown(args, tables, meta)
+    # The control-plane benchmark (cp_scale.py) shares both files: keep its key and section.
+    results, markdown = cp_scale.carry_over(args.out, results, markdown)
     print()
     print(markdown)
     if not args.no_write:

@@ -7,8 +7,12 @@
 //!   maximum throughput with `--rate 0`.
 //! - `tcp`: one large opaque stream through a proxy, MB/s.
 //! - `idle`: open N keep-alive connections, one request each, then hold them.
+//! - `cp-store`, `cp-scale`: the control-plane benchmark (a large store; many Destination.Get
+//!   watch streams and the time a store change takes to reach them).
 
 mod backend;
+mod cp_scale;
+mod cp_store;
 mod load;
 mod tcp;
 
@@ -17,7 +21,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "weft-bench",
-    about = "Weft data-plane benchmark tools (driven by bench/run)"
+    about = "Weft benchmark tools (driven by bench/run)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +38,10 @@ enum Command {
     Tcp(tcp::ThroughputArgs),
     /// Hold N idle keep-alive connections open.
     Idle(tcp::IdleArgs),
+    /// Write the control-plane benchmark's store (services and workloads as YAML).
+    CpStore(cp_store::Args),
+    /// Watch streams against `weft control`; store changes and their fan-out latency.
+    CpScale(cp_scale::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +57,8 @@ fn main() -> anyhow::Result<()> {
             Command::Load(args) => load::run(args).await,
             Command::Tcp(args) => tcp::throughput(args).await,
             Command::Idle(args) => tcp::idle(args).await,
+            Command::CpStore(args) => cp_store::run(args).await,
+            Command::CpScale(args) => cp_scale::run(args).await,
         }
     })
 }
