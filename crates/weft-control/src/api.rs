@@ -1,9 +1,12 @@
 //! The HTTP API (hyper, HTTP/1): workload registration (which also issues the workload's
-//! identity token), store status, the CA's trust anchors, and health.
+//! identity token), store status, the CA's trust anchors and rotation status, and health.
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
+use crate::ca::Ca;
+use crate::ca_reload::Ledger;
 use crate::index::Index;
 use crate::resource::{self, Defaults, Resource};
+use crate::rotation;
 use crate::store::{StoreError, StoreHandle};
 use crate::tokens::Tokens;
 use bytes::Bytes;
@@ -13,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -25,7 +29,10 @@ pub struct Ctx {
     pub index: Arc<Index>,
     pub defaults: Defaults,
     pub tokens: Tokens,
-    pub trust_anchors_pem: String,
+    /// The CA in force (it changes when the identity directory does).
+    pub ca: watch::Receiver<Arc<Ca>>,
+    pub ledger: Ledger,
+    pub identity_dir: Option<PathBuf>,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
@@ -95,8 +102,10 @@ async fn handle(
             }
         }
         (Method::GET, ["v1", "store"]) => reply(StatusCode::OK, json!(ctx.store.status())),
+        (Method::GET, ["v1", "identity", "status"]) => identity_status(&ctx),
         (Method::GET, ["v1", "identity", "trust-anchors"]) => {
-            let mut rsp = Response::new(Full::new(Bytes::from(ctx.trust_anchors_pem.clone())));
+            let pem = ctx.ca.borrow().trust_anchors_pem().to_string();
+            let mut rsp = Response::new(Full::new(Bytes::from(pem)));
             rsp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/x-pem-file"),
@@ -140,6 +149,7 @@ async fn handle(
             | ["ready"]
             | ["v1", "store"]
             | ["v1", "identity", "trust-anchors"]
+            | ["v1", "identity", "status"]
             | ["v1", "services"]
             | ["v1", "workloads"]
             | ["v1", "workloads", _, _],
@@ -150,6 +160,27 @@ async fn handle(
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     };
     Ok(rsp)
+}
+
+/// The CA this control plane issues from, the rotation stage of its directory, and the leaves
+/// it issued per anchor (this process only; `weft identity status --dir` sums every ledger).
+fn identity_status(ctx: &Ctx) -> Response<Full<Bytes>> {
+    let ca = ctx.ca.borrow().clone();
+    let state = match ctx.identity_dir.as_deref().map(rotation::read_state) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        None => None,
+    };
+    let now = rotation::unix_now();
+    let leaves = ctx.ledger.live(now);
+    let own = ctx.ledger.snapshot(now);
+    let cps = vec![rotation::ControlPlaneStatus {
+        instance: own.instance,
+        issuing_anchor: ca.issuer_anchor().to_string(),
+        updated: now,
+    }];
+    let status = rotation::status_of(&ca, ctx.identity_dir.as_deref(), state, &leaves, cps);
+    reply(StatusCode::OK, json!(status))
 }
 
 /// Namespaces and names in paths must be DNS labels (they also become file names).

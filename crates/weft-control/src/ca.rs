@@ -78,9 +78,49 @@ pub struct Generated {
     pub issuer_key_pem: String,
 }
 
+/// What `weft identity status` shows of a certificate.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertInfo {
+    /// The subject, e.g. `CN=root.weft.cluster.local`.
+    pub subject: String,
+    /// `sha256:` + lowercase hex of the DER: how anchors are named everywhere in rotation.
+    pub fingerprint: String,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+}
+
+/// SHA-256 fingerprint of a DER certificate, `sha256:<hex>`.
+pub fn fingerprint(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Subject, fingerprint and expiry of a DER certificate.
+pub fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
+    let (_, c) =
+        X509Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(CertInfo {
+        subject: c.subject().to_string(),
+        fingerprint: fingerprint(der),
+        not_after: c.validity().not_after.timestamp(),
+    })
+}
+
+/// The subject's common name of a DER certificate.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, c) = X509Certificate::from_der(der).ok()?;
+    let cn = c.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 /// A loaded CA, ready to sign.
 pub struct Ca {
     trust_anchors_pem: String,
+    anchors: Vec<CertInfo>,
+    issuer_info: CertInfo,
+    /// Fingerprint of the anchor that signed the issuer: every leaf depends on it.
+    issuer_anchor: String,
     issuer_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
     issuer_not_after: SystemTime,
@@ -129,11 +169,16 @@ fn ca_params(common_name: &str, lifetime: Duration, path_len: Option<u8>) -> Cer
 /// Generates a new anchor and an issuer signed by it.
 pub fn generate(trust_domain: &str, control_namespace: &str) -> Result<Generated, CaError> {
     let (root_cn, issuer_cn) = ca_names(trust_domain, control_namespace);
+    generate_named(&root_cn, &issuer_cn)
+}
+
+/// [`generate`] with explicit common names (rotation keeps the names of the CA it replaces).
+pub fn generate_named(root_cn: &str, issuer_cn: &str) -> Result<Generated, CaError> {
     let anchor_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let anchor_params = ca_params(&root_cn, ANCHOR_LIFETIME, None);
+    let anchor_params = ca_params(root_cn, ANCHOR_LIFETIME, None);
     let anchor_cert = anchor_params.self_signed(&anchor_key)?;
     let issuer_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let issuer_params = ca_params(&issuer_cn, ISSUER_LIFETIME, Some(0));
+    let issuer_params = ca_params(issuer_cn, ISSUER_LIFETIME, Some(0));
     let anchor = Issuer::from_params(&anchor_params, &anchor_key);
     let issuer_cert = issuer_params.signed_by(&issuer_key, &anchor)?;
     Ok(Generated {
@@ -194,29 +239,39 @@ impl Ca {
         let (anchors_path, anchors_pem) = read(TRUST_ANCHORS_FILE)?;
         let (issuer_path, issuer_pem) = read(ISSUER_CERT_FILE)?;
         let (key_path, key_pem) = read(ISSUER_KEY_FILE)?;
-        let invalid = |path: &PathBuf, reason: String| CaError::Invalid {
-            path: path.clone(),
+        Self::from_pem(
+            (&anchors_path, anchors_pem),
+            (&issuer_path, &issuer_pem),
+            (&key_path, &key_pem),
+            lifetime,
+        )
+    }
+
+    /// [`Ca::load`] from texts already read; each comes with the path its errors name.
+    pub fn from_pem(
+        (anchors_path, anchors_pem): (&Path, String),
+        (issuer_path, issuer_pem): (&Path, &str),
+        (key_path, key_pem): (&Path, &str),
+        lifetime: Duration,
+    ) -> Result<Ca, CaError> {
+        let invalid = |path: &Path, reason: String| CaError::Invalid {
+            path: path.to_path_buf(),
             reason,
         };
-
         let anchors =
-            pem_certificates(anchors_pem.as_bytes()).map_err(|e| invalid(&anchors_path, e))?;
+            pem_certificates(anchors_pem.as_bytes()).map_err(|e| invalid(anchors_path, e))?;
         if anchors.is_empty() {
-            return Err(invalid(&anchors_path, "no CERTIFICATE block".into()));
+            return Err(invalid(anchors_path, "no CERTIFICATE block".into()));
         }
         let issuer_der = pem_certificates(issuer_pem.as_bytes())
-            .map_err(|e| invalid(&issuer_path, e))?
+            .map_err(|e| invalid(issuer_path, e))?
             .into_iter()
             .next()
-            .ok_or_else(|| invalid(&issuer_path, "no CERTIFICATE block".into()))?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| invalid(&key_path, format!("not a PKCS#8 private key: {e}")))?;
-        Self::from_parts(anchors_pem, &anchors, issuer_der, key, lifetime).map_err(|reason| {
-            CaError::Invalid {
-                path: issuer_path,
-                reason,
-            }
-        })
+            .ok_or_else(|| invalid(issuer_path, "no CERTIFICATE block".into()))?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|e| invalid(key_path, format!("not a PKCS#8 private key: {e}")))?;
+        Self::from_parts(anchors_pem, &anchors, issuer_der, key, lifetime)
+            .map_err(|reason| invalid(issuer_path, reason))
     }
 
     /// A CA that lives only in memory (no `--identity-dir`): fine for demos and tests, but every
@@ -257,16 +312,21 @@ impl Ca {
         if !cert.is_ca() {
             return Err("the issuer certificate is not a CA (basicConstraints CA:TRUE)".into());
         }
-        let signed_by_anchor = anchors.iter().any(|a| {
+        let signed_by = anchors.iter().find(|a| {
             X509Certificate::from_der(a)
                 .map(|(_, anchor)| cert.verify_signature(Some(anchor.public_key())).is_ok())
                 .unwrap_or(false)
         });
-        if !signed_by_anchor {
+        let Some(issuer_anchor) = signed_by.map(|a| fingerprint(a)) else {
             return Err(format!(
                 "the issuer is not signed by any certificate in {TRUST_ANCHORS_FILE}"
             ));
-        }
+        };
+        let anchor_infos = anchors
+            .iter()
+            .map(|a| cert_info(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let issuer_info = cert_info(&issuer_der)?;
         let not_after = from_unix(cert.validity().not_after.timestamp());
         if !cert.validity().is_valid() {
             return Err(format!(
@@ -284,6 +344,9 @@ impl Ca {
             .map_err(|e| format!("cannot use the issuer certificate: {e}"))?;
         Ok(Ca {
             trust_anchors_pem,
+            anchors: anchor_infos,
+            issuer_info,
+            issuer_anchor,
             issuer_der,
             issuer,
             issuer_not_after: not_after,
@@ -298,6 +361,25 @@ impl Ca {
 
     pub fn issuer_not_after(&self) -> SystemTime {
         self.issuer_not_after
+    }
+
+    /// The anchors of the bundle, in file order.
+    pub fn anchors(&self) -> &[CertInfo] {
+        &self.anchors
+    }
+
+    /// The issuer that signs leaves.
+    pub fn issuer(&self) -> &CertInfo {
+        &self.issuer_info
+    }
+
+    /// Fingerprint of the anchor every leaf issued now chains to.
+    pub fn issuer_anchor(&self) -> &str {
+        &self.issuer_anchor
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
     }
 
     /// Checks a CSR (DER or PEM) for `identity` and signs a leaf for it. `spiffe` is the URI SAN

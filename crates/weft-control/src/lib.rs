@@ -1,16 +1,19 @@
 //! Weft control plane: reads Service and ExternalWorkload documents from a directory (and from
 //! the registration API), keeps them in one index, and serves the `linkerd2-proxy-api` gRPC
 //! services (Destination, OutboundPolicies, InboundServerPolicies) from it, plus
-//! `Identity.Certify` backed by [`ca`] (the CA) and [`tokens`] (per-workload tokens).
+//! `Identity.Certify` backed by [`ca`] (the CA) and [`tokens`] (per-workload tokens);
+//! [`rotation`] and [`ca_reload`] rotate the trust anchor without a restart.
 //!
 //! Shape: `store` (files, polling, registration) → `index` (per-key watch snapshots) →
 //! `grpc` (streams mapping snapshots to protobuf); `api` is the HTTP registration API.
 
 pub mod api;
 pub mod ca;
+pub mod ca_reload;
 pub mod grpc;
 pub mod index;
 pub mod resource;
+pub mod rotation;
 pub mod store;
 pub mod tokens;
 
@@ -87,7 +90,8 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     /// The bound HTTP API address.
     pub api_addr: SocketAddr,
-    /// PEM trust anchors of the CA that `Identity.Certify` issues from (hand them to proxies).
+    /// PEM trust anchors of the CA that `Identity.Certify` issued from at start (hand them to
+    /// proxies; with `identity_dir` a rotation changes them: read the directory's bundle).
     pub trust_anchors_pem: String,
     shutdown: watch::Sender<bool>,
     grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
@@ -156,6 +160,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     };
     let ca = std::sync::Arc::new(ca);
     let trust_anchors_pem = ca.trust_anchors_pem().to_string();
+    let ledger = ca_reload::Ledger::new(ca.issuer_anchor());
+    // Without a directory nothing ever changes the CA: the sender is dropped, the value stays.
+    let (ca_tx, ca_rx) = watch::channel(ca);
     let defaults = resource::Defaults {
         trust_domain: config.trust_domain.clone(),
         control_namespace: config.control_namespace.clone(),
@@ -192,11 +199,23 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             index: index.clone(),
             defaults,
             tokens: tokens.clone(),
-            trust_anchors_pem: trust_anchors_pem.clone(),
+            ca: ca_rx.clone(),
+            ledger: ledger.clone(),
+            identity_dir: config.identity_dir.clone(),
         },
         shutdown_rx.clone(),
     ));
-    let identity = grpc::identity::IdentityService::new(ca, tokens, index.clone());
+    let mut tasks = vec![store_task, api_task, index_task];
+    if let Some(dir) = &config.identity_dir {
+        tasks.push(tokio::spawn(ca_reload::run(
+            dir.clone(),
+            config.cert_lifetime,
+            ca_tx,
+            ledger.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    let identity = grpc::identity::IdentityService::new(ca_rx, ledger, tokens, index.clone());
     let grpc = tokio::spawn(grpc::serve(grpc_listener, index, identity, shutdown_rx));
     tracing::info!(%grpc_addr, %api_addr, store = %config.store_dir.display(), "control plane listening");
     Ok(Running {
@@ -205,7 +224,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         trust_anchors_pem,
         shutdown,
         grpc: Some(grpc),
-        tasks: vec![store_task, api_task, index_task],
+        tasks,
     })
 }
 

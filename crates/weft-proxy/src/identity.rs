@@ -10,6 +10,14 @@
 //! the certificate actually expires. Every received certificate is checked before use: it must
 //! be for our key, chain to the trust anchors and carry exactly our identity.
 //!
+//! With `WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE`, the file is read again every
+//! [`TRUST_ANCHORS_POLL_INTERVAL`]: new anchors (a trust-anchor rotation distributing old + new,
+//! then only new) are published with the current certificate, so the data path builds new TLS
+//! configurations for new handshakes while established connections carry on. A file that does not
+//! parse keeps the anchors in force (an error log and `identity_trust_anchors_reload_total
+//! {result="failure"}`, once per bad content). If the current certificate no longer chains to the
+//! new anchors, it is renewed at once.
+//!
 //! Without any identity variable the proxy has no [`Identity`] at all (transitional mode).
 //! The data path builds its rustls configs from [`Identity::current`] with [`tls`].
 
@@ -43,6 +51,8 @@ pub struct IdentityConfig {
     pub svc_addr: String,
     /// PEM trust anchors (validated: at least one certificate).
     pub trust_anchors_pem: String,
+    /// Where `trust_anchors_pem` came from, when it is a file: followed for changes.
+    pub trust_anchors_file: Option<PathBuf>,
     pub token_file: PathBuf,
     /// The DNS-like identity this proxy asks for and serves.
     pub local_name: String,
@@ -126,6 +136,7 @@ impl IdentityConfig {
         };
         let inline = get(config::ENV_IDENTITY_TRUST_ANCHORS);
         let file = get(config::ENV_IDENTITY_TRUST_ANCHORS_FILE);
+        let trust_anchors_file = file.as_ref().map(PathBuf::from);
         let trust_anchors_pem = match (inline, file) {
             (Some(_), Some(f)) => {
                 fail(
@@ -200,6 +211,7 @@ impl IdentityConfig {
         Ok(Some(IdentityConfig {
             svc_addr,
             trust_anchors_pem,
+            trust_anchors_file,
             token_file,
             local_name,
             min_refresh,
@@ -228,6 +240,12 @@ pub enum IdentityError {
     #[error("invalid identity service address {0:?}")]
     Address(String),
 }
+
+/// How often `WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE` is read again for new anchors.
+pub const TRUST_ANCHORS_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// A changed anchors file is read a second time after this pause and used only if both reads
+/// agree, so a file written in place (not renamed) is not taken half-written.
+const TRUST_ANCHORS_SETTLE: Duration = Duration::from_millis(100);
 
 /// A certificate this proxy holds, with what is needed to build TLS configs from it.
 #[derive(Debug)]
@@ -264,6 +282,7 @@ pub struct Identity {
     name: String,
     current: watch::Receiver<Option<Arc<Certified>>>,
     _task: Arc<AbortOnDrop>,
+    _anchors_task: Option<Arc<AbortOnDrop>>,
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -288,7 +307,8 @@ struct Local {
     name: String,
     csr: Vec<u8>,
     key: Arc<dyn rustls::sign::SigningKey>,
-    roots: Arc<RootCertStore>,
+    /// The anchors in force (changed by the anchors-file watcher).
+    roots: watch::Receiver<Arc<RootCertStore>>,
     token_file: PathBuf,
 }
 
@@ -337,20 +357,28 @@ impl Identity {
             .load_private_key(PrivateKeyDer::Pkcs8(key.serialize_der().into()))
             .map_err(IdentityError::Key)?;
         drop(key);
+        metrics.identity_enabled();
+        metrics.identity_trust_anchors(roots.len());
+        let (roots_tx, roots_rx) = watch::channel(roots);
+        let anchors_task = cfg.trust_anchors_file.clone().map(|path| {
+            let initial = cfg.trust_anchors_pem.clone().into_bytes();
+            let task = tokio::spawn(watch_anchors(path, initial, roots_tx, metrics.clone()));
+            Arc::new(AbortOnDrop(task))
+        });
         let local = Local {
             name: cfg.local_name.clone(),
             csr,
             key: signing_key,
-            roots,
+            roots: roots_rx,
             token_file: cfg.token_file.clone(),
         };
-        metrics.identity_enabled();
         let (tx, current) = watch::channel(None);
         let task = tokio::spawn(renew(certifier, local, tx, metrics, schedule));
         Ok(Identity {
             name: cfg.local_name.clone(),
             current,
             _task: Arc::new(AbortOnDrop(task)),
+            _anchors_task: anchors_task,
         })
     }
 
@@ -402,10 +430,95 @@ fn failure_delay(failures: u32, s: &Schedule) -> Duration {
     base.mul_f64(1.0 + fastrand::f64() * 0.5).min(s.backoff_max)
 }
 
+/// Follows the anchors file: every [`TRUST_ANCHORS_POLL_INTERVAL`], a content that differs from
+/// the anchors in force, reads the same twice and parses is published on `tx`. Runs until aborted.
+async fn watch_anchors(
+    path: PathBuf,
+    mut in_force: Vec<u8>,
+    tx: watch::Sender<Arc<RootCertStore>>,
+    metrics: Metrics,
+) {
+    // The last bad content (or read error) reported, so a bad file is logged and counted once.
+    let mut reported: Option<Vec<u8>> = None;
+    loop {
+        tokio::time::sleep(TRUST_ANCHORS_POLL_INTERVAL).await;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) if b == in_force => {
+                reported = None;
+                continue;
+            }
+            Ok(b) => b,
+            Err(e) => {
+                let key = format!("read error: {}", e.kind()).into_bytes();
+                if reported.as_ref() != Some(&key) {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read the trust anchors file; keeping the current anchors");
+                    metrics.identity_trust_anchors_reload(false);
+                    reported = Some(key);
+                }
+                continue;
+            }
+        };
+        tokio::time::sleep(TRUST_ANCHORS_SETTLE).await;
+        if std::fs::read(&path).ok().as_ref() != Some(&bytes) {
+            continue; // still being written: the next poll sees the final content
+        }
+        match tls::roots_from_pem(&bytes) {
+            Ok(roots) => {
+                tracing::info!(path = %path.display(), anchors = roots.len(), "trust anchors reloaded");
+                metrics.identity_trust_anchors_reload(true);
+                metrics.identity_trust_anchors(roots.len());
+                tx.send_replace(Arc::new(roots));
+                in_force = bytes;
+                reported = None;
+            }
+            Err(e) => {
+                if reported.as_ref() != Some(&bytes) {
+                    tracing::error!(path = %path.display(), error = %e, "the trust anchors file is invalid; keeping the current anchors");
+                    metrics.identity_trust_anchors_reload(false);
+                    reported = Some(bytes);
+                }
+            }
+        }
+    }
+}
+
+/// New anchors arrived: the current certificate (if any) is published again with them, so new
+/// handshakes verify peers against the new set. Returns false when the current certificate does
+/// not chain to the new anchors (it must be renewed now).
+fn apply_roots(
+    tx: &watch::Sender<Option<Arc<Certified>>>,
+    local: &Local,
+    roots: Arc<RootCertStore>,
+) -> bool {
+    let Some(current) = tx.borrow().clone() else {
+        return true;
+    };
+    let chains = tls::verify_identity(
+        &roots,
+        &current.key.cert[0],
+        &current.key.cert[1..],
+        &local.name,
+        rustls::pki_types::UnixTime::now(),
+    );
+    tx.send_replace(Some(Arc::new(Certified {
+        name: current.name.clone(),
+        key: current.key.clone(),
+        roots,
+        valid_until: current.valid_until,
+    })));
+    match chains {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "the current certificate does not chain to the new trust anchors; renewing now");
+            false
+        }
+    }
+}
+
 /// The renewal task: runs until aborted.
 async fn renew<C: Certifier>(
     mut certifier: C,
-    local: Local,
+    mut local: Local,
     tx: watch::Sender<Option<Arc<Certified>>>,
     metrics: Metrics,
     schedule: Schedule,
@@ -447,7 +560,25 @@ async fn renew<C: Certifier>(
                 delay
             }
         };
-        tokio::time::sleep(delay).await;
+        // Sleep until the renewal (or retry) is due, applying new trust anchors meanwhile.
+        let due = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => break,
+                changed = local.roots.changed() => {
+                    if changed.is_err() {
+                        // No watcher (inline anchors): nothing else can change.
+                        tokio::time::sleep_until(due).await;
+                        break;
+                    }
+                    let roots = local.roots.borrow_and_update().clone();
+                    if !apply_roots(&tx, &local, roots) {
+                        failures = 0;
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -479,8 +610,9 @@ async fn certify_once<C: Certifier>(
     key.keys_match()
         .map_err(|e| bad(format!("it is not for this proxy's key: {e}")))?;
     let leaf: &CertificateDer<'_> = &key.cert[0];
+    let roots = local.roots.borrow().clone();
     tls::verify_identity(
-        &local.roots,
+        &roots,
         leaf,
         &key.cert[1..],
         &local.name,
@@ -495,7 +627,7 @@ async fn certify_once<C: Certifier>(
     Ok(Certified {
         name: local.name.clone(),
         key: Arc::new(key),
-        roots: local.roots.clone(),
+        roots,
         valid_until,
     })
 }

@@ -107,6 +107,10 @@ struct IdentityStats {
     expiration_unix: AtomicU64,
     refresh_success: AtomicU64,
     refresh_failure: AtomicU64,
+    /// Anchors in force, and reloads of the anchors file by result.
+    trust_anchors: AtomicU64,
+    anchors_reload_success: AtomicU64,
+    anchors_reload_failure: AtomicU64,
 }
 
 /// HTTP metrics for one label set: a cheap handle (an `Arc` of the shared counters).
@@ -235,6 +239,22 @@ impl Metrics {
     /// A Certify attempt failed (the current certificate, if any, stays in use).
     pub fn identity_refresh_failed(&self) {
         self.inner.identity.refresh_failure.fetch_add(1, Relaxed);
+    }
+
+    /// `n` trust anchors are in force.
+    pub fn identity_trust_anchors(&self, n: usize) {
+        self.inner.identity.trust_anchors.store(n as u64, Relaxed);
+    }
+
+    /// The trust anchors file changed and was loaded (`true`) or refused (`false`).
+    pub fn identity_trust_anchors_reload(&self, ok: bool) {
+        let id = &self.inner.identity;
+        let n = if ok {
+            &id.anchors_reload_success
+        } else {
+            &id.anchors_reload_failure
+        };
+        n.fetch_add(1, Relaxed);
     }
 
     /// Prometheus text exposition (format 0.0.4).
@@ -377,6 +397,35 @@ impl Metrics {
             ] {
                 let l = format!("result=\"{result}\"");
                 sample(&mut out, "identity_cert_refresh_total", &l, n.load(Relaxed));
+            }
+            header(
+                &mut out,
+                "identity_trust_anchors",
+                "gauge",
+                "Trust anchors in force (2 while a rotation distributes old + new).",
+            );
+            let _ = writeln!(
+                out,
+                "identity_trust_anchors {}",
+                id.trust_anchors.load(Relaxed)
+            );
+            header(
+                &mut out,
+                "identity_trust_anchors_reload_total",
+                "counter",
+                "Changes of the trust anchors file by result (a failure keeps the anchors in force).",
+            );
+            for (result, n) in [
+                ("success", &id.anchors_reload_success),
+                ("failure", &id.anchors_reload_failure),
+            ] {
+                let l = format!("result=\"{result}\"");
+                sample(
+                    &mut out,
+                    "identity_trust_anchors_reload_total",
+                    &l,
+                    n.load(Relaxed),
+                );
             }
         }
 

@@ -150,6 +150,7 @@ async fn identity(ca: &Arc<MiniCa>, metrics: Metrics) -> Identity {
     let cfg = IdentityConfig {
         svc_addr: "127.0.0.1:1".into(),
         trust_anchors_pem: ca.anchor_pem.clone(),
+        trust_anchors_file: None,
         token_file,
         local_name: PROXY.into(),
         min_refresh: Duration::from_secs(3600),

@@ -2,11 +2,14 @@
 //!
 //! `weft identity init --dir DIR` creates a trust anchor and an issuer (ECDSA P-256) in `DIR`
 //! for `weft control --identity-dir DIR`. It never overwrites an existing CA.
+//! `weft identity rotate --dir DIR --stage bundle|issue|retire` rotates the trust anchor one
+//! stage at a time, and `weft identity status --dir DIR [--json]` shows where it stands
+//! (`weft_control::rotation` does the work).
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use weft_control::ca;
+use weft_control::{ca, rotation};
 
 /// `weft identity`: manage the identity CA.
 #[derive(Debug, clap::Args)]
@@ -20,6 +23,46 @@ pub enum IdentityCommand {
     /// Create a trust anchor and an issuer certificate in DIR (trust-anchors.pem, issuer.crt,
     /// issuer.key, trust-anchor.key). Refuses to overwrite existing files.
     Init(InitArgs),
+    /// Rotate the trust anchor without downtime, one stage at a time: `bundle` (new anchor +
+    /// issuer; proxies trust old + new), `issue` (issue from the new chain), `retire` (drop the
+    /// old anchor once no live certificate depends on it).
+    Rotate(RotateArgs),
+    /// Show the anchors, the issuer, the rotation stage and the live leaves per anchor.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RotateStage {
+    /// Create the new anchor and issuer; write the bundle old + new (alias: prepare).
+    #[value(alias = "prepare")]
+    Bundle,
+    /// Switch issuance to the new issuer (running control planes pick it up within seconds).
+    Issue,
+    /// Write the bundle with only the new anchor (refused while old certificates live).
+    Retire,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// The CA directory (`weft identity init --dir`, `weft control --identity-dir`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    #[arg(long, value_enum)]
+    pub stage: RotateStage,
+    /// `retire` only: skip the checks that no live certificate depends on the old anchor.
+    /// Proxies holding such a certificate become unreachable until they renew.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The CA directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print the status as one JSON document.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,7 +104,65 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        IdentityCommand::Rotate(args) => rotate(args),
+        IdentityCommand::Status(args) => {
+            let status = rotation::status(&args.dir)
+                .with_context(|| format!("reading the CA in {}", args.dir.display()))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", rotation::render_text(&status));
+            }
+            Ok(())
+        }
     }
+}
+
+fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+    let dir = &args.dir;
+    let (done, next) = match args.stage {
+        RotateStage::Bundle => (
+            rotation::prepare(dir),
+            "distribute the bundle: proxies reading it (WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE) \
+             reload it within seconds. Once every proxy reports identity_trust_anchors 2, run \
+             --stage issue",
+        ),
+        RotateStage::Issue => (
+            rotation::issue(dir),
+            "running control planes issue from the new chain within a few seconds. Once the \
+             certificates from the old anchor have expired (weft identity status), run --stage retire",
+        ),
+        RotateStage::Retire => (
+            rotation::retire(dir, args.force),
+            "proxies reload the bundle with only the new anchor within seconds; rotation complete",
+        ),
+    };
+    let done = done.with_context(|| {
+        format!(
+            "weft identity rotate --stage {}: refused",
+            match args.stage {
+                RotateStage::Bundle => "bundle",
+                RotateStage::Issue => "issue",
+                RotateStage::Retire => "retire",
+            }
+        )
+    })?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "identity-rotated",
+            "dir": dir.display().to_string(),
+            "stage": done.stage.as_str(),
+            "new_anchor": done.new_anchor,
+            "old_anchors": done.old_anchors,
+            "trust_anchors": done.trust_anchors,
+        })
+    );
+    eprintln!(
+        "weft identity rotate: stage {} done; {next}.",
+        done.stage.as_str()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ enum Command {
     /// Run a meshed demo application (web, books, ratings, traffic, each with a weft-proxy
     /// sidecar) and show live golden metrics per service and per edge.
     Demo(demo::DemoArgs),
-    /// Manage the mesh's identity CA (`weft identity init --dir DIR`).
+    /// Manage the mesh's identity CA: `init`, trust-anchor `rotate`, `status`.
     Identity(identity::IdentityArgs),
     /// Run one service of the demo application (started by `weft demo`).
     #[command(hide = true)]

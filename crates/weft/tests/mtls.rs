@@ -617,6 +617,7 @@ async fn an_expired_peer_certificate_is_refused() {
             identity_dir: Some(&ca),
             cert_lifetime: Some("2s"),
             name: "short",
+            ..Default::default()
         },
     )
     .await;

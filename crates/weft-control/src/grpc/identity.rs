@@ -5,26 +5,43 @@
 //! token nobody issued, `PermissionDenied` for a valid token that grants another identity (or
 //! whose workload is gone), `Internal` if signing fails.
 //!
+//! The CA is read from a `watch` channel for every request, so a rotation's new issuer
+//! (`ca_reload`) is used from the next request on; every leaf is recorded in the [`Ledger`] under
+//! the anchor it chains to.
+//!
 //! Certificates travel as DER (what Linkerd's controller and proxy exchange), although the proto
 //! comments say PEM; a PEM CSR is accepted too.
 
 use crate::ca::{Ca, CertifyError};
+use crate::ca_reload::Ledger;
 use crate::index::Index;
 use crate::tokens::Tokens;
 use linkerd2_proxy_api::identity::{identity_server::Identity, CertifyRequest, CertifyResponse};
 use std::sync::Arc;
 use std::time::SystemTime;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 pub struct IdentityService {
-    ca: Arc<Ca>,
+    ca: watch::Receiver<Arc<Ca>>,
+    ledger: Ledger,
     tokens: Tokens,
     index: Arc<Index>,
 }
 
 impl IdentityService {
-    pub fn new(ca: Arc<Ca>, tokens: Tokens, index: Arc<Index>) -> Self {
-        Self { ca, tokens, index }
+    pub fn new(
+        ca: watch::Receiver<Arc<Ca>>,
+        ledger: Ledger,
+        tokens: Tokens,
+        index: Arc<Index>,
+    ) -> Self {
+        Self {
+            ca,
+            ledger,
+            tokens,
+            index,
+        }
     }
 
     /// The identity a token grants and the SPIFFE URI to put beside it.
@@ -69,8 +86,8 @@ impl Identity for IdentityService {
                 "the token grants identity {granted:?}, not {requested:?}"
             )));
         }
-        let issued = self
-            .ca
+        let ca = self.ca.borrow().clone();
+        let issued = ca
             .certify(
                 &req.certificate_signing_request,
                 &granted,
@@ -81,7 +98,8 @@ impl Identity for IdentityService {
                 CertifyError::InvalidCsr(m) => Status::invalid_argument(m),
                 e @ CertifyError::Sign(_) => Status::internal(e.to_string()),
             })?;
-        tracing::info!(identity = %granted, valid_until = ?issued.valid_until, "certified");
+        self.ledger.record(ca.issuer_anchor(), issued.valid_until);
+        tracing::info!(identity = %granted, valid_until = ?issued.valid_until, anchor = %ca.issuer_anchor(), "certified");
         Ok(Response::new(CertifyResponse {
             leaf_certificate: issued.leaf,
             intermediate_certificates: issued.intermediates,

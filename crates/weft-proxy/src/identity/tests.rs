@@ -294,6 +294,7 @@ fn start_fake_with(
     let cfg = IdentityConfig {
         svc_addr: "127.0.0.1:1".into(),
         trust_anchors_pem: trust_pem.to_string(),
+        trust_anchors_file: None,
         token_file,
         local_name: A.into(),
         min_refresh: Duration::from_secs(1),
@@ -447,6 +448,95 @@ async fn a_certificate_from_another_ca_is_not_used() {
         .parse()
         .expect("counter");
     assert!(failures >= 2, "{failures}");
+}
+
+fn write_file_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_trust_anchors_file_is_applied_and_a_bad_one_keeps_the_anchors() {
+    let (ca1, ca2) = (Arc::new(TestCa::new()), TestCa::new());
+    let anchors_file = std::env::temp_dir().join(format!(
+        "weft-proxy-anchors-{}-{}.pem",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    write_file_atomically(&anchors_file, &ca1.anchor_pem);
+    let fake = FakeCa {
+        ca: ca1.clone(),
+        lifetime: Duration::from_secs(1000),
+        down: Arc::default(),
+        calls: Arc::default(),
+        called: Arc::default(),
+    };
+    let cfg = IdentityConfig {
+        svc_addr: "127.0.0.1:1".into(),
+        trust_anchors_pem: ca1.anchor_pem.clone(),
+        trust_anchors_file: Some(anchors_file.clone()),
+        token_file: token_file("anchors"),
+        local_name: A.into(),
+        min_refresh: Duration::from_secs(1),
+        max_refresh: Duration::from_secs(24 * 3600),
+    };
+    let schedule = Schedule {
+        min_refresh: cfg.min_refresh,
+        max_refresh: cfg.max_refresh,
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(5),
+    };
+    let metrics = Metrics::new();
+    let identity =
+        Identity::start_with(&cfg, schedule, metrics.clone(), fake.clone()).expect("start");
+    identity.wait_ready().await;
+    let first = identity.current().expect("certificate");
+    assert_eq!(first.roots.len(), 1);
+    assert_eq!(metric(&metrics, "identity_trust_anchors "), "1");
+
+    // Old + new: published with the same certificate, no Certify call.
+    write_file_atomically(
+        &anchors_file,
+        &format!("{}{}", ca1.anchor_pem, ca2.anchor_pem),
+    );
+    let mut rx = identity.watch();
+    rx.borrow_and_update();
+    rx.changed().await.expect("new anchors published");
+    let second = identity.current().expect("certificate");
+    assert_eq!(second.roots.len(), 2);
+    assert!(Arc::ptr_eq(&first.key, &second.key), "same certificate");
+    assert_eq!(fake.calls.lock().expect("lock").len(), 1);
+    assert_eq!(metric(&metrics, "identity_trust_anchors "), "2");
+    assert_eq!(
+        metric(
+            &metrics,
+            "identity_trust_anchors_reload_total{result=\"success\"}"
+        ),
+        "1"
+    );
+
+    // A bad file: the anchors stay, one error counted however long it stays bad.
+    write_file_atomically(&anchors_file, "not a PEM file");
+    tokio::time::sleep(TRUST_ANCHORS_POLL_INTERVAL * 4).await;
+    assert_eq!(identity.current().expect("certificate").roots.len(), 2);
+    assert_eq!(
+        metric(
+            &metrics,
+            "identity_trust_anchors_reload_total{result=\"failure\"}"
+        ),
+        "1"
+    );
+    assert_eq!(metric(&metrics, "identity_trust_anchors "), "2");
+
+    // Only an anchor our certificate does not chain to: applied, and renewal is tried at once.
+    write_file_atomically(&anchors_file, &ca2.anchor_pem);
+    while fake.calls.lock().expect("lock").len() < 2 {
+        fake.called.notified().await;
+    }
+    assert_eq!(identity.current().expect("certificate").roots.len(), 1);
+    assert_eq!(metric(&metrics, "identity_trust_anchors "), "1");
+    let _ = std::fs::remove_file(&anchors_file);
 }
 
 // ---------------------------------------------------------------- TLS handshakes

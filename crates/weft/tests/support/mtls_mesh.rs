@@ -29,16 +29,43 @@ pub struct ControlOpts<'a> {
     pub identity_dir: Option<&'a Path>,
     /// Used in log file names when a test runs several.
     pub name: &'a str,
+    /// `--grpc-addr`; default an ephemeral port. A restart passes the address proxies know (the
+    /// bind is retried while the previous owner's socket goes away).
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 /// Starts `weft control` on ephemeral ports and waits for `/ready`.
 pub async fn start_control(store: &Path, log_dir: &Path, opts: ControlOpts<'_>) -> Control {
+    let deadline = std::time::Instant::now() + SOON;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_start_control(store, log_dir, &opts, attempt).await {
+            Ok(control) => return control,
+            Err(e) if opts.grpc_addr.is_some() && std::time::Instant::now() < deadline => {
+                eprintln!("control start attempt {attempt} failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("weft control did not start: {e}"),
+        }
+    }
+}
+
+async fn try_start_control(
+    store: &Path,
+    log_dir: &Path,
+    opts: &ControlOpts<'_>,
+    attempt: u32,
+) -> Result<Control, String> {
+    let grpc = opts
+        .grpc_addr
+        .map_or("127.0.0.1:0".to_string(), |a| a.to_string());
     let mut cmd = Command::new(weft_bin());
     cmd.arg("control")
         .arg("--store")
         .arg(store)
         .arg("--grpc-addr")
-        .arg("127.0.0.1:0")
+        .arg(grpc)
         .arg("--api-addr")
         .arg("127.0.0.1:0")
         .env("RUST_BACKTRACE", "1");
@@ -49,16 +76,14 @@ pub async fn start_control(store: &Path, log_dir: &Path, opts: ControlOpts<'_>) 
         cmd.arg("--identity-dir").arg(dir);
     }
     set_pdeathsig(&mut cmd);
-    let name = if opts.name.is_empty() {
-        "control".to_string()
-    } else {
-        format!("control-{}", opts.name)
+    let name = match (opts.name.is_empty(), attempt) {
+        (true, 1) => "control".to_string(),
+        (true, n) => format!("control-{n}"),
+        (false, 1) => format!("control-{}", opts.name),
+        (false, n) => format!("control-{}-{n}", opts.name),
     };
     let mut proc = ChildProc::spawn(&name, cmd, log_dir);
-    let line = proc
-        .listening_line(SOON)
-        .await
-        .unwrap_or_else(|e| panic!("weft control did not start: {e}"));
+    let line = proc.listening_line(SOON).await?;
     let addr = |key: &str| -> SocketAddr {
         line[key]
             .as_str()
@@ -72,7 +97,7 @@ pub async fn start_control(store: &Path, log_dir: &Path, opts: ControlOpts<'_>) 
         store: store.to_path_buf(),
     };
     control.wait_ready().await;
-    control
+    Ok(control)
 }
 
 /// `weft identity init --dir DIR`: a CA several control planes can share.
@@ -201,6 +226,18 @@ pub async fn client(
     name: &str,
     upstreams: &[String],
 ) -> Proxy {
+    client_with(control, id, dir, name, upstreams, |spec| spec).await
+}
+
+/// [`client`] with extra settings.
+pub async fn client_with(
+    control: &Control,
+    id: &IdentitySource<'_>,
+    dir: &Path,
+    name: &str,
+    upstreams: &[String],
+    customize: impl FnOnce(ProxySpec) -> ProxySpec,
+) -> Proxy {
     let doc = workload_doc("default", name, &[("app", name)], "127.0.0.1", &[]);
     let token = register(control, name, &doc).await;
     write_token(dir, name, &token);
@@ -210,7 +247,7 @@ pub async fn client(
         dir,
         id,
     );
-    let proxy = spawn_unready(spec, name, dir).await;
+    let proxy = spawn_unready(customize(spec), name, dir).await;
     proxy.wait_ready().await;
     proxy
 }
