@@ -1,15 +1,19 @@
 //! The index: the one owner of the validated state (services and workloads). For every key a
 //! client subscribes to (a destination, a profile, an outbound target, an inbound port) it
 //! computes a snapshot and publishes it on a `tokio::sync::watch` channel, so many gRPC streams
-//! share one computation. When the state changes every live key is recomputed and a snapshot is
-//! sent only if it differs from the previous one. Keys nobody watches any more are dropped.
+//! share one computation. When the state changes, the live keys whose inputs changed (see
+//! [`lookup::Changes`]) are recomputed, from per-state lookups rather than scans, and a snapshot
+//! is sent only if it differs from the previous one. Keys nobody watches any more are dropped.
 //!
 //! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping).
 
+mod lookup;
+
 use crate::resource::{ExternalWorkload, Service, State, TargetPort};
+use lookup::{Changes, Lookup};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
@@ -128,15 +132,33 @@ pub fn parse_target(path: &str, cluster_domain: &str) -> Option<Target> {
 pub struct Index {
     cluster_domain: String,
     inner: Mutex<Inner>,
+    /// Serialises `apply`, whose recomputation runs outside `inner`'s lock: snapshots must
+    /// be published in the order the states arrive.
+    applying: Mutex<()>,
 }
+
+type Senders<K, V> = HashMap<K, Arc<watch::Sender<V>>>;
 
 #[derive(Default)]
 struct Inner {
     state: Arc<State>,
-    destinations: HashMap<Target, watch::Sender<Destination>>,
-    profiles: HashMap<Target, watch::Sender<Profile>>,
-    outbound: HashMap<Target, watch::Sender<Outbound>>,
-    inbound: HashMap<InboundKey, watch::Sender<Inbound>>,
+    lookup: Arc<Lookup>,
+    destinations: Senders<Target, Destination>,
+    profiles: Senders<Target, Profile>,
+    outbound: Senders<Target, Outbound>,
+    inbound: Senders<InboundKey, Inbound>,
+}
+
+/// The keys alive when a state was swapped in, to be refreshed outside the lock.
+type Live<K, V> = Vec<(K, Arc<watch::Sender<V>>)>;
+
+/// What one [`Index::apply`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Keys whose inputs changed, so their snapshot was recomputed.
+    pub recomputed: usize,
+    /// Of those, keys whose snapshot differed and was published.
+    pub sent: usize,
 }
 
 impl Index {
@@ -144,6 +166,7 @@ impl Index {
         Arc::new(Self {
             cluster_domain: cluster_domain.trim_end_matches('.').to_string(),
             inner: Mutex::new(Inner::default()),
+            applying: Mutex::new(()),
         })
     }
 
@@ -162,38 +185,94 @@ impl Index {
         self.lock().state.clone()
     }
 
-    /// Replaces the state and republishes every key whose snapshot changed.
-    pub fn apply(&self, state: Arc<State>) {
-        let mut inner = self.lock();
-        inner.state = state.clone();
-        let d = &self.cluster_domain;
-        refresh(&mut inner.destinations, |k| destination(&state, d, k));
-        refresh(&mut inner.profiles, |k| profile(&state, d, k));
-        refresh(&mut inner.outbound, |k| outbound(&state, d, k));
-        refresh(&mut inner.inbound, |k| inbound(&state, k));
+    /// Replaces the state and republishes every key whose snapshot changed. Only keys whose
+    /// inputs (their service, the workloads it selects, what sits at their address) differ
+    /// between the two states are recomputed; the lock is held only to swap the state in and
+    /// list the live keys, so subscriptions are not stalled by the recomputation.
+    pub fn apply(&self, state: Arc<State>) -> Applied {
+        let _serial = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::ptr_eq(&self.lock().state, &state) {
+            return Applied::default();
+        }
+        let lookup = Arc::new(Lookup::new(&state));
+        let (old, dests, profiles, outbounds, inbounds) = {
+            let mut inner = self.lock();
+            let old = std::mem::replace(&mut inner.state, state.clone());
+            inner.lookup = lookup.clone();
+            (
+                old,
+                live(&mut inner.destinations),
+                live(&mut inner.profiles),
+                live(&mut inner.outbound),
+                live(&mut inner.inbound),
+            )
+        };
+        let changes = Changes::between(&old, &state, &lookup);
+        let mut applied = Applied::default();
+        if changes.is_empty() {
+            return applied;
+        }
+        let v = self.view(&state, &lookup);
+        // A name's endpoints depend on its service and the workloads it selects; a name's
+        // profile and policy on the service alone; an address on whatever sits at it.
+        let by_addr = |t: &Target| match t {
+            Target::Name {
+                name, namespace, ..
+            } => Err((namespace.clone(), name.clone())),
+            Target::Addr(a) => Ok(changes.addr(&lookup, a.ip())),
+        };
+        for (t, tx) in &dests {
+            if by_addr(t).unwrap_or_else(|key| changes.endpoints(&key)) {
+                applied.publish(tx, v.destination(t));
+            }
+        }
+        for (t, tx) in &profiles {
+            if by_addr(t).unwrap_or_else(|key| changes.service(&key)) {
+                applied.publish(tx, v.profile(t));
+            }
+        }
+        for (t, tx) in &outbounds {
+            if by_addr(t).unwrap_or_else(|key| changes.service(&key)) {
+                applied.publish(tx, v.outbound(t));
+            }
+        }
+        for (k, tx) in &inbounds {
+            if changes.workload(&(k.namespace.clone(), k.workload.clone())) {
+                applied.publish(tx, inbound(&state, k));
+            }
+        }
+        applied
+    }
+
+    fn view<'a>(&'a self, state: &'a State, lookup: &'a Lookup) -> View<'a> {
+        View {
+            state,
+            lookup,
+            domain: &self.cluster_domain,
+        }
     }
 
     pub fn destination(&self, target: &Target) -> watch::Receiver<Destination> {
         let mut inner = self.lock();
-        let state = inner.state.clone();
+        let (state, lookup) = (inner.state.clone(), inner.lookup.clone());
         subscribe(&mut inner.destinations, target, || {
-            destination(&state, &self.cluster_domain, target)
+            self.view(&state, &lookup).destination(target)
         })
     }
 
     pub fn profile(&self, target: &Target) -> watch::Receiver<Profile> {
         let mut inner = self.lock();
-        let state = inner.state.clone();
+        let (state, lookup) = (inner.state.clone(), inner.lookup.clone());
         subscribe(&mut inner.profiles, target, || {
-            profile(&state, &self.cluster_domain, target)
+            self.view(&state, &lookup).profile(target)
         })
     }
 
     pub fn outbound(&self, target: &Target) -> watch::Receiver<Outbound> {
         let mut inner = self.lock();
-        let state = inner.state.clone();
+        let (state, lookup) = (inner.state.clone(), inner.lookup.clone());
         subscribe(&mut inner.outbound, target, || {
-            outbound(&state, &self.cluster_domain, target)
+            self.view(&state, &lookup).outbound(target)
         })
     }
 
@@ -210,38 +289,10 @@ impl Index {
     }
 }
 
-/// Feeds every new state from the store into the index until the store goes away.
-pub async fn run(index: Arc<Index>, mut states: watch::Receiver<Arc<State>>) {
-    loop {
-        let state = states.borrow_and_update().clone();
-        index.apply(state);
-        if states.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-fn subscribe<K: Hash + Eq + Clone, V>(
-    map: &mut HashMap<K, watch::Sender<V>>,
-    key: &K,
-    compute: impl FnOnce() -> V,
-) -> watch::Receiver<V> {
-    if let Some(tx) = map.get(key) {
-        return tx.subscribe();
-    }
-    let (tx, rx) = watch::channel(compute());
-    map.insert(key.clone(), tx);
-    rx
-}
-
-fn refresh<K: Hash + Eq, V: PartialEq>(
-    map: &mut HashMap<K, watch::Sender<V>>,
-    compute: impl Fn(&K) -> V,
-) {
-    map.retain(|_, tx| tx.receiver_count() > 0);
-    for (key, tx) in map.iter() {
-        let new = compute(key);
-        tx.send_if_modified(|cur| {
+impl Applied {
+    fn publish<V: PartialEq>(&mut self, tx: &watch::Sender<V>, new: V) {
+        self.recomputed += 1;
+        let sent = tx.send_if_modified(|cur| {
             if *cur == new {
                 false
             } else {
@@ -249,26 +300,196 @@ fn refresh<K: Hash + Eq, V: PartialEq>(
                 true
             }
         });
+        self.sent += usize::from(sent);
     }
 }
 
-fn find_service<'a>(state: &'a State, name: &str, namespace: &str) -> Option<&'a Service> {
-    state
-        .services
-        .get(&(namespace.to_string(), name.to_string()))
+/// Feeds every new state from the store into the index until the store goes away.
+pub async fn run(index: Arc<Index>, mut states: watch::Receiver<Arc<State>>) {
+    loop {
+        let state = states.borrow_and_update().clone();
+        let index = index.clone();
+        // Recomputation is CPU work that grows with the change: keep it off the async workers
+        // that serve the streams.
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || index.apply(state)).await {
+            Ok(a) => tracing::debug!(
+                recomputed = a.recomputed,
+                sent = a.sent,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "state applied"
+            ),
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => tracing::error!("applying a new state failed: {e}"),
+        }
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
-fn service_by_ip(state: &State, ip: IpAddr) -> Option<&Service> {
-    state.services.values().find(|s| s.cluster_ip == Some(ip))
+fn subscribe<K: Hash + Eq + Clone, V>(
+    map: &mut Senders<K, V>,
+    key: &K,
+    compute: impl FnOnce() -> V,
+) -> watch::Receiver<V> {
+    if let Some(tx) = map.get(key) {
+        return tx.subscribe();
+    }
+    let (tx, rx) = watch::channel(compute());
+    map.insert(key.clone(), Arc::new(tx));
+    rx
 }
 
-/// The workload endpoint at exactly this address (first workload IP and a declared port).
-fn workload_at(state: &State, addr: SocketAddr) -> Option<Endpoint> {
-    state.workloads.values().find_map(|w| {
-        let declared = w.ports.iter().any(|p| p.port == addr.port());
-        (w.ip() == addr.ip() && declared)
-            .then(|| endpoint(w, addr.port(), w.opaque_ports.contains(&addr.port())))
-    })
+/// Drops keys nobody watches any more and lists the others.
+fn live<K: Clone, V>(map: &mut Senders<K, V>) -> Live<K, V> {
+    map.retain(|_, tx| tx.receiver_count() > 0);
+    map.iter().map(|(k, tx)| (k.clone(), tx.clone())).collect()
+}
+
+/// One state with its lookups: where every snapshot is computed.
+struct View<'a> {
+    state: &'a State,
+    lookup: &'a Lookup,
+    domain: &'a str,
+}
+
+impl View<'_> {
+    fn find_service(&self, name: &str, namespace: &str) -> Option<&Service> {
+        self.state
+            .services
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The workload endpoint at exactly this address (first workload IP and a declared port).
+    fn workload_at(&self, addr: SocketAddr) -> Option<Endpoint> {
+        self.lookup
+            .workloads_at(self.state, addr.ip())
+            .find(|w| w.ports.iter().any(|p| p.port == addr.port()))
+            .map(|w| endpoint(w, addr.port(), w.opaque_ports.contains(&addr.port())))
+    }
+
+    /// Every endpoint of a service port. A port the service does not declare is used as its
+    /// own target port (what Linkerd does for undeclared ports).
+    fn service_endpoints(&self, svc: &Service, port: u16) -> BTreeMap<SocketAddr, Endpoint> {
+        let target = svc
+            .port(port)
+            .map(|p| p.target_port.clone())
+            .unwrap_or(TargetPort::Number(port));
+        let svc_opaque = svc.is_opaque(port);
+        self.lookup
+            .selected(self.state, svc)
+            .filter_map(|w| {
+                let p = w.resolve(&target)?;
+                let ep = endpoint(w, p, svc_opaque || w.opaque_ports.contains(&p));
+                Some((ep.addr, ep))
+            })
+            .collect()
+    }
+
+    fn destination(&self, target: &Target) -> Destination {
+        let of_service = |svc: &Service, port| Destination::Endpoints {
+            service: Some((svc.namespace.clone(), svc.name.clone())),
+            endpoints: self.service_endpoints(svc, port),
+        };
+        match target {
+            Target::Name {
+                name,
+                namespace,
+                port,
+            } => match self.find_service(name, namespace) {
+                Some(svc) => of_service(svc, *port),
+                None => Destination::NotFound,
+            },
+            Target::Addr(addr) => {
+                if let Some(svc) = self.lookup.service_by_ip(self.state, addr.ip()) {
+                    return of_service(svc, addr.port());
+                }
+                match self.workload_at(*addr) {
+                    Some(ep) => Destination::Endpoints {
+                        service: None,
+                        endpoints: BTreeMap::from([(ep.addr, ep)]),
+                    },
+                    None => Destination::Invalid,
+                }
+            }
+        }
+    }
+
+    fn profile(&self, target: &Target) -> Profile {
+        let of_service = |svc: &Service, port: u16| Profile::Profile {
+            fully_qualified_name: fqdn(svc, self.domain),
+            service: Some((svc.namespace.clone(), svc.name.clone())),
+            port,
+            opaque: svc.is_opaque(port),
+            endpoint: None,
+        };
+        match target {
+            Target::Name {
+                name,
+                namespace,
+                port,
+            } => match self.find_service(name, namespace) {
+                Some(svc) => of_service(svc, *port),
+                None => Profile::Profile {
+                    fully_qualified_name: String::new(),
+                    service: None,
+                    port: *port,
+                    opaque: false,
+                    endpoint: None,
+                },
+            },
+            Target::Addr(addr) => {
+                if let Some(svc) = self.lookup.service_by_ip(self.state, addr.ip()) {
+                    return of_service(svc, addr.port());
+                }
+                match self.workload_at(*addr) {
+                    Some(ep) => Profile::Profile {
+                        fully_qualified_name: String::new(),
+                        service: None,
+                        port: addr.port(),
+                        opaque: ep.opaque,
+                        endpoint: Some(ep),
+                    },
+                    None => Profile::Invalid,
+                }
+            }
+        }
+    }
+
+    fn outbound(&self, target: &Target) -> Outbound {
+        let domain = self.domain;
+        let of_service = |svc: &Service, port: u16| Outbound::Service {
+            service: Some((svc.namespace.clone(), svc.name.clone())),
+            authority: format!("{}:{port}", fqdn(svc, domain)),
+            port,
+            opaque: svc.is_opaque(port),
+        };
+        match target {
+            Target::Name {
+                name,
+                namespace,
+                port,
+            } => match self.find_service(name, namespace) {
+                Some(svc) => of_service(svc, *port),
+                None => Outbound::Service {
+                    service: None,
+                    authority: format!("{name}.{namespace}.svc.{domain}:{port}"),
+                    port: *port,
+                    opaque: false,
+                },
+            },
+            Target::Addr(addr) => {
+                if let Some(svc) = self.lookup.service_by_ip(self.state, addr.ip()) {
+                    return of_service(svc, addr.port());
+                }
+                match self.workload_at(*addr) {
+                    Some(ep) => Outbound::Endpoint(ep),
+                    None => Outbound::NotFound,
+                }
+            }
+        }
+    }
 }
 
 fn endpoint(w: &ExternalWorkload, port: u16, opaque: bool) -> Endpoint {
@@ -282,135 +503,57 @@ fn endpoint(w: &ExternalWorkload, port: u16, opaque: bool) -> Endpoint {
     }
 }
 
-/// Every endpoint of a service port. A port the service does not declare is used as its own
-/// target port (what Linkerd does for undeclared ports).
+fn fqdn(svc: &Service, domain: &str) -> String {
+    format!("{}.{}.svc.{domain}", svc.name, svc.namespace)
+}
+
+/// Every endpoint of a service port, computed from scratch (builds the state's lookups; the
+/// index itself reuses the ones of the applied state).
 pub fn service_endpoints(
     state: &State,
     svc: &Service,
     port: u16,
 ) -> BTreeMap<SocketAddr, Endpoint> {
-    let target = svc
-        .port(port)
-        .map(|p| p.target_port.clone())
-        .unwrap_or(TargetPort::Number(port));
-    let svc_opaque = svc.is_opaque(port);
-    state
-        .workloads
-        .values()
-        .filter(|w| svc.selects(w))
-        .filter_map(|w| {
-            let p = w.resolve(&target)?;
-            let ep = endpoint(w, p, svc_opaque || w.opaque_ports.contains(&p));
-            Some((ep.addr, ep))
-        })
-        .collect()
-}
-
-pub fn destination(state: &State, _domain: &str, target: &Target) -> Destination {
-    let of_service = |svc: &Service, port| Destination::Endpoints {
-        service: Some((svc.namespace.clone(), svc.name.clone())),
-        endpoints: service_endpoints(state, svc, port),
-    };
-    match target {
-        Target::Name {
-            name,
-            namespace,
-            port,
-        } => match find_service(state, name, namespace) {
-            Some(svc) => of_service(svc, *port),
-            None => Destination::NotFound,
-        },
-        Target::Addr(addr) => {
-            if let Some(svc) = service_by_ip(state, addr.ip()) {
-                return of_service(svc, addr.port());
-            }
-            match workload_at(state, *addr) {
-                Some(ep) => Destination::Endpoints {
-                    service: None,
-                    endpoints: BTreeMap::from([(ep.addr, ep)]),
-                },
-                None => Destination::Invalid,
-            }
-        }
+    let lookup = Lookup::new(state);
+    View {
+        state,
+        lookup: &lookup,
+        domain: "",
     }
+    .service_endpoints(svc, port)
 }
 
-fn fqdn(svc: &Service, domain: &str) -> String {
-    format!("{}.{}.svc.{domain}", svc.name, svc.namespace)
+/// The Destination snapshot of `target` in `state`, computed from scratch.
+pub fn destination(state: &State, domain: &str, target: &Target) -> Destination {
+    let lookup = Lookup::new(state);
+    View {
+        state,
+        lookup: &lookup,
+        domain,
+    }
+    .destination(target)
 }
 
+/// The profile snapshot of `target` in `state`, computed from scratch.
 pub fn profile(state: &State, domain: &str, target: &Target) -> Profile {
-    let of_service = |svc: &Service, port: u16| Profile::Profile {
-        fully_qualified_name: fqdn(svc, domain),
-        service: Some((svc.namespace.clone(), svc.name.clone())),
-        port,
-        opaque: svc.is_opaque(port),
-        endpoint: None,
-    };
-    match target {
-        Target::Name {
-            name,
-            namespace,
-            port,
-        } => match find_service(state, name, namespace) {
-            Some(svc) => of_service(svc, *port),
-            None => Profile::Profile {
-                fully_qualified_name: String::new(),
-                service: None,
-                port: *port,
-                opaque: false,
-                endpoint: None,
-            },
-        },
-        Target::Addr(addr) => {
-            if let Some(svc) = service_by_ip(state, addr.ip()) {
-                return of_service(svc, addr.port());
-            }
-            match workload_at(state, *addr) {
-                Some(ep) => Profile::Profile {
-                    fully_qualified_name: String::new(),
-                    service: None,
-                    port: addr.port(),
-                    opaque: ep.opaque,
-                    endpoint: Some(ep),
-                },
-                None => Profile::Invalid,
-            }
-        }
+    let lookup = Lookup::new(state);
+    View {
+        state,
+        lookup: &lookup,
+        domain,
     }
+    .profile(target)
 }
 
+/// The outbound policy snapshot of `target` in `state`, computed from scratch.
 pub fn outbound(state: &State, domain: &str, target: &Target) -> Outbound {
-    let of_service = |svc: &Service, port: u16| Outbound::Service {
-        service: Some((svc.namespace.clone(), svc.name.clone())),
-        authority: format!("{}:{port}", fqdn(svc, domain)),
-        port,
-        opaque: svc.is_opaque(port),
-    };
-    match target {
-        Target::Name {
-            name,
-            namespace,
-            port,
-        } => match find_service(state, name, namespace) {
-            Some(svc) => of_service(svc, *port),
-            None => Outbound::Service {
-                service: None,
-                authority: format!("{name}.{namespace}.svc.{domain}:{port}"),
-                port: *port,
-                opaque: false,
-            },
-        },
-        Target::Addr(addr) => {
-            if let Some(svc) = service_by_ip(state, addr.ip()) {
-                return of_service(svc, addr.port());
-            }
-            match workload_at(state, *addr) {
-                Some(ep) => Outbound::Endpoint(ep),
-                None => Outbound::NotFound,
-            }
-        }
+    let lookup = Lookup::new(state);
+    View {
+        state,
+        lookup: &lookup,
+        domain,
     }
+    .outbound(target)
 }
 
 pub fn inbound(state: &State, key: &InboundKey) -> Inbound {

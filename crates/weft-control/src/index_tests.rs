@@ -1,6 +1,7 @@
 //! In-memory index tests: no files, no sockets.
 
 use super::*;
+use crate::index::lookup::Lookup;
 use crate::resource::{ServicePort, WorkloadPort};
 use std::collections::BTreeSet;
 
@@ -458,4 +459,329 @@ fn sample_without_workloads() -> State {
     let mut s = sample();
     s.workloads.clear();
     s
+}
+
+/// Endpoints the way the index computed them before it had lookups: every workload checked
+/// against the selector. The reference the lookups must agree with.
+fn scan_endpoints(s: &State, svc: &Service, port: u16) -> BTreeMap<SocketAddr, Endpoint> {
+    let target = svc
+        .port(port)
+        .map(|p| p.target_port.clone())
+        .unwrap_or(TargetPort::Number(port));
+    s.workloads
+        .values()
+        .filter(|w| svc.selects(w))
+        .filter_map(|w| {
+            let p = w.resolve(&target)?;
+            let opaque = svc.is_opaque(port) || w.opaque_ports.contains(&p);
+            let ep = endpoint(w, p, opaque);
+            Some((ep.addr, ep))
+        })
+        .collect()
+}
+
+/// A deterministic pseudo-random source (xorshift), so the generated states are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+const NAMESPACES: [&str; 2] = ["default", "prod"];
+
+/// A workload with labels drawn from small sets, so selectors overlap, miss and collide.
+fn random_workload(rng: &mut Rng, i: usize) -> ExternalWorkload {
+    let mut w = wl(
+        &format!("w{i}"),
+        &format!("a{}", rng.below(4)),
+        &format!("127.1.0.{}", rng.below(12) + 1),
+        &[("http", 8000 + rng.below(3) as u16)],
+    );
+    w.namespace = NAMESPACES[rng.below(2) as usize].into();
+    if rng.below(2) == 0 {
+        w.labels.insert("tier".into(), format!("t{}", rng.below(2)));
+    }
+    if rng.below(5) == 0 {
+        w.opaque_ports.insert(8000);
+    }
+    w
+}
+
+fn random_service(rng: &mut Rng, i: usize) -> Service {
+    let mut s = svc(
+        &format!("s{i}"),
+        &format!("a{}", rng.below(4)),
+        Some(&format!("198.18.1.{}", i + 1)),
+        vec![port(80, TargetPort::Name("http".into()))],
+    );
+    s.namespace = NAMESPACES[rng.below(2) as usize].into();
+    match rng.below(4) {
+        0 => {
+            s.selector
+                .insert("tier".into(), format!("t{}", rng.below(2)));
+        }
+        1 => s.selector.clear(),
+        _ => {}
+    }
+    s
+}
+
+fn random_state(rng: &mut Rng) -> State {
+    state(
+        (0..6).map(|i| random_service(rng, i)).collect(),
+        (0..40).map(|i| random_workload(rng, i)).collect(),
+    )
+}
+
+#[test]
+fn lookup_selects_what_a_full_scan_selects() {
+    let mut rng = Rng(0x5eed);
+    for _ in 0..50 {
+        let s = random_state(&mut rng);
+        let lookup = Lookup::new(&s);
+        for svc in s.services.values() {
+            let picked: Vec<_> = lookup.selected(&s, svc).map(|w| &w.name).collect();
+            let scanned: Vec<_> = s
+                .workloads
+                .values()
+                .filter(|w| svc.selects(w))
+                .map(|w| &w.name)
+                .collect();
+            assert_eq!(picked, scanned, "{svc:?}");
+            for p in [80, 8001] {
+                assert_eq!(
+                    service_endpoints(&s, svc, p),
+                    scan_endpoints(&s, svc, p),
+                    "{svc:?} port {p}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn lookup_by_address_keeps_scan_order() {
+    // Two workloads on one IP: the first (in name order) declaring the port is the endpoint.
+    let mut s = sample();
+    s.workloads.insert(
+        ("default".into(), "a-first".into()),
+        wl("a-first", "x", "127.0.0.2", &[("http", 9)]),
+    );
+    let at = |p: &str| destination(&s, DOMAIN, &Target::Addr(p.parse().unwrap()));
+    let Destination::Endpoints { endpoints, .. } = at("127.0.0.2:9") else {
+        panic!()
+    };
+    assert_eq!(endpoints.values().next().unwrap().workload, "a-first");
+    let Destination::Endpoints { endpoints, .. } = at("127.0.0.2:18081") else {
+        panic!()
+    };
+    assert_eq!(endpoints.values().next().unwrap().workload, "web-2");
+}
+
+type Watching<K, V> = Vec<(K, watch::Receiver<V>)>;
+
+struct Watched {
+    destinations: Watching<Target, Destination>,
+    profiles: Watching<Target, Profile>,
+    outbound: Watching<Target, Outbound>,
+    inbound: Watching<InboundKey, Inbound>,
+}
+
+/// Every kind of key on every service, port and workload address of `s`.
+fn watch_everything(index: &Index, s: &State) -> Watched {
+    let mut targets = Vec::new();
+    for (ns, n) in s.services.keys() {
+        for p in [80, 8001] {
+            targets.push(Target::Name {
+                name: n.clone(),
+                namespace: ns.clone(),
+                port: p,
+            });
+        }
+    }
+    targets.push(name("missing", 80));
+    for i in 1..=13 {
+        targets.push(Target::Addr(format!("127.1.0.{i}:8001").parse().unwrap()));
+    }
+    for i in 1..=7 {
+        targets.push(Target::Addr(format!("198.18.1.{i}:80").parse().unwrap()));
+    }
+    let inbound_keys: Vec<_> = (0..41)
+        .flat_map(|i| {
+            NAMESPACES.map(|ns| InboundKey {
+                namespace: ns.into(),
+                workload: format!("w{i}"),
+                port: 8000,
+            })
+        })
+        .collect();
+    Watched {
+        destinations: targets
+            .iter()
+            .map(|t| (t.clone(), index.destination(t)))
+            .collect(),
+        profiles: targets
+            .iter()
+            .map(|t| (t.clone(), index.profile(t)))
+            .collect(),
+        outbound: targets
+            .iter()
+            .map(|t| (t.clone(), index.outbound(t)))
+            .collect(),
+        inbound: inbound_keys
+            .into_iter()
+            .map(|k| {
+                let rx = index.inbound(&k);
+                (k, rx)
+            })
+            .collect(),
+    }
+}
+
+/// A few random edits: workloads added, removed, relabelled, moved; services changed.
+fn mutate(rng: &mut Rng, s: &mut State, next: &mut usize) {
+    for _ in 0..=rng.below(3) {
+        let keys: Vec<_> = s.workloads.keys().cloned().collect();
+        match rng.below(6) {
+            0 => {
+                *next += 1;
+                let w = random_workload(rng, *next % 41);
+                s.workloads.insert((w.namespace.clone(), w.name.clone()), w);
+            }
+            1 if !keys.is_empty() => {
+                s.workloads
+                    .remove(&keys[rng.below(keys.len() as u64) as usize]);
+            }
+            2 | 3 if !keys.is_empty() => {
+                let w = s
+                    .workloads
+                    .get_mut(&keys[rng.below(keys.len() as u64) as usize])
+                    .unwrap();
+                match rng.below(3) {
+                    0 => w.labels.insert("app".into(), format!("a{}", rng.below(4))),
+                    1 => w.labels.insert("tier".into(), format!("t{}", rng.below(2))),
+                    _ => {
+                        w.ips[0] = format!("127.1.0.{}", rng.below(12) + 1).parse().unwrap();
+                        None
+                    }
+                };
+            }
+            _ => {
+                let i = rng.below(7) as usize;
+                let svc = random_service(rng, i);
+                s.services.retain(|_, v| v.name != svc.name);
+                if rng.below(4) > 0 {
+                    s.services
+                        .insert((svc.namespace.clone(), svc.name.clone()), svc);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn incremental_apply_matches_recomputing_everything() {
+    let mut rng = Rng(42);
+    let index = Index::new(DOMAIN);
+    let mut s = random_state(&mut rng);
+    index.apply(Arc::new(s.clone()));
+    let w = watch_everything(&index, &s);
+    let mut next = 100;
+    for step in 0..300 {
+        mutate(&mut rng, &mut s, &mut next);
+        index.apply(Arc::new(s.clone()));
+        for (t, rx) in &w.destinations {
+            assert_eq!(
+                *rx.borrow(),
+                destination(&s, DOMAIN, t),
+                "step {step}: {t:?}"
+            );
+        }
+        for (t, rx) in &w.profiles {
+            assert_eq!(*rx.borrow(), profile(&s, DOMAIN, t), "step {step}: {t:?}");
+        }
+        for (t, rx) in &w.outbound {
+            assert_eq!(*rx.borrow(), outbound(&s, DOMAIN, t), "step {step}: {t:?}");
+        }
+        for (k, rx) in &w.inbound {
+            assert_eq!(*rx.borrow(), inbound(&s, k), "step {step}: {k:?}");
+        }
+    }
+}
+
+#[test]
+fn unchanged_keys_are_not_recomputed_or_resent() {
+    let index = Index::new(DOMAIN);
+    index.apply(Arc::new(sample()));
+    let web = index.destination(&name("web", 8080));
+    let web_profile = index.profile(&name("web", 8080));
+    let mut db = index.destination(&name("db", 5432));
+    let web_1 = index.inbound(&InboundKey {
+        namespace: "default".into(),
+        workload: "web-1".into(),
+        port: 18080,
+    });
+    let by_addr = index.destination(&Target::Addr("127.0.0.4:15432".parse().unwrap()));
+    for changed in [web.has_changed(), db.has_changed(), by_addr.has_changed()] {
+        assert!(!changed.unwrap());
+    }
+
+    // The same state again (a new Arc): nothing to recompute.
+    assert_eq!(index.apply(Arc::new(sample())), Applied::default());
+
+    // db-1 moves: its service's destination and the address key at its old IP are
+    // recomputed; only the destination differs (db-1 declares no port, so the address was and
+    // stays Invalid) and is sent. web's keys and web-1's policy are not even recomputed.
+    let mut s = sample();
+    let db_1 = s
+        .workloads
+        .get_mut(&("default".into(), "db-1".into()))
+        .unwrap();
+    db_1.ips[0] = "127.0.0.40".parse().unwrap();
+    let applied = index.apply(Arc::new(s.clone()));
+    assert_eq!(
+        applied,
+        Applied {
+            recomputed: 2,
+            sent: 1
+        }
+    );
+    assert!(db.has_changed().unwrap() && !by_addr.has_changed().unwrap());
+    assert_eq!(addrs(&db.borrow_and_update()), vec!["127.0.0.40:15432"]);
+    assert!(!web.has_changed().unwrap());
+    assert!(!web_profile.has_changed().unwrap());
+    assert!(!web_1.has_changed().unwrap());
+
+    // A workload no service selects and nobody watches changes: nothing is recomputed.
+    s.workloads
+        .get_mut(&("default".into(), "other".into()))
+        .unwrap()
+        .ports[0]
+        .port = 1;
+    assert_eq!(index.apply(Arc::new(s.clone())), Applied::default());
+
+    // web's port changes name: web's destination and profile are recomputed, and so is the
+    // address key (any service change may move a cluster IP); none of them differs, so
+    // nothing is sent.
+    s.services
+        .get_mut(&("default".into(), "web".into()))
+        .unwrap()
+        .ports[0]
+        .name = Some("renamed".into());
+    let applied = index.apply(Arc::new(s));
+    assert_eq!(
+        applied,
+        Applied {
+            recomputed: 3,
+            sent: 0
+        }
+    );
+    assert!(!web.has_changed().unwrap() && !web_profile.has_changed().unwrap());
+    assert!(!db.has_changed().unwrap() && !web_1.has_changed().unwrap());
+    assert!(!by_addr.has_changed().unwrap());
 }

@@ -3,11 +3,15 @@
 //! validates the whole set at once and publishes each good state on a `watch` channel. A bad set
 //! keeps the last good state in force; its errors are logged and kept in [`StoreStatus`].
 //!
-//! One task owns the directory, so registrations and reloads never interleave.
+//! One task owns the directory, so registrations and reloads never interleave. Each file's
+//! parsed documents are cached with its text, so a change re-parses only the files that changed
+//! (a one-workload registration does not re-parse a megabyte of YAML); the cross-file checks
+//! (`resource::assemble`) still see the whole set. Loads run on the blocking pool, off the async
+//! workers that serve the streams.
 
 use crate::resource::{self, Defaults, ExternalWorkload, Located, State};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +49,9 @@ pub enum StoreError {
     #[error("the store has stopped")]
     Stopped,
 }
+
+/// (path relative to the store, content hash, parsed documents and errors) of one file.
+type Scanned = (String, u64, Arc<(Vec<Located>, Vec<String>)>);
 
 enum Command {
     Register(ExternalWorkload, oneshot::Sender<Result<(), StoreError>>),
@@ -107,7 +114,7 @@ pub fn start(
         defaults,
         states_tx,
         status_tx,
-        cache: BTreeMap::new(),
+        cache: HashMap::new(),
         fingerprint: None,
     };
     store.load();
@@ -128,9 +135,22 @@ struct Store {
     defaults: Defaults,
     states_tx: watch::Sender<Arc<State>>,
     status_tx: watch::Sender<StoreStatus>,
-    /// path → (len, mtime, content): a file is re-read only when its size or mtime changed.
-    cache: BTreeMap<PathBuf, (u64, Option<SystemTime>, Arc<str>)>,
+    /// A file is re-read only when its size or mtime changed, and re-parsed only when its
+    /// text changed.
+    cache: HashMap<PathBuf, Cached>,
+    /// Hash of the (file, content hash) list of the last load, good or bad.
     fingerprint: Option<u64>,
+}
+
+/// One store file as last read.
+struct Cached {
+    len: u64,
+    mtime: Option<SystemTime>,
+    text: Arc<str>,
+    /// Hash of `text`, for the fingerprint.
+    hash: u64,
+    /// `resource::parse_yaml_file` of `text`: valid documents and the errors of invalid ones.
+    parsed: Arc<(Vec<Located>, Vec<String>)>,
 }
 
 impl Store {
@@ -143,45 +163,72 @@ impl Store {
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => { self.load(); }
+            // `None`: a poll.
+            let job = tokio::select! {
+                _ = tick.tick() => None,
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Register(w, reply)) => { let _ = reply.send(self.register(w)); }
-                    Some(Command::Deregister(ns, name, reply)) => { let _ = reply.send(self.deregister(&ns, &name)); }
+                    Some(cmd) => Some(cmd),
                     None => return,
                 },
                 _ = shutdown.changed() => return,
+            };
+            // File I/O, parsing and validation are blocking work that grows with the store:
+            // the store (with its cache) moves to the blocking pool for it and comes back.
+            let done = tokio::task::spawn_blocking(move || {
+                self.handle(job);
+                self
+            });
+            self = match done.await {
+                Ok(store) => store,
+                Err(e) => {
+                    tracing::error!("store task failed, no further changes are applied: {e}");
+                    return;
+                }
+            };
+        }
+    }
+
+    fn handle(&mut self, job: Option<Command>) {
+        match job {
+            None => {
+                self.load();
+            }
+            Some(Command::Register(w, reply)) => {
+                let _ = reply.send(self.register(w));
+            }
+            Some(Command::Deregister(ns, name, reply)) => {
+                let _ = reply.send(self.deregister(&ns, &name));
             }
         }
     }
 
     /// Scans, and if anything changed, validates and applies. Returns the errors of this load
     /// (empty when nothing changed or the new state is good).
-    ///
-    /// The scan is synchronous: the store holds a handful of small files and this task does
-    /// nothing else, so blocking it briefly is cheaper than shipping the cache to a thread.
     fn load(&mut self) -> Vec<String> {
         let files = match self.scan() {
             Ok(f) => f,
             Err(e) => return self.reject(vec![e]),
         };
         let mut h = DefaultHasher::new();
-        files.hash(&mut h);
+        for (rel, hash, _) in &files {
+            (rel, hash).hash(&mut h);
+        }
         let fp = h.finish();
         if self.fingerprint == Some(fp) {
             return Vec::new();
         }
         self.fingerprint = Some(fp);
-        let mut docs: Vec<Located> = Vec::new();
-        let mut errors = Vec::new();
-        for (name, text) in &files {
-            let (ok, errs) = resource::parse_yaml_file(name, text, &self.defaults);
-            docs.extend(ok);
-            errors.extend(errs);
-        }
+        let errors: Vec<String> = files
+            .iter()
+            .flat_map(|(_, _, parsed)| parsed.1.iter().cloned())
+            .collect();
         if !errors.is_empty() {
             return self.reject(errors);
         }
+        let docs: Vec<Located> = files
+            .iter()
+            .flat_map(|(_, _, parsed)| parsed.0.iter().cloned())
+            .collect();
         match resource::assemble(docs) {
             Ok(state) => {
                 let (services, workloads) = (state.services.len(), state.workloads.len());
@@ -211,15 +258,15 @@ impl Store {
         errors
     }
 
-    /// Every YAML file under the store, sorted, as (path relative to the store, text). Hidden
-    /// files and directories are skipped, except `.registered/`.
-    fn scan(&mut self) -> Result<Vec<(String, Arc<str>)>, String> {
+    /// Every YAML file under the store, sorted, as (path relative to the store, content hash,
+    /// parsed documents). Hidden files and directories are skipped, except `.registered/`.
+    fn scan(&mut self) -> Result<Vec<Scanned>, String> {
         let mut paths = Vec::new();
         collect(&self.dir, true, &mut paths)
             .map_err(|e| format!("{}: cannot read: {e}", self.dir.display()))?;
         paths.sort();
         let mut out = Vec::new();
-        let mut cache = BTreeMap::new();
+        let mut cache = HashMap::new();
         for path in paths {
             let rel = path
                 .strip_prefix(&self.dir)
@@ -227,19 +274,34 @@ impl Store {
                 .display()
                 .to_string();
             let meta = std::fs::metadata(&path).map_err(|e| format!("{rel}: cannot read: {e}"))?;
-            let key = (meta.len(), meta.modified().ok());
-            let text = match self.cache.remove(&path) {
-                Some((len, mtime, text)) if (len, mtime) == key => text,
-                _ => {
+            let (len, mtime) = (meta.len(), meta.modified().ok());
+            let entry = match self.cache.remove(&path) {
+                Some(c) if (c.len, c.mtime) == (len, mtime) => c,
+                old => {
                     let bytes =
                         std::fs::read(&path).map_err(|e| format!("{rel}: cannot read: {e}"))?;
                     let text =
                         String::from_utf8(bytes).map_err(|_| format!("{rel}: not UTF-8 text"))?;
-                    Arc::from(text)
+                    match old {
+                        // Touched but not changed: keep the parse.
+                        Some(c) if *c.text == *text => Cached { len, mtime, ..c },
+                        _ => {
+                            let parsed = resource::parse_yaml_file(&rel, &text, &self.defaults);
+                            let mut h = DefaultHasher::new();
+                            text.hash(&mut h);
+                            Cached {
+                                len,
+                                mtime,
+                                text: Arc::from(text),
+                                hash: h.finish(),
+                                parsed: Arc::new(parsed),
+                            }
+                        }
+                    }
                 }
             };
-            cache.insert(path, (key.0, key.1, text.clone()));
-            out.push((rel, text));
+            out.push((rel, entry.hash, entry.parsed.clone()));
+            cache.insert(path, entry);
         }
         self.cache = cache;
         Ok(out)
