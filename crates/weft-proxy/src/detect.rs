@@ -159,6 +159,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = this.prefix.len().min(out.remaining());
             out.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Replayed: free the detection buffer rather than hold it for the connection's
+                // lifetime (an advanced BytesMut keeps its whole allocation).
+                this.prefix = BytesMut::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, out)

@@ -152,6 +152,11 @@ impl Error {
 
 /// Serves one accepted connection as HTTP/1 (with upgrades) or HTTP/2 until it closes; when
 /// `drain` flips, stops taking new requests and lets in-flight ones finish.
+///
+/// Memory per connection: hyper's connection state is boxed at its own protocol's size (the
+/// caller's future does not carry the larger of HTTP/1 and HTTP/2 inline), and an HTTP/1
+/// request's service future is boxed per request, so an idle keep-alive connection does not keep
+/// a slot as large as a whole request in flight (hyper allocates that slot once per connection).
 pub async fn serve<I, S>(io: I, protocol: Protocol, svc: S, mut drain: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -162,21 +167,25 @@ where
     let result = if protocol == Protocol::Http2 {
         // Keep-alive both ways: a client that went silent (partition, crash without FIN) is
         // noticed and its connection closed instead of lingering until a drain waits on it.
-        let conn = server2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(Some(pool::H2_KEEPALIVE_INTERVAL))
-            .keep_alive_timeout(pool::H2_KEEPALIVE_TIMEOUT)
-            .serve_connection(io, svc);
-        tokio::pin!(conn);
+        // (Each HTTP/2 stream is its own task already: its service future is not boxed again.)
+        let mut conn = Box::pin(
+            server2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(pool::H2_KEEPALIVE_INTERVAL))
+                .keep_alive_timeout(pool::H2_KEEPALIVE_TIMEOUT)
+                .serve_connection(io, svc),
+        );
         tokio::select! {
             r = conn.as_mut() => r,
             _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
         }
     } else {
-        let conn = server1::Builder::new()
-            .serve_connection(io, svc)
-            .with_upgrades();
-        tokio::pin!(conn);
+        let svc = hyper::service::service_fn(move |req| Box::pin(svc.call(req)));
+        let mut conn = Box::pin(
+            server1::Builder::new()
+                .serve_connection(io, svc)
+                .with_upgrades(),
+        );
         tokio::select! {
             r = conn.as_mut() => r,
             _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }

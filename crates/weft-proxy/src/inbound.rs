@@ -196,7 +196,11 @@ pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>)
     };
     match peeked {
         // 2a. For us: terminate, identify the client, then serve what is inside.
-        Peeked::Hello(hello) if ours(&hello) => terminate(ctx, io, buf, hello, app_port).await,
+        // Boxed: the TLS session and handshake states are large and only mTLS connections
+        // need them (a plaintext connection's task stays small).
+        Peeked::Hello(hello) if ours(&hello) => {
+            Box::pin(terminate(ctx, io, buf, hello, app_port)).await
+        }
         // 2b. TLS for someone else: relay it as it is.
         Peeked::Hello(hello) => {
             let Some(port) = app_port else {
@@ -345,7 +349,8 @@ where
                 .count(m::INBOUND_TCP_AUTHZ_DENY, Some(&labels), &[]);
             return tracing::info!(error = %e, "connection refused");
         }
-        if let Err(e) = forward_opaque(&ib, io, app, target_addr, &client).await {
+        // Boxed: only opaque connections need the connect and relay states.
+        if let Err(e) = Box::pin(forward_opaque(&ib, io, app, target_addr, &client)).await {
             tracing::info!(%app, error = %e, "opaque connection failed");
         }
         return;
@@ -434,7 +439,7 @@ async fn proxy_request(
 
     let sent = if http::is_upgrade(&req) {
         http::to_http1(&mut req, true);
-        ib.pool.send_upgrade(app, req, &labels).await
+        Box::pin(ib.pool.send_upgrade(app, req, &labels)).await
     } else if req.version() == Version::HTTP_2 && !orig_http1 {
         ib.pool.send(app, Wire::Http2, req, &labels).await
     } else {

@@ -240,7 +240,8 @@ impl Pool {
                 },
             }
         }
-        let mut conn = self.connect_h1(dst, labels).await?;
+        // Boxed, as for HTTP/2: opening a connection is the rare case.
+        let mut conn = Box::pin(self.connect_h1(dst, labels)).await?;
         conn.sender.ready().await.map_err(upstream)?;
         let resp = conn.sender.send_request(req).await.map_err(upstream)?;
         Ok(self.release_h1_after(key, conn, resp))
@@ -342,7 +343,6 @@ impl Pool {
     }
 
     async fn h2_conn(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
-        let addr = dst.addr;
         let key = dst.key();
         let slot = lock(&self.inner.h2).entry(key.clone()).or_default().clone();
         // One connection per endpoint: concurrent first requests wait for the same handshake.
@@ -350,6 +350,16 @@ impl Pool {
         if let Some(c) = slot.as_ref().filter(|c| !c.sender.is_closed()) {
             return Ok(c.clone());
         }
+        // Boxed: connecting (TCP, TLS, handshake) is rare and its states are large; inline, they
+        // would size every request's future (a task per HTTP/2 stream) for the common case.
+        let c = Box::pin(self.open_h2(dst, labels)).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn open_h2(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
+        let addr = dst.addr;
+        let key = dst.key();
         let io = self.connect(dst, labels).await?;
         let (sender, conn) = client2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -391,7 +401,6 @@ impl Pool {
                 }
             }
         });
-        *slot = Some(c.clone());
         Ok(c)
     }
 
