@@ -5,15 +5,20 @@
 //!    198.18.0.0/15 and routes ([`pod`]);
 //! 2. `/etc/netns/<pod>/hosts` naming every Service that has a clusterIP (refreshed every 2 s);
 //! 3. `weft init` inside the pod (the init container);
-//! 4. `weft-proxy` inside the pod as the proxy uid (2102), on 4143/4140/4191;
-//! 5. the command, through `ip netns exec` (which bind-mounts the hosts file);
-//! 6. once every `--port` accepts connections, registration with the control plane (PUT).
+//! 4. the pod's state directory with the control plane's trust anchors ([`identity`]);
+//! 5. `weft-proxy` inside the pod as the proxy uid (2102), on 4143/4140/4191, with its identity
+//!    variables (token file, local name, trust-anchors file);
+//! 6. the command, through `ip netns exec` (which bind-mounts the hosts file);
+//! 7. once every `--port` accepts connections, registration with the control plane (PUT), and
+//!    the answer's token written for the proxy, which then obtains its certificate (mTLS).
 //!
 //! Ctrl-C, SIGTERM or the command's exit undo it all: deregistration (DELETE), the proxy
-//! stopped, the namespace, veth and hosts file removed. Without root (or with `--explicit`) the
-//! proxy runs on loopback and the command gets `HTTP_PROXY` instead (explicit mode).
+//! stopped, the namespace, veth, hosts file and state directory removed. Without root (or with
+//! `--explicit`) the proxy runs on loopback and the command gets `HTTP_PROXY` instead (explicit
+//! mode); the proxy gets its identity the same way.
 
 pub(crate) mod hosts;
+pub(crate) mod identity;
 pub(crate) mod pod;
 
 use std::collections::BTreeMap;
@@ -35,6 +40,7 @@ use crate::demo::children;
 use crate::demo::http;
 use crate::init::{self, PortList};
 use hosts::Hosts;
+use identity::SidecarIdentity;
 use pod::{Addressing, Pod};
 
 /// Ports of the proxy inside a pod (the mesh conventions).
@@ -80,6 +86,15 @@ pub struct RunArgs {
     /// DNS suffix of service names.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub cluster_domain: String,
+    /// The control plane's trust domain (its `--trust-domain`): the last part of the identity
+    /// the sidecar asks for, `<name>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>`.
+    // (`Box<str>` for these two: read-only, and `RunArgs` is a variant of the CLI's command enum,
+    // which clippy wants small.)
+    #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
+    pub trust_domain: Box<str>,
+    /// The control plane's namespace (its `--control-namespace`), part of that identity.
+    #[arg(long, default_value = "weft", value_name = "NS")]
+    pub control_namespace: Box<str>,
     /// The pod's address (default: one in 198.18.128.0/17 derived from the pid).
     #[arg(long, value_name = "IP")]
     pub pod_ip: Option<Ipv4Addr>,
@@ -105,8 +120,8 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
-    /// Extra variables for the proxy (not a flag: `weft demo --cluster` sets its log level and
-    /// identity through them).
+    /// Extra variables for the proxy (not a flag: `weft demo --cluster` sets its log level
+    /// through them).
     #[arg(skip)]
     pub proxy_env: Vec<(String, String)>,
 }
@@ -244,14 +259,13 @@ pub(crate) struct Running {
     pub(crate) proxy: Child,
     pub(crate) cmd: Child,
     pub(crate) registered: bool,
-    /// The registration's Certify token (`None` before registration, or if the control plane
-    /// issues none).
-    pub(crate) token: Option<String>,
     /// Relays the control plane into the pod while the workload runs.
     pub(crate) control_relay: Option<Relay>,
+    /// Keeps the sidecar's trust-anchors file up to date while the workload runs.
+    pub(crate) anchors_refresh: Option<Relay>,
 }
 
-/// A relay task, stopped when dropped (its listener lives in the pod's namespace).
+/// A background task of a workload (a relay, a refresh), stopped when dropped.
 pub(crate) struct Relay(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for Relay {
@@ -291,20 +305,25 @@ async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Op
     Ok(status)
 }
 
-/// Steps 3 to 6 in a pod that exists and has its hosts file: `weft init`, the proxy, the
-/// command, and (once its ports accept connections) the registration. Dropping the result kills
-/// the processes; [`teardown`] stops them in order and deregisters.
+/// Steps 3 to 7 in a pod that exists and has its hosts file: `weft init`, the sidecar's identity
+/// files, the proxy, the command, and (once its ports accept connections) the registration and
+/// the token hand-off. Dropping the result kills the processes; [`teardown`] stops them in order
+/// and deregisters. The state directory goes with the pod.
 pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Running> {
     install_rules(args, pod).await?;
     let (control, relay) = control_for_pod(args, pod)?;
-    let proxy = spawn_proxy(args, pod, control).await?;
+    let identity =
+        SidecarIdentity::prepare(args, &identity::state_dir(&pod.netns), Some(args.proxy_uid))
+            .await?;
+    let identity_env = identity.as_ref().map(|i| i.proxy_env()).unwrap_or_default();
+    let proxy = spawn_proxy(args, pod, control, &identity_env).await?;
     let cmd = spawn_in_pod(args, pod)?;
     let mut running = Running {
         proxy,
         cmd,
         registered: false,
-        token: None,
         control_relay: relay,
+        anchors_refresh: None,
     };
     let ports: Vec<_> = args
         .ports
@@ -314,9 +333,34 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
     if wait_ports(pod, args, &mut running.cmd).await? {
         let answer = register(args, &args.workload(IpAddr::V4(pod.addressing.ip), &ports)).await?;
         running.registered = true;
-        running.token = answer["token"].as_str().map(str::to_string);
+        hand_over(args, &mut running, identity, &answer).await?;
     }
     Ok(running)
+}
+
+/// Gives the sidecar the registration's token and starts refreshing its trust anchors. A refusal
+/// deregisters again (the caller drops the processes).
+async fn hand_over(
+    args: &RunArgs,
+    running: &mut Running,
+    identity: Option<SidecarIdentity>,
+    answer: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let Some(identity) = identity else {
+        return Ok(());
+    };
+    if let Err(e) = identity.hand_over(answer) {
+        if let Err(e) = deregister(args).await {
+            eprintln!(
+                "weft run: deregistering {}/{}: {e:#}",
+                args.namespace, args.name
+            );
+        }
+        running.registered = false;
+        return Err(e);
+    }
+    running.anchors_refresh = Some(Relay(tokio::spawn(identity.keep_anchors_fresh())));
+    Ok(())
 }
 
 /// Runs `weft init` inside the pod: the init container's step.
@@ -375,7 +419,12 @@ fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(SocketAddr, Opt
     Ok((local, Some(Relay(relay))))
 }
 
-async fn spawn_proxy(args: &RunArgs, pod: &Pod, control: SocketAddr) -> anyhow::Result<Child> {
+async fn spawn_proxy(
+    args: &RunArgs,
+    pod: &Pod,
+    control: SocketAddr,
+    identity_env: &[(&str, String)],
+) -> anyhow::Result<Child> {
     let bin = children::proxy_binary()?;
     let mut cmd = children::command(&bin, None);
     let init_args = init_args(args);
@@ -387,6 +436,7 @@ async fn spawn_proxy(args: &RunArgs, pod: &Pod, control: SocketAddr) -> anyhow::
         )
         .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", ADMIN_ADDR)
         .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
+        .envs(identity_env.iter().map(|(k, v)| (k, v)))
         .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
     let (fd, uid) = (pod.raw_fd(), args.proxy_uid);
@@ -558,6 +608,10 @@ async fn explicit(
     signals: &mut Signals,
     root: bool,
 ) -> anyhow::Result<Option<ExitStatus>> {
+    // The same state directory a pod would have; this process owns it and removes it at the end.
+    let state = identity::StateDir(identity::state_dir(&pod::netns_name(&args.name)));
+    let identity = SidecarIdentity::prepare(args, &state.0, None).await?;
+    let identity_env = identity.as_ref().map(|i| i.proxy_env()).unwrap_or_default();
     let bin = children::proxy_binary()?;
     let forward: Vec<String> = args.ports.iter().map(|p| p.port.to_string()).collect();
     let mut cmd = children::command(&bin, None);
@@ -575,6 +629,7 @@ async fn explicit(
             args.opaque_ports.to_string(),
         )
         .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
+        .envs(identity_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
     let mut proxy = cmd
         .spawn()
@@ -603,8 +658,8 @@ async fn explicit(
         proxy,
         cmd,
         registered: false,
-        token: None,
         control_relay: None,
+        anchors_refresh: None,
     };
     let ports: Vec<_> = args
         .ports
@@ -622,16 +677,18 @@ async fn explicit(
     let registration = register(args, &workload);
     let status = tokio::select! {
         result = registration => {
-            match result {
-                Ok(_) => {
+            let handed = match result {
+                Ok(answer) => {
                     running.registered = true;
-                    supervise(&mut running, signals).await
+                    hand_over(args, &mut running, identity, &answer).await
                 }
-                Err(e) => {
-                    teardown(args, &mut running).await;
-                    return Err(e);
-                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = handed {
+                teardown(args, &mut running).await;
+                return Err(e);
             }
+            supervise(&mut running, signals).await
         }
         _ = signals.recv() => None,
     };
@@ -686,6 +743,10 @@ mod tests {
         );
         assert_eq!(a.command, vec![OsString::from("app"), OsString::from("-x")]);
         assert_eq!(a.api().to_string(), "127.0.0.1:8085");
+        assert_eq!(
+            identity::local_name(&a),
+            "web.default.serviceaccount.identity.weft.cluster.local"
+        );
         let a = args(&[
             "--name",
             "w",
@@ -698,6 +759,22 @@ mod tests {
         ]);
         assert_eq!(a.api().to_string(), "198.18.1.10:8085");
         assert_eq!(a.addressing().gateway, Ipv4Addr::new(198, 18, 2, 1));
+        let a = args(&[
+            "--name",
+            "db",
+            "--namespace",
+            "prod",
+            "--trust-domain",
+            "example.org",
+            "--control-namespace",
+            "mesh",
+            "--",
+            "x",
+        ]);
+        assert_eq!(
+            identity::local_name(&a),
+            "db.prod.serviceaccount.identity.mesh.example.org"
+        );
     }
 
     #[test]

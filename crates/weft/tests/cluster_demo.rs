@@ -1,7 +1,8 @@
 //! `weft demo --cluster` (root only; skipped locally without root, failing under `CI=true`):
 //! the demo application with every service in its own pod and transparent interception. Traffic
 //! flows on at least three edges, and when the demo ends nothing of it is left: no namespace,
-//! host link or iptables rule, no `/etc/netns` entry, no process inside its pods. Without root
+//! host link or iptables rule, no `/etc/netns` entry or pod state directory, no process inside
+//! its pods. Every edge is mutual TLS. Without root
 //! the flag is refused with a pointer to the plain demo.
 
 use std::collections::BTreeMap;
@@ -250,6 +251,8 @@ fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
             rate > 0.5 && rate <= 1.0,
             "edge success rate {rate} outside (0.5, 1]: {edge}"
         );
+        // `weft run`'s code gave every sidecar an identity: every edge is mTLS.
+        assert_eq!(edge["tls"], true, "edge without mTLS: {edge}");
     }
     let pairs: Vec<(String, String)> = edges
         .iter()
@@ -279,6 +282,8 @@ fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
             !std::path::Path::new("/etc/netns").join(name).exists(),
             "/etc/netns/{name} left behind"
         );
+        let state = std::env::temp_dir().join(name);
+        assert!(!state.exists(), "{} left behind", state.display());
     }
     let etc_netns_after = std::fs::read_dir("/etc/netns")
         .map(|d| d.count())

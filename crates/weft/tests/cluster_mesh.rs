@@ -3,7 +3,9 @@
 //! workloads are started with `weft run` on node 1 (servers) and node 0 (the client), each in a
 //! pod of its own with `weft init` rules and a sidecar as uid 2102. The client is an unmodified
 //! `curl`/`redis-cli` with no proxy settings, resolving services by name from the pod's hosts
-//! file. Afterwards the host's namespaces, links and iptables rules are what they were.
+//! file. Every sidecar gets its identity from `weft run` (token and trust-anchors files), so the
+//! hop between the two proxies is mutual TLS. Afterwards the host's namespaces, links and
+//! iptables rules are what they were.
 
 use std::path::Path;
 use std::time::Duration;
@@ -138,7 +140,21 @@ async fn transparent_mesh_on_a_two_node_cluster() {
         .await
         .expect("client");
 
-        // 1. curl reaches ratings by name through both proxies.
+        // 0. `weft run` gave both sidecars an identity: each obtains its certificate.
+        for (workload, name) in [(&ratings, "ratings"), (&client, "client")] {
+            eventually(
+                &format!("{name} proxy holds a certificate"),
+                Duration::from_secs(20),
+                || async {
+                    let m = workload.metrics().await.ok()?;
+                    (metric_sum(&m, "identity_cert_refresh_total", &[("result", "success")]) >= 1.0)
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+
+        // 1. curl reaches ratings by name through both proxies, over mTLS between them.
         let out = client
             .exec(&[
                 "curl",
@@ -185,14 +201,42 @@ async fn transparent_mesh_on_a_two_node_cluster() {
         )
         .await;
         eventually(
-            "ratings proxy counts the request",
+            "ratings proxy counts the request as mTLS from the client",
             Duration::from_secs(5),
             || async {
                 let m = ratings.metrics().await.ok()?;
-                (metric_sum(&m, "request_total", &[("direction", "inbound")]) >= 1.0).then_some(())
+                (metric_sum(
+                    &m,
+                    "request_total",
+                    &[
+                        ("direction", "inbound"),
+                        ("tls", "true"),
+                        (
+                            "client_id",
+                            "client.default.serviceaccount.identity.weft.cluster.local",
+                        ),
+                    ],
+                ) >= 1.0)
+                    .then_some(())
             },
         )
         .await;
+        assert!(
+            metric_sum(
+                &client_metrics,
+                "response_total",
+                &[
+                    ("direction", "outbound"),
+                    ("dst_service", "ratings"),
+                    ("tls", "true"),
+                    (
+                        "server_id",
+                        "ratings.default.serviceaccount.identity.weft.cluster.local"
+                    ),
+                ],
+            ) >= 1.0,
+            "{client_metrics}"
+        );
 
         // 2. The proxy's own connection to the ratings endpoint was not redirected into itself:
         // nothing was accepted on its outbound listener for the endpoint address.
@@ -290,8 +334,15 @@ async fn transparent_mesh_on_a_two_node_cluster() {
         );
 
         drop((plain_skipped, plain_meshed));
-        // Stopping a workload deregisters it and removes its pod.
+        // The sidecar's identity files: in the pod's state directory, the proxy's alone.
         let ratings_ns = ratings.netns().expect("netns");
+        let state = std::env::temp_dir().join(&ratings_ns);
+        for file in ["token", "trust-anchors.pem"] {
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = std::fs::metadata(state.join(file)).expect("identity file");
+            assert_eq!((meta.uid(), meta.mode() & 0o777), (2102, 0o600), "{file}");
+        }
+        // Stopping a workload deregisters it and removes its pod and state directory.
         drop(ratings);
         assert!(
             !weft_testbed::mesh::netns_exists(&ratings_ns),
@@ -301,6 +352,7 @@ async fn transparent_mesh_on_a_two_node_cluster() {
             !Path::new("/etc/netns").join(&ratings_ns).exists(),
             "hosts file left behind"
         );
+        assert!(!state.exists(), "state directory left behind");
         let workloads = client
             .exec(&[
                 "curl",

@@ -13,7 +13,9 @@
 //!
 //! Each workload is what `weft run --name NAME --namespace demo --port NAME=PORT ... --
 //! weft demo-service NAME ...` makes ([`run::start_in_pod`]): the `weft init` rules, `weft-proxy`
-//! as uid 2102, the control plane relayed into the pod on loopback, the app, the registration.
+//! as uid 2102 with its identity (token and trust-anchors files in the pod's state directory, so
+//! every edge is mTLS), the control plane relayed into the pod on loopback, the app, the
+//! registration.
 //! The apps have no proxy settings: web calls `http://ratings:8080` and dials `books:9090`, names
 //! the pod's hosts file maps to the Services' cluster IPs, and iptables hands every connection to
 //! the sidecar. The pods hang off a "node" namespace of their own, so nothing (no link, address,
@@ -87,14 +89,6 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
         super::services_yaml_with(&cluster_ip),
     )
     .context("writing the demo store")?;
-    let tokens_dir = store.0.join("tokens");
-    std::fs::create_dir_all(&tokens_dir).context("creating the token directory")?;
-    // The proxies (uid 2102) read their token files from here.
-    for dir in [&store.0, &tokens_dir] {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("making {} searchable", dir.display()))?;
-    }
 
     let control = super::start_control(&args, &store.0).await?;
     let (grpc, api) = (control.grpc_addr, control.api_addr);
@@ -106,8 +100,6 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
         grpc,
         api,
         rps: args.rps,
-        trust_anchors_pem: control.trust_anchors_pem.clone(),
-        tokens_dir,
         weft_bin: std::env::current_exe().context("locating the weft executable")?,
     };
 
@@ -146,8 +138,6 @@ struct Setup {
     grpc: SocketAddr,
     api: SocketAddr,
     rps: f64,
-    trust_anchors_pem: String,
-    tokens_dir: std::path::PathBuf,
     weft_bin: std::path::PathBuf,
 }
 
@@ -197,6 +187,7 @@ struct Cluster {
 struct PodParts {
     admin_relay: Relay,
     _control_relay: Option<Relay>,
+    _anchors_refresh: Option<Relay>,
     pod: Arc<Pod>,
 }
 
@@ -240,8 +231,8 @@ async fn launch_all(setup: &Setup, node: &Node) -> anyhow::Result<Cluster> {
     Ok(cluster)
 }
 
-/// Builds one pod, starts its workload with `weft run`'s code, hands the sidecar its token and
-/// waits for it to be ready.
+/// Builds one pod, starts its workload with `weft run`'s code (which also gives the sidecar its
+/// identity) and waits for it to be ready (which includes holding a certificate).
 async fn launch(
     setup: &Setup,
     node: &Node,
@@ -261,39 +252,20 @@ async fn launch(
     )?);
     pod.write_hosts(&hosts_file(name, addressing.ip))?;
 
-    let token_file = setup.tokens_dir.join(format!("{name}.token"));
     let mut args = run_args(&workload_argv(setup, index, spec))?;
-    args.proxy_env = vec![
-        (
-            "WEFT_PROXY_IDENTITY_TOKEN_FILE".into(),
-            token_file.display().to_string(),
-        ),
-        (
-            "WEFT_PROXY_IDENTITY_LOCAL_NAME".into(),
-            super::workload_identity(name),
-        ),
-        (
-            "WEFT_PROXY_IDENTITY_TRUST_ANCHORS".into(),
-            setup.trust_anchors_pem.clone(),
-        ),
-    ];
     if std::env::var_os("WEFT_PROXY_LOG").is_none() {
         // The live table owns the terminal; proxies only speak up about problems.
         args.proxy_env
             .push(("WEFT_PROXY_LOG".into(), "warn".into()));
     }
     let running = run::start_in_pod(&args, &pod).await?;
-    // Registration answered with the token the sidecar needs for its certificate.
-    match &running.token {
-        Some(token) => write_token_for_proxy(&token_file, token)?,
-        None => eprintln!("weft demo: {name} registered without an identity token"),
-    }
     let admin = admin_relay(pod.clone()).await?;
     super::wait_ready(admin.0).await;
     let run::Running {
         proxy,
         cmd,
         control_relay,
+        anchors_refresh,
         ..
     } = running;
     let workload = Workload {
@@ -311,6 +283,7 @@ async fn launch(
     let parts = PodParts {
         admin_relay: Relay(admin.1),
         _control_relay: control_relay,
+        _anchors_refresh: anchors_refresh,
         pod,
     };
     Ok((workload, parts))
@@ -396,16 +369,6 @@ fn hosts_file(name: &str, ip: Ipv4Addr) -> String {
     run::hosts::hosts_file(&names, ip, &services)
 }
 
-/// Writes the token (mode 0600) owned by the proxy's uid, complete before it appears under its
-/// name: the sidecar polls for it.
-fn write_token_for_proxy(path: &Path, token: &str) -> anyhow::Result<()> {
-    let staging = path.with_extension("staging");
-    super::write_token(&staging, token)?;
-    std::os::unix::fs::chown(&staging, Some(PROXY_UID), Some(PROXY_UID))
-        .with_context(|| format!("giving {} to uid {PROXY_UID}", staging.display()))?;
-    std::fs::rename(&staging, path).with_context(|| format!("writing {}", path.display()))
-}
-
 /// A listener on the host's loopback relaying to the proxy's admin server inside the pod: the
 /// admin stays off the pod network, and the demo scrapes it like the plain demo's.
 async fn admin_relay(pod: Arc<Pod>) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -452,8 +415,6 @@ mod tests {
             grpc: "127.0.0.1:38000".parse().expect("addr"),
             api: "127.0.0.1:38001".parse().expect("addr"),
             rps: 20.0,
-            trust_anchors_pem: String::new(),
-            tokens_dir: "/tmp/t".into(),
             weft_bin: "/usr/bin/weft".into(),
         }
     }

@@ -262,7 +262,8 @@ fn host_ip(netns: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Deletes a namespace made by this module (a pod, or the node of `weft demo --cluster`), the
-/// host side of its veth and its `/etc/netns` directory.
+/// host side of its veth, its `/etc/netns` directory and its state directory (the sidecar's
+/// identity files, [`super::identity`]).
 pub fn remove(netns: &str, host_netns: Option<&str>, host_link: Option<&str>) {
     // Deleting the namespace destroys the veth pair with it; the explicit delete covers a
     // namespace that processes still hold open.
@@ -273,10 +274,14 @@ pub fn remove(netns: &str, host_netns: Option<&str>, host_link: Option<&str>) {
         // The host side may already be gone with the pair (or with its namespace).
         let _ = host_ip(host_netns, &["link", "del", link]);
     }
-    let etc = PathBuf::from("/etc/netns").join(netns);
-    if etc.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&etc) {
-            eprintln!("weft run: cleanup: removing {}: {e}", etc.display());
+    for dir in [
+        PathBuf::from("/etc/netns").join(netns),
+        super::identity::state_dir(netns),
+    ] {
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("weft run: cleanup: removing {}: {e}", dir.display());
+            }
         }
     }
 }
