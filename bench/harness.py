@@ -233,6 +233,29 @@ def _h2_answer(sock):
     return f"refused (answered {data[:16]!r})"
 
 
+def request_probe(addr, authority, tls, timeout=5.0):
+    """One HTTP request to an inbound port with curl (HTTP/2 with prior knowledge in plaintext;
+    TLS 1.3 offering h2, SNI = the backend's identity, no client certificate, server not verified).
+    For a proxy that answers the HTTP/2 preface and then refuses each request (weft's inbound on a
+    port that requires identity answers 403), a handshake alone proves nothing: only a request's
+    status does. Accepted = status 200. Returns (accepted: bool, detail)."""
+    host, port = addr.rsplit(":", 1)
+    if tls:
+        url = f"https://{SERVER_NAME}:{port}/"
+        opts = ["-k", "--tlsv1.3", "--tls-max", "1.3", "--http2", "--connect-to", f"{SERVER_NAME}:{port}:{host}:{port}"]
+    else:
+        url, opts = f"http://{addr}/", ["--http2-prior-knowledge"]
+    cmd = ["curl", "-sS", "-o", "/dev/null", "--max-time", str(timeout), "-H", f"host: {authority}",
+           "-w", "%{http_code} HTTP/%{http_version}", *opts, url]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    status, _, version = out.stdout.strip().partition(" ")
+    if out.returncode != 0 or status in ("", "000"):
+        return False, f"refused (curl exit {out.returncode}: {out.stderr.strip()[:120]})"
+    if status == "200":
+        return True, f"accepted: {version} {status}"
+    return False, f"refused: {version} {status}"
+
+
 def probe(addr, ca=None, cert=None, key=None, tls=True, timeout=3.0):
     """One connection attempt to an inbound port: plaintext HTTP/2 (tls=False), or TLS 1.3 with
     ALPN h2, verifying the server against `ca` (None: not verified), with the client certificate

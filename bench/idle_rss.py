@@ -40,6 +40,8 @@ def main(argv):
                    help="the proxy binary (or a wrapper such as a heaptrack script)")
     p.add_argument("--weft-proxy-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra variable for both weft proxies")
+    p.add_argument("--weft-mtls", action=argparse.BooleanOptionalAction, default=True,
+                   help="proxies with identity and mTLS between them (default), as bench/run")
     args = p.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -49,7 +51,7 @@ def main(argv):
     ctx.bench_bin = os.path.join(RELEASE, "weft-bench")
     ctx.weft_bin = os.path.join(RELEASE, "weft")
     ctx.proxy_bin = args.proxy_bin
-    ctx.weft_mtls = False
+    ctx.weft_mtls = args.weft_mtls
     ctx.weft_identity_dir = os.path.join(ctx.workdir, "weft-identity")
     ctx.weft_proxy_env = [tuple(kv.split("=", 1)) for kv in args.weft_proxy_env]
     ctx.client_cpus = "1" if args.workers == 1 else None

@@ -219,12 +219,10 @@ def markdown(args, tables, meta):
         "- Values are medians over the rounds.",
         "",
     ]
-    if weft_transport and "pending" in weft_transport:
+    if weft_transport and weft_transport.startswith("plaintext"):
         parts += [
-            "> **weft hop: plaintext HTTP/2 (mTLS pending).** weft-proxy has no mTLS yet, so weft's numbers "
-            "below are for plaintext HTTP/2 between the proxies while Envoy's hop is full mTLS (TLS 1.3, client "
-            "certificates required, SPIFFE SAN checked). The comparison is not yet like for like; rerun with "
-            "`--weft-mtls` once identity lands.",
+            "> **weft hop: plaintext HTTP/2 (`--no-weft-mtls`).** weft's numbers below are for plaintext HTTP/2 "
+            "between the proxies while Envoy's hop is full mTLS: not like for like.",
             "",
         ]
     if smoke:
@@ -255,14 +253,14 @@ def markdown(args, tables, meta):
                 parts += ["", f"### Latency (ms), {title}", "", _latency_table(args, table, proto)]
         parts += ["", "### Throughput, CPU and memory", "", _resource_table(table), "",
                   "### Targets (weft vs envoy, this run)", "",
-                  *(["Indicative only while weft's hop is plaintext and Envoy's is mTLS.", ""]
-                    if "pending" in str(table.get("weft", {}).get("transport")) else []),
+                  *(["Not like for like: weft's hop is plaintext (`--no-weft-mtls`), Envoy's is mTLS.", ""]
+                    if str(table.get("weft", {}).get("transport")).startswith("plaintext") else []),
                   _targets(table), ""]
     parts += [
         "## How to reproduce",
         "",
         "```",
-        "bench/setup.sh        # once per machine: envoy (pip), openssl, util-linux (taskset)",
+        "bench/setup.sh        # once per machine: envoy (pip), openssl, util-linux (taskset), curl",
         "bench/run             # full run (about 35 minutes); bench/run --quick for a smoke run (about 9)",
         "```",
         "",

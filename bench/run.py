@@ -23,7 +23,7 @@ import cp_scale  # noqa: E402
 import report  # noqa: E402
 import topology  # noqa: E402
 from harness import (Child, cpu_seconds, http_text, memory_mib, mint_certs, probe,  # noqa: E402
-                     system_busy_seconds)
+                     request_probe, system_busy_seconds)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -44,9 +44,11 @@ def parse_args(argv):
     p.add_argument("--tcp-mib", type=int, default=1024, help="size of the opaque TCP stream")
     p.add_argument("--idle-connections", type=int, default=1000)
     p.add_argument("--max-connections", type=int, default=32, help="HTTP/1.1 connections of the max run")
-    p.add_argument("--weft-mtls", action="store_true",
-                   help="weft runs with identity (control gets --identity-dir); the inbound port must "
-                        "refuse plaintext and certificate-less TLS, or the run aborts")
+    p.add_argument("--weft-mtls", action=argparse.BooleanOptionalAction, default=True,
+                   help="weft's hop is mTLS (default): a fresh CA (weft identity init) for weft control "
+                        "--identity-dir, each proxy registered for its token; the inbound backend ports "
+                        "require identity and must refuse plaintext and certificate-less TLS, or the run "
+                        "aborts. --no-weft-mtls: plaintext HTTP/2 between the proxies, no identity")
     p.add_argument("--weft-proxy-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra variable for both weft proxies; {identity_dir} and {name} are substituted")
     p.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
@@ -183,6 +185,10 @@ def check_transport(ctx, cfg, topo):
     if cfg == "envoy" or ctx.weft_mtls:
         cases = [("plaintext HTTP/2", dict(tls=False), False),
                  ("TLS 1.3 without a client certificate", dict(), False)]
+        if cfg == "weft":
+            # weft's inbound answers the handshake and refuses each request with 403: ask for one.
+            cases = [("plaintext HTTP/2 request", dict(tls=False), False),
+                     ("TLS 1.3 request without a client certificate", dict(tls=True), False)]
         if cfg == "envoy":
             cases += [("TLS 1.3, client cert with the wrong SPIFFE ID", dict(ca=c["ca.pem"], cert=c["rogue.pem"],
                                                                             key=c["rogue.key"]), False),
@@ -190,7 +196,10 @@ def check_transport(ctx, cfg, topo):
                                                                 key=c["client.key"]), True)]
         lines = []
         for what, kw, expect in cases:
-            accepted, detail = probe(addr, **kw)
+            if cfg == "weft":
+                accepted, detail = request_probe(addr, topology.AUTHORITY, **kw)
+            else:
+                accepted, detail = probe(addr, **kw)
             ok = accepted == expect
             lines.append(f"{'ok ' if ok else 'BAD'} {cfg} inbound {addr}: {what}: {detail}")
             print("  " + lines[-1], flush=True)
@@ -211,13 +220,14 @@ def check_transport(ctx, cfg, topo):
             lines.append(f"{'ok ' if ok else 'BAD'} weft outbound metrics: request_total with tls=\"true\"")
             print("  " + lines[-1], flush=True)
             if not ok:
-                raise RuntimeError("weft: --weft-mtls but the outbound proxy sent no request over mTLS")
-            return "HTTP/2 over mTLS (weft identity)", lines
+                raise RuntimeError("weft: mTLS on but the outbound proxy sent no request over mTLS")
+            return ("HTTP/2 over mTLS (TLS 1.3, weft identity; client certificate required on the backend "
+                    "ports)"), lines
         return "HTTP/2 over mTLS (TLS 1.3, client certificate and SPIFFE SAN required)", lines
     accepted, detail = probe(addr, tls=False)
     line = f"info {cfg} inbound {addr}: plaintext HTTP/2: {detail}"
     print("  " + line, flush=True)
-    return "plaintext HTTP/2 (mTLS pending)", [line]
+    return "plaintext HTTP/2 (--no-weft-mtls)", [line]
 
 
 def snapshot(ctx, topo):

