@@ -5,45 +5,19 @@
 
 mod support;
 
-use std::time::Duration;
-
-use support::load::{Load, MeshServer};
-use support::{authority, service, write_docs, Control, ProxySpec, TempDir, SOON};
+use support::load::{LoadedMesh, MeshServer};
+use support::SOON;
 
 const ROTATIONS: usize = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_under_load_loses_no_request() {
-    let tmp = TempDir::new("churn");
-    let store = tmp.subdir("store");
-    write_docs(
-        &store,
-        "services.yaml",
-        &[service("echo", "churn", 8080, "http")],
-    );
-    let control = Control::start(&store, tmp.path()).await;
-    let target = authority("echo", 8080);
-
-    let mut current = MeshServer::start(&control, tmp.path(), "churn-0", "churn").await;
-    let client = ProxySpec::new("churn-client", control.grpc)
-        .upstreams(std::slice::from_ref(&target))
-        .spawn(tmp.path())
-        .await;
-    let load = Load::start(
-        client.outbound,
-        client.upstream_addr(&target),
-        &target,
-        Duration::from_millis(20),
-        Duration::from_secs(40),
-    );
-    assert!(
-        current.echo.requests.wait_for(20, SOON).await,
-        "first backend never served 20 requests: {:?}",
-        load.report().failures
-    );
+    let mesh = LoadedMesh::start("churn", "churn", "churn-0").await;
+    let (control, load, tmp) = (&mesh.control, &mesh.load, &mesh.tmp);
+    let mut current = mesh.first;
 
     for i in 1..=ROTATIONS {
-        let next = MeshServer::start(&control, tmp.path(), &format!("churn-{i}"), "churn").await;
+        let next = MeshServer::start(control, tmp.path(), &format!("churn-{i}"), "churn").await;
         assert!(
             next.echo.requests.wait_for(5, SOON).await,
             "churn-{i} registered but the client proxy never sent it traffic"
@@ -74,19 +48,7 @@ async fn churn_under_load_loses_no_request() {
     // Traffic keeps flowing to the last one after the final stop of its predecessor.
     assert!(load.wait_more(50, SOON).await, "load stalled after churn");
 
-    let report = load.stop().await;
-    assert!(
-        report.failures.is_empty(),
-        "{} of {} requests failed during churn; first failures:\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len() as u64,
-        report
-            .failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let report = mesh.load.stop().await;
+    report.assert_no_failures(" during churn");
     assert!(report.ok >= 200, "only {} requests completed", report.ok);
 }

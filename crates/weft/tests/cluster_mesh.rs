@@ -7,24 +7,17 @@
 //! hop between the two proxies is mutual TLS. Afterwards the host's namespaces, links and
 //! iptables rules are what they were.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
-use weft_testbed::mesh::{metric_sum, ControlPlane, Workload};
+use support::cluster::{self, RATINGS_SERVICE};
+use support::eventually;
+use weft_testbed::mesh::{metric_sum, ControlPlane};
 use weft_testbed::{require_root, serial, Cluster, HostState, Proc};
 
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
-
-const STORE: &str = "\
-apiVersion: v1
-kind: Service
-metadata: {name: ratings, namespace: default}
-spec:
-  selector: {app: ratings}
-  clusterIP: 198.19.0.10
-  ports: [{name: http, port: 80, targetPort: http}]
----
+const REDIS_SERVICE: &str = "\
 apiVersion: v1
 kind: Service
 metadata:
@@ -37,30 +30,6 @@ spec:
   ports: [{port: 6379}]
 ";
 
-fn temp_store() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("weft-cluster-mesh-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("store dir");
-    std::fs::write(dir.join("services.yaml"), STORE).expect("store");
-    dir
-}
-
-/// Polls `f` until it returns `Some`, at most `timeout`.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transparent_mesh_on_a_two_node_cluster() {
     let _serial = serial();
@@ -68,41 +37,23 @@ async fn transparent_mesh_on_a_two_node_cluster() {
         return;
     };
     let host = HostState::capture().expect("host state");
-    let store = temp_store();
+    let store = cluster::temp_store(
+        "cluster-mesh",
+        &format!("{RATINGS_SERVICE}---\n{REDIS_SERVICE}"),
+    );
     {
-        let (weft, proxy) = (Path::new(WEFT), Path::new(PROXY));
         let cluster = Cluster::new(root, 2).expect("cluster");
-        let control = ControlPlane::start(&cluster, 0, weft, &store)
+        let control = ControlPlane::start(&cluster, 0, Path::new(cluster::WEFT), &store)
             .await
             .expect("control plane");
-        let store_flag = store.to_str().expect("utf8 path");
-        let ratings = Workload::start(
+        let ratings = cluster::ratings(&cluster, 1, &control, &store).await;
+        let redis = cluster::workload(
             &cluster,
             1,
-            weft,
-            proxy,
             &control,
-            "ratings",
-            &["--port", "http=8080", "--store", store_flag],
-            &[WEFT, "demo-service", "ratings", "--listen", "0.0.0.0:8080"],
-        )
-        .await
-        .expect("ratings");
-        let redis = Workload::start(
-            &cluster,
-            1,
-            weft,
-            proxy,
-            &control,
+            &store,
             "redis",
-            &[
-                "--port",
-                "6379",
-                "--opaque-ports",
-                "6379",
-                "--store",
-                store_flag,
-            ],
+            &["--port", "6379", "--opaque-ports", "6379"],
             &[
                 "redis-server",
                 "--port",
@@ -113,8 +64,7 @@ async fn transparent_mesh_on_a_two_node_cluster() {
                 "no",
             ],
         )
-        .await
-        .expect("redis");
+        .await;
         // An unmeshed pod with a plain server on a port the client skips, and one it does not.
         let plain = cluster.add_pod(1).expect("plain pod");
         let plain_skipped = redis_server(&plain, 9999);
@@ -127,18 +77,14 @@ async fn transparent_mesh_on_a_two_node_cluster() {
                 .await
                 .expect("plain redis");
         }
-        let client = Workload::start(
+        let client = cluster::client(
             &cluster,
             0,
-            weft,
-            proxy,
             &control,
-            "client",
-            &["--skip-outbound-ports", "9999", "--store", store_flag],
-            &["sleep", "3600"],
+            &store,
+            &["--skip-outbound-ports", "9999"],
         )
-        .await
-        .expect("client");
+        .await;
 
         // 0. `weft run` gave both sidecars an identity: each obtains its certificate.
         for (workload, name) in [(&ratings, "ratings"), (&client, "client")] {

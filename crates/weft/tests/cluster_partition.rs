@@ -7,24 +7,14 @@
 //! (new connections time out), and after (requests on the pooled HTTP/2 connection must not hang:
 //! the proxy's HTTP/2 keep-alive closes the dead connection, 10 s PING + 3 s timeout).
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::cluster::{self, RATINGS_SERVICE};
 use weft_testbed::mesh::{ControlPlane, Workload};
 use weft_testbed::{require_root, serial, Cluster, HostState};
-
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
-
-const STORE: &str = "\
-apiVersion: v1
-kind: Service
-metadata: {name: ratings, namespace: default}
-spec:
-  selector: {app: ratings}
-  clusterIP: 198.19.0.10
-  ports: [{name: http, port: 80, targetPort: http}]
-";
 
 /// `curl` in the client pod; (HTTP status line or curl error, seconds taken).
 async fn get(client: &Workload) -> (String, String, Duration) {
@@ -59,41 +49,14 @@ where
         return;
     };
     let host = HostState::capture().expect("host state");
-    let store = std::env::temp_dir().join(format!("weft-cluster-partition-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&store);
-    std::fs::create_dir_all(&store).expect("store");
-    std::fs::write(store.join("services.yaml"), STORE).expect("store");
+    let store = cluster::temp_store("cluster-partition", RATINGS_SERVICE);
     {
-        let (weft, proxy) = (Path::new(WEFT), Path::new(PROXY));
         let cluster = Cluster::new(root, 3).expect("cluster");
-        let control = ControlPlane::start(&cluster, 0, weft, &store)
+        let control = ControlPlane::start(&cluster, 0, Path::new(cluster::WEFT), &store)
             .await
             .expect("control plane");
-        let store_flag = store.to_str().expect("utf8");
-        let ratings = Workload::start(
-            &cluster,
-            2,
-            weft,
-            proxy,
-            &control,
-            "ratings",
-            &["--port", "http=8080", "--store", store_flag],
-            &[WEFT, "demo-service", "ratings", "--listen", "0.0.0.0:8080"],
-        )
-        .await
-        .expect("ratings");
-        let client = Workload::start(
-            &cluster,
-            1,
-            weft,
-            proxy,
-            &control,
-            "client",
-            &["--store", store_flag],
-            &["sleep", "3600"],
-        )
-        .await
-        .expect("client");
+        let ratings = cluster::ratings(&cluster, 2, &control, &store).await;
+        let client = cluster::client(&cluster, 1, &control, &store, &[]).await;
         f(cluster, client).await;
         drop((ratings, control));
     }

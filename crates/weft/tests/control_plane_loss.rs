@@ -7,42 +7,23 @@ mod support;
 
 use std::time::Duration;
 
-use support::load::{Load, MeshServer};
-use support::{authority, service, write_docs, Control, ProxySpec, TempDir, SOON};
+use support::load::{LoadedMesh, MeshServer};
+use support::{Control, SOON};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_survive_control_plane_loss_and_resync() {
-    let tmp = TempDir::new("cp-loss");
-    let store = tmp.subdir("store");
-    write_docs(
-        &store,
-        "services.yaml",
-        &[service("echo", "loss", 8080, "http")],
-    );
-    let mut control = Control::start(&store, tmp.path()).await;
-    let grpc_addr = control.grpc;
-    let target = authority("echo", 8080);
-
-    let first = MeshServer::start(&control, tmp.path(), "loss-1", "loss").await;
-    let client = ProxySpec::new("loss-client", grpc_addr)
-        .upstreams(std::slice::from_ref(&target))
-        .spawn(tmp.path())
-        .await;
-    let load = Load::start(
-        client.outbound,
-        client.upstream_addr(&target),
-        &target,
-        Duration::from_millis(20),
-        Duration::from_secs(40),
-    );
-    assert!(
-        first.echo.requests.wait_for(20, SOON).await,
-        "backend never served 20 requests: {:?}",
-        load.report().failures
-    );
+    let mut mesh = LoadedMesh::start("cp-loss", "loss", "loss-1").await;
+    let grpc_addr = mesh.control.grpc;
 
     // The control plane dies; the resolved service keeps working on the last known state.
-    control.kill().await;
+    mesh.control.kill().await;
+    let (first, client, load, store, tmp) = (
+        &mesh.first,
+        &mesh.client,
+        &mesh.load,
+        &mesh.store,
+        &mesh.tmp,
+    );
     assert!(
         load.wait_more(150, SOON).await,
         "load stalled after the control plane died"
@@ -51,19 +32,13 @@ async fn proxies_survive_control_plane_loss_and_resync() {
     assert!(
         during.failures.is_empty(),
         "requests failed while the control plane was down:\n{}",
-        during
-            .failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        during.first_failures(10)
     );
     // Readiness is about having connected once: a proxy stays ready without its control plane.
     client.wait_ready().await;
 
     // Same gRPC address, same store: proxies reconnect on their own.
-    let control = Control::start_on(&store, tmp.path(), grpc_addr).await;
+    let control = Control::start_on(store, tmp.path(), grpc_addr).await;
     let status = control.store_status().await;
     assert_eq!(
         status["workloads"].as_u64(),
@@ -86,20 +61,8 @@ async fn proxies_survive_control_plane_loss_and_resync() {
         "load stalled after the restart"
     );
 
-    let report = load.stop().await;
-    assert!(
-        report.failures.is_empty(),
-        "{} of {} requests failed; first failures:\n{}",
-        report.failures.len(),
-        report.ok + report.failures.len() as u64,
-        report
-            .failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let report = mesh.load.stop().await;
+    report.assert_no_failures("");
     assert!(
         first.echo.requests.get() > 20,
         "first backend served too little"

@@ -21,13 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mtls_mesh::{identity_of, ControlOpts, IdentitySource};
-use support::apps::{AbortOnDrop, EchoServer};
+use support::apps::{tcp_echo, AbortOnDrop, EchoServer};
+use support::clients::tcp_roundtrip;
+use support::load::{Load, LoadReport};
 use support::{
-    authority, eventually, http_get, metric_sum, service, weft_bin, write_docs, Control, Proxy,
-    ProxySpec, ServiceDoc, TempDir, SOON,
+    authority, eventually, http_get, metric_sum, opaque_service, service, weft_bin, write_docs,
+    Control, Proxy, ProxySpec, TempDir, SOON,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const SERVER: &str = "backend-1";
 const CLIENT: &str = "client";
@@ -50,19 +51,13 @@ async fn mesh(test: &str, cert_lifetime: &str, extra: &[(&str, &str)]) -> Mesh {
     let store = tmp.subdir("store");
     let ca_dir = tmp.path().join("ca");
     mtls_mesh::init_ca(&ca_dir).await;
-    let tcp_service = ServiceDoc {
-        name: "tcp",
-        app: "backend",
-        port: 7000,
-        target: "tcp",
-        app_protocol: None,
-        opaque: true,
-        cluster_ip: None,
-    };
     write_docs(
         &store,
         "services.yaml",
-        &[service("echo", "backend", 8080, "http"), tcp_service.yaml()],
+        &[
+            service("echo", "backend", 8080, "http"),
+            opaque_service("tcp", "backend", 7000, "tcp"),
+        ],
     );
     let control = mtls_mesh::start_control(
         &store,
@@ -125,44 +120,15 @@ async fn mesh(test: &str, cert_lifetime: &str, extra: &[(&str, &str)]) -> Mesh {
     }
 }
 
-/// A TCP app that echoes every byte back until the client half-closes.
-async fn tcp_echo() -> (SocketAddr, AbortOnDrop) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind tcp echo");
-    let addr = listener.local_addr().expect("tcp echo addr");
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    (addr, AbortOnDrop(task))
-}
-
-/// One opaque exchange on a fresh connection (so a fresh mTLS handshake between the proxies).
-async fn tcp_roundtrip(addr: SocketAddr, payload: &[u8]) -> Result<(), String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        stream.write_all(payload).await.map_err(|e| e.to_string())?;
-        stream.shutdown().await.map_err(|e| e.to_string())?;
-        let mut back = Vec::new();
-        stream
-            .read_to_end(&mut back)
-            .await
-            .map_err(|e| e.to_string())?;
-        if back == payload {
-            Ok(())
-        } else {
-            Err(format!("echoed {} of {} bytes", back.len(), payload.len()))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| "timed out".to_string())?
+/// One opaque exchange on a fresh connection (so a fresh mTLS handshake between the proxies),
+/// all bytes echoed.
+async fn opaque_echo(addr: SocketAddr, payload: &[u8]) -> Result<(), String> {
+    let back = tcp_roundtrip(addr, payload).await?;
+    if back == payload {
+        Ok(())
+    } else {
+        Err(format!("echoed {} of {} bytes", back.len(), payload.len()))
+    }
 }
 
 /// A fresh opaque connection every 20 ms until dropped; counts successes and failures.
@@ -182,7 +148,7 @@ impl OpaqueLoad {
             loop {
                 n += 1;
                 let payload = format!("opaque connection {n}");
-                match tcp_roundtrip(addr, payload.as_bytes()).await {
+                match opaque_echo(addr, payload.as_bytes()).await {
                     Ok(()) => {
                         ok2.fetch_add(1, Ordering::Relaxed);
                     }
@@ -211,6 +177,24 @@ impl OpaqueLoad {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+/// Stops the HTTP load and asserts no HTTP request and no opaque connection failed, and over 200
+/// HTTP requests were made.
+async fn stop_without_failures(http: Load, opaque: &OpaqueLoad) -> LoadReport {
+    let report = http.stop().await;
+    let opaque_failures = opaque.failures();
+    assert!(
+        report.failures.is_empty(),
+        "HTTP failed: {:?}",
+        report.failures
+    );
+    assert!(
+        opaque_failures.is_empty(),
+        "opaque failed: {opaque_failures:?}"
+    );
+    assert!(report.ok > 200, "only {} HTTP requests", report.ok);
+    report
 }
 
 /// Runs `weft identity ARGS...`; returns (success, stdout, stderr).
@@ -336,13 +320,7 @@ async fn trust_anchor_rotation_under_steady_load_fails_no_request() {
         expiry(&mesh.client.metrics().await),
     );
     let echo = authority("echo", 8080);
-    let http = support::load::Load::start(
-        mesh.client.outbound,
-        mesh.client.upstream_addr(&echo),
-        &echo,
-        Duration::from_millis(20),
-        Duration::from_secs(90),
-    );
+    let http = Load::through(&mesh.client, &echo, Duration::from_secs(90));
     let opaque = OpaqueLoad::start(mesh.client.upstream_addr(&authority("tcp", 7000)));
     let started = Instant::now();
 
@@ -416,18 +394,7 @@ async fn trust_anchor_rotation_under_steady_load_fails_no_request() {
             "{id} still presents a chain to the old anchor"
         );
     }
-    let report = http.stop().await;
-    let opaque_failures = opaque.failures();
-    assert!(
-        report.failures.is_empty(),
-        "HTTP failed: {:?}",
-        report.failures
-    );
-    assert!(
-        opaque_failures.is_empty(),
-        "opaque failed: {opaque_failures:?}"
-    );
-    assert!(report.ok > 200, "only {} HTTP requests", report.ok);
+    let report = stop_without_failures(http, &opaque).await;
     assert!(opaque.ok() > 100, "only {} opaque connections", opaque.ok());
     let after = (
         expiry(&mesh.server.metrics().await),
@@ -502,13 +469,7 @@ async fn ca_unreachable_longer_than_a_renewal_period_keeps_traffic_and_renewal_r
     )
     .await;
     let echo = authority("echo", 8080);
-    let http = support::load::Load::start(
-        mesh.client.outbound,
-        mesh.client.upstream_addr(&echo),
-        &echo,
-        Duration::from_millis(20),
-        Duration::from_secs(90),
-    );
+    let http = Load::through(&mesh.client, &echo, Duration::from_secs(90));
     let opaque = OpaqueLoad::start(mesh.client.upstream_addr(&authority("tcp", 7000)));
     // Renewing normally first.
     for p in [&mesh.server, &mesh.client] {
@@ -557,16 +518,5 @@ async fn ca_unreachable_longer_than_a_renewal_period_keeps_traffic_and_renewal_r
         })
         .await;
     }
-    let report = http.stop().await;
-    let opaque_failures = opaque.failures();
-    assert!(
-        report.failures.is_empty(),
-        "HTTP failed: {:?}",
-        report.failures
-    );
-    assert!(
-        opaque_failures.is_empty(),
-        "opaque failed: {opaque_failures:?}"
-    );
-    assert!(report.ok > 200, "only {} HTTP requests", report.ok);
+    stop_without_failures(http, &opaque).await;
 }

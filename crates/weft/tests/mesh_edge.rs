@@ -134,11 +134,7 @@ async fn connect_tunnels_reach_tcp_and_http_services() {
         assert_eq!(reply.header("x-echo-path"), path);
         assert_eq!(reply.header("x-echo-version"), "HTTP/1.1");
     }
-    assert_eq!(
-        echo.orig_proto_seen
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(echo.orig_protos(), 0);
 
     // 3. An address discovery rejects (not a service or workload address) goes straight to
     // host:port. (A bare `localhost` would be a short name: `localhost.default.svc...`.)

@@ -8,11 +8,11 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use linkerd2_proxy_api::{destination as dst, identity as id};
 use support::apps::{seq_of, EchoServer, GrpcServer, WsEchoServer};
 use support::clients::{
-    body_checksum, empty, full, h2_request, proxy_request, streaming_body, Body, Reply, H1, H2,
+    assert_body_echoed, empty, full, h2_request, proxy_request, streaming_body, websocket_echo,
+    Body, Reply, H1, H2,
 };
 use support::{
     authority, service, workload_doc, write_docs, Control, Proxy, ProxySpec, ServiceDoc, TempDir,
@@ -206,19 +206,10 @@ async fn http1_absolute_form_through_mesh() {
     // 10 MB streamed up and echoed back down.
     let (body, sent) = streaming_body(TEN_MB);
     let req = with_token(proxy_request("POST", &target, "/big", body));
-    let resp = conn.send(req).await.expect("big POST");
-    assert_eq!(resp.status(), 200);
-    let (len, got) = body_checksum(resp.into_body()).await.expect("big body");
-    assert_eq!(len, TEN_MB, "echoed length");
-    assert_eq!(got.0, sent.0, "echoed checksum");
+    assert_body_echoed(conn.send(req).await.expect("big POST"), TEN_MB, sent).await;
 
     assert_eq!(mesh.echo.requests.get(), 4);
-    assert_eq!(
-        mesh.echo
-            .orig_proto_seen
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(mesh.echo.orig_protos(), 0);
     assert_counted(&mesh, &before, 4.0, "echo").await;
 }
 
@@ -259,19 +250,10 @@ async fn h2c_prior_knowledge_through_mesh() {
 
     let (body, sent) = streaming_body(TEN_MB);
     let req = with_token(h2_request("POST", &target, "/big", body));
-    let resp = conn.send(req).await.expect("big POST");
-    assert_eq!(resp.status(), 200);
-    let (len, got) = body_checksum(resp.into_body()).await.expect("big body");
-    assert_eq!(len, TEN_MB, "echoed length");
-    assert_eq!(got.0, sent.0, "echoed checksum");
+    assert_body_echoed(conn.send(req).await.expect("big POST"), TEN_MB, sent).await;
 
     assert_eq!(mesh.echo.requests.get(), 4);
-    assert_eq!(
-        mesh.echo
-            .orig_proto_seen
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(mesh.echo.orig_protos(), 0);
     assert_counted(&mesh, &before, 4.0, "echo").await;
 }
 
@@ -389,16 +371,6 @@ async fn grpc_unary_and_streaming_through_mesh() {
 async fn websocket_through_mesh() {
     let mesh = http_mesh("ws").await;
     let before = request_totals(&mesh).await;
-    // Through the outbound listener, the Host header naming the service.
-    let stream = tokio::net::TcpStream::connect(mesh.client.outbound)
-        .await
-        .expect("connect outbound");
-    let url = format!("ws://{}/socket", authority("ws", 8081));
-    let (mut ws, resp) = tokio::time::timeout(SOON, tokio_tungstenite::client_async(url, stream))
-        .await
-        .expect("websocket handshake timed out")
-        .expect("websocket handshake");
-    assert_eq!(resp.status(), 101);
     use tokio_tungstenite::tungstenite::Message;
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let messages = vec![
@@ -406,16 +378,8 @@ async fn websocket_through_mesh() {
         Message::binary(big),
         Message::text("bye"),
     ];
-    for msg in messages {
-        ws.send(msg.clone()).await.expect("ws send");
-        let echoed = tokio::time::timeout(SOON, ws.next())
-            .await
-            .expect("ws echo timed out")
-            .expect("ws closed")
-            .expect("ws error");
-        assert_eq!(echoed, msg);
-    }
-    ws.close(None).await.expect("ws close");
+    // Through the outbound listener, the Host header naming the service.
+    websocket_echo(mesh.client.outbound, &authority("ws", 8081), messages).await;
     assert_eq!(mesh.ws.connections.get(), 1);
     assert_counted(&mesh, &before, 1.0, "ws").await;
 }

@@ -1,13 +1,12 @@
 //! Mutual TLS on the data path, end to end: real `weft control` and `weft-proxy` processes with
-//! identity (tokens, trust anchors, certificates from `Identity.Certify`).
+//! identity (tokens, trust anchors, certificates from `Identity.Certify`). What is refused
+//! (foreign CA, expired or wrong identity, plaintext on a port requiring identity) is in
+//! `tests/mtls_refusals.rs`.
 //!
-//! - HTTP/1.1, h2c, gRPC and opaque TCP (redis) cross the mesh inside mTLS: the app sees the
-//!   caller's verified identity as `l5d-client-id` (a spoofed one is replaced), the inbound
-//!   proxy's metrics say `tls="true"` with the right `client_id`, the outbound proxy's
+//! - HTTP/1.1, h2c, gRPC, WebSocket and opaque TCP (redis) cross the mesh inside mTLS: the app
+//!   sees the caller's verified identity as `l5d-client-id` (a spoofed one is replaced), the
+//!   inbound proxy's metrics say `tls="true"` with the right `client_id`, the outbound proxy's
 //!   `tls="true"` with `server_id`;
-//! - refused with a precise `l5d-proxy-error` and a metric: a peer certificate from another CA,
-//!   an expired one, one for another identity; on a port that requires identity, plaintext HTTP
-//!   gets 403 and plaintext opaque TCP is closed;
 //! - a packet capture (tshark) of requests carrying a marker shows a TLS 1.3 handshake and no
 //!   plaintext marker;
 //! - certificates renewed every few seconds under steady load: zero failed requests.
@@ -16,20 +15,20 @@
 mod mtls_mesh;
 mod support;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use linkerd2_proxy_api::identity as id;
 use mtls_mesh::{identity_of, ControlOpts, IdentitySource};
-use support::apps::{AbortOnDrop, EchoServer, GrpcServer, WsEchoServer};
-use support::clients::{empty, full, h2_request, proxy_request, Reply, H1, H2};
+use support::apps::{tcp_echo, AbortOnDrop, EchoServer, GrpcServer, WsEchoServer};
+use support::clients::{
+    empty, full, h2_request, proxy_request, tcp_roundtrip, websocket_echo, Reply, H1, H2,
+};
 use support::{
-    authority, metric_sum, service, workload_doc, write_docs, ChildProc, Control, Proxy,
-    ServiceDoc, TempDir, SOON,
+    authority, grpc_service, metric_sum, opaque_service, service, write_docs, ChildProc, Control,
+    Proxy, TempDir, SOON,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A control plane (ephemeral CA), a `backend` server (echo + gRPC apps) and a `client`, all
 /// with identity.
@@ -55,31 +54,13 @@ async fn mesh(test: &str) -> Mesh {
 async fn mesh_with(test: &str, cert_lifetime: Option<&str>) -> Mesh {
     let tmp = TempDir::new(test);
     let store = tmp.subdir("store");
-    let grpc_service = ServiceDoc {
-        name: "grpc",
-        app: "backend",
-        port: 9090,
-        target: "grpc",
-        app_protocol: Some("grpc"),
-        opaque: false,
-        cluster_ip: None,
-    };
-    let tcp_service = ServiceDoc {
-        name: "tcp",
-        app: "backend",
-        port: 7000,
-        target: "tcp",
-        app_protocol: None,
-        opaque: true,
-        cluster_ip: None,
-    };
     write_docs(
         &store,
         "services.yaml",
         &[
             service("echo", "backend", 8080, "http"),
-            grpc_service.yaml(),
-            tcp_service.yaml(),
+            grpc_service("grpc", "backend", 9090, "grpc"),
+            opaque_service("tcp", "backend", 7000, "tcp"),
             service("ws", "backend", 8081, "ws"),
         ],
     );
@@ -93,10 +74,7 @@ async fn mesh_with(test: &str, cert_lifetime: Option<&str>) -> Mesh {
     )
     .await;
     let anchors = mtls_mesh::trust_anchors(&control).await;
-    let id = IdentitySource {
-        certify: control.grpc,
-        anchors_pem: &anchors,
-    };
+    let id = IdentitySource::new(&control, &anchors);
     let echo = EchoServer::start(SERVER).await;
     let grpc = GrpcServer::start(SERVER).await;
     let (tcp_app, tcp_task) = tcp_echo().await;
@@ -168,16 +146,7 @@ async fn assert_mtls_requests(mesh: &Mesh, n: f64) {
         "plaintext inbound requests:\n{inbound}"
     );
     assert!(
-        metric_sum(
-            &inbound,
-            "tcp_open_total",
-            &[
-                ("direction", "inbound"),
-                ("peer", "src"),
-                ("tls", "true"),
-                ("client_id", &client_id)
-            ]
-        ) >= 1.0,
+        mtls_mesh::inbound_mtls_tcp(&inbound, &client_id) >= 1.0,
         "inbound TCP metrics without mTLS labels:\n{inbound}"
     );
     let outbound = mesh.client.metrics().await;
@@ -194,16 +163,7 @@ async fn assert_mtls_requests(mesh: &Mesh, n: f64) {
         "outbound requests without tls=true, server_id:\n{outbound}"
     );
     assert!(
-        metric_sum(
-            &outbound,
-            "tcp_open_total",
-            &[
-                ("direction", "outbound"),
-                ("peer", "dst"),
-                ("tls", "true"),
-                ("server_id", &server_id)
-            ]
-        ) >= 1.0,
+        mtls_mesh::outbound_mtls_tcp(&outbound, &server_id) >= 1.0,
         "outbound TCP metrics without mTLS labels:\n{outbound}"
     );
 }
@@ -266,49 +226,8 @@ async fn http1_h2c_and_grpc_cross_the_mesh_in_mtls_with_the_client_identity() {
         .into_inner();
     assert_eq!(answer.leaf_certificate, vec![1u8; 1000]);
 
-    assert_eq!(
-        mesh.echo
-            .orig_proto_seen
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(mesh.echo.orig_protos(), 0);
     assert_mtls_requests(&mesh, 3.0).await;
-}
-
-/// A TCP app that echoes every byte back until the client half-closes.
-async fn tcp_echo() -> (SocketAddr, AbortOnDrop) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind tcp echo");
-    let addr = listener.local_addr().expect("tcp echo addr");
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    (addr, AbortOnDrop(task))
-}
-
-/// One opaque exchange on a fresh connection: write, half-close, read everything back.
-async fn tcp_roundtrip(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        stream.write_all(payload).await.map_err(|e| e.to_string())?;
-        stream.shutdown().await.map_err(|e| e.to_string())?;
-        let mut back = Vec::new();
-        stream
-            .read_to_end(&mut back)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(back)
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| "timed out".to_string())?
 }
 
 /// Encodes one RESP command.
@@ -351,22 +270,14 @@ async fn redis_crosses_the_mesh_as_opaque_tcp_in_mtls() {
     })
     .await;
 
-    let redis_service = ServiceDoc {
-        name: "redis",
-        app: "cache",
-        port: 6379,
-        target: "redis",
-        app_protocol: None,
-        opaque: true,
-        cluster_ip: None,
-    };
-    write_docs(&store, "services.yaml", &[redis_service.yaml()]);
+    write_docs(
+        &store,
+        "services.yaml",
+        &[opaque_service("redis", "cache", 6379, "redis")],
+    );
     let control = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
     let anchors = mtls_mesh::trust_anchors(&control).await;
-    let id = IdentitySource {
-        certify: control.grpc,
-        anchors_pem: &anchors,
-    };
+    let id = IdentitySource::new(&control, &anchors);
     let server = mtls_mesh::server(
         &control,
         &id,
@@ -402,370 +313,14 @@ async fn redis_crosses_the_mesh_as_opaque_tcp_in_mtls() {
 
     let client_id = identity_of(CLIENT);
     mtls_mesh::metrics_until(&server, "inbound mTLS TCP from the client", |m| {
-        metric_sum(
-            m,
-            "tcp_open_total",
-            &[
-                ("direction", "inbound"),
-                ("peer", "src"),
-                ("tls", "true"),
-                ("client_id", &client_id),
-            ],
-        ) >= 1.0
+        mtls_mesh::inbound_mtls_tcp(m, &client_id) >= 1.0
     })
     .await;
     let outbound = client.metrics().await;
     assert!(
-        metric_sum(
-            &outbound,
-            "tcp_open_total",
-            &[
-                ("direction", "outbound"),
-                ("peer", "dst"),
-                ("tls", "true"),
-                ("server_id", &identity_of("cache-1"))
-            ]
-        ) >= 1.0,
+        mtls_mesh::outbound_mtls_tcp(&outbound, &identity_of("cache-1")) >= 1.0,
         "outbound redis connection not mTLS:\n{outbound}"
     );
-}
-
-/// A client (and its control plane) asking for the `echo` service, whose one endpoint is
-/// `server_port` with identity `expected`, to show what the client does with the peer.
-async fn request_echo(client: &Proxy) -> Reply {
-    let mut h1 = H1::connect(client.outbound).await.expect("connect");
-    let req = proxy_request("GET", &authority("echo", 8080), "/", empty());
-    Reply::read(h1.send(req).await.expect("request"))
-        .await
-        .expect("body")
-}
-
-fn assert_refused(reply: &Reply, expected: &str) {
-    assert_eq!(reply.status, 502, "{}", reply.describe());
-    let error = reply.header("l5d-proxy-error");
-    assert!(error.contains(expected), "l5d-proxy-error {error:?}");
-}
-
-async fn assert_handshake_error(client: &Proxy, reason: &str, server_id: &str) {
-    mtls_mesh::metrics_until(
-        client,
-        &format!("tls_handshake_errors_total {reason}"),
-        |m| {
-            metric_sum(
-                m,
-                "tls_handshake_errors_total",
-                &[
-                    ("direction", "outbound"),
-                    ("reason", reason),
-                    ("server_id", server_id),
-                ],
-            ) >= 1.0
-        },
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_certified_by_another_ca_is_refused() {
-    let tmp = TempDir::new("mtls-other-ca");
-    let store = tmp.subdir("store");
-    write_docs(
-        &store,
-        "services.yaml",
-        &[service("echo", "backend", 8080, "http")],
-    );
-    let ours = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
-    let theirs = mtls_mesh::start_control(
-        &tmp.subdir("other-store"),
-        tmp.path(),
-        ControlOpts {
-            name: "other",
-            ..Default::default()
-        },
-    )
-    .await;
-    let our_anchors = mtls_mesh::trust_anchors(&ours).await;
-    let their_anchors = mtls_mesh::trust_anchors(&theirs).await;
-    assert_ne!(our_anchors, their_anchors);
-
-    // The server is discovered through our control plane but certified by the other CA.
-    let echo = EchoServer::start(SERVER).await;
-    let foreign = IdentitySource {
-        certify: theirs.grpc,
-        anchors_pem: &their_anchors,
-    };
-    let spec = mtls_mesh::with_identity(
-        support::ProxySpec::new(SERVER, ours.grpc).forward(&[echo.port()]),
-        SERVER,
-        tmp.path(),
-        &foreign,
-    );
-    let server = mtls_mesh::spawn_unready(spec, SERVER, tmp.path()).await;
-    let doc = workload_doc(
-        "default",
-        SERVER,
-        &[("app", "backend")],
-        "127.0.0.1",
-        &[("http", server.forward_addr(echo.port()).port())],
-    );
-    mtls_mesh::register(&ours, SERVER, &doc).await;
-    let token = mtls_mesh::register(&theirs, SERVER, &doc).await;
-    mtls_mesh::write_token(tmp.path(), SERVER, &token);
-    server.wait_ready().await;
-
-    let id = IdentitySource {
-        certify: ours.grpc,
-        anchors_pem: &our_anchors,
-    };
-    let client = mtls_mesh::client(&ours, &id, tmp.path(), CLIENT, &[]).await;
-    let reply = request_echo(&client).await;
-    assert_refused(&reply, "peer certificate is not signed by a trusted anchor");
-    assert_handshake_error(&client, "unknown_ca", &identity_of(SERVER)).await;
-    assert_eq!(echo.requests.get(), 0);
-}
-
-/// Discovery says the endpoint is `impostor`, but the sidecar there is `backend-1`. A Weft
-/// proxy only terminates TLS for its own name, so it relays the handshake (SNI `impostor`) to
-/// its app as opaque bytes, and the client reports that the peer did not answer with TLS. (A
-/// peer that does terminate with a certificate for another identity is refused as
-/// `wrong_identity`: `weft-proxy` unit test `mtls::tests::outbound_refuses_a_certificate_for_another_identity`.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_is_not_the_discovered_identity_is_refused() {
-    let tmp = TempDir::new("mtls-wrong-id");
-    let store = tmp.subdir("store");
-    write_docs(
-        &store,
-        "services.yaml",
-        &[service("echo", "backend", 8080, "http")],
-    );
-    let control = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
-    let anchors = mtls_mesh::trust_anchors(&control).await;
-    let id = IdentitySource {
-        certify: control.grpc,
-        anchors_pem: &anchors,
-    };
-    let echo = EchoServer::start(SERVER).await;
-    // backend-1's sidecar (a valid certificate for backend-1) is not what `echo` selects ...
-    let server = mtls_mesh::server(
-        &control,
-        &id,
-        tmp.path(),
-        SERVER,
-        "not-echo",
-        &[("http", echo.port())],
-        |spec| spec,
-    )
-    .await;
-    // ... `impostor` is, and discovery says its endpoint (the same port) is `impostor`.
-    let doc = workload_doc(
-        "default",
-        "impostor",
-        &[("app", "backend")],
-        "127.0.0.1",
-        &[("http", server.forward_addr(echo.port()).port())],
-    );
-    mtls_mesh::register(&control, "impostor", &doc).await;
-
-    let client = mtls_mesh::client(&control, &id, tmp.path(), CLIENT, &[]).await;
-    let reply = request_echo(&client).await;
-    assert_refused(&reply, "the peer did not answer with TLS");
-    assert!(
-        reply
-            .header("l5d-proxy-error")
-            .contains(&identity_of("impostor")),
-        "{}",
-        reply.describe()
-    );
-    assert_handshake_error(&client, "not_tls", &identity_of("impostor")).await;
-    // The relayed handshake reached the app as opaque bytes (`tls="opaque"`), never a request.
-    assert_eq!(echo.requests.get(), 0);
-    mtls_mesh::metrics_until(&server, "passthrough TLS", |m| {
-        metric_sum(
-            m,
-            "tcp_open_total",
-            &[("direction", "inbound"), ("tls", "opaque")],
-        ) >= 1.0
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_peer_certificate_is_refused() {
-    let tmp = TempDir::new("mtls-expired");
-    let ca = tmp.subdir("ca");
-    mtls_mesh::init_ca(&ca).await;
-    let store = tmp.subdir("store");
-    write_docs(
-        &store,
-        "services.yaml",
-        &[service("echo", "backend", 8080, "http")],
-    );
-    let control = mtls_mesh::start_control(
-        &store,
-        tmp.path(),
-        ControlOpts {
-            identity_dir: Some(&ca),
-            ..Default::default()
-        },
-    )
-    .await;
-    // Same CA, 2-second leaves: the server's certificate expires soon after this goes away.
-    let mut short = mtls_mesh::start_control(
-        &tmp.subdir("short-store"),
-        tmp.path(),
-        ControlOpts {
-            identity_dir: Some(&ca),
-            cert_lifetime: Some("2s"),
-            name: "short",
-            ..Default::default()
-        },
-    )
-    .await;
-    let anchors = mtls_mesh::trust_anchors(&control).await;
-    assert_eq!(anchors, mtls_mesh::trust_anchors(&short).await);
-
-    let echo = EchoServer::start(SERVER).await;
-    let short_lived = IdentitySource {
-        certify: short.grpc,
-        anchors_pem: &anchors,
-    };
-    let spec = mtls_mesh::with_identity(
-        support::ProxySpec::new(SERVER, control.grpc).forward(&[echo.port()]),
-        SERVER,
-        tmp.path(),
-        &short_lived,
-    );
-    let server = mtls_mesh::spawn_unready(spec, SERVER, tmp.path()).await;
-    let doc = workload_doc(
-        "default",
-        SERVER,
-        &[("app", "backend")],
-        "127.0.0.1",
-        &[("http", server.forward_addr(echo.port()).port())],
-    );
-    mtls_mesh::register(&control, SERVER, &doc).await;
-    let token = mtls_mesh::register(&short, SERVER, &doc).await;
-    mtls_mesh::write_token(tmp.path(), SERVER, &token);
-    server.wait_ready().await;
-
-    // The CA goes away: the server keeps its certificate until it expires.
-    short.kill().await;
-    let expires = server
-        .metric_sum("identity_cert_expiration_timestamp_seconds", &[])
-        .await;
-    let id = IdentitySource {
-        certify: control.grpc,
-        anchors_pem: &anchors,
-    };
-    let client = mtls_mesh::client(&control, &id, tmp.path(), CLIENT, &[]).await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs_f64();
-    // Expiry has one-second resolution: one more second and it is certainly past.
-    tokio::time::sleep(Duration::from_secs_f64((expires - now).max(0.0) + 1.0)).await;
-
-    let reply = request_echo(&client).await;
-    assert_refused(&reply, "peer certificate has expired");
-    assert_handshake_error(&client, "expired", &identity_of(SERVER)).await;
-    assert_eq!(echo.requests.get(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ports_that_require_identity_refuse_unauthenticated_clients() {
-    let tmp = TempDir::new("mtls-require");
-    let store = tmp.subdir("store");
-    let tcp_service = ServiceDoc {
-        name: "tcp",
-        app: "backend",
-        port: 7000,
-        target: "tcp",
-        app_protocol: None,
-        opaque: true,
-        cluster_ip: None,
-    };
-    write_docs(
-        &store,
-        "services.yaml",
-        &[service("echo", "backend", 8080, "http"), tcp_service.yaml()],
-    );
-    let control = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
-    let anchors = mtls_mesh::trust_anchors(&control).await;
-    let id = IdentitySource {
-        certify: control.grpc,
-        anchors_pem: &anchors,
-    };
-    let echo = EchoServer::start(SERVER).await;
-    let (tcp_app, _tcp_task) = tcp_echo().await;
-    let required = format!("{},{}", echo.port(), tcp_app.port());
-    let server = mtls_mesh::server(
-        &control,
-        &id,
-        tmp.path(),
-        SERVER,
-        "backend",
-        &[("http", echo.port()), ("tcp", tcp_app.port())],
-        |spec| {
-            spec.env("WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", &required)
-                .env(
-                    "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
-                    &tcp_app.port().to_string(),
-                )
-        },
-    )
-    .await;
-    let tcp = authority("tcp", 7000);
-    let client = mtls_mesh::client(
-        &control,
-        &id,
-        tmp.path(),
-        CLIENT,
-        std::slice::from_ref(&tcp),
-    )
-    .await;
-
-    // A meshed client (mTLS with its certificate) is let in, over HTTP and opaque TCP.
-    let reply = request_echo(&client).await;
-    assert_eq!(reply.status, 200, "{}", reply.describe());
-    let back = tcp_roundtrip(client.upstream_addr(&tcp), b"meshed bytes")
-        .await
-        .expect("meshed tcp");
-    assert_eq!(back, b"meshed bytes");
-
-    // Plaintext HTTP straight to the server's port: 403 with the reason.
-    let (status, body) = support::http_get(server.forward_addr(echo.port()), "/plain")
-        .await
-        .expect("plain http");
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("requires a client identity"), "{body}");
-    assert!(body.contains("not TLS"), "{body}");
-
-    // Plaintext opaque TCP: the connection is closed, nothing reaches the app.
-    let refused = tcp_roundtrip(server.forward_addr(tcp_app.port()), b"plain bytes").await;
-    assert!(
-        refused.as_ref().is_ok_and(|b| b.is_empty()) || refused.is_err(),
-        "plaintext TCP was let through: {refused:?}"
-    );
-
-    let metrics = mtls_mesh::metrics_until(&server, "authorization denials", |m| {
-        metric_sum(
-            m,
-            "inbound_http_authz_deny_total",
-            &[("tls", "no_identity")],
-        ) >= 1.0
-            && metric_sum(m, "inbound_tcp_authz_deny_total", &[("tls", "no_identity")]) >= 1.0
-    })
-    .await;
-    assert_eq!(
-        metric_sum(
-            &metrics,
-            "inbound_http_authz_deny_total",
-            &[("tls", "true")]
-        ),
-        0.0,
-        "{metrics}"
-    );
-    assert_eq!(echo.requests.get(), 1);
 }
 
 /// `tshark` on the mesh port while requests carrying a marker cross it: a TLS 1.3 handshake,
@@ -888,13 +443,7 @@ async fn a_packet_capture_shows_tls13_and_no_plaintext() {
 async fn certificates_renewed_under_steady_load_fail_no_request() {
     let mesh = mesh_with("mtls-renewal", Some("4s")).await;
     let echo = authority("echo", 8080);
-    let load = support::load::Load::start(
-        mesh.client.outbound,
-        mesh.client.upstream_addr(&echo),
-        &echo,
-        Duration::from_millis(20),
-        Duration::from_secs(60),
-    );
+    let load = support::load::Load::through(&mesh.client, &echo, Duration::from_secs(60));
     // Opaque connections, each a new mTLS handshake with whatever certificates are current,
     // all along too (the HTTP load rides one long-lived HTTP/2 connection).
     let tcp_addr = mesh.client.upstream_addr(&authority("tcp", 7000));
@@ -940,26 +489,9 @@ async fn certificates_renewed_under_steady_load_fail_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_cross_the_mesh_in_mtls() {
     let mesh = mesh("mtls-ws").await;
-    let stream = TcpStream::connect(mesh.client.outbound)
-        .await
-        .expect("connect outbound");
-    let url = format!("ws://{}/socket", authority("ws", 8081));
-    let (mut ws, resp) = tokio::time::timeout(SOON, tokio_tungstenite::client_async(url, stream))
-        .await
-        .expect("websocket handshake timed out")
-        .expect("websocket handshake");
-    assert_eq!(resp.status(), 101);
     use tokio_tungstenite::tungstenite::Message;
-    for msg in [Message::text("sealed"), Message::binary(vec![7u8; 100_000])] {
-        ws.send(msg.clone()).await.expect("ws send");
-        let echoed = tokio::time::timeout(SOON, ws.next())
-            .await
-            .expect("ws echo timed out")
-            .expect("ws closed")
-            .expect("ws error");
-        assert_eq!(echoed, msg);
-    }
-    ws.close(None).await.expect("ws close");
+    let messages = vec![Message::text("sealed"), Message::binary(vec![7u8; 100_000])];
+    websocket_echo(mesh.client.outbound, &authority("ws", 8081), messages).await;
     assert_eq!(mesh.ws.connections.get(), 1);
     assert_mtls_requests(&mesh, 1.0).await;
 }

@@ -119,6 +119,27 @@ impl EchoServer {
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
+
+    /// How many requests arrived carrying `l5d-orig-proto`.
+    pub fn orig_protos(&self) -> u64 {
+        self.orig_proto_seen.load(Ordering::Relaxed)
+    }
+}
+
+/// A TCP app that echoes every byte back until the client half-closes.
+pub async fn tcp_echo() -> (SocketAddr, AbortOnDrop) {
+    let listener = bind_local().await;
+    let addr = listener.local_addr().expect("tcp echo addr");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (addr, AbortOnDrop(task))
 }
 
 #[derive(Clone)]

@@ -226,3 +226,63 @@ pub async fn grpc_channel(addr: SocketAddr) -> Result<tonic::transport::Channel,
         .timeout(REQUEST_TIMEOUT);
     Ok(endpoint.connect().await?)
 }
+
+/// One opaque exchange on a fresh connection (so a fresh mTLS handshake between proxies): write
+/// `payload`, half-close, read everything back (bounded by 10 s).
+pub async fn tcp_roundtrip(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream.write_all(payload).await.map_err(|e| e.to_string())?;
+        stream.shutdown().await.map_err(|e| e.to_string())?;
+        let mut back = Vec::new();
+        stream
+            .read_to_end(&mut back)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(back)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// A WebSocket through the outbound listener `outbound` to `ws://AUTHORITY/socket` (the Host
+/// header naming the service): the upgrade answers 101, every message comes back unchanged, then
+/// the socket is closed.
+pub async fn websocket_echo(
+    outbound: SocketAddr,
+    authority: &str,
+    messages: Vec<tokio_tungstenite::tungstenite::Message>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    let stream = TcpStream::connect(outbound)
+        .await
+        .expect("connect outbound");
+    let url = format!("ws://{authority}/socket");
+    let handshake = tokio_tungstenite::client_async(url, stream);
+    let (mut ws, resp) = tokio::time::timeout(super::SOON, handshake)
+        .await
+        .expect("websocket handshake timed out")
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    for msg in messages {
+        ws.send(msg.clone()).await.expect("ws send");
+        let echoed = tokio::time::timeout(super::SOON, ws.next())
+            .await
+            .expect("ws echo timed out")
+            .expect("ws closed")
+            .expect("ws error");
+        assert_eq!(echoed, msg);
+    }
+    ws.close(None).await.expect("ws close");
+}
+
+/// A 10 MB-style echo check: the response is 200 and its body is `sent_len` bytes with the
+/// checksum `sent` of what was streamed up.
+pub async fn assert_body_echoed(resp: Response<Incoming>, sent_len: usize, sent: Fnv) {
+    assert_eq!(resp.status(), 200);
+    let (len, got) = body_checksum(resp.into_body()).await.expect("big body");
+    assert_eq!(len, sent_len, "echoed length");
+    assert_eq!(got.0, sent.0, "echoed checksum");
+}

@@ -4,7 +4,7 @@
 //! with its reason; [`MeshServer`] is an echo app behind its own sidecar, registered by name.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,9 @@ use tokio::sync::watch;
 
 use super::apps::{AbortOnDrop, EchoServer};
 use super::clients::{empty, h2_request, proxy_request, Reply, H1, H2};
-use super::{workload_doc, Control, Proxy, ProxySpec};
+use super::{
+    authority, service, workload_doc, write_docs, Control, Proxy, ProxySpec, TempDir, SOON,
+};
 
 /// An echo app behind its own proxy, registered as workload `default/NAME` with label
 /// `app=APP` and port `http`.
@@ -73,6 +75,29 @@ pub struct LoadReport {
     pub failures: Vec<String>,
 }
 
+impl LoadReport {
+    /// Asserts that no request failed (`context` ends the message, e.g. ` during churn`).
+    pub fn assert_no_failures(&self, context: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} requests failed{context}; first failures:\n{}",
+            self.failures.len(),
+            self.ok + self.failures.len() as u64,
+            self.first_failures(10)
+        );
+    }
+
+    /// The first `n` failures, one a line (for assertion messages).
+    pub fn first_failures(&self, n: usize) -> String {
+        self.failures
+            .iter()
+            .take(n)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// Two paced request loops (HTTP/1.1 and h2c) against one authority until stopped or a deadline.
 pub struct Load {
     tally: Arc<Mutex<Tally>>,
@@ -82,6 +107,18 @@ pub struct Load {
 }
 
 impl Load {
+    /// [`Load::start`] through `client`'s outbound listener and its upstream port for
+    /// `authority`, one request per 20 ms on each loop, for at most `max`.
+    pub fn through(client: &Proxy, authority: &str, max: Duration) -> Load {
+        Load::start(
+            client.outbound,
+            client.upstream_addr(authority),
+            authority,
+            Duration::from_millis(20),
+            max,
+        )
+    }
+
     /// Starts both loops: `outbound` is the proxy's outbound listener, `upstream` its upstream
     /// port for `authority`. Each loop sends one request per `interval` until `max`.
     pub fn start(
@@ -236,6 +273,56 @@ async fn one_h2(
         Err(e) => {
             *conn = None;
             Err(format!("h2 request: {e}"))
+        }
+    }
+}
+
+/// A control plane with the service `echo:8080` selecting `app=APP`, a first [`MeshServer`]
+/// behind it, and a client proxy `APP-client` with a [`Load`] (40 s at most) running through it
+/// that the first server has already served 20 requests of.
+pub struct LoadedMesh {
+    pub control: Control,
+    pub target: String,
+    pub first: MeshServer,
+    pub client: Proxy,
+    pub load: Load,
+    pub store: PathBuf,
+    /// Last, so it is removed after every process above stopped.
+    pub tmp: TempDir,
+}
+
+impl LoadedMesh {
+    /// `test` names the temp dir, `first` the first server's workload.
+    pub async fn start(test: &str, app: &str, first: &str) -> LoadedMesh {
+        let tmp = TempDir::new(test);
+        let store = tmp.subdir("store");
+        write_docs(
+            &store,
+            "services.yaml",
+            &[service("echo", app, 8080, "http")],
+        );
+        let control = Control::start(&store, tmp.path()).await;
+        let target = authority("echo", 8080);
+        let first = MeshServer::start(&control, tmp.path(), first, app).await;
+        let client = ProxySpec::new(&format!("{app}-client"), control.grpc)
+            .upstreams(std::slice::from_ref(&target))
+            .spawn(tmp.path())
+            .await;
+        let load = Load::through(&client, &target, Duration::from_secs(40));
+        assert!(
+            first.echo.requests.wait_for(20, SOON).await,
+            "{} never served 20 requests: {:?}",
+            first.name,
+            load.report().failures
+        );
+        LoadedMesh {
+            control,
+            target,
+            first,
+            client,
+            load,
+            store,
+            tmp,
         }
     }
 }

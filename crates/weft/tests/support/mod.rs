@@ -9,6 +9,7 @@
 
 pub mod apps;
 pub mod clients;
+pub mod cluster;
 pub mod load;
 
 use std::collections::HashMap;
@@ -405,6 +406,34 @@ pub fn service(name: &str, app: &str, port: u16, target: &str) -> String {
         target,
         app_protocol: None,
         opaque: false,
+        cluster_ip: None,
+    }
+    .yaml()
+}
+
+/// A gRPC service (`appProtocol: grpc`) `name` on `port` targeting workload port `target`.
+pub fn grpc_service(name: &str, app: &str, port: u16, target: &str) -> String {
+    ServiceDoc {
+        name,
+        app,
+        port,
+        target,
+        app_protocol: Some("grpc"),
+        opaque: false,
+        cluster_ip: None,
+    }
+    .yaml()
+}
+
+/// An opaque-port (raw TCP) service `name` on `port` targeting workload port `target`.
+pub fn opaque_service(name: &str, app: &str, port: u16, target: &str) -> String {
+    ServiceDoc {
+        name,
+        app,
+        port,
+        target,
+        app_protocol: None,
+        opaque: true,
         cluster_ip: None,
     }
     .yaml()

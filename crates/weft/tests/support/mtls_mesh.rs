@@ -1,6 +1,7 @@
-//! An mTLS mesh for `tests/mtls.rs`: control planes with chosen certificate lifetimes and CA
-//! directories, registration that keeps the token, and sidecars with identity (token file,
-//! trust anchors, local name). Included by `tests/mtls.rs` with `#[path]`, so the shared harness
+//! An mTLS mesh for `tests/mtls.rs`, `tests/mtls_refusals.rs` and `tests/identity_rotation.rs`:
+//! control planes with chosen certificate lifetimes and CA directories, registration that keeps
+//! the token, sidecars with identity (token file, trust anchors, local name), and the mTLS
+//! connection metrics. Included by those tests with `#[path]`, so the shared harness
 //! (`support/mod.rs`) stays as it is.
 #![allow(dead_code)]
 
@@ -148,6 +149,16 @@ pub struct IdentitySource<'a> {
     pub anchors_pem: &'a str,
 }
 
+impl<'a> IdentitySource<'a> {
+    /// Certified by `control`, trusting `anchors_pem`.
+    pub fn new(control: &Control, anchors_pem: &'a str) -> IdentitySource<'a> {
+        IdentitySource {
+            certify: control.grpc,
+            anchors_pem,
+        }
+    }
+}
+
 /// Adds the identity variables (the token file is written later, by [`write_token`]).
 pub fn with_identity(
     spec: ProxySpec,
@@ -199,23 +210,47 @@ pub async fn server(
     apps: &[(&str, u16)],
     customize: impl FnOnce(ProxySpec) -> ProxySpec,
 ) -> Proxy {
-    let app_ports: Vec<u16> = apps.iter().map(|(_, p)| *p).collect();
-    let spec = with_identity(
-        ProxySpec::new(name, control.grpc).forward(&app_ports),
-        name,
-        dir,
-        id,
-    );
-    let proxy = spawn_unready(customize(spec), name, dir).await;
+    let spec = ProxySpec::new(name, control.grpc).forward(&app_ports(apps));
+    let proxy = spawn_unready(customize(with_identity(spec, name, dir, id)), name, dir).await;
+    let token = register(control, name, &server_doc(&proxy, name, app, apps)).await;
+    write_token(dir, name, &token);
+    proxy.wait_ready().await;
+    proxy
+}
+
+/// A meshed server like [`server`], discovered through `discovery` but certified by another
+/// control plane, `certifier` (which `id` names): registered in both, `certifier`'s token
+/// written, ready.
+pub async fn server_certified_by(
+    discovery: &Control,
+    certifier: &Control,
+    id: &IdentitySource<'_>,
+    dir: &Path,
+    name: &str,
+    app: &str,
+    apps: &[(&str, u16)],
+) -> Proxy {
+    let spec = ProxySpec::new(name, discovery.grpc).forward(&app_ports(apps));
+    let proxy = spawn_unready(with_identity(spec, name, dir, id), name, dir).await;
+    let doc = server_doc(&proxy, name, app, apps);
+    register(discovery, name, &doc).await;
+    let token = register(certifier, name, &doc).await;
+    write_token(dir, name, &token);
+    proxy.wait_ready().await;
+    proxy
+}
+
+fn app_ports(apps: &[(&str, u16)]) -> Vec<u16> {
+    apps.iter().map(|(_, p)| *p).collect()
+}
+
+/// Workload `default/NAME` with label `app=APP`, its ports the proxy's forward ports for `apps`.
+fn server_doc(proxy: &Proxy, name: &str, app: &str, apps: &[(&str, u16)]) -> serde_json::Value {
     let ports: Vec<(&str, u16)> = apps
         .iter()
         .map(|(n, p)| (*n, proxy.forward_addr(*p).port()))
         .collect();
-    let doc = workload_doc("default", name, &[("app", app)], "127.0.0.1", &ports);
-    let token = register(control, name, &doc).await;
-    write_token(dir, name, &token);
-    proxy.wait_ready().await;
-    proxy
+    workload_doc("default", name, &[("app", app)], "127.0.0.1", &ports)
 }
 
 /// A meshed client: registered with no ports (for its identity), then started with `upstreams`.
@@ -268,4 +303,32 @@ pub async fn metrics_until(proxy: &Proxy, what: &str, f: impl Fn(&str) -> bool) 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Inbound opaque connections the proxy accepted in mTLS from `client_id`.
+pub fn inbound_mtls_tcp(metrics: &str, client_id: &str) -> f64 {
+    crate::support::metric_sum(
+        metrics,
+        "tcp_open_total",
+        &[
+            ("direction", "inbound"),
+            ("peer", "src"),
+            ("tls", "true"),
+            ("client_id", client_id),
+        ],
+    )
+}
+
+/// Outbound connections the proxy opened in mTLS to `server_id`.
+pub fn outbound_mtls_tcp(metrics: &str, server_id: &str) -> f64 {
+    crate::support::metric_sum(
+        metrics,
+        "tcp_open_total",
+        &[
+            ("direction", "outbound"),
+            ("peer", "dst"),
+            ("tls", "true"),
+            ("server_id", server_id),
+        ],
+    )
 }

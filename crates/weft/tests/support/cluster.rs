@@ -1,0 +1,81 @@
+//! What the root-only testbed cluster tests (`cluster_mesh.rs`, `cluster_partition.rs`) share:
+//! the `ratings` Service, a store directory holding the services, and workloads started with
+//! `weft run` from the binaries under test.
+
+use std::path::{Path, PathBuf};
+
+use weft_testbed::mesh::{ControlPlane, Workload};
+use weft_testbed::Cluster;
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+pub const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
+
+/// The `ratings` Service: cluster IP 198.19.0.10, port 80 → workload port `http`.
+pub const RATINGS_SERVICE: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec:
+  selector: {app: ratings}
+  clusterIP: 198.19.0.10
+  ports: [{name: http, port: 80, targetPort: http}]
+";
+
+/// A fresh store directory `weft-NAME-PID` under the temp dir whose `services.yaml` is `yaml`.
+pub fn temp_store(name: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("store dir");
+    std::fs::write(dir.join("services.yaml"), yaml).expect("store");
+    dir
+}
+
+/// `weft run` on `node`: workload `name` running `cmd`, with `flags` and `--store STORE`.
+pub async fn workload(
+    cluster: &Cluster,
+    node: usize,
+    control: &ControlPlane,
+    store: &Path,
+    name: &str,
+    flags: &[&str],
+    cmd: &[&str],
+) -> Workload {
+    let mut flags = flags.to_vec();
+    flags.extend(["--store", store.to_str().expect("utf8 path")]);
+    let (weft, proxy) = (Path::new(WEFT), Path::new(PROXY));
+    Workload::start(cluster, node, weft, proxy, control, name, &flags, cmd)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+}
+
+/// The `ratings` demo service (`weft demo-service ratings`) on `node`, port `http=8080`.
+pub async fn ratings(
+    cluster: &Cluster,
+    node: usize,
+    control: &ControlPlane,
+    store: &Path,
+) -> Workload {
+    let cmd = [WEFT, "demo-service", "ratings", "--listen", "0.0.0.0:8080"];
+    workload(
+        cluster,
+        node,
+        control,
+        store,
+        "ratings",
+        &["--port", "http=8080"],
+        &cmd,
+    )
+    .await
+}
+
+/// A meshed pod `client` on `node` that only sleeps: tests `exec` their clients in it.
+pub async fn client(
+    cluster: &Cluster,
+    node: usize,
+    control: &ControlPlane,
+    store: &Path,
+    flags: &[&str],
+) -> Workload {
+    let cmd = ["sleep", "3600"];
+    workload(cluster, node, control, store, "client", flags, &cmd).await
+}
