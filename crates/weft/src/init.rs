@@ -235,26 +235,36 @@ fn rule(chain: &str, args: &[&str], comment: &str) -> Vec<String> {
     v
 }
 
+/// RETURN rules for destination ports that bypass the proxy, in multiport groups.
+fn skip_ports<'a>(
+    chain: &'a str,
+    ports: &PortList,
+    comment: &'a str,
+) -> impl Iterator<Item = Step> + 'a {
+    ports.multiport_groups().into_iter().map(move |group| {
+        let args = [
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            &group,
+            "-j",
+            "RETURN",
+        ];
+        Step::Append(rule(chain, &args, comment))
+    })
+}
+
 impl Plan {
     /// The rules for `args` (pure: no system access).
     pub fn new(args: &InitArgs) -> Plan {
         let mut steps = vec![Step::Chain(REDIRECT_CHAIN)];
-        for group in args.skip_inbound_ports.multiport_groups() {
-            steps.push(Step::Append(rule(
-                REDIRECT_CHAIN,
-                &[
-                    "-p",
-                    "tcp",
-                    "-m",
-                    "multiport",
-                    "--dports",
-                    &group,
-                    "-j",
-                    "RETURN",
-                ],
-                "ignore-inbound-ports",
-            )));
-        }
+        steps.extend(skip_ports(
+            REDIRECT_CHAIN,
+            &args.skip_inbound_ports,
+            "ignore-inbound-ports",
+        ));
         let inbound = args.inbound_port.to_string();
         steps.push(Step::Append(rule(
             REDIRECT_CHAIN,
@@ -281,22 +291,11 @@ impl Plan {
             &["-o", "lo", "-j", "RETURN"],
             "ignore-loopback",
         )));
-        for group in args.skip_outbound_ports.multiport_groups() {
-            steps.push(Step::Append(rule(
-                OUTPUT_CHAIN,
-                &[
-                    "-p",
-                    "tcp",
-                    "-m",
-                    "multiport",
-                    "--dports",
-                    &group,
-                    "-j",
-                    "RETURN",
-                ],
-                "ignore-outbound-ports",
-            )));
-        }
+        steps.extend(skip_ports(
+            OUTPUT_CHAIN,
+            &args.skip_outbound_ports,
+            "ignore-outbound-ports",
+        ));
         for cidr in &args.skip_outbound_cidrs {
             steps.push(Step::Append(rule(
                 OUTPUT_CHAIN,
