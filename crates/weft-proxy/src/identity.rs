@@ -637,4 +637,4 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

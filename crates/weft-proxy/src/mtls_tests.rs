@@ -6,115 +6,22 @@ use super::*;
 use crate::{
     config::PortSet,
     http,
-    identity::{Certifier, IdentityConfig, Schedule},
+    identity::{tests::TestCa, Certifier, IdentityConfig, Schedule},
     inbound::{self, Inbound},
     metrics::{self as m, Direction, Labels, Metrics, TlsLabel},
     runtime::Accepted,
 };
 use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use rustls::{
-    pki_types::{CertificateDer, PrivateKeyDer},
-    sign::CertifiedKey,
-};
-use std::{
-    collections::BTreeMap,
-    future::Future,
-    net::SocketAddr,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::SystemTime};
 use tokio::net::TcpListener;
 
 const PROXY: &str = "web.default.serviceaccount.identity.weft.cluster.local";
 const CLIENT: &str = "client.default.serviceaccount.identity.weft.cluster.local";
 const OTHER: &str = "other.default.serviceaccount.identity.weft.cluster.local";
 
-fn ts(t: SystemTime) -> time::OffsetDateTime {
-    let secs = t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs() as i64;
-    time::OffsetDateTime::from_unix_timestamp(secs).expect("timestamp")
-}
-
-/// Anchor + issuer; signs leaves and CSRs.
-struct MiniCa {
-    anchor_pem: String,
-    issuer_der: Vec<u8>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(rcgen::DnType::CommonName, cn);
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    p.not_before = ts(SystemTime::now() - Duration::from_secs(3600));
-    p.not_after = ts(SystemTime::now() + Duration::from_secs(3600));
-    p
-}
-
-fn leaf_params(name: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.subject_alt_names = vec![SanType::DnsName(name.try_into().expect("ia5"))];
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    p.not_before = ts(SystemTime::now() - Duration::from_secs(60));
-    p.not_after = ts(SystemTime::now() + Duration::from_secs(3600));
-    p
-}
-
-impl MiniCa {
-    fn new() -> Arc<MiniCa> {
-        let anchor_key = KeyPair::generate().expect("key");
-        let anchor_params = ca_params("root.weft.cluster.local");
-        let anchor = anchor_params.self_signed(&anchor_key).expect("anchor");
-        let issuer_key = KeyPair::generate().expect("key");
-        let issuer_params = ca_params("identity.weft.cluster.local");
-        let issuer_cert = issuer_params
-            .signed_by(
-                &issuer_key,
-                &Issuer::from_params(&anchor_params, &anchor_key),
-            )
-            .expect("issuer");
-        Arc::new(MiniCa {
-            anchor_pem: anchor.pem(),
-            issuer_der: issuer_cert.der().to_vec(),
-            issuer: Issuer::new(issuer_params, issuer_key),
-        })
-    }
-
-    /// A certificate for `name` (with its key), trusting this CA.
-    fn certified(&self, name: &str) -> Certified {
-        let key = KeyPair::generate().expect("key");
-        let leaf = leaf_params(name)
-            .signed_by(&key, &self.issuer)
-            .expect("leaf");
-        let chain = vec![
-            leaf.der().clone(),
-            CertificateDer::from(self.issuer_der.clone()),
-        ];
-        let signing = id_tls::provider()
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-            .expect("key loads");
-        Certified {
-            name: name.to_string(),
-            key: Arc::new(CertifiedKey::new(chain, signing)),
-            roots: Arc::new(id_tls::roots_from_pem(self.anchor_pem.as_bytes()).expect("roots")),
-            valid_until: SystemTime::now() + Duration::from_secs(3600),
-        }
-    }
-}
-
 /// `Identity.Certify` answered by the CA in memory.
 #[derive(Clone)]
-struct Fake(Arc<MiniCa>);
+struct Fake(Arc<TestCa>);
 
 impl Certifier for Fake {
     fn certify(
@@ -122,25 +29,12 @@ impl Certifier for Fake {
         req: CertifyRequest,
     ) -> impl Future<Output = Result<CertifyResponse, tonic::Status>> + Send {
         let ca = self.0.clone();
-        async move {
-            let csr = CertificateSigningRequestParams::from_der(
-                &req.certificate_signing_request.clone().into(),
-            )
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            let leaf = leaf_params(&req.identity)
-                .signed_by(&csr.public_key, &ca.issuer)
-                .map_err(|e| tonic::Status::internal(e.to_string()))?;
-            Ok(CertifyResponse {
-                leaf_certificate: leaf.der().to_vec(),
-                intermediate_certificates: vec![ca.issuer_der.clone()],
-                valid_until: None,
-            })
-        }
+        async move { ca.sign_csr(&req, SystemTime::now() + Duration::from_secs(3600)) }
     }
 }
 
 /// This proxy's identity `PROXY`, certified by `ca`.
-async fn identity(ca: &Arc<MiniCa>, metrics: Metrics) -> Identity {
+async fn identity(ca: &Arc<TestCa>, metrics: Metrics) -> Identity {
     let token_file = std::env::temp_dir().join(format!(
         "weft-mtls-token-{}-{}",
         std::process::id(),
@@ -171,8 +65,8 @@ async fn identity(ca: &Arc<MiniCa>, metrics: Metrics) -> Identity {
 
 /// The bytes a rustls client sends first.
 fn client_hello(alpn: &[&[u8]]) -> Vec<u8> {
-    let ca = MiniCa::new();
-    let mut config = id_tls::client_config(&ca.certified(CLIENT), PROXY).expect("config");
+    let ca = Arc::new(TestCa::new());
+    let mut config = id_tls::client_config(&ca.valid(&[CLIENT]), PROXY).expect("config");
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let name = ServerName::try_from(PROXY.to_string()).expect("name");
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
@@ -278,10 +172,10 @@ async fn tls_server(cert: Certified) -> SocketAddr {
 /// A peer with a valid certificate (our CA) for another identity than discovery announced.
 #[tokio::test]
 async fn outbound_refuses_a_certificate_for_another_identity() {
-    let ca = MiniCa::new();
-    let addr = tls_server(ca.certified(OTHER)).await;
+    let ca = Arc::new(TestCa::new());
+    let addr = tls_server(ca.valid(&[OTHER])).await;
     let metrics = Metrics::new();
-    let config = id_tls::client_config(&ca.certified(CLIENT), PROXY).expect("config");
+    let config = id_tls::client_config(&ca.valid(&[CLIENT]), PROXY).expect("config");
     let tls = ClientTls {
         identity: PROXY.into(),
         config: Arc::new(config),
@@ -324,7 +218,7 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
     );
 
     // The right identity from the same CA is accepted.
-    let addr = tls_server(ca.certified(PROXY)).await;
+    let addr = tls_server(ca.valid(&[PROXY])).await;
     let mut io = http::connect_io(
         addr,
         Some(&tls),
@@ -379,12 +273,12 @@ async fn inbound_listener(ib: Arc<Inbound>, port: Option<u16>) -> SocketAddr {
 /// TLS to `addr` with SNI `PROXY`; a client certificate when `client` is given.
 async fn tls_client(
     addr: SocketAddr,
-    ca: &MiniCa,
+    ca: &TestCa,
     client: Option<&str>,
     alpn: bool,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut config = match client {
-        Some(name) => id_tls::client_config(&ca.certified(name), PROXY).expect("config"),
+        Some(name) => id_tls::client_config(&ca.valid(&[name]), PROXY).expect("config"),
         None => {
             let roots = Arc::new(id_tls::roots_from_pem(ca.anchor_pem.as_bytes()).expect("roots"));
             rustls::ClientConfig::builder_with_provider(id_tls::provider())
@@ -409,7 +303,7 @@ async fn tls_client(
 
 #[tokio::test]
 async fn inbound_terminates_tls_and_follows_the_transport_header() {
-    let ca = MiniCa::new();
+    let ca = Arc::new(TestCa::new());
     let metrics = Metrics::new();
     let id = identity(&ca, metrics.clone()).await;
     let app = tcp_app().await;
@@ -450,7 +344,7 @@ async fn inbound_terminates_tls_and_follows_the_transport_header() {
 
 #[tokio::test]
 async fn a_port_that_requires_identity_refuses_tls_without_a_client_certificate() {
-    let ca = MiniCa::new();
+    let ca = Arc::new(TestCa::new());
     let metrics = Metrics::new();
     let id = identity(&ca, metrics.clone()).await;
     let app = tcp_app().await;

@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use weft_testbed::{require_root, serial, HostState};
+mod support;
+
+use support::summary;
+use weft_testbed::{require_root, serial, skip_or_fail, HostState};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
@@ -170,18 +173,6 @@ fn processes_in(inodes: &[u64]) -> Vec<String> {
         .collect()
 }
 
-/// The summary object: the whole stdout, or the last `{"edges"...}` object in it.
-fn summary(stdout: &str) -> Option<serde_json::Value> {
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(stdout.trim()) {
-        return Some(value);
-    }
-    let start = stdout.rfind("{\"edges\"")?;
-    serde_json::Deserializer::from_str(&stdout[start..])
-        .into_iter::<serde_json::Value>()
-        .next()?
-        .ok()
-}
-
 #[test]
 fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
     let _serial = serial();
@@ -325,7 +316,7 @@ fn cluster_demo_without_root_points_at_the_plain_demo() {
     let output = cmd.output().expect("run weft demo --cluster");
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("Permission denied") && !stderr.contains("weft") {
-        eprintln!("SKIPPED: the weft binary is not executable by nobody here");
+        skip_or_fail("the weft binary is not executable by uid 65534 here");
         return;
     }
     assert!(!output.status.success(), "stderr: {stderr}");

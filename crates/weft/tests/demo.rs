@@ -5,19 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{set_pdeathsig, weft_bin, ChildProc, TempDir};
-
-/// The summary object: the whole stdout, or the last `{"edges"...}` object in it.
-fn summary(stdout: &str) -> Option<serde_json::Value> {
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(stdout.trim()) {
-        return Some(value);
-    }
-    let start = stdout.rfind("{\"edges\"")?;
-    serde_json::Deserializer::from_str(&stdout[start..])
-        .into_iter::<serde_json::Value>()
-        .next()?
-        .ok()
-}
+use support::{set_pdeathsig, summary, weft_bin, ChildProc, TempDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_reports_edges_with_traffic() {

@@ -14,9 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 const A: &str = "a.default.serviceaccount.identity.weft.cluster.local";
 const B: &str = "b.default.serviceaccount.identity.weft.cluster.local";
 
-/// A CA minted for one test: anchor + issuer, able to sign leaves and CSRs.
-struct TestCa {
-    anchor_pem: String,
+/// A CA minted for one test: anchor + issuer, able to sign leaves and CSRs. Shared with the
+/// mTLS data-path tests (`mtls_tests.rs`).
+pub(crate) struct TestCa {
+    pub(crate) anchor_pem: String,
     issuer_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -43,7 +44,7 @@ fn ca_params(cn: &str) -> CertificateParams {
 }
 
 impl TestCa {
-    fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         // Same names as every Weft CA: a foreign CA differs only by its keys.
         let anchor_key = KeyPair::generate().expect("key");
         let anchor_params = ca_params("root.weft.cluster.local");
@@ -110,7 +111,7 @@ impl TestCa {
         }
     }
 
-    fn valid(&self, names: &[&str]) -> Certified {
+    pub(crate) fn valid(&self, names: &[&str]) -> Certified {
         let now = SystemTime::now();
         self.certified(
             names,
@@ -120,6 +121,27 @@ impl TestCa {
             ),
             &self.anchor_pem,
         )
+    }
+
+    /// Answers a Certify request: signs its CSR for `req.identity`, valid until `valid_until`.
+    pub(crate) fn sign_csr(
+        &self,
+        req: &CertifyRequest,
+        valid_until: SystemTime,
+    ) -> Result<CertifyResponse, tonic::Status> {
+        let csr = CertificateSigningRequestParams::from_der(
+            &req.certificate_signing_request.clone().into(),
+        )
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let not_before = SystemTime::now() - Duration::from_secs(10);
+        let leaf = Self::leaf_params(&[&req.identity], not_before, valid_until)
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        Ok(CertifyResponse {
+            leaf_certificate: leaf.der().to_vec(),
+            intermediate_certificates: vec![self.issuer_der.clone()],
+            valid_until: Some(prost_types::Timestamp::from(valid_until)),
+        })
     }
 }
 
@@ -252,21 +274,7 @@ impl Certifier for FakeCa {
                 return Err(tonic::Status::unavailable("CA down"));
             }
             assert_eq!(req.token, b"tok\n", "the token file is sent as-is");
-            let csr = CertificateSigningRequestParams::from_der(
-                &req.certificate_signing_request.clone().into(),
-            )
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            let now = SystemTime::now();
-            let valid_until = now + this.lifetime;
-            let leaf =
-                TestCa::leaf_params(&[&req.identity], now - Duration::from_secs(10), valid_until)
-                    .signed_by(&csr.public_key, &this.ca.issuer)
-                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-            Ok(CertifyResponse {
-                leaf_certificate: leaf.der().to_vec(),
-                intermediate_certificates: vec![this.ca.issuer_der.clone()],
-                valid_until: Some(prost_types::Timestamp::from(valid_until)),
-            })
+            this.ca.sign_csr(&req, SystemTime::now() + this.lifetime)
         }
     }
 }

@@ -733,3 +733,15 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe");
     listener.local_addr().expect("probe addr").port()
 }
+
+/// The summary object: the whole stdout, or the last `{"edges"...}` object in it.
+pub fn summary(stdout: &str) -> Option<serde_json::Value> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(stdout.trim()) {
+        return Some(value);
+    }
+    let start = stdout.rfind("{\"edges\"")?;
+    serde_json::Deserializer::from_str(&stdout[start..])
+        .into_iter::<serde_json::Value>()
+        .next()?
+        .ok()
+}
