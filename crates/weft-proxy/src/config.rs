@@ -98,6 +98,12 @@ pub const DEFAULT_IDENTITY_MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Longest wait before renewing a certificate.
 pub const ENV_IDENTITY_MAX_REFRESH: &str = "WEFT_PROXY_IDENTITY_MAX_REFRESH";
 pub const DEFAULT_IDENTITY_MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// Worker threads of the proxy's runtime (like Linkerd's `LINKERD2_PROXY_CORES`). Unset: the CPUs
+/// this process may run on (affinity and cgroup quota). 1 runs everything on one thread with no
+/// work-stealing scheduler, the cheapest setting for a sidecar of a small pod.
+pub const ENV_CORES: &str = "WEFT_PROXY_CORES";
+/// Upper bound for [`ENV_CORES`]: a sidecar asking for more is almost surely a typo.
+pub const MAX_CORES: usize = 256;
 /// `tracing` filter for the binary's stderr logs (read by the binary, kept here for the docs).
 pub const ENV_LOG: &str = "WEFT_PROXY_LOG";
 pub const DEFAULT_LOG: &str = "warn,weft_proxy=info";
@@ -197,6 +203,8 @@ pub struct Config {
     pub discovery_idle_timeout: Duration,
     /// `None`: no identity variable is set (transitional mode, no certificate).
     pub identity: Option<crate::identity::IdentityConfig>,
+    /// [`ENV_CORES`]; `None` = size from the CPUs available (see [`Config::worker_threads`]).
+    pub cores: Option<usize>,
 }
 
 /// One bad variable.
@@ -432,6 +440,11 @@ impl Config {
             DEFAULT_DISCOVERY_IDLE_TIMEOUT,
         );
 
+        let cores = r.parse(ENV_CORES, None, |v| match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_CORES).contains(&n) => Ok(Some(n)),
+            _ => Err(format!("must be a whole number from 1 to {MAX_CORES}")),
+        });
+
         let identity = match crate::identity::IdentityConfig::from_env(env, &destination_addr) {
             Ok(identity) => {
                 // Without identity no client can ever be authenticated: the ports would refuse
@@ -480,9 +493,36 @@ impl Config {
                 control_backoff_max,
                 discovery_idle_timeout,
                 identity,
+                cores,
             }),
             _ => Err(ConfigError { errors: r.errors }),
         }
+    }
+}
+
+impl Config {
+    /// Worker threads the runtime gets: [`ENV_CORES`], else the CPUs this process may use.
+    pub fn worker_threads(&self) -> usize {
+        self.cores.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// The proxy's runtime: one thread without the work-stealing scheduler when
+    /// [`Config::worker_threads`] is 1 (no cross-thread wake-ups or stealing bookkeeping on the
+    /// request path), a multi-thread runtime with that many workers otherwise.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.worker_threads() {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n);
+                b
+            }
+        };
+        builder.enable_all().build()
     }
 }
 
@@ -828,5 +868,41 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(ok.workload.namespace, "shop");
+    }
+
+    #[test]
+    fn cores_choose_the_runtime() {
+        let base = [
+            (ENV_DESTINATION_SVC_ADDR, "control:8086"),
+            (ENV_POLICY_WORKLOAD, "shop:web-1"),
+        ];
+        let with = |cores: &'static str| {
+            let mut env = HashMap::from(base);
+            env.insert(ENV_CORES, cores);
+            Config::from_env(&env)
+        };
+        let unset = Config::from_env(&HashMap::from(base)).expect("valid");
+        assert_eq!(unset.cores, None);
+        assert!(unset.worker_threads() >= 1);
+        let one = with("1").expect("valid");
+        assert_eq!(one.worker_threads(), 1);
+        let rt = one.runtime().expect("runtime");
+        assert_eq!(
+            rt.handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::CurrentThread
+        );
+        let two = with(" 2 ").expect("valid");
+        assert_eq!(two.worker_threads(), 2);
+        assert_eq!(
+            two.runtime().expect("runtime").handle().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread
+        );
+        for bad in ["0", "-1", "two", "1.5", "257"] {
+            let e = with(bad).expect_err(bad).to_string();
+            assert_eq!(
+                e,
+                format!("WEFT_PROXY_CORES: must be a whole number from 1 to 256 (got {bad:?})")
+            );
+        }
     }
 }

@@ -38,10 +38,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match config.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weft-proxy: starting the runtime: {e}");
