@@ -82,6 +82,11 @@ pub enum Error {
     Dns { host: String, reason: String },
     #[error("request has no authority to route on")]
     NoAuthority,
+    /// The destination is one of this proxy's own outbound listeners: forwarding would loop.
+    #[error(
+        "refusing to forward to {addr}: it is this proxy's own outbound listener (a request loop)"
+    )]
+    Loop { addr: SocketAddr },
     /// The peer's certificate was refused: another CA, expired, or not the identity discovery
     /// announced.
     #[error("TLS to {addr} refused: {rejection} (expected {identity})")]
@@ -122,6 +127,7 @@ impl Error {
         match self {
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoAuthority => StatusCode::BAD_REQUEST,
+            Error::Loop { .. } => StatusCode::LOOP_DETECTED,
             Error::IdentityRequired { .. } => StatusCode::FORBIDDEN,
             Error::ConnectTimeout { .. }
             | Error::Connect { .. }

@@ -81,6 +81,80 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub failfast_timeout: Duration,
     pub opaque_ports: PortSet,
+    /// This proxy's outbound listeners: never a destination (see [`OwnAddrs`]).
+    pub own: OwnAddrs,
+}
+
+/// The addresses of this proxy's outbound listeners (the main one and the upstream ports). A
+/// request or connection sent to one of them comes back into the outbound side and would be
+/// forwarded again, opening a new connection each time until the
+/// process runs out of descriptors (an explicit-mode client that sends `Host: <the proxy>`, or an
+/// endpoint registered with the proxy's own port). The proxy answers such a request itself: 508
+/// Loop Detected with `l5d-proxy-error`; an opaque connection is closed.
+#[derive(Clone, Debug, Default)]
+pub struct OwnAddrs {
+    listeners: Vec<SocketAddr>,
+    /// This host's interface addresses, for listeners bound to `0.0.0.0` / `::` (taken once, at
+    /// start: a pod's addresses do not change under a running proxy).
+    local_ips: Vec<IpAddr>,
+}
+
+impl OwnAddrs {
+    pub fn new(listeners: Vec<SocketAddr>) -> OwnAddrs {
+        let local_ips = if listeners.iter().any(|l| l.ip().is_unspecified()) {
+            interface_ips()
+        } else {
+            Vec::new()
+        };
+        OwnAddrs {
+            listeners,
+            local_ips,
+        }
+    }
+
+    /// Would a connection to `addr` reach one of these listeners?
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip();
+        self.listeners.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == ip
+                    || ip.is_unspecified()
+                    || (l.ip().is_unspecified()
+                        && (ip.is_loopback() || self.local_ips.contains(&ip))))
+        })
+    }
+}
+
+/// Every address configured on this host's interfaces (empty if they cannot be listed).
+fn interface_ips() -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then free exactly once.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return ips;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let sa = (*cur).ifa_addr;
+            if !sa.is_null() {
+                match i32::from((*sa).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(sa as *const libc::sockaddr_in);
+                        ips.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(sa as *const libc::sockaddr_in6);
+                        ips.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    ips
 }
 
 pub struct Outbound {
@@ -113,17 +187,20 @@ enum Route {
 }
 
 impl Outbound {
+    /// `own`: every address the proxy listens on (after binding, so port 0 is resolved).
     pub fn new(
         cfg: &Config,
         discovery: Discovery,
         metrics: Metrics,
         identity: Option<Identity>,
+        own: OwnAddrs,
     ) -> Arc<Outbound> {
         let settings = Settings {
             detect_timeout: cfg.outbound_detect_timeout,
             connect_timeout: cfg.outbound_connect_timeout,
             failfast_timeout: cfg.outbound_failfast_timeout,
             opaque_ports: cfg.outbound_opaque_ports.clone(),
+            own,
         };
         Outbound::with_identity(settings, Box::new(discovery), metrics, identity)
     }
@@ -193,6 +270,19 @@ impl Outbound {
     /// fail-fast timeout from when the target was first needed). Endpoints that left discovery
     /// since the last pick get their pooled connections retired.
     async fn pick(
+        &self,
+        target: &Target,
+        route: Route,
+        deadline: Instant,
+    ) -> Result<Picked, Error> {
+        let picked = self.pick_any(target, route, deadline).await?;
+        if self.settings.own.contains(picked.addr) {
+            return Err(Error::Loop { addr: picked.addr });
+        }
+        Ok(picked)
+    }
+
+    async fn pick_any(
         &self,
         target: &Target,
         route: Route,
@@ -299,6 +389,13 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         Peer::Src,
     );
     let io = Metered::new(stream, src_metrics);
+
+    if let Some(Target::Addr(addr)) = &target {
+        if ob.settings.own.contains(*addr) {
+            // Redirected or sent to this proxy's own listener: forwarding would come back here.
+            return tracing::info!(%addr, "refusing a connection to this proxy's own listener (a loop)");
+        }
+    }
 
     // 2. Discover early for a fixed target: discovery may say the service is opaque. The
     // fail-fast clock for this connection's endpoint starts now.
@@ -441,15 +538,24 @@ where
 
     // Explicit mode: the request names the target (absolute-form or Host).
     let (target, route) = match fixed {
-        Some(fixed) => fixed,
+        Some((t, route)) => (t, Some(route)),
         None => match explicit_target(&ob, authority.as_deref()) {
-            Some((t, true)) => {
-                let route = ob.route(&t).await;
-                (t, route)
-            }
-            Some((t, false)) => (t.clone(), Route::Forward(t)),
+            Some((t, true)) => (t, None),
+            Some((t, false)) => (t.clone(), Some(Route::Forward(t))),
             None => return Error::NoAuthority.into_response(),
         },
+    };
+    if let Target::Addr(addr) = target {
+        // Before discovery: a loop is known from the address alone.
+        if ob.settings.own.contains(addr) {
+            let authority = authority.unwrap_or_else(|| target.to_string());
+            let labels = ob.labels(Some(authority), addr, None, NO_TLS);
+            return early_error(&ob, &labels, Error::Loop { addr }, started);
+        }
+    }
+    let route = match route {
+        Some(route) => route,
+        None => ob.route(&target).await,
     };
     let authority = authority.unwrap_or_else(|| target.to_string());
 
@@ -662,6 +768,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             failfast_timeout: Duration::from_secs(3),
             opaque_ports: PortSet::default(),
+            own: OwnAddrs::default(),
         };
         Outbound::with_resolver(settings, Box::new(resolver), Metrics::new())
     }

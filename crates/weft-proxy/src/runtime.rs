@@ -34,7 +34,7 @@ use crate::{
     identity::{Identity, IdentityError},
     inbound::{self, Inbound},
     metrics::Metrics,
-    outbound::{self, Origin, Outbound},
+    outbound::{self, Origin, Outbound, OwnAddrs},
 };
 
 /// One accepted connection, handed to `inbound::handle` / `outbound::handle`.
@@ -78,6 +78,15 @@ pub struct Listening {
 }
 
 impl Listening {
+    /// The listeners whose connections the outbound side forwards: sending to one of them from
+    /// the outbound side is a loop. (The inbound and forward listeners lead to the application,
+    /// so a workload calling itself through its own proxy is fine.)
+    pub fn outbound_side(&self) -> Vec<SocketAddr> {
+        let mut all = vec![self.outbound];
+        all.extend(self.upstreams.iter().map(|(_, a)| *a));
+        all
+    }
+
     /// The one line printed on stdout once every listener is bound.
     pub fn json_line(&self) -> String {
         // Written by hand so `event` comes first, as in the contract; addresses need no escaping.
@@ -170,14 +179,6 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         )?),
         None => None,
     };
-    let ob = Outbound::new(
-        &config,
-        discovery.clone(),
-        metrics.clone(),
-        identity.clone(),
-    );
-    let ib = Inbound::new(&config, metrics.clone(), identity.clone());
-
     let admin_l = bind("admin", config.admin_listen_addr).await?;
     let inbound_l = bind("inbound", config.inbound_listen_addr).await?;
     let outbound_l = bind("outbound", config.outbound_listen_addr).await?;
@@ -211,6 +212,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             .map(|(t, l)| Ok((t.to_string(), local_addr("upstream", l)?)))
             .collect::<Result<_, Error>>()?,
     };
+
+    let ob = Outbound::new(
+        &config,
+        discovery.clone(),
+        metrics.clone(),
+        identity.clone(),
+        OwnAddrs::new(listening.outbound_side()),
+    );
+    let ib = Inbound::new(&config, metrics.clone(), identity.clone());
 
     let shutdown = Arc::new(Notify::new());
     let admin = Arc::new(Admin {

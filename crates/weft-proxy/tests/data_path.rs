@@ -198,6 +198,7 @@ fn outbound_to(
             connect_timeout: Duration::from_secs(1),
             failfast_timeout,
             opaque_ports,
+            own: outbound::OwnAddrs::default(),
         },
         Box::new(StaticResolver(HashMap::from([(target.clone(), set_rx)]))),
         metrics,

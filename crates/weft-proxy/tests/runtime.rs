@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use common::admin;
 use weft_proxy::{runtime, Config};
 
@@ -73,4 +75,75 @@ async fn drain_waits_for_open_connections_up_to_the_grace_period() {
     // New connections are refused once draining started.
     assert!(tokio::net::TcpStream::connect(l.outbound).await.is_err());
     drop(idle);
+}
+
+/// A request addressed to the proxy itself (explicit mode, `Host:` = one of its outbound listeners)
+/// is answered by the proxy with 508 instead of being forwarded into itself again and again
+/// (before the guard, one such request opened connections until the descriptors ran out).
+#[tokio::test]
+async fn a_request_to_the_proxys_own_listener_is_a_loop_not_a_forward() {
+    let running = runtime::start(config(&[])).await.expect("start");
+    let l = running.listening.clone();
+    for own in [l.outbound, l.upstreams[0].1] {
+        let mut s = tokio::net::TcpStream::connect(l.outbound)
+            .await
+            .expect("connect");
+        let req = format!(
+            "GET http://{own}/metrics HTTP/1.1\r\nHost: {own}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut answer))
+            .await
+            .expect("answered")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 508"), "to {own}: {answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains(&format!(
+                "l5d-proxy-error: refusing to forward to {own}: it is this proxy's own outbound listener"
+            )),
+            "to {own}: {answer}"
+        );
+    }
+    // One accepted connection per request above: nothing was forwarded back into the proxy.
+    let (_, metrics) = admin(l.admin, "GET", "/metrics").await;
+    let accepted: f64 = metrics
+        .lines()
+        .filter(|m| {
+            m.starts_with("tcp_open_total{direction=\"outbound\"") && m.contains("peer=\"src\"")
+        })
+        .filter_map(|m| m.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(accepted, 2.0, "{metrics}");
+    running.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), running.wait())
+        .await
+        .expect("stopped");
+}
+
+#[test]
+fn own_addresses_match_the_listener_and_its_wildcard_forms() {
+    use std::net::SocketAddr;
+    use weft_proxy::outbound::OwnAddrs;
+    let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let own = OwnAddrs::new(vec![a("127.0.0.1:4140"), a("0.0.0.0:4191")]);
+    assert!(own.contains(a("127.0.0.1:4140")));
+    assert!(
+        own.contains(a("0.0.0.0:4140")),
+        "0.0.0.0 reaches every local listener"
+    );
+    assert!(!own.contains(a("127.0.0.1:4141")));
+    assert!(
+        !own.contains(a("198.18.0.7:4140")),
+        "bound to loopback only"
+    );
+    assert!(
+        own.contains(a("127.0.0.1:4191")),
+        "a wildcard listener takes loopback"
+    );
+    assert!(own.contains(a("[::1]:4191")));
+    assert!(
+        !own.contains(a("198.18.0.7:4191")),
+        "not an address of this host"
+    );
 }
