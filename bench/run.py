@@ -41,6 +41,12 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--configs", default="direct,weft,envoy")
     p.add_argument("--workers", default="1,2", help="tables: proxy worker threads (1 = main table)")
+    p.add_argument("--layout", choices=("proxy-core", "sidecar"), default="proxy-core",
+                   help="one-worker table: 'proxy-core' (default) = both proxies on CPU 0, load generator, "
+                        "backend and control plane on CPU 1 (the proxies' CPU and capacity measured apart from "
+                        "the apps'); 'sidecar' = client, outbound proxy and control plane on CPU 1, inbound "
+                        "proxy and backend on CPU 0 (each proxy beside its app, the meshed hop crossing cores; "
+                        "direct = client on 1 calling the backend on 0)")
     p.add_argument("--tcp-mib", type=int, default=1024, help="size of the opaque TCP stream")
     p.add_argument("--idle-connections", type=int, default=1000)
     p.add_argument("--max-connections", type=int, default=32, help="HTTP/1.1 connections of the max run")
@@ -130,13 +136,25 @@ def write_outputs(args, tables, meta):
 
 
 def run_table(args, ctx, workers):
-    # One worker: both proxies share core 0, the clients (load generator, backend, control plane)
-    # get core 1, so the proxies' work is not mixed with the client's. Two workers: nothing pinned.
-    proxy_cpus = "0" if workers == 1 else "0,1"
-    ctx.client_cpus = "1" if workers == 1 else None
-    print(f"\n=== table: {workers} proxy worker thread(s); proxies on CPU {proxy_cpus}, "
-          f"clients on CPU {ctx.client_cpus or 'any'} ===", flush=True)
-    backend = Child(f"backend-w{workers}", [ctx.bench_bin, "backend"], ctx.workdir, cpus=ctx.client_cpus)
+    # One worker, layout proxy-core: both proxies share core 0, the clients (load generator,
+    # backend, control plane) get core 1, so the proxies' work is not mixed with the apps'. Every
+    # request then crosses cores four times (client -> outbound, inbound -> backend and back), a
+    # fixed cost both meshes pay. Layout sidecar: two "nodes" of one core each, each proxy beside
+    # its app, only the meshed hop crosses cores. Two workers: proxies on both cores, nothing else
+    # pinned.
+    if workers == 1 and args.layout == "sidecar":
+        proxy_cpus = {"outbound": "1", "inbound": "0"}
+        ctx.client_cpus, ctx.server_cpus = "1", "0"
+    elif workers == 1:
+        proxy_cpus = {"outbound": "0", "inbound": "0"}
+        ctx.client_cpus = ctx.server_cpus = "1"
+    else:
+        proxy_cpus = {"outbound": "0,1", "inbound": "0,1"}
+        ctx.client_cpus = ctx.server_cpus = None
+    print(f"\n=== table: {workers} proxy worker thread(s); outbound proxy on CPU {proxy_cpus['outbound']}, "
+          f"inbound proxy on CPU {proxy_cpus['inbound']}, clients on CPU {ctx.client_cpus or 'any'}, backend on "
+          f"CPU {ctx.server_cpus or 'any'} ===", flush=True)
+    backend = Child(f"backend-w{workers}", [ctx.bench_bin, "backend"], ctx.workdir, cpus=ctx.server_cpus)
     try:
         listening = backend.json_line()
         ctx.backend_http, ctx.backend_tcp = listening["http"], listening["tcp"]

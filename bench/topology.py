@@ -41,13 +41,14 @@ class Topology:
 
 
 def start(name, ctx, workers, cpus):
-    """ctx: run context (paths, backend addresses, certs, flags). cpus: taskset list or None."""
+    """ctx: run context (paths, backend addresses, certs, flags). cpus: {"outbound": taskset list or None,
+    "inbound": ...}: where each proxy runs."""
     if name == "direct":
         t = Topology(name)
         t.http, t.tcp = ctx.backend_http, ctx.backend_tcp
         return t
     if name == "weft":
-        return _start_weft(ctx, cpus)
+        return _start_weft(ctx, workers, cpus)
     if name == "envoy":
         return _start_envoy(ctx, workers, cpus)
     raise ValueError(name)
@@ -75,8 +76,10 @@ spec:
 """
 
 
-def _proxy_env(ctx, grpc, workload, extra):
+def _proxy_env(ctx, grpc, workload, workers, extra):
     env = {
+        # Like Envoy's --concurrency (1: one thread, no work-stealing scheduler).
+        "WEFT_PROXY_CORES": str(workers),
         "WEFT_PROXY_DESTINATION_SVC_ADDR": grpc,
         "WEFT_PROXY_POLICY_WORKLOAD": f"default:{workload}",
         "WEFT_PROXY_INBOUND_LISTEN_ADDR": "127.0.0.1:0",
@@ -118,7 +121,7 @@ def _write_token(ctx, workload, token):
     os.replace(tmp, path)
 
 
-def _start_weft(ctx, cpus):
+def _start_weft(ctx, workers, cpus):
     t = Topology("weft")
     store = os.path.join(ctx.workdir, "weft-store")
     shutil.rmtree(store, ignore_errors=True)
@@ -152,8 +155,8 @@ def _start_weft(ctx, cpus):
         if ctx.weft_mtls:
             # Like Envoy's require_client_certificate: both backend ports take only mTLS clients.
             inbound_env["WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY"] = f"{http_port},{tcp_port}"
-        inbound = t.add(Child("weft-inbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus,
-                              env=_proxy_env(ctx, grpc, "backend-1", inbound_env)))
+        inbound = t.add(Child("weft-inbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus["inbound"],
+                              env=_proxy_env(ctx, grpc, "backend-1", workers, inbound_env)))
         inbound_listening = inbound.json_line()
         forward = {str(f["app_port"]): f["addr"] for f in inbound_listening["forward"]}
         t.inbound_http = forward[http_port]
@@ -166,8 +169,8 @@ def _start_weft(ctx, cpus):
                     raise RuntimeError(f"{workload} was registered as {a.get('identity')!r}, its proxy asks for {name!r}")
                 _write_token(ctx, workload, a["token"])
 
-        outbound = t.add(Child("weft-outbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus, env=_proxy_env(
-            ctx, grpc, "client", {
+        outbound = t.add(Child("weft-outbound", [ctx.proxy_bin], ctx.workdir, cpus=cpus["outbound"], env=_proxy_env(
+            ctx, grpc, "client", workers, {
                 "WEFT_PROXY_OUTBOUND_UPSTREAMS": f"{AUTHORITY},{TCP_AUTHORITY}",
                 "WEFT_PROXY_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION": OUTBOUND_OPAQUE_PORTS,
                 **_identity_env(ctx, "client", CLIENT_NAME),
@@ -339,7 +342,7 @@ def _start_envoy(ctx, workers, cpus):
                 json.dump(cfg, f, indent=1)
             child = t.add(Child(f"envoy-{role}", [
                 ctx.envoy_bin, "-c", path, "--concurrency", str(workers), "--disable-hot-restart",
-                "-l", "warn"], ctx.workdir, cpus=cpus))
+                "-l", "warn"], ctx.workdir, cpus=cpus[role]))
             t.proxies[role] = child
             admin = ports["in_admin" if role == "inbound" else "out_admin"]
             wait_until(f"envoy {role} /ready", lambda: http_get(f"http://127.0.0.1:{admin}/ready") == 200,
