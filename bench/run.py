@@ -47,6 +47,9 @@ def parse_args(argv):
                         "the apps'); 'sidecar' = client, outbound proxy and control plane on CPU 1, inbound "
                         "proxy and backend on CPU 0 (each proxy beside its app, the meshed hop crossing cores; "
                         "direct = client on 1 calling the backend on 0)")
+    p.add_argument("--sidecar-table", action=argparse.BooleanOptionalAction, default=True,
+                   help="after the tables, a latency-only table (fixed rates, HTTP/1.1 client) with one worker "
+                        "in the sidecar layout, for reference next to the main table's proxy-core layout")
     p.add_argument("--tcp-mib", type=int, default=1024, help="size of the opaque TCP stream")
     p.add_argument("--idle-connections", type=int, default=1000)
     p.add_argument("--max-connections", type=int, default=32, help="HTTP/1.1 connections of the max run")
@@ -85,7 +88,8 @@ def main(argv):
             raw = json.load(f)
         saved = parse_args(raw["argv"])
         saved.out, saved.no_write = args.out, args.no_write
-        tables = {int(w): {cfg: _int_rates(e) for cfg, e in t.items()} for w, t in raw["tables"].items()}
+        tables = {int(w) if w.isdigit() else w: {cfg: _int_rates(e) for cfg, e in t.items()}
+                  for w, t in raw["tables"].items()}
         write_outputs(saved, tables, raw["meta"])
         return
     ctx = Context()
@@ -104,6 +108,8 @@ def main(argv):
     tables = {}
     for workers in args.workers:
         tables[workers] = run_table(args, ctx, workers)
+    if args.sidecar_table and args.layout != "sidecar":
+        tables["sidecar"] = run_table(args, ctx, 1, layout="sidecar", latency_only=True)
 
     meta = report.metadata(args, ctx, started, argv)
     with open(os.path.join(ctx.workdir, "raw.json"), "w") as f:
@@ -135,14 +141,15 @@ def write_outputs(args, tables, meta):
         print(f"wrote {args.out}/RESULTS.md and {args.out}/results.json")
 
 
-def run_table(args, ctx, workers):
+def run_table(args, ctx, workers, layout=None, latency_only=False):
     # One worker, layout proxy-core: both proxies share core 0, the clients (load generator,
     # backend, control plane) get core 1, so the proxies' work is not mixed with the apps'. Every
     # request then crosses cores four times (client -> outbound, inbound -> backend and back), a
     # fixed cost both meshes pay. Layout sidecar: two "nodes" of one core each, each proxy beside
     # its app, only the meshed hop crosses cores. Two workers: proxies on both cores, nothing else
     # pinned.
-    if workers == 1 and args.layout == "sidecar":
+    layout = layout or args.layout
+    if workers == 1 and layout == "sidecar":
         proxy_cpus = {"outbound": "1", "inbound": "0"}
         ctx.client_cpus, ctx.server_cpus = "1", "0"
     elif workers == 1:
@@ -163,7 +170,7 @@ def run_table(args, ctx, workers):
         for round_no in range(1, args.rounds + 1):
             for cfg in args.configs:
                 print(f"--- round {round_no}, {cfg} ---", flush=True)
-                measure_config(args, ctx, cfg, workers, proxy_cpus, table[cfg])
+                measure_config(args, ctx, cfg, workers, proxy_cpus, table[cfg], latency_only)
         return table
     finally:
         backend.stop()
@@ -174,24 +181,27 @@ def new_entry():
             "checks": []}
 
 
-def measure_config(args, ctx, cfg, workers, proxy_cpus, entry):
+def measure_config(args, ctx, cfg, workers, proxy_cpus, entry, latency_only=False):
+    """latency_only: the fixed rates with the HTTP/1.1 client, nothing else."""
     topo = topology.start(cfg, ctx, workers, proxy_cpus)
     try:
         entry["transport"], checks = check_transport(ctx, cfg, topo)
         if not entry["checks"]:
             entry["checks"] = checks
-        for proto in args.protos:
+        for proto in (["h1"] if latency_only else args.protos):
             for rate in args.rates:
                 result = load(args, ctx, topo, proto, rate, args.duration)
                 entry["fixed"].setdefault(proto, {}).setdefault(rate, []).append(result)
         entry["rss_fixed"].append(rss(topo))
+        if latency_only:
+            return
         result = load(args, ctx, topo, "h1", 0, args.max_duration)
         entry["max"].append(result)
         entry["rss_max"].append(rss(topo))
         entry["tcp"].append(tcp_throughput(args, ctx, topo))
     finally:
         topo.stop()
-    if cfg != "direct" and args.idle_connections:
+    if cfg != "direct" and args.idle_connections and not latency_only:
         entry["rss_idle"].append(idle_rss(args, ctx, cfg, workers, proxy_cpus))
 
 
