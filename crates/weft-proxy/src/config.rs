@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use crate::http::{PoolLimits, H1_IDLE_TIMEOUT, MAX_IDLE_H1_PER_ENDPOINT};
+
 /// Control plane gRPC `host:port` serving Destination. Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
 /// Control plane gRPC `host:port` serving the policy APIs. Default: the destination address.
@@ -98,6 +100,22 @@ pub const DEFAULT_IDENTITY_MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Longest wait before renewing a certificate.
 pub const ENV_IDENTITY_MAX_REFRESH: &str = "WEFT_PROXY_IDENTITY_MAX_REFRESH";
 pub const DEFAULT_IDENTITY_MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// An idle pooled HTTP/1 connection to a remote endpoint is closed after this (Linkerd's
+/// `LINKERD2_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT`).
+pub const ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT: &str =
+    "WEFT_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
+/// The same for connections to the local application.
+pub const ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT: &str =
+    "WEFT_PROXY_INBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
+/// Idle HTTP/1 connections kept per remote endpoint (Linkerd's
+/// `LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT`); 0 = none is reused.
+pub const ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: &str =
+    "WEFT_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT";
+/// The same for connections to the local application.
+pub const ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: &str =
+    "WEFT_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT";
+/// Upper bound for the idle-connection counts (a typo guard; busy connections are never capped).
+pub const MAX_IDLE_CONNS_LIMIT: usize = 100_000;
 /// Worker threads of the proxy's runtime (like Linkerd's `LINKERD2_PROXY_CORES`). Unset: the CPUs
 /// this process may run on (affinity and cgroup quota). 1 runs everything on one thread with no
 /// work-stealing scheduler, the cheapest setting for a sidecar of a small pod.
@@ -205,6 +223,9 @@ pub struct Config {
     pub identity: Option<crate::identity::IdentityConfig>,
     /// [`ENV_CORES`]; `None` = size from the CPUs available (see [`Config::worker_threads`]).
     pub cores: Option<usize>,
+    /// Client connection pools: towards remote endpoints and towards the application.
+    pub outbound_pool: PoolLimits,
+    pub inbound_pool: PoolLimits,
 }
 
 /// One bad variable.
@@ -440,6 +461,30 @@ impl Config {
             DEFAULT_DISCOVERY_IDLE_TIMEOUT,
         );
 
+        let idle_conns = |r: &mut Reader<'_>, name| {
+            r.parse(name, MAX_IDLE_H1_PER_ENDPOINT, |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if n <= MAX_IDLE_CONNS_LIMIT => Ok(n),
+                    _ => Err(format!(
+                        "must be a whole number from 0 to {MAX_IDLE_CONNS_LIMIT}"
+                    )),
+                }
+            })
+        };
+        let outbound_pool = PoolLimits {
+            h1_idle_timeout: dur(
+                &mut r,
+                ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT,
+                H1_IDLE_TIMEOUT,
+            ),
+            max_idle_h1_per_endpoint: idle_conns(&mut r, ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT),
+            ..PoolLimits::default()
+        };
+        let inbound_pool = PoolLimits {
+            h1_idle_timeout: dur(&mut r, ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT, H1_IDLE_TIMEOUT),
+            max_idle_h1_per_endpoint: idle_conns(&mut r, ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT),
+            ..PoolLimits::default()
+        };
         let cores = r.parse(ENV_CORES, None, |v| match v.parse::<usize>() {
             Ok(n) if (1..=MAX_CORES).contains(&n) => Ok(Some(n)),
             _ => Err(format!("must be a whole number from 1 to {MAX_CORES}")),
@@ -494,6 +539,8 @@ impl Config {
                 discovery_idle_timeout,
                 identity,
                 cores,
+                outbound_pool,
+                inbound_pool,
             }),
             _ => Err(ConfigError { errors: r.errors }),
         }
@@ -904,5 +951,50 @@ mod tests {
                 format!("WEFT_PROXY_CORES: must be a whole number from 1 to 256 (got {bad:?})")
             );
         }
+    }
+
+    #[test]
+    fn pool_limits_per_direction() {
+        let base = [
+            (ENV_DESTINATION_SVC_ADDR, "control:8086"),
+            (ENV_POLICY_WORKLOAD, "shop:web-1"),
+        ];
+        let defaults = Config::from_env(&HashMap::from(base)).expect("valid");
+        assert_eq!(defaults.outbound_pool, PoolLimits::default());
+        assert_eq!(defaults.inbound_pool, PoolLimits::default());
+
+        let mut env = HashMap::from(base);
+        env.extend([
+            (ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT, "10s"),
+            (ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "0"),
+            (ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT, "500ms"),
+            (ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "64"),
+        ]);
+        let c = Config::from_env(&env).expect("valid");
+        assert_eq!(c.outbound_pool.h1_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.outbound_pool.max_idle_h1_per_endpoint, 0);
+        assert_eq!(c.inbound_pool.h1_idle_timeout, Duration::from_millis(500));
+        assert_eq!(c.inbound_pool.max_idle_h1_per_endpoint, 64);
+        assert_eq!(
+            c.inbound_pool.h2_idle_timeout,
+            PoolLimits::default().h2_idle_timeout
+        );
+
+        let mut env = HashMap::from(base);
+        env.extend([
+            (ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT, "soon"),
+            (ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "-3"),
+        ]);
+        let text = Config::from_env(&env).expect_err("invalid").to_string();
+        assert!(
+            text.contains(
+                "WEFT_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT: expected a duration"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"WEFT_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: must be a whole number from 0 to 100000 (got "-3")"#),
+            "{text}"
+        );
     }
 }

@@ -22,7 +22,7 @@
 use crate::{
     config::{Config, PortSet},
     detect::{self, Prefixed, Protocol},
-    http::{self, Body, Error, Metrics, Peer, Pool, Wire},
+    http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::{tls as id_tls, Identity},
     metrics::{self as m, Direction, Labels, TlsLabel},
     mtls::{self, Peeked, SessionProtocol, TransportHeader},
@@ -56,6 +56,8 @@ pub struct Settings {
     pub detect_timeout: Duration,
     pub connect_timeout: Duration,
     pub opaque_ports: PortSet,
+    /// The client connection pool towards the application.
+    pub pool: PoolLimits,
 }
 
 pub struct Inbound {
@@ -116,6 +118,7 @@ impl Inbound {
                 detect_timeout: cfg.inbound_detect_timeout,
                 connect_timeout: cfg.inbound_connect_timeout,
                 opaque_ports: cfg.inbound_opaque_ports.clone(),
+                pool: cfg.inbound_pool,
             },
             metrics,
             identity,
@@ -135,7 +138,7 @@ impl Inbound {
         require_identity: PortSet,
     ) -> Arc<Inbound> {
         Arc::new(Inbound {
-            pool: Pool::new(settings.connect_timeout, metrics.clone()),
+            pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             metrics,
             tls: identity.map(mtls::Server::new),

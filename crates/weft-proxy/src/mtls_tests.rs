@@ -312,6 +312,7 @@ async fn inbound_terminates_tls_and_follows_the_transport_header() {
             detect_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             opaque_ports: PortSet::default(),
+            pool: Default::default(),
         },
         metrics.clone(),
         Some(id),
@@ -354,6 +355,7 @@ async fn a_port_that_requires_identity_refuses_tls_without_a_client_certificate(
             connect_timeout: Duration::from_secs(1),
             // Opaque: no detection wait before the policy applies.
             opaque_ports: PortSet(vec![app.port()..=app.port()]),
+            pool: Default::default(),
         },
         metrics.clone(),
         Some(id),

@@ -24,7 +24,7 @@ use crate::{
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
     discovery::{Endpoint, ProtocolHint, Resolution, Target},
-    http::{self, Body, Dst, Error, HttpMetrics, Metrics, Peer, Pool, Wire},
+    http::{self, Body, Dst, Error, HttpMetrics, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::Identity,
     metrics::{Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
     mtls::{self, ClientTls},
@@ -81,6 +81,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub failfast_timeout: Duration,
     pub opaque_ports: PortSet,
+    /// The client connection pool towards endpoints.
+    pub pool: PoolLimits,
     /// This proxy's outbound listeners: never a destination (see [`OwnAddrs`]).
     pub own: OwnAddrs,
 }
@@ -200,6 +202,7 @@ impl Outbound {
             connect_timeout: cfg.outbound_connect_timeout,
             failfast_timeout: cfg.outbound_failfast_timeout,
             opaque_ports: cfg.outbound_opaque_ports.clone(),
+            pool: cfg.outbound_pool,
             own,
         };
         Outbound::with_identity(settings, Box::new(discovery), metrics, identity)
@@ -221,7 +224,7 @@ impl Outbound {
         identity: Option<Identity>,
     ) -> Arc<Outbound> {
         Arc::new(Outbound {
-            pool: Pool::new(settings.connect_timeout, metrics.clone()),
+            pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             resolver,
             metrics,
@@ -768,6 +771,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             failfast_timeout: Duration::from_secs(3),
             opaque_ports: PortSet::default(),
+            pool: Default::default(),
             own: OwnAddrs::default(),
         };
         Outbound::with_resolver(settings, Box::new(resolver), Metrics::new())

@@ -503,6 +503,7 @@ mod tests {
                 detect_timeout: std::time::Duration::from_secs(1),
                 connect_timeout: std::time::Duration::from_secs(1),
                 opaque_ports: Default::default(),
+                pool: Default::default(),
             },
             Metrics::new(),
         );

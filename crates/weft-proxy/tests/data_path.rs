@@ -198,6 +198,7 @@ fn outbound_to(
             connect_timeout: Duration::from_secs(1),
             failfast_timeout,
             opaque_ports,
+            pool: Default::default(),
             own: outbound::OwnAddrs::default(),
         },
         Box::new(StaticResolver(HashMap::from([(target.clone(), set_rx)]))),
@@ -241,6 +242,7 @@ async fn mesh(app_port: u16, svc_port: u16, hint: ProtocolHint, opaque: bool) ->
             detect_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             opaque_ports: opaque_ports(app_port),
+            pool: Default::default(),
         },
         metrics.clone(),
     );

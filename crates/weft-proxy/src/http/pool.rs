@@ -4,7 +4,8 @@
 //!
 //! Lifetimes:
 //! - an HTTP/1 connection goes back to the pool when its response body ends; it is closed after
-//!   [`H1_IDLE_TIMEOUT`] unused, or at once when [`MAX_IDLE_H1_PER_ENDPOINT`] are already idle;
+//!   [`PoolLimits::h1_idle_timeout`] unused, or at once when
+//!   [`PoolLimits::max_idle_h1_per_endpoint`] are already idle;
 //! - an HTTP/2 connection leaves the pool after a whole [`H2_IDLE_TIMEOUT`] period without a new
 //!   request, or when [`Pool::retire`] says its endpoint left discovery; hyper then closes it as
 //!   soon as its last stream ends (in-flight streams are never cut).
@@ -44,13 +45,11 @@ use std::{
 };
 use tokio::{sync::watch, time::Instant};
 
-/// An idle pooled HTTP/1 connection is closed after this (Linkerd's
-/// `OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` default). A constant for now: the variable
-/// `WEFT_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` can plumb into [`Pool::with_limits`].
+/// Default of [`PoolLimits::h1_idle_timeout`] (Linkerd's
+/// `*_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` default).
 pub const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// At most this many idle HTTP/1 connections are kept per endpoint; more are closed when their
-/// response ends (busy connections are not limited: each is one request in flight).
+/// Default of [`PoolLimits::max_idle_h1_per_endpoint`].
 pub const MAX_IDLE_H1_PER_ENDPOINT: usize = 16;
 
 /// An HTTP/2 connection that carried no new request for this long leaves the pool.
@@ -61,6 +60,31 @@ pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and is closed (its streams fail, the next request opens a new one) if the PING is not
 /// answered within this.
 pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long and how many idle connections a pool keeps (per direction, from
+/// `WEFT_PROXY_{IN,OUT}BOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` and
+/// `WEFT_PROXY_{IN,OUT}BOUND_MAX_IDLE_CONNS_PER_ENDPOINT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// An idle pooled HTTP/1 connection is closed after this.
+    pub h1_idle_timeout: Duration,
+    /// At most this many idle HTTP/1 connections are kept per endpoint; more are closed when
+    /// their response ends (busy connections are not limited: each is one request in flight).
+    /// 0 = no HTTP/1 connection is reused.
+    pub max_idle_h1_per_endpoint: usize,
+    /// An HTTP/2 connection that carried no new request for this long leaves the pool.
+    pub h2_idle_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> PoolLimits {
+        PoolLimits {
+            h1_idle_timeout: H1_IDLE_TIMEOUT,
+            max_idle_h1_per_endpoint: MAX_IDLE_H1_PER_ENDPOINT,
+            h2_idle_timeout: H2_IDLE_TIMEOUT,
+        }
+    }
+}
 
 /// Where pooled connections go: an address, plus the TLS for a meshed peer.
 #[derive(Clone, Debug)]
@@ -99,8 +123,7 @@ pub struct Pool {
 
 struct Inner {
     connect_timeout: Duration,
-    h1_idle_timeout: Duration,
-    h2_idle_timeout: Duration,
+    limits: PoolLimits,
     metrics: Metrics,
     h2: Mutex<HashMap<Key, H2Slot>>,
     h1: Mutex<HashMap<Key, Vec<H1Conn>>>,
@@ -131,20 +154,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Pool {
     pub fn new(connect_timeout: Duration, metrics: Metrics) -> Pool {
-        Pool::with_limits(connect_timeout, H1_IDLE_TIMEOUT, H2_IDLE_TIMEOUT, metrics)
+        Pool::with_limits(connect_timeout, PoolLimits::default(), metrics)
     }
 
-    pub fn with_limits(
-        connect_timeout: Duration,
-        h1_idle_timeout: Duration,
-        h2_idle_timeout: Duration,
-        metrics: Metrics,
-    ) -> Pool {
+    pub fn with_limits(connect_timeout: Duration, limits: PoolLimits, metrics: Metrics) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 connect_timeout,
-                h1_idle_timeout,
-                h2_idle_timeout,
+                limits,
                 metrics,
                 h2: Mutex::new(HashMap::new()),
                 h1: Mutex::new(HashMap::new()),
@@ -375,7 +392,7 @@ impl Pool {
             used: Arc::new(AtomicBool::new(true)),
         };
         let pool = Arc::downgrade(&self.inner);
-        let (id, used, idle) = (c.id, c.used.clone(), self.inner.h2_idle_timeout);
+        let (id, used, idle) = (c.id, c.used.clone(), self.inner.limits.h2_idle_timeout);
         tokio::spawn(async move {
             tokio::pin!(conn);
             loop {
@@ -443,7 +460,7 @@ impl Pool {
         let mut map = lock(&self.inner.h1);
         let list = map.entry(key).or_default();
         list.retain(|c| !c.sender.is_closed());
-        if list.len() < MAX_IDLE_H1_PER_ENDPOINT {
+        if list.len() < self.inner.limits.max_idle_h1_per_endpoint {
             conn.idle_since.send_replace(Some(Instant::now()));
             list.push(conn);
         }
@@ -457,7 +474,7 @@ impl Pool {
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
         let (idle_since, mut idle) = watch::channel(None::<Instant>);
-        let timeout = self.inner.h1_idle_timeout;
+        let timeout = self.inner.limits.h1_idle_timeout;
         tokio::spawn(async move {
             tokio::pin!(conn);
             loop {

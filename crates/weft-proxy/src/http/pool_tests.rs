@@ -184,12 +184,11 @@ async fn h2_refused_stream_is_retried_on_a_fresh_connection() {
 #[tokio::test]
 async fn idle_h1_connections_close_after_the_idle_timeout() {
     let (addr, conns) = server(false).await;
-    let pool = Pool::with_limits(
-        Duration::from_secs(1),
-        Duration::from_millis(200),
-        H2_IDLE_TIMEOUT,
-        Metrics::new(),
-    );
+    let limits = PoolLimits {
+        h1_idle_timeout: Duration::from_millis(200),
+        ..PoolLimits::default()
+    };
+    let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
     for _ in 0..3 {
         let resp = pool
             .send(
@@ -253,6 +252,34 @@ async fn idle_h1_connections_are_capped_per_endpoint() {
     assert_eq!(conns.closed(), 4);
 }
 
+/// The idle cap comes from the pool's limits (the `*_MAX_IDLE_CONNS_PER_ENDPOINT` variables):
+/// with 0 no HTTP/1 connection is reused, with 1 one is.
+#[tokio::test]
+async fn idle_h1_cap_follows_the_limits() {
+    for (max_idle, opened) in [(0, 3), (1, 1)] {
+        let (addr, conns) = server(false).await;
+        let limits = PoolLimits {
+            max_idle_h1_per_endpoint: max_idle,
+            ..PoolLimits::default()
+        };
+        let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
+        for _ in 0..3 {
+            let resp = pool
+                .send(
+                    addr,
+                    Wire::Http1,
+                    request(Version::HTTP_11, b"ab"),
+                    &labels(addr),
+                )
+                .await
+                .unwrap();
+            assert_eq!(text(resp).await, "2");
+        }
+        assert_eq!(conns.opened(), opened, "max idle {max_idle}");
+        assert_eq!(pool.idle_h1(addr), max_idle, "max idle {max_idle}");
+    }
+}
+
 /// An endpoint that left discovery: its HTTP/2 connection closes once its stream ends.
 #[tokio::test]
 async fn retired_h2_connection_closes_once_idle() {
@@ -278,12 +305,11 @@ async fn retired_h2_connection_closes_once_idle() {
 #[tokio::test]
 async fn unused_h2_connection_closes_after_the_idle_timeout() {
     let (addr, conns) = server(true).await;
-    let pool = Pool::with_limits(
-        Duration::from_secs(1),
-        H1_IDLE_TIMEOUT,
-        Duration::from_millis(100),
-        Metrics::new(),
-    );
+    let limits = PoolLimits {
+        h2_idle_timeout: Duration::from_millis(100),
+        ..PoolLimits::default()
+    };
+    let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
     let resp = pool
         .send(
             addr,
