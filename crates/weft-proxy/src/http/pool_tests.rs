@@ -25,6 +25,20 @@ fn request(version: Version, body: &'static [u8]) -> Request<Body> {
     req
 }
 
+/// POSTs `body` to `addr` over `wire` (HTTP/2 or HTTP/1.1 to match) and returns the response
+/// body (the test servers answer with the length of what they received).
+async fn post(pool: &Pool, addr: SocketAddr, wire: Wire, body: &'static [u8]) -> String {
+    let version = match wire {
+        Wire::Http2 => Version::HTTP_2,
+        Wire::Http1 => Version::HTTP_11,
+    };
+    let resp = pool
+        .send(addr, wire, request(version, body), &labels(addr))
+        .await
+        .unwrap_or_else(|e| panic!("POST to {addr} failed: {e}"));
+    text(resp).await
+}
+
 /// Counts accepted and closed connections; tests await the counts.
 #[derive(Clone, Default)]
 struct Conns {
@@ -190,16 +204,7 @@ async fn idle_h1_connections_close_after_the_idle_timeout() {
     };
     let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
     for _ in 0..3 {
-        let resp = pool
-            .send(
-                addr,
-                Wire::Http1,
-                request(Version::HTTP_11, b"abc"),
-                &labels(addr),
-            )
-            .await
-            .unwrap();
-        assert_eq!(text(resp).await, "3");
+        assert_eq!(post(&pool, addr, Wire::Http1, b"abc").await, "3");
     }
     // Sequential requests reuse one connection.
     assert_eq!(conns.opened(), 1);
@@ -209,16 +214,7 @@ async fn idle_h1_connections_close_after_the_idle_timeout() {
     assert!(idle_at.elapsed() >= Duration::from_millis(150));
     assert_eq!(pool.idle_h1(addr), 0);
     // The next request simply opens a new connection.
-    let resp = pool
-        .send(
-            addr,
-            Wire::Http1,
-            request(Version::HTTP_11, b"ab"),
-            &labels(addr),
-        )
-        .await
-        .unwrap();
-    assert_eq!(text(resp).await, "2");
+    assert_eq!(post(&pool, addr, Wire::Http1, b"ab").await, "2");
     assert_eq!(conns.opened(), 2);
 }
 
@@ -264,16 +260,7 @@ async fn idle_h1_cap_follows_the_limits() {
         };
         let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
         for _ in 0..3 {
-            let resp = pool
-                .send(
-                    addr,
-                    Wire::Http1,
-                    request(Version::HTTP_11, b"ab"),
-                    &labels(addr),
-                )
-                .await
-                .unwrap();
-            assert_eq!(text(resp).await, "2");
+            assert_eq!(post(&pool, addr, Wire::Http1, b"ab").await, "2");
         }
         assert_eq!(conns.opened(), opened, "max idle {max_idle}");
         assert_eq!(pool.idle_h1(addr), max_idle, "max idle {max_idle}");
@@ -310,16 +297,7 @@ async fn unused_h2_connection_closes_after_the_idle_timeout() {
         ..PoolLimits::default()
     };
     let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
-    let resp = pool
-        .send(
-            addr,
-            Wire::Http2,
-            request(Version::HTTP_2, b"ab"),
-            &labels(addr),
-        )
-        .await
-        .unwrap();
-    assert_eq!(text(resp).await, "2");
+    assert_eq!(post(&pool, addr, Wire::Http2, b"ab").await, "2");
     conns.wait_closed(1).await;
     assert_eq!(pool.h2_endpoints(), 0);
 }
