@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
-use std::os::unix::process::CommandExt as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -130,7 +129,14 @@ impl Netns {
         uid: Option<u32>,
         death_signal: i32,
     ) {
-        enter(self.fd.as_raw_fd(), cmd, uid, death_signal);
+        weft_sys::on_exec(
+            cmd,
+            weft_sys::ChildSetup {
+                netns: Some(self.fd.as_raw_fd()),
+                uid,
+                death_signal,
+            },
+        );
     }
 
     /// Runs `f` on a fresh thread that has entered this namespace (a socket keeps the
@@ -139,19 +145,7 @@ impl Netns {
         &self,
         f: impl FnOnce() -> std::io::Result<T> + Send,
     ) -> std::io::Result<T> {
-        let fd = self.fd.as_raw_fd();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    // SAFETY: setns affects this thread only; fd is an open netns file.
-                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
-        })
+        weft_sys::in_netns(self.fd.as_raw_fd(), f)
     }
 
     /// A TCP listener bound inside the namespace.
@@ -184,37 +178,5 @@ impl Drop for Netns {
         if let Err(e) = run("ip", &["netns", "del", &self.name]) {
             eprintln!("testbed cleanup: {e}");
         }
-    }
-}
-
-/// The `pre_exec` hook behind [`Netns::enter_on_exec`], for a raw namespace descriptor that
-/// stays open until the spawn returns.
-pub(crate) fn enter(fd: i32, cmd: &mut std::process::Command, uid: Option<u32>, death_signal: i32) {
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe calls (setns, setgroups, setgid, setuid, prctl, getppid)
-    // run between fork and exec; they allocate nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(uid) = uid {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(uid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // After the uid change, which clears the death signal.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("parent exited during spawn"));
-            }
-            Ok(())
-        });
     }
 }

@@ -74,11 +74,13 @@ impl Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        crate::netns::enter(
-            self.netns.fd.as_raw_fd(),
+        weft_sys::on_exec(
             &mut cmd,
-            self.uid,
-            self.death_signal,
+            weft_sys::ChildSetup {
+                netns: Some(self.netns.fd.as_raw_fd()),
+                uid: self.uid,
+                death_signal: self.death_signal,
+            },
         );
         let mut child = cmd
             .spawn()

@@ -24,7 +24,6 @@ pub(crate) mod pod;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::str::FromStr;
@@ -440,26 +439,16 @@ async fn spawn_proxy(
         .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
     let (fd, uid) = (pod.raw_fd(), args.proxy_uid);
-    // SAFETY: async-signal-safe calls only (setns, setgroups, setgid, setuid, prctl, getppid).
-    // This runs after `children::command`'s hook; the uid change clears the death signal, so it
-    // is set again.
-    unsafe {
-        cmd.as_std_mut().pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(uid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // After `children::command`'s hook; the uid change clears the death signal, so it is set
+    // again.
+    weft_sys::on_exec(
+        cmd.as_std_mut(),
+        weft_sys::ChildSetup {
+            netns: Some(fd),
+            uid: Some(uid),
+            death_signal: libc::SIGKILL,
+        },
+    );
     let mut proxy = cmd.spawn().with_context(|| {
         format!(
             "starting {} as uid {uid} in the pod (it must be executable by that uid; set \

@@ -36,15 +36,15 @@ impl Demo {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe. If this test dies, the demo is told to stop.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // If this test dies, the demo is told to stop (and cleans up its namespaces).
+        weft_sys::on_exec(
+            &mut cmd,
+            weft_sys::ChildSetup {
+                netns: None,
+                uid: None,
+                death_signal: libc::SIGTERM,
+            },
+        );
         let mut child = cmd.spawn().expect("spawn weft demo --cluster");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();

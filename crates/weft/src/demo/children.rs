@@ -25,22 +25,21 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn command(program: &Path, listener: Option<&std::net::TcpListener>) -> Command {
     let mut command = Command::new(program);
     command.kill_on_drop(true).stdin(Stdio::null());
-    let parent = std::process::id();
-    let listen_fd = listener.map(|l| l.as_raw_fd());
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (prctl, getppid, dup2, fcntl); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            // The death signal follows the thread that forked, which is a runtime worker thread;
-            // those live as long as the demo's runtime.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("parent exited during spawn"));
-            }
-            if let Some(fd) = listen_fd {
+    // The death signal follows the thread that forked, which is a runtime worker thread; those
+    // live as long as the demo's runtime.
+    weft_sys::on_exec(
+        command.as_std_mut(),
+        weft_sys::ChildSetup {
+            netns: None,
+            uid: None,
+            death_signal: libc::SIGKILL,
+        },
+    );
+    if let Some(fd) = listener.map(|l| l.as_raw_fd()) {
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // calls (dup2, fcntl); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
                 if fd == LISTEN_FD {
                     // Already in place: only the close-on-exec flag must go.
                     let flags = libc::fcntl(fd, libc::F_GETFD);
@@ -51,9 +50,9 @@ pub fn command(program: &Path, listener: Option<&std::net::TcpListener>) -> Comm
                     // dup2 leaves the new descriptor without close-on-exec.
                     return Err(std::io::Error::last_os_error());
                 }
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
     command
 }

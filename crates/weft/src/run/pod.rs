@@ -223,19 +223,7 @@ impl Pod {
         &self,
         f: impl FnOnce() -> std::io::Result<T> + Send,
     ) -> std::io::Result<T> {
-        let fd = self.raw_fd();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    // SAFETY: setns affects this thread only; fd is the open namespace file.
-                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("pod thread panicked")))
-        })
+        weft_sys::in_netns(self.raw_fd(), f)
     }
 }
 

@@ -83,15 +83,14 @@ impl Drop for TempDir {
 
 /// Makes the child die with its parent even if the test process is SIGKILLed.
 pub fn set_pdeathsig(cmd: &mut Command) {
-    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    weft_sys::on_exec(
+        cmd.as_std_mut(),
+        weft_sys::ChildSetup {
+            netns: None,
+            uid: None,
+            death_signal: libc::SIGKILL,
+        },
+    );
 }
 
 /// A child process owned by a test: killed on drop, stderr kept in a log file.
