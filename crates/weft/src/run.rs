@@ -418,6 +418,28 @@ fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(SocketAddr, Opt
     Ok((local, Some(Relay(relay))))
 }
 
+/// The sidecar's command, as both modes start it: control plane, workload, drain time, identity
+/// and the extra variables; `pod` = (namespace, uid) to start it in, `None` = here, as us.
+fn proxy_command(
+    args: &RunArgs,
+    bin: &Path,
+    pod: Option<(std::os::fd::RawFd, u32)>,
+    control: SocketAddr,
+    identity_env: &[(&str, String)],
+) -> tokio::process::Command {
+    let mut cmd = children::command_in(bin, None, pod.map(|p| p.0), pod.map(|p| p.1));
+    cmd.env("WEFT_PROXY_DESTINATION_SVC_ADDR", control.to_string())
+        .env(
+            "WEFT_PROXY_POLICY_WORKLOAD",
+            format!("{}:{}", args.namespace, args.name),
+        )
+        .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
+        .envs(identity_env.iter().map(|(k, v)| (k, v)))
+        .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped());
+    cmd
+}
+
 async fn spawn_proxy(
     args: &RunArgs,
     pod: &Pod,
@@ -425,30 +447,10 @@ async fn spawn_proxy(
     identity_env: &[(&str, String)],
 ) -> anyhow::Result<Child> {
     let bin = children::proxy_binary()?;
-    let mut cmd = children::command(&bin, None);
-    let init_args = init_args(args);
-    cmd.envs(init::proxy_env(&init_args))
-        .env("WEFT_PROXY_DESTINATION_SVC_ADDR", control.to_string())
-        .env(
-            "WEFT_PROXY_POLICY_WORKLOAD",
-            format!("{}:{}", args.namespace, args.name),
-        )
-        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", ADMIN_ADDR)
-        .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
-        .envs(identity_env.iter().map(|(k, v)| (k, v)))
-        .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped());
-    let (fd, uid) = (pod.raw_fd(), args.proxy_uid);
-    // After `children::command`'s hook; the uid change clears the death signal, so it is set
-    // again.
-    weft_sys::on_exec(
-        cmd.as_std_mut(),
-        weft_sys::ChildSetup {
-            netns: Some(fd),
-            uid: Some(uid),
-            death_signal: libc::SIGKILL,
-        },
-    );
+    let uid = args.proxy_uid;
+    let mut cmd = proxy_command(args, &bin, Some((pod.raw_fd(), uid)), control, identity_env);
+    cmd.envs(init::proxy_env(&init_args(args)))
+        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", ADMIN_ADDR);
     let mut proxy = cmd.spawn().with_context(|| {
         format!(
             "starting {} as uid {uid} in the pod (it must be executable by that uid; set \
@@ -490,7 +492,7 @@ async fn wait_ports(pod: &Pod, args: &RunArgs, cmd: &mut Child) -> anyhow::Resul
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     for spec in &args.ports {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, spec.port));
-        while !pod.accepts(addr) {
+        while !pod.accepts(addr).await {
             if cmd.try_wait()?.is_some() {
                 return Ok(false);
             }
@@ -603,23 +605,15 @@ async fn explicit(
     let identity_env = identity.as_ref().map(|i| i.proxy_env()).unwrap_or_default();
     let bin = children::proxy_binary()?;
     let forward: Vec<String> = args.ports.iter().map(|p| p.port.to_string()).collect();
-    let mut cmd = children::command(&bin, None);
-    cmd.env("WEFT_PROXY_DESTINATION_SVC_ADDR", args.control.to_string())
-        .env(
-            "WEFT_PROXY_POLICY_WORKLOAD",
-            format!("{}:{}", args.namespace, args.name),
-        )
-        .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
+    let mut cmd = proxy_command(args, &bin, None, args.control, &identity_env);
+    cmd.env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
         .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
         .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .env("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.join(","))
         .env(
             "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
             args.opaque_ports.to_string(),
-        )
-        .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
-        .envs(identity_env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped());
+        );
     let mut proxy = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;

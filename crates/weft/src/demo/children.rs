@@ -23,6 +23,17 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// if the demo process dies first. If `listener` is given it becomes descriptor [`LISTEN_FD`] in
 /// the child.
 pub fn command(program: &Path, listener: Option<&std::net::TcpListener>) -> Command {
+    command_in(program, listener, None, None)
+}
+
+/// [`command`], started inside the network namespace open as `netns` and as `uid` when given
+/// (`weft run`'s sidecar in its pod).
+pub fn command_in(
+    program: &Path,
+    listener: Option<&std::net::TcpListener>,
+    netns: Option<std::os::fd::RawFd>,
+    uid: Option<u32>,
+) -> Command {
     let mut command = Command::new(program);
     command.kill_on_drop(true).stdin(Stdio::null());
     // The death signal follows the thread that forked, which is a runtime worker thread; those
@@ -30,8 +41,8 @@ pub fn command(program: &Path, listener: Option<&std::net::TcpListener>) -> Comm
     weft_sys::on_exec(
         command.as_std_mut(),
         weft_sys::ChildSetup {
-            netns: None,
-            uid: None,
+            netns,
+            uid,
             death_signal: libc::SIGKILL,
         },
     );

@@ -382,7 +382,7 @@ async fn launch(
         registered.identity,
         workload_identity(name)
     );
-    write_token(&token_file, &registered.token)?;
+    crate::run::identity::write_atomically(&token_file, &registered.token, None)?;
     wait_ready(listening.admin).await;
     Ok(Workload {
         name,
@@ -401,22 +401,6 @@ struct Registered {
 
 /// Writes a token readable only by this user (temporary file + rename, so the sidecar never
 /// reads half of it).
-fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(token.as_bytes())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
 async fn register(
     api: SocketAddr,
     name: &str,

@@ -212,9 +212,16 @@ impl Pod {
     }
 
     /// Whether something accepts TCP connections on `addr` inside the pod.
-    pub fn accepts(&self, addr: SocketAddr) -> bool {
-        self.on_thread(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
-            .is_ok()
+    pub async fn accepts(&self, addr: SocketAddr) -> bool {
+        // Only the socket is made on the namespace's thread; the connect is awaited, so a slow
+        // answer does not block the runtime.
+        let Ok(socket) = self.on_thread(tokio::net::TcpSocket::new_v4) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), socket.connect(addr)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Runs `f` on a thread that has entered the pod's namespace (sockets made there stay in
