@@ -541,21 +541,21 @@ where
 
     // Explicit mode: the request names the target (absolute-form or Host).
     let (target, route) = match fixed {
+        // A fixed target was checked against the proxy's own listeners when the connection
+        // was accepted (`handle`).
         Some((t, route)) => (t, Some(route)),
         None => match explicit_target(&ob, authority.as_deref()) {
+            Some((Target::Addr(addr), _)) if ob.settings.own.contains(addr) => {
+                // Before discovery: a loop is known from the address alone.
+                let authority = authority.unwrap_or_else(|| addr.to_string());
+                let labels = ob.labels(Some(authority), addr, None, NO_TLS);
+                return early_error(&ob, &labels, Error::Loop { addr }, started);
+            }
             Some((t, true)) => (t, None),
             Some((t, false)) => (t.clone(), Some(Route::Forward(t))),
             None => return Error::NoAuthority.into_response(),
         },
     };
-    if let Target::Addr(addr) = target {
-        // Before discovery: a loop is known from the address alone.
-        if ob.settings.own.contains(addr) {
-            let authority = authority.unwrap_or_else(|| target.to_string());
-            let labels = ob.labels(Some(authority), addr, None, NO_TLS);
-            return early_error(&ob, &labels, Error::Loop { addr }, started);
-        }
-    }
     let route = match route {
         Some(route) => route,
         None => ob.route(&target).await,
