@@ -6,7 +6,10 @@ use super::*;
 use crate::{
     config::PortSet,
     http,
-    identity::{tests::TestCa, Certifier, IdentityConfig, Schedule},
+    identity::{
+        tests::{test_config, token_file, TestCa},
+        Certifier,
+    },
     inbound::{self, Inbound},
     metrics::{self as m, Direction, Labels, Metrics, TlsLabel},
     runtime::Accepted,
@@ -35,27 +38,7 @@ impl Certifier for Fake {
 
 /// This proxy's identity `PROXY`, certified by `ca`.
 async fn identity(ca: &Arc<TestCa>, metrics: Metrics) -> Identity {
-    let token_file = std::env::temp_dir().join(format!(
-        "weft-mtls-token-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::write(&token_file, "tok").expect("token");
-    let cfg = IdentityConfig {
-        svc_addr: "127.0.0.1:1".into(),
-        trust_anchors_pem: ca.anchor_pem.clone(),
-        trust_anchors_file: None,
-        token_file,
-        local_name: PROXY.into(),
-        min_refresh: Duration::from_secs(3600),
-        max_refresh: Duration::from_secs(24 * 3600),
-    };
-    let schedule = Schedule {
-        min_refresh: cfg.min_refresh,
-        max_refresh: cfg.max_refresh,
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(100),
-    };
+    let (cfg, schedule) = test_config(PROXY, &ca.anchor_pem, None, token_file("mtls"));
     let id = Identity::start_with(&cfg, schedule, metrics, Fake(ca.clone())).expect("identity");
     tokio::time::timeout(Duration::from_secs(5), id.wait_ready())
         .await

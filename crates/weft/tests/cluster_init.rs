@@ -90,15 +90,17 @@ fn dry_run_prints_exactly_what_init_applies() {
     init(&applied, &flags);
     let mut dry = flags.to_vec();
     dry.push("--dry-run");
-    let script = String::from_utf8(
-        Command::new(WEFT)
-            .arg("init")
-            .args(&dry)
-            .output()
-            .expect("dry run")
-            .stdout,
-    )
-    .expect("utf8");
+    let out = Command::new(WEFT)
+        .arg("init")
+        .args(&dry)
+        .output()
+        .expect("dry run");
+    let script = String::from_utf8(out.stdout).expect("utf8");
+    assert!(
+        out.status.success() && !script.trim().is_empty(),
+        "{}: {script}",
+        out.status
+    );
     assert!(
         script.lines().all(|l| l.starts_with("iptables-nft ")),
         "{script}"

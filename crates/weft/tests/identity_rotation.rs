@@ -337,6 +337,14 @@ async fn trust_anchor_rotation_under_steady_load_fails_no_request() {
     // (b) issue: the running control plane switches without a restart; new leaves chain to the
     // new anchor, which the probes see on both inbound ports.
     rotate(&mesh.ca_dir, "issue").await;
+    // Retire is refused at once (the old anchor's 4 s leaves still live, and the settling time
+    // runs): checked here, before the waits below could outlast both.
+    {
+        let dir = mesh.ca_dir.display().to_string();
+        let (ok, _, stderr) = weft_identity(&["rotate", "--dir", &dir, "--stage", "retire"]).await;
+        assert!(!ok, "retire right after issue must be refused");
+        assert!(stderr.contains("refused"), "{stderr}");
+    }
     eventually(
         "the control plane issues from the new anchor",
         SOON,
@@ -356,12 +364,9 @@ async fn trust_anchor_rotation_under_steady_load_fails_no_request() {
         .await;
     }
 
-    // (c) retire: refused right after `issue` (old 4 s leaves may still live, and the settling
-    // time), accepted once they are gone; then both proxies trust only the new anchor.
+    // (c) retire (refused right after `issue`, above): accepted once the old leaves are gone;
+    // then both proxies trust only the new anchor.
     let dir = mesh.ca_dir.display().to_string();
-    let (ok, _, stderr) = weft_identity(&["rotate", "--dir", &dir, "--stage", "retire"]).await;
-    assert!(!ok, "retire right after issue must be refused");
-    assert!(stderr.contains("refused"), "{stderr}");
     eventually("retire is accepted", Duration::from_secs(30), || async {
         let (ok, _, _) = weft_identity(&["rotate", "--dir", &dir, "--stage", "retire"]).await;
         if !ok {

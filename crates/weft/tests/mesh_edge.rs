@@ -293,8 +293,10 @@ async fn refused_app_answers_502_and_keeps_the_shared_h2_connection() {
             reply.describe()
         );
     }
+    // Refused connects are answered at once, with no backoff in between; the bound is loose
+    // for a debug build on a busy machine (a correctness bound, not a performance claim).
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );

@@ -279,10 +279,42 @@ impl Certifier for FakeCa {
     }
 }
 
-fn token_file(tag: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("weft-proxy-token-{tag}-{}", std::process::id()));
+/// A token file holding `tok\n`, unique to this call.
+pub(crate) fn token_file(tag: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "weft-proxy-token-{tag}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::write(&path, "tok\n").expect("token");
     path
+}
+
+/// A test identity `local_name` whose Certify is faked (the control-plane address is never
+/// dialled), trusting `anchors_pem` (and watching `anchors_file` when given): refresh between
+/// 1 s and 24 h, retries after 100 ms to 5 s.
+pub(crate) fn test_config(
+    local_name: &str,
+    anchors_pem: &str,
+    anchors_file: Option<PathBuf>,
+    token_file: PathBuf,
+) -> (IdentityConfig, Schedule) {
+    let cfg = IdentityConfig {
+        svc_addr: "127.0.0.1:1".into(),
+        trust_anchors_pem: anchors_pem.to_string(),
+        trust_anchors_file: anchors_file,
+        token_file,
+        local_name: local_name.into(),
+        min_refresh: Duration::from_secs(1),
+        max_refresh: Duration::from_secs(24 * 3600),
+    };
+    let schedule = Schedule {
+        min_refresh: cfg.min_refresh,
+        max_refresh: cfg.max_refresh,
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(5),
+    };
+    (cfg, schedule)
 }
 
 /// Starts an identity whose Certify answers come from `ca`, trusting `trust_pem`.
@@ -299,21 +331,7 @@ fn start_fake_with(
         calls: Arc::default(),
         called: Arc::default(),
     };
-    let cfg = IdentityConfig {
-        svc_addr: "127.0.0.1:1".into(),
-        trust_anchors_pem: trust_pem.to_string(),
-        trust_anchors_file: None,
-        token_file,
-        local_name: A.into(),
-        min_refresh: Duration::from_secs(1),
-        max_refresh: Duration::from_secs(24 * 3600),
-    };
-    let schedule = Schedule {
-        min_refresh: cfg.min_refresh,
-        max_refresh: cfg.max_refresh,
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(5),
-    };
+    let (cfg, schedule) = test_config(A, trust_pem, None, token_file);
     let metrics = Metrics::new();
     let identity =
         Identity::start_with(&cfg, schedule, metrics.clone(), fake.clone()).expect("start");
@@ -480,21 +498,12 @@ async fn a_changed_trust_anchors_file_is_applied_and_a_bad_one_keeps_the_anchors
         calls: Arc::default(),
         called: Arc::default(),
     };
-    let cfg = IdentityConfig {
-        svc_addr: "127.0.0.1:1".into(),
-        trust_anchors_pem: ca1.anchor_pem.clone(),
-        trust_anchors_file: Some(anchors_file.clone()),
-        token_file: token_file("anchors"),
-        local_name: A.into(),
-        min_refresh: Duration::from_secs(1),
-        max_refresh: Duration::from_secs(24 * 3600),
-    };
-    let schedule = Schedule {
-        min_refresh: cfg.min_refresh,
-        max_refresh: cfg.max_refresh,
-        backoff_min: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(5),
-    };
+    let (cfg, schedule) = test_config(
+        A,
+        &ca1.anchor_pem,
+        Some(anchors_file.clone()),
+        token_file("anchors"),
+    );
     let metrics = Metrics::new();
     let identity =
         Identity::start_with(&cfg, schedule, metrics.clone(), fake.clone()).expect("start");

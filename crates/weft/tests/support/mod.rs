@@ -23,6 +23,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub use clients::{http_get, http_request};
+// One Prometheus text parser for every test: the testbed's (exact label match).
+pub use weft_testbed::mesh::metric_sum;
 // Skipping locally and failing under `CI=true`, and finding tools, work as in the testbed.
 #[allow(unused_imports)] // not every test binary skips
 pub use weft_testbed::{in_ci, skip_or_fail, which};
@@ -633,79 +635,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Sums the samples of `name` (exact metric name) whose label set contains every pair.
-pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut total = 0.0;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((metric, rest)) = split_metric(line) else {
-            continue;
-        };
-        if metric != name {
-            continue;
-        }
-        let (label_map, value) = rest;
-        let all = labels
-            .iter()
-            .all(|(k, v)| label_map.get(*k).map(|x| x == v).unwrap_or(false));
-        if all {
-            total += value;
-        }
-    }
-    total
-}
-
-type Sample = (HashMap<String, String>, f64);
-
-fn split_metric(line: &str) -> Option<(&str, Sample)> {
-    let line = line.trim();
-    if let Some(brace) = line.find('{') {
-        let name = &line[..brace];
-        let close = line.rfind('}')?;
-        let labels = parse_labels(&line[brace + 1..close]);
-        let value = line[close + 1..].split_whitespace().next()?.parse().ok()?;
-        Some((name, (labels, value)))
-    } else {
-        let mut parts = line.split_whitespace();
-        let name = parts.next()?;
-        let value = parts.next()?.parse().ok()?;
-        Some((name, (HashMap::new(), value)))
-    }
-}
-
-fn parse_labels(text: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while matches!(chars.peek(), Some(',') | Some(' ')) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        if chars.next() != Some('"') {
-            break;
-        }
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => break,
-                },
-                '"' => break,
-                other => value.push(other),
-            }
-        }
-        out.insert(key.trim().to_string(), value);
-    }
-    out
 }
 
 /// FNV-1a 64 over a stream of chunks: enough to compare large bodies without keeping them.
