@@ -62,6 +62,42 @@ pub struct InitArgs {
 }
 
 /// The iptables backend.
+impl InitArgs {
+    /// The `weft init` flags that reproduce these arguments (for running it elsewhere, e.g.
+    /// inside a pod's namespace).
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut flags = vec![
+            "--proxy-uid".to_string(),
+            self.proxy_uid.to_string(),
+            "--inbound-port".into(),
+            self.inbound_port.to_string(),
+            "--outbound-port".into(),
+            self.outbound_port.to_string(),
+            "--skip-inbound-ports".into(),
+            self.skip_inbound_ports.to_string(),
+            "--skip-outbound-ports".into(),
+            self.skip_outbound_ports.to_string(),
+            "--opaque-ports".into(),
+            self.opaque_ports.to_string(),
+            "--iptables-mode".into(),
+            self.iptables_mode.to_string(),
+        ];
+        if !self.skip_outbound_cidrs.is_empty() {
+            flags.push("--skip-outbound-cidrs".into());
+            let cidrs: Vec<String> = self
+                .skip_outbound_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            flags.push(cidrs.join(","));
+        }
+        if self.dry_run {
+            flags.push("--dry-run".into());
+        }
+        flags
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     Nft,
@@ -527,6 +563,35 @@ mod tests {
     fn args(flags: &[&str]) -> InitArgs {
         let argv = std::iter::once("init").chain(flags.iter().copied());
         Cli::try_parse_from(argv).expect("parse").init
+    }
+
+    #[test]
+    fn flags_round_trip() {
+        let a = args(&[
+            "--proxy-uid",
+            "7",
+            "--skip-inbound-ports",
+            "22,4190-4191",
+            "--skip-outbound-cidrs",
+            "10.0.0.0/8,198.18.0.0/15",
+            "--opaque-ports",
+            "6379",
+            "--iptables-mode",
+            "legacy",
+            "--dry-run",
+        ]);
+        let flags = a.to_flags();
+        let again = args(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(format!("{again:?}"), format!("{a:?}"));
+        let plain = args(&[]);
+        let again = args(
+            &plain
+                .to_flags()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(format!("{again:?}"), format!("{plain:?}"));
     }
 
     #[test]

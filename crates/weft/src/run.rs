@@ -332,15 +332,17 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
     if wait_ports(pod, args, &mut running.cmd).await? {
         let answer = register(args, &args.workload(IpAddr::V4(pod.addressing.ip), &ports)).await?;
         running.registered = true;
-        hand_over(args, &mut running, identity, &answer).await?;
+        if let Err(e) = hand_over(&mut running, identity, &answer) {
+            teardown(args, &mut running).await;
+            return Err(e);
+        }
     }
     Ok(running)
 }
 
-/// Gives the sidecar the registration's token and starts refreshing its trust anchors. A refusal
-/// deregisters again (the caller drops the processes).
-async fn hand_over(
-    args: &RunArgs,
+/// Gives the sidecar the registration's token and starts refreshing its trust anchors. On an
+/// error the caller tears down (deregistering, stopping the processes).
+fn hand_over(
     running: &mut Running,
     identity: Option<SidecarIdentity>,
     answer: &serde_json::Value,
@@ -348,16 +350,7 @@ async fn hand_over(
     let Some(identity) = identity else {
         return Ok(());
     };
-    if let Err(e) = identity.hand_over(answer) {
-        if let Err(e) = deregister(args).await {
-            eprintln!(
-                "weft run: deregistering {}/{}: {e:#}",
-                args.namespace, args.name
-            );
-        }
-        running.registered = false;
-        return Err(e);
-    }
+    identity.hand_over(answer)?;
     running.anchors_refresh = Some(Relay(tokio::spawn(identity.keep_anchors_fresh())));
     Ok(())
 }
@@ -368,16 +361,8 @@ async fn install_rules(args: &RunArgs, pod: &Pod) -> anyhow::Result<()> {
     let output = tokio::process::Command::new("ip")
         .args(["netns", "exec", &pod.netns])
         .arg(exe)
-        .args(["init", "--proxy-uid", &args.proxy_uid.to_string()])
-        .args(["--inbound-port", &INBOUND_PORT.to_string()])
-        .args(["--outbound-port", &OUTBOUND_PORT.to_string()])
-        .args(["--skip-inbound-ports", &args.skip_inbound_ports.to_string()])
-        .args([
-            "--skip-outbound-ports",
-            &args.skip_outbound_ports.to_string(),
-        ])
-        .args(["--opaque-ports", &args.opaque_ports.to_string()])
-        .args(["--iptables-mode", &args.iptables_mode.to_string()])
+        .arg("init")
+        .args(init_args(args).to_flags())
         .stdin(Stdio::null())
         .output()
         .await
@@ -663,7 +648,7 @@ async fn explicit(
             let handed = match result {
                 Ok(answer) => {
                     running.registered = true;
-                    hand_over(args, &mut running, identity, &answer).await
+                    hand_over(&mut running, identity, &answer)
                 }
                 Err(e) => Err(e),
             };
