@@ -190,7 +190,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let tokens = tokens::Tokens::load(&config.store_dir);
     let index = index::Index::new(&config.cluster_domain);
     // The first state is applied before serving so the first answers already reflect the store.
-    index.apply(store.states().borrow().clone());
+    let states = store.states();
+    index.apply(states.borrow().clone());
     let index_task = tokio::spawn(index::run(index.clone(), store.states()));
     let api_task = tokio::spawn(api::serve(
         api_listener,
@@ -215,7 +216,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             shutdown_rx.clone(),
         )));
     }
-    let identity = grpc::identity::IdentityService::new(ca_rx, ledger, tokens, index.clone());
+    let identity = grpc::identity::IdentityService::new(ca_rx, ledger, tokens, states);
     let grpc = tokio::spawn(grpc::serve(grpc_listener, index, identity, shutdown_rx));
     tracing::info!(%grpc_addr, %api_addr, store = %config.store_dir.display(), "control plane listening");
     Ok(Running {

@@ -14,7 +14,7 @@
 
 use crate::ca::{Ca, CertifyError};
 use crate::ca_reload::Ledger;
-use crate::index::Index;
+use crate::resource::State;
 use crate::tokens::Tokens;
 use linkerd2_proxy_api::identity::{identity_server::Identity, CertifyRequest, CertifyResponse};
 use std::sync::Arc;
@@ -26,7 +26,10 @@ pub struct IdentityService {
     ca: watch::Receiver<Arc<Ca>>,
     ledger: Ledger,
     tokens: Tokens,
-    index: Arc<Index>,
+    /// The store's states, not the index's: a registration answers once the store applied it,
+    /// and the proxy certifies with its token right then, before the index (fed from the same
+    /// channel on a blocking task) may have caught up.
+    states: watch::Receiver<Arc<State>>,
 }
 
 impl IdentityService {
@@ -34,13 +37,13 @@ impl IdentityService {
         ca: watch::Receiver<Arc<Ca>>,
         ledger: Ledger,
         tokens: Tokens,
-        index: Arc<Index>,
+        states: watch::Receiver<Arc<State>>,
     ) -> Self {
         Self {
             ca,
             ledger,
             tokens,
-            index,
+            states,
         }
     }
 
@@ -51,7 +54,7 @@ impl IdentityService {
                 "the token was not issued by this control plane (or was revoked)",
             )
         })?;
-        let state = self.index.state();
+        let state = self.states.borrow().clone();
         let workload = state
             .workloads
             .get(&(grant.namespace.clone(), grant.name.clone()))
