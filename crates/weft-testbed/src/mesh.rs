@@ -15,6 +15,11 @@ pub const STARTUP: Duration = Duration::from_secs(30);
 /// Where a pod's proxy serves its admin endpoints (`/metrics`, `/ready`), inside the pod.
 pub const ADMIN: &str = "127.0.0.1:4191";
 
+/// `weft`'s variable naming the `weft-proxy` binary that `weft run` and `weft demo` start (not a
+/// proxy variable, so not in `weft_proxy::config`; this crate does not depend on the proxy).
+/// crates/weft/tests/env_names.rs checks it is the name `weft` reads.
+pub const ENV_WEFT_PROXY_BIN: &str = "WEFT_PROXY_BIN";
+
 /// `weft control` serving on its pod's address (gRPC 8086, API 8085).
 pub struct ControlPlane {
     pub proc: Proc,
@@ -105,7 +110,7 @@ impl Workload {
             libc::SIGTERM,
             move || {
                 let mut cmd = Command::new(&weft);
-                cmd.args(&argv).env("WEFT_PROXY_BIN", &proxy);
+                cmd.args(&argv).env(ENV_WEFT_PROXY_BIN, &proxy);
                 cmd
             },
         )?;

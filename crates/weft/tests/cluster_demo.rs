@@ -32,7 +32,7 @@ impl Demo {
     fn start(args: &[&str]) -> Demo {
         let mut cmd = Command::new(WEFT);
         cmd.args(args)
-            .env("WEFT_PROXY_BIN", PROXY)
+            .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, PROXY)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -294,7 +294,7 @@ fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
 fn cluster_demo_without_root_points_at_the_plain_demo() {
     let mut cmd = Command::new(WEFT);
     cmd.args(["demo", "--cluster", "--duration", "1"])
-        .env("WEFT_PROXY_BIN", PROXY)
+        .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, PROXY)
         .stdin(Stdio::null());
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {

@@ -12,7 +12,7 @@ async fn demo_reports_edges_with_traffic() {
     let tmp = TempDir::new("demo");
     let mut cmd = tokio::process::Command::new(weft_bin());
     cmd.args(["demo", "--duration", "8", "--json"])
-        .env("WEFT_PROXY_BIN", support::proxy_bin());
+        .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, support::proxy_bin());
     set_pdeathsig(&mut cmd);
     let mut demo = ChildProc::spawn("weft-demo", cmd, tmp.path());
     let status = demo.wait(Duration::from_secs(90)).await.unwrap_or_else(|| {

@@ -31,6 +31,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tokio::process::Child;
 use tokio::time::Instant;
+use weft_proxy::config;
 
 use self::app::Name;
 use self::children::ProxyListening;
@@ -318,27 +319,24 @@ async fn launch(
 
     let mut proxy = children::command(proxy_bin, None);
     proxy
-        .env("WEFT_PROXY_DESTINATION_SVC_ADDR", grpc.to_string())
-        .env("WEFT_PROXY_POLICY_WORKLOAD", format!("{NAMESPACE}:{name}"))
-        .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+        .env(config::ENV_DESTINATION_SVC_ADDR, grpc.to_string())
+        .env(config::ENV_POLICY_WORKLOAD, format!("{NAMESPACE}:{name}"))
+        .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
         .env(
-            "WEFT_PROXY_INBOUND_FORWARD_PORTS",
+            config::ENV_INBOUND_FORWARD_PORTS,
             app_port.map(|p| p.to_string()).unwrap_or_default(),
         )
-        .env("WEFT_PROXY_OUTBOUND_UPSTREAMS", spec.upstreams.join(","))
-        .env("WEFT_PROXY_IDENTITY_TOKEN_FILE", &token_file)
-        .env("WEFT_PROXY_IDENTITY_LOCAL_NAME", workload_identity(name))
+        .env(config::ENV_OUTBOUND_UPSTREAMS, spec.upstreams.join(","))
+        .env(config::ENV_IDENTITY_TOKEN_FILE, &token_file)
+        .env(config::ENV_IDENTITY_LOCAL_NAME, workload_identity(name))
         .env(
-            "WEFT_PROXY_IDENTITY_TRUST_ANCHORS",
+            config::ENV_IDENTITY_TRUST_ANCHORS,
             identity.trust_anchors_pem,
         )
         .stdout(Stdio::piped());
-    if std::env::var_os("WEFT_PROXY_LOG").is_none() {
-        // The live table owns the terminal; proxies only speak up about problems.
-        proxy.env("WEFT_PROXY_LOG", "warn");
-    }
+    proxy.envs(children::quiet_proxy_log());
     let mut proxy = proxy
         .spawn()
         .with_context(|| format!("spawning {}", proxy_bin.display()))?;
