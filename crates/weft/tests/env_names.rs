@@ -33,10 +33,7 @@ fn files(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
         let path = entry.path();
         if path.is_dir() {
             out.extend(files(&path, suffixes));
-        } else if suffixes
-            .iter()
-            .any(|s| path.to_string_lossy().ends_with(s))
-        {
+        } else if suffixes.iter().any(|s| path.to_string_lossy().ends_with(s)) {
             out.push(path);
         }
     }
@@ -59,7 +56,10 @@ fn string_constants(text: &str) -> BTreeMap<String, String> {
             break;
         };
         let ident = ident.trim();
-        if !ident.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if !ident
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             continue;
         }
         let Some(value) = after
@@ -125,7 +125,11 @@ fn the_source_scan_finds_the_compiled_constants() {
     ] {
         assert_eq!(proxy.get(ident).map(String::as_str), Some(value), "{ident}");
     }
-    assert!(proxy.len() >= 30, "only {} proxy constants found", proxy.len());
+    assert!(
+        proxy.len() >= 30,
+        "only {} proxy constants found",
+        proxy.len()
+    );
     let weft: BTreeSet<String> = weft_constants().into_values().collect();
     assert!(
         weft.contains(weft_testbed::mesh::ENV_WEFT_PROXY_BIN),
@@ -203,8 +207,7 @@ fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
         Some((head, tail)) => {
-            name.starts_with(head)
-                && (head.len()..=name.len()).any(|i| glob(tail, &name[i..]))
+            name.starts_with(head) && (head.len()..=name.len()).any(|i| glob(tail, &name[i..]))
         }
     }
 }
@@ -227,8 +230,14 @@ fn mention_patterns_expand_and_match() {
             "2:WEFT_PROXY_Z",
         ]
     );
-    assert!(glob("WEFT_PROXY_*_DETECT_TIMEOUT", "WEFT_PROXY_INBOUND_DETECT_TIMEOUT"));
-    assert!(!glob("WEFT_PROXY_*_DETECT_TIMEOUT", "WEFT_PROXY_INBOUND_DETECT"));
+    assert!(glob(
+        "WEFT_PROXY_*_DETECT_TIMEOUT",
+        "WEFT_PROXY_INBOUND_DETECT_TIMEOUT"
+    ));
+    assert!(!glob(
+        "WEFT_PROXY_*_DETECT_TIMEOUT",
+        "WEFT_PROXY_INBOUND_DETECT"
+    ));
     assert!(!glob("WEFT_PROXY_LOG", "WEFT_PROXY_LOGS"));
 }
 
