@@ -674,3 +674,23 @@ pub fn summary(stdout: &str) -> Option<serde_json::Value> {
         .next()?
         .ok()
 }
+
+/// The edges of a `weft demo --json` summary, once checked for what every demo run shows: at
+/// least three, each naming both ends, with requests and a success rate in 0.5..=1.
+pub fn demo_edges(summary: &serde_json::Value) -> &[serde_json::Value] {
+    let edges = summary["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("summary has no edges array: {summary}"));
+    assert!(edges.len() >= 3, "expected >= 3 edges: {summary}");
+    for edge in edges {
+        let requests = edge["requests"].as_u64().unwrap_or(0);
+        assert!(requests > 0, "edge without requests: {edge}");
+        let rate = edge["success_rate"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (0.5..=1.0).contains(&rate),
+            "edge success rate {rate} outside 0.5..=1: {edge}"
+        );
+        assert!(edge["src"].is_string() && edge["dst"].is_string(), "{edge}");
+    }
+    edges
+}
