@@ -48,18 +48,6 @@ fn precise_errors() {
 }
 
 #[test]
-fn duplicates_are_rejected() {
-    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {}, clusterIP: 10.0.0.1, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web2}\nspec: {selector: {}, clusterIP: 10.0.0.1, ports: [{port: 80}]}\n";
-    let (docs, errors) = parse_yaml_file("s.yaml", text, &defaults());
-    assert!(errors.is_empty());
-    let errs = assemble(docs).unwrap_err();
-    assert_eq!(
-        errs,
-        vec!["s.yaml: document 1: spec.clusterIP: 10.0.0.1 is already used by Service default/web"]
-    );
-}
-
-#[test]
 fn port_lists() {
     assert_eq!(
         parse_port_list("25, 5432-5433").unwrap(),
