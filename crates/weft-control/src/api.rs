@@ -171,7 +171,7 @@ fn identity_status(ctx: &Ctx) -> Response<Full<Bytes>> {
         Some(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         None => None,
     };
-    let now = rotation::unix_now();
+    let now = crate::clock::unix_now();
     let leaves = ctx.ledger.live(now);
     let own = ctx.ledger.snapshot(now);
     let cps = vec![rotation::ControlPlaneStatus {

@@ -193,9 +193,6 @@ impl ExternalWorkload {
     }
 }
 
-// Files of documents and which version of each is in force: `crate::documents`.
-pub use crate::documents::{parse_yaml_file, Located};
-
 /// Validates one document (e.g. a registration request body). `prefix` starts every error.
 pub fn validate_one(
     value: &Value,

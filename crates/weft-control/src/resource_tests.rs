@@ -1,6 +1,7 @@
 //! Validator tests: documents in, values or precise errors out.
 
 use super::*;
+use crate::documents::parse_yaml_file;
 
 fn defaults() -> Defaults {
     Defaults {

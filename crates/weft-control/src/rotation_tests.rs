@@ -1,5 +1,6 @@
 use super::*;
 use crate::ca_reload::Ledger;
+use std::time::SystemTime;
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("weft-rotation-{tag}-{}", std::process::id()));
