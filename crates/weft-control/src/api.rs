@@ -218,7 +218,7 @@ async fn register(
     // JSON is also YAML, but parsing JSON first gives JSON clients JSON error positions.
     let mut doc: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(_) => match serde_yaml::from_str(text) {
+        Err(_) => match yaml_serde::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return error(

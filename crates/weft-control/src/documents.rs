@@ -100,7 +100,7 @@ pub fn parse_yaml_file(file: &str, text: &str, defaults: &Defaults) -> (Vec<Loca
 pub fn parse_yaml_documents(file: &str, text: &str, defaults: &Defaults) -> ParsedFile {
     use serde::Deserialize;
     let mut out = ParsedFile::default();
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (index, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let value = match Value::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {

@@ -180,3 +180,21 @@ fn a_cluster_ip_stays_with_its_holder() {
     assert_eq!(ip(&v3, "web").as_deref(), Some("10.0.0.1"));
     assert_eq!(ip(&v3, "web2").as_deref(), Some("10.0.0.2"));
 }
+
+#[test]
+fn invalid_yaml_names_the_line_and_column() {
+    // Lines count from the top of the file, not of the document.
+    let text = format!(
+        "{}---\nkind: Service\nmetadata: {{name: [web}}\n",
+        svc("api", 80)
+    );
+    let parsed = parse_yaml_documents("s.yaml", &text, &defaults());
+    assert_eq!(parsed.docs.len(), 1);
+    let errors: Vec<&String> = parsed.errors().collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("s.yaml: document 1: invalid YAML: ")
+            && errors[0].contains("at line 7 column 22"),
+        "{errors:?}"
+    );
+}

@@ -318,7 +318,7 @@ impl Store {
     fn register(&mut self, w: ExternalWorkload) -> Result<(), StoreError> {
         let path = self.registered_path(&w.namespace, &w.name);
         let previous = std::fs::read(&path).ok();
-        let yaml = serde_yaml::to_string(&w.to_document())
+        let yaml = yaml_serde::to_string(&w.to_document())
             .map_err(|e| StoreError::Rejected(vec![e.to_string()]))?;
         write_atomic(&path, yaml.as_bytes())?;
         self.load();
