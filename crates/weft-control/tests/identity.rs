@@ -299,3 +299,52 @@ async fn a_bad_file_from_start_up_does_not_block_registration_or_certify() {
     cp.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The "certified" log line carries plain values: the leaf's expiry as RFC 3339, not
+/// `SystemTime { tv_sec: .., tv_nsec: .. }`.
+#[tokio::test]
+async fn certify_logs_the_expiry_as_rfc3339() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    // The test runtime is single-threaded, so the server's tasks log through this default.
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish(),
+    );
+    let store = temp_dir("certify-log");
+    let cp = start(&store, None).await;
+    let (identity, token) = register(cp.api_addr, "web-1").await;
+    let rsp = certify(cp.grpc_addr, &identity, &token, csr_for(&identity))
+        .await
+        .expect("certified");
+    let secs = rsp.valid_until.expect("valid_until").seconds;
+    let want = time::OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    cp.shutdown().await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("certified"))
+        .unwrap_or_else(|| panic!("no certified line in:\n{text}"));
+    assert!(line.contains(&format!("valid_until={want}")), "{line}");
+    assert!(!text.contains("SystemTime {"), "{text}");
+    let _ = std::fs::remove_dir_all(&store);
+}
