@@ -171,7 +171,7 @@ fn identity_status(ctx: &Ctx) -> Response<Full<Bytes>> {
         Some(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
         None => None,
     };
-    let now = rotation::unix_now();
+    let now = crate::clock::unix_now();
     let leaves = ctx.ledger.live(now);
     let own = ctx.ledger.snapshot(now);
     let cps = vec![rotation::ControlPlaneStatus {
@@ -218,7 +218,7 @@ async fn register(
     // JSON is also YAML, but parsing JSON first gives JSON clients JSON error positions.
     let mut doc: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(_) => match serde_yaml::from_str(text) {
+        Err(_) => match yaml_serde::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return error(

@@ -11,12 +11,13 @@
 //! (`spiffe://TD/ns/NS/sa/SA`) as URI SAN, are valid for serverAuth and clientAuth, and never
 //! outlive the issuer.
 
+use crate::clock::{from_unix, unix};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -531,21 +532,6 @@ pub fn fill_random(buf: &mut [u8]) {
     ring::rand::SystemRandom::new()
         .fill(buf)
         .expect("the system random number generator failed");
-}
-
-fn unix(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
-
-fn from_unix(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
 }
 
 fn to_offset(t: SystemTime) -> time::OffsetDateTime {

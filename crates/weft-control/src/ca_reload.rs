@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::ca::{self, Ca};
-use crate::rotation::{unix_now, write_atomic};
+use crate::clock::unix_now;
+use crate::files::write_atomic;
 
 /// How often the CA directory is checked for changes (and the ledger written when it changed).
 pub const CA_RELOAD_INTERVAL: Duration = Duration::from_secs(1);

@@ -137,16 +137,45 @@ pub struct Index {
     applying: Mutex<()>,
 }
 
-type Senders<K, V> = HashMap<K, Arc<watch::Sender<V>>>;
+/// The published snapshots of one kind: one watch channel per key, shared by every
+/// subscriber of that key.
+struct Keyed<K, V>(HashMap<K, Arc<watch::Sender<V>>>);
+
+impl<K, V> Default for Keyed<K, V> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
+    /// A receiver of `key`'s snapshot; the first subscriber's `compute` makes it.
+    fn subscribe(&mut self, key: &K, compute: impl FnOnce() -> V) -> watch::Receiver<V> {
+        if let Some(tx) = self.0.get(key) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(compute());
+        self.0.insert(key.clone(), Arc::new(tx));
+        rx
+    }
+
+    /// Drops keys nobody watches any more and lists the others.
+    fn live(&mut self) -> Live<K, V> {
+        self.0.retain(|_, tx| tx.receiver_count() > 0);
+        self.0
+            .iter()
+            .map(|(k, tx)| (k.clone(), tx.clone()))
+            .collect()
+    }
+}
 
 #[derive(Default)]
 struct Inner {
     state: Arc<State>,
     lookup: Arc<Lookup>,
-    destinations: Senders<Target, Destination>,
-    profiles: Senders<Target, Profile>,
-    outbound: Senders<Target, Outbound>,
-    inbound: Senders<InboundKey, Inbound>,
+    destinations: Keyed<Target, Destination>,
+    profiles: Keyed<Target, Profile>,
+    outbound: Keyed<Target, Outbound>,
+    inbound: Keyed<InboundKey, Inbound>,
 }
 
 /// The keys alive when a state was swapped in, to be refreshed outside the lock.
@@ -201,10 +230,10 @@ impl Index {
             inner.lookup = lookup.clone();
             (
                 old,
-                live(&mut inner.destinations),
-                live(&mut inner.profiles),
-                live(&mut inner.outbound),
-                live(&mut inner.inbound),
+                inner.destinations.live(),
+                inner.profiles.live(),
+                inner.outbound.live(),
+                inner.inbound.live(),
             )
         };
         let changes = Changes::between(&old, &state, &lookup);
@@ -221,26 +250,14 @@ impl Index {
             } => Err((namespace.clone(), name.clone())),
             Target::Addr(a) => Ok(changes.addr(&lookup, a.ip())),
         };
-        for (t, tx) in &dests {
-            if by_addr(t).unwrap_or_else(|key| changes.endpoints(&key)) {
-                applied.publish(tx, v.destination(t));
-            }
-        }
-        for (t, tx) in &profiles {
-            if by_addr(t).unwrap_or_else(|key| changes.service(&key)) {
-                applied.publish(tx, v.profile(t));
-            }
-        }
-        for (t, tx) in &outbounds {
-            if by_addr(t).unwrap_or_else(|key| changes.service(&key)) {
-                applied.publish(tx, v.outbound(t));
-            }
-        }
-        for (k, tx) in &inbounds {
-            if changes.workload(&(k.namespace.clone(), k.workload.clone())) {
-                applied.publish(tx, inbound(&state, k));
-            }
-        }
+        let endpoints = |t: &Target| by_addr(t).unwrap_or_else(|key| changes.endpoints(&key));
+        let service = |t: &Target| by_addr(t).unwrap_or_else(|key| changes.service(&key));
+        let workload =
+            |k: &InboundKey| changes.workload(&(k.namespace.clone(), k.workload.clone()));
+        applied.refresh(&dests, endpoints, |t| v.destination(t));
+        applied.refresh(&profiles, service, |t| v.profile(t));
+        applied.refresh(&outbounds, service, |t| v.outbound(t));
+        applied.refresh(&inbounds, workload, |k| v.inbound(k));
         applied
     }
 
@@ -252,55 +269,66 @@ impl Index {
         }
     }
 
-    pub fn destination(&self, target: &Target) -> watch::Receiver<Destination> {
+    /// Subscribes to one key of one kind of snapshot: `keyed` picks the kind's channels,
+    /// `compute` makes the first snapshot when nobody watched the key yet.
+    fn subscribe<K: Hash + Eq + Clone, V>(
+        &self,
+        key: &K,
+        keyed: fn(&mut Inner) -> &mut Keyed<K, V>,
+        compute: fn(&View<'_>, &K) -> V,
+    ) -> watch::Receiver<V> {
         let mut inner = self.lock();
         let (state, lookup) = (inner.state.clone(), inner.lookup.clone());
-        subscribe(&mut inner.destinations, target, || {
-            self.view(&state, &lookup).destination(target)
-        })
+        keyed(&mut inner).subscribe(key, || compute(&self.view(&state, &lookup), key))
+    }
+
+    pub fn destination(&self, target: &Target) -> watch::Receiver<Destination> {
+        self.subscribe(target, |i| &mut i.destinations, |v, t| v.destination(t))
     }
 
     pub fn profile(&self, target: &Target) -> watch::Receiver<Profile> {
-        let mut inner = self.lock();
-        let (state, lookup) = (inner.state.clone(), inner.lookup.clone());
-        subscribe(&mut inner.profiles, target, || {
-            self.view(&state, &lookup).profile(target)
-        })
+        self.subscribe(target, |i| &mut i.profiles, |v, t| v.profile(t))
     }
 
     pub fn outbound(&self, target: &Target) -> watch::Receiver<Outbound> {
-        let mut inner = self.lock();
-        let (state, lookup) = (inner.state.clone(), inner.lookup.clone());
-        subscribe(&mut inner.outbound, target, || {
-            self.view(&state, &lookup).outbound(target)
-        })
+        self.subscribe(target, |i| &mut i.outbound, |v, t| v.outbound(t))
     }
 
     pub fn inbound(&self, key: &InboundKey) -> watch::Receiver<Inbound> {
-        let mut inner = self.lock();
-        let state = inner.state.clone();
-        subscribe(&mut inner.inbound, key, || inbound(&state, key))
+        self.subscribe(key, |i| &mut i.inbound, |v, k| v.inbound(k))
     }
 
     /// Number of keys currently published (for tests and status).
     pub fn key_count(&self) -> usize {
         let inner = self.lock();
-        inner.destinations.len() + inner.profiles.len() + inner.outbound.len() + inner.inbound.len()
+        inner.destinations.0.len()
+            + inner.profiles.0.len()
+            + inner.outbound.0.len()
+            + inner.inbound.0.len()
     }
 }
 
 impl Applied {
-    fn publish<V: PartialEq>(&mut self, tx: &watch::Sender<V>, new: V) {
-        self.recomputed += 1;
-        let sent = tx.send_if_modified(|cur| {
-            if *cur == new {
-                false
-            } else {
-                *cur = new;
-                true
-            }
-        });
-        self.sent += usize::from(sent);
+    /// Recomputes the live keys whose inputs changed and publishes the snapshots that differ.
+    fn refresh<K, V: PartialEq>(
+        &mut self,
+        live: &Live<K, V>,
+        affected: impl Fn(&K) -> bool,
+        compute: impl Fn(&K) -> V,
+    ) {
+        for (key, tx) in live.iter().filter(|(k, _)| affected(k)) {
+            let new = compute(key);
+            self.recomputed += 1;
+            let sent = tx.send_if_modified(|cur| {
+                if *cur == new {
+                    false
+                } else {
+                    *cur = new;
+                    true
+                }
+            });
+            self.sent += usize::from(sent);
+        }
     }
 }
 
@@ -326,25 +354,6 @@ pub async fn run(index: Arc<Index>, mut states: watch::Receiver<Arc<State>>) {
             return;
         }
     }
-}
-
-fn subscribe<K: Hash + Eq + Clone, V>(
-    map: &mut Senders<K, V>,
-    key: &K,
-    compute: impl FnOnce() -> V,
-) -> watch::Receiver<V> {
-    if let Some(tx) = map.get(key) {
-        return tx.subscribe();
-    }
-    let (tx, rx) = watch::channel(compute());
-    map.insert(key.clone(), Arc::new(tx));
-    rx
-}
-
-/// Drops keys nobody watches any more and lists the others.
-fn live<K: Clone, V>(map: &mut Senders<K, V>) -> Live<K, V> {
-    map.retain(|_, tx| tx.receiver_count() > 0);
-    map.iter().map(|(k, tx)| (k.clone(), tx.clone())).collect()
 }
 
 /// One state with its lookups: where every snapshot is computed.
@@ -489,6 +498,10 @@ impl View<'_> {
                 }
             }
         }
+    }
+
+    fn inbound(&self, key: &InboundKey) -> Inbound {
+        inbound(self.state, key)
     }
 }
 

@@ -4,12 +4,16 @@
 //! `Identity.Certify` backed by [`ca`] (the CA) and [`tokens`] (per-workload tokens);
 //! [`rotation`] and [`ca_reload`] rotate the trust anchor without a restart.
 //!
-//! Shape: `store` (files, polling, registration) → `index` (per-key watch snapshots) →
+//! Shape: `store` (files, polling, registration; `documents` decides what is in force) → `index` (per-key watch snapshots) →
 //! `grpc` (streams mapping snapshots to protobuf); `api` is the HTTP registration API.
+//! Leaves: `clock` (Unix seconds, RFC 3339) and `files` (atomic file replacement).
 
 pub mod api;
 pub mod ca;
 pub mod ca_reload;
+pub mod clock;
+pub mod documents;
+pub mod files;
 pub mod grpc;
 pub mod index;
 pub mod resource;

@@ -193,47 +193,6 @@ impl ExternalWorkload {
     }
 }
 
-/// A document together with where it came from, for error messages.
-#[derive(Clone, Debug)]
-pub struct Located {
-    pub file: String,
-    pub index: usize,
-    pub resource: Resource,
-}
-
-/// Parses every `---`-separated document of one file. Empty documents are skipped.
-/// Returns the valid documents and the errors of the invalid ones.
-pub fn parse_yaml_file(file: &str, text: &str, defaults: &Defaults) -> (Vec<Located>, Vec<String>) {
-    use serde::Deserialize;
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = match Value::deserialize(doc) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(format!("{file}: document {index}: invalid YAML: {e}"));
-                // The parser cannot resynchronise after a syntax error.
-                break;
-            }
-        };
-        if value.is_null() {
-            continue;
-        }
-        let mut ctx = Ctx::new(format!("{file}: document {index}"));
-        if let Some(resource) = validate_document(&value, defaults, &mut ctx) {
-            if ctx.errors.is_empty() {
-                out.push(Located {
-                    file: file.to_string(),
-                    index,
-                    resource,
-                });
-            }
-        }
-        errors.extend(ctx.errors);
-    }
-    (out, errors)
-}
-
 /// Validates one document (e.g. a registration request body). `prefix` starts every error.
 pub fn validate_one(
     value: &Value,
@@ -247,61 +206,14 @@ pub fn validate_one(
     }
 }
 
-/// Checks rules that span documents (duplicate names, duplicate cluster IPs) and builds the state.
-pub fn assemble(docs: Vec<Located>) -> Result<State, Vec<String>> {
-    let mut state = State::default();
-    let mut errors = Vec::new();
-    let mut seen: BTreeMap<(&'static str, String, String), (String, usize)> = BTreeMap::new();
-    let mut ips: BTreeMap<IpAddr, (String, String)> = BTreeMap::new();
-    for doc in docs {
-        let (kind, ns, name) = match &doc.resource {
-            Resource::Service(s) => ("Service", s.namespace.clone(), s.name.clone()),
-            Resource::Workload(w) => ("ExternalWorkload", w.namespace.clone(), w.name.clone()),
-        };
-        let here = format!("{}: document {}", doc.file, doc.index);
-        if let Some((f, i)) = seen.get(&(kind, ns.clone(), name.clone())) {
-            errors.push(format!(
-                "{here}: metadata.name: duplicate {kind} {ns}/{name} (first defined in {f}: document {i})"
-            ));
-            continue;
-        }
-        seen.insert(
-            (kind, ns.clone(), name.clone()),
-            (doc.file.clone(), doc.index),
-        );
-        match doc.resource {
-            Resource::Service(s) => {
-                if let Some(ip) = s.cluster_ip {
-                    if let Some((ons, oname)) = ips.get(&ip) {
-                        errors.push(format!(
-                            "{here}: spec.clusterIP: {ip} is already used by Service {ons}/{oname}"
-                        ));
-                        continue;
-                    }
-                    ips.insert(ip, (ns.clone(), name.clone()));
-                }
-                state.services.insert((ns, name), s);
-            }
-            Resource::Workload(w) => {
-                state.workloads.insert((ns, name), w);
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(state)
-    } else {
-        Err(errors)
-    }
-}
-
 /// Collects errors for one document under a `FILE: document I` prefix.
-struct Ctx {
+pub(crate) struct Ctx {
     prefix: String,
-    errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 impl Ctx {
-    fn new(prefix: String) -> Self {
+    pub(crate) fn new(prefix: String) -> Self {
         Self {
             prefix,
             errors: Vec::new(),
@@ -312,7 +224,7 @@ impl Ctx {
     }
 }
 
-fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -> Option<Resource> {
+pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -> Option<Resource> {
     let Some(obj) = v.as_object() else {
         ctx.err(
             "(root)",

@@ -1,6 +1,7 @@
 //! Validator tests: documents in, values or precise errors out.
 
 use super::*;
+use crate::documents::parse_yaml_file;
 
 fn defaults() -> Defaults {
     Defaults {
@@ -45,18 +46,6 @@ fn precise_errors() {
         "services.yaml: document 0: spec.ports[0].port: must be 1..65535, got 70000"
     );
     assert!(errors[2].starts_with("services.yaml: document 1: kind: unknown kind \"Pod\""));
-}
-
-#[test]
-fn duplicates_are_rejected() {
-    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {selector: {}, clusterIP: 10.0.0.1, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web2}\nspec: {selector: {}, clusterIP: 10.0.0.1, ports: [{port: 80}]}\n";
-    let (docs, errors) = parse_yaml_file("s.yaml", text, &defaults());
-    assert!(errors.is_empty());
-    let errs = assemble(docs).unwrap_err();
-    assert_eq!(
-        errs,
-        vec!["s.yaml: document 1: spec.clusterIP: 10.0.0.1 is already used by Service default/web"]
-    );
 }
 
 #[test]

@@ -11,18 +11,20 @@
 //!    [`crate::ca_reload::Ledger`] files every control plane writes under `DIR/issued/`), or less
 //!    than [`RETIRE_SETTLE`] after `issue`; then `trust-anchors.pem` holds only the new anchor.
 //!
-//! Every file is replaced atomically (write to a temporary file, rename), so a reader never sees
-//! half a bundle. Files replaced along the way are kept under `DIR/retired/<start>/`.
+//! Every file is replaced atomically ([`crate::files`]), so a reader never sees half a bundle.
+//! This module depends on `ca_reload` (the ledgers), never the other way round. Files replaced along the way are kept under `DIR/retired/<start>/`.
 //! The stage is recorded in `DIR/rotation.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{self, Ca, CaError, CertInfo};
 use crate::ca_reload::{self, LeafCount, LedgerFile};
+use crate::clock::{unix_now, unix_to_rfc3339};
+use crate::files;
 
 /// The rotation state file.
 pub const ROTATION_FILE: &str = "rotation.json";
@@ -118,26 +120,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RotationError + '_ {
     }
 }
 
-pub fn unix_now() -> i64 {
-    unix(SystemTime::now())
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// `2024-05-01T12:00:00Z` for status and messages.
-pub fn unix_to_rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
-}
-
 /// Reads `DIR/rotation.json` (`None` when no rotation ever ran).
 pub fn read_state(dir: &Path) -> Result<Option<RotationState>, RotationError> {
     let path = dir.join(ROTATION_FILE);
@@ -153,26 +135,12 @@ pub fn read_state(dir: &Path) -> Result<Option<RotationState>, RotationError> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers see the old or
-/// the new content, never a mix. `secret` files get mode 0600.
-pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<(), RotationError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+/// [`files::write_atomic`] with this module's error.
+fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> Result<(), RotationError> {
+    files::write_atomic(path, bytes, secret).map_err(|e| RotationError::Io {
+        path: e.path,
+        error: e.source,
+    })
 }
 
 fn write_state(dir: &Path, state: &RotationState) -> Result<(), RotationError> {
@@ -193,28 +161,11 @@ fn certs(path: &Path, text: &str) -> Result<Vec<Vec<u8>>, RotationError> {
 
 /// PEM text of a DER certificate (the bundle is rewritten from the certificates it parsed).
 fn pem(der: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut b64 = Vec::with_capacity(der.len() * 4 / 3 + 4);
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            b64.push(if i <= chunk.len() {
-                ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]
-            } else {
-                b'='
-            });
-        }
-    }
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    let block = pem::Pem::new("CERTIFICATE", der);
+    pem::encode_config(
+        &block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// What a stage did, for the CLI to print.

@@ -1,5 +1,6 @@
 use super::*;
 use crate::ca_reload::Ledger;
+use std::time::SystemTime;
 
 fn init(tag: &str) -> PathBuf {
     let dir = crate::test_dir(&format!("rotation-{tag}"));

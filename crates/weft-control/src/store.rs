@@ -1,15 +1,17 @@
 //! The file store: owns the store directory. It reads every `*.yaml`/`*.yml` file under it
 //! (including `.registered/`, where the registration API persists workloads), polls for changes,
-//! validates the whole set at once and publishes each good state on a `watch` channel. A bad set
-//! keeps the last good state in force; its errors are logged and kept in [`StoreStatus`].
+//! validates each document and publishes the state in force on a `watch` channel. Validation is
+//! per document ([`crate::documents`]): a bad document keeps its last good version in force and
+//! holds nothing else back; its errors are logged and kept in [`StoreStatus`].
 //!
 //! One task owns the directory, so registrations and reloads never interleave. Each file's
 //! parsed documents are cached with its text, so a change re-parses only the files that changed
 //! (a one-workload registration does not re-parse a megabyte of YAML); the cross-file checks
-//! (`resource::assemble`) still see the whole set. Loads run on the blocking pool, off the async
-//! workers that serve the streams.
+//! (`documents::in_force`) still see the whole set. Loads run on the blocking pool, off the
+//! async workers that serve the streams.
 
-use crate::resource::{self, Defaults, ExternalWorkload, Located, State};
+use crate::documents::{self, InForce, ParsedFile};
+use crate::resource::{Defaults, ExternalWorkload, State};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -24,11 +26,13 @@ pub const REGISTERED_DIR: &str = ".registered";
 /// What `GET /v1/store` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStatus {
-    /// Number of good states applied so far (1 after a good first load).
+    /// Number of states applied so far: 1 after the first load, then one more each time what
+    /// is in force changes.
     pub generation: u64,
     pub services: usize,
     pub workloads: usize,
-    /// Errors of the current rejected state; empty when the last load was good.
+    /// Errors of the documents in the store now (each such document keeps its last good
+    /// version in force); empty when every document is valid.
     pub errors: Vec<String>,
     /// Whether the first load happened (good or not).
     #[serde(skip)]
@@ -50,8 +54,8 @@ pub enum StoreError {
     Stopped,
 }
 
-/// (path relative to the store, content hash, parsed documents and errors) of one file.
-type Scanned = (String, u64, Arc<(Vec<Located>, Vec<String>)>);
+/// (path relative to the store, content hash, parsed documents) of one file.
+type Scanned = (String, u64, Arc<ParsedFile>);
 
 enum Command {
     Register(ExternalWorkload, oneshot::Sender<Result<(), StoreError>>),
@@ -116,6 +120,7 @@ pub fn start(
         status_tx,
         cache: HashMap::new(),
         fingerprint: None,
+        in_force: InForce::new(),
     };
     store.load();
     let (commands, rx) = mpsc::channel(16);
@@ -138,8 +143,10 @@ struct Store {
     /// A file is re-read only when its size or mtime changed, and re-parsed only when its
     /// text changed.
     cache: HashMap<PathBuf, Cached>,
-    /// Hash of the (file, content hash) list of the last load, good or bad.
+    /// Hash of the (file, content hash) list of the last load.
     fingerprint: Option<u64>,
+    /// The version of each document in force: what a bad document falls back to.
+    in_force: InForce,
 }
 
 /// One store file as last read.
@@ -149,8 +156,8 @@ struct Cached {
     text: Arc<str>,
     /// Hash of `text`, for the fingerprint.
     hash: u64,
-    /// `resource::parse_yaml_file` of `text`: valid documents and the errors of invalid ones.
-    parsed: Arc<(Vec<Located>, Vec<String>)>,
+    /// `documents::parse_yaml_documents` of `text`.
+    parsed: Arc<ParsedFile>,
 }
 
 impl Store {
@@ -202,12 +209,12 @@ impl Store {
         }
     }
 
-    /// Scans, and if anything changed, validates and applies. Returns the errors of this load
-    /// (empty when nothing changed or the new state is good).
+    /// Scans, and if anything changed, validates each document and applies what is in force.
+    /// Returns the errors of this load (empty when nothing changed or every document is valid).
     fn load(&mut self) -> Vec<String> {
         let files = match self.scan() {
             Ok(f) => f,
-            Err(e) => return self.reject(vec![e]),
+            Err(e) => return self.report(vec![e]),
         };
         let mut h = DefaultHasher::new();
         for (rel, hash, _) in &files {
@@ -218,38 +225,31 @@ impl Store {
             return Vec::new();
         }
         self.fingerprint = Some(fp);
-        let errors: Vec<String> = files
+        let parsed: Vec<(&str, &ParsedFile)> = files
             .iter()
-            .flat_map(|(_, _, parsed)| parsed.1.iter().cloned())
+            .map(|(rel, _, parsed)| (rel.as_str(), &**parsed))
             .collect();
-        if !errors.is_empty() {
-            return self.reject(errors);
+        let (in_force, errors) = documents::in_force(&parsed, &self.in_force);
+        let state = documents::state(&in_force);
+        self.in_force = in_force;
+        let first = !self.status_tx.borrow().loaded;
+        if first || **self.states_tx.borrow() != state {
+            let (services, workloads) = (state.services.len(), state.workloads.len());
+            self.states_tx.send_replace(Arc::new(state));
+            self.status_tx.send_modify(|s| {
+                s.generation += 1;
+                s.services = services;
+                s.workloads = workloads;
+            });
+            tracing::info!(services, workloads, "store loaded");
         }
-        let docs: Vec<Located> = files
-            .iter()
-            .flat_map(|(_, _, parsed)| parsed.0.iter().cloned())
-            .collect();
-        match resource::assemble(docs) {
-            Ok(state) => {
-                let (services, workloads) = (state.services.len(), state.workloads.len());
-                self.states_tx.send_replace(Arc::new(state));
-                self.status_tx.send_modify(|s| {
-                    s.generation += 1;
-                    s.services = services;
-                    s.workloads = workloads;
-                    s.errors.clear();
-                    s.loaded = true;
-                });
-                tracing::info!(services, workloads, "store loaded");
-                Vec::new()
-            }
-            Err(errors) => self.reject(errors),
-        }
+        self.report(errors)
     }
 
-    fn reject(&mut self, errors: Vec<String>) -> Vec<String> {
+    /// Records this load's errors (the documents they name keep their last good version).
+    fn report(&mut self, errors: Vec<String>) -> Vec<String> {
         for e in &errors {
-            tracing::warn!("store rejected, keeping the last good state: {e}");
+            tracing::warn!("store document rejected, its last good version stays in force: {e}");
         }
         self.status_tx.send_modify(|s| {
             s.errors = errors.clone();
@@ -286,7 +286,8 @@ impl Store {
                         // Touched but not changed: keep the parse.
                         Some(c) if *c.text == *text => Cached { len, mtime, ..c },
                         _ => {
-                            let parsed = resource::parse_yaml_file(&rel, &text, &self.defaults);
+                            let parsed =
+                                documents::parse_yaml_documents(&rel, &text, &self.defaults);
                             let mut h = DefaultHasher::new();
                             text.hash(&mut h);
                             Cached {
@@ -317,23 +318,40 @@ impl Store {
     fn register(&mut self, w: ExternalWorkload) -> Result<(), StoreError> {
         let path = self.registered_path(&w.namespace, &w.name);
         let previous = std::fs::read(&path).ok();
-        let yaml = serde_yaml::to_string(&w.to_document())
+        let yaml = yaml_serde::to_string(&w.to_document())
             .map_err(|e| StoreError::Rejected(vec![e.to_string()]))?;
         write_atomic(&path, yaml.as_bytes())?;
-        let errors = self.load();
+        self.load();
         let rel = path
             .strip_prefix(&self.dir)
             .unwrap_or(&path)
             .display()
             .to_string();
-        // Only errors caused by this document undo it; unrelated bad files are reported by
-        // /v1/store and do not block registration.
-        if errors.iter().any(|e| e.contains(&rel)) {
+        // A 200 means this very workload is in force. Only errors of this document undo it
+        // (unrelated bad files are reported by /v1/store and never block a registration).
+        let place = format!("{rel}: document");
+        let errors: Vec<String> = self
+            .status_tx
+            .borrow()
+            .errors
+            .iter()
+            .filter(|e| e.contains(&place))
+            .cloned()
+            .collect();
+        let key = (w.namespace.clone(), w.name.clone());
+        let applied = self.states_tx.borrow().workloads.get(&key) == Some(&w);
+        if !errors.is_empty() || !applied {
             match previous {
                 Some(bytes) => write_atomic(&path, &bytes)?,
                 None => remove(&path)?,
             }
             self.load();
+            if errors.is_empty() {
+                return Err(StoreError::Rejected(vec![format!(
+                    "{rel}: workload {}/{} was not applied",
+                    w.namespace, w.name
+                )]));
+            }
             return Err(StoreError::Rejected(errors));
         }
         Ok(())
@@ -370,20 +388,11 @@ fn collect(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()>
     Ok(())
 }
 
-/// Writes to a temporary file in the same directory and renames it over the target, so a
-/// concurrent poll never sees half a document.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::files::write_atomic(path, bytes, false).map_err(|e| StoreError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 fn remove(path: &Path) -> Result<(), StoreError> {
@@ -392,3 +401,7 @@ fn remove(path: &Path) -> Result<(), StoreError> {
         source,
     })
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

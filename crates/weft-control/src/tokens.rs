@@ -107,9 +107,8 @@ impl Tokens {
         let token = format!("weft-{}", hex(&raw));
         let d = digest(token.as_bytes());
         let path = self.path(namespace, name);
-        let tmp = self.dir.join(format!(".{namespace}.{name}.token.tmp"));
-        std::fs::write(&tmp, format!("sha256:{}\n", hex(&d)))?;
-        std::fs::rename(&tmp, &path)?;
+        let text = format!("sha256:{}\n", hex(&d));
+        crate::files::write_atomic(&path, text.as_bytes(), false).map_err(|e| e.source)?;
         let grant = Grant {
             namespace: namespace.into(),
             name: name.into(),

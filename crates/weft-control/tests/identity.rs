@@ -246,3 +246,105 @@ async fn tokens_and_the_ca_survive_a_restart() {
     .expect("missing CA files are an error");
     assert!(err.to_string().contains("trust-anchors.pem"), "{err}");
 }
+
+/// A registration answered 200 is in force, whatever else the store holds: with a file of an
+/// unknown kind present from start-up, the workload is applied and its proxy gets a
+/// certificate (this used to be refused forever: the whole store stayed rejected).
+#[tokio::test]
+async fn a_bad_file_from_start_up_does_not_block_registration_or_certify() {
+    let store = temp_dir("bad-file");
+    std::fs::write(
+        store.join("later.yaml"),
+        "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: web-http}\nspec: {port: http}\n",
+    )
+    .unwrap();
+    let cp = start(&store, None).await;
+    let (_, status) = http(cp.api_addr, "GET", "/v1/store", "").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["errors"],
+        serde_json::json!([
+            "later.yaml: document 0: kind: unknown kind \"Server\" (expected Service or ExternalWorkload)"
+        ])
+    );
+    assert_eq!(status["services"], 1, "the valid file applies: {status}");
+
+    let (identity, token) = register(cp.api_addr, "web-1").await;
+    let rsp = certify(cp.grpc_addr, &identity, &token, csr_for(&identity))
+        .await
+        .expect("certified despite an unrelated bad file");
+    let (_, leaf) = X509Certificate::from_der(&rsp.leaf_certificate).expect("DER leaf");
+    let dns: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .expect("SANs")
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dns, vec![WEB_ID.to_string()]);
+
+    // And the index serves it: the service has the registered endpoint.
+    let mut updates = get(cp.grpc_addr, "web.default.svc.cluster.local:8080")
+        .await
+        .unwrap();
+    let U::Add(set) = next(&mut updates).await else {
+        panic!("expected the registered endpoint")
+    };
+    assert_eq!(set.addrs.len(), 1);
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The "certified" log line carries plain values: the leaf's expiry as RFC 3339, not
+/// `SystemTime { tv_sec: .., tv_nsec: .. }`.
+#[tokio::test]
+async fn certify_logs_the_expiry_as_rfc3339() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    // The test runtime is single-threaded, so the server's tasks log through this default.
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish(),
+    );
+    let store = temp_dir("certify-log");
+    let cp = start(&store, None).await;
+    let (identity, token) = register(cp.api_addr, "web-1").await;
+    let rsp = certify(cp.grpc_addr, &identity, &token, csr_for(&identity))
+        .await
+        .expect("certified");
+    let secs = rsp.valid_until.expect("valid_until").seconds;
+    let want = time::OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    cp.shutdown().await.unwrap();
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("certified"))
+        .unwrap_or_else(|| panic!("no certified line in:\n{text}"));
+    assert!(line.contains(&format!("valid_until={want}")), "{line}");
+    assert!(!text.contains("SystemTime {"), "{text}");
+    let _ = std::fs::remove_dir_all(&store);
+}

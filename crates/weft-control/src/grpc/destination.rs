@@ -1,7 +1,8 @@
 //! Destination.Get and Destination.GetProfile. Get turns successive endpoint snapshots into
 //! `add`/`remove` diffs; the first message is a full `add` or `no_endpoints`.
 
-use super::{stream, Stream};
+use super::meta::{duration, service_meta};
+use super::stream::{stream, Stream};
 use crate::index::{self, Endpoint, Index};
 use linkerd2_proxy_api::destination::{
     self as api, destination_server::Destination, protocol_hint, tls_identity, update, Update,
@@ -96,13 +97,13 @@ impl Destination for DestinationService {
                         retry_budget: Some(api::RetryBudget {
                             retry_ratio: 0.2,
                             min_retries_per_second: 10,
-                            ttl: super::duration(Duration::from_secs(10)),
+                            ttl: duration(Duration::from_secs(10)),
                         }),
                         dst_overrides: Vec::new(),
                         endpoint: endpoint.as_ref().map(weighted_addr),
                         parent_ref: service
                             .as_ref()
-                            .map(|(ns, name)| super::service_meta(ns, name, *port)),
+                            .map(|(ns, name)| service_meta(ns, name, *port)),
                         profile_ref: None,
                     })]
                 }

@@ -102,7 +102,7 @@ impl Identity for IdentityService {
                 e @ CertifyError::Sign(_) => Status::internal(e.to_string()),
             })?;
         self.ledger.record(ca.issuer_anchor(), issued.valid_until);
-        tracing::info!(identity = %granted, valid_until = ?issued.valid_until, anchor = %ca.issuer_anchor(), "certified");
+        tracing::info!(identity = %granted, valid_until = %crate::clock::Rfc3339(issued.valid_until), anchor = %ca.issuer_anchor(), "certified");
         Ok(Response::new(CertifyResponse {
             leaf_certificate: issued.leaf,
             intermediate_certificates: issued.intermediates,

@@ -2,7 +2,8 @@
 //! yet, so policies are defaults: one route to one load-balanced backend outbound, and an
 //! all-unauthenticated server inbound; only the opaque flag comes from the resources.
 
-use super::{default_meta, duration, service_meta, stream, Stream};
+use super::meta::{default_meta, duration, service_meta};
+use super::stream::{stream, Stream};
 use crate::index::{self, InboundKey, Index};
 use linkerd2_proxy_api::http_route::{path_match, HttpRouteMatch, PathMatch};
 use linkerd2_proxy_api::inbound::{

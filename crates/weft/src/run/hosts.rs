@@ -101,7 +101,7 @@ fn store_services(dir: &Path) -> Vec<(String, String, IpAddr)> {
             let Some(text) = yaml.then(|| std::fs::read_to_string(&path).ok()).flatten() else {
                 continue;
             };
-            let (docs, _errors) = weft_control::resource::parse_yaml_file(
+            let (docs, _errors) = weft_control::documents::parse_yaml_file(
                 &path.display().to_string(),
                 &text,
                 &defaults,
