@@ -226,8 +226,12 @@ impl ServiceIps {
     }
 
     /// Fills in cluster IPs (see [`assign`]) and persists the allocations when they changed.
-    /// A failed write is logged: the addresses stay in force in this process.
-    pub fn apply(&mut self, state: &State) -> State {
+    /// A failed write is logged: the addresses stay in force in this process. A state in which
+    /// every Service sets its own address passes through as is (no copy).
+    pub fn apply(&mut self, state: &Arc<State>) -> Arc<State> {
+        if self.allocations.is_empty() && state.services.values().all(|s| s.cluster_ip.is_some()) {
+            return state.clone();
+        }
         let (out, now) = assign(&self.range, &self.allocations, state);
         if now != self.allocations {
             for (key, ip) in &now {
@@ -243,7 +247,7 @@ impl ServiceIps {
             }
             self.allocations = now;
         }
-        out
+        Arc::new(out)
     }
 
     fn save(&self, allocations: &Allocations) -> Result<(), Error> {
@@ -299,8 +303,8 @@ pub fn start(
     mut states: watch::Receiver<Arc<State>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<Arc<State>>, tokio::task::JoinHandle<()>) {
-    let first = ips.apply(&states.borrow_and_update());
-    let (tx, rx) = watch::channel(Arc::new(first));
+    let first = ips.apply(&states.borrow_and_update().clone());
+    let (tx, rx) = watch::channel(first);
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -308,7 +312,7 @@ pub fn start(
                 _ = shutdown.changed() => return,
             }
             let state = states.borrow_and_update().clone();
-            tx.send_replace(Arc::new(ips.apply(&state)));
+            tx.send_replace(ips.apply(&state));
         }
     });
     (rx, task)

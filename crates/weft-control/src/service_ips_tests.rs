@@ -18,14 +18,14 @@ fn svc(ns: &str, name: &str, ip: Option<&str>) -> Service {
     }
 }
 
-fn state(services: &[Service]) -> State {
-    State {
+fn state(services: &[Service]) -> Arc<State> {
+    Arc::new(State {
         services: services
             .iter()
             .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
             .collect(),
         workloads: Default::default(),
-    }
+    })
 }
 
 fn ip_of(state: &State, name: &str) -> Option<IpAddr> {
@@ -163,5 +163,23 @@ fn a_corrupt_allocation_file_is_a_precise_startup_error() {
         e.contains("services.default/web: not an IPv4 address"),
         "{e}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_state_where_every_service_sets_its_address_passes_through_uncopied() {
+    let dir = temp_store("passthrough");
+    let mut ips = ServiceIps::load(&dir, ServiceCidr::default()).unwrap();
+    let s = state(&[svc("default", "db", Some("198.19.0.10"))]);
+    assert!(Arc::ptr_eq(&ips.apply(&s), &s));
+    assert!(
+        !dir.join(ALLOCATIONS_DIR).exists(),
+        "nothing allocated, nothing written"
+    );
+    let with_web = state(&[
+        svc("default", "db", Some("198.19.0.10")),
+        svc("default", "web", None),
+    ]);
+    assert!(ip_of(&ips.apply(&with_web), "web").is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }
