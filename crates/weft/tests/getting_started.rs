@@ -11,6 +11,7 @@
 mod support;
 
 use std::io::{BufRead as _, BufReader, Read as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -309,4 +310,10 @@ fn the_getting_started_walk_through_works_on_a_fresh_host() {
             "{pod} left behind"
         );
     }
+    // ... and the record of the host's users goes with the last one.
+    let ino = std::fs::metadata(Path::new("/run/netns").join(host.name()))
+        .expect("host namespace")
+        .ino();
+    let record = std::env::temp_dir().join(format!("weft-host-{ino}"));
+    assert!(!record.exists(), "{} left behind", record.display());
 }

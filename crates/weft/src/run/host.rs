@@ -73,18 +73,31 @@ fn state_dir() -> anyhow::Result<PathBuf> {
     Ok(std::env::temp_dir().join(format!("weft-host-{ino}")))
 }
 
-/// An exclusive lock on `<dir>/lock`, released when dropped (the file closes).
+/// An exclusive lock on `<dir>/lock`, released when dropped (the file closes). The last user
+/// removes the directory while holding the lock, so a lock taken on a file that is no longer
+/// the one at `<dir>/lock` is let go and taken again.
 fn lock(dir: &Path) -> anyhow::Result<File> {
-    std::fs::create_dir_all(dir.join("users"))
-        .with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("lock");
-    let file = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("locking {}", path.display()));
+    loop {
+        std::fs::create_dir_all(dir.join("users"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("locking {}", path.display()));
+        }
+        let held = file.metadata().map(|m| m.ino()).ok();
+        let current = std::fs::metadata(&path).map(|m| m.ino()).ok();
+        if held.is_some() && held == current {
+            return Ok(file);
+        }
     }
-    Ok(file)
 }
 
 /// Removes the files of `weft run`s that are gone (killed before they could leave); the number
@@ -181,6 +194,9 @@ pub fn prepare(mode: HostForwarding, iptables: &str) -> anyhow::Result<HostUse> 
     }
 
     if !missing.is_empty() {
+        if prune(&dir) == 0 && changes == Changes::default() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         bail!(
             "pods on this host cannot reach each other (every meshed connection between them \
              would time out), and --host-forwarding is off:\n  - {}\n(or drop \
@@ -255,7 +271,8 @@ impl Drop for HostUse {
                 eprintln!("weft run: cleanup: removing the FORWARD rule: {e:#}");
             }
         }
-        let _ = std::fs::remove_file(self.dir.join("changes.json"));
+        // Nothing left to undo and nobody here: the directory goes (still under the lock).
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
