@@ -284,7 +284,8 @@ fn the_getting_started_walk_through_works_on_a_fresh_host() {
     );
     // curl -f: any status but 2xx would have failed the step; the body is the server's file.
     assert_eq!(answer.expect("the client ran").trim(), "hello from web");
-    // weft run turned forwarding on for the pods while they ran.
+    // weft run turned forwarding on for the pods, and the client's exit did not undo it while
+    // web still runs (each weft run holds its share of the host).
     assert_eq!(sysctl_forward(&host), "1");
     assert!(forward_chain(&host).contains("-A FORWARD -s 198.18.0.0/15 -d 198.18.0.0/15 -j ACCEPT"));
 
