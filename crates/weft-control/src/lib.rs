@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod index;
 pub mod resource;
 pub mod rotation;
+pub mod service_ips;
 pub mod store;
 pub mod tokens;
 
@@ -50,6 +51,8 @@ pub struct Config {
     pub identity_dir: Option<PathBuf>,
     /// Lifetime of issued leaf certificates. Default 24 h.
     pub cert_lifetime: Duration,
+    /// Range that Services without a `clusterIP` get one from. Default 198.19.128.0/17.
+    pub service_cidr: service_ips::ServiceCidr,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             poll_interval: Duration::from_millis(200),
             identity_dir: None,
             cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
+            service_cidr: service_ips::ServiceCidr::default(),
         }
     }
 }
@@ -77,6 +81,8 @@ pub enum Error {
     },
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error("service IPs: {0}")]
+    ServiceIps(#[from] service_ips::Error),
     #[error("identity CA: {0}")]
     Ca(#[from] ca::CaError),
     #[error("gRPC server: {0}")]
@@ -193,10 +199,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     )?;
     let tokens = tokens::Tokens::load(&config.store_dir);
     let index = index::Index::new(&config.cluster_domain);
+    // The index sees the store's states with allocated cluster IPs filled in.
+    let ips = service_ips::ServiceIps::load(&config.store_dir, config.service_cidr)?;
+    let (with_ips, ips_task) = service_ips::start(ips, store.states(), shutdown_rx.clone());
     // The first state is applied before serving so the first answers already reflect the store.
+    index.apply(with_ips.borrow().clone());
+    let index_task = tokio::spawn(index::run(index.clone(), with_ips));
+    // Identity checks registrations against the store itself (no addresses needed, no lag).
     let states = store.states();
-    index.apply(states.borrow().clone());
-    let index_task = tokio::spawn(index::run(index.clone(), store.states()));
     let api_task = tokio::spawn(api::serve(
         api_listener,
         api::Ctx {
@@ -210,7 +220,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         },
         shutdown_rx.clone(),
     ));
-    let mut tasks = vec![store_task, api_task, index_task];
+    let mut tasks = vec![store_task, api_task, ips_task, index_task];
     if let Some(dir) = &config.identity_dir {
         tasks.push(tokio::spawn(ca_reload::run(
             dir.clone(),

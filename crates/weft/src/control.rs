@@ -34,6 +34,11 @@ pub struct ControlArgs {
     /// Lifetime of the leaf certificates `Identity.Certify` issues (e.g. `24h`, `90m`).
     #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
     pub cert_lifetime: Duration,
+    /// Range that Services without a `spec.clusterIP` get one from (IPv4 `ADDRESS/PREFIX`).
+    /// Allocations are kept in `<store>/.allocations/service-ips.json`; a user-set clusterIP
+    /// always wins.
+    #[arg(long, default_value = weft_control::service_ips::DEFAULT_SERVICE_CIDR, value_name = "CIDR")]
+    pub service_cidr: weft_control::service_ips::ServiceCidr,
 }
 
 impl ControlArgs {
@@ -48,6 +53,7 @@ impl ControlArgs {
             poll_interval: Duration::from_millis(200),
             identity_dir: self.identity_dir.clone(),
             cert_lifetime: self.cert_lifetime,
+            service_cidr: self.service_cidr,
         }
     }
 }
@@ -106,6 +112,12 @@ mod tests {
         let config = w.control.config();
         assert_eq!(config.identity_dir, Some(PathBuf::from("/ca")));
         assert_eq!(config.cert_lifetime, Duration::from_secs(90 * 60));
+        assert_eq!(config.service_cidr.to_string(), "198.19.128.0/17");
+        let bad = Wrapper::try_parse_from(["x", "--store", "/s", "--service-cidr", "10.0.0.1/8"])
+            .err()
+            .expect("a bad range is refused at startup")
+            .to_string();
+        assert!(bad.contains("did you mean 10.0.0.0/8?"), "{bad}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod control;
 mod demo;
+mod get;
 mod identity;
 mod init;
 mod run;
@@ -33,6 +34,9 @@ enum Command {
     /// Run a meshed demo application (web, books, ratings, traffic, each with a weft-proxy
     /// sidecar) and show live golden metrics per service and per edge.
     Demo(demo::DemoArgs),
+    /// Show what the control plane serves: `weft get services` lists Services with their
+    /// cluster IPs (including allocated ones) and ports.
+    Get(get::GetArgs),
     /// Manage the mesh's identity CA: `init`, trust-anchor `rotate`, `status`.
     Identity(identity::IdentityArgs),
     /// Run one service of the demo application (started by `weft demo`).
@@ -52,7 +56,7 @@ fn main() -> std::process::ExitCode {
     init_tracing(match cli.command {
         Command::Demo(_) | Command::DemoService(_) => "warn",
         Command::Control(_) => "warn,weft=info,weft_control=info",
-        Command::Identity(_) => "warn",
+        Command::Identity(_) | Command::Get(_) => "warn",
         Command::Init(_) | Command::Run(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -69,6 +73,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Control(args) => control::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Get(args) => get::run(args).await,
             Command::Identity(args) => identity::run(args),
             Command::DemoService(args) => demo::app::run(args).await,
             Command::Init(args) => init::run(args).await,

@@ -1,9 +1,12 @@
 //! `weft run`: runs any process as a meshed workload.
 //!
 //! As root (transparent mode), in order:
+//! 0. the host checked for what pod-to-pod traffic needs (forwarding), and set up with
+//!    `--host-forwarding on` ([`host`]);
 //! 1. a pod: network namespace `weft-run-<name>-<pid>` with a veth, an address in
 //!    198.18.0.0/15 and routes ([`pod`]);
-//! 2. `/etc/netns/<pod>/hosts` naming every Service that has a clusterIP (refreshed every 2 s);
+//! 2. `/etc/netns/<pod>/hosts` naming every Service the control plane lists with a clusterIP
+//!    (refreshed every 2 s);
 //! 3. `weft init` inside the pod (the init container);
 //! 4. the pod's state directory with the control plane's trust anchors ([`identity`]);
 //! 5. `weft-proxy` inside the pod as the proxy uid (2102), on 4143/4140/4191, with its identity
@@ -17,6 +20,7 @@
 //! `--explicit`) the proxy runs on loopback and the command gets `HTTP_PROXY` instead (explicit
 //! mode); the proxy gets its identity the same way.
 
+pub(crate) mod host;
 pub(crate) mod hosts;
 pub(crate) mod identity;
 pub(crate) mod pod;
@@ -79,9 +83,9 @@ pub struct RunArgs {
     /// Control plane HTTP API address (registration); default: the --control IP, port 8085.
     #[arg(long, value_name = "ADDR")]
     pub control_api: Option<SocketAddr>,
-    /// The control plane's store directory: Services are read from it when the control plane
-    /// does not list them (`GET /v1/services`).
-    #[arg(long, value_name = "DIR")]
+    /// Accepted for old scripts and ignored: Services come from the control plane's API, which
+    /// also knows the cluster IPs it allocated.
+    #[arg(long, value_name = "DIR", hide = true)]
     pub store: Option<PathBuf>,
     /// DNS suffix of service names.
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
@@ -114,6 +118,11 @@ pub struct RunArgs {
     /// Uid the proxy runs as in transparent mode.
     #[arg(long, default_value_t = 2102, value_name = "UID")]
     pub proxy_uid: u32,
+    /// Whether `weft run` may turn on what pods need to reach each other on this host (IP
+    /// forwarding, a FORWARD rule for 198.18.0.0/15), undone when the last `weft run` here
+    /// exits. `off`: it fails at once with the command to run instead.
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    pub host_forwarding: host::HostForwarding,
     /// Use explicit mode even as root (no namespace, no iptables; `HTTP_PROXY` for the command).
     #[arg(long)]
     pub explicit: bool,
@@ -238,6 +247,9 @@ impl Signals {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
+    if args.store.is_some() {
+        eprintln!("weft run: --store is ignored: Services come from the control plane API");
+    }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let status = if root && !args.explicit {
@@ -275,7 +287,10 @@ impl Drop for Relay {
 }
 
 async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Option<ExitStatus>> {
+    // Dropped after the pod: the last one to leave the host undoes its forwarding changes.
+    let _host = host::prepare(args.host_forwarding, args.iptables_mode.binary())?;
     let pod = Pod::create(&args.name, args.addressing())?;
+    host::check_reverse_path(pod.addressing.ip, &pod.host_link)?;
     let hosts = Hosts::new(args);
     pod.write_hosts(&hosts.render(args, pod.addressing.ip).await)?;
     let mut running = tokio::select! {

@@ -46,12 +46,11 @@ async fn transparent_mesh_on_a_two_node_cluster() {
         let control = ControlPlane::start(&cluster, 0, Path::new(cluster::WEFT), &store)
             .await
             .expect("control plane");
-        let ratings = cluster::ratings(&cluster, 1, &control, &store).await;
+        let ratings = cluster::ratings(&cluster, 1, &control).await;
         let redis = cluster::workload(
             &cluster,
             1,
             &control,
-            &store,
             "redis",
             &["--port", "6379", "--opaque-ports", "6379"],
             &[
@@ -77,14 +76,8 @@ async fn transparent_mesh_on_a_two_node_cluster() {
                 .await
                 .expect("plain redis");
         }
-        let client = cluster::client(
-            &cluster,
-            0,
-            &control,
-            &store,
-            &["--skip-outbound-ports", "9999"],
-        )
-        .await;
+        let client =
+            cluster::client(&cluster, 0, &control, &["--skip-outbound-ports", "9999"]).await;
 
         // 0. `weft run` gave both sidecars an identity: each obtains its certificate.
         for (workload, name) in [(&ratings, "ratings"), (&client, "client")] {

@@ -55,8 +55,8 @@ where
         let control = ControlPlane::start(&cluster, 0, Path::new(cluster::WEFT), &store)
             .await
             .expect("control plane");
-        let ratings = cluster::ratings(&cluster, 2, &control, &store).await;
-        let client = cluster::client(&cluster, 1, &control, &store, &[]).await;
+        let ratings = cluster::ratings(&cluster, 2, &control).await;
+        let client = cluster::client(&cluster, 1, &control, &[]).await;
         f(cluster, client).await;
         drop((ratings, control));
     }

@@ -1,8 +1,8 @@
 //! The pod's `/etc/hosts`: every Service with a cluster IP, by name. Services come from the
-//! control plane (`GET /v1/services`) or, until it lists them, from the store directory.
+//! control plane (`GET /v1/services`), the one place that knows the addresses it allocated.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{RunArgs, HOSTS_REFRESH};
 use crate::demo::http;
@@ -11,32 +11,23 @@ use crate::demo::http;
 #[derive(Clone)]
 pub struct Hosts {
     api: SocketAddr,
-    store: Option<PathBuf>,
 }
 
 impl Hosts {
     pub fn new(args: &RunArgs) -> Hosts {
-        Hosts {
-            api: args.api(),
-            store: args.store.clone(),
-        }
+        Hosts { api: args.api() }
     }
 
-    /// `(namespace, name, cluster IP)` of every Service with a cluster IP: from the control
-    /// plane (`GET /v1/services`), else from the store directory.
-    async fn services(&self) -> Vec<(String, String, IpAddr)> {
-        if let Ok(response) = http::get(self.api, "/v1/services").await {
-            if response.status().is_success() {
-                if let Ok(docs) = serde_json::from_slice::<Vec<serde_json::Value>>(response.body())
-                {
-                    return docs.iter().filter_map(service_entry).collect();
-                }
-            }
+    /// `(namespace, name, cluster IP)` of every Service with a cluster IP (set by the user or
+    /// allocated), from the control plane. `None` when it does not answer: the caller keeps
+    /// what the pod has.
+    async fn services(&self) -> Option<Vec<(String, String, IpAddr)>> {
+        let response = http::get(self.api, "/v1/services").await.ok()?;
+        if !response.status().is_success() {
+            return None;
         }
-        match &self.store {
-            Some(dir) => store_services(dir),
-            None => Vec::new(),
-        }
+        let docs: Vec<serde_json::Value> = serde_json::from_slice(response.body()).ok()?;
+        Some(docs.iter().filter_map(service_entry).collect())
     }
 
     pub async fn render(&self, args: &RunArgs, ip: Ipv4Addr) -> String {
@@ -45,14 +36,26 @@ impl Hosts {
             args.cluster_domain.clone(),
             args.name.clone(),
         );
-        hosts_file(&names, ip, &self.services().await)
+        let services = self.services().await.unwrap_or_else(|| {
+            eprintln!(
+                "weft run: the control plane API at {} does not list Services yet; the pod's \
+                 hosts file names them once it does",
+                self.api
+            );
+            Vec::new()
+        });
+        hosts_file(&names, ip, &services)
     }
 
     pub async fn keep_fresh(self, names: (String, String, String), ip: Ipv4Addr, path: PathBuf) {
         let mut last = std::fs::read_to_string(&path).unwrap_or_default();
         loop {
             tokio::time::sleep(HOSTS_REFRESH).await;
-            let now = hosts_file(&names, ip, &self.services().await);
+            // A control plane that is briefly away does not empty the pod's names.
+            let Some(services) = self.services().await else {
+                continue;
+            };
+            let now = hosts_file(&names, ip, &services);
             if now != last {
                 // In place (same inode): the bind mount in running processes sees it.
                 if let Err(e) = std::fs::write(&path, &now) {
@@ -74,48 +77,6 @@ fn service_entry(doc: &serde_json::Value) -> Option<(String, String, IpAddr)> {
         .to_string();
     let ip = doc.get("spec")?.get("clusterIP")?.as_str()?.parse().ok()?;
     Some((ns, name, ip))
-}
-
-/// Services with a cluster IP in the YAML files under `dir` (hidden entries skipped).
-fn store_services(dir: &Path) -> Vec<(String, String, IpAddr)> {
-    let defaults = weft_control::resource::Defaults {
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-    };
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-            let Some(text) = yaml.then(|| std::fs::read_to_string(&path).ok()).flatten() else {
-                continue;
-            };
-            let (docs, _errors) = weft_control::documents::parse_yaml_file(
-                &path.display().to_string(),
-                &text,
-                &defaults,
-            );
-            for doc in docs {
-                if let weft_control::resource::Resource::Service(s) = doc.resource {
-                    if let Some(ip) = s.cluster_ip {
-                        out.push((s.namespace, s.name, ip));
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The pod's `/etc/hosts`: loopback, the pod itself, and every Service by its full name, its

@@ -30,37 +30,29 @@ pub fn temp_store(name: &str, yaml: &str) -> PathBuf {
     dir
 }
 
-/// `weft run` on `node`: workload `name` running `cmd`, with `flags` and `--store STORE`.
+/// `weft run` on `node`: workload `name` running `cmd`, with `flags` (pods learn Services from
+/// the control plane's API).
 pub async fn workload(
     cluster: &Cluster,
     node: usize,
     control: &ControlPlane,
-    store: &Path,
     name: &str,
     flags: &[&str],
     cmd: &[&str],
 ) -> Workload {
-    let mut flags = flags.to_vec();
-    flags.extend(["--store", store.to_str().expect("utf8 path")]);
     let (weft, proxy) = (Path::new(WEFT), Path::new(PROXY));
-    Workload::start(cluster, node, weft, proxy, control, name, &flags, cmd)
+    Workload::start(cluster, node, weft, proxy, control, name, flags, cmd)
         .await
         .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
 /// The `ratings` demo service (`weft demo-service ratings`) on `node`, port `http=8080`.
-pub async fn ratings(
-    cluster: &Cluster,
-    node: usize,
-    control: &ControlPlane,
-    store: &Path,
-) -> Workload {
+pub async fn ratings(cluster: &Cluster, node: usize, control: &ControlPlane) -> Workload {
     let cmd = [WEFT, "demo-service", "ratings", "--listen", "0.0.0.0:8080"];
     workload(
         cluster,
         node,
         control,
-        store,
         "ratings",
         &["--port", "http=8080"],
         &cmd,
@@ -73,9 +65,8 @@ pub async fn client(
     cluster: &Cluster,
     node: usize,
     control: &ControlPlane,
-    store: &Path,
     flags: &[&str],
 ) -> Workload {
     let cmd = ["sleep", "3600"];
-    workload(cluster, node, control, store, "client", flags, &cmd).await
+    workload(cluster, node, control, "client", flags, &cmd).await
 }

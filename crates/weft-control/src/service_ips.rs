@@ -1,0 +1,323 @@
+//! Cluster IPs for Services that do not set one: owns the service range (`--service-cidr`) and
+//! the allocations persisted in `<store>/.allocations/service-ips.json`.
+//!
+//! It sits between the store and the index: every good store state passes through [`assign`],
+//! which fills in `clusterIP` for Services without one, so the index, `GET /v1/services` and
+//! lookups by address all see the allocated address as if the user had written it.
+//!
+//! Rules: a user-set `clusterIP` always wins; a Service keeps its address across restarts and
+//! store reloads; an allocated address that a user later writes into another Service is given
+//! up and the Service gets a new one; a deleted Service frees its address (the store publishes
+//! only good states, so a Service missing from one is gone, not mid-edit). A new Service starts
+//! probing at a hash of its name, so the same name gets the same address on a fresh store.
+
+use crate::resource::State;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Directory of the store holding the control plane's own records (not scanned for YAML).
+pub const ALLOCATIONS_DIR: &str = ".allocations";
+/// File (inside [`ALLOCATIONS_DIR`]) with the allocated cluster IPs.
+pub const FILE: &str = "service-ips.json";
+/// The default service range: the upper half of 198.19.0.0/16. The lower half is left to
+/// addresses people pick by hand (the demo's, the tests'); `weft run` pods route all of
+/// 198.18.0.0/15 to their gateway, so any address in it reaches the pod's iptables rules.
+pub const DEFAULT_SERVICE_CIDR: &str = "198.19.128.0/17";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("service range {0:?}: {1}")]
+    BadCidr(String, String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg} (the control plane writes this file; delete it to allocate afresh)")]
+    Corrupt { path: PathBuf, msg: String },
+}
+
+/// An IPv4 range `A.B.C.D/N` with the host bits zero and room for at least two addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceCidr {
+    base: u32,
+    prefix: u8,
+}
+
+impl ServiceCidr {
+    /// Usable addresses: every address but the range's first and last.
+    fn usable(&self) -> u32 {
+        (1u32 << (32 - self.prefix)) - 2
+    }
+
+    /// The `i`-th usable address (`i < usable()`).
+    fn nth(&self, i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.base + 1 + i)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX << (32 - self.prefix);
+        u32::from(ip) & mask == self.base
+    }
+
+    /// Whether `ip` is one this range hands out (not its first or last address).
+    fn allocatable(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && (u32::from(ip) - self.base).wrapping_sub(1) < self.usable()
+    }
+}
+
+impl Default for ServiceCidr {
+    fn default() -> Self {
+        DEFAULT_SERVICE_CIDR
+            .parse()
+            .expect("the default range parses")
+    }
+}
+
+impl FromStr for ServiceCidr {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = |msg: &str| Error::BadCidr(s.to_string(), msg.to_string());
+        let (ip, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected an IPv4 range ADDRESS/PREFIX, e.g. 198.19.128.0/17"))?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| {
+            bad("not an IPv4 address before the '/' (IPv6 ranges are not supported)")
+        })?;
+        let prefix: u8 = match prefix.parse() {
+            Ok(p) if p <= 30 => p,
+            _ => return Err(bad("the prefix length must be a number from 0 to 30")),
+        };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        let base = u32::from(ip) & mask;
+        if base != u32::from(ip) {
+            return Err(bad(&format!(
+                "host bits are set; did you mean {}/{prefix}?",
+                Ipv4Addr::from(base)
+            )));
+        }
+        Ok(ServiceCidr { base, prefix })
+    }
+}
+
+impl std::fmt::Display for ServiceCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+}
+
+/// (namespace, name) of a Service.
+type Key = (String, String);
+
+/// Allocated addresses by Service.
+pub type Allocations = BTreeMap<Key, Ipv4Addr>;
+
+/// `state` with a cluster IP on every Service that has none (while the range has room), and
+/// the allocations that gives. Pure: `previous` is what was allocated before.
+pub fn assign(range: &ServiceCidr, previous: &Allocations, state: &State) -> (State, Allocations) {
+    // User-set addresses first: they are never handed out, and they evict an allocation.
+    let mut taken: BTreeSet<IpAddr> = state
+        .services
+        .values()
+        .filter_map(|s| s.cluster_ip)
+        .collect();
+    let wanting: Vec<&Key> = state
+        .services
+        .iter()
+        .filter(|(_, s)| s.cluster_ip.is_none())
+        .map(|(k, _)| k)
+        .collect();
+    let mut now = Allocations::new();
+    for key in &wanting {
+        if let Some(&ip) = previous.get(*key) {
+            if range.allocatable(ip) && taken.insert(IpAddr::V4(ip)) {
+                now.insert((*key).clone(), ip);
+            } else if range.allocatable(ip) {
+                tracing::warn!(
+                    service = %format!("{}/{}", key.0, key.1),
+                    %ip,
+                    "a Service now sets clusterIP {ip} itself; this Service gets another address"
+                );
+            }
+        }
+    }
+    for key in wanting {
+        if now.contains_key(key) {
+            continue;
+        }
+        match free(range, &taken, key) {
+            Some(ip) => {
+                taken.insert(IpAddr::V4(ip));
+                now.insert(key.clone(), ip);
+            }
+            None => tracing::warn!(
+                service = %format!("{}/{}", key.0, key.1),
+                %range,
+                "the service range is full: this Service has no clusterIP (set one, or use a \
+                 larger --service-cidr)"
+            ),
+        }
+    }
+    let mut out = state.clone();
+    for (key, ip) in &now {
+        if let Some(s) = out.services.get_mut(key) {
+            s.cluster_ip = Some(IpAddr::V4(*ip));
+        }
+    }
+    (out, now)
+}
+
+/// The first free address from the one `key` hashes to, wrapping around the range.
+fn free(range: &ServiceCidr, taken: &BTreeSet<IpAddr>, key: &Key) -> Option<Ipv4Addr> {
+    let size = range.usable();
+    let start = fnv1a(&format!("{}/{}", key.0, key.1)) % size;
+    (0..size)
+        .map(|i| range.nth((start + i) % size))
+        .find(|ip| !taken.contains(&IpAddr::V4(*ip)))
+}
+
+/// FNV-1a: stable across builds and Rust versions (unlike `DefaultHasher`), so a name maps to
+/// the same address on every control plane.
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The allocator: the range and the allocations, persisted under the store.
+pub struct ServiceIps {
+    range: ServiceCidr,
+    path: PathBuf,
+    allocations: Allocations,
+}
+
+impl ServiceIps {
+    /// Reads `<store>/.allocations/service-ips.json` (none yet: nothing allocated).
+    pub fn load(store: &Path, range: ServiceCidr) -> Result<ServiceIps, Error> {
+        let path = store.join(ALLOCATIONS_DIR).join(FILE);
+        let allocations = match std::fs::read(&path) {
+            Ok(bytes) => parse(&bytes).map_err(|msg| Error::Corrupt {
+                path: path.clone(),
+                msg,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Allocations::new(),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        if !in_pod_routes(&range) {
+            tracing::warn!(
+                %range,
+                "the service range is outside 198.18.0.0/15: pods made by `weft run` have no \
+                 route to it"
+            );
+        }
+        Ok(ServiceIps {
+            range,
+            path,
+            allocations,
+        })
+    }
+
+    /// Fills in cluster IPs (see [`assign`]) and persists the allocations when they changed.
+    /// A failed write is logged: the addresses stay in force in this process. A state in which
+    /// every Service sets its own address passes through as is (no copy).
+    pub fn apply(&mut self, state: &Arc<State>) -> Arc<State> {
+        if self.allocations.is_empty() && state.services.values().all(|s| s.cluster_ip.is_some()) {
+            return state.clone();
+        }
+        let (out, now) = assign(&self.range, &self.allocations, state);
+        if now != self.allocations {
+            for (key, ip) in &now {
+                if self.allocations.get(key) != Some(ip) {
+                    tracing::info!(service = %format!("{}/{}", key.0, key.1), %ip, "clusterIP allocated");
+                }
+            }
+            if let Err(e) = self.save(&now) {
+                tracing::warn!(
+                    "cannot persist the allocated cluster IPs, they may change at the next \
+                     start: {e}"
+                );
+            }
+            self.allocations = now;
+        }
+        Arc::new(out)
+    }
+
+    fn save(&self, allocations: &Allocations) -> Result<(), Error> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let services: BTreeMap<String, String> = allocations
+            .iter()
+            .map(|((ns, name), ip)| (format!("{ns}/{name}"), ip.to_string()))
+            .collect();
+        let json = serde_json::json!({"range": self.range.to_string(), "services": services});
+        // Written aside and renamed, so a crash never leaves half a file.
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, format!("{json:#}\n")).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
+
+fn in_pod_routes(range: &ServiceCidr) -> bool {
+    let pods: ServiceCidr = "198.18.0.0/15".parse().expect("parses");
+    range.prefix >= pods.prefix && pods.contains(Ipv4Addr::from(range.base))
+}
+
+fn parse(bytes: &[u8]) -> Result<Allocations, String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    let services = doc
+        .get("services")
+        .and_then(|s| s.as_object())
+        .ok_or("expected an object with a \"services\" mapping")?;
+    let mut out = Allocations::new();
+    for (key, ip) in services {
+        let (ns, name) = key
+            .split_once('/')
+            .ok_or_else(|| format!("services: {key:?} is not NAMESPACE/NAME"))?;
+        let ip = ip
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("services.{key}: not an IPv4 address: {ip}"))?;
+        out.insert((ns.to_string(), name.to_string()), ip);
+    }
+    Ok(out)
+}
+
+/// Passes every store state through `ips` into the returned channel (the index's input). The
+/// first state is assigned before returning, so the first answers already carry addresses.
+pub fn start(
+    mut ips: ServiceIps,
+    mut states: watch::Receiver<Arc<State>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> (watch::Receiver<Arc<State>>, tokio::task::JoinHandle<()>) {
+    let first = ips.apply(&states.borrow_and_update().clone());
+    let (tx, rx) = watch::channel(first);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = states.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            let state = states.borrow_and_update().clone();
+            tx.send_replace(ips.apply(&state));
+        }
+    });
+    (rx, task)
+}
+
+#[cfg(test)]
+#[path = "service_ips_tests.rs"]
+mod tests;
