@@ -35,9 +35,7 @@ use tokio::{
 };
 
 pub use crate::metrics::{HttpMetrics, Metrics, Peer};
-pub use pool::{
-    Dst, Pool, PoolLimits, Wire, H1_IDLE_TIMEOUT, H2_IDLE_TIMEOUT, MAX_IDLE_H1_PER_ENDPOINT,
-};
+pub use pool::{Dst, Pool, PoolLimits, Wire};
 
 pub mod pool;
 

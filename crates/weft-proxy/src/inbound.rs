@@ -20,6 +20,7 @@
 //! into HTTP/1.1 and the header removed; other HTTP/2 stays HTTP/2; HTTP/1 stays HTTP/1).
 
 use crate::{
+    accept::Accepted,
     config::{Config, PortSet},
     detect::{self, Prefixed, Protocol},
     http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
@@ -27,7 +28,6 @@ use crate::{
     metrics::{self as m, Direction, Labels, TlsLabel},
     mtls::{self, Peeked, SessionProtocol, TransportHeader},
     relay::{self, Metered},
-    runtime::Accepted,
 };
 use bytes::BytesMut;
 use hyper::{body::Incoming, header::HeaderValue, Request, Response, Version};

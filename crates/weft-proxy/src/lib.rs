@@ -1,7 +1,8 @@
 //! Weft data plane: the sidecar proxy.
 //!
 //! Module map (each module owns one idea):
-//! - [`config`]: `WEFT_PROXY_*` variables, their defaults, and parsing that reports every bad value.
+//! - [`config`]: every `WEFT_PROXY_*` variable, its default and its parsing (reports every bad
+//!   value); a leaf: it imports nothing else of the proxy.
 //! - [`discovery`]: Destination.Get / GetProfile client: per-target endpoint snapshots, reconnects.
 //! - [`identity`]: the in-memory key, certificate renewal through `Identity.Certify`, and the
 //!   rustls configurations built from the certificate ([`identity::tls`]).
@@ -11,8 +12,11 @@
 //! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
 //! - [`mtls`]: TLS on the data path: outbound connector, ClientHello peek, transport header.
 //! - [`balance`]: P2C endpoint choice.
+//! - [`accept`]: what a listener hands a request path ([`accept::Accepted`]).
 //! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
+//! - [`sys`]: the only libc calls (`SO_ORIGINAL_DST`, `getifaddrs`, `sysconf`).
 
+pub mod accept;
 pub mod admin;
 pub mod balance;
 pub mod config;
@@ -26,6 +30,7 @@ pub mod mtls;
 pub mod outbound;
 pub mod relay;
 pub mod runtime;
+pub mod sys;
 
 pub use config::{Config, ConfigError, Env, ProcessEnv};
 pub use runtime::run;

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::{
+    accept::Accepted,
     config::PortSet,
     http,
     identity::{
@@ -12,7 +13,6 @@ use crate::{
     },
     inbound::{self, Inbound},
     metrics::{self as m, Direction, Labels, Metrics, TlsLabel},
-    runtime::Accepted,
 };
 use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::SystemTime};

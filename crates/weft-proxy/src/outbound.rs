@@ -19,6 +19,7 @@
 //! inbound terminates it and serves the bytes as it would plaintext.
 
 use crate::{
+    accept::Accepted,
     balance::{Balancer, InFlight},
     config::{Config, PortSet},
     detect::{self, Prefixed, Protocol},
@@ -29,7 +30,6 @@ use crate::{
     metrics::{Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
     mtls::{self, ClientTls},
     relay::{self, Metered},
-    runtime::Accepted,
 };
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
@@ -104,7 +104,7 @@ pub struct OwnAddrs {
 impl OwnAddrs {
     pub fn new(listeners: Vec<SocketAddr>) -> OwnAddrs {
         let local_ips = if listeners.iter().any(|l| l.ip().is_unspecified()) {
-            interface_ips()
+            crate::sys::interface_ips()
         } else {
             Vec::new()
         };
@@ -125,38 +125,6 @@ impl OwnAddrs {
                         && (ip.is_loopback() || self.local_ips.contains(&ip))))
         })
     }
-}
-
-/// Every address configured on this host's interfaces (empty if they cannot be listed).
-fn interface_ips() -> Vec<IpAddr> {
-    let mut ips = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we only read and then free exactly once.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return ips;
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            let sa = (*cur).ifa_addr;
-            if !sa.is_null() {
-                match i32::from((*sa).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(sa as *const libc::sockaddr_in);
-                        ips.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(sa as *const libc::sockaddr_in6);
-                        ips.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    ips
 }
 
 pub struct Outbound {

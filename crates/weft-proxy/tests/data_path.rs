@@ -22,12 +22,12 @@ use tokio::{
     sync::watch,
 };
 use weft_proxy::{
+    accept::Accepted,
     config::PortSet,
     discovery::{Endpoint, EndpointSet, ProtocolHint, Resolution, Target},
     inbound::{self, Inbound},
     metrics::Metrics,
     outbound::{self, Origin, Outbound, Resolve},
-    runtime::Accepted,
 };
 
 const WEB: &str = "web.default.svc.cluster.local";

@@ -6,7 +6,7 @@
 //! - an HTTP/1 connection goes back to the pool when its response body ends; it is closed after
 //!   [`PoolLimits::h1_idle_timeout`] unused, or at once when
 //!   [`PoolLimits::max_idle_h1_per_endpoint`] are already idle;
-//! - an HTTP/2 connection leaves the pool after a whole [`H2_IDLE_TIMEOUT`] period without a new
+//! - an HTTP/2 connection leaves the pool after a whole [`PoolLimits::h2_idle_timeout`] period without a new
 //!   request, or when [`Pool::retire`] says its endpoint left discovery; hyper then closes it as
 //!   soon as its last stream ends (in-flight streams are never cut).
 //!
@@ -22,6 +22,7 @@
 //! GOAWAY / REFUSED_STREAM (RFC 9113 §8.7: not processed) before any request body byte was read.
 
 use super::{boxed, Body, BoxError, Error};
+pub use crate::config::PoolLimits;
 use crate::{
     metrics::{Labels, Metrics},
     mtls::{ClientTls, Io},
@@ -45,46 +46,11 @@ use std::{
 };
 use tokio::{sync::watch, time::Instant};
 
-/// Default of [`PoolLimits::h1_idle_timeout`] (Linkerd's
-/// `*_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` default).
-pub const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Default of [`PoolLimits::max_idle_h1_per_endpoint`].
-pub const MAX_IDLE_H1_PER_ENDPOINT: usize = 16;
-
-/// An HTTP/2 connection that carried no new request for this long leaves the pool.
-pub const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// An HTTP/2 connection sends a PING after this long without a frame from the peer ...
 pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and is closed (its streams fail, the next request opens a new one) if the PING is not
 /// answered within this.
 pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long and how many idle connections a pool keeps (per direction, from
-/// `WEFT_PROXY_{IN,OUT}BOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` and
-/// `WEFT_PROXY_{IN,OUT}BOUND_MAX_IDLE_CONNS_PER_ENDPOINT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolLimits {
-    /// An idle pooled HTTP/1 connection is closed after this.
-    pub h1_idle_timeout: Duration,
-    /// At most this many idle HTTP/1 connections are kept per endpoint; more are closed when
-    /// their response ends (busy connections are not limited: each is one request in flight).
-    /// 0 = no HTTP/1 connection is reused.
-    pub max_idle_h1_per_endpoint: usize,
-    /// An HTTP/2 connection that carried no new request for this long leaves the pool.
-    pub h2_idle_timeout: Duration,
-}
-
-impl Default for PoolLimits {
-    fn default() -> PoolLimits {
-        PoolLimits {
-            h1_idle_timeout: H1_IDLE_TIMEOUT,
-            max_idle_h1_per_endpoint: MAX_IDLE_H1_PER_ENDPOINT,
-            h2_idle_timeout: H2_IDLE_TIMEOUT,
-        }
-    }
-}
 
 /// Where pooled connections go: an address, plus the TLS for a meshed peer.
 #[derive(Clone, Debug)]
