@@ -20,7 +20,7 @@
 
 use crate::{
     accept::Accepted,
-    balance::{Balancer, InFlight},
+    balance::{Balancer, Balancers, InFlight},
     config::{Config, PortSet},
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
@@ -36,10 +36,10 @@ use futures_util::future::BoxFuture;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, Weak},
+    sync::Arc,
     time::Duration,
 };
 use tokio::{net::TcpStream, time::Instant};
@@ -134,17 +134,8 @@ pub struct Outbound {
     pool: Pool,
     /// mTLS to meshed endpoints; `None` without identity (the transitional mode).
     tls: Option<mtls::Client>,
-    /// One balancer per discovered target, shared by every connection, so outstanding-request
-    /// counts are global to the proxy. Weak: a balancer lives while a connection or a request
-    /// holds it, then its discovery subscription is released (and discovery closes the stream
-    /// after its idle timeout), so many short-lived destinations never accumulate.
-    balancers: Mutex<Balancers>,
-}
-
-struct Balancers {
-    map: HashMap<Target, Weak<Balancer>>,
-    /// Dead entries are swept when the map reaches this size (amortised O(1) per insert).
-    sweep_at: usize,
+    /// One balancer per discovered target, shared by every connection.
+    balancers: Balancers,
 }
 
 /// Where a target's traffic goes.
@@ -197,44 +188,18 @@ impl Outbound {
             resolver,
             metrics,
             tls: identity.map(mtls::Client::new),
-            balancers: Mutex::new(Balancers {
-                map: HashMap::new(),
-                sweep_at: MIN_SWEEP,
-            }),
+            balancers: Balancers::default(),
         })
     }
 
     async fn route(&self, target: &Target) -> Route {
-        if let Some(b) = self.balancer(target) {
+        if let Some(b) = self.balancers.get(target) {
             return Route::Balanced(b);
         }
         match self.resolver.resolve(target).await {
             Resolution::Rejected => Route::Forward(target.clone()),
-            Resolution::Endpoints(rx) => {
-                let mut bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(b) = bs.map.get(target).and_then(Weak::upgrade) {
-                    return Route::Balanced(b);
-                }
-                let b = Arc::new(Balancer::new(rx));
-                bs.map.insert(target.clone(), Arc::downgrade(&b));
-                if bs.map.len() >= bs.sweep_at {
-                    bs.map.retain(|_, w| w.strong_count() > 0);
-                    bs.sweep_at = (bs.map.len() * 2).max(MIN_SWEEP);
-                }
-                Route::Balanced(b)
-            }
+            Resolution::Endpoints(rx) => Route::Balanced(self.balancers.get_or_insert(target, rx)),
         }
-    }
-
-    fn balancer(&self, target: &Target) -> Option<Arc<Balancer>> {
-        let bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-        bs.map.get(target).and_then(Weak::upgrade)
-    }
-
-    /// Targets with a live balancer (for tests and debugging).
-    pub fn live_balancers(&self) -> usize {
-        let bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-        bs.map.values().filter(|w| w.strong_count() > 0).count()
     }
 
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
@@ -319,8 +284,6 @@ impl Outbound {
         }
     }
 }
-
-const MIN_SWEEP: usize = 64;
 
 /// The outcome of a pick: where to connect, the endpoint (labels, hint) and the balancer's
 /// outstanding-request guard, held until the request or connection ends.
@@ -692,6 +655,7 @@ mod tests {
     use super::*;
     use crate::discovery::EndpointSet;
     use http_body_util::{BodyExt, Empty};
+    use std::sync::Mutex;
     use tokio::{net::TcpListener, sync::watch};
 
     /// Serves a fixed endpoint set per target and keeps every channel's sender, so a test can see
@@ -839,14 +803,12 @@ mod tests {
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
         }
-        assert_eq!(ob.live_balancers(), 0);
-        let bs = ob.balancers.lock().unwrap();
+        assert_eq!(ob.balancers.live(), 0);
         assert!(
-            bs.map.len() < MIN_SWEEP,
+            ob.balancers.entries() < crate::balance::MIN_SWEEP,
             "{} dead entries kept",
-            bs.map.len()
+            ob.balancers.entries()
         );
-        drop(bs);
         let subscribed: Vec<usize> = senders
             .lock()
             .unwrap()
@@ -880,12 +842,12 @@ mod tests {
         };
         let held = b.pick().unwrap();
         drop(b);
-        assert_eq!(ob.live_balancers(), 1);
+        assert_eq!(ob.balancers.live(), 1);
         let Route::Balanced(again) = ob.route(&target).await else {
             panic!("expected a balancer");
         };
         assert_eq!(again.outstanding(held.endpoint.addr), 1);
         drop((held, again));
-        assert_eq!(ob.live_balancers(), 0);
+        assert_eq!(ob.balancers.live(), 0);
     }
 }
