@@ -87,7 +87,7 @@ pub fn proxy_binary() -> anyhow::Result<PathBuf> {
         .find(|path| path.is_file())
         .with_context(|| {
             format!(
-                "weft-proxy not found beside {} (build it with `cargo build -p weft`, or set WEFT_PROXY_BIN)",
+                "weft-proxy not found beside {} (build it with `cargo build -p weft-proxy`, or set WEFT_PROXY_BIN)",
                 exe.display()
             )
         })

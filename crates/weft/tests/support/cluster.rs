@@ -8,7 +8,6 @@ use weft_testbed::mesh::{ControlPlane, Workload};
 use weft_testbed::Cluster;
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-pub const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
 
 /// The `ratings` Service: cluster IP 198.19.0.10, port 80 → workload port `http`.
 pub const RATINGS_SERVICE: &str = "\
@@ -42,10 +41,19 @@ pub async fn workload(
 ) -> Workload {
     let mut flags = flags.to_vec();
     flags.extend(["--store", store.to_str().expect("utf8 path")]);
-    let (weft, proxy) = (Path::new(WEFT), Path::new(PROXY));
-    Workload::start(cluster, node, weft, proxy, control, name, &flags, cmd)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    let proxy = super::proxy_bin();
+    Workload::start(
+        cluster,
+        node,
+        Path::new(WEFT),
+        &proxy,
+        control,
+        name,
+        &flags,
+        cmd,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
 /// The `ratings` demo service (`weft demo-service ratings`) on `node`, port `http=8080`.
