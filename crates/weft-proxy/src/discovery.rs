@@ -1,7 +1,6 @@
 //! Service discovery client (Destination.Get, GetProfile).
 //!
-//! INTERFACE CONTRACT (shared by the data path and the discovery implementation):
-//! `Discovery::resolve` returns a `watch::Receiver<EndpointSet>` per target, shared by every caller
+//! What the data path relies on: `Discovery::resolve` returns a `watch::Receiver<EndpointSet>` per target, shared by every caller
 //! of the same target, kept current by one background stream per target that reconnects with
 //! backoff and keeps the last received state while the control plane is away.
 //!

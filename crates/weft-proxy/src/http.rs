@@ -3,13 +3,7 @@
 //! protocol conversion (`l5d-orig-proto`), upgrades, and response
 //! metrics. The client connection pool (lifetimes, retries) is the submodule [`pool`].
 
-use crate::{
-    detect::Protocol,
-    identity::tls::PeerRejection,
-    metrics::{self as m, Labels},
-    mtls::{self, ClientTls},
-    relay::Metered,
-};
+use crate::{connect::ConnectError, detect::Protocol};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -30,7 +24,6 @@ use std::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
     sync::watch,
 };
 
@@ -64,10 +57,12 @@ pub fn empty() -> Body {
 pub enum Error {
     #[error("no endpoints for {target} after {timeout:?}")]
     Unavailable { target: String, timeout: Duration },
-    #[error("connect to {addr} timed out after {timeout:?}")]
-    ConnectTimeout { addr: SocketAddr, timeout: Duration },
-    #[error("connect to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: io::Error },
+    /// No connection to the endpoint (refused, no route, timed out, TLS refused or failed).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Relaying an opaque stream or a tunnel failed after the connection was made.
+    #[error("relaying to {addr}: {source}")]
+    Relay { addr: SocketAddr, source: io::Error },
     #[error("HTTP handshake with {addr}: {}", chain(source))]
     Handshake {
         addr: SocketAddr,
@@ -87,20 +82,6 @@ pub enum Error {
         "refusing to forward to {addr}: it is this proxy's own outbound listener (a request loop)"
     )]
     Loop { addr: SocketAddr },
-    /// The peer's certificate was refused: another CA, expired, or not the identity discovery
-    /// announced.
-    #[error("TLS to {addr} refused: {rejection} (expected {identity})")]
-    PeerRejected {
-        addr: SocketAddr,
-        identity: String,
-        rejection: PeerRejection,
-    },
-    #[error("TLS handshake with {addr} (expecting {identity}) failed: {reason}")]
-    Tls {
-        addr: SocketAddr,
-        identity: String,
-        reason: String,
-    },
     /// Inbound: the port requires a mutually authenticated client and this one is not.
     #[error("port {port} requires a client identity (mTLS); this connection has none: {why}")]
     IdentityRequired { port: u16, why: &'static str },
@@ -129,13 +110,11 @@ impl Error {
             Error::NoAuthority => StatusCode::BAD_REQUEST,
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
             Error::IdentityRequired { .. } => StatusCode::FORBIDDEN,
-            Error::ConnectTimeout { .. }
-            | Error::Connect { .. }
+            Error::Connect(_)
+            | Error::Relay { .. }
             | Error::Handshake { .. }
             | Error::Upstream { .. }
-            | Error::Dns { .. }
-            | Error::PeerRejected { .. }
-            | Error::Tls { .. } => StatusCode::BAD_GATEWAY,
+            | Error::Dns { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -296,77 +275,6 @@ pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
     }
     strip_hop_by_hop(req.headers_mut(), keep_upgrade);
     *req.version_mut() = Version::HTTP_11;
-}
-
-/// Opens a TCP connection (peer="dst" metrics) within `timeout`.
-pub async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-    metrics: &Metrics,
-    labels: &Labels,
-) -> Result<Metered<TcpStream>, Error> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(Error::ConnectTimeout { addr, timeout }),
-        Ok(Err(source)) => return Err(Error::Connect { addr, source }),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    let labels = Labels {
-        authority: None,
-        target_addr: addr,
-        ..labels.clone()
-    };
-    Ok(Metered::new(stream, metrics.tcp_open(&labels, Peer::Dst)))
-}
-
-/// Opens a connection to `addr` (peer="dst" metrics, labelled by `labels.tls`) and, for a meshed
-/// peer, completes the TLS handshake within `timeout` too. A refused peer certificate counts
-/// `tls_handshake_errors_total{direction="outbound",server_id,reason}`.
-pub async fn connect_io(
-    addr: SocketAddr,
-    tls: Option<&ClientTls>,
-    timeout: Duration,
-    metrics: &Metrics,
-    labels: &Labels,
-) -> Result<mtls::Io, Error> {
-    let tcp = connect(addr, timeout, metrics, labels).await?;
-    let Some(tls) = tls else {
-        return Ok(mtls::Io::Plain(tcp));
-    };
-    let failed = |reason: &str| {
-        metrics.count(
-            m::TLS_HANDSHAKE_ERRORS,
-            None,
-            &[
-                ("direction", "outbound"),
-                ("server_id", &tls.identity),
-                ("reason", reason),
-            ],
-        );
-    };
-    match mtls::connect(tls, tcp, timeout).await {
-        Ok(io) => Ok(io),
-        Err(mtls::HandshakeError::Rejected(rejection)) => {
-            failed(mtls::rejection_label(rejection));
-            Err(Error::PeerRejected {
-                addr,
-                identity: tls.identity.to_string(),
-                rejection,
-            })
-        }
-        Err(e) => {
-            failed(match e {
-                mtls::HandshakeError::Timeout(_) => "timeout",
-                mtls::HandshakeError::NotTls => "not_tls",
-                _ => "handshake",
-            });
-            Err(Error::Tls {
-                addr,
-                identity: tls.identity.to_string(),
-                reason: e.to_string(),
-            })
-        }
-    }
 }
 
 /// Wraps a response so `response_total` / `response_latency_ms` are recorded once, when the body

@@ -22,6 +22,7 @@
 use crate::{
     accept::Accepted,
     config::{Config, PortSet},
+    connect,
     detect::{self, Prefixed, Protocol},
     http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::{tls as id_tls, Identity},
@@ -385,10 +386,10 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let labels = ib.labels(None, target_addr, peer.tls_label());
-    let server = http::connect(app, ib.settings.connect_timeout, &ib.metrics, &labels).await?;
+    let server = connect::tcp(app, ib.settings.connect_timeout, &ib.metrics, &labels).await?;
     relay::relay(client, server)
         .await
-        .map_err(|source| Error::Connect { addr: app, source })?;
+        .map_err(|source| Error::Relay { addr: app, source })?;
     Ok(())
 }
 

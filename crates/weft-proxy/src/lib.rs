@@ -11,7 +11,9 @@
 //! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
 //! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
 //! - [`mtls`]: TLS on the data path: outbound connector, ClientHello peek, transport header.
-//! - [`balance`]: P2C endpoint choice.
+//! - [`connect`]: opening a connection to an endpoint (TCP, TLS, transport header) with one
+//!   timeout, and errors that say why it failed.
+//! - [`balance`]: P2C endpoint choice and the per-target balancer cache.
 //! - [`accept`]: what a listener hands a request path ([`accept::Accepted`]).
 //! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
 //! - [`sys`]: the only libc calls (`SO_ORIGINAL_DST`, `getifaddrs`, `sysconf`).
@@ -20,6 +22,7 @@ pub mod accept;
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod connect;
 pub mod detect;
 pub mod discovery;
 pub mod http;

@@ -6,6 +6,7 @@ use super::*;
 use crate::{
     accept::Accepted,
     config::PortSet,
+    connect::{connect, ConnectError, Dial},
     http,
     identity::{
         tests::{test_config, token_file, TestCa},
@@ -15,8 +16,9 @@ use crate::{
     metrics::{self as m, Direction, Labels, Metrics, TlsLabel},
 };
 use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
+use rustls::pki_types::ServerName;
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::SystemTime};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 const PROXY: &str = "web.default.serviceaccount.identity.weft.cluster.local";
 const CLIENT: &str = "client.default.serviceaccount.identity.weft.cluster.local";
@@ -163,9 +165,13 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
         identity: PROXY.into(),
         config: Arc::new(config),
     };
-    let err = http::connect_io(
+    let dial = |addr| Dial {
         addr,
-        Some(&tls),
+        tls: Some(&tls),
+        header: None,
+    };
+    let err = connect(
+        dial(addr),
         Duration::from_secs(5),
         &metrics,
         &outbound_labels(addr),
@@ -176,14 +182,14 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
     assert!(
         matches!(
             &err,
-            http::Error::PeerRejected {
+            ConnectError::PeerRejected {
                 rejection: id_tls::PeerRejection::WrongIdentity,
                 ..
             }
         ),
         "{err}"
     );
-    let resp = err.into_response();
+    let resp = http::Error::from(err).into_response();
     assert_eq!(resp.status(), 502);
     let reason = resp.headers()[http::L5D_PROXY_ERROR]
         .to_str()
@@ -202,9 +208,8 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
 
     // The right identity from the same CA is accepted.
     let addr = tls_server(ca.valid(&[PROXY])).await;
-    let mut io = http::connect_io(
-        addr,
-        Some(&tls),
+    let mut io = connect(
+        dial(addr),
         Duration::from_secs(5),
         &metrics,
         &outbound_labels(addr),

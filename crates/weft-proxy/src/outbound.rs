@@ -22,6 +22,7 @@ use crate::{
     accept::Accepted,
     balance::{Balancer, Balancers, InFlight},
     config::{Config, PortSet},
+    connect::{self, Dial},
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
     discovery::{Endpoint, ProtocolHint, Resolution, Target},
@@ -409,17 +410,15 @@ async fn forward_opaque(
     } = ob.pick(target, route, deadline).await?;
     let (tls, tls_label) = ob.tls_for(endpoint.as_ref());
     let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
-    let server = http::connect_io(
+    let dial = Dial {
         addr,
-        tls.as_ref(),
-        ob.settings.connect_timeout,
-        &ob.metrics,
-        &labels,
-    )
-    .await?;
+        tls: tls.as_ref(),
+        header: None,
+    };
+    let server = connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await?;
     let moved = relay::relay(client, server)
         .await
-        .map_err(|source| Error::Connect { addr, source })?;
+        .map_err(|source| Error::Relay { addr, source })?;
     tracing::debug!(%target, %addr, ?moved, "opaque connection closed");
     Ok(())
 }
@@ -573,18 +572,16 @@ async fn tunnel<B>(
     );
     let metrics = ob.metrics.http(&labels);
     metrics.request();
-    let server = match http::connect_io(
-        picked.addr,
-        tls.as_ref(),
-        ob.settings.connect_timeout,
-        &ob.metrics,
-        &labels,
-    )
-    .await
-    {
-        Ok(server) => server,
-        Err(e) => return record_error(metrics, e, started),
+    let dial = Dial {
+        addr: picked.addr,
+        tls: tls.as_ref(),
+        header: None,
     };
+    let server =
+        match connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await {
+            Ok(server) => server,
+            Err(e) => return record_error(metrics, e.into(), started),
+        };
     let client = hyper::upgrade::on(&mut req);
     let addr = picked.addr;
     tokio::spawn(async move {
@@ -760,6 +757,32 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// An endpoint nobody listens on: the request fails with 502 and `l5d-proxy-error` says the
+    /// connection was refused, by which address (not only that something failed).
+    #[tokio::test]
+    async fn a_refused_endpoint_says_so_in_l5d_proxy_error() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let ob = outbound(Fixed {
+            endpoints: vec![Endpoint {
+                addr,
+                weight: 1,
+                hint: ProtocolHint::Unknown,
+                identity: None,
+                labels: Arc::new(BTreeMap::new()),
+            }],
+            silent_for: None,
+            senders: Senders::default(),
+        });
+        let resp = proxy_request(ob, None, get("http://web:8080/x")).await;
+        assert_eq!(resp.status(), 502);
+        assert_eq!(
+            resp.headers()[http::L5D_PROXY_ERROR],
+            format!("connection refused by {addr}").as_str()
+        );
     }
 
     /// Discovery silent for the whole fail-fast timeout: the request fails after ONE timeout,

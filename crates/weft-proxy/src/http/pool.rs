@@ -24,8 +24,9 @@
 use super::{boxed, Body, BoxError, Error};
 pub use crate::config::PoolLimits;
 use crate::{
+    connect::{self, Dial, Io},
     metrics::{Labels, Metrics},
-    mtls::{ClientTls, Io},
+    mtls::ClientTls,
     relay,
 };
 use bytes::Bytes;
@@ -474,16 +475,20 @@ impl Pool {
     }
 
     /// Opens a metered TCP connection, with TLS for a meshed peer, within the connect timeout
-    /// (TCP and TLS each get the timeout).
+    /// (one bound for TCP and TLS together).
     pub async fn connect(&self, dst: &Dst, labels: &Labels) -> Result<Io, Error> {
-        super::connect_io(
-            dst.addr,
-            dst.tls.as_ref(),
+        let dial = Dial {
+            addr: dst.addr,
+            tls: dst.tls.as_ref(),
+            header: None,
+        };
+        Ok(connect::connect(
+            dial,
             self.inner.connect_timeout,
             &self.inner.metrics,
             labels,
         )
-        .await
+        .await?)
     }
 }
 
