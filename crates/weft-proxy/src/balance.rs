@@ -243,6 +243,7 @@ mod tests {
             weight,
             hint: ProtocolHint::H2,
             identity: None,
+            opaque_transport_port: None,
             labels: Arc::new(BTreeMap::new()),
         }
     }

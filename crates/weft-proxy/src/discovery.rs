@@ -57,6 +57,10 @@ pub struct Endpoint {
     pub hint: ProtocolHint,
     /// Expected TLS identity (DNS-like) from discovery, if any.
     pub identity: Option<String>,
+    /// `protocol_hint.opaque_transport.inbound_port`: the peer's proxy takes opaque traffic on this
+    /// port, inside mTLS with ALPN `transport.l5d.io/v1` and a transport header naming the
+    /// endpoint's port.
+    pub opaque_transport_port: Option<u16>,
     /// Per-endpoint metric labels (set-level labels merged in), without the `dst_` prefix.
     pub labels: Arc<BTreeMap<String, String>>,
 }
@@ -569,11 +573,18 @@ impl TargetTask {
 
 fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Option<Endpoint> {
     let addr = SocketAddr::try_from(wa.addr?).ok()?;
-    let hint = match wa.protocol_hint.and_then(|h| h.protocol) {
+    let (protocol, opaque_transport) = wa
+        .protocol_hint
+        .map_or((None, None), |h| (h.protocol, h.opaque_transport));
+    let hint = match protocol {
         Some(protocol_hint::Protocol::H2(_)) => ProtocolHint::H2,
         Some(protocol_hint::Protocol::Opaque(_)) => ProtocolHint::Opaque,
         None => ProtocolHint::Unknown,
     };
+    // A port that does not fit is not a port: ignore the hint (plain mTLS to the endpoint).
+    let opaque_transport_port = opaque_transport
+        .and_then(|t| u16::try_from(t.inbound_port).ok())
+        .filter(|p| *p != 0);
     let identity = wa.tls_identity.and_then(|t| match t.strategy {
         Some(tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name),
         Some(tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
@@ -589,6 +600,7 @@ fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Optio
         weight: wa.weight,
         hint,
         identity,
+        opaque_transport_port,
         labels: Arc::new(labels),
     })
 }
@@ -610,6 +622,34 @@ fn sweep_expired_rejections(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `protocol_hint.opaque_transport.inbound_port` reaches the endpoint; 0 or a number past
+    /// 65535 is no port.
+    #[test]
+    fn opaque_transport_port_comes_from_the_protocol_hint() {
+        let wa = |inbound_port: Option<u32>| api::WeightedAddr {
+            addr: Some(SocketAddr::from(([198, 18, 0, 2], 8080)).into()),
+            weight: 1,
+            protocol_hint: Some(api::ProtocolHint {
+                protocol: Some(protocol_hint::Protocol::Opaque(protocol_hint::Opaque {})),
+                opaque_transport: inbound_port
+                    .map(|inbound_port| protocol_hint::OpaqueTransport { inbound_port }),
+            }),
+            ..Default::default()
+        };
+        let port = |p| {
+            convert(wa(p), &HashMap::new())
+                .expect("endpoint")
+                .opaque_transport_port
+        };
+        assert_eq!(port(Some(4143)), Some(4143));
+        assert_eq!(port(None), None);
+        assert_eq!(port(Some(0)), None);
+        assert_eq!(port(Some(70_000)), None);
+        let ep = convert(wa(Some(4143)), &HashMap::new()).expect("endpoint");
+        assert_eq!(ep.hint, ProtocolHint::Opaque);
+        assert_eq!(ep.addr, SocketAddr::from(([198, 18, 0, 2], 8080)));
+    }
 
     fn rejected_at(targets: &mut HashMap<Target, Entry>, n: u16, at: tokio::time::Instant) {
         for port in 0..n {

@@ -15,8 +15,10 @@
 //! to it (pooled HTTP/2 or HTTP/1, upgrades, opaque TCP, tunnels) is TLS 1.3 with SNI = that
 //! identity, and the peer's certificate must chain to our trust anchors and carry exactly it
 //! ([`crate::mtls`]); otherwise the request fails with 502 and a precise `l5d-proxy-error`.
-//! Opaque bytes to a meshed peer travel inside plain TLS (no transport header): the peer's
-//! inbound terminates it and serves the bytes as it would plaintext.
+//! Opaque bytes to a meshed peer travel inside plain TLS to the endpoint (the peer's inbound
+//! terminates it and serves the bytes as it would plaintext), or, when discovery gives the endpoint
+//! an opaque-transport port, to that port with ALPN `transport.l5d.io/v1` and a transport header
+//! naming the endpoint's port ([`forward_opaque`]).
 
 use crate::{
     accept::Accepted,
@@ -29,7 +31,7 @@ use crate::{
     http::{self, Body, Dst, Error, HttpMetrics, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::Identity,
     metrics::{Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
-    mtls::{self, ClientTls},
+    mtls::{self, ClientTls, TransportHeader},
     relay::{self, Metered},
 };
 use bytes::BytesMut;
@@ -266,15 +268,15 @@ impl Outbound {
     }
 
     /// TLS towards a picked endpoint: mTLS when discovery named its identity and this proxy has
-    /// one; the metrics label either way.
-    fn tls_for(&self, ep: Option<&Endpoint>) -> (Option<ClientTls>, TlsLabel) {
+    /// one; the metrics label either way. `transport`: offer ALPN `transport.l5d.io/v1`.
+    fn tls_for(&self, ep: Option<&Endpoint>, transport: bool) -> (Option<ClientTls>, TlsLabel) {
         let Some(peer) = ep.and_then(|e| e.identity.as_deref()) else {
             return (None, NO_TLS);
         };
         let Some(client) = &self.tls else {
             return (None, TlsLabel::NoIdentity(mtls::NO_TLS_LOCAL_DISABLED));
         };
-        match client.plan(peer, false) {
+        match client.plan(peer, transport) {
             mtls::Plan::Tls(tls) => {
                 let label = TlsLabel::Established {
                     peer_id: Some(tls.identity.to_string()),
@@ -396,6 +398,9 @@ fn is_opaque(route: &Route) -> bool {
 }
 
 /// Opaque TCP: one endpoint for the whole connection, bytes relayed both ways with half-close.
+/// A meshed endpoint whose discovery hint names an opaque-transport port is reached on that port
+/// (its proxy's inbound listener) with ALPN `transport.l5d.io/v1`, the transport header naming the
+/// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself.
 async fn forward_opaque(
     ob: &Outbound,
     client: Prefixed<Metered<TcpStream>>,
@@ -408,12 +413,25 @@ async fn forward_opaque(
         endpoint,
         in_flight: _in_flight,
     } = ob.pick(target, route, deadline).await?;
-    let (tls, tls_label) = ob.tls_for(endpoint.as_ref());
+    let transport_port = endpoint.as_ref().and_then(|e| e.opaque_transport_port);
+    let (tls, tls_label) = ob.tls_for(endpoint.as_ref(), transport_port.is_some());
     let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
+    // The transport header only travels inside TLS: without it, connect to the endpoint as is.
+    let (dial_addr, header) = match (transport_port, &tls) {
+        (Some(port), Some(_)) => (
+            SocketAddr::new(addr.ip(), port),
+            Some(TransportHeader {
+                port: addr.port(),
+                name: None,
+                protocol: None,
+            }),
+        ),
+        _ => (addr, None),
+    };
     let dial = Dial {
-        addr,
+        addr: dial_addr,
         tls: tls.as_ref(),
-        header: None,
+        header: header.as_ref(),
     };
     let server = connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await?;
     let moved = relay::relay(client, server)
@@ -507,7 +525,7 @@ where
     let hint = endpoint
         .as_ref()
         .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
-    let (tls, tls_label) = ob.tls_for(endpoint.as_ref());
+    let (tls, tls_label) = ob.tls_for(endpoint.as_ref(), false);
     let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
     let metrics = ob.metrics.http(&labels);
     metrics.request();
@@ -563,7 +581,7 @@ async fn tunnel<B>(
             return early_error(&ob, &labels, e, started);
         }
     };
-    let (tls, tls_label) = ob.tls_for(picked.endpoint.as_ref());
+    let (tls, tls_label) = ob.tls_for(picked.endpoint.as_ref(), false);
     let labels = ob.labels(
         Some(authority),
         picked.addr,
@@ -772,6 +790,7 @@ mod tests {
                 weight: 1,
                 hint: ProtocolHint::Unknown,
                 identity: None,
+                opaque_transport_port: None,
                 labels: Arc::new(BTreeMap::new()),
             }],
             silent_for: None,
@@ -813,6 +832,7 @@ mod tests {
                 weight: 1,
                 hint: ProtocolHint::Unknown,
                 identity: None,
+                opaque_transport_port: None,
                 labels: Arc::new(BTreeMap::new()),
             }],
             silent_for: None,
@@ -854,6 +874,7 @@ mod tests {
                 weight: 1,
                 hint: ProtocolHint::Unknown,
                 identity: None,
+                opaque_transport_port: None,
                 labels: Arc::new(BTreeMap::new()),
             }],
             silent_for: None,

@@ -60,6 +60,7 @@ fn endpoint(addr: SocketAddr, hint: ProtocolHint) -> Endpoint {
         weight: 10000,
         hint,
         identity: None,
+        opaque_transport_port: None,
         labels: Arc::new(labels),
     }
 }
