@@ -52,7 +52,20 @@ pub fn empty() -> Body {
     boxed(Empty::<Bytes>::new())
 }
 
-/// What can go wrong forwarding one request; each variant has its status code.
+/// Where an error happened (the distinction pingora's errors make): what a retry policy, a log
+/// line or a metric needs to know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client or its request (no authority, no identity on a port that requires one).
+    Downstream,
+    /// The endpoint or the way to it (connect, TLS, HTTP handshake, the request itself, DNS).
+    Upstream,
+    /// The proxy's own decision: no endpoints in time, a request loop.
+    Internal,
+}
+
+/// What can go wrong forwarding one request, in either direction; each variant has its status
+/// code, its [`Side`] and whether a retry is safe ([`Error::retry_safe`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no endpoints for {target} after {timeout:?}")]
@@ -72,6 +85,9 @@ pub enum Error {
     Upstream {
         addr: SocketAddr,
         source: hyper::Error,
+        /// The endpoint provably did not process the request (hyper handed it back unsent, or
+        /// the HTTP/2 peer refused the stream): sending it again cannot repeat its effects.
+        unprocessed: bool,
     },
     #[error("cannot resolve {host}: {reason}")]
     Dns { host: String, reason: String },
@@ -104,6 +120,29 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Error {
+    pub fn side(&self) -> Side {
+        match self {
+            Error::NoAuthority | Error::IdentityRequired { .. } => Side::Downstream,
+            Error::Connect(_)
+            | Error::Relay { .. }
+            | Error::Handshake { .. }
+            | Error::Upstream { .. }
+            | Error::Dns { .. } => Side::Upstream,
+            Error::Unavailable { .. } | Error::Loop { .. } => Side::Internal,
+        }
+    }
+
+    /// Can the request be sent again without repeating its effects? Only when it never reached
+    /// the application: no connection (or no HTTP handshake) was made, or the endpoint provably
+    /// did not process it.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            Error::Connect(_) | Error::Handshake { .. } => true,
+            Error::Upstream { unprocessed, .. } => *unprocessed,
+            _ => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -379,5 +418,40 @@ impl Drop for MeteredBody {
     fn drop(&mut self) {
         // Bodies that are never polled (HEAD, 204) or abandoned by the client still count.
         self.finish(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::ConnectError;
+
+    /// Where an error happened and whether a retry is safe come with the error, for the retry
+    /// policies to come; the pool's own "never processed" retry reads the same answer.
+    #[test]
+    fn errors_say_where_they_happened_and_whether_a_retry_is_safe() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let refused = Error::from(ConnectError::Refused { addr });
+        assert_eq!(refused.side(), Side::Upstream);
+        assert!(refused.retry_safe());
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+
+        assert_eq!(Error::NoAuthority.side(), Side::Downstream);
+        assert!(!Error::NoAuthority.retry_safe());
+
+        let unavailable = Error::Unavailable {
+            target: "web".into(),
+            timeout: Duration::from_secs(3),
+        };
+        assert_eq!(unavailable.side(), Side::Internal);
+        assert!(!unavailable.retry_safe());
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let relay = Error::Relay {
+            addr,
+            source: io::Error::from(io::ErrorKind::ConnectionReset),
+        };
+        assert_eq!(relay.side(), Side::Upstream);
+        assert!(!relay.retry_safe(), "bytes may have reached the app");
     }
 }

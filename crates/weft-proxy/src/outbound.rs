@@ -141,13 +141,13 @@ pub struct Outbound {
     balancers: Balancers,
 }
 
-/// Where a target's traffic goes.
+/// Where a target's traffic goes (not a "route": that word is kept for HTTPRoute rules).
 #[derive(Clone)]
-enum Route {
+enum Dest {
     /// Discovered endpoints, balanced.
     Balanced(Arc<Balancer>),
     /// Discovery rejected the target: the original address, or the name resolved by DNS.
-    Forward(Target),
+    Passthrough(Target),
 }
 
 impl Outbound {
@@ -195,26 +195,21 @@ impl Outbound {
         })
     }
 
-    async fn route(&self, target: &Target) -> Route {
+    async fn dest(&self, target: &Target) -> Dest {
         if let Some(b) = self.balancers.get(target) {
-            return Route::Balanced(b);
+            return Dest::Balanced(b);
         }
         match self.resolver.resolve(target).await {
-            Resolution::Rejected => Route::Forward(target.clone()),
-            Resolution::Endpoints(rx) => Route::Balanced(self.balancers.get_or_insert(target, rx)),
+            Resolution::Rejected => Dest::Passthrough(target.clone()),
+            Resolution::Endpoints(rx) => Dest::Balanced(self.balancers.get_or_insert(target, rx)),
         }
     }
 
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
     /// fail-fast timeout from when the target was first needed). Endpoints that left discovery
     /// since the last pick get their pooled connections retired.
-    async fn pick(
-        &self,
-        target: &Target,
-        route: Route,
-        deadline: Instant,
-    ) -> Result<Picked, Error> {
-        let picked = self.pick_any(target, route, deadline).await?;
+    async fn pick(&self, target: &Target, dest: Dest, deadline: Instant) -> Result<Picked, Error> {
+        let picked = self.pick_any(target, dest, deadline).await?;
         if self.settings.own.contains(picked.addr) {
             return Err(Error::Loop { addr: picked.addr });
         }
@@ -224,11 +219,11 @@ impl Outbound {
     async fn pick_any(
         &self,
         target: &Target,
-        route: Route,
+        dest: Dest,
         deadline: Instant,
     ) -> Result<Picked, Error> {
-        match route {
-            Route::Balanced(b) => {
+        match dest {
+            Dest::Balanced(b) => {
                 for gone in b.take_removed() {
                     self.pool.retire(gone);
                 }
@@ -243,7 +238,7 @@ impl Outbound {
                     in_flight: Some(picked),
                 })
             }
-            Route::Forward(t) => Ok(Picked {
+            Dest::Passthrough(t) => Ok(Picked {
                 addr: forward_addr(&t).await?,
                 endpoint: None,
                 in_flight: None,
@@ -337,14 +332,12 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
     // 2. Discover early for a fixed target: discovery may say the service is opaque. The
     // fail-fast clock for this connection's endpoint starts now.
     let deadline = Instant::now() + ob.settings.failfast_timeout;
-    let route = match &target {
-        Some(t) => Some(ob.route(t).await),
+    let dest = match &target {
+        Some(t) => Some(ob.dest(t).await),
         None => None,
     };
-    let known_opaque = match (&target, &route) {
-        (Some(t), Some(route)) => {
-            ob.settings.opaque_ports.contains(&port_of(t)) || is_opaque(route)
-        }
+    let known_opaque = match (&target, &dest) {
+        (Some(t), Some(dest)) => ob.settings.opaque_ports.contains(&port_of(t)) || is_opaque(dest),
         _ => false,
     };
 
@@ -359,20 +352,20 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
     };
 
     // 4. Forward: relay bytes, or serve HTTP with a balanced endpoint per request.
-    match (protocol, target, route) {
-        (Protocol::Opaque, Some(target), Some(route)) => {
+    match (protocol, target, dest) {
+        (Protocol::Opaque, Some(target), Some(dest)) => {
             // Boxed: connect + TLS + relay states are large, and only opaque connections
             // need them (an HTTP connection's task stays small).
-            if let Err(e) = Box::pin(forward_opaque(&ob, io, &target, route, deadline)).await {
+            if let Err(e) = Box::pin(forward_opaque(&ob, io, &target, dest, deadline)).await {
                 tracing::info!(%target, error = %e, "opaque connection failed");
             }
         }
         (Protocol::Opaque, ..) => {
             tracing::info!("explicit-mode connection is not HTTP: nothing to forward it to");
         }
-        (protocol, target, route) => {
-            // A fixed target's route (and so its balancer) lives as long as the connection.
-            let fixed = target.zip(route);
+        (protocol, target, dest) => {
+            // A fixed target's dest (and so its balancer) lives as long as the connection.
+            let fixed = target.zip(dest);
             let svc = hyper::service::service_fn(move |req| {
                 let ob = ob.clone();
                 let fixed = fixed.clone();
@@ -390,10 +383,10 @@ fn port_of(t: &Target) -> u16 {
     }
 }
 
-fn is_opaque(route: &Route) -> bool {
-    match route {
-        Route::Balanced(b) => b.snapshot().opaque,
-        Route::Forward(_) => false,
+fn is_opaque(dest: &Dest) -> bool {
+    match dest {
+        Dest::Balanced(b) => b.snapshot().opaque,
+        Dest::Passthrough(_) => false,
     }
 }
 
@@ -405,14 +398,14 @@ async fn forward_opaque(
     ob: &Outbound,
     client: Prefixed<Metered<TcpStream>>,
     target: &Target,
-    route: Route,
+    dest: Dest,
     deadline: Instant,
 ) -> Result<(), Error> {
     let Picked {
         addr,
         endpoint,
         in_flight: _in_flight,
-    } = ob.pick(target, route, deadline).await?;
+    } = ob.pick(target, dest, deadline).await?;
     let transport_port = endpoint.as_ref().and_then(|e| e.opaque_transport_port);
     let (tls, tls_label) = ob.tls_for(endpoint.as_ref(), transport_port.is_some());
     let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
@@ -466,11 +459,11 @@ async fn forward_addr(target: &Target) -> Result<SocketAddr, Error> {
 }
 
 /// One HTTP request: target → endpoint → pooled connection; errors become responses here.
-/// `fixed` is the connection's target and route (transparent or upstream); `None` in explicit
+/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
 /// mode, where the request names its target.
 async fn proxy_request<B>(
     ob: Arc<Outbound>,
-    fixed: Option<(Target, Route)>,
+    fixed: Option<(Target, Dest)>,
     req: Request<B>,
 ) -> Response<Body>
 where
@@ -488,10 +481,10 @@ where
     let mut req = req.map(http::boxed);
 
     // Explicit mode: the request names the target (absolute-form or Host).
-    let (target, route) = match fixed {
+    let (target, dest) = match fixed {
         // A fixed target was checked against the proxy's own listeners when the connection
         // was accepted (`handle`).
-        Some((t, route)) => (t, Some(route)),
+        Some((t, dest)) => (t, Some(dest)),
         None => match explicit_target(&ob, authority.as_deref()) {
             Some((Target::Addr(addr), _)) if ob.settings.own.contains(addr) => {
                 // Before discovery: a loop is known from the address alone.
@@ -500,13 +493,13 @@ where
                 return early_error(&ob, &labels, Error::Loop { addr }, started);
             }
             Some((t, true)) => (t, None),
-            Some((t, false)) => (t.clone(), Some(Route::Forward(t))),
+            Some((t, false)) => (t.clone(), Some(Dest::Passthrough(t))),
             None => return Error::NoAuthority.into_response(),
         },
     };
-    let route = match route {
-        Some(route) => route,
-        None => ob.route(&target).await,
+    let dest = match dest {
+        Some(dest) => dest,
+        None => ob.dest(&target).await,
     };
     let authority = authority.unwrap_or_else(|| target.to_string());
 
@@ -515,7 +508,7 @@ where
         addr,
         endpoint,
         in_flight,
-    } = match ob.pick(&target, route, deadline).await {
+    } = match ob.pick(&target, dest, deadline).await {
         Ok(picked) => picked,
         Err(e) => {
             let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
@@ -569,12 +562,12 @@ async fn tunnel<B>(
         return Error::NoAuthority.into_response();
     };
     let authority = authority.unwrap_or_else(|| target.to_string());
-    let route = if discover {
-        ob.route(&target).await
+    let dest = if discover {
+        ob.dest(&target).await
     } else {
-        Route::Forward(target.clone())
+        Dest::Passthrough(target.clone())
     };
-    let picked = match ob.pick(&target, route, deadline).await {
+    let picked = match ob.pick(&target, dest, deadline).await {
         Ok(picked) => picked,
         Err(e) => {
             let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
@@ -840,8 +833,8 @@ mod tests {
         });
         for i in 0..200u16 {
             let target = Target::Addr(SocketAddr::from(([10, 0, 0, 1], 1000 + i)));
-            let route = ob.route(&target).await;
-            let resp = proxy_request(ob.clone(), Some((target, route)), get("/")).await;
+            let dest = ob.dest(&target).await;
+            let resp = proxy_request(ob.clone(), Some((target, dest)), get("/")).await;
             assert_eq!(resp.status(), 200);
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
@@ -881,13 +874,13 @@ mod tests {
             senders: Senders::default(),
         });
         let target = Target::Addr(SocketAddr::from(([10, 0, 0, 1], 80)));
-        let Route::Balanced(b) = ob.route(&target).await else {
+        let Dest::Balanced(b) = ob.dest(&target).await else {
             panic!("expected a balancer");
         };
         let held = b.pick().unwrap();
         drop(b);
         assert_eq!(ob.balancers.live(), 1);
-        let Route::Balanced(again) = ob.route(&target).await else {
+        let Dest::Balanced(again) = ob.dest(&target).await else {
             panic!("expected a balancer");
         };
         assert_eq!(again.outstanding(held.endpoint.addr), 1);

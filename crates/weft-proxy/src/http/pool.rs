@@ -174,22 +174,24 @@ impl Pool {
                 Err(e) => e,
             };
             let unsent = err.take_message();
-            let err = err.into_error();
-            let refused = refused_unprocessed(&err);
+            let source = err.into_error();
+            let refused = refused_unprocessed(&source);
+            let err = Error::Upstream {
+                addr,
+                source,
+                unprocessed: unsent.is_some() || refused,
+            };
             if unsent.is_some() || refused || conn.sender.is_closed() {
                 // This connection takes no new streams: the next request opens a fresh one.
                 self.evict_h2(&dst.key(), conn.id);
             }
-            if attempt > 1 {
-                return Err(Error::Upstream { addr, source: err });
+            if attempt > 1 || !err.retry_safe() {
+                return Err(err);
             }
-            req = match (unsent, refused) {
-                (Some(r), _) => Some(r),
-                (None, true) => replay.take().map(|body| head.rebuild(body)),
-                (None, false) => None,
-            };
+            // Unsent: hyper gave the request back; refused: rebuild it from the kept body.
+            req = unsent.or_else(|| replay.take().map(|body| head.rebuild(body)));
             if req.is_none() {
-                return Err(Error::Upstream { addr, source: err });
+                return Err(err);
             }
             tracing::debug!(%addr, error = %err, "retrying a request the connection never delivered");
         }
@@ -204,7 +206,11 @@ impl Pool {
     ) -> Result<Response<Body>, Error> {
         let addr = dst.addr;
         let key = dst.key();
-        let upstream = |source| Error::Upstream { addr, source };
+        let upstream = |source| Error::Upstream {
+            addr,
+            source,
+            unprocessed: false,
+        };
         let mut req = req;
         if let Some(conn) = self.take_idle_h1(&key) {
             // A reused connection the server closed meanwhile hands the request back unsent:
@@ -276,7 +282,11 @@ impl Pool {
         let mut resp = sender
             .send_request(req)
             .await
-            .map_err(|source| Error::Upstream { addr, source })?;
+            .map_err(|source| Error::Upstream {
+                addr,
+                source,
+                unprocessed: false,
+            })?;
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
             || (is_connect && resp.status().is_success());
         if switched {
