@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use crate::backoff::Backoff;
 use linkerd2_proxy_api::destination::{
     self as api, destination_client::DestinationClient, protocol_hint, tls_identity, update,
 };
@@ -186,7 +187,8 @@ impl Discovery {
         };
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            let mut backoff = Backoff::new(upgrade_cfg(&weak));
+            let (min, max) = upgrade_cfg(&weak);
+            let mut backoff = Backoff::new(min, max);
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 if *inner.ready.borrow() {
@@ -330,34 +332,6 @@ fn upgrade_cfg(weak: &Weak<Inner>) -> (Duration, Duration) {
         })
 }
 
-/// Exponential backoff with jitter, reset after a successful answer.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new((min, max): (Duration, Duration)) -> Backoff {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// Sleeps `next` plus up to 50% jitter (capped at `max`), then doubles `next`.
-    async fn sleep(&mut self) {
-        let jittered = self.next.mul_f64(1.0 + fastrand::f64() * 0.5).min(self.max);
-        tokio::time::sleep(jittered).await;
-        self.next = (self.next * 2).min(self.max);
-    }
-}
-
 /// The background task owning one target's streams.
 struct TargetTask {
     inner: Weak<Inner>,
@@ -391,7 +365,7 @@ impl TargetTask {
         let Some(cfg) = self.inner.upgrade().map(|i| (i.backoff_min, i.backoff_max)) else {
             return;
         };
-        let mut backoff = Backoff::new(cfg);
+        let mut backoff = Backoff::new(cfg.0, cfg.1);
         // The profile stream lives as long as this task: dropping `_alive` stops it.
         let (_alive, alive) = tokio::sync::oneshot::channel::<()>();
         self.spawn_profile(alive);

@@ -41,6 +41,7 @@ use rustls::{
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 
 pub use crate::config::IdentityConfig;
@@ -245,16 +246,6 @@ pub fn refresh_delay(remaining: Duration, min: Duration, max: Duration) -> Durat
         .min(remaining.mul_f64(0.9))
 }
 
-/// Delay before retry number `failures` (0-based): `min * 2^failures` capped at `max`, plus up to
-/// 50% jitter (still capped at `max`).
-fn failure_delay(failures: u32, s: &Schedule) -> Duration {
-    let base = s
-        .backoff_min
-        .saturating_mul(1u32 << failures.min(20))
-        .min(s.backoff_max);
-    base.mul_f64(1.0 + fastrand::f64() * 0.5).min(s.backoff_max)
-}
-
 /// Follows the anchors file: every [`TRUST_ANCHORS_POLL_INTERVAL`], a content that differs from
 /// the anchors in force, reads the same twice and parses is published on `tx`. Runs until aborted.
 async fn watch_anchors(
@@ -348,11 +339,11 @@ async fn renew<C: Certifier>(
     metrics: Metrics,
     schedule: Schedule,
 ) {
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(schedule.backoff_min, schedule.backoff_max);
     loop {
         let delay = match certify_once(&mut certifier, &local).await {
             Ok(certified) => {
-                failures = 0;
+                backoff.reset();
                 let remaining = certified
                     .valid_until
                     .duration_since(SystemTime::now())
@@ -365,8 +356,7 @@ async fn renew<C: Certifier>(
             }
             Err(error) => {
                 metrics.identity_refresh_failed();
-                let delay = failure_delay(failures, &schedule);
-                failures = failures.saturating_add(1);
+                let delay = backoff.next_delay();
                 let current = tx.borrow().as_ref().map(|c| c.valid_until);
                 let waiting_for_token = matches!(&error, IdentityError::TokenFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
                 match current {
@@ -398,7 +388,7 @@ async fn renew<C: Certifier>(
                     }
                     let roots = local.roots.borrow_and_update().clone();
                     if !apply_roots(&tx, &local, roots) {
-                        failures = 0;
+                        backoff.reset();
                         break;
                     }
                 }

@@ -13,6 +13,7 @@
 //! - [`mtls`]: TLS on the data path: outbound connector, ClientHello peek, transport header.
 //! - [`connect`]: opening a connection to an endpoint (TCP, TLS, transport header) with one
 //!   timeout, and errors that say why it failed.
+//! - [`backoff`]: the one reconnect backoff (discovery, identity renewal).
 //! - [`balance`]: P2C endpoint choice and the per-target balancer cache.
 //! - [`accept`]: what a listener hands a request path ([`accept::Accepted`]).
 //! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
@@ -20,6 +21,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod backoff;
 pub mod balance;
 pub mod config;
 pub mod connect;
