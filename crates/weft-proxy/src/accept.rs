@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use tokio::{net::TcpStream, sync::watch};
 
-/// One accepted connection, handed to `inbound::handle` / `outbound::handle`.
+/// One accepted connection, handed to `inbound::handle_any` / `outbound::handle`.
 pub struct Accepted {
     pub stream: TcpStream,
     pub peer: SocketAddr,

@@ -333,16 +333,14 @@ where
     let grpc_status = grpc_status(resp.headers());
     let latency = started.elapsed();
     resp.map(|body| {
-        boxed(MeteredBody {
-            inner: boxed(body),
-            record: Some(Record {
-                metrics,
-                status,
-                grpc_status,
-                latency,
-            }),
+        let record = Record {
+            metrics,
+            status,
+            grpc_status,
+            latency,
             _hold: hold,
-        })
+        };
+        boxed(OnEnd::new(boxed(body), record))
     })
 }
 
@@ -361,24 +359,54 @@ struct Record {
     status: u16,
     grpc_status: Option<i32>,
     latency: Duration,
-}
-
-struct MeteredBody {
-    inner: Body,
-    record: Option<Record>,
     _hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
-impl MeteredBody {
-    fn finish(&mut self, stream_error: bool) {
-        if let Some(r) = self.record.take() {
-            r.metrics
-                .response(r.status, r.grpc_status, stream_error, r.latency);
+impl EndObserver for Record {
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(g) = grpc_status(trailers) {
+            self.grpc_status = Some(g);
+        }
+    }
+
+    fn end(self, stream_error: bool) {
+        self.metrics
+            .response(self.status, self.grpc_status, stream_error, self.latency);
+    }
+}
+
+/// Told once when a body ends; see [`OnEnd`].
+pub trait EndObserver: Send + Unpin + 'static {
+    /// A trailers frame went by.
+    fn trailers(&mut self, _trailers: &HeaderMap) {}
+    /// The body ended (`stream_error`: with an error) or was dropped unfinished.
+    fn end(self, stream_error: bool);
+}
+
+/// A body that tells its [`EndObserver`] once when it ends, fails, or is dropped (bodies that are
+/// never polled, HEAD or 204, or that the client abandons, still end). The one "on body end"
+/// wrapper: response metrics use it, and the pool returns HTTP/1 connections with it.
+pub struct OnEnd<O: EndObserver> {
+    inner: Body,
+    observer: Option<O>,
+}
+
+impl<O: EndObserver> OnEnd<O> {
+    pub fn new(inner: Body, observer: O) -> OnEnd<O> {
+        OnEnd {
+            inner,
+            observer: Some(observer),
+        }
+    }
+
+    fn end(&mut self, stream_error: bool) {
+        if let Some(o) = self.observer.take() {
+            o.end(stream_error);
         }
     }
 }
 
-impl http_body::Body for MeteredBody {
+impl<O: EndObserver> http_body::Body for OnEnd<O> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -389,17 +417,15 @@ impl http_body::Body for MeteredBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let (Some(r), Some(g)) = (self.record.as_mut(), grpc_status(trailers)) {
-                        r.grpc_status = Some(g);
-                    }
+                if let (Some(trailers), Some(o)) = (frame.trailers_ref(), self.observer.as_mut()) {
+                    o.trailers(trailers);
                 }
                 if self.inner.is_end_stream() {
-                    self.finish(false);
+                    self.end(false);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.finish(true),
-            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(Some(Err(_))) => self.end(true),
+            Poll::Ready(None) => self.end(false),
             Poll::Pending => {}
         }
         polled
@@ -414,10 +440,9 @@ impl http_body::Body for MeteredBody {
     }
 }
 
-impl Drop for MeteredBody {
+impl<O: EndObserver> Drop for OnEnd<O> {
     fn drop(&mut self) {
-        // Bodies that are never polled (HEAD, 204) or abandoned by the client still count.
-        self.finish(false);
+        self.end(false);
     }
 }
 

@@ -164,13 +164,9 @@ impl Inbound {
     }
 }
 
-/// Handles one connection from a peer for `app_port` until it closes.
-pub async fn handle(ib: Arc<Inbound>, conn: Accepted, app_port: u16) {
-    handle_any(ib, conn, Some(app_port)).await
-}
-
-/// [`handle`], where `None` is a connection to the main inbound listener without an original
-/// destination: only a transport header (inside mTLS) can direct it; anything else is closed.
+/// Handles one connection from a peer for `app_port` until it closes. `None` is a connection to
+/// the main inbound listener without an original destination: only a transport header (inside
+/// mTLS) can direct it; anything else is closed.
 pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>) {
     let Accepted {
         stream,

@@ -210,7 +210,8 @@ impl Metrics {
     }
 
     /// The value of one counter of [`Metrics::count`] summed over label sets containing every
-    /// pair of `with` (for tests).
+    /// pair of `with`.
+    #[cfg(test)]
     pub fn counter_sum(&self, family: &str, with: &[(&str, &str)]) -> u64 {
         lock(&self.inner.counters)
             .iter()

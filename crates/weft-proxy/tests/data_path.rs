@@ -261,7 +261,11 @@ async fn mesh(app_port: u16, svc_port: u16, hint: ProtocolHint, opaque: bool) ->
                 saw.lock()
                     .unwrap()
                     .push(first[..n] == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..n] && n > 0);
-                tokio::spawn(inbound::handle(ib.clone(), accepted(s, &drain), app_port));
+                tokio::spawn(inbound::handle_any(
+                    ib.clone(),
+                    accepted(s, &drain),
+                    Some(app_port),
+                ));
             }
         }
     });

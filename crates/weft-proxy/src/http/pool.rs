@@ -21,7 +21,7 @@
 //! unsent request back (the connection closed first), or the HTTP/2 peer refused the stream with
 //! GOAWAY / REFUSED_STREAM (RFC 9113 §8.7: not processed) before any request body byte was read.
 
-use super::{boxed, Body, BoxError, Error};
+use super::{boxed, Body, BoxError, EndObserver, Error, OnEnd};
 pub use crate::config::PoolLimits;
 use crate::{
     connect::{self, Dial, Io},
@@ -40,7 +40,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, Weak,
     },
     task::{Context, Poll},
     time::Duration,
@@ -244,18 +244,12 @@ impl Pool {
         conn: H1Conn,
         resp: Response<hyper::body::Incoming>,
     ) -> Response<Body> {
-        let pool = Arc::downgrade(&self.inner);
-        let release = move || {
-            if let Some(inner) = pool.upgrade() {
-                Pool { inner }.put_idle_h1(key, conn);
-            }
+        let release = Release {
+            pool: Arc::downgrade(&self.inner),
+            key,
+            conn,
         };
-        resp.map(|body| {
-            boxed(OnEnd {
-                inner: boxed(body),
-                on_end: Some(Box::new(release)),
-            })
-        })
+        resp.map(|body| boxed(OnEnd::new(boxed(body), release)))
     }
 
     /// Sends an upgrade or CONNECT request on a fresh HTTP/1 connection. When the server switches
@@ -321,12 +315,14 @@ impl Pool {
         lock(&self.inner.h1).retain(|k, _| k.0 != addr);
     }
 
-    /// Endpoints with a pooled HTTP/2 connection (for tests and debugging).
+    /// Endpoints with a pooled HTTP/2 connection.
+    #[cfg(test)]
     pub fn h2_endpoints(&self) -> usize {
         lock(&self.inner.h2).len()
     }
 
-    /// Idle pooled HTTP/1 connections to `addr` (for tests and debugging).
+    /// Idle pooled HTTP/1 connections to `addr`.
+    #[cfg(test)]
     pub fn idle_h1(&self, addr: SocketAddr) -> usize {
         lock(&self.inner.h1)
             .iter()
@@ -606,49 +602,18 @@ impl http_body::Body for ReplayBody {
     }
 }
 
-/// Runs `on_end` once the body ends (or is dropped): returns its connection to the pool.
-struct OnEnd {
-    inner: Body,
-    on_end: Option<Box<dyn FnOnce() + Send>>,
+/// Returns an HTTP/1 connection to its pool when its response body ends (or is dropped).
+struct Release {
+    pool: Weak<Inner>,
+    key: Key,
+    conn: H1Conn,
 }
 
-impl OnEnd {
-    fn end(&mut self) {
-        if let Some(f) = self.on_end.take() {
-            f();
+impl EndObserver for Release {
+    fn end(self, _stream_error: bool) {
+        if let Some(inner) = self.pool.upgrade() {
+            Pool { inner }.put_idle_h1(self.key, self.conn);
         }
-    }
-}
-
-impl http_body::Body for OnEnd {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.end(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.end(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for OnEnd {
-    fn drop(&mut self) {
-        self.end();
     }
 }
 
