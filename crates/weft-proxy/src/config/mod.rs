@@ -22,6 +22,8 @@ pub use parse::{parse_duration, parse_port_set};
 /// Control plane gRPC `host:port` serving Destination. Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
 /// Control plane gRPC `host:port` serving the policy APIs. Default: the destination address.
+/// Parsed and checked at start, but nothing connects to it yet: inbound and outbound policy
+/// (InboundServerPolicies, OutboundPolicies) arrive with the next issue and will use it.
 pub const ENV_POLICY_SVC_ADDR: &str = "WEFT_PROXY_POLICY_SVC_ADDR";
 /// `NS:NAME` of this workload. Required; NS expands short names.
 pub const ENV_POLICY_WORKLOAD: &str = "WEFT_PROXY_POLICY_WORKLOAD";
@@ -66,9 +68,6 @@ pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A target with no endpoints fails requests (503 + `l5d-proxy-error`) after this.
 pub const ENV_OUTBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT";
 pub const DEFAULT_OUTBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(3);
-/// Inbound fail-fast: the local application cannot take requests for this long.
-pub const ENV_INBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_INBOUND_FAILFAST_TIMEOUT";
-pub const DEFAULT_INBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Comma-separated name suffixes looked up in discovery; `.` = all names, empty = none.
 pub const ENV_DESTINATION_PROFILE_SUFFIXES: &str = "WEFT_PROXY_DESTINATION_PROFILE_SUFFIXES";
 pub const DEFAULT_DESTINATION_PROFILE_SUFFIXES: &str = "svc.cluster.local.";
@@ -224,7 +223,6 @@ pub struct Config {
     pub outbound_detect_timeout: Duration,
     pub inbound_connect_timeout: Duration,
     pub outbound_connect_timeout: Duration,
-    pub inbound_failfast_timeout: Duration,
     pub outbound_failfast_timeout: Duration,
     /// Normalised to end with a dot; `["."]` means every name; empty means none.
     pub destination_suffixes: Vec<String>,
@@ -450,11 +448,6 @@ impl Config {
             ENV_OUTBOUND_CONNECT_TIMEOUT,
             DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
         );
-        let inbound_failfast_timeout = dur(
-            &mut r,
-            ENV_INBOUND_FAILFAST_TIMEOUT,
-            DEFAULT_INBOUND_FAILFAST_TIMEOUT,
-        );
         let outbound_failfast_timeout = dur(
             &mut r,
             ENV_OUTBOUND_FAILFAST_TIMEOUT,
@@ -572,7 +565,6 @@ impl Config {
                 outbound_detect_timeout,
                 inbound_connect_timeout,
                 outbound_connect_timeout,
-                inbound_failfast_timeout,
                 outbound_failfast_timeout,
                 destination_suffixes,
                 cluster_domain,
