@@ -241,6 +241,21 @@ async fn tcp_app() -> SocketAddr {
     addr
 }
 
+/// An inbound with identity `id` and default settings (no opaque or require-identity ports).
+fn tls_inbound(metrics: Metrics, id: Identity) -> Arc<Inbound> {
+    Inbound::with_identity(
+        inbound::Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            opaque_ports: PortSet::default(),
+            pool: Default::default(),
+        },
+        metrics,
+        Some(id),
+        PortSet::default(),
+    )
+}
+
 /// An inbound listener handing every connection to `inbound::handle_any(.., port)`.
 async fn inbound_listener(ib: Arc<Inbound>, port: Option<u16>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -298,17 +313,7 @@ async fn inbound_terminates_tls_and_follows_the_transport_header() {
     let metrics = Metrics::new();
     let id = identity(&ca, metrics.clone()).await;
     let app = tcp_app().await;
-    let ib = Inbound::with_identity(
-        inbound::Settings {
-            detect_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            opaque_ports: PortSet::default(),
-            pool: Default::default(),
-        },
-        metrics.clone(),
-        Some(id),
-        PortSet::default(),
-    );
+    let ib = tls_inbound(metrics.clone(), id);
     // The main inbound listener: no original destination, so only the header can name a port.
     let listener = inbound_listener(ib, None).await;
     let mut tls = tls_client(listener, &ca, Some(CLIENT), true).await;
@@ -409,17 +414,7 @@ async fn outbound_opaque_uses_the_opaque_transport_port_and_header() {
     let server_metrics = Metrics::new();
     let server_id = identity(&ca, server_metrics.clone()).await;
     let app = tcp_app().await;
-    let ib = Inbound::with_identity(
-        inbound::Settings {
-            detect_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            opaque_ports: PortSet::default(),
-            pool: Default::default(),
-        },
-        server_metrics.clone(),
-        Some(server_id),
-        PortSet::default(),
-    );
+    let ib = tls_inbound(server_metrics.clone(), server_id);
     // The main inbound listener: no original destination, only the header names the port.
     let inbound_port = inbound_listener(ib, None).await.port();
 

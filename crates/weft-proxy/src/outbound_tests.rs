@@ -45,6 +45,18 @@ impl Resolve for Fixed {
     }
 }
 
+/// An unmeshed endpoint (no identity, no hint).
+fn plain_endpoint(addr: SocketAddr) -> Endpoint {
+    Endpoint {
+        addr,
+        weight: 1,
+        hint: ProtocolHint::Unknown,
+        identity: None,
+        opaque_transport_port: None,
+        labels: Arc::new(BTreeMap::new()),
+    }
+}
+
 fn outbound(resolver: Fixed) -> Arc<Outbound> {
     let settings = Settings {
         detect_timeout: Duration::from_secs(1),
@@ -118,14 +130,7 @@ async fn a_refused_endpoint_says_so_in_l5d_proxy_error() {
     let addr = closed.local_addr().unwrap();
     drop(closed);
     let ob = outbound(Fixed {
-        endpoints: vec![Endpoint {
-            addr,
-            weight: 1,
-            hint: ProtocolHint::Unknown,
-            identity: None,
-            opaque_transport_port: None,
-            labels: Arc::new(BTreeMap::new()),
-        }],
+        endpoints: vec![plain_endpoint(addr)],
         silent_for: None,
         senders: Senders::default(),
     });
@@ -160,14 +165,7 @@ async fn balancers_are_released_when_targets_go_unused() {
     let server = ok_server().await;
     let senders = Senders::default();
     let ob = outbound(Fixed {
-        endpoints: vec![Endpoint {
-            addr: server,
-            weight: 1,
-            hint: ProtocolHint::Unknown,
-            identity: None,
-            opaque_transport_port: None,
-            labels: Arc::new(BTreeMap::new()),
-        }],
+        endpoints: vec![plain_endpoint(server)],
         silent_for: None,
         senders: senders.clone(),
     });
