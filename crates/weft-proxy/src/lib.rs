@@ -10,7 +10,10 @@
 //! - [`admin`]: `/metrics`, `/ready`, `/live`, `/shutdown`.
 //! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
 //! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
-//! - [`mtls`]: TLS on the data path: outbound connector, ClientHello peek, transport header.
+//! - [`mtls`]: TLS on the data path: client and server configurations per identity, ClientHello
+//!   peek, transport header.
+//! - [`http`]: serving, the body type, errors as responses (`l5d-proxy-error`), the client pool.
+//! - [`relay`]: byte relay with half-close, and the metered stream.
 //! - [`connect`]: opening a connection to an endpoint (TCP, TLS, transport header) with one
 //!   timeout, and errors that say why it failed.
 //! - [`backoff`]: the one reconnect backoff (discovery, identity renewal).
