@@ -55,7 +55,8 @@ def main(argv):
     ctx.weft_identity_dir = os.path.join(ctx.workdir, "weft-identity")
     ctx.weft_proxy_env = [tuple(kv.split("=", 1)) for kv in args.weft_proxy_env]
     ctx.client_cpus = "1" if args.workers == 1 else None
-    ctx.proxy_cpus = "0" if args.workers == 1 else "0,1"
+    cpus = "0" if args.workers == 1 else "0,1"
+    ctx.proxy_cpus = {"outbound": cpus, "inbound": cpus}
     print(f"work dir: {ctx.workdir}", flush=True)
 
     backend = Child("backend", [ctx.bench_bin, "backend"], ctx.workdir, cpus=ctx.client_cpus)

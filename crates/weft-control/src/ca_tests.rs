@@ -3,12 +3,6 @@ use super::*;
 const ID: &str = "web.default.serviceaccount.identity.weft.cluster.local";
 const SPIFFE: &str = "spiffe://cluster.local/ns/default/sa/web";
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weft-ca-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// A CSR with the given SANs, signed by a fresh P-256 key.
 fn csr(sans: Vec<SanType>) -> Vec<u8> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
@@ -144,7 +138,7 @@ fn csr_rules_refuse_precisely() {
 
 #[test]
 fn init_writes_a_directory_that_loads_and_refuses_to_overwrite() {
-    let dir = temp_dir("init");
+    let dir = crate::test_dir("ca-init");
     let g = generate("example.org", "weft").expect("generate");
     write_dir(&dir, &g).expect("write");
     {
@@ -168,7 +162,7 @@ fn init_writes_a_directory_that_loads_and_refuses_to_overwrite() {
 
 #[test]
 fn load_reports_missing_files_foreign_issuers_and_wrong_keys() {
-    let dir = temp_dir("load");
+    let dir = crate::test_dir("ca-load");
     match Ca::load(&dir, DEFAULT_CERT_LIFETIME) {
         Err(CaError::Io { path, .. }) => assert!(path.ends_with(TRUST_ANCHORS_FILE)),
         other => panic!("expected Io, got {other:?}"),

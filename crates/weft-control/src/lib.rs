@@ -237,3 +237,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         res = running.failed() => res,
     }
 }
+
+/// A fresh, empty directory `weft-<name>-<pid>` under the system temp dir for one unit test.
+#[cfg(test)]
+pub(crate) fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("weft-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

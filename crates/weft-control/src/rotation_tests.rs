@@ -1,14 +1,8 @@
 use super::*;
 use crate::ca_reload::Ledger;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weft-rotation-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 fn init(tag: &str) -> PathBuf {
-    let dir = temp_dir(tag);
+    let dir = crate::test_dir(&format!("rotation-{tag}"));
     let g = ca::generate("cluster.local", "weft").expect("generate");
     ca::write_dir(&dir, &g).expect("write");
     dir

@@ -150,8 +150,7 @@ mod tests {
     use super::*;
 
     fn temp_store(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("weft-tokens-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::test_dir(&format!("tokens-{tag}"));
         std::fs::create_dir_all(dir.join(REGISTERED_DIR)).expect("mkdir");
         dir
     }

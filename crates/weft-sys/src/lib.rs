@@ -1,7 +1,10 @@
 //! What `weft` (`weft run`, `weft demo`) and the test bed (`weft-testbed`) both need from the
 //! kernel around network namespaces and child processes, written once: a child that enters a
 //! namespace, drops to a uid and dies with its parent ([`on_exec`]); a thread that works inside
-//! a namespace ([`in_netns`]).
+//! a namespace ([`in_netns`]). Also the one reader of the proxies' Prometheus text
+//! ([`prometheus`]), which both use too and which needs nothing but `std`.
+
+pub mod prometheus;
 
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt as _;

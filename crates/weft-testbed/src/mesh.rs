@@ -15,6 +15,11 @@ pub const STARTUP: Duration = Duration::from_secs(30);
 /// Where a pod's proxy serves its admin endpoints (`/metrics`, `/ready`), inside the pod.
 pub const ADMIN: &str = "127.0.0.1:4191";
 
+/// `weft`'s variable naming the `weft-proxy` binary that `weft run` and `weft demo` start (not a
+/// proxy variable, so not in `weft_proxy::config`; this crate does not depend on the proxy).
+/// crates/weft/tests/env_names.rs checks it is the name `weft` reads.
+pub const ENV_WEFT_PROXY_BIN: &str = "WEFT_PROXY_BIN";
+
 /// `weft control` serving on its pod's address (gRPC 8086, API 8085).
 pub struct ControlPlane {
     pub proc: Proc,
@@ -105,7 +110,7 @@ impl Workload {
             libc::SIGTERM,
             move || {
                 let mut cmd = Command::new(&weft);
-                cmd.args(&argv).env("WEFT_PROXY_BIN", &proxy);
+                cmd.args(&argv).env(ENV_WEFT_PROXY_BIN, &proxy);
                 cmd
             },
         )?;
@@ -192,78 +197,9 @@ pub struct Output {
     pub stderr: String,
 }
 
-/// Sums the samples of `name` (exact metric name) whose label set contains every pair.
-pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut total = 0.0;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((metric, rest)) = split_metric(line) else {
-            continue;
-        };
-        if metric != name {
-            continue;
-        }
-        let (label_map, value) = rest;
-        let all = labels
-            .iter()
-            .all(|(k, v)| label_map.get(*k).map(|x| x == v).unwrap_or(false));
-        if all {
-            total += value;
-        }
-    }
-    total
-}
-
-type Sample = (std::collections::HashMap<String, String>, f64);
-
-fn split_metric(line: &str) -> Option<(&str, Sample)> {
-    let line = line.trim();
-    if let Some(brace) = line.find('{') {
-        let name = &line[..brace];
-        let close = line.rfind('}')?;
-        let labels = parse_labels(&line[brace + 1..close]);
-        let value = line[close + 1..].split_whitespace().next()?.parse().ok()?;
-        Some((name, (labels, value)))
-    } else {
-        let mut parts = line.split_whitespace();
-        let name = parts.next()?;
-        let value = parts.next()?.parse().ok()?;
-        Some((name, (std::collections::HashMap::new(), value)))
-    }
-}
-
-fn parse_labels(text: &str) -> std::collections::HashMap<String, String> {
-    let mut out = std::collections::HashMap::new();
-    let mut chars = text.chars().peekable();
-    loop {
-        while matches!(chars.peek(), Some(',') | Some(' ')) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        if chars.next() != Some('"') {
-            break;
-        }
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => break,
-                },
-                '"' => break,
-                other => value.push(other),
-            }
-        }
-        out.insert(key.trim().to_string(), value);
-    }
-    out
-}
+/// Sums the samples of `name` (exact metric name) whose label set contains every pair (exact
+/// values).
+pub use weft_sys::prometheus::sum as metric_sum;
 
 /// The namespace a workload's pod is in, as a testbed handle is not available for it (the pod
 /// belongs to `weft run`); for `ip netns exec`.
@@ -275,27 +211,5 @@ impl Netns {
     /// Whether this namespace still has a name.
     pub fn exists(&self) -> bool {
         netns_exists(self.name())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::metric_sum;
-
-    #[test]
-    fn labels_match_exactly_and_values_are_summed() {
-        let text = "# HELP x\n\
-                    errs_total{reason=\"loop\",dir=\"out\"} 2\n\
-                    errs_total{xreason=\"loop\",dir=\"out\"} 40\n\
-                    errs_total{reason=\"loop\",dir=\"in\"} 3 1700000000000\n\
-                    errs_total_other{reason=\"loop\"} 100\n\
-                    plain 7\n";
-        assert_eq!(metric_sum(text, "errs_total", &[("reason", "loop")]), 5.0);
-        assert_eq!(
-            metric_sum(text, "errs_total", &[("reason", "loop"), ("dir", "out")]),
-            2.0
-        );
-        assert_eq!(metric_sum(text, "plain", &[]), 7.0);
-        assert_eq!(metric_sum(text, "absent", &[]), 0.0);
     }
 }

@@ -120,6 +120,12 @@ impl Netns {
             .map(drop)
     }
 
+    /// A second descriptor of this namespace (for holders that must not keep its name, like
+    /// [`crate::Proc`]); it keeps the namespace itself alive while open.
+    pub(crate) fn dup_fd(&self) -> std::io::Result<File> {
+        self.fd.try_clone()
+    }
+
     /// Makes `cmd` start inside this namespace: `setns(2)` before exec, as `uid` (and gid =
     /// uid, no groups) when given, and with `death_signal` sent to it when the thread that
     /// spawned it dies (set after the uid change, which clears it).

@@ -50,8 +50,9 @@ impl Proc {
         death_signal: i32,
         factory: impl Fn() -> Command + Send + Sync + 'static,
     ) -> Result<Proc, Error> {
-        let fd = std::fs::File::open(format!("/run/netns/{}", netns.name()))
-            .map_err(|e| Error::io(format!("opening namespace {}", netns.name()), e))?;
+        let fd = netns
+            .dup_fd()
+            .map_err(|e| Error::io(format!("duplicating namespace {}", netns.name()), e))?;
         let mut proc = Proc {
             name: name.to_string(),
             netns: Arc::new(NetnsRef {
@@ -236,20 +237,73 @@ impl Drop for Proc {
     }
 }
 
+/// Waits for a line of `sink` (all output so far, appended line by line) that satisfies `pred`,
+/// until the output ends or `timeout`. Each line is tested once: a wake-up looks only at what
+/// was appended since the last one.
 async fn wait_line(
     sink: &watch::Sender<String>,
     timeout: Duration,
     pred: impl Fn(&str) -> bool,
 ) -> Result<String, ()> {
     let mut rx = sink.subscribe();
-    let found = |all: &String| all.lines().find(|l| pred(l)).map(str::to_string);
-    let exited = |all: &String| all.ends_with(EXITED);
-    let wait = async {
-        let all = rx
-            .wait_for(|all| found(all).is_some() || exited(all))
-            .await
-            .map_err(drop)?;
-        found(&all).ok_or(())
-    };
-    tokio::time::timeout(timeout, wait).await.unwrap_or(Err(()))
+    let mut scanned = 0;
+    let mut found = None;
+    let wait = rx.wait_for(|all| {
+        // Appends are whole lines, so `scanned` always sits at a line start.
+        found = all[scanned..].lines().find(|l| pred(l)).map(str::to_string);
+        scanned = all.len();
+        found.is_some() || all.ends_with(EXITED)
+    });
+    let ended = matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)));
+    found.filter(|_| ended).ok_or(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(sink: &watch::Sender<String>, line: &str) {
+        sink.send_modify(|all| {
+            all.push_str(line);
+            all.push('\n');
+        });
+    }
+
+    #[tokio::test]
+    async fn wait_line_finds_lines_already_there_and_later_ones() {
+        let sink = watch::channel(String::new()).0;
+        append(&sink, "starting");
+        append(&sink, "listening on 1");
+        let got = wait_line(&sink, Duration::from_secs(5), |l| {
+            l.starts_with("listening")
+        });
+        assert_eq!(got.await, Ok("listening on 1".to_string()));
+
+        let later = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                append(&sink, "noise");
+                append(&sink, "ready 2");
+            })
+        };
+        let got = wait_line(&sink, Duration::from_secs(5), |l| l.starts_with("ready"));
+        assert_eq!(got.await, Ok("ready 2".to_string()));
+        later.await.expect("appender");
+    }
+
+    #[tokio::test]
+    async fn wait_line_gives_up_when_the_output_ends_or_time_runs_out() {
+        let sink = watch::channel(String::new()).0;
+        append(&sink, "one");
+        sink.send_modify(|all| all.push_str(EXITED));
+        let got = wait_line(&sink, Duration::from_secs(5), |l| l == "two");
+        assert_eq!(got.await, Err(()));
+
+        let quiet = watch::channel(String::new()).0;
+        let started = Instant::now();
+        let got = wait_line(&quiet, Duration::from_millis(50), |l| l == "two");
+        assert_eq!(got.await, Err(()));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
 }

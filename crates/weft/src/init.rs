@@ -506,17 +506,17 @@ pub async fn apply(plan: &Plan, bin: &str) -> Result<(), Error> {
 pub fn proxy_env(args: &InitArgs) -> Vec<(&'static str, String)> {
     let mut env = vec![
         (
-            "WEFT_PROXY_INBOUND_LISTEN_ADDR",
+            weft_proxy::config::ENV_INBOUND_LISTEN_ADDR,
             format!("0.0.0.0:{}", args.inbound_port),
         ),
         (
-            "WEFT_PROXY_OUTBOUND_LISTEN_ADDR",
+            weft_proxy::config::ENV_OUTBOUND_LISTEN_ADDR,
             format!("127.0.0.1:{}", args.outbound_port),
         ),
     ];
     if !args.opaque_ports.is_empty() {
         env.push((
-            "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            weft_proxy::config::ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
             args.opaque_ports.to_string(),
         ));
     }
@@ -682,7 +682,7 @@ iptables-nft -t nat -C OUTPUT -j PROXY_INIT_OUTPUT -m comment --comment weft-ini
     fn opaque_ports_become_the_proxy_variable() {
         let env = proxy_env(&args(&["--opaque-ports", "6379,5432-5433"]));
         assert!(env.contains(&(
-            "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            weft_proxy::config::ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
             "6379,5432-5433".to_string()
         )));
     }

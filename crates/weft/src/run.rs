@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use weft_proxy::config;
 
 use crate::demo::children;
 use crate::demo::http;
@@ -413,12 +414,12 @@ fn proxy_command(
     identity_env: &[(&str, String)],
 ) -> tokio::process::Command {
     let mut cmd = children::command_in(bin, None, pod.map(|p| p.0), pod.map(|p| p.1));
-    cmd.env("WEFT_PROXY_DESTINATION_SVC_ADDR", control.to_string())
+    cmd.env(config::ENV_DESTINATION_SVC_ADDR, control.to_string())
         .env(
-            "WEFT_PROXY_POLICY_WORKLOAD",
+            config::ENV_POLICY_WORKLOAD,
             format!("{}:{}", args.namespace, args.name),
         )
-        .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "5s")
+        .env(config::ENV_SHUTDOWN_GRACE_PERIOD, "5s")
         .envs(identity_env.iter().map(|(k, v)| (k, v)))
         .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
@@ -435,12 +436,13 @@ async fn spawn_proxy(
     let uid = args.proxy_uid;
     let mut cmd = proxy_command(args, &bin, Some((pod.raw_fd(), uid)), control, identity_env);
     cmd.envs(init::proxy_env(&init_args(args)))
-        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", ADMIN_ADDR);
+        .env(config::ENV_ADMIN_LISTEN_ADDR, ADMIN_ADDR);
     let mut proxy = cmd.spawn().with_context(|| {
         format!(
             "starting {} as uid {uid} in the pod (it must be executable by that uid; set \
-             WEFT_PROXY_BIN to a copy elsewhere if not)",
-            bin.display()
+             {var} to a copy elsewhere if not)",
+            bin.display(),
+            var = children::ENV_PROXY_BIN,
         )
     })?;
     children::read_listening(&mut proxy, "weft-proxy").await?;
@@ -591,12 +593,12 @@ async fn explicit(
     let bin = children::proxy_binary()?;
     let forward: Vec<String> = args.ports.iter().map(|p| p.port.to_string()).collect();
     let mut cmd = proxy_command(args, &bin, None, args.control, &identity_env);
-    cmd.env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.join(","))
+    cmd.env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_INBOUND_FORWARD_PORTS, forward.join(","))
         .env(
-            "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            config::ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
             args.opaque_ports.to_string(),
         );
     let mut proxy = cmd

@@ -5,14 +5,14 @@ mod support;
 
 use std::time::Duration;
 
-use support::{set_pdeathsig, summary, weft_bin, ChildProc, TempDir};
+use support::{demo_edges, set_pdeathsig, summary, weft_bin, ChildProc, TempDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_reports_edges_with_traffic() {
     let tmp = TempDir::new("demo");
     let mut cmd = tokio::process::Command::new(weft_bin());
     cmd.args(["demo", "--duration", "8", "--json"])
-        .env("WEFT_PROXY_BIN", support::proxy_bin());
+        .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, support::proxy_bin());
     set_pdeathsig(&mut cmd);
     let mut demo = ChildProc::spawn("weft-demo", cmd, tmp.path());
     let status = demo.wait(Duration::from_secs(90)).await.unwrap_or_else(|| {
@@ -36,18 +36,5 @@ async fn demo_reports_edges_with_traffic() {
     );
     let summary =
         summary(&stdout).unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"));
-    let edges = summary["edges"]
-        .as_array()
-        .unwrap_or_else(|| panic!("summary has no edges array: {summary}"));
-    assert!(edges.len() >= 3, "expected >= 3 edges: {summary}");
-    for edge in edges {
-        let requests = edge["requests"].as_u64().unwrap_or(0);
-        assert!(requests > 0, "edge without requests: {edge}");
-        let rate = edge["success_rate"].as_f64().unwrap_or(-1.0);
-        assert!(
-            (0.5..=1.0).contains(&rate),
-            "edge success rate {rate} outside 0.5..=1: {edge}"
-        );
-        assert!(edge["src"].is_string() && edge["dst"].is_string(), "{edge}");
-    }
+    demo_edges(&summary);
 }

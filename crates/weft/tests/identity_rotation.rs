@@ -29,6 +29,7 @@ use support::{
     Control, Proxy, ProxySpec, TempDir, SOON,
 };
 use tokio::net::TcpStream;
+use weft_proxy::config;
 
 const SERVER: &str = "backend-1";
 const CLIENT: &str = "client";
@@ -80,8 +81,8 @@ async fn mesh(test: &str, cert_lifetime: &str, extra: &[(&str, &str)]) -> Mesh {
         .collect();
     let from_file = |spec: ProxySpec| {
         let mut spec = spec
-            .env("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", "")
-            .env("WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE", &bundle);
+            .env(config::ENV_IDENTITY_TRUST_ANCHORS, "")
+            .env(config::ENV_IDENTITY_TRUST_ANCHORS_FILE, &bundle);
         for (k, v) in &extra {
             spec = spec.env(k, v);
         }
@@ -468,8 +469,8 @@ async fn ca_unreachable_longer_than_a_renewal_period_keeps_traffic_and_renewal_r
         "ca-outage",
         "30s",
         &[
-            ("WEFT_PROXY_IDENTITY_MIN_REFRESH", "1s"),
-            ("WEFT_PROXY_IDENTITY_MAX_REFRESH", "2s"),
+            (config::ENV_IDENTITY_MIN_REFRESH, "1s"),
+            (config::ENV_IDENTITY_MAX_REFRESH, "2s"),
         ],
     )
     .await;

@@ -20,6 +20,7 @@ use support::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use weft_proxy::config;
 
 /// Sends `CONNECT target` on a fresh connection to `proxy` and reads the response head byte by
 /// byte (so no tunnel byte is consumed). Returns the status line and the stream.
@@ -85,10 +86,10 @@ async fn connect_tunnels_reach_tcp_and_http_services() {
         .forward(&[echo.port(), greeter.addr.port()])
         // The greeter speaks first: its inbound port is opaque, so no detection wait.
         .env(
-            "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            config::ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
             &greeter.addr.port().to_string(),
         )
-        .env("WEFT_PROXY_INBOUND_DETECT_TIMEOUT", "10s")
+        .env(config::ENV_INBOUND_DETECT_TIMEOUT, "10s")
         .spawn(tmp.path())
         .await;
     let doc = workload_doc(
@@ -103,7 +104,7 @@ async fn connect_tunnels_reach_tcp_and_http_services() {
     );
     control.register("default", "backend-1", &doc).await;
     let client = ProxySpec::new("client", control.grpc)
-        .env("WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT", "10s")
+        .env(config::ENV_OUTBOUND_DETECT_TIMEOUT, "10s")
         .spawn(tmp.path())
         .await;
 
@@ -192,9 +193,9 @@ async fn backend_proxy(
     generation: usize,
 ) -> Proxy {
     ProxySpec::new(&format!("backend-1-gen{generation}"), control.grpc)
-        .env("WEFT_PROXY_POLICY_WORKLOAD", "default:backend-1")
+        .env(config::ENV_POLICY_WORKLOAD, "default:backend-1")
         .env(
-            "WEFT_PROXY_INBOUND_FORWARD_PORTS",
+            config::ENV_INBOUND_FORWARD_PORTS,
             &format!("{}={forward_port}", echo.port()),
         )
         .spawn(tmp.path())

@@ -15,6 +15,7 @@ use support::{
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use weft_proxy::config;
 
 fn opaque_service(name: &str, port: u16) -> String {
     ServiceDoc {
@@ -52,10 +53,10 @@ async fn tcp_mesh(
     let server = ProxySpec::new("tcp-backend-1", control.grpc)
         .forward(&app_ports)
         .env(
-            "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+            config::ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
             &opaque.join(","),
         )
-        .env("WEFT_PROXY_INBOUND_DETECT_TIMEOUT", "10s")
+        .env(config::ENV_INBOUND_DETECT_TIMEOUT, "10s")
         .spawn(tmp.path())
         .await;
     let ports: Vec<(&str, u16)> = apps
@@ -72,7 +73,7 @@ async fn tcp_mesh(
     control.register("default", "tcp-backend-1", &doc).await;
     let client = ProxySpec::new("tcp-client", control.grpc)
         .upstreams(upstreams)
-        .env("WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT", "10s")
+        .env(config::ENV_OUTBOUND_DETECT_TIMEOUT, "10s")
         .spawn(tmp.path())
         .await;
     (control, server, client)

@@ -19,6 +19,7 @@ use support::clients::{empty, proxy_request, tcp_roundtrip, Reply, H1};
 use support::{
     authority, metric_sum, opaque_service, service, workload_doc, write_docs, Proxy, TempDir,
 };
+use weft_proxy::config;
 
 const SERVER: &str = "backend-1";
 const CLIENT: &str = "client";
@@ -245,9 +246,9 @@ async fn ports_that_require_identity_refuse_unauthenticated_clients() {
         "backend",
         &[("http", echo.port()), ("tcp", tcp_app.port())],
         |spec| {
-            spec.env("WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY", &required)
+            spec.env(config::ENV_INBOUND_PORTS_REQUIRE_IDENTITY, &required)
                 .env(
-                    "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION",
+                    config::ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
                     &tcp_app.port().to_string(),
                 )
         },

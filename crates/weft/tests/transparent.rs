@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use support::apps::EchoServer;
 use support::{ProxySpec, TempDir, SOON};
+use weft_proxy::config;
 use weft_testbed::mesh::{self, metric_sum, ControlPlane, STARTUP};
 use weft_testbed::{require_root, serial, Cluster, HostState, Pod, Proc};
 
@@ -62,7 +63,7 @@ fn store_docs(store: &Path, workload_ip: &str) {
 /// `weft-proxy` as `spec` says, in `pod` as the proxy uid, once it listens and its admin server
 /// (on the pod's conventional [`mesh::ADMIN`] port) reports ready.
 async fn start_proxy(pod: &Pod, name: &str, spec: ProxySpec, bin: &Path) -> Proc {
-    let spec = spec.env("WEFT_PROXY_ADMIN_LISTEN_ADDR", mesh::ADMIN);
+    let spec = spec.env(config::ENV_ADMIN_LISTEN_ADDR, mesh::ADMIN);
     // The testbed restarts a process by building its command again: keep what the spec built.
     let template = spec.command(bin);
     let template = template.as_std();
@@ -185,16 +186,16 @@ async fn curl_is_intercepted_in_a_namespace() {
         let echo = EchoServer::serve("web-1", listener);
         let server_spec = ProxySpec::new("web-1", control.grpc)
             .env(
-                "WEFT_PROXY_INBOUND_LISTEN_ADDR",
+                config::ENV_INBOUND_LISTEN_ADDR,
                 &SocketAddr::from((web.ip(), 4143)).to_string(),
             )
-            .env("WEFT_PROXY_INBOUND_FORWARD_PORTS", "8080=18080");
+            .env(config::ENV_INBOUND_FORWARD_PORTS, "8080=18080");
         let _server = start_proxy(&web, "proxy-web-1", server_spec, &proxy_bin).await;
 
         // The client pod's proxy on the conventional transparent-mode ports.
         let client_spec = ProxySpec::new("client", control.grpc)
-            .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:4140")
-            .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:4143");
+            .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")
+            .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:4143");
         let client_proxy = start_proxy(&client, "proxy-client", client_spec, &proxy_bin).await;
 
         // Before interception nothing answers on the virtual IP.

@@ -224,9 +224,14 @@ async fn idle_h1_connections_close_after_the_idle_timeout() {
 /// their responses end.
 #[tokio::test]
 async fn idle_h1_connections_are_capped_per_endpoint() {
+    const CAP: usize = 16;
     let (addr, conns) = server(false).await;
-    let pool = Pool::new(Duration::from_secs(1), Metrics::new());
-    let n = crate::config::DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT + 4;
+    let limits = PoolLimits {
+        max_idle_h1_per_endpoint: CAP,
+        ..PoolLimits::default()
+    };
+    let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
+    let n = CAP + 4;
     // Hold every response (headers only) so each request needs its own connection.
     let mut held = Vec::new();
     for _ in 0..n {
@@ -246,10 +251,7 @@ async fn idle_h1_connections_are_capped_per_endpoint() {
         assert_eq!(text(resp).await, "1");
     }
     conns.wait_closed(4).await;
-    assert_eq!(
-        pool.idle_h1(addr),
-        crate::config::DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT
-    );
+    assert_eq!(pool.idle_h1(addr), CAP);
     assert_eq!(conns.closed(), 4);
 }
 

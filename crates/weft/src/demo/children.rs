@@ -68,10 +68,14 @@ pub fn command_in(
     command
 }
 
-/// Where the `weft-proxy` binary is: `WEFT_PROXY_BIN`, else beside the running executable (or
+/// `weft`'s own variable (not one the proxy reads): the `weft-proxy` binary `weft run` and
+/// `weft demo` start. Documented in docs/cli.md.
+pub const ENV_PROXY_BIN: &str = "WEFT_PROXY_BIN";
+
+/// Where the `weft-proxy` binary is: [`ENV_PROXY_BIN`], else beside the running executable (or
 /// one directory up, for test binaries under `target/*/deps`).
 pub fn proxy_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("WEFT_PROXY_BIN") {
+    if let Some(path) = std::env::var_os(ENV_PROXY_BIN) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().context("locating the weft executable")?;
@@ -87,7 +91,7 @@ pub fn proxy_binary() -> anyhow::Result<PathBuf> {
         .find(|path| path.is_file())
         .with_context(|| {
             format!(
-                "weft-proxy not found beside {} (build it with `cargo build -p weft-proxy`, or set WEFT_PROXY_BIN)",
+                "weft-proxy not found beside {} (build it with `cargo build -p weft-proxy`, or set {ENV_PROXY_BIN})",
                 exe.display()
             )
         })
@@ -147,6 +151,14 @@ pub async fn read_listening(child: &mut Child, what: &str) -> anyhow::Result<Pro
     .with_context(|| format!("{what} exited before listening (see its log above)"))?;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(found)
+}
+
+/// The demo's live table owns the terminal, so its proxies log only problems (`warn`) unless
+/// the user chose a level with `WEFT_PROXY_LOG`: the variable to add to a sidecar, if any.
+pub fn quiet_proxy_log() -> Option<(&'static str, &'static str)> {
+    std::env::var_os(weft_proxy::config::ENV_LOG)
+        .is_none()
+        .then_some((weft_proxy::config::ENV_LOG, "warn"))
 }
 
 #[cfg(test)]

@@ -253,11 +253,9 @@ async fn launch(
     pod.write_hosts(&hosts_file(name, addressing.ip))?;
 
     let mut args = run_args(&workload_argv(setup, index, spec))?;
-    if std::env::var_os("WEFT_PROXY_LOG").is_none() {
-        // The live table owns the terminal; proxies only speak up about problems.
-        args.proxy_env
-            .push(("WEFT_PROXY_LOG".into(), "warn".into()));
-    }
+    args.proxy_env.extend(
+        super::children::quiet_proxy_log().map(|(name, value)| (name.into(), value.into())),
+    );
     let running = run::start_in_pod(&args, &pod).await?;
     let admin = admin_relay(pod.clone()).await?;
     super::wait_ready(admin.0).await;

@@ -1,90 +1,11 @@
-//! Pure functions over the proxies' Prometheus text: parse samples, fold them into per-key
-//! request/latency statistics, subtract two scrapes, and estimate percentiles from histogram
-//! buckets the way Prometheus' `histogram_quantile` does (linear interpolation in a bucket).
+//! Pure functions over the proxies' Prometheus samples (parsed by [`weft_sys::prometheus`]): fold
+//! them into per-key request/latency statistics, subtract two scrapes, and estimate percentiles
+//! from histogram buckets the way Prometheus' `histogram_quantile` does (linear interpolation in
+//! a bucket).
 
 use std::collections::BTreeMap;
 
-/// One sample line: `name{labels} value`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-impl Sample {
-    pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.get(name).map(String::as_str)
-    }
-}
-
-/// Parses Prometheus text exposition format. Comments, blank lines and lines that do not parse are
-/// skipped: a scrape is best effort and one odd line must not hide the rest. Timestamps after the
-/// value are ignored.
-pub fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .filter_map(parse_line)
-        .collect()
-}
-
-fn parse_line(line: &str) -> Option<Sample> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .unwrap_or(line.len());
-    let name = &line[..name_end];
-    if name.is_empty() {
-        return None;
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(after_brace) = rest.strip_prefix('{') {
-        let (parsed, remaining) = parse_labels(after_brace)?;
-        labels = parsed;
-        rest = remaining;
-    }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        other => other.parse().ok()?,
-    };
-    Some(Sample {
-        name: name.to_string(),
-        labels,
-        value,
-    })
-}
-
-/// Parses `a="x",b="y"}` (the text after `{`), returning the labels and what follows `}`.
-fn parse_labels(mut s: &str) -> Option<(BTreeMap<String, String>, &str)> {
-    let mut labels = BTreeMap::new();
-    loop {
-        s = s.trim_start_matches([' ', ',']);
-        if let Some(rest) = s.strip_prefix('}') {
-            return Some((labels, rest));
-        }
-        let eq = s.find('=')?;
-        let key = s[..eq].trim().to_string();
-        s = s[eq + 1..].trim_start().strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '"' => break i,
-                '\\' => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    other => value.push(other),
-                },
-                other => value.push(other),
-            }
-        };
-        labels.insert(key, value);
-        s = &s[end + 1..];
-    }
-}
+pub use weft_sys::prometheus::{parse, Sample};
 
 /// Cumulative request statistics for one key (a service or an edge).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -180,18 +101,14 @@ pub fn fold<K: Ord + Clone>(samples: &[Sample], key: KeyFn<'_, K>) -> BTreeMap<K
             if sample.label("tls") == Some("true") {
                 stats.tls = true;
             }
-        } else if let Some(le) = sample.label("le").and_then(parse_le) {
+        } else if let Some(le) = sample
+            .label("le")
+            .and_then(weft_sys::prometheus::parse_value)
+        {
             *stats.buckets.entry(Le(le)).or_default() += sample.value;
         }
     }
     out
-}
-
-fn parse_le(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
-        other => other.parse().ok(),
-    }
 }
 
 /// `histogram_quantile`: finds the bucket holding rank `q * total` and interpolates linearly
@@ -250,34 +167,6 @@ process_start_time_seconds 1700000000.5
         (s.label("direction") == Some("outbound"))
             .then(|| s.label("dst_service").map(str::to_string))
             .flatten()
-    }
-
-    #[test]
-    fn parses_names_labels_values_and_skips_comments() {
-        let samples = parse(TEXT);
-        assert_eq!(samples.len(), 11);
-        assert_eq!(samples[0].name, "response_total");
-        assert_eq!(samples[0].label("dst_service"), Some("books"));
-        assert_eq!(samples[0].value, 90.0);
-        let last = samples.last().expect("sample");
-        assert_eq!(last.name, "process_start_time_seconds");
-        assert!(last.labels.is_empty());
-        assert_eq!(last.value, 1_700_000_000.5);
-    }
-
-    #[test]
-    fn parses_escaped_label_values_and_timestamps() {
-        let samples = parse(r#"m{a="x\"y\\z",b="c, d"} 3 1700000000000"#);
-        assert_eq!(samples.len(), 1);
-        assert_eq!(samples[0].label("a"), Some(r#"x"y\z"#));
-        assert_eq!(samples[0].label("b"), Some("c, d"));
-        assert_eq!(samples[0].value, 3.0);
-    }
-
-    #[test]
-    fn skips_malformed_lines() {
-        assert!(parse("m{a=\"unterminated} 1\nn{} nope\n{x=\"y\"} 1").is_empty());
-        assert_eq!(parse("ok 1\nbad{ 2").len(), 1);
     }
 
     #[test]

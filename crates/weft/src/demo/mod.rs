@@ -31,6 +31,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tokio::process::Child;
 use tokio::time::Instant;
+use weft_proxy::config;
 
 use self::app::Name;
 use self::children::ProxyListening;
@@ -66,28 +67,20 @@ pub struct DemoArgs {
     pub cluster: bool,
 }
 
-/// Parses `30`, `1.5`, `30s`, `500ms`, `2m` into a duration (bare numbers are seconds).
+/// `DURATION` flag values (`weft demo --duration`, `weft control --cert-lifetime`): the grammar
+/// of `WEFT_PROXY_*` durations ([`config::parse_duration`]: `500ms`, `3s`, `2m`, `1h`, `0`), and
+/// on the command line also a bare number of seconds (`30`, `1.5`), which these flags have always
+/// taken. One grammar for both, documented in docs/cli.md.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30, 30s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is not a valid duration"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return s
+            .parse::<f64>()
+            .ok()
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .ok_or_else(|| format!("{s:?} is not a number of seconds"));
+    }
+    config::parse_duration(s)
 }
 
 /// One workload of the demo: the app it runs and how the mesh reaches it.
@@ -318,27 +311,24 @@ async fn launch(
 
     let mut proxy = children::command(proxy_bin, None);
     proxy
-        .env("WEFT_PROXY_DESTINATION_SVC_ADDR", grpc.to_string())
-        .env("WEFT_PROXY_POLICY_WORKLOAD", format!("{NAMESPACE}:{name}"))
-        .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
+        .env(config::ENV_DESTINATION_SVC_ADDR, grpc.to_string())
+        .env(config::ENV_POLICY_WORKLOAD, format!("{NAMESPACE}:{name}"))
+        .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
         .env(
-            "WEFT_PROXY_INBOUND_FORWARD_PORTS",
+            config::ENV_INBOUND_FORWARD_PORTS,
             app_port.map(|p| p.to_string()).unwrap_or_default(),
         )
-        .env("WEFT_PROXY_OUTBOUND_UPSTREAMS", spec.upstreams.join(","))
-        .env("WEFT_PROXY_IDENTITY_TOKEN_FILE", &token_file)
-        .env("WEFT_PROXY_IDENTITY_LOCAL_NAME", workload_identity(name))
+        .env(config::ENV_OUTBOUND_UPSTREAMS, spec.upstreams.join(","))
+        .env(config::ENV_IDENTITY_TOKEN_FILE, &token_file)
+        .env(config::ENV_IDENTITY_LOCAL_NAME, workload_identity(name))
         .env(
-            "WEFT_PROXY_IDENTITY_TRUST_ANCHORS",
+            config::ENV_IDENTITY_TRUST_ANCHORS,
             identity.trust_anchors_pem,
         )
         .stdout(Stdio::piped());
-    if std::env::var_os("WEFT_PROXY_LOG").is_none() {
-        // The live table owns the terminal; proxies only speak up about problems.
-        proxy.env("WEFT_PROXY_LOG", "warn");
-    }
+    proxy.envs(children::quiet_proxy_log());
     let mut proxy = proxy
         .spawn()
         .with_context(|| format!("spawning {}", proxy_bin.display()))?;
@@ -592,14 +582,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_accept_bare_seconds_and_units() {
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3d").is_err());
-        assert!(parse_duration("-1").is_err());
+    fn durations_take_the_proxy_grammar_and_bare_seconds() {
+        // Every value docs/cli.md shows for --duration and --cert-lifetime.
+        for (text, expected) in [
+            ("30", Duration::from_secs(30)),
+            ("1.5", Duration::from_millis(1500)),
+            ("8", Duration::from_secs(8)),
+            ("30s", Duration::from_secs(30)),
+            ("90s", Duration::from_secs(90)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("24h", Duration::from_secs(24 * 3600)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        // A unit takes a whole number, as in WEFT_PROXY_* durations.
+        for bad in ["soon", "3d", "-1", "1.5s", "1e3", ".", "1.2.3", "", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

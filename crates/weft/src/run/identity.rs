@@ -107,12 +107,15 @@ impl SidecarIdentity {
     pub(crate) fn proxy_env(&self) -> Vec<(&'static str, String)> {
         vec![
             (
-                "WEFT_PROXY_IDENTITY_TOKEN_FILE",
+                weft_proxy::config::ENV_IDENTITY_TOKEN_FILE,
                 self.token_file.display().to_string(),
             ),
-            ("WEFT_PROXY_IDENTITY_LOCAL_NAME", self.local_name.clone()),
             (
-                "WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE",
+                weft_proxy::config::ENV_IDENTITY_LOCAL_NAME,
+                self.local_name.clone(),
+            ),
+            (
+                weft_proxy::config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
                 self.anchors_file.display().to_string(),
             ),
         ]

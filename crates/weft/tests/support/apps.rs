@@ -76,6 +76,8 @@ pub struct EchoServer {
     pub addr: SocketAddr,
     pub name: String,
     pub requests: Counter,
+    /// TCP connections accepted (the proxies' connection reuse towards the app shows here).
+    pub connections: Counter,
     /// Requests that arrived carrying `l5d-orig-proto` (must stay 0: the proxy strips it).
     pub orig_proto_seen: Arc<AtomicU64>,
     _task: AbortOnDrop,
@@ -90,6 +92,8 @@ impl EchoServer {
     pub fn serve(name: &str, listener: TcpListener) -> EchoServer {
         let addr = listener.local_addr().expect("echo addr");
         let requests = Counter::new();
+        let connections = Counter::new();
+        let accepted = connections.clone();
         let orig_proto_seen = Arc::new(AtomicU64::new(0));
         let state = EchoState {
             name: name.to_string(),
@@ -101,6 +105,7 @@ impl EchoServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.incr();
                 let state = state.clone();
                 tokio::spawn(async move {
                     let _ = serve_echo_conn(stream, state).await;
@@ -111,6 +116,7 @@ impl EchoServer {
             addr,
             name: name.to_string(),
             requests,
+            connections,
             orig_proto_seen,
             _task: AbortOnDrop(task),
         }

@@ -26,6 +26,7 @@ pub use clients::{http_get, http_request};
 // One Prometheus text parser for every test: the testbed's (exact label match).
 pub use weft_testbed::mesh::metric_sum;
 // Skipping locally and failing under `CI=true`, and finding tools, work as in the testbed.
+use weft_proxy::config;
 #[allow(unused_imports)] // not every test binary skips
 pub use weft_testbed::{in_ci, skip_or_fail, which};
 
@@ -473,15 +474,15 @@ impl ProxySpec {
             env: Vec::new(),
         };
         spec = spec
-            .env("WEFT_PROXY_DESTINATION_SVC_ADDR", &control_grpc.to_string())
-            .env("WEFT_PROXY_POLICY_WORKLOAD", &format!("default:{name}"))
-            .env("WEFT_PROXY_INBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("WEFT_PROXY_OUTBOUND_LISTEN_ADDR", "127.0.0.1:0")
-            .env("WEFT_PROXY_ADMIN_LISTEN_ADDR", "127.0.0.1:0")
-            .env("WEFT_PROXY_CONTROL_BACKOFF_MAX", "500ms")
-            .env("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "2s");
+            .env(config::ENV_DESTINATION_SVC_ADDR, &control_grpc.to_string())
+            .env(config::ENV_POLICY_WORKLOAD, &format!("default:{name}"))
+            .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
+            .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
+            .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
+            .env(config::ENV_CONTROL_BACKOFF_MAX, "500ms")
+            .env(config::ENV_SHUTDOWN_GRACE_PERIOD, "2s");
         if let Ok(log) = std::env::var("WEFT_TEST_PROXY_LOG") {
-            spec = spec.env("WEFT_PROXY_LOG", &log);
+            spec = spec.env(config::ENV_LOG, &log);
         }
         spec
     }
@@ -496,12 +497,12 @@ impl ProxySpec {
     /// Explicit-mode forward ports (ephemeral) to these app ports.
     pub fn forward(self, app_ports: &[u16]) -> ProxySpec {
         let list: Vec<String> = app_ports.iter().map(|p| p.to_string()).collect();
-        self.env("WEFT_PROXY_INBOUND_FORWARD_PORTS", &list.join(","))
+        self.env(config::ENV_INBOUND_FORWARD_PORTS, &list.join(","))
     }
 
     /// Explicit-mode upstream ports (ephemeral) for these authorities.
     pub fn upstreams(self, authorities: &[String]) -> ProxySpec {
-        self.env("WEFT_PROXY_OUTBOUND_UPSTREAMS", &authorities.join(","))
+        self.env(config::ENV_OUTBOUND_UPSTREAMS, &authorities.join(","))
     }
 
     pub fn command(&self, program: &Path) -> Command {
@@ -680,4 +681,24 @@ pub fn summary(stdout: &str) -> Option<serde_json::Value> {
         .into_iter::<serde_json::Value>()
         .next()?
         .ok()
+}
+
+/// The edges of a `weft demo --json` summary, once checked for what every demo run shows: at
+/// least three, each naming both ends, with requests and a success rate in 0.5..=1.
+pub fn demo_edges(summary: &serde_json::Value) -> &[serde_json::Value] {
+    let edges = summary["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("summary has no edges array: {summary}"));
+    assert!(edges.len() >= 3, "expected >= 3 edges: {summary}");
+    for edge in edges {
+        let requests = edge["requests"].as_u64().unwrap_or(0);
+        assert!(requests > 0, "edge without requests: {edge}");
+        let rate = edge["success_rate"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (0.5..=1.0).contains(&rate),
+            "edge success rate {rate} outside 0.5..=1: {edge}"
+        );
+        assert!(edge["src"].is_string() && edge["dst"].is_string(), "{edge}");
+    }
+    edges
 }

@@ -15,6 +15,7 @@ use crate::support::{
     http_get, http_request, proxy_bin, set_pdeathsig, weft_bin, workload_doc, ChildProc, Control,
     Proxy, ProxySpec, SOON,
 };
+use weft_proxy::config;
 
 /// The identity the control plane derives for workload `default/NAME`.
 pub fn identity_of(name: &str) -> String {
@@ -166,13 +167,13 @@ pub fn with_identity(
     dir: &Path,
     id: &IdentitySource<'_>,
 ) -> ProxySpec {
-    spec.env("WEFT_PROXY_IDENTITY_SVC_ADDR", &id.certify.to_string())
-        .env("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", id.anchors_pem)
+    spec.env(config::ENV_IDENTITY_SVC_ADDR, &id.certify.to_string())
+        .env(config::ENV_IDENTITY_TRUST_ANCHORS, id.anchors_pem)
         .env(
-            "WEFT_PROXY_IDENTITY_TOKEN_FILE",
+            config::ENV_IDENTITY_TOKEN_FILE,
             &token_path(dir, name).display().to_string(),
         )
-        .env("WEFT_PROXY_IDENTITY_LOCAL_NAME", &identity_of(name))
+        .env(config::ENV_IDENTITY_LOCAL_NAME, &identity_of(name))
 }
 
 pub fn token_path(dir: &Path, name: &str) -> PathBuf {
