@@ -148,11 +148,14 @@ pub async fn connect(
             ],
         );
     };
-    let name = ServerName::try_from(tls.identity.to_string()).map_err(|_| ConnectError::Tls {
-        addr,
-        identity: identity(),
-        reason: "the identity is not a DNS name".into(),
-    })?;
+    let Ok(name) = ServerName::try_from(tls.identity.to_string()) else {
+        failed("handshake");
+        return Err(ConnectError::Tls {
+            addr,
+            identity: identity(),
+            reason: "the identity is not a DNS name".into(),
+        });
+    };
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     let mut io = match tokio::time::timeout_at(deadline, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Io::Tls(Box::new(stream)),
