@@ -7,7 +7,7 @@ clients to CPU 1), records both proxies' VmRSS at rest, opens N idle keep-alive 
 through the outbound proxy with `weft-bench idle` (one request each), waits for the proxies to
 settle and prints VmRSS, VmHWM and the RSS added per connection. `--load RATE` then runs a short
 fixed-rate HTTP/1.1 load on a fresh topology and prints the proxies' peak RSS (VmHWM).
-Uses the release binaries as built (`cargo build --release -p weft -p bench`); writes nothing.
+Uses the release binaries as built (`cargo build --release -p weft -p weft-proxy -p bench`); writes nothing.
 
     ulimit -n 65536; python3 bench/idle_rss.py [--connections 1000] [--rounds 3] [--workers 1|2] [--load 2000]
 """

@@ -7,15 +7,16 @@
 //! connection or a request uses it, so the proxy never accumulates balancers for targets nobody
 //! talks to any more). A pick copies the endpoint, so a later change of the set (an endpoint
 //! removed) never touches requests already on their way; [`Balancer::take_removed`] reports
-//! endpoints that left so their pooled connections can be retired.
+//! endpoints that left so their pooled connections can be retired. [`Balancers`] holds the one
+//! balancer per target that every connection shares.
 
-use crate::discovery::{Endpoint, EndpointSet};
+use crate::discovery::{Endpoint, EndpointSet, Target};
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, Weak,
     },
     time::Duration,
 };
@@ -26,6 +27,81 @@ pub enum Error {
     /// The set stayed empty (or unresolved) for the whole fail-fast timeout.
     #[error("no endpoints available after {0:?}")]
     NoEndpoints(Duration),
+}
+
+/// One balancer per discovered target, shared by every connection, so outstanding-request counts
+/// are global to the proxy. Weak: a balancer lives while a connection or a request holds it, then
+/// its discovery subscription is released (and discovery closes the stream after its idle
+/// timeout), so many short-lived destinations never accumulate.
+pub struct Balancers {
+    inner: Mutex<BalancerMap>,
+}
+
+struct BalancerMap {
+    map: HashMap<Target, Weak<Balancer>>,
+    /// Dead entries are swept when the map reaches this size (amortised O(1) per insert).
+    sweep_at: usize,
+}
+
+/// The smallest map size at which dead entries are swept.
+pub(crate) const MIN_SWEEP: usize = 64;
+
+impl Default for Balancers {
+    fn default() -> Balancers {
+        Balancers {
+            inner: Mutex::new(BalancerMap {
+                map: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
+        }
+    }
+}
+
+impl Balancers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BalancerMap> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The target's balancer, while anything still uses it.
+    pub fn get(&self, target: &Target) -> Option<Arc<Balancer>> {
+        self.lock().map.get(target).and_then(Weak::upgrade)
+    }
+
+    /// The target's balancer, or a new one over `endpoints` (another caller may have made one
+    /// while this one waited for discovery: that one wins).
+    pub fn get_or_insert(
+        &self,
+        target: &Target,
+        endpoints: watch::Receiver<EndpointSet>,
+    ) -> Arc<Balancer> {
+        let mut bs = self.lock();
+        if let Some(b) = bs.map.get(target).and_then(Weak::upgrade) {
+            return b;
+        }
+        let b = Arc::new(Balancer::new(endpoints));
+        bs.map.insert(target.clone(), Arc::downgrade(&b));
+        if bs.map.len() >= bs.sweep_at {
+            bs.map.retain(|_, w| w.strong_count() > 0);
+            bs.sweep_at = (bs.map.len() * 2).max(MIN_SWEEP);
+        }
+        b
+    }
+
+    /// Targets with a live balancer.
+    #[cfg(test)]
+    pub fn live(&self) -> usize {
+        self.lock()
+            .map
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    /// Entries kept, dead ones included.
+    #[cfg(test)]
+    pub fn entries(&self) -> usize {
+        self.lock().map.len()
+    }
 }
 
 pub struct Balancer {
@@ -167,6 +243,7 @@ mod tests {
             weight,
             hint: ProtocolHint::H2,
             identity: None,
+            opaque_transport_port: None,
             labels: Arc::new(BTreeMap::new()),
         }
     }

@@ -1,7 +1,6 @@
 //! Service discovery client (Destination.Get, GetProfile).
 //!
-//! INTERFACE CONTRACT (shared by the data path and the discovery implementation):
-//! `Discovery::resolve` returns a `watch::Receiver<EndpointSet>` per target, shared by every caller
+//! What the data path relies on: `Discovery::resolve` returns a `watch::Receiver<EndpointSet>` per target, shared by every caller
 //! of the same target, kept current by one background stream per target that reconnects with
 //! backoff and keeps the last received state while the control plane is away.
 //!
@@ -18,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use crate::backoff::Backoff;
 use linkerd2_proxy_api::destination::{
     self as api, destination_client::DestinationClient, protocol_hint, tls_identity, update,
 };
@@ -58,6 +58,10 @@ pub struct Endpoint {
     pub hint: ProtocolHint,
     /// Expected TLS identity (DNS-like) from discovery, if any.
     pub identity: Option<String>,
+    /// `protocol_hint.opaque_transport.inbound_port`: the peer's proxy takes opaque traffic on this
+    /// port, inside mTLS with ALPN `transport.l5d.io/v1` and a transport header naming the
+    /// endpoint's port.
+    pub opaque_transport_port: Option<u16>,
     /// Per-endpoint metric labels (set-level labels merged in), without the `dst_` prefix.
     pub labels: Arc<BTreeMap<String, String>>,
 }
@@ -183,7 +187,8 @@ impl Discovery {
         };
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            let mut backoff = Backoff::new(upgrade_cfg(&weak));
+            let (min, max) = upgrade_cfg(&weak);
+            let mut backoff = Backoff::new(min, max);
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 if *inner.ready.borrow() {
@@ -327,34 +332,6 @@ fn upgrade_cfg(weak: &Weak<Inner>) -> (Duration, Duration) {
         })
 }
 
-/// Exponential backoff with jitter, reset after a successful answer.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new((min, max): (Duration, Duration)) -> Backoff {
-        Backoff {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// Sleeps `next` plus up to 50% jitter (capped at `max`), then doubles `next`.
-    async fn sleep(&mut self) {
-        let jittered = self.next.mul_f64(1.0 + fastrand::f64() * 0.5).min(self.max);
-        tokio::time::sleep(jittered).await;
-        self.next = (self.next * 2).min(self.max);
-    }
-}
-
 /// The background task owning one target's streams.
 struct TargetTask {
     inner: Weak<Inner>,
@@ -388,7 +365,7 @@ impl TargetTask {
         let Some(cfg) = self.inner.upgrade().map(|i| (i.backoff_min, i.backoff_max)) else {
             return;
         };
-        let mut backoff = Backoff::new(cfg);
+        let mut backoff = Backoff::new(cfg.0, cfg.1);
         // The profile stream lives as long as this task: dropping `_alive` stops it.
         let (_alive, alive) = tokio::sync::oneshot::channel::<()>();
         self.spawn_profile(alive);
@@ -570,11 +547,18 @@ impl TargetTask {
 
 fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Option<Endpoint> {
     let addr = SocketAddr::try_from(wa.addr?).ok()?;
-    let hint = match wa.protocol_hint.and_then(|h| h.protocol) {
+    let (protocol, opaque_transport) = wa
+        .protocol_hint
+        .map_or((None, None), |h| (h.protocol, h.opaque_transport));
+    let hint = match protocol {
         Some(protocol_hint::Protocol::H2(_)) => ProtocolHint::H2,
         Some(protocol_hint::Protocol::Opaque(_)) => ProtocolHint::Opaque,
         None => ProtocolHint::Unknown,
     };
+    // A port that does not fit is not a port: ignore the hint (plain mTLS to the endpoint).
+    let opaque_transport_port = opaque_transport
+        .and_then(|t| u16::try_from(t.inbound_port).ok())
+        .filter(|p| *p != 0);
     let identity = wa.tls_identity.and_then(|t| match t.strategy {
         Some(tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name),
         Some(tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
@@ -590,6 +574,7 @@ fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Optio
         weight: wa.weight,
         hint,
         identity,
+        opaque_transport_port,
         labels: Arc::new(labels),
     })
 }
@@ -611,6 +596,34 @@ fn sweep_expired_rejections(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `protocol_hint.opaque_transport.inbound_port` reaches the endpoint; 0 or a number past
+    /// 65535 is no port.
+    #[test]
+    fn opaque_transport_port_comes_from_the_protocol_hint() {
+        let wa = |inbound_port: Option<u32>| api::WeightedAddr {
+            addr: Some(SocketAddr::from(([198, 18, 0, 2], 8080)).into()),
+            weight: 1,
+            protocol_hint: Some(api::ProtocolHint {
+                protocol: Some(protocol_hint::Protocol::Opaque(protocol_hint::Opaque {})),
+                opaque_transport: inbound_port
+                    .map(|inbound_port| protocol_hint::OpaqueTransport { inbound_port }),
+            }),
+            ..Default::default()
+        };
+        let port = |p| {
+            convert(wa(p), &HashMap::new())
+                .expect("endpoint")
+                .opaque_transport_port
+        };
+        assert_eq!(port(Some(4143)), Some(4143));
+        assert_eq!(port(None), None);
+        assert_eq!(port(Some(0)), None);
+        assert_eq!(port(Some(70_000)), None);
+        let ep = convert(wa(Some(4143)), &HashMap::new()).expect("endpoint");
+        assert_eq!(ep.hint, ProtocolHint::Opaque);
+        assert_eq!(ep.addr, SocketAddr::from(([198, 18, 0, 2], 8080)));
+    }
 
     fn rejected_at(targets: &mut HashMap<Target, Entry>, n: u16, at: tokio::time::Instant) {
         for port in 0..n {

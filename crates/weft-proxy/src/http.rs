@@ -3,13 +3,7 @@
 //! protocol conversion (`l5d-orig-proto`), upgrades, and response
 //! metrics. The client connection pool (lifetimes, retries) is the submodule [`pool`].
 
-use crate::{
-    detect::Protocol,
-    identity::tls::PeerRejection,
-    metrics::{self as m, Labels},
-    mtls::{self, ClientTls},
-    relay::Metered,
-};
+use crate::{connect::ConnectError, detect::Protocol};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -30,14 +24,11 @@ use std::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
     sync::watch,
 };
 
 pub use crate::metrics::{HttpMetrics, Metrics, Peer};
-pub use pool::{
-    Dst, Pool, PoolLimits, Wire, H1_IDLE_TIMEOUT, H2_IDLE_TIMEOUT, MAX_IDLE_H1_PER_ENDPOINT,
-};
+pub use pool::{Dst, Pool, PoolLimits, Wire};
 
 pub mod pool;
 
@@ -61,15 +52,30 @@ pub fn empty() -> Body {
     boxed(Empty::<Bytes>::new())
 }
 
-/// What can go wrong forwarding one request; each variant has its status code.
+/// Where an error happened (the distinction pingora's errors make): what a retry policy, a log
+/// line or a metric needs to know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client or its request (no authority, no identity on a port that requires one).
+    Downstream,
+    /// The endpoint or the way to it (connect, TLS, HTTP handshake, the request itself, DNS).
+    Upstream,
+    /// The proxy's own decision: no endpoints in time, a request loop.
+    Internal,
+}
+
+/// What can go wrong forwarding one request, in either direction; each variant has its status
+/// code, its [`Side`] and whether a retry is safe ([`Error::retry_safe`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no endpoints for {target} after {timeout:?}")]
     Unavailable { target: String, timeout: Duration },
-    #[error("connect to {addr} timed out after {timeout:?}")]
-    ConnectTimeout { addr: SocketAddr, timeout: Duration },
-    #[error("connect to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: io::Error },
+    /// No connection to the endpoint (refused, no route, timed out, TLS refused or failed).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Relaying an opaque stream or a tunnel failed after the connection was made.
+    #[error("relaying to {addr}: {source}")]
+    Relay { addr: SocketAddr, source: io::Error },
     #[error("HTTP handshake with {addr}: {}", chain(source))]
     Handshake {
         addr: SocketAddr,
@@ -79,6 +85,9 @@ pub enum Error {
     Upstream {
         addr: SocketAddr,
         source: hyper::Error,
+        /// The endpoint provably did not process the request (hyper handed it back unsent, or
+        /// the HTTP/2 peer refused the stream): sending it again cannot repeat its effects.
+        unprocessed: bool,
     },
     #[error("cannot resolve {host}: {reason}")]
     Dns { host: String, reason: String },
@@ -89,20 +98,6 @@ pub enum Error {
         "refusing to forward to {addr}: it is this proxy's own outbound listener (a request loop)"
     )]
     Loop { addr: SocketAddr },
-    /// The peer's certificate was refused: another CA, expired, or not the identity discovery
-    /// announced.
-    #[error("TLS to {addr} refused: {rejection} (expected {identity})")]
-    PeerRejected {
-        addr: SocketAddr,
-        identity: String,
-        rejection: PeerRejection,
-    },
-    #[error("TLS handshake with {addr} (expecting {identity}) failed: {reason}")]
-    Tls {
-        addr: SocketAddr,
-        identity: String,
-        reason: String,
-    },
     /// Inbound: the port requires a mutually authenticated client and this one is not.
     #[error("port {port} requires a client identity (mTLS); this connection has none: {why}")]
     IdentityRequired { port: u16, why: &'static str },
@@ -125,19 +120,40 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Error {
+    pub fn side(&self) -> Side {
+        match self {
+            Error::NoAuthority | Error::IdentityRequired { .. } => Side::Downstream,
+            Error::Connect(_)
+            | Error::Relay { .. }
+            | Error::Handshake { .. }
+            | Error::Upstream { .. }
+            | Error::Dns { .. } => Side::Upstream,
+            Error::Unavailable { .. } | Error::Loop { .. } => Side::Internal,
+        }
+    }
+
+    /// Can the request be sent again without repeating its effects? Only when it never reached
+    /// the application: no connection (or no HTTP handshake) was made, or the endpoint provably
+    /// did not process it.
+    pub fn retry_safe(&self) -> bool {
+        match self {
+            Error::Connect(_) | Error::Handshake { .. } => true,
+            Error::Upstream { unprocessed, .. } => *unprocessed,
+            _ => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::NoAuthority => StatusCode::BAD_REQUEST,
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
             Error::IdentityRequired { .. } => StatusCode::FORBIDDEN,
-            Error::ConnectTimeout { .. }
-            | Error::Connect { .. }
+            Error::Connect(_)
+            | Error::Relay { .. }
             | Error::Handshake { .. }
             | Error::Upstream { .. }
-            | Error::Dns { .. }
-            | Error::PeerRejected { .. }
-            | Error::Tls { .. } => StatusCode::BAD_GATEWAY,
+            | Error::Dns { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -300,77 +316,6 @@ pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
     *req.version_mut() = Version::HTTP_11;
 }
 
-/// Opens a TCP connection (peer="dst" metrics) within `timeout`.
-pub async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-    metrics: &Metrics,
-    labels: &Labels,
-) -> Result<Metered<TcpStream>, Error> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(Error::ConnectTimeout { addr, timeout }),
-        Ok(Err(source)) => return Err(Error::Connect { addr, source }),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    let labels = Labels {
-        authority: None,
-        target_addr: addr,
-        ..labels.clone()
-    };
-    Ok(Metered::new(stream, metrics.tcp_open(&labels, Peer::Dst)))
-}
-
-/// Opens a connection to `addr` (peer="dst" metrics, labelled by `labels.tls`) and, for a meshed
-/// peer, completes the TLS handshake within `timeout` too. A refused peer certificate counts
-/// `tls_handshake_errors_total{direction="outbound",server_id,reason}`.
-pub async fn connect_io(
-    addr: SocketAddr,
-    tls: Option<&ClientTls>,
-    timeout: Duration,
-    metrics: &Metrics,
-    labels: &Labels,
-) -> Result<mtls::Io, Error> {
-    let tcp = connect(addr, timeout, metrics, labels).await?;
-    let Some(tls) = tls else {
-        return Ok(mtls::Io::Plain(tcp));
-    };
-    let failed = |reason: &str| {
-        metrics.count(
-            m::TLS_HANDSHAKE_ERRORS,
-            None,
-            &[
-                ("direction", "outbound"),
-                ("server_id", &tls.identity),
-                ("reason", reason),
-            ],
-        );
-    };
-    match mtls::connect(tls, tcp, timeout).await {
-        Ok(io) => Ok(io),
-        Err(mtls::HandshakeError::Rejected(rejection)) => {
-            failed(mtls::rejection_label(rejection));
-            Err(Error::PeerRejected {
-                addr,
-                identity: tls.identity.to_string(),
-                rejection,
-            })
-        }
-        Err(e) => {
-            failed(match e {
-                mtls::HandshakeError::Timeout(_) => "timeout",
-                mtls::HandshakeError::NotTls => "not_tls",
-                _ => "handshake",
-            });
-            Err(Error::Tls {
-                addr,
-                identity: tls.identity.to_string(),
-                reason: e.to_string(),
-            })
-        }
-    }
-}
-
 /// Wraps a response so `response_total` / `response_latency_ms` are recorded once, when the body
 /// ends (so gRPC trailers and stream errors classify it). `hold` lives until then too (the
 /// balancer's in-flight guard: a streaming response still loads its endpoint).
@@ -388,16 +333,14 @@ where
     let grpc_status = grpc_status(resp.headers());
     let latency = started.elapsed();
     resp.map(|body| {
-        boxed(MeteredBody {
-            inner: boxed(body),
-            record: Some(Record {
-                metrics,
-                status,
-                grpc_status,
-                latency,
-            }),
+        let record = Record {
+            metrics,
+            status,
+            grpc_status,
+            latency,
             _hold: hold,
-        })
+        };
+        boxed(OnEnd::new(boxed(body), record))
     })
 }
 
@@ -416,24 +359,54 @@ struct Record {
     status: u16,
     grpc_status: Option<i32>,
     latency: Duration,
-}
-
-struct MeteredBody {
-    inner: Body,
-    record: Option<Record>,
     _hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
-impl MeteredBody {
-    fn finish(&mut self, stream_error: bool) {
-        if let Some(r) = self.record.take() {
-            r.metrics
-                .response(r.status, r.grpc_status, stream_error, r.latency);
+impl EndObserver for Record {
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if let Some(g) = grpc_status(trailers) {
+            self.grpc_status = Some(g);
+        }
+    }
+
+    fn end(self, stream_error: bool) {
+        self.metrics
+            .response(self.status, self.grpc_status, stream_error, self.latency);
+    }
+}
+
+/// Told once when a body ends; see [`OnEnd`].
+pub trait EndObserver: Send + Unpin + 'static {
+    /// A trailers frame went by.
+    fn trailers(&mut self, _trailers: &HeaderMap) {}
+    /// The body ended (`stream_error`: with an error) or was dropped unfinished.
+    fn end(self, stream_error: bool);
+}
+
+/// A body that tells its [`EndObserver`] once when it ends, fails, or is dropped (bodies that are
+/// never polled, HEAD or 204, or that the client abandons, still end). The one "on body end"
+/// wrapper: response metrics use it, and the pool returns HTTP/1 connections with it.
+pub struct OnEnd<O: EndObserver> {
+    inner: Body,
+    observer: Option<O>,
+}
+
+impl<O: EndObserver> OnEnd<O> {
+    pub fn new(inner: Body, observer: O) -> OnEnd<O> {
+        OnEnd {
+            inner,
+            observer: Some(observer),
+        }
+    }
+
+    fn end(&mut self, stream_error: bool) {
+        if let Some(o) = self.observer.take() {
+            o.end(stream_error);
         }
     }
 }
 
-impl http_body::Body for MeteredBody {
+impl<O: EndObserver> http_body::Body for OnEnd<O> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -444,17 +417,15 @@ impl http_body::Body for MeteredBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let (Some(r), Some(g)) = (self.record.as_mut(), grpc_status(trailers)) {
-                        r.grpc_status = Some(g);
-                    }
+                if let (Some(trailers), Some(o)) = (frame.trailers_ref(), self.observer.as_mut()) {
+                    o.trailers(trailers);
                 }
                 if self.inner.is_end_stream() {
-                    self.finish(false);
+                    self.end(false);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.finish(true),
-            Poll::Ready(None) => self.finish(false),
+            Poll::Ready(Some(Err(_))) => self.end(true),
+            Poll::Ready(None) => self.end(false),
             Poll::Pending => {}
         }
         polled
@@ -469,9 +440,43 @@ impl http_body::Body for MeteredBody {
     }
 }
 
-impl Drop for MeteredBody {
+impl<O: EndObserver> Drop for OnEnd<O> {
     fn drop(&mut self) {
-        // Bodies that are never polled (HEAD, 204) or abandoned by the client still count.
-        self.finish(false);
+        self.end(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::ConnectError;
+
+    /// Where an error happened and whether a retry is safe come with the error, for the retry
+    /// policies to come; the pool's own "never processed" retry reads the same answer.
+    #[test]
+    fn errors_say_where_they_happened_and_whether_a_retry_is_safe() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let refused = Error::from(ConnectError::Refused { addr });
+        assert_eq!(refused.side(), Side::Upstream);
+        assert!(refused.retry_safe());
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+
+        assert_eq!(Error::NoAuthority.side(), Side::Downstream);
+        assert!(!Error::NoAuthority.retry_safe());
+
+        let unavailable = Error::Unavailable {
+            target: "web".into(),
+            timeout: Duration::from_secs(3),
+        };
+        assert_eq!(unavailable.side(), Side::Internal);
+        assert!(!unavailable.retry_safe());
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let relay = Error::Relay {
+            addr,
+            source: io::Error::from(io::ErrorKind::ConnectionReset),
+        };
+        assert_eq!(relay.side(), Side::Upstream);
+        assert!(!relay.retry_safe(), "bytes may have reached the app");
     }
 }

@@ -41,184 +41,10 @@ use rustls::{
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::config::{self, Env, VarError};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 
-/// Identity settings (`WEFT_PROXY_IDENTITY_*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdentityConfig {
-    /// `host:port` of `Identity.Certify`.
-    pub svc_addr: String,
-    /// PEM trust anchors (validated: at least one certificate).
-    pub trust_anchors_pem: String,
-    /// Where `trust_anchors_pem` came from, when it is a file: followed for changes.
-    pub trust_anchors_file: Option<PathBuf>,
-    pub token_file: PathBuf,
-    /// The DNS-like identity this proxy asks for and serves.
-    pub local_name: String,
-    pub min_refresh: Duration,
-    pub max_refresh: Duration,
-}
-
-impl IdentityConfig {
-    /// `Ok(None)` when no identity variable is set; otherwise the token file, the local name and
-    /// the trust anchors are all required. Errors list every bad variable.
-    pub fn from_env(
-        env: &dyn Env,
-        destination_addr: &str,
-    ) -> Result<Option<IdentityConfig>, Vec<VarError>> {
-        let get = |name: &str| {
-            env.get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let mut errors = Vec::new();
-        let mut fail = |name: &'static str, reason: &str, value: Option<String>| {
-            errors.push(VarError {
-                name,
-                reason: reason.to_string(),
-                value,
-            })
-        };
-        let any = [
-            config::ENV_IDENTITY_SVC_ADDR,
-            config::ENV_IDENTITY_TRUST_ANCHORS,
-            config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
-            config::ENV_IDENTITY_TOKEN_FILE,
-            config::ENV_IDENTITY_LOCAL_NAME,
-        ]
-        .iter()
-        .any(|n| get(n).is_some());
-        if !any {
-            return Ok(None);
-        }
-
-        let svc_addr = match get(config::ENV_IDENTITY_SVC_ADDR) {
-            Some(v) => {
-                if let Err(reason) = config::parse_host_port(&v) {
-                    fail(config::ENV_IDENTITY_SVC_ADDR, &reason, Some(v.clone()));
-                }
-                v
-            }
-            None => destination_addr.to_string(),
-        };
-        let token_file = match get(config::ENV_IDENTITY_TOKEN_FILE) {
-            Some(v) => PathBuf::from(v),
-            None => {
-                fail(
-                    config::ENV_IDENTITY_TOKEN_FILE,
-                    "required when identity is configured",
-                    None,
-                );
-                PathBuf::new()
-            }
-        };
-        let local_name = match get(config::ENV_IDENTITY_LOCAL_NAME) {
-            Some(v) if config::is_dns_name(v.trim_end_matches('.')) => {
-                v.trim_end_matches('.').to_ascii_lowercase()
-            }
-            Some(v) => {
-                fail(
-                    config::ENV_IDENTITY_LOCAL_NAME,
-                    "must be a DNS name",
-                    Some(v),
-                );
-                String::new()
-            }
-            None => {
-                fail(
-                    config::ENV_IDENTITY_LOCAL_NAME,
-                    "required when identity is configured",
-                    None,
-                );
-                String::new()
-            }
-        };
-        let inline = get(config::ENV_IDENTITY_TRUST_ANCHORS);
-        let file = get(config::ENV_IDENTITY_TRUST_ANCHORS_FILE);
-        let trust_anchors_file = file.as_ref().map(PathBuf::from);
-        let trust_anchors_pem = match (inline, file) {
-            (Some(_), Some(f)) => {
-                fail(
-                    config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
-                    "set either this or WEFT_PROXY_IDENTITY_TRUST_ANCHORS, not both",
-                    Some(f),
-                );
-                String::new()
-            }
-            (Some(pem), None) => match tls::roots_from_pem(pem.as_bytes()) {
-                Ok(_) => pem,
-                Err(e) => {
-                    fail(config::ENV_IDENTITY_TRUST_ANCHORS, &e.to_string(), None);
-                    String::new()
-                }
-            },
-            (None, Some(path)) => match std::fs::read_to_string(&path) {
-                Ok(pem) => match tls::roots_from_pem(pem.as_bytes()) {
-                    Ok(_) => pem,
-                    Err(e) => {
-                        fail(
-                            config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
-                            &e.to_string(),
-                            Some(path),
-                        );
-                        String::new()
-                    }
-                },
-                Err(e) => {
-                    fail(
-                        config::ENV_IDENTITY_TRUST_ANCHORS_FILE,
-                        &format!("cannot read: {e}"),
-                        Some(path),
-                    );
-                    String::new()
-                }
-            },
-            (None, None) => {
-                fail(
-                    config::ENV_IDENTITY_TRUST_ANCHORS,
-                    "required when identity is configured (or WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE)",
-                    None,
-                );
-                String::new()
-            }
-        };
-        let mut duration = |name: &'static str, default: Duration| match get(name) {
-            None => default,
-            Some(v) => config::parse_duration(&v).unwrap_or_else(|reason| {
-                fail(name, &reason, Some(v));
-                default
-            }),
-        };
-        let min_refresh = duration(
-            config::ENV_IDENTITY_MIN_REFRESH,
-            config::DEFAULT_IDENTITY_MIN_REFRESH,
-        );
-        let max_refresh = duration(
-            config::ENV_IDENTITY_MAX_REFRESH,
-            config::DEFAULT_IDENTITY_MAX_REFRESH,
-        );
-        if min_refresh > max_refresh {
-            fail(
-                config::ENV_IDENTITY_MAX_REFRESH,
-                "must be at least WEFT_PROXY_IDENTITY_MIN_REFRESH",
-                get(config::ENV_IDENTITY_MAX_REFRESH),
-            );
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Some(IdentityConfig {
-            svc_addr,
-            trust_anchors_pem,
-            trust_anchors_file,
-            token_file,
-            local_name,
-            min_refresh,
-            max_refresh,
-        }))
-    }
-}
+pub use crate::config::IdentityConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -420,16 +246,6 @@ pub fn refresh_delay(remaining: Duration, min: Duration, max: Duration) -> Durat
         .min(remaining.mul_f64(0.9))
 }
 
-/// Delay before retry number `failures` (0-based): `min * 2^failures` capped at `max`, plus up to
-/// 50% jitter (still capped at `max`).
-fn failure_delay(failures: u32, s: &Schedule) -> Duration {
-    let base = s
-        .backoff_min
-        .saturating_mul(1u32 << failures.min(20))
-        .min(s.backoff_max);
-    base.mul_f64(1.0 + fastrand::f64() * 0.5).min(s.backoff_max)
-}
-
 /// Follows the anchors file: every [`TRUST_ANCHORS_POLL_INTERVAL`], a content that differs from
 /// the anchors in force, reads the same twice and parses is published on `tx`. Runs until aborted.
 async fn watch_anchors(
@@ -523,11 +339,11 @@ async fn renew<C: Certifier>(
     metrics: Metrics,
     schedule: Schedule,
 ) {
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(schedule.backoff_min, schedule.backoff_max);
     loop {
         let delay = match certify_once(&mut certifier, &local).await {
             Ok(certified) => {
-                failures = 0;
+                backoff.reset();
                 let remaining = certified
                     .valid_until
                     .duration_since(SystemTime::now())
@@ -540,8 +356,7 @@ async fn renew<C: Certifier>(
             }
             Err(error) => {
                 metrics.identity_refresh_failed();
-                let delay = failure_delay(failures, &schedule);
-                failures = failures.saturating_add(1);
+                let delay = backoff.next_delay();
                 let current = tx.borrow().as_ref().map(|c| c.valid_until);
                 let waiting_for_token = matches!(&error, IdentityError::TokenFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
                 match current {
@@ -573,7 +388,7 @@ async fn renew<C: Certifier>(
                     }
                     let roots = local.roots.borrow_and_update().clone();
                     if !apply_roots(&tx, &local, roots) {
-                        failures = 0;
+                        backoff.reset();
                         break;
                     }
                 }

@@ -20,14 +20,15 @@
 //! into HTTP/1.1 and the header removed; other HTTP/2 stays HTTP/2; HTTP/1 stays HTTP/1).
 
 use crate::{
+    accept::Accepted,
     config::{Config, PortSet},
+    connect,
     detect::{self, Prefixed, Protocol},
     http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::{tls as id_tls, Identity},
     metrics::{self as m, Direction, Labels, TlsLabel},
     mtls::{self, Peeked, SessionProtocol, TransportHeader},
     relay::{self, Metered},
-    runtime::Accepted,
 };
 use bytes::BytesMut;
 use hyper::{body::Incoming, header::HeaderValue, Request, Response, Version};
@@ -163,13 +164,9 @@ impl Inbound {
     }
 }
 
-/// Handles one connection from a peer for `app_port` until it closes.
-pub async fn handle(ib: Arc<Inbound>, conn: Accepted, app_port: u16) {
-    handle_any(ib, conn, Some(app_port)).await
-}
-
-/// [`handle`], where `None` is a connection to the main inbound listener without an original
-/// destination: only a transport header (inside mTLS) can direct it; anything else is closed.
+/// Handles one connection from a peer for `app_port` until it closes. `None` is a connection to
+/// the main inbound listener without an original destination: only a transport header (inside
+/// mTLS) can direct it; anything else is closed.
 pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>) {
     let Accepted {
         stream,
@@ -385,10 +382,10 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let labels = ib.labels(None, target_addr, peer.tls_label());
-    let server = http::connect(app, ib.settings.connect_timeout, &ib.metrics, &labels).await?;
+    let server = connect::tcp(app, ib.settings.connect_timeout, &ib.metrics, &labels).await?;
     relay::relay(client, server)
         .await
-        .map_err(|source| Error::Connect { addr: app, source })?;
+        .map_err(|source| Error::Relay { addr: app, source })?;
     Ok(())
 }
 

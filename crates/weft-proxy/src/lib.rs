@@ -1,7 +1,8 @@
 //! Weft data plane: the sidecar proxy.
 //!
 //! Module map (each module owns one idea):
-//! - [`config`]: `WEFT_PROXY_*` variables, their defaults, and parsing that reports every bad value.
+//! - [`config`]: every `WEFT_PROXY_*` variable, its default and its parsing (reports every bad
+//!   value); a leaf: it imports nothing else of the proxy.
 //! - [`discovery`]: Destination.Get / GetProfile client: per-target endpoint snapshots, reconnects.
 //! - [`identity`]: the in-memory key, certificate renewal through `Identity.Certify`, and the
 //!   rustls configurations built from the certificate ([`identity::tls`]).
@@ -9,13 +10,24 @@
 //! - [`admin`]: `/metrics`, `/ready`, `/live`, `/shutdown`.
 //! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
 //! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
-//! - [`mtls`]: TLS on the data path: outbound connector, ClientHello peek, transport header.
-//! - [`balance`]: P2C endpoint choice.
+//! - [`mtls`]: TLS on the data path: client and server configurations per identity, ClientHello
+//!   peek, transport header.
+//! - [`http`]: serving, the body type, errors as responses (`l5d-proxy-error`), the client pool.
+//! - [`relay`]: byte relay with half-close, and the metered stream.
+//! - [`connect`]: opening a connection to an endpoint (TCP, TLS, transport header) with one
+//!   timeout, and errors that say why it failed.
+//! - [`backoff`]: the one reconnect backoff (discovery, identity renewal).
+//! - [`balance`]: P2C endpoint choice and the per-target balancer cache.
+//! - [`accept`]: what a listener hands a request path ([`accept::Accepted`]).
 //! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
+//! - [`sys`]: the only libc calls (`SO_ORIGINAL_DST`, `getifaddrs`, `sysconf`).
 
+pub mod accept;
 pub mod admin;
+pub mod backoff;
 pub mod balance;
 pub mod config;
+pub mod connect;
 pub mod detect;
 pub mod discovery;
 pub mod http;
@@ -26,6 +38,7 @@ pub mod mtls;
 pub mod outbound;
 pub mod relay;
 pub mod runtime;
+pub mod sys;
 
 pub use config::{Config, ConfigError, Env, ProcessEnv};
 pub use runtime::run;

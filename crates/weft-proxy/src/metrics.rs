@@ -1,7 +1,7 @@
 //! Prometheus metrics with Linkerd's names and labels.
 //!
-//! INTERFACE CONTRACT: the data path asks for a per-label-set handle once per connection or
-//! target and records on it; handles are cheap atomic counters.
+//! How the data path uses it: it asks for a per-label-set handle once per connection or target
+//! and records on it; handles are cheap atomic counters, so recording takes no lock.
 //!
 //! A small in-house registry (no prometheus crate): families are maps from [`Labels`] to `Arc`
 //! handles; [`Metrics::render`] writes the text exposition format, sorted so output is stable.
@@ -210,7 +210,8 @@ impl Metrics {
     }
 
     /// The value of one counter of [`Metrics::count`] summed over label sets containing every
-    /// pair of `with` (for tests).
+    /// pair of `with`.
+    #[cfg(test)]
     pub fn counter_sum(&self, family: &str, with: &[(&str, &str)]) -> u64 {
         lock(&self.inner.counters)
             .iter()
@@ -584,13 +585,7 @@ fn escape(v: &str) -> String {
 
 /// `process_*` gauges from `/proc/self`; silently absent where `/proc` is not available.
 fn render_process(out: &mut String) {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
+    let (ticks, page) = crate::sys::clock_ticks_and_page_size();
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return;
     };

@@ -2,34 +2,25 @@
 //! [`crate::identity::tls`] (which builds rustls configurations from this proxy's certificate).
 //!
 //! - [`Client`]: outbound TLS. Caches one `ClientConfig` per expected peer identity (rebuilt when
-//!   the certificate is renewed, so TLS 1.3 session resumption works between renewals) and
-//!   connects: TCP, then a TLS 1.3 handshake with SNI = the peer's identity. No ALPN for meshed
+//!   the certificate is renewed, so TLS 1.3 session resumption works between renewals); the
+//!   handshake itself is [`crate::connect`]'s, with SNI = the peer's identity. No ALPN for meshed
 //!   HTTP, like Linkerd; ALPN `transport.l5d.io/v1` only with the transport header.
 //! - [`Server`]: inbound TLS. Caches the `ServerConfig`s for the current certificate.
 //! - [`peek_client_hello`] / [`parse_client_hello`]: read a ClientHello without consuming it
 //!   (the bytes are kept and replayed), for SNI and ALPN.
 //! - [`TransportHeader`]: Linkerd's `transport.l5d.io/v1` header (opaque traffic to a peer's
 //!   inbound port: which local port it is for, and the session protocol if known).
-//! - [`Io`]: a client connection, plaintext or TLS, as one stream type.
 
-use crate::{
-    identity::{tls as id_tls, Certified, Identity},
-    relay::Metered,
-};
+use crate::identity::{tls as id_tls, Certified, Identity};
 use bytes::{Buf, BufMut, BytesMut};
-use rustls::{pki_types::ServerName, ClientConfig, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use std::{
     collections::HashMap,
     io,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
     time::Duration,
 };
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The only ALPN value of the mesh: the connection starts with a transport header.
 pub const TRANSPORT_ALPN: &[u8] = b"transport.l5d.io/v1";
@@ -131,52 +122,6 @@ impl Client {
     }
 }
 
-/// Why a client handshake failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    #[error("{0}")]
-    Rejected(id_tls::PeerRejection),
-    #[error("TLS handshake timed out after {0:?}")]
-    Timeout(Duration),
-    /// The peer answered the ClientHello with something that is not TLS: it is not meshed, or
-    /// its proxy does not take our SNI as its own name and relayed the handshake to the app.
-    #[error("the peer did not answer with TLS (is it meshed, with this identity as its name?)")]
-    NotTls,
-    #[error("TLS handshake failed: {0}")]
-    Io(io::Error),
-}
-
-/// TLS 1.3 handshake over an open connection, bounded by `timeout`.
-pub async fn connect(
-    tls: &ClientTls,
-    tcp: Metered<TcpStream>,
-    timeout: Duration,
-) -> Result<Io, HandshakeError> {
-    let name = ServerName::try_from(tls.identity.to_string()).map_err(|_| {
-        HandshakeError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "identity is not a DNS name",
-        ))
-    })?;
-    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-    match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
-        Err(_) => Err(HandshakeError::Timeout(timeout)),
-        Ok(Err(e)) => Err(match id_tls::PeerRejection::from_io(&e) {
-            Some(r) => HandshakeError::Rejected(r),
-            None if not_tls(&e) => HandshakeError::NotTls,
-            None => HandshakeError::Io(e),
-        }),
-        Ok(Ok(stream)) => Ok(Io::Tls(Box::new(stream))),
-    }
-}
-
-fn not_tls(e: &io::Error) -> bool {
-    matches!(
-        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
-        Some(rustls::Error::InvalidMessage(_))
-    )
-}
-
 /// Short `reason` label for a refused peer certificate.
 pub fn rejection_label(r: id_tls::PeerRejection) -> &'static str {
     use id_tls::PeerRejection as R;
@@ -187,52 +132,6 @@ pub fn rejection_label(r: id_tls::PeerRejection) -> &'static str {
         R::WrongIdentity => "wrong_identity",
         R::NoCertificate => "no_certificate",
         R::BadCertificate => "bad_certificate",
-    }
-}
-
-/// A connection the proxy opened: plaintext or TLS.
-pub enum Io {
-    Plain(Metered<TcpStream>),
-    Tls(Box<tokio_rustls::client::TlsStream<Metered<TcpStream>>>),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

@@ -4,7 +4,10 @@
 
 use super::*;
 use crate::{
+    accept::Accepted,
     config::PortSet,
+    connect::{connect, ConnectError, Dial},
+    discovery::{Endpoint, EndpointSet, ProtocolHint, Resolution, Target},
     http,
     identity::{
         tests::{test_config, token_file, TestCa},
@@ -12,11 +15,13 @@ use crate::{
     },
     inbound::{self, Inbound},
     metrics::{self as m, Direction, Labels, Metrics, TlsLabel},
-    runtime::Accepted,
+    outbound::{self, Origin, Outbound, OwnAddrs, Resolve},
 };
+use futures_util::future::BoxFuture;
 use linkerd2_proxy_api::identity::{CertifyRequest, CertifyResponse};
+use rustls::pki_types::ServerName;
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::SystemTime};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 const PROXY: &str = "web.default.serviceaccount.identity.weft.cluster.local";
 const CLIENT: &str = "client.default.serviceaccount.identity.weft.cluster.local";
@@ -163,9 +168,13 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
         identity: PROXY.into(),
         config: Arc::new(config),
     };
-    let err = http::connect_io(
+    let dial = |addr| Dial {
         addr,
-        Some(&tls),
+        tls: Some(&tls),
+        header: None,
+    };
+    let err = connect(
+        dial(addr),
         Duration::from_secs(5),
         &metrics,
         &outbound_labels(addr),
@@ -176,14 +185,14 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
     assert!(
         matches!(
             &err,
-            http::Error::PeerRejected {
+            ConnectError::PeerRejected {
                 rejection: id_tls::PeerRejection::WrongIdentity,
                 ..
             }
         ),
         "{err}"
     );
-    let resp = err.into_response();
+    let resp = http::Error::from(err).into_response();
     assert_eq!(resp.status(), 502);
     let reason = resp.headers()[http::L5D_PROXY_ERROR]
         .to_str()
@@ -202,9 +211,8 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
 
     // The right identity from the same CA is accepted.
     let addr = tls_server(ca.valid(&[PROXY])).await;
-    let mut io = http::connect_io(
-        addr,
-        Some(&tls),
+    let mut io = connect(
+        dial(addr),
         Duration::from_secs(5),
         &metrics,
         &outbound_labels(addr),
@@ -231,6 +239,21 @@ async fn tcp_app() -> SocketAddr {
         }
     });
     addr
+}
+
+/// An inbound with identity `id` and default settings (no opaque or require-identity ports).
+fn tls_inbound(metrics: Metrics, id: Identity) -> Arc<Inbound> {
+    Inbound::with_identity(
+        inbound::Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            opaque_ports: PortSet::default(),
+            pool: Default::default(),
+        },
+        metrics,
+        Some(id),
+        PortSet::default(),
+    )
 }
 
 /// An inbound listener handing every connection to `inbound::handle_any(.., port)`.
@@ -290,17 +313,7 @@ async fn inbound_terminates_tls_and_follows_the_transport_header() {
     let metrics = Metrics::new();
     let id = identity(&ca, metrics.clone()).await;
     let app = tcp_app().await;
-    let ib = Inbound::with_identity(
-        inbound::Settings {
-            detect_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            opaque_ports: PortSet::default(),
-            pool: Default::default(),
-        },
-        metrics.clone(),
-        Some(id),
-        PortSet::default(),
-    );
+    let ib = tls_inbound(metrics.clone(), id);
     // The main inbound listener: no original destination, so only the header can name a port.
     let listener = inbound_listener(ib, None).await;
     let mut tls = tls_client(listener, &ca, Some(CLIENT), true).await;
@@ -367,4 +380,105 @@ async fn a_port_that_requires_identity_refuses_tls_without_a_client_certificate(
     let mut back = Vec::new();
     tls.read_to_end(&mut back).await.expect("read");
     assert_eq!(back, b"got:authenticated");
+}
+
+/// Discovery's answer for every target: one endpoint.
+struct OneEndpoint(Endpoint);
+
+impl Resolve for OneEndpoint {
+    fn resolve<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Resolution> {
+        let set = EndpointSet {
+            resolved: true,
+            exists: true,
+            endpoints: vec![self.0.clone()],
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::watch::channel(set);
+        // Keep the sender: a closed channel would read as discovery gone.
+        std::mem::forget(tx);
+        Box::pin(async move { Resolution::Endpoints(rx) })
+    }
+    fn canonicalize(&self, _host: &str, _port: u16) -> Option<Target> {
+        None
+    }
+}
+
+/// Discovery gives a meshed endpoint `127.0.0.1:APP` with `opaque_transport.inbound_port` = the
+/// peer proxy's inbound listener. An opaque connection goes to that listener (mTLS, ALPN
+/// `transport.l5d.io/v1`, a header naming APP), and the inbound forwards it to the app. The app
+/// port itself speaks no TLS, so the bytes only come back if the outbound dialled the inbound
+/// port; the inbound's metrics show the connection arrived there, authenticated.
+#[tokio::test]
+async fn outbound_opaque_uses_the_opaque_transport_port_and_header() {
+    let ca = Arc::new(TestCa::new());
+    let server_metrics = Metrics::new();
+    let server_id = identity(&ca, server_metrics.clone()).await;
+    let app = tcp_app().await;
+    let ib = tls_inbound(server_metrics.clone(), server_id);
+    // The main inbound listener: no original destination, only the header names the port.
+    let inbound_port = inbound_listener(ib, None).await.port();
+
+    let client_metrics = Metrics::new();
+    let client_id = identity(&ca, client_metrics.clone()).await;
+    let endpoint = Endpoint {
+        addr: app,
+        weight: 1,
+        hint: ProtocolHint::Opaque,
+        identity: Some(PROXY.to_string()),
+        opaque_transport_port: Some(inbound_port),
+        labels: Arc::new(BTreeMap::new()),
+    };
+    let ob = Outbound::with_identity(
+        outbound::Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            failfast_timeout: Duration::from_secs(5),
+            opaque_ports: PortSet(vec![app.port()..=app.port()]),
+            pool: Default::default(),
+            own: OwnAddrs::default(),
+        },
+        Box::new(OneEndpoint(endpoint)),
+        client_metrics.clone(),
+        Some(client_id),
+    );
+
+    // The application's connection, as iptables would hand it over (original destination: APP).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let local = listener.local_addr().expect("addr");
+    let (client, accepted) = tokio::join!(TcpStream::connect(local), listener.accept());
+    let (mut client, (stream, peer)) = (client.expect("connect"), accepted.expect("accept"));
+    let (_drain_tx, drain) = tokio::sync::watch::channel(false);
+    let conn = Accepted {
+        stream,
+        peer,
+        local,
+        orig_dst: Some(app),
+        drain,
+    };
+    tokio::spawn(outbound::handle(ob, conn, Origin::Transparent(app)));
+
+    client.write_all(b"opaque bytes").await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut back))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert_eq!(back, b"got:opaque bytes");
+
+    let text = server_metrics.render();
+    let want = format!(
+        "tcp_open_total{{direction=\"inbound\",target_addr=\"127.0.0.1:{}\",tls=\"true\",client_id=\"{PROXY}\",peer=\"src\"}} 1",
+        app.port()
+    );
+    assert!(text.contains(&want), "{want} not in:\n{text}");
+    let text = client_metrics.render();
+    let want = format!("target_addr=\"127.0.0.1:{inbound_port}\"");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tcp_open_total{direction=\"outbound\"")
+                && l.contains(&want)
+                && l.contains("peer=\"dst\"")),
+        "no outbound connection to the inbound port {inbound_port} in:\n{text}"
+    );
 }

@@ -15,31 +15,34 @@
 //! to it (pooled HTTP/2 or HTTP/1, upgrades, opaque TCP, tunnels) is TLS 1.3 with SNI = that
 //! identity, and the peer's certificate must chain to our trust anchors and carry exactly it
 //! ([`crate::mtls`]); otherwise the request fails with 502 and a precise `l5d-proxy-error`.
-//! Opaque bytes to a meshed peer travel inside plain TLS (no transport header): the peer's
-//! inbound terminates it and serves the bytes as it would plaintext.
+//! Opaque bytes to a meshed peer travel inside plain TLS to the endpoint (the peer's inbound
+//! terminates it and serves the bytes as it would plaintext), or, when discovery gives the endpoint
+//! an opaque-transport port, to that port with ALPN `transport.l5d.io/v1` and a transport header
+//! naming the endpoint's port ([`forward_opaque`]).
 
 use crate::{
-    balance::{Balancer, InFlight},
+    accept::Accepted,
+    balance::{Balancer, Balancers, InFlight},
     config::{Config, PortSet},
+    connect::{self, Dial},
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
     discovery::{Endpoint, ProtocolHint, Resolution, Target},
     http::{self, Body, Dst, Error, HttpMetrics, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::Identity,
     metrics::{Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
-    mtls::{self, ClientTls},
+    mtls::{self, ClientTls, TransportHeader},
     relay::{self, Metered},
-    runtime::Accepted,
 };
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, Weak},
+    sync::Arc,
     time::Duration,
 };
 use tokio::{net::TcpStream, time::Instant};
@@ -104,7 +107,7 @@ pub struct OwnAddrs {
 impl OwnAddrs {
     pub fn new(listeners: Vec<SocketAddr>) -> OwnAddrs {
         let local_ips = if listeners.iter().any(|l| l.ip().is_unspecified()) {
-            interface_ips()
+            crate::sys::interface_ips()
         } else {
             Vec::new()
         };
@@ -127,38 +130,6 @@ impl OwnAddrs {
     }
 }
 
-/// Every address configured on this host's interfaces (empty if they cannot be listed).
-fn interface_ips() -> Vec<IpAddr> {
-    let mut ips = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we only read and then free exactly once.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return ips;
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            let sa = (*cur).ifa_addr;
-            if !sa.is_null() {
-                match i32::from((*sa).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(sa as *const libc::sockaddr_in);
-                        ips.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(sa as *const libc::sockaddr_in6);
-                        ips.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    ips
-}
-
 pub struct Outbound {
     settings: Settings,
     resolver: Box<dyn Resolve>,
@@ -166,26 +137,17 @@ pub struct Outbound {
     pool: Pool,
     /// mTLS to meshed endpoints; `None` without identity (the transitional mode).
     tls: Option<mtls::Client>,
-    /// One balancer per discovered target, shared by every connection, so outstanding-request
-    /// counts are global to the proxy. Weak: a balancer lives while a connection or a request
-    /// holds it, then its discovery subscription is released (and discovery closes the stream
-    /// after its idle timeout), so many short-lived destinations never accumulate.
-    balancers: Mutex<Balancers>,
+    /// One balancer per discovered target, shared by every connection.
+    balancers: Balancers,
 }
 
-struct Balancers {
-    map: HashMap<Target, Weak<Balancer>>,
-    /// Dead entries are swept when the map reaches this size (amortised O(1) per insert).
-    sweep_at: usize,
-}
-
-/// Where a target's traffic goes.
+/// Where a target's traffic goes (not a "route": that word is kept for HTTPRoute rules).
 #[derive(Clone)]
-enum Route {
+enum Dest {
     /// Discovered endpoints, balanced.
     Balanced(Arc<Balancer>),
     /// Discovery rejected the target: the original address, or the name resolved by DNS.
-    Forward(Target),
+    Passthrough(Target),
 }
 
 impl Outbound {
@@ -229,56 +191,25 @@ impl Outbound {
             resolver,
             metrics,
             tls: identity.map(mtls::Client::new),
-            balancers: Mutex::new(Balancers {
-                map: HashMap::new(),
-                sweep_at: MIN_SWEEP,
-            }),
+            balancers: Balancers::default(),
         })
     }
 
-    async fn route(&self, target: &Target) -> Route {
-        if let Some(b) = self.balancer(target) {
-            return Route::Balanced(b);
+    async fn dest(&self, target: &Target) -> Dest {
+        if let Some(b) = self.balancers.get(target) {
+            return Dest::Balanced(b);
         }
         match self.resolver.resolve(target).await {
-            Resolution::Rejected => Route::Forward(target.clone()),
-            Resolution::Endpoints(rx) => {
-                let mut bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(b) = bs.map.get(target).and_then(Weak::upgrade) {
-                    return Route::Balanced(b);
-                }
-                let b = Arc::new(Balancer::new(rx));
-                bs.map.insert(target.clone(), Arc::downgrade(&b));
-                if bs.map.len() >= bs.sweep_at {
-                    bs.map.retain(|_, w| w.strong_count() > 0);
-                    bs.sweep_at = (bs.map.len() * 2).max(MIN_SWEEP);
-                }
-                Route::Balanced(b)
-            }
+            Resolution::Rejected => Dest::Passthrough(target.clone()),
+            Resolution::Endpoints(rx) => Dest::Balanced(self.balancers.get_or_insert(target, rx)),
         }
-    }
-
-    fn balancer(&self, target: &Target) -> Option<Arc<Balancer>> {
-        let bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-        bs.map.get(target).and_then(Weak::upgrade)
-    }
-
-    /// Targets with a live balancer (for tests and debugging).
-    pub fn live_balancers(&self) -> usize {
-        let bs = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-        bs.map.values().filter(|w| w.strong_count() > 0).count()
     }
 
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
     /// fail-fast timeout from when the target was first needed). Endpoints that left discovery
     /// since the last pick get their pooled connections retired.
-    async fn pick(
-        &self,
-        target: &Target,
-        route: Route,
-        deadline: Instant,
-    ) -> Result<Picked, Error> {
-        let picked = self.pick_any(target, route, deadline).await?;
+    async fn pick(&self, target: &Target, dest: Dest, deadline: Instant) -> Result<Picked, Error> {
+        let picked = self.pick_any(target, dest, deadline).await?;
         if self.settings.own.contains(picked.addr) {
             return Err(Error::Loop { addr: picked.addr });
         }
@@ -288,11 +219,11 @@ impl Outbound {
     async fn pick_any(
         &self,
         target: &Target,
-        route: Route,
+        dest: Dest,
         deadline: Instant,
     ) -> Result<Picked, Error> {
-        match route {
-            Route::Balanced(b) => {
+        match dest {
+            Dest::Balanced(b) => {
                 for gone in b.take_removed() {
                     self.pool.retire(gone);
                 }
@@ -307,7 +238,7 @@ impl Outbound {
                     in_flight: Some(picked),
                 })
             }
-            Route::Forward(t) => Ok(Picked {
+            Dest::Passthrough(t) => Ok(Picked {
                 addr: forward_addr(&t).await?,
                 endpoint: None,
                 in_flight: None,
@@ -332,15 +263,15 @@ impl Outbound {
     }
 
     /// TLS towards a picked endpoint: mTLS when discovery named its identity and this proxy has
-    /// one; the metrics label either way.
-    fn tls_for(&self, ep: Option<&Endpoint>) -> (Option<ClientTls>, TlsLabel) {
+    /// one; the metrics label either way. `transport`: offer ALPN `transport.l5d.io/v1`.
+    fn tls_for(&self, ep: Option<&Endpoint>, transport: bool) -> (Option<ClientTls>, TlsLabel) {
         let Some(peer) = ep.and_then(|e| e.identity.as_deref()) else {
             return (None, NO_TLS);
         };
         let Some(client) = &self.tls else {
             return (None, TlsLabel::NoIdentity(mtls::NO_TLS_LOCAL_DISABLED));
         };
-        match client.plan(peer, false) {
+        match client.plan(peer, transport) {
             mtls::Plan::Tls(tls) => {
                 let label = TlsLabel::Established {
                     peer_id: Some(tls.identity.to_string()),
@@ -351,8 +282,6 @@ impl Outbound {
         }
     }
 }
-
-const MIN_SWEEP: usize = 64;
 
 /// The outcome of a pick: where to connect, the endpoint (labels, hint) and the balancer's
 /// outstanding-request guard, held until the request or connection ends.
@@ -403,14 +332,12 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
     // 2. Discover early for a fixed target: discovery may say the service is opaque. The
     // fail-fast clock for this connection's endpoint starts now.
     let deadline = Instant::now() + ob.settings.failfast_timeout;
-    let route = match &target {
-        Some(t) => Some(ob.route(t).await),
+    let dest = match &target {
+        Some(t) => Some(ob.dest(t).await),
         None => None,
     };
-    let known_opaque = match (&target, &route) {
-        (Some(t), Some(route)) => {
-            ob.settings.opaque_ports.contains(&port_of(t)) || is_opaque(route)
-        }
+    let known_opaque = match (&target, &dest) {
+        (Some(t), Some(dest)) => ob.settings.opaque_ports.contains(&port_of(t)) || is_opaque(dest),
         _ => false,
     };
 
@@ -425,20 +352,20 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
     };
 
     // 4. Forward: relay bytes, or serve HTTP with a balanced endpoint per request.
-    match (protocol, target, route) {
-        (Protocol::Opaque, Some(target), Some(route)) => {
+    match (protocol, target, dest) {
+        (Protocol::Opaque, Some(target), Some(dest)) => {
             // Boxed: connect + TLS + relay states are large, and only opaque connections
             // need them (an HTTP connection's task stays small).
-            if let Err(e) = Box::pin(forward_opaque(&ob, io, &target, route, deadline)).await {
+            if let Err(e) = Box::pin(forward_opaque(&ob, io, &target, dest, deadline)).await {
                 tracing::info!(%target, error = %e, "opaque connection failed");
             }
         }
         (Protocol::Opaque, ..) => {
             tracing::info!("explicit-mode connection is not HTTP: nothing to forward it to");
         }
-        (protocol, target, route) => {
-            // A fixed target's route (and so its balancer) lives as long as the connection.
-            let fixed = target.zip(route);
+        (protocol, target, dest) => {
+            // A fixed target's dest (and so its balancer) lives as long as the connection.
+            let fixed = target.zip(dest);
             let svc = hyper::service::service_fn(move |req| {
                 let ob = ob.clone();
                 let fixed = fixed.clone();
@@ -456,39 +383,53 @@ fn port_of(t: &Target) -> u16 {
     }
 }
 
-fn is_opaque(route: &Route) -> bool {
-    match route {
-        Route::Balanced(b) => b.snapshot().opaque,
-        Route::Forward(_) => false,
+fn is_opaque(dest: &Dest) -> bool {
+    match dest {
+        Dest::Balanced(b) => b.snapshot().opaque,
+        Dest::Passthrough(_) => false,
     }
 }
 
 /// Opaque TCP: one endpoint for the whole connection, bytes relayed both ways with half-close.
+/// A meshed endpoint whose discovery hint names an opaque-transport port is reached on that port
+/// (its proxy's inbound listener) with ALPN `transport.l5d.io/v1`, the transport header naming the
+/// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself.
 async fn forward_opaque(
     ob: &Outbound,
     client: Prefixed<Metered<TcpStream>>,
     target: &Target,
-    route: Route,
+    dest: Dest,
     deadline: Instant,
 ) -> Result<(), Error> {
     let Picked {
         addr,
         endpoint,
         in_flight: _in_flight,
-    } = ob.pick(target, route, deadline).await?;
-    let (tls, tls_label) = ob.tls_for(endpoint.as_ref());
+    } = ob.pick(target, dest, deadline).await?;
+    let transport_port = endpoint.as_ref().and_then(|e| e.opaque_transport_port);
+    let (tls, tls_label) = ob.tls_for(endpoint.as_ref(), transport_port.is_some());
     let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
-    let server = http::connect_io(
-        addr,
-        tls.as_ref(),
-        ob.settings.connect_timeout,
-        &ob.metrics,
-        &labels,
-    )
-    .await?;
+    // The transport header only travels inside TLS: without it, connect to the endpoint as is.
+    let (dial_addr, header) = match (transport_port, &tls) {
+        (Some(port), Some(_)) => (
+            SocketAddr::new(addr.ip(), port),
+            Some(TransportHeader {
+                port: addr.port(),
+                name: None,
+                protocol: None,
+            }),
+        ),
+        _ => (addr, None),
+    };
+    let dial = Dial {
+        addr: dial_addr,
+        tls: tls.as_ref(),
+        header: header.as_ref(),
+    };
+    let server = connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await?;
     let moved = relay::relay(client, server)
         .await
-        .map_err(|source| Error::Connect { addr, source })?;
+        .map_err(|source| Error::Relay { addr, source })?;
     tracing::debug!(%target, %addr, ?moved, "opaque connection closed");
     Ok(())
 }
@@ -518,11 +459,11 @@ async fn forward_addr(target: &Target) -> Result<SocketAddr, Error> {
 }
 
 /// One HTTP request: target → endpoint → pooled connection; errors become responses here.
-/// `fixed` is the connection's target and route (transparent or upstream); `None` in explicit
+/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
 /// mode, where the request names its target.
 async fn proxy_request<B>(
     ob: Arc<Outbound>,
-    fixed: Option<(Target, Route)>,
+    fixed: Option<(Target, Dest)>,
     req: Request<B>,
 ) -> Response<Body>
 where
@@ -540,10 +481,10 @@ where
     let mut req = req.map(http::boxed);
 
     // Explicit mode: the request names the target (absolute-form or Host).
-    let (target, route) = match fixed {
+    let (target, dest) = match fixed {
         // A fixed target was checked against the proxy's own listeners when the connection
         // was accepted (`handle`).
-        Some((t, route)) => (t, Some(route)),
+        Some((t, dest)) => (t, Some(dest)),
         None => match explicit_target(&ob, authority.as_deref()) {
             Some((Target::Addr(addr), _)) if ob.settings.own.contains(addr) => {
                 // Before discovery: a loop is known from the address alone.
@@ -552,13 +493,13 @@ where
                 return early_error(&ob, &labels, Error::Loop { addr }, started);
             }
             Some((t, true)) => (t, None),
-            Some((t, false)) => (t.clone(), Some(Route::Forward(t))),
+            Some((t, false)) => (t.clone(), Some(Dest::Passthrough(t))),
             None => return Error::NoAuthority.into_response(),
         },
     };
-    let route = match route {
-        Some(route) => route,
-        None => ob.route(&target).await,
+    let dest = match dest {
+        Some(dest) => dest,
+        None => ob.dest(&target).await,
     };
     let authority = authority.unwrap_or_else(|| target.to_string());
 
@@ -567,7 +508,7 @@ where
         addr,
         endpoint,
         in_flight,
-    } = match ob.pick(&target, route, deadline).await {
+    } = match ob.pick(&target, dest, deadline).await {
         Ok(picked) => picked,
         Err(e) => {
             let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
@@ -577,7 +518,7 @@ where
     let hint = endpoint
         .as_ref()
         .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
-    let (tls, tls_label) = ob.tls_for(endpoint.as_ref());
+    let (tls, tls_label) = ob.tls_for(endpoint.as_ref(), false);
     let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
     let metrics = ob.metrics.http(&labels);
     metrics.request();
@@ -621,19 +562,19 @@ async fn tunnel<B>(
         return Error::NoAuthority.into_response();
     };
     let authority = authority.unwrap_or_else(|| target.to_string());
-    let route = if discover {
-        ob.route(&target).await
+    let dest = if discover {
+        ob.dest(&target).await
     } else {
-        Route::Forward(target.clone())
+        Dest::Passthrough(target.clone())
     };
-    let picked = match ob.pick(&target, route, deadline).await {
+    let picked = match ob.pick(&target, dest, deadline).await {
         Ok(picked) => picked,
         Err(e) => {
             let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
             return early_error(&ob, &labels, e, started);
         }
     };
-    let (tls, tls_label) = ob.tls_for(picked.endpoint.as_ref());
+    let (tls, tls_label) = ob.tls_for(picked.endpoint.as_ref(), false);
     let labels = ob.labels(
         Some(authority),
         picked.addr,
@@ -642,18 +583,16 @@ async fn tunnel<B>(
     );
     let metrics = ob.metrics.http(&labels);
     metrics.request();
-    let server = match http::connect_io(
-        picked.addr,
-        tls.as_ref(),
-        ob.settings.connect_timeout,
-        &ob.metrics,
-        &labels,
-    )
-    .await
-    {
-        Ok(server) => server,
-        Err(e) => return record_error(metrics, e, started),
+    let dial = Dial {
+        addr: picked.addr,
+        tls: tls.as_ref(),
+        header: None,
     };
+    let server =
+        match connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await {
+            Ok(server) => server,
+            Err(e) => return record_error(metrics, e.into(), started),
+        };
     let client = hyper::upgrade::on(&mut req);
     let addr = picked.addr;
     tokio::spawn(async move {
@@ -720,204 +659,5 @@ fn record_error(metrics: HttpMetrics, e: Error, started: Instant) -> Response<Bo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::discovery::EndpointSet;
-    use http_body_util::{BodyExt, Empty};
-    use tokio::{net::TcpListener, sync::watch};
-
-    /// Serves a fixed endpoint set per target and keeps every channel's sender, so a test can see
-    /// whether anything still subscribes (what lets the real discovery close an idle stream).
-    struct Fixed {
-        endpoints: Vec<Endpoint>,
-        /// Answer this late (discovery's own first-answer wait) with an unresolved set.
-        silent_for: Option<Duration>,
-        senders: Senders,
-    }
-
-    type Senders = Arc<Mutex<Vec<watch::Sender<EndpointSet>>>>;
-
-    impl Resolve for Fixed {
-        fn resolve<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Resolution> {
-            Box::pin(async move {
-                let set = match self.silent_for {
-                    Some(wait) => {
-                        tokio::time::sleep(wait).await;
-                        EndpointSet::default()
-                    }
-                    None => EndpointSet {
-                        resolved: true,
-                        exists: true,
-                        endpoints: self.endpoints.clone(),
-                        ..Default::default()
-                    },
-                };
-                let (tx, rx) = watch::channel(set);
-                self.senders.lock().unwrap().push(tx);
-                Resolution::Endpoints(rx)
-            })
-        }
-        fn canonicalize(&self, host: &str, port: u16) -> Option<Target> {
-            Some(Target::Name {
-                host: format!("{host}.default.svc.cluster.local"),
-                port,
-            })
-        }
-    }
-
-    fn outbound(resolver: Fixed) -> Arc<Outbound> {
-        let settings = Settings {
-            detect_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            failfast_timeout: Duration::from_secs(3),
-            opaque_ports: PortSet::default(),
-            pool: Default::default(),
-            own: OwnAddrs::default(),
-        };
-        Outbound::with_resolver(settings, Box::new(resolver), Metrics::new())
-    }
-
-    /// Every open client connection is a task as large as this future (issue 5: 1000 idle
-    /// connections must stay under 25 MiB). Opening connections, TLS and opaque relays are boxed
-    /// where they are used so they do not size the common case; this guards against a large
-    /// state creeping back inline (it was 11 KiB with the inbound path's states, now under 1 KiB).
-    #[tokio::test]
-    async fn connection_future_stays_small() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
-        let (stream, peer) = s.unwrap();
-        let _c = c.unwrap();
-        let (_tx, drain) = watch::channel(false);
-        let ob = outbound(Fixed {
-            endpoints: Vec::new(),
-            silent_for: None,
-            senders: Senders::default(),
-        });
-        let conn = Accepted {
-            stream,
-            peer,
-            local: addr,
-            orig_dst: None,
-            drain,
-        };
-        let fut = handle(ob, conn, Origin::Explicit);
-        let size = std::mem::size_of_val(&fut);
-        assert!(size <= 1536, "outbound connection future is {size} bytes");
-    }
-
-    fn get(uri: &str) -> Request<Empty<bytes::Bytes>> {
-        Request::get(uri).body(Empty::new()).unwrap()
-    }
-
-    /// An HTTP/1 server answering `200 ok` to everything.
-    async fn ok_server() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(Response::new(http::boxed(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"ok"),
-                    ))))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc),
-                );
-            }
-        });
-        addr
-    }
-
-    /// Discovery silent for the whole fail-fast timeout: the request fails after ONE timeout,
-    /// not one for discovery plus one more for endpoints.
-    #[tokio::test(start_paused = true)]
-    async fn explicit_mode_fails_fast_after_one_timeout() {
-        let ob = outbound(Fixed {
-            endpoints: Vec::new(),
-            silent_for: Some(Duration::from_secs(3)),
-            senders: Senders::default(),
-        });
-        let start = Instant::now();
-        let resp = proxy_request(ob, None, get("http://web:8080/x")).await;
-        assert_eq!(resp.status(), 503);
-        assert!(resp.headers().contains_key(http::L5D_PROXY_ERROR));
-        assert_eq!(start.elapsed(), Duration::from_secs(3));
-    }
-
-    /// Many short-lived destinations (transparent mode's common case): once their requests are
-    /// done no balancer and no discovery subscription is left behind.
-    #[tokio::test]
-    async fn balancers_are_released_when_targets_go_unused() {
-        let server = ok_server().await;
-        let senders = Senders::default();
-        let ob = outbound(Fixed {
-            endpoints: vec![Endpoint {
-                addr: server,
-                weight: 1,
-                hint: ProtocolHint::Unknown,
-                identity: None,
-                labels: Arc::new(BTreeMap::new()),
-            }],
-            silent_for: None,
-            senders: senders.clone(),
-        });
-        for i in 0..200u16 {
-            let target = Target::Addr(SocketAddr::from(([10, 0, 0, 1], 1000 + i)));
-            let route = ob.route(&target).await;
-            let resp = proxy_request(ob.clone(), Some((target, route)), get("/")).await;
-            assert_eq!(resp.status(), 200);
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            assert_eq!(&body[..], b"ok");
-        }
-        assert_eq!(ob.live_balancers(), 0);
-        let bs = ob.balancers.lock().unwrap();
-        assert!(
-            bs.map.len() < MIN_SWEEP,
-            "{} dead entries kept",
-            bs.map.len()
-        );
-        drop(bs);
-        let subscribed: Vec<usize> = senders
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.receiver_count())
-            .collect();
-        assert_eq!(subscribed.len(), 200);
-        assert!(
-            subscribed.iter().all(|n| *n == 0),
-            "subscriptions left: {subscribed:?}"
-        );
-    }
-
-    /// While a request is in flight its balancer (and outstanding count) stays shared.
-    #[tokio::test]
-    async fn in_flight_request_keeps_its_balancer() {
-        let ob = outbound(Fixed {
-            endpoints: vec![Endpoint {
-                addr: SocketAddr::from(([127, 0, 0, 1], 9)),
-                weight: 1,
-                hint: ProtocolHint::Unknown,
-                identity: None,
-                labels: Arc::new(BTreeMap::new()),
-            }],
-            silent_for: None,
-            senders: Senders::default(),
-        });
-        let target = Target::Addr(SocketAddr::from(([10, 0, 0, 1], 80)));
-        let Route::Balanced(b) = ob.route(&target).await else {
-            panic!("expected a balancer");
-        };
-        let held = b.pick().unwrap();
-        drop(b);
-        assert_eq!(ob.live_balancers(), 1);
-        let Route::Balanced(again) = ob.route(&target).await else {
-            panic!("expected a balancer");
-        };
-        assert_eq!(again.outstanding(held.endpoint.addr), 1);
-        drop((held, again));
-        assert_eq!(ob.live_balancers(), 0);
-    }
-}
+#[path = "outbound_tests.rs"]
+mod tests;

@@ -1,7 +1,5 @@
 //! Wiring: binds listeners, starts the admin server and discovery, runs accept loops, drains.
 //!
-//! INTERFACE (owned by the runtime helper; the data path only reads these): [`Accepted`].
-//!
 //! Inbound target port: orig_dst port on the main inbound listener, the mapped app port on a
 //! forward port. Outbound origin: orig_dst → Transparent, none on the main listener → Explicit,
 //! an upstream port → Upstream.
@@ -22,12 +20,13 @@ use std::{
 
 use futures_util::FutureExt as _;
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{watch, Notify},
     task::JoinHandle,
 };
 
 use crate::{
+    accept::Accepted,
     admin::{self, Admin},
     config::Config,
     discovery::{Discovery, Target},
@@ -36,18 +35,6 @@ use crate::{
     metrics::Metrics,
     outbound::{self, Origin, Outbound, OwnAddrs},
 };
-
-/// One accepted connection, handed to `inbound::handle` / `outbound::handle`.
-pub struct Accepted {
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    /// SO_ORIGINAL_DST when it differs from `local` (iptables redirected the connection).
-    pub orig_dst: Option<SocketAddr>,
-    /// Flips to true when the proxy starts draining: stop taking new requests on this
-    /// connection (hyper graceful_shutdown), finish in-flight ones.
-    pub drain: watch::Receiver<bool>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -358,16 +345,8 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(local) = stream.local_addr() else {
+        let Some(conn) = Accepted::new(stream, peer, drain.clone()) else {
             continue;
-        };
-        let orig_dst = original_dst(&stream).filter(|d| *d != local);
-        let conn = Accepted {
-            stream,
-            peer,
-            local,
-            orig_dst,
-            drain: drain.clone(),
         };
         handler.spawn(conn, conns.open());
     }
@@ -409,54 +388,10 @@ impl Drop for ConnGuard {
     }
 }
 
-/// `SO_ORIGINAL_DST` (netfilter): where the client meant to connect before an iptables REDIRECT.
-/// Without a redirect Linux returns the local address or an error; both mean "none".
-fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    use std::os::fd::AsRawFd;
-    const SO_ORIGINAL_DST: libc::c_int = 80;
-    const IP6T_SO_ORIGINAL_DST: libc::c_int = 80;
-    let fd = stream.as_raw_fd();
-    let local = stream.local_addr().ok()?;
-    // SAFETY: the buffers are plain C structs of the size passed in `len`; the kernel writes at
-    // most `len` bytes and reports the written size back.
-    unsafe {
-        if local.is_ipv4() {
-            let mut addr: libc::sockaddr_in = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            let rc = libc::getsockopt(
-                fd,
-                libc::SOL_IP,
-                SO_ORIGINAL_DST,
-                (&mut addr as *mut libc::sockaddr_in).cast(),
-                &mut len,
-            );
-            if rc != 0 || addr.sin_family != libc::AF_INET as libc::sa_family_t {
-                return None;
-            }
-            let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-            Some(SocketAddr::from((ip, u16::from_be(addr.sin_port))))
-        } else {
-            let mut addr: libc::sockaddr_in6 = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            let rc = libc::getsockopt(
-                fd,
-                libc::SOL_IPV6,
-                IP6T_SO_ORIGINAL_DST,
-                (&mut addr as *mut libc::sockaddr_in6).cast(),
-                &mut len,
-            );
-            if rc != 0 || addr.sin6_family != libc::AF_INET6 as libc::sa_family_t {
-                return None;
-            }
-            let ip = std::net::Ipv6Addr::from(addr.sin6_addr.s6_addr);
-            Some(SocketAddr::from((ip, u16::from_be(addr.sin6_port))))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn no_original_dst_without_redirect() {
@@ -466,7 +401,7 @@ mod tests {
         let (s, _) = s.expect("accept");
         let _c = c.expect("connect");
         let local = s.local_addr().expect("local");
-        assert_eq!(original_dst(&s).filter(|d| *d != local), None);
+        assert_eq!(crate::sys::original_dst(&s).filter(|d| *d != local), None);
     }
 
     #[tokio::test]

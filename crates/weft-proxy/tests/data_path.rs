@@ -22,12 +22,12 @@ use tokio::{
     sync::watch,
 };
 use weft_proxy::{
+    accept::Accepted,
     config::PortSet,
     discovery::{Endpoint, EndpointSet, ProtocolHint, Resolution, Target},
     inbound::{self, Inbound},
     metrics::Metrics,
     outbound::{self, Origin, Outbound, Resolve},
-    runtime::Accepted,
 };
 
 const WEB: &str = "web.default.svc.cluster.local";
@@ -60,6 +60,7 @@ fn endpoint(addr: SocketAddr, hint: ProtocolHint) -> Endpoint {
         weight: 10000,
         hint,
         identity: None,
+        opaque_transport_port: None,
         labels: Arc::new(labels),
     }
 }
@@ -260,7 +261,11 @@ async fn mesh(app_port: u16, svc_port: u16, hint: ProtocolHint, opaque: bool) ->
                 saw.lock()
                     .unwrap()
                     .push(first[..n] == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..n] && n > 0);
-                tokio::spawn(inbound::handle(ib.clone(), accepted(s, &drain), app_port));
+                tokio::spawn(inbound::handle_any(
+                    ib.clone(),
+                    accepted(s, &drain),
+                    Some(app_port),
+                ));
             }
         }
     });

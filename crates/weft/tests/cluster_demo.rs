@@ -19,7 +19,6 @@ use support::{demo_edges, summary};
 use weft_testbed::{require_root, serial, skip_or_fail, HostState};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
 
 /// The demo process; SIGTERM (so it removes its pods itself) if the test ends early.
 struct Demo {
@@ -32,7 +31,7 @@ impl Demo {
     fn start(args: &[&str]) -> Demo {
         let mut cmd = Command::new(WEFT);
         cmd.args(args)
-            .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, PROXY)
+            .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, support::proxy_bin())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -284,7 +283,7 @@ fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
 fn cluster_demo_without_root_points_at_the_plain_demo() {
     let mut cmd = Command::new(WEFT);
     cmd.args(["demo", "--cluster", "--duration", "1"])
-        .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, PROXY)
+        .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, support::proxy_bin())
         .stdin(Stdio::null());
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {

@@ -6,7 +6,7 @@
 //! - an HTTP/1 connection goes back to the pool when its response body ends; it is closed after
 //!   [`PoolLimits::h1_idle_timeout`] unused, or at once when
 //!   [`PoolLimits::max_idle_h1_per_endpoint`] are already idle;
-//! - an HTTP/2 connection leaves the pool after a whole [`H2_IDLE_TIMEOUT`] period without a new
+//! - an HTTP/2 connection leaves the pool after a whole [`PoolLimits::h2_idle_timeout`] period without a new
 //!   request, or when [`Pool::retire`] says its endpoint left discovery; hyper then closes it as
 //!   soon as its last stream ends (in-flight streams are never cut).
 //!
@@ -21,10 +21,12 @@
 //! unsent request back (the connection closed first), or the HTTP/2 peer refused the stream with
 //! GOAWAY / REFUSED_STREAM (RFC 9113 §8.7: not processed) before any request body byte was read.
 
-use super::{boxed, Body, BoxError, Error};
+use super::{boxed, Body, BoxError, EndObserver, Error, OnEnd};
+pub use crate::config::PoolLimits;
 use crate::{
+    connect::{self, Dial, Io},
     metrics::{Labels, Metrics},
-    mtls::{ClientTls, Io},
+    mtls::ClientTls,
     relay,
 };
 use bytes::Bytes;
@@ -38,55 +40,18 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, Weak,
     },
     task::{Context, Poll},
     time::Duration,
 };
 use tokio::{sync::watch, time::Instant};
 
-/// Default of [`PoolLimits::h1_idle_timeout`] (Linkerd's
-/// `*_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` default).
-pub const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Default of [`PoolLimits::max_idle_h1_per_endpoint`]: Linkerd's 10,000. Far above any steady
-/// concurrency, so a connection is never closed only to be reopened by the next request; idle ones
-/// still close after [`PoolLimits::h1_idle_timeout`].
-pub const MAX_IDLE_H1_PER_ENDPOINT: usize = 10_000;
-
-/// An HTTP/2 connection that carried no new request for this long leaves the pool.
-pub const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// An HTTP/2 connection sends a PING after this long without a frame from the peer ...
 pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and is closed (its streams fail, the next request opens a new one) if the PING is not
 /// answered within this.
 pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long and how many idle connections a pool keeps (per direction, from
-/// `WEFT_PROXY_{IN,OUT}BOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT` and
-/// `WEFT_PROXY_{IN,OUT}BOUND_MAX_IDLE_CONNS_PER_ENDPOINT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolLimits {
-    /// An idle pooled HTTP/1 connection is closed after this.
-    pub h1_idle_timeout: Duration,
-    /// At most this many idle HTTP/1 connections are kept per endpoint; more are closed when
-    /// their response ends (busy connections are not limited: each is one request in flight).
-    /// 0 = no HTTP/1 connection is reused.
-    pub max_idle_h1_per_endpoint: usize,
-    /// An HTTP/2 connection that carried no new request for this long leaves the pool.
-    pub h2_idle_timeout: Duration,
-}
-
-impl Default for PoolLimits {
-    fn default() -> PoolLimits {
-        PoolLimits {
-            h1_idle_timeout: H1_IDLE_TIMEOUT,
-            max_idle_h1_per_endpoint: MAX_IDLE_H1_PER_ENDPOINT,
-            h2_idle_timeout: H2_IDLE_TIMEOUT,
-        }
-    }
-}
 
 /// Where pooled connections go: an address, plus the TLS for a meshed peer.
 #[derive(Clone, Debug)]
@@ -209,22 +174,24 @@ impl Pool {
                 Err(e) => e,
             };
             let unsent = err.take_message();
-            let err = err.into_error();
-            let refused = refused_unprocessed(&err);
+            let source = err.into_error();
+            let refused = refused_unprocessed(&source);
+            let err = Error::Upstream {
+                addr,
+                source,
+                unprocessed: unsent.is_some() || refused,
+            };
             if unsent.is_some() || refused || conn.sender.is_closed() {
                 // This connection takes no new streams: the next request opens a fresh one.
                 self.evict_h2(&dst.key(), conn.id);
             }
-            if attempt > 1 {
-                return Err(Error::Upstream { addr, source: err });
+            if attempt > 1 || !err.retry_safe() {
+                return Err(err);
             }
-            req = match (unsent, refused) {
-                (Some(r), _) => Some(r),
-                (None, true) => replay.take().map(|body| head.rebuild(body)),
-                (None, false) => None,
-            };
+            // Unsent: hyper gave the request back; refused: rebuild it from the kept body.
+            req = unsent.or_else(|| replay.take().map(|body| head.rebuild(body)));
             if req.is_none() {
-                return Err(Error::Upstream { addr, source: err });
+                return Err(err);
             }
             tracing::debug!(%addr, error = %err, "retrying a request the connection never delivered");
         }
@@ -239,7 +206,11 @@ impl Pool {
     ) -> Result<Response<Body>, Error> {
         let addr = dst.addr;
         let key = dst.key();
-        let upstream = |source| Error::Upstream { addr, source };
+        let upstream = |source| Error::Upstream {
+            addr,
+            source,
+            unprocessed: false,
+        };
         let mut req = req;
         if let Some(conn) = self.take_idle_h1(&key) {
             // A reused connection the server closed meanwhile hands the request back unsent:
@@ -273,18 +244,12 @@ impl Pool {
         conn: H1Conn,
         resp: Response<hyper::body::Incoming>,
     ) -> Response<Body> {
-        let pool = Arc::downgrade(&self.inner);
-        let release = move || {
-            if let Some(inner) = pool.upgrade() {
-                Pool { inner }.put_idle_h1(key, conn);
-            }
+        let release = Release {
+            pool: Arc::downgrade(&self.inner),
+            key,
+            conn,
         };
-        resp.map(|body| {
-            boxed(OnEnd {
-                inner: boxed(body),
-                on_end: Some(Box::new(release)),
-            })
-        })
+        resp.map(|body| boxed(OnEnd::new(boxed(body), release)))
     }
 
     /// Sends an upgrade or CONNECT request on a fresh HTTP/1 connection. When the server switches
@@ -311,7 +276,11 @@ impl Pool {
         let mut resp = sender
             .send_request(req)
             .await
-            .map_err(|source| Error::Upstream { addr, source })?;
+            .map_err(|source| Error::Upstream {
+                addr,
+                source,
+                unprocessed: false,
+            })?;
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
             || (is_connect && resp.status().is_success());
         if switched {
@@ -346,12 +315,14 @@ impl Pool {
         lock(&self.inner.h1).retain(|k, _| k.0 != addr);
     }
 
-    /// Endpoints with a pooled HTTP/2 connection (for tests and debugging).
+    /// Endpoints with a pooled HTTP/2 connection.
+    #[cfg(test)]
     pub fn h2_endpoints(&self) -> usize {
         lock(&self.inner.h2).len()
     }
 
-    /// Idle pooled HTTP/1 connections to `addr` (for tests and debugging).
+    /// Idle pooled HTTP/1 connections to `addr`.
+    #[cfg(test)]
     pub fn idle_h1(&self, addr: SocketAddr) -> usize {
         lock(&self.inner.h1)
             .iter()
@@ -526,16 +497,20 @@ impl Pool {
     }
 
     /// Opens a metered TCP connection, with TLS for a meshed peer, within the connect timeout
-    /// (TCP and TLS each get the timeout).
+    /// (one bound for TCP and TLS together).
     pub async fn connect(&self, dst: &Dst, labels: &Labels) -> Result<Io, Error> {
-        super::connect_io(
-            dst.addr,
-            dst.tls.as_ref(),
+        let dial = Dial {
+            addr: dst.addr,
+            tls: dst.tls.as_ref(),
+            header: None,
+        };
+        Ok(connect::connect(
+            dial,
             self.inner.connect_timeout,
             &self.inner.metrics,
             labels,
         )
-        .await
+        .await?)
     }
 }
 
@@ -643,49 +618,18 @@ impl http_body::Body for ReplayBody {
     }
 }
 
-/// Runs `on_end` once the body ends (or is dropped): returns its connection to the pool.
-struct OnEnd {
-    inner: Body,
-    on_end: Option<Box<dyn FnOnce() + Send>>,
+/// Returns an HTTP/1 connection to its pool when its response body ends (or is dropped).
+struct Release {
+    pool: Weak<Inner>,
+    key: Key,
+    conn: H1Conn,
 }
 
-impl OnEnd {
-    fn end(&mut self) {
-        if let Some(f) = self.on_end.take() {
-            f();
+impl EndObserver for Release {
+    fn end(self, _stream_error: bool) {
+        if let Some(inner) = self.pool.upgrade() {
+            Pool { inner }.put_idle_h1(self.key, self.conn);
         }
-    }
-}
-
-impl http_body::Body for OnEnd {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.end(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.end(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for OnEnd {
-    fn drop(&mut self) {
-        self.end();
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::tls::{self, PeerRejection};
 use super::*;
+use crate::config;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,

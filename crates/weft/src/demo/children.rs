@@ -91,7 +91,7 @@ pub fn proxy_binary() -> anyhow::Result<PathBuf> {
         .find(|path| path.is_file())
         .with_context(|| {
             format!(
-                "weft-proxy not found beside {} (build it with `cargo build -p weft`, or set {ENV_PROXY_BIN})",
+                "weft-proxy not found beside {} (build it with `cargo build -p weft-proxy`, or set {ENV_PROXY_BIN})",
                 exe.display()
             )
         })

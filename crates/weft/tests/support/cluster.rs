@@ -8,7 +8,6 @@ use weft_testbed::mesh::{ControlPlane, Workload};
 use weft_testbed::Cluster;
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-pub const PROXY: &str = env!("CARGO_BIN_EXE_weft-proxy");
 
 /// The `ratings` Service: cluster IP 198.19.0.10, port 80 → workload port `http`.
 pub const RATINGS_SERVICE: &str = "\
@@ -40,8 +39,8 @@ pub async fn workload(
     flags: &[&str],
     cmd: &[&str],
 ) -> Workload {
-    let (weft, proxy) = (Path::new(WEFT), Path::new(PROXY));
-    Workload::start(cluster, node, weft, proxy, control, name, flags, cmd)
+    let proxy = super::proxy_bin();
+    Workload::start(cluster, node, Path::new(WEFT), &proxy, control, name, flags, cmd)
         .await
         .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }

@@ -40,9 +40,17 @@ pub fn weft_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weft"))
 }
 
-/// Path of the `weft-proxy` binary under test.
+/// Path of the `weft-proxy` binary under test: beside `weft` in the same target directory. It
+/// belongs to the `weft-proxy` package, so `cargo test -p weft` alone does not build it
+/// (`cargo test --workspace` does, before any test runs).
 pub fn proxy_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_weft-proxy"))
+    let bin = weft_bin().with_file_name("weft-proxy");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it: cargo build -p weft-proxy",
+        bin.display()
+    );
+    bin
 }
 
 /// A directory under `std::env::temp_dir()` with a unique name, removed on drop.

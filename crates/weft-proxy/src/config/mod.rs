@@ -9,11 +9,21 @@ use std::{
     time::Duration,
 };
 
-use crate::http::{PoolLimits, H1_IDLE_TIMEOUT, MAX_IDLE_H1_PER_ENDPOINT};
+mod identity;
+mod parse;
+
+pub use identity::IdentityConfig;
+use parse::{
+    is_dns_name, parse_bool, parse_forward_ports, parse_host_port, parse_socket_addr,
+    parse_suffixes, parse_upstreams, parse_workload,
+};
+pub use parse::{parse_duration, parse_port_set};
 
 /// Control plane gRPC `host:port` serving Destination. Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
 /// Control plane gRPC `host:port` serving the policy APIs. Default: the destination address.
+/// Parsed and checked at start, but nothing connects to it yet: inbound and outbound policy
+/// (InboundServerPolicies, OutboundPolicies) arrive with the next issue and will use it.
 pub const ENV_POLICY_SVC_ADDR: &str = "WEFT_PROXY_POLICY_SVC_ADDR";
 /// `NS:NAME` of this workload. Required; NS expands short names.
 pub const ENV_POLICY_WORKLOAD: &str = "WEFT_PROXY_POLICY_WORKLOAD";
@@ -58,9 +68,6 @@ pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A target with no endpoints fails requests (503 + `l5d-proxy-error`) after this.
 pub const ENV_OUTBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT";
 pub const DEFAULT_OUTBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(3);
-/// Inbound fail-fast: the local application cannot take requests for this long.
-pub const ENV_INBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_INBOUND_FAILFAST_TIMEOUT";
-pub const DEFAULT_INBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Comma-separated name suffixes looked up in discovery; `.` = all names, empty = none.
 pub const ENV_DESTINATION_PROFILE_SUFFIXES: &str = "WEFT_PROXY_DESTINATION_PROFILE_SUFFIXES";
 pub const DEFAULT_DESTINATION_PROFILE_SUFFIXES: &str = "svc.cluster.local.";
@@ -107,6 +114,8 @@ pub const ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT: &str =
 /// The same for connections to the local application.
 pub const ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT: &str =
     "WEFT_PROXY_INBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
+/// Default of both HTTP/1 pool idle timeouts (Linkerd's default too).
+pub const DEFAULT_HTTP1_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle HTTP/1 connections kept per remote endpoint (Linkerd's
 /// `LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT`); 0 = none is reused.
 pub const ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: &str =
@@ -114,6 +123,13 @@ pub const ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: &str =
 /// The same for connections to the local application.
 pub const ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: &str =
     "WEFT_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT";
+/// Default of both idle-connection counts: Linkerd's 10,000. Far above any steady concurrency,
+/// so a connection is never closed only to be reopened by the next request; idle ones still close
+/// after the idle timeout.
+pub const DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT: usize = 10_000;
+/// An HTTP/2 client connection that carried no new request for this long leaves its pool (not a
+/// variable; kept beside the pool settings it defaults).
+pub const H2_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for the idle-connection counts (a typo guard; busy connections are never capped).
 pub const MAX_IDLE_CONNS_LIMIT: usize = 100_000;
 /// Worker threads of the proxy's runtime (like Linkerd's `LINKERD2_PROXY_CORES`). Unset: the CPUs
@@ -209,7 +225,6 @@ pub struct Config {
     pub outbound_detect_timeout: Duration,
     pub inbound_connect_timeout: Duration,
     pub outbound_connect_timeout: Duration,
-    pub inbound_failfast_timeout: Duration,
     pub outbound_failfast_timeout: Duration,
     /// Normalised to end with a dot; `["."]` means every name; empty means none.
     pub destination_suffixes: Vec<String>,
@@ -220,12 +235,37 @@ pub struct Config {
     pub control_backoff_max: Duration,
     pub discovery_idle_timeout: Duration,
     /// `None`: no identity variable is set (transitional mode, no certificate).
-    pub identity: Option<crate::identity::IdentityConfig>,
+    pub identity: Option<IdentityConfig>,
     /// [`ENV_CORES`]; `None` = size from the CPUs available (see [`Config::worker_threads`]).
     pub cores: Option<usize>,
     /// Client connection pools: towards remote endpoints and towards the application.
     pub outbound_pool: PoolLimits,
     pub inbound_pool: PoolLimits,
+}
+
+/// How long and how many idle connections a client pool keeps (per direction, from
+/// [`ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT`], [`ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT`],
+/// [`ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT`] and [`ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// An idle pooled HTTP/1 connection is closed after this.
+    pub h1_idle_timeout: Duration,
+    /// At most this many idle HTTP/1 connections are kept per endpoint; more are closed when
+    /// their response ends (busy connections are not limited: each is one request in flight).
+    /// 0 = no HTTP/1 connection is reused.
+    pub max_idle_h1_per_endpoint: usize,
+    /// An HTTP/2 connection that carried no new request for this long leaves the pool.
+    pub h2_idle_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> PoolLimits {
+        PoolLimits {
+            h1_idle_timeout: DEFAULT_HTTP1_POOL_IDLE_TIMEOUT,
+            max_idle_h1_per_endpoint: DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT,
+            h2_idle_timeout: H2_POOL_IDLE_TIMEOUT,
+        }
+    }
 }
 
 /// One bad variable.
@@ -410,11 +450,6 @@ impl Config {
             ENV_OUTBOUND_CONNECT_TIMEOUT,
             DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
         );
-        let inbound_failfast_timeout = dur(
-            &mut r,
-            ENV_INBOUND_FAILFAST_TIMEOUT,
-            DEFAULT_INBOUND_FAILFAST_TIMEOUT,
-        );
         let outbound_failfast_timeout = dur(
             &mut r,
             ENV_OUTBOUND_FAILFAST_TIMEOUT,
@@ -462,7 +497,7 @@ impl Config {
         );
 
         let idle_conns = |r: &mut Reader<'_>, name| {
-            r.parse(name, MAX_IDLE_H1_PER_ENDPOINT, |v| {
+            r.parse(name, DEFAULT_MAX_IDLE_CONNS_PER_ENDPOINT, |v| {
                 match v.parse::<usize>() {
                     Ok(n) if n <= MAX_IDLE_CONNS_LIMIT => Ok(n),
                     _ => Err(format!(
@@ -475,13 +510,17 @@ impl Config {
             h1_idle_timeout: dur(
                 &mut r,
                 ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT,
-                H1_IDLE_TIMEOUT,
+                DEFAULT_HTTP1_POOL_IDLE_TIMEOUT,
             ),
             max_idle_h1_per_endpoint: idle_conns(&mut r, ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT),
             ..PoolLimits::default()
         };
         let inbound_pool = PoolLimits {
-            h1_idle_timeout: dur(&mut r, ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT, H1_IDLE_TIMEOUT),
+            h1_idle_timeout: dur(
+                &mut r,
+                ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT,
+                DEFAULT_HTTP1_POOL_IDLE_TIMEOUT,
+            ),
             max_idle_h1_per_endpoint: idle_conns(&mut r, ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT),
             ..PoolLimits::default()
         };
@@ -490,7 +529,7 @@ impl Config {
             _ => Err(format!("must be a whole number from 1 to {MAX_CORES}")),
         });
 
-        let identity = match crate::identity::IdentityConfig::from_env(env, &destination_addr) {
+        let identity = match IdentityConfig::from_env(env, &destination_addr) {
             Ok(identity) => {
                 // Without identity no client can ever be authenticated: the ports would refuse
                 // everything, which is a configuration mistake, not a policy.
@@ -528,7 +567,6 @@ impl Config {
                 outbound_detect_timeout,
                 inbound_connect_timeout,
                 outbound_connect_timeout,
-                inbound_failfast_timeout,
                 outbound_failfast_timeout,
                 destination_suffixes,
                 cluster_domain,
@@ -573,428 +611,5 @@ impl Config {
     }
 }
 
-/// `500ms`, `3s`, `2m`, `1h`, or `0`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a duration like 500ms, 3s, 2m or 1h";
-    let s = s.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| HINT.to_string())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| HINT.to_string())?;
-    let ms_per = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(HINT.into()),
-    };
-    n.checked_mul(ms_per)
-        .map(Duration::from_millis)
-        .ok_or_else(|| "duration too large".into())
-}
-
-fn parse_bool(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| "expected IP:PORT (e.g. 127.0.0.1:4140 or [::1]:4140)".into())
-}
-
-/// `host:port` where host is an IP or a DNS name; returns the port.
-pub(crate) fn parse_host_port(s: &str) -> Result<u16, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a.port());
-    }
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| "expected HOST:PORT".to_string())?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| "expected HOST:PORT with a numeric port".to_string())?;
-    if !is_dns_name(host) {
-        return Err("expected HOST:PORT with a valid host".into());
-    }
-    Ok(port)
-}
-
-fn parse_workload(s: &str) -> Result<Workload, String> {
-    match s.split_once(':') {
-        Some((ns, name)) if is_dns_label(ns) && is_dns_label(name) => Ok(Workload {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        }),
-        _ => Err("expected NS:NAME (two DNS labels)".into()),
-    }
-}
-
-fn items(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|i| !i.is_empty())
-}
-
-fn parse_port(s: &str, allow_zero: bool) -> Result<u16, String> {
-    match s.parse::<u16>() {
-        Ok(0) if !allow_zero => Err(format!("port {s:?} must be 1..65535")),
-        Ok(p) => Ok(p),
-        Err(_) => Err(format!("{s:?} is not a port (1..65535)")),
-    }
-}
-
-/// `25,3306,5000-5010`.
-pub fn parse_port_set(s: &str) -> Result<PortSet, String> {
-    let mut ranges = Vec::new();
-    for item in items(s) {
-        let range = match item.split_once('-') {
-            Some((lo, hi)) => {
-                let (lo, hi) = (parse_port(lo.trim(), false)?, parse_port(hi.trim(), false)?);
-                if lo > hi {
-                    return Err(format!("range {item:?} is reversed"));
-                }
-                lo..=hi
-            }
-            None => {
-                let p = parse_port(item, false)?;
-                p..=p
-            }
-        };
-        ranges.push(range);
-    }
-    Ok(PortSet(ranges))
-}
-
-/// `8080,9090=19090`.
-fn parse_forward_ports(s: &str) -> Result<Vec<ForwardPort>, String> {
-    let mut out: Vec<ForwardPort> = Vec::new();
-    for item in items(s) {
-        let (app, proxy) = match item.split_once('=') {
-            Some((a, p)) => (a.trim(), Some(p.trim())),
-            None => (item, None),
-        };
-        let app_port = parse_port(app, false)?;
-        let proxy_port = proxy.map(|p| parse_port(p, true)).transpose()?.unwrap_or(0);
-        if out.iter().any(|f| f.app_port == app_port) {
-            return Err(format!("app port {app_port} listed twice"));
-        }
-        out.push(ForwardPort {
-            app_port,
-            proxy_port,
-        });
-    }
-    Ok(out)
-}
-
-/// `catalog.default.svc.cluster.local:9090=15000,web`.
-fn parse_upstreams(s: &str) -> Result<Vec<Upstream>, String> {
-    let mut out = Vec::new();
-    for item in items(s) {
-        let (authority, local) = match item.rsplit_once('=') {
-            Some((a, p)) => (a.trim(), Some(p.trim())),
-            None => (item, None),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, parse_port(p, false)?),
-            None => (authority, 80),
-        };
-        let host = host.trim_end_matches('.');
-        if !is_dns_name(host) {
-            return Err(format!("{authority:?} is not HOST[:PORT]"));
-        }
-        let local_port = local.map(|p| parse_port(p, true)).transpose()?.unwrap_or(0);
-        out.push(Upstream {
-            authority: authority.to_string(),
-            host: host.to_ascii_lowercase(),
-            port,
-            local_port,
-        });
-    }
-    Ok(out)
-}
-
-/// Suffixes normalised to end with a dot (`.` alone = every name).
-fn parse_suffixes(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for item in items(s) {
-        let bare = item.trim_matches('.');
-        if !bare.is_empty() && !is_dns_name(bare) {
-            return Err(format!("{item:?} is not a DNS suffix"));
-        }
-        out.push(if bare.is_empty() {
-            ".".to_string()
-        } else {
-            format!("{}.", bare.to_ascii_lowercase())
-        });
-    }
-    Ok(out)
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-pub(crate) fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const REQUIRED: [(&str, &str); 2] = [
-        (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:8086"),
-        (ENV_POLICY_WORKLOAD, "default:web-1"),
-    ];
-
-    fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
-        REQUIRED.iter().chain(pairs).copied().collect()
-    }
-
-    #[test]
-    fn defaults() {
-        let c = Config::from_env(&env(&[])).expect("valid");
-        assert_eq!(c.policy_addr, "127.0.0.1:8086");
-        assert_eq!(c.destination_context, r#"{"ns":"default"}"#);
-        assert_eq!(c.inbound_listen_addr.to_string(), "0.0.0.0:4143");
-        assert_eq!(c.outbound_listen_addr.to_string(), "127.0.0.1:4140");
-        assert_eq!(c.admin_listen_addr.to_string(), "127.0.0.1:4191");
-        assert!(c.outbound_opaque_ports.contains(&3306));
-        assert!(!c.outbound_opaque_ports.contains(&80));
-        assert!(!c.inbound_opaque_ports.contains(&3306));
-        assert_eq!(c.outbound_failfast_timeout, Duration::from_secs(3));
-        assert_eq!(
-            c.destination_suffixes,
-            vec!["svc.cluster.local.".to_string()]
-        );
-        assert_eq!(c.cluster_domain, "cluster.local");
-        assert!(c.shutdown_endpoint_enabled);
-        assert_eq!(c.control_backoff_min, Duration::from_millis(100));
-        assert_eq!(c.control_backoff_max, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "3", "s", "3x", "-1s", "1.5s", "ms3"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn port_sets() {
-        let s = parse_port_set("25, 3306,5000-5010").expect("valid");
-        assert!(s.contains(&25) && s.contains(&3306) && s.contains(&5000) && s.contains(&5010));
-        assert!(!s.contains(&5011) && !s.contains(&24));
-        assert_eq!(parse_port_set(""), Ok(PortSet::default()));
-        assert!(parse_port_set("10-5").is_err());
-        assert!(parse_port_set("0").is_err());
-        assert!(parse_port_set("70000").is_err());
-        assert!(parse_port_set("http").is_err());
-    }
-
-    #[test]
-    fn explicit_mode_lists() {
-        let c = Config::from_env(&env(&[
-            (ENV_INBOUND_FORWARD_PORTS, "8080,9090=19090"),
-            (
-                ENV_OUTBOUND_UPSTREAMS,
-                "catalog.default.svc.cluster.local:9090=15000, web",
-            ),
-        ]))
-        .expect("valid");
-        assert_eq!(
-            c.inbound_forward_ports,
-            vec![
-                ForwardPort {
-                    app_port: 8080,
-                    proxy_port: 0
-                },
-                ForwardPort {
-                    app_port: 9090,
-                    proxy_port: 19090
-                }
-            ]
-        );
-        assert_eq!(c.outbound_upstreams.len(), 2);
-        assert_eq!(
-            c.outbound_upstreams[0].host,
-            "catalog.default.svc.cluster.local"
-        );
-        assert_eq!(c.outbound_upstreams[0].port, 9090);
-        assert_eq!(c.outbound_upstreams[0].local_port, 15000);
-        assert_eq!(c.outbound_upstreams[1].host, "web");
-        assert_eq!(c.outbound_upstreams[1].port, 80);
-        assert_eq!(c.outbound_upstreams[1].local_port, 0);
-    }
-
-    #[test]
-    fn empty_list_overrides_default_and_suffix_forms() {
-        let c = Config::from_env(&env(&[
-            (ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, ""),
-            (ENV_DESTINATION_PROFILE_SUFFIXES, "."),
-        ]))
-        .expect("valid");
-        assert!(!c.outbound_opaque_ports.contains(&3306));
-        assert_eq!(c.destination_suffixes, vec![".".to_string()]);
-        let c = Config::from_env(&env(&[(
-            ENV_DESTINATION_PROFILE_SUFFIXES,
-            "svc.example.org,cluster.local.",
-        )]))
-        .expect("valid");
-        assert_eq!(
-            c.destination_suffixes,
-            vec!["svc.example.org.".to_string(), "cluster.local.".to_string()]
-        );
-    }
-
-    #[test]
-    fn every_bad_value_is_reported() {
-        let e = Config::from_env(&HashMap::from([
-            (ENV_INBOUND_LISTEN_ADDR, "nope"),
-            (ENV_OUTBOUND_DETECT_TIMEOUT, "3 seconds"),
-            (ENV_INBOUND_FORWARD_PORTS, "8080=x"),
-            (ENV_SHUTDOWN_ENDPOINT_ENABLED, "maybe"),
-            (ENV_CONTROL_BACKOFF_MIN, "10s"),
-        ]))
-        .expect_err("invalid");
-        let text = e.to_string();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 7, "{text}");
-        assert_eq!(lines[0], "WEFT_PROXY_DESTINATION_SVC_ADDR: required");
-        assert!(lines[1].starts_with("WEFT_PROXY_POLICY_WORKLOAD: required"));
-        assert!(
-            lines[2].starts_with("WEFT_PROXY_INBOUND_LISTEN_ADDR: expected IP:PORT"),
-            "{text}"
-        );
-        assert!(lines[2].ends_with(r#"(got "nope")"#), "{text}");
-        assert!(text.contains(r#"WEFT_PROXY_INBOUND_FORWARD_PORTS: "x" is not a port"#));
-        assert!(text.contains(r#"WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT: expected a duration"#));
-        assert!(text.contains(r#"(got "3 seconds")"#));
-        assert!(text.contains(
-            r#"WEFT_PROXY_SHUTDOWN_ENDPOINT_ENABLED: expected true or false (got "maybe")"#
-        ));
-        assert!(text.contains("WEFT_PROXY_CONTROL_BACKOFF_MAX: must be at least"));
-    }
-
-    #[test]
-    fn bad_workload_and_addresses() {
-        let e = Config::from_env(&HashMap::from([
-            (ENV_DESTINATION_SVC_ADDR, "control:port"),
-            (ENV_POLICY_WORKLOAD, "web-1"),
-            (ENV_OUTBOUND_UPSTREAMS, "bad host:80"),
-        ]))
-        .expect_err("invalid");
-        let names: Vec<&str> = e.errors.iter().map(|e| e.name).collect();
-        assert_eq!(
-            names,
-            vec![
-                ENV_DESTINATION_SVC_ADDR,
-                ENV_POLICY_WORKLOAD,
-                ENV_OUTBOUND_UPSTREAMS
-            ]
-        );
-        let ok = Config::from_env(&HashMap::from([
-            (ENV_DESTINATION_SVC_ADDR, "weft-control.weft:8086"),
-            (ENV_POLICY_WORKLOAD, "shop:web-1"),
-        ]))
-        .expect("valid");
-        assert_eq!(ok.workload.namespace, "shop");
-    }
-
-    #[test]
-    fn cores_choose_the_runtime() {
-        let base = [
-            (ENV_DESTINATION_SVC_ADDR, "control:8086"),
-            (ENV_POLICY_WORKLOAD, "shop:web-1"),
-        ];
-        let with = |cores: &'static str| {
-            let mut env = HashMap::from(base);
-            env.insert(ENV_CORES, cores);
-            Config::from_env(&env)
-        };
-        let unset = Config::from_env(&HashMap::from(base)).expect("valid");
-        assert_eq!(unset.cores, None);
-        assert!(unset.worker_threads() >= 1);
-        let one = with("1").expect("valid");
-        assert_eq!(one.worker_threads(), 1);
-        let rt = one.runtime().expect("runtime");
-        assert_eq!(
-            rt.handle().runtime_flavor(),
-            tokio::runtime::RuntimeFlavor::CurrentThread
-        );
-        let two = with(" 2 ").expect("valid");
-        assert_eq!(two.worker_threads(), 2);
-        assert_eq!(
-            two.runtime().expect("runtime").handle().runtime_flavor(),
-            tokio::runtime::RuntimeFlavor::MultiThread
-        );
-        for bad in ["0", "-1", "two", "1.5", "257"] {
-            let e = with(bad).expect_err(bad).to_string();
-            assert_eq!(
-                e,
-                format!("WEFT_PROXY_CORES: must be a whole number from 1 to 256 (got {bad:?})")
-            );
-        }
-    }
-
-    #[test]
-    fn pool_limits_per_direction() {
-        let base = [
-            (ENV_DESTINATION_SVC_ADDR, "control:8086"),
-            (ENV_POLICY_WORKLOAD, "shop:web-1"),
-        ];
-        let defaults = Config::from_env(&HashMap::from(base)).expect("valid");
-        assert_eq!(defaults.outbound_pool, PoolLimits::default());
-        assert_eq!(defaults.inbound_pool, PoolLimits::default());
-
-        let mut env = HashMap::from(base);
-        env.extend([
-            (ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT, "10s"),
-            (ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "0"),
-            (ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT, "500ms"),
-            (ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "64"),
-        ]);
-        let c = Config::from_env(&env).expect("valid");
-        assert_eq!(c.outbound_pool.h1_idle_timeout, Duration::from_secs(10));
-        assert_eq!(c.outbound_pool.max_idle_h1_per_endpoint, 0);
-        assert_eq!(c.inbound_pool.h1_idle_timeout, Duration::from_millis(500));
-        assert_eq!(c.inbound_pool.max_idle_h1_per_endpoint, 64);
-        assert_eq!(
-            c.inbound_pool.h2_idle_timeout,
-            PoolLimits::default().h2_idle_timeout
-        );
-
-        let mut env = HashMap::from(base);
-        env.extend([
-            (ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT, "soon"),
-            (ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "-3"),
-        ]);
-        let text = Config::from_env(&env).expect_err("invalid").to_string();
-        assert!(
-            text.contains(
-                "WEFT_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT: expected a duration"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"WEFT_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: must be a whole number from 0 to 100000 (got "-3")"#),
-            "{text}"
-        );
-    }
-}
+mod tests;

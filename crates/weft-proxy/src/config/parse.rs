@@ -1,0 +1,181 @@
+//! Parsers for the value syntaxes of `WEFT_PROXY_*` variables (durations, ports, lists, names).
+
+use std::{net::SocketAddr, time::Duration};
+
+use super::{ForwardPort, PortSet, Upstream, Workload};
+
+/// `500ms`, `3s`, `2m`, `1h`, or `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const HINT: &str = "expected a duration like 500ms, 3s, 2m or 1h";
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| HINT.to_string())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| HINT.to_string())?;
+    let ms_per = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(HINT.into()),
+    };
+    n.checked_mul(ms_per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "duration too large".into())
+}
+
+pub(super) fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+pub(super) fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "expected IP:PORT (e.g. 127.0.0.1:4140 or [::1]:4140)".into())
+}
+
+/// `host:port` where host is an IP or a DNS name; returns the port.
+pub(super) fn parse_host_port(s: &str) -> Result<u16, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a.port());
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT".to_string())?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| "expected HOST:PORT with a numeric port".to_string())?;
+    if !is_dns_name(host) {
+        return Err("expected HOST:PORT with a valid host".into());
+    }
+    Ok(port)
+}
+
+pub(super) fn parse_workload(s: &str) -> Result<Workload, String> {
+    match s.split_once(':') {
+        Some((ns, name)) if is_dns_label(ns) && is_dns_label(name) => Ok(Workload {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        }),
+        _ => Err("expected NS:NAME (two DNS labels)".into()),
+    }
+}
+
+pub(super) fn items(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|i| !i.is_empty())
+}
+
+pub(super) fn parse_port(s: &str, allow_zero: bool) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) if !allow_zero => Err(format!("port {s:?} must be 1..65535")),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("{s:?} is not a port (1..65535)")),
+    }
+}
+
+/// `25,3306,5000-5010`.
+pub fn parse_port_set(s: &str) -> Result<PortSet, String> {
+    let mut ranges = Vec::new();
+    for item in items(s) {
+        let range = match item.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse_port(lo.trim(), false)?, parse_port(hi.trim(), false)?);
+                if lo > hi {
+                    return Err(format!("range {item:?} is reversed"));
+                }
+                lo..=hi
+            }
+            None => {
+                let p = parse_port(item, false)?;
+                p..=p
+            }
+        };
+        ranges.push(range);
+    }
+    Ok(PortSet(ranges))
+}
+
+/// `8080,9090=19090`.
+pub(super) fn parse_forward_ports(s: &str) -> Result<Vec<ForwardPort>, String> {
+    let mut out: Vec<ForwardPort> = Vec::new();
+    for item in items(s) {
+        let (app, proxy) = match item.split_once('=') {
+            Some((a, p)) => (a.trim(), Some(p.trim())),
+            None => (item, None),
+        };
+        let app_port = parse_port(app, false)?;
+        let proxy_port = proxy.map(|p| parse_port(p, true)).transpose()?.unwrap_or(0);
+        if out.iter().any(|f| f.app_port == app_port) {
+            return Err(format!("app port {app_port} listed twice"));
+        }
+        out.push(ForwardPort {
+            app_port,
+            proxy_port,
+        });
+    }
+    Ok(out)
+}
+
+/// `catalog.default.svc.cluster.local:9090=15000,web`.
+pub(super) fn parse_upstreams(s: &str) -> Result<Vec<Upstream>, String> {
+    let mut out = Vec::new();
+    for item in items(s) {
+        let (authority, local) = match item.rsplit_once('=') {
+            Some((a, p)) => (a.trim(), Some(p.trim())),
+            None => (item, None),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, parse_port(p, false)?),
+            None => (authority, 80),
+        };
+        let host = host.trim_end_matches('.');
+        if !is_dns_name(host) {
+            return Err(format!("{authority:?} is not HOST[:PORT]"));
+        }
+        let local_port = local.map(|p| parse_port(p, true)).transpose()?.unwrap_or(0);
+        out.push(Upstream {
+            authority: authority.to_string(),
+            host: host.to_ascii_lowercase(),
+            port,
+            local_port,
+        });
+    }
+    Ok(out)
+}
+
+/// Suffixes normalised to end with a dot (`.` alone = every name).
+pub(super) fn parse_suffixes(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(s) {
+        let bare = item.trim_matches('.');
+        if !bare.is_empty() && !is_dns_name(bare) {
+            return Err(format!("{item:?} is not a DNS suffix"));
+        }
+        out.push(if bare.is_empty() {
+            ".".to_string()
+        } else {
+            format!("{}.", bare.to_ascii_lowercase())
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(super) fn is_dns_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}

@@ -1,0 +1,245 @@
+use super::*;
+
+const REQUIRED: [(&str, &str); 2] = [
+    (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:8086"),
+    (ENV_POLICY_WORKLOAD, "default:web-1"),
+];
+
+fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+    REQUIRED.iter().chain(pairs).copied().collect()
+}
+
+#[test]
+fn defaults() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert_eq!(c.policy_addr, "127.0.0.1:8086");
+    assert_eq!(c.destination_context, r#"{"ns":"default"}"#);
+    assert_eq!(c.inbound_listen_addr.to_string(), "0.0.0.0:4143");
+    assert_eq!(c.outbound_listen_addr.to_string(), "127.0.0.1:4140");
+    assert_eq!(c.admin_listen_addr.to_string(), "127.0.0.1:4191");
+    assert!(c.outbound_opaque_ports.contains(&3306));
+    assert!(!c.outbound_opaque_ports.contains(&80));
+    assert!(!c.inbound_opaque_ports.contains(&3306));
+    assert_eq!(c.outbound_failfast_timeout, Duration::from_secs(3));
+    assert_eq!(
+        c.destination_suffixes,
+        vec!["svc.cluster.local.".to_string()]
+    );
+    assert_eq!(c.cluster_domain, "cluster.local");
+    assert!(c.shutdown_endpoint_enabled);
+    assert_eq!(c.control_backoff_min, Duration::from_millis(100));
+    assert_eq!(c.control_backoff_max, Duration::from_secs(5));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    for bad in ["", "3", "s", "3x", "-1s", "1.5s", "ms3"] {
+        assert!(parse_duration(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn port_sets() {
+    let s = parse_port_set("25, 3306,5000-5010").expect("valid");
+    assert!(s.contains(&25) && s.contains(&3306) && s.contains(&5000) && s.contains(&5010));
+    assert!(!s.contains(&5011) && !s.contains(&24));
+    assert_eq!(parse_port_set(""), Ok(PortSet::default()));
+    assert!(parse_port_set("10-5").is_err());
+    assert!(parse_port_set("0").is_err());
+    assert!(parse_port_set("70000").is_err());
+    assert!(parse_port_set("http").is_err());
+}
+
+#[test]
+fn explicit_mode_lists() {
+    let c = Config::from_env(&env(&[
+        (ENV_INBOUND_FORWARD_PORTS, "8080,9090=19090"),
+        (
+            ENV_OUTBOUND_UPSTREAMS,
+            "catalog.default.svc.cluster.local:9090=15000, web",
+        ),
+    ]))
+    .expect("valid");
+    assert_eq!(
+        c.inbound_forward_ports,
+        vec![
+            ForwardPort {
+                app_port: 8080,
+                proxy_port: 0
+            },
+            ForwardPort {
+                app_port: 9090,
+                proxy_port: 19090
+            }
+        ]
+    );
+    assert_eq!(c.outbound_upstreams.len(), 2);
+    assert_eq!(
+        c.outbound_upstreams[0].host,
+        "catalog.default.svc.cluster.local"
+    );
+    assert_eq!(c.outbound_upstreams[0].port, 9090);
+    assert_eq!(c.outbound_upstreams[0].local_port, 15000);
+    assert_eq!(c.outbound_upstreams[1].host, "web");
+    assert_eq!(c.outbound_upstreams[1].port, 80);
+    assert_eq!(c.outbound_upstreams[1].local_port, 0);
+}
+
+#[test]
+fn empty_list_overrides_default_and_suffix_forms() {
+    let c = Config::from_env(&env(&[
+        (ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION, ""),
+        (ENV_DESTINATION_PROFILE_SUFFIXES, "."),
+    ]))
+    .expect("valid");
+    assert!(!c.outbound_opaque_ports.contains(&3306));
+    assert_eq!(c.destination_suffixes, vec![".".to_string()]);
+    let c = Config::from_env(&env(&[(
+        ENV_DESTINATION_PROFILE_SUFFIXES,
+        "svc.example.org,cluster.local.",
+    )]))
+    .expect("valid");
+    assert_eq!(
+        c.destination_suffixes,
+        vec!["svc.example.org.".to_string(), "cluster.local.".to_string()]
+    );
+}
+
+#[test]
+fn every_bad_value_is_reported() {
+    let e = Config::from_env(&HashMap::from([
+        (ENV_INBOUND_LISTEN_ADDR, "nope"),
+        (ENV_OUTBOUND_DETECT_TIMEOUT, "3 seconds"),
+        (ENV_INBOUND_FORWARD_PORTS, "8080=x"),
+        (ENV_SHUTDOWN_ENDPOINT_ENABLED, "maybe"),
+        (ENV_CONTROL_BACKOFF_MIN, "10s"),
+    ]))
+    .expect_err("invalid");
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "{text}");
+    assert_eq!(lines[0], "WEFT_PROXY_DESTINATION_SVC_ADDR: required");
+    assert!(lines[1].starts_with("WEFT_PROXY_POLICY_WORKLOAD: required"));
+    assert!(
+        lines[2].starts_with("WEFT_PROXY_INBOUND_LISTEN_ADDR: expected IP:PORT"),
+        "{text}"
+    );
+    assert!(lines[2].ends_with(r#"(got "nope")"#), "{text}");
+    assert!(text.contains(r#"WEFT_PROXY_INBOUND_FORWARD_PORTS: "x" is not a port"#));
+    assert!(text.contains(r#"WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT: expected a duration"#));
+    assert!(text.contains(r#"(got "3 seconds")"#));
+    assert!(text
+        .contains(r#"WEFT_PROXY_SHUTDOWN_ENDPOINT_ENABLED: expected true or false (got "maybe")"#));
+    assert!(text.contains("WEFT_PROXY_CONTROL_BACKOFF_MAX: must be at least"));
+}
+
+#[test]
+fn bad_workload_and_addresses() {
+    let e = Config::from_env(&HashMap::from([
+        (ENV_DESTINATION_SVC_ADDR, "control:port"),
+        (ENV_POLICY_WORKLOAD, "web-1"),
+        (ENV_OUTBOUND_UPSTREAMS, "bad host:80"),
+    ]))
+    .expect_err("invalid");
+    let names: Vec<&str> = e.errors.iter().map(|e| e.name).collect();
+    assert_eq!(
+        names,
+        vec![
+            ENV_DESTINATION_SVC_ADDR,
+            ENV_POLICY_WORKLOAD,
+            ENV_OUTBOUND_UPSTREAMS
+        ]
+    );
+    let ok = Config::from_env(&HashMap::from([
+        (ENV_DESTINATION_SVC_ADDR, "weft-control.weft:8086"),
+        (ENV_POLICY_WORKLOAD, "shop:web-1"),
+    ]))
+    .expect("valid");
+    assert_eq!(ok.workload.namespace, "shop");
+}
+
+#[test]
+fn cores_choose_the_runtime() {
+    let base = [
+        (ENV_DESTINATION_SVC_ADDR, "control:8086"),
+        (ENV_POLICY_WORKLOAD, "shop:web-1"),
+    ];
+    let with = |cores: &'static str| {
+        let mut env = HashMap::from(base);
+        env.insert(ENV_CORES, cores);
+        Config::from_env(&env)
+    };
+    let unset = Config::from_env(&HashMap::from(base)).expect("valid");
+    assert_eq!(unset.cores, None);
+    assert!(unset.worker_threads() >= 1);
+    let one = with("1").expect("valid");
+    assert_eq!(one.worker_threads(), 1);
+    let rt = one.runtime().expect("runtime");
+    assert_eq!(
+        rt.handle().runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::CurrentThread
+    );
+    let two = with(" 2 ").expect("valid");
+    assert_eq!(two.worker_threads(), 2);
+    assert_eq!(
+        two.runtime().expect("runtime").handle().runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::MultiThread
+    );
+    for bad in ["0", "-1", "two", "1.5", "257"] {
+        let e = with(bad).expect_err(bad).to_string();
+        assert_eq!(
+            e,
+            format!("WEFT_PROXY_CORES: must be a whole number from 1 to 256 (got {bad:?})")
+        );
+    }
+}
+
+#[test]
+fn pool_limits_per_direction() {
+    let base = [
+        (ENV_DESTINATION_SVC_ADDR, "control:8086"),
+        (ENV_POLICY_WORKLOAD, "shop:web-1"),
+    ];
+    let defaults = Config::from_env(&HashMap::from(base)).expect("valid");
+    assert_eq!(defaults.outbound_pool, PoolLimits::default());
+    assert_eq!(defaults.inbound_pool, PoolLimits::default());
+
+    let mut env = HashMap::from(base);
+    env.extend([
+        (ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT, "10s"),
+        (ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "0"),
+        (ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT, "500ms"),
+        (ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "64"),
+    ]);
+    let c = Config::from_env(&env).expect("valid");
+    assert_eq!(c.outbound_pool.h1_idle_timeout, Duration::from_secs(10));
+    assert_eq!(c.outbound_pool.max_idle_h1_per_endpoint, 0);
+    assert_eq!(c.inbound_pool.h1_idle_timeout, Duration::from_millis(500));
+    assert_eq!(c.inbound_pool.max_idle_h1_per_endpoint, 64);
+    assert_eq!(
+        c.inbound_pool.h2_idle_timeout,
+        PoolLimits::default().h2_idle_timeout
+    );
+
+    let mut env = HashMap::from(base);
+    env.extend([
+        (ENV_OUTBOUND_HTTP1_POOL_IDLE_TIMEOUT, "soon"),
+        (ENV_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT, "-3"),
+    ]);
+    let text = Config::from_env(&env).expect_err("invalid").to_string();
+    assert!(
+        text.contains(
+            "WEFT_PROXY_OUTBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT: expected a duration"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"WEFT_PROXY_INBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: must be a whole number from 0 to 100000 (got "-3")"#),
+        "{text}"
+    );
+}
