@@ -333,3 +333,70 @@ async fn policies_and_restart_persistence() {
     cp.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An opaque service port whose workloads register over the API: one names its sidecar's
+/// inbound port (transport header to 4143), one does not (explicit mode: its port is the
+/// sidecar's forward port, no header).
+#[tokio::test]
+async fn opaque_endpoints_carry_the_peer_inbound_port() {
+    let dir = common::temp_dir("opaque-transport");
+    std::fs::write(
+        dir.join("services.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: default}\n\
+         spec:\n  selector: {app: db}\n  ports:\n  - {name: pg, port: 5432, targetPort: pg, appProtocol: opaque}\n",
+    )
+    .unwrap();
+    let cp = start(&dir).await;
+    let workload = |ip: &str, annotations: &str| {
+        format!(
+            r#"{{"apiVersion":"workload.linkerd.io/v1beta1","kind":"ExternalWorkload",
+              "metadata":{{"labels":{{"app":"db"}},"annotations":{{{annotations}}}}},
+              "spec":{{"workloadIPs":[{{"ip":"{ip}"}}],"ports":[{{"name":"pg","port":5432}}]}}}}"#
+        )
+    };
+    let pod = workload("198.18.0.21", r#""config.linkerd.io/inbound-port":"4143""#);
+    let explicit = workload("127.0.0.1", "");
+    for (name, doc) in [("db-1", &pod), ("db-2", &explicit)] {
+        let path = format!("/v1/workloads/default/{name}");
+        let (status, body) = http_json(cp.api_addr, "PUT", &path, doc).await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+
+    let mut updates = get(cp.grpc_addr, "db.default.svc.cluster.local:5432")
+        .await
+        .unwrap();
+    let U::Add(set) = next(&mut updates).await else {
+        panic!("expected add")
+    };
+    let hints: Vec<(String, Option<u32>, bool)> = set
+        .addrs
+        .iter()
+        .map(|a| {
+            let hint = a.protocol_hint.unwrap();
+            let opaque = matches!(
+                hint.protocol,
+                Some(linkerd2_proxy_api::destination::protocol_hint::Protocol::Opaque(_))
+            );
+            let addr = SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string();
+            (addr, hint.opaque_transport.map(|t| t.inbound_port), opaque)
+        })
+        .collect();
+    assert_eq!(
+        hints,
+        vec![
+            ("127.0.0.1:5432".to_string(), None, true),
+            ("198.18.0.21:5432".to_string(), Some(4143), true),
+        ]
+    );
+
+    // A bad value is refused with the field named, and nothing is registered.
+    let bad = workload("198.18.0.22", r#""config.linkerd.io/inbound-port":"0""#);
+    let (status, body) = http_json(cp.api_addr, "PUT", "/v1/workloads/default/db-3", &bad).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "request body: metadata.annotations[\"config.linkerd.io/inbound-port\"]: \"0\" is not a port 1..65535"
+    );
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
