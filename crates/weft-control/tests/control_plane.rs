@@ -400,3 +400,58 @@ async fn opaque_endpoints_carry_the_peer_inbound_port() {
     cp.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A timing harness, not a test: run by hand with
+/// `cargo test -p weft-control --test control_plane first_answer_latency -- --ignored --nocapture`.
+/// Prints how long the first `Destination.Get` answer takes on a fresh connection and on a new
+/// stream of a connection already in use (the client sets TCP_NODELAY, as the proxy does, so
+/// only the server's side of the socket is measured).
+#[tokio::test]
+#[ignore = "timing harness: prints numbers, asserts nothing"]
+async fn first_answer_latency() {
+    use linkerd2_proxy_api::destination::{destination_client::DestinationClient, GetDestination};
+    const N: usize = 40;
+    let dir = temp_store("latency");
+    let cp = start(&dir).await;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cp.grpc_addr))
+        .unwrap()
+        .tcp_nodelay(true);
+    let req = || GetDestination {
+        path: "web.default.svc.cluster.local:8080".into(),
+        ..Default::default()
+    };
+    let summary = |what: &str, mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{what}: n={} min={:.2}ms median={:.2}ms p90={:.2}ms max={:.2}ms",
+            ms.len(),
+            q(0.0),
+            q(0.5),
+            q(0.9),
+            q(1.0)
+        );
+    };
+    let mut fresh = Vec::new();
+    for _ in 0..N {
+        let started = std::time::Instant::now();
+        let mut client = DestinationClient::new(endpoint.connect().await.unwrap());
+        let mut stream = client.get(req()).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        fresh.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut client = DestinationClient::new(endpoint.connect().await.unwrap());
+    let mut reused = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..N {
+        let started = std::time::Instant::now();
+        let mut stream = client.get(req()).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        reused.push(started.elapsed().as_secs_f64() * 1e3);
+        open.push(stream);
+    }
+    summary("fresh connection + Get, first answer", fresh);
+    summary("new Get on a connection in use, first answer", reused);
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -412,9 +412,12 @@ fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(SocketAddr, Opt
     let upstream = args.control;
     let relay = tokio::spawn(async move {
         while let Ok((mut inside, _)) = listener.accept().await {
+            // TCP_NODELAY on both legs: gRPC's small writes must not wait for delayed ACKs.
+            let _ = inside.set_nodelay(true);
             tokio::spawn(async move {
                 match tokio::net::TcpStream::connect(upstream).await {
                     Ok(mut outside) => {
+                        let _ = outside.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
                     }
                     Err(e) => tracing::warn!(%upstream, error = %e, "control plane unreachable"),
