@@ -365,22 +365,27 @@ async fn opaque_endpoints_carry_the_peer_inbound_port() {
     let mut updates = get(cp.grpc_addr, "db.default.svc.cluster.local:5432")
         .await
         .unwrap();
-    let U::Add(set) = next(&mut updates).await else {
-        panic!("expected add")
-    };
-    let hints: Vec<(String, Option<u32>, bool)> = set
-        .addrs
-        .iter()
-        .map(|a| {
+    // The two registrations may reach the index separately: gather adds until both are in.
+    let mut hints = std::collections::BTreeMap::new();
+    while hints.len() < 2 {
+        let U::Add(set) = next(&mut updates).await else {
+            panic!("expected add")
+        };
+        for a in &set.addrs {
             let hint = a.protocol_hint.unwrap();
             let opaque = matches!(
                 hint.protocol,
                 Some(linkerd2_proxy_api::destination::protocol_hint::Protocol::Opaque(_))
             );
             let addr = SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string();
-            (addr, hint.opaque_transport.map(|t| t.inbound_port), opaque)
-        })
-        .collect();
+            hints.insert(
+                addr,
+                (hint.opaque_transport.map(|t| t.inbound_port), opaque),
+            );
+        }
+    }
+    let hints: Vec<(String, Option<u32>, bool)> =
+        hints.into_iter().map(|(a, (t, o))| (a, t, o)).collect();
     assert_eq!(
         hints,
         vec![
