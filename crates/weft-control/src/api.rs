@@ -45,7 +45,11 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    // Small responses must not wait for the client's delayed ACK (Nagle).
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
                 Err(e) => {
                     // Typically EMFILE: keep serving the connections we have.
                     tracing::warn!("api: accept failed: {e}");

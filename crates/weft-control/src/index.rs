@@ -38,6 +38,9 @@ pub struct Endpoint {
     pub identity: String,
     pub server_name: String,
     pub opaque: bool,
+    /// For an opaque endpoint of a workload whose document names its sidecar's inbound port:
+    /// that port (`opaque_transport.inbound_port`).
+    pub opaque_transport: Option<u16>,
 }
 
 /// Snapshot for Destination.Get.
@@ -513,6 +516,7 @@ fn endpoint(w: &ExternalWorkload, port: u16, opaque: bool) -> Endpoint {
         identity: w.identity.clone(),
         server_name: w.server_name.clone(),
         opaque,
+        opaque_transport: w.inbound_port.filter(|_| opaque),
     }
 }
 

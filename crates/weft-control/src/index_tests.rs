@@ -45,6 +45,7 @@ fn wl(name: &str, app: &str, ip: &str, ports: &[(&str, u16)]) -> ExternalWorkloa
             })
             .collect(),
         opaque_ports: BTreeSet::new(),
+        inbound_port: None,
     }
 }
 
@@ -276,6 +277,53 @@ fn opaque_ports_from_service_and_workload() {
         }
     );
     let _ = s;
+}
+
+#[test]
+fn opaque_transport_only_for_opaque_ports_of_workloads_naming_their_inbound_port() {
+    let mut s = sample();
+    s.services
+        .get_mut(&("default".into(), "web".into()))
+        .unwrap()
+        .opaque_ports
+        .insert(8080);
+    for w in ["web-1", "db-1"] {
+        s.workloads
+            .get_mut(&("default".into(), w.into()))
+            .unwrap()
+            .inbound_port = Some(4143);
+    }
+    let transport = |d: Destination| match d {
+        Destination::Endpoints { endpoints, .. } => endpoints
+            .values()
+            .map(|e| (e.addr.to_string(), e.opaque, e.opaque_transport))
+            .collect::<Vec<_>>(),
+        other => panic!("expected endpoints, got {other:?}"),
+    };
+    // web-2 does not say where its inbound listener is: opaque, but no transport header.
+    assert_eq!(
+        transport(destination(&s, DOMAIN, &name("web", 8080))),
+        vec![
+            ("127.0.0.1:18080".to_string(), true, Some(4143)),
+            ("127.0.0.2:18081".to_string(), true, None),
+        ]
+    );
+    // The same endpoint looked up by address.
+    let by_addr = Target::Addr("127.0.0.1:18080".parse().unwrap());
+    let web = &mut s
+        .workloads
+        .get_mut(&("default".into(), "web-1".into()))
+        .unwrap();
+    web.opaque_ports.insert(18080);
+    assert_eq!(
+        transport(destination(&s, DOMAIN, &by_addr)),
+        vec![("127.0.0.1:18080".to_string(), true, Some(4143))]
+    );
+    // A port that is not opaque is HTTP-detected by the peer: no transport header.
+    assert_eq!(
+        transport(destination(&s, DOMAIN, &name("db", 5432))),
+        vec![("127.0.0.4:15432".to_string(), false, None)]
+    );
 }
 
 #[test]

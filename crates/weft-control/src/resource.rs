@@ -13,6 +13,10 @@ pub const SERVICE_API_VERSION: &str = "v1";
 pub const WORKLOAD_API_VERSION: &str = "workload.linkerd.io/v1beta1";
 /// Annotation listing opaque ports (`"6379,5432-5433"`) on a Service or an ExternalWorkload.
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
+/// Annotation on an ExternalWorkload (Linkerd's proxy-config name): the port of its sidecar's
+/// inbound listener on the workload IP. Set, it makes the workload's opaque endpoints carry
+/// `opaque_transport` (peers connect there with the transport header); see `docs/control-plane.md`.
+pub const INBOUND_PORT_ANNOTATION: &str = "config.linkerd.io/inbound-port";
 
 /// Values the validator needs to derive defaults (the workload's mesh identity).
 #[derive(Clone, Debug)]
@@ -97,6 +101,9 @@ pub struct ExternalWorkload {
     pub ports: Vec<WorkloadPort>,
     /// Workload ports named by the opaque-ports annotation.
     pub opaque_ports: BTreeSet<u16>,
+    /// The sidecar's inbound listener port on the workload IP (the inbound-port annotation);
+    /// None when the document does not say (its ports are then the sidecar's forward ports).
+    pub inbound_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -445,6 +452,14 @@ fn workload(
         annotations,
         opaque_ports,
     } = meta;
+    let inbound_port = annotations.get(INBOUND_PORT_ANNOTATION).and_then(|v| {
+        let port = v.trim().parse::<u16>().ok().filter(|p| *p > 0);
+        if port.is_none() {
+            let field = format!("metadata.annotations[{INBOUND_PORT_ANNOTATION:?}]");
+            ctx.err(&field, format!("{v:?} is not a port 1..65535"));
+        }
+        port
+    });
     let mut identity = format!("spiffe://{}/ns/{namespace}/sa/{name}", d.trust_domain);
     let mut server_name = format!(
         "{name}.{namespace}.serviceaccount.identity.{}.{}",
@@ -540,6 +555,7 @@ fn workload(
         ips,
         ports,
         opaque_ports,
+        inbound_port,
     })
 }
 

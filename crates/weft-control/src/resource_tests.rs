@@ -57,3 +57,28 @@ fn port_lists() {
     assert!(parse_port_list("0").is_err());
     assert!(parse_port_list("9-3").is_err());
 }
+
+#[test]
+fn inbound_port_annotation() {
+    let doc = |value: &str| {
+        format!(
+            "apiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata: {{name: db-1, annotations: {{config.linkerd.io/inbound-port: '{value}'}}}}\nspec:\n  workloadIPs: [{{ip: 198.18.0.4}}]\n  ports: [{{port: 5432}}]\n"
+        )
+    };
+    let (docs, errors) = parse_yaml_file("w.yaml", &doc("4143"), &defaults());
+    assert!(errors.is_empty(), "{errors:?}");
+    let Resource::Workload(w) = &docs[0].resource else {
+        panic!("not a workload")
+    };
+    assert_eq!(w.inbound_port, Some(4143));
+    for bad in ["0", "70000", "http"] {
+        let (docs, errors) = parse_yaml_file("w.yaml", &doc(bad), &defaults());
+        assert!(docs.is_empty(), "{bad}: accepted");
+        assert_eq!(
+            errors,
+            vec![format!(
+                "w.yaml: document 0: metadata.annotations[\"config.linkerd.io/inbound-port\"]: \"{bad}\" is not a port 1..65535"
+            )]
+        );
+    }
+}

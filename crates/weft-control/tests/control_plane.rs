@@ -333,3 +333,130 @@ async fn policies_and_restart_persistence() {
     cp.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An opaque service port whose workloads register over the API: one names its sidecar's
+/// inbound port (transport header to 4143), one does not (explicit mode: its port is the
+/// sidecar's forward port, no header).
+#[tokio::test]
+async fn opaque_endpoints_carry_the_peer_inbound_port() {
+    let dir = common::temp_dir("opaque-transport");
+    std::fs::write(
+        dir.join("services.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: default}\n\
+         spec:\n  selector: {app: db}\n  ports:\n  - {name: pg, port: 5432, targetPort: pg, appProtocol: opaque}\n",
+    )
+    .unwrap();
+    let cp = start(&dir).await;
+    let workload = |ip: &str, annotations: &str| {
+        format!(
+            r#"{{"apiVersion":"workload.linkerd.io/v1beta1","kind":"ExternalWorkload",
+              "metadata":{{"labels":{{"app":"db"}},"annotations":{{{annotations}}}}},
+              "spec":{{"workloadIPs":[{{"ip":"{ip}"}}],"ports":[{{"name":"pg","port":5432}}]}}}}"#
+        )
+    };
+    let pod = workload("198.18.0.21", r#""config.linkerd.io/inbound-port":"4143""#);
+    let explicit = workload("127.0.0.1", "");
+    for (name, doc) in [("db-1", &pod), ("db-2", &explicit)] {
+        let path = format!("/v1/workloads/default/{name}");
+        let (status, body) = http_json(cp.api_addr, "PUT", &path, doc).await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+
+    let mut updates = get(cp.grpc_addr, "db.default.svc.cluster.local:5432")
+        .await
+        .unwrap();
+    // The two registrations may reach the index separately: gather adds until both are in.
+    let mut hints = std::collections::BTreeMap::new();
+    while hints.len() < 2 {
+        let U::Add(set) = next(&mut updates).await else {
+            panic!("expected add")
+        };
+        for a in &set.addrs {
+            let hint = a.protocol_hint.unwrap();
+            let opaque = matches!(
+                hint.protocol,
+                Some(linkerd2_proxy_api::destination::protocol_hint::Protocol::Opaque(_))
+            );
+            let addr = SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string();
+            hints.insert(
+                addr,
+                (hint.opaque_transport.map(|t| t.inbound_port), opaque),
+            );
+        }
+    }
+    let hints: Vec<(String, Option<u32>, bool)> =
+        hints.into_iter().map(|(a, (t, o))| (a, t, o)).collect();
+    assert_eq!(
+        hints,
+        vec![
+            ("127.0.0.1:5432".to_string(), None, true),
+            ("198.18.0.21:5432".to_string(), Some(4143), true),
+        ]
+    );
+
+    // A bad value is refused with the field named, and nothing is registered.
+    let bad = workload("198.18.0.22", r#""config.linkerd.io/inbound-port":"0""#);
+    let (status, body) = http_json(cp.api_addr, "PUT", "/v1/workloads/default/db-3", &bad).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "request body: metadata.annotations[\"config.linkerd.io/inbound-port\"]: \"0\" is not a port 1..65535"
+    );
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A timing harness, not a test: run by hand with
+/// `cargo test -p weft-control --test control_plane first_answer_latency -- --ignored --nocapture`.
+/// Prints how long the first `Destination.Get` answer takes on a fresh connection and on a new
+/// stream of a connection already in use (the client sets TCP_NODELAY, as the proxy does, so
+/// only the server's side of the socket is measured).
+#[tokio::test]
+#[ignore = "timing harness: prints numbers, asserts nothing"]
+async fn first_answer_latency() {
+    use linkerd2_proxy_api::destination::{destination_client::DestinationClient, GetDestination};
+    const N: usize = 40;
+    let dir = temp_store("latency");
+    let cp = start(&dir).await;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cp.grpc_addr))
+        .unwrap()
+        .tcp_nodelay(true);
+    let req = || GetDestination {
+        path: "web.default.svc.cluster.local:8080".into(),
+        ..Default::default()
+    };
+    let summary = |what: &str, mut ms: Vec<f64>| {
+        ms.sort_by(f64::total_cmp);
+        let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{what}: n={} min={:.2}ms median={:.2}ms p90={:.2}ms max={:.2}ms",
+            ms.len(),
+            q(0.0),
+            q(0.5),
+            q(0.9),
+            q(1.0)
+        );
+    };
+    let mut fresh = Vec::new();
+    for _ in 0..N {
+        let started = std::time::Instant::now();
+        let mut client = DestinationClient::new(endpoint.connect().await.unwrap());
+        let mut stream = client.get(req()).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        fresh.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut client = DestinationClient::new(endpoint.connect().await.unwrap());
+    let mut reused = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..N {
+        let started = std::time::Instant::now();
+        let mut stream = client.get(req()).await.unwrap().into_inner();
+        stream.message().await.unwrap().unwrap();
+        reused.push(started.elapsed().as_secs_f64() * 1e3);
+        open.push(stream);
+    }
+    summary("fresh connection + Get, first answer", fresh);
+    summary("new Get on a connection in use, first answer", reused);
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,6 +36,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 continue;
             }
         };
+        // As on the proxy's other sockets: a scrape must not wait for a delayed ACK.
+        let _ = stream.set_nodelay(true);
         let admin = admin.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {

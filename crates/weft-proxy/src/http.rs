@@ -276,7 +276,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Rewrites an HTTP/1 request to travel as HTTP/2 between proxies: absolute URI with the original
-/// Host as `:authority`, marked `l5d-orig-proto: HTTP/1.1`.
+/// Host as `:authority`, marked `l5d-orig-proto: HTTP/1.1`. `Host` itself stays on the request
+/// (equal to `:authority`): a peer that downgrades by forwarding the request as received — as
+/// Linkerd's inbound does — must still hand the application a `Host`.
 pub fn upgrade_to_h2(req: &mut Request<Body>) {
     let authority = authority_of(req);
     let path = req
@@ -284,26 +286,33 @@ pub fn upgrade_to_h2(req: &mut Request<Body>) {
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    if let Some(uri) = authority.and_then(|a| Uri::try_from(format!("http://{a}{path}")).ok()) {
-        *req.uri_mut() = uri;
+    if let Some(a) = authority {
+        if let Ok(uri) = Uri::try_from(format!("http://{a}{path}")) {
+            *req.uri_mut() = uri;
+        }
+        // RFC 9110 §7.2: a proxy replaces Host with the request target's authority.
+        if let Ok(host) = HeaderValue::from_str(&a) {
+            req.headers_mut().insert(header::HOST, host);
+        }
     }
     strip_hop_by_hop(req.headers_mut(), false);
-    req.headers_mut().remove(header::HOST);
     req.headers_mut()
         .insert(L5D_ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     *req.version_mut() = Version::HTTP_2;
 }
 
-/// Rewrites a request for an HTTP/1 hop: origin-form URI and a `Host` header.
+/// Rewrites a request for an HTTP/1 hop: origin-form URI and exactly one `Host`. When the request
+/// names an authority (absolute-form, HTTP/2 `:authority`) that is the Host (RFC 9110 §7.2,
+/// RFC 9113 §8.3.1), replacing whatever `Host` came along, so a request upgraded by a peer that
+/// kept `Host` (ours, Linkerd's) does not reach the application with two.
 pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(v) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
+    if let Some(v) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        // `insert` replaces every value already there.
+        req.headers_mut().insert(header::HOST, v);
     }
     // CONNECT keeps its authority-form target.
     if req.method() != Method::CONNECT {

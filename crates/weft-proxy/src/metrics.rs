@@ -309,17 +309,18 @@ impl Metrics {
         for (labels, h) in &http {
             for (status, hist) in lock(&h.latency).iter() {
                 let status = status.to_string();
-                let base = [("status_code", status.as_str())];
+                // Rendered once per series, not per bucket: label rendering is most of a
+                // scrape's cost. `le` is the last label either way.
+                let l = render_labels(labels, &[("status_code", status.as_str())]);
                 let mut cumulative = 0;
                 for (i, n) in hist.buckets.iter().enumerate() {
                     cumulative += n;
-                    let le = LATENCY_BUCKETS_MS
-                        .get(i)
-                        .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-                    let l = render_labels(labels, &[base[0], ("le", le.as_str())]);
-                    sample(&mut out, "response_latency_ms_bucket", &l, cumulative);
+                    let bucket = "response_latency_ms_bucket";
+                    let _ = match LATENCY_BUCKETS_MS.get(i) {
+                        Some(le) => writeln!(out, "{bucket}{{{l},le=\"{le}\"}} {cumulative}"),
+                        None => writeln!(out, "{bucket}{{{l},le=\"+Inf\"}} {cumulative}"),
+                    };
                 }
-                let l = render_labels(labels, &base);
                 let sum_ms = hist.sum_us as f64 / 1000.0;
                 let _ = writeln!(out, "response_latency_ms_sum{{{l}}} {sum_ms}");
                 sample(&mut out, "response_latency_ms_count", &l, hist.count);

@@ -225,6 +225,8 @@ struct Mesh {
     outbound: SocketAddr,
     /// The outbound listener itself in explicit (HTTP_PROXY) mode.
     explicit: SocketAddr,
+    /// The inbound listener, for tests that play the peer proxy themselves.
+    inbound_addr: SocketAddr,
     /// Whether each connection the inbound proxy accepted started with the HTTP/2 preface.
     inbound_saw_h2: Arc<Mutex<Vec<bool>>>,
     _drain: watch::Sender<bool>,
@@ -312,6 +314,7 @@ async fn mesh(app_port: u16, svc_port: u16, hint: ProtocolHint, opaque: bool) ->
     Mesh {
         outbound: outbound_addr,
         explicit,
+        inbound_addr,
         inbound_saw_h2,
         _drain: drain_tx,
         metrics,
@@ -532,4 +535,151 @@ async fn connect_error_is_502() {
         .to_str()
         .unwrap();
     assert!(reason.contains(&dead.to_string()), "{reason}");
+}
+
+/// What one HTTP/2 request looked like on the wire: version, `:authority`, every `host` value
+/// and `l5d-orig-proto`.
+type SeenH2 = (Version, Option<String>, Vec<String>, Option<String>);
+
+/// A peer proxy's inbound stand-in: an HTTP/2 server that records each request it receives.
+async fn start_h2_inspector() -> (SocketAddr, Arc<Mutex<Vec<SeenH2>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let record = record.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let hosts = req
+                    .headers()
+                    .get_all(header::HOST)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect();
+                let orig = req
+                    .headers()
+                    .get("l5d-orig-proto")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let authority = req.uri().authority().map(|a| a.to_string());
+                record
+                    .lock()
+                    .unwrap()
+                    .push((req.version(), authority, hosts, orig));
+                async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn upgraded_http1_keeps_host_on_the_wire() {
+    let (peer, seen) = start_h2_inspector().await;
+    let target = Target::Name {
+        host: WEB.to_string(),
+        port: 8080,
+    };
+    let ob = outbound_to(
+        &target,
+        vec![endpoint(peer, ProtocolHint::H2)],
+        Duration::from_secs(1),
+        PortSet(vec![]),
+        Metrics::new(),
+    );
+    let explicit = serve_one(ob.clone(), Origin::Explicit).await;
+    let upstream = serve_one(ob, Origin::Upstream(target)).await;
+
+    // Origin-form through an upstream port: Host becomes `:authority` and stays as `host`.
+    let mut client = h1_client(upstream).await;
+    let req = Request::get("/a")
+        .header(header::HOST, format!("{WEB}:8080"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client.send_request(req).await.unwrap().status(), 200);
+    // Absolute-form (HTTP_PROXY client) with a Host that disagrees: the request target wins
+    // (RFC 9110 §7.2) and `host` equals `:authority`.
+    let mut client = h1_client(explicit).await;
+    let req = Request::get(format!("http://{WEB}:8080/b"))
+        .header(header::HOST, "stale.example:1")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client.send_request(req).await.unwrap().status(), 200);
+
+    let want = (
+        Version::HTTP_2,
+        Some(format!("{WEB}:8080")),
+        vec![format!("{WEB}:8080")],
+        Some("HTTP/1.1".to_string()),
+    );
+    assert_eq!(*seen.lock().unwrap(), vec![want.clone(), want]);
+}
+
+/// An HTTP/1 application that answers with every `Host` value it received, in order.
+async fn start_app_hosts() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                let hosts: Vec<&str> = req
+                    .headers()
+                    .get_all(header::HOST)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                let text = format!("{:?} {:?}", req.version(), hosts);
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn inbound_downgrade_sends_exactly_one_host() {
+    let app = start_app_hosts().await;
+    let mesh = mesh(app.port(), 8080, ProtocolHint::H2, false).await;
+    let ib = mesh.inbound_addr;
+
+    let io = TokioIo::new(TcpStream::connect(ib).await.unwrap());
+    let (mut peer, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let cases: [(&[&str], &str); 3] = [
+        // What our outbound (and Linkerd's) sends now: `host` equal to `:authority`.
+        (
+            &[&format!("{WEB}:8080")],
+            "HTTP/1.1 [\"web.default.svc.cluster.local:8080\"]",
+        ),
+        // An older peer that dropped `host`: it is rebuilt from `:authority`.
+        (&[], "HTTP/1.1 [\"web.default.svc.cluster.local:8080\"]"),
+        // Disagreeing or repeated `host` values: `:authority` wins (RFC 9113 §8.3.1).
+        (
+            &["a.example", "b.example"],
+            "HTTP/1.1 [\"web.default.svc.cluster.local:8080\"]",
+        ),
+    ];
+    for (hosts, want) in cases {
+        let mut req = Request::get(format!("http://{WEB}:8080/x"))
+            .header("l5d-orig-proto", "HTTP/1.1")
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        for h in hosts {
+            req.headers_mut().append(header::HOST, h.parse().unwrap());
+        }
+        let resp = peer.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "host {hosts:?}");
+        assert_eq!(body_text(resp).await, want, "host {hosts:?}");
+    }
 }

@@ -189,8 +189,15 @@ impl RunArgs {
         Addressing { ip, gateway }
     }
 
-    /// The ExternalWorkload to register: the workload at `ip`, its ports at `ports`.
-    fn workload(&self, ip: IpAddr, ports: &[(Option<String>, u16)]) -> serde_json::Value {
+    /// The ExternalWorkload to register: the workload at `ip`, its ports at `ports`, and (in a
+    /// pod) the sidecar's inbound port there, so peers reach opaque ports with the transport
+    /// header. Explicit mode passes None: its ports are the sidecar's forward ports already.
+    fn workload(
+        &self,
+        ip: IpAddr,
+        ports: &[(Option<String>, u16)],
+        inbound_port: Option<u16>,
+    ) -> serde_json::Value {
         let mut labels: BTreeMap<&str, &str> = self
             .labels
             .iter()
@@ -209,10 +216,21 @@ impl RunArgs {
         let mut metadata = serde_json::json!({
             "name": self.name, "namespace": self.namespace, "labels": labels,
         });
+        let mut annotations = serde_json::Map::new();
         if !self.opaque_ports.is_empty() {
-            metadata["annotations"] = serde_json::json!({
-                weft_control::resource::OPAQUE_PORTS_ANNOTATION: self.opaque_ports.to_string()
-            });
+            annotations.insert(
+                weft_control::resource::OPAQUE_PORTS_ANNOTATION.into(),
+                self.opaque_ports.to_string().into(),
+            );
+        }
+        if let Some(port) = inbound_port {
+            annotations.insert(
+                weft_control::resource::INBOUND_PORT_ANNOTATION.into(),
+                port.to_string().into(),
+            );
+        }
+        if !annotations.is_empty() {
+            metadata["annotations"] = annotations.into();
         }
         serde_json::json!({
             "apiVersion": "workload.linkerd.io/v1beta1",
@@ -346,7 +364,11 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
         .map(|p| (p.name.clone(), p.port))
         .collect();
     if wait_ports(pod, args, &mut running.cmd).await? {
-        let answer = register(args, &args.workload(IpAddr::V4(pod.addressing.ip), &ports)).await?;
+        let answer = register(
+            args,
+            &args.workload(IpAddr::V4(pod.addressing.ip), &ports, Some(INBOUND_PORT)),
+        )
+        .await?;
         running.registered = true;
         if let Err(e) = hand_over(&mut running, identity, &answer) {
             teardown(args, &mut running).await;
@@ -406,9 +428,12 @@ fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(SocketAddr, Opt
     let upstream = args.control;
     let relay = tokio::spawn(async move {
         while let Ok((mut inside, _)) = listener.accept().await {
+            // TCP_NODELAY on both legs: gRPC's small writes must not wait for delayed ACKs.
+            let _ = inside.set_nodelay(true);
             tokio::spawn(async move {
                 match tokio::net::TcpStream::connect(upstream).await {
                     Ok(mut outside) => {
+                        let _ = outside.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
                     }
                     Err(e) => tracing::warn!(%upstream, error = %e, "control plane unreachable"),
@@ -658,7 +683,7 @@ async fn explicit(
             (p.name.clone(), addr)
         })
         .collect();
-    let workload = args.workload(IpAddr::V4(Ipv4Addr::LOCALHOST), &ports);
+    let workload = args.workload(IpAddr::V4(Ipv4Addr::LOCALHOST), &ports, None);
     let registration = register(args, &workload);
     let status = tokio::select! {
         result = registration => {
@@ -776,14 +801,22 @@ mod tests {
             "--",
             "x",
         ]);
-        let doc = a.workload("198.18.2.20".parse().unwrap(), &[(None, 6379)]);
+        let doc = a.workload("198.18.2.20".parse().unwrap(), &[(None, 6379)], Some(4143));
         assert_eq!(doc["metadata"]["labels"]["app"], "db");
         assert_eq!(doc["metadata"]["namespace"], "prod");
         assert_eq!(
             doc["metadata"]["annotations"]["config.linkerd.io/opaque-ports"],
             "6379"
         );
+        assert_eq!(
+            doc["metadata"]["annotations"]["config.linkerd.io/inbound-port"],
+            "4143"
+        );
         assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "198.18.2.20");
         assert_eq!(doc["spec"]["ports"][0]["port"], 6379);
+        let explicit = a.workload("127.0.0.1".parse().unwrap(), &[(None, 16379)], None);
+        assert!(explicit["metadata"]["annotations"]
+            .get("config.linkerd.io/inbound-port")
+            .is_none());
     }
 }

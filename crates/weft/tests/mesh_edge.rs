@@ -5,18 +5,23 @@
 //!   rejects (forwarded as-is);
 //! - an endpoint's proxy restarting between requests: no request fails;
 //! - an application port that refuses connections: a quick 502 with `l5d-proxy-error`, and the
-//!   peer's shared HTTP/2 connection keeps working for the other streams and later requests.
+//!   peer's shared HTTP/2 connection keeps working for the other streams and later requests;
+//! - the `/metrics` of both proxies after the tunnels (HTTP and opaque TCP, errors among them)
+//!   read by the exposition format's reference parser, `promtool check metrics` (Debian's
+//!   `prometheus` package): no parse error, no lint finding but the deliberate ones.
 
 mod support;
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::apps::{EchoServer, Greeter};
 use support::clients::{empty, h2_request, proxy_request, Reply, H1, H2};
 use support::{
-    authority, free_port, service, workload_doc, write_docs, Control, Proxy, ProxySpec, ServiceDoc,
-    TempDir, SOON,
+    authority, free_port, service, which, workload_doc, write_docs, Control, Proxy, ProxySpec,
+    ServiceDoc, TempDir, SOON,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,6 +61,47 @@ async fn read_n(stream: &mut TcpStream, n: usize, within: Duration) -> Vec<u8> {
         .expect("bytes in time")
         .expect("read");
     buf
+}
+
+/// Lint findings kept on purpose: Linkerd's metric names, which dashboards and queries written
+/// for Linkerd use as they are (`docs/proxy-config.md`, Metrics).
+const DELIBERATE_LINTS: &[&str] =
+    &["response_latency_ms metric names should not contain abbreviated units"];
+
+/// Feeds `proxy`'s scrape to `promtool check metrics`: exit 0 (clean) or 3 (lint findings only),
+/// and every finding deliberate. Exit 1 is a parse error.
+async fn assert_promtool_accepts(promtool: &Path, who: &str, proxy: &Proxy) {
+    let text = proxy.metrics().await;
+    let mut child = tokio::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start promtool");
+    let mut stdin = child.stdin.take().expect("promtool stdin");
+    stdin
+        .write_all(text.as_bytes())
+        .await
+        .expect("feed promtool");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("promtool output");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !DELIBERATE_LINTS.contains(l))
+        .collect();
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)) && problems.is_empty(),
+        "promtool on the {who} proxy's scrape ({}): {printed}\n--- scrape ---\n{text}",
+        out.status
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,6 +203,29 @@ async fn connect_tunnels_reach_tcp_and_http_services() {
         )
         .await;
     assert!(counted >= 2.0, "greet tunnels counted: {counted}");
+
+    // 5. Both scrapes, now holding HTTP and TCP series, pass the reference parser.
+    let Some(promtool) = which("promtool") else {
+        support::skip_or_fail("promtool is not installed (apt-get install prometheus)");
+        return;
+    };
+    support::eventually(
+        "the server proxy counted the tunnel's HTTP",
+        SOON,
+        || async {
+            let n = server
+                .metric_sum("response_total", &[("direction", "inbound")])
+                .await;
+            (n >= 2.0).then_some(())
+        },
+    )
+    .await;
+    let scrape = server.metrics().await;
+    for family in ["response_latency_ms_bucket{", "tcp_read_bytes_total{"] {
+        assert!(scrape.contains(family), "no {family} in:\n{scrape}");
+    }
+    assert_promtool_accepts(&promtool, "client", &client).await;
+    assert_promtool_accepts(&promtool, "server", &server).await;
 }
 
 /// Control plane, the echo app behind a proxy on a FIXED forward port (so it can restart in

@@ -200,7 +200,11 @@ pub(crate) fn weighted_addr(e: &Endpoint) -> api::WeightedAddr {
             strategy: Some(tls_identity::Strategy::DnsLikeIdentity(name)),
         }),
         protocol_hint: Some(api::ProtocolHint {
-            opaque_transport: None,
+            opaque_transport: e
+                .opaque_transport
+                .map(|port| protocol_hint::OpaqueTransport {
+                    inbound_port: port.into(),
+                }),
             protocol: Some(protocol),
         }),
         authority_override: None,

@@ -19,7 +19,7 @@ use linkerd2_proxy_api::{
 };
 use std::sync::Arc;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use destination::DestinationService;
 #[cfg(test)]
@@ -49,8 +49,13 @@ pub async fn serve(
         .add_service(InboundServerPoliciesServer::new(InboundService::new(
             index, shutdown,
         )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop.changed().await;
-        })
+        // TCP_NODELAY: without it a stream's first answer (headers, then data) waits ~40 ms
+        // for the client's delayed ACK (Nagle), on every new stream.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stop.changed().await;
+            },
+        )
         .await
 }

@@ -295,7 +295,9 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 async fn serve_books(listener: TcpListener) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(BooksServer::new(Catalogue))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
         .await
         .context("books gRPC server")
 }

@@ -376,6 +376,8 @@ async fn admin_relay(pod: Arc<Pod>) -> anyhow::Result<(SocketAddr, tokio::task::
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         while let Ok((mut outside, _)) = listener.accept().await {
+            // TCP_NODELAY on both legs, as on every socket that carries requests.
+            let _ = outside.set_nodelay(true);
             let pod = pod.clone();
             tokio::spawn(async move {
                 let connected = tokio::task::spawn_blocking(move || {
@@ -385,6 +387,7 @@ async fn admin_relay(pod: Arc<Pod>) -> anyhow::Result<(SocketAddr, tokio::task::
                             Duration::from_secs(1),
                         )?;
                         stream.set_nonblocking(true)?;
+                        stream.set_nodelay(true)?;
                         Ok(stream)
                     })
                 })
