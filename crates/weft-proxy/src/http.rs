@@ -98,6 +98,14 @@ pub enum Error {
         "refusing to forward to {addr}: it is this proxy's own outbound listener (a request loop)"
     )]
     Loop { addr: SocketAddr },
+    /// This proxy has identity but had no certificate by the fail-fast deadline: a meshed
+    /// peer is never called in plaintext instead.
+    #[error(
+        "no certificate for this proxy yet after {timeout:?}: the request to {peer} is not sent \
+         (a meshed peer is never called in plaintext); is the workload registered and the \
+         identity service reachable?"
+    )]
+    NoCertificate { peer: String, timeout: Duration },
     /// Inbound: the port requires a mutually authenticated client and this one is not.
     #[error("port {port} requires a client identity (mTLS); this connection has none: {why}")]
     IdentityRequired { port: u16, why: &'static str },
@@ -128,7 +136,9 @@ impl Error {
             | Error::Handshake { .. }
             | Error::Upstream { .. }
             | Error::Dns { .. } => Side::Upstream,
-            Error::Unavailable { .. } | Error::Loop { .. } => Side::Internal,
+            Error::Unavailable { .. } | Error::Loop { .. } | Error::NoCertificate { .. } => {
+                Side::Internal
+            }
         }
     }
 
@@ -137,7 +147,7 @@ impl Error {
     /// did not process it.
     pub fn retry_safe(&self) -> bool {
         match self {
-            Error::Connect(_) | Error::Handshake { .. } => true,
+            Error::Connect(_) | Error::Handshake { .. } | Error::NoCertificate { .. } => true,
             Error::Upstream { unprocessed, .. } => *unprocessed,
             _ => false,
         }
@@ -145,7 +155,9 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::NoCertificate { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::NoAuthority => StatusCode::BAD_REQUEST,
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
             Error::IdentityRequired { .. } => StatusCode::FORBIDDEN,

@@ -21,6 +21,7 @@ use std::{
     time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// The only ALPN value of the mesh: the connection starts with a transport header.
 pub const TRANSPORT_ALPN: &[u8] = b"transport.l5d.io/v1";
@@ -64,14 +65,14 @@ impl std::fmt::Debug for ClientTls {
 pub enum Plan {
     Tls(ClientTls),
     Plain(&'static str),
+    /// This proxy has identity but no certificate yet, and none arrived in time: no connection.
+    NoCertificate,
 }
 
 /// `no_tls_reason` values set by the data path.
 pub const NO_TLS_FROM_DISCOVERY: &str = crate::metrics::NO_TLS_FROM_DISCOVERY;
 /// This proxy runs without identity (the transitional mode).
 pub const NO_TLS_LOCAL_DISABLED: &str = "local_identity_disabled";
-/// This proxy has no certificate yet (it is not ready; requests sent anyway go in plaintext).
-pub const NO_TLS_NO_CERTIFICATE: &str = "local_certificate_not_ready";
 /// Discovery named an identity that cannot be an SNI (a URI-like identity).
 pub const NO_TLS_UNSUPPORTED_IDENTITY: &str = "unsupported_identity";
 
@@ -84,10 +85,23 @@ impl Client {
     }
 
     /// The TLS for a peer that discovery says is `peer_identity`. `transport` adds the ALPN of
-    /// the transport header.
-    pub fn plan(&self, peer_identity: &str, transport: bool) -> Plan {
-        let Some(cert) = self.identity.current() else {
-            return Plan::Plain(NO_TLS_NO_CERTIFICATE);
+    /// the transport header. Before this proxy's first certificate it waits for one until
+    /// `deadline` and then gives up ([`Plan::NoCertificate`]): a connection to a meshed peer is
+    /// never made in plaintext for lack of a certificate.
+    pub async fn plan(&self, peer_identity: &str, transport: bool, deadline: Instant) -> Plan {
+        let cert = match self.identity.current() {
+            Some(cert) => cert,
+            None => {
+                let mut rx = self.identity.watch();
+                let waited = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok().and_then(|cert| cert.clone()));
+                match waited {
+                    Some(cert) => cert,
+                    None => return Plan::NoCertificate,
+                }
+            }
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if !cache.cert.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cert)) {
@@ -221,7 +235,7 @@ pub async fn peek_client_hello<S: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> io::Result<(Peeked, BytesMut)> {
     let mut buf = BytesMut::with_capacity(1024);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         match parse_client_hello(&buf) {
             Some(p) => return Ok((p, buf)),

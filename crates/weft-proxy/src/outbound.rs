@@ -263,22 +263,33 @@ impl Outbound {
     }
 
     /// TLS towards a picked endpoint: mTLS when discovery named its identity and this proxy has
-    /// one; the metrics label either way. `transport`: offer ALPN `transport.l5d.io/v1`.
-    fn tls_for(&self, ep: Option<&Endpoint>, transport: bool) -> (Option<ClientTls>, TlsLabel) {
+    /// one; the metrics label either way. `transport`: offer ALPN `transport.l5d.io/v1`. A proxy
+    /// with identity waits for its first certificate until `deadline` rather than connect to a
+    /// meshed peer in plaintext.
+    async fn tls_for(
+        &self,
+        ep: Option<&Endpoint>,
+        transport: bool,
+        deadline: Instant,
+    ) -> Result<(Option<ClientTls>, TlsLabel), Error> {
         let Some(peer) = ep.and_then(|e| e.identity.as_deref()) else {
-            return (None, NO_TLS);
+            return Ok((None, NO_TLS));
         };
         let Some(client) = &self.tls else {
-            return (None, TlsLabel::NoIdentity(mtls::NO_TLS_LOCAL_DISABLED));
+            return Ok((None, TlsLabel::NoIdentity(mtls::NO_TLS_LOCAL_DISABLED)));
         };
-        match client.plan(peer, transport) {
+        match client.plan(peer, transport, deadline).await {
             mtls::Plan::Tls(tls) => {
                 let label = TlsLabel::Established {
                     peer_id: Some(tls.identity.to_string()),
                 };
-                (Some(tls), label)
+                Ok((Some(tls), label))
             }
-            mtls::Plan::Plain(reason) => (None, TlsLabel::NoIdentity(reason)),
+            mtls::Plan::Plain(reason) => Ok((None, TlsLabel::NoIdentity(reason))),
+            mtls::Plan::NoCertificate => Err(Error::NoCertificate {
+                peer: peer.to_string(),
+                timeout: self.settings.failfast_timeout,
+            }),
         }
     }
 }
@@ -407,7 +418,9 @@ async fn forward_opaque(
         in_flight: _in_flight,
     } = ob.pick(target, dest, deadline).await?;
     let transport_port = endpoint.as_ref().and_then(|e| e.opaque_transport_port);
-    let (tls, tls_label) = ob.tls_for(endpoint.as_ref(), transport_port.is_some());
+    let (tls, tls_label) = ob
+        .tls_for(endpoint.as_ref(), transport_port.is_some(), deadline)
+        .await?;
     let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
     // The transport header only travels inside TLS: without it, connect to the endpoint as is.
     let (dial_addr, header) = match (transport_port, &tls) {
@@ -518,7 +531,13 @@ where
     let hint = endpoint
         .as_ref()
         .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
-    let (tls, tls_label) = ob.tls_for(endpoint.as_ref(), false);
+    let (tls, tls_label) = match ob.tls_for(endpoint.as_ref(), false, deadline).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), NO_TLS);
+            return early_error(&ob, &labels, e, started);
+        }
+    };
     let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
     let metrics = ob.metrics.http(&labels);
     metrics.request();
@@ -574,7 +593,18 @@ async fn tunnel<B>(
             return early_error(&ob, &labels, e, started);
         }
     };
-    let (tls, tls_label) = ob.tls_for(picked.endpoint.as_ref(), false);
+    let (tls, tls_label) = match ob.tls_for(picked.endpoint.as_ref(), false, deadline).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            let labels = ob.labels(
+                Some(authority),
+                picked.addr,
+                picked.endpoint.as_ref(),
+                NO_TLS,
+            );
+            return early_error(&ob, &labels, e, started);
+        }
+    };
     let labels = ob.labels(
         Some(authority),
         picked.addr,

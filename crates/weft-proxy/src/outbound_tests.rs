@@ -225,3 +225,132 @@ async fn in_flight_request_keeps_its_balancer() {
     drop((held, again));
     assert_eq!(ob.balancers.live(), 0);
 }
+
+/// `Identity.Certify` that answers only once `open` turns true: a proxy whose workload is not
+/// registered yet, or whose control plane is not reachable yet.
+struct Gated {
+    ca: Arc<crate::identity::tests::TestCa>,
+    open: watch::Receiver<bool>,
+}
+
+impl crate::identity::Certifier for Gated {
+    fn certify(
+        &mut self,
+        req: linkerd2_proxy_api::identity::CertifyRequest,
+    ) -> impl std::future::Future<
+        Output = Result<linkerd2_proxy_api::identity::CertifyResponse, tonic::Status>,
+    > + Send {
+        let (ca, mut open) = (self.ca.clone(), self.open.clone());
+        async move {
+            let _ = open.wait_for(|o| *o).await;
+            ca.sign_csr(
+                &req,
+                std::time::SystemTime::now() + Duration::from_secs(3600),
+            )
+        }
+    }
+}
+
+const PEER: &str = "web.default.serviceaccount.identity.weft.cluster.local";
+
+/// An outbound proxy with identity whose certificate waits for `open`, towards one meshed
+/// endpoint (identity `PEER`) at `addr`.
+fn gated_outbound(
+    addr: SocketAddr,
+    failfast: Duration,
+    open: watch::Receiver<bool>,
+) -> Arc<Outbound> {
+    use crate::identity::tests::{test_config, token_file, TestCa};
+    let ca = Arc::new(TestCa::new());
+    let (cfg, schedule) = test_config(
+        "client.default.serviceaccount.identity.weft.cluster.local",
+        &ca.anchor_pem,
+        None,
+        token_file("gated"),
+    );
+    let metrics = Metrics::new();
+    let id = Identity::start_with(&cfg, schedule, metrics.clone(), Gated { ca, open })
+        .expect("identity");
+    let endpoint = Endpoint {
+        identity: Some(PEER.to_string()),
+        hint: ProtocolHint::H2,
+        ..plain_endpoint(addr)
+    };
+    let settings = Settings {
+        detect_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        failfast_timeout: failfast,
+        opaque_ports: PortSet::default(),
+        pool: Default::default(),
+        own: OwnAddrs::default(),
+    };
+    let resolver = Fixed {
+        endpoints: vec![endpoint],
+        silent_for: None,
+        senders: Senders::default(),
+    };
+    Outbound::with_identity(settings, Box::new(resolver), metrics, Some(id))
+}
+
+/// A listener that records the first bytes of every connection it accepts.
+async fn first_bytes_recorder() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                record.lock().unwrap().push(buf[..n].to_vec());
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A proxy with identity but no certificate yet never calls a meshed peer in plaintext: the
+/// request fails after the fail-fast timeout with 503 and an `l5d-proxy-error` saying why, and
+/// the peer saw no connection at all.
+#[tokio::test]
+async fn no_plaintext_to_a_meshed_peer_before_the_first_certificate() {
+    let (addr, seen) = first_bytes_recorder().await;
+    let (_gate, open) = watch::channel(false);
+    let ob = gated_outbound(addr, Duration::from_millis(300), open);
+    let resp = proxy_request(ob, None, get("http://web:8080/x")).await;
+    assert_eq!(resp.status(), 503);
+    let why = resp.headers()[http::L5D_PROXY_ERROR].to_str().unwrap();
+    assert!(
+        why.starts_with("no certificate for this proxy yet") && why.contains(PEER),
+        "{why}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(seen.lock().unwrap().is_empty(), "the peer was contacted");
+}
+
+/// A request that arrives before the first certificate waits for it (within the fail-fast
+/// timeout) and then goes out as TLS: the peer's first bytes are a TLS handshake record.
+#[tokio::test]
+async fn a_request_before_the_first_certificate_waits_and_goes_out_as_tls() {
+    let (addr, seen) = first_bytes_recorder().await;
+    let (gate, open) = watch::channel(false);
+    let ob = gated_outbound(addr, Duration::from_secs(10), open);
+    let request = tokio::spawn(proxy_request(ob, None, get("http://web:8080/x")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "connected before the certificate"
+    );
+    gate.send_replace(true);
+    // The recorder is no TLS server, so the request itself then fails; what matters is how it
+    // went out.
+    let _ = tokio::time::timeout(Duration::from_secs(10), request).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the peer was never contacted");
+    for first in seen {
+        assert_eq!(first.first(), Some(&0x16), "not a TLS handshake: {first:?}");
+    }
+}

@@ -68,11 +68,15 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let running = weft_control::start(args.config())
         .await
         .context("starting the control plane")?;
+    // The handlers exist before the listening line: a supervisor that stops us as soon as it
+    // reads the line gets a clean shutdown, not the default action of the signal.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     println!("{}", listening_line(running.grpc_addr, running.api_addr));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
     tracing::info!("shutting down");

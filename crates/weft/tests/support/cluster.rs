@@ -40,9 +40,18 @@ pub async fn workload(
     cmd: &[&str],
 ) -> Workload {
     let proxy = super::proxy_bin();
-    Workload::start(cluster, node, Path::new(WEFT), &proxy, control, name, flags, cmd)
-        .await
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    Workload::start(
+        cluster,
+        node,
+        Path::new(WEFT),
+        &proxy,
+        control,
+        name,
+        flags,
+        cmd,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }
 
 /// The `ratings` demo service (`weft demo-service ratings`) on `node`, port `http=8080`.
