@@ -350,7 +350,7 @@ async fn renew<C: Certifier>(
                     .unwrap_or_default();
                 let delay = refresh_delay(remaining, schedule.min_refresh, schedule.max_refresh);
                 metrics.identity_refreshed(unix(certified.valid_until));
-                tracing::info!(identity = %local.name, valid_for = ?remaining, refresh_in = ?delay, "certificate obtained");
+                tracing::info!(identity = %local.name, valid_until = %rfc3339(certified.valid_until), refresh_in_s = delay.as_secs(), "certificate obtained");
                 tx.send_replace(Some(Arc::new(certified)));
                 delay
             }
@@ -361,15 +361,15 @@ async fn renew<C: Certifier>(
                 let waiting_for_token = matches!(&error, IdentityError::TokenFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
                 match current {
                     Some(valid_until) => {
-                        tracing::warn!(%error, retry_in = ?delay, ?valid_until, "certificate renewal failed; keeping the current certificate")
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, valid_until = %rfc3339(valid_until), "certificate renewal failed; keeping the current certificate")
                     }
                     // A sidecar usually starts before its workload is registered and its token
                     // written: that is the normal start-up order, not a problem worth a warning.
                     None if waiting_for_token => {
-                        tracing::info!(%error, retry_in = ?delay, "waiting for the token file")
+                        tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "waiting for the token file")
                     }
                     None => {
-                        tracing::warn!(%error, retry_in = ?delay, "cannot obtain a certificate yet")
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot obtain a certificate yet")
                     }
                 }
                 delay
@@ -453,3 +453,15 @@ fn unix(t: SystemTime) -> u64 {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// A time as RFC 3339 to the second (`2026-12-05T16:00:00Z`), for log fields.
+fn rfc3339(t: SystemTime) -> String {
+    let secs = unix(t) as i64;
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}

@@ -204,7 +204,10 @@ pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>)
         // 2b. TLS for someone else: relay it as it is.
         Peeked::Hello(hello) => {
             let Some(port) = app_port else {
-                return tracing::debug!(sni = ?hello.sni, "TLS for another name without a target port");
+                return tracing::debug!(
+                    sni = hello.sni.as_deref().unwrap_or("none"),
+                    "TLS for another name without a target port"
+                );
             };
             let client = Client::Passthru;
             ib.attach(&mut io, SocketAddr::new(local.ip(), port), &client);
