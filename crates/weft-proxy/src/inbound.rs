@@ -249,8 +249,13 @@ async fn terminate(
     app_port: Option<u16>,
 ) {
     let ib = ctx.ib.clone();
-    let Some(config) = ib.tls.as_ref().and_then(|t| t.config(&hello.alpn)) else {
-        return tracing::info!("TLS for this proxy before it has a certificate: closing");
+    let deadline = tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+    let config = match ib.tls.as_ref() {
+        Some(tls) => tls.config_when_ready(&hello.alpn, deadline).await,
+        None => None,
+    };
+    let Some(config) = config else {
+        return tracing::info!("TLS for this proxy and no certificate in time: closing");
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let accepted = tokio::time::timeout(

@@ -177,6 +177,21 @@ impl Server {
         self.identity.name()
     }
 
+    /// [`Server::config`], waiting until `deadline` for this proxy's first certificate: a peer
+    /// that reached us right after our workload was registered (its endpoint is published before
+    /// our certificate arrives) gets its handshake instead of a closed connection.
+    pub async fn config_when_ready(
+        &self,
+        alpn: &[Vec<u8>],
+        deadline: Instant,
+    ) -> Option<Arc<ServerConfig>> {
+        if self.identity.current().is_none() {
+            let mut rx = self.identity.watch();
+            let _ = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
+        }
+        self.config(alpn)
+    }
+
     /// The configuration for a ClientHello offering `alpn`; `None` before the first certificate.
     pub fn config(&self, alpn: &[Vec<u8>]) -> Option<Arc<ServerConfig>> {
         let cert = self.identity.current()?;

@@ -482,3 +482,51 @@ async fn outbound_opaque_uses_the_opaque_transport_port_and_header() {
         "no outbound connection to the inbound port {inbound_port} in:\n{text}"
     );
 }
+
+/// A peer that reaches this proxy before its first certificate (its endpoint is published as
+/// soon as the workload registers, the certificate follows) waits for it: the handshake
+/// completes once the certificate arrives, instead of the connection being closed.
+#[tokio::test]
+async fn inbound_tls_before_the_first_certificate_waits_for_it() {
+    use crate::identity::tests::Gated;
+    let ca = Arc::new(TestCa::new());
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let (cfg, schedule) = test_config(PROXY, &ca.anchor_pem, None, token_file("gated-inbound"));
+    let metrics = Metrics::new();
+    let id = Identity::start_with(
+        &cfg,
+        schedule,
+        metrics.clone(),
+        Gated {
+            ca: ca.clone(),
+            open,
+        },
+    )
+    .expect("identity");
+    let app = tcp_app().await;
+    let listener = inbound_listener(tls_inbound(metrics, id), None).await;
+    let opener = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gate.send_replace(true);
+    });
+    let mut tls = tokio::time::timeout(
+        Duration::from_secs(10),
+        tls_client(listener, &ca, Some(CLIENT), true),
+    )
+    .await
+    .expect("handshake in time");
+    opener.await.expect("opener");
+    TransportHeader {
+        port: app.port(),
+        name: None,
+        protocol: None,
+    }
+    .write(&mut tls)
+    .await
+    .expect("header");
+    tls.write_all(b"early").await.expect("write");
+    tls.shutdown().await.expect("half-close");
+    let mut back = Vec::new();
+    tls.read_to_end(&mut back).await.expect("read");
+    assert_eq!(back, b"got:early");
+}

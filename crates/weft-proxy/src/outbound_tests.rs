@@ -226,31 +226,6 @@ async fn in_flight_request_keeps_its_balancer() {
     assert_eq!(ob.balancers.live(), 0);
 }
 
-/// `Identity.Certify` that answers only once `open` turns true: a proxy whose workload is not
-/// registered yet, or whose control plane is not reachable yet.
-struct Gated {
-    ca: Arc<crate::identity::tests::TestCa>,
-    open: watch::Receiver<bool>,
-}
-
-impl crate::identity::Certifier for Gated {
-    fn certify(
-        &mut self,
-        req: linkerd2_proxy_api::identity::CertifyRequest,
-    ) -> impl std::future::Future<
-        Output = Result<linkerd2_proxy_api::identity::CertifyResponse, tonic::Status>,
-    > + Send {
-        let (ca, mut open) = (self.ca.clone(), self.open.clone());
-        async move {
-            let _ = open.wait_for(|o| *o).await;
-            ca.sign_csr(
-                &req,
-                std::time::SystemTime::now() + Duration::from_secs(3600),
-            )
-        }
-    }
-}
-
 const PEER: &str = "web.default.serviceaccount.identity.weft.cluster.local";
 
 /// An outbound proxy with identity whose certificate waits for `open`, towards one meshed
@@ -260,7 +235,7 @@ fn gated_outbound(
     failfast: Duration,
     open: watch::Receiver<bool>,
 ) -> Arc<Outbound> {
-    use crate::identity::tests::{test_config, token_file, TestCa};
+    use crate::identity::tests::{test_config, token_file, Gated, TestCa};
     let ca = Arc::new(TestCa::new());
     let (cfg, schedule) = test_config(
         "client.default.serviceaccount.identity.weft.cluster.local",

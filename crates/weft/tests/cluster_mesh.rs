@@ -114,8 +114,11 @@ async fn transparent_mesh_on_a_two_node_cluster() {
             out.stderr,
             client.proc.stderr()
         );
-        assert!(out.stdout.starts_with("HTTP/1.1 200"), "{}", out.stdout);
-        assert!(out.stdout.contains(r#""book":3"#), "{}", out.stdout);
+        // ratings fails ~5% of requests on purpose (a 500 that curl --retry sends again): the
+        // answer that counts is the last one curl printed.
+        let last = &out.stdout[out.stdout.rfind("HTTP/1.1 ").unwrap_or(0)..];
+        assert!(last.starts_with("HTTP/1.1 200"), "{}", out.stdout);
+        assert!(last.contains(r#""book":3"#), "{}", out.stdout);
         assert!(
             !out.stdout.to_ascii_lowercase().contains("l5d-orig-proto"),
             "{}",

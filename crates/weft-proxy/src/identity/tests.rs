@@ -695,3 +695,23 @@ async fn a_client_certificate_from_another_ca_is_refused_by_the_server() {
         "{err:?}"
     );
 }
+
+/// `Identity.Certify` that answers only once `open` turns true: a proxy whose workload is not
+/// registered yet, or whose control plane is not reachable yet (shared with the data-path tests).
+pub(crate) struct Gated {
+    pub(crate) ca: Arc<TestCa>,
+    pub(crate) open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Certifier for Gated {
+    fn certify(
+        &mut self,
+        req: CertifyRequest,
+    ) -> impl std::future::Future<Output = Result<CertifyResponse, tonic::Status>> + Send {
+        let (ca, mut open) = (self.ca.clone(), self.open.clone());
+        async move {
+            let _ = open.wait_for(|o| *o).await;
+            ca.sign_csr(&req, SystemTime::now() + Duration::from_secs(3600))
+        }
+    }
+}
