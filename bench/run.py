@@ -311,9 +311,18 @@ def rss(topo):
 
 
 def tcp_throughput(args, ctx, topo):
-    before = snapshot(ctx, topo)
-    result = Child("tcp", [ctx.bench_bin, "tcp", "--addr", topo.tcp, "--bytes", str(args.tcp_mib << 20)],
-                   ctx.workdir, cpus=ctx.client_cpus).wait_json(timeout=300)
+    # One stream through a proxy can be cut (Envoy's tcp_proxy once answered a broken pipe
+    # mid-stream); a second attempt keeps one bad stream from aborting the whole run.
+    for attempt in (1, 2):
+        before = snapshot(ctx, topo)
+        try:
+            result = Child("tcp", [ctx.bench_bin, "tcp", "--addr", topo.tcp, "--bytes", str(args.tcp_mib << 20)],
+                           ctx.workdir, cpus=ctx.client_cpus).wait_json(timeout=300)
+            break
+        except RuntimeError as e:
+            if attempt == 2:
+                raise
+            print(f"  {topo.name:6} tcp: attempt 1 failed, trying once more: {str(e)[:200]}", flush=True)
     after = snapshot(ctx, topo)
     result["cpu"] = cpu_split(before, after, result["cpu_s"])
     print(f"  {topo.name:6} tcp: {result['mb_per_s']:.0f} MB/s ({args.tcp_mib} MiB in {result['seconds']:.2f} s; "
