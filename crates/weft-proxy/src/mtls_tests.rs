@@ -307,6 +307,28 @@ async fn tls_client(
         .expect("handshake")
 }
 
+/// Sends the transport header naming `port`, then `payload`, half-closes and returns what came
+/// back.
+async fn through_header(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    TransportHeader {
+        port,
+        name: None,
+        protocol: None,
+    }
+    .write(tls)
+    .await
+    .expect("header");
+    tls.write_all(payload).await.expect("write");
+    tls.shutdown().await.expect("half-close");
+    let mut back = Vec::new();
+    tls.read_to_end(&mut back).await.expect("read");
+    back
+}
+
 #[tokio::test]
 async fn inbound_terminates_tls_and_follows_the_transport_header() {
     let ca = Arc::new(TestCa::new());
@@ -317,19 +339,10 @@ async fn inbound_terminates_tls_and_follows_the_transport_header() {
     // The main inbound listener: no original destination, so only the header can name a port.
     let listener = inbound_listener(ib, None).await;
     let mut tls = tls_client(listener, &ca, Some(CLIENT), true).await;
-    TransportHeader {
-        port: app.port(),
-        name: None,
-        protocol: None,
-    }
-    .write(&mut tls)
-    .await
-    .expect("header");
-    tls.write_all(b"opaque bytes").await.expect("write");
-    tls.shutdown().await.expect("half-close");
-    let mut back = Vec::new();
-    tls.read_to_end(&mut back).await.expect("read");
-    assert_eq!(back, b"got:opaque bytes");
+    assert_eq!(
+        through_header(&mut tls, app.port(), b"opaque bytes").await,
+        b"got:opaque bytes"
+    );
 
     let text = metrics.render();
     let want = format!(
@@ -516,17 +529,8 @@ async fn inbound_tls_before_the_first_certificate_waits_for_it() {
     .await
     .expect("handshake in time");
     opener.await.expect("opener");
-    TransportHeader {
-        port: app.port(),
-        name: None,
-        protocol: None,
-    }
-    .write(&mut tls)
-    .await
-    .expect("header");
-    tls.write_all(b"early").await.expect("write");
-    tls.shutdown().await.expect("half-close");
-    let mut back = Vec::new();
-    tls.read_to_end(&mut back).await.expect("read");
-    assert_eq!(back, b"got:early");
+    assert_eq!(
+        through_header(&mut tls, app.port(), b"early").await,
+        b"got:early"
+    );
 }
