@@ -58,7 +58,7 @@ impl ControlArgs {
     }
 }
 
-/// The one stdout line announcing the bound addresses (CONTRACT.md section 2).
+/// The one stdout line announcing the bound addresses (documented in docs/control-plane.md).
 pub fn listening_line(grpc: SocketAddr, api: SocketAddr) -> String {
     serde_json::json!({"event": "listening", "grpc": grpc.to_string(), "api": api.to_string()})
         .to_string()

@@ -97,7 +97,7 @@ pub fn proxy_binary() -> anyhow::Result<PathBuf> {
         })
 }
 
-/// The line a proxy prints once it listens (CONTRACT.md section 3).
+/// The line a proxy prints once it listens (documented in docs/proxy-config.md).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProxyListening {
     pub outbound: SocketAddr,

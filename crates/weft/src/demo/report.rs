@@ -164,7 +164,7 @@ pub fn table(rates: &[Rate], header: &str) -> String {
     out
 }
 
-/// The `--json` summary (CONTRACT.md section 4), cumulative over the whole run.
+/// The `--json` summary (documented in docs/demo.md), cumulative over the whole run.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Summary {
     pub edges: Vec<EdgeSummary>,
