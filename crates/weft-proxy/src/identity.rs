@@ -229,6 +229,25 @@ impl Identity {
         self.current.clone()
     }
 
+    /// The current certificate, waiting for the first one until `deadline`: the data path
+    /// waits rather than fall back to plaintext (outbound) or close a peer's handshake (inbound).
+    pub async fn certificate_by(&self, deadline: tokio::time::Instant) -> Option<Arc<Certified>> {
+        if let Some(cert) = self.current() {
+            return Some(cert);
+        }
+        let mut rx = self.current.clone();
+        let first = async {
+            rx.wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|c| c.clone())
+        };
+        tokio::time::timeout_at(deadline, first)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Resolves once the first certificate arrived.
     pub async fn wait_ready(&self) {
         let mut rx = self.current.clone();

@@ -89,19 +89,8 @@ impl Client {
     /// `deadline` and then gives up ([`Plan::NoCertificate`]): a connection to a meshed peer is
     /// never made in plaintext for lack of a certificate.
     pub async fn plan(&self, peer_identity: &str, transport: bool, deadline: Instant) -> Plan {
-        let cert = match self.identity.current() {
-            Some(cert) => cert,
-            None => {
-                let mut rx = self.identity.watch();
-                let waited = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().and_then(|cert| cert.clone()));
-                match waited {
-                    Some(cert) => cert,
-                    None => return Plan::NoCertificate,
-                }
-            }
+        let Some(cert) = self.identity.certificate_by(deadline).await else {
+            return Plan::NoCertificate;
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if !cache.cert.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cert)) {
@@ -185,10 +174,7 @@ impl Server {
         alpn: &[Vec<u8>],
         deadline: Instant,
     ) -> Option<Arc<ServerConfig>> {
-        if self.identity.current().is_none() {
-            let mut rx = self.identity.watch();
-            let _ = tokio::time::timeout_at(deadline, rx.wait_for(Option::is_some)).await;
-        }
+        self.identity.certificate_by(deadline).await?;
         self.config(alpn)
     }
 
