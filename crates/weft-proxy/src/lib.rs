@@ -16,8 +16,11 @@
 //! - [`relay`]: byte relay with half-close, and the metered stream.
 //! - [`connect`]: opening a connection to an endpoint (TCP, TLS, transport header) with one
 //!   timeout, and errors that say why it failed.
-//! - [`backoff`]: the one reconnect backoff (discovery, identity renewal).
-//! - [`balance`]: P2C endpoint choice and the per-target balancer cache.
+//! - [`backoff`]: the one exponential backoff (reconnects, failure-accrual ejection, retries).
+//! - [`balance`]: P2C endpoint choice over peak-EWMA latency, failure accrual, and the
+//!   per-target balancer cache.
+//! - [`retry`]: route retry policies, the replayable request body, the retry budget and the
+//!   retry loop.
 //! - [`accept`]: what a listener hands a request path ([`accept::Accepted`]).
 //! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
 //! - [`sys`]: the only libc calls (`SO_ORIGINAL_DST`, `getifaddrs`, `sysconf`).
@@ -37,6 +40,7 @@ pub mod metrics;
 pub mod mtls;
 pub mod outbound;
 pub mod relay;
+pub mod retry;
 pub mod runtime;
 pub mod sys;
 

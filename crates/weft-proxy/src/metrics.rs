@@ -17,6 +17,8 @@ use std::{
     time::Duration,
 };
 
+pub mod balancer;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
     Inbound,
@@ -79,6 +81,8 @@ struct Registry {
     identity: IdentityStats,
     /// Plain counters keyed by family and rendered labels (TLS refusals, authorization denials).
     counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// `outbound_http_balancer_endpoints` ([`balancer`]).
+    balancers: balancer::Balancers,
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
@@ -449,6 +453,7 @@ impl Metrics {
             }
         }
 
+        balancer::render(&mut out, &self.inner.balancers);
         render_process(&mut out);
         out
     }

@@ -11,6 +11,7 @@ use std::{
 
 mod identity;
 mod parse;
+mod retry;
 
 pub use identity::IdentityConfig;
 use parse::{
@@ -18,6 +19,7 @@ use parse::{
     parse_suffixes, parse_upstreams, parse_workload,
 };
 pub use parse::{parse_duration, parse_port_set};
+pub use retry::*;
 
 /// Control plane gRPC `host:port` serving Destination. Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
@@ -241,6 +243,8 @@ pub struct Config {
     /// Client connection pools: towards remote endpoints and towards the application.
     pub outbound_pool: PoolLimits,
     pub inbound_pool: PoolLimits,
+    /// `WEFT_PROXY_OUTBOUND_RETRY_BUDGET_*`: each retrying route's budget.
+    pub outbound_retry_budget: RetryBudget,
 }
 
 /// How long and how many idle connections a client pool keeps (per direction, from
@@ -529,6 +533,11 @@ impl Config {
             _ => Err(format!("must be a whole number from 1 to {MAX_CORES}")),
         });
 
+        let outbound_retry_budget = RetryBudget::from_env(env).unwrap_or_else(|errors| {
+            r.errors.extend(errors);
+            RetryBudget::default()
+        });
+
         let identity = match IdentityConfig::from_env(env, &destination_addr) {
             Ok(identity) => {
                 // Without identity no client can ever be authenticated: the ports would refuse
@@ -579,6 +588,7 @@ impl Config {
                 cores,
                 outbound_pool,
                 inbound_pool,
+                outbound_retry_budget,
             }),
             _ => Err(ConfigError { errors: r.errors }),
         }

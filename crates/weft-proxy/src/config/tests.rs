@@ -243,3 +243,40 @@ fn pool_limits_per_direction() {
         "{text}"
     );
 }
+
+#[test]
+fn retry_budget_defaults_and_every_bad_value() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert_eq!(
+        c.outbound_retry_budget,
+        RetryBudget {
+            ratio: 0.2,
+            min_per_second: 10,
+            ttl: Duration::from_secs(10)
+        }
+    );
+    let c = Config::from_env(&env(&[
+        (ENV_OUTBOUND_RETRY_BUDGET_RATIO, "0.5"),
+        (ENV_OUTBOUND_RETRY_BUDGET_MIN_PER_SECOND, "0"),
+        (ENV_OUTBOUND_RETRY_BUDGET_TTL, "30s"),
+    ]))
+    .expect("valid");
+    assert_eq!(c.outbound_retry_budget.ratio, 0.5);
+    assert_eq!(c.outbound_retry_budget.min_per_second, 0);
+    assert_eq!(c.outbound_retry_budget.ttl, Duration::from_secs(30));
+
+    let text = Config::from_env(&env(&[
+        (ENV_OUTBOUND_RETRY_BUDGET_RATIO, "-1"),
+        (ENV_OUTBOUND_RETRY_BUDGET_MIN_PER_SECOND, "ten"),
+        (ENV_OUTBOUND_RETRY_BUDGET_TTL, "100ms"),
+    ]))
+    .expect_err("invalid")
+    .to_string();
+    for line in [
+        r#"WEFT_PROXY_OUTBOUND_RETRY_BUDGET_RATIO: must be a number from 0 to 1000 (e.g. 0.2) (got "-1")"#,
+        r#"WEFT_PROXY_OUTBOUND_RETRY_BUDGET_MIN_PER_SECOND: must be a whole number (e.g. 10) (got "ten")"#,
+        r#"WEFT_PROXY_OUTBOUND_RETRY_BUDGET_TTL: must be from 1s to 60s (got "100ms")"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}

@@ -530,8 +530,8 @@ fn refused_unprocessed(err: &hyper::Error) -> bool {
 }
 
 /// What is needed to send a request again (extensions are not cloneable and not needed by a
-/// plain, non-upgrade request).
-struct Head {
+/// plain, non-upgrade request). The route retry loop (`retry::send`) uses it too.
+pub(crate) struct Head {
     method: Method,
     uri: Uri,
     version: Version,
@@ -539,7 +539,7 @@ struct Head {
 }
 
 impl Head {
-    fn of<B>(req: &Request<B>) -> Head {
+    pub(crate) fn of<B>(req: &Request<B>) -> Head {
         Head {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -548,7 +548,7 @@ impl Head {
         }
     }
 
-    fn rebuild(&self, body: Body) -> Request<Body> {
+    pub(crate) fn rebuild(&self, body: Body) -> Request<Body> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();

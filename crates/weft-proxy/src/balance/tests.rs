@@ -1,0 +1,633 @@
+use super::*;
+use crate::{backoff::BackoffConfig, discovery::ProtocolHint};
+use linkerd2_proxy_api::outbound as api;
+use std::collections::BTreeMap;
+
+fn ep(port: u16, weight: u32) -> Endpoint {
+    Endpoint {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        weight,
+        hint: ProtocolHint::H2,
+        identity: None,
+        opaque_transport_port: None,
+        labels: Arc::new(BTreeMap::new()),
+    }
+}
+
+fn set(eps: Vec<Endpoint>) -> EndpointSet {
+    EndpointSet {
+        resolved: true,
+        exists: true,
+        endpoints: eps,
+        ..Default::default()
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    ep(port, 1).addr
+}
+
+fn config(accrual: Accrual, min_ready_endpoints: u32) -> BalancerConfig {
+    BalancerConfig {
+        accrual: AccrualConfig {
+            policy: accrual,
+            min_ready_endpoints,
+        },
+        ..BalancerConfig::for_target(&Target::Addr(addr(80)))
+    }
+}
+
+fn consecutive(max_failures: u32) -> Accrual {
+    Accrual::ConsecutiveFailures {
+        max_failures,
+        backoff: BackoffConfig {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            jitter_ratio: 0.0,
+        },
+    }
+}
+
+fn balancer(
+    eps: Vec<Endpoint>,
+    cfg: BalancerConfig,
+) -> (watch::Sender<EndpointSet>, Arc<Balancer>) {
+    let (tx, rx) = watch::channel(set(eps));
+    (tx, Arc::new(Balancer::with_config(rx, cfg)))
+}
+
+/// Sends one request: picks, answers with `outcome(port)` at once, drops the guard.
+fn request(b: &Arc<Balancer>, outcome: impl Fn(u16) -> Outcome) -> Option<u16> {
+    let mut p = b.pick()?;
+    let port = p.endpoint.addr.port();
+    p.complete(outcome(port));
+    Some(port)
+}
+
+/// Fails one request on `port`: requests picked on the others are held meanwhile (so P2C
+/// reaches `port` however cheap the others look), then released.
+fn fail_once(b: &Arc<Balancer>, port: u16, outcome: Outcome) {
+    let mut held = Vec::new();
+    loop {
+        let mut p = b.pick().unwrap();
+        if p.endpoint.addr.port() == port {
+            p.complete(outcome);
+            return;
+        }
+        held.push(p);
+    }
+}
+
+#[test]
+fn empty_set_picks_nothing() {
+    let (_tx, rx) = watch::channel(EndpointSet::default());
+    assert!(Arc::new(Balancer::new(rx)).pick().is_none());
+}
+
+#[test]
+fn prefers_the_less_loaded_endpoint() {
+    let (_tx, rx) = watch::channel(set(vec![ep(1, 1), ep(2, 1)]));
+    let b = Arc::new(Balancer::new(rx));
+    // Hold many requests: P2C with two endpoints always compares both, so load stays balanced.
+    let held: Vec<_> = (0..100).map(|_| b.pick().unwrap()).collect();
+    let on1 = b.outstanding(addr(1));
+    let on2 = b.outstanding(addr(2));
+    assert_eq!(on1 + on2, 100);
+    assert!(on1.abs_diff(on2) <= 1, "{on1} vs {on2}");
+    drop(held);
+    assert_eq!(b.outstanding(addr(1)), 0);
+}
+
+#[test]
+fn weights_scale_the_load() {
+    let (_tx, rx) = watch::channel(set(vec![ep(1, 30000), ep(2, 10000)]));
+    let b = Arc::new(Balancer::new(rx));
+    let held: Vec<_> = (0..400).map(|_| b.pick().unwrap()).collect();
+    let on1 = b.outstanding(addr(1));
+    let on2 = b.outstanding(addr(2));
+    assert!(
+        (290..=310).contains(&on1),
+        "heavier endpoint got {on1}, other {on2}"
+    );
+    drop(held);
+}
+
+#[test]
+fn endpoint_changes_keep_in_flight_requests() {
+    let (tx, rx) = watch::channel(set(vec![ep(1, 1)]));
+    let b = Arc::new(Balancer::new(rx));
+    let first = b.pick().unwrap();
+    assert_eq!(first.endpoint.addr.port(), 1);
+    tx.send_replace(set(vec![ep(2, 1), ep(3, 1)]));
+    // The in-flight request still holds its endpoint and is still counted.
+    assert_eq!(first.endpoint.addr.port(), 1);
+    assert_eq!(b.outstanding(first.endpoint.addr), 1);
+    for _ in 0..20 {
+        let p = b.pick().unwrap();
+        assert_ne!(p.endpoint.addr.port(), 1);
+    }
+    drop(first);
+    assert_eq!(b.outstanding(addr(1)), 0);
+}
+
+#[test]
+fn take_removed_reports_endpoints_that_left_once() {
+    let (tx, rx) = watch::channel(set(vec![ep(1, 1), ep(2, 1)]));
+    let b = Arc::new(Balancer::new(rx));
+    assert!(b.take_removed().is_empty());
+    tx.send_replace(set(vec![ep(2, 1), ep(3, 1)]));
+    assert_eq!(b.take_removed(), vec![addr(1)]);
+    assert!(b.take_removed().is_empty());
+    tx.send_replace(set(vec![]));
+    let mut gone = b.take_removed();
+    gone.sort();
+    assert_eq!(gone, vec![addr(2), addr(3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_for_endpoints_then_fails_fast() {
+    let (tx, rx) = watch::channel(EndpointSet::default());
+    let b = Arc::new(Balancer::new(rx));
+    let start = Instant::now();
+    let err = b.pick_ready(Duration::from_secs(3)).await.unwrap_err();
+    assert_eq!(err, Error::NoEndpoints(Duration::from_secs(3)));
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.pick_ready(Duration::from_secs(3))
+                .await
+                .map(|p| p.endpoint.addr)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tx.send_replace(set(vec![ep(7, 1)]));
+    assert_eq!(waiting.await.unwrap().unwrap().port(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_fails_at_once() {
+    let cfg = BalancerConfig {
+        queue: QueueConfig {
+            capacity: 1,
+            failfast: Duration::from_secs(3),
+        },
+        ..config(Accrual::None, 0)
+    };
+    let (_tx, b) = balancer(vec![], cfg);
+    let first = tokio::spawn({
+        let b = b.clone();
+        async move { b.pick_ready(Duration::from_secs(3)).await.map(|_| ()) }
+    });
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    assert_eq!(
+        b.pick_ready(Duration::from_secs(3)).await.unwrap_err(),
+        Error::QueueFull { capacity: 1 }
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(
+        first.await.unwrap(),
+        Err(Error::NoEndpoints(Duration::from_secs(3)))
+    );
+}
+
+#[test]
+fn peak_ewma_takes_peaks_at_once_and_decays_towards_lower_samples() {
+    let load = LoadConfig::default();
+    let t0 = Instant::now();
+    let mut s = Stats::new(&load, t0);
+    assert_eq!(
+        s.cost(1),
+        30e6,
+        "an unmeasured endpoint costs the default RTT"
+    );
+    s.observe_rtt(Duration::from_millis(100), t0, load.decay);
+    assert_eq!(s.cost(1), 100e6, "a peak replaces the estimate");
+    // One decay later, a 10 ms sample moves the estimate 1 - 1/e of the way down.
+    s.observe_rtt(Duration::from_millis(10), t0 + load.decay, load.decay);
+    let expected = 100e6 / std::f64::consts::E + 10e6 * (1.0 - 1.0 / std::f64::consts::E);
+    assert!(
+        (s.cost(1) - expected).abs() < 1.0,
+        "{} vs {expected}",
+        s.cost(1)
+    );
+    // Samples in quick succession barely move it.
+    let before = s.cost(1);
+    s.observe_rtt(
+        Duration::from_millis(10),
+        t0 + load.decay + Duration::from_millis(10),
+        load.decay,
+    );
+    assert!(before - s.cost(1) < before * 0.01);
+    // Pending requests and weight scale the cost.
+    s.pending = 3;
+    assert!((s.cost(2) - s.cost(1) / 2.0).abs() < 1.0);
+}
+
+/// Ten clients send requests back to back for 5 s over three endpoints, one of which answers
+/// 50 ms slower than the others (1 ms): peak-EWMA sends it few requests.
+#[tokio::test(start_paused = true)]
+async fn a_slow_endpoint_gets_few_requests() {
+    let (_tx, b) = balancer(
+        vec![ep(1, 10_000), ep(2, 10_000), ep(3, 10_000)],
+        config(Accrual::None, 0),
+    );
+    let counts = Arc::new(Mutex::new(HashMap::<u16, u32>::new()));
+    let end = Instant::now() + Duration::from_secs(5);
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let (b, counts) = (b.clone(), counts.clone());
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    let mut p = b.pick_ready(Duration::from_secs(1)).await.unwrap();
+                    let port = p.endpoint.addr.port();
+                    *counts.lock().unwrap().entry(port).or_default() += 1;
+                    let rtt = if port == 3 { 51 } else { 1 };
+                    tokio::time::sleep(Duration::from_millis(rtt)).await;
+                    p.complete(Outcome::Success);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let counts = counts.lock().unwrap();
+    let total: u32 = counts.values().sum();
+    let slow = counts.get(&3).copied().unwrap_or(0);
+    assert!(total > 10_000, "{total}");
+    assert!(
+        f64::from(slow) <= 0.10 * f64::from(total),
+        "slow endpoint got {slow} of {total}: {counts:?}"
+    );
+    assert!(
+        counts[&1] > total / 3 && counts[&2] > total / 3,
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_eject_then_one_probe_at_growing_backoffs() {
+    let (_tx, b) = balancer(vec![ep(1, 1), ep(2, 1)], config(consecutive(3), 0));
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcome = {
+        let healthy = healthy.clone();
+        move |port: u16| {
+            if port == 1 && !healthy.load(Ordering::SeqCst) {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            }
+        }
+    };
+    // Port 1 fails every request: after its third failure it is out.
+    for _ in 0..3 {
+        fail_once(&b, 1, Outcome::Failure);
+    }
+    assert_eq!(
+        b.endpoint_counts(),
+        EndpointCounts {
+            ready: 1,
+            pending: 1
+        }
+    );
+    for _ in 0..200 {
+        assert_eq!(request(&b, &outcome), Some(2), "ejected: never picked");
+    }
+    // After the first backoff (1 s), exactly one probe; it fails: out for 2 s, then 4 s.
+    let mut probes = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(7500) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..10 {
+            if request(&b, &outcome) == Some(1) {
+                probes.push(start.elapsed());
+            }
+        }
+    }
+    let at = |ms: u64| Duration::from_millis(ms);
+    assert_eq!(
+        probes,
+        vec![at(1000), at(3000), at(7000)],
+        "one probe per backoff"
+    );
+
+    // It recovers: the next probe (after 8 s, the max) readmits it and it takes traffic again.
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut on1 = 0;
+    for _ in 0..200 {
+        if request(&b, &outcome) == Some(1) {
+            on1 += 1;
+        }
+    }
+    assert!(on1 > 50, "readmitted: {on1} of 200");
+    assert_eq!(
+        b.endpoint_counts(),
+        EndpointCounts {
+            ready: 2,
+            pending: 0
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_is_the_only_request_until_it_answers_and_a_cancelled_one_is_redone() {
+    let (_tx, b) = balancer(vec![ep(1, 1), ep(2, 1)], config(consecutive(1), 0));
+    fail_once(&b, 1, Outcome::Error);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let probe = loop {
+        let p = b.pick().unwrap();
+        if p.endpoint.addr.port() == 1 {
+            break p;
+        }
+    };
+    assert!(probe.is_probe());
+    for _ in 0..100 {
+        assert_eq!(
+            b.pick().unwrap().endpoint.addr.port(),
+            2,
+            "probe outstanding"
+        );
+    }
+    // Cancelled (no answer): the endpoint is on probation again at once.
+    drop(probe);
+    let mut again = None;
+    for _ in 0..100 {
+        let p = b.pick().unwrap();
+        if p.endpoint.addr.port() == 1 {
+            again = Some(p);
+            break;
+        }
+    }
+    let mut again = again.expect("probed again");
+    assert!(again.is_probe());
+    again.complete(Outcome::Success);
+    drop(again);
+    assert_eq!(b.endpoint_counts().ready, 2);
+}
+
+#[test]
+fn the_ready_floor_is_never_ejected() {
+    let (_tx, b) = balancer(
+        vec![ep(1, 1), ep(2, 1), ep(3, 1)],
+        config(consecutive(1), 2),
+    );
+    for _ in 0..100 {
+        request(&b, |_| Outcome::Failure);
+    }
+    assert_eq!(
+        b.endpoint_counts(),
+        EndpointCounts {
+            ready: 2,
+            pending: 1
+        },
+        "only one of three ejected with a floor of two"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_endpoint_ejected_picks_wait_for_probation_within_failfast() {
+    let (_tx, b) = balancer(vec![ep(1, 1)], config(consecutive(1), 0));
+    request(&b, |_| Outcome::Failure);
+    assert_eq!(b.endpoint_counts().pending, 1);
+    // Probation after 1 s: a waiting pick gets the probe then.
+    let start = Instant::now();
+    let mut probe = b.pick_ready(Duration::from_secs(3)).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert!(probe.is_probe());
+    // While the probe is out, a pick waits; the probe's failure ejects it for 2 s, longer than
+    // this pick's fail-fast of 500 ms.
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.pick_ready(Duration::from_millis(500)).await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    probe.complete(Outcome::Failure);
+    drop(probe);
+    assert_eq!(
+        waiter.await.unwrap(),
+        Err(Error::NoEndpoints(Duration::from_millis(500)))
+    );
+    // A probe that succeeds wakes a waiting pick at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut probe = b.pick().expect("probation");
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let start = Instant::now();
+            b.pick_ready(Duration::from_secs(3))
+                .await
+                .map(|_| start.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    probe.complete(Outcome::Success);
+    assert_eq!(waiter.await.unwrap(), Ok(Duration::from_millis(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unified_accrual_ejects_on_a_low_success_rate_after_min_requests() {
+    let unified = Accrual::Unified {
+        success_rate_threshold: 0.5,
+        decay: Duration::from_secs(10),
+        min_requests: 20,
+        max_consecutive_failures: 0,
+        backoff: BackoffConfig {
+            min: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+            jitter_ratio: 0.0,
+        },
+    };
+    let (_tx, b) = balancer(vec![ep(1, 1)], config(unified, 0));
+    // Alternating failure and success, one per 100 ms: the rate hovers around 0.5 but a long
+    // run of failures brings it under; never before 20 requests.
+    let mut n = 0;
+    while b.endpoint_counts().pending == 0 {
+        let fail = n % 4 != 0; // 75 % failures
+        request(&b, |_| {
+            if fail {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            }
+        })
+        .unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(n < 1000, "never ejected");
+    }
+    assert!(n >= 20, "ejected after {n} requests, before min_requests");
+}
+
+#[test]
+fn outcomes_of_response_heads() {
+    use http::{HeaderMap, StatusCode};
+    let mut grpc = HeaderMap::new();
+    assert_eq!(
+        Outcome::of_response(StatusCode::OK, &grpc),
+        Outcome::Success
+    );
+    assert_eq!(
+        Outcome::of_response(StatusCode::NOT_FOUND, &grpc),
+        Outcome::Success,
+        "4xx is the client's"
+    );
+    assert_eq!(
+        Outcome::of_response(StatusCode::BAD_GATEWAY, &grpc),
+        Outcome::Failure
+    );
+    grpc.insert("grpc-status", "14".parse().unwrap());
+    assert_eq!(
+        Outcome::of_response(StatusCode::OK, &grpc),
+        Outcome::Failure
+    );
+    grpc.insert("grpc-status", "0".parse().unwrap());
+    assert_eq!(
+        Outcome::of_response(StatusCode::OK, &grpc),
+        Outcome::Success
+    );
+}
+
+#[test]
+fn settings_from_the_proto() {
+    let d = |ms: i64| prost_types::Duration {
+        seconds: ms / 1000,
+        nanos: (ms % 1000) as i32 * 1_000_000,
+    };
+    let ewma = api::backend::balance_p2c::PeakEwma {
+        default_rtt: Some(d(50)),
+        decay: Some(d(5000)),
+    };
+    assert_eq!(
+        LoadConfig::from_proto(&ewma),
+        Ok(LoadConfig {
+            default_rtt: Duration::from_millis(50),
+            decay: Duration::from_secs(5)
+        })
+    );
+    assert_eq!(
+        LoadConfig::from_proto(&Default::default()),
+        Ok(LoadConfig::default())
+    );
+    assert_eq!(
+        LoadConfig::from_proto(&api::backend::balance_p2c::PeakEwma {
+            decay: Some(d(0)),
+            ..ewma
+        }),
+        Err(ConfigError::Zero("decay"))
+    );
+
+    let backoff = api::ExponentialBackoff {
+        min_backoff: Some(d(1000)),
+        max_backoff: Some(d(60_000)),
+        jitter_ratio: 0.5,
+        respect_retry_after_hint: false,
+    };
+    let fa = api::FailureAccrual {
+        ejection: Some(api::EjectionConfig {
+            min_ready_endpoints: 2,
+        }),
+        kind: Some(api::failure_accrual::Kind::ConsecutiveFailures(
+            api::failure_accrual::ConsecutiveFailures {
+                max_failures: 7,
+                backoff: Some(backoff),
+            },
+        )),
+    };
+    let cfg = AccrualConfig::from_proto(&fa).unwrap();
+    assert_eq!(cfg.min_ready_endpoints, 2);
+    assert_eq!(
+        cfg.policy,
+        Accrual::ConsecutiveFailures {
+            max_failures: 7,
+            backoff: BackoffConfig {
+                min: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                jitter_ratio: 0.5
+            }
+        }
+    );
+    let no_backoff = api::FailureAccrual {
+        kind: Some(api::failure_accrual::Kind::ConsecutiveFailures(
+            api::failure_accrual::ConsecutiveFailures {
+                max_failures: 7,
+                backoff: None,
+            },
+        )),
+        ..fa
+    };
+    assert_eq!(
+        AccrualConfig::from_proto(&no_backoff),
+        Err(ConfigError::Missing("backoff"))
+    );
+    let unified = |t: f64| api::FailureAccrual {
+        ejection: None,
+        kind: Some(api::failure_accrual::Kind::Unified(
+            api::failure_accrual::Unified {
+                success_rate_threshold: t,
+                decay: Some(d(10_000)),
+                min_requests: 10,
+                max_consecutive_failures: 5,
+                backoff: Some(backoff),
+            },
+        )),
+    };
+    assert!(matches!(
+        AccrualConfig::from_proto(&unified(0.9)).unwrap().policy,
+        Accrual::Unified {
+            min_requests: 10,
+            ..
+        }
+    ));
+    assert_eq!(
+        AccrualConfig::from_proto(&unified(1.5)),
+        Err(ConfigError::Threshold(1.5))
+    );
+    assert!(AccrualConfig::from_proto(&unified(f64::NAN)).is_err());
+
+    assert_eq!(
+        QueueConfig::from_proto(&api::Queue {
+            capacity: 100,
+            failfast_timeout: Some(d(1500))
+        }),
+        Ok(QueueConfig {
+            capacity: 100,
+            failfast: Duration::from_millis(1500)
+        })
+    );
+    assert_eq!(
+        QueueConfig::from_proto(&api::Queue::default()),
+        Ok(QueueConfig::default())
+    );
+}
+
+#[test]
+fn balancers_report_their_endpoints_to_metrics() {
+    let metrics = Metrics::new();
+    let bs = Balancers::with_metrics(metrics.clone());
+    let target = Target::Name {
+        host: "web.shop.svc.cluster.local".into(),
+        port: 8080,
+    };
+    let (_tx, rx) = watch::channel(set(vec![ep(1, 1), ep(2, 1)]));
+    let b = bs.get_or_insert_with(&target, rx, || config(consecutive(1), 0));
+    let l = r#"backend_group="",backend_kind="default",backend_namespace="",backend_name="127.0.0.1",backend_port="80",backend_section_name="""#;
+    assert!(metrics.render().contains(&format!(
+        "outbound_http_balancer_endpoints{{{l},endpoint_state=\"ready\"}} 2\n"
+    )));
+    fail_once(&b, 1, Outcome::Failure);
+    let text = metrics.render();
+    assert!(text.contains(&format!(
+        "outbound_http_balancer_endpoints{{{l},endpoint_state=\"ready\"}} 1\n"
+    )));
+    assert!(text.contains(&format!(
+        "outbound_http_balancer_endpoints{{{l},endpoint_state=\"pending\"}} 1\n"
+    )));
+    drop(b);
+    assert!(!metrics
+        .render()
+        .contains("outbound_http_balancer_endpoints"));
+}
