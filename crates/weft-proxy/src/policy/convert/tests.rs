@@ -460,3 +460,78 @@ fn grpc_retry_conditions_default_to_linkerds() {
     ));
     assert_eq!(p.parent.kind, "default");
 }
+
+#[test]
+fn opaque_and_tls_routes_keep_their_backends_and_forbidden_filters() {
+    use api::{opaque_route as or, tls_route as tr};
+    let opaque = api::OutboundPolicy {
+        metadata: resource("Service", "db"),
+        protocol: Some(api::ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Opaque(proxy_protocol::Opaque {
+                routes: vec![api::OpaqueRoute {
+                    metadata: resource("TCPRoute", "db"),
+                    rules: vec![or::Rule {
+                        backends: Some(or::Distribution {
+                            kind: Some(or::distribution::Kind::RandomAvailable(
+                                or::distribution::RandomAvailable {
+                                    backends: vec![or::WeightedRouteBackend {
+                                        backend: Some(or::RouteBackend {
+                                            backend: Some(balancer("db")),
+                                            filters: vec![],
+                                        }),
+                                        weight: 3,
+                                    }],
+                                },
+                            )),
+                        }),
+                        filters: vec![or::Filter {
+                            kind: Some(or::filter::Kind::Forbidden(
+                                linkerd2_proxy_api::opaque_route::Forbidden {},
+                            )),
+                        }],
+                    }],
+                }],
+            })),
+        }),
+    };
+    let p = policy(opaque).unwrap();
+    let (route, rule) = p.protocol.opaque().unwrap().rule().unwrap();
+    assert_eq!(route.meta.name, "db");
+    assert!(matches!(&rule.filters[0], Filter::Invalid(r) if r.contains("forbids")));
+    assert!(
+        matches!(&rule.distribution, Distribution::RandomAvailable { cumulative, .. } if cumulative == &vec![3])
+    );
+
+    let tls = api::OutboundPolicy {
+        metadata: None,
+        protocol: Some(api::ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Tls(proxy_protocol::Tls {
+                routes: vec![api::TlsRoute {
+                    metadata: None,
+                    snis: vec![],
+                    rules: vec![tr::Rule {
+                        backends: Some(tr::Distribution {
+                            kind: Some(tr::distribution::Kind::FirstAvailable(
+                                tr::distribution::FirstAvailable {
+                                    backends: vec![tr::RouteBackend {
+                                        backend: Some(balancer("secure")),
+                                        filters: vec![],
+                                    }],
+                                },
+                            )),
+                        }),
+                        filters: vec![],
+                    }],
+                }],
+            })),
+        }),
+    };
+    let p = policy(tls).unwrap();
+    let (_, rule) = p
+        .protocol
+        .opaque()
+        .expect("TLS routes become opaque routes")
+        .rule()
+        .unwrap();
+    assert_eq!(rule.distribution.backends()[0].backend.meta.name, "secure");
+}
