@@ -743,3 +743,90 @@ async fn an_unused_policy_stream_closes_after_the_idle_timeout() {
     }
     assert!(start.elapsed() >= Duration::from_millis(200));
 }
+
+/// A TCP server that answers each connection's bytes with `name:` + the bytes, then closes.
+async fn tagged_echo(name: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let _ = s.write_all(format!("{name}:").as_bytes()).await;
+                let _ = s.write_all(&buf[..n]).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An opaque policy: connections skip detection and go, one backend per connection, to the
+/// opaque route's backend (not to the target's own endpoints).
+#[tokio::test]
+async fn an_opaque_policy_sends_connections_to_its_backend() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cp, ctl) = control_plane(true).await;
+    let own = tagged_echo("own").await;
+    let backend = tagged_echo("backend").await;
+    {
+        let mut eps = ctl.endpoints.lock().unwrap();
+        eps.insert(WEB.into(), vec![own]);
+        eps.insert("web-b.default.svc.cluster.local:8080".into(), vec![backend]);
+    }
+    let opaque = api::OutboundPolicy {
+        metadata: svc_meta("Service", "web"),
+        protocol: Some(api::ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Opaque(proxy_protocol::Opaque {
+                routes: vec![api::OpaqueRoute {
+                    metadata: svc_meta("TCPRoute", "web-tcp"),
+                    rules: vec![api::opaque_route::Rule {
+                        backends: Some(api::opaque_route::Distribution {
+                            kind: Some(api::opaque_route::distribution::Kind::FirstAvailable(
+                                api::opaque_route::distribution::FirstAvailable {
+                                    backends: vec![api::opaque_route::RouteBackend {
+                                        backend: Some(backend_to("web-b")),
+                                        filters: vec![],
+                                    }],
+                                },
+                            )),
+                        }),
+                        filters: vec![],
+                    }],
+                }],
+            })),
+        }),
+    };
+    set_policy(&ctl, opaque);
+    let ob = outbound_for(cp, cp);
+    let target = Target::Name {
+        host: "web.default.svc.cluster.local".into(),
+        port: 8080,
+    };
+    for _ in 0..3 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = l.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(local), l.accept());
+        let (stream, peer) = accepted.unwrap();
+        let (_drain_tx, drain) = watch::channel(false);
+        let conn = Accepted {
+            stream,
+            peer,
+            local,
+            orig_dst: None,
+            drain,
+        };
+        tokio::spawn(handle(ob.clone(), conn, Origin::Upstream(target.clone())));
+        let mut client = client.unwrap();
+        // Not HTTP, and the client speaks first without waiting for detection: the policy
+        // says opaque, so nothing waits for the detect timeout.
+        client.write_all(b"ping").await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut got))
+            .await
+            .expect("no answer in time")
+            .unwrap();
+        assert_eq!(got, b"backend:ping");
+    }
+}
