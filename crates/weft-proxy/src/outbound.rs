@@ -229,8 +229,13 @@ impl Outbound {
             metrics,
             tls: identity.map(mtls::Client::new),
             balancers: Balancers::default(),
+            // Before `policies` moves in: the targets are kept as long as their streams.
+            policy_dests: PolicyDests::new(
+                policies
+                    .as_ref()
+                    .map_or(Duration::ZERO, PolicyClient::idle_timeout),
+            ),
             policies,
-            policy_dests: PolicyDests::default(),
         })
     }
 

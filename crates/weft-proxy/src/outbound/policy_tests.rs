@@ -830,3 +830,25 @@ async fn an_opaque_policy_sends_connections_to_its_backend() {
         assert_eq!(got, b"backend:ping");
     }
 }
+
+/// Explicit-mode requests look their target up one by one: they share one policy target (and
+/// its per-version state) instead of rebuilding it per request.
+#[tokio::test]
+async fn explicit_requests_share_one_policy_target() {
+    let (ob, ctl) = setup(Duration::ZERO).await;
+    set_policy(&ctl, policy(vec![rule(vec![], split(&[("web-a", 1)]))]));
+    for _ in 0..5 {
+        assert_eq!(send(&ob, &[]).await, (200, "a".into()));
+    }
+    assert_eq!(ob.policy_dests.len(), 1);
+    let target = Target::Name {
+        host: "web.default.svc.cluster.local".into(),
+        port: 8080,
+    };
+    let first = ob.policy_dests.get(&target).expect("kept");
+    let Dest::Policy(again) = ob.dest(&target).await else {
+        panic!("expected the policy target");
+    };
+    assert!(Arc::ptr_eq(&first, &again));
+    assert_eq!(ctl.watches.load(Ordering::SeqCst), 1);
+}

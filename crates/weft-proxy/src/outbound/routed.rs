@@ -23,7 +23,7 @@ use hyper::{header, HeaderMap, Request, Response, StatusCode};
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 use tokio::{sync::watch, time::Instant};
@@ -90,35 +90,66 @@ impl PolicyDest {
     }
 }
 
-/// Policy targets in use, shared by every connection (weak: a target nobody uses is dropped,
-/// and its policy stream closes after the idle timeout).
-#[derive(Default)]
+/// Policy targets in use, shared by every connection and request. An entry is kept while
+/// anything holds it or for `keep` after its last use, so explicit-mode requests (which look
+/// their target up one by one) reuse one policy version's state instead of rebuilding it per
+/// request; after that it is dropped, and its policy stream closes after the idle timeout.
 pub(super) struct PolicyDests {
-    map: Mutex<(HashMap<Target, Weak<PolicyDest>>, usize)>,
+    keep: Duration,
+    map: Mutex<Kept>,
 }
 
-/// Dead entries are swept when the map reaches this size (then twice the live count).
-const MIN_SWEEP: usize = 64;
+struct Kept {
+    map: HashMap<Target, (Arc<PolicyDest>, Instant)>,
+    swept: Instant,
+}
 
 impl PolicyDests {
+    pub(super) fn new(keep: Duration) -> PolicyDests {
+        PolicyDests {
+            keep,
+            map: Mutex::new(Kept {
+                map: HashMap::new(),
+                swept: Instant::now(),
+            }),
+        }
+    }
+
     pub(super) fn get(&self, target: &Target) -> Option<Arc<PolicyDest>> {
-        lock(&self.map).0.get(target).and_then(Weak::upgrade)
+        let now = Instant::now();
+        let mut kept = lock(&self.map);
+        self.sweep(&mut kept, now);
+        let (pd, used) = kept.map.get_mut(target)?;
+        *used = now;
+        Some(pd.clone())
     }
 
     /// Keeps the first one made for a target (another connection may have raced this one).
     pub(super) fn insert(&self, pd: PolicyDest) -> Arc<PolicyDest> {
-        let mut guard = lock(&self.map);
-        let (map, sweep_at) = &mut *guard;
-        if let Some(live) = map.get(&pd.target).and_then(Weak::upgrade) {
-            return live;
+        let now = Instant::now();
+        let mut kept = lock(&self.map);
+        let (pd, used) = kept
+            .map
+            .entry(pd.target.clone())
+            .or_insert_with(|| (Arc::new(pd), now));
+        *used = now;
+        pd.clone()
+    }
+
+    /// At most once per `keep`: drops entries nothing holds that were unused for `keep`.
+    fn sweep(&self, kept: &mut Kept, now: Instant) {
+        if now.duration_since(kept.swept) < self.keep {
+            return;
         }
-        let pd = Arc::new(pd);
-        map.insert(pd.target.clone(), Arc::downgrade(&pd));
-        if map.len() >= (*sweep_at).max(MIN_SWEEP) {
-            map.retain(|_, w| w.strong_count() > 0);
-            *sweep_at = map.len() * 2;
-        }
-        pd
+        kept.swept = now;
+        let keep = self.keep;
+        kept.map
+            .retain(|_, (pd, used)| Arc::strong_count(pd) > 1 || now.duration_since(*used) < keep);
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        lock(&self.map).map.len()
     }
 }
 

@@ -173,6 +173,11 @@ impl PolicyClient {
         )
     }
 
+    /// `WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT`: how long an unused target's stream is kept.
+    pub fn idle_timeout(&self) -> Duration {
+        self.inner.settings.idle_timeout
+    }
+
     /// Targets with a live stream (tests).
     #[cfg(test)]
     pub fn active(&self) -> usize {
