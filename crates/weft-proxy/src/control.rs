@@ -1,6 +1,7 @@
 //! What every per-target control-plane stream shares (Destination.Get in [`crate::discovery`],
-//! OutboundPolicies.Watch in [`crate::policy::client`]): the gRPC endpoint settings, the idle
-//! clock that closes a stream nobody listens to, and the sweep of remembered refusals.
+//! OutboundPolicies.Watch in [`crate::policy::client`]): the gRPC endpoint settings, waiting for
+//! the next message while watching the idle clock that closes a stream nobody listens to, and
+//! the sweep of remembered refusals.
 
 use std::{collections::HashMap, hash::Hash, time::Duration};
 use tokio::time::Instant;
@@ -42,6 +43,36 @@ impl IdleClock {
         }
         let now = Instant::now();
         now.duration_since(*self.since.get_or_insert(now)) >= timeout
+    }
+}
+
+/// What a per-target stream yields next.
+pub enum Next<T> {
+    Message(T),
+    /// The stream ended without error: reconnect.
+    Ended,
+    Failed(tonic::Status),
+    /// Nobody has listened for the idle timeout (`idle` said so): close the stream.
+    Idle,
+}
+
+/// The next message of `stream`, checking every `interval` whether anyone still listens.
+pub async fn next_unless_idle<T>(
+    stream: &mut tonic::Streaming<T>,
+    interval: Duration,
+    mut idle: impl FnMut() -> bool,
+) -> Next<T> {
+    loop {
+        tokio::select! {
+            msg = stream.message() => return match msg {
+                Ok(Some(m)) => Next::Message(m),
+                Ok(None) => Next::Ended,
+                Err(status) => Next::Failed(status),
+            },
+            _ = tokio::time::sleep(interval) => if idle() {
+                return Next::Idle;
+            },
+        }
     }
 }
 

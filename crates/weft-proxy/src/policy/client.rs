@@ -293,22 +293,18 @@ impl TargetTask {
         let idle_check = self.idle_check_interval();
         let mut idle = control::IdleClock::default();
         loop {
-            let msg = tokio::select! {
-                msg = stream.message() => msg,
-                _ = tokio::time::sleep(idle_check) => {
-                    if self.is_idle(&mut idle) {
-                        return StreamEnd::Idle;
-                    }
-                    continue;
-                }
-            };
-            let update = match msg {
-                Ok(Some(u)) => u,
-                Ok(None) => {
+            let update = match control::next_unless_idle(&mut stream, idle_check, || {
+                self.is_idle(&mut idle)
+            })
+            .await
+            {
+                control::Next::Message(u) => u,
+                control::Next::Ended => {
                     tracing::debug!(target = %self.target, "policy stream ended");
                     return StreamEnd::Retry;
                 }
-                Err(status) => return self.on_error(status),
+                control::Next::Failed(status) => return self.on_error(status),
+                control::Next::Idle => return StreamEnd::Idle,
             };
             backoff.reset();
             match convert::policy(update) {
