@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use crate::backoff::Backoff;
+use crate::{backoff::Backoff, control};
 use linkerd2_proxy_api::destination::{
     self as api, destination_client::DestinationClient, protocol_hint, tls_identity, update,
 };
@@ -138,18 +138,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Discovery {
     /// Lazy: nothing connects until the first `resolve` (or `probe_readiness`).
     pub fn new(cfg: &crate::config::Config) -> Discovery {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!(
-            "http://{}",
-            cfg.destination_addr
-        ))
-        .map(|e| {
-            e.connect_timeout(cfg.control_backoff_max.max(Duration::from_secs(1)))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_while_idle(true)
-        })
-        .map_err(|e| tracing::error!(addr = %cfg.destination_addr, error = %e, "bad destination address"))
-        .ok();
+        let endpoint = control::endpoint(&cfg.destination_addr, cfg.control_backoff_max)
+            .map_err(|e| tracing::error!(addr = %cfg.destination_addr, error = %e, "bad destination address"))
+            .ok();
         Discovery {
             inner: Arc::new(Inner {
                 endpoint,
@@ -378,7 +369,7 @@ impl TargetTask {
                         let mut targets = lock(&inner.targets);
                         let now = tokio::time::Instant::now();
                         targets.insert(self.target.clone(), Entry::Rejected(now));
-                        sweep_expired_rejections(&mut targets, now, inner.idle_timeout);
+                        control::sweep_expired(&mut targets, now, inner.idle_timeout, rejected_at);
                     }
                     return;
                 }
@@ -401,24 +392,20 @@ impl TargetTask {
         let mut endpoints: Option<BTreeMap<SocketAddr, Endpoint>> = None;
         let mut exists = false;
         let idle_check = self.idle_check_interval();
-        let mut idle_since: Option<tokio::time::Instant> = None;
+        let mut idle = control::IdleClock::default();
         loop {
-            let msg = tokio::select! {
-                msg = stream.message() => msg,
-                _ = tokio::time::sleep(idle_check) => {
-                    if self.is_idle(&mut idle_since) {
-                        return StreamEnd::Idle;
-                    }
-                    continue;
-                }
-            };
-            let update = match msg {
-                Ok(Some(u)) => u,
-                Ok(None) => {
+            let update = match control::next_unless_idle(&mut stream, idle_check, || {
+                self.is_idle(&mut idle)
+            })
+            .await
+            {
+                control::Next::Message(u) => u,
+                control::Next::Ended => {
                     tracing::debug!(target = %self.target, "discovery stream ended");
                     return StreamEnd::Retry;
                 }
-                Err(status) => return self.on_error(status),
+                control::Next::Failed(status) => return self.on_error(status),
+                control::Next::Idle => return StreamEnd::Idle,
             };
             if let Some(inner) = self.inner.upgrade() {
                 inner
@@ -431,7 +418,7 @@ impl TargetTask {
                 Some(update::Update::Add(add)) => {
                     exists = true;
                     for wa in add.addrs {
-                        if let Some(ep) = convert(wa, &add.metric_labels) {
+                        if let Some(ep) = endpoint(wa, &add.metric_labels) {
                             set.insert(ep.addr, ep);
                         }
                     }
@@ -464,26 +451,21 @@ impl TargetTask {
     }
 
     fn idle_check_interval(&self) -> Duration {
-        self.inner
-            .upgrade()
-            .map_or(Duration::from_secs(1), |i| i.idle_timeout / 2)
-            .max(Duration::from_millis(10))
+        control::idle_check_interval(
+            self.inner
+                .upgrade()
+                .map_or(Duration::from_secs(2), |i| i.idle_timeout),
+        )
     }
 
     /// Idle = no receivers for a whole idle timeout. Removal happens under the targets lock, so a
     /// concurrent `resolve` either subscribed before (not idle) or finds no entry (starts afresh).
-    fn is_idle(&self, since: &mut Option<tokio::time::Instant>) -> bool {
+    fn is_idle(&self, clock: &mut control::IdleClock) -> bool {
         let Some(inner) = self.inner.upgrade() else {
             return true;
         };
         let mut targets = lock(&inner.targets);
-        if self.tx.receiver_count() > 0 {
-            *since = None;
-            return false;
-        }
-        let now = tokio::time::Instant::now();
-        let start = *since.get_or_insert(now);
-        if now.duration_since(start) >= inner.idle_timeout {
+        if clock.expired(self.tx.receiver_count(), inner.idle_timeout) {
             targets.remove(&self.target);
             tracing::debug!(target = %self.target, "dropping idle discovery target");
             return true;
@@ -545,7 +527,12 @@ impl TargetTask {
     }
 }
 
-fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Option<Endpoint> {
+/// One endpoint from a `WeightedAddr` (also a policy's `Forward` backend); `None` without a
+/// usable address.
+pub(crate) fn endpoint(
+    wa: api::WeightedAddr,
+    set_labels: &HashMap<String, String>,
+) -> Option<Endpoint> {
     let addr = SocketAddr::try_from(wa.addr?).ok()?;
     let (protocol, opaque_transport) = wa
         .protocol_hint
@@ -579,17 +566,10 @@ fn convert(wa: api::WeightedAddr, set_labels: &HashMap<String, String>) -> Optio
     })
 }
 
-/// Past this many remembered targets, each new rejection also forgets expired ones.
-const SWEEP_ABOVE: usize = 1024;
-
-/// Forgets rejections older than `ttl` once the map is large; amortised over insertions.
-fn sweep_expired_rejections(
-    targets: &mut HashMap<Target, Entry>,
-    now: tokio::time::Instant,
-    ttl: Duration,
-) {
-    if targets.len() > SWEEP_ABOVE {
-        targets.retain(|_, e| !matches!(e, Entry::Rejected(at) if now.duration_since(*at) >= ttl));
+fn rejected_at(e: &Entry) -> Option<tokio::time::Instant> {
+    match e {
+        Entry::Rejected(at) => Some(*at),
+        Entry::Active { .. } => None,
     }
 }
 
@@ -612,7 +592,7 @@ mod tests {
             ..Default::default()
         };
         let port = |p| {
-            convert(wa(p), &HashMap::new())
+            endpoint(wa(p), &HashMap::new())
                 .expect("endpoint")
                 .opaque_transport_port
         };
@@ -620,12 +600,12 @@ mod tests {
         assert_eq!(port(None), None);
         assert_eq!(port(Some(0)), None);
         assert_eq!(port(Some(70_000)), None);
-        let ep = convert(wa(Some(4143)), &HashMap::new()).expect("endpoint");
+        let ep = endpoint(wa(Some(4143)), &HashMap::new()).expect("endpoint");
         assert_eq!(ep.hint, ProtocolHint::Opaque);
         assert_eq!(ep.addr, SocketAddr::from(([198, 18, 0, 2], 8080)));
     }
 
-    fn rejected_at(targets: &mut HashMap<Target, Entry>, n: u16, at: tokio::time::Instant) {
+    fn insert_rejected(targets: &mut HashMap<Target, Entry>, n: u16, at: tokio::time::Instant) {
         for port in 0..n {
             let addr = SocketAddr::from(([198, 18, 0, 1], port));
             targets.insert(Target::Addr(addr), Entry::Rejected(at));
@@ -637,10 +617,10 @@ mod tests {
         let ttl = Duration::from_secs(60);
         let now = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut targets = HashMap::new();
-        rejected_at(&mut targets, 2000, now - ttl * 2);
+        insert_rejected(&mut targets, 2000, now - ttl * 2);
         let fresh = Target::Addr(SocketAddr::from(([198, 18, 0, 2], 80)));
         targets.insert(fresh.clone(), Entry::Rejected(now));
-        sweep_expired_rejections(&mut targets, now, ttl);
+        control::sweep_expired(&mut targets, now, ttl, rejected_at);
         assert_eq!(targets.len(), 1);
         assert!(targets.contains_key(&fresh));
     }
@@ -650,8 +630,8 @@ mod tests {
         let ttl = Duration::from_secs(60);
         let now = tokio::time::Instant::now() + Duration::from_secs(3600);
         let mut targets = HashMap::new();
-        rejected_at(&mut targets, 10, now - ttl * 2);
-        sweep_expired_rejections(&mut targets, now, ttl);
+        insert_rejected(&mut targets, 10, now - ttl * 2);
+        control::sweep_expired(&mut targets, now, ttl, rejected_at);
         assert_eq!(targets.len(), 10);
     }
 }

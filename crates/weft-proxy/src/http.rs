@@ -109,6 +109,27 @@ pub enum Error {
     /// Inbound: the port requires a mutually authenticated client and this one is not.
     #[error("port {port} requires a client identity (mTLS); this connection has none: {why}")]
     IdentityRequired { port: u16, why: &'static str },
+    /// Outbound policy: no route of the target's policy matches the request.
+    #[error("no route found for request to {target}")]
+    NoRoute { target: String },
+    /// Outbound policy: a failure injector answered instead of the backend.
+    #[error("injected failure: {message}")]
+    Injected {
+        status: StatusCode,
+        /// The gRPC status answered to a gRPC request.
+        grpc: Option<u32>,
+        message: String,
+    },
+    /// Outbound policy: the route's request timeout (or the client's `grpc-timeout`, or the
+    /// backend's request timeout) expired before the response headers.
+    #[error("{what} timeout of {timeout:?} expired")]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
+    /// Outbound policy: part of the policy this request needs could not be used.
+    #[error("invalid policy: {reason}")]
+    BadPolicy { reason: String },
 }
 
 /// An error and its causes, `a: b: c` (hyper's own message is often just "http2 error"; the
@@ -136,9 +157,13 @@ impl Error {
             | Error::Handshake { .. }
             | Error::Upstream { .. }
             | Error::Dns { .. } => Side::Upstream,
-            Error::Unavailable { .. } | Error::Loop { .. } | Error::NoCertificate { .. } => {
-                Side::Internal
-            }
+            Error::Unavailable { .. }
+            | Error::Loop { .. }
+            | Error::NoCertificate { .. }
+            | Error::NoRoute { .. }
+            | Error::Injected { .. }
+            | Error::Timeout { .. }
+            | Error::BadPolicy { .. } => Side::Internal,
         }
     }
 
@@ -166,6 +191,25 @@ impl Error {
             | Error::Handshake { .. }
             | Error::Upstream { .. }
             | Error::Dns { .. } => StatusCode::BAD_GATEWAY,
+            Error::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Error::Injected { status, .. } => *status,
+            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::BadPolicy { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `grpc-status` a gRPC client gets for this error (Linkerd's choices; a timeout is
+    /// DEADLINE_EXCEEDED, the gRPC meaning of an expired deadline).
+    pub fn grpc_code(&self) -> u32 {
+        match self {
+            Error::NoRoute { .. } => 5,
+            Error::Injected { grpc, .. } => grpc.unwrap_or(2),
+            Error::Timeout { .. } => 4,
+            Error::BadPolicy { .. } => 13,
+            Error::Loop { .. } => 10,
+            Error::NoAuthority => 3,
+            Error::IdentityRequired { .. } => 7,
+            _ => 14,
         }
     }
 
@@ -173,10 +217,7 @@ impl Error {
     pub fn into_response(self) -> Response<Body> {
         let reason = self.to_string();
         tracing::info!(error = %reason, "proxy error response");
-        let value = HeaderValue::from_str(
-            &reason.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "),
-        )
-        .unwrap_or_else(|_| HeaderValue::from_static("proxy error"));
+        let value = header_text(&reason);
         let mut resp = Response::new(boxed(Full::new(Bytes::from(reason + "\n"))));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(L5D_PROXY_ERROR, value);
@@ -184,6 +225,49 @@ impl Error {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         resp
     }
+
+    /// The same for a gRPC request: trailers-only (HTTP 200, `grpc-status`, `grpc-message`,
+    /// `l5d-proxy-error`, no body), as Linkerd answers gRPC clients.
+    pub fn into_grpc_response(self) -> Response<Body> {
+        let reason = self.to_string();
+        tracing::info!(error = %reason, "proxy error response (gRPC)");
+        let value = header_text(&reason);
+        let mut resp = Response::new(empty());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(self.grpc_code()));
+        h.insert("grpc-message", value.clone());
+        h.insert(L5D_PROXY_ERROR, value);
+        resp
+    }
+
+    /// [`Error::into_grpc_response`] for gRPC requests, [`Error::into_response`] otherwise.
+    pub fn into_response_for(self, grpc: bool) -> Response<Body> {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.into_response()
+        }
+    }
+}
+
+/// A reason as a header value (non-ASCII and control characters become spaces).
+fn header_text(reason: &str) -> HeaderValue {
+    HeaderValue::from_str(&reason.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), " "))
+        .unwrap_or_else(|_| HeaderValue::from_static("proxy error"))
+}
+
+/// Is this a gRPC request (HTTP/2 with `content-type: application/grpc...`)? Errors answer it
+/// with trailers-only gRPC responses.
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Serves one accepted connection as HTTP/1 (with upgrades) or HTTP/2 until it closes; when
@@ -365,7 +449,8 @@ where
     })
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+/// A `grpc-status` header or trailer, if any.
+pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers
         .get("grpc-status")?
         .to_str()

@@ -4,6 +4,9 @@
 //! - [`config`]: every `WEFT_PROXY_*` variable, its default and its parsing (reports every bad
 //!   value); a leaf: it imports nothing else of the proxy.
 //! - [`discovery`]: Destination.Get / GetProfile client: per-target endpoint snapshots, reconnects.
+//! - [`policy`]: OutboundPolicies.Watch client, the policy model (routes, filters, backends,
+//!   timeouts, retries) and route matching.
+//! - [`control`]: what every per-target control-plane stream shares (endpoint, idle clock).
 //! - [`identity`]: the in-memory key, certificate renewal through `Identity.Certify`, and the
 //!   rustls configurations built from the certificate ([`identity::tls`]).
 //! - [`metrics`]: Linkerd-named Prometheus metrics.
@@ -31,6 +34,7 @@ pub mod backoff;
 pub mod balance;
 pub mod config;
 pub mod connect;
+pub mod control;
 pub mod detect;
 pub mod discovery;
 pub mod http;
@@ -39,6 +43,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod mtls;
 pub mod outbound;
+pub mod policy;
 pub mod relay;
 pub mod retry;
 pub mod runtime;

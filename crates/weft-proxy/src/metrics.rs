@@ -74,8 +74,12 @@ pub struct Metrics {
     inner: Arc<Registry>,
 }
 
+pub mod route;
+
 #[derive(Default)]
 struct Registry {
+    /// Route and route-backend families (outbound policy).
+    routes: route::Registry,
     http: Mutex<BTreeMap<Labels, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<(Labels, Peer), Arc<TcpStats>>>,
     identity: IdentityStats,
@@ -172,6 +176,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::default()
+    }
+
+    /// The route families ([`route`]).
+    pub fn routes(&self) -> &route::Registry {
+        &self.inner.routes
     }
 
     /// The HTTP handle for a label set (created on first use).
@@ -453,6 +462,7 @@ impl Metrics {
             }
         }
 
+        self.inner.routes.render(&mut out);
         balancer::render(&mut out, &self.inner.balancers);
         render_process(&mut out);
         out

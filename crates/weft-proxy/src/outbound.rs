@@ -1,10 +1,14 @@
-//! The outbound request path: app → target → detect → discover → balance → connect.
+//! The outbound request path: app → target → policy or discover → detect → route → balance →
+//! connect.
 //!
 //! [`handle`] takes one connection from the application. Its target comes from how it arrived
-//! ([`Origin`]); in explicit mode (`HTTP_PROXY`) each HTTP request names its own target. Opaque
-//! connections pick one endpoint and relay bytes; HTTP connections are served by hyper and every
-//! request picks its own endpoint (P2C) and goes out over a pooled client connection. HTTP/1 to a
-//! meshed peer (hint H2) travels as HTTP/2 marked `l5d-orig-proto: HTTP/1.1`.
+//! ([`Origin`]); in explicit mode (`HTTP_PROXY`) each HTTP request names its own target. A target
+//! with an outbound policy routes each request ([`routed`]: route match, filters, a weighted
+//! backend, timeouts); one without takes its discovered endpoints. Opaque connections pick one
+//! endpoint and relay bytes ([`opaque`]); HTTP connections are served by hyper and every request
+//! picks its own endpoint (P2C) and goes out over a pooled client connection
+//! ([`send_attempt`], the one place a request leaves for a backend). HTTP/1 to a meshed peer
+//! (hint H2) travels as HTTP/2 marked `l5d-orig-proto: HTTP/1.1`.
 //!
 //! In explicit mode the outbound listener is the application's HTTP proxy, so a `CONNECT
 //! host:port` is answered by the proxy itself (200) and the tunnel is relayed as opaque TCP to
@@ -22,7 +26,7 @@
 
 use crate::{
     accept::Accepted,
-    balance::{Balancer, Balancers, InFlight},
+    balance::{self, Balancer, Balancers, InFlight},
     config::{Config, PortSet},
     connect::{self, Dial},
     detect::{self, Prefixed, Protocol},
@@ -32,12 +36,14 @@ use crate::{
     identity::Identity,
     metrics::{Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
     mtls::{self, ClientTls, TransportHeader},
+    policy::{Lookup, PolicyClient},
     relay::{self, Metered},
 };
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
+use routed::{Decision, PolicyDest, PolicyDests, RouteEnd};
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -130,6 +136,11 @@ impl OwnAddrs {
     }
 }
 
+mod opaque;
+mod routed;
+
+use opaque::{forward_opaque, tunnel};
+
 pub struct Outbound {
     settings: Settings,
     resolver: Box<dyn Resolve>,
@@ -137,8 +148,12 @@ pub struct Outbound {
     pool: Pool,
     /// mTLS to meshed endpoints; `None` without identity (the transitional mode).
     tls: Option<mtls::Client>,
-    /// One balancer per discovered target, shared by every connection.
+    /// One balancer per discovered target (or policy backend), shared by every connection.
     balancers: Balancers,
+    /// `OutboundPolicies`; `None`: every target takes the path without policy.
+    policies: Option<PolicyClient>,
+    /// Targets with a policy, shared by every connection.
+    policy_dests: PolicyDests,
 }
 
 /// Where a target's traffic goes (not a "route": that word is kept for HTTPRoute rules).
@@ -148,6 +163,10 @@ enum Dest {
     Balanced(Arc<Balancer>),
     /// Discovery rejected the target: the original address, or the name resolved by DNS.
     Passthrough(Target),
+    /// One endpoint a policy backend forwards to (no discovery).
+    Endpoint(Endpoint),
+    /// The target has an outbound policy: routes pick a backend per request.
+    Policy(Arc<PolicyDest>),
 }
 
 impl Outbound {
@@ -167,7 +186,14 @@ impl Outbound {
             pool: cfg.outbound_pool,
             own,
         };
-        Outbound::with_identity(settings, Box::new(discovery), metrics, identity)
+        let policies = PolicyClient::new(crate::policy::client::Settings::from_config(cfg));
+        Outbound::with_policies(
+            settings,
+            Box::new(discovery),
+            metrics,
+            identity,
+            Some(policies),
+        )
     }
 
     /// Without identity: every connection is plaintext.
@@ -185,17 +211,54 @@ impl Outbound {
         metrics: Metrics,
         identity: Option<Identity>,
     ) -> Arc<Outbound> {
+        Outbound::with_policies(settings, resolver, metrics, identity, None)
+    }
+
+    /// `policies`: the `OutboundPolicies` client; `None` = no target has a policy.
+    pub fn with_policies(
+        settings: Settings,
+        resolver: Box<dyn Resolve>,
+        metrics: Metrics,
+        identity: Option<Identity>,
+        policies: Option<PolicyClient>,
+    ) -> Arc<Outbound> {
+        // Balancers report `outbound_http_balancer_endpoints` at scrape time.
+        let balancers = Balancers::with_metrics(metrics.clone());
         Arc::new(Outbound {
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             resolver,
             metrics,
             tls: identity.map(mtls::Client::new),
-            balancers: Balancers::default(),
+            balancers,
+            // Before `policies` moves in: the targets are kept as long as their streams.
+            policy_dests: PolicyDests::new(
+                policies
+                    .as_ref()
+                    .map_or(Duration::ZERO, PolicyClient::idle_timeout),
+            ),
+            policies,
         })
     }
 
+    /// The target's policy if the control plane has one for it, else its discovered endpoints
+    /// (or passthrough): a control plane without policy leaves the path as it was.
     async fn dest(&self, target: &Target) -> Dest {
+        if let Some(pd) = self.policy_dests.get(target) {
+            return Dest::Policy(pd);
+        }
+        if let Some(policies) = &self.policies {
+            if let Lookup::Policy(rx) = policies.lookup(target).await {
+                if let Some(pd) = PolicyDest::new(self, target, rx) {
+                    return Dest::Policy(self.policy_dests.insert(pd));
+                }
+            }
+        }
+        self.discovered_dest(target).await
+    }
+
+    /// The target's endpoints from Destination.Get (a policy backend's too), balanced.
+    async fn discovered_dest(&self, target: &Target) -> Dest {
         if let Some(b) = self.balancers.get(target) {
             return Dest::Balanced(b);
         }
@@ -203,6 +266,19 @@ impl Outbound {
             Resolution::Rejected => Dest::Passthrough(target.clone()),
             Resolution::Endpoints(rx) => Dest::Balanced(self.balancers.get_or_insert(target, rx)),
         }
+    }
+
+    /// Where an opaque connection (or a CONNECT tunnel) to a policy target goes: the policy's
+    /// opaque backend when it has opaque routes, else the target's own endpoints.
+    async fn opaque_dest(&self, target: &Target, dest: Dest) -> Result<Dest, Error> {
+        let Dest::Policy(pd) = dest else {
+            return Ok(dest);
+        };
+        let router = pd.router(self);
+        if !router.has_opaque_backends() {
+            return Ok(self.discovered_dest(target).await);
+        }
+        router.opaque_backend()?.dest(self).await
     }
 
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
@@ -242,6 +318,15 @@ impl Outbound {
                 addr: forward_addr(&t).await?,
                 endpoint: None,
                 in_flight: None,
+            }),
+            Dest::Endpoint(ep) => Ok(Picked {
+                addr: ep.addr,
+                endpoint: Some(ep),
+                in_flight: None,
+            }),
+            // Routing resolves a policy to one backend before picking.
+            Dest::Policy(_) => Err(Error::BadPolicy {
+                reason: format!("{target} was picked without routing"),
             }),
         }
     }
@@ -340,11 +425,12 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         }
     }
 
-    // 2. Discover early for a fixed target: discovery may say the service is opaque. The
-    // fail-fast clock for this connection's endpoint starts now.
+    // 2. Policy, else discovery, early for a fixed target: either may say the service is
+    // opaque. The fail-fast clock for this connection's endpoint starts now. (Boxed: the
+    // policy wait and discovery states would otherwise size every connection's task.)
     let deadline = Instant::now() + ob.settings.failfast_timeout;
     let dest = match &target {
-        Some(t) => Some(ob.dest(t).await),
+        Some(t) => Some(Box::pin(ob.dest(t)).await),
         None => None,
     };
     let known_opaque = match (&target, &dest) {
@@ -397,54 +483,9 @@ fn port_of(t: &Target) -> u16 {
 fn is_opaque(dest: &Dest) -> bool {
     match dest {
         Dest::Balanced(b) => b.snapshot().opaque,
-        Dest::Passthrough(_) => false,
+        Dest::Passthrough(_) | Dest::Endpoint(_) => false,
+        Dest::Policy(pd) => pd.router_is_opaque(),
     }
-}
-
-/// Opaque TCP: one endpoint for the whole connection, bytes relayed both ways with half-close.
-/// A meshed endpoint whose discovery hint names an opaque-transport port is reached on that port
-/// (its proxy's inbound listener) with ALPN `transport.l5d.io/v1`, the transport header naming the
-/// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself.
-async fn forward_opaque(
-    ob: &Outbound,
-    client: Prefixed<Metered<TcpStream>>,
-    target: &Target,
-    dest: Dest,
-    deadline: Instant,
-) -> Result<(), Error> {
-    let Picked {
-        addr,
-        endpoint,
-        in_flight: _in_flight,
-    } = ob.pick(target, dest, deadline).await?;
-    let transport_port = endpoint.as_ref().and_then(|e| e.opaque_transport_port);
-    let (tls, tls_label) = ob
-        .tls_for(endpoint.as_ref(), transport_port.is_some(), deadline)
-        .await?;
-    let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
-    // The transport header only travels inside TLS: without it, connect to the endpoint as is.
-    let (dial_addr, header) = match (transport_port, &tls) {
-        (Some(port), Some(_)) => (
-            SocketAddr::new(addr.ip(), port),
-            Some(TransportHeader {
-                port: addr.port(),
-                name: None,
-                protocol: None,
-            }),
-        ),
-        _ => (addr, None),
-    };
-    let dial = Dial {
-        addr: dial_addr,
-        tls: tls.as_ref(),
-        header: header.as_ref(),
-    };
-    let server = connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await?;
-    let moved = relay::relay(client, server)
-        .await
-        .map_err(|source| Error::Relay { addr, source })?;
-    tracing::debug!(%target, %addr, ?moved, "opaque connection closed");
-    Ok(())
 }
 
 fn unavailable(ob: &Outbound, target: &Target) -> Error {
@@ -471,9 +512,8 @@ async fn forward_addr(target: &Target) -> Result<SocketAddr, Error> {
     }
 }
 
-/// One HTTP request: target → endpoint → pooled connection; errors become responses here.
-/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
-/// mode, where the request names its target.
+/// One HTTP request; errors become responses here. `fixed` is the connection's target and dest
+/// (transparent or upstream); `None` in explicit mode, where the request names its target.
 async fn proxy_request<B>(
     ob: Arc<Outbound>,
     fixed: Option<(Target, Dest)>,
@@ -493,7 +533,8 @@ where
     }
     let mut req = req.map(http::boxed);
 
-    // Explicit mode: the request names the target (absolute-form or Host).
+    // 1. Target: the connection's, or in explicit mode the one the request names
+    //    (absolute-form or Host), with its policy or discovered endpoints.
     let (target, dest) = match fixed {
         // A fixed target was checked against the proxy's own listeners when the connection
         // was accepted (`handle`).
@@ -515,17 +556,102 @@ where
         None => ob.dest(&target).await,
     };
     let authority = authority.unwrap_or_else(|| target.to_string());
+    let Dest::Policy(pd) = dest else {
+        // No policy: balance over the target's endpoints and send (steps 5 and 7).
+        return send_attempt(&ob, &target, dest, req, authority, deadline, &mut None)
+            .await
+            .unwrap_or_else(Error::into_response);
+    };
 
+    // 2.–4. Route match → request filters (a redirect or an injected failure answers here)
+    //       → backend choice (weighted) → backend filters.
+    let fwd = match routed::route(&ob, &pd, &mut req, started) {
+        Decision::Respond(resp) => return resp,
+        Decision::Forward(fwd) => fwd,
+    };
+    // The route and backend outcome is recorded when the response ends.
+    let mut end = Some(fwd.dispatch());
+    // 5. Balance: the chosen backend's own balancer (one per backend, shared through
+    //    `Balancers`), a forwarded endpoint, or why the backend cannot be used.
+    let backend_target = fwd.slot.target().unwrap_or(&target).clone();
+    let dest = match fwd.slot.dest(&ob).await {
+        Ok(dest) => dest,
+        Err(e) => return fail_routed(e, fwd.grpc, &mut end),
+    };
+    // 6. Timeouts: the whole exchange (the rule's request timeout, bounded by the client's
+    //    `grpc-timeout`) and one attempt (the backend's request timeout / the rule's response
+    //    timeout). An expired one answers 504 (gRPC: DEADLINE_EXCEEDED).
+    let (whole, per_attempt) = fwd.limits(req.headers());
+    // 7. Send one attempt. The retry loop (`retry.rs`) wraps this call: it is the only place
+    //    a request leaves for a backend.
+    let mut no_end = None;
+    let http_end = if fwd.grpc { &mut no_end } else { &mut end };
+    let attempt = send_attempt(
+        &ob,
+        &backend_target,
+        dest,
+        req,
+        authority,
+        fwd.deadline(ob.settings.failfast_timeout),
+        http_end,
+    );
+    let sent = routed::within(whole, routed::within(per_attempt, attempt)).await;
+    // 8. Response filters (the rule's, then the backend's).
+    match sent {
+        Ok(mut resp) => {
+            fwd.response_filters(&mut resp);
+            match end.take() {
+                // gRPC: the status arrives in trailers; record at the body's end.
+                Some(mut e) if e.is_grpc() => {
+                    e.headers(&resp);
+                    e.observe(resp)
+                }
+                _ => resp,
+            }
+        }
+        Err(e) => fail_routed(e, fwd.grpc, &mut end),
+    }
+}
+
+/// A routed request the proxy answers with an error: the response, and the route outcome
+/// (recorded as `end` drops).
+fn fail_routed(e: Error, grpc: bool, end: &mut Option<RouteEnd>) -> Response<Body> {
+    let mut end = end.take();
+    if let Some(end) = end.as_mut() {
+        end.failed(&e);
+    }
+    let resp = e.into_response_for(grpc);
+    if let Some(end) = end.as_mut() {
+        end.headers(&resp);
+    }
+    resp
+}
+
+/// One attempt at a request: balance over `dest`'s endpoints (waiting for one until
+/// `deadline`), TLS, connect and send. The seam for retries: a retry loop calls it once per
+/// attempt. Endpoint metrics (`request_total`, `response_total`) are recorded here, errors
+/// included; the caller turns an `Err` into the response. `end`: the routed request's outcome
+/// recorder, carried with an HTTP response until its body ends.
+async fn send_attempt(
+    ob: &Outbound,
+    target: &Target,
+    dest: Dest,
+    mut req: Request<Body>,
+    authority: String,
+    deadline: Instant,
+    end: &mut Option<RouteEnd>,
+) -> Result<Response<Body>, Error> {
+    let started = Instant::now();
     // Balance: a request waits for endpoints until the fail-fast deadline.
     let Picked {
         addr,
         endpoint,
-        in_flight,
-    } = match ob.pick(&target, dest, deadline).await {
+        mut in_flight,
+    } = match ob.pick(target, dest, deadline).await {
         Ok(picked) => picked,
         Err(e) => {
-            let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
-            return early_error(&ob, &labels, e, started);
+            let labels = ob.labels(Some(authority), target_addr_of(target), None, NO_TLS);
+            return Err(count_error(&ob.metrics.http(&labels), e, started, true));
         }
     };
     let hint = endpoint
@@ -535,7 +661,7 @@ where
         Ok(tls) => tls,
         Err(e) => {
             let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), NO_TLS);
-            return early_error(&ob, &labels, e, started);
+            return Err(count_error(&ob.metrics.http(&labels), e, started, true));
         }
     };
     let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
@@ -556,92 +682,44 @@ where
         http::to_http1(&mut req, false);
         ob.pool.send(dst, Wire::Http1, req, &labels).await
     };
+    // The balancer learns the endpoint's latency (pick to response head) and whether it failed.
+    if let Some(f) = in_flight.as_mut() {
+        f.complete(match &sent {
+            Ok(resp) => balance::Outcome::of_response(resp.status(), resp.headers()),
+            Err(_) => balance::Outcome::Error,
+        });
+    }
     match sent {
         Ok(mut resp) => {
             resp.headers_mut().remove(http::L5D_ORIG_PROTO);
-            let hold = in_flight.map(|g| Box::new(g) as Box<dyn std::any::Any + Send>);
-            http::metered_response(resp, metrics, started.into_std(), hold)
+            let route_end = end.take().map(|mut e| {
+                e.headers(&resp);
+                e
+            });
+            // One allocation holds whatever must live until the body ends.
+            let hold = match (in_flight, route_end) {
+                (None, None) => None,
+                (f, r) => Some(Box::new((f, r)) as Box<dyn std::any::Any + Send>),
+            };
+            Ok(http::metered_response(
+                resp,
+                metrics,
+                started.into_std(),
+                hold,
+            ))
         }
-        Err(e) => record_error(metrics, e, started),
+        Err(e) => Err(count_error(&metrics, e, started, false)),
     }
 }
 
-/// Explicit mode `CONNECT host:port`: the proxy is the application's HTTP proxy, so it answers
-/// the CONNECT itself — 200 once a connection to the target is open (an error response
-/// otherwise) — and relays the tunnel as opaque TCP. A mesh service gets one balanced endpoint
-/// per tunnel; a name discovery rejects goes to `host:port` through DNS.
-async fn tunnel<B>(
-    ob: Arc<Outbound>,
-    mut req: Request<B>,
-    authority: Option<String>,
-    started: Instant,
-) -> Response<Body> {
-    let deadline = started + ob.settings.failfast_timeout;
-    let Some((target, discover)) = explicit_target(&ob, authority.as_deref()) else {
-        return Error::NoAuthority.into_response();
-    };
-    let authority = authority.unwrap_or_else(|| target.to_string());
-    let dest = if discover {
-        ob.dest(&target).await
-    } else {
-        Dest::Passthrough(target.clone())
-    };
-    let picked = match ob.pick(&target, dest, deadline).await {
-        Ok(picked) => picked,
-        Err(e) => {
-            let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
-            return early_error(&ob, &labels, e, started);
-        }
-    };
-    let (tls, tls_label) = match ob.tls_for(picked.endpoint.as_ref(), false, deadline).await {
-        Ok(tls) => tls,
-        Err(e) => {
-            let labels = ob.labels(
-                Some(authority),
-                picked.addr,
-                picked.endpoint.as_ref(),
-                NO_TLS,
-            );
-            return early_error(&ob, &labels, e, started);
-        }
-    };
-    let labels = ob.labels(
-        Some(authority),
-        picked.addr,
-        picked.endpoint.as_ref(),
-        tls_label,
-    );
-    let metrics = ob.metrics.http(&labels);
-    metrics.request();
-    let dial = Dial {
-        addr: picked.addr,
-        tls: tls.as_ref(),
-        header: None,
-    };
-    let server =
-        match connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await {
-            Ok(server) => server,
-            Err(e) => return record_error(metrics, e.into(), started),
-        };
-    let client = hyper::upgrade::on(&mut req);
-    let addr = picked.addr;
-    tokio::spawn(async move {
-        // The endpoint counts as loaded for as long as the tunnel is open.
-        let _in_flight = picked.in_flight;
-        match client.await {
-            Ok(upgraded) => match relay::relay(TokioIo::new(upgraded), server).await {
-                Ok(moved) => tracing::debug!(%addr, ?moved, "CONNECT tunnel closed"),
-                Err(e) => tracing::debug!(%addr, error = %e, "CONNECT tunnel ended with an error"),
-            },
-            Err(e) => tracing::debug!(error = %e, "CONNECT client never switched to the tunnel"),
-        }
-    });
-    http::metered_response(
-        Response::new(http::empty()),
-        metrics,
-        started.into_std(),
-        None,
-    )
+/// Records an attempt that ended in a proxy error (`request`: also count the request, when it
+/// failed before reaching an endpoint).
+fn count_error(metrics: &HttpMetrics, e: Error, started: Instant, request: bool) -> Error {
+    if request {
+        metrics.request();
+    }
+    metrics.response(e.status().as_u16(), None, false, started.elapsed());
+    e
 }
 
 /// Explicit-mode target from an authority: `(target, discover?)`. Names outside the discovery
@@ -691,3 +769,7 @@ fn record_error(metrics: HttpMetrics, e: Error, started: Instant) -> Response<Bo
 #[cfg(test)]
 #[path = "outbound_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "outbound/policy_tests.rs"]
+mod policy_tests;

@@ -24,8 +24,8 @@ pub use retry::*;
 /// Control plane gRPC `host:port` serving Destination. Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
 /// Control plane gRPC `host:port` serving the policy APIs. Default: the destination address.
-/// Parsed and checked at start, but nothing connects to it yet: inbound and outbound policy
-/// (InboundServerPolicies, OutboundPolicies) arrive with the next issue and will use it.
+/// The outbound policy client (`OutboundPolicies.Watch`) connects to it; inbound policy does
+/// not use it yet.
 pub const ENV_POLICY_SVC_ADDR: &str = "WEFT_PROXY_POLICY_SVC_ADDR";
 /// `NS:NAME` of this workload. Required; NS expands short names.
 pub const ENV_POLICY_WORKLOAD: &str = "WEFT_PROXY_POLICY_WORKLOAD";

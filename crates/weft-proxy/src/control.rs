@@ -1,0 +1,115 @@
+//! What every per-target control-plane stream shares (Destination.Get in [`crate::discovery`],
+//! OutboundPolicies.Watch in [`crate::policy::client`]): the gRPC endpoint settings, waiting for
+//! the next message while watching the idle clock that closes a stream nobody listens to, and
+//! the sweep of remembered refusals.
+
+use std::{collections::HashMap, hash::Hash, time::Duration};
+use tokio::time::Instant;
+
+/// A lazily connecting gRPC endpoint for `host:port`: a connect timeout no shorter than the
+/// reconnect backoff's cap, `TCP_NODELAY` (first answers wait on no delayed ACK), keep-alive
+/// so a dead control plane is noticed while a stream idles.
+pub fn endpoint(
+    addr: &str,
+    backoff_max: Duration,
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map(|e| {
+        e.connect_timeout(backoff_max.max(Duration::from_secs(1)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+    })
+}
+
+/// How often a stream checks whether anyone still listens: twice per idle timeout.
+pub fn idle_check_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 2).max(Duration::from_millis(10))
+}
+
+/// Measures how long a stream has had no receivers.
+#[derive(Debug, Default)]
+pub struct IdleClock {
+    since: Option<Instant>,
+}
+
+impl IdleClock {
+    /// True once there have been no receivers for a whole `timeout` (counted from the first
+    /// check that saw none). Call it under the lock of the map the stream lives in, so a
+    /// concurrent subscriber either counted or finds the entry gone.
+    pub fn expired(&mut self, receivers: usize, timeout: Duration) -> bool {
+        if receivers > 0 {
+            self.since = None;
+            return false;
+        }
+        let now = Instant::now();
+        now.duration_since(*self.since.get_or_insert(now)) >= timeout
+    }
+}
+
+/// What a per-target stream yields next.
+pub enum Next<T> {
+    Message(T),
+    /// The stream ended without error: reconnect.
+    Ended,
+    Failed(tonic::Status),
+    /// Nobody has listened for the idle timeout (`idle` said so): close the stream.
+    Idle,
+}
+
+/// The next message of `stream`, checking every `interval` whether anyone still listens.
+pub async fn next_unless_idle<T>(
+    stream: &mut tonic::Streaming<T>,
+    interval: Duration,
+    mut idle: impl FnMut() -> bool,
+) -> Next<T> {
+    loop {
+        tokio::select! {
+            msg = stream.message() => return match msg {
+                Ok(Some(m)) => Next::Message(m),
+                Ok(None) => Next::Ended,
+                Err(status) => Next::Failed(status),
+            },
+            _ = tokio::time::sleep(interval) => if idle() {
+                return Next::Idle;
+            },
+        }
+    }
+}
+
+/// Past this many remembered targets, each new refusal also forgets expired ones.
+pub const SWEEP_ABOVE: usize = 1024;
+
+/// Forgets entries `refused_at` says are older than `ttl`, once the map is large (amortised
+/// over insertions, so a transparent proxy talking to many outside addresses stays bounded).
+pub fn sweep_expired<K: Hash + Eq, V>(
+    map: &mut HashMap<K, V>,
+    now: Instant,
+    ttl: Duration,
+    refused_at: impl Fn(&V) -> Option<Instant>,
+) {
+    if map.len() > SWEEP_ABOVE {
+        map.retain(|_, v| refused_at(v).is_none_or(|at| now.duration_since(at) < ttl));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_clock_expires_after_a_whole_timeout_without_receivers() {
+        let timeout = Duration::from_secs(10);
+        let mut clock = IdleClock::default();
+        assert!(!clock.expired(0, timeout));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(!clock.expired(0, timeout));
+        // A receiver came and went: the clock starts over.
+        assert!(!clock.expired(1, timeout));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(!clock.expired(0, timeout));
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert!(!clock.expired(0, timeout));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(clock.expired(0, timeout));
+    }
+}
