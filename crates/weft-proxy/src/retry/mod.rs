@@ -190,13 +190,7 @@ impl RetryPolicy {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    http::grpc_status(headers).and_then(|c| u32::try_from(c).ok())
 }
 
 /// How an attempt failed without an answer.
