@@ -447,11 +447,17 @@ fn grpc_route(r: &OutRoute) -> out::GrpcRoute {
     }
 }
 
-/// A route's backend: the Service balanced by discovery. A backend that does not resolve keeps
-/// this shape (so every proxy accepts the policy); the failure filter in front of it fails its
-/// requests before any discovery is needed.
+/// A route's backend: the Service balanced by discovery. A backend that does not resolve has
+/// no `kind`, as Linkerd's controller sends it (Linkerd's proxy makes such a backend fail with
+/// "has no dispatcher"); the failure filter in front of it fails its requests with the reason
+/// first, and no proxy looks up a Service that does not exist.
 fn route_backend(b: &OutBackend) -> out::Backend {
-    balancer(service_meta(&b.namespace, &b.name, b.port), &b.authority)
+    let meta = service_meta(&b.namespace, &b.name, b.port);
+    let mut backend = balancer(meta, &b.authority);
+    if b.error.is_some() {
+        backend.kind = None;
+    }
+    backend
 }
 
 fn backend_http_filters(b: &OutBackend) -> Vec<out::http_route::Filter> {

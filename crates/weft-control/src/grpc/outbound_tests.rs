@@ -179,6 +179,16 @@ spec:
         Some(service_meta("default", "v1", 80))
     );
     let gone = ra.backends[1].backend.as_ref().unwrap();
+    let gone_backend = gone.backend.as_ref().unwrap();
+    assert_eq!(
+        gone_backend.kind, None,
+        "no dispatcher for a missing Service (Linkerd)"
+    );
+    assert_eq!(
+        gone_backend.metadata,
+        Some(service_meta("default", "gone", 80))
+    );
+    assert!(gone_backend.queue.is_some());
     assert_eq!(
         gone.filters,
         vec![ohr::Filter {
