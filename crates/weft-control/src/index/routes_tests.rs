@@ -405,3 +405,46 @@ fn changes_recompute_exactly_the_affected_keys() {
         Some(Duration::from_secs(1))
     );
 }
+
+#[test]
+fn a_fault_injection_change_recomputes_the_parents_of_routes_naming_it() {
+    let body = format!("{TO_WEB}  rules:\n  - filters: [{{type: ExtensionRef, extensionRef: {{group: extensions.weft.dev, kind: FaultInjection, name: flaky}}}}]\n");
+    let mk = |status: Option<u16>| {
+        let mut s = state(
+            vec![service("web", &[80], ""), service("other", &[80], "")],
+            vec![route("HTTPRoute", "r", 1, &body)],
+        );
+        if let Some(status) = status {
+            let Resource::Fault(mut f) = doc("apiVersion: extensions.weft.dev/v1alpha1\nkind: FaultInjection\nmetadata: {name: flaky}\nspec: {}\n") else {
+                panic!()
+            };
+            f.status = status;
+            s.faults.insert(("default".into(), "flaky".into()), f);
+        }
+        Arc::new(s)
+    };
+    let index = Index::new(DOMAIN);
+    index.apply(mk(None));
+    let web = index.outbound(&Target::Name {
+        name: "web".into(),
+        namespace: "default".into(),
+        port: 80,
+    });
+    let other = index.outbound(&Target::Name {
+        name: "other".into(),
+        namespace: "default".into(),
+        port: 80,
+    });
+    let filter = |rx: &tokio::sync::watch::Receiver<Outbound>| {
+        outbound_policy(rx).routes[0].rules[0].filters[0].clone()
+    };
+    assert!(matches!(filter(&web), OutFilter::Unresolved(_)));
+    let applied = index.apply(mk(Some(503)));
+    assert_eq!(
+        (applied.recomputed, applied.sent),
+        (1, 1),
+        "web only, not other"
+    );
+    assert!(matches!(filter(&web), OutFilter::Fault(f) if f.status == 503));
+    assert!(outbound_policy(&other).routes.is_empty());
+}
