@@ -242,10 +242,13 @@ async fn register(
     }
     let workload = match resource::validate_one(&doc, "request body", &ctx.defaults) {
         Ok(Resource::Workload(w)) => w,
-        Ok(Resource::Service(_)) => {
+        Ok(other) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "request body: kind: must be ExternalWorkload, got \"Service\"",
+                format!(
+                    "request body: kind: must be ExternalWorkload, got {:?}",
+                    other.key().kind
+                ),
             )
         }
         Err(errors) => return error(StatusCode::BAD_REQUEST, errors.join("; ")),

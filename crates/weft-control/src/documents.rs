@@ -10,9 +10,10 @@
 //! does a Service whose new version takes a clusterIP another Service holds. Unrelated files
 //! never hold each other back.
 
+use crate::resource::route::{RouteKind, FAULT_INJECTION_KIND};
 use crate::resource::{validate_document, Ctx, Defaults, Resource, State};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 /// A document together with where it came from, for error messages.
@@ -37,7 +38,8 @@ impl Located {
 /// What identifies a document across versions of the store: kind, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DocKey {
-    /// `Service` or `ExternalWorkload`.
+    /// `Service`, `ExternalWorkload`, `FaultInjection`, or a route kind qualified by its group
+    /// (`HTTPRoute.gateway.networking.k8s.io`: two API groups define an `HTTPRoute`).
     pub kind: &'static str,
     pub namespace: String,
     pub name: String,
@@ -54,6 +56,8 @@ impl Resource {
         let (kind, namespace, name) = match self {
             Resource::Service(s) => ("Service", &s.namespace, &s.name),
             Resource::Workload(w) => ("ExternalWorkload", &w.namespace, &w.name),
+            Resource::Route(r) => (r.kind.qualified(), &r.namespace, &r.name),
+            Resource::Fault(f) => (FAULT_INJECTION_KIND, &f.namespace, &f.name),
         };
         DocKey {
             kind,
@@ -139,6 +143,10 @@ fn identity(v: &Value) -> Option<DocKey> {
     let kind = match v.get("kind")?.as_str()? {
         "Service" => "Service",
         "ExternalWorkload" => "ExternalWorkload",
+        FAULT_INJECTION_KIND => FAULT_INJECTION_KIND,
+        k @ ("HTTPRoute" | "GRPCRoute") => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
+            .ok()?
+            .qualified(),
         _ => return None,
     };
     let meta = v.get("metadata")?;
@@ -244,7 +252,7 @@ pub fn in_force(files: &[(&str, &ParsedFile)], previous: &InForce) -> (InForce, 
 fn unique_cluster_ips(out: &mut InForce, previous: &InForce, errors: &mut Vec<String>) {
     let ip_of = |doc: &Located| match &doc.resource {
         Resource::Service(s) => s.cluster_ip,
-        Resource::Workload(_) => None,
+        _ => None,
     };
     let mut holders: BTreeMap<IpAddr, DocKey> = BTreeMap::new();
     let mut changed = Vec::new();
@@ -282,6 +290,12 @@ fn unique_cluster_ips(out: &mut InForce, previous: &InForce, errors: &mut Vec<St
 
 /// The state the index serves, from the documents in force.
 pub fn state(in_force: &InForce) -> State {
+    state_seen(in_force, &HashMap::new())
+}
+
+/// [`state`], with the Unix time the store first saw each document: a route without a
+/// `metadata.creationTimestamp` takes it as its age (the precedence tie-break).
+pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> State {
     let mut state = State::default();
     for (key, doc) in in_force {
         let id = (key.namespace.clone(), key.name.clone());
@@ -291,6 +305,14 @@ pub fn state(in_force: &InForce) -> State {
             }
             Resource::Workload(w) => {
                 state.workloads.insert(id, w.clone());
+            }
+            Resource::Route(r) => {
+                let mut r = r.clone();
+                r.created = r.created.or_else(|| first_seen.get(key).copied());
+                state.routes.insert(r.key(), r);
+            }
+            Resource::Fault(f) => {
+                state.faults.insert(id, f.clone());
             }
         }
     }

@@ -198,3 +198,49 @@ fn invalid_yaml_names_the_line_and_column() {
         "{errors:?}"
     );
 }
+
+fn http_route(group_version: &str, name: &str, weight: &str) -> String {
+    format!("apiVersion: {group_version}\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{group: core, kind: Service, name: web}}]\n  rules: [{{backendRefs: [{{name: web, port: 80, weight: {weight}}}]}}]\n")
+}
+
+#[test]
+fn routes_are_documents_like_the_others() {
+    // The two HTTPRoute kinds are different resources, even with one name.
+    let gw = http_route("gateway.networking.k8s.io/v1", "r", "1");
+    let l5d = http_route("policy.linkerd.io/v1beta3", "r", "1");
+    let (good, errors) = apply(&[("r.yaml", format!("{gw}---\n{l5d}"))], &InForce::new());
+    assert!(errors.is_empty(), "{errors:?}");
+    let s = state_seen(
+        &good,
+        &HashMap::from([(good.keys().next().unwrap().clone(), 42)]),
+    );
+    assert_eq!(s.routes.len(), 2);
+    let created: Vec<Option<i64>> = s.routes.values().map(|r| r.created).collect();
+    assert!(
+        created.contains(&Some(42)) && created.contains(&None),
+        "{created:?}"
+    );
+
+    // A bad version keeps the last good one in force, with a precise error.
+    let (after, errors) = apply(
+        &[(
+            "r.yaml",
+            format!(
+                "{}---\n{l5d}",
+                http_route("gateway.networking.k8s.io/v1", "r", "-1")
+            ),
+        )],
+        &good,
+    );
+    assert_eq!(
+        errors,
+        ["r.yaml: document 0: spec.rules[0].backendRefs[0].weight: must be 0..1000000, got -1"]
+    );
+    assert_eq!(after, good);
+
+    // Two versions of one route are both reported; the route keeps its previous version.
+    let (after, errors) = apply(&[("a.yaml", gw.clone()), ("b.yaml", gw)], &good);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].contains("duplicate HTTPRoute.gateway.networking.k8s.io default/r"));
+    assert_eq!(state(&after).routes.len(), 1);
+}

@@ -5,12 +5,15 @@
 //! [`lookup::Changes`]) are recomputed, from per-state lookups rather than scans, and a snapshot
 //! is sent only if it differs from the previous one. Keys nobody watches any more are dropped.
 //!
-//! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping).
+//! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping). Which routes
+//! apply to a service port, resolved, is [`routes`].
 
 mod lookup;
+pub mod routes;
 
 use crate::resource::{ExternalWorkload, Service, State, TargetPort};
 use lookup::{Changes, Lookup};
+pub use routes::{Policy, RouteStatus};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::net::SocketAddr;
@@ -75,7 +78,7 @@ pub enum Profile {
 }
 
 /// Snapshot for OutboundPolicies.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Outbound {
     /// An address that is not a known service or endpoint (gRPC NotFound).
     NotFound,
@@ -85,6 +88,9 @@ pub enum Outbound {
         authority: String,
         port: u16,
         opaque: bool,
+        /// Its routes, backends, timeouts, retries and failure accrual (the default policy for
+        /// a service that is not known).
+        policy: Arc<Policy>,
     },
     /// The address of one workload endpoint: forward to it directly.
     Endpoint(Endpoint),
@@ -255,11 +261,17 @@ impl Index {
         };
         let endpoints = |t: &Target| by_addr(t).unwrap_or_else(|key| changes.endpoints(&key));
         let service = |t: &Target| by_addr(t).unwrap_or_else(|key| changes.service(&key));
+        let policy = |t: &Target| match t {
+            Target::Name {
+                name, namespace, ..
+            } => changes.policy(&(namespace.clone(), name.clone())),
+            Target::Addr(a) => changes.addr_policy(&lookup, a.ip()),
+        };
         let workload =
             |k: &InboundKey| changes.workload(&(k.namespace.clone(), k.workload.clone()));
         applied.refresh(&dests, endpoints, |t| v.destination(t));
         applied.refresh(&profiles, service, |t| v.profile(t));
-        applied.refresh(&outbounds, service, |t| v.outbound(t));
+        applied.refresh(&outbounds, policy, |t| v.outbound(t));
         applied.refresh(&inbounds, workload, |k| v.inbound(k));
         applied
     }
@@ -476,6 +488,7 @@ impl View<'_> {
             authority: format!("{}:{port}", fqdn(svc, domain)),
             port,
             opaque: svc.is_opaque(port),
+            policy: Arc::new(routes::policy(self.state, self.lookup, svc, port, domain)),
         };
         match target {
             Target::Name {
@@ -489,6 +502,7 @@ impl View<'_> {
                     authority: format!("{name}.{namespace}.svc.{domain}:{port}"),
                     port: *port,
                     opaque: false,
+                    policy: Arc::default(),
                 },
             },
             Target::Addr(addr) => {
@@ -571,6 +585,11 @@ pub fn outbound(state: &State, domain: &str, target: &Target) -> Outbound {
         domain,
     }
     .outbound(target)
+}
+
+/// The status of every route in `state` (see [`routes::statuses`]).
+pub fn route_statuses(state: &State) -> Vec<RouteStatus> {
+    routes::statuses(state)
 }
 
 pub fn inbound(state: &State, key: &InboundKey) -> Inbound {

@@ -59,6 +59,7 @@ fn state(services: Vec<Service>, workloads: Vec<ExternalWorkload>) -> State {
             .into_iter()
             .map(|w| ((w.namespace.clone(), w.name.clone()), w))
             .collect(),
+        ..Default::default()
     }
 }
 

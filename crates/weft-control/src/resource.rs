@@ -3,7 +3,11 @@
 //!
 //! Validation works on `serde_json::Value` (YAML is parsed into it too) so every error can name
 //! the exact field path: `FILE: document I: spec.ports[0].port: must be 1..65535, got 70000`.
-//! All errors of a document set are collected, not only the first.
+//! All errors of a document set are collected, not only the first. Routes and the Weft
+//! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`].
+
+pub mod policy;
+pub mod route;
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -117,6 +121,8 @@ pub struct WorkloadPort {
 pub enum Resource {
     Service(Service),
     Workload(ExternalWorkload),
+    Route(route::Route),
+    Fault(route::FaultInjection),
 }
 
 /// The whole validated configuration: what the index serves.
@@ -125,6 +131,10 @@ pub struct State {
     /// Keyed by (namespace, name).
     pub services: BTreeMap<(String, String), Service>,
     pub workloads: BTreeMap<(String, String), ExternalWorkload>,
+    /// Every route, whatever its parents; each has `created` set (see [`route::Route`]).
+    pub routes: BTreeMap<route::RouteKey, route::Route>,
+    /// `FaultInjection` filters, keyed by (namespace, name).
+    pub faults: BTreeMap<(String, String), route::FaultInjection>,
 }
 
 impl Service {
@@ -244,10 +254,13 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
     let expect = match kind.as_str() {
         "Service" => SERVICE_API_VERSION,
         "ExternalWorkload" => WORKLOAD_API_VERSION,
+        "HTTPRoute" | "GRPCRoute" | route::FAULT_INJECTION_KIND => {
+            return route::validate(&kind, api_version.as_deref(), obj, ctx);
+        }
         other => {
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service or ExternalWorkload)"),
+                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute or FaultInjection)"),
             );
             return None;
         }
@@ -261,7 +274,18 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
         }
     }
     let meta = Meta::parse(obj, ctx);
-    let spec = match obj.get("spec") {
+    let spec = spec_of(obj, ctx);
+    let (meta, spec) = (meta?, spec?);
+    if kind == "Service" {
+        service(meta, spec, ctx).map(Resource::Service)
+    } else {
+        workload(meta, spec, defaults, ctx).map(Resource::Workload)
+    }
+}
+
+/// The document's `spec` mapping (required).
+fn spec_of<'a>(obj: &'a Map<String, Value>, ctx: &mut Ctx) -> Option<&'a Map<String, Value>> {
+    match obj.get("spec") {
         Some(Value::Object(m)) => Some(m),
         Some(other) => {
             ctx.err(
@@ -274,12 +298,6 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
             ctx.err("spec", "required");
             None
         }
-    };
-    let (meta, spec) = (meta?, spec?);
-    if kind == "Service" {
-        service(meta, spec, ctx).map(Resource::Service)
-    } else {
-        workload(meta, spec, defaults, ctx).map(Resource::Workload)
     }
 }
 
@@ -345,6 +363,8 @@ impl Meta {
 }
 
 fn service(meta: Meta, spec: &Map<String, Value>, ctx: &mut Ctx) -> Option<Service> {
+    // Timeouts, retries and failure accrual: checked here, read by the index.
+    policy::service_policy(&meta.annotations, ctx);
     let selector = match spec.get("selector") {
         None | Some(Value::Null) => {
             ctx.err("spec.selector", "required");

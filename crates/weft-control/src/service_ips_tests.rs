@@ -24,7 +24,7 @@ fn state(services: &[Service]) -> Arc<State> {
             .iter()
             .map(|s| ((s.namespace.clone(), s.name.clone()), s.clone()))
             .collect(),
-        workloads: Default::default(),
+        ..Default::default()
     })
 }
 

@@ -10,7 +10,8 @@
 //! (`documents::in_force`) still see the whole set. Loads run on the blocking pool, off the
 //! async workers that serve the streams.
 
-use crate::documents::{self, InForce, ParsedFile};
+use crate::documents::{self, DocKey, InForce, ParsedFile};
+use crate::index::RouteStatus;
 use crate::resource::{Defaults, ExternalWorkload, State};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -31,6 +32,9 @@ pub struct StoreStatus {
     pub generation: u64,
     pub services: usize,
     pub workloads: usize,
+    /// The status of every route in force: per parentRef, `Accepted` and `ResolvedRefs`
+    /// conditions as in Gateway API `status.parents` (see `docs/traffic.md`).
+    pub routes: Vec<RouteStatus>,
     /// Errors of the documents in the store now (each such document keeps its last good
     /// version in force); empty when every document is valid.
     pub errors: Vec<String>,
@@ -121,6 +125,7 @@ pub fn start(
         cache: HashMap::new(),
         fingerprint: None,
         in_force: InForce::new(),
+        first_seen: HashMap::new(),
     };
     store.load();
     let (commands, rx) = mpsc::channel(16);
@@ -147,6 +152,10 @@ struct Store {
     fingerprint: Option<u64>,
     /// The version of each document in force: what a bad document falls back to.
     in_force: InForce,
+    /// When each document in force was first seen (Unix seconds): the age of a route without
+    /// a `metadata.creationTimestamp`, for precedence. Not persisted: after a restart such
+    /// routes are all as old as the first load, and namespace/name breaks the tie.
+    first_seen: HashMap<DocKey, i64>,
 }
 
 /// One store file as last read.
@@ -230,16 +239,23 @@ impl Store {
             .map(|(rel, _, parsed)| (rel.as_str(), &**parsed))
             .collect();
         let (in_force, errors) = documents::in_force(&parsed, &self.in_force);
-        let state = documents::state(&in_force);
+        let now = crate::clock::unix_now();
+        self.first_seen.retain(|key, _| in_force.contains_key(key));
+        for key in in_force.keys() {
+            self.first_seen.entry(key.clone()).or_insert(now);
+        }
+        let state = documents::state_seen(&in_force, &self.first_seen);
         self.in_force = in_force;
         let first = !self.status_tx.borrow().loaded;
         if first || **self.states_tx.borrow() != state {
             let (services, workloads) = (state.services.len(), state.workloads.len());
+            let routes = crate::index::route_statuses(&state);
             self.states_tx.send_replace(Arc::new(state));
             self.status_tx.send_modify(|s| {
                 s.generation += 1;
                 s.services = services;
                 s.workloads = workloads;
+                s.routes = routes;
             });
             tracing::info!(services, workloads, "store loaded");
         }

@@ -23,6 +23,7 @@ fn store(test: &str) -> Store {
         status_tx: watch::channel(StoreStatus::default()).0,
         cache: HashMap::new(),
         fingerprint: None,
+        first_seen: HashMap::new(),
         in_force: InForce::new(),
     }
 }

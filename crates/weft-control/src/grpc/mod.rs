@@ -8,6 +8,7 @@
 mod destination;
 pub mod identity;
 mod meta;
+mod outbound;
 mod policy;
 mod stream;
 
@@ -24,7 +25,8 @@ use tonic::transport::server::TcpIncoming;
 pub use destination::DestinationService;
 #[cfg(test)]
 pub(crate) use destination::Diff;
-pub use policy::{InboundService, OutboundService};
+pub use outbound::OutboundService;
+pub use policy::InboundService;
 pub use stream::Stream;
 
 /// Serves Destination, OutboundPolicies, InboundServerPolicies and Identity on `listener`

@@ -6,6 +6,7 @@
 //! posting-list reads; [`Changes`] says which keys' inputs changed between two states, so a change
 //! recomputes only the keys it can affect.
 
+use crate::resource::route::{Filter, Route, RouteKey};
 use crate::resource::{ExternalWorkload, Service, State};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -46,6 +47,28 @@ pub struct Lookup {
     /// (namespace, first selector key, its value) → services. A service selecting a workload
     /// matches all its selector entries, so it is found through any of the workload's labels.
     services_by_label: ByLabel,
+    /// Service → routes with a parentRef to it.
+    routes_by_parent: HashMap<Key, Vec<RouteKey>>,
+    /// Service → routes with a backendRef to it.
+    routes_by_backend: HashMap<Key, Vec<RouteKey>>,
+    /// (namespace, name) of a FaultInjection → routes whose filters name it.
+    routes_by_fault: HashMap<Key, Vec<RouteKey>>,
+}
+
+fn push_route(map: &mut HashMap<Key, Vec<RouteKey>>, key: Key, route: &RouteKey) {
+    let list = map.entry(key).or_default();
+    // A route names the same Service or filter in many places: list it once.
+    if list.last() != Some(route) {
+        list.push(route.clone());
+    }
+}
+
+/// The Services a route names as parents.
+fn parent_keys(r: &Route) -> impl Iterator<Item = Key> + '_ {
+    r.parents
+        .iter()
+        .filter(|p| p.is_service())
+        .map(|p| (p.namespace.clone(), p.name.clone()))
 }
 
 impl Lookup {
@@ -68,7 +91,60 @@ impl Lookup {
                 push(&mut l.services_by_label, &s.namespace, k, v, key);
             }
         }
+        for (key, r) in &state.routes {
+            for parent in parent_keys(r) {
+                push_route(&mut l.routes_by_parent, parent, key);
+            }
+            for rule in &r.rules {
+                let faults = |filters: &[Filter]| -> Vec<Key> {
+                    filters
+                        .iter()
+                        .filter_map(|f| match f {
+                            Filter::Fault(name) => Some((r.namespace.clone(), name.clone())),
+                            _ => None,
+                        })
+                        .collect()
+                };
+                for fault in faults(&rule.filters) {
+                    push_route(&mut l.routes_by_fault, fault, key);
+                }
+                for b in rule.backends.iter().filter(|b| b.is_service()) {
+                    let svc = (b.namespace.clone(), b.name.clone());
+                    push_route(&mut l.routes_by_backend, svc, key);
+                    for fault in faults(&b.filters) {
+                        push_route(&mut l.routes_by_fault, fault, key);
+                    }
+                }
+            }
+        }
         l
+    }
+
+    /// The routes of `state` with a parentRef to the Service `key`, in state order.
+    pub fn routes_of<'a>(
+        &'a self,
+        state: &'a State,
+        key: &Key,
+    ) -> impl Iterator<Item = &'a Route> + 'a {
+        self.routes_by_parent
+            .get(key)
+            .map_or(&[][..], |l| l.as_slice())
+            .iter()
+            .filter_map(|k| state.routes.get(k))
+    }
+
+    /// Parents of the routes listed under `key` in `map`.
+    fn parents_via<'a>(
+        &'a self,
+        map: &'a HashMap<Key, Vec<RouteKey>>,
+        state: &'a State,
+        key: &Key,
+    ) -> impl Iterator<Item = Key> + 'a {
+        map.get(key)
+            .map_or(&[][..], |l| l.as_slice())
+            .iter()
+            .filter_map(|k| state.routes.get(k))
+            .flat_map(parent_keys)
     }
 
     /// The workloads `svc` selects, in state order: the shortest posting list among its
@@ -136,6 +212,11 @@ pub struct Changes {
     workloads: HashSet<Key>,
     /// First IPs of those workloads, before and after.
     ips: HashSet<IpAddr>,
+    /// Services whose outbound policy inputs changed: the Service itself, a route naming it as
+    /// parent (before or after), a backend Service or FaultInjection of one of its routes.
+    policies: HashSet<Key>,
+    /// Routes or FaultInjections added, removed or modified.
+    routes_changed: bool,
 }
 
 impl Changes {
@@ -146,6 +227,23 @@ impl Changes {
             c.services.insert(key.clone());
         }
         c.endpoints = c.services.clone();
+        c.policies = c.services.clone();
+        // A Service appearing, going or changing ports changes the routes that send to it.
+        for key in &c.services {
+            c.policies
+                .extend(lookup.parents_via(&lookup.routes_by_backend, new, key));
+        }
+        for (_, before, after) in diff(&old.routes, &new.routes) {
+            c.routes_changed = true;
+            for r in [before, after].into_iter().flatten() {
+                c.policies.extend(parent_keys(r));
+            }
+        }
+        for (key, _, _) in diff(&old.faults, &new.faults) {
+            c.routes_changed = true;
+            c.policies
+                .extend(lookup.parents_via(&lookup.routes_by_fault, new, key));
+        }
         for (key, before, after) in diff(&old.workloads, &new.workloads) {
             c.workloads.insert(key.clone());
             // An unchanged service selects the old version exactly when the new state's copy
@@ -161,7 +259,21 @@ impl Changes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.workloads.is_empty()
+        self.services.is_empty() && self.workloads.is_empty() && !self.routes_changed
+    }
+
+    /// The outbound policy of the Service `key` may have changed (see `policies`).
+    pub fn policy(&self, key: &Key) -> bool {
+        self.policies.contains(key)
+    }
+
+    /// [`Changes::addr`] for an outbound policy: also the policy of the Service at `ip`.
+    pub fn addr_policy(&self, lookup: &Lookup, ip: IpAddr) -> bool {
+        self.addr(lookup, ip)
+            || lookup
+                .service_by_ip
+                .get(&ip)
+                .is_some_and(|key| self.policy(key))
     }
 
     /// The service itself (its ports, annotations, existence) changed.
@@ -192,10 +304,10 @@ impl Changes {
 
 /// Entries that differ between two maps: (key, old value, new value), either side `None` when
 /// added or removed. One merge pass over both (they are sorted).
-fn diff<'a, V: PartialEq>(
-    old: &'a BTreeMap<Key, V>,
-    new: &'a BTreeMap<Key, V>,
-) -> Vec<(&'a Key, Option<&'a V>, Option<&'a V>)> {
+fn diff<'a, K: Ord, V: PartialEq>(
+    old: &'a BTreeMap<K, V>,
+    new: &'a BTreeMap<K, V>,
+) -> Vec<(&'a K, Option<&'a V>, Option<&'a V>)> {
     let mut out = Vec::new();
     let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
     loop {
