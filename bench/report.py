@@ -203,6 +203,24 @@ def _targets(table):
     if w["rss_mib_idle"]:
         peak = max(w["rss_mib_idle"].values())
         check("RSS < 25 MiB with the idle connections", peak < 25, f"{peak:.1f} MiB")
+    if "weft-routes" in table:
+        # The cost of routing: 100 HTTPRoutes on the service, the request matched by the last.
+        r = _config_json(table["weft-routes"], "weft-routes")
+        try:
+            wc = med([v["cpu_us_per_req"] for v in w["fixed"].values()])
+            rc = med([v["cpu_us_per_req"] for v in r["fixed"].values()])
+            check("proxy CPU per request with 100 routes within 5 % of weft's (median over rates)",
+                  rc <= 1.05 * wc, f"{rc:.0f} vs {wc:.0f} us = {rc / wc - 1:+.1%}")
+        except (TypeError, ZeroDivisionError):
+            check("proxy CPU per request with 100 routes", None, "no data")
+        for p in ("p50_ms", "p99_ms"):
+            try:
+                wa = w["fixed"]["2000"][p] - d["fixed"]["2000"][p]
+                ra = r["fixed"]["2000"][p] - d["fixed"]["2000"][p]
+                check(f"added {p[:-3]} at 2000/s with 100 routes within 5 % of weft's", ra <= 1.05 * wa,
+                      f"{ra:+.3f} vs {wa:+.3f} ms")
+            except (KeyError, TypeError):
+                check(f"added {p[:-3]} at 2000/s with 100 routes", None, "no data")
     return "\n".join(out)
 
 

@@ -39,7 +39,8 @@ def parse_args(argv):
     p.add_argument("--rates", default="500,2000,5000")
     p.add_argument("--protos", default="h1,h2")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--configs", default="direct,weft,envoy")
+    p.add_argument("--configs", default="direct,weft,envoy",
+                   help="comma list of direct, weft, weft-routes (weft with 100 HTTPRoutes), envoy")
     p.add_argument("--workers", default="1,2", help="tables: proxy worker threads (1 = main table)")
     p.add_argument("--layout", choices=("proxy-core", "sidecar"), default="proxy-core",
                    help="one-worker table: 'proxy-core' (default) = both proxies on CPU 0, load generator, "
@@ -213,7 +214,7 @@ def check_transport(ctx, cfg, topo):
     if cfg == "envoy" or ctx.weft_mtls:
         cases = [("plaintext HTTP/2", dict(tls=False), False),
                  ("TLS 1.3 without a client certificate", dict(), False)]
-        if cfg == "weft":
+        if cfg.startswith("weft"):
             # weft's inbound answers the handshake and refuses each request with 403: ask for one.
             cases = [("plaintext HTTP/2 request", dict(tls=False), False),
                      ("TLS 1.3 request without a client certificate", dict(tls=True), False)]
@@ -224,7 +225,7 @@ def check_transport(ctx, cfg, topo):
                                                                 key=c["client.key"]), True)]
         lines = []
         for what, kw, expect in cases:
-            if cfg == "weft":
+            if cfg.startswith("weft"):
                 accepted, detail = request_probe(addr, topology.AUTHORITY, **kw)
             else:
                 accepted, detail = probe(addr, **kw)
@@ -241,7 +242,7 @@ def check_transport(ctx, cfg, topo):
                    and ("versions.TLSv1.3" in l or l.endswith(".ssl.handshake: 0") or ".ssl.handshake:" in l)]
             lines.append(f"ok  envoy inbound stats: {'; '.join(v13) or 'no TLS 1.3 counter'}")
             print("  " + lines[-1], flush=True)
-        if cfg == "weft":
+        if cfg.startswith("weft"):
             # The positive side: the request that proved the topology up went over mTLS.
             metrics = http_text(f"http://{topo.admin['outbound']}/metrics")
             ok = any(l.startswith("request_total{") and 'tls="true"' in l for l in metrics.splitlines())

@@ -49,6 +49,8 @@ def start(name, ctx, workers, cpus):
         return t
     if name == "weft":
         return _start_weft(ctx, workers, cpus)
+    if name == "weft-routes":
+        return _start_weft(ctx, workers, cpus, routes=ROUTES)
     if name == "envoy":
         return _start_envoy(ctx, workers, cpus)
     raise ValueError(name)
@@ -74,6 +76,31 @@ spec:
   selector: {app: backend}
   ports: [{name: tcp, port: 9000, targetPort: tcp, appProtocol: opaque}]
 """
+
+
+# The "weft-routes" configuration: this many HTTPRoutes on the backend Service. The load's "/" is
+# matched by the last one only, so every request weighs all of them (the cost of routing).
+ROUTES = 100
+
+
+def routes_yaml(n):
+    """n Gateway API HTTPRoutes on backend:8080; route i matches PathPrefix /api/v{i}/ and a header,
+    the last one matches every path."""
+    docs = []
+    for i in range(n):
+        last = i == n - 1
+        match = ("[{path: {type: PathPrefix, value: /}}]" if last else
+                 f"[{{path: {{type: PathPrefix, value: /api/v{i}/}}, headers: [{{name: x-route, value: r{i}}}]}}]")
+        docs.append(f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: route-{i:03}, namespace: default}}
+spec:
+  parentRefs: [{{group: core, kind: Service, name: backend, port: 8080}}]
+  rules:
+  - matches: {match}
+    backendRefs: [{{name: backend, port: 8080}}]
+""")
+    return "---\n".join(docs)
 
 
 def _proxy_env(ctx, grpc, workload, workers, extra):
@@ -121,13 +148,16 @@ def _write_token(ctx, workload, token):
     os.replace(tmp, path)
 
 
-def _start_weft(ctx, workers, cpus):
-    t = Topology("weft")
+def _start_weft(ctx, workers, cpus, routes=0):
+    t = Topology("weft-routes" if routes else "weft")
     store = os.path.join(ctx.workdir, "weft-store")
     shutil.rmtree(store, ignore_errors=True)
     os.makedirs(store)
     with open(os.path.join(store, "services.yaml"), "w") as f:
         f.write(SERVICES_YAML)
+    if routes:
+        with open(os.path.join(store, "routes.yaml"), "w") as f:
+            f.write(routes_yaml(routes))
     try:
         cmd = [ctx.weft_bin, "control", "--store", store, "--grpc-addr", "127.0.0.1:0",
                "--api-addr", "127.0.0.1:0"]

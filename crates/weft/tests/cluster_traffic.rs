@@ -1,0 +1,256 @@
+//! Outbound traffic policy end to end on a two-node testbed cluster (root only; skipped locally
+//! without root, failing under `CI=true`): route documents written into the control plane's store
+//! steer real requests between `weft run` pods. The backends and the client are sockets of the
+//! test process made inside the pods' namespaces (`support::pods`), so the test can make a backend
+//! fail or slow down and count exactly what it received; everything between them — iptables,
+//! both sidecars, mTLS, the control plane — is the real thing.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use support::cluster;
+use support::eventually;
+use support::pods::{get, Backend, PodClient, PodNet, Tally};
+use weft_testbed::mesh::{ControlPlane, Workload};
+use weft_testbed::{require_root, serial, Cluster};
+
+const BOOKS_IP: [u8; 4] = [198, 19, 0, 20];
+
+const SERVICES: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: books, namespace: default}
+spec:
+  selector: {app: books}
+  clusterIP: 198.19.0.20
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: books-canary, namespace: default}
+spec:
+  selector: {app: books-canary}
+  clusterIP: 198.19.0.21
+  ports: [{name: http, port: 80, targetPort: http}]
+";
+
+fn books() -> SocketAddr {
+    SocketAddr::from((BOOKS_IP, 80))
+}
+
+/// Writes `routes.yaml` into the store atomically (a hidden temporary file is never read).
+fn write_routes(store: &Path, yaml: &str) -> Instant {
+    let tmp = store.join(".routes.yaml.tmp");
+    std::fs::write(&tmp, yaml).expect("write routes");
+    std::fs::rename(&tmp, store.join("routes.yaml")).expect("rename routes");
+    Instant::now()
+}
+
+/// The control plane, a client pod on node 0, and what the test started on node 1.
+struct Mesh {
+    // Field order is drop order: pods before the control plane before the cluster.
+    backends: Vec<(Workload, Backend)>,
+    client_pod: Workload,
+    client: PodClient,
+    control: ControlPlane,
+    store: PathBuf,
+    cluster: Cluster,
+}
+
+impl Mesh {
+    async fn start(name: &str, root: weft_testbed::Root) -> Mesh {
+        let store = cluster::temp_store(name, SERVICES);
+        let cluster = Cluster::new(root, 2).expect("cluster");
+        let control = ControlPlane::start(&cluster, 0, Path::new(cluster::WEFT), &store)
+            .await
+            .expect("control plane");
+        let client_pod = cluster::client(&cluster, 0, &control, &[]).await;
+        let client = PodClient::new(PodNet::open(&client_pod.netns().expect("client netns")));
+        Mesh {
+            backends: Vec::new(),
+            client_pod,
+            client,
+            control,
+            store,
+            cluster,
+        }
+    }
+
+    /// A workload `name` labelled `app=APP` on node 1, served by a [`Backend`] named `name`.
+    /// `weft run` registers a workload once its ports listen, so the backend binds in the pod's
+    /// namespace as soon as that namespace exists, while `weft run` waits.
+    async fn backend(&mut self, name: &str, app: &str) {
+        let label = format!("app={app}");
+        let flags = ["--port", "http=8080", "--label", &label];
+        let prefix = format!("weft-run-{name}-");
+        let serve = async {
+            eventually("the pod's namespace", Duration::from_secs(20), || async {
+                let netns = std::fs::read_dir("/run/netns")
+                    .ok()?
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .find(|n| n.starts_with(&prefix))?;
+                Some(Backend::start(&PodNet::open(&netns), 8080, name))
+            })
+            .await
+        };
+        let start = cluster::workload(
+            &self.cluster,
+            1,
+            &self.control,
+            name,
+            &flags,
+            &["sleep", "3600"],
+        );
+        let (w, b) = tokio::join!(start, serve);
+        self.backends.push((w, b));
+    }
+
+    /// Waits until `check` holds for an answer to `req()` (a route in force, an endpoint known).
+    async fn until(
+        &self,
+        what: &str,
+        req: impl Fn() -> Request<Full<Bytes>>,
+        check: impl Fn(&support::pods::Answer) -> bool,
+    ) {
+        eventually(what, Duration::from_secs(20), || async {
+            let a = self.client.send(books(), req()).await;
+            check(&a).then_some(())
+        })
+        .await;
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- client proxy ---\n{}\n--- control ---\n{}",
+            self.client_pod.proc.stderr(),
+            self.control.proc.stderr()
+        )
+    }
+}
+
+fn share(t: &Tally, backend: &str) -> f64 {
+    t.count(|a| a.backend == backend) as f64 / t.total() as f64
+}
+
+fn assert_all_ok(t: &Tally, context: &str, mesh: &Mesh) {
+    let (failed, examples) = t.failures();
+    assert_eq!(
+        failed,
+        0,
+        "{context}: {failed} of {} requests failed, e.g. {examples:?}\n{}",
+        t.total(),
+        mesh.logs()
+    );
+}
+
+const SPLIT_90_10: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-canary, namespace: default}
+spec:
+  parentRefs: [{group: core, kind: Service, name: books, port: 80}]
+  rules:
+  - matches: [{headers: [{name: x-canary, value: 'true'}]}]
+    backendRefs: [{name: books-canary, port: 80}]
+  - backendRefs:
+    - {name: books, port: 80, weight: 90}
+    - {name: books-canary, port: 80, weight: 10}
+";
+
+/// A weighted 90/10 split lands within ±2 % over 10,000 requests; a header match sends only
+/// matching requests to the canary; new weights apply within 1 s with no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_header_match_and_weight_change() {
+    let _serial = serial();
+    let Some(root) = require_root(&[]) else {
+        return;
+    };
+    let mut mesh = Mesh::start("traffic-split", root).await;
+    mesh.backend("books-v1", "books").await;
+    mesh.backend("books-canary", "books-canary").await;
+    let authority = "books.default.svc.cluster.local";
+    mesh.until(
+        "books answers through the mesh",
+        || get(authority, "/"),
+        |a| a.status == 200 && a.backend == "books-v1",
+    )
+    .await;
+
+    write_routes(&mesh.store, SPLIT_90_10);
+    let canary = move || {
+        let mut r = get(authority, "/");
+        r.headers_mut().insert("x-canary", "true".parse().unwrap());
+        r
+    };
+    mesh.until("the header route is in force", canary, |a| {
+        a.backend == "books-canary"
+    })
+    .await;
+
+    // 1. 10,000 requests without the header: 90/10 within ±2 %.
+    let t = mesh
+        .client
+        .run(books(), 16, 10_000, move |_| get(authority, "/"))
+        .await;
+    assert_all_ok(&t, "split", &mesh);
+    let c = share(&t, "books-canary");
+    assert!(
+        (0.08..=0.12).contains(&c),
+        "canary got {:.2} % of 10,000 requests: {:?}",
+        c * 100.0,
+        t.by_backend()
+    );
+
+    // 2. With the header: the canary only.
+    let t = mesh.client.run(books(), 4, 500, move |_| canary()).await;
+    assert_all_ok(&t, "header match", &mesh);
+    assert_eq!(
+        t.by_backend().get("books-canary"),
+        Some(&500),
+        "{:?}",
+        t.by_backend()
+    );
+
+    // 3. New weights under load: all traffic to the canary within 1 s, nothing fails.
+    let load = {
+        let client = PodClient::new(PodNet::open(&mesh.client_pod.netns().unwrap()));
+        tokio::spawn(async move {
+            client
+                .run_paced(books(), 3_000, 500, move |_| get(authority, "/"))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let written = write_routes(
+        &mesh.store,
+        &SPLIT_90_10
+            .replace("weight: 90", "weight: 0")
+            .replace("weight: 10", "weight: 100"),
+    );
+    let t = load.await.expect("load");
+    assert_all_ok(&t, "weight change", &mesh);
+    // The answers are in send order: the last one from books-v1 marks when the change applied.
+    let last_v1 = t
+        .answers
+        .iter()
+        .rposition(|a| a.backend == "books-v1")
+        .expect("books-v1 answered before the change");
+    let applied_after = t.answers[last_v1].sent.saturating_duration_since(written);
+    assert!(
+        applied_after <= Duration::from_secs(1),
+        "books-v1 still answered a request sent {applied_after:?} after the new weights were written"
+    );
+    assert!(
+        t.answers[last_v1 + 1..]
+            .iter()
+            .all(|a| a.backend == "books-canary"),
+        "{:?}",
+        t.by_backend()
+    );
+}
