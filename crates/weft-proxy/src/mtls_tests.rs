@@ -449,6 +449,7 @@ async fn outbound_opaque_uses_the_opaque_transport_port_and_header() {
             opaque_ports: PortSet(vec![app.port()..=app.port()]),
             pool: Default::default(),
             own: OwnAddrs::default(),
+            retry_budget: Default::default(),
         },
         Box::new(OneEndpoint(endpoint)),
         client_metrics.clone(),

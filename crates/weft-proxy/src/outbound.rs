@@ -94,6 +94,8 @@ pub struct Settings {
     pub pool: PoolLimits,
     /// This proxy's outbound listeners: never a destination (see [`OwnAddrs`]).
     pub own: OwnAddrs,
+    /// Each route's retry budget (`WEFT_PROXY_OUTBOUND_RETRY_BUDGET_*`).
+    pub retry_budget: crate::config::RetryBudget,
 }
 
 /// The addresses of this proxy's outbound listeners (the main one and the upstream ports). A
@@ -185,6 +187,7 @@ impl Outbound {
             opaque_ports: cfg.outbound_opaque_ports.clone(),
             pool: cfg.outbound_pool,
             own,
+            retry_budget: cfg.outbound_retry_budget,
         };
         let policies = PolicyClient::new(crate::policy::client::Settings::from_config(cfg));
         Outbound::with_policies(
@@ -582,20 +585,74 @@ where
     //    `grpc-timeout`) and one attempt (the backend's request timeout / the rule's response
     //    timeout). An expired one answers 504 (gRPC: DEADLINE_EXCEEDED).
     let (whole, per_attempt) = fwd.limits(req.headers());
-    // 7. Send one attempt. The retry loop (`retry.rs`) wraps this call: it is the only place
-    //    a request leaves for a backend.
-    let mut no_end = None;
-    let http_end = if fwd.grpc { &mut no_end } else { &mut end };
-    let attempt = send_attempt(
-        &ob,
-        &backend_target,
-        dest,
-        req,
-        authority,
-        fwd.deadline(ob.settings.failfast_timeout),
-        http_end,
-    );
-    let sent = routed::within(whole, routed::within(per_attempt, attempt)).await;
+    // 7. Send: one attempt, or with the rule's retry policy as many as it, the route's retry
+    //    budget and the body (replayable up to the policy's bound) allow. `send_attempt` is the
+    //    only place a request leaves for a backend.
+    let failfast = fwd.deadline(ob.settings.failfast_timeout);
+    let sent = match fwd.retry.clone() {
+        None => {
+            let mut no_end = None;
+            let http_end = if fwd.grpc { &mut no_end } else { &mut end };
+            let attempt = send_attempt(
+                &ob,
+                &backend_target,
+                dest,
+                req,
+                authority,
+                failfast,
+                http_end,
+            );
+            routed::within(whole, routed::within(per_attempt, attempt)).await
+        }
+        Some((policy, route)) => {
+            let whole_deadline = whole.map(|l| Instant::now() + l.timeout);
+            let (ob, target) = (&ob, &backend_target);
+            let retried = crate::retry::send(
+                &policy,
+                &route.budget,
+                &route.counters,
+                whole_deadline,
+                req,
+                |req| {
+                    let (dest, authority) = (dest.clone(), authority.clone());
+                    Box::pin(async move {
+                        let mut no_end = None;
+                        let attempt =
+                            send_attempt(ob, target, dest, req, authority, failfast, &mut no_end);
+                        // The policy's per-try timeout applies inside `retry::send`; without
+                        // one, the backend's.
+                        if policy.timeout.is_some() {
+                            attempt.await
+                        } else {
+                            routed::within(per_attempt, attempt).await
+                        }
+                    })
+                },
+            );
+            let answer = routed::within(whole, async {
+                match retried.await.0 {
+                    Ok(resp) => Ok(resp),
+                    Err(crate::retry::Failure::Http(e)) => Err(e),
+                    Err(crate::retry::Failure::Timeout(timeout)) => Err(Error::Timeout {
+                        what: "retry attempt",
+                        timeout,
+                    }),
+                }
+            })
+            .await;
+            // The route's outcome is the final answer's: recorded when its body ends.
+            answer.map(|resp| match end.take() {
+                Some(mut e) if !e.is_grpc() => {
+                    e.headers(&resp);
+                    e.observe(resp)
+                }
+                e => {
+                    end = e;
+                    resp
+                }
+            })
+        }
+    };
     // 8. Response filters (the rule's, then the backend's).
     match sent {
         Ok(mut resp) => {

@@ -65,6 +65,7 @@ fn outbound(resolver: Fixed) -> Arc<Outbound> {
         opaque_ports: PortSet::default(),
         pool: Default::default(),
         own: OwnAddrs::default(),
+        retry_budget: Default::default(),
     };
     Outbound::with_resolver(settings, Box::new(resolver), Metrics::new())
 }
@@ -258,6 +259,7 @@ fn gated_outbound(
         opaque_ports: PortSet::default(),
         pool: Default::default(),
         own: OwnAddrs::default(),
+        retry_budget: Default::default(),
     };
     let resolver = Fixed {
         endpoints: vec![endpoint],

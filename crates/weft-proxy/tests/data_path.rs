@@ -201,6 +201,7 @@ fn outbound_to(
             opaque_ports,
             pool: Default::default(),
             own: outbound::OwnAddrs::default(),
+            retry_budget: Default::default(),
         },
         Box::new(StaticResolver(HashMap::from([(target.clone(), set_rx)]))),
         metrics,

@@ -9,6 +9,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,7 +86,7 @@ impl Mesh {
     /// A workload `name` labelled `app=APP` on node 1, served by a [`Backend`] named `name`.
     /// `weft run` registers a workload once its ports listen, so the backend binds in the pod's
     /// namespace as soon as that namespace exists, while `weft run` waits.
-    async fn backend(&mut self, name: &str, app: &str) {
+    async fn backend(&mut self, name: &str, app: &str) -> usize {
         let label = format!("app={app}");
         let flags = ["--port", "http=8080", "--label", &label];
         let prefix = format!("weft-run-{name}-");
@@ -109,6 +110,7 @@ impl Mesh {
         );
         let (w, b) = tokio::join!(start, serve);
         self.backends.push((w, b));
+        self.backends.len() - 1
     }
 
     /// Waits until `check` holds for an answer to `req()` (a route in force, an endpoint known).
@@ -123,6 +125,10 @@ impl Mesh {
             check(&a).then_some(())
         })
         .await;
+    }
+
+    fn b(&self, i: usize) -> &Backend {
+        &self.backends[i].1
     }
 
     fn logs(&self) -> String {
@@ -253,4 +259,117 @@ async fn split_header_match_and_weight_change() {
         "{:?}",
         t.by_backend()
     );
+}
+
+/// Retries recover a backend that fails 30 % of requests at ≤ 1.5× its load; with every answer
+/// failing the retry budget bounds the amplification; a 1 MiB POST is never replayed; a request
+/// timeout answers 504 in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_budget_and_timeouts() {
+    let _serial = serial();
+    let Some(root) = require_root(&[]) else {
+        return;
+    };
+    let mut mesh = Mesh::start("traffic-retries", root).await;
+    let v1 = mesh.backend("books-v1", "books").await;
+    let authority = "books.default.svc.cluster.local";
+    mesh.until(
+        "books answers through the mesh",
+        || get(authority, "/"),
+        |a| a.status == 200,
+    )
+    .await;
+    write_routes(
+        &mesh.store,
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: books
+  namespace: default
+  annotations:
+    retry.linkerd.io/http: 5xx
+    retry.linkerd.io/limit: '3'
+spec:
+  parentRefs: [{group: core, kind: Service, name: books, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /sleep}}]
+    timeouts: {request: 200ms}
+  - matches: [{path: {type: PathPrefix, value: /}}]
+",
+    );
+    mesh.until(
+        "the timeout route is in force",
+        || get(authority, "/sleep/1000"),
+        |a| a.status == 504,
+    )
+    .await;
+
+    // 1. A request timeout answers 504 with l5d-proxy-error within 200 ms ± 50 ms.
+    for _ in 0..5 {
+        let a = mesh
+            .client
+            .send(books(), get(authority, "/sleep/1000"))
+            .await;
+        assert_eq!(a.status, 504, "{a:?}");
+        assert!(!a.proxy_error.is_empty(), "{a:?}");
+        assert!(
+            (Duration::from_millis(150)..=Duration::from_millis(250)).contains(&a.elapsed),
+            "timed out after {:?}",
+            a.elapsed
+        );
+    }
+
+    // 2. 30 % of answers are 500: the client sees ≥ 99.5 % success, the backend ≤ 1.5× the load.
+    mesh.b(v1).knobs.fail_percent.store(30, Ordering::SeqCst);
+    let before = mesh.b(v1).received();
+    let t = mesh
+        .client
+        .run_paced(books(), 1_000, 50, move |_| get(authority, "/"))
+        .await;
+    let ok = t.count(|a| a.status == 200);
+    let seen = mesh.b(v1).received() - before;
+    assert!(
+        ok * 1000 >= 995 * t.total(),
+        "{ok} of {} succeeded",
+        t.total()
+    );
+    assert!(
+        seen * 2 <= 3 * t.total() as u64,
+        "backend saw {seen} for {} requests",
+        t.total()
+    );
+
+    // 3. A POST with a 1 MiB body that fails is answered with the failure, and never replayed.
+    mesh.b(v1).knobs.fail_percent.store(100, Ordering::SeqCst);
+    let bodies = mesh.b(v1).bodies();
+    let big = Request::post("/")
+        .header(hyper::header::HOST, authority)
+        .body(Full::new(Bytes::from(vec![7u8; 1 << 20])))
+        .unwrap();
+    let a = mesh.client.send(books(), big).await;
+    assert_eq!(a.status, 500, "{a:?}");
+    assert_eq!(
+        mesh.b(v1).bodies() - bodies,
+        1,
+        "the 1 MiB POST was replayed"
+    );
+
+    // 4. Every answer fails: retries stay within the budget (20 % of requests + 10/s, over the
+    // budget's 10 s window), far below the 4× the retry limit alone would allow.
+    let before = mesh.b(v1).received();
+    let started = Instant::now();
+    let t = mesh
+        .client
+        .run_paced(books(), 1_000, 100, move |_| get(authority, "/"))
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let seen = (mesh.b(v1).received() - before) as f64;
+    let originals = t.total() as f64;
+    let bound = originals * 1.2 + 10.0 * (secs + 10.0);
+    assert!(
+        seen <= bound,
+        "backend saw {seen} requests for {originals} in {secs:.1} s (budget bound {bound:.0})"
+    );
+    assert!(seen > originals, "no retry at all: {seen} for {originals}");
 }

@@ -173,6 +173,8 @@ struct Table<M> {
 
 struct RouteState {
     metrics: RouteMetrics,
+    /// The route's retry budget and counters, shared by its requests.
+    retry: Arc<RouteRetry>,
     /// Per rule, per backend of its distribution.
     rules: Vec<Vec<BackendState>>,
 }
@@ -271,6 +273,7 @@ impl Router {
         };
         let parent = &policy.parent;
         let metrics = ob.metrics.routes();
+        let budget = ob.settings.retry_budget;
         let (http1, http2, grpc, opaque_routes) = match &policy.protocol {
             Protocol::Detect {
                 http1,
@@ -278,14 +281,28 @@ impl Router {
                 opaque,
                 ..
             } => (
-                Some(table(http1, Proto::Http, parent, metrics, &mut slot)),
-                Some(table(http2, Proto::Http, parent, metrics, &mut slot)),
+                Some(table(
+                    http1,
+                    Proto::Http,
+                    parent,
+                    metrics,
+                    budget,
+                    &mut slot,
+                )),
+                Some(table(
+                    http2,
+                    Proto::Http,
+                    parent,
+                    metrics,
+                    budget,
+                    &mut slot,
+                )),
                 None,
                 Some(opaque),
             ),
             // One table serves both HTTP versions.
             Protocol::Http1(r) | Protocol::Http2(r) => (
-                Some(table(r, Proto::Http, parent, metrics, &mut slot)),
+                Some(table(r, Proto::Http, parent, metrics, budget, &mut slot)),
                 None,
                 None,
                 None,
@@ -293,7 +310,7 @@ impl Router {
             Protocol::Grpc(g) => (
                 None,
                 None,
-                Some(table(g, Proto::Grpc, parent, metrics, &mut slot)),
+                Some(table(g, Proto::Grpc, parent, metrics, budget, &mut slot)),
                 None,
             ),
             Protocol::Opaque(o) => (None, None, None, Some(o)),
@@ -360,12 +377,19 @@ impl Router {
     }
 }
 
-/// Per-version state of one route table: metric handles and backend slots.
+/// One route's retries: its budget (ratio of its requests plus a floor) and what they did.
+pub(super) struct RouteRetry {
+    pub(super) budget: crate::retry::Budget,
+    pub(super) counters: crate::retry::RetryCounters,
+}
+
+/// Per-version state of one route table: metric handles, retry budgets and backend slots.
 fn table<M>(
     routes: &Routes<M>,
     proto: Proto,
     parent: &Arc<Meta>,
     metrics: &crate::metrics::route::Registry,
+    budget: crate::config::RetryBudget,
     slot: &mut dyn FnMut(&Arc<Backend>) -> Arc<Slot>,
 ) -> Table<M> {
     Table {
@@ -375,6 +399,10 @@ fn table<M>(
             .iter()
             .map(|r| RouteState {
                 metrics: metrics.route(proto, parent, &r.meta),
+                retry: Arc::new(RouteRetry {
+                    budget: crate::retry::Budget::new(budget),
+                    counters: Default::default(),
+                }),
                 rules: r
                     .rules
                     .iter()
@@ -441,6 +469,8 @@ pub(super) struct Forwarded {
     route_metrics: RouteMetrics,
     backend_metrics: BackendMetrics,
     started: Instant,
+    /// The rule's retry policy with the route's budget and counters.
+    pub(super) retry: Option<(crate::retry::RetryPolicy, Arc<RouteRetry>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -558,6 +588,7 @@ fn decide<M>(
         route_metrics: state.metrics.clone(),
         backend_metrics: bstate.metrics.clone(),
         started,
+        retry: rule.retry.clone().map(|p| (p, state.retry.clone())),
     })
 }
 

@@ -14,7 +14,7 @@
 
 use crate::discovery::Endpoint;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
-use std::{fmt, ops::RangeInclusive, sync::Arc, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 pub mod client;
 pub mod convert;
@@ -129,7 +129,7 @@ pub struct Rule<M> {
     pub filters: Vec<Filter>,
     pub distribution: Distribution,
     pub timeouts: Timeouts,
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<crate::retry::RetryPolicy>,
     /// `allow_l5d_request_headers`: Linkerd lets `l5d-retry-*` / `l5d-timeout` request headers
     /// override the policy when set. Kept for the retry layer; not yet honoured.
     pub allow_l5d_request_headers: bool,
@@ -441,59 +441,6 @@ pub struct Timeouts {
     pub response: Option<Duration>,
     /// No frame either way for this long.
     pub idle: Option<Duration>,
-}
-
-/// A rule's retry policy, as parsed from the proto; the retry layer applies it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetryPolicy {
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// Requests with a larger body are never retried (the body is not kept to replay).
-    pub max_request_bytes: u32,
-    pub conditions: RetryConditions,
-    /// Per-attempt timeout; a timed-out attempt may be retried.
-    pub timeout: Option<Duration>,
-    pub backoff: Option<ExponentialBackoff>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RetryConditions {
-    /// HTTP status ranges that are retried (inclusive).
-    Http(Vec<RangeInclusive<u16>>),
-    /// gRPC status codes that are retried.
-    Grpc(GrpcRetryCodes),
-}
-
-impl RetryConditions {
-    /// Should an answer with this status (and gRPC status) be retried?
-    pub fn is_retryable(&self, status: StatusCode, grpc_status: Option<u32>) -> bool {
-        match self {
-            RetryConditions::Http(ranges) => ranges.iter().any(|r| r.contains(&status.as_u16())),
-            RetryConditions::Grpc(codes) => grpc_status.is_some_and(|c| codes.contains(c)),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GrpcRetryCodes {
-    pub cancelled: bool,
-    pub deadline_exceeded: bool,
-    pub resource_exhausted: bool,
-    pub internal: bool,
-    pub unavailable: bool,
-}
-
-impl GrpcRetryCodes {
-    pub fn contains(&self, code: u32) -> bool {
-        match code {
-            1 => self.cancelled,
-            4 => self.deadline_exceeded,
-            8 => self.resource_exhausted,
-            13 => self.internal,
-            14 => self.unavailable,
-            _ => false,
-        }
-    }
 }
 
 /// Opaque (TCP) routes: one route, whose first rule's backends take connections.

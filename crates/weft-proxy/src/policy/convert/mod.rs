@@ -281,36 +281,6 @@ fn timeouts(
     }
 }
 
-fn retry(
-    max_retries: u32,
-    max_request_bytes: u32,
-    conditions: RetryConditions,
-    timeout: Option<prost_types::Duration>,
-    backoff: Option<api::ExponentialBackoff>,
-    route: &Meta,
-) -> Option<RetryPolicy> {
-    let timeout = match opt_duration(timeout, "retry timeout") {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(%route, error = %e, "policy: retry without its timeout");
-            None
-        }
-    };
-    Some(RetryPolicy {
-        max_retries,
-        max_request_bytes,
-        conditions,
-        timeout,
-        backoff: backoff.and_then(|b| match exponential_backoff(b) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::warn!(%route, error = %e, "policy: retry without backoff");
-                None
-            }
-        }),
-    })
-}
-
 fn exponential_backoff(b: api::ExponentialBackoff) -> Result<ExponentialBackoff, String> {
     let min = opt_duration(b.min_backoff, "min_backoff")?.unwrap_or_default();
     let max = opt_duration(b.max_backoff, "max_backoff")?

@@ -45,9 +45,12 @@ macro_rules! route_table {
             let mut filters: Vec<Filter> = rule.filters.into_iter().map($filter_fn).collect();
             let (timeouts, timeout_error) = timeouts(rule.timeouts, rule.request_timeout);
             filters.extend(timeout_error.map(Filter::Invalid));
-            let retry = rule.retry.and_then(|r| {
-                let conditions = $conditions(r.conditions);
-                retry(r.max_retries, r.max_request_bytes, conditions, r.timeout, r.backoff, route)
+            let retry = rule.retry.and_then(|r| match $conditions(&r) {
+                Ok(policy) => Some(policy),
+                Err(e) => {
+                    tracing::warn!(%route, error = %e, kind = $kind, "policy: a rule without its retry");
+                    None
+                }
             });
             Rule {
                 matches: never_if_all_invalid(matches, had_matches),
@@ -92,7 +95,7 @@ route_table!(
     "HTTP",
     http_match,
     http_filter,
-    http_conditions
+    http_retry
 );
 route_table!(
     grpc_routes,
@@ -104,27 +107,16 @@ route_table!(
     "gRPC",
     grpc_match,
     grpc_filter,
-    grpc_conditions
+    grpc_retry
 );
 
 // === HTTP ===
 
-/// Retried HTTP statuses; Linkerd's default is every 5xx.
-fn http_conditions(c: Option<api::http_route::retry::Conditions>) -> RetryConditions {
-    RetryConditions::Http(
-        c.map(|c| {
-            c.status_ranges
-                .into_iter()
-                .filter_map(|s| {
-                    let (start, end) = (u16::try_from(s.start).ok()?, u16::try_from(s.end).ok()?);
-                    // An unset end is a single status.
-                    let end = if end == 0 { start } else { end };
-                    (start <= end).then_some(start..=end)
-                })
-                .collect()
-        })
-        .unwrap_or_else(|| vec![500..=599]),
-    )
+/// A rule's retry, as the retry layer applies it.
+fn http_retry(
+    r: &api::http_route::Retry,
+) -> Result<crate::retry::RetryPolicy, crate::retry::Error> {
+    crate::retry::RetryPolicy::from_http_proto(r)
 }
 
 fn http_match(m: http_api::HttpRouteMatch) -> Result<HttpMatch, String> {
@@ -211,22 +203,11 @@ fn http_filter(f: api::http_route::Filter) -> Filter {
 
 // === gRPC ===
 
-/// Retried gRPC statuses; without conditions, Linkerd's default set.
-fn grpc_conditions(c: Option<api::grpc_route::retry::Conditions>) -> RetryConditions {
-    let c = c.unwrap_or(api::grpc_route::retry::Conditions {
-        cancelled: true,
-        deadine_exceeded: true,
-        resource_exhausted: true,
-        internal: true,
-        unavailable: true,
-    });
-    RetryConditions::Grpc(GrpcRetryCodes {
-        cancelled: c.cancelled,
-        deadline_exceeded: c.deadine_exceeded,
-        resource_exhausted: c.resource_exhausted,
-        internal: c.internal,
-        unavailable: c.unavailable,
-    })
+/// A rule's retry, as the retry layer applies it.
+fn grpc_retry(
+    r: &api::grpc_route::Retry,
+) -> Result<crate::retry::RetryPolicy, crate::retry::Error> {
+    crate::retry::RetryPolicy::from_grpc_proto(r)
 }
 
 fn grpc_match(m: grpc_api::GrpcRouteMatch) -> Result<GrpcMatch, String> {
