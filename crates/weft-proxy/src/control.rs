@@ -46,31 +46,55 @@ impl IdleClock {
     }
 }
 
-/// What a per-target stream yields next.
-pub enum Next<T> {
-    Message(T),
-    /// The stream ended without error: reconnect.
-    Ended,
-    Failed(tonic::Status),
-    /// Nobody has listened for the idle timeout (`idle` said so): close the stream.
+/// Why a per-target stream stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The control plane refused the target (a code in the caller's `refused` list): stop and
+    /// remember it.
+    Refused,
+    /// The stream broke or ended: reconnect after a backoff, keeping the last state.
+    Retry,
+    /// Nobody has listened for the idle timeout: close the stream.
     Idle,
 }
 
-/// The next message of `stream`, checking every `interval` whether anyone still listens.
+/// What a per-target stream's error means: `refused` codes end it for good, anything else is
+/// retried (logged, the last state stays in use).
+pub fn stream_error(
+    status: &tonic::Status,
+    refused: &[tonic::Code],
+    what: &str,
+    target: &(dyn std::fmt::Display + Sync),
+) -> StreamEnd {
+    if refused.contains(&status.code()) {
+        return StreamEnd::Refused;
+    }
+    tracing::debug!(%target, error = %status, "{what} stream failed; keeping the last state");
+    StreamEnd::Retry
+}
+
+/// The next message of `stream`, checking every `interval` whether anyone still listens
+/// (`idle`); why the stream stops otherwise (errors read by [`stream_error`]).
 pub async fn next_unless_idle<T>(
     stream: &mut tonic::Streaming<T>,
     interval: Duration,
     mut idle: impl FnMut() -> bool,
-) -> Next<T> {
+    refused: &[tonic::Code],
+    what: &str,
+    target: &(dyn std::fmt::Display + Sync),
+) -> Result<T, StreamEnd> {
     loop {
         tokio::select! {
             msg = stream.message() => return match msg {
-                Ok(Some(m)) => Next::Message(m),
-                Ok(None) => Next::Ended,
-                Err(status) => Next::Failed(status),
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => {
+                    tracing::debug!(%target, "{what} stream ended");
+                    Err(StreamEnd::Retry)
+                }
+                Err(status) => Err(stream_error(&status, refused, what, target)),
             },
             _ = tokio::time::sleep(interval) => if idle() {
-                return Next::Idle;
+                return Err(StreamEnd::Idle);
             },
         }
     }

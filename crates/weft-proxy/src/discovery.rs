@@ -24,6 +24,9 @@ use linkerd2_proxy_api::destination::{
 use tokio::sync::watch;
 use tonic::{transport::Channel, Code};
 
+/// Codes that mean "not a mesh target": callers forward to the original destination.
+const REJECTED_CODES: &[Code] = &[Code::InvalidArgument, Code::FailedPrecondition];
+
 /// What a client asked to reach: a logical name (FQDN without trailing dot) or an address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -333,15 +336,6 @@ struct TargetTask {
     profile: Arc<Mutex<ProfileInfo>>,
 }
 
-enum StreamEnd {
-    /// Not a mesh target: stop for good.
-    Rejected,
-    /// The stream broke or ended: reconnect after a backoff.
-    Retry,
-    /// Nobody has listened for the idle timeout.
-    Idle,
-}
-
 impl TargetTask {
     fn request(&self) -> Option<api::GetDestination> {
         let inner = self.inner.upgrade()?;
@@ -362,7 +356,7 @@ impl TargetTask {
         self.spawn_profile(alive);
         loop {
             match self.stream_once(&mut backoff).await {
-                StreamEnd::Rejected => {
+                control::StreamEnd::Refused => {
                     tracing::debug!(target = %self.target, "discovery rejected the target");
                     let _ = self.rejected.send(true);
                     if let Some(inner) = self.inner.upgrade() {
@@ -373,20 +367,22 @@ impl TargetTask {
                     }
                     return;
                 }
-                StreamEnd::Idle => return,
-                StreamEnd::Retry => backoff.sleep().await,
+                control::StreamEnd::Idle => return,
+                control::StreamEnd::Retry => backoff.sleep().await,
             }
         }
     }
 
     /// One `Destination.Get` stream, from request to error or end.
-    async fn stream_once(&mut self, backoff: &mut Backoff) -> StreamEnd {
+    async fn stream_once(&mut self, backoff: &mut Backoff) -> control::StreamEnd {
         let Some(req) = self.request() else {
-            return StreamEnd::Idle;
+            return control::StreamEnd::Idle;
         };
         let mut stream = match self.client.get(req).await {
             Ok(r) => r.into_inner(),
-            Err(status) => return self.on_error(status),
+            Err(status) => {
+                return control::stream_error(&status, REJECTED_CODES, "discovery", &self.target)
+            }
         };
         // The state is rebuilt from the first message of every stream (full resync).
         let mut endpoints: Option<BTreeMap<SocketAddr, Endpoint>> = None;
@@ -394,18 +390,18 @@ impl TargetTask {
         let idle_check = self.idle_check_interval();
         let mut idle = control::IdleClock::default();
         loop {
-            let update = match control::next_unless_idle(&mut stream, idle_check, || {
-                self.is_idle(&mut idle)
-            })
+            let update = match control::next_unless_idle(
+                &mut stream,
+                idle_check,
+                || self.is_idle(&mut idle),
+                REJECTED_CODES,
+                "discovery",
+                &self.target,
+            )
             .await
             {
-                control::Next::Message(u) => u,
-                control::Next::Ended => {
-                    tracing::debug!(target = %self.target, "discovery stream ended");
-                    return StreamEnd::Retry;
-                }
-                control::Next::Failed(status) => return self.on_error(status),
-                control::Next::Idle => return StreamEnd::Idle,
+                Ok(u) => u,
+                Err(end) => return end,
             };
             if let Some(inner) = self.inner.upgrade() {
                 inner
@@ -437,16 +433,6 @@ impl TargetTask {
                 None => continue,
             }
             self.publish(set, exists);
-        }
-    }
-
-    fn on_error(&self, status: tonic::Status) -> StreamEnd {
-        match status.code() {
-            Code::InvalidArgument | Code::FailedPrecondition => StreamEnd::Rejected,
-            _ => {
-                tracing::debug!(target = %self.target, error = %status, "discovery stream failed; keeping the last state");
-                StreamEnd::Retry
-            }
         }
     }
 

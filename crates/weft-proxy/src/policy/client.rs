@@ -22,6 +22,9 @@ use std::{
 use tokio::{sync::watch, time::Instant};
 use tonic::{transport::Channel, Code};
 
+/// Codes that mean "no policy for this target" (the target keeps the path without policy).
+const REFUSED_CODES: &[Code] = &[Code::NotFound, Code::InvalidArgument, Code::Unimplemented];
+
 /// What the control plane said about a target so far.
 #[derive(Clone, Debug, Default)]
 pub enum PolicyState {
@@ -196,15 +199,6 @@ struct TargetTask {
     tx: watch::Sender<PolicyState>,
 }
 
-enum StreamEnd {
-    /// The control plane has no policy for the target: stop, remember the refusal.
-    Refused,
-    /// Broke or ended: reconnect after a backoff.
-    Retry,
-    /// Nobody used the target for the idle timeout.
-    Idle,
-}
-
 impl TargetTask {
     fn spec(&self, workload: String) -> api::TrafficSpec {
         let target = match &self.target {
@@ -230,7 +224,7 @@ impl TargetTask {
         let mut backoff = Backoff::new(min, max);
         loop {
             match self.stream_once(&mut backoff).await {
-                StreamEnd::Refused => {
+                control::StreamEnd::Refused => {
                     tracing::debug!(target = %self.target, "no outbound policy for the target");
                     self.tx.send_replace(PolicyState::NoPolicy);
                     if let Some(inner) = self.inner.upgrade() {
@@ -246,8 +240,8 @@ impl TargetTask {
                     }
                     return;
                 }
-                StreamEnd::Idle => return,
-                StreamEnd::Retry => {
+                control::StreamEnd::Idle => return,
+                control::StreamEnd::Retry => {
                     // Unreachable before any policy: callers use today's path meanwhile.
                     self.tx.send_if_modified(|s| {
                         if matches!(s, PolicyState::Pending) {
@@ -281,30 +275,32 @@ impl TargetTask {
         false
     }
 
-    async fn stream_once(&mut self, backoff: &mut Backoff) -> StreamEnd {
+    async fn stream_once(&mut self, backoff: &mut Backoff) -> control::StreamEnd {
         let Some(workload) = self.inner.upgrade().map(|i| i.settings.workload.clone()) else {
-            return StreamEnd::Idle;
+            return control::StreamEnd::Idle;
         };
         let spec = self.spec(workload);
         let mut stream = match self.client.watch(spec).await {
             Ok(r) => r.into_inner(),
-            Err(status) => return self.on_error(status),
+            Err(status) => {
+                return control::stream_error(&status, REFUSED_CODES, "policy", &self.target)
+            }
         };
         let idle_check = self.idle_check_interval();
         let mut idle = control::IdleClock::default();
         loop {
-            let update = match control::next_unless_idle(&mut stream, idle_check, || {
-                self.is_idle(&mut idle)
-            })
+            let update = match control::next_unless_idle(
+                &mut stream,
+                idle_check,
+                || self.is_idle(&mut idle),
+                REFUSED_CODES,
+                "policy",
+                &self.target,
+            )
             .await
             {
-                control::Next::Message(u) => u,
-                control::Next::Ended => {
-                    tracing::debug!(target = %self.target, "policy stream ended");
-                    return StreamEnd::Retry;
-                }
-                control::Next::Failed(status) => return self.on_error(status),
-                control::Next::Idle => return StreamEnd::Idle,
+                Ok(u) => u,
+                Err(end) => return end,
             };
             backoff.reset();
             match convert::policy(update) {
@@ -323,16 +319,6 @@ impl TargetTask {
                         }
                     });
                 }
-            }
-        }
-    }
-
-    fn on_error(&self, status: tonic::Status) -> StreamEnd {
-        match status.code() {
-            Code::NotFound | Code::InvalidArgument | Code::Unimplemented => StreamEnd::Refused,
-            _ => {
-                tracing::debug!(target = %self.target, error = %status, "policy stream failed; keeping the last policy");
-                StreamEnd::Retry
             }
         }
     }
