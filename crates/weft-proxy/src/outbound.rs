@@ -26,7 +26,7 @@
 
 use crate::{
     accept::Accepted,
-    balance::{self, Balancer, Balancers, InFlight},
+    balance::{self, Balancer, BalancerConfig, Balancers, InFlight},
     config::{Config, PortSet},
     connect::{self, Dial},
     detect::{self, Prefixed, Protocol},
@@ -262,12 +262,24 @@ impl Outbound {
 
     /// The target's endpoints from Destination.Get (a policy backend's too), balanced.
     async fn discovered_dest(&self, target: &Target) -> Dest {
+        self.discovered_dest_with(target, None).await
+    }
+
+    /// As [`Outbound::discovered_dest`], the balancer configured by a policy's backend
+    /// (`config`; `None`: the defaults). A balancer the target already has takes `config`.
+    async fn discovered_dest_with(&self, target: &Target, config: Option<BalancerConfig>) -> Dest {
         if let Some(b) = self.balancers.get(target) {
+            if let Some(config) = config {
+                b.reconfigure(config);
+            }
             return Dest::Balanced(b);
         }
         match self.resolver.resolve(target).await {
             Resolution::Rejected => Dest::Passthrough(target.clone()),
-            Resolution::Endpoints(rx) => Dest::Balanced(self.balancers.get_or_insert(target, rx)),
+            Resolution::Endpoints(rx) => Dest::Balanced(match config {
+                Some(config) => self.balancers.get_or_insert_with(target, rx, || config),
+                None => self.balancers.get_or_insert(target, rx),
+            }),
         }
     }
 

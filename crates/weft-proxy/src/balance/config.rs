@@ -15,6 +15,12 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 /// Linkerd's outbound HTTP queue: 10 000 waiting requests, 3 s fail-fast.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
 pub const DEFAULT_FAILFAST: Duration = Duration::from_secs(3);
+/// Linkerd's ejection backoff, for a failure accrual that gives none: 1 s to 60 s, jitter 0.5.
+pub const DEFAULT_ACCRUAL_BACKOFF: BackoffConfig = BackoffConfig {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+    jitter_ratio: 0.5,
+};
 
 /// Why part of a policy's balancer settings cannot be used.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -23,8 +29,6 @@ pub enum ConfigError {
     Negative(&'static str),
     #[error("{0} must not be zero")]
     Zero(&'static str),
-    #[error("{0} is missing (the proxy API requires it)")]
-    Missing(&'static str),
     #[error("success_rate_threshold {0} is outside [0, 1]")]
     Threshold(f64),
     #[error("failure accrual backoff: {0}")]
@@ -124,9 +128,11 @@ pub enum Accrual {
 impl AccrualConfig {
     pub fn from_proto(p: &api::FailureAccrual) -> Result<AccrualConfig, ConfigError> {
         use api::failure_accrual::Kind;
-        let backoff = |b: Option<&api::ExponentialBackoff>| {
-            let b = b.ok_or(ConfigError::Missing("backoff"))?;
-            Ok::<_, ConfigError>(BackoffConfig::from_proto(b)?)
+        // The proto says a backoff must be set; without one, Linkerd's default rather than no
+        // ejection at all.
+        let backoff = |b: Option<&api::ExponentialBackoff>| match b {
+            None => Ok(DEFAULT_ACCRUAL_BACKOFF),
+            Some(b) => Ok::<_, ConfigError>(BackoffConfig::from_proto(b)?),
         };
         let policy = match &p.kind {
             None => Accrual::None,

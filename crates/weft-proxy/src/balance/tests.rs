@@ -559,9 +559,10 @@ fn settings_from_the_proto() {
         )),
         ..fa
     };
+    // The proto requires a backoff; without one, Linkerd's default (not "never eject").
     assert_eq!(
-        AccrualConfig::from_proto(&no_backoff),
-        Err(ConfigError::Missing("backoff"))
+        AccrualConfig::from_proto(&no_backoff).map(|c| c.backoff()),
+        Ok(Some(super::config::DEFAULT_ACCRUAL_BACKOFF))
     );
     let unified = |t: f64| api::FailureAccrual {
         ejection: None,

@@ -9,8 +9,10 @@
 
 use super::{Dest, Outbound};
 use crate::{
+    balance::{AccrualConfig, BalancerConfig},
     discovery::Target,
     http::{self, Body, Error},
+    metrics::balancer::BackendLabels,
     metrics::route::{BackendMetrics, ErrorLabel, Outcome, Proto, RouteMetrics},
     policy::{
         route::{self as matching, Matched, RequestHead},
@@ -196,6 +198,8 @@ pub(super) struct Slot {
     backend: Arc<Backend>,
     /// A balanced backend's Destination target.
     target: Option<Target>,
+    /// Its protocol's failure accrual (the policy gives it per protocol, not per backend).
+    accrual: AccrualConfig,
     dest: Arc<tokio::sync::OnceCell<Dest>>,
 }
 
@@ -216,11 +220,33 @@ impl Slot {
                 };
                 Ok(self
                     .dest
-                    .get_or_init(|| ob.discovered_dest(target))
+                    .get_or_init(|| ob.discovered_dest_with(target, self.balancer_config()))
                     .await
                     .clone())
             }
         }
+    }
+
+    /// The policy's settings for this backend's balancer: its load estimate and queue, its
+    /// protocol's failure accrual; `backend_*` labels from its metadata.
+    fn balancer_config(&self) -> Option<BalancerConfig> {
+        let BackendKind::Balancer { load, .. } = &self.backend.kind else {
+            return None;
+        };
+        let m = &self.backend.meta;
+        Some(BalancerConfig {
+            load: *load,
+            accrual: self.accrual,
+            queue: self.backend.queue,
+            labels: Arc::new(BackendLabels {
+                group: m.group.clone(),
+                kind: m.kind.clone(),
+                namespace: m.namespace.clone(),
+                name: m.name.clone(),
+                port: m.port,
+                section_name: m.section.clone(),
+            }),
+        })
     }
 
     pub(super) fn backend(&self) -> &Backend {
@@ -252,22 +278,30 @@ fn path_target(path: &str) -> Option<Target> {
 impl Router {
     fn build(ob: &Outbound, policy: Arc<Policy>, previous: Option<&Router>) -> Router {
         let mut slots = HashMap::new();
-        let mut slot = |backend: &Arc<Backend>| -> Arc<Slot> {
+        let mut slot = |backend: &Arc<Backend>, accrual: AccrualConfig| -> Arc<Slot> {
             let key = backend.kind.key();
             slots
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    Arc::new(Slot {
+                    let slot = Slot {
                         target: match &backend.kind {
                             BackendKind::Balancer { path, .. } => path_target(path),
                             _ => None,
                         },
                         backend: backend.clone(),
-                        // Same backend as before: keep its balancer (new metadata and queue).
+                        accrual,
+                        // Same backend as before: keep its balancer, with this version's
+                        // settings (once per policy update, not per request).
                         dest: previous
                             .and_then(|p| p.slots.get(&key))
                             .map_or_else(Default::default, |old| old.dest.clone()),
-                    })
+                    };
+                    if let Some(Dest::Balanced(b)) = slot.dest.get() {
+                        if let Some(config) = slot.balancer_config() {
+                            b.reconfigure(config);
+                        }
+                    }
+                    Arc::new(slot)
                 })
                 .clone()
         };
@@ -324,7 +358,7 @@ impl Router {
                     .distribution
                     .backends()
                     .iter()
-                    .map(|b| slot(&b.backend))
+                    .map(|b| slot(&b.backend, AccrualConfig::default()))
                     .collect(),
             });
         Router {
@@ -390,7 +424,7 @@ fn table<M>(
     parent: &Arc<Meta>,
     metrics: &crate::metrics::route::Registry,
     budget: crate::config::RetryBudget,
-    slot: &mut dyn FnMut(&Arc<Backend>) -> Arc<Slot>,
+    slot: &mut dyn FnMut(&Arc<Backend>, AccrualConfig) -> Arc<Slot>,
 ) -> Table<M> {
     Table {
         routes: routes.routes.clone(),
@@ -411,7 +445,7 @@ fn table<M>(
                             .backends()
                             .iter()
                             .map(|b| BackendState {
-                                slot: slot(&b.backend),
+                                slot: slot(&b.backend, routes.failure_accrual),
                                 metrics: metrics.backend(proto, parent, &r.meta, &b.backend.meta),
                             })
                             .collect()

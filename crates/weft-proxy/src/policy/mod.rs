@@ -12,6 +12,7 @@
 //! The types carry no I/O state: the request path keeps its per-policy-version state (balancers,
 //! metric handles) beside them.
 
+use crate::balance::{AccrualConfig, LoadConfig, QueueConfig};
 use crate::discovery::Endpoint;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use std::{fmt, sync::Arc, time::Duration};
@@ -101,14 +102,15 @@ pub type GrpcRoutes = Routes<GrpcMatch>;
 #[derive(Clone, Debug)]
 pub struct Routes<M> {
     pub routes: Arc<[Route<M>]>,
-    pub failure_accrual: FailureAccrual,
+    /// For every backend balancer of these routes.
+    pub failure_accrual: AccrualConfig,
 }
 
 impl<M> Default for Routes<M> {
     fn default() -> Self {
         Routes {
             routes: Arc::from(Vec::new()),
-            failure_accrual: FailureAccrual::None,
+            failure_accrual: AccrualConfig::default(),
         }
     }
 }
@@ -340,7 +342,7 @@ pub struct RouteBackend {
 pub struct Backend {
     /// `backend_*` metric labels.
     pub meta: Arc<Meta>,
-    pub queue: Queue,
+    pub queue: QueueConfig,
     pub kind: BackendKind,
 }
 
@@ -350,7 +352,7 @@ pub enum BackendKind {
     Balancer {
         /// The Destination path (`name.ns.svc.cluster.local:port`, or `ip:port`).
         path: String,
-        load: Load,
+        load: LoadConfig,
     },
     /// One endpoint, no discovery (identity and hint from the policy).
     Forward(Endpoint),
@@ -368,67 +370,6 @@ impl BackendKind {
             BackendKind::Invalid(r) => format!("invalid:{r}"),
         }
     }
-}
-
-/// `Queue{capacity, failfast_timeout}`: requests waiting for an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Queue {
-    pub capacity: u32,
-    pub failfast: Duration,
-}
-
-/// The balancer's load estimate, passed to the balancer as the policy says it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Load {
-    /// Peak-EWMA RTT: `default_rtt` until measured, decaying over `decay`.
-    PeakEwma {
-        default_rtt: Duration,
-        decay: Duration,
-    },
-    /// Peak-EWMA with a penalty for rate-limited answers (Linkerd's 2.20 extension).
-    PenaltyPeakEwma {
-        default_rtt: Duration,
-        decay: Duration,
-        penalty: Duration,
-        max_retry_after: Duration,
-        penalty_decay: Duration,
-    },
-}
-
-/// Linkerd's default: 30 ms RTT, 10 s decay.
-pub const DEFAULT_LOAD: Load = Load::PeakEwma {
-    default_rtt: Duration::from_millis(30),
-    decay: Duration::from_secs(10),
-};
-
-/// How endpoints are taken out of rotation after failures (for the balancer).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum FailureAccrual {
-    None,
-    ConsecutiveFailures {
-        max_failures: u32,
-        backoff: ExponentialBackoff,
-        /// Endpoints never ejected below this many ready ones.
-        min_ready_endpoints: u32,
-    },
-    /// Success-rate ("unified") accrual.
-    Unified {
-        success_rate_threshold: f64,
-        decay: Duration,
-        min_requests: u32,
-        max_consecutive_failures: u32,
-        backoff: ExponentialBackoff,
-        min_ready_endpoints: u32,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ExponentialBackoff {
-    pub min: Duration,
-    pub max: Duration,
-    /// In [0, 100].
-    pub jitter_ratio: f64,
-    pub respect_retry_after: bool,
 }
 
 /// Rule timeouts (Gateway API `timeouts`, Linkerd's `timeout.linkerd.io/*`).

@@ -85,8 +85,6 @@ impl GrpcCodes {
 /// Why a policy's `Retry` cannot be used (the route is then served without retries).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Error {
-    #[error("retry has no conditions (the proxy API requires them)")]
-    NoConditions,
     #[error("retry status range {start}-{end} is not within 100-599 in order")]
     StatusRange { start: u32, end: u32 },
     #[error("retry timeout is negative")]
@@ -96,12 +94,17 @@ pub enum Error {
 }
 
 impl RetryPolicy {
-    /// From an HTTP route rule's `retry`. No status range means 5xx (Linkerd's default).
+    /// From an HTTP route rule's `retry`. No conditions or no status range means 5xx
+    /// (Linkerd's default); a range without an end (proto3's 0) is its start alone.
     pub fn from_http_proto(r: &api::http_route::Retry) -> Result<RetryPolicy, Error> {
-        let conditions = r.conditions.as_ref().ok_or(Error::NoConditions)?;
-        let mut ranges = Vec::with_capacity(conditions.status_ranges.len());
-        for range in &conditions.status_ranges {
-            let (start, end) = (range.start, range.end);
+        let ranges_in = r
+            .conditions
+            .as_ref()
+            .map_or(&[][..], |c| &c.status_ranges[..]);
+        let mut ranges = Vec::with_capacity(ranges_in.len());
+        for range in ranges_in {
+            let start = range.start;
+            let end = if range.end == 0 { start } else { range.end };
             if !(100..=599).contains(&start) || !(start..=599).contains(&end) {
                 return Err(Error::StatusRange { start, end });
             }
@@ -120,15 +123,23 @@ impl RetryPolicy {
         )
     }
 
-    /// From a gRPC route rule's `retry`.
+    /// From a gRPC route rule's `retry`. No conditions means Linkerd's default set: all five.
     pub fn from_grpc_proto(r: &api::grpc_route::Retry) -> Result<RetryPolicy, Error> {
-        let c = r.conditions.as_ref().ok_or(Error::NoConditions)?;
-        let codes = GrpcCodes {
-            cancelled: c.cancelled,
-            deadline_exceeded: c.deadine_exceeded,
-            resource_exhausted: c.resource_exhausted,
-            internal: c.internal,
-            unavailable: c.unavailable,
+        let codes = match &r.conditions {
+            None => GrpcCodes {
+                cancelled: true,
+                deadline_exceeded: true,
+                resource_exhausted: true,
+                internal: true,
+                unavailable: true,
+            },
+            Some(c) => GrpcCodes {
+                cancelled: c.cancelled,
+                deadline_exceeded: c.deadine_exceeded,
+                resource_exhausted: c.resource_exhausted,
+                internal: c.internal,
+                unavailable: c.unavailable,
+            },
         };
         RetryPolicy::common(
             r.max_retries,

@@ -103,8 +103,12 @@ fn http_and_grpc_policies_from_the_proto() {
             end: 502
         })
     );
+    // No conditions: Linkerd's default, every 5xx.
     bad.conditions = None;
-    assert_eq!(RetryPolicy::from_http_proto(&bad), Err(Error::NoConditions));
+    assert_eq!(
+        RetryPolicy::from_http_proto(&bad).unwrap().conditions,
+        Conditions::Http(vec![500..=599])
+    );
     let mut no_ranges = http.clone();
     no_ranges.conditions = Some(HttpConditions::default());
     assert_eq!(

@@ -29,12 +29,6 @@ pub enum Error {
     NoProtocol,
 }
 
-/// Linkerd's default queue (outbound HTTP): 10 000 requests, 3 s fail-fast.
-const DEFAULT_QUEUE: Queue = Queue {
-    capacity: 10_000,
-    failfast: Duration::from_secs(3),
-};
-
 pub fn policy(p: api::OutboundPolicy) -> Result<Policy, Error> {
     let parent = Arc::new(meta(p.metadata));
     let kind = p.protocol.and_then(|p| p.kind).ok_or(Error::NoProtocol)?;
@@ -281,82 +275,23 @@ fn timeouts(
     }
 }
 
-fn exponential_backoff(b: api::ExponentialBackoff) -> Result<ExponentialBackoff, String> {
-    let min = opt_duration(b.min_backoff, "min_backoff")?.unwrap_or_default();
-    let max = opt_duration(b.max_backoff, "max_backoff")?
-        .ok_or_else(|| "backoff without max_backoff".to_string())?;
-    if min > max {
-        return Err(format!("min_backoff {min:?} exceeds max_backoff {max:?}"));
-    }
-    if !(0.0..=100.0).contains(&b.jitter_ratio) {
-        return Err(format!(
-            "jitter ratio {} is outside [0, 100]",
-            b.jitter_ratio
-        ));
-    }
-    Ok(ExponentialBackoff {
-        min,
-        max,
-        jitter_ratio: f64::from(b.jitter_ratio),
-        respect_retry_after: b.respect_retry_after_hint,
+/// A protocol's failure accrual for its backends' balancers. An invalid one does not eject
+/// (failing every request for a bad accrual setting would be worse).
+fn failure_accrual(f: Option<api::FailureAccrual>) -> AccrualConfig {
+    f.map_or(Ok(AccrualConfig::default()), |f| {
+        AccrualConfig::from_proto(&f)
     })
-}
-
-fn failure_accrual(f: Option<api::FailureAccrual>) -> FailureAccrual {
-    use api::failure_accrual::Kind;
-    let Some(f) = f else {
-        return FailureAccrual::None;
-    };
-    let min_ready_endpoints = f.ejection.map_or(0, |e| e.min_ready_endpoints);
-    let backoff = |b: Option<api::ExponentialBackoff>| {
-        b.map(exponential_backoff)
-            .transpose()
-            .map(|b| b.unwrap_or(DEFAULT_ACCRUAL_BACKOFF))
-    };
-    let out = match f.kind {
-        None => Ok(FailureAccrual::None),
-        Some(Kind::ConsecutiveFailures(c)) => {
-            backoff(c.backoff).map(|backoff| FailureAccrual::ConsecutiveFailures {
-                max_failures: c.max_failures,
-                backoff,
-                min_ready_endpoints,
-            })
-        }
-        Some(Kind::Unified(u)) => {
-            let decay =
-                opt_duration(u.decay, "decay").map(|d| d.unwrap_or(Duration::from_secs(10)));
-            decay.and_then(|decay| {
-                backoff(u.backoff).map(|backoff| FailureAccrual::Unified {
-                    success_rate_threshold: u.success_rate_threshold.clamp(0.0, 1.0),
-                    decay,
-                    min_requests: u.min_requests,
-                    max_consecutive_failures: u.max_consecutive_failures,
-                    backoff,
-                    min_ready_endpoints,
-                })
-            })
-        }
-    };
-    out.unwrap_or_else(|e| {
-        // Failing every request for a bad accrual setting would be worse than not ejecting.
+    .unwrap_or_else(|e| {
         tracing::warn!(error = %e, "policy: invalid failure accrual; endpoints are not ejected");
-        FailureAccrual::None
+        AccrualConfig::default()
     })
 }
-
-/// Linkerd's failure-accrual backoff default (1 s to 60 s, jitter 0.5).
-const DEFAULT_ACCRUAL_BACKOFF: ExponentialBackoff = ExponentialBackoff {
-    min: Duration::from_secs(1),
-    max: Duration::from_secs(60),
-    jitter_ratio: 0.5,
-    respect_retry_after: false,
-};
 
 fn missing(route: &Meta) -> RouteBackend {
     RouteBackend {
         backend: Arc::new(Backend {
             meta: Arc::new(Meta::default_named("invalid")),
-            queue: DEFAULT_QUEUE,
+            queue: QueueConfig::default(),
             kind: BackendKind::Invalid(format!("{route}: a weighted backend without a backend")),
         }),
         filters: Vec::new(),
@@ -403,22 +338,16 @@ fn route_backend(
 }
 
 pub fn backend(b: api::Backend) -> Backend {
-    use api::backend::{balance_p2c::Load as PLoad, endpoint_discovery, Kind};
+    use api::backend::{endpoint_discovery, Kind};
     let meta = Arc::new(meta(b.metadata));
-    let queue = match b.queue {
-        None => DEFAULT_QUEUE,
-        Some(q) => Queue {
-            capacity: if q.capacity == 0 {
-                DEFAULT_QUEUE.capacity
-            } else {
-                q.capacity
-            },
-            failfast: opt_duration(q.failfast_timeout, "failfast_timeout")
-                .ok()
-                .flatten()
-                .unwrap_or(DEFAULT_QUEUE.failfast),
-        },
-    };
+    // A bad queue keeps the defaults: it only bounds waiting, the backend still works.
+    let queue = b
+        .queue
+        .map_or(Ok(QueueConfig::default()), |q| QueueConfig::from_proto(&q))
+        .unwrap_or_else(|e| {
+            tracing::warn!(backend = %meta, error = %e, "policy: invalid queue; using the defaults");
+            QueueConfig::default()
+        });
     let kind = match b.kind {
         None => BackendKind::Invalid(format!("backend {meta} has no kind")),
         Some(Kind::Forward(wa)) => match discovery::endpoint(wa, &Default::default()) {
@@ -432,26 +361,7 @@ pub fn backend(b: api::Backend) -> Backend {
                 .discovery
                 .and_then(|d| d.kind)
                 .map(|endpoint_discovery::Kind::Dst(d)| d.path);
-            let load = match p2c.load {
-                None => Ok(DEFAULT_LOAD),
-                Some(PLoad::PeakEwma(p)) => peak_ewma(p.default_rtt, p.decay),
-                Some(PLoad::PenaltyPeakEwma(p)) => {
-                    peak_ewma(p.default_rtt, p.decay).and_then(|base| {
-                        let Load::PeakEwma { default_rtt, decay } = base else {
-                            unreachable!("peak_ewma builds PeakEwma")
-                        };
-                        Ok(Load::PenaltyPeakEwma {
-                            default_rtt,
-                            decay,
-                            penalty: opt_duration(p.penalty, "penalty")?.unwrap_or_default(),
-                            max_retry_after: opt_duration(p.max_retry_after, "max_retry_after")?
-                                .unwrap_or_default(),
-                            penalty_decay: opt_duration(p.penalty_decay, "penalty_decay")?
-                                .unwrap_or_default(),
-                        })
-                    })
-                }
-            };
+            let load = LoadConfig::from_load(p2c.load.as_ref());
             match (path, load) {
                 (Some(path), Ok(load)) if !path.is_empty() => BackendKind::Balancer { path, load },
                 (_, Err(e)) => BackendKind::Invalid(format!("backend {meta}: {e}")),
@@ -462,23 +372,6 @@ pub fn backend(b: api::Backend) -> Backend {
         }
     };
     Backend { meta, queue, kind }
-}
-
-fn peak_ewma(
-    default_rtt: Option<prost_types::Duration>,
-    decay: Option<prost_types::Duration>,
-) -> Result<Load, String> {
-    let Load::PeakEwma {
-        default_rtt: rtt0,
-        decay: decay0,
-    } = DEFAULT_LOAD
-    else {
-        unreachable!("the default load is peak-EWMA")
-    };
-    Ok(Load::PeakEwma {
-        default_rtt: opt_duration(default_rtt, "default_rtt")?.unwrap_or(rtt0),
-        decay: opt_duration(decay, "decay")?.unwrap_or(decay0),
-    })
 }
 
 #[cfg(test)]

@@ -169,9 +169,11 @@ fn a_full_http_policy_converts() {
     let routes = http1_routes(&p);
     assert_eq!(
         routes.failure_accrual,
-        FailureAccrual::ConsecutiveFailures {
-            max_failures: 7,
-            backoff: DEFAULT_ACCRUAL_BACKOFF,
+        crate::balance::AccrualConfig {
+            policy: crate::balance::Accrual::ConsecutiveFailures {
+                max_failures: 7,
+                backoff: crate::balance::config::DEFAULT_ACCRUAL_BACKOFF,
+            },
             min_ready_endpoints: 1,
         }
     );
@@ -204,7 +206,7 @@ fn a_full_http_policy_converts() {
     match &backends[0].backend.kind {
         BackendKind::Balancer { path, load } => {
             assert_eq!(path, "web.default.svc.cluster.local:8080");
-            assert_eq!(*load, DEFAULT_LOAD);
+            assert_eq!(*load, crate::balance::LoadConfig::default());
         }
         other => panic!("expected a balancer, got {other:?}"),
     }
@@ -381,7 +383,7 @@ fn a_backend_without_discovery_or_kind_is_invalid_not_dropped() {
     assert!(matches!(&backend(b).kind, BackendKind::Invalid(r) if r.contains("no kind")));
     let mut b = balancer("web");
     b.queue = None;
-    assert_eq!(backend(b).queue, DEFAULT_QUEUE);
+    assert_eq!(backend(b).queue, crate::balance::QueueConfig::default());
 }
 
 #[test]
