@@ -4,6 +4,22 @@
 //! - `weft demo`: a meshed demo application with live golden metrics (`docs/demo.md`).
 //! - `weft demo-service` (hidden): one service of the demo application.
 
+/// `eprintln!` for messages that share stderr with child processes (`weft run`'s proxy and
+/// command): the line is formatted first and written in one `write`, so a child's log line cannot
+/// land in the middle of it (unbuffered stderr writes each formatting piece on its own).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_line(format_args!($($arg)*))
+    };
+}
+
+/// The body of `say!`: one line, one write; a failed write to stderr is nowhere to report.
+fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let line = format!("{args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 mod control;
 mod demo;
 mod get;

@@ -266,7 +266,7 @@ impl Signals {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     if args.store.is_some() {
-        eprintln!("weft run: --store is ignored: Services come from the control plane API");
+        say!("weft run: --store is ignored: Services come from the control plane API");
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -315,7 +315,7 @@ async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Op
         running = start_in_pod(args, &pod) => running?,
         _ = signals.recv() => return Ok(None),
     };
-    eprintln!(
+    say!(
         "weft run: {}/{} runs in network namespace {} at {}, its traffic intercepted by \
          weft-proxy (uid {}, admin {ADMIN_ADDR} inside)",
         args.namespace, args.name, pod.netns, pod.addressing.ip, args.proxy_uid
@@ -584,7 +584,7 @@ async fn supervise(running: &mut Running, signals: &mut Signals) -> Option<ExitS
         status = running.cmd.wait() => status.ok(),
         _ = signals.recv() => None,
         status = running.proxy.wait() => {
-            eprintln!("weft run: weft-proxy exited ({status:?}); stopping the command");
+            say!("weft run: weft-proxy exited ({status:?}); stopping the command");
             None
         }
     }
@@ -594,7 +594,7 @@ async fn supervise(running: &mut Running, signals: &mut Signals) -> Option<ExitS
 pub(crate) async fn teardown(args: &RunArgs, running: &mut Running) {
     if running.registered {
         if let Err(e) = deregister(args).await {
-            eprintln!(
+            say!(
                 "weft run: deregistering {}/{}: {e:#}",
                 args.namespace, args.name
             );
@@ -646,7 +646,7 @@ async fn explicit(
         .with_context(|| format!("starting {}", bin.display()))?;
     let listening = children::read_listening(&mut proxy, "weft-proxy").await?;
     let proxy_url = format!("http://{}", listening.outbound);
-    eprintln!(
+    say!(
         "weft run: explicit mode ({}): HTTP clients must use HTTP_PROXY={proxy_url} (set for the \
          command); peers reach {} through the proxy's forward ports; admin {}",
         if root {

@@ -153,7 +153,7 @@ pub fn prepare(mode: HostForwarding, iptables: &str) -> anyhow::Result<HostUse> 
                 write_changes(&dir, &changes)?;
                 std::fs::write(IP_FORWARD, "1")
                     .with_context(|| format!("turning on IP forwarding ({IP_FORWARD})"))?;
-                eprintln!(
+                say!(
                     "weft run: turned on IP forwarding in this network namespace \
                      (net.ipv4.ip_forward=1) so pods can reach each other; the last weft run here \
                      sets it back to {forward} when it exits (--host-forwarding off: never change it)"
@@ -179,7 +179,7 @@ pub fn prepare(mode: HostForwarding, iptables: &str) -> anyhow::Result<HostUse> 
                 let mut insert = vec!["-w", "-I", "FORWARD", "1"];
                 insert.extend_from_slice(&rule);
                 sh(iptables, &insert).context("letting the pods' range through FORWARD")?;
-                eprintln!(
+                say!(
                     "weft run: the FORWARD chain drops forwarded packets; added `{}` (removed \
                      when the last weft run here exits)",
                     shell(iptables, "-I", &rule)
@@ -261,14 +261,14 @@ impl Drop for HostUse {
         let changes = read_changes(&self.dir);
         if let Some(was) = &changes.ip_forward_was {
             if let Err(e) = std::fs::write(IP_FORWARD, was) {
-                eprintln!("weft run: cleanup: setting net.ipv4.ip_forward back to {was}: {e}");
+                say!("weft run: cleanup: setting net.ipv4.ip_forward back to {was}: {e}");
             }
         }
         if let Some(bin) = &changes.forward_rule {
             let mut delete = vec!["-w", "-D", "FORWARD"];
             delete.extend_from_slice(&forward_rule());
             if let Err(e) = sh(bin, &delete) {
-                eprintln!("weft run: cleanup: removing the FORWARD rule: {e:#}");
+                say!("weft run: cleanup: removing the FORWARD rule: {e:#}");
             }
         }
         // Nothing left to undo and nobody here: the directory goes (still under the lock).

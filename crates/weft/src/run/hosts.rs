@@ -37,7 +37,7 @@ impl Hosts {
             args.name.clone(),
         );
         let services = self.services().await.unwrap_or_else(|| {
-            eprintln!(
+            say!(
                 "weft run: the control plane API at {} does not list Services yet; the pod's \
                  hosts file names them once it does",
                 self.api

@@ -41,7 +41,7 @@ impl Drop for StateDir {
     fn drop(&mut self) {
         if self.0.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.0) {
-                eprintln!("weft run: cleanup: removing {}: {e}", self.0.display());
+                say!("weft run: cleanup: removing {}: {e}", self.0.display());
             }
         }
     }
@@ -78,7 +78,7 @@ impl SidecarIdentity {
     ) -> anyhow::Result<Option<SidecarIdentity>> {
         let api = args.api();
         let Some(anchors) = fetch_anchors(api).await? else {
-            eprintln!(
+            say!(
                 "weft run: the control plane at {api} serves no trust anchors \
                  ({ANCHORS_PATH}); the sidecar runs without identity (no mTLS)"
             );
@@ -136,7 +136,7 @@ impl SidecarIdentity {
         match answer["token"].as_str() {
             Some(token) => self.write(&self.token_file, token),
             None => {
-                eprintln!("weft run: the registration answer carries no identity token");
+                say!("weft run: the registration answer carries no identity token");
                 Ok(())
             }
         }

@@ -263,7 +263,7 @@ pub fn remove(netns: &str, host_netns: Option<&str>, host_link: Option<&str>) {
     // Deleting the namespace destroys the veth pair with it; the explicit delete covers a
     // namespace that processes still hold open.
     if let Err(e) = sh("ip", &["netns", "del", netns]) {
-        eprintln!("weft run: cleanup: {e:#}");
+        say!("weft run: cleanup: {e:#}");
     }
     if let Some(link) = host_link {
         // The host side may already be gone with the pair (or with its namespace).
@@ -275,7 +275,7 @@ pub fn remove(netns: &str, host_netns: Option<&str>, host_link: Option<&str>) {
     ] {
         if dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
-                eprintln!("weft run: cleanup: removing {}: {e}", dir.display());
+                say!("weft run: cleanup: removing {}: {e}", dir.display());
             }
         }
     }
@@ -292,7 +292,7 @@ pub fn sweep_stale() {
             continue;
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("weft run: removing pod {name} left by process {pid}");
+            say!("weft run: removing pod {name} left by process {pid}");
             remove(&name, None, Some(&format!("wr{pid}")));
         }
     }
