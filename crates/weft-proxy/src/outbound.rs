@@ -618,11 +618,12 @@ where
         }
         Some((policy, route)) => {
             let whole_deadline = whole.map(|l| Instant::now() + l.timeout);
+            let own_try_timeout = policy.timeout.is_some();
             let (ob, target) = (&ob, &backend_target);
             let retried = crate::retry::send(
                 &policy,
                 &route.budget,
-                &route.counters,
+                route.metrics.retries(),
                 whole_deadline,
                 req,
                 |req| {
@@ -633,7 +634,7 @@ where
                             send_attempt(ob, target, dest, req, authority, failfast, &mut no_end);
                         // The policy's per-try timeout applies inside `retry::send`; without
                         // one, the backend's.
-                        if policy.timeout.is_some() {
+                        if own_try_timeout {
                             attempt.await
                         } else {
                             routed::within(per_attempt, attempt).await

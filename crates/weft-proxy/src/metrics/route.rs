@@ -158,6 +158,9 @@ impl Retain {
 struct RouteStats {
     duration: Histogram<4>,
     statuses: Mutex<BTreeMap<Outcome, u64>>,
+    /// `outbound_*_route_retry_*_total`: kept with the route's series, so they count across
+    /// policy versions.
+    retries: crate::retry::RetryCounters,
     retain: Retain,
 }
 
@@ -250,6 +253,7 @@ impl Registry {
                 for (k, s) in &routes {
                     render_statuses(out, &name, &route_labels(k), proto, &s.statuses);
                 }
+                render_retries(out, p, &routes);
             }
             if !backends.is_empty() {
                 let name = format!("outbound_{p}_route_backend_requests_total");
@@ -289,6 +293,36 @@ impl Registry {
                     render_statuses(out, &name, &backend_labels(k), proto, &s.statuses);
                 }
             }
+        }
+    }
+}
+
+/// The four retry counters of each route.
+fn render_retries(out: &mut String, p: &str, routes: &[&(RouteKey, Arc<RouteStats>)]) {
+    let counts: Vec<_> = routes
+        .iter()
+        .map(|(k, s)| (route_labels(k), s.retries.counts()))
+        .collect();
+    type Field = fn(&crate::retry::RetryCounts) -> u64;
+    let families: [(&str, &str, Field); 4] = [
+        ("requests", "Retries sent.", |c| c.requests),
+        ("successes", "Requests that succeeded after a retry.", |c| c.successes),
+        (
+            "limit_exceeded",
+            "Retryable answers returned because the retry limit or the deadline was reached.",
+            |c| c.limit_exceeded,
+        ),
+        (
+            "overflow",
+            "Retryable answers returned because the retry budget was exhausted or the body could not be replayed.",
+            |c| c.overflow,
+        ),
+    ];
+    for (family, help, field) in families {
+        let name = format!("outbound_{p}_route_retry_{family}_total");
+        header(out, &name, "counter", help);
+        for (labels, c) in &counts {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", field(c));
         }
     }
 }
@@ -358,6 +392,11 @@ fn backend_labels(k: &BackendKey) -> String {
 }
 
 impl RouteMetrics {
+    /// The route's retry counters (the retry loop counts into them).
+    pub fn retries(&self) -> &crate::retry::RetryCounters {
+        &self.0.retries
+    }
+
     /// A route request finished (response body ended, or the proxy answered).
     pub fn done(&self, outcome: Outcome, duration: Duration) {
         self.0.duration.observe(&REQUEST_BUCKETS, duration);

@@ -411,10 +411,11 @@ impl Router {
     }
 }
 
-/// One route's retries: its budget (ratio of its requests plus a floor) and what they did.
+/// One route's retries: its budget (ratio of its requests plus a floor) and its metrics, whose
+/// retry counters the loop counts into.
 pub(super) struct RouteRetry {
     pub(super) budget: crate::retry::Budget,
-    pub(super) counters: crate::retry::RetryCounters,
+    pub(super) metrics: RouteMetrics,
 }
 
 /// Per-version state of one route table: metric handles, retry budgets and backend slots.
@@ -431,26 +432,34 @@ fn table<M>(
         state: routes
             .routes
             .iter()
-            .map(|r| RouteState {
-                metrics: metrics.route(proto, parent, &r.meta),
-                retry: Arc::new(RouteRetry {
-                    budget: crate::retry::Budget::new(budget),
-                    counters: Default::default(),
-                }),
-                rules: r
-                    .rules
-                    .iter()
-                    .map(|rule| {
-                        rule.distribution
-                            .backends()
-                            .iter()
-                            .map(|b| BackendState {
-                                slot: slot(&b.backend, routes.failure_accrual),
-                                metrics: metrics.backend(proto, parent, &r.meta, &b.backend.meta),
-                            })
-                            .collect()
-                    })
-                    .collect(),
+            .map(|r| {
+                let route_metrics = metrics.route(proto, parent, &r.meta);
+                RouteState {
+                    retry: Arc::new(RouteRetry {
+                        budget: crate::retry::Budget::new(budget),
+                        metrics: route_metrics.clone(),
+                    }),
+                    metrics: route_metrics,
+                    rules: r
+                        .rules
+                        .iter()
+                        .map(|rule| {
+                            rule.distribution
+                                .backends()
+                                .iter()
+                                .map(|b| BackendState {
+                                    slot: slot(&b.backend, routes.failure_accrual),
+                                    metrics: metrics.backend(
+                                        proto,
+                                        parent,
+                                        &r.meta,
+                                        &b.backend.meta,
+                                    ),
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                }
             })
             .collect(),
     }
@@ -504,7 +513,7 @@ pub(super) struct Forwarded {
     backend_metrics: BackendMetrics,
     started: Instant,
     /// The rule's retry policy with the route's budget and counters.
-    pub(super) retry: Option<(crate::retry::RetryPolicy, Arc<RouteRetry>)>,
+    pub(super) retry: Option<(Arc<crate::retry::RetryPolicy>, Arc<RouteRetry>)>,
 }
 
 #[derive(Clone, Copy)]

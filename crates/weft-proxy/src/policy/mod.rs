@@ -131,7 +131,8 @@ pub struct Rule<M> {
     pub filters: Vec<Filter>,
     pub distribution: Distribution,
     pub timeouts: Timeouts,
-    pub retry: Option<crate::retry::RetryPolicy>,
+    /// Shared: a request takes a reference, not a copy.
+    pub retry: Option<Arc<crate::retry::RetryPolicy>>,
     /// `allow_l5d_request_headers`: Linkerd lets `l5d-retry-*` / `l5d-timeout` request headers
     /// override the policy when set. Kept for the retry layer; not yet honoured.
     pub allow_l5d_request_headers: bool,

@@ -225,7 +225,7 @@ pub(super) fn object<'a>(
     }
 }
 
-/// An optional string field; an empty string counts as absent only where `empty_ok`.
+/// An optional string field (absent or null: `None`).
 pub(super) fn opt_str(
     m: &Map<String, Value>,
     key: &str,

@@ -46,7 +46,7 @@ macro_rules! route_table {
             let (timeouts, timeout_error) = timeouts(rule.timeouts, rule.request_timeout);
             filters.extend(timeout_error.map(Filter::Invalid));
             let retry = rule.retry.and_then(|r| match $conditions(&r) {
-                Ok(policy) => Some(policy),
+                Ok(policy) => Some(Arc::new(policy)),
                 Err(e) => {
                     tracing::warn!(%route, error = %e, kind = $kind, "policy: a rule without its retry");
                     None
