@@ -91,9 +91,22 @@ impl Stats {
         }
     }
 
-    /// `RTT estimate × (pending + 1) / weight`: lower is better.
-    pub fn cost(&self, weight: u32) -> f64 {
-        self.rtt_ns * (self.pending as f64 + 1.0) / f64::from(weight.max(1))
+    /// `RTT estimate × (pending + 1) / weight`: lower is better. The estimate decays towards zero
+    /// while no answer comes (as tower's and Linkerd's peak-EWMA do), so an endpoint that has not
+    /// been tried, or not for long (a new one at the default RTT, a slow one that recovered),
+    /// is tried again instead of starving behind a measured fast one.
+    pub fn cost(&self, weight: u32, now: Instant, decay: Duration) -> f64 {
+        self.estimate(now, decay) * (self.pending as f64 + 1.0) / f64::from(weight.max(1))
+    }
+
+    /// The RTT estimate decayed by `exp(-elapsed / decay)` since the last update.
+    fn estimate(&self, now: Instant, decay: Duration) -> f64 {
+        self.rtt_ns * self.keep(now, decay)
+    }
+
+    fn keep(&self, now: Instant, decay: Duration) -> f64 {
+        let elapsed = now.saturating_duration_since(self.rtt_at).as_secs_f64();
+        (-elapsed / decay.as_secs_f64().max(f64::MIN_POSITIVE)).exp()
     }
 
     /// Can a pick take it now (ready, or ejected with its backoff over: the probe)?
@@ -109,18 +122,18 @@ impl Stats {
         self.health == Health::Ready
     }
 
-    /// A peak: a sample above the estimate replaces it; a lower one pulls it down with weight
-    /// `1 - exp(-elapsed / decay)`, so an endpoint not heard from for long is judged by its
-    /// latest answer.
+    /// A peak: a sample above the (decayed) estimate replaces it; a lower one pulls it down with
+    /// weight `1 - exp(-elapsed / decay)`, so an endpoint not heard from for long is judged by
+    /// its latest answer.
     pub fn observe_rtt(&mut self, rtt: Duration, now: Instant, decay: Duration) {
         let sample = rtt.as_nanos() as f64;
-        if sample > self.rtt_ns {
-            self.rtt_ns = sample;
+        let keep = self.keep(now, decay);
+        let current = self.rtt_ns * keep;
+        self.rtt_ns = if sample > current {
+            sample
         } else {
-            let elapsed = now.saturating_duration_since(self.rtt_at).as_secs_f64();
-            let keep = (-elapsed / decay.as_secs_f64()).exp();
-            self.rtt_ns = self.rtt_ns * keep + sample * (1.0 - keep);
-        }
+            current + sample * (1.0 - keep)
+        };
         self.rtt_at = now;
     }
 

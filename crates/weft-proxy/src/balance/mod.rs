@@ -369,13 +369,21 @@ impl Balancer {
                     if state.unhealthy > 0 && (due(a) || due(b)) {
                         return Some(self.take(state, &eps[if due(a) { a } else { b }], now));
                     }
-                    let default_rtt = state.config.load.default_rtt.as_nanos() as f64;
+                    // An endpoint's estimate starts (at the default RTT) when a pick first
+                    // considers it, so it decays from then on like a measured one's.
+                    let load = state.config.load;
+                    for i in [a, b] {
+                        state
+                            .stats
+                            .entry(eps[i].addr)
+                            .or_insert_with(|| Stats::new(&load, now));
+                    }
                     let cost = |i: usize| {
                         let ep = &eps[i];
-                        state.stats.get(&ep.addr).map_or_else(
-                            || default_rtt / f64::from(ep.weight.max(1)),
-                            |s| s.cost(ep.weight),
-                        )
+                        state
+                            .stats
+                            .get(&ep.addr)
+                            .map_or(f64::MAX, |s| s.cost(ep.weight, now, load.decay))
                     };
                     if cost(b) < cost(a) {
                         b

@@ -196,34 +196,60 @@ async fn a_full_queue_fails_at_once() {
 #[test]
 fn peak_ewma_takes_peaks_at_once_and_decays_towards_lower_samples() {
     let load = LoadConfig::default();
+    let decay = load.decay;
     let t0 = Instant::now();
     let mut s = Stats::new(&load, t0);
     assert_eq!(
-        s.cost(1),
+        s.cost(1, t0, decay),
         30e6,
         "an unmeasured endpoint costs the default RTT"
     );
-    s.observe_rtt(Duration::from_millis(100), t0, load.decay);
-    assert_eq!(s.cost(1), 100e6, "a peak replaces the estimate");
-    // One decay later, a 10 ms sample moves the estimate 1 - 1/e of the way down.
-    s.observe_rtt(Duration::from_millis(10), t0 + load.decay, load.decay);
-    let expected = 100e6 / std::f64::consts::E + 10e6 * (1.0 - 1.0 / std::f64::consts::E);
+    s.observe_rtt(Duration::from_millis(100), t0, decay);
+    assert_eq!(s.cost(1, t0, decay), 100e6, "a peak replaces the estimate");
+    // One decay later with no answer, the estimate is down to 1/e.
+    let t1 = t0 + decay;
+    let decayed = 100e6 / std::f64::consts::E;
+    assert!((s.cost(1, t1, decay) - decayed).abs() < 1.0);
+    // A 10 ms sample then adds its share: 1 - 1/e of it.
+    s.observe_rtt(Duration::from_millis(10), t1, decay);
+    let expected = decayed + 10e6 * (1.0 - 1.0 / std::f64::consts::E);
     assert!(
-        (s.cost(1) - expected).abs() < 1.0,
+        (s.cost(1, t1, decay) - expected).abs() < 1.0,
         "{} vs {expected}",
-        s.cost(1)
+        s.cost(1, t1, decay)
     );
     // Samples in quick succession barely move it.
-    let before = s.cost(1);
-    s.observe_rtt(
-        Duration::from_millis(10),
-        t0 + load.decay + Duration::from_millis(10),
-        load.decay,
-    );
-    assert!(before - s.cost(1) < before * 0.01);
+    let t2 = t1 + Duration::from_millis(10);
+    let before = s.cost(1, t1, decay);
+    s.observe_rtt(Duration::from_millis(10), t2, decay);
+    assert!(before - s.cost(1, t2, decay) < before * 0.01);
     // Pending requests and weight scale the cost.
     s.pending = 3;
-    assert!((s.cost(2) - s.cost(1) / 2.0).abs() < 1.0);
+    assert!((s.cost(2, t2, decay) - s.cost(1, t2, decay) / 2.0).abs() < 1.0);
+}
+
+/// Sequential requests (nothing pending) over a measured fast endpoint and two new ones: the
+/// new ones' default-RTT estimates decay, so both are tried within a few decays instead of
+/// starving forever behind the one measured first.
+#[tokio::test(start_paused = true)]
+async fn new_endpoints_are_tried_as_their_default_estimate_decays() {
+    let (_tx, b) = balancer(
+        vec![ep(1, 10_000), ep(2, 10_000), ep(3, 10_000)],
+        config(Accrual::None, 0),
+    );
+    let mut seen = std::collections::HashSet::new();
+    // 1 ms answers, one request every 10 ms for 60 s (six decays).
+    for _ in 0..6_000 {
+        let mut f = b.pick().expect("an endpoint");
+        seen.insert(f.endpoint.addr.port());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        f.complete(Outcome::Success);
+        tokio::time::advance(Duration::from_millis(9)).await;
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 3, "endpoints tried: {seen:?}");
 }
 
 /// Ten clients send requests back to back for 5 s over three endpoints, one of which answers
@@ -315,15 +341,22 @@ async fn consecutive_failures_eject_then_one_probe_at_growing_backoffs() {
     );
 
     // It recovers: the next probe (after 8 s, the max) readmits it and it takes traffic again.
+    // Both answer in 1 ms, one request every 10 ms for 40 s: once their estimates reflect that
+    // latency rather than their histories (three decays), it gets about half.
     healthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(8)).await;
     let mut on1 = 0;
-    for _ in 0..200 {
-        if request(&b, &outcome) == Some(1) {
+    for i in 0..4_000 {
+        let mut p = b.pick().expect("an endpoint");
+        let port = p.endpoint.addr.port();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        p.complete(outcome(port));
+        tokio::time::advance(Duration::from_millis(9)).await;
+        if port == 1 && i >= 3_000 {
             on1 += 1;
         }
     }
-    assert!(on1 > 50, "readmitted: {on1} of 200");
+    assert!(on1 > 400, "readmitted: {on1} of the last 1000");
     assert_eq!(
         b.endpoint_counts(),
         EndpointCounts {
