@@ -18,7 +18,7 @@ use hyper::Request;
 use support::cluster;
 use support::eventually;
 use support::pods::{get, Backend, PodClient, PodNet, Tally};
-use weft_testbed::mesh::{ControlPlane, Workload};
+use weft_testbed::mesh::{metric_sum, ControlPlane, Workload};
 use weft_testbed::{require_root, serial, Cluster};
 
 const BOOKS_IP: [u8; 4] = [198, 19, 0, 20];
@@ -56,7 +56,7 @@ fn write_routes(store: &Path, yaml: &str) -> Instant {
 /// The control plane, a client pod on node 0, and what the test started on node 1.
 struct Mesh {
     // Field order is drop order: pods before the control plane before the cluster.
-    backends: Vec<(Workload, Backend)>,
+    backends: Vec<(Workload, Option<Backend>)>,
     client_pod: Workload,
     client: PodClient,
     control: ControlPlane,
@@ -109,7 +109,7 @@ impl Mesh {
             &["sleep", "3600"],
         );
         let (w, b) = tokio::join!(start, serve);
-        self.backends.push((w, b));
+        self.backends.push((w, Some(b)));
         self.backends.len() - 1
     }
 
@@ -128,7 +128,22 @@ impl Mesh {
     }
 
     fn b(&self, i: usize) -> &Backend {
-        &self.backends[i].1
+        self.backends[i].1.as_ref().expect("backend is running")
+    }
+
+    /// Stops backend `i` (its listener and every connection, as a killed process).
+    fn kill(&mut self, i: usize) {
+        self.backends[i].1 = None;
+    }
+
+    /// Starts backend `i` again on its pod's port 8080.
+    fn restart(&mut self, i: usize) {
+        let (w, b) = &mut self.backends[i];
+        *b = Some(Backend::start(
+            &PodNet::open(&w.netns().expect("netns")),
+            8080,
+            &w.name,
+        ));
     }
 
     fn logs(&self) -> String {
@@ -339,6 +354,14 @@ spec:
         "backend saw {seen} for {} requests",
         t.total()
     );
+    // The client's proxy counted them as the route's retries.
+    let m = mesh.client_pod.metrics().await.expect("client metrics");
+    let retried = metric_sum(
+        &m,
+        "outbound_http_route_retry_requests_total",
+        &[("route_name", "books")],
+    );
+    assert!(retried > 0.0, "no retries counted for route books:\n{m}");
 
     // 3. A POST with a 1 MiB body that fails is answered with the failure, and never replayed.
     mesh.b(v1).knobs.fail_percent.store(100, Ordering::SeqCst);
@@ -372,4 +395,116 @@ spec:
         "backend saw {seen} requests for {originals} in {secs:.1} s (budget bound {bound:.0})"
     );
     assert!(seen > originals, "no retry at all: {seen} for {originals}");
+}
+
+const BOOKS_FAILURE_ACCRUAL: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: books
+  namespace: default
+  annotations:
+    balancer.linkerd.io/failure-accrual: consecutive
+    balancer.linkerd.io/failure-accrual-consecutive-max-failures: '3'
+    balancer.linkerd.io/failure-accrual-consecutive-min-penalty: 1s
+    balancer.linkerd.io/failure-accrual-consecutive-max-penalty: 2s
+    retry.linkerd.io/http: 5xx
+spec:
+  selector: {app: books}
+  clusterIP: 198.19.0.20
+  ports: [{name: http, port: 80, targetPort: http}]
+";
+
+/// Peak-EWMA: an endpoint 50 ms slower than the other two gets ≤ 10 % of a steady load. Failure
+/// accrual: a killed endpoint is ejected (requests stop failing while it is down) and admitted
+/// again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_aware_balancing_and_failure_accrual() {
+    let _serial = serial();
+    let Some(root) = require_root(&[]) else {
+        return;
+    };
+    let mut mesh = Mesh::start("traffic-balance", root).await;
+    std::fs::write(mesh.store.join("services.yaml"), BOOKS_FAILURE_ACCRUAL).expect("store");
+    let fast1 = mesh.backend("books-1", "books").await;
+    let fast2 = mesh.backend("books-2", "books").await;
+    let slow = mesh.backend("books-3", "books").await;
+    let authority = "books.default.svc.cluster.local";
+    // Load until each endpoint has answered: a new endpoint starts at the default RTT (30 ms)
+    // against the first one's measured ~1 ms, so it is tried once its estimate has decayed.
+    eventually(
+        "all three endpoints answer",
+        Duration::from_secs(60),
+        || async {
+            mesh.client
+                .run(books(), 8, 400, move |_| get(authority, "/"))
+                .await;
+            (mesh.b(fast1).received() > 0
+                && mesh.b(fast2).received() > 0
+                && mesh.b(slow).received() > 0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // 1. Steady load; books-3 answers 50 ms later than the others.
+    mesh.b(slow).knobs.delay_ms.store(50, Ordering::SeqCst);
+    let before = mesh.b(slow).received();
+    let t = mesh
+        .client
+        .run(books(), 8, 3_000, move |_| get(authority, "/"))
+        .await;
+    assert_all_ok(&t, "steady load", &mesh);
+    let on_slow = share(&t, "books-3");
+    assert!(
+        on_slow <= 0.10,
+        "the slow endpoint got {:.1} % of requests ({} received): {:?}",
+        on_slow * 100.0,
+        mesh.b(slow).received() - before,
+        t.by_backend()
+    );
+    mesh.b(slow).knobs.delay_ms.store(0, Ordering::SeqCst);
+
+    // 2. books-1 dies: it is ejected (the balancer shows it pending), and with retries on the
+    // service no request fails meanwhile, probes to it included.
+    mesh.kill(fast1);
+    let t = mesh
+        .client
+        .run_paced(books(), 500, 100, move |_| get(authority, "/"))
+        .await;
+    assert_all_ok(&t, "with books-1 down", &mesh);
+    eventually("books-1 is ejected", Duration::from_secs(10), || async {
+        let pending = balancer_endpoints(&mesh.client_pod, "pending").await?;
+        let ready = balancer_endpoints(&mesh.client_pod, "ready").await?;
+        (pending == 1.0 && ready == 2.0).then_some(())
+    })
+    .await;
+
+    // 3. books-1 comes back: a probe finds it healthy and it takes requests again.
+    mesh.restart(fast1);
+    eventually(
+        "books-1 is admitted again",
+        Duration::from_secs(15),
+        || async {
+            mesh.client.send(books(), get(authority, "/")).await;
+            (mesh.b(fast1).received() > 5).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "no endpoint is pending",
+        Duration::from_secs(10),
+        || async { (balancer_endpoints(&mesh.client_pod, "pending").await? == 0.0).then_some(()) },
+    )
+    .await;
+}
+
+/// The client proxy's `outbound_http_balancer_endpoints` of the `books` backend in `state`.
+async fn balancer_endpoints(pod: &Workload, state: &str) -> Option<f64> {
+    let m = pod.metrics().await.ok()?;
+    Some(metric_sum(
+        &m,
+        "outbound_http_balancer_endpoints",
+        &[("endpoint_state", state), ("backend_name", "books")],
+    ))
 }
