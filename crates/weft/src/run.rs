@@ -318,7 +318,11 @@ async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Op
     say!(
         "weft run: {}/{} runs in network namespace {} at {}, its traffic intercepted by \
          weft-proxy (uid {}, admin {ADMIN_ADDR} inside)",
-        args.namespace, args.name, pod.netns, pod.addressing.ip, args.proxy_uid
+        args.namespace,
+        args.name,
+        pod.netns,
+        pod.addressing.ip,
+        args.proxy_uid
     );
     let refresh = tokio::spawn({
         let hosts = hosts.clone();
@@ -596,7 +600,8 @@ pub(crate) async fn teardown(args: &RunArgs, running: &mut Running) {
         if let Err(e) = deregister(args).await {
             say!(
                 "weft run: deregistering {}/{}: {e:#}",
-                args.namespace, args.name
+                args.namespace,
+                args.name
             );
         }
     }
