@@ -299,8 +299,16 @@ impl Outbound {
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
     /// fail-fast timeout from when the target was first needed). Endpoints that left discovery
     /// since the last pick get their pooled connections retired.
-    async fn pick(&self, target: &Target, dest: Dest, deadline: Instant) -> Result<Picked, Error> {
-        let picked = self.pick_any(target, dest, deadline).await?;
+    /// Picks where to send: `avoid` is the endpoint a retried request's previous attempt went
+    /// to, passed over when the balancer has another one available.
+    async fn pick(
+        &self,
+        target: &Target,
+        dest: Dest,
+        deadline: Instant,
+        avoid: Option<SocketAddr>,
+    ) -> Result<Picked, Error> {
+        let picked = self.pick_any(target, dest, deadline, avoid).await?;
         if self.settings.own.contains(picked.addr) {
             return Err(Error::Loop { addr: picked.addr });
         }
@@ -312,6 +320,7 @@ impl Outbound {
         target: &Target,
         dest: Dest,
         deadline: Instant,
+        avoid: Option<SocketAddr>,
     ) -> Result<Picked, Error> {
         match dest {
             Dest::Balanced(b) => {
@@ -320,7 +329,7 @@ impl Outbound {
                 }
                 let wait = deadline.saturating_duration_since(Instant::now());
                 let picked = b
-                    .pick_ready(wait)
+                    .pick_ready_avoiding(wait, avoid)
                     .await
                     .map_err(|_| unavailable(self, target))?;
                 Ok(Picked {
@@ -573,9 +582,17 @@ where
     let authority = authority.unwrap_or_else(|| target.to_string());
     let Dest::Policy(pd) = dest else {
         // No policy: balance over the target's endpoints and send (steps 5 and 7).
-        return send_attempt(&ob, &target, dest, req, authority, deadline, &mut None)
-            .await
-            .unwrap_or_else(Error::into_response);
+        return send_attempt(
+            &ob,
+            &target,
+            dest,
+            req,
+            authority,
+            deadline,
+            Seam::once(&mut None),
+        )
+        .await
+        .unwrap_or_else(Error::into_response);
     };
 
     // 2.–4. Route match → request filters (a redirect or an injected failure answers here)
@@ -612,7 +629,7 @@ where
                 req,
                 authority,
                 failfast,
-                http_end,
+                Seam::once(http_end),
             );
             routed::within(whole, routed::within(per_attempt, attempt)).await
         }
@@ -620,6 +637,9 @@ where
             let whole_deadline = whole.map(|l| Instant::now() + l.timeout);
             let own_try_timeout = policy.timeout.is_some();
             let (ob, target) = (&ob, &backend_target);
+            // The endpoint of the previous attempt: a retry goes elsewhere when it can.
+            let previous = std::sync::Mutex::new(None);
+            let previous = &previous;
             let retried = crate::retry::send(
                 &policy,
                 &route.budget,
@@ -630,8 +650,12 @@ where
                     let (dest, authority) = (dest.clone(), authority.clone());
                     Box::pin(async move {
                         let mut no_end = None;
+                        let seam = Seam {
+                            end: &mut no_end,
+                            previous: Some(previous),
+                        };
                         let attempt =
-                            send_attempt(ob, target, dest, req, authority, failfast, &mut no_end);
+                            send_attempt(ob, target, dest, req, authority, failfast, seam);
                         // The policy's per-try timeout applies inside `retry::send`; without
                         // one, the backend's.
                         if own_try_timeout {
@@ -697,11 +721,31 @@ fn fail_routed(e: Error, grpc: bool, end: &mut Option<RouteEnd>) -> Response<Bod
     resp
 }
 
+/// What an attempt shares with the request around it.
+struct Seam<'a> {
+    /// The routed request's outcome recorder, carried with an HTTP response until its body
+    /// ends (left in place when the attempt fails: the caller records the error).
+    end: &'a mut Option<RouteEnd>,
+    /// Retries: the endpoint the previous attempt went to, which this one passes over when the
+    /// balancer has another available (a dead endpoint that fails fast would otherwise look
+    /// cheap to peak-EWMA and take the retry too); this attempt's endpoint is left here.
+    previous: Option<&'a std::sync::Mutex<Option<SocketAddr>>>,
+}
+
+impl<'a> Seam<'a> {
+    /// A request sent once.
+    fn once(end: &'a mut Option<RouteEnd>) -> Seam<'a> {
+        Seam {
+            end,
+            previous: None,
+        }
+    }
+}
+
 /// One attempt at a request: balance over `dest`'s endpoints (waiting for one until
 /// `deadline`), TLS, connect and send. The seam for retries: a retry loop calls it once per
 /// attempt. Endpoint metrics (`request_total`, `response_total`) are recorded here, errors
-/// included; the caller turns an `Err` into the response. `end`: the routed request's outcome
-/// recorder, carried with an HTTP response until its body ends.
+/// included; the caller turns an `Err` into the response.
 async fn send_attempt(
     ob: &Outbound,
     target: &Target,
@@ -709,21 +753,28 @@ async fn send_attempt(
     mut req: Request<Body>,
     authority: String,
     deadline: Instant,
-    end: &mut Option<RouteEnd>,
+    seam: Seam<'_>,
 ) -> Result<Response<Body>, Error> {
+    let Seam { end, previous } = seam;
     let started = Instant::now();
     // Balance: a request waits for endpoints until the fail-fast deadline.
     let Picked {
         addr,
         endpoint,
         mut in_flight,
-    } = match ob.pick(target, dest, deadline).await {
+    } = match ob
+        .pick(target, dest, deadline, previous.and_then(last_endpoint))
+        .await
+    {
         Ok(picked) => picked,
         Err(e) => {
             let labels = ob.labels(Some(authority), target_addr_of(target), None, NO_TLS);
             return Err(count_error(&ob.metrics.http(&labels), e, started, true));
         }
     };
+    if let Some(previous) = previous {
+        *previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
     let hint = endpoint
         .as_ref()
         .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
@@ -780,6 +831,11 @@ async fn send_attempt(
         }
         Err(e) => Err(count_error(&metrics, e, started, false)),
     }
+}
+
+/// The endpoint a retried request's previous attempt went to.
+fn last_endpoint(previous: &std::sync::Mutex<Option<SocketAddr>>) -> Option<SocketAddr> {
+    *previous.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Records an attempt that ended in a proxy error (`request`: also count the request, when it

@@ -295,7 +295,17 @@ impl Balancer {
     /// Picks an endpoint, waiting up to `failfast` for one to become available (the set to
     /// fill, or an ejected endpoint's probation). Fails at once when the queue is full.
     pub async fn pick_ready(self: &Arc<Self>, failfast: Duration) -> Result<InFlight, Error> {
-        if let Some(picked) = self.pick() {
+        self.pick_ready_avoiding(failfast, None).await
+    }
+
+    /// [`Balancer::pick_ready`] that passes over `avoid` (the endpoint a retried request's
+    /// previous attempt went to) whenever another endpoint is available.
+    pub async fn pick_ready_avoiding(
+        self: &Arc<Self>,
+        failfast: Duration,
+        avoid: Option<SocketAddr>,
+    ) -> Result<InFlight, Error> {
+        if let Some(picked) = self.pick_avoiding(avoid) {
             return Ok(picked);
         }
         let capacity = self.state().config.queue.capacity;
@@ -310,7 +320,7 @@ impl Balancer {
             let health_changed = self.health_changed.notified();
             tokio::pin!(health_changed);
             health_changed.as_mut().enable();
-            if let Some(picked) = self.pick() {
+            if let Some(picked) = self.pick_avoiding(avoid) {
                 return Ok(picked);
             }
             let now = Instant::now();
@@ -322,7 +332,7 @@ impl Balancer {
                 changed = rx.changed() => {
                     if changed.is_err() {
                         // Discovery went away for good: nothing will come.
-                        return self.pick().ok_or(Error::NoEndpoints(failfast));
+                        return self.pick_avoiding(avoid).ok_or(Error::NoEndpoints(failfast));
                     }
                 }
                 _ = health_changed => {}
@@ -333,6 +343,11 @@ impl Balancer {
 
     /// Picks an endpoint from the current set, or `None` if none is available.
     pub fn pick(self: &Arc<Self>) -> Option<InFlight> {
+        self.pick_avoiding(None)
+    }
+
+    /// Picks an endpoint other than `avoid` if one is available, else as [`Balancer::pick`].
+    pub fn pick_avoiding(self: &Arc<Self>, avoid: Option<SocketAddr>) -> Option<InFlight> {
         let set = self.endpoints.borrow();
         let eps = &set.endpoints;
         let now = Instant::now();
@@ -346,16 +361,22 @@ impl Balancer {
             stats.get(&eps[i].addr).is_none_or(|s| s.available(now))
         };
         // The first available endpoint from a random start (every one when none is unhealthy).
-        let find = |stats: &HashMap<SocketAddr, Stats>, start: usize, skip: Option<usize>| {
-            (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&i| Some(i) != skip && (state.unhealthy == 0 || available(stats, i)))
+        let find = |stats: &HashMap<SocketAddr, Stats>, start: usize, skip: [Option<usize>; 2]| {
+            (0..n).map(|k| (start + k) % n).find(|&i| {
+                !skip.contains(&Some(i)) && (state.unhealthy == 0 || available(stats, i))
+            })
         };
-        let a = find(&state.stats, fastrand::usize(..n), None)?;
+        // A retry passes over its previous endpoint, unless it is the only one available.
+        let avoid = avoid.and_then(|addr| eps.iter().position(|e| e.addr == addr));
+        let start = fastrand::usize(..n);
+        let a = match find(&state.stats, start, [avoid, None]) {
+            Some(a) => a,
+            None => find(&state.stats, start, [None, None])?,
+        };
         let chosen = if n == 1 {
             a
         } else {
-            match find(&state.stats, fastrand::usize(..n), Some(a)) {
+            match find(&state.stats, fastrand::usize(..n), [Some(a), avoid]) {
                 None => a,
                 Some(b) => {
                     // An endpoint due for its probe wins: its stale estimate says nothing

@@ -665,3 +665,28 @@ fn balancers_report_their_endpoints_to_metrics() {
         .render()
         .contains("outbound_http_balancer_endpoints"));
 }
+
+/// A retry passes over the endpoint its previous attempt went to, even when that one looks
+/// cheapest (a dead endpoint failing fast), unless it is the only one available.
+#[tokio::test(start_paused = true)]
+async fn a_retry_passes_over_the_previous_endpoint_when_it_can() {
+    let (tx, b) = balancer(
+        vec![ep(1, 1), ep(2, 1), ep(3, 1)],
+        config(Accrual::None, 0),
+    );
+    for _ in 0..300 {
+        let mut p = b.pick_avoiding(Some(addr(2))).expect("an endpoint");
+        assert_ne!(p.endpoint.addr.port(), 2);
+        p.complete(Outcome::Success);
+    }
+    // Only the avoided endpoint left: it is picked all the same.
+    tx.send_replace(set(vec![ep(2, 1)]));
+    let mut p = b
+        .pick_ready_avoiding(Duration::from_secs(1), Some(addr(2)))
+        .await
+        .expect("the only endpoint");
+    assert_eq!(p.endpoint.addr.port(), 2);
+    p.complete(Outcome::Success);
+    // Unknown addresses change nothing.
+    assert!(b.pick_avoiding(Some(addr(9))).is_some());
+}

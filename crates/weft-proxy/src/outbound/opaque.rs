@@ -20,7 +20,7 @@ pub(super) async fn forward_opaque(
         addr,
         endpoint,
         in_flight: _in_flight,
-    } = ob.pick(target, dest, deadline).await?;
+    } = ob.pick(target, dest, deadline, None).await?;
     let transport_port = endpoint.as_ref().and_then(|e| e.opaque_transport_port);
     let (tls, tls_label) = ob
         .tls_for(endpoint.as_ref(), transport_port.is_some(), deadline)
@@ -74,7 +74,7 @@ pub(super) async fn tunnel<B>(
     // A tunnel is opaque: a policy target's opaque backend, else its endpoints.
     let picked = match async {
         let dest = ob.opaque_dest(&target, dest).await?;
-        ob.pick(&target, dest, deadline).await
+        ob.pick(&target, dest, deadline, None).await
     }
     .await
     {
