@@ -197,8 +197,8 @@ fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
     let namespaces = namespaces_of(pid);
     assert_eq!(
         namespaces.len(),
-        5,
-        "expected 4 pods and a node namespace: {namespaces:?}"
+        6,
+        "expected 5 pods and a node namespace: {namespaces:?}"
     );
     for name in namespaces.keys() {
         assert!(
@@ -212,7 +212,7 @@ fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
     }
     let inodes: Vec<u64> = namespaces.values().copied().collect();
     assert!(
-        processes_in(&inodes).len() >= 8,
+        processes_in(&inodes).len() >= 10,
         "expected a proxy and an app in every pod: {:?}",
         processes_in(&inodes)
     );
@@ -246,7 +246,7 @@ fn cluster_demo_reports_edges_and_leaves_nothing_behind() {
     }
     assert_eq!(
         summary["proxies"].as_array().map(Vec::len),
-        Some(4),
+        Some(5),
         "{summary}"
     );
 

@@ -6,9 +6,11 @@
 //!  node namespace weft-run-demo-node-<pid>: ip_forward, gateway 198.18.0.1 on every pod veth
 //!    ├─ veth-ratings ── pod weft-run-demo-ratings-<pid>  198.18.0.10  ratings :8080
 //!    ├─ veth-books   ── pod weft-run-demo-books-<pid>    198.18.0.11  books   :9090
-//!    ├─ veth-web     ── pod weft-run-demo-web-<pid>      198.18.0.12  web     :8080
-//!    └─ veth-traffic ── pod weft-run-demo-traffic-<pid>  198.18.0.13  traffic
-//!  Services: web 198.19.0.10, books 198.19.0.11, ratings 198.19.0.12 (spec.clusterIP)
+//!    ├─ veth-books-v2 ─ pod weft-run-demo-books-v2-<pid> 198.18.0.12  books   :9090
+//!    ├─ veth-web     ── pod weft-run-demo-web-<pid>      198.18.0.13  web     :8080
+//!    └─ veth-traffic ── pod weft-run-demo-traffic-<pid>  198.18.0.14  traffic
+//!  Services: web 198.19.0.10, books 198.19.0.11, ratings 198.19.0.12, books-v2 198.19.0.13
+//!  (spec.clusterIP)
 //! ```
 //!
 //! Each workload is what `weft run --name NAME --namespace demo --port NAME=PORT ... --
@@ -52,6 +54,7 @@ fn cluster_ip(service: &str) -> Option<Ipv4Addr> {
         "web" => Some(Ipv4Addr::new(198, 19, 0, 10)),
         "books" => Some(Ipv4Addr::new(198, 19, 0, 11)),
         "ratings" => Some(Ipv4Addr::new(198, 19, 0, 12)),
+        "books-v2" => Some(Ipv4Addr::new(198, 19, 0, 13)),
         _ => None,
     }
 }
@@ -109,8 +112,15 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
             let outcome = tokio::select! {
                 started = launch_all(&setup, &node) => match started {
                     Ok(mut cluster) => {
-                        let outcome =
-                            super::watch(&args, &mut cluster.workloads, &mut stop, grpc, api).await;
+                        let outcome = super::watch(
+                            &args,
+                            &mut cluster.workloads,
+                            &mut stop,
+                            grpc,
+                            api,
+                            &store.0,
+                        )
+                        .await;
                         cluster.stop().await;
                         outcome
                     }
@@ -220,7 +230,7 @@ async fn launch_all(setup: &Setup, node: &Node) -> anyhow::Result<Cluster> {
     for (index, spec) in WORKLOADS.iter().enumerate() {
         let (workload, parts) = launch(setup, node, index, spec)
             .await
-            .with_context(|| format!("starting workload {}", spec.name.as_str()))?;
+            .with_context(|| format!("starting workload {}", spec.name))?;
         eprintln!(
             "weft demo: {} running in pod {} at {} (proxy admin {}, relayed to {POD_ADMIN} inside)",
             workload.name, parts.pod.netns, parts.pod.addressing.ip, workload.listening.admin
@@ -239,7 +249,7 @@ async fn launch(
     index: usize,
     spec: &Spec,
 ) -> anyhow::Result<(Workload, PodParts)> {
-    let name = spec.name.as_str();
+    let name = spec.name;
     let addressing = Addressing {
         ip: pod_ip(index),
         gateway: GATEWAY,
@@ -290,7 +300,7 @@ async fn launch(
 /// The `weft run` command line of a demo workload (parsed by `weft run`'s own flag definitions,
 /// so the defaults are the same).
 fn workload_argv(setup: &Setup, index: usize, spec: &Spec) -> Vec<OsString> {
-    let name = spec.name.as_str();
+    let name = spec.name;
     let mut argv: Vec<OsString> = ["weft run", "--name", name, "--namespace", NAMESPACE]
         .iter()
         .map(OsString::from)
@@ -315,12 +325,12 @@ fn workload_argv(setup: &Setup, index: usize, spec: &Spec) -> Vec<OsString> {
     // No proxy settings reach the app, even if this shell has some.
     argv.extend(["env", "-u", "HTTP_PROXY", "-u", "http_proxy"].map(OsString::from));
     argv.push(setup.weft_bin.clone().into());
-    argv.extend(["demo-service", name].map(OsString::from));
+    argv.extend(["demo-service", spec.app.as_str()].map(OsString::from));
     if let Some((_, port)) = spec.serves {
         argv.push("--listen".into());
         argv.push(format!("0.0.0.0:{port}").into());
     }
-    match spec.name {
+    match spec.app {
         Name::Web => {
             argv.extend(
                 [
@@ -352,7 +362,7 @@ fn run_args(argv: &[OsString]) -> anyhow::Result<RunArgs> {
 /// The pod's hosts file: every demo Service by name (short names too: the pods are in the
 /// demo namespace).
 fn hosts_file(name: &str, ip: Ipv4Addr) -> String {
-    let services: Vec<(String, String, IpAddr)> = ["web", "books", "ratings"]
+    let services: Vec<(String, String, IpAddr)> = ["web", "books", "books-v2", "ratings"]
         .iter()
         .filter_map(|service| {
             let ip = cluster_ip(service)?;
@@ -431,7 +441,7 @@ mod tests {
     #[test]
     fn services_get_cluster_ips_in_198_19() {
         let yaml = super::super::services_yaml_with(&cluster_ip);
-        assert_eq!(yaml.matches("clusterIP: 198.19.0.").count(), 3, "{yaml}");
+        assert_eq!(yaml.matches("clusterIP: 198.19.0.").count(), 4, "{yaml}");
         assert!(yaml.contains("name: ratings\n  namespace: demo\nspec:\n  selector: {app: ratings}\n  clusterIP: 198.19.0.12\n"), "{yaml}");
         // The plain demo's store is unchanged.
         assert!(!super::super::services_yaml().contains("clusterIP"));
@@ -441,7 +451,7 @@ mod tests {
     fn web_is_a_weft_run_workload_calling_services_by_name() {
         let web = WORKLOADS
             .iter()
-            .position(|s| s.name == Name::Web)
+            .position(|s| s.app == Name::Web)
             .expect("web");
         let args = run_args(&workload_argv(&setup(), web, &WORKLOADS[web])).expect("parse");
         assert_eq!(
@@ -481,7 +491,7 @@ mod tests {
     fn traffic_serves_nothing_and_calls_web_by_name() {
         let traffic = WORKLOADS
             .iter()
-            .position(|s| s.name == Name::Traffic)
+            .position(|s| s.app == Name::Traffic)
             .expect("traffic");
         let args = run_args(&workload_argv(&setup(), traffic, &WORKLOADS[traffic])).expect("parse");
         assert!(args.ports.is_empty());

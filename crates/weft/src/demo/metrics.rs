@@ -10,7 +10,7 @@ pub use weft_sys::prometheus::{parse, Sample};
 /// Cumulative request statistics for one key (a service or an edge).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
-    /// Responses seen (`response_total`).
+    /// Responses seen (`response_total`, or a route's status counter).
     pub requests: f64,
     /// Of which `classification="success"`.
     pub successes: f64,
@@ -81,34 +81,79 @@ impl Stats {
 /// Which response series a [`fold`] keeps and how it names them.
 pub type KeyFn<'a, K> = &'a dyn Fn(&Sample) -> Option<K>;
 
-/// Folds `response_total` and `response_latency_ms_bucket` samples into per-key [`Stats`],
-/// summing over every label the key function ignores (status codes, endpoints, ...).
+/// Folds the response families ([`Family`]) into per-key [`Stats`], summing over every label the
+/// key function ignores (status codes, endpoints, ...).
 pub fn fold<K: Ord + Clone>(samples: &[Sample], key: KeyFn<'_, K>) -> BTreeMap<K, Stats> {
     let mut out: BTreeMap<K, Stats> = BTreeMap::new();
     for sample in samples {
-        let is_total = sample.name == "response_total";
-        let is_bucket = sample.name == "response_latency_ms_bucket";
-        if !is_total && !is_bucket {
+        let Some(family) = Family::of(&sample.name) else {
             continue;
-        }
+        };
         let Some(k) = key(sample) else { continue };
         let stats = out.entry(k).or_default();
-        if is_total {
-            stats.requests += sample.value;
-            if sample.label("classification") == Some("success") {
-                stats.successes += sample.value;
+        match family {
+            Family::Total(succeeded) => {
+                stats.requests += sample.value;
+                if succeeded(sample) {
+                    stats.successes += sample.value;
+                }
+                if sample.label("tls") == Some("true") {
+                    stats.tls = true;
+                }
             }
-            if sample.label("tls") == Some("true") {
-                stats.tls = true;
+            Family::Bucket => {
+                if let Some(le) = sample
+                    .label("le")
+                    .and_then(weft_sys::prometheus::parse_value)
+                {
+                    *stats.buckets.entry(Le(le)).or_default() += sample.value;
+                }
             }
-        } else if let Some(le) = sample
-            .label("le")
-            .and_then(weft_sys::prometheus::parse_value)
-        {
-            *stats.buckets.entry(Le(le)).or_default() += sample.value;
         }
     }
     out
+}
+
+/// The metric families the demo reads: the proxy's `response_total` / `response_latency_ms`
+/// (one per attempt: a retried request counts each try), and the route status counters (one per
+/// request as the client saw it, after retries). The route duration histogram is not read: its
+/// buckets (Linkerd's: 50 ms, 500 ms, 1 s, 10 s) are too coarse for a percentile of requests
+/// that take a few milliseconds.
+enum Family {
+    /// A response counter, with what makes a sample a success.
+    Total(fn(&Sample) -> bool),
+    /// A `response_latency_ms` bucket.
+    Bucket,
+}
+
+impl Family {
+    fn of(name: &str) -> Option<Family> {
+        Some(match name {
+            "response_total" => Family::Total(|s| s.label("classification") == Some("success")),
+            "response_latency_ms_bucket" => Family::Bucket,
+            // A proxy error, a 5xx, or a gRPC status other than OK is a failure.
+            "outbound_http_route_request_statuses_total" => Family::Total(|s| {
+                s.label("error").unwrap_or_default().is_empty()
+                    && s.label("http_status")
+                        .and_then(|v| v.parse::<u16>().ok())
+                        .is_some_and(|status| status < 500)
+            }),
+            "outbound_grpc_route_request_statuses_total" => Family::Total(|s| {
+                s.label("error").unwrap_or_default().is_empty()
+                    && s.label("grpc_status") == Some("0")
+            }),
+            _ => return None,
+        })
+    }
+}
+
+/// Whether a sample is a route status counter (requests after retries) rather than a
+/// per-attempt one.
+pub fn is_route_sample(sample: &Sample) -> bool {
+    matches!(
+        sample.name.as_str(),
+        "outbound_http_route_request_statuses_total" | "outbound_grpc_route_request_statuses_total"
+    )
 }
 
 /// `histogram_quantile`: finds the bucket holding rank `q * total` and interpolates linearly

@@ -65,6 +65,13 @@ pub struct DemoArgs {
     /// (iptables, as `weft run` does); services reach each other by name. Needs root.
     #[arg(long)]
     pub cluster: bool,
+    /// When to apply the demo's traffic policy (retries on ratings, a 90/10 canary of books to
+    /// books-v2), written into the control plane's store as route documents.
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = parse_duration)]
+    pub traffic_policy_after: Duration,
+    /// Never apply the traffic policy (no route documents: every call goes to its Service).
+    #[arg(long)]
+    pub no_traffic_policy: bool,
 }
 
 /// `DURATION` flag values (`weft demo --duration`, `weft control --cert-lifetime`): the grammar
@@ -85,7 +92,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// One workload of the demo: the app it runs and how the mesh reaches it.
 struct Spec {
-    name: Name,
+    /// The workload's name, also its Service's (and its `app` label).
+    name: &'static str,
+    /// The program it runs (`weft demo-service APP`).
+    app: Name,
     /// `(port name, service port)` the workload serves, if any.
     serves: Option<(&'static str, u16)>,
     /// Logical services reached through a local upstream port (gRPC clients).
@@ -95,26 +105,82 @@ struct Spec {
 /// Started in dependency order: servers first, the traffic generator last.
 const WORKLOADS: &[Spec] = &[
     Spec {
-        name: Name::Ratings,
+        name: "ratings",
+        app: Name::Ratings,
         serves: Some(("http", 8080)),
         upstreams: &[],
     },
     Spec {
-        name: Name::Books,
+        name: "books",
+        app: Name::Books,
+        serves: Some(("grpc", 9090)),
+        upstreams: &[],
+    },
+    // The canary: the same program as books, its own Service; the traffic policy sends it 10 %.
+    Spec {
+        name: "books-v2",
+        app: Name::Books,
         serves: Some(("grpc", 9090)),
         upstreams: &[],
     },
     Spec {
-        name: Name::Web,
+        name: "web",
+        app: Name::Web,
         serves: Some(("http", 8080)),
         upstreams: &[app::BOOKS_AUTHORITY],
     },
     Spec {
-        name: Name::Traffic,
+        name: "traffic",
+        app: Name::Traffic,
         serves: None,
         upstreams: &[],
     },
 ];
+
+/// The store file the traffic policy is written to.
+const TRAFFIC_POLICY_FILE: &str = "traffic-policy.yaml";
+
+/// The demo's traffic policy, the YAML a Linkerd user applies: Linkerd's retry annotations on an
+/// HTTPRoute for ratings (which fails ~5 % of requests: three retries make that ~0 %), and a
+/// GRPCRoute splitting books 90/10 with books-v2.
+const TRAFFIC_POLICY_YAML: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: ratings
+  namespace: demo
+  annotations:
+    retry.linkerd.io/http: 5xx
+    retry.linkerd.io/limit: \"3\"
+spec:
+  parentRefs: [{group: core, kind: Service, name: ratings, port: 8080}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: books-canary, namespace: demo}
+spec:
+  parentRefs: [{group: core, kind: Service, name: books, port: 9090}]
+  rules:
+  - backendRefs:
+    - {name: books, port: 9090, weight: 90}
+    - {name: books-v2, port: 9090, weight: 10}
+";
+
+/// What the traffic policy does, for the table header and the log.
+const TRAFFIC_POLICY_SUMMARY: &str =
+    "retries on ratings (5xx, limit 3), books split 90/10 with books-v2";
+
+/// Writes the traffic policy into the store (a hidden temporary file renamed into place, so the
+/// control plane never reads half of it).
+fn apply_traffic_policy(store: &Path) -> anyhow::Result<()> {
+    let tmp = store.join(format!(".{TRAFFIC_POLICY_FILE}.tmp"));
+    std::fs::write(&tmp, TRAFFIC_POLICY_YAML)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, store.join(TRAFFIC_POLICY_FILE))
+        .with_context(|| format!("writing the traffic policy into {}", store.display()))
+}
 
 /// The Service documents of the demo store.
 fn services_yaml() -> String {
@@ -134,6 +200,7 @@ fn services_yaml_with(cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -
     [
         service("web", "http", 8080, "http"),
         service("books", "grpc", 9090, "grpc"),
+        service("books-v2", "grpc", 9090, "grpc"),
         service("ratings", "http", 8080, "http"),
     ]
     .join("---\n")
@@ -230,7 +297,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         started = launch_all(grpc, api, args.rps, &identity) => match started {
             Ok(mut workloads) => {
-                let outcome = watch(&args, &mut workloads, &mut stop, grpc, api).await;
+                let outcome =
+                    watch(&args, &mut workloads, &mut stop, grpc, api, &store.0).await;
                 stop_all(workloads).await;
                 outcome
             }
@@ -276,7 +344,7 @@ async fn launch_all(
     for spec in WORKLOADS {
         let workload = launch(spec, &proxy_bin, &weft_bin, grpc, api, rps, identity)
             .await
-            .with_context(|| format!("starting workload {}", spec.name.as_str()))?;
+            .with_context(|| format!("starting workload {}", spec.name))?;
         eprintln!(
             "weft demo: {} running (proxy admin {})",
             workload.name, workload.listening.admin
@@ -296,7 +364,7 @@ async fn launch(
     rps: f64,
     identity: &IdentityFiles<'_>,
 ) -> anyhow::Result<Workload> {
-    let name = spec.name.as_str();
+    let name = spec.name;
     // Written after registration; until then the sidecar's Certify attempts fail and retry.
     let token_file = identity.dir.join(format!("{name}.token"));
     // The app's port is reserved here and its socket handed to the app, because the sidecar must
@@ -337,13 +405,13 @@ async fn launch(
 
     let mut app = children::command(weft_bin, app_listener.as_ref());
     app.arg("demo-service")
-        .arg(name)
+        .arg(spec.app.as_str())
         .env("HTTP_PROXY", format!("http://{}", listening.outbound))
         .stdout(Stdio::null());
     if app_listener.is_some() {
         app.args(["--listen-fd", &children::LISTEN_FD.to_string()]);
     }
-    if spec.name == Name::Traffic {
+    if spec.app == Name::Traffic {
         app.args(["--rps", &rps.to_string()]);
     }
     for upstream in &listening.upstreams {
@@ -459,9 +527,15 @@ async fn watch(
     stop: &mut Stop,
     grpc: SocketAddr,
     api: SocketAddr,
+    store: &Path,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + d);
+    let mut policy = if args.no_traffic_policy {
+        Policy::Off
+    } else {
+        Policy::Due(args.traffic_policy_after)
+    };
     let mut window = Window::new(WINDOW, started);
     let mut ticks =
         tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
@@ -477,12 +551,24 @@ async fn watch(
                 anyhow::bail!("{what} exited unexpectedly ({status})");
             }
         }
+        if let Policy::Due(after) = policy {
+            if started.elapsed() >= after {
+                apply_traffic_policy(store)?;
+                eprintln!(
+                    "weft demo: traffic policy applied ({TRAFFIC_POLICY_SUMMARY}): {}",
+                    store.join(TRAFFIC_POLICY_FILE).display()
+                );
+                policy = Policy::Applied(started.elapsed());
+            }
+        }
         window.push(Instant::now(), scrape(workloads).await);
         if !args.json {
             let header = format!(
-                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API); Ctrl-C to stop",
+                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API); Ctrl-C to stop\n\
+                 traffic policy: {}",
                 started.elapsed().as_secs(),
-                args.rps
+                args.rps,
+                policy.describe()
             );
             let text = report::table(&window.rates(), &header);
             let mut stdout = std::io::stdout().lock();
@@ -507,6 +593,32 @@ async fn watch(
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+/// Where the demo's traffic policy stands.
+#[derive(Clone, Copy, Debug)]
+enum Policy {
+    /// `--no-traffic-policy`.
+    Off,
+    /// To be applied this long after the start.
+    Due(Duration),
+    /// Applied this long after the start.
+    Applied(Duration),
+}
+
+impl Policy {
+    fn describe(self) -> String {
+        match self {
+            Policy::Off => "off (--no-traffic-policy)".to_string(),
+            Policy::Due(after) => format!(
+                "none yet; at {}s: {TRAFFIC_POLICY_SUMMARY}",
+                after.as_secs()
+            ),
+            Policy::Applied(at) => {
+                format!("since {}s: {TRAFFIC_POLICY_SUMMARY}", at.as_secs())
+            }
+        }
+    }
 }
 
 async fn sleep_until_deadline(deadline: Option<Instant>) {
@@ -606,11 +718,30 @@ mod tests {
     }
 
     #[test]
-    fn store_has_the_three_services_in_the_demo_namespace() {
+    fn store_has_the_four_services_in_the_demo_namespace() {
         let yaml = services_yaml();
-        assert_eq!(yaml.matches("kind: Service").count(), 3);
-        assert_eq!(yaml.matches("namespace: demo").count(), 3);
-        assert!(yaml.contains("name: books") && yaml.contains("port: 9090"));
+        assert_eq!(yaml.matches("kind: Service").count(), 4);
+        assert_eq!(yaml.matches("namespace: demo").count(), 4);
+        assert!(yaml.contains("name: books-v2") && yaml.contains("port: 9090"));
+        // Every Service the traffic policy names exists, in the same namespace.
+        for name in ["ratings", "books", "books-v2"] {
+            assert!(yaml.contains(&format!("name: {name}\n")), "{name}");
+            assert!(
+                TRAFFIC_POLICY_YAML.contains(&format!("name: {name},")),
+                "{name}"
+            );
+        }
+        assert_eq!(TRAFFIC_POLICY_YAML.matches("namespace: demo").count(), 2);
+    }
+
+    #[test]
+    fn the_traffic_policy_is_written_whole_into_the_store() {
+        let dir = TempDir::create().expect("temp dir");
+        apply_traffic_policy(&dir.0).expect("written");
+        let written = std::fs::read_to_string(dir.0.join(TRAFFIC_POLICY_FILE)).expect("read");
+        assert_eq!(written, TRAFFIC_POLICY_YAML);
+        // Only the policy file: the temporary one was renamed.
+        assert_eq!(std::fs::read_dir(&dir.0).expect("dir").count(), 1);
     }
 
     #[test]

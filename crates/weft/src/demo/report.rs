@@ -15,8 +15,16 @@ use super::metrics::{self, Sample, Stats};
 pub enum Row {
     /// Requests a service's proxy received (`direction="inbound"` on that workload's proxy).
     Service(String),
-    /// Requests a workload sent to a service (`direction="outbound"`, by `dst_service`).
+    /// Requests a workload sent to a service (`direction="outbound"`, by `dst_service`): every
+    /// attempt, retries included.
     Edge { src: String, dst: String },
+    /// Requests a workload sent on a route of a service (`outbound_{http,grpc}_route_*`, by
+    /// `parent_name` and `route_name`): each request once, as the client saw it after retries.
+    Route {
+        src: String,
+        service: String,
+        route: String,
+    },
 }
 
 /// Folds one proxy's scrape into rows: its inbound traffic as the service `workload` serves, and
@@ -25,6 +33,11 @@ pub fn rows(workload: &str, samples: &[Sample]) -> BTreeMap<Row, Stats> {
     metrics::fold(
         samples,
         &|sample: &Sample| match sample.label("direction") {
+            _ if metrics::is_route_sample(sample) => Some(Row::Route {
+                src: workload.to_string(),
+                service: sample.label("parent_name")?.to_string(),
+                route: sample.label("route_name").unwrap_or_default().to_string(),
+            }),
             Some("inbound") => Some(Row::Service(workload.to_string())),
             Some("outbound") => Some(Row::Edge {
                 src: workload.to_string(),
@@ -132,12 +145,12 @@ fn percent(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{:.2}%", v * 100.0))
 }
 
-/// The live table: services first, then edges.
+/// The live table: services, then edges (every attempt), then routes (after retries).
 pub fn table(rates: &[Rate], header: &str) -> String {
     let mut out = format!("{header}\n\n");
     let line = |name: &str, rate: &Rate| {
         format!(
-            "{name:<26} {:>7.1} {:>8} {:>8} {:>8} {:>8}\n",
+            "{name:<34} {:>7.1} {:>8} {:>8} {:>8} {:>8}\n",
             rate.rps,
             percent(rate.success_rate),
             ms(rate.p50),
@@ -149,16 +162,41 @@ pub fn table(rates: &[Rate], header: &str) -> String {
         "{:>7} {:>8} {:>8} {:>8} {:>8}\n",
         "RPS", "SUCCESS", "P50", "P95", "P99"
     );
-    out.push_str(&format!("{:<26} {columns}", "SERVICE (inbound)"));
+    out.push_str(&format!("{:<34} {columns}", "SERVICE (inbound)"));
     for rate in rates {
         if let Row::Service(name) = &rate.row {
             out.push_str(&line(name, rate));
         }
     }
-    out.push_str(&format!("\n{:<26} {columns}", "EDGE (outbound)"));
+    out.push_str(&format!(
+        "\n{:<34} {columns}",
+        "EDGE (outbound, every attempt)"
+    ));
     for rate in rates {
         if let Row::Edge { src, dst } = &rate.row {
             out.push_str(&line(&format!("{src} -> {dst}"), rate));
+        }
+    }
+    out.push_str(&format!(
+        "\n{:<34} {:>7} {:>8}\n",
+        "ROUTE (outbound, after retries)", "RPS", "SUCCESS"
+    ));
+    for rate in rates {
+        // A route that took no request in the window (replaced by a newer policy) is left out.
+        if let Row::Route {
+            src,
+            service,
+            route,
+        } = &rate.row
+        {
+            if rate.rps > 0.0 {
+                let name = format!("{src} -> {service} [{route}]");
+                out.push_str(&format!(
+                    "{name:<34} {:>7.1} {:>8}\n",
+                    rate.rps,
+                    percent(rate.success_rate)
+                ));
+            }
         }
     }
     out
@@ -168,7 +206,18 @@ pub fn table(rates: &[Rate], header: &str) -> String {
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Summary {
     pub edges: Vec<EdgeSummary>,
+    pub routes: Vec<RouteSummary>,
     pub proxies: Vec<ProxySummary>,
+}
+
+/// One route of a service as a workload's proxy saw it (after retries).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RouteSummary {
+    pub src: String,
+    pub service: String,
+    pub route: String,
+    pub requests: u64,
+    pub success_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -202,10 +251,31 @@ pub fn summary(cumulative: &BTreeMap<Row, Stats>, proxies: Vec<ProxySummary>) ->
                 p99_ms: stats.quantile(0.99),
                 tls: stats.tls,
             }),
-            Row::Service(_) => None,
+            Row::Service(_) | Row::Route { .. } => None,
         })
         .collect();
-    Summary { edges, proxies }
+    let routes = cumulative
+        .iter()
+        .filter_map(|(row, stats)| match row {
+            Row::Route {
+                src,
+                service,
+                route,
+            } => Some(RouteSummary {
+                src: src.clone(),
+                service: service.clone(),
+                route: route.clone(),
+                requests: stats.requests.max(0.0).round() as u64,
+                success_rate: stats.success_rate(),
+            }),
+            Row::Service(_) | Row::Edge { .. } => None,
+        })
+        .collect();
+    Summary {
+        edges,
+        routes,
+        proxies,
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +309,57 @@ response_latency_ms_bucket{direction="outbound",dst_service="books",status_code=
         // Without dst_service the authority names the service.
         assert_eq!(rows[&edge("web", "ratings")].requests, 19.0);
         assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn route_rows_count_requests_after_retries() {
+        let labels = |route: &str| {
+            format!(
+                "parent_group=\"core\",parent_kind=\"Service\",parent_namespace=\"demo\",\
+                 parent_name=\"ratings\",parent_port=\"8080\",parent_section_name=\"\",\
+                 route_group=\"gateway.networking.k8s.io\",route_kind=\"HTTPRoute\",\
+                 route_namespace=\"demo\",route_name=\"{route}\""
+            )
+        };
+        let l = labels("ratings");
+        let text = format!(
+            "outbound_http_route_request_statuses_total{{{l},http_status=\"200\",error=\"\"}} 98\n\
+             outbound_http_route_request_statuses_total{{{l},http_status=\"500\",error=\"\"}} 1\n\
+             outbound_http_route_request_statuses_total{{{l},http_status=\"\",error=\"RESPONSE_HEADERS_TIMEOUT\"}} 1\n\
+             outbound_http_route_request_duration_seconds_bucket{{{l},le=\"0.05\"}} 100\n\
+             outbound_grpc_route_request_statuses_total{{{},grpc_status=\"0\",error=\"\"}} 7\n\
+             outbound_grpc_route_request_statuses_total{{{},grpc_status=\"14\",error=\"\"}} 3\n",
+            labels("books-rpc"),
+            labels("books-rpc"),
+        );
+        let rows = rows("web", &parse(&text));
+        let route = |name: &str| Row::Route {
+            src: "web".into(),
+            service: "ratings".into(),
+            route: name.into(),
+        };
+        let ratings = &rows[&route("ratings")];
+        assert_eq!((ratings.requests, ratings.successes), (100.0, 98.0));
+        // The route histogram's buckets are too coarse for percentiles: not read.
+        assert!(ratings.buckets.is_empty());
+        let grpc = &rows[&route("books-rpc")];
+        assert_eq!((grpc.requests, grpc.successes), (10.0, 7.0));
+        assert_eq!(rows.len(), 2);
+
+        let rates = vec![Rate {
+            row: route("ratings"),
+            rps: 9.8,
+            success_rate: Some(0.98),
+            p50: None,
+            p95: None,
+            p99: None,
+        }];
+        let table = table(&rates, "header");
+        assert!(table.contains("web -> ratings [ratings]"), "{table}");
+        let summary = summary(&rows, Vec::new());
+        assert_eq!(summary.routes.len(), 2);
+        assert_eq!(summary.routes[1].route, "ratings");
+        assert_eq!(summary.routes[1].success_rate, Some(0.98));
     }
 
     #[test]
