@@ -614,6 +614,12 @@ where
     //    `grpc-timeout`) and one attempt (the backend's request timeout / the rule's response
     //    timeout). An expired one answers 504 (gRPC: DEADLINE_EXCEEDED).
     let (whole, per_attempt) = fwd.limits(req.headers());
+    // The route's idle timeout: no frame either way for that long ends the request, before
+    // the response headers (504) or after (the response body fails).
+    let idle = fwd.idle();
+    if let Some(idle) = &idle {
+        req = idle.watch_request(req);
+    }
     // 7. Send: one attempt, or with the rule's retry policy as many as it, the route's retry
     //    budget and the body (replayable up to the policy's bound) allow. `send_attempt` is the
     //    only place a request leaves for a backend.
@@ -631,7 +637,8 @@ where
                 failfast,
                 Seam::once(http_end),
             );
-            routed::within(whole, routed::within(per_attempt, attempt)).await
+            let bounded = routed::within(whole, routed::within(per_attempt, attempt));
+            routed::idle_bounded(idle.as_ref(), bounded).await
         }
         Some((policy, route)) => {
             let whole_deadline = whole.map(|l| Instant::now() + l.timeout);
@@ -666,7 +673,7 @@ where
                     })
                 },
             );
-            let answer = routed::within(whole, async {
+            let bounded = routed::within(whole, async {
                 match retried.await.0 {
                     Ok(resp) => Ok(resp),
                     Err(crate::retry::Failure::Http(e)) => Err(e),
@@ -675,8 +682,8 @@ where
                         timeout,
                     }),
                 }
-            })
-            .await;
+            });
+            let answer = routed::idle_bounded(idle.as_ref(), bounded).await;
             // The route's outcome is the final answer's: recorded when its body ends.
             answer.map(|resp| match end.take() {
                 Some(mut e) if !e.is_grpc() => {

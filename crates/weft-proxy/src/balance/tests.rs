@@ -670,10 +670,7 @@ fn balancers_report_their_endpoints_to_metrics() {
 /// cheapest (a dead endpoint failing fast), unless it is the only one available.
 #[tokio::test(start_paused = true)]
 async fn a_retry_passes_over_the_previous_endpoint_when_it_can() {
-    let (tx, b) = balancer(
-        vec![ep(1, 1), ep(2, 1), ep(3, 1)],
-        config(Accrual::None, 0),
-    );
+    let (tx, b) = balancer(vec![ep(1, 1), ep(2, 1), ep(3, 1)], config(Accrual::None, 0));
     for _ in 0..300 {
         let mut p = b.pick_avoiding(Some(addr(2))).expect("an endpoint");
         assert_ne!(p.endpoint.addr.port(), 2);

@@ -31,9 +31,11 @@ use std::{
 use tokio::{sync::watch, time::Instant};
 
 mod exchange;
+mod idle;
 
 use exchange::grpc_timeout;
 pub(super) use exchange::{within, Limit, RouteEnd};
+pub(super) use idle::{bounded as idle_bounded, Idle};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -770,6 +772,11 @@ impl Forwarded {
     /// Step 5's bounds: the whole exchange (the rule's request timeout, or the client's
     /// `grpc-timeout` if shorter) and one attempt (the backend's request timeout, or the rule's
     /// response timeout if shorter).
+    /// The route's idle timeout, started for one request.
+    pub(super) fn idle(&self) -> Option<Idle> {
+        self.timeouts.idle.map(Idle::start)
+    }
+
     pub(super) fn limits(&self, headers: &HeaderMap) -> (Option<Limit>, Option<Limit>) {
         let client = grpc_timeout(headers).map(|d| Limit {
             what: "grpc-timeout",
