@@ -17,7 +17,7 @@ use http_body_util::Full;
 use hyper::Request;
 use support::cluster;
 use support::eventually;
-use support::pods::{get, Backend, PodClient, PodNet, Tally};
+use support::pods::{get, grpc, Backend, PodClient, PodNet, Tally};
 use weft_testbed::mesh::{metric_sum, ControlPlane, Workload};
 use weft_testbed::{require_root, serial, Cluster};
 
@@ -395,6 +395,185 @@ spec:
         "backend saw {seen} requests for {originals} in {secs:.1} s (budget bound {bound:.0})"
     );
     assert!(seen > originals, "no retry at all: {seen} for {originals}");
+}
+
+const CHAOS_TRY_TIMEOUT_AND_GRPC: &str = "\
+apiVersion: extensions.weft.dev/v1alpha1
+kind: FaultInjection
+metadata: {name: ten-percent, namespace: default}
+spec:
+  status: 503
+  message: chaos
+  ratio: {numerator: 10, denominator: 100}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: books-chaos, namespace: default}
+spec:
+  parentRefs: [{group: core, kind: Service, name: books, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /chaos}}]
+    filters:
+    - type: ExtensionRef
+      extensionRef: {group: extensions.weft.dev, kind: FaultInjection, name: ten-percent}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: books
+  namespace: default
+  annotations:
+    retry.linkerd.io/http: 5xx
+    retry.linkerd.io/limit: '2'
+    retry.linkerd.io/timeout: 100ms
+spec:
+  parentRefs: [{group: core, kind: Service, name: books, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: books-rpc
+  namespace: default
+  annotations: {timeout.linkerd.io/idle: 400ms}
+spec:
+  parentRefs: [{group: core, kind: Service, name: books-canary, port: 80}]
+  rules:
+  - backendRefs: [{name: books-canary, port: 80}]
+";
+
+/// A hung endpoint is passed over by the per-try timeout; fault injection at 10 % fails 10 % ±
+/// 2 % of requests, marked, and those never reach a backend; a gRPC call's `grpc-timeout` ends
+/// it with `DEADLINE_EXCEEDED` in time, counted in the gRPC route metrics, and so does the
+/// route's idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_timeout_fault_injection_and_grpc_deadline() {
+    let _serial = serial();
+    let Some(root) = require_root(&[]) else {
+        return;
+    };
+    let mut mesh = Mesh::start("traffic-faults", root).await;
+    let fast = mesh.backend("books-1", "books").await;
+    let hung = mesh.backend("books-2", "books").await;
+    let canary = mesh.backend("books-canary", "books-canary").await;
+    let authority = "books.default.svc.cluster.local";
+    let canary_addr = SocketAddr::from(([198, 19, 0, 21], 80));
+    let canary_authority = "books-canary.default.svc.cluster.local";
+    write_routes(&mesh.store, CHAOS_TRY_TIMEOUT_AND_GRPC);
+    mesh.until(
+        "the fault injection route is in force",
+        || get(authority, "/chaos"),
+        |a| a.proxy_error.contains("chaos"),
+    )
+    .await;
+
+    // 1. books-2 hangs: each try on it is cut at 100 ms and retried on books-1.
+    mesh.b(hung).knobs.delay_ms.store(5_000, Ordering::SeqCst);
+    let t = mesh
+        .client
+        .run(books(), 4, 200, move |_| get(authority, "/"))
+        .await;
+    assert_all_ok(&t, "with books-2 hung", &mesh);
+    assert_eq!(share(&t, "books-1"), 1.0, "{:?}", t.by_backend());
+    let slowest = t
+        .answers
+        .iter()
+        .map(|a| a.elapsed)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest answer {slowest:?}"
+    );
+    assert!(
+        mesh.b(hung).received() > 0,
+        "the hung endpoint was never tried"
+    );
+    mesh.b(hung).knobs.delay_ms.store(0, Ordering::SeqCst);
+
+    // 2. Fault injection: 10 % ± 2 % injected (503, marked), and those never reach a backend.
+    let received = |mesh: &Mesh| mesh.b(fast).received() + mesh.b(hung).received();
+    let before = received(&mesh);
+    let t = mesh
+        .client
+        .run(books(), 8, 5_000, move |_| get(authority, "/chaos"))
+        .await;
+    let injected =
+        t.count(|a| a.status == 503 && a.proxy_error.contains("injected failure: chaos"));
+    let ok = t.count(|a| a.status == 200 && !a.backend.is_empty());
+    assert_eq!(
+        injected + ok,
+        t.total(),
+        "answers other than 200 or injected: {:?}",
+        t.failures()
+    );
+    let ratio = injected as f64 / t.total() as f64;
+    assert!(
+        (0.08..=0.12).contains(&ratio),
+        "injected {:.2} %",
+        ratio * 100.0
+    );
+    assert_eq!(
+        received(&mesh) - before,
+        ok as u64,
+        "injected requests reached a backend"
+    );
+
+    // 3. gRPC: the route is gRPC (its metrics count the call); a grpc-timeout of 200 ms on a
+    // call the server holds for 2 s ends in DEADLINE_EXCEEDED after 200 ms ± 50 ms.
+    eventually(
+        "the gRPC route counts a call",
+        Duration::from_secs(20),
+        || async {
+            let a = mesh
+                .client
+                .send_h2(
+                    canary_addr,
+                    grpc(canary_authority, "/weft.Books/Get", Some("2S")),
+                )
+                .await;
+            let m = mesh.client_pod.metrics().await.ok()?;
+            let counted = metric_sum(
+                &m,
+                "outbound_grpc_route_request_statuses_total",
+                &[("route_name", "books-rpc")],
+            );
+            (a.status == 200 && a.backend == "books-canary" && counted > 0.0).then_some(())
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        let mut req = grpc(canary_authority, "/weft.Books/Get", Some("200m"));
+        req.headers_mut().insert(
+            "x-delay-ms",
+            hyper::header::HeaderValue::from_static("2000"),
+        );
+        let a = mesh.client.send_h2(canary_addr, req).await;
+        assert_eq!((a.status, a.grpc_status.as_str()), (200, "4"), "{a:?}");
+        assert!(
+            (Duration::from_millis(150)..=Duration::from_millis(250)).contains(&a.elapsed),
+            "DEADLINE_EXCEEDED after {:?}",
+            a.elapsed
+        );
+    }
+    // The route's idle timeout (400 ms): a call the server holds for 2 s with no frame either
+    // way ends after 400 ms ± 50 ms, as a deadline (504 → DEADLINE_EXCEEDED).
+    for _ in 0..3 {
+        let mut req = grpc(canary_authority, "/weft.Books/Get", Some("5S"));
+        req.headers_mut().insert(
+            "x-delay-ms",
+            hyper::header::HeaderValue::from_static("2000"),
+        );
+        let a = mesh.client.send_h2(canary_addr, req).await;
+        assert_eq!((a.status, a.grpc_status.as_str()), (200, "4"), "{a:?}");
+        assert!(
+            (Duration::from_millis(350)..=Duration::from_millis(450)).contains(&a.elapsed),
+            "idle timeout after {:?}",
+            a.elapsed
+        );
+    }
+    assert!(mesh.b(canary).received() >= 9);
 }
 
 const BOOKS_FAILURE_ACCRUAL: &str = "\

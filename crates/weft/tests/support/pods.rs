@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::apps::AbortOnDrop;
 use super::BoxError;
@@ -71,9 +71,10 @@ pub struct Knobs {
     pub delay_ms: AtomicU64,
 }
 
-/// An HTTP/1.1 server in a pod: answers every request with its name (body and `x-backend`),
-/// after `delay_ms`, or 500 for `fail_percent` of requests. A path starting with `/sleep/MS`
-/// answers after MS milliseconds.
+/// An HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC) server in a pod: answers every request
+/// with its name (body and `x-backend`), after `delay_ms`, or 500 for `fail_percent` of
+/// requests. A path starting with `/sleep/MS`, or an `x-delay-ms: MS` header (gRPC paths are
+/// fixed), answers MS milliseconds later.
 pub struct Backend {
     pub name: String,
     pub knobs: Arc<Knobs>,
@@ -119,12 +120,17 @@ impl Backend {
                         async move {
                             let n = received.fetch_add(1, Ordering::SeqCst);
                             let path = req.uri().path().to_string();
+                            let asked_delay = req
+                                .headers()
+                                .get("x-delay-ms")
+                                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                                .unwrap_or(0);
                             // Read the whole body: a request counts as delivered once it is in.
                             let body = req.into_body().collect().await.map(|b| b.to_bytes());
                             if body.as_ref().is_ok_and(|b| !b.is_empty()) {
                                 bodies.fetch_add(1, Ordering::SeqCst);
                             }
-                            let mut delay = knobs.delay_ms.load(Ordering::Relaxed);
+                            let mut delay = knobs.delay_ms.load(Ordering::Relaxed) + asked_delay;
                             if let Some(ms) = path.strip_prefix("/sleep/") {
                                 delay += ms.parse::<u64>().unwrap_or(0);
                             }
@@ -146,9 +152,18 @@ impl Backend {
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    // HTTP/2 with prior knowledge starts with the connection preface.
+                    let mut first = [0u8; 3];
+                    let h2 = matches!(stream.peek(&mut first).await, Ok(3) if &first == b"PRI");
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    }
                 });
                 let mut conns = conns.lock().unwrap();
                 conns.retain(|t: &tokio::task::AbortHandle| !t.is_finished());
@@ -184,6 +199,8 @@ pub struct Answer {
     pub backend: String,
     /// `l5d-proxy-error`, empty when absent.
     pub proxy_error: String,
+    /// `grpc-status` of the response head (a trailers-only gRPC answer), empty when absent.
+    pub grpc_status: String,
     pub elapsed: Duration,
     /// When the request was sent.
     pub sent: Instant,
@@ -195,6 +212,7 @@ impl Answer {
             status: 0,
             backend: String::new(),
             proxy_error: format!("client error: {e}"),
+            grpc_status: String::new(),
             elapsed: sent.elapsed(),
             sent,
         }
@@ -267,6 +285,30 @@ impl PodClient {
             Err(e) => return Answer::failed(e, started),
         };
         exchange(&mut send, req, started).await
+    }
+
+    /// Sends one request over HTTP/2 with prior knowledge (as a gRPC client does) on a fresh
+    /// connection.
+    pub async fn send_h2(&self, addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+        let started = Instant::now();
+        let stream = match self.pod.connect(addr).await {
+            Ok(s) => s,
+            Err(e) => return Answer::failed(e, started),
+        };
+        let (mut send, conn) =
+            match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => return Answer::failed(e, started),
+            };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        match send.send_request(req).await {
+            Ok(resp) => answer(resp, started).await,
+            Err(e) => Answer::failed(e, started),
+        }
     }
 
     /// Sends `total` requests made by `make(i)` over `conns` keep-alive connections, as fast as
@@ -368,10 +410,14 @@ async fn exchange(
     if let Err(e) = send.ready().await {
         return Answer::failed(e, started);
     }
-    let resp = match send.send_request(req).await {
-        Ok(r) => r,
-        Err(e) => return Answer::failed(e, started),
-    };
+    match send.send_request(req).await {
+        Ok(resp) => answer(resp, started).await,
+        Err(e) => Answer::failed(e, started),
+    }
+}
+
+/// Reads a response to its end into an [`Answer`].
+async fn answer(resp: Response<Incoming>, started: Instant) -> Answer {
     let header = |name: &str| {
         resp.headers()
             .get(name)
@@ -379,10 +425,11 @@ async fn exchange(
             .unwrap_or_default()
             .to_string()
     };
-    let (status, backend, proxy_error) = (
+    let (status, backend, proxy_error, grpc_status) = (
         resp.status().as_u16(),
         header("x-backend"),
         header("l5d-proxy-error"),
+        header("grpc-status"),
     );
     if let Err(e) = resp.into_body().collect().await {
         return Answer::failed(e, started);
@@ -391,6 +438,7 @@ async fn exchange(
         status,
         backend,
         proxy_error,
+        grpc_status,
         elapsed: started.elapsed(),
         sent: started,
     }
@@ -401,5 +449,19 @@ pub fn get(authority: &str, path: &str) -> Request<Full<Bytes>> {
     Request::get(path)
         .header(hyper::header::HOST, authority)
         .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+/// A unary gRPC call `POST /SERVICE/METHOD` to `authority` with an empty message, with
+/// `grpc-timeout` when given (gRPC's `200m`, `2S` form).
+pub fn grpc(authority: &str, path: &str, timeout: Option<&str>) -> Request<Full<Bytes>> {
+    let mut req = Request::post(format!("http://{authority}{path}"))
+        .header(hyper::header::CONTENT_TYPE, "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = timeout {
+        req = req.header("grpc-timeout", t);
+    }
+    // A length-prefixed empty message: not compressed, length 0.
+    req.body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
         .expect("request")
 }
