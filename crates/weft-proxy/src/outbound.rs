@@ -298,9 +298,9 @@ impl Outbound {
 
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
     /// fail-fast timeout from when the target was first needed). Endpoints that left discovery
-    /// since the last pick get their pooled connections retired.
-    /// Picks where to send: `avoid` is the endpoint a retried request's previous attempt went
-    /// to, passed over when the balancer has another one available.
+    /// since the last pick get their pooled connections retired. `avoid`: the endpoint a
+    /// retried request's previous attempt went to, passed over when the balancer has another
+    /// one available.
     async fn pick(
         &self,
         target: &Target,
