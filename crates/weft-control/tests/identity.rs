@@ -320,6 +320,12 @@ impl std::io::Write for Captured {
 async fn certify_logs_the_expiry_as_rfc3339() {
     let logs = Captured::default();
     let sink = logs.clone();
+    // tracing caches each callsite's interest process-wide, computed by the first thread that
+    // reaches it: a sibling test running the same code with no subscriber would cache "never"
+    // and this test's scoped subscriber would see nothing (CI saw exactly that). A global
+    // subscriber that records nothing makes every thread's answer "always"; installing it also
+    // re-evaluates the callsites already cached.
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     // The test runtime is single-threaded, so the server's tasks log through this default.
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::fmt()
