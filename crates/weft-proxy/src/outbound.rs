@@ -673,16 +673,15 @@ where
                     })
                 },
             );
-            let bounded = routed::within(whole, async {
-                match retried.await.0 {
-                    Ok(resp) => Ok(resp),
-                    Err(crate::retry::Failure::Http(e)) => Err(e),
-                    Err(crate::retry::Failure::Timeout(timeout)) => Err(Error::Timeout {
-                        what: "retry attempt",
-                        timeout,
-                    }),
-                }
+            let retried = futures_util::FutureExt::map(retried, |(answer, _)| match answer {
+                Ok(resp) => Ok(resp),
+                Err(crate::retry::Failure::Http(e)) => Err(e),
+                Err(crate::retry::Failure::Timeout(timeout)) => Err(Error::Timeout {
+                    what: "retry attempt",
+                    timeout,
+                }),
             });
+            let bounded = routed::within(whole, retried);
             let answer = routed::idle_bounded(idle.as_ref(), bounded).await;
             // The route's outcome is the final answer's: recorded when its body ends.
             answer.map(|resp| match end.take() {

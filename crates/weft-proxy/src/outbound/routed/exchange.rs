@@ -19,22 +19,25 @@ pub(in crate::outbound) struct Limit {
 }
 
 /// Runs `fut` within `limit`; past it, [`Error::Timeout`] (the future is dropped, which cancels
-/// the request to the endpoint).
-pub(in crate::outbound) async fn within<F>(
+/// the request to the endpoint). A plain combinator, not an `async fn`: an `async fn` would keep
+/// both its argument and the future it awaits, doubling the size of what it wraps at every level
+/// (and hyper keeps one request future per connection, idle or not).
+pub(in crate::outbound) fn within<F>(
     limit: Option<Limit>,
     fut: F,
-) -> Result<Response<Body>, Error>
+) -> impl std::future::Future<Output = Result<Response<Body>, Error>>
 where
     F: std::future::Future<Output = Result<Response<Body>, Error>>,
 {
+    use futures_util::future::{Either, FutureExt as _};
     match limit {
-        None => fut.await,
-        Some(l) => tokio::time::timeout(l.timeout, fut)
-            .await
-            .unwrap_or(Err(Error::Timeout {
+        None => Either::Left(fut),
+        Some(l) => Either::Right(tokio::time::timeout(l.timeout, fut).map(move |r| {
+            r.unwrap_or(Err(Error::Timeout {
                 what: l.what,
                 timeout: l.timeout,
-            })),
+            }))
+        })),
     }
 }
 

@@ -79,11 +79,13 @@ impl Idle {
     /// Runs `fut` (the exchange until the response headers) until it answers or the stream has
     /// been idle for the timeout; then the headers count as activity and the response body is
     /// bounded the same way.
-    pub(in crate::outbound) async fn bound<F>(&self, fut: F) -> Result<Response<Body>, Error>
+    pub(in crate::outbound) async fn bound<F>(
+        &self,
+        mut fut: Pin<Box<F>>,
+    ) -> Result<Response<Body>, Error>
     where
-        F: std::future::Future<Output = Result<Response<Body>, Error>>,
+        F: std::future::Future<Output = Result<Response<Body>, Error>> + ?Sized,
     {
-        tokio::pin!(fut);
         loop {
             tokio::select! {
                 answered = &mut fut => {
@@ -113,17 +115,19 @@ impl Idle {
     }
 }
 
-/// `fut` bounded by the idle timeout, if the route has one (see [`Idle::bound`]).
-pub(in crate::outbound) async fn bounded<F>(
-    idle: Option<&Idle>,
+/// `fut` bounded by the idle timeout, if the route has one (see [`Idle::bound`]). Without one,
+/// `fut` itself; with one, `fut` is boxed so that the bound does not hold a second copy of it.
+pub(in crate::outbound) fn bounded<'a, F>(
+    idle: Option<&'a Idle>,
     fut: F,
-) -> Result<Response<Body>, Error>
+) -> impl std::future::Future<Output = Result<Response<Body>, Error>> + 'a
 where
-    F: std::future::Future<Output = Result<Response<Body>, Error>>,
+    F: std::future::Future<Output = Result<Response<Body>, Error>> + 'a,
 {
+    use futures_util::future::Either;
     match idle {
-        Some(idle) => idle.bound(fut).await,
-        None => fut.await,
+        Some(idle) => Either::Left(idle.bound(Box::pin(fut))),
+        None => Either::Right(fut),
     }
 }
 
@@ -205,7 +209,10 @@ mod tests {
     async fn no_answer_within_the_idle_timeout_is_a_504() {
         let idle = Idle::start(Duration::from_millis(100));
         let started = Instant::now();
-        let err = idle.bound(std::future::pending()).await.expect_err("idle");
+        let err = idle
+            .bound(Box::pin(std::future::pending()))
+            .await
+            .expect_err("idle");
         assert_eq!(started.elapsed(), Duration::from_millis(100));
         assert_eq!(err.status(), hyper::StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(err.to_string(), "route idle timeout of 100ms expired");
@@ -228,7 +235,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(90)).await;
             Ok(Response::new(http::empty()))
         };
-        let resp = idle.bound(answer).await.expect("answered in time");
+        let resp = idle
+            .bound(Box::pin(answer))
+            .await
+            .expect("answered in time");
         assert!(resp.into_body().collect().await.is_ok());
     }
 
@@ -237,7 +247,7 @@ mod tests {
         let idle = Idle::start(Duration::from_millis(100));
         let (tx, body) = streaming();
         let resp = idle
-            .bound(async { Ok(Response::new(body)) })
+            .bound(Box::pin(async { Ok(Response::new(body)) }))
             .await
             .expect("headers");
         let mut body = resp.into_body();
