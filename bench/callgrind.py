@@ -15,6 +15,7 @@ they run one after the other and the table shows both and the change:
 
     cargo build --release -p weft -p weft-proxy -p bench
     python3 bench/callgrind.py --bins target/release [--bins ../other/target/release] [--proto h1,h2]
+        [--config weft-routes]   # the same with 100 HTTPRoutes on the Service (route matching's cost)
 
 Writes nothing outside its temporary work directory (printed first; callgrind.*.out files are
 kept there for callgrind_annotate).
@@ -48,6 +49,8 @@ def main(argv):
     p.add_argument("--duration", type=float, default=5.0, help="seconds of the measured load")
     p.add_argument("--connections", type=int, default=None,
                    help="client connections (default: the load generator's: HTTP/1.1 32, HTTP/2 1)")
+    p.add_argument("--config", choices=("weft", "weft-routes"), default="weft",
+                   help="the topology: weft, or weft-routes (100 HTTPRoutes on the backend Service, as bench/run)")
     p.add_argument("--weft-mtls", action=argparse.BooleanOptionalAction, default=True,
                    help="proxies with identity and mTLS between them (default), as bench/run")
     args = p.parse_args(argv)
@@ -107,7 +110,7 @@ def measure(args, bin_dir, workdir, protos):
     try:
         listening = backend.json_line()
         ctx.backend_http, ctx.backend_tcp = listening["http"], listening["tcp"]
-        topo = topology.start("weft", ctx, 1, {"outbound": None, "inbound": None})
+        topo = topology.start(args.config, ctx, 1, {"outbound": None, "inbound": None})
         try:
             for proto in protos:
                 rows[proto] = measure_proto(args, ctx, topo, proto)
