@@ -172,6 +172,7 @@ pub(super) struct Router {
 
 struct Table<M> {
     routes: Arc<[Route<M>]>,
+    index: Arc<crate::policy::route::PathIndex>,
     state: Vec<RouteState>,
 }
 
@@ -431,6 +432,7 @@ fn table<M>(
 ) -> Table<M> {
     Table {
         routes: routes.routes.clone(),
+        index: routes.index.clone(),
         state: routes
             .routes
             .iter()
@@ -552,14 +554,14 @@ pub(super) fn route(
                 Which::Http2,
                 router
                     .http_table(Which::Http2)
-                    .and_then(|t| matching::find_http(&t.routes, &head)),
+                    .and_then(|t| matching::find_http_indexed(&t.routes, &t.index, &head)),
             ),
             (None, false) => (
                 Which::Http1,
                 router
                     .http1
                     .as_ref()
-                    .and_then(|t| matching::find_http(&t.routes, &head)),
+                    .and_then(|t| matching::find_http_indexed(&t.routes, &t.index, &head)),
             ),
         }
     };

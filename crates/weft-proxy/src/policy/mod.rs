@@ -102,6 +102,8 @@ pub type GrpcRoutes = Routes<GrpcMatch>;
 #[derive(Clone, Debug)]
 pub struct Routes<M> {
     pub routes: Arc<[Route<M>]>,
+    /// Which HTTP rules can match a path (`route::PathIndex`; empty for gRPC routes).
+    pub index: Arc<route::PathIndex>,
     /// For every backend balancer of these routes.
     pub failure_accrual: AccrualConfig,
 }
@@ -110,6 +112,7 @@ impl<M> Default for Routes<M> {
     fn default() -> Self {
         Routes {
             routes: Arc::from(Vec::new()),
+            index: Arc::default(),
             failure_accrual: AccrualConfig::default(),
         }
     }

@@ -102,9 +102,20 @@ struct HttpRank {
     query: usize,
 }
 
-/// The best route and rule for an HTTP request, or `None` (no route: 404).
+/// The best route and rule for an HTTP request, or `None` (no route: 404), weighing every rule
+/// (the reference the index is tested against; the request path uses [`PathIndex`]).
 pub fn find_http(routes: &[Route<HttpMatch>], req: &RequestHead<'_>) -> Option<Matched> {
-    best(routes, req, http_match)
+    best(routes, all_rules(routes), req, http_match)
+}
+
+/// [`find_http`] weighing only the rules `index` says could match the request's path: the same
+/// answer, without scanning routes whose literal paths start elsewhere.
+pub fn find_http_indexed(
+    routes: &[Route<HttpMatch>],
+    index: &PathIndex,
+    req: &RequestHead<'_>,
+) -> Option<Matched> {
+    best(routes, index.candidates(req.uri.path()), req, http_match)
 }
 
 /// The best route and rule for a gRPC request, or `None`.
@@ -112,48 +123,160 @@ pub fn find_grpc(routes: &[Route<GrpcMatch>], req: &RequestHead<'_>) -> Option<M
     if req.method != Method::POST {
         return None;
     }
-    best(routes, req, |m, req| grpc_match(m, req).map(|r| (r, None)))
+    best(routes, all_rules(routes), req, |m, req| {
+        grpc_match(m, req).map(|r| (r, None))
+    })
 }
 
-/// Scans every rule once and keeps the strictly better match, so ties stay with the earlier
-/// route and rule.
+/// Every (route, rule) in policy order.
+fn all_rules<M>(routes: &[Route<M>]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    routes
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, r)| (0..r.rules.len()).map(move |ui| (ri, ui)))
+}
+
+/// Which rules of a route list can match a path, built once per policy version. A request's
+/// path can only match a literal path (an exact path, or a prefix other than `/`) that starts
+/// with the same first segment, so rules whose every match is literal are filed under those
+/// segments; the others (a regex, a `/` prefix, no path match, no matches at all) are weighed
+/// for every request.
+#[derive(Clone, Debug, Default)]
+pub struct PathIndex {
+    /// (route, rule) in policy order.
+    any: Vec<(u32, u32)>,
+    by_segment: std::collections::HashMap<Box<str>, Vec<(u32, u32)>>,
+}
+
+impl PathIndex {
+    pub fn build(routes: &[Route<HttpMatch>]) -> PathIndex {
+        let mut index = PathIndex::default();
+        for (ri, route) in routes.iter().enumerate() {
+            for (ui, rule) in route.rules.iter().enumerate() {
+                let at = (ri as u32, ui as u32);
+                let literal: Option<Vec<&str>> = if rule.matches.is_empty() {
+                    None
+                } else {
+                    rule.matches.iter().map(literal_segment).collect()
+                };
+                match literal {
+                    None => index.any.push(at),
+                    Some(mut segments) => {
+                        segments.sort_unstable();
+                        segments.dedup();
+                        for segment in segments {
+                            index.by_segment.entry(segment.into()).or_default().push(at);
+                        }
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// The rules to weigh for `path`, in policy order (so ties resolve as in a full scan).
+    fn candidates(&self, path: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let filed = self
+            .by_segment
+            .get(first_segment(path))
+            .map_or(&[][..], Vec::as_slice);
+        Merged {
+            a: self.any.as_slice(),
+            b: filed,
+        }
+        .map(|(ri, ui)| (ri as usize, ui as usize))
+    }
+}
+
+/// Two policy-ordered lists as one.
+struct Merged<'a> {
+    a: &'a [(u32, u32)],
+    b: &'a [(u32, u32)],
+}
+
+impl Iterator for Merged<'_> {
+    type Item = (u32, u32);
+
+    fn next(&mut self) -> Option<(u32, u32)> {
+        let take_a = match (self.a.first(), self.b.first()) {
+            (Some(a), Some(b)) => a <= b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        let list = if take_a { &mut self.a } else { &mut self.b };
+        let (first, rest) = list.split_first()?;
+        *list = rest;
+        Some(*first)
+    }
+}
+
+/// The first segment every path a match accepts starts with, if the match is literal.
+fn literal_segment(m: &HttpMatch) -> Option<&str> {
+    match &m.path {
+        Some(PathMatch::Exact(e)) => Some(first_segment(e)),
+        Some(PathMatch::Prefix(p)) if !p.trim_end_matches('/').is_empty() => Some(first_segment(p)),
+        _ => None,
+    }
+}
+
+/// `/a/b` → `a`; `/` → ``.
+fn first_segment(path: &str) -> &str {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    path.split('/').next().unwrap_or(path)
+}
+
+/// Weighs the given rules (in policy order) and keeps the strictly better match, so ties stay
+/// with the earlier route and rule.
 fn best<M, R: Ord + Copy + Default>(
     routes: &[Route<M>],
+    rules: impl Iterator<Item = (usize, usize)>,
     req: &RequestHead<'_>,
     rank: impl Fn(&M, &RequestHead<'_>) -> Option<(R, Option<usize>)>,
 ) -> Option<Matched> {
     let mut found: Option<((HostRank, R), Matched)> = None;
-    for (ri, route) in routes.iter().enumerate() {
-        let Some(host) = host_rank(&route.hosts, req.host) else {
+    // The host rank of the route last looked at (rules come grouped by route).
+    let mut host_of: Option<(usize, Option<HostRank>)> = None;
+    for (ri, ui) in rules {
+        let Some(route) = routes.get(ri) else {
             continue;
         };
-        for (ui, rule) in route.rules.iter().enumerate() {
-            let here = if rule.matches.is_empty() {
-                Some((R::default(), None))
-            } else {
-                rule.matches
-                    .iter()
-                    .filter_map(|m| rank(m, req))
-                    // Within a rule the most specific of its matches counts.
-                    .fold(None, |acc: Option<(R, Option<usize>)>, m| match acc {
-                        Some(a) if a.0 >= m.0 => Some(a),
-                        _ => Some(m),
-                    })
-            };
-            let Some((r, prefix_len)) = here else {
-                continue;
-            };
-            let key = (host, r);
-            if found.as_ref().is_none_or(|(k, _)| key > *k) {
-                found = Some((
-                    key,
-                    Matched {
-                        route: ri,
-                        rule: ui,
-                        prefix_len,
-                    },
-                ));
+        let host = match host_of {
+            Some((r, host)) if r == ri => host,
+            _ => {
+                let host = host_rank(&route.hosts, req.host);
+                host_of = Some((ri, host));
+                host
             }
+        };
+        let (Some(host), Some(rule)) = (host, route.rules.get(ui)) else {
+            continue;
+        };
+        let here = if rule.matches.is_empty() {
+            Some((R::default(), None))
+        } else {
+            rule.matches
+                .iter()
+                .filter_map(|m| rank(m, req))
+                // Within a rule the most specific of its matches counts.
+                .fold(None, |acc: Option<(R, Option<usize>)>, m| match acc {
+                    Some(a) if a.0 >= m.0 => Some(a),
+                    _ => Some(m),
+                })
+        };
+        let Some((r, prefix_len)) = here else {
+            continue;
+        };
+        let key = (host, r);
+        if found.as_ref().is_none_or(|(k, _)| key > *k) {
+            found = Some((
+                key,
+                Matched {
+                    route: ri,
+                    rule: ui,
+                    prefix_len,
+                },
+            ));
         }
     }
     found.map(|(_, m)| m)

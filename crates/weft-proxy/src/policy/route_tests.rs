@@ -66,9 +66,92 @@ fn get(uri: &str) -> Request<()> {
     req(Method::GET, uri, &[])
 }
 
-/// (route, rule) the request takes.
+/// (route, rule) the request takes. Every precedence test below also checks that the path
+/// index gives exactly what a scan of every rule gives.
 fn http(routes: &[Route<HttpMatch>], r: &Request<()>) -> Option<(usize, usize)> {
-    find_http(routes, &RequestHead::of(r)).map(|m| (m.route, m.rule))
+    let head = RequestHead::of(r);
+    let scanned = find_http(routes, &head);
+    let indexed = find_http_indexed(routes, &PathIndex::build(routes), &head);
+    assert_eq!(indexed, scanned, "index and scan disagree on {}", r.uri());
+    scanned.map(|m| (m.route, m.rule))
+}
+
+/// A mix of every kind of match over shared and distinct first segments: for many paths the
+/// index finds what the full scan finds (prefix lengths included), and a path whose first
+/// segment no literal rule names weighs only the rules that can match anything.
+#[test]
+fn the_path_index_agrees_with_a_full_scan() {
+    let routes = vec![
+        route(
+            "a",
+            vec![],
+            vec![rule(vec![prefix("/api/v1/")]), rule(vec![exact("/api")])],
+        ),
+        route(
+            "b",
+            vec![],
+            vec![rule(vec![prefix("/api"), exact("/health")])],
+        ),
+        route("c", vec![], vec![rule(vec![regex("/api/.*/x")])]),
+        route(
+            "d",
+            vec![HostMatch::Exact("web".into())],
+            vec![rule(vec![prefix("/")])],
+        ),
+        route(
+            "e",
+            vec![],
+            vec![rule(vec![HttpMatch {
+                headers: vec![header("x-canary", "1")],
+                ..HttpMatch::default()
+            }])],
+        ),
+        route(
+            "f",
+            vec![],
+            vec![rule(vec![exact("/")]), rule(vec![prefix("/static//")])],
+        ),
+        route("g", vec![], vec![rule(Vec::new())]),
+    ];
+    let index = PathIndex::build(&routes);
+    let paths = [
+        "/",
+        "/api",
+        "/api/",
+        "/api/v1",
+        "/api/v1/x",
+        "/api/v2/x",
+        "/apix",
+        "/health",
+        "/health/",
+        "/static",
+        "/static/a.css",
+        "/other",
+        "//api",
+        "/api?q=1",
+    ];
+    for path in paths {
+        for headers in [&[][..], &[("x-canary", "1")][..]] {
+            for host in ["web", "other"] {
+                let r = req(Method::GET, &format!("http://{host}{path}"), headers);
+                let head = RequestHead::of(&r);
+                assert_eq!(
+                    find_http_indexed(&routes, &index, &head),
+                    find_http(&routes, &head),
+                    "{host}{path} {headers:?}"
+                );
+            }
+        }
+    }
+    // `/other`: only the regex, `/`-prefix, header-only and match-all rules are weighed.
+    let weighed: Vec<_> = index.candidates("/other").collect();
+    assert_eq!(weighed, vec![(2, 0), (3, 0), (4, 0), (6, 0)]);
+    // `/api/v2/x`: those and the rules filed under `api`, in policy order.
+    let weighed: Vec<_> = index.candidates("/api/v2/x").collect();
+    assert_eq!(
+        weighed,
+        vec![(0, 0), (0, 1), (1, 0), (2, 0), (3, 0), (4, 0), (6, 0)]
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use super::*;
 /// Defines `$routes` (the route list), `$rule` and `$dist` for one route protocol.
 macro_rules! route_table {
     ($routes:ident, $rule:ident, $dist:ident, $Route:ident, $proto:ident, $M:ty, $kind:literal,
-     $match_fn:ident, $filter_fn:ident, $conditions:ident) => {
+     $match_fn:ident, $filter_fn:ident, $conditions:ident, $index_fn:path) => {
         pub(super) fn $routes(
             routes: Vec<api::$Route>,
             accrual: Option<api::FailureAccrual>,
@@ -24,6 +24,7 @@ macro_rules! route_table {
                 })
                 .collect();
             Routes {
+                index: Arc::new($index_fn(&routes)),
                 routes: Arc::from(routes),
                 failure_accrual: failure_accrual(accrual),
             }
@@ -95,7 +96,8 @@ route_table!(
     "HTTP",
     http_match,
     http_filter,
-    http_retry
+    http_retry,
+    crate::policy::route::PathIndex::build
 );
 route_table!(
     grpc_routes,
@@ -107,8 +109,14 @@ route_table!(
     "gRPC",
     grpc_match,
     grpc_filter,
-    grpc_retry
+    grpc_retry,
+    no_index
 );
+
+/// gRPC routes are few and matched by service and method: weighed in full.
+fn no_index(_: &[Route<GrpcMatch>]) -> crate::policy::route::PathIndex {
+    crate::policy::route::PathIndex::default()
+}
 
 // === HTTP ===
 
