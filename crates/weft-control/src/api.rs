@@ -138,12 +138,18 @@ async fn handle(
             if let Some(bad) = bad_path_labels(ns, name) {
                 return Ok(bad);
             }
-            match ctx.store.deregister(ns, name).await {
+            let key = (ns.to_string(), name.to_string());
+            let result = match ctx.store.deregister(ns, name).await {
+                Ok(()) => in_index(&ctx, |s| !s.workloads.contains_key(&key)).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(()) => {
                     ctx.tokens.revoke(ns, name);
                     reply(StatusCode::OK, json!({"ok": true}))
                 }
                 Err(e @ StoreError::NotRegistered(..)) => error(StatusCode::NOT_FOUND, e),
+                Err(e @ StoreError::NotApplied(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
             }
         }
@@ -195,6 +201,27 @@ fn bad_path_labels(ns: &str, name: &str) -> Option<Response<Full<Bytes>>> {
         }
     }
     None
+}
+
+/// How long a change may take to reach the index before the API says it did not.
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the index has applied a state where `done` holds (the store's change has gone
+/// through cluster-IP allocation and every snapshot is published), so that a 200 means
+/// Destination and policy answers already reflect the change.
+async fn in_index(
+    ctx: &Ctx,
+    done: impl Fn(&crate::resource::State) -> bool,
+) -> Result<(), StoreError> {
+    let mut applied = ctx.index.applied();
+    let reached = tokio::time::timeout(INDEX_WAIT, applied.wait_for(|s| done(s)))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if reached {
+        Ok(())
+    } else {
+        Err(StoreError::NotApplied(INDEX_WAIT))
+    }
 }
 
 async fn register(
@@ -254,7 +281,15 @@ async fn register(
         Err(errors) => return error(StatusCode::BAD_REQUEST, errors.join("; ")),
     };
     let identity = workload.server_name.clone();
-    match ctx.store.register(workload).await {
+    let registered = workload.clone();
+    let key = (ns.to_string(), name.to_string());
+    let result = match ctx.store.register(workload).await {
+        // In force means served: the index has published it (Destination and policy answer
+        // with it), not only that the store holds it.
+        Ok(()) => in_index(ctx, |s| s.workloads.get(&key) == Some(&registered)).await,
+        Err(e) => Err(e),
+    };
+    match result {
         // The token is issued only once the registration is in force, so it always names a
         // workload the index knows.
         Ok(()) => match ctx.tokens.issue(ns, name) {
@@ -268,6 +303,7 @@ async fn register(
             ),
         },
         Err(e @ StoreError::Rejected(_)) => error(StatusCode::BAD_REQUEST, e),
+        Err(e @ StoreError::NotApplied(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

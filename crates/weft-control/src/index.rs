@@ -144,6 +144,9 @@ pub struct Index {
     /// Serialises `apply`, whose recomputation runs outside `inner`'s lock: snapshots must
     /// be published in the order the states arrive.
     applying: Mutex<()>,
+    /// The last state whose snapshots are all published (what the API waits for before it
+    /// answers a change with 200).
+    applied: watch::Sender<Arc<State>>,
 }
 
 /// The published snapshots of one kind: one watch channel per key, shared by every
@@ -205,7 +208,13 @@ impl Index {
             cluster_domain: cluster_domain.trim_end_matches('.').to_string(),
             inner: Mutex::new(Inner::default()),
             applying: Mutex::new(()),
+            applied: watch::channel(Arc::new(State::default())).0,
         })
+    }
+
+    /// The last state the index has fully applied (every snapshot published), as it changes.
+    pub fn applied(&self) -> watch::Receiver<Arc<State>> {
+        self.applied.subscribe()
     }
 
     pub fn cluster_domain(&self) -> &str {
@@ -229,6 +238,13 @@ impl Index {
     /// list the live keys, so subscriptions are not stalled by the recomputation.
     pub fn apply(&self, state: Arc<State>) -> Applied {
         let _serial = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.publish(state.clone());
+        self.applied.send_replace(state);
+        applied
+    }
+
+    /// [`Index::apply`]'s work, under its serialising lock.
+    fn publish(&self, state: Arc<State>) -> Applied {
         if Arc::ptr_eq(&self.lock().state, &state) {
             return Applied::default();
         }

@@ -56,6 +56,10 @@ pub enum StoreError {
     NotRegistered(String, String),
     #[error("the store has stopped")]
     Stopped,
+    /// Stored, but the index had not served the change within this long (the control plane
+    /// is overloaded or stopping); asking again is safe.
+    #[error("stored, but not applied by the index within {0:?}; try again")]
+    NotApplied(std::time::Duration),
 }
 
 /// (path relative to the store, content hash, parsed documents) of one file.

@@ -170,6 +170,39 @@ async fn registration_sends_add_and_remove_diffs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A 200 means served: right after each registration (and deregistration) answers, a new
+/// Destination stream's first answer already has (or no longer has) the workload — the API
+/// waits for the index, not only the store (the index follows the store through two tasks).
+#[tokio::test]
+async fn a_200_means_destination_already_serves_the_change() {
+    let dir = temp_store("served");
+    let cp = start(&dir).await;
+    let target = "web.default.svc.cluster.local:8080";
+    for i in 2..12u16 {
+        let doc = WEB2.replace("18081", &(18080 + i).to_string());
+        let path = format!("/v1/workloads/default/web-{i}");
+        assert_eq!(http_json(cp.api_addr, "PUT", &path, &doc).await.0, 200);
+        let mut updates = get(cp.grpc_addr, target).await.unwrap();
+        let addrs = added(&next(&mut updates).await);
+        assert!(
+            addrs.contains(&format!("127.0.0.2:{}", 18080 + i)),
+            "web-{i} not served after its 200: {addrs:?}"
+        );
+    }
+    for i in 2..12u16 {
+        let path = format!("/v1/workloads/default/web-{i}");
+        assert_eq!(http_json(cp.api_addr, "DELETE", &path, "").await.0, 200);
+        let mut updates = get(cp.grpc_addr, target).await.unwrap();
+        let addrs = added(&next(&mut updates).await);
+        assert!(
+            !addrs.contains(&format!("127.0.0.2:{}", 18080 + i)),
+            "web-{i} still served after its DELETE answered 200: {addrs:?}"
+        );
+    }
+    cp.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn bad_document_keeps_the_last_good_state() {
     let dir = temp_store("bad-yaml");
