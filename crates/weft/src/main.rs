@@ -47,8 +47,9 @@ enum Command {
     /// Run the control plane: Destination and policy gRPC from a directory of YAML resources,
     /// plus the workload registration API. Prints one JSON "listening" line on stdout.
     Control(control::ControlArgs),
-    /// Run a meshed demo application (web, books, ratings, traffic, each with a weft-proxy
-    /// sidecar) and show live golden metrics per service and per edge.
+    /// Run a meshed demo application (web, books, books-v2, ratings, traffic, each with a
+    /// weft-proxy sidecar) and show live golden metrics per service, edge and route; after 20 s
+    /// it applies a traffic policy (retries on ratings, a 90/10 canary of books).
     Demo(demo::DemoArgs),
     /// Show what the control plane serves: `weft get services` lists Services with their
     /// cluster IPs (including allocated ones) and ports.
