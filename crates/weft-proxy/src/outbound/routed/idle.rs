@@ -65,14 +65,16 @@ impl Idle {
 
     /// The request with a body that counts its frames as activity.
     pub(in crate::outbound) fn watch_request(&self, req: Request<Body>) -> Request<Body> {
-        let idle = self.clone();
-        req.map(|inner| {
-            http::boxed(IdleBody {
-                inner,
-                idle,
-                sleep: None,
-                enforce: false,
-            })
+        req.map(|inner| self.body(inner, false))
+    }
+
+    /// `inner` counting its frames as activity; `enforce`: also failing once idle too long.
+    fn body(&self, inner: Body, enforce: bool) -> Body {
+        http::boxed(IdleBody {
+            inner,
+            idle: self.clone(),
+            sleep: None,
+            enforce,
         })
     }
 
@@ -90,7 +92,7 @@ impl Idle {
             tokio::select! {
                 answered = &mut fut => {
                     self.touch();
-                    return answered.map(|resp| self.watch_response(resp));
+                    return answered.map(|resp| resp.map(|inner| self.body(inner, true)));
                 }
                 () = tokio::time::sleep_until(self.deadline()) => {
                     // Request frames may have moved the deadline while this slept.
@@ -100,18 +102,6 @@ impl Idle {
                 }
             }
         }
-    }
-
-    fn watch_response(&self, resp: Response<Body>) -> Response<Body> {
-        let idle = self.clone();
-        resp.map(|inner| {
-            http::boxed(IdleBody {
-                inner,
-                idle,
-                sleep: None,
-                enforce: true,
-            })
-        })
     }
 }
 
