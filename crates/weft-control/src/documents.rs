@@ -10,6 +10,7 @@
 //! does a Service whose new version takes a clusterIP another Service holds. Unrelated files
 //! never hold each other back.
 
+use crate::resource::authz;
 use crate::resource::route::{RouteKind, FAULT_INJECTION_KIND};
 use crate::resource::{validate_document, Ctx, Defaults, Resource, State};
 use serde_json::Value;
@@ -47,7 +48,11 @@ pub struct DocKey {
 
 impl std::fmt::Display for DocKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -58,6 +63,14 @@ impl Resource {
             Resource::Workload(w) => ("ExternalWorkload", &w.namespace, &w.name),
             Resource::Route(r) => (r.kind.qualified(), &r.namespace, &r.name),
             Resource::Fault(f) => (FAULT_INJECTION_KIND, &f.namespace, &f.name),
+            Resource::Server(x) => (authz::SERVER_KIND, &x.namespace, &x.name),
+            Resource::AuthorizationPolicy(x) => {
+                (authz::AUTHORIZATION_POLICY_KIND, &x.namespace, &x.name)
+            }
+            Resource::MeshTls(x) => (authz::MESH_TLS_KIND, &x.namespace, &x.name),
+            Resource::NetworkAuthentication(x) => (authz::NETWORK_KIND, &x.namespace, &x.name),
+            // Cluster-scoped: no namespace.
+            Resource::Namespace(x) => (authz::NAMESPACE_KIND, &String::new(), &x.name),
         };
         DocKey {
             kind,
@@ -147,20 +160,31 @@ fn identity(v: &Value) -> Option<DocKey> {
         k @ ("HTTPRoute" | "GRPCRoute") => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
             .ok()?
             .qualified(),
+        k if authz::is_kind(k) => [
+            authz::SERVER_KIND,
+            authz::AUTHORIZATION_POLICY_KIND,
+            authz::MESH_TLS_KIND,
+            authz::NETWORK_KIND,
+            authz::NAMESPACE_KIND,
+        ]
+        .into_iter()
+        .find(|x| *x == k)?,
         _ => return None,
     };
     let meta = v.get("metadata")?;
     let name = meta.get("name")?.as_str()?;
     let namespace = match meta.get("namespace") {
+        _ if kind == authz::NAMESPACE_KIND => "",
         None | Some(Value::Null) => "default",
         Some(ns) => ns.as_str()?,
     };
-    (crate::resource::dns_label(name).is_ok() && crate::resource::dns_label(namespace).is_ok())
-        .then(|| DocKey {
-            kind,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        })
+    (crate::resource::dns_label(name).is_ok()
+        && (namespace.is_empty() || crate::resource::dns_label(namespace).is_ok()))
+    .then(|| DocKey {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
 }
 
 /// One definition of an identity: (file position, document index, the valid document or the
@@ -293,7 +317,7 @@ pub fn state(in_force: &InForce) -> State {
     state_seen(in_force, &HashMap::new())
 }
 
-/// [`state`], with the Unix time the store first saw each document: a route without a
+/// [`state`], with the Unix time the store first saw each document: a route or Server without a
 /// `metadata.creationTimestamp` takes it as its age (the precedence tie-break).
 pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> State {
     let mut state = State::default();
@@ -313,6 +337,23 @@ pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> Stat
             }
             Resource::Fault(f) => {
                 state.faults.insert(id, f.clone());
+            }
+            Resource::Server(x) => {
+                let mut x = x.clone();
+                x.created = x.created.or_else(|| first_seen.get(key).copied());
+                state.servers.insert(id, x);
+            }
+            Resource::AuthorizationPolicy(x) => {
+                state.authorization_policies.insert(id, x.clone());
+            }
+            Resource::MeshTls(x) => {
+                state.mesh_tls_authentications.insert(id, x.clone());
+            }
+            Resource::NetworkAuthentication(x) => {
+                state.network_authentications.insert(id, x.clone());
+            }
+            Resource::Namespace(x) => {
+                state.namespaces.insert(x.name.clone(), x.clone());
             }
         }
     }

@@ -6,12 +6,15 @@
 //! is sent only if it differs from the previous one. Keys nobody watches any more are dropped.
 //!
 //! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping). Which routes
-//! apply to a service port, resolved, is [`routes`].
+//! apply to a service port, resolved, is [`routes`]; the inbound policy of a workload port
+//! (Servers, authorizations, inbound routes) is [`inbound`].
 
+pub mod inbound;
 mod lookup;
 pub mod routes;
 
 use crate::resource::{ExternalWorkload, Service, State, TargetPort};
+pub use inbound::{Inbound, InboundDefaults, InboundKey, PolicyStatus};
 use lookup::{Changes, Lookup};
 pub use routes::{Policy, RouteStatus};
 use std::collections::{BTreeMap, HashMap};
@@ -96,22 +99,6 @@ pub enum Outbound {
     Endpoint(Endpoint),
 }
 
-/// Key of an inbound port policy.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct InboundKey {
-    pub namespace: String,
-    pub workload: String,
-    pub port: u16,
-}
-
-/// Snapshot for InboundServerPolicies.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Inbound {
-    /// Whether the workload is known (unknown workloads get the default policy).
-    pub known: bool,
-    pub opaque: bool,
-}
-
 /// Parses a Destination path or an authority. `None` means outside the cluster domain or
 /// malformed. A missing port defaults to 80 (authorities may omit it).
 pub fn parse_target(path: &str, cluster_domain: &str) -> Option<Target> {
@@ -140,6 +127,7 @@ pub fn parse_target(path: &str, cluster_domain: &str) -> Option<Target> {
 /// The owner of the state and of every published snapshot.
 pub struct Index {
     cluster_domain: String,
+    inbound_defaults: InboundDefaults,
     inner: Mutex<Inner>,
     /// Serialises `apply`, whose recomputation runs outside `inner`'s lock: snapshots must
     /// be published in the order the states arrive.
@@ -204,8 +192,14 @@ pub struct Applied {
 
 impl Index {
     pub fn new(cluster_domain: &str) -> Arc<Self> {
+        Self::with_inbound(cluster_domain, InboundDefaults::default())
+    }
+
+    /// An index whose inbound policies use `inbound_defaults` (default policy, cluster networks).
+    pub fn with_inbound(cluster_domain: &str, inbound_defaults: InboundDefaults) -> Arc<Self> {
         Arc::new(Self {
             cluster_domain: cluster_domain.trim_end_matches('.').to_string(),
+            inbound_defaults,
             inner: Mutex::new(Inner::default()),
             applying: Mutex::new(()),
             applied: watch::channel(Arc::new(State::default())).0,
@@ -283,8 +277,12 @@ impl Index {
             } => changes.policy(&(namespace.clone(), name.clone())),
             Target::Addr(a) => changes.addr_policy(&lookup, a.ip()),
         };
-        let workload =
-            |k: &InboundKey| changes.workload(&(k.namespace.clone(), k.workload.clone()));
+        // A port's policy depends on its workload and on every inbound policy resource (a
+        // coarse but cheap rule: any of those changing refreshes every inbound key).
+        let workload = |k: &InboundKey| {
+            changes.inbound_policies()
+                || changes.workload(&(k.namespace.clone(), k.workload.clone()))
+        };
         applied.refresh(&dests, endpoints, |t| v.destination(t));
         applied.refresh(&profiles, service, |t| v.profile(t));
         applied.refresh(&outbounds, policy, |t| v.outbound(t));
@@ -297,6 +295,7 @@ impl Index {
             state,
             lookup,
             domain: &self.cluster_domain,
+            inbound: &self.inbound_defaults,
         }
     }
 
@@ -392,6 +391,7 @@ struct View<'a> {
     state: &'a State,
     lookup: &'a Lookup,
     domain: &'a str,
+    inbound: &'a InboundDefaults,
 }
 
 impl View<'_> {
@@ -534,7 +534,7 @@ impl View<'_> {
     }
 
     fn inbound(&self, key: &InboundKey) -> Inbound {
-        inbound(self.state, key)
+        inbound::inbound(self.state, self.inbound, key)
     }
 }
 
@@ -566,6 +566,7 @@ pub fn service_endpoints(
         state,
         lookup: &lookup,
         domain: "",
+        inbound: &InboundDefaults::default(),
     }
     .service_endpoints(svc, port)
 }
@@ -577,6 +578,7 @@ pub fn destination(state: &State, domain: &str, target: &Target) -> Destination 
         state,
         lookup: &lookup,
         domain,
+        inbound: &InboundDefaults::default(),
     }
     .destination(target)
 }
@@ -588,6 +590,7 @@ pub fn profile(state: &State, domain: &str, target: &Target) -> Profile {
         state,
         lookup: &lookup,
         domain,
+        inbound: &InboundDefaults::default(),
     }
     .profile(target)
 }
@@ -599,6 +602,7 @@ pub fn outbound(state: &State, domain: &str, target: &Target) -> Outbound {
         state,
         lookup: &lookup,
         domain,
+        inbound: &InboundDefaults::default(),
     }
     .outbound(target)
 }
@@ -608,20 +612,14 @@ pub fn route_statuses(state: &State) -> Vec<RouteStatus> {
     routes::statuses(state)
 }
 
-pub fn inbound(state: &State, key: &InboundKey) -> Inbound {
-    match state
-        .workloads
-        .get(&(key.namespace.clone(), key.workload.clone()))
-    {
-        Some(w) => Inbound {
-            known: true,
-            opaque: w.opaque_ports.contains(&key.port),
-        },
-        None => Inbound {
-            known: false,
-            opaque: false,
-        },
-    }
+/// The status of every Server and AuthorizationPolicy in `state` (see [`inbound::statuses`]).
+pub fn policy_statuses(state: &State) -> Vec<PolicyStatus> {
+    inbound::statuses(state)
+}
+
+/// The inbound policy snapshot of `key` in `state`.
+pub fn inbound(state: &State, defaults: &InboundDefaults, key: &InboundKey) -> Inbound {
+    inbound::inbound(state, defaults, key)
 }
 
 #[cfg(test)]

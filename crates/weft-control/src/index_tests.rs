@@ -251,32 +251,19 @@ fn opaque_ports_from_service_and_workload() {
         workload: "db-1".into(),
         port: 15432,
     };
-    assert_eq!(
-        inbound(&s2, &key),
-        Inbound {
-            known: true,
-            opaque: true
-        }
-    );
+    let d = InboundDefaults::default();
+    let known_opaque = |key: &InboundKey| {
+        let i = inbound(&s2, &d, key);
+        (i.known, i.opaque())
+    };
+    assert_eq!(known_opaque(&key), (true, true));
     let key = InboundKey { port: 80, ..key };
-    assert_eq!(
-        inbound(&s2, &key),
-        Inbound {
-            known: true,
-            opaque: false
-        }
-    );
+    assert_eq!(known_opaque(&key), (true, false));
     let key = InboundKey {
         workload: "nope".into(),
         ..key
     };
-    assert_eq!(
-        inbound(&s2, &key),
-        Inbound {
-            known: false,
-            opaque: false
-        }
-    );
+    assert_eq!(known_opaque(&key), (false, false));
     let _ = s;
 }
 
@@ -692,8 +679,38 @@ fn watch_everything(index: &Index, s: &State) -> Watched {
     }
 }
 
-/// A few random edits: workloads added, removed, relabelled, moved; services changed.
+/// A Server selecting port 8000 of one app's workloads (or every workload) of a namespace.
+fn random_server(rng: &mut Rng) -> crate::resource::authz::Server {
+    use crate::resource::authz::{DefaultPolicy, LabelSelector, ProxyProtocol, ServerPort};
+    let mut selector = LabelSelector::default();
+    if rng.below(3) > 0 {
+        selector
+            .match_labels
+            .insert("app".into(), format!("a{}", rng.below(4)));
+    }
+    crate::resource::authz::Server {
+        name: format!("srv{}", rng.below(3)),
+        namespace: NAMESPACES[rng.below(2) as usize].into(),
+        created: Some(rng.below(3) as i64),
+        selector,
+        port: ServerPort::Number(8000),
+        protocol: ProxyProtocol::Unknown,
+        access_policy: DefaultPolicy::ALL[rng.below(6) as usize],
+    }
+}
+
+/// A few random edits: workloads added, removed, relabelled, moved; services changed; Servers
+/// added, changed or removed.
 fn mutate(rng: &mut Rng, s: &mut State, next: &mut usize) {
+    if rng.below(4) == 0 {
+        let srv = random_server(rng);
+        let key = (srv.namespace.clone(), srv.name.clone());
+        if rng.below(3) == 0 {
+            s.servers.remove(&key);
+        } else {
+            s.servers.insert(key, srv);
+        }
+    }
     for _ in 0..=rng.below(3) {
         let keys: Vec<_> = s.workloads.keys().cloned().collect();
         match rng.below(6) {
@@ -741,6 +758,7 @@ fn incremental_apply_matches_recomputing_everything() {
     index.apply(Arc::new(s.clone()));
     let w = watch_everything(&index, &s);
     let mut next = 100;
+    let mut decided_by_server = 0;
     for step in 0..300 {
         mutate(&mut rng, &mut s, &mut next);
         index.apply(Arc::new(s.clone()));
@@ -758,9 +776,15 @@ fn incremental_apply_matches_recomputing_everything() {
             assert_eq!(*rx.borrow(), outbound(&s, DOMAIN, t), "step {step}: {t:?}");
         }
         for (k, rx) in &w.inbound {
-            assert_eq!(*rx.borrow(), inbound(&s, k), "step {step}: {k:?}");
+            let want = inbound(&s, &InboundDefaults::default(), k);
+            decided_by_server += usize::from(matches!(want.server, inbound::ServerRef::Server(_)));
+            assert_eq!(*rx.borrow(), want, "step {step}: {k:?}");
         }
     }
+    assert!(
+        decided_by_server > 0,
+        "the random Servers select watched ports"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Weft control plane: reads Service and ExternalWorkload documents from a directory (and from
-//! the registration API), keeps them in one index, and serves the `linkerd2-proxy-api` gRPC
+//! Weft control plane: reads Service, ExternalWorkload, route and inbound authorization
+//! documents from a directory (and workloads from the registration API), keeps them in one index, and serves the `linkerd2-proxy-api` gRPC
 //! services (Destination, OutboundPolicies, InboundServerPolicies) from it, plus
 //! `Identity.Certify` backed by [`ca`] (the CA) and [`tokens`] (per-workload tokens);
 //! [`rotation`] and [`ca_reload`] rotate the trust anchor without a restart.
@@ -22,6 +22,7 @@ pub mod service_ips;
 pub mod store;
 pub mod tokens;
 
+pub use resource::authz::{parse_cidr_list, Cidr, DefaultPolicy, DEFAULT_CLUSTER_NETWORKS};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,13 @@ pub struct Config {
     pub cert_lifetime: Duration,
     /// Range that Services without a `clusterIP` get one from. Default 198.19.128.0/17.
     pub service_cidr: service_ips::ServiceCidr,
+    /// Inbound policy of workload ports no `Server` selects, unless the workload's or its
+    /// Namespace's `config.linkerd.io/default-inbound-policy` annotation says otherwise.
+    /// Default `all-unauthenticated`.
+    pub default_inbound_policy: DefaultPolicy,
+    /// The networks the `cluster-*` policies admit. Default
+    /// [`resource::authz::DEFAULT_CLUSTER_NETWORKS`] (parse a flag with [`parse_cidr_list`]).
+    pub cluster_networks: Vec<Cidr>,
 }
 
 impl Default for Config {
@@ -68,6 +76,8 @@ impl Default for Config {
             identity_dir: None,
             cert_lifetime: ca::DEFAULT_CERT_LIFETIME,
             service_cidr: service_ips::ServiceCidr::default(),
+            default_inbound_policy: DefaultPolicy::default(),
+            cluster_networks: index::InboundDefaults::default().cluster_networks,
         }
     }
 }
@@ -198,7 +208,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         shutdown_rx.clone(),
     )?;
     let tokens = tokens::Tokens::load(&config.store_dir);
-    let index = index::Index::new(&config.cluster_domain);
+    let index = index::Index::with_inbound(
+        &config.cluster_domain,
+        index::InboundDefaults {
+            default_policy: config.default_inbound_policy,
+            cluster_networks: config.cluster_networks.clone(),
+        },
+    );
     // The index sees the store's states with allocated cluster IPs filled in.
     let ips = service_ips::ServiceIps::load(&config.store_dir, config.service_cidr)?;
     let (with_ips, ips_task) = service_ips::start(ips, store.states(), shutdown_rx.clone());

@@ -4,8 +4,10 @@
 //! Validation works on `serde_json::Value` (YAML is parsed into it too) so every error can name
 //! the exact field path: `FILE: document I: spec.ports[0].port: must be 1..65535, got 70000`.
 //! All errors of a document set are collected, not only the first. Routes and the Weft
-//! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`].
+//! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`]; the
+//! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`].
 
+pub mod authz;
 pub mod policy;
 pub mod route;
 
@@ -123,6 +125,11 @@ pub enum Resource {
     Workload(ExternalWorkload),
     Route(route::Route),
     Fault(route::FaultInjection),
+    Server(authz::Server),
+    AuthorizationPolicy(authz::AuthorizationPolicy),
+    MeshTls(authz::MeshTlsAuthentication),
+    NetworkAuthentication(authz::NetworkAuthentication),
+    Namespace(authz::Namespace),
 }
 
 /// The whole validated configuration: what the index serves.
@@ -135,6 +142,13 @@ pub struct State {
     pub routes: BTreeMap<route::RouteKey, route::Route>,
     /// `FaultInjection` filters, keyed by (namespace, name).
     pub faults: BTreeMap<(String, String), route::FaultInjection>,
+    /// `Server`s, keyed by (namespace, name); each has `created` set, as routes do.
+    pub servers: BTreeMap<(String, String), authz::Server>,
+    pub authorization_policies: BTreeMap<(String, String), authz::AuthorizationPolicy>,
+    pub mesh_tls_authentications: BTreeMap<(String, String), authz::MeshTlsAuthentication>,
+    pub network_authentications: BTreeMap<(String, String), authz::NetworkAuthentication>,
+    /// `Namespace` documents by name (a namespace needs none to exist).
+    pub namespaces: BTreeMap<String, authz::Namespace>,
 }
 
 impl Service {
@@ -257,10 +271,13 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
         "HTTPRoute" | "GRPCRoute" | route::FAULT_INJECTION_KIND => {
             return route::validate(&kind, api_version.as_deref(), obj, ctx);
         }
+        k if authz::is_kind(k) => {
+            return authz::validate(k, api_version.as_deref(), obj, defaults, ctx);
+        }
         other => {
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute or FaultInjection)"),
+                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication or Namespace)"),
             );
             return None;
         }
@@ -472,6 +489,7 @@ fn workload(
         annotations,
         opaque_ports,
     } = meta;
+    authz::check_default_policy_annotation(&annotations, ctx);
     let inbound_port = annotations.get(INBOUND_PORT_ANNOTATION).and_then(|v| {
         let port = v.trim().parse::<u16>().ok().filter(|p| *p > 0);
         if port.is_none() {

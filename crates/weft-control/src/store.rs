@@ -11,7 +11,7 @@
 //! async workers that serve the streams.
 
 use crate::documents::{self, DocKey, InForce, ParsedFile};
-use crate::index::RouteStatus;
+use crate::index::{PolicyStatus, RouteStatus};
 use crate::resource::{Defaults, ExternalWorkload, State};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -35,6 +35,11 @@ pub struct StoreStatus {
     /// The status of every route in force: per parentRef, `Accepted` and `ResolvedRefs`
     /// conditions as in Gateway API `status.parents` (see `docs/traffic.md`).
     pub routes: Vec<RouteStatus>,
+    /// The status of every `Server` and `AuthorizationPolicy` in force: one `Accepted`
+    /// condition each (a Server loses to an older one on a shared port: `Conflicted`; a policy
+    /// whose target or authentication is missing authorizes nothing: `TargetNotFound`,
+    /// `AuthenticationNotFound`).
+    pub policies: Vec<PolicyStatus>,
     /// Errors of the documents in the store now (each such document keeps its last good
     /// version in force); empty when every document is valid.
     pub errors: Vec<String>,
@@ -254,12 +259,14 @@ impl Store {
         if first || **self.states_tx.borrow() != state {
             let (services, workloads) = (state.services.len(), state.workloads.len());
             let routes = crate::index::route_statuses(&state);
+            let policies = crate::index::policy_statuses(&state);
             self.states_tx.send_replace(Arc::new(state));
             self.status_tx.send_modify(|s| {
                 s.generation += 1;
                 s.services = services;
                 s.workloads = workloads;
                 s.routes = routes;
+                s.policies = policies;
             });
             tracing::info!(services, workloads, "store loaded");
         }

@@ -210,7 +210,7 @@ async fn bad_document_keeps_the_last_good_state() {
     let (_, status) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
     assert_eq!(
         status,
-        serde_json::json!({"generation": 1, "services": 1, "workloads": 1, "routes": [], "errors": []})
+        serde_json::json!({"generation": 1, "services": 1, "workloads": 1, "routes": [], "policies": [], "errors": []})
     );
 
     let bad = format!("{SERVICES}---\napiVersion: v1\nkind: Service\nmetadata: {{name: api}}\nspec:\n  selector: {{app: api}}\n  ports: [{{port: 70000}}]\n");

@@ -264,7 +264,7 @@ async fn a_bad_file_from_start_up_does_not_block_registration_or_certify() {
     assert_eq!(
         status["errors"],
         serde_json::json!([
-            "later.yaml: document 0: kind: unknown kind \"Server\" (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute or FaultInjection)"
+            "later.yaml: document 0: spec.podSelector: required (or spec.externalWorkloadSelector)"
         ])
     );
     assert_eq!(status["services"], 1, "the valid file applies: {status}");

@@ -39,7 +39,19 @@ pub struct ControlArgs {
     /// always wins.
     #[arg(long, default_value = weft_control::service_ips::DEFAULT_SERVICE_CIDR, value_name = "CIDR")]
     pub service_cidr: weft_control::service_ips::ServiceCidr,
+    /// Inbound policy of workload ports no Server selects, unless a Namespace or workload sets
+    /// `config.linkerd.io/default-inbound-policy`: all-unauthenticated, all-authenticated,
+    /// cluster-unauthenticated, cluster-authenticated, deny or audit (see docs/policy.md).
+    #[arg(long, default_value = "all-unauthenticated", value_name = "POLICY")]
+    pub default_inbound_policy: weft_control::DefaultPolicy,
+    /// The cluster's networks (comma-separated CIDRs): who the `cluster-*` default policies
+    /// admit.
+    #[arg(long, default_value = weft_control::DEFAULT_CLUSTER_NETWORKS, value_name = "CIDRS", value_parser = weft_control::parse_cidr_list)]
+    pub cluster_networks: CidrList,
 }
+
+/// `--cluster-networks`: one value holding the whole list.
+type CidrList = Vec<weft_control::Cidr>;
 
 impl ControlArgs {
     pub fn config(&self) -> weft_control::Config {
@@ -54,6 +66,8 @@ impl ControlArgs {
             identity_dir: self.identity_dir.clone(),
             cert_lifetime: self.cert_lifetime,
             service_cidr: self.service_cidr,
+            default_inbound_policy: self.default_inbound_policy,
+            cluster_networks: self.cluster_networks.clone(),
         }
     }
 }

@@ -247,7 +247,7 @@ fn route_meta(r: &OutRoute) -> Metadata {
     }
 }
 
-fn host_match(h: &str) -> http::HostMatch {
+pub(super) fn host_match(h: &str) -> http::HostMatch {
     use http::host_match::{Match, Suffix};
     let m = match h.strip_prefix("*.") {
         Some(suffix) => Match::Suffix(Suffix {
@@ -595,7 +595,7 @@ fn header_match(h: &HeaderMatch) -> http::HeaderMatch {
     }
 }
 
-fn http_match(m: &HttpMatch) -> http::HttpRouteMatch {
+pub(super) fn http_match(m: &HttpMatch) -> http::HttpRouteMatch {
     use http::{path_match::Kind, query_param_match::Value};
     http::HttpRouteMatch {
         path: Some(http::PathMatch {
@@ -625,7 +625,7 @@ fn http_match(m: &HttpMatch) -> http::HttpRouteMatch {
     }
 }
 
-fn grpc_match(m: &GrpcMatch) -> grpc::GrpcRouteMatch {
+pub(super) fn grpc_match(m: &GrpcMatch) -> grpc::GrpcRouteMatch {
     grpc::GrpcRouteMatch {
         rpc: (m.service.is_some() || m.method.is_some()).then(|| grpc::GrpcRpcMatch {
             service: m.service.clone().unwrap_or_default(),

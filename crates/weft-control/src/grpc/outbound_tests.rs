@@ -25,7 +25,7 @@ fn state(docs: &[&str]) -> State {
             Resource::Fault(f) => {
                 s.faults.insert((f.namespace.clone(), f.name.clone()), f);
             }
-            Resource::Workload(_) => unreachable!(),
+            other => unreachable!("{other:?}"),
         }
     }
     s

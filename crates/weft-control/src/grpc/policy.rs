@@ -1,16 +1,20 @@
-//! InboundServerPolicies. Weft has no authorization resources yet, so the inbound policy is a
-//! default: an all-unauthenticated server; only the opaque flag comes from the resources.
+//! InboundServerPolicies: the index's inbound snapshot (a Server or a default policy, its
+//! authorizations and inbound routes) encoded as `inbound::Server`, field by field as the wire
+//! contract between control plane and proxy fixes it (`inbound-contract.md`).
 //! (OutboundPolicies is in `outbound`.)
 
 use super::meta::{default_meta, duration, match_all, DETECT_TIMEOUT};
+use super::outbound::{grpc_match, host_match, http_match};
 use super::stream::{stream, Stream};
+use crate::index::inbound::{Authentication, Authz, AuthzOrigin, InRoute, ServerRef};
 use crate::index::{self, InboundKey, Index};
+use crate::resource::authz::{Cidr, ProxyProtocol};
+use crate::resource::route::{Matches, POLICY_GROUP};
 use linkerd2_proxy_api::inbound::{
     self as inb, inbound_server_policies_server::InboundServerPolicies,
 };
-use linkerd2_proxy_api::net;
+use linkerd2_proxy_api::{grpc_route, meta, net};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -83,57 +87,197 @@ impl InboundServerPolicies for InboundService {
     }
 }
 
-fn default_labels() -> HashMap<String, String> {
+/// `{"group","kind","name"}`, the legacy labels of a server or an authorization.
+fn labels(group: &str, kind: &str, name: &str) -> HashMap<String, String> {
     HashMap::from([
-        ("group".to_string(), String::new()),
-        ("kind".to_string(), "default".to_string()),
-        ("name".to_string(), "all-unauthenticated".to_string()),
+        ("group".to_string(), group.to_string()),
+        ("kind".to_string(), kind.to_string()),
+        ("name".to_string(), name.to_string()),
     ])
 }
 
-fn all_unauthenticated() -> inb::Authz {
-    let any = |ip: IpAddr| inb::Network {
-        net: Some(net::IpNetwork::from((ip, 0u8))),
-        except: Vec::new(),
+fn network(c: &Cidr) -> net::IpNetwork {
+    net::IpNetwork::from((c.addr(), c.prefix()))
+}
+
+fn authz(a: &Authz) -> inb::Authz {
+    use inb::authn::permit_mesh_tls::{Clients, PermitClientIdentities};
+    use inb::authn::{Permit, PermitMeshTls, PermitUnauthenticated};
+    let (labels, metadata) = match &a.origin {
+        AuthzOrigin::Policy { namespace, name } => (
+            labels(POLICY_GROUP, "authorizationpolicy", name),
+            meta::Metadata {
+                kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+                    group: POLICY_GROUP.into(),
+                    kind: "authorizationpolicy".into(),
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                    section: String::new(),
+                    port: 0,
+                })),
+            },
+        ),
+        AuthzOrigin::Default(p) => (labels("", "default", p.name()), default_meta(p.name())),
+    };
+    let permit = match &a.authentication {
+        Authentication::Unauthenticated => Permit::Unauthenticated(PermitUnauthenticated {}),
+        Authentication::MeshTls {
+            identities,
+            suffixes,
+        } => Permit::MeshTls(PermitMeshTls {
+            clients: Some(Clients::Identities(PermitClientIdentities {
+                identities: identities
+                    .iter()
+                    .map(|name| inb::Identity { name: name.clone() })
+                    .collect(),
+                suffixes: suffixes
+                    .iter()
+                    .map(|s| inb::IdentitySuffix {
+                        // The empty suffix (`*`) is no parts: any identity.
+                        parts: s
+                            .split('.')
+                            .filter(|p| !p.is_empty())
+                            .map(String::from)
+                            .collect(),
+                    })
+                    .collect(),
+            })),
+        }),
     };
     inb::Authz {
-        networks: vec![
-            any(Ipv4Addr::UNSPECIFIED.into()),
-            any(Ipv6Addr::UNSPECIFIED.into()),
-        ],
+        networks: a
+            .networks
+            .iter()
+            .map(|n| inb::Network {
+                net: Some(network(&n.net)),
+                except: n.except.iter().map(network).collect(),
+            })
+            .collect(),
         authentication: Some(inb::Authn {
-            permit: Some(inb::authn::Permit::Unauthenticated(
-                inb::authn::PermitUnauthenticated {},
-            )),
+            permit: Some(permit),
         }),
-        labels: default_labels(),
-        metadata: Some(default_meta("all-unauthenticated")),
+        labels,
+        metadata: Some(metadata),
     }
 }
 
-pub(crate) fn server(s: &index::Inbound) -> inb::Server {
-    use inb::proxy_protocol::{Detect, Kind, Opaque};
-    let kind = if s.opaque {
-        Kind::Opaque(Opaque {})
-    } else {
-        Kind::Detect(Detect {
-            timeout: duration(DETECT_TIMEOUT),
-            http_routes: vec![inb::HttpRoute {
-                metadata: Some(default_meta("default")),
-                hosts: Vec::new(),
-                authorizations: vec![all_unauthenticated()],
-                rules: vec![inb::http_route::Rule {
-                    matches: vec![match_all()],
-                    filters: Vec::new(),
-                }],
+fn route_meta(r: &InRoute) -> meta::Metadata {
+    meta::Metadata {
+        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+            group: r.kind.group().into(),
+            kind: r.kind.kind().into(),
+            name: r.name.clone(),
+            namespace: r.namespace.clone(),
+            section: String::new(),
+            port: 0,
+        })),
+    }
+}
+
+/// The HTTP routes of a server: its attached HTTPRoutes, else the default route carrying the
+/// server-level authorizations.
+fn http_routes(s: &index::Inbound, server_authz: &[inb::Authz]) -> Vec<inb::HttpRoute> {
+    if s.http_routes.is_empty() {
+        return vec![inb::HttpRoute {
+            metadata: Some(default_meta("default")),
+            hosts: Vec::new(),
+            authorizations: server_authz.to_vec(),
+            rules: vec![inb::http_route::Rule {
+                matches: vec![match_all()],
+                filters: Vec::new(),
             }],
-            http_local_rate_limit: None,
+        }];
+    }
+    s.http_routes
+        .iter()
+        .map(|r| inb::HttpRoute {
+            metadata: Some(route_meta(r)),
+            hosts: r.hostnames.iter().map(|h| host_match(h)).collect(),
+            authorizations: r.authorizations.iter().map(authz).collect(),
+            rules: r
+                .rules
+                .iter()
+                .map(|m| inb::http_route::Rule {
+                    matches: match m {
+                        Matches::Http(ms) => ms.iter().map(http_match).collect(),
+                        Matches::Grpc(_) => Vec::new(),
+                    },
+                    filters: Vec::new(),
+                })
+                .collect(),
         })
+        .collect()
+}
+
+/// [`http_routes`] for gRPC: attached GRPCRoutes, else a default route matching every RPC.
+fn grpc_routes(s: &index::Inbound, server_authz: &[inb::Authz]) -> Vec<inb::GrpcRoute> {
+    if s.grpc_routes.is_empty() {
+        return vec![inb::GrpcRoute {
+            metadata: Some(default_meta("default")),
+            hosts: Vec::new(),
+            authorizations: server_authz.to_vec(),
+            rules: vec![inb::grpc_route::Rule {
+                matches: vec![grpc_route::GrpcRouteMatch::default()],
+                filters: Vec::new(),
+            }],
+        }];
+    }
+    s.grpc_routes
+        .iter()
+        .map(|r| inb::GrpcRoute {
+            metadata: Some(route_meta(r)),
+            hosts: r.hostnames.iter().map(|h| host_match(h)).collect(),
+            authorizations: r.authorizations.iter().map(authz).collect(),
+            rules: r
+                .rules
+                .iter()
+                .map(|m| inb::grpc_route::Rule {
+                    matches: match m {
+                        Matches::Grpc(ms) => ms.iter().map(grpc_match).collect(),
+                        Matches::Http(_) => Vec::new(),
+                    },
+                    filters: Vec::new(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+pub(crate) fn server(s: &index::Inbound) -> inb::Server {
+    use inb::proxy_protocol::{Detect, Grpc, Http1, Http2, Kind, Opaque, Tls};
+    let authorizations: Vec<inb::Authz> = s.authorizations.iter().map(authz).collect();
+    let kind = match s.protocol {
+        ProxyProtocol::Unknown => Kind::Detect(Detect {
+            timeout: duration(DETECT_TIMEOUT),
+            http_routes: http_routes(s, &authorizations),
+            http_local_rate_limit: None,
+        }),
+        ProxyProtocol::Http1 => Kind::Http1(Http1 {
+            routes: http_routes(s, &authorizations),
+            local_rate_limit: None,
+        }),
+        ProxyProtocol::Http2 => Kind::Http2(Http2 {
+            routes: http_routes(s, &authorizations),
+            local_rate_limit: None,
+        }),
+        ProxyProtocol::Grpc => Kind::Grpc(Grpc {
+            routes: grpc_routes(s, &authorizations),
+        }),
+        ProxyProtocol::Opaque => Kind::Opaque(Opaque {}),
+        ProxyProtocol::Tls => Kind::Tls(Tls {}),
+    };
+    let labels = match &s.server {
+        ServerRef::Server(name) => labels(POLICY_GROUP, "server", name),
+        ServerRef::Default(p) => labels("", "default", p.name()),
     };
     inb::Server {
         protocol: Some(inb::ProxyProtocol { kind: Some(kind) }),
         server_ips: Vec::new(),
-        authorizations: vec![all_unauthenticated()],
-        labels: default_labels(),
+        authorizations,
+        labels,
     }
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -217,6 +217,8 @@ pub struct Changes {
     policies: HashSet<Key>,
     /// Routes or FaultInjections added, removed or modified.
     routes_changed: bool,
+    /// Servers, AuthorizationPolicies, authentications, Namespaces or routes changed.
+    inbound_policies: bool,
 }
 
 impl Changes {
@@ -244,6 +246,12 @@ impl Changes {
             c.policies
                 .extend(lookup.parents_via(&lookup.routes_by_fault, new, key));
         }
+        c.inbound_policies = c.routes_changed
+            || !diff(&old.servers, &new.servers).is_empty()
+            || !diff(&old.authorization_policies, &new.authorization_policies).is_empty()
+            || !diff(&old.mesh_tls_authentications, &new.mesh_tls_authentications).is_empty()
+            || !diff(&old.network_authentications, &new.network_authentications).is_empty()
+            || !diff(&old.namespaces, &new.namespaces).is_empty();
         for (key, before, after) in diff(&old.workloads, &new.workloads) {
             c.workloads.insert(key.clone());
             // An unchanged service selects the old version exactly when the new state's copy
@@ -259,7 +267,15 @@ impl Changes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.workloads.is_empty() && !self.routes_changed
+        self.services.is_empty()
+            && self.workloads.is_empty()
+            && !self.routes_changed
+            && !self.inbound_policies
+    }
+
+    /// Any inbound policy resource (or route) changed: every inbound key may have.
+    pub fn inbound_policies(&self) -> bool {
+        self.inbound_policies
     }
 
     /// The outbound policy of the Service `key` may have changed (see `policies`).

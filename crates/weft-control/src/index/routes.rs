@@ -8,7 +8,7 @@ use super::lookup::{Key, Lookup};
 use crate::resource::policy::{self, FailureAccrual, GrpcConditions, Retry, Timeouts};
 use crate::resource::route::{
     BackendRef, FaultInjection, Filter, HeaderModifier, Matches, ParentRef, Redirect, Route,
-    RouteKind, POLICY_GROUP,
+    RouteKind,
 };
 use crate::resource::{Service, State};
 use std::time::Duration;
@@ -290,17 +290,15 @@ fn attach(
     route: &Route,
     p: &ParentRef,
 ) -> Result<(), (&'static str, String)> {
+    if super::inbound::is_server_ref(p) {
+        // An inbound route: it authorizes requests to a Server, never outbound policy.
+        return super::inbound::attach_server(state, p);
+    }
     if !p.is_service() {
-        let what = if p.group == POLICY_GROUP && p.kind == "Server" {
-            "is inbound policy, which routes do not configure in Weft yet: stored, not applied"
-                .to_string()
-        } else {
-            "is not a Service: only Service parents carry outbound policy".to_string()
-        };
         return Err((
             "UnsupportedValue",
             format!(
-                "parent {}/{} {}/{} {what}",
+                "parent {}/{} {}/{} is not a Service or a policy.linkerd.io Server",
                 p.group, p.kind, p.namespace, p.name
             ),
         ));
@@ -451,6 +449,7 @@ pub fn statuses(state: &State) -> Vec<RouteStatus> {
 /// `ResolvedRefs`: every backend Service (with its port) and every `FaultInjection` exists.
 fn resolved_refs(state: &State, r: &Route) -> Condition {
     let mut problems: Vec<(&'static str, String)> = Vec::new();
+    let outbound = r.parents.iter().any(ParentRef::is_service);
     let fault = |name: &String, problems: &mut Vec<(&'static str, String)>| {
         if !state
             .faults
@@ -465,7 +464,8 @@ fn resolved_refs(state: &State, r: &Route) -> Condition {
                 fault(name, &mut problems);
             }
         }
-        for b in &rule.backends {
+        // Backends only matter to outbound (Service) parents; inbound routes only match.
+        for b in rule.backends.iter().filter(|_| outbound) {
             problems.extend(backend_problem(state, b));
             for f in &b.filters {
                 if let Filter::Fault(name) = f {

@@ -188,11 +188,10 @@ fn parent_ports_and_kinds() {
             "Service default/web has no port 82".into()
         )
     );
-    let (st_, reason, msg) = accepted("inbound");
-    assert_eq!((st_, reason), ("False", "UnsupportedValue"));
-    assert!(
-        msg.contains("inbound policy") && msg.contains("not applied"),
-        "{msg}"
+    // An inbound route: its Server parent does not exist (it never reaches outbound policy).
+    assert_eq!(
+        accepted("inbound"),
+        ("False", "NoMatchingParent", "no Server default/web".into())
     );
     assert_eq!(
         accepted("nowhere"),

@@ -12,6 +12,8 @@ mod filters;
 mod parse;
 
 pub(super) use parse::validate;
+/// Field helpers the other resource kinds share.
+pub(super) use parse::{creation_timestamp, list, object, opt_str};
 
 /// API group of Gateway API routes.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

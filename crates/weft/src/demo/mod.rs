@@ -325,7 +325,7 @@ async fn start_control(args: &DemoArgs, store: &Path) -> anyhow::Result<weft_con
         // An ephemeral CA: nothing to set up, and it dies with the demo.
         identity_dir: None,
         cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
-        service_cidr: Default::default(),
+        ..Default::default()
     })
     .await
     .context("starting the control plane")

@@ -46,7 +46,10 @@ pub(in crate::resource) fn validate(
     route(route_kind, meta, created, spec, ctx).map(crate::resource::Resource::Route)
 }
 
-fn creation_timestamp(obj: &Map<String, Value>, ctx: &mut Ctx) -> Option<i64> {
+pub(in crate::resource) fn creation_timestamp(
+    obj: &Map<String, Value>,
+    ctx: &mut Ctx,
+) -> Option<i64> {
     let v = obj.get("metadata")?.get("creationTimestamp")?;
     if v.is_null() {
         return None;
@@ -196,7 +199,7 @@ fn each<T>(
 }
 
 /// The items of an optional list field, with their index.
-pub(super) fn list<'a>(
+pub(in crate::resource) fn list<'a>(
     v: Option<&'a Value>,
     field: &str,
     ctx: &mut Ctx,
@@ -211,7 +214,7 @@ pub(super) fn list<'a>(
     }
 }
 
-pub(super) fn object<'a>(
+pub(in crate::resource) fn object<'a>(
     v: &'a Value,
     field: &str,
     ctx: &mut Ctx,
@@ -226,7 +229,7 @@ pub(super) fn object<'a>(
 }
 
 /// An optional string field (absent or null: `None`).
-pub(super) fn opt_str(
+pub(in crate::resource) fn opt_str(
     m: &Map<String, Value>,
     key: &str,
     field: &str,
