@@ -1,9 +1,10 @@
 //! What every per-target control-plane stream shares (Destination.Get in [`crate::discovery`],
-//! OutboundPolicies.Watch in [`crate::policy::client`]): the gRPC endpoint settings, waiting for
-//! the next message while watching the idle clock that closes a stream nobody listens to, and
-//! the sweep of remembered refusals.
+//! OutboundPolicies.Watch in [`crate::policy::client`], InboundServerPolicies.WatchPort in
+//! [`crate::policy::inbound::client`]): the gRPC endpoint settings, waiting for the next message
+//! (or the reconnect backoff) while watching the idle clock that closes a stream nobody listens
+//! to, and the sweep of remembered refusals.
 
-use std::{collections::HashMap, hash::Hash, time::Duration};
+use std::{collections::HashMap, hash::Hash, sync::Mutex, time::Duration};
 use tokio::time::Instant;
 
 /// A lazily connecting gRPC endpoint for `host:port`: a connect timeout no shorter than the
@@ -100,8 +101,44 @@ pub async fn next_unless_idle<T>(
     }
 }
 
+/// Sleeps `delay` (a reconnect backoff), checking every `interval` whether anyone still listens
+/// (`idle`, given a clock started here); true if the stream went idle meanwhile.
+pub async fn sleep_unless_idle(
+    delay: Duration,
+    interval: Duration,
+    mut idle: impl FnMut(&mut IdleClock) -> bool,
+) -> bool {
+    let mut clock = IdleClock::default();
+    let end = Instant::now() + delay;
+    while Instant::now() < end {
+        tokio::time::sleep_until(end.min(Instant::now() + interval)).await;
+        if idle(&mut clock) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Past this many remembered targets, each new refusal also forgets expired ones.
 pub const SWEEP_ABOVE: usize = 1024;
+
+/// A per-key stream's idleness check: true, and `key` removed from `streams`, once its channel
+/// has had no receivers for a whole `timeout`. Done under the map's lock, so a concurrent
+/// subscriber either counted as a receiver or finds no entry (and starts afresh).
+pub fn remove_if_idle<K: Hash + Eq, V>(
+    streams: &Mutex<HashMap<K, V>>,
+    key: &K,
+    clock: &mut IdleClock,
+    receivers: impl FnOnce() -> usize,
+    timeout: Duration,
+) -> bool {
+    let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
+    if clock.expired(receivers(), timeout) {
+        streams.remove(key);
+        return true;
+    }
+    false
+}
 
 /// Forgets entries `refused_at` says are older than `ttl`, once the map is large (amortised
 /// over insertions, so a transparent proxy talking to many outside addresses stays bounded).

@@ -450,13 +450,18 @@ impl TargetTask {
         let Some(inner) = self.inner.upgrade() else {
             return true;
         };
-        let mut targets = lock(&inner.targets);
-        if clock.expired(self.tx.receiver_count(), inner.idle_timeout) {
-            targets.remove(&self.target);
+        let receivers = || self.tx.receiver_count();
+        let idle = control::remove_if_idle(
+            &inner.targets,
+            &self.target,
+            clock,
+            receivers,
+            inner.idle_timeout,
+        );
+        if idle {
             tracing::debug!(target = %self.target, "dropping idle discovery target");
-            return true;
         }
-        false
+        idle
     }
 
     fn publish(&self, set: &BTreeMap<SocketAddr, Endpoint>, exists: bool) {

@@ -109,7 +109,13 @@ pub enum Error {
     /// Inbound: the port requires a mutually authenticated client and this one is not.
     #[error("port {port} requires a client identity (mTLS); this connection has none: {why}")]
     IdentityRequired { port: u16, why: &'static str },
-    /// Outbound policy: no route of the target's policy matches the request.
+    /// Inbound policy: no authorization of the route (HTTP) or server (opaque) admits the
+    /// client. `client` and `target` are phrased for the reader: `client ID` or
+    /// `unauthenticated client from IP`; `route NAME on server KIND:NAME`.
+    #[error("{client} is not authorized to access {target}")]
+    Unauthorized { client: String, target: String },
+    /// Policy: no route of the target's (outbound) or server's (inbound) policy matches the
+    /// request.
     #[error("no route found for request to {target}")]
     NoRoute { target: String },
     /// Outbound policy: a failure injector answered instead of the backend.
@@ -151,7 +157,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl Error {
     pub fn side(&self) -> Side {
         match self {
-            Error::NoAuthority | Error::IdentityRequired { .. } => Side::Downstream,
+            Error::NoAuthority | Error::IdentityRequired { .. } | Error::Unauthorized { .. } => {
+                Side::Downstream
+            }
             Error::Connect(_)
             | Error::Relay { .. }
             | Error::Handshake { .. }
@@ -185,7 +193,7 @@ impl Error {
             }
             Error::NoAuthority => StatusCode::BAD_REQUEST,
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
-            Error::IdentityRequired { .. } => StatusCode::FORBIDDEN,
+            Error::IdentityRequired { .. } | Error::Unauthorized { .. } => StatusCode::FORBIDDEN,
             Error::Connect(_)
             | Error::Relay { .. }
             | Error::Handshake { .. }
@@ -208,7 +216,7 @@ impl Error {
             Error::BadPolicy { .. } => 13,
             Error::Loop { .. } => 10,
             Error::NoAuthority => 3,
-            Error::IdentityRequired { .. } => 7,
+            Error::IdentityRequired { .. } | Error::Unauthorized { .. } => 7,
             _ => 14,
         }
     }

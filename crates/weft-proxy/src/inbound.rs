@@ -1,5 +1,5 @@
-//! The inbound request path: accept → TLS → identify → authorize → detect → forward to the local
-//! application.
+//! The inbound request path: accept → TLS → identify → policy → detect → authorize → forward to
+//! the local application.
 //!
 //! [`handle`] takes one connection from a peer (usually another proxy) for an application port.
 //! With identity, it first peeks at the ClientHello (the bytes are kept and replayed):
@@ -10,9 +10,18 @@
 //! - TLS for another name is relayed untouched (`tls="opaque"`);
 //! - anything else is plaintext, as without identity.
 //!
+//! Once the port is known, its policy comes from `InboundServerPolicies.WatchPort`
+//! ([`crate::policy::inbound`]; the configured default policy until the control plane answers).
+//! The policy's protocol overrides detection (opaque/TLS: relayed; HTTP/1, HTTP/2, gRPC: no
+//! detection). Opaque connections are authorized once against the server's authorizations
+//! (`inbound_tcp_authz_{allow,deny}_total`; denied: closed). HTTP requests are authorized one by
+//! one against the policy in force at that request: no route is 404; no authorization of the
+//! route admitting the client is 403 (gRPC: `grpc-status: 7`), with `l5d-proxy-error` saying
+//! who was refused where (`inbound_http_authz_{allow,deny}_total`).
+//!
 //! Ports in `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` accept only mutually authenticated
-//! clients: an opaque connection without one is closed (`inbound_tcp_authz_deny_total`), an HTTP
-//! request gets 403 (`inbound_http_authz_deny_total`), both with the reason logged.
+//! clients whatever the policy says: an opaque connection without one is closed, an HTTP request
+//! gets 403, both counted as denials with the reason logged.
 //!
 //! Then as before: opaque connections are relayed to `127.0.0.1:APP_PORT`; HTTP connections are
 //! served by hyper and each request goes to the application over a pooled connection in the
@@ -26,8 +35,18 @@ use crate::{
     detect::{self, Prefixed, Protocol},
     http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::{tls as id_tls, Identity},
-    metrics::{self as m, Direction, Labels, TlsLabel},
+    metrics::{self as m, Counter, Direction, Labels, TlsLabel},
     mtls::{self, Peeked, SessionProtocol, TransportHeader},
+    policy::{
+        inbound::{
+            authorize,
+            client::{Defaults, Settings as PolicySettings},
+            ClientRef, ClientTls, InboundPolicies, PortPolicy, RouteRef, ServerPolicy,
+            ServerProtocol,
+        },
+        route::RequestHead,
+        Meta,
+    },
     relay::{self, Metered},
 };
 use bytes::BytesMut;
@@ -35,8 +54,9 @@ use hyper::{body::Incoming, header::HeaderValue, Request, Response, Version};
 use std::{
     collections::BTreeMap,
     convert::Infallible,
-    net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 use tokio::{
@@ -70,6 +90,8 @@ pub struct Inbound {
     tls: Option<mtls::Server>,
     /// App ports that only accept mutually authenticated clients.
     require_identity: PortSet,
+    /// Each port's policy (the configured default until the control plane answers).
+    policies: InboundPolicies,
 }
 
 /// What the connection told us about the client.
@@ -102,6 +124,14 @@ impl Client {
         }
     }
 
+    /// The client as the authorization decision reads it.
+    fn policy_tls(&self) -> ClientTls<'_> {
+        match self {
+            Client::Plain | Client::Passthru => ClientTls::None,
+            Client::Mtls { id } => ClientTls::Terminated { id: id.as_deref() },
+        }
+    }
+
     /// Why this client is not authenticated (for a port that requires identity).
     fn unauthenticated_because(&self) -> &'static str {
         match self {
@@ -114,7 +144,7 @@ impl Client {
 
 impl Inbound {
     pub fn new(cfg: &Config, metrics: Metrics, identity: Option<Identity>) -> Arc<Inbound> {
-        Inbound::with_identity(
+        Inbound::with_policies(
             Settings {
                 detect_timeout: cfg.inbound_detect_timeout,
                 connect_timeout: cfg.inbound_connect_timeout,
@@ -124,19 +154,37 @@ impl Inbound {
             metrics,
             identity,
             cfg.inbound_require_identity_ports.clone(),
+            InboundPolicies::new(PolicySettings::from_config(cfg)),
         )
     }
 
-    /// Without identity: everything is plaintext, nothing is required.
+    /// Without identity: everything is plaintext, nothing is required, every port has the
+    /// default policy (`all-unauthenticated`).
     pub fn with_settings(settings: Settings, metrics: Metrics) -> Arc<Inbound> {
         Inbound::with_identity(settings, metrics, None, PortSet::default())
     }
 
+    /// Without a control plane: every port has the default policy.
     pub fn with_identity(
         settings: Settings,
         metrics: Metrics,
         identity: Option<Identity>,
         require_identity: PortSet,
+    ) -> Arc<Inbound> {
+        let policies = InboundPolicies::defaults_only(Defaults {
+            require_identity: require_identity.clone(),
+            opaque_ports: settings.opaque_ports.clone(),
+            ..Defaults::default()
+        });
+        Inbound::with_policies(settings, metrics, identity, require_identity, policies)
+    }
+
+    pub fn with_policies(
+        settings: Settings,
+        metrics: Metrics,
+        identity: Option<Identity>,
+        require_identity: PortSet,
+        policies: InboundPolicies,
     ) -> Arc<Inbound> {
         Arc::new(Inbound {
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
@@ -144,6 +192,7 @@ impl Inbound {
             metrics,
             tls: identity.map(mtls::Server::new),
             require_identity,
+            policies,
         })
     }
 
@@ -170,6 +219,7 @@ impl Inbound {
 pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>) {
     let Accepted {
         stream,
+        peer,
         local,
         drain,
         ..
@@ -177,6 +227,7 @@ pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>)
     let mut io = Metered::unattached(stream);
     let ctx = Ctx {
         ib: ib.clone(),
+        peer,
         local,
         drain,
     };
@@ -233,9 +284,32 @@ pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>)
     }
 }
 
+/// A client as errors and logs name it: `client ID` or `unauthenticated client from IP`.
+struct Named<'a>(&'a Client, IpAddr);
+
+impl fmt::Display for Named<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.id() {
+            Some(id) => write!(f, "client {id}"),
+            None => write!(f, "unauthenticated client from {}", self.1),
+        }
+    }
+}
+
+/// A server as errors name it: `KIND:NAME` (`default:deny`, `server:web-http`).
+struct ServerName<'a>(&'a Meta);
+
+impl fmt::Display for ServerName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0.kind, self.0.name)
+    }
+}
+
 /// What every step after the TLS decision needs.
 struct Ctx {
     ib: Arc<Inbound>,
+    /// The client's address (authorizations match its IP).
+    peer: SocketAddr,
     local: SocketAddr,
     drain: watch::Receiver<bool>,
 }
@@ -317,106 +391,337 @@ async fn terminate(
     serve(ctx, tls, port, client, known).await
 }
 
-/// Detects (unless known), authorizes and forwards one connection to `127.0.0.1:app_port`.
+/// Gets the port's policy, detects (unless known), authorizes and forwards one connection to
+/// `127.0.0.1:app_port`.
 async fn serve<I>(ctx: Ctx, io: I, app_port: u16, client: Client, known: Option<Protocol>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ctx { ib, local, drain } = ctx;
+    let Ctx {
+        ib,
+        peer,
+        local,
+        drain,
+    } = ctx;
     let target_addr = SocketAddr::new(local.ip(), app_port);
-    let app = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
 
-    // 3. Detect, unless the protocol is known or the port is configured opaque.
-    let known = known.or_else(|| {
-        ib.settings
-            .opaque_ports
-            .contains(&app_port)
-            .then_some(Protocol::Opaque)
+    // 3. Policy: the port's, live (the default until the control plane answers; the first
+    //    connection to a port waits for that answer at most the inbound fail-fast timeout).
+    //    Boxed: the wait is large and over once the connection has its view of the policy.
+    let policy = Box::pin(ib.policies.port(app_port)).await;
+    let server = policy.current();
+
+    // 4. Detect, unless the connection said what it is (a transport header, relayed TLS, a
+    //    silent client), the policy or the port configuration says opaque, or the policy names
+    //    HTTP/2 or gRPC. An HTTP/1 server is still detected: meshed peers carry its requests
+    //    over HTTP/2 (`l5d-orig-proto`), as Linkerd's proxies do.
+    let opaque = server.is_opaque() || ib.settings.opaque_ports.contains(&app_port);
+    let known = known.or(match server.protocol {
+        _ if opaque => Some(Protocol::Opaque),
+        ServerProtocol::Http2(_) | ServerProtocol::Grpc(_) => Some(Protocol::Http2),
+        _ => None,
     });
+    let detect_timeout = match server.protocol {
+        ServerProtocol::Detect {
+            timeout: Some(t), ..
+        } => t,
+        _ => ib.settings.detect_timeout,
+    };
     let (protocol, io) = match known {
         Some(p) => (p, Prefixed::new(BytesMut::new(), io)),
-        None => match detect::detect(io, ib.settings.detect_timeout).await {
+        None => match detect::detect(io, detect_timeout).await {
             Ok(detected) => detected,
             Err(e) => return tracing::debug!(error = %e, "connection failed during detection"),
         },
     };
 
-    // 4. Authorize: a port that requires identity takes only mutually authenticated clients.
-    let denied = (ib.require_identity.contains(&app_port) && client.id().is_none()).then(|| {
-        Error::IdentityRequired {
-            port: app_port,
-            why: client.unauthenticated_because(),
-        }
+    let conn = Arc::new(Conn {
+        labels: ib.labels(None, target_addr, client.tls_label()),
+        require_identity: ib.require_identity.contains(&app_port),
+        app: SocketAddr::from((Ipv4Addr::LOCALHOST, app_port)),
+        ib,
+        policy,
+        client,
+        client_ip: peer.ip(),
+        target_addr,
+        last: Mutex::new(None),
     });
 
-    // 5. Forward to the application.
+    // 5. Opaque: authorize the connection once (server authorizations), then relay.
     if protocol == Protocol::Opaque {
-        if let Some(e) = denied {
-            let labels = ib.labels(None, target_addr, client.tls_label());
-            ib.metrics
-                .count(m::INBOUND_TCP_AUTHZ_DENY, Some(&labels), &[]);
+        if let Err(e) = conn.authorize_connection(&server) {
             return tracing::info!(error = %e, "connection refused");
         }
+        drop(server);
         // Boxed: only opaque connections need the connect and relay states.
-        if let Err(e) = Box::pin(forward_opaque(&ib, io, app, target_addr, &client)).await {
-            tracing::info!(%app, error = %e, "opaque connection failed");
+        if let Err(e) = Box::pin(forward_opaque(&conn, io)).await {
+            tracing::info!(app = %conn.app, error = %e, "opaque connection failed");
         }
         return;
     }
-    let denied = denied.is_some();
+
+    // 6. HTTP: each request is routed and authorized against the policy in force at that
+    //    request, then forwarded.
+    drop(server);
     let svc = hyper::service::service_fn(move |req| {
-        let ib = ib.clone();
-        let client = client.clone();
-        async move {
-            let resp = if denied {
-                deny(&ib, target_addr, &client, &req)
-            } else {
-                proxy_request(ib, app, target_addr, &client, req).await
-            };
-            Ok::<_, Infallible>(resp)
-        }
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.request(req).await) }
     });
     http::serve(io, protocol, svc, drain).await;
 }
 
-async fn forward_opaque<I>(
-    ib: &Inbound,
-    client: I,
-    app: SocketAddr,
+/// One served connection: what each of its requests needs.
+struct Conn {
+    ib: Arc<Inbound>,
+    policy: PortPolicy,
+    client: Client,
+    client_ip: IpAddr,
     target_addr: SocketAddr,
-    peer: &Client,
-) -> Result<(), Error>
+    app: SocketAddr,
+    /// The connection's common metric labels (no authority).
+    labels: Labels,
+    /// The port is in `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`.
+    require_identity: bool,
+    /// The last HTTP authorization decision's counter: requests on a connection mostly repeat
+    /// the same (policy, route, authorization), so its labels are rendered once.
+    last: Mutex<Option<Decided>>,
+}
+
+/// A decision and its counter.
+struct Decided {
+    server: Arc<ServerPolicy>,
+    route: usize,
+    /// `None`: denied.
+    authz: Option<usize>,
+    counter: Counter,
+}
+
+impl Conn {
+    fn client_ref(&self) -> ClientRef<'_> {
+        ClientRef {
+            ip: self.client_ip,
+            tls: self.client.policy_tls(),
+        }
+    }
+
+    /// One request: route → authorize → forward (or answer the refusal).
+    async fn request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        // a. Route and authorize against the policy in force now.
+        let server = self.policy.current();
+        let head = RequestHead::of(&req);
+        let route = server.route(&head);
+        let verdict = self.authorize_request(&server, route);
+        drop(server);
+        // b. Refused: the error is the answer; else forward.
+        match verdict {
+            Err(e) => self.refuse(e, &req),
+            Ok(()) => {
+                proxy_request(
+                    self.ib.clone(),
+                    self.app,
+                    self.target_addr,
+                    &self.client,
+                    req,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Required identity first (whatever the policy says), then the route's authorizations.
+    /// Counts `inbound_http_authz_{allow,deny}_total`; no route is a 404, not counted.
+    fn authorize_request(
+        &self,
+        server: &Arc<ServerPolicy>,
+        route: Option<RouteRef<'_>>,
+    ) -> Result<(), Error> {
+        if self.require_identity && self.client.id().is_none() {
+            self.count_http(server, route, None);
+            return Err(Error::IdentityRequired {
+                port: self.target_addr.port(),
+                why: self.client.unauthenticated_because(),
+            });
+        }
+        let Some(route) = route else {
+            return Err(Error::NoRoute {
+                target: format!("server {}", ServerName(&server.meta)),
+            });
+        };
+        let Some(i) = authorize(route.authorizations, &self.client_ref()) else {
+            self.count_http(server, Some(route), None);
+            return Err(Error::Unauthorized {
+                client: Named(&self.client, self.client_ip).to_string(),
+                target: format!(
+                    "route {} on server {}",
+                    route.meta.name,
+                    ServerName(&server.meta)
+                ),
+            });
+        };
+        if route.authorizations[i].is_audit() {
+            tracing::info!(
+                client = %Named(&self.client, self.client_ip),
+                server = %ServerName(&server.meta),
+                route = %route.meta.name,
+                "request allowed by the audit policy"
+            );
+        }
+        self.count_http(server, Some(route), Some(i));
+        Ok(())
+    }
+
+    /// `inbound_http_authz_allow_total` (with `authz`) or `_deny_total` += 1, through the
+    /// connection's last counter when the decision repeats.
+    fn count_http(
+        &self,
+        server: &Arc<ServerPolicy>,
+        route: Option<RouteRef<'_>>,
+        authz: Option<usize>,
+    ) {
+        let route_index = route.map_or(usize::MAX, |r| r.index);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = last.as_ref() {
+            if Arc::ptr_eq(&d.server, server) && d.route == route_index && d.authz == authz {
+                return d.counter.inc();
+            }
+        }
+        let no_route = Meta::default();
+        let route_meta = route.map_or(&no_route, |r| &**r.meta);
+        let authz_meta = route.zip(authz).map(|(r, i)| &*r.authorizations[i].meta);
+        let family = match authz {
+            Some(_) => m::INBOUND_HTTP_AUTHZ_ALLOW,
+            None => m::INBOUND_HTTP_AUTHZ_DENY,
+        };
+        let counter = authz_counter(
+            &self.ib.metrics,
+            family,
+            &self.labels,
+            &server.meta,
+            Some(route_meta),
+            authz_meta,
+        );
+        counter.inc();
+        *last = Some(Decided {
+            server: server.clone(),
+            route: route_index,
+            authz,
+            counter,
+        });
+    }
+
+    /// An opaque connection: required identity, then the server's authorizations. Counts
+    /// `inbound_tcp_authz_{allow,deny}_total`.
+    fn authorize_connection(&self, server: &ServerPolicy) -> Result<(), Error> {
+        let count = |family, authz: Option<&Meta>| {
+            let c = authz_counter(
+                &self.ib.metrics,
+                family,
+                &self.labels,
+                &server.meta,
+                None,
+                authz,
+            );
+            c.inc();
+        };
+        if self.require_identity && self.client.id().is_none() {
+            count(m::INBOUND_TCP_AUTHZ_DENY, None);
+            return Err(Error::IdentityRequired {
+                port: self.target_addr.port(),
+                why: self.client.unauthenticated_because(),
+            });
+        }
+        let Some(i) = authorize(&server.authorizations, &self.client_ref()) else {
+            count(m::INBOUND_TCP_AUTHZ_DENY, None);
+            return Err(Error::Unauthorized {
+                client: Named(&self.client, self.client_ip).to_string(),
+                target: format!("server {}", ServerName(&server.meta)),
+            });
+        };
+        let authz = &server.authorizations[i];
+        if authz.is_audit() {
+            tracing::info!(
+                client = %Named(&self.client, self.client_ip),
+                server = %ServerName(&server.meta),
+                "connection allowed by the audit policy"
+            );
+        }
+        count(m::INBOUND_TCP_AUTHZ_ALLOW, Some(&authz.meta));
+        Ok(())
+    }
+
+    /// A refused request: the error's response (gRPC-shaped for gRPC requests), metered.
+    fn refuse(&self, e: Error, req: &Request<Incoming>) -> Response<Body> {
+        let labels = self.ib.labels(
+            http::authority_of(req),
+            self.target_addr,
+            self.client.tls_label(),
+        );
+        let metrics = self.ib.metrics.http(&labels);
+        metrics.request();
+        let grpc = http::is_grpc(req);
+        let code = e.grpc_code();
+        // `into_response` logs the reason.
+        let resp = e.into_response_for(grpc);
+        let grpc_status = grpc.then_some(code as i32);
+        metrics.response(resp.status().as_u16(), grpc_status, false, Duration::ZERO);
+        resp
+    }
+}
+
+/// The handle of one authorization series: the connection's labels, `srv_*` (and `srv_port`
+/// from the target address), `route_*` when `route` is given (HTTP), `authz_*` when `authz` is
+/// (allowed).
+fn authz_counter(
+    metrics: &Metrics,
+    family: &'static str,
+    labels: &Labels,
+    server: &Meta,
+    route: Option<&Meta>,
+    authz: Option<&Meta>,
+) -> Counter {
+    let port = labels.target_addr.port().to_string();
+    let mut extra = vec![
+        ("srv_group", server.group.as_str()),
+        ("srv_kind", server.kind.as_str()),
+        ("srv_name", server.name.as_str()),
+        ("srv_port", port.as_str()),
+    ];
+    if let Some(r) = route {
+        extra.extend([
+            ("route_group", r.group.as_str()),
+            ("route_kind", r.kind.as_str()),
+            ("route_name", r.name.as_str()),
+        ]);
+    }
+    if let Some(a) = authz {
+        extra.extend([
+            ("authz_group", a.group.as_str()),
+            ("authz_kind", a.kind.as_str()),
+            ("authz_name", a.name.as_str()),
+        ]);
+    }
+    metrics.counter(family, Some(labels), &extra)
+}
+
+async fn forward_opaque<I>(conn: &Conn, client: I) -> Result<(), Error>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let labels = ib.labels(None, target_addr, peer.tls_label());
-    let server = connect::tcp(app, ib.settings.connect_timeout, &ib.metrics, &labels).await?;
+    let ib = &conn.ib;
+    let server = connect::tcp(
+        conn.app,
+        ib.settings.connect_timeout,
+        &ib.metrics,
+        &conn.labels,
+    )
+    .await?;
     relay::relay(client, server)
         .await
-        .map_err(|source| Error::Relay { addr: app, source })?;
+        .map_err(|source| Error::Relay {
+            addr: conn.app,
+            source,
+        })?;
     Ok(())
-}
-
-/// A request on a port that requires identity from a client that has none: 403.
-fn deny(
-    ib: &Inbound,
-    target_addr: SocketAddr,
-    client: &Client,
-    req: &Request<Incoming>,
-) -> Response<Body> {
-    let labels = ib.labels(http::authority_of(req), target_addr, client.tls_label());
-    let metrics = ib.metrics.http(&labels);
-    metrics.request();
-    ib.metrics
-        .count(m::INBOUND_HTTP_AUTHZ_DENY, Some(&labels), &[]);
-    // `into_response` logs the reason.
-    let resp = Error::IdentityRequired {
-        port: target_addr.port(),
-        why: client.unauthenticated_because(),
-    }
-    .into_response();
-    metrics.response(resp.status().as_u16(), None, false, Duration::ZERO);
-    resp
 }
 
 /// One request to the application, in the protocol the original client spoke.
@@ -466,3 +771,7 @@ async fn proxy_request(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

@@ -5,7 +5,8 @@
 //!   value); a leaf: it imports nothing else of the proxy.
 //! - [`discovery`]: Destination.Get / GetProfile client: per-target endpoint snapshots, reconnects.
 //! - [`policy`]: OutboundPolicies.Watch client, the policy model (routes, filters, backends,
-//!   timeouts, retries) and route matching.
+//!   timeouts, retries) and route matching; [`policy::inbound`]: InboundServerPolicies.WatchPort
+//!   client, the server/route/authorization model and the authorization decision.
 //! - [`control`]: what every per-target control-plane stream shares (endpoint, idle clock).
 //! - [`identity`]: the in-memory key, certificate renewal through `Identity.Certify`, and the
 //!   rustls configurations built from the certificate ([`identity::tls`]).

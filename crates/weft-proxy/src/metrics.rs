@@ -83,30 +83,60 @@ struct Registry {
     http: Mutex<BTreeMap<Labels, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<(Labels, Peer), Arc<TcpStats>>>,
     identity: IdentityStats,
-    /// Plain counters keyed by family and rendered labels (TLS refusals, authorization denials).
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    /// Plain counters keyed by family and rendered labels (TLS refusals, authorization
+    /// decisions); [`Counter`] handles share them.
+    counters: Mutex<BTreeMap<(&'static str, String), Arc<AtomicU64>>>,
     /// `outbound_http_balancer_endpoints` ([`balancer`]).
     balancers: balancer::Balancers,
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
-pub const COUNTER_FAMILIES: [(&str, &str); 3] = [
+pub const COUNTER_FAMILIES: [(&str, &str); 5] = [
     (
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
     ),
     (
+        INBOUND_TCP_AUTHZ_ALLOW,
+        "Inbound opaque/TLS connections an authorization of the server admitted.",
+    ),
+    (
         INBOUND_TCP_AUTHZ_DENY,
-        "Inbound connections refused because the port requires a client identity.",
+        "Inbound opaque/TLS connections refused: no authorization of the server admits the client, or the port requires a client identity.",
+    ),
+    (
+        INBOUND_HTTP_AUTHZ_ALLOW,
+        "Inbound HTTP requests an authorization of their route admitted.",
     ),
     (
         INBOUND_HTTP_AUTHZ_DENY,
-        "Inbound HTTP requests refused (403) because the port requires a client identity.",
+        "Inbound HTTP requests refused (403 / gRPC PERMISSION_DENIED): no authorization of the route admits the client, or the port requires a client identity.",
     ),
 ];
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors_total";
+/// Labels: the common inbound ones, `srv_*`, `authz_*`.
+pub const INBOUND_TCP_AUTHZ_ALLOW: &str = "inbound_tcp_authz_allow_total";
+/// Labels: the common inbound ones, `srv_*`.
 pub const INBOUND_TCP_AUTHZ_DENY: &str = "inbound_tcp_authz_deny_total";
+/// Labels: the common inbound ones, `srv_*`, `route_*`, `authz_*`.
+pub const INBOUND_HTTP_AUTHZ_ALLOW: &str = "inbound_http_authz_allow_total";
+/// Labels: the common inbound ones, `srv_*`, `route_*`.
 pub const INBOUND_HTTP_AUTHZ_DENY: &str = "inbound_http_authz_deny_total";
+
+/// One series of a [`COUNTER_FAMILIES`] family: labels rendered once, counted with one atomic
+/// add (the request path keeps handles instead of rendering labels per request).
+#[derive(Clone, Debug)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
 
 /// Certificate state (rendered only once identity is enabled).
 #[derive(Default)]
@@ -203,6 +233,16 @@ impl Metrics {
     /// `family{labels..., extra...} += 1` for one of [`COUNTER_FAMILIES`]; `labels` renders the
     /// common labels (authority omitted) when given.
     pub fn count(&self, family: &'static str, labels: Option<&Labels>, extra: &[(&str, &str)]) {
+        self.counter(family, labels, extra).inc();
+    }
+
+    /// The handle of one series of [`Metrics::count`] (created at 0 on first use).
+    pub fn counter(
+        &self,
+        family: &'static str,
+        labels: Option<&Labels>,
+        extra: &[(&str, &str)],
+    ) -> Counter {
         let rendered = match labels {
             Some(l) => {
                 let l = Labels {
@@ -217,9 +257,12 @@ impl Metrics {
                     .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
             ),
         };
-        *lock(&self.inner.counters)
-            .entry((family, rendered))
-            .or_default() += 1;
+        Counter(
+            lock(&self.inner.counters)
+                .entry((family, rendered))
+                .or_default()
+                .clone(),
+        )
     }
 
     /// The value of one counter of [`Metrics::count`] summed over label sets containing every
@@ -234,7 +277,7 @@ impl Metrics {
                         .iter()
                         .all(|(k, v)| l.contains(&format!("{k}=\"{}\"", escape(v))))
             })
-            .map(|(_, n)| *n)
+            .map(|(_, n)| n.load(Relaxed))
             .sum()
     }
 
@@ -446,7 +489,7 @@ impl Metrics {
 
         let counters: Vec<((&'static str, String), u64)> = lock(&self.inner.counters)
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .map(|(k, v)| (k.clone(), v.load(Relaxed)))
             .collect();
         for (family, help) in COUNTER_FAMILIES {
             let mut samples = counters

@@ -482,4 +482,4 @@ impl TransportHeader {
 
 #[cfg(test)]
 #[path = "mtls_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -23,9 +23,9 @@ use rustls::pki_types::ServerName;
 use std::{collections::BTreeMap, future::Future, net::SocketAddr, time::SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 
-const PROXY: &str = "web.default.serviceaccount.identity.weft.cluster.local";
-const CLIENT: &str = "client.default.serviceaccount.identity.weft.cluster.local";
-const OTHER: &str = "other.default.serviceaccount.identity.weft.cluster.local";
+pub(crate) const PROXY: &str = "web.default.serviceaccount.identity.weft.cluster.local";
+pub(crate) const CLIENT: &str = "client.default.serviceaccount.identity.weft.cluster.local";
+pub(crate) const OTHER: &str = "other.default.serviceaccount.identity.weft.cluster.local";
 
 /// `Identity.Certify` answered by the CA in memory.
 #[derive(Clone)]
@@ -42,7 +42,7 @@ impl Certifier for Fake {
 }
 
 /// This proxy's identity `PROXY`, certified by `ca`.
-async fn identity(ca: &Arc<TestCa>, metrics: Metrics) -> Identity {
+pub(crate) async fn identity(ca: &Arc<TestCa>, metrics: Metrics) -> Identity {
     let (cfg, schedule) = test_config(PROXY, &ca.anchor_pem, None, token_file("mtls"));
     let id = Identity::start_with(&cfg, schedule, metrics, Fake(ca.clone())).expect("identity");
     tokio::time::timeout(Duration::from_secs(5), id.wait_ready())
@@ -225,7 +225,7 @@ async fn outbound_refuses_a_certificate_for_another_identity() {
 }
 
 /// A TCP app answering `got:` + what it read, until EOF.
-async fn tcp_app() -> SocketAddr {
+pub(crate) async fn tcp_app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -257,7 +257,7 @@ fn tls_inbound(metrics: Metrics, id: Identity) -> Arc<Inbound> {
 }
 
 /// An inbound listener handing every connection to `inbound::handle_any(.., port)`.
-async fn inbound_listener(ib: Arc<Inbound>, port: Option<u16>) -> SocketAddr {
+pub(crate) async fn inbound_listener(ib: Arc<Inbound>, port: Option<u16>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -277,7 +277,7 @@ async fn inbound_listener(ib: Arc<Inbound>, port: Option<u16>) -> SocketAddr {
 }
 
 /// TLS to `addr` with SNI `PROXY`; a client certificate when `client` is given.
-async fn tls_client(
+pub(crate) async fn tls_client(
     addr: SocketAddr,
     ca: &TestCa,
     client: Option<&str>,

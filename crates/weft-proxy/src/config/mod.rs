@@ -10,10 +10,12 @@ use std::{
 };
 
 mod identity;
+mod inbound;
 mod parse;
 mod retry;
 
 pub use identity::IdentityConfig;
+pub use inbound::{parse_networks, Cidr, DefaultPolicy};
 use parse::{
     is_dns_name, parse_bool, parse_forward_ports, parse_host_port, parse_socket_addr,
     parse_suffixes, parse_upstreams, parse_workload,
@@ -24,8 +26,8 @@ pub use retry::*;
 /// Control plane gRPC `host:port` serving Destination. Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
 /// Control plane gRPC `host:port` serving the policy APIs. Default: the destination address.
-/// The outbound policy client (`OutboundPolicies.Watch`) connects to it; inbound policy does
-/// not use it yet.
+/// The outbound (`OutboundPolicies.Watch`) and inbound (`InboundServerPolicies.WatchPort`)
+/// policy clients connect to it.
 pub const ENV_POLICY_SVC_ADDR: &str = "WEFT_PROXY_POLICY_SVC_ADDR";
 /// `NS:NAME` of this workload. Required; NS expands short names.
 pub const ENV_POLICY_WORKLOAD: &str = "WEFT_PROXY_POLICY_WORKLOAD";
@@ -48,8 +50,26 @@ pub const ENV_OUTBOUND_UPSTREAMS: &str = "WEFT_PROXY_OUTBOUND_UPSTREAMS";
 pub const ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
     "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
 /// App ports that accept only mutually authenticated (mTLS with a client certificate) clients:
-/// plaintext and TLS without a client certificate are refused. Default empty. Needs identity.
+/// plaintext and TLS without a client certificate are refused, whatever the control plane's
+/// policy says; their default policy is the authenticated form of
+/// [`ENV_INBOUND_DEFAULT_POLICY`]. Default empty. Needs identity.
 pub const ENV_INBOUND_PORTS_REQUIRE_IDENTITY: &str = "WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY";
+/// The inbound policy of a port while the control plane has never answered for it (no policy
+/// address, unreachable, refused, or no first answer within
+/// [`ENV_INBOUND_FAILFAST_TIMEOUT`]); Linkerd's `LINKERD2_PROXY_INBOUND_DEFAULT_POLICY`:
+/// `all-unauthenticated`, `all-authenticated`, `cluster-unauthenticated`,
+/// `cluster-authenticated`, `deny` or `audit`.
+pub const ENV_INBOUND_DEFAULT_POLICY: &str = "WEFT_PROXY_INBOUND_DEFAULT_POLICY";
+pub const DEFAULT_INBOUND_DEFAULT_POLICY: DefaultPolicy = DefaultPolicy::AllUnauthenticated;
+/// Comma-separated CIDRs the `cluster-*` default policies admit (the control plane's
+/// `--cluster-networks`): Linkerd's list plus 198.18.0.0/15, where `weft run` puts its pods.
+pub const ENV_POLICY_CLUSTER_NETWORKS: &str = "WEFT_PROXY_POLICY_CLUSTER_NETWORKS";
+pub const DEFAULT_POLICY_CLUSTER_NETWORKS: &str =
+    "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,198.18.0.0/15,fd00::/8";
+/// How long a connection to an application port waits for the control plane's first inbound
+/// policy for that port before the default policy applies (Linkerd's inbound 1 s).
+pub const ENV_INBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_INBOUND_FAILFAST_TIMEOUT";
+pub const DEFAULT_INBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Destination ports treated as opaque TCP outbound (server-speaks-first protocols).
 pub const ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
     "WEFT_PROXY_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION";
@@ -222,6 +242,12 @@ pub struct Config {
     pub inbound_opaque_ports: PortSet,
     /// `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`.
     pub inbound_require_identity_ports: PortSet,
+    /// [`ENV_INBOUND_DEFAULT_POLICY`].
+    pub inbound_default_policy: DefaultPolicy,
+    /// [`ENV_POLICY_CLUSTER_NETWORKS`].
+    pub cluster_networks: Vec<Cidr>,
+    /// [`ENV_INBOUND_FAILFAST_TIMEOUT`].
+    pub inbound_failfast_timeout: Duration,
     pub outbound_opaque_ports: PortSet,
     pub inbound_detect_timeout: Duration,
     pub outbound_detect_timeout: Duration,
@@ -425,6 +451,18 @@ impl Config {
         let inbound_require_identity_ports = r
             .list(ENV_INBOUND_PORTS_REQUIRE_IDENTITY, "", parse_port_set)
             .unwrap_or_default();
+        let inbound_default_policy = r.parse(
+            ENV_INBOUND_DEFAULT_POLICY,
+            DEFAULT_INBOUND_DEFAULT_POLICY,
+            str::parse,
+        );
+        let cluster_networks = r
+            .list(
+                ENV_POLICY_CLUSTER_NETWORKS,
+                DEFAULT_POLICY_CLUSTER_NETWORKS,
+                parse_networks,
+            )
+            .unwrap_or_default();
         let outbound_opaque_ports = r
             .list(
                 ENV_OUTBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
@@ -458,6 +496,11 @@ impl Config {
             &mut r,
             ENV_OUTBOUND_FAILFAST_TIMEOUT,
             DEFAULT_OUTBOUND_FAILFAST_TIMEOUT,
+        );
+        let inbound_failfast_timeout = dur(
+            &mut r,
+            ENV_INBOUND_FAILFAST_TIMEOUT,
+            DEFAULT_INBOUND_FAILFAST_TIMEOUT,
         );
         let destination_suffixes = r
             .list(
@@ -571,6 +614,9 @@ impl Config {
                 outbound_upstreams,
                 inbound_opaque_ports,
                 inbound_require_identity_ports,
+                inbound_default_policy,
+                cluster_networks,
+                inbound_failfast_timeout,
                 outbound_opaque_ports,
                 inbound_detect_timeout,
                 outbound_detect_timeout,

@@ -280,3 +280,46 @@ fn retry_budget_defaults_and_every_bad_value() {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
 }
+
+#[test]
+fn inbound_policy_defaults_and_bad_values() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert_eq!(c.inbound_default_policy, DefaultPolicy::AllUnauthenticated);
+    assert_eq!(c.inbound_failfast_timeout, Duration::from_secs(1));
+    let nets: Vec<String> = c.cluster_networks.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets.join(","), DEFAULT_POLICY_CLUSTER_NETWORKS);
+
+    let c = Config::from_env(&env(&[
+        (ENV_INBOUND_DEFAULT_POLICY, "cluster-authenticated"),
+        (ENV_POLICY_CLUSTER_NETWORKS, "10.1.0.0/16, fd00::/8"),
+        (ENV_INBOUND_FAILFAST_TIMEOUT, "250ms"),
+    ]))
+    .expect("valid");
+    assert_eq!(
+        c.inbound_default_policy,
+        DefaultPolicy::ClusterAuthenticated
+    );
+    assert_eq!(c.cluster_networks.len(), 2);
+    assert_eq!(c.inbound_failfast_timeout, Duration::from_millis(250));
+
+    let e = Config::from_env(&env(&[
+        (ENV_INBOUND_DEFAULT_POLICY, "allow"),
+        (ENV_POLICY_CLUSTER_NETWORKS, "10.0.0.0/8,10.0.0.0/40"),
+        (ENV_INBOUND_FAILFAST_TIMEOUT, "soon"),
+    ]))
+    .expect_err("invalid");
+    let names: Vec<&str> = e.errors.iter().map(|e| e.name).collect();
+    assert_eq!(
+        names,
+        vec![
+            ENV_INBOUND_DEFAULT_POLICY,
+            ENV_POLICY_CLUSTER_NETWORKS,
+            ENV_INBOUND_FAILFAST_TIMEOUT
+        ]
+    );
+    assert!(
+        e.to_string()
+            .contains("expected one of all-unauthenticated"),
+        "{e}"
+    );
+}

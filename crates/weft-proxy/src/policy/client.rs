@@ -263,16 +263,10 @@ impl TargetTask {
 
     /// Sleeps `delay`; true if the target went idle meanwhile (and was removed).
     async fn sleep_unless_idle(&self, delay: Duration) -> bool {
-        let mut clock = control::IdleClock::default();
-        let end = Instant::now() + delay;
-        let step = self.idle_check_interval();
-        while Instant::now() < end {
-            tokio::time::sleep_until(end.min(Instant::now() + step)).await;
-            if self.is_idle(&mut clock) {
-                return true;
-            }
-        }
-        false
+        control::sleep_unless_idle(delay, self.idle_check_interval(), |clock| {
+            self.is_idle(clock)
+        })
+        .await
     }
 
     async fn stream_once(&mut self, backoff: &mut Backoff) -> control::StreamEnd {
@@ -337,12 +331,12 @@ impl TargetTask {
         let Some(inner) = self.inner.upgrade() else {
             return true;
         };
-        let mut targets = lock(&inner.targets);
-        if clock.expired(self.tx.receiver_count(), inner.settings.idle_timeout) {
-            targets.remove(&self.target);
+        let receivers = || self.tx.receiver_count();
+        let timeout = inner.settings.idle_timeout;
+        let idle = control::remove_if_idle(&inner.targets, &self.target, clock, receivers, timeout);
+        if idle {
             tracing::debug!(target = %self.target, "dropping idle policy target");
-            return true;
         }
-        false
+        idle
     }
 }

@@ -8,6 +8,8 @@
 //!   route, rule, filter or backend it belongs to becomes one that fails requests with a precise
 //!   `l5d-proxy-error` ([`Filter::Invalid`], [`BackendKind::Invalid`]).
 //! - [`route`]: which route and rule a request takes (Gateway API precedence), pure functions.
+//! - [`inbound`]: the inbound side: `InboundServerPolicies.WatchPort` per application port, the
+//!   server/route/authorization model and the authorization decision (same routes and matcher).
 //!
 //! The types carry no I/O state: the request path keeps its per-policy-version state (balancers,
 //! metric handles) beside them.
@@ -19,6 +21,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 pub mod client;
 pub mod convert;
+pub mod inbound;
 pub mod route;
 
 pub use client::{Lookup, PolicyClient, PolicyState};

@@ -14,6 +14,7 @@ use super::*;
 use crate::discovery;
 use opaque::{opaque_routes, tls_routes};
 use routes::{grpc_routes, http_routes};
+pub(crate) use routes::{grpc_rule_matches, http_rule_matches};
 
 mod opaque;
 mod routes;
@@ -150,7 +151,7 @@ fn method(m: http_types::HttpMethod) -> Result<Method, String> {
     }
 }
 
-fn hosts(hosts: Vec<http_api::HostMatch>, route: &Meta) -> Vec<HostMatch> {
+pub(crate) fn hosts(hosts: Vec<http_api::HostMatch>, route: &Meta) -> Vec<HostMatch> {
     hosts
         .into_iter()
         .filter_map(|h| match h.r#match {

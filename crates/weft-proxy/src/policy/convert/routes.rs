@@ -31,18 +31,7 @@ macro_rules! route_table {
         }
 
         fn $rule(rule: api::$proto::Rule, route: &Meta) -> Rule<$M> {
-            let had_matches = !rule.matches.is_empty();
-            let matches: Vec<$M> = rule
-                .matches
-                .into_iter()
-                .filter_map(|m| match $match_fn(m) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::warn!(%route, error = %e, kind = $kind, "policy: dropping an invalid match");
-                        None
-                    }
-                })
-                .collect();
+            let matches: Vec<$M> = $match_fn(rule.matches, route);
             let mut filters: Vec<Filter> = rule.filters.into_iter().map($filter_fn).collect();
             let (timeouts, timeout_error) = timeouts(rule.timeouts, rule.request_timeout);
             filters.extend(timeout_error.map(Filter::Invalid));
@@ -54,7 +43,7 @@ macro_rules! route_table {
                 }
             });
             Rule {
-                matches: never_if_all_invalid(matches, had_matches),
+                matches,
                 filters,
                 distribution: $dist(rule.backends, route),
                 timeouts,
@@ -94,7 +83,7 @@ route_table!(
     http_route,
     HttpMatch,
     "HTTP",
-    http_match,
+    http_rule_matches,
     http_filter,
     http_retry,
     crate::policy::route::PathIndex::build
@@ -107,10 +96,45 @@ route_table!(
     grpc_route,
     GrpcMatch,
     "gRPC",
-    grpc_match,
+    grpc_rule_matches,
     grpc_filter,
     grpc_retry,
     no_index
+);
+
+/// A rule's matches as the matcher takes them (inbound routes use the same conversion): an
+/// invalid match is dropped with a log line; a rule whose every match was invalid never matches.
+macro_rules! rule_matches {
+    ($name:ident, $proto:ty, $M:ty, $match_fn:ident, $kind:literal) => {
+        pub(crate) fn $name(matches: Vec<$proto>, route: &Meta) -> Vec<$M> {
+            let had = !matches.is_empty();
+            let valid = matches
+                .into_iter()
+                .filter_map(|m| {
+                    $match_fn(m)
+                        .map_err(|e| {
+                            tracing::warn!(%route, error = %e, kind = $kind, "policy: dropping an invalid match");
+                        })
+                        .ok()
+                })
+                .collect();
+            never_if_all_invalid(valid, had)
+        }
+    };
+}
+rule_matches!(
+    http_rule_matches,
+    http_api::HttpRouteMatch,
+    HttpMatch,
+    http_match,
+    "HTTP"
+);
+rule_matches!(
+    grpc_rule_matches,
+    grpc_api::GrpcRouteMatch,
+    GrpcMatch,
+    grpc_match,
+    "gRPC"
 );
 
 /// gRPC routes are few and matched by service and method: weighed in full.

@@ -1,0 +1,380 @@
+//! Inbound authorization end to end, in process: real TLS clients (a CA minted here), a scripted
+//! `InboundServerPolicies`, a local application. Observed: status codes, `l5d-proxy-error`, what
+//! the application saw, bytes relayed, and the authorization counters.
+
+use super::*;
+use crate::{
+    identity::tests::TestCa,
+    mtls::tests::{identity, inbound_listener, tcp_app, tls_client, CLIENT, OTHER},
+    policy::inbound::{
+        client::Defaults,
+        tests::{
+            all, authz, control_plane, default_server, detect_server, http_route, mesh, prefix,
+            resource, settings, unauthenticated, Ctl,
+        },
+    },
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use linkerd2_proxy_api::inbound::{self as inb, proxy_protocol};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+const DENIED_TO_OTHER: &str = "client other.default.serviceaccount.identity.weft.cluster.local \
+     is not authorized to access route default on server server:web-http";
+
+/// An HTTP/1 application answering `ok:` + the `l5d-client-id` it was given.
+async fn http_app() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                let id = req
+                    .headers()
+                    .get(http::L5D_CLIENT_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+                    .to_string();
+                let body = http_body_util::Full::new(Bytes::from(format!("ok:{id}")));
+                Ok::<_, Infallible>(Response::new(body))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
+        }
+    });
+    addr
+}
+
+/// Only `CLIENT` may call the server `web-http` (one default route).
+fn only_client() -> inb::Server {
+    detect_server(
+        ("policy.linkerd.io", "server", "web-http"),
+        vec![authz(
+            resource("policy.linkerd.io", "authorizationpolicy", "only-client"),
+            all(),
+            mesh(&[CLIENT], &[]),
+        )],
+        Vec::new(),
+    )
+}
+
+async fn inbound_with(
+    metrics: &Metrics,
+    ca: &Arc<TestCa>,
+    server: inb::Server,
+    require_identity: PortSet,
+) -> (Arc<Inbound>, Ctl) {
+    let id = identity(ca, metrics.clone()).await;
+    let (cp, ctl) = control_plane(Some(server)).await;
+    let ib = Inbound::with_policies(
+        Settings {
+            detect_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            opaque_ports: PortSet::default(),
+            pool: Default::default(),
+        },
+        metrics.clone(),
+        Some(id),
+        require_identity,
+        InboundPolicies::new(settings(cp, Defaults::default())),
+    );
+    (ib, ctl)
+}
+
+/// (status, `l5d-proxy-error`, body) of one GET carrying a forged `l5d-client-id`.
+async fn get(send: &mut http1::SendRequest<Empty<Bytes>>) -> (u16, String, String) {
+    get_path(send, "/").await
+}
+
+async fn get_path(
+    send: &mut http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (u16, String, String) {
+    let req = Request::get(format!("http://web:8080{path}"))
+        .header(http::L5D_CLIENT_ID, OTHER)
+        .body(Empty::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let error = resp
+        .headers()
+        .get(http::L5D_PROXY_ERROR)
+        .map(|v| v.to_str().expect("ascii").to_string())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, error, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn h1<I>(io: I) -> http1::SendRequest<Empty<Bytes>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = http1::handshake(TokioIo::new(io)).await.expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+#[tokio::test]
+async fn http_requests_are_authorized_per_request_against_the_live_policy() {
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = http_app().await;
+    let (ib, ctl) = inbound_with(&metrics, &ca, only_client(), PortSet::default()).await;
+    let listener = inbound_listener(ib, Some(app.port())).await;
+
+    // An identity outside the policy: 403 naming who, where and why.
+    let mut other = h1(tls_client(listener, &ca, Some(OTHER), false).await).await;
+    let (status, error, _) = get(&mut other).await;
+    assert_eq!(status, 403);
+    assert_eq!(error, DENIED_TO_OTHER);
+
+    // Plaintext: unauthenticated, named by its address.
+    let mut plain = h1(TcpStream::connect(listener).await.expect("connect")).await;
+    let (status, error, _) = get(&mut plain).await;
+    assert_eq!(status, 403);
+    assert!(
+        error.starts_with("unauthenticated client from 127.0.0.1 is not authorized"),
+        "{error}"
+    );
+
+    // gRPC from the same plaintext client: HTTP 200, PERMISSION_DENIED.
+    let tcp = TcpStream::connect(listener).await.expect("connect");
+    let (mut h2, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::post("http://web:8080/hello.Greeter/SayHello")
+        .header("content-type", "application/grpc")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = h2.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "7");
+    assert!(resp.headers().contains_key("grpc-message"));
+    assert!(resp.headers().contains_key(http::L5D_PROXY_ERROR));
+
+    // The identity inside the policy gets the application's answer; the forged
+    // `l5d-client-id` is replaced by the verified identity.
+    let mut allowed = h1(tls_client(listener, &ca, Some(CLIENT), false).await).await;
+    for _ in 0..3 {
+        assert_eq!(
+            get(&mut allowed).await,
+            (200, String::new(), format!("ok:{CLIENT}"))
+        );
+    }
+    let allow = [
+        ("client_id", CLIENT),
+        ("srv_kind", "server"),
+        ("srv_name", "web-http"),
+        ("route_name", "default"),
+        ("authz_kind", "authorizationpolicy"),
+        ("authz_name", "only-client"),
+    ];
+    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_ALLOW, &allow), 3);
+    let denied_other = [("client_id", OTHER), ("srv_name", "web-http")];
+    assert_eq!(
+        metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_DENY, &denied_other),
+        1
+    );
+    assert_eq!(
+        metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_DENY, &[("tls", "no_identity")]),
+        2
+    );
+
+    // The policy changes: the next request on the same connection is refused.
+    ctl.policy
+        .send_replace(Some(default_server(crate::config::DefaultPolicy::Deny)));
+    let start = tokio::time::Instant::now();
+    loop {
+        let (status, error, _) = get(&mut allowed).await;
+        if status == 403 {
+            assert!(error.ends_with("on server default:deny"), "{error}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the update never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And back: allowed again, same connection.
+    ctl.policy.send_replace(Some(only_client()));
+    let start = tokio::time::Instant::now();
+    while get(&mut allowed).await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the update never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Routes: a request no route matches is answered 404.
+    let admin_only = detect_server(
+        ("policy.linkerd.io", "server", "web-http"),
+        Vec::new(),
+        vec![http_route(
+            resource("policy.linkerd.io", "HTTPRoute", "admin"),
+            &[],
+            vec![prefix("/admin")],
+            vec![authz(
+                resource("policy.linkerd.io", "authorizationpolicy", "open"),
+                all(),
+                unauthenticated(),
+            )],
+        )],
+    );
+    ctl.policy.send_replace(Some(admin_only));
+    let start = tokio::time::Instant::now();
+    while get_path(&mut allowed, "/admin/x").await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the update never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, error, _) = get_path(&mut allowed, "/other").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        error,
+        "no route found for request to server server:web-http"
+    );
+
+    let text = metrics.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("inbound_http_authz_allow_total{"))
+        .expect("allow family rendered");
+    for label in [
+        "target_addr=",
+        "srv_group=\"policy.linkerd.io\"",
+        "srv_port=",
+        "route_group=",
+        "route_kind=",
+        "authz_group=\"policy.linkerd.io\"",
+        "tls=\"true\"",
+        "client_id=",
+    ] {
+        assert!(line.contains(label), "{label} missing in {line}");
+    }
+}
+
+/// An opaque server: a denied client's connection is closed (nothing relayed), an allowed
+/// one is relayed; both counted.
+#[tokio::test]
+async fn opaque_connections_are_authorized_once_against_the_server() {
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = tcp_app().await;
+    let mut server = only_client();
+    server.protocol = Some(inb::ProxyProtocol {
+        kind: Some(proxy_protocol::Kind::Opaque(proxy_protocol::Opaque {})),
+    });
+    let (ib, _ctl) = inbound_with(&metrics, &ca, server, PortSet::default()).await;
+    let listener = inbound_listener(ib, Some(app.port())).await;
+
+    let mut tls = tls_client(listener, &ca, Some(OTHER), false).await;
+    let _ = tls.write_all(b"sneaky").await;
+    let _ = tls.shutdown().await;
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut back))
+        .await
+        .expect("closed in time");
+    assert!(back.is_empty(), "relayed: {back:?}");
+    assert_eq!(
+        metrics.counter_sum(
+            m::INBOUND_TCP_AUTHZ_DENY,
+            &[("client_id", OTHER), ("srv_name", "web-http")]
+        ),
+        1
+    );
+
+    let mut tls = tls_client(listener, &ca, Some(CLIENT), false).await;
+    tls.write_all(b"hello").await.expect("write");
+    tls.shutdown().await.expect("half-close");
+    let mut back = Vec::new();
+    tls.read_to_end(&mut back).await.expect("read");
+    assert_eq!(back, b"got:hello");
+    assert_eq!(
+        metrics.counter_sum(
+            m::INBOUND_TCP_AUTHZ_ALLOW,
+            &[("client_id", CLIENT), ("authz_name", "only-client")]
+        ),
+        1
+    );
+}
+
+/// `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` refuses unauthenticated clients even when the
+/// control plane allows everyone.
+#[tokio::test]
+async fn a_port_requiring_identity_refuses_unauthenticated_requests_whatever_the_policy() {
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = http_app().await;
+    let (ib, _ctl) = inbound_with(
+        &metrics,
+        &ca,
+        default_server(crate::config::DefaultPolicy::AllUnauthenticated),
+        PortSet(vec![app.port()..=app.port()]),
+    )
+    .await;
+    let listener = inbound_listener(ib, Some(app.port())).await;
+    let mut anonymous = h1(tls_client(listener, &ca, None, false).await).await;
+    let (status, error, _) = get(&mut anonymous).await;
+    assert_eq!(status, 403);
+    assert!(error.contains("requires a client identity"), "{error}");
+    assert_eq!(
+        metrics.counter_sum(
+            m::INBOUND_HTTP_AUTHZ_DENY,
+            &[("tls", "true"), ("srv_name", "all-unauthenticated")]
+        ),
+        1
+    );
+    let mut authenticated = h1(tls_client(listener, &ca, Some(CLIENT), false).await).await;
+    assert_eq!(get(&mut authenticated).await.0, 200);
+}
+
+/// A Server with `proxyProtocol: HTTP/1` still takes HTTP/2 from meshed peers: they carry HTTP/1
+/// requests over HTTP/2 marked `l5d-orig-proto` (the port is detected, not assumed HTTP/1).
+#[tokio::test]
+async fn an_http1_server_takes_http1_and_meshed_http2() {
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = http_app().await;
+    let mut server = only_client();
+    let Some(proxy_protocol::Kind::Detect(detect)) = server.protocol.take().and_then(|p| p.kind)
+    else {
+        panic!("only_client is a detect server");
+    };
+    server.protocol = Some(inb::ProxyProtocol {
+        kind: Some(proxy_protocol::Kind::Http1(proxy_protocol::Http1 {
+            routes: detect.http_routes,
+            local_rate_limit: None,
+        })),
+    });
+    let (ib, _ctl) = inbound_with(&metrics, &ca, server, PortSet::default()).await;
+    let listener = inbound_listener(ib, Some(app.port())).await;
+
+    let mut h1_client = h1(tls_client(listener, &ca, Some(CLIENT), false).await).await;
+    assert_eq!(get(&mut h1_client).await.0, 200);
+
+    let io = tls_client(listener, &ca, Some(CLIENT), false).await;
+    let (mut send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get("http://web:8080/")
+        .header(http::L5D_ORIG_PROTO, "HTTP/1.1")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body, format!("ok:{CLIENT}").as_bytes());
+}
