@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// A workload label `KEY=VALUE` (Service selectors match them); default `app=<name>`.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<Label>,
+    /// A workload annotation `KEY=VALUE`, e.g.
+    /// `config.linkerd.io/default-inbound-policy=all-authenticated` (the policy of ports no
+    /// Server selects; see docs/policy.md). Checked by the control plane at registration.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<Label>,
     /// Ports of the command that are relayed as opaque TCP (no protocol detection).
     #[arg(long, default_value = "", value_name = "PORTS")]
     pub opaque_ports: PortList,
@@ -156,7 +161,7 @@ impl FromStr for PortSpec {
     }
 }
 
-/// `--label KEY=VALUE`.
+/// `--label KEY=VALUE` (and `--annotation`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Label(pub String, pub String);
 
@@ -216,7 +221,11 @@ impl RunArgs {
         let mut metadata = serde_json::json!({
             "name": self.name, "namespace": self.namespace, "labels": labels,
         });
-        let mut annotations = serde_json::Map::new();
+        let mut annotations: serde_json::Map<String, serde_json::Value> = self
+            .annotations
+            .iter()
+            .map(|Label(k, v)| (k.clone(), v.clone().into()))
+            .collect();
         if !self.opaque_ports.is_empty() {
             annotations.insert(
                 weft_control::resource::OPAQUE_PORTS_ANNOTATION.into(),
@@ -793,7 +802,7 @@ mod tests {
     }
 
     #[test]
-    fn the_workload_document_names_ip_ports_labels_and_opaque_ports() {
+    fn the_workload_document_names_ip_ports_labels_and_annotations() {
         let a = args(&[
             "--name",
             "db",
@@ -803,6 +812,8 @@ mod tests {
             "6379",
             "--opaque-ports",
             "6379",
+            "--annotation",
+            "config.linkerd.io/default-inbound-policy=deny",
             "--",
             "x",
         ]);
@@ -816,6 +827,10 @@ mod tests {
         assert_eq!(
             doc["metadata"]["annotations"]["config.linkerd.io/inbound-port"],
             "4143"
+        );
+        assert_eq!(
+            doc["metadata"]["annotations"]["config.linkerd.io/default-inbound-policy"],
+            "deny"
         );
         assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "198.18.2.20");
         assert_eq!(doc["spec"]["ports"][0]["port"], 6379);

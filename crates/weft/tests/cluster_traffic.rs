@@ -8,20 +8,23 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
-use support::cluster;
 use support::eventually;
-use support::pods::{get, grpc, Backend, PodClient, PodNet, Tally};
-use weft_testbed::mesh::{metric_sum, ControlPlane, Workload};
-use weft_testbed::{require_root, serial, Cluster};
+use support::pod_mesh::{assert_all_ok, write_doc, Mesh};
+use support::pods::{get, grpc, PodClient, PodNet, Tally};
+use weft_testbed::mesh::{metric_sum, Workload};
+use weft_testbed::{require_root, serial};
 
 const BOOKS_IP: [u8; 4] = [198, 19, 0, 20];
+
+fn books() -> SocketAddr {
+    SocketAddr::from((BOOKS_IP, 80))
+}
 
 const SERVICES: &str = "\
 apiVersion: v1
@@ -41,133 +44,8 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 ";
 
-fn books() -> SocketAddr {
-    SocketAddr::from((BOOKS_IP, 80))
-}
-
-/// Writes `routes.yaml` into the store atomically (a hidden temporary file is never read).
-fn write_routes(store: &Path, yaml: &str) -> Instant {
-    let tmp = store.join(".routes.yaml.tmp");
-    std::fs::write(&tmp, yaml).expect("write routes");
-    std::fs::rename(&tmp, store.join("routes.yaml")).expect("rename routes");
-    Instant::now()
-}
-
-/// The control plane, a client pod on node 0, and what the test started on node 1.
-struct Mesh {
-    // Field order is drop order: pods before the control plane before the cluster.
-    backends: Vec<(Workload, Option<Backend>)>,
-    client_pod: Workload,
-    client: PodClient,
-    control: ControlPlane,
-    store: PathBuf,
-    cluster: Cluster,
-}
-
-impl Mesh {
-    async fn start(name: &str, root: weft_testbed::Root) -> Mesh {
-        let store = cluster::temp_store(name, SERVICES);
-        let cluster = Cluster::new(root, 2).expect("cluster");
-        let control = ControlPlane::start(&cluster, 0, Path::new(cluster::WEFT), &store)
-            .await
-            .expect("control plane");
-        let client_pod = cluster::client(&cluster, 0, &control, &[]).await;
-        let client = PodClient::new(PodNet::open(&client_pod.netns().expect("client netns")));
-        Mesh {
-            backends: Vec::new(),
-            client_pod,
-            client,
-            control,
-            store,
-            cluster,
-        }
-    }
-
-    /// A workload `name` labelled `app=APP` on node 1, served by a [`Backend`] named `name`.
-    /// `weft run` registers a workload once its ports listen, so the backend binds in the pod's
-    /// namespace as soon as that namespace exists, while `weft run` waits.
-    async fn backend(&mut self, name: &str, app: &str) -> usize {
-        let label = format!("app={app}");
-        let flags = ["--port", "http=8080", "--label", &label];
-        let prefix = format!("weft-run-{name}-");
-        let serve = async {
-            eventually("the pod's namespace", Duration::from_secs(20), || async {
-                let netns = std::fs::read_dir("/run/netns")
-                    .ok()?
-                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .find(|n| n.starts_with(&prefix))?;
-                Some(Backend::start(&PodNet::open(&netns), 8080, name))
-            })
-            .await
-        };
-        let start = cluster::workload(
-            &self.cluster,
-            1,
-            &self.control,
-            name,
-            &flags,
-            &["sleep", "3600"],
-        );
-        let (w, b) = tokio::join!(start, serve);
-        self.backends.push((w, Some(b)));
-        self.backends.len() - 1
-    }
-
-    /// Waits until `check` holds for an answer to `req()` (a route in force, an endpoint known).
-    async fn until(
-        &self,
-        what: &str,
-        req: impl Fn() -> Request<Full<Bytes>>,
-        check: impl Fn(&support::pods::Answer) -> bool,
-    ) {
-        eventually(what, Duration::from_secs(20), || async {
-            let a = self.client.send(books(), req()).await;
-            check(&a).then_some(())
-        })
-        .await;
-    }
-
-    fn b(&self, i: usize) -> &Backend {
-        self.backends[i].1.as_ref().expect("backend is running")
-    }
-
-    /// Stops backend `i` (its listener and every connection, as a killed process).
-    fn kill(&mut self, i: usize) {
-        self.backends[i].1 = None;
-    }
-
-    /// Starts backend `i` again on its pod's port 8080.
-    fn restart(&mut self, i: usize) {
-        let (w, b) = &mut self.backends[i];
-        *b = Some(Backend::start(
-            &PodNet::open(&w.netns().expect("netns")),
-            8080,
-            &w.name,
-        ));
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- client proxy ---\n{}\n--- control ---\n{}",
-            self.client_pod.proc.stderr(),
-            self.control.proc.stderr()
-        )
-    }
-}
-
 fn share(t: &Tally, backend: &str) -> f64 {
     t.count(|a| a.backend == backend) as f64 / t.total() as f64
-}
-
-fn assert_all_ok(t: &Tally, context: &str, mesh: &Mesh) {
-    let (failed, examples) = t.failures();
-    assert_eq!(
-        failed,
-        0,
-        "{context}: {failed} of {} requests failed, e.g. {examples:?}\n{}",
-        t.total(),
-        mesh.logs()
-    );
 }
 
 const SPLIT_90_10: &str = "\
@@ -192,26 +70,32 @@ async fn split_header_match_and_weight_change() {
     let Some(root) = require_root(&[]) else {
         return;
     };
-    let mut mesh = Mesh::start("traffic-split", root).await;
+    let mut mesh = Mesh::start("traffic-split", root, SERVICES).await;
     mesh.backend("books-v1", "books").await;
     mesh.backend("books-canary", "books-canary").await;
     let authority = "books.default.svc.cluster.local";
     mesh.until(
+        &mesh.client,
+        books(),
         "books answers through the mesh",
         || get(authority, "/"),
         |a| a.status == 200 && a.backend == "books-v1",
     )
     .await;
 
-    write_routes(&mesh.store, SPLIT_90_10);
+    write_doc(&mesh.store, "routes.yaml", SPLIT_90_10);
     let canary = move || {
         let mut r = get(authority, "/");
         r.headers_mut().insert("x-canary", "true".parse().unwrap());
         r
     };
-    mesh.until("the header route is in force", canary, |a| {
-        a.backend == "books-canary"
-    })
+    mesh.until(
+        &mesh.client,
+        books(),
+        "the header route is in force",
+        canary,
+        |a| a.backend == "books-canary",
+    )
     .await;
 
     // 1. 10,000 requests without the header: 90/10 within ±2 %.
@@ -248,8 +132,9 @@ async fn split_header_match_and_weight_change() {
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let written = write_routes(
+    let written = write_doc(
         &mesh.store,
+        "routes.yaml",
         &SPLIT_90_10
             .replace("weight: 90", "weight: 0")
             .replace("weight: 10", "weight: 100"),
@@ -285,17 +170,20 @@ async fn retries_budget_and_timeouts() {
     let Some(root) = require_root(&[]) else {
         return;
     };
-    let mut mesh = Mesh::start("traffic-retries", root).await;
+    let mut mesh = Mesh::start("traffic-retries", root, SERVICES).await;
     let v1 = mesh.backend("books-v1", "books").await;
     let authority = "books.default.svc.cluster.local";
     mesh.until(
+        &mesh.client,
+        books(),
         "books answers through the mesh",
         || get(authority, "/"),
         |a| a.status == 200,
     )
     .await;
-    write_routes(
+    write_doc(
         &mesh.store,
+        "routes.yaml",
         "\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -314,6 +202,8 @@ spec:
 ",
     );
     mesh.until(
+        &mesh.client,
+        books(),
         "the timeout route is in force",
         || get(authority, "/sleep/1000"),
         |a| a.status == 504,
@@ -453,15 +343,17 @@ async fn per_try_timeout_fault_injection_and_grpc_deadline() {
     let Some(root) = require_root(&[]) else {
         return;
     };
-    let mut mesh = Mesh::start("traffic-faults", root).await;
+    let mut mesh = Mesh::start("traffic-faults", root, SERVICES).await;
     let fast = mesh.backend("books-1", "books").await;
     let hung = mesh.backend("books-2", "books").await;
     let canary = mesh.backend("books-canary", "books-canary").await;
     let authority = "books.default.svc.cluster.local";
     let canary_addr = SocketAddr::from(([198, 19, 0, 21], 80));
     let canary_authority = "books-canary.default.svc.cluster.local";
-    write_routes(&mesh.store, CHAOS_TRY_TIMEOUT_AND_GRPC);
+    write_doc(&mesh.store, "routes.yaml", CHAOS_TRY_TIMEOUT_AND_GRPC);
     mesh.until(
+        &mesh.client,
+        books(),
         "the fault injection route is in force",
         || get(authority, "/chaos"),
         |a| a.proxy_error.contains("chaos"),
@@ -599,7 +491,7 @@ async fn latency_aware_balancing_and_failure_accrual() {
     let Some(root) = require_root(&[]) else {
         return;
     };
-    let mut mesh = Mesh::start("traffic-balance", root).await;
+    let mut mesh = Mesh::start("traffic-balance", root, SERVICES).await;
     std::fs::write(mesh.store.join("services.yaml"), BOOKS_FAILURE_ACCRUAL).expect("store");
     let fast1 = mesh.backend("books-1", "books").await;
     let fast2 = mesh.backend("books-2", "books").await;

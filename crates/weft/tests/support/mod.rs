@@ -11,6 +11,7 @@ pub mod apps;
 pub mod clients;
 pub mod cluster;
 pub mod load;
+pub mod pod_mesh;
 pub mod pods;
 
 use std::collections::HashMap;
