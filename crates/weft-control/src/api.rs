@@ -20,6 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+#[path = "api/authz.rs"]
+mod authz;
+
 /// Largest accepted request body.
 const MAX_BODY: usize = 1 << 20;
 
@@ -130,6 +133,16 @@ async fn handle(
                 Value::Array(state.workloads.values().map(|w| w.to_document()).collect()),
             )
         }
+        (Method::GET, ["v1", "authz", ns, name]) => {
+            let state = ctx.index.state();
+            match authz::describe(&state, ctx.index.inbound_defaults(), ns, name) {
+                Some(v) => reply(StatusCode::OK, v),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!("no workload {ns}/{name} (GET /v1/workloads lists them)"),
+                ),
+            }
+        }
         (Method::PUT, ["v1", "workloads", ns, name]) => {
             let (ns, name) = (ns.to_string(), name.to_string());
             register(req, &ctx, &ns, &name).await
@@ -162,7 +175,8 @@ async fn handle(
             | ["v1", "identity", "status"]
             | ["v1", "services"]
             | ["v1", "workloads"]
-            | ["v1", "workloads", _, _],
+            | ["v1", "workloads", _, _]
+            | ["v1", "authz", _, _],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),

@@ -221,6 +221,11 @@ impl Index {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The default inbound policy and cluster networks the inbound snapshots use.
+    pub fn inbound_defaults(&self) -> &InboundDefaults {
+        &self.inbound_defaults
+    }
+
     /// The current state (e.g. for listing workloads).
     pub fn state(&self) -> Arc<State> {
         self.lock().state.clone()

@@ -20,6 +20,7 @@ fn say_line(args: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+mod authz;
 mod control;
 mod demo;
 mod get;
@@ -47,6 +48,9 @@ enum Command {
     /// Run the control plane: Destination and policy gRPC from a directory of YAML resources,
     /// plus the workload registration API. Prints one JSON "listening" line on stdout.
     Control(control::ControlArgs),
+    /// Show the inbound policy in force on each port of a workload: the Server or default
+    /// policy deciding it, its routes, and who each authorization admits.
+    Authz(authz::AuthzArgs),
     /// Run a meshed demo application (web, books, books-v2, ratings, traffic, each with a
     /// weft-proxy sidecar) and show live golden metrics per service, edge and route; after 20 s
     /// it applies a traffic policy (retries on ratings, a 90/10 canary of books).
@@ -73,7 +77,7 @@ fn main() -> std::process::ExitCode {
     init_tracing(match cli.command {
         Command::Demo(_) | Command::DemoService(_) => "warn",
         Command::Control(_) => "warn,weft=info,weft_control=info",
-        Command::Identity(_) | Command::Get(_) => "warn",
+        Command::Identity(_) | Command::Get(_) | Command::Authz(_) => "warn",
         Command::Init(_) | Command::Run(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -89,6 +93,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Control(args) => control::run(args).await,
+            Command::Authz(args) => authz::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Get(args) => get::run(args).await,
             Command::Identity(args) => identity::run(args),

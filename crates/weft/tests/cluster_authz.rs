@@ -297,7 +297,8 @@ metadata:
     )
 }
 
-/// A route-level policy opens `/healthz` to plaintext while `/` stays mTLS-only; the `deny`
+/// A route-level policy opens `/healthz` to plaintext while `/` stays mTLS-only (and `weft
+/// authz` shows each route's authorization); the `deny`
 /// default (a Namespace annotation) blocks a workload no Server selects, and `audit` lets its
 /// requests through and counts them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,6 +374,37 @@ async fn route_policy_and_default_policies() {
     assert!(
         route_deny >= 1.0,
         "route-level denials counted: {route_deny}\n{m}"
+    );
+
+    // `weft authz` shows why: per route, who is admitted.
+    let api = mesh.control.api.to_string();
+    let shown = mesh
+        .control
+        .pod
+        .netns()
+        .exec(&[
+            support::cluster::WEFT,
+            "authz",
+            "default/books-v1",
+            "--api-addr",
+            &api,
+        ])
+        .expect("weft authz");
+    let row = |route: &str| {
+        shown
+            .lines()
+            .find(|l| l.contains(route))
+            .unwrap_or_default()
+    };
+    assert!(
+        row("HTTPRoute books-healthz").contains("AuthorizationPolicy healthz-open")
+            && row("HTTPRoute books-healthz").contains("any (plaintext too)"),
+        "weft authz:\n{shown}"
+    );
+    assert!(
+        row("HTTPRoute books-all").contains("AuthorizationPolicy books-mtls")
+            && row("HTTPRoute books-all").contains("mTLS: *"),
+        "weft authz:\n{shown}"
     );
 
     // No Server selects shelf: the namespace's default decides.
