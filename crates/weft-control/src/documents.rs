@@ -11,6 +11,7 @@
 //! never hold each other back.
 
 use crate::resource::authz;
+use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::{RouteKind, FAULT_INJECTION_KIND};
 use crate::resource::{validate_document, Ctx, Defaults, Resource, State};
 use serde_json::Value;
@@ -71,6 +72,7 @@ impl Resource {
             Resource::NetworkAuthentication(x) => (authz::NETWORK_KIND, &x.namespace, &x.name),
             // Cluster-scoped: no namespace.
             Resource::Namespace(x) => (authz::NAMESPACE_KIND, &String::new(), &x.name),
+            Resource::RateLimit(x) => (RATE_LIMIT_KIND, &x.namespace, &x.name),
         };
         DocKey {
             kind,
@@ -157,6 +159,7 @@ fn identity(v: &Value) -> Option<DocKey> {
         "Service" => "Service",
         "ExternalWorkload" => "ExternalWorkload",
         FAULT_INJECTION_KIND => FAULT_INJECTION_KIND,
+        RATE_LIMIT_KIND => RATE_LIMIT_KIND,
         k @ ("HTTPRoute" | "GRPCRoute") => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
             .ok()?
             .qualified(),
@@ -317,8 +320,8 @@ pub fn state(in_force: &InForce) -> State {
     state_seen(in_force, &HashMap::new())
 }
 
-/// [`state`], with the Unix time the store first saw each document: a route or Server without a
-/// `metadata.creationTimestamp` takes it as its age (the precedence tie-break).
+/// [`state`], with the Unix time the store first saw each document: a route, Server or rate-limit
+/// policy without a `metadata.creationTimestamp` takes it as its age (the precedence tie-break).
 pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> State {
     let mut state = State::default();
     for (key, doc) in in_force {
@@ -354,6 +357,11 @@ pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> Stat
             }
             Resource::Namespace(x) => {
                 state.namespaces.insert(x.name.clone(), x.clone());
+            }
+            Resource::RateLimit(x) => {
+                let mut x = x.clone();
+                x.created = x.created.or_else(|| first_seen.get(key).copied());
+                state.rate_limit_policies.insert(id, x);
             }
         }
     }

@@ -7,7 +7,7 @@
 //!
 //! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping). Which routes
 //! apply to a service port, resolved, is [`routes`]; the inbound policy of a workload port
-//! (Servers, authorizations, inbound routes) is [`inbound`].
+//! (Servers, authorizations, inbound routes, rate limits) is [`inbound`].
 
 pub mod inbound;
 mod lookup;
@@ -617,7 +617,8 @@ pub fn route_statuses(state: &State) -> Vec<RouteStatus> {
     routes::statuses(state)
 }
 
-/// The status of every Server and AuthorizationPolicy in `state` (see [`inbound::statuses`]).
+/// The status of every Server, AuthorizationPolicy and HTTPLocalRateLimitPolicy in `state` (see
+/// [`inbound::statuses`]).
 pub fn policy_statuses(state: &State) -> Vec<PolicyStatus> {
     inbound::statuses(state)
 }

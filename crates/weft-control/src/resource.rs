@@ -5,10 +5,12 @@
 //! the exact field path: `FILE: document I: spec.ports[0].port: must be 1..65535, got 70000`.
 //! All errors of a document set are collected, not only the first. Routes and the Weft
 //! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`]; the
-//! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`].
+//! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`]; the
+//! `HTTPLocalRateLimitPolicy` in [`ratelimit`].
 
 pub mod authz;
 pub mod policy;
+pub mod ratelimit;
 pub mod route;
 
 use serde_json::{json, Map, Value};
@@ -130,6 +132,7 @@ pub enum Resource {
     MeshTls(authz::MeshTlsAuthentication),
     NetworkAuthentication(authz::NetworkAuthentication),
     Namespace(authz::Namespace),
+    RateLimit(ratelimit::RateLimitPolicy),
 }
 
 /// The whole validated configuration: what the index serves.
@@ -149,6 +152,9 @@ pub struct State {
     pub network_authentications: BTreeMap<(String, String), authz::NetworkAuthentication>,
     /// `Namespace` documents by name (a namespace needs none to exist).
     pub namespaces: BTreeMap<String, authz::Namespace>,
+    /// `HTTPLocalRateLimitPolicy`s, keyed by (namespace, name); each has `created` set, as
+    /// Servers do.
+    pub rate_limit_policies: BTreeMap<(String, String), ratelimit::RateLimitPolicy>,
 }
 
 impl Service {
@@ -274,10 +280,13 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
         k if authz::is_kind(k) => {
             return authz::validate(k, api_version.as_deref(), obj, defaults, ctx);
         }
+        ratelimit::RATE_LIMIT_KIND => {
+            return ratelimit::validate(api_version.as_deref(), obj, defaults, ctx);
+        }
         other => {
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication or Namespace)"),
+                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace or HTTPLocalRateLimitPolicy)"),
             );
             return None;
         }

@@ -35,9 +35,10 @@ pub struct StoreStatus {
     /// The status of every route in force: per parentRef, `Accepted` and `ResolvedRefs`
     /// conditions as in Gateway API `status.parents` (see `docs/traffic.md`).
     pub routes: Vec<RouteStatus>,
-    /// The status of every `Server` and `AuthorizationPolicy` in force: one `Accepted`
-    /// condition each (a Server loses to an older one on a shared port: `Conflicted`; a policy
-    /// whose target or authentication is missing authorizes nothing: `TargetNotFound`,
+    /// The status of every `Server`, `AuthorizationPolicy` and `HTTPLocalRateLimitPolicy` in
+    /// force: one `Accepted` condition each (a Server loses to an older one on a shared port,
+    /// a rate-limit policy to an older one of its Server: `Conflicted`; a policy whose target
+    /// or authentication is missing applies nothing: `TargetNotFound`,
     /// `AuthenticationNotFound`).
     pub policies: Vec<PolicyStatus>,
     /// Errors of the documents in the store now (each such document keeps its last good

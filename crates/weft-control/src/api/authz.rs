@@ -1,9 +1,9 @@
 //! `GET /v1/authz/NS/NAME`: the effective inbound policy of each port of a workload, as its
 //! proxy gets it (the same [`index::inbound`] snapshot InboundServerPolicies encodes): what
 //! decided the port (a Server or the default policy), the protocol, the server-level
-//! authorizations and the inbound routes with theirs. `weft authz` prints it.
+//! authorizations, the inbound routes with theirs, and the rate limit. `weft authz` prints it.
 
-use crate::index::inbound::{Authz, Inbound, ServerRef};
+use crate::index::inbound::{Authz, Inbound, RateLimit, ServerRef};
 use crate::index::InboundDefaults;
 use crate::index::{self, inbound::Authentication, inbound::AuthzOrigin, InboundKey};
 use crate::resource::authz::{ProxyProtocol, ServerPort};
@@ -76,6 +76,22 @@ fn port_json(port: u16, name: Option<String>, p: &Inbound) -> Value {
         // (without routes: one default route carrying these).
         "authorizations": p.authorizations.iter().map(authz_json).collect::<Vec<_>>(),
         "routes": routes,
+        "rateLimit": p.rate_limit.as_ref().map(rate_limit_json),
+    })
+}
+
+/// Requests per second; `null` where the policy sets no such limit.
+fn rate_limit_json(r: &RateLimit) -> Value {
+    let overrides: Vec<Value> = r
+        .overrides
+        .iter()
+        .map(|o| json!({"requestsPerSecond": o.requests_per_second, "clients": o.identities}))
+        .collect();
+    json!({
+        "name": r.name,
+        "total": r.total,
+        "identity": r.identity,
+        "overrides": overrides,
     })
 }
 
@@ -176,6 +192,38 @@ spec:
             json!({"kind": "default", "name": "all-unauthenticated"})
         );
         assert_eq!(ports[1]["authorizations"][0]["clients"], "any");
+        assert_eq!(ports[0]["rateLimit"], Value::Null);
+        assert_eq!(ports[1]["rateLimit"], Value::Null);
         assert!(describe(&s, &InboundDefaults::default(), "default", "nobody").is_none());
+    }
+
+    #[test]
+    fn a_limited_port_shows_its_rate_limit() {
+        let s = state_of(
+            "apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: books, namespace: default, labels: {app: books}}
+spec: {workloadIPs: [{ip: 198.18.2.10}], ports: [{name: http, port: 8080}]}
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: books-http, namespace: default}
+spec: {podSelector: {matchLabels: {app: books}}, port: http, accessPolicy: all-unauthenticated}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: HTTPLocalRateLimitPolicy
+metadata: {name: books-rl, namespace: default}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: books-http}
+  identity: {requestsPerSecond: 20}
+  overrides: [{requestsPerSecond: 50, clientRefs: [{kind: ServiceAccount, name: web}]}]",
+        );
+        let d = describe(&s, &InboundDefaults::default(), "default", "books").expect("known");
+        assert_eq!(
+            d["ports"][0]["rateLimit"],
+            json!({"name": "books-rl", "total": null, "identity": 20,
+                "overrides": [{"requestsPerSecond": 50,
+                    "clients": ["web.default.serviceaccount.identity.weft.cluster.local"]}]})
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! InboundServerPolicies: the index's inbound snapshot (a Server or a default policy, its
-//! authorizations and inbound routes) encoded as `inbound::Server`, field by field as the wire
-//! contract between control plane and proxy fixes it (`inbound-contract.md`).
+//! authorizations, inbound routes and rate limit) encoded as `inbound::Server`, field by field
+//! as the wire contract between control plane and proxy fixes it (`inbound-contract.md`).
 //! (OutboundPolicies is in `outbound`.)
 
 use super::meta::{default_meta, duration, match_all, DETECT_TIMEOUT};
 use super::outbound::{grpc_match, host_match, http_match};
 use super::stream::{stream, Stream};
-use crate::index::inbound::{Authentication, Authz, AuthzOrigin, InRoute, ServerRef};
+use crate::index::inbound::{Authentication, Authz, AuthzOrigin, InRoute, RateLimit, ServerRef};
 use crate::index::{self, InboundKey, Index};
 use crate::resource::authz::{Cidr, ProxyProtocol};
 use crate::resource::route::{Matches, POLICY_GROUP};
@@ -161,6 +161,42 @@ fn authz(a: &Authz) -> inb::Authz {
     }
 }
 
+/// The `HttpLocalRateLimit` of a Server's `HTTPLocalRateLimitPolicy`.
+fn rate_limit(r: &RateLimit) -> inb::HttpLocalRateLimit {
+    use inb::http_local_rate_limit::{r#override::ClientIdentities, Limit, Override};
+    let limit = |requests_per_second| Limit {
+        requests_per_second,
+    };
+    inb::HttpLocalRateLimit {
+        metadata: Some(meta::Metadata {
+            kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+                group: POLICY_GROUP.into(),
+                kind: "httplocalratelimitpolicy".into(),
+                name: r.name.clone(),
+                namespace: r.namespace.clone(),
+                section: String::new(),
+                port: 0,
+            })),
+        }),
+        total: r.total.map(limit),
+        identity: r.identity.map(limit),
+        overrides: r
+            .overrides
+            .iter()
+            .map(|o| Override {
+                limit: Some(limit(o.requests_per_second)),
+                clients: Some(ClientIdentities {
+                    identities: o
+                        .identities
+                        .iter()
+                        .map(|name| inb::Identity { name: name.clone() })
+                        .collect(),
+                }),
+            })
+            .collect(),
+    }
+}
+
 fn route_meta(r: &InRoute) -> meta::Metadata {
     meta::Metadata {
         kind: Some(meta::metadata::Kind::Resource(meta::Resource {
@@ -246,20 +282,23 @@ fn grpc_routes(s: &index::Inbound, server_authz: &[inb::Authz]) -> Vec<inb::Grpc
 pub(crate) fn server(s: &index::Inbound) -> inb::Server {
     use inb::proxy_protocol::{Detect, Grpc, Http1, Http2, Kind, Opaque, Tls};
     let authorizations: Vec<inb::Authz> = s.authorizations.iter().map(authz).collect();
+    let limit = s.rate_limit.as_ref().map(rate_limit);
     let kind = match s.protocol {
         ProxyProtocol::Unknown => Kind::Detect(Detect {
             timeout: duration(DETECT_TIMEOUT),
             http_routes: http_routes(s, &authorizations),
-            http_local_rate_limit: None,
+            http_local_rate_limit: limit,
         }),
         ProxyProtocol::Http1 => Kind::Http1(Http1 {
             routes: http_routes(s, &authorizations),
-            local_rate_limit: None,
+            local_rate_limit: limit,
         }),
         ProxyProtocol::Http2 => Kind::Http2(Http2 {
             routes: http_routes(s, &authorizations),
-            local_rate_limit: None,
+            local_rate_limit: limit,
         }),
+        // linkerd2-proxy-api's `Grpc` has no rate-limit field (Detect, Http1 and Http2 do); the
+        // index leaves a gRPC Server's limit out.
         ProxyProtocol::Grpc => Kind::Grpc(Grpc {
             routes: grpc_routes(s, &authorizations),
         }),

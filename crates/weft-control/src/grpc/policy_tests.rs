@@ -1,5 +1,5 @@
 //! The `inbound::Server` encoding of inbound snapshots, field by field as the wire contract
-//! fixes it: default policies, a Server without routes, a Server with routes.
+//! fixes it: default policies, a Server without routes, a Server with routes, rate limits.
 
 use super::*;
 use crate::index::inbound::InboundDefaults;
@@ -41,6 +41,11 @@ fn state(docs: &[&str]) -> State {
             Resource::Route(mut r) => {
                 r.created.get_or_insert(0);
                 s.routes.insert(r.key(), r);
+            }
+            Resource::RateLimit(mut x) => {
+                x.created.get_or_insert(0);
+                s.rate_limit_policies
+                    .insert((x.namespace.clone(), x.name.clone()), x);
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -316,4 +321,130 @@ fn grpc_server_default_route_matches_every_rpc() {
         srv.protocol.unwrap().kind,
         Some(Kind::Tls(inb::proxy_protocol::Tls {}))
     );
+}
+
+const RATE_LIMIT: &str = "apiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: {name: web-rl}\nspec:\n  targetRef: {group: policy.linkerd.io, kind: Server, name: web-http}\n  total: {requestsPerSecond: 100}\n  overrides: [{requestsPerSecond: 25, clientRefs: [{kind: ServiceAccount, name: special}, {kind: ServiceAccount, name: ops, namespace: infra}]}]\n";
+
+#[test]
+fn detect_server_carries_its_rate_limit() {
+    let detect = SERVER.replace("HTTP/2", "unknown");
+    let s = state(&[WEB, &detect, RATE_LIMIT]);
+    let srv = encode(&s, &InboundDefaults::default(), 8080);
+    let Some(Kind::Detect(d)) = srv.protocol.clone().unwrap().kind else {
+        panic!("{srv:?}")
+    };
+    use inb::http_local_rate_limit::{r#override::ClientIdentities, Limit, Override};
+    let identity = |name: &str| inb::Identity { name: name.into() };
+    assert_eq!(
+        d.http_local_rate_limit,
+        Some(inb::HttpLocalRateLimit {
+            metadata: Some(meta::Metadata {
+                kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+                    group: "policy.linkerd.io".into(),
+                    kind: "httplocalratelimitpolicy".into(),
+                    name: "web-rl".into(),
+                    namespace: "default".into(),
+                    section: String::new(),
+                    port: 0,
+                })),
+            }),
+            total: Some(Limit {
+                requests_per_second: 100
+            }),
+            identity: None,
+            overrides: vec![Override {
+                limit: Some(Limit {
+                    requests_per_second: 25
+                }),
+                clients: Some(ClientIdentities {
+                    identities: vec![
+                        identity("special.default.serviceaccount.identity.weft.cluster.local"),
+                        identity("ops.infra.serviceaccount.identity.weft.cluster.local"),
+                    ],
+                }),
+            }],
+        })
+    );
+    // Without a policy, no limit; HTTP/1 and HTTP/2 Servers carry it in `local_rate_limit`.
+    let srv = encode(&state(&[WEB, &detect]), &InboundDefaults::default(), 8080);
+    let Some(Kind::Detect(d)) = srv.protocol.unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(d.http_local_rate_limit, None);
+    let http1 = SERVER.replace("HTTP/2", "HTTP/1");
+    let srv = encode(
+        &state(&[WEB, &http1, RATE_LIMIT]),
+        &InboundDefaults::default(),
+        8080,
+    );
+    let Some(Kind::Http1(h1)) = srv.protocol.unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(
+        h1.local_rate_limit
+            .unwrap()
+            .total
+            .unwrap()
+            .requests_per_second,
+        100
+    );
+    let srv = encode(
+        &state(&[WEB, SERVER, RATE_LIMIT]),
+        &InboundDefaults::default(),
+        8080,
+    );
+    let Some(Kind::Http2(h2)) = srv.protocol.unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(h2.local_rate_limit.unwrap().overrides.len(), 1);
+}
+
+#[test]
+fn grpc_opaque_and_default_servers_send_no_rate_limit() {
+    // linkerd2-proxy-api's `Grpc` message has no field for a limit: the index leaves it out
+    // (so `weft authz` does not show a limit that is not in force) and the encoding is the
+    // routes alone.
+    let grpc = SERVER.replace("HTTP/2", "gRPC");
+    let s = state(&[WEB, &grpc, RATE_LIMIT]);
+    let key = InboundKey {
+        namespace: "default".into(),
+        workload: "web".into(),
+        port: 8080,
+    };
+    let snapshot = index::inbound(&s, &InboundDefaults::default(), &key);
+    assert_eq!(snapshot.rate_limit, None);
+    let Some(Kind::Grpc(g)) = server(&snapshot).protocol.unwrap().kind else {
+        panic!()
+    };
+    // Written out in full so that a proto release adding the field breaks this build and
+    // gets it wired.
+    assert_eq!(
+        g,
+        inb::proxy_protocol::Grpc {
+            routes: g.routes.clone()
+        }
+    );
+    for protocol in ["opaque", "TLS"] {
+        let srv = SERVER.replace("HTTP/2", protocol);
+        let snapshot = index::inbound(
+            &state(&[WEB, &srv, RATE_LIMIT]),
+            &InboundDefaults::default(),
+            &key,
+        );
+        assert_eq!(snapshot.rate_limit, None, "{protocol}");
+        assert!(matches!(
+            server(&snapshot).protocol.unwrap().kind,
+            Some(Kind::Opaque(_) | Kind::Tls(_))
+        ));
+    }
+    // A port no Server selects: the default policy, never limited.
+    let srv = encode(
+        &state(&[WEB, RATE_LIMIT]),
+        &InboundDefaults::default(),
+        8080,
+    );
+    let Some(Kind::Detect(d)) = srv.protocol.unwrap().kind else {
+        panic!()
+    };
+    assert_eq!(d.http_local_rate_limit, None);
 }

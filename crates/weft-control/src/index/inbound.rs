@@ -2,8 +2,10 @@
 //! selecting the port, then by name), its protocol, the `AuthorizationPolicy`s that apply to it
 //! and to the inbound routes attached to it, resolved against their authentications; or, when
 //! no Server selects the port, the default policy (the workload's annotation, else its
-//! Namespace's, else the control plane's). Also the status of every Server and
-//! AuthorizationPolicy, from the same rules, so what the status says is what proxies get.
+//! Namespace's, else the control plane's); and the `HTTPLocalRateLimitPolicy` of its Server (the
+//! oldest of those targeting it, then by name). Also the status of every Server,
+//! AuthorizationPolicy and HTTPLocalRateLimitPolicy, from the same rules, so what the status
+//! says is what proxies get.
 //!
 //! An AuthorizationPolicy whose target or an authentication it requires does not exist is left
 //! out (it authorizes nothing: fail closed) and its status says why.
@@ -14,6 +16,7 @@ use crate::resource::authz::{
     AuthnRef, AuthorizationPolicy, Cidr, DefaultPolicy, Network, PolicyTarget, ProxyProtocol,
     Server, AUTHORIZATION_POLICY_KIND, DEFAULT_CLUSTER_NETWORKS, SERVER_KIND,
 };
+use crate::resource::ratelimit::{RateLimitPolicy, RATE_LIMIT_KIND};
 use crate::resource::route::{Matches, ParentRef, Route, RouteKind, POLICY_GROUP};
 use crate::resource::{ExternalWorkload, State};
 
@@ -60,6 +63,9 @@ pub struct Inbound {
     pub http_routes: Vec<InRoute>,
     /// Attached `GRPCRoute`s, in precedence order; empty: the default route.
     pub grpc_routes: Vec<InRoute>,
+    /// The rate limit of the Server's HTTP requests; never for a default server, an opaque or
+    /// TLS Server, nor a gRPC Server (the proxy API cannot carry it).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Inbound {
@@ -114,6 +120,26 @@ pub struct InRoute {
     pub rules: Vec<Matches>,
     /// Policies targeting this route, plus the Server's access policy.
     pub authorizations: Vec<Authz>,
+}
+
+/// An `HTTPLocalRateLimitPolicy` as applied to a Server: requests per second.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub namespace: String,
+    pub name: String,
+    /// Shared by every client of the Server.
+    pub total: Option<u32>,
+    /// Per client identity (unauthenticated clients share one).
+    pub identity: Option<u32>,
+    /// Per identity for the clients named, instead of `identity`.
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitOverride {
+    pub requests_per_second: u32,
+    /// Exact client identities.
+    pub identities: Vec<String>,
 }
 
 /// The authorizations of a default policy (`deny`: none).
@@ -193,6 +219,7 @@ fn default_server(p: DefaultPolicy, known: bool, opaque: bool, d: &InboundDefaul
         authorizations: default_authorizations(p, d),
         http_routes: Vec::new(),
         grpc_routes: Vec::new(),
+        rate_limit: None,
     }
 }
 
@@ -212,6 +239,30 @@ pub fn winner<'a>(state: &'a State, w: &ExternalWorkload, port: u16) -> Option<&
     in_namespace(&state.servers, &w.namespace)
         .filter(|s| s.port_of(w) == Some(port))
         .min_by(|a, b| a.precedence().cmp(&b.precedence()))
+}
+
+/// The rate-limit policy of `srv`: the oldest of those targeting it, then by name.
+pub fn rate_limit_winner<'a>(state: &'a State, srv: &Server) -> Option<&'a RateLimitPolicy> {
+    in_namespace(&state.rate_limit_policies, &srv.namespace)
+        .filter(|p| p.server == srv.name)
+        .min_by(|a, b| a.precedence().cmp(&b.precedence()))
+}
+
+fn rate_limit(p: &RateLimitPolicy) -> RateLimit {
+    RateLimit {
+        namespace: p.namespace.clone(),
+        name: p.name.clone(),
+        total: p.total,
+        identity: p.identity,
+        overrides: p
+            .overrides
+            .iter()
+            .map(|o| RateLimitOverride {
+                requests_per_second: o.requests_per_second,
+                identities: o.identities.clone(),
+            })
+            .collect(),
+    }
 }
 
 fn server_policy(state: &State, d: &InboundDefaults, srv: &Server) -> Inbound {
@@ -255,6 +306,13 @@ fn server_policy(state: &State, d: &InboundDefaults, srv: &Server) -> Inbound {
             http_routes.push(route);
         }
     }
+    // Opaque and TLS Servers have no requests to limit; a gRPC Server's limit has no field in
+    // the proxy API (linkerd2-proxy-api's `Grpc` protocol, as Linkerd's), so it is not in force
+    // either, and the snapshot (what `weft authz` shows) says so by leaving it out.
+    let limited = !matches!(
+        srv.protocol,
+        ProxyProtocol::Opaque | ProxyProtocol::Tls | ProxyProtocol::Grpc
+    );
     Inbound {
         known: true,
         server: ServerRef::Server(srv.name.clone()),
@@ -262,6 +320,9 @@ fn server_policy(state: &State, d: &InboundDefaults, srv: &Server) -> Inbound {
         authorizations,
         http_routes,
         grpc_routes,
+        rate_limit: rate_limit_winner(state, srv)
+            .filter(|_| limited)
+            .map(rate_limit),
     }
 }
 
@@ -369,7 +430,8 @@ fn resolve(state: &State, p: &AuthorizationPolicy) -> Result<Authz, (&'static st
     })
 }
 
-/// The status of one `Server` or `AuthorizationPolicy`, as `GET /v1/store` shows it.
+/// The status of one `Server`, `AuthorizationPolicy` or `HTTPLocalRateLimitPolicy`, as
+/// `GET /v1/store` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PolicyStatus {
     pub group: &'static str,
@@ -397,8 +459,10 @@ fn accepted(result: Result<(), (&'static str, String)>) -> Condition {
     }
 }
 
-/// The status of every Server, then every AuthorizationPolicy, of `state`, in state order.
-/// A Server is `Conflicted` when an older one decides some workload port it selects.
+/// The status of every Server, then every AuthorizationPolicy, then every
+/// HTTPLocalRateLimitPolicy, of `state`, in state order. A Server is `Conflicted` when an older
+/// one decides some workload port it selects; a rate-limit policy when an older one limits its
+/// Server.
 pub fn statuses(state: &State) -> Vec<PolicyStatus> {
     let mut out = Vec::new();
     for s in state.servers.values() {
@@ -434,7 +498,34 @@ pub fn statuses(state: &State) -> Vec<PolicyStatus> {
             conditions: vec![accepted(resolve(state, p).map(|_| ()))],
         });
     }
+    for p in state.rate_limit_policies.values() {
+        out.push(PolicyStatus {
+            group: POLICY_GROUP,
+            kind: RATE_LIMIT_KIND,
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            conditions: vec![accepted(rate_limit_status(state, p))],
+        });
+    }
     out
+}
+
+/// Whether `p` limits its Server: the Server exists and no older policy targets it.
+fn rate_limit_status(state: &State, p: &RateLimitPolicy) -> Result<(), (&'static str, String)> {
+    let (ns, name) = (&p.namespace, &p.server);
+    let Some(srv) = state.servers.get(&(ns.clone(), name.clone())) else {
+        return Err(("TargetNotFound", format!("Server {ns}/{name} not found")));
+    };
+    match rate_limit_winner(state, srv) {
+        Some(win) if win.name != p.name => Err((
+            "Conflicted",
+            format!(
+                "Server {ns}/{name} is limited by HTTPLocalRateLimitPolicy {ns}/{} (older, or same age and first by name)",
+                win.name
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

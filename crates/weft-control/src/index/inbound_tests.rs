@@ -438,3 +438,223 @@ async fn policy_changes_update_a_subscribed_inbound_watch() {
         ServerRef::Default(DefaultPolicy::Deny)
     );
 }
+
+fn rate_limit(name: &str, created: &str, server: &str, limits: &str) -> String {
+    format!(
+        "---\napiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: {{name: {name}, namespace: shop, creationTimestamp: '{created}'}}\nspec: {{targetRef: {{group: policy.linkerd.io, kind: Server, name: {server}}}{limits}}}\n"
+    )
+}
+
+fn rate_limit_statuses(s: &State) -> Vec<(String, &'static str, String)> {
+    statuses(s)
+        .into_iter()
+        .filter(|p| p.kind == "HTTPLocalRateLimitPolicy")
+        .map(|p| {
+            (
+                p.name,
+                p.conditions[0].reason,
+                p.conditions[0].message.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn oldest_rate_limit_policy_of_a_server_wins_and_the_others_say_why() {
+    let text = format!(
+        "{WORKLOADS}{}{}{}{}{}{}",
+        server("web-http", "2024-01-01T00:00:00Z", "{matchLabels: {app: web}}", "http", ""),
+        server("web-admin", "2024-01-01T00:00:00Z", "{matchLabels: {app: web}}", "admin", ", proxyProtocol: opaque"),
+        rate_limit("newer", "2024-06-01T00:00:00Z", "web-http", ", total: {requestsPerSecond: 5}"),
+        rate_limit(
+            "older",
+            "2024-02-01T00:00:00Z",
+            "web-http",
+            ", total: {requestsPerSecond: 100}, identity: {requestsPerSecond: 20}, overrides: [{requestsPerSecond: 25, clientRefs: [{kind: ServiceAccount, name: api}, {kind: ServiceAccount, name: ops, namespace: infra}]}]",
+        ),
+        rate_limit("on-opaque", "2024-02-01T00:00:00Z", "web-admin", ", total: {requestsPerSecond: 1}"),
+        rate_limit("no-server", "2024-02-01T00:00:00Z", "ghost", ", total: {requestsPerSecond: 1}"),
+    );
+    let s = state_of(&text);
+    assert_eq!(
+        get(&s, "web", 8080).rate_limit,
+        Some(RateLimit {
+            namespace: "shop".into(),
+            name: "older".into(),
+            total: Some(100),
+            identity: Some(20),
+            overrides: vec![RateLimitOverride {
+                requests_per_second: 25,
+                identities: vec![
+                    "api.shop.serviceaccount.identity.weft.cluster.local".into(),
+                    "ops.infra.serviceaccount.identity.weft.cluster.local".into(),
+                ],
+            }],
+        })
+    );
+    // An opaque Server has no HTTP requests to limit; a default server has no policy at all.
+    assert_eq!(get(&s, "web", 9990).rate_limit, None);
+    assert_eq!(get(&s, "api", 8081).rate_limit, None);
+    assert_eq!(
+        rate_limit_statuses(&s),
+        [
+            (
+                "newer".to_string(),
+                "Conflicted",
+                "Server shop/web-http is limited by HTTPLocalRateLimitPolicy shop/older (older, or same age and first by name)".to_string()
+            ),
+            (
+                "no-server".to_string(),
+                "TargetNotFound",
+                "Server shop/ghost not found".to_string()
+            ),
+            ("older".to_string(), "Accepted", String::new()),
+            ("on-opaque".to_string(), "Accepted", String::new()),
+        ]
+    );
+    let json = serde_json::to_value(statuses(&s).last().unwrap()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"group": "policy.linkerd.io", "kind": "HTTPLocalRateLimitPolicy",
+            "namespace": "shop", "name": "on-opaque", "conditions": [{"type": "Accepted",
+            "status": "True", "reason": "Accepted", "message": ""}]})
+    );
+    // Same age: the first by name wins.
+    let tie = format!(
+        "{WORKLOADS}{}{}{}",
+        server(
+            "web-http",
+            "2024-01-01T00:00:00Z",
+            "{matchLabels: {app: web}}",
+            "http",
+            ""
+        ),
+        rate_limit("b", "2024-02-01T00:00:00Z", "web-http", ""),
+        rate_limit("a", "2024-02-01T00:00:00Z", "web-http", ""),
+    );
+    let s = state_of(&tie);
+    assert_eq!(get(&s, "web", 8080).rate_limit.unwrap().name, "a");
+    let st = rate_limit_statuses(&s);
+    assert_eq!((st[0].1, st[1].1), ("Accepted", "Conflicted"));
+}
+
+#[test]
+fn rate_limit_policy_waits_for_its_server() {
+    let text = format!(
+        "{WORKLOADS}{}",
+        rate_limit(
+            "web-rl",
+            "2024-02-01T00:00:00Z",
+            "web-http",
+            ", total: {requestsPerSecond: 10}"
+        ),
+    );
+    let s = state_of(&text);
+    assert_eq!(get(&s, "web", 8080).rate_limit, None);
+    assert_eq!(
+        rate_limit_statuses(&s),
+        [(
+            "web-rl".to_string(),
+            "TargetNotFound",
+            "Server shop/web-http not found".to_string()
+        )]
+    );
+    // Once the Server exists the policy applies.
+    let s = state_of(&format!(
+        "{text}{}",
+        server(
+            "web-http",
+            "2024-03-01T00:00:00Z",
+            "{matchLabels: {app: web}}",
+            "http",
+            ", proxyProtocol: HTTP/2"
+        )
+    ));
+    assert_eq!(get(&s, "web", 8080).rate_limit.unwrap().total, Some(10));
+    assert_eq!(rate_limit_statuses(&s)[0].1, "Accepted");
+}
+
+#[tokio::test]
+async fn rate_limit_changes_update_a_subscribed_inbound_watch() {
+    let index = Index::new("cluster.local");
+    let base = format!(
+        "{WORKLOADS}{}",
+        server(
+            "web-http",
+            "2024-01-01T00:00:00Z",
+            "{matchLabels: {app: web}}",
+            "http",
+            ""
+        )
+    );
+    index.apply(Arc::new(state_of(&base)));
+    let mut rx = index.inbound(&key("web", 8080));
+    assert_eq!(rx.borrow_and_update().rate_limit, None);
+    let mut api = index.inbound(&key("api", 8081));
+    api.borrow_and_update();
+
+    // A policy for the Server: the watch is sent the limit.
+    let limited = |rps: u32| {
+        format!(
+            "{base}{}",
+            rate_limit(
+                "web-rl",
+                "2024-02-01T00:00:00Z",
+                "web-http",
+                &format!(", total: {{requestsPerSecond: {rps}}}")
+            )
+        )
+    };
+    index.apply(Arc::new(state_of(&limited(100))));
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(
+        rx.borrow_and_update().rate_limit.as_ref().unwrap().total,
+        Some(100)
+    );
+    assert!(
+        !api.has_changed().unwrap(),
+        "recomputed, unchanged, not sent"
+    );
+
+    // Changing the limit changes the snapshot.
+    index.apply(Arc::new(state_of(&limited(7))));
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(
+        rx.borrow_and_update().rate_limit.as_ref().unwrap().total,
+        Some(7)
+    );
+
+    // A newer policy for the same Server changes nothing the proxy sees.
+    let conflicting = format!(
+        "{}{}",
+        limited(7),
+        rate_limit(
+            "late",
+            "2024-09-01T00:00:00Z",
+            "web-http",
+            ", total: {requestsPerSecond: 1}"
+        )
+    );
+    let applied = index.apply(Arc::new(state_of(&conflicting)));
+    assert!(applied.recomputed > 0);
+    assert!(!rx.has_changed().unwrap());
+
+    // Deleting the winner hands the Server to the other policy; deleting both lifts the limit.
+    let late_only = format!(
+        "{base}{}",
+        rate_limit(
+            "late",
+            "2024-09-01T00:00:00Z",
+            "web-http",
+            ", total: {requestsPerSecond: 1}"
+        )
+    );
+    index.apply(Arc::new(state_of(&late_only)));
+    assert_eq!(
+        rx.borrow_and_update().rate_limit.as_ref().unwrap().name,
+        "late"
+    );
+    index.apply(Arc::new(state_of(&base)));
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(rx.borrow_and_update().rate_limit, None);
+}

@@ -217,7 +217,8 @@ pub struct Changes {
     policies: HashSet<Key>,
     /// Routes or FaultInjections added, removed or modified.
     routes_changed: bool,
-    /// Servers, AuthorizationPolicies, authentications, Namespaces or routes changed.
+    /// Servers, AuthorizationPolicies, authentications, Namespaces, rate-limit policies or
+    /// routes changed.
     inbound_policies: bool,
 }
 
@@ -251,7 +252,8 @@ impl Changes {
             || !diff(&old.authorization_policies, &new.authorization_policies).is_empty()
             || !diff(&old.mesh_tls_authentications, &new.mesh_tls_authentications).is_empty()
             || !diff(&old.network_authentications, &new.network_authentications).is_empty()
-            || !diff(&old.namespaces, &new.namespaces).is_empty();
+            || !diff(&old.namespaces, &new.namespaces).is_empty()
+            || !diff(&old.rate_limit_policies, &new.rate_limit_policies).is_empty();
         for (key, before, after) in diff(&old.workloads, &new.workloads) {
             c.workloads.insert(key.clone());
             // An unchanged service selects the old version exactly when the new state's copy

@@ -654,7 +654,7 @@ fn identity_suffix(namespace: &str, d: &Defaults) -> String {
     )
 }
 
-fn service_account_identity(name: &str, namespace: &str, d: &Defaults) -> String {
+pub(super) fn service_account_identity(name: &str, namespace: &str, d: &Defaults) -> String {
     format!("{name}.{}", identity_suffix(namespace, d))
 }
 
