@@ -114,6 +114,19 @@ pub enum Error {
     /// `unauthenticated client from IP`; `route NAME on server KIND:NAME`.
     #[error("{client} is not authorized to access {target}")]
     Unauthorized { client: String, target: String },
+    /// Inbound policy: the server's HTTP local rate limit has no token for this authorized
+    /// request (429, `Retry-After`; gRPC RESOURCE_EXHAUSTED). `server` is `KIND:NAME`, `scope`
+    /// the bucket (`total`, `identity`, `override`), `policy` the rate limit policy.
+    #[error(
+        "rate limit exceeded on server {server}: the {scope} limit of {rps} requests per second \
+         ({policy})"
+    )]
+    RateLimited {
+        server: String,
+        scope: &'static str,
+        rps: u32,
+        policy: String,
+    },
     /// Policy: no route of the target's (outbound) or server's (inbound) policy matches the
     /// request.
     #[error("no route found for request to {target}")]
@@ -157,9 +170,10 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl Error {
     pub fn side(&self) -> Side {
         match self {
-            Error::NoAuthority | Error::IdentityRequired { .. } | Error::Unauthorized { .. } => {
-                Side::Downstream
-            }
+            Error::NoAuthority
+            | Error::IdentityRequired { .. }
+            | Error::Unauthorized { .. }
+            | Error::RateLimited { .. } => Side::Downstream,
             Error::Connect(_)
             | Error::Relay { .. }
             | Error::Handshake { .. }
@@ -194,6 +208,7 @@ impl Error {
             Error::NoAuthority => StatusCode::BAD_REQUEST,
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
             Error::IdentityRequired { .. } | Error::Unauthorized { .. } => StatusCode::FORBIDDEN,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Connect(_)
             | Error::Relay { .. }
             | Error::Handshake { .. }
@@ -217,18 +232,38 @@ impl Error {
             Error::Loop { .. } => 10,
             Error::NoAuthority => 3,
             Error::IdentityRequired { .. } | Error::Unauthorized { .. } => 7,
+            Error::RateLimited { .. } => 8,
             _ => 14,
+        }
+    }
+
+    /// `Retry-After` (seconds) of a refusal that passes with time: a rate limit's buckets
+    /// refill within a second.
+    fn retry_after(&self) -> Option<HeaderValue> {
+        matches!(self, Error::RateLimited { .. }).then(|| HeaderValue::from_static("1"))
+    }
+
+    /// Logs a refusal: at info level, except rate limiting, which a flood would turn into as
+    /// many lines as requests (counted in its metric instead).
+    fn log(&self, reason: &str, what: &str) {
+        if matches!(self, Error::RateLimited { .. }) {
+            tracing::debug!(error = %reason, "{what}");
+        } else {
+            tracing::info!(error = %reason, "{what}");
         }
     }
 
     /// The single place proxy errors become responses.
     pub fn into_response(self) -> Response<Body> {
         let reason = self.to_string();
-        tracing::info!(error = %reason, "proxy error response");
+        self.log(&reason, "proxy error response");
         let value = header_text(&reason);
         let mut resp = Response::new(boxed(Full::new(Bytes::from(reason + "\n"))));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(L5D_PROXY_ERROR, value);
+        if let Some(after) = self.retry_after() {
+            resp.headers_mut().insert(header::RETRY_AFTER, after);
+        }
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         resp
@@ -238,7 +273,7 @@ impl Error {
     /// `l5d-proxy-error`, no body), as Linkerd answers gRPC clients.
     pub fn into_grpc_response(self) -> Response<Body> {
         let reason = self.to_string();
-        tracing::info!(error = %reason, "proxy error response (gRPC)");
+        self.log(&reason, "proxy error response (gRPC)");
         let value = header_text(&reason);
         let mut resp = Response::new(empty());
         let h = resp.headers_mut();

@@ -17,7 +17,10 @@
 //! (`inbound_tcp_authz_{allow,deny}_total`; denied: closed). HTTP requests are authorized one by
 //! one against the policy in force at that request: no route is 404; no authorization of the
 //! route admitting the client is 403 (gRPC: `grpc-status: 7`), with `l5d-proxy-error` saying
-//! who was refused where (`inbound_http_authz_{allow,deny}_total`).
+//! who was refused where (`inbound_http_authz_{allow,deny}_total`). An authorized request then
+//! takes a token of the server's HTTP local rate limit, if it has one: none left is 429 with
+//! `Retry-After: 1` (gRPC: `grpc-status: 8`), `l5d-proxy-error` naming the server and the bucket
+//! (`inbound_http_local_ratelimit_rate_limited_total`).
 //!
 //! Ports in `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` accept only mutually authenticated
 //! clients whatever the policy says: an opaque connection without one is closed, an HTTP request
@@ -41,6 +44,7 @@ use crate::{
         inbound::{
             authorize,
             client::{Defaults, Settings as PolicySettings},
+            ratelimit::Scope,
             ClientRef, ClientTls, InboundPolicies, PortPolicy, RouteRef, ServerPolicy,
             ServerProtocol,
         },
@@ -445,6 +449,7 @@ where
         client_ip: peer.ip(),
         target_addr,
         last: Mutex::new(None),
+        last_limited: Mutex::new(None),
     });
 
     // 5. Opaque: authorize the connection once (server authorizations), then relay.
@@ -485,6 +490,8 @@ struct Conn {
     /// The last HTTP authorization decision's counter: requests on a connection mostly repeat
     /// the same (policy, route, authorization), so its labels are rendered once.
     last: Mutex<Option<Decided>>,
+    /// The same for the last rate limit refusal (a flood repeats it).
+    last_limited: Mutex<Option<(Arc<ServerPolicy>, Scope, Counter)>>,
 }
 
 /// A decision and its counter.
@@ -504,15 +511,17 @@ impl Conn {
         }
     }
 
-    /// One request: route → authorize → forward (or answer the refusal).
+    /// One request: route → authorize → rate limit → forward (or answer the refusal).
     async fn request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         // a. Route and authorize against the policy in force now.
         let server = self.policy.current();
         let head = RequestHead::of(&req);
         let route = server.route(&head);
         let verdict = self.authorize_request(&server, route);
+        // b. Rate limit: only an authorized request takes a token.
+        let verdict = verdict.and_then(|()| self.rate_limit(&server));
         drop(server);
-        // b. Refused: the error is the answer; else forward.
+        // c. Refused: the error is the answer; else forward.
         match verdict {
             Err(e) => self.refuse(e, &req),
             Ok(()) => {
@@ -568,6 +577,46 @@ impl Conn {
         }
         self.count_http(server, Some(route), Some(i));
         Ok(())
+    }
+
+    /// A token of the server's HTTP local rate limit for this client (no limit: one branch).
+    /// Counts `inbound_http_local_ratelimit_rate_limited_total` when there is none.
+    fn rate_limit(&self, server: &Arc<ServerPolicy>) -> Result<(), Error> {
+        let Some(limiter) = &server.rate_limit else {
+            return Ok(());
+        };
+        let Err(limited) = limiter.check(self.client.id()) else {
+            return Ok(());
+        };
+        let policy = &limiter.limit().meta;
+        let mut last = self.last_limited.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some((s, scope, counter)) if Arc::ptr_eq(s, server) && *scope == limited.scope => {
+                counter.inc()
+            }
+            _ => {
+                let counter = server_counter(
+                    &self.ib.metrics,
+                    m::INBOUND_HTTP_LOCAL_RATELIMIT,
+                    &self.labels,
+                    &server.meta,
+                    &[
+                        ("ratelimit_group", policy.group.as_str()),
+                        ("ratelimit_kind", policy.kind.as_str()),
+                        ("ratelimit_name", policy.name.as_str()),
+                        ("ratelimit_scope", limited.scope.as_str()),
+                    ],
+                );
+                counter.inc();
+                *last = Some((server.clone(), limited.scope, counter));
+            }
+        }
+        Err(Error::RateLimited {
+            server: ServerName(&server.meta).to_string(),
+            scope: limited.scope.as_str(),
+            rps: limited.rps.get(),
+            policy: policy.to_string(),
+        })
     }
 
     /// `inbound_http_authz_allow_total` (with `authz`) or `_deny_total` += 1, through the
@@ -679,13 +728,7 @@ fn authz_counter(
     route: Option<&Meta>,
     authz: Option<&Meta>,
 ) -> Counter {
-    let port = labels.target_addr.port().to_string();
-    let mut extra = vec![
-        ("srv_group", server.group.as_str()),
-        ("srv_kind", server.kind.as_str()),
-        ("srv_name", server.name.as_str()),
-        ("srv_port", port.as_str()),
-    ];
+    let mut extra = Vec::with_capacity(6);
     if let Some(r) = route {
         extra.extend([
             ("route_group", r.group.as_str()),
@@ -700,6 +743,26 @@ fn authz_counter(
             ("authz_name", a.name.as_str()),
         ]);
     }
+    server_counter(metrics, family, labels, server, &extra)
+}
+
+/// The handle of one series about a server: the connection's labels, `srv_*` (and `srv_port`
+/// from the target address), then `more`.
+fn server_counter(
+    metrics: &Metrics,
+    family: &'static str,
+    labels: &Labels,
+    server: &Meta,
+    more: &[(&str, &str)],
+) -> Counter {
+    let port = labels.target_addr.port().to_string();
+    let mut extra = vec![
+        ("srv_group", server.group.as_str()),
+        ("srv_kind", server.kind.as_str()),
+        ("srv_name", server.name.as_str()),
+        ("srv_port", port.as_str()),
+    ];
+    extra.extend_from_slice(more);
     metrics.counter(family, Some(labels), &extra)
 }
 

@@ -378,3 +378,170 @@ async fn an_http1_server_takes_http1_and_meshed_http2() {
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(body, format!("ok:{CLIENT}").as_bytes());
 }
+
+/// `web-http`, open to everyone (its authorization named `authz_name`, so an update keeping the
+/// limit is visible), limited to `total` requests per second (`None`: unlimited).
+fn rate_limited(total: Option<u32>, authz_name: &str) -> inb::Server {
+    let mut server = detect_server(
+        ("policy.linkerd.io", "server", "web-http"),
+        vec![authz(
+            resource("policy.linkerd.io", "authorizationpolicy", authz_name),
+            all(),
+            unauthenticated(),
+        )],
+        Vec::new(),
+    );
+    let Some(proxy_protocol::Kind::Detect(detect)) =
+        server.protocol.as_mut().and_then(|p| p.kind.as_mut())
+    else {
+        panic!("a detect server");
+    };
+    detect.http_local_rate_limit = total.map(|rps| inb::HttpLocalRateLimit {
+        metadata: resource("policy.linkerd.io", "httplocalratelimitpolicy", "web-rl"),
+        total: Some(inb::http_local_rate_limit::Limit {
+            requests_per_second: rps,
+        }),
+        identity: None,
+        overrides: Vec::new(),
+    });
+    server
+}
+
+/// (status, headers) of one GET, its body read.
+async fn get_head(send: &mut http1::SendRequest<Empty<Bytes>>) -> (u16, hyper::HeaderMap) {
+    let req = Request::get("http://web:8080/")
+        .body(Empty::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let (head, body) = resp.into_parts();
+    body.collect().await.expect("body");
+    (head.status.as_u16(), head.headers)
+}
+
+/// Requests until the first refusal: how many passed, and the refusal's headers.
+async fn until_refused(send: &mut http1::SendRequest<Empty<Bytes>>) -> (usize, hyper::HeaderMap) {
+    for passed in 0..100 {
+        let (status, headers) = get_head(send).await;
+        if status != 200 {
+            assert_eq!(status, 429, "{headers:?}");
+            return (passed, headers);
+        }
+    }
+    panic!("never rate limited");
+}
+
+#[tokio::test]
+async fn requests_beyond_the_servers_rate_limit_get_429_or_resource_exhausted() {
+    const LIMITED: &str = "rate limit exceeded on server server:web-http: the total limit of 10 \
+         requests per second (httplocalratelimitpolicy default/web-rl)";
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = http_app().await;
+    let server = rate_limited(Some(10), "open");
+    let (ib, ctl) = inbound_with(&metrics, &ca, server, PortSet::default()).await;
+    // The policy in force, as connections see it (to know when an update applied).
+    let policy = ib.policies.port(app.port()).await;
+    let listener = inbound_listener(ib, Some(app.port())).await;
+    let mut client = h1(TcpStream::connect(listener).await.expect("connect")).await;
+
+    // A burst of 10: the 11th request within the same tenth of a second (one token's refill)
+    // is refused; a machine slower than that may have earned a token or two meanwhile.
+    let start = tokio::time::Instant::now();
+    let (passed, refused) = until_refused(&mut client).await;
+    let earned = start.elapsed().as_millis() as usize / 100;
+    assert!((10..=10 + earned).contains(&passed), "{passed} passed");
+    assert_eq!(refused["retry-after"], "1");
+    assert_eq!(refused[http::L5D_PROXY_ERROR], LIMITED);
+    let mut limited = 1;
+
+    // gRPC: HTTP 200, RESOURCE_EXHAUSTED (a request earning a token meanwhile would reach the
+    // HTTP/1 application and fail otherwise).
+    let tcp = TcpStream::connect(listener).await.expect("connect");
+    let (mut h2, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut attempts = 0;
+    let resp = loop {
+        let req = Request::post("http://web:8080/hello.Greeter/SayHello")
+            .header("content-type", "application/grpc")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = h2.send_request(req).await.expect("response");
+        if resp.headers().get("grpc-status").is_some_and(|s| s == "8") {
+            break resp;
+        }
+        attempts += 1;
+        assert!(attempts < 10, "gRPC never limited: {resp:?}");
+    };
+    limited += 1;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()[http::L5D_PROXY_ERROR], LIMITED);
+
+    let series = [
+        ("srv_kind", "server"),
+        ("srv_name", "web-http"),
+        ("ratelimit_group", "policy.linkerd.io"),
+        ("ratelimit_kind", "httplocalratelimitpolicy"),
+        ("ratelimit_name", "web-rl"),
+        ("ratelimit_scope", "total"),
+    ];
+    assert_eq!(
+        metrics.counter_sum(m::INBOUND_HTTP_LOCAL_RATELIMIT, &series),
+        limited
+    );
+    let text = metrics.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("inbound_http_local_ratelimit_rate_limited_total{"))
+        .expect("rendered");
+    for label in [
+        "target_addr=",
+        "srv_group=",
+        "srv_port=",
+        "tls=\"no_identity\"",
+    ] {
+        assert!(line.contains(label), "{label} missing in {line}");
+    }
+
+    // An update keeping the limit (another authorization name) keeps the buckets: drained
+    // now, at most the tokens earned since pass after it applies (a reset would let 10 pass).
+    let limiter = policy.current().rate_limit.clone().expect("limited");
+    until_refused(&mut client).await;
+    limited += 1;
+    let drained = tokio::time::Instant::now();
+    ctl.policy
+        .send_replace(Some(rate_limited(Some(10), "open-again")));
+    while policy.current().authorizations[0].meta.name != "open-again" {
+        assert!(drained.elapsed() < Duration::from_secs(3), "no update");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let kept = policy.current().rate_limit.clone().expect("limited");
+    assert!(Arc::ptr_eq(&kept, &limiter), "the buckets were replaced");
+    let (passed, _) = until_refused(&mut client).await;
+    limited += 1;
+    let earned = drained.elapsed().as_millis() as usize / 100;
+    assert!(
+        passed <= 1 + earned,
+        "{passed} passed: the buckets were reset"
+    );
+    assert_eq!(
+        metrics.counter_sum(m::INBOUND_HTTP_LOCAL_RATELIMIT, &series),
+        limited
+    );
+
+    // An update removing the limit: everything passes.
+    ctl.policy.send_replace(Some(rate_limited(None, "open")));
+    let start = tokio::time::Instant::now();
+    while policy.current().rate_limit.is_some() {
+        assert!(start.elapsed() < Duration::from_secs(3), "no update");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..30 {
+        assert_eq!(get_head(&mut client).await.0, 200);
+    }
+    assert_eq!(
+        metrics.counter_sum(m::INBOUND_HTTP_LOCAL_RATELIMIT, &series),
+        limited
+    );
+}

@@ -91,7 +91,7 @@ struct Registry {
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
-pub const COUNTER_FAMILIES: [(&str, &str); 5] = [
+pub const COUNTER_FAMILIES: [(&str, &str); 6] = [
     (
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
@@ -112,6 +112,10 @@ pub const COUNTER_FAMILIES: [(&str, &str); 5] = [
         INBOUND_HTTP_AUTHZ_DENY,
         "Inbound HTTP requests refused (403 / gRPC PERMISSION_DENIED): no authorization of the route admits the client, or the port requires a client identity.",
     ),
+    (
+        INBOUND_HTTP_LOCAL_RATELIMIT,
+        "Inbound HTTP requests refused by the server's local rate limit (429 / gRPC RESOURCE_EXHAUSTED), by the bucket that had no token.",
+    ),
 ];
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors_total";
 /// Labels: the common inbound ones, `srv_*`, `authz_*`.
@@ -122,6 +126,8 @@ pub const INBOUND_TCP_AUTHZ_DENY: &str = "inbound_tcp_authz_deny_total";
 pub const INBOUND_HTTP_AUTHZ_ALLOW: &str = "inbound_http_authz_allow_total";
 /// Labels: the common inbound ones, `srv_*`, `route_*`.
 pub const INBOUND_HTTP_AUTHZ_DENY: &str = "inbound_http_authz_deny_total";
+/// Labels: the common inbound ones, `srv_*`, `ratelimit_{group,kind,name,scope}`.
+pub const INBOUND_HTTP_LOCAL_RATELIMIT: &str = "inbound_http_local_ratelimit_rate_limited_total";
 
 /// One series of a [`COUNTER_FAMILIES`] family: labels rendered once, counted with one atomic
 /// add (the request path keeps handles instead of rendering labels per request).

@@ -130,7 +130,47 @@ fn table(doc: &Value) -> String {
             }
         }
     }
-    crate::get::columns(&rows)
+    let mut out = crate::get::columns(&rows);
+    for port in list(&doc["ports"]) {
+        if let Some(line) = rate_limit_line(&port) {
+            out.push_str(&line);
+        }
+    }
+    out
+}
+
+/// `rate limit on 8080: HTTPLocalRateLimitPolicy NAME: total 100/s, per identity 20/s, ...`.
+fn rate_limit_line(port: &Value) -> Option<String> {
+    let rl = port.get("rateLimit").filter(|v| v.is_object())?;
+    let mut parts = Vec::new();
+    if let Some(n) = rl["total"].as_u64() {
+        parts.push(format!("total {n}/s"));
+    }
+    if let Some(n) = rl["identity"].as_u64() {
+        parts.push(format!("per identity {n}/s"));
+    }
+    for o in rl["overrides"].as_array().into_iter().flatten() {
+        let clients: Vec<&str> = o["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(format!(
+            "{}/s for {}",
+            o["requestsPerSecond"],
+            clients.join(", ")
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("no limit set".into());
+    }
+    Some(format!(
+        "rate limit on {}: HTTPLocalRateLimitPolicy {}: {}\n",
+        port["port"],
+        rl["name"].as_str().unwrap_or(""),
+        parts.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -151,10 +191,17 @@ mod tests {
              "server": {"kind": "default", "name": "all-authenticated"},
              "authorizations": [{"kind": "default", "name": "all-authenticated",
                 "networks": ["0.0.0.0/0", "::/0"], "clients": {"meshTLS": ["*"]}}],
-             "routes": []}]});
+             "routes": [],
+             "rateLimit": {"name": "books-rl", "total": 100, "identity": null,
+                "overrides": [{"requestsPerSecond": 50, "clients": ["web.default.serviceaccount.identity.weft.cluster.local"]}]}}]});
         let t = super::table(&doc);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
+        assert_eq!(lines.len(), 5, "{t}");
+        assert_eq!(
+            lines[4],
+            "rate limit on 9990: HTTPLocalRateLimitPolicy books-rl: total 100/s, 50/s for \
+             web.default.serviceaccount.identity.weft.cluster.local"
+        );
         assert!(lines[0].starts_with("PORT"), "{t}");
         assert!(
             lines[1].contains("8080/http")

@@ -1,10 +1,10 @@
 //! Inbound authorization end to end on a two-node testbed cluster (root only; skipped locally
 //! without root, failing under `CI=true`): `Server`, `AuthorizationPolicy`,
-//! `MeshTLSAuthentication`, `NetworkAuthentication`, inbound `HTTPRoute`s and the default inbound
-//! policy, written into the control plane's store, decide which real clients reach a backend.
-//! Meshed clients are `weft run` pods with their own identities (a workload's name is its
-//! service account); the unmeshed client is a socket in a node's own namespace, whose
-//! connections arrive in plaintext. The backend's proxy learns its policy over
+//! `MeshTLSAuthentication`, `NetworkAuthentication`, inbound `HTTPRoute`s, the default inbound
+//! policy and `HTTPLocalRateLimitPolicy`, written into the control plane's store, decide which
+//! real clients reach a backend. Meshed clients are `weft run` pods with their own identities (a
+//! workload's name is its service account); the unmeshed client is a socket in a node's own
+//! namespace, whose connections arrive in plaintext. The backend's proxy learns its policy over
 //! `InboundServerPolicies.WatchPort` and its `/metrics` must count every decision.
 
 mod support;
@@ -12,6 +12,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use support::eventually;
 use support::pod_mesh::{assert_all_ok, write_doc, Mesh};
 use support::pods::{get, Answer, PodClient};
 use weft_testbed::mesh::metric_sum;
@@ -524,4 +525,97 @@ async fn until_status(client: &PodClient, status: u16) -> Instant {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `books-http` open to everyone, limited to 100 requests per second in total.
+const RATE_LIMITED: &str = "\
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: books-http, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: books}}
+  port: http
+  proxyProtocol: HTTP/1
+  accessPolicy: all-unauthenticated
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: HTTPLocalRateLimitPolicy
+metadata: {name: books-rl, namespace: default}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: books-http}
+  total: {requestsPerSecond: 100}
+";
+
+/// A 100 req/s limit under 10× overload (1,000 req/s over 8 connections for 4 s) admits
+/// 100 ± 10 req/s once its one-second burst is spent, and answers the rest 429 with
+/// `l5d-proxy-error`; the backend's proxy counts every refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_admits_its_rate_under_overload() {
+    let _serial = serial();
+    let Some(root) = require_root(&[]) else {
+        return;
+    };
+    let mut mesh = Mesh::start("authz-ratelimit", root, SERVICES).await;
+    mesh.backend("books-v1", "books").await;
+    write_doc(&mesh.store, "policy.yaml", RATE_LIMITED);
+    // In force once a quick burst gets refusals.
+    eventually(
+        "the rate limit is in force",
+        Duration::from_secs(20),
+        || async {
+            let t = mesh.client.run(books(), 4, 400, |_| get(BOOKS, "/")).await;
+            (t.count(|a| a.status == 429) > 0).then_some(())
+        },
+    )
+    .await;
+    // Let the bucket refill completely.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = Instant::now();
+    let loads = (0..8).map(|_| {
+        mesh.client
+            .run_paced(books(), 500, 125, |_| get(BOOKS, "/"))
+    });
+    let tallies = futures_util::future::join_all(loads).await;
+    let answers: Vec<&Answer> = tallies.iter().flat_map(|t| &t.answers).collect();
+    let ended = answers.iter().map(|a| a.sent).max().expect("answers");
+    let offered = answers.len() as f64 / (ended - started).as_secs_f64();
+    assert!(
+        offered >= 800.0,
+        "the load must be ~10× the limit: {offered:.0} req/s"
+    );
+    let odd: Vec<&&Answer> = answers
+        .iter()
+        .filter(|a| !(a.status == 200 || a.status == 429 && !a.proxy_error.is_empty()))
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "only 200 or a marked 429: {:?}",
+        &odd[..odd.len().min(5)]
+    );
+    // After the first second (the burst), the admitted rate is the limit.
+    let steady = started + Duration::from_secs(1);
+    let admitted = answers
+        .iter()
+        .filter(|a| a.sent >= steady && a.status == 200)
+        .count() as f64
+        / (ended - steady).as_secs_f64();
+    eprintln!(
+        "rate limit: offered {offered:.0} req/s, admitted {admitted:.1} req/s after the burst"
+    );
+    assert!(
+        (90.0..=110.0).contains(&admitted),
+        "admitted {admitted:.1} req/s, offered {offered:.0} req/s"
+    );
+    let limited = answers.iter().filter(|a| a.status == 429).count() as f64;
+    let m = mesh.backends[0].0.metrics().await.expect("books metrics");
+    let counted = metric_sum(
+        &m,
+        "inbound_http_local_ratelimit_rate_limited_total",
+        &[("srv_name", "books-http"), ("ratelimit_name", "books-rl")],
+    );
+    assert!(
+        counted >= limited,
+        "every 429 is counted: {counted} < {limited}\n{m}"
+    );
 }

@@ -7,6 +7,9 @@
 //! status, or no first answer within `WEFT_PROXY_INBOUND_FAILFAST_TIMEOUT`) the port has the
 //! configured default policy ([`Defaults`]). Errors are never "no policy" here: an inbound port
 //! always has one, so every failure is retried with backoff.
+//!
+//! The port's task also keeps its rate limiter across updates that leave the limit unchanged
+//! ([`ServerPolicy::keep_rate_limiter`]).
 
 use super::{proto, ServerPolicy};
 use crate::{
@@ -341,8 +344,13 @@ impl PortTask {
             };
             backoff.reset();
             match proto::server(update) {
-                Ok(policy) => {
+                Ok(mut policy) => {
                     tracing::debug!(port = self.port, server = %policy.meta, "inbound policy");
+                    // The same rate limit keeps its buckets (a re-sent policy must not refill
+                    // them): this task is the one writer of the port's policy.
+                    if let PortState::Policy(previous) = &*self.tx.borrow() {
+                        policy.keep_rate_limiter(previous);
+                    }
                     self.tx.send_replace(PortState::Policy(Arc::new(policy)));
                 }
                 Err(e) => {

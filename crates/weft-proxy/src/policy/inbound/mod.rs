@@ -8,6 +8,8 @@
 //! - [`proto`]: protobuf → these types.
 //! - [`authorize`]: which authorization admits a client: pure and allocation-free (the request
 //!   path calls it per request).
+//! - [`ratelimit`]: the server's HTTP local rate limit and its token buckets, the one piece of
+//!   state a policy carries (kept across updates that leave the limit as it is).
 //!
 //! Routes reuse the outbound route model and matcher ([`super::route`]): one precedence for both
 //! directions.
@@ -21,8 +23,10 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 pub mod client;
 pub mod proto;
+pub mod ratelimit;
 
 pub use client::{InboundPolicies, PortPolicy};
+pub use ratelimit::RateLimiter;
 
 /// One application port's policy.
 #[derive(Clone, Debug)]
@@ -33,6 +37,9 @@ pub struct ServerPolicy {
     pub protocol: ServerProtocol,
     /// Who may open opaque/TLS connections (HTTP requests take their route's authorizations).
     pub authorizations: Arc<[Authz]>,
+    /// The HTTP local rate limit of every authorized request (never on opaque/TLS or default
+    /// servers), with its buckets.
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
 /// How the port's connections are spoken.
@@ -206,6 +213,16 @@ impl ServerPolicy {
         }
     }
 
+    /// Takes over `previous`'s rate limiter (its buckets) when the limit is the same, so a
+    /// re-sent or otherwise changed policy does not refill them.
+    pub fn keep_rate_limiter(&mut self, previous: &ServerPolicy) {
+        if let (Some(new), Some(old)) = (&self.rate_limit, &previous.rate_limit) {
+            if new.same_limit(old) {
+                self.rate_limit = Some(old.clone());
+            }
+        }
+    }
+
     /// `protocol` says the connection is opaque (no detection).
     pub fn is_opaque(&self) -> bool {
         matches!(self.protocol, ServerProtocol::Opaque | ServerProtocol::Tls)
@@ -228,6 +245,7 @@ impl ServerPolicy {
             meta: Arc::new(Meta::default_named(policy.name())),
             protocol,
             authorizations,
+            rate_limit: None,
         }
     }
 }

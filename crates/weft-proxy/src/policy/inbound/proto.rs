@@ -4,13 +4,19 @@
 //! dropped (it admits nobody), a bad match drops that match (the outbound conversion's rule). Only
 //! a server without a protocol is refused as a whole ([`Error`]): the client keeps the last good
 //! policy.
+//!
+//! A rate limit comes with HTTP servers (`Detect`, `Http1`, `Http2`; `Grpc` has no such field in
+//! the API). A zero rate is no limit (as Linkerd's proxy reads it); an override without a rate or
+//! without identities is dropped; a limit left with nothing to limit is none.
 
 use super::*;
 use crate::policy::convert::{self, grpc_rule_matches, http_rule_matches};
 use linkerd2_proxy_api::{
-    inbound::{self as inb, authn, proxy_protocol},
+    inbound::{self as inb, authn, http_local_rate_limit as rl, proxy_protocol},
     net::IpNetwork,
 };
+use ratelimit::{Override, RateLimit};
+use std::num::NonZeroU32;
 
 /// Why a whole update cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,28 +29,75 @@ pub fn server(s: inb::Server) -> Result<ServerPolicy, Error> {
     let meta = Arc::new(labels_meta(&s.labels, "server"));
     let kind = s.protocol.and_then(|p| p.kind).ok_or(Error::NoProtocol)?;
     let authorizations: Arc<[Authz]> = authorizations(s.authorizations, &meta).into();
-    let protocol = match kind {
-        proxy_protocol::Kind::Detect(d) => ServerProtocol::Detect {
-            timeout: d
-                .timeout
-                .and_then(|t| convert::duration(t).ok())
-                .filter(|t| !t.is_zero()),
-            http: http_routes(d.http_routes, &meta),
-        },
-        proxy_protocol::Kind::Http1(h) => ServerProtocol::Http1(http_routes(h.routes, &meta)),
-        proxy_protocol::Kind::Http2(h) => ServerProtocol::Http2(http_routes(h.routes, &meta)),
-        proxy_protocol::Kind::Grpc(g) => ServerProtocol::Grpc(grpc_routes(g.routes, &meta)),
-        proxy_protocol::Kind::Opaque(_) => ServerProtocol::Opaque,
-        proxy_protocol::Kind::Tls(_) => ServerProtocol::Tls,
+    let (protocol, rate_limit) = match kind {
+        proxy_protocol::Kind::Detect(d) => (
+            ServerProtocol::Detect {
+                timeout: d
+                    .timeout
+                    .and_then(|t| convert::duration(t).ok())
+                    .filter(|t| !t.is_zero()),
+                http: http_routes(d.http_routes, &meta),
+            },
+            d.http_local_rate_limit,
+        ),
+        proxy_protocol::Kind::Http1(h) => (
+            ServerProtocol::Http1(http_routes(h.routes, &meta)),
+            h.local_rate_limit,
+        ),
+        proxy_protocol::Kind::Http2(h) => (
+            ServerProtocol::Http2(http_routes(h.routes, &meta)),
+            h.local_rate_limit,
+        ),
+        proxy_protocol::Kind::Grpc(g) => (ServerProtocol::Grpc(grpc_routes(g.routes, &meta)), None),
+        proxy_protocol::Kind::Opaque(_) => (ServerProtocol::Opaque, None),
+        proxy_protocol::Kind::Tls(_) => (ServerProtocol::Tls, None),
     };
+    let rate_limit = rate_limit
+        .and_then(|r| self::rate_limit(r, &meta))
+        .map(|r| Arc::new(RateLimiter::new(r)));
     Ok(ServerPolicy {
         meta,
         protocol,
         authorizations,
+        rate_limit,
     })
 }
 
-/// `{"group","kind","name"}` labels as metadata (a missing name reads `unknown`).
+/// `HttpLocalRateLimit` → [`RateLimit`]; `None` when nothing is limited.
+pub fn rate_limit(r: inb::HttpLocalRateLimit, server: &Meta) -> Option<RateLimit> {
+    let rps = |l: Option<rl::Limit>| l.and_then(|l| NonZeroU32::new(l.requests_per_second));
+    let meta = Arc::new(convert::meta(r.metadata));
+    let overrides = r
+        .overrides
+        .into_iter()
+        .filter_map(|o| {
+            let identities: Vec<String> = o
+                .clients
+                .map(|c| c.identities)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.name.trim_end_matches('.').to_ascii_lowercase())
+                .filter(|i| !i.is_empty())
+                .collect();
+            match rps(o.limit) {
+                Some(rps) if !identities.is_empty() => Some(Override { rps, identities }),
+                _ => {
+                    tracing::warn!(%server, policy = %meta, "inbound policy: dropping a rate limit override without a rate or clients");
+                    None
+                }
+            }
+        })
+        .collect();
+    let limit = RateLimit {
+        total: rps(r.total),
+        identity: rps(r.identity),
+        overrides,
+        meta,
+    };
+    let limits = limit.total.is_some() || limit.identity.is_some() || !limit.overrides.is_empty();
+    limits.then_some(limit)
+}
+
 fn labels_meta(labels: &std::collections::HashMap<String, String>, what: &str) -> Meta {
     let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
     let name = get("name");
