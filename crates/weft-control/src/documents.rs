@@ -371,3 +371,13 @@ pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> Stat
 #[cfg(test)]
 #[path = "documents_tests.rs"]
 mod tests;
+
+/// The state of one YAML file whose every document is valid (tests build states from text).
+#[cfg(test)]
+pub(crate) fn state_of(text: &str) -> State {
+    let parsed = parse_yaml_documents("t.yaml", text, &Defaults::default());
+    assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
+    let (docs, errors) = in_force(&[("t.yaml", &parsed)], &InForce::new());
+    assert!(errors.is_empty(), "{errors:?}");
+    state(&docs)
+}

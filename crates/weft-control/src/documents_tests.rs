@@ -2,13 +2,6 @@
 
 use super::*;
 
-fn defaults() -> Defaults {
-    Defaults {
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-    }
-}
-
 fn svc(name: &str, port: u32) -> String {
     format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{selector: {{app: {name}}}, ports: [{{port: {port}}}]}}\n")
 }
@@ -21,7 +14,7 @@ fn svc_ip(name: &str, ip: &str) -> String {
 fn apply(files: &[(&str, String)], previous: &InForce) -> (InForce, Vec<String>) {
     let parsed: Vec<(&str, ParsedFile)> = files
         .iter()
-        .map(|(f, text)| (*f, parse_yaml_documents(f, text, &defaults())))
+        .map(|(f, text)| (*f, parse_yaml_documents(f, text, &Defaults::default())))
         .collect();
     let refs: Vec<(&str, &ParsedFile)> = parsed.iter().map(|(f, p)| (*f, p)).collect();
     in_force(&refs, previous)
@@ -188,7 +181,7 @@ fn invalid_yaml_names_the_line_and_column() {
         "{}---\nkind: Service\nmetadata: {{name: [web}}\n",
         svc("api", 80)
     );
-    let parsed = parse_yaml_documents("s.yaml", &text, &defaults());
+    let parsed = parse_yaml_documents("s.yaml", &text, &Defaults::default());
     assert_eq!(parsed.docs.len(), 1);
     let errors: Vec<&String> = parsed.errors().collect();
     assert_eq!(errors.len(), 1, "{errors:?}");

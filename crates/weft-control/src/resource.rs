@@ -33,6 +33,16 @@ pub struct Defaults {
     pub control_namespace: String,
 }
 
+/// The control plane's defaults: trust domain `cluster.local`, control namespace `weft`.
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            trust_domain: "cluster.local".into(),
+            control_namespace: "weft".into(),
+        }
+    }
+}
+
 /// A validated `Service`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {

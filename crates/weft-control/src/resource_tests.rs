@@ -3,17 +3,10 @@
 use super::*;
 use crate::documents::parse_yaml_file;
 
-fn defaults() -> Defaults {
-    Defaults {
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-    }
-}
-
 #[test]
 fn valid_documents_and_defaults() {
     let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web, annotations: {config.linkerd.io/opaque-ports: '6379'}}\nspec:\n  selector: {app: web}\n  clusterIP: 198.18.0.10\n  ports: [{port: 8080, targetPort: http}]\n---\n---\napiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata: {name: web-1, labels: {app: web}}\nspec:\n  workloadIPs: [{ip: 127.0.0.1}]\n  ports: [{name: http, port: 18080}]\n";
-    let (docs, errors) = parse_yaml_file("a.yaml", text, &defaults());
+    let (docs, errors) = parse_yaml_file("a.yaml", text, &Defaults::default());
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(docs.len(), 2);
     let Resource::Workload(w) = &docs[1].resource else {
@@ -37,7 +30,7 @@ fn valid_documents_and_defaults() {
 #[test]
 fn precise_errors() {
     let text = "apiVersion: v1\nkind: Service\nmetadata: {name: Web}\nspec:\n  selector: {app: web}\n  ports: [{port: 70000}]\n---\nkind: Pod\napiVersion: v1\nmetadata: {name: x}\n";
-    let (docs, errors) = parse_yaml_file("services.yaml", text, &defaults());
+    let (docs, errors) = parse_yaml_file("services.yaml", text, &Defaults::default());
     assert!(docs.is_empty());
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(errors[0].starts_with("services.yaml: document 0: metadata.name: must be a DNS label"));
@@ -65,14 +58,14 @@ fn inbound_port_annotation() {
             "apiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata: {{name: db-1, annotations: {{config.linkerd.io/inbound-port: '{value}'}}}}\nspec:\n  workloadIPs: [{{ip: 198.18.0.4}}]\n  ports: [{{port: 5432}}]\n"
         )
     };
-    let (docs, errors) = parse_yaml_file("w.yaml", &doc("4143"), &defaults());
+    let (docs, errors) = parse_yaml_file("w.yaml", &doc("4143"), &Defaults::default());
     assert!(errors.is_empty(), "{errors:?}");
     let Resource::Workload(w) = &docs[0].resource else {
         panic!("not a workload")
     };
     assert_eq!(w.inbound_port, Some(4143));
     for bad in ["0", "70000", "http"] {
-        let (docs, errors) = parse_yaml_file("w.yaml", &doc(bad), &defaults());
+        let (docs, errors) = parse_yaml_file("w.yaml", &doc(bad), &Defaults::default());
         assert!(docs.is_empty(), "{bad}: accepted");
         assert_eq!(
             errors,

@@ -132,20 +132,7 @@ fn authz_json(a: &Authz) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::documents::{in_force, parse_yaml_documents, state, InForce};
-    use crate::resource::Defaults;
-
-    fn state_of(text: &str) -> State {
-        let defaults = Defaults {
-            trust_domain: "cluster.local".into(),
-            control_namespace: "weft".into(),
-        };
-        let parsed = parse_yaml_documents("t.yaml", text, &defaults);
-        assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
-        let (docs, errors) = in_force(&[("t.yaml", &parsed)], &InForce::new());
-        assert!(errors.is_empty(), "{errors:?}");
-        state(&docs)
-    }
+    use crate::documents::state_of;
 
     #[test]
     fn each_port_says_what_decides_it_and_who_is_admitted() {

@@ -2,23 +2,10 @@
 //! policy precedence, authorizations resolved (or left out), inbound routes, statuses, watches.
 
 use super::*;
-use crate::documents::{in_force, parse_yaml_documents, state, InForce};
+use crate::documents::state_of;
 use crate::index::{routes, Index, Outbound, Target};
 use crate::resource::authz::ServerPort;
-use crate::resource::Defaults;
 use std::sync::Arc;
-
-fn state_of(text: &str) -> State {
-    let defaults = Defaults {
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-    };
-    let parsed = parse_yaml_documents("t.yaml", text, &defaults);
-    assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
-    let (docs, errors) = in_force(&[("t.yaml", &parsed)], &InForce::new());
-    assert!(errors.is_empty(), "{errors:?}");
-    state(&docs)
-}
 
 const WORKLOADS: &str = "
 apiVersion: workload.linkerd.io/v1beta1

@@ -3,16 +3,9 @@
 use super::*;
 use crate::documents::parse_yaml_file;
 
-fn defaults() -> Defaults {
-    Defaults {
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-    }
-}
-
 /// The one resource of `text`, or its errors.
 fn parse(text: &str) -> Result<Resource, Vec<String>> {
-    let (mut docs, errors) = parse_yaml_file("a.yaml", text, &defaults());
+    let (mut docs, errors) = parse_yaml_file("a.yaml", text, &Defaults::default());
     if errors.is_empty() {
         assert_eq!(docs.len(), 1);
         Ok(docs.remove(0).resource)
@@ -435,11 +428,19 @@ fn a_bad_version_keeps_the_last_good_one_alone() {
         format!("apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {{name: s}}\nspec: {{podSelector: {{}}, port: {port}}}\n")
     };
     let ap = "apiVersion: policy.linkerd.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: ap}\nspec: {targetRef: {group: policy.linkerd.io, kind: Server, name: s}}\n";
-    let good = parse_yaml_documents("a.yaml", &format!("{}---\n{ap}", server("80")), &defaults());
+    let good = parse_yaml_documents(
+        "a.yaml",
+        &format!("{}---\n{ap}", server("80")),
+        &Defaults::default(),
+    );
     let (first, errors) = in_force(&[("a.yaml", &good)], &InForce::new());
     assert!(errors.is_empty(), "{errors:?}");
     let ap2 = ap.replace("name: ap}", "name: ap2}");
-    let bad = parse_yaml_documents("a.yaml", &format!("{}---\n{ap2}", server("0")), &defaults());
+    let bad = parse_yaml_documents(
+        "a.yaml",
+        &format!("{}---\n{ap2}", server("0")),
+        &Defaults::default(),
+    );
     let (second, errors) = in_force(&[("a.yaml", &bad)], &first);
     assert_eq!(
         errors,

@@ -3,16 +3,9 @@
 use super::*;
 use crate::documents::parse_yaml_file;
 
-fn defaults() -> Defaults {
-    Defaults {
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-    }
-}
-
 /// The one resource of `text`, or its errors.
 fn parse(text: &str) -> Result<Resource, Vec<String>> {
-    let (mut docs, errors) = parse_yaml_file("a.yaml", text, &defaults());
+    let (mut docs, errors) = parse_yaml_file("a.yaml", text, &Defaults::default());
     if errors.is_empty() {
         assert_eq!(docs.len(), 1);
         Ok(docs.remove(0).resource)
@@ -197,7 +190,7 @@ fn rate_limit_policy_is_keyed_and_aged_like_a_server() {
     use crate::documents::{in_force, parse_yaml_documents, state_seen, DocKey, InForce};
     use std::collections::HashMap;
     let good = policy(&format!("{{{TARGET}, total: {{requestsPerSecond: 10}}}}"));
-    let parsed = parse_yaml_documents("a.yaml", &good, &defaults());
+    let parsed = parse_yaml_documents("a.yaml", &good, &Defaults::default());
     let (docs, errors) = in_force(&[("a.yaml", &parsed)], &InForce::new());
     assert!(errors.is_empty(), "{errors:?}");
     let key = DocKey {
@@ -212,7 +205,7 @@ fn rate_limit_policy_is_keyed_and_aged_like_a_server() {
     assert_eq!((p.created, p.total), (Some(42), Some(10)));
     // An invalid new version is known by its identity and keeps the good one in force.
     let bad = good.replace("10}", "0}");
-    let parsed = parse_yaml_documents("a.yaml", &bad, &defaults());
+    let parsed = parse_yaml_documents("a.yaml", &bad, &Defaults::default());
     assert_eq!(parsed.bad[0].key, Some(key.clone()));
     let (after, errors) = in_force(&[("a.yaml", &parsed)], &docs);
     assert_eq!(after, docs);

@@ -8,15 +8,8 @@ use crate::documents::parse_yaml_file;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-fn defaults() -> Defaults {
-    Defaults {
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-    }
-}
-
 fn one(text: &str) -> Result<Resource, Vec<String>> {
-    let (docs, errors) = parse_yaml_file("r.yaml", text, &defaults());
+    let (docs, errors) = parse_yaml_file("r.yaml", text, &Defaults::default());
     if errors.is_empty() {
         assert_eq!(docs.len(), 1);
         Ok(docs[0].resource.clone())
