@@ -3,8 +3,9 @@
 "Instruction counts").
 
 Wall-clock numbers on a shared 2-core machine move with whatever else runs; instruction counts do
-not. This starts the `weft` topology exactly as bench/run.py does (control plane, outbound and
-inbound proxy with mTLS between them, the bench backend), with both proxies under
+not. This starts the `weft` topology (or `--config` another of bench/run.py's weft configurations)
+exactly as bench/run.py does (control plane, outbound and inbound proxy with mTLS between them, the
+bench backend), with both proxies under
 `valgrind --tool=callgrind`, sends a warm-up load, zeroes the counters (`callgrind_control -z`),
 sends a fixed-rate load of the requested length, dumps the counters (`callgrind_control -d`) and
 prints each proxy's instructions (Ir) per completed request. Startup, identity and discovery are
@@ -16,6 +17,12 @@ they run one after the other and the table shows both and the change:
     cargo build --release -p weft -p weft-proxy -p bench
     python3 bench/callgrind.py --bins target/release [--bins ../other/target/release] [--proto h1,h2]
         [--config weft-routes]   # the same with 100 HTTPRoutes on the Service (route matching's cost)
+        [--config weft,policy]   # several topologies one after the other, compared with the first:
+                                 # policy = inbound authorization on the backend port (bench/run's)
+
+With `policy`, the inbound proxy's inbound_http_authz_allow_total for the bench's
+AuthorizationPolicy must have counted every measured request (read after the counters are dumped,
+so the scrape is not measured), or the run fails.
 
 Writes nothing outside its temporary work directory (printed first; callgrind.*.out files are
 kept there for callgrind_annotate).
@@ -49,8 +56,10 @@ def main(argv):
     p.add_argument("--duration", type=float, default=5.0, help="seconds of the measured load")
     p.add_argument("--connections", type=int, default=None,
                    help="client connections (default: the load generator's: HTTP/1.1 32, HTTP/2 1)")
-    p.add_argument("--config", choices=("weft", "weft-routes"), default="weft",
-                   help="the topology: weft, or weft-routes (100 HTTPRoutes on the backend Service, as bench/run)")
+    p.add_argument("--config", default="weft",
+                   help="the topologies, comma-separated, measured in this order for each build and compared with "
+                        "the first: weft, weft-routes (100 HTTPRoutes on the backend Service), policy (inbound "
+                        "authorization on the backend port), as bench/run's configurations")
     p.add_argument("--weft-mtls", action=argparse.BooleanOptionalAction, default=True,
                    help="proxies with identity and mTLS between them (default), as bench/run")
     args = p.parse_args(argv)
@@ -58,34 +67,45 @@ def main(argv):
         sys.exit("callgrind.py: valgrind is not installed (apt-get install valgrind)")
     bins = args.bins or [RELEASE]
     protos = [x for x in args.proto.split(",") if x]
+    configs = [x for x in args.config.split(",") if x]
+    for cfg in configs:
+        if not topology.is_weft(cfg):
+            p.error(f"--config {cfg}: one of {', '.join(topology.WEFT_CONFIGS)}")
+    if "policy" in configs and not args.weft_mtls:
+        p.error("--config policy needs mTLS (its AuthorizationPolicy requires the client's identity)")
     workdir = tempfile.mkdtemp(prefix="weft-callgrind-")
     print(f"work dir: {workdir}", flush=True)
 
-    results = {}
-    for i, bin_dir in enumerate(bins):
+    for bin_dir in bins:
         for name in ("weft", "weft-proxy", "weft-bench"):
             if not os.access(os.path.join(bin_dir, name), os.X_OK):
                 sys.exit(f"callgrind.py: {bin_dir}/{name} is missing: build the release binaries first")
-        results[bin_dir] = measure(args, bin_dir, os.path.join(workdir, f"build-{i}"), protos)
+    # One run per (build, topology), in this order; each compared with the first.
+    runs = [(bin_dir, cfg) for bin_dir in bins for cfg in configs]
+    results = {}
+    for i, (bin_dir, cfg) in enumerate(runs):
+        results[(bin_dir, cfg)] = measure(args, bin_dir, cfg, os.path.join(workdir, f"run-{i}-{cfg}"), protos)
 
     print()
-    print("| build | client | requests | outbound Ir/req | inbound Ir/req | both Ir/req |")
-    print("|---|---|---|---|---|---|")
-    for bin_dir, rows in results.items():
+    print("| build | config | client | requests | outbound Ir/req | inbound Ir/req | both Ir/req |")
+    print("|---|---|---|---|---|---|---|")
+    for (bin_dir, cfg), rows in results.items():
         for proto, r in rows.items():
-            print(f"| {bin_dir} | {proto} | {r['requests']} | {r['outbound']:,.0f} | {r['inbound']:,.0f} "
+            print(f"| {bin_dir} | {cfg} | {proto} | {r['requests']} | {r['outbound']:,.0f} | {r['inbound']:,.0f} "
                   f"| {r['outbound'] + r['inbound']:,.0f} |")
-    if len(bins) > 1:
-        base = results[bins[0]]
-        for bin_dir in bins[1:]:
-            for proto, r in results[bin_dir].items():
-                b = base[proto]
-                total, base_total = r["outbound"] + r["inbound"], b["outbound"] + b["inbound"]
-                print(f"{bin_dir} vs {bins[0]}, {proto}: {total - base_total:+,.0f} Ir/req "
-                      f"({(total / base_total - 1) * 100:+.1f} %)")
+    base_key = runs[0]
+    for key in runs[1:]:
+        for proto, r in results[key].items():
+            b = results[base_key][proto]
+            parts = []
+            for what, now, before in (("outbound", r["outbound"], b["outbound"]),
+                                      ("inbound", r["inbound"], b["inbound"]),
+                                      ("both", r["outbound"] + r["inbound"], b["outbound"] + b["inbound"])):
+                parts.append(f"{what} {now - before:+,.0f} Ir/req ({(now / before - 1) * 100:+.1f} %)")
+            print(f"{key[0]} {key[1]} vs {base_key[0]} {base_key[1]}, {proto}: " + ", ".join(parts))
 
 
-def measure(args, bin_dir, workdir, protos):
+def measure(args, bin_dir, cfg, workdir, protos):
     os.makedirs(workdir)
     wrapper = os.path.join(workdir, "weft-proxy-callgrind")
     with open(wrapper, "w") as f:
@@ -110,13 +130,15 @@ def measure(args, bin_dir, workdir, protos):
     try:
         listening = backend.json_line()
         ctx.backend_http, ctx.backend_tcp = listening["http"], listening["tcp"]
-        topo = topology.start(args.config, ctx, 1, {"outbound": None, "inbound": None})
+        topo = topology.start(cfg, ctx, 1, {"outbound": None, "inbound": None})
         try:
             for proto in protos:
                 rows[proto] = measure_proto(args, ctx, topo, proto)
                 r = rows[proto]
-                print(f"{bin_dir} {proto}: {r['requests']} requests, outbound {r['outbound']:,.0f} Ir/req, "
-                      f"inbound {r['inbound']:,.0f} Ir/req", flush=True)
+                admitted = (f", {r['admitted']:.0f} admitted by AuthorizationPolicy {topo.authz_name}"
+                            if topo.authz_name else "")
+                print(f"{bin_dir} {cfg} {proto}: {r['requests']} requests{admitted}, outbound {r['outbound']:,.0f} "
+                      f"Ir/req, inbound {r['inbound']:,.0f} Ir/req", flush=True)
         finally:
             topo.stop()
     finally:
@@ -139,6 +161,8 @@ def measure_proto(args, ctx, topo, proto):
     # Warm up: connections, pools, balancers and allocator arenas as they are under load.
     load(ctx, topo, proto, args.rate, 2.0, args.connections)
     pids = {role: c.pid for role, c in topo.proxies.items()}
+    # Read before zeroing and after dumping: the scrapes fall outside the measured window.
+    admitted_before = topology.authz_allowed(topo) if topo.authz_name else None
     for pid in pids.values():
         control(pid, "-z")
     r = load(ctx, topo, proto, args.rate, args.duration, args.connections)
@@ -147,6 +171,14 @@ def measure_proto(args, ctx, topo, proto):
         before = set(glob.glob(os.path.join(ctx.workdir, f"callgrind.{pid}.out*")))
         control(pid, "-d")
         out[role] = dumped_ir(ctx.workdir, pid, before) / r["total_ok"]
+    if topo.authz_name:
+        # A benchmark of a policy that is not applied measures nothing: every measured request
+        # must have been admitted by the bench's AuthorizationPolicy.
+        admitted = (topology.authz_allowed(topo) or 0) - (admitted_before or 0)
+        if admitted < r["total_ok"]:
+            raise RuntimeError(f"{proto}: AuthorizationPolicy {topo.authz_name} admitted {admitted:.0f} of the "
+                               f"{r['total_ok']} measured requests (inbound_http_authz_allow_total)")
+        out["admitted"] = admitted
     return out
 
 

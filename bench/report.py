@@ -161,8 +161,10 @@ def _resource_table(table):
 
 
 def _targets(table):
+    """The issue's targets against Envoy, then the weft variants' checks against weft."""
+    variants = _variant_targets(table)
     if "weft" not in table or "envoy" not in table or "direct" not in table:
-        return "(needs direct, weft and envoy in the run)"
+        return "\n".join(["(the targets against Envoy need direct, weft and envoy in the run)", *variants])
     w, e, d = (_config_json(table[c], c) for c in ("weft", "envoy", "direct"))
     out = []
 
@@ -203,6 +205,20 @@ def _targets(table):
     if w["rss_mib_idle"]:
         peak = max(w["rss_mib_idle"].values())
         check("RSS < 25 MiB with the idle connections", peak < 25, f"{peak:.1f} MiB")
+    return "\n".join(out + variants)
+
+
+def _variant_targets(table):
+    """weft-routes and policy against weft, same run (lines of the targets list)."""
+    if "weft" not in table:
+        return []
+    w = _config_json(table["weft"], "weft")
+    d = _config_json(table["direct"], "direct") if "direct" in table else None
+    out = []
+
+    def check(name, ok, detail):
+        out.append(f"- {'met' if ok else 'MISSED' if ok is not None else 'n/a'}: {name} ({detail})")
+
     if "weft-routes" in table:
         # The cost of routing: 100 HTTPRoutes on the service, the request matched by the last.
         r = _config_json(table["weft-routes"], "weft-routes")
@@ -221,7 +237,19 @@ def _targets(table):
                       f"{ra:+.3f} vs {wa:+.3f} ms")
             except (KeyError, TypeError):
                 check(f"added {p[:-3]} at 2000/s with 100 routes", None, "no data")
-    return "\n".join(out)
+    if "policy" in table:
+        # The cost of inbound authorization (issue 11): a Server, an AuthorizationPolicy requiring a
+        # MeshTLSAuthentication and a NetworkAuthentication, every request admitted by it.
+        pol = _config_json(table["policy"], "policy")
+        try:
+            wc = med([v["cpu_us_per_req"] for v in w["fixed"].values()])
+            pc = med([v["cpu_us_per_req"] for v in pol["fixed"].values()])
+            check("proxy CPU per request with inbound authorization within 3 % of weft's (median over rates; "
+                  "10 ms CPU ticks: bench/callgrind.py --config weft,policy resolves it)",
+                  pc <= 1.03 * wc, f"{pc:.0f} vs {wc:.0f} us = {pc / wc - 1:+.1%}")
+        except (TypeError, ZeroDivisionError):
+            check("proxy CPU per request with inbound authorization", None, "no data")
+    return out
 
 
 def _sidecar_section(args, table):

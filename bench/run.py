@@ -40,7 +40,9 @@ def parse_args(argv):
     p.add_argument("--protos", default="h1,h2")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--configs", default="direct,weft,envoy",
-                   help="comma list of direct, weft, weft-routes (weft with 100 HTTPRoutes), envoy")
+                   help="comma list of direct, weft, weft-routes (weft with 100 HTTPRoutes), policy (weft with "
+                        "inbound authorization on the backend port: Server, AuthorizationPolicy, MeshTLS- and "
+                        "NetworkAuthentication), envoy")
     p.add_argument("--workers", default="1,2", help="tables: proxy worker threads (1 = main table)")
     p.add_argument("--layout", choices=("proxy-core", "sidecar"), default="proxy-core",
                    help="one-worker table: 'proxy-core' (default) = both proxies on CPU 0, load generator, "
@@ -75,6 +77,9 @@ def parse_args(argv):
     args.configs = args.configs.split(",")
     args.workers = [int(w) for w in args.workers.split(",")]
     args.weft_proxy_env = [tuple(kv.split("=", 1)) for kv in args.weft_proxy_env]
+    if "policy" in args.configs and not args.weft_mtls:
+        p.error("--configs policy needs mTLS (its AuthorizationPolicy requires the client's identity): "
+                "drop --no-weft-mtls")
     return args
 
 
@@ -187,23 +192,57 @@ def measure_config(args, ctx, cfg, workers, proxy_cpus, entry, latency_only=Fals
     topo = topology.start(cfg, ctx, workers, proxy_cpus)
     try:
         entry["transport"], checks = check_transport(ctx, cfg, topo)
-        if not entry["checks"]:
+        first = not entry["checks"]
+        if first:
             entry["checks"] = checks
+        admitted = topology.authz_allowed(topo) if topo.authz_name else None
+        completed = 0
         for proto in (["h1"] if latency_only else args.protos):
             for rate in args.rates:
                 result = load(args, ctx, topo, proto, rate, args.duration)
                 entry["fixed"].setdefault(proto, {}).setdefault(rate, []).append(result)
+                completed += result["total_ok"]
         entry["rss_fixed"].append(rss(topo))
+        if not latency_only:
+            result = load(args, ctx, topo, "h1", 0, args.max_duration)
+            entry["max"].append(result)
+            completed += result["total_ok"]
+            entry["rss_max"].append(rss(topo))
+        if topo.authz_name:
+            line = check_policy_counted(topo, admitted, completed)
+            if first:
+                entry["checks"].append(line)
         if latency_only:
             return
-        result = load(args, ctx, topo, "h1", 0, args.max_duration)
-        entry["max"].append(result)
-        entry["rss_max"].append(rss(topo))
         entry["tcp"].append(tcp_throughput(args, ctx, topo))
     finally:
         topo.stop()
     if cfg != "direct" and args.idle_connections and not latency_only:
         entry["rss_idle"].append(idle_rss(args, ctx, cfg, workers, proxy_cpus))
+
+
+def policy_line(topo):
+    """The start proved the policy in force (topology._check_policy_in_force): say so."""
+    return (f"ok  {topo.name} inbound metrics: inbound_http_authz_allow_total{{authz_name=\"{topo.authz_name}\"}} = "
+            f"{topology.authz_allowed(topo) or 0:.0f} after the start-up requests (Server backend-http on the backend's "
+            f"HTTP port; the AuthorizationPolicy requires MeshTLSAuthentication backend-clients and "
+            f"NetworkAuthentication backend-networks)")
+
+
+def check_policy_counted(topo, before, completed):
+    """Every request the loads completed was admitted by the configuration's AuthorizationPolicy
+    (the inbound proxy's inbound_http_authz_allow_total{authz_name=...}; warmups count too, so the
+    counter grows by at least the completed requests). A policy that is not applied makes the
+    configuration's numbers meaningless: the run aborts."""
+    admitted = (topology.authz_allowed(topo) or 0) - (before or 0)
+    ok = admitted >= completed
+    line = (f"{'ok ' if ok else 'BAD'} {topo.name} inbound metrics: inbound_http_authz_allow_total"
+            f"{{authz_name=\"{topo.authz_name}\"}} +{admitted:.0f} over the loads ({completed} requests completed, "
+            f"warmups not counted)")
+    print("  " + line, flush=True)
+    if not ok:
+        raise RuntimeError(f"{topo.name}: the policy was not applied to every request: {line}")
+    return line
 
 
 def check_transport(ctx, cfg, topo):
@@ -214,7 +253,7 @@ def check_transport(ctx, cfg, topo):
     if cfg == "envoy" or ctx.weft_mtls:
         cases = [("plaintext HTTP/2", dict(tls=False), False),
                  ("TLS 1.3 without a client certificate", dict(), False)]
-        if cfg.startswith("weft"):
+        if topology.is_weft(cfg):
             # weft's inbound answers the handshake and refuses each request with 403: ask for one.
             cases = [("plaintext HTTP/2 request", dict(tls=False), False),
                      ("TLS 1.3 request without a client certificate", dict(tls=True), False)]
@@ -225,7 +264,7 @@ def check_transport(ctx, cfg, topo):
                                                                 key=c["client.key"]), True)]
         lines = []
         for what, kw, expect in cases:
-            if cfg.startswith("weft"):
+            if topology.is_weft(cfg):
                 accepted, detail = request_probe(addr, topology.AUTHORITY, **kw)
             else:
                 accepted, detail = probe(addr, **kw)
@@ -242,14 +281,17 @@ def check_transport(ctx, cfg, topo):
                    and ("versions.TLSv1.3" in l or l.endswith(".ssl.handshake: 0") or ".ssl.handshake:" in l)]
             lines.append(f"ok  envoy inbound stats: {'; '.join(v13) or 'no TLS 1.3 counter'}")
             print("  " + lines[-1], flush=True)
-        if cfg.startswith("weft"):
+        if topology.is_weft(cfg):
             # The positive side: the request that proved the topology up went over mTLS.
             metrics = http_text(f"http://{topo.admin['outbound']}/metrics")
             ok = any(l.startswith("request_total{") and 'tls="true"' in l for l in metrics.splitlines())
-            lines.append(f"{'ok ' if ok else 'BAD'} weft outbound metrics: request_total with tls=\"true\"")
+            lines.append(f"{'ok ' if ok else 'BAD'} {cfg} outbound metrics: request_total with tls=\"true\"")
             print("  " + lines[-1], flush=True)
             if not ok:
                 raise RuntimeError("weft: mTLS on but the outbound proxy sent no request over mTLS")
+            if topo.authz_name:
+                lines.append(policy_line(topo))
+                print("  " + lines[-1], flush=True)
             return ("HTTP/2 over mTLS (TLS 1.3, weft identity; client certificate required on the backend "
                     "ports)"), lines
         return "HTTP/2 over mTLS (TLS 1.3, client certificate and SPIFFE SAN required)", lines

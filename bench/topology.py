@@ -1,9 +1,11 @@
-"""The three configurations under test, each started fresh by start(name, ...).
+"""The configurations under test, each started fresh by start(name, ...): direct, weft, weft-routes,
+policy and envoy.
 
 A topology exposes: `http` (where the client sends HTTP), `tcp` (where the opaque stream goes),
 `proxies` ({"outbound": Child, "inbound": Child}, empty for direct), `others` (children whose CPU
 is reported as "control"), `inbound_http` (the inbound proxy's meshed HTTP port, for the mTLS
-probes) and `stop()`.
+probes), `authz_name` (the AuthorizationPolicy every request must be admitted by, or None) and
+`stop()`.
 """
 
 import json
@@ -12,12 +14,19 @@ import shutil
 import subprocess
 
 from harness import (CLIENT_ID, CLIENT_NAME, SERVER_ID, SERVER_NAME, Child, free_port, http_get,
-                     request_status, wait_until)
+                     http_text, request_status, wait_until)
 
 AUTHORITY = "backend.default.svc.cluster.local:8080"
 TCP_AUTHORITY = "tcpsink.default.svc.cluster.local:9000"
 # Weft's default server-speaks-first list, plus the bench's opaque service port.
 OUTBOUND_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211,9000"
+
+# The configurations that start weft's topology (the rest: direct, envoy).
+WEFT_CONFIGS = ("weft", "weft-routes", "policy")
+
+
+def is_weft(name):
+    return name in WEFT_CONFIGS
 
 
 class Topology:
@@ -27,6 +36,7 @@ class Topology:
         self.tcp = None
         self.inbound_http = None
         self.admin = {}
+        self.authz_name = None
         self.proxies = {}
         self.others = {}
         self._children = []
@@ -51,6 +61,8 @@ def start(name, ctx, workers, cpus):
         return _start_weft(ctx, workers, cpus)
     if name == "weft-routes":
         return _start_weft(ctx, workers, cpus, routes=ROUTES)
+    if name == "policy":
+        return _start_weft(ctx, workers, cpus, policy=True)
     if name == "envoy":
         return _start_envoy(ctx, workers, cpus)
     raise ValueError(name)
@@ -103,6 +115,74 @@ spec:
     return "---\n".join(docs)
 
 
+# The "policy" configuration: inbound authorization on the backend's HTTP port (docs/policy.md).
+# Every request must be admitted by this AuthorizationPolicy; the run checks the inbound proxy's
+# inbound_http_authz_allow_total{authz_name=...} counts them.
+POLICY_AUTHZ = "backend-authz"
+# Identities the MeshTLSAuthentication names besides the client's. The client's goes fourth of the
+# five exact identities (the proxy compares exact identities first, in order, then suffixes), so
+# each request is compared with three others before it matches.
+POLICY_OTHER_IDENTITIES = (
+    "web.default.serviceaccount.identity.weft.cluster.local",
+    "books.default.serviceaccount.identity.weft.cluster.local",
+    "reviews.shop.serviceaccount.identity.weft.cluster.local",
+    "*.monitoring.serviceaccount.identity.weft.cluster.local",
+    "ratings.shop.serviceaccount.identity.weft.cluster.local",
+)
+
+
+def policy_yaml():
+    """A Server on the backend workload's HTTP port and an AuthorizationPolicy on it requiring both a
+    MeshTLSAuthentication (the client's identity among others) and a NetworkAuthentication (the
+    client's loopback address among other networks).
+
+    The Server names the port `http`: backend-1 is registered with the inbound proxy's forward
+    ports, and a connection to a forward port is decided by that port's policy."""
+    identities = "\n".join(f"  - \"{i}\"" for i in (*POLICY_OTHER_IDENTITIES[:3], CLIENT_NAME, *POLICY_OTHER_IDENTITIES[3:]))
+    return f"""apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{name: backend-http, namespace: default}}
+spec:
+  externalWorkloadSelector: {{matchLabels: {{app: backend}}}}
+  port: http
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {{name: backend-clients, namespace: default}}
+spec:
+  identities:
+{identities}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: NetworkAuthentication
+metadata: {{name: backend-networks, namespace: default}}
+spec:
+  networks:
+  - {{cidr: 10.0.0.0/8}}
+  - {{cidr: 192.168.0.0/16, except: [192.168.1.0/24]}}
+  - {{cidr: 127.0.0.0/8, except: [127.0.0.2/32]}}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{name: {POLICY_AUTHZ}, namespace: default}}
+spec:
+  targetRef: {{group: policy.linkerd.io, kind: Server, name: backend-http}}
+  requiredAuthenticationRefs:
+  - {{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: backend-clients}}
+  - {{group: policy.linkerd.io, kind: NetworkAuthentication, name: backend-networks}}
+"""
+
+
+def authz_allowed(t):
+    """Requests the inbound proxy admitted through AuthorizationPolicy `t.authz_name`: the sum of its
+    inbound_http_authz_allow_total series (None: the metric or the policy is not there)."""
+    text = http_text(f"http://{t.admin['inbound']}/metrics")
+    label = f'authz_name="{t.authz_name}"'
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("inbound_http_authz_allow_total{") and label in line]
+    return sum(values) if values else None
+
+
 def _proxy_env(ctx, grpc, workload, workers, extra):
     env = {
         # Like Envoy's --concurrency (1: one thread, no work-stealing scheduler).
@@ -148,8 +228,10 @@ def _write_token(ctx, workload, token):
     os.replace(tmp, path)
 
 
-def _start_weft(ctx, workers, cpus, routes=0):
-    t = Topology("weft-routes" if routes else "weft")
+def _start_weft(ctx, workers, cpus, routes=0, policy=False):
+    t = Topology("weft-routes" if routes else "policy" if policy else "weft")
+    http_port = ctx.backend_http.rsplit(":", 1)[1]
+    tcp_port = ctx.backend_tcp.rsplit(":", 1)[1]
     store = os.path.join(ctx.workdir, "weft-store")
     shutil.rmtree(store, ignore_errors=True)
     os.makedirs(store)
@@ -158,6 +240,10 @@ def _start_weft(ctx, workers, cpus, routes=0):
     if routes:
         with open(os.path.join(store, "routes.yaml"), "w") as f:
             f.write(routes_yaml(routes))
+    if policy:
+        with open(os.path.join(store, "policy.yaml"), "w") as f:
+            f.write(policy_yaml())
+        t.authz_name = POLICY_AUTHZ
     try:
         cmd = [ctx.weft_bin, "control", "--store", store, "--grpc-addr", "127.0.0.1:0",
                "--api-addr", "127.0.0.1:0"]
@@ -175,8 +261,6 @@ def _start_weft(ctx, workers, cpus, routes=0):
         listening = control.json_line()
         grpc, api = listening["grpc"], listening["api"]
 
-        http_port = ctx.backend_http.rsplit(":", 1)[1]
-        tcp_port = ctx.backend_tcp.rsplit(":", 1)[1]
         inbound_env = {
             "WEFT_PROXY_INBOUND_FORWARD_PORTS": f"{http_port},{tcp_port}",
             "WEFT_PROXY_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION": tcp_port,
@@ -214,10 +298,26 @@ def _start_weft(ctx, workers, cpus, routes=0):
             # With identity, /ready also waits for the proxy's first certificate.
             wait_until(f"weft {role} /ready", lambda: http_get(f"http://{l['admin']}/ready") == 200)
         wait_until("a request through weft", lambda: request_status(t.http, AUTHORITY) == 200)
+        if t.authz_name:
+            _check_policy_in_force(t)
         return t
     except Exception:
         t.stop()
         raise
+
+
+def _check_policy_in_force(t):
+    """A request is admitted by `t.authz_name` (not by a default policy), or the start fails with
+    what the inbound proxy counted instead."""
+    try:
+        wait_until(f"a request admitted by AuthorizationPolicy {t.authz_name}",
+                   lambda: request_status(t.http, AUTHORITY) == 200 and (authz_allowed(t) or 0) > 0)
+    except RuntimeError:
+        text = http_text(f"http://{t.admin['inbound']}/metrics")
+        seen = [line for line in text.splitlines() if line.startswith("inbound_http_authz_")]
+        raise RuntimeError(f"policy not in force: the inbound proxy's /metrics has no "
+                           f"inbound_http_authz_allow_total with authz_name=\"{t.authz_name}\"; it has: "
+                           + ("; ".join(seen) or "no inbound_http_authz_* series")) from None
 
 
 def _backend_doc(http_addr, tcp_addr):

@@ -221,6 +221,17 @@ impl Inbound {
 /// the main inbound listener without an original destination: only a transport header (inside
 /// mTLS) can direct it; anything else is closed.
 pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>) {
+    handle(ib, conn, app_port, false).await
+}
+
+/// [`handle_any`] for a connection to a forward port (explicit mode), which serves `app_port`.
+/// Its policy is the forward port's: the workload registers its forward ports (where peers
+/// connect), so that is the port Servers select and the control plane is asked about.
+pub async fn handle_forward(ib: Arc<Inbound>, conn: Accepted, app_port: u16) {
+    handle(ib, conn, Some(app_port), true).await
+}
+
+async fn handle(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>, forward: bool) {
     let Accepted {
         stream,
         peer,
@@ -233,6 +244,7 @@ pub async fn handle_any(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>)
         ib: ib.clone(),
         peer,
         local,
+        policy_port: forward.then_some(local.port()),
         drain,
     };
 
@@ -315,6 +327,8 @@ struct Ctx {
     /// The client's address (authorizations match its IP).
     peer: SocketAddr,
     local: SocketAddr,
+    /// The port whose policy applies when it is not the app port (a forward port).
+    policy_port: Option<u16>,
     drain: watch::Receiver<bool>,
 }
 
@@ -405,6 +419,7 @@ where
         ib,
         peer,
         local,
+        policy_port,
         drain,
     } = ctx;
     let target_addr = SocketAddr::new(local.ip(), app_port);
@@ -412,7 +427,7 @@ where
     // 3. Policy: the port's, live (the default until the control plane answers; the first
     //    connection to a port waits for that answer at most the inbound fail-fast timeout).
     //    Boxed: the wait is large and over once the connection has its view of the policy.
-    let policy = Box::pin(ib.policies.port(app_port)).await;
+    let policy = Box::pin(ib.policies.port(policy_port.unwrap_or(app_port))).await;
     let server = policy.current();
 
     // 4. Detect, unless the connection said what it is (a transport header, relayed TLS, a

@@ -545,3 +545,41 @@ async fn requests_beyond_the_servers_rate_limit_get_429_or_resource_exhausted() 
         limited
     );
 }
+
+/// Explicit mode: a connection to a forward port is decided by that port's policy (the workload
+/// registers its forward ports, so Servers name those), not by the app port it reaches.
+#[tokio::test]
+async fn a_forward_port_asks_for_its_own_policy() {
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = http_app().await;
+    let (ib, ctl) = inbound_with(&metrics, &ca, only_client(), PortSet::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let forward = listener.local_addr().expect("addr");
+    let app_port = app.port();
+    tokio::spawn(async move {
+        let (_drain_tx, drain) = tokio::sync::watch::channel(false);
+        while let Ok((stream, peer)) = listener.accept().await {
+            let conn = Accepted {
+                local: stream.local_addr().expect("local"),
+                stream,
+                peer,
+                orig_dst: None,
+                drain: drain.clone(),
+            };
+            tokio::spawn(handle_forward(ib.clone(), conn, app_port));
+        }
+    });
+    let mut client = h1(tls_client(forward, &ca, Some(CLIENT), false).await).await;
+    let (status, _, body) = get(&mut client).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, format!("ok:{CLIENT}").as_str())
+    );
+    let asked: Vec<u32> = ctl.ports.lock().unwrap().iter().map(|(_, p)| *p).collect();
+    assert_eq!(
+        asked,
+        [u32::from(forward.port())],
+        "the app port is {app_port}"
+    );
+}

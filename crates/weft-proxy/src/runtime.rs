@@ -300,7 +300,7 @@ impl Handler {
                 spawn_guarded(inbound::handle_any(ib.clone(), conn, port), guard)
             }
             Handler::Forward(ib, port) => {
-                spawn_guarded(inbound::handle_any(ib.clone(), conn, Some(*port)), guard)
+                spawn_guarded(inbound::handle_forward(ib.clone(), conn, *port), guard)
             }
             Handler::Outbound(ob) => {
                 let origin = match conn.orig_dst {
