@@ -11,6 +11,7 @@
 //! never hold each other back.
 
 use crate::resource::authz;
+use crate::resource::egress::EGRESS_NETWORK_KIND;
 use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::{RouteKind, FAULT_INJECTION_KIND};
 use crate::resource::{validate_document, Ctx, Defaults, Resource, State};
@@ -73,6 +74,7 @@ impl Resource {
             // Cluster-scoped: no namespace.
             Resource::Namespace(x) => (authz::NAMESPACE_KIND, &String::new(), &x.name),
             Resource::RateLimit(x) => (RATE_LIMIT_KIND, &x.namespace, &x.name),
+            Resource::EgressNetwork(x) => (EGRESS_NETWORK_KIND, &x.namespace, &x.name),
         };
         DocKey {
             kind,
@@ -160,6 +162,7 @@ fn identity(v: &Value) -> Option<DocKey> {
         "ExternalWorkload" => "ExternalWorkload",
         FAULT_INJECTION_KIND => FAULT_INJECTION_KIND,
         RATE_LIMIT_KIND => RATE_LIMIT_KIND,
+        EGRESS_NETWORK_KIND => EGRESS_NETWORK_KIND,
         k @ ("HTTPRoute" | "GRPCRoute") => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
             .ok()?
             .qualified(),
@@ -362,6 +365,11 @@ pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> Stat
                 let mut x = x.clone();
                 x.created = x.created.or_else(|| first_seen.get(key).copied());
                 state.rate_limit_policies.insert(id, x);
+            }
+            Resource::EgressNetwork(x) => {
+                let mut x = x.clone();
+                x.created = x.created.or_else(|| first_seen.get(key).copied());
+                state.egress_networks.insert(id, x);
             }
         }
     }

@@ -7,13 +7,17 @@
 //!
 //! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping). Which routes
 //! apply to a service port, resolved, is [`routes`]; the inbound policy of a workload port
-//! (Servers, authorizations, inbound routes, rate limits) is [`inbound`].
+//! (Servers, authorizations, inbound routes, rate limits) is [`inbound`]; the egress policy of
+//! an address outside the mesh (EgressNetworks) is [`egress`].
 
+pub mod egress;
 pub mod inbound;
 mod lookup;
 pub mod routes;
 
+use crate::resource::egress::DEFAULT_EGRESS_NAMESPACE;
 use crate::resource::{ExternalWorkload, Service, State, TargetPort};
+pub use egress::Egress;
 pub use inbound::{Inbound, InboundDefaults, InboundKey, PolicyStatus};
 use lookup::{Changes, Lookup};
 pub use routes::{Policy, RouteStatus};
@@ -33,6 +37,16 @@ pub enum Target {
         port: u16,
     },
     Addr(SocketAddr),
+}
+
+/// What an OutboundPolicies client subscribes to: its target and, for an address outside the
+/// mesh (neither a Service cluster IP nor a workload endpoint), the client's namespace, which
+/// decides the EgressNetwork that answers. Service and endpoint targets never carry the
+/// namespace, so their clients share one snapshot whatever their namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutboundKey {
+    pub target: Target,
+    pub client_namespace: Option<String>,
 }
 
 /// One address a workload serves a service port on.
@@ -97,6 +111,8 @@ pub enum Outbound {
     },
     /// The address of one workload endpoint: forward to it directly.
     Endpoint(Endpoint),
+    /// An address outside the mesh that an EgressNetwork answers for the client's namespace.
+    Egress(Arc<Egress>),
 }
 
 /// Parses a Destination path or an authority. `None` means outside the cluster domain or
@@ -128,6 +144,8 @@ pub fn parse_target(path: &str, cluster_domain: &str) -> Option<Target> {
 pub struct Index {
     cluster_domain: String,
     inbound_defaults: InboundDefaults,
+    /// The namespace whose EgressNetworks apply to clients of every namespace.
+    egress_namespace: String,
     inner: Mutex<Inner>,
     /// Serialises `apply`, whose recomputation runs outside `inner`'s lock: snapshots must
     /// be published in the order the states arrive.
@@ -174,7 +192,7 @@ struct Inner {
     lookup: Arc<Lookup>,
     destinations: Keyed<Target, Destination>,
     profiles: Keyed<Target, Profile>,
-    outbound: Keyed<Target, Outbound>,
+    outbound: Keyed<OutboundKey, Outbound>,
     inbound: Keyed<InboundKey, Inbound>,
 }
 
@@ -197,9 +215,20 @@ impl Index {
 
     /// An index whose inbound policies use `inbound_defaults` (default policy, cluster networks).
     pub fn with_inbound(cluster_domain: &str, inbound_defaults: InboundDefaults) -> Arc<Self> {
+        Self::with_defaults(cluster_domain, inbound_defaults, DEFAULT_EGRESS_NAMESPACE)
+    }
+
+    /// An index whose inbound policies use `inbound_defaults` and whose egress answers use the
+    /// EgressNetworks of `egress_namespace` for clients of every namespace.
+    pub fn with_defaults(
+        cluster_domain: &str,
+        inbound_defaults: InboundDefaults,
+        egress_namespace: &str,
+    ) -> Arc<Self> {
         Arc::new(Self {
             cluster_domain: cluster_domain.trim_end_matches('.').to_string(),
             inbound_defaults,
+            egress_namespace: egress_namespace.to_string(),
             inner: Mutex::new(Inner::default()),
             applying: Mutex::new(()),
             applied: watch::channel(Arc::new(State::default())).0,
@@ -276,11 +305,16 @@ impl Index {
         };
         let endpoints = |t: &Target| by_addr(t).unwrap_or_else(|key| changes.endpoints(&key));
         let service = |t: &Target| by_addr(t).unwrap_or_else(|key| changes.service(&key));
-        let policy = |t: &Target| match t {
+        // An egress answer also depends on every EgressNetwork and route (coarse, see
+        // `Changes::egress`).
+        let policy = |k: &OutboundKey| match &k.target {
             Target::Name {
                 name, namespace, ..
             } => changes.policy(&(namespace.clone(), name.clone())),
-            Target::Addr(a) => changes.addr_policy(&lookup, a.ip()),
+            Target::Addr(a) => {
+                changes.addr_policy(&lookup, a.ip())
+                    || (k.client_namespace.is_some() && changes.egress())
+            }
         };
         // A port's policy depends on its workload and on every inbound policy resource (a
         // coarse but cheap rule: any of those changing refreshes every inbound key).
@@ -290,7 +324,7 @@ impl Index {
         };
         applied.refresh(&dests, endpoints, |t| v.destination(t));
         applied.refresh(&profiles, service, |t| v.profile(t));
-        applied.refresh(&outbounds, policy, |t| v.outbound(t));
+        applied.refresh(&outbounds, policy, |k| v.outbound_key(k));
         applied.refresh(&inbounds, workload, |k| v.inbound(k));
         applied
     }
@@ -301,6 +335,7 @@ impl Index {
             lookup,
             domain: &self.cluster_domain,
             inbound: &self.inbound_defaults,
+            egress_namespace: &self.egress_namespace,
         }
     }
 
@@ -325,8 +360,29 @@ impl Index {
         self.subscribe(target, |i| &mut i.profiles, |v, t| v.profile(t))
     }
 
+    /// The outbound policy of `target` as any client sees it (no egress answers).
     pub fn outbound(&self, target: &Target) -> watch::Receiver<Outbound> {
-        self.subscribe(target, |i| &mut i.outbound, |v, t| v.outbound(t))
+        self.outbound_from(target, None)
+    }
+
+    /// The outbound policy of `target` for a client of `client_namespace`: an address outside
+    /// the mesh may then be answered by an EgressNetwork. The namespace is part of the key only
+    /// for such addresses (see [`OutboundKey`]).
+    pub fn outbound_from(
+        &self,
+        target: &Target,
+        client_namespace: Option<&str>,
+    ) -> watch::Receiver<Outbound> {
+        let mut inner = self.lock();
+        let (state, lookup) = (inner.state.clone(), inner.lookup.clone());
+        let v = self.view(&state, &lookup);
+        let key = OutboundKey {
+            target: target.clone(),
+            client_namespace: client_namespace
+                .filter(|_| v.outside_mesh(target))
+                .map(String::from),
+        };
+        inner.outbound.subscribe(&key, || v.outbound_key(&key))
     }
 
     pub fn inbound(&self, key: &InboundKey) -> watch::Receiver<Inbound> {
@@ -397,6 +453,7 @@ struct View<'a> {
     lookup: &'a Lookup,
     domain: &'a str,
     inbound: &'a InboundDefaults,
+    egress_namespace: &'a str,
 }
 
 impl View<'_> {
@@ -538,6 +595,39 @@ impl View<'_> {
         }
     }
 
+    /// Whether `target` is an address that is neither a Service cluster IP nor a workload
+    /// endpoint (where an EgressNetwork may answer).
+    fn outside_mesh(&self, target: &Target) -> bool {
+        match target {
+            Target::Name { .. } => false,
+            Target::Addr(addr) => {
+                self.lookup.service_by_ip(self.state, addr.ip()).is_none()
+                    && self.workload_at(*addr).is_none()
+            }
+        }
+    }
+
+    /// [`View::outbound`], with the EgressNetwork answering for the client's namespace when
+    /// nothing in the mesh does.
+    fn outbound_key(&self, key: &OutboundKey) -> Outbound {
+        let found = self.outbound(&key.target);
+        let (Outbound::NotFound, Target::Addr(addr), Some(ns)) =
+            (&found, &key.target, &key.client_namespace)
+        else {
+            return found;
+        };
+        let cluster = &self.inbound.cluster_networks;
+        match egress::winner(self.state, cluster, self.egress_namespace, ns, addr.ip()) {
+            Some(net) => Outbound::Egress(Arc::new(egress::egress(
+                self.state,
+                self.lookup,
+                net,
+                *addr,
+            ))),
+            None => Outbound::NotFound,
+        }
+    }
+
     fn inbound(&self, key: &InboundKey) -> Inbound {
         inbound::inbound(self.state, self.inbound, key)
     }
@@ -572,6 +662,7 @@ pub fn service_endpoints(
         lookup: &lookup,
         domain: "",
         inbound: &InboundDefaults::default(),
+        egress_namespace: DEFAULT_EGRESS_NAMESPACE,
     }
     .service_endpoints(svc, port)
 }
@@ -584,6 +675,7 @@ pub fn destination(state: &State, domain: &str, target: &Target) -> Destination 
         lookup: &lookup,
         domain,
         inbound: &InboundDefaults::default(),
+        egress_namespace: DEFAULT_EGRESS_NAMESPACE,
     }
     .destination(target)
 }
@@ -596,6 +688,7 @@ pub fn profile(state: &State, domain: &str, target: &Target) -> Profile {
         lookup: &lookup,
         domain,
         inbound: &InboundDefaults::default(),
+        egress_namespace: DEFAULT_EGRESS_NAMESPACE,
     }
     .profile(target)
 }
@@ -608,8 +701,34 @@ pub fn outbound(state: &State, domain: &str, target: &Target) -> Outbound {
         lookup: &lookup,
         domain,
         inbound: &InboundDefaults::default(),
+        egress_namespace: DEFAULT_EGRESS_NAMESPACE,
     }
     .outbound(target)
+}
+
+/// The outbound policy snapshot of `target` for a client of `client_namespace` in `state`,
+/// computed from scratch with the default cluster networks and egress namespace.
+pub fn outbound_from(
+    state: &State,
+    domain: &str,
+    target: &Target,
+    client_namespace: Option<&str>,
+) -> Outbound {
+    let lookup = Lookup::new(state);
+    let v = View {
+        state,
+        lookup: &lookup,
+        domain,
+        inbound: &InboundDefaults::default(),
+        egress_namespace: DEFAULT_EGRESS_NAMESPACE,
+    };
+    let key = OutboundKey {
+        target: target.clone(),
+        client_namespace: client_namespace
+            .filter(|_| v.outside_mesh(target))
+            .map(String::from),
+    };
+    v.outbound_key(&key)
 }
 
 /// The status of every route in `state` (see [`routes::statuses`]).
@@ -617,10 +736,12 @@ pub fn route_statuses(state: &State) -> Vec<RouteStatus> {
     routes::statuses(state)
 }
 
-/// The status of every Server, AuthorizationPolicy and HTTPLocalRateLimitPolicy in `state` (see
-/// [`inbound::statuses`]).
+/// The status of every Server, AuthorizationPolicy and HTTPLocalRateLimitPolicy (see
+/// [`inbound::statuses`]), then every EgressNetwork ([`egress::statuses`]), in `state`.
 pub fn policy_statuses(state: &State) -> Vec<PolicyStatus> {
-    inbound::statuses(state)
+    let mut out = inbound::statuses(state);
+    out.extend(egress::statuses(state));
+    out
 }
 
 /// The inbound policy snapshot of `key` in `state`.

@@ -61,6 +61,10 @@ pub struct Config {
     /// The networks the `cluster-*` policies admit. Default
     /// [`resource::authz::DEFAULT_CLUSTER_NETWORKS`] (parse a flag with [`parse_cidr_list`]).
     pub cluster_networks: Vec<Cidr>,
+    /// The namespace whose `EgressNetwork`s apply to clients of every namespace (those of a
+    /// client's own namespace come first). Default
+    /// [`resource::egress::DEFAULT_EGRESS_NAMESPACE`] (`weft-egress`).
+    pub egress_namespace: String,
 }
 
 impl Default for Config {
@@ -78,6 +82,7 @@ impl Default for Config {
             service_cidr: service_ips::ServiceCidr::default(),
             default_inbound_policy: DefaultPolicy::default(),
             cluster_networks: index::InboundDefaults::default().cluster_networks,
+            egress_namespace: resource::egress::DEFAULT_EGRESS_NAMESPACE.into(),
         }
     }
 }
@@ -208,12 +213,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         shutdown_rx.clone(),
     )?;
     let tokens = tokens::Tokens::load(&config.store_dir);
-    let index = index::Index::with_inbound(
+    let index = index::Index::with_defaults(
         &config.cluster_domain,
         index::InboundDefaults {
             default_policy: config.default_inbound_policy,
             cluster_networks: config.cluster_networks.clone(),
         },
+        &config.egress_namespace,
     );
     // The index sees the store's states with allocated cluster IPs filled in.
     let ips = service_ips::ServiceIps::load(&config.store_dir, config.service_cidr)?;

@@ -6,9 +6,10 @@
 //! All errors of a document set are collected, not only the first. Routes and the Weft
 //! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`]; the
 //! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`]; the
-//! `HTTPLocalRateLimitPolicy` in [`ratelimit`].
+//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`].
 
 pub mod authz;
+pub mod egress;
 pub mod policy;
 pub mod ratelimit;
 pub mod route;
@@ -143,6 +144,7 @@ pub enum Resource {
     NetworkAuthentication(authz::NetworkAuthentication),
     Namespace(authz::Namespace),
     RateLimit(ratelimit::RateLimitPolicy),
+    EgressNetwork(egress::EgressNetwork),
 }
 
 /// The whole validated configuration: what the index serves.
@@ -165,6 +167,8 @@ pub struct State {
     /// `HTTPLocalRateLimitPolicy`s, keyed by (namespace, name); each has `created` set, as
     /// Servers do.
     pub rate_limit_policies: BTreeMap<(String, String), ratelimit::RateLimitPolicy>,
+    /// `EgressNetwork`s, keyed by (namespace, name); each has `created` set, as Servers do.
+    pub egress_networks: BTreeMap<(String, String), egress::EgressNetwork>,
 }
 
 impl Service {
@@ -293,10 +297,13 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
         ratelimit::RATE_LIMIT_KIND => {
             return ratelimit::validate(api_version.as_deref(), obj, defaults, ctx);
         }
+        egress::EGRESS_NETWORK_KIND => {
+            return egress::validate(api_version.as_deref(), obj, ctx);
+        }
         other => {
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace or HTTPLocalRateLimitPolicy)"),
+                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace, HTTPLocalRateLimitPolicy or EgressNetwork)"),
             );
             return None;
         }

@@ -48,6 +48,10 @@ pub struct ControlArgs {
     /// admit.
     #[arg(long, default_value = weft_control::DEFAULT_CLUSTER_NETWORKS, value_name = "CIDRS", value_parser = weft_control::parse_cidr_list)]
     pub cluster_networks: CidrList,
+    /// Namespace whose EgressNetworks apply to clients of every namespace (an EgressNetwork
+    /// elsewhere applies to clients of its own namespace).
+    #[arg(long, default_value = weft_control::resource::egress::DEFAULT_EGRESS_NAMESPACE, value_name = "NS")]
+    pub egress_namespace: String,
 }
 
 /// `--cluster-networks`: one value holding the whole list.
@@ -68,6 +72,7 @@ impl ControlArgs {
             service_cidr: self.service_cidr,
             default_inbound_policy: self.default_inbound_policy,
             cluster_networks: self.cluster_networks.clone(),
+            egress_namespace: self.egress_namespace.clone(),
         }
     }
 }

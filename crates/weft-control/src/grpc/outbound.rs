@@ -4,18 +4,24 @@
 //! HTTPRoutes go into both `http1` and `http2` of `Detect`; GRPCRoutes make the protocol `Grpc`
 //! (as Linkerd's policy controller does); opaque ports get `Opaque` with the default opaque
 //! route. Failure accrual is sent only when the Service's annotations ask for it (Linkerd).
+//! An address outside the mesh answered by an `EgressNetwork` (for the client's namespace, from
+//! the `source_workload` `NS:NAME`) gets `Detect` with its HTTPRoutes and then a default route
+//! that forwards to the original destination (`Allow`) or refuses with 403 (`Deny`), and an
+//! opaque route that forwards or is `Forbidden`.
 
 use super::meta::{default_meta, duration, match_all, service_meta, DETECT_TIMEOUT};
 use super::stream::{stream, Stream};
 use crate::index::routes::{
     OutBackend, OutFilter, OutRoute, Policy, RetryConditions, RetryPolicy, RulePolicy,
 };
-use crate::index::{self, Index};
+use crate::index::{self, Egress, Index};
+use crate::resource::egress::{TrafficPolicy, EGRESS_NETWORK_KIND};
 use crate::resource::policy::{AccrualKind, FailureAccrual, Timeouts};
 use crate::resource::route::{
     FaultInjection, GrpcMatch, HeaderMatch, HeaderModifier, HttpMatch, Matches, PathMatch,
-    PathModifier, Redirect, ValueMatch,
+    PathModifier, Redirect, ValueMatch, POLICY_GROUP,
 };
+use linkerd2_proxy_api::destination::WeightedAddr;
 use linkerd2_proxy_api::meta::{self, Metadata};
 use linkerd2_proxy_api::outbound::{
     self as out, backend, outbound_policies_server::OutboundPolicies, proxy_protocol, traffic_spec,
@@ -72,12 +78,21 @@ impl OutboundService {
             None => return Err(Status::invalid_argument("target is required")),
         };
         let label = format!("{target:?}");
-        let rx = self.index.outbound(&target);
+        let rx = self
+            .index
+            .outbound_from(&target, client_namespace(&spec.source_workload));
         if *rx.borrow() == index::Outbound::NotFound {
             return Err(not_found(&label));
         }
         Ok((label, rx))
     }
+}
+
+/// The namespace of a `source_workload` (`NS:NAME`); `None` when absent or malformed (the
+/// client then gets no egress answers).
+fn client_namespace(source_workload: &str) -> Option<&str> {
+    let (ns, name) = source_workload.split_once(':')?;
+    (crate::resource::dns_label(ns).is_ok() && !name.is_empty()).then_some(ns)
 }
 
 fn not_found(target: &str) -> Status {
@@ -133,6 +148,7 @@ pub(crate) fn outbound_policy(s: &index::Outbound) -> Option<out::OutboundPolicy
             let backend = with_queue(metadata.clone(), kind);
             (metadata, backend, ep.opaque, Arc::default())
         }
+        index::Outbound::Egress(e) => return Some(egress_policy(e)),
     };
     let opaque_routes = proxy_protocol::Opaque {
         routes: vec![opaque_route(&parent)],
@@ -321,7 +337,7 @@ fn http_routes(policy: &Policy, parent: &out::Backend) -> Vec<out::HttpRoute> {
     if policy.routes.is_empty() {
         return vec![default_http_route(parent, &policy.default_rule)];
     }
-    policy.routes.iter().map(http_route).collect()
+    policy.routes.iter().map(|r| http_route(r, None)).collect()
 }
 
 /// The route of a service without routes: everything to the service itself, with the
@@ -353,8 +369,10 @@ fn default_http_route(parent: &out::Backend, rule: &RulePolicy) -> out::HttpRout
     }
 }
 
+/// An HTTPRoute. `forward`: the backend of rules without backends (an EgressNetwork's route,
+/// whose rules go to the original destination).
 #[allow(deprecated)] // `request_timeout` of rules and backends, see the proto.
-fn http_route(r: &OutRoute) -> out::HttpRoute {
+fn http_route(r: &OutRoute, forward: Option<&out::Backend>) -> out::HttpRoute {
     use out::http_route::{distribution, Distribution, Rule, WeightedRouteBackend};
     let rules = r
         .rules
@@ -363,7 +381,7 @@ fn http_route(r: &OutRoute) -> out::HttpRoute {
             let Matches::Http(matches) = &rule.matches else {
                 return Rule::default();
             };
-            let backends = rule
+            let mut backends: Vec<_> = rule
                 .backends
                 .iter()
                 .map(|b| WeightedRouteBackend {
@@ -375,6 +393,16 @@ fn http_route(r: &OutRoute) -> out::HttpRoute {
                     }),
                 })
                 .collect();
+            if let Some(forward) = forward.filter(|_| backends.is_empty()) {
+                backends.push(WeightedRouteBackend {
+                    weight: 1,
+                    backend: Some(out::http_route::RouteBackend {
+                        backend: Some(forward.clone()),
+                        filters: Vec::new(),
+                        request_timeout: rule.backend_request_timeout.and_then(duration),
+                    }),
+                });
+            }
             Rule {
                 matches: matches.iter().map(http_match).collect(),
                 filters: rule.filters.iter().map(http_filter).collect(),
@@ -635,6 +663,104 @@ pub(super) fn grpc_match(m: &GrpcMatch) -> grpc::GrpcRouteMatch {
     }
 }
 
+/// The policy of an address an EgressNetwork answers: always `Detect` (the proxy's own
+/// opaque-port configuration still makes a port opaque); the network's routes first, then the
+/// default route, which forwards (`Allow`) or refuses (`Deny`).
+fn egress_policy(e: &Egress) -> out::OutboundPolicy {
+    let metadata = Metadata {
+        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+            group: POLICY_GROUP.into(),
+            kind: EGRESS_NETWORK_KIND.into(),
+            name: e.name.clone(),
+            namespace: e.namespace.clone(),
+            section: String::new(),
+            port: e.addr.port().into(),
+        })),
+    };
+    // The original destination, in plaintext and without discovery.
+    let forward = with_queue(
+        metadata.clone(),
+        backend::Kind::Forward(WeightedAddr {
+            addr: Some(e.addr.into()),
+            weight: 1,
+            ..Default::default()
+        }),
+    );
+    let mut routes: Vec<_> = e
+        .routes
+        .iter()
+        .map(|r| http_route(r, Some(&forward)))
+        .collect();
+    routes.push(egress_default_http_route(e, &forward));
+    let opaque = match e.traffic_policy {
+        TrafficPolicy::Allow => out::OpaqueRoute {
+            metadata: Some(default_meta("default")),
+            ..opaque_route(&forward)
+        },
+        TrafficPolicy::Deny => forbidden_opaque_route(),
+    };
+    let kind = proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+        timeout: duration(DETECT_TIMEOUT),
+        opaque: Some(proxy_protocol::Opaque {
+            routes: vec![opaque],
+        }),
+        http1: Some(proxy_protocol::Http1 {
+            routes: routes.clone(),
+            failure_accrual: None,
+        }),
+        http2: Some(proxy_protocol::Http2 {
+            routes,
+            failure_accrual: None,
+        }),
+    });
+    out::OutboundPolicy {
+        protocol: Some(out::ProxyProtocol { kind: Some(kind) }),
+        metadata: Some(metadata),
+    }
+}
+
+/// The last HTTP route of an EgressNetwork: every request the routes before it did not match,
+/// forwarded (`Allow`) or answered 403 (`Deny`).
+fn egress_default_http_route(e: &Egress, forward: &out::Backend) -> out::HttpRoute {
+    use out::http_route::{distribution, Distribution, Rule};
+    let rule = match e.traffic_policy {
+        TrafficPolicy::Allow => default_http_route(forward, &RulePolicy::default())
+            .rules
+            .remove(0),
+        TrafficPolicy::Deny => Rule {
+            matches: vec![match_all()],
+            filters: vec![http_fail(403, &e.deny_message(), Some((1, 1)))],
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::Empty(distribution::Empty {})),
+            }),
+            ..Default::default()
+        },
+    };
+    out::HttpRoute {
+        metadata: Some(default_meta("default")),
+        hosts: Vec::new(),
+        rules: vec![rule],
+    }
+}
+
+/// The opaque route of a `Deny` EgressNetwork: connections are refused.
+fn forbidden_opaque_route() -> out::OpaqueRoute {
+    use out::opaque_route::{distribution, filter, Distribution, Filter, Rule};
+    out::OpaqueRoute {
+        metadata: Some(default_meta("default")),
+        rules: vec![Rule {
+            backends: Some(Distribution {
+                kind: Some(distribution::Kind::Empty(distribution::Empty {})),
+            }),
+            filters: vec![Filter {
+                kind: Some(filter::Kind::Forbidden(
+                    linkerd2_proxy_api::opaque_route::Forbidden {},
+                )),
+            }],
+        }],
+    }
+}
+
 fn opaque_route(b: &out::Backend) -> out::OpaqueRoute {
     use out::opaque_route::{distribution, Distribution, RouteBackend, Rule};
     out::OpaqueRoute {
@@ -658,3 +784,7 @@ fn opaque_route(b: &out::Backend) -> out::OpaqueRoute {
 #[cfg(test)]
 #[path = "outbound_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "outbound_egress_tests.rs"]
+mod egress_tests;

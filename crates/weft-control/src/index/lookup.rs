@@ -49,6 +49,8 @@ pub struct Lookup {
     services_by_label: ByLabel,
     /// Service → routes with a parentRef to it.
     routes_by_parent: HashMap<Key, Vec<RouteKey>>,
+    /// EgressNetwork → routes with a parentRef to it.
+    routes_by_egress: HashMap<Key, Vec<RouteKey>>,
     /// Service → routes with a backendRef to it.
     routes_by_backend: HashMap<Key, Vec<RouteKey>>,
     /// (namespace, name) of a FaultInjection → routes whose filters name it.
@@ -95,6 +97,10 @@ impl Lookup {
             for parent in parent_keys(r) {
                 push_route(&mut l.routes_by_parent, parent, key);
             }
+            for p in r.parents.iter().filter(|p| super::egress::is_egress_ref(p)) {
+                let net = (p.namespace.clone(), p.name.clone());
+                push_route(&mut l.routes_by_egress, net, key);
+            }
             for rule in &r.rules {
                 let faults = |filters: &[Filter]| -> Vec<Key> {
                     filters
@@ -127,6 +133,19 @@ impl Lookup {
         key: &Key,
     ) -> impl Iterator<Item = &'a Route> + 'a {
         self.routes_by_parent
+            .get(key)
+            .map_or(&[][..], |l| l.as_slice())
+            .iter()
+            .filter_map(|k| state.routes.get(k))
+    }
+
+    /// The routes of `state` with a parentRef to the EgressNetwork `key`, in state order.
+    pub fn egress_routes_of<'a>(
+        &'a self,
+        state: &'a State,
+        key: &Key,
+    ) -> impl Iterator<Item = &'a Route> + 'a {
+        self.routes_by_egress
             .get(key)
             .map_or(&[][..], |l| l.as_slice())
             .iter()
@@ -220,6 +239,8 @@ pub struct Changes {
     /// Servers, AuthorizationPolicies, authentications, Namespaces, rate-limit policies or
     /// routes changed.
     inbound_policies: bool,
+    /// EgressNetworks changed.
+    egress_networks: bool,
 }
 
 impl Changes {
@@ -254,6 +275,7 @@ impl Changes {
             || !diff(&old.network_authentications, &new.network_authentications).is_empty()
             || !diff(&old.namespaces, &new.namespaces).is_empty()
             || !diff(&old.rate_limit_policies, &new.rate_limit_policies).is_empty();
+        c.egress_networks = !diff(&old.egress_networks, &new.egress_networks).is_empty();
         for (key, before, after) in diff(&old.workloads, &new.workloads) {
             c.workloads.insert(key.clone());
             // An unchanged service selects the old version exactly when the new state's copy
@@ -273,6 +295,13 @@ impl Changes {
             && self.workloads.is_empty()
             && !self.routes_changed
             && !self.inbound_policies
+            && !self.egress_networks
+    }
+
+    /// Any EgressNetwork, route or FaultInjection changed: every egress answer may have (a
+    /// coarse rule; egress keys are few).
+    pub fn egress(&self) -> bool {
+        self.egress_networks || self.routes_changed
     }
 
     /// Any inbound policy resource (or route) changed: every inbound key may have.

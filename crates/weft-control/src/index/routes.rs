@@ -140,11 +140,11 @@ pub(super) fn policy(
 }
 
 /// Oldest first, then `namespace/name` (and kind, so the order is total).
-fn precedence(r: &Route) -> (i64, &str, &str, RouteKind) {
+pub(super) fn precedence(r: &Route) -> (i64, &str, &str, RouteKind) {
     (r.created.unwrap_or(i64::MAX), &r.namespace, &r.name, r.kind)
 }
 
-fn retry_policy(r: &Retry, grpc: bool) -> RetryPolicy {
+pub(super) fn retry_policy(r: &Retry, grpc: bool) -> RetryPolicy {
     let conditions = if grpc {
         RetryConditions::Grpc(r.grpc.unwrap_or(GrpcConditions::DEFAULT))
     } else {
@@ -267,7 +267,7 @@ fn fault_message(ns: &str, name: &str) -> String {
     format!("FaultInjection {ns}/{name} not found")
 }
 
-fn filters(state: &State, route_ns: &str, filters: &[Filter]) -> Vec<OutFilter> {
+pub(super) fn filters(state: &State, route_ns: &str, filters: &[Filter]) -> Vec<OutFilter> {
     filters
         .iter()
         .map(|f| match f {
@@ -290,6 +290,10 @@ fn attach(
     route: &Route,
     p: &ParentRef,
 ) -> Result<(), (&'static str, String)> {
+    if super::egress::is_egress_ref(p) {
+        // An egress route: it applies to the EgressNetwork's addresses, never to a Service.
+        return super::egress::attach(state, route, p);
+    }
     if super::inbound::is_server_ref(p) {
         // An inbound route: it authorizes requests to a Server, never outbound policy.
         return super::inbound::attach_server(state, p);
@@ -298,7 +302,7 @@ fn attach(
         return Err((
             "UnsupportedValue",
             format!(
-                "parent {}/{} {}/{} is not a Service or a policy.linkerd.io Server",
+                "parent {}/{} {}/{} is not a Service, a policy.linkerd.io Server or EgressNetwork",
                 p.group, p.kind, p.namespace, p.name
             ),
         ));

@@ -882,10 +882,21 @@ fn network_authentication(
     spec: &Map<String, Value>,
     ctx: &mut Ctx,
 ) -> Option<NetworkAuthentication> {
-    let items = list(spec.get("networks"), "spec.networks", ctx);
-    if items.is_empty() {
+    let listed = matches!(spec.get("networks"), Some(Value::Array(items)) if !items.is_empty());
+    let networks = networks(spec.get("networks"), "spec.networks", ctx);
+    if !listed {
         ctx.err("spec.networks", "must list at least one network");
     }
+    Some(NetworkAuthentication {
+        name: meta.name,
+        namespace: meta.namespace,
+        networks,
+    })
+}
+
+/// A `networks` list (`[{cidr, except?}]`), as `NetworkAuthentication` and `EgressNetwork`
+/// write it; each `except` must lie inside its `cidr`.
+pub(super) fn networks(v: Option<&Value>, field: &str, ctx: &mut Ctx) -> Vec<Network> {
     let cidr = |v: &Value, f: &str, ctx: &mut Ctx| -> Option<Cidr> {
         match v.as_str().map(str::parse::<Cidr>) {
             Some(Ok(c)) => Some(c),
@@ -900,8 +911,8 @@ fn network_authentication(
         }
     };
     let mut networks = Vec::new();
-    for (i, item) in items {
-        let f = format!("spec.networks[{i}]");
+    for (i, item) in list(v, field, ctx) {
+        let f = format!("{field}[{i}]");
         let Some(m) = object(item, &f, ctx) else {
             continue;
         };
@@ -928,11 +939,14 @@ fn network_authentication(
             networks.push(Network { net, except });
         }
     }
-    Some(NetworkAuthentication {
-        name: meta.name,
-        namespace: meta.namespace,
-        networks,
-    })
+    networks
+}
+
+impl Network {
+    /// Inside `net` and outside every `except`.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.net.contains(ip) && !self.except.iter().any(|e| e.contains(ip))
+    }
 }
 
 #[cfg(test)]
