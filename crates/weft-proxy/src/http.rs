@@ -149,6 +149,10 @@ pub enum Error {
     /// Outbound policy: part of the policy this request needs could not be used.
     #[error("invalid policy: {reason}")]
     BadPolicy { reason: String },
+    /// Outbound policy: the opaque route's `Forbidden` filter refuses the connection (an
+    /// `EgressNetwork` under `Deny`). `by`: the policy's parent and route.
+    #[error("connection to {target} forbidden by policy ({by})")]
+    Forbidden { target: String, by: String },
 }
 
 /// An error and its causes, `a: b: c` (hyper's own message is often just "http2 error"; the
@@ -185,7 +189,8 @@ impl Error {
             | Error::NoRoute { .. }
             | Error::Injected { .. }
             | Error::Timeout { .. }
-            | Error::BadPolicy { .. } => Side::Internal,
+            | Error::BadPolicy { .. }
+            | Error::Forbidden { .. } => Side::Internal,
         }
     }
 
@@ -207,7 +212,9 @@ impl Error {
             }
             Error::NoAuthority => StatusCode::BAD_REQUEST,
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
-            Error::IdentityRequired { .. } | Error::Unauthorized { .. } => StatusCode::FORBIDDEN,
+            Error::IdentityRequired { .. }
+            | Error::Unauthorized { .. }
+            | Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Connect(_)
             | Error::Relay { .. }
@@ -231,7 +238,9 @@ impl Error {
             Error::BadPolicy { .. } => 13,
             Error::Loop { .. } => 10,
             Error::NoAuthority => 3,
-            Error::IdentityRequired { .. } | Error::Unauthorized { .. } => 7,
+            Error::IdentityRequired { .. }
+            | Error::Unauthorized { .. }
+            | Error::Forbidden { .. } => 7,
             Error::RateLimited { .. } => 8,
             _ => 14,
         }

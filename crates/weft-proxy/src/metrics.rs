@@ -91,7 +91,7 @@ struct Registry {
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
-pub const COUNTER_FAMILIES: [(&str, &str); 6] = [
+pub const COUNTER_FAMILIES: [(&str, &str); 7] = [
     (
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
@@ -113,6 +113,10 @@ pub const COUNTER_FAMILIES: [(&str, &str); 6] = [
         "Inbound HTTP requests refused (403 / gRPC PERMISSION_DENIED): no authorization of the route admits the client, or the port requires a client identity.",
     ),
     (
+        OUTBOUND_TCP_FORBIDDEN,
+        "Outbound opaque connections (and CONNECT tunnels) closed at once because the target's policy forbids them (an EgressNetwork under Deny), by target and policy parent and route.",
+    ),
+    (
         INBOUND_HTTP_LOCAL_RATELIMIT,
         "Inbound HTTP requests refused by the server's local rate limit (429 / gRPC RESOURCE_EXHAUSTED), by the bucket that had no token.",
     ),
@@ -126,6 +130,10 @@ pub const INBOUND_TCP_AUTHZ_DENY: &str = "inbound_tcp_authz_deny_total";
 pub const INBOUND_HTTP_AUTHZ_ALLOW: &str = "inbound_http_authz_allow_total";
 /// Labels: the common inbound ones, `srv_*`, `route_*`.
 pub const INBOUND_HTTP_AUTHZ_DENY: &str = "inbound_http_authz_deny_total";
+/// Labels: `direction`, `target_addr` (the connection's target: `ip:port`, or `host:port` for a
+/// named upstream target), `parent_{group,kind,namespace,name,port}`,
+/// `route_{group,kind,namespace,name}`. Named after `inbound_tcp_authz_deny_total`.
+pub const OUTBOUND_TCP_FORBIDDEN: &str = "outbound_tcp_forbidden_total";
 /// Labels: the common inbound ones, `srv_*`, `ratelimit_{group,kind,name,scope}`.
 pub const INBOUND_HTTP_LOCAL_RATELIMIT: &str = "inbound_http_local_ratelimit_rate_limited_total";
 

@@ -4,11 +4,15 @@
 //! [`handle`] takes one connection from the application. Its target comes from how it arrived
 //! ([`Origin`]); in explicit mode (`HTTP_PROXY`) each HTTP request names its own target. A target
 //! with an outbound policy routes each request ([`routed`]: route match, filters, a weighted
-//! backend, timeouts); one without takes its discovered endpoints. Opaque connections pick one
-//! endpoint and relay bytes ([`opaque`]); HTTP connections are served by hyper and every request
-//! picks its own endpoint (P2C) and goes out over a pooled client connection
-//! ([`send_attempt`], the one place a request leaves for a backend). HTTP/1 to a meshed peer
-//! (hint H2) travels as HTTP/2 marked `l5d-orig-proto: HTTP/1.1`.
+//! backend, timeouts); one without takes its discovered endpoints. Every target is looked up,
+//! addresses outside the cluster included: an `EgressNetwork` answers for those, and its
+//! `Forward` backends go to the original destination in plaintext, without discovery; its
+//! opaque `Forbidden` closes the connection (counted in `outbound_tcp_forbidden_total`).
+//!
+//! Opaque connections pick one endpoint and relay bytes ([`opaque`]); HTTP connections are
+//! served by hyper and every request picks its own endpoint (P2C) and goes out over a pooled
+//! client connection ([`send_attempt`], the one place a request leaves for a backend). HTTP/1 to
+//! a meshed peer (hint H2) travels as HTTP/2 marked `l5d-orig-proto: HTTP/1.1`.
 //!
 //! In explicit mode the outbound listener is the application's HTTP proxy, so a `CONNECT
 //! host:port` is answered by the proxy itself (200) and the tunnel is relayed as opaque TCP to
@@ -293,7 +297,7 @@ impl Outbound {
         if !router.has_opaque_backends() {
             return Ok(self.discovered_dest(target).await);
         }
-        router.opaque_backend()?.dest(self).await
+        router.opaque_backend(self, target)?.dest(self).await
     }
 
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
@@ -477,8 +481,11 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         (Protocol::Opaque, Some(target), Some(dest)) => {
             // Boxed: connect + TLS + relay states are large, and only opaque connections
             // need them (an HTTP connection's task stays small).
-            if let Err(e) = Box::pin(forward_opaque(&ob, io, &target, dest, deadline)).await {
-                tracing::info!(%target, error = %e, "opaque connection failed");
+            match Box::pin(forward_opaque(&ob, io, &target, dest, deadline)).await {
+                Ok(()) => {}
+                // Logged (and counted) where the policy refused it.
+                Err(Error::Forbidden { .. }) => {}
+                Err(e) => tracing::info!(%target, error = %e, "opaque connection failed"),
             }
         }
         (Protocol::Opaque, ..) => {

@@ -1,7 +1,8 @@
 //! The request path against a scripted in-process control plane (Destination and
 //! OutboundPolicies over tonic on 127.0.0.1) and real local HTTP servers: header routing,
 //! weighted splits, no route, timeouts, gRPC deadlines, fault injection, live policy updates,
-//! and the fallback when the control plane has no policy.
+//! and the fallback when the control plane has no policy (balancing and egress in child
+//! modules).
 #![allow(deprecated)] // the proto's deprecated `request_timeout` fields must be filled
 
 use super::*;
@@ -38,6 +39,8 @@ struct Ctl {
     endpoints: Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>,
     policies: watch::Sender<Policies>,
     watches: Arc<AtomicUsize>,
+    /// `Destination.Get` calls so far.
+    gets: Arc<AtomicUsize>,
     /// Policy streams open right now.
     open: Arc<AtomicUsize>,
     /// `true`: policy streams fail with UNAVAILABLE and the server stops accepting.
@@ -53,6 +56,7 @@ impl dst::destination_server::Destination for Ctl {
         &self,
         req: tonic::Request<dst::GetDestination>,
     ) -> Result<tonic::Response<Self::GetStream>, Status> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         let path = req.into_inner().path;
         let addrs = self.endpoints.lock().unwrap().get(&path).cloned();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -154,6 +158,7 @@ async fn control_plane(policy: bool) -> (SocketAddr, Ctl) {
         endpoints: Arc::default(),
         policies: watch::Sender::new(Policies::new()),
         watches: Arc::default(),
+        gets: Arc::default(),
         open: Arc::default(),
         kill: watch::Sender::new(false),
     };
@@ -855,3 +860,6 @@ async fn explicit_requests_share_one_policy_target() {
 
 #[path = "balance_tests.rs"]
 mod balance_tests;
+
+#[path = "egress_tests.rs"]
+mod egress_tests;

@@ -190,6 +190,8 @@ struct BackendState {
 }
 
 struct OpaqueTable {
+    /// The opaque route (`route_*` labels of a forbidden connection).
+    route: Arc<Meta>,
     distribution: Distribution,
     filters: Vec<Filter>,
     slots: Vec<Arc<Slot>>,
@@ -354,7 +356,8 @@ impl Router {
         };
         let opaque = opaque_routes
             .and_then(|o| o.rule())
-            .map(|(_, rule)| OpaqueTable {
+            .map(|(route, rule)| OpaqueTable {
+                route: route.meta.clone(),
                 distribution: rule.distribution.clone(),
                 filters: rule.filters.clone(),
                 slots: rule
@@ -392,25 +395,77 @@ impl Router {
         self.opaque.is_some()
     }
 
-    /// The backend an opaque connection goes to, or why it cannot go anywhere.
-    pub(super) fn opaque_backend(&self) -> Result<Arc<Slot>, Error> {
+    /// The backend an opaque connection to `target` goes to, or why it cannot go anywhere. A
+    /// `Forbidden` filter (the rule's, then the chosen backend's) refuses the connection: logged
+    /// at info and counted in `outbound_tcp_forbidden_total` here, for opaque connections and
+    /// CONNECT tunnels alike; an `Invalid` one is an invalid-policy error.
+    pub(super) fn opaque_backend(
+        &self,
+        ob: &Outbound,
+        target: &Target,
+    ) -> Result<Arc<Slot>, Error> {
         let Some(t) = &self.opaque else {
             return Err(Error::BadPolicy {
                 reason: "the policy has no opaque route".into(),
             });
         };
-        if let Some(Filter::Invalid(reason)) = t.filters.first() {
-            return Err(Error::BadPolicy {
-                reason: reason.clone(),
-            });
-        }
+        self.opaque_filters(ob, target, t, &t.filters)?;
         let i = choose(&t.distribution)?;
-        if let Some(Filter::Invalid(reason)) = t.distribution.backends()[i].filters.first() {
-            return Err(Error::BadPolicy {
-                reason: reason.clone(),
-            });
-        }
+        self.opaque_filters(ob, target, t, &t.distribution.backends()[i].filters)?;
         Ok(t.slots[i].clone())
+    }
+
+    /// The first refusing opaque filter of `filters`, as the connection's error.
+    fn opaque_filters(
+        &self,
+        ob: &Outbound,
+        target: &Target,
+        t: &OpaqueTable,
+        filters: &[Filter],
+    ) -> Result<(), Error> {
+        for f in filters {
+            match f {
+                Filter::Invalid(reason) => {
+                    return Err(Error::BadPolicy {
+                        reason: reason.clone(),
+                    })
+                }
+                Filter::Forbidden => return Err(self.forbidden(ob, target, &t.route)),
+                // HTTP filters have no meaning for a byte stream.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs and counts a connection the policy forbids.
+    fn forbidden(&self, ob: &Outbound, target: &Target, route: &Meta) -> Error {
+        let parent = &self.policy.parent;
+        let e = Error::Forbidden {
+            target: target.to_string(),
+            by: format!("{parent}, route {route}"),
+        };
+        tracing::info!("{e}");
+        let port = |p: u16| if p == 0 { String::new() } else { p.to_string() };
+        let (target_addr, parent_port) = (target.to_string(), port(parent.port));
+        ob.metrics.count(
+            crate::metrics::OUTBOUND_TCP_FORBIDDEN,
+            None,
+            &[
+                ("direction", "outbound"),
+                ("target_addr", &target_addr),
+                ("parent_group", &parent.group),
+                ("parent_kind", &parent.kind),
+                ("parent_namespace", &parent.namespace),
+                ("parent_name", &parent.name),
+                ("parent_port", &parent_port),
+                ("route_group", &route.group),
+                ("route_kind", &route.kind),
+                ("route_namespace", &route.namespace),
+                ("route_name", &route.name),
+            ],
+        );
+        e
     }
 }
 
@@ -673,6 +728,14 @@ fn request_filters(
             Filter::Invalid(reason) => {
                 let e = Error::BadPolicy {
                     reason: reason.clone(),
+                };
+                return Some(e.into_response_for(grpc_req));
+            }
+            // Opaque routes only; an HTTP route carrying it refuses the request the same way.
+            Filter::Forbidden => {
+                let e = Error::Forbidden {
+                    target: http::authority_of(req).unwrap_or_default(),
+                    by: "the route's Forbidden filter".into(),
                 };
                 return Some(e.into_response_for(grpc_req));
             }

@@ -7,7 +7,9 @@
 //! `InvalidArgument` or `Unimplemented` (one that does not serve policy), one that cannot be
 //! reached before the first policy, or no first answer within the fail-fast timeout, all leave
 //! the target on the path it had before policies existed (Destination.Get, or passthrough). A
-//! refusal is remembered for the idle timeout, then asked again.
+//! refusal is remembered for [`REFUSAL_TTL`] (at most the idle timeout), then asked again: a
+//! policy that appears later for the target (an EgressNetwork written for an outside address)
+//! applies within that time.
 
 use super::{convert, Policy};
 use crate::{backoff::Backoff, control, discovery::Target};
@@ -24,6 +26,11 @@ use tonic::{transport::Channel, Code};
 
 /// Codes that mean "no policy for this target" (the target keeps the path without policy).
 const REFUSED_CODES: &[Code] = &[Code::NotFound, Code::InvalidArgument, Code::Unimplemented];
+
+/// How long a refused target is not asked again. Short enough that a policy created for an
+/// address the proxy already talks to (an EgressNetwork) applies soon; long enough that a proxy
+/// talking to many outside addresses asks about each at most once per interval.
+pub const REFUSAL_TTL: Duration = Duration::from_secs(5);
 
 /// What the control plane said about a target so far.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +102,12 @@ enum Entry {
     Active(watch::Sender<PolicyState>),
 }
 
+impl Inner {
+    fn refusal_ttl(&self) -> Duration {
+        REFUSAL_TTL.min(self.settings.idle_timeout)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -127,7 +140,7 @@ impl PolicyClient {
         let mut rx = {
             let mut targets = lock(&self.inner.targets);
             if let Some(Entry::Refused(at)) = targets.get(target) {
-                if at.elapsed() < self.inner.settings.idle_timeout {
+                if at.elapsed() < self.inner.refusal_ttl() {
                     return Lookup::NoPolicy;
                 }
                 targets.remove(target);
@@ -231,12 +244,7 @@ impl TargetTask {
                         let mut targets = lock(&inner.targets);
                         let now = Instant::now();
                         targets.insert(self.target.clone(), Entry::Refused(now));
-                        control::sweep_expired(
-                            &mut targets,
-                            now,
-                            inner.settings.idle_timeout,
-                            refused_at,
-                        );
+                        control::sweep_expired(&mut targets, now, inner.refusal_ttl(), refused_at);
                     }
                     return;
                 }

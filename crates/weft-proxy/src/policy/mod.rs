@@ -29,7 +29,8 @@ pub use client::{Lookup, PolicyClient, PolicyState};
 /// One target's policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    /// The parent (Service) the policy is for: `parent_*` metric labels.
+    /// The parent the policy is for (a Service, or an `EgressNetwork` for egress traffic):
+    /// `parent_*` metric labels.
     pub parent: Arc<Meta>,
     pub protocol: Protocol,
 }
@@ -239,9 +240,13 @@ pub enum Filter {
     /// Answers `ratio` of the requests itself with `status` (HTTP) or `grpc-status` (gRPC),
     /// marked in `l5d-proxy-error` as injected.
     Fail(FailureInjector),
-    /// A filter the proxy could not use (bad value, unknown kind, opaque `Invalid`/`Forbidden`):
-    /// every request or connection taking it fails with this reason.
+    /// A filter the proxy could not use (bad value, unknown kind, opaque `Invalid`): every
+    /// request or connection taking it fails with this reason.
     Invalid(String),
+    /// The opaque route's `Forbidden`: the policy refuses the connection on purpose (an
+    /// `EgressNetwork` under `Deny`). Not an error in the policy, so kept apart from
+    /// [`Filter::Invalid`]: the connection is closed, logged and counted as forbidden.
+    Forbidden,
 }
 
 /// Add, then set, then remove (the proto's order).
@@ -406,7 +411,8 @@ pub struct OpaqueRoute {
 #[derive(Clone, Debug)]
 pub struct OpaqueRule {
     pub distribution: Distribution,
-    /// Only [`Filter::Invalid`] (the opaque `Invalid` and `Forbidden` filters).
+    /// Only [`Filter::Invalid`] and [`Filter::Forbidden`] (the opaque `Invalid` and
+    /// `Forbidden` filters).
     pub filters: Vec<Filter>,
 }
 

@@ -16,9 +16,7 @@ macro_rules! connection_routes {
                         Some(FilterKind::Invalid(i)) => {
                             Filter::Invalid(format!("invalid opaque route: {}", i.message))
                         }
-                        Some(FilterKind::Forbidden(_)) => {
-                            Filter::Invalid("the opaque route forbids this connection".into())
-                        }
+                        Some(FilterKind::Forbidden(_)) => Filter::Forbidden,
                         None => Filter::Invalid("an opaque filter with no kind".into()),
                     })
                     .collect()

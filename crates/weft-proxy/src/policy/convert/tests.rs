@@ -496,7 +496,7 @@ fn opaque_and_tls_routes_keep_their_backends_and_forbidden_filters() {
     let p = policy(opaque).unwrap();
     let (route, rule) = p.protocol.opaque().unwrap().rule().unwrap();
     assert_eq!(route.meta.name, "db");
-    assert!(matches!(&rule.filters[0], Filter::Invalid(r) if r.contains("forbids")));
+    assert!(matches!(&rule.filters[0], Filter::Forbidden));
     assert!(
         matches!(&rule.distribution, Distribution::RandomAvailable { cumulative, .. } if cumulative == &vec![3])
     );
