@@ -389,3 +389,15 @@ pub(crate) fn state_of(text: &str) -> State {
     assert!(errors.is_empty(), "{errors:?}");
     state(&docs)
 }
+
+/// The one resource of a YAML text, or its errors (tests of the validators).
+#[cfg(test)]
+pub(crate) fn parse_one(text: &str) -> Result<Resource, Vec<String>> {
+    let (mut docs, errors) = parse_yaml_file("a.yaml", text, &Defaults::default());
+    if errors.is_empty() {
+        assert_eq!(docs.len(), 1);
+        Ok(docs.remove(0).resource)
+    } else {
+        Err(errors)
+    }
+}

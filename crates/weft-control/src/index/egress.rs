@@ -6,7 +6,7 @@
 
 use super::inbound::PolicyStatus;
 use super::lookup::Lookup;
-use super::routes::{self, Condition, OutRoute, OutRule, RulePolicy};
+use super::routes::{self, Condition, OutRoute};
 use crate::resource::authz::Cidr;
 use crate::resource::egress::{EgressNetwork, TrafficPolicy, EGRESS_NETWORK_KIND};
 use crate::resource::route::{ParentRef, Route, POLICY_GROUP};
@@ -92,32 +92,7 @@ pub(super) fn egress(
 /// there is no Service to inherit from); its backendRefs are ignored (the original destination).
 fn out_route(state: &State, r: &Route) -> OutRoute {
     let timeouts = r.timeouts.unwrap_or_default();
-    let rules = r
-        .rules
-        .iter()
-        .map(|rule| {
-            let mut timeouts = timeouts;
-            timeouts.request = timeouts.request.or(rule.request_timeout);
-            let mut retry = r.retry.as_ref().map(|x| routes::retry_policy(x, false));
-            if let Some(rp) = retry.as_mut() {
-                rp.timeout = rp.timeout.or(rule.backend_request_timeout);
-            }
-            OutRule {
-                matches: rule.matches.clone(),
-                filters: routes::filters(state, &r.namespace, &rule.filters),
-                backends: Vec::new(),
-                policy: RulePolicy { timeouts, retry },
-                backend_request_timeout: rule.backend_request_timeout,
-            }
-        })
-        .collect();
-    OutRoute {
-        kind: r.kind,
-        namespace: r.namespace.clone(),
-        name: r.name.clone(),
-        hostnames: r.hostnames.clone(),
-        rules,
-    }
+    routes::rules_of(state, r, timeouts, r.retry.as_ref(), |_| Vec::new())
 }
 
 /// A `policy.linkerd.io` `EgressNetwork` parentRef.

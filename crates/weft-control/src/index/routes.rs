@@ -8,7 +8,7 @@ use super::lookup::{Key, Lookup};
 use crate::resource::policy::{self, FailureAccrual, GrpcConditions, Retry, Timeouts};
 use crate::resource::route::{
     BackendRef, FaultInjection, Filter, HeaderModifier, Matches, ParentRef, Redirect, Route,
-    RouteKind,
+    RouteKind, Rule,
 };
 use crate::resource::{Service, State};
 use std::time::Duration;
@@ -168,37 +168,51 @@ fn out_route(
     // Linkerd: any timeout (retry) annotation on the route replaces all of the Service's.
     let timeouts = r.timeouts.or(sp.timeouts).unwrap_or_default();
     let retry = r.retry.as_ref().or(sp.retry.as_ref());
+    rules_of(state, r, timeouts, retry, |rule| {
+        if rule.backends.is_empty() {
+            vec![OutBackend {
+                namespace: svc.namespace.clone(),
+                name: svc.name.clone(),
+                port,
+                weight: 1,
+                authority: authority(&svc.name, &svc.namespace, port, domain),
+                error: None,
+                filters: Vec::new(),
+            }]
+        } else {
+            rule.backends
+                .iter()
+                .map(|b| backend(state, &r.namespace, b, domain))
+                .collect()
+        }
+    })
+}
+
+/// `r` with its rules as proxies get them: matches, filters, the route's `timeouts` with each
+/// rule's own request timeout under them (an annotation wins over the Gateway API field, as in
+/// Linkerd), `retry` with the rule's backend request timeout as its per-try timeout, and the
+/// backends `backends` gives each rule.
+pub(super) fn rules_of(
+    state: &State,
+    r: &Route,
+    timeouts: Timeouts,
+    retry: Option<&Retry>,
+    backends: impl Fn(&Rule) -> Vec<OutBackend>,
+) -> OutRoute {
     let rules = r
         .rules
         .iter()
         .map(|rule| {
             let mut timeouts = timeouts;
-            // An annotation wins over the rule's Gateway API field, as in Linkerd.
             timeouts.request = timeouts.request.or(rule.request_timeout);
             let mut retry = retry.map(|x| retry_policy(x, r.kind.is_grpc()));
             if let Some(rp) = retry.as_mut() {
                 rp.timeout = rp.timeout.or(rule.backend_request_timeout);
             }
-            let backends = if rule.backends.is_empty() {
-                vec![OutBackend {
-                    namespace: svc.namespace.clone(),
-                    name: svc.name.clone(),
-                    port,
-                    weight: 1,
-                    authority: authority(&svc.name, &svc.namespace, port, domain),
-                    error: None,
-                    filters: Vec::new(),
-                }]
-            } else {
-                rule.backends
-                    .iter()
-                    .map(|b| backend(state, &r.namespace, b, domain))
-                    .collect()
-            };
             OutRule {
                 matches: rule.matches.clone(),
                 filters: filters(state, &r.namespace, &rule.filters),
-                backends,
+                backends: backends(rule),
                 policy: RulePolicy { timeouts, retry },
                 backend_request_timeout: rule.backend_request_timeout,
             }

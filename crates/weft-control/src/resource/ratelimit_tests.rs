@@ -1,18 +1,7 @@
 //! Validation of `HTTPLocalRateLimitPolicy`: values out, or errors naming the field.
 
 use super::*;
-use crate::documents::parse_yaml_file;
-
-/// The one resource of `text`, or its errors.
-fn parse(text: &str) -> Result<Resource, Vec<String>> {
-    let (mut docs, errors) = parse_yaml_file("a.yaml", text, &Defaults::default());
-    if errors.is_empty() {
-        assert_eq!(docs.len(), 1);
-        Ok(docs.remove(0).resource)
-    } else {
-        Err(errors)
-    }
-}
+use crate::documents::parse_one as parse;
 
 fn errors(text: &str) -> Vec<String> {
     parse(text).expect_err("invalid")
