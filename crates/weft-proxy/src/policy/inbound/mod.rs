@@ -93,6 +93,8 @@ pub struct Authz {
     /// The client's IP must be in one of them (and not in its `except`).
     pub networks: Vec<Network>,
     pub authn: Authn,
+    /// `meta` is the `audit` default (derived once: the request path asks per request).
+    audit: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,9 +135,19 @@ pub enum ClientTls<'a> {
 }
 
 impl Authz {
+    pub fn new(meta: Arc<Meta>, networks: Vec<Network>, authn: Authn) -> Authz {
+        let audit = meta.kind == "default" && meta.name == "audit";
+        Authz {
+            meta,
+            networks,
+            authn,
+            audit,
+        }
+    }
+
     /// The `audit` default: admits, but is logged and labelled `authz_name="audit"`.
     pub fn is_audit(&self) -> bool {
-        self.meta.kind == "default" && self.meta.name == "audit"
+        self.audit
     }
 
     pub fn admits(&self, client: &ClientRef<'_>) -> bool {
@@ -285,11 +297,11 @@ pub fn default_authorizations(policy: DefaultPolicy, cluster: &[Cidr]) -> Vec<Au
         DefaultPolicy::ClusterUnauthenticated => (cluster(), Authn::Unauthenticated),
         DefaultPolicy::ClusterAuthenticated => (cluster(), any_identity()),
     };
-    vec![Authz {
-        meta: Arc::new(Meta::default_named(policy.name())),
+    vec![Authz::new(
+        Arc::new(Meta::default_named(policy.name())),
         networks,
         authn,
-    }]
+    )]
 }
 
 /// One route `default` for every request, taking `authorizations`.

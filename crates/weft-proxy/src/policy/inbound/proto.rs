@@ -218,11 +218,7 @@ pub fn authz(a: inb::Authz) -> Result<Authz, String> {
             },
         },
     };
-    Ok(Authz {
-        meta,
-        networks,
-        authn,
-    })
+    Ok(Authz::new(meta, networks, authn))
 }
 
 fn cidr(n: IpNetwork) -> Result<Cidr, String> {
