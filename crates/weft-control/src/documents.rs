@@ -163,7 +163,7 @@ fn identity(v: &Value) -> Option<DocKey> {
         FAULT_INJECTION_KIND => FAULT_INJECTION_KIND,
         RATE_LIMIT_KIND => RATE_LIMIT_KIND,
         EGRESS_NETWORK_KIND => EGRESS_NETWORK_KIND,
-        k @ ("HTTPRoute" | "GRPCRoute") => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
+        k if RouteKind::is_route_kind(k) => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
             .ok()?
             .qualified(),
         k if authz::is_kind(k) => [

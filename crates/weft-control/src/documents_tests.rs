@@ -237,3 +237,25 @@ fn routes_are_documents_like_the_others() {
     assert!(errors[0].contains("duplicate HTTPRoute.gateway.networking.k8s.io default/r"));
     assert_eq!(state(&after).routes.len(), 1);
 }
+
+#[test]
+fn tls_and_tcp_routes_are_documents_too() {
+    let tls = |hostname: &str| {
+        format!("apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: TLSRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: [{{group: policy.linkerd.io, kind: EgressNetwork, name: internet}}]\n  hostnames: [{hostname}]\n  rules: [{{}}]\n")
+    };
+    let tcp = "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{group: policy.linkerd.io, kind: EgressNetwork, name: internet}]\n  rules: [{}]\n";
+    let (good, errors) = apply(
+        &[("r.yaml", format!("{}---\n{tcp}", tls("api.example.com")))],
+        &InForce::new(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(state(&good).routes.len(), 2, "two kinds, two resources");
+    // A bad version keeps the last good one in force.
+    let (after, errors) = apply(
+        &[("r.yaml", format!("{}---\n{tcp}", tls("1.2.3.4")))],
+        &good,
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("r.yaml: document 0: spec.hostnames[0]: must be a DNS name"));
+    assert_eq!(after, good);
+}

@@ -288,8 +288,8 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
     let expect = match kind.as_str() {
         "Service" => SERVICE_API_VERSION,
         "ExternalWorkload" => WORKLOAD_API_VERSION,
-        "HTTPRoute" | "GRPCRoute" | route::FAULT_INJECTION_KIND => {
-            return route::validate(&kind, api_version.as_deref(), obj, ctx);
+        k if route::RouteKind::is_route_kind(k) || k == route::FAULT_INJECTION_KIND => {
+            return route::validate(k, api_version.as_deref(), obj, ctx);
         }
         k if authz::is_kind(k) => {
             return authz::validate(k, api_version.as_deref(), obj, defaults, ctx);
@@ -303,7 +303,7 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
         other => {
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace, HTTPLocalRateLimitPolicy or EgressNetwork)"),
+                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace, HTTPLocalRateLimitPolicy or EgressNetwork)"),
             );
             return None;
         }

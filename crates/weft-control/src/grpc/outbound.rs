@@ -1,13 +1,18 @@
 //! OutboundPolicies: the index's [`index::Outbound`] snapshot of a target as `OutboundPolicy`,
-//! following the proto comments. A service without routes gets the default route (one `/`
-//! route to the service itself, metadata `default`/`http`), as before routes existed;
-//! HTTPRoutes go into both `http1` and `http2` of `Detect`; GRPCRoutes make the protocol `Grpc`
-//! (as Linkerd's policy controller does); opaque ports get `Opaque` with the default opaque
+//! following the proto comments. The attached route kind decides the protocol, as in Linkerd's
+//! policy controller (`grpc/src/outbound.rs` `to_proto`): GRPCRoutes make it `Grpc`, HTTPRoutes
+//! go into both `http1` and `http2` of `Detect`, TLSRoutes make it `Tls` and TCPRoutes `Opaque`
+//! (their builders are in [`connection`]). A service without routes gets `Detect` with the
+//! default route (one `/` route to the service itself, metadata `default`/`http`), as before
+//! routes existed; opaque ports get `Opaque` with their TCPRoutes, else the default opaque
 //! route. Failure accrual is sent only when the Service's annotations ask for it (Linkerd).
 //! An address outside the mesh answered by an `EgressNetwork` (for the client's namespace, from
-//! the `source_workload` `NS:NAME`) gets `Detect` with its HTTPRoutes and then a default route
-//! that forwards to the original destination (`Allow`) or refuses with 403 (`Deny`), and an
-//! opaque route that forwards or is `Forbidden`.
+//! the `source_workload` `NS:NAME`) gets the same protocol choice with the network's routes,
+//! each followed by a default route that forwards to the original destination (`Allow`) or
+//! refuses (`Deny`: 403, gRPC `PERMISSION_DENIED`, or a `Forbidden` connection).
+
+mod connection;
+mod egress;
 
 use super::meta::{default_meta, duration, match_all, service_meta, DETECT_TIMEOUT};
 use super::stream::{stream, Stream};
@@ -15,13 +20,11 @@ use crate::index::routes::{
     OutBackend, OutFilter, OutRoute, Policy, RetryConditions, RetryPolicy, RulePolicy,
 };
 use crate::index::{self, Egress, Index};
-use crate::resource::egress::{TrafficPolicy, EGRESS_NETWORK_KIND};
 use crate::resource::policy::{AccrualKind, FailureAccrual, Timeouts};
 use crate::resource::route::{
     FaultInjection, GrpcMatch, HeaderMatch, HeaderModifier, HttpMatch, Matches, PathMatch,
-    PathModifier, Redirect, ValueMatch, POLICY_GROUP,
+    PathModifier, Redirect, RouteProtocol, ValueMatch,
 };
-use linkerd2_proxy_api::destination::WeightedAddr;
 use linkerd2_proxy_api::meta::{self, Metadata};
 use linkerd2_proxy_api::outbound::{
     self as out, backend, outbound_policies_server::OutboundPolicies, proxy_protocol, traffic_spec,
@@ -148,37 +151,83 @@ pub(crate) fn outbound_policy(s: &index::Outbound) -> Option<out::OutboundPolicy
             let backend = with_queue(metadata.clone(), kind);
             (metadata, backend, ep.opaque, Arc::default())
         }
-        index::Outbound::Egress(e) => return Some(egress_policy(e)),
+        index::Outbound::Egress(e) => return Some(egress::policy(e)),
     };
     let opaque_routes = proxy_protocol::Opaque {
-        routes: vec![opaque_route(&parent)],
+        routes: vec![connection::opaque::forward(default_meta("opaque"), &parent)],
     };
     let failure_accrual = policy.failure_accrual.as_ref().map(failure_accrual);
-    let kind = if opaque {
-        proxy_protocol::Kind::Opaque(opaque_routes)
-    } else if policy.grpc {
-        proxy_protocol::Kind::Grpc(proxy_protocol::Grpc {
-            routes: policy.routes.iter().map(grpc_route).collect(),
-            failure_accrual,
-        })
-    } else {
-        let routes = http_routes(&policy, &parent);
-        proxy_protocol::Kind::Detect(proxy_protocol::Detect {
-            timeout: duration(DETECT_TIMEOUT),
-            opaque: Some(opaque_routes),
-            http1: Some(proxy_protocol::Http1 {
-                routes: routes.clone(),
-                failure_accrual,
-            }),
-            http2: Some(proxy_protocol::Http2 {
-                routes,
-                failure_accrual,
-            }),
-        })
+    let kind = match policy.protocol {
+        // TCPRoutes also apply to an opaque port (the routes of other kinds need detection).
+        RouteProtocol::Tcp => tcp(&policy.routes, None),
+        _ if opaque => proxy_protocol::Kind::Opaque(opaque_routes),
+        RouteProtocol::Tls => tls(&policy.routes, None),
+        RouteProtocol::Grpc => grpc(&policy.routes, failure_accrual, None),
+        RouteProtocol::Http => {
+            let routes = http_routes(&policy, &parent);
+            proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+                timeout: duration(DETECT_TIMEOUT),
+                opaque: Some(opaque_routes),
+                http1: Some(proxy_protocol::Http1 {
+                    routes: routes.clone(),
+                    failure_accrual,
+                }),
+                http2: Some(proxy_protocol::Http2 {
+                    routes,
+                    failure_accrual,
+                }),
+            })
+        }
     };
     Some(out::OutboundPolicy {
         protocol: Some(out::ProxyProtocol { kind: Some(kind) }),
         metadata: Some(metadata),
+    })
+}
+
+/// The EgressNetwork answering for an address and its original destination (the backend of
+/// the network's routes and of its default route); `None` for a Service.
+type EgressOf<'a> = Option<(&'a Egress, &'a out::Backend)>;
+
+/// `Grpc` with the GRPCRoutes, then an EgressNetwork's default route.
+fn grpc(
+    routes: &[OutRoute],
+    failure_accrual: Option<out::FailureAccrual>,
+    egress: EgressOf,
+) -> proxy_protocol::Kind {
+    let forward = egress.map(|(_, forward)| forward);
+    let routes = routes.iter().map(|r| grpc_route(r, forward));
+    let last = egress.map(|(e, forward)| egress::default_grpc_route(e, forward));
+    proxy_protocol::Kind::Grpc(proxy_protocol::Grpc {
+        routes: routes.chain(last).collect(),
+        failure_accrual,
+    })
+}
+
+/// `Tls` with the TLSRoutes, then an EgressNetwork's default route. A Service's TLSRoutes get
+/// none: a connection whose SNI no route matches fails, as in Linkerd (`outbound/tls.rs`).
+fn tls(routes: &[OutRoute], egress: EgressOf) -> proxy_protocol::Kind {
+    let forward = egress.map(|(_, forward)| forward);
+    let routes = routes.iter().map(|r| connection::tls_route(r, forward));
+    let last = egress.map(|(e, forward)| {
+        connection::tls::egress_default(e.traffic_policy, forward, egress::TLS_DEFAULT)
+    });
+    proxy_protocol::Kind::Tls(proxy_protocol::Tls {
+        routes: routes.chain(last).collect(),
+    })
+}
+
+/// `Opaque` with the TCPRoutes, then an EgressNetwork's default route (Linkerd's
+/// `outbound/tcp.rs`). The proxy uses the first opaque route: the oldest TCPRoute takes every
+/// connection.
+fn tcp(routes: &[OutRoute], egress: EgressOf) -> proxy_protocol::Kind {
+    let forward = egress.map(|(_, forward)| forward);
+    let routes = routes.iter().map(|r| connection::opaque::of(r, forward));
+    let last = egress.map(|(e, forward)| {
+        connection::opaque::egress_default(e.traffic_policy, forward, egress::TCP_DEFAULT)
+    });
+    proxy_protocol::Kind::Opaque(proxy_protocol::Opaque {
+        routes: routes.chain(last).collect(),
     })
 }
 
@@ -425,8 +474,10 @@ fn http_route(r: &OutRoute, forward: Option<&out::Backend>) -> out::HttpRoute {
     }
 }
 
+/// A GRPCRoute. `forward`: the backend of rules without backends (an EgressNetwork's route,
+/// whose rules go to the original destination).
 #[allow(deprecated)] // `request_timeout` of rules and backends, see the proto.
-fn grpc_route(r: &OutRoute) -> out::GrpcRoute {
+fn grpc_route(r: &OutRoute, forward: Option<&out::Backend>) -> out::GrpcRoute {
     use out::grpc_route::{distribution, Distribution, Rule, WeightedRouteBackend};
     let rules = r
         .rules
@@ -435,7 +486,7 @@ fn grpc_route(r: &OutRoute) -> out::GrpcRoute {
             let Matches::Grpc(matches) = &rule.matches else {
                 return Rule::default();
             };
-            let backends = rule
+            let mut backends: Vec<_> = rule
                 .backends
                 .iter()
                 .map(|b| {
@@ -453,6 +504,16 @@ fn grpc_route(r: &OutRoute) -> out::GrpcRoute {
                     }
                 })
                 .collect();
+            if let Some(forward) = forward.filter(|_| backends.is_empty()) {
+                backends.push(WeightedRouteBackend {
+                    weight: 1,
+                    backend: Some(out::grpc_route::RouteBackend {
+                        backend: Some(forward.clone()),
+                        filters: Vec::new(),
+                        request_timeout: rule.backend_request_timeout.and_then(duration),
+                    }),
+                });
+            }
             Rule {
                 matches: matches.iter().map(grpc_match).collect(),
                 filters: rule.filters.iter().filter_map(grpc_filter).collect(),
@@ -660,124 +721,6 @@ pub(super) fn grpc_match(m: &GrpcMatch) -> grpc::GrpcRouteMatch {
             method: m.method.clone().unwrap_or_default(),
         }),
         headers: m.headers.iter().map(header_match).collect(),
-    }
-}
-
-/// The policy of an address an EgressNetwork answers: always `Detect` (the proxy's own
-/// opaque-port configuration still makes a port opaque); the network's routes first, then the
-/// default route, which forwards (`Allow`) or refuses (`Deny`).
-fn egress_policy(e: &Egress) -> out::OutboundPolicy {
-    let metadata = Metadata {
-        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
-            group: POLICY_GROUP.into(),
-            kind: EGRESS_NETWORK_KIND.into(),
-            name: e.name.clone(),
-            namespace: e.namespace.clone(),
-            section: String::new(),
-            port: e.addr.port().into(),
-        })),
-    };
-    // The original destination, in plaintext and without discovery.
-    let forward = with_queue(
-        metadata.clone(),
-        backend::Kind::Forward(WeightedAddr {
-            addr: Some(e.addr.into()),
-            weight: 1,
-            ..Default::default()
-        }),
-    );
-    let mut routes: Vec<_> = e
-        .routes
-        .iter()
-        .map(|r| http_route(r, Some(&forward)))
-        .collect();
-    routes.push(egress_default_http_route(e, &forward));
-    let opaque = match e.traffic_policy {
-        TrafficPolicy::Allow => out::OpaqueRoute {
-            metadata: Some(default_meta("default")),
-            ..opaque_route(&forward)
-        },
-        TrafficPolicy::Deny => forbidden_opaque_route(),
-    };
-    let kind = proxy_protocol::Kind::Detect(proxy_protocol::Detect {
-        timeout: duration(DETECT_TIMEOUT),
-        opaque: Some(proxy_protocol::Opaque {
-            routes: vec![opaque],
-        }),
-        http1: Some(proxy_protocol::Http1 {
-            routes: routes.clone(),
-            failure_accrual: None,
-        }),
-        http2: Some(proxy_protocol::Http2 {
-            routes,
-            failure_accrual: None,
-        }),
-    });
-    out::OutboundPolicy {
-        protocol: Some(out::ProxyProtocol { kind: Some(kind) }),
-        metadata: Some(metadata),
-    }
-}
-
-/// The last HTTP route of an EgressNetwork: every request the routes before it did not match,
-/// forwarded (`Allow`) or answered 403 (`Deny`).
-fn egress_default_http_route(e: &Egress, forward: &out::Backend) -> out::HttpRoute {
-    use out::http_route::{distribution, Distribution, Rule};
-    let rule = match e.traffic_policy {
-        TrafficPolicy::Allow => default_http_route(forward, &RulePolicy::default())
-            .rules
-            .remove(0),
-        TrafficPolicy::Deny => Rule {
-            matches: vec![match_all()],
-            filters: vec![http_fail(403, &e.deny_message(), Some((1, 1)))],
-            backends: Some(Distribution {
-                kind: Some(distribution::Kind::Empty(distribution::Empty {})),
-            }),
-            ..Default::default()
-        },
-    };
-    out::HttpRoute {
-        metadata: Some(default_meta("default")),
-        hosts: Vec::new(),
-        rules: vec![rule],
-    }
-}
-
-/// The opaque route of a `Deny` EgressNetwork: connections are refused.
-fn forbidden_opaque_route() -> out::OpaqueRoute {
-    use out::opaque_route::{distribution, filter, Distribution, Filter, Rule};
-    out::OpaqueRoute {
-        metadata: Some(default_meta("default")),
-        rules: vec![Rule {
-            backends: Some(Distribution {
-                kind: Some(distribution::Kind::Empty(distribution::Empty {})),
-            }),
-            filters: vec![Filter {
-                kind: Some(filter::Kind::Forbidden(
-                    linkerd2_proxy_api::opaque_route::Forbidden {},
-                )),
-            }],
-        }],
-    }
-}
-
-fn opaque_route(b: &out::Backend) -> out::OpaqueRoute {
-    use out::opaque_route::{distribution, Distribution, RouteBackend, Rule};
-    out::OpaqueRoute {
-        metadata: Some(default_meta("opaque")),
-        rules: vec![Rule {
-            backends: Some(Distribution {
-                kind: Some(distribution::Kind::FirstAvailable(
-                    distribution::FirstAvailable {
-                        backends: vec![RouteBackend {
-                            backend: Some(b.clone()),
-                            filters: Vec::new(),
-                        }],
-                    },
-                )),
-            }),
-            filters: Vec::new(),
-        }],
     }
 }
 

@@ -255,3 +255,93 @@ fn opaque_ports_stay_opaque() {
     let p = policy(&state(&[db, route]), "db", 5432);
     assert!(matches!(p.protocol.unwrap().kind, Some(Kind::Opaque(_))));
 }
+
+#[test]
+fn tls_and_tcp_routes_of_a_service() {
+    use linkerd2_proxy_api::outbound::{opaque_route as oor, tls_route as otr};
+    let api = "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec: {selector: {app: api}, ports: [{port: 443}]}\n";
+    let tls = "apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: TLSRoute\nmetadata: {name: sni}\nspec:\n  parentRefs: [{group: core, kind: Service, name: api}]\n  hostnames: ['*.example.com']\n  rules: [{backendRefs: [{name: v1, port: 80, weight: 9}, {name: ghost, port: 80}]}]\n";
+    let p = policy(&state(&[api, V1, tls]), "api", 443);
+    assert_eq!(
+        p.metadata,
+        Some(service_meta("default", "api", 443)),
+        "the parent"
+    );
+    let Some(Kind::Tls(t)) = p.protocol.unwrap().kind else {
+        panic!("expected TLS")
+    };
+    assert_eq!(
+        t.routes.len(),
+        1,
+        "no default route for a Service, as Linkerd"
+    );
+    let route = &t.routes[0];
+    assert_eq!(route.snis.len(), 1);
+    let Some(otr::distribution::Kind::RandomAvailable(d)) =
+        route.rules[0].backends.as_ref().unwrap().kind.as_ref()
+    else {
+        panic!("{:?}", route.rules[0].backends)
+    };
+    let (v1, ghost) = (&d.backends[0], &d.backends[1]);
+    assert_eq!((v1.weight, ghost.weight), (9, 1));
+    let v1 = v1.backend.as_ref().unwrap();
+    assert!(v1.filters.is_empty());
+    let v1 = v1.backend.as_ref().unwrap();
+    assert_eq!(v1.metadata, Some(service_meta("default", "v1", 80)));
+    let Some(backend::Kind::Balancer(b)) = &v1.kind else {
+        panic!("{v1:?}")
+    };
+    let Some(backend::endpoint_discovery::Kind::Dst(dst)) =
+        b.discovery.as_ref().unwrap().kind.as_ref()
+    else {
+        panic!()
+    };
+    assert_eq!(dst.path, "v1.default.svc.cluster.local:80");
+    // A backend that does not resolve: no kind, and an Invalid filter saying why.
+    let ghost = ghost.backend.as_ref().unwrap();
+    assert_eq!(ghost.backend.as_ref().unwrap().kind, None);
+    let Some(otr::filter::Kind::Invalid(i)) = &ghost.filters[0].kind else {
+        panic!("{:?}", ghost.filters)
+    };
+    assert_eq!(i.message, "backend Service default/ghost not found");
+
+    // A TCPRoute also applies to an opaque port; without backendRefs, to the Service itself.
+    let db = "apiVersion: v1\nkind: Service\nmetadata: {name: db, annotations: {config.linkerd.io/opaque-ports: '5432'}}\nspec: {selector: {app: db}, ports: [{port: 5432}]}\n";
+    let tcp = "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: pg}\nspec:\n  parentRefs: [{group: core, kind: Service, name: db}]\n  rules: [{}]\n";
+    let p = policy(&state(&[db, tcp]), "db", 5432);
+    let Some(Kind::Opaque(o)) = p.protocol.unwrap().kind else {
+        panic!("expected opaque")
+    };
+    assert_eq!(o.routes.len(), 1);
+    assert_eq!(o.routes[0].metadata, Some(route_meta_of("TCPRoute", "pg")));
+    let Some(oor::distribution::Kind::RandomAvailable(d)) = o.routes[0].rules[0]
+        .backends
+        .as_ref()
+        .unwrap()
+        .kind
+        .as_ref()
+    else {
+        panic!()
+    };
+    let be = d.backends[0]
+        .backend
+        .as_ref()
+        .unwrap()
+        .backend
+        .as_ref()
+        .unwrap();
+    assert_eq!(be.metadata, Some(service_meta("default", "db", 5432)));
+}
+
+fn route_meta_of(kind: &str, name: &str) -> Metadata {
+    Metadata {
+        kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+            group: "gateway.networking.k8s.io".into(),
+            kind: kind.into(),
+            name: name.into(),
+            namespace: "default".into(),
+            section: String::new(),
+            port: 0,
+        })),
+    }
+}

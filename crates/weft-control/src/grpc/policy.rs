@@ -236,7 +236,8 @@ fn http_routes(s: &index::Inbound, server_authz: &[inb::Authz]) -> Vec<inb::Http
                 .map(|m| inb::http_route::Rule {
                     matches: match m {
                         Matches::Http(ms) => ms.iter().map(http_match).collect(),
-                        Matches::Grpc(_) => Vec::new(),
+                        // Never attached to a Server (`index::inbound::attach_server`).
+                        Matches::Grpc(_) | Matches::Connection => Vec::new(),
                     },
                     filters: Vec::new(),
                 })
@@ -270,7 +271,7 @@ fn grpc_routes(s: &index::Inbound, server_authz: &[inb::Authz]) -> Vec<inb::Grpc
                 .map(|m| inb::grpc_route::Rule {
                     matches: match m {
                         Matches::Grpc(ms) => ms.iter().map(grpc_match).collect(),
-                        Matches::Http(_) => Vec::new(),
+                        Matches::Http(_) | Matches::Connection => Vec::new(),
                     },
                     filters: Vec::new(),
                 })

@@ -1,15 +1,17 @@
 //! The egress policy of an address outside the mesh: which `EgressNetwork` answers a client
 //! (those of the client's namespace containing the address, else those of the egress
-//! namespace; the oldest, then by name), the `HTTPRoute`s attached to it (their rules sending to
-//! the original destination), and the status of every EgressNetwork and of routes attached to
-//! one. The same attachment rule decides both, so what the status says is what proxies get.
+//! namespace; the oldest, then by name), the routes attached to it for the address's port (of
+//! one kind: GRPCRoutes, else HTTPRoutes, else TLSRoutes, else TCPRoutes, as in Linkerd; their
+//! rules sending to the original destination), and the status of every EgressNetwork and of
+//! routes attached to one. The same attachment rule decides both, so what the status says is
+//! what proxies get.
 
 use super::inbound::PolicyStatus;
 use super::lookup::Lookup;
 use super::routes::{self, Condition, OutRoute};
 use crate::resource::authz::Cidr;
 use crate::resource::egress::{EgressNetwork, TrafficPolicy, EGRESS_NETWORK_KIND};
-use crate::resource::route::{ParentRef, Route, POLICY_GROUP};
+use crate::resource::route::{ParentRef, Route, RouteProtocol, POLICY_GROUP};
 use crate::resource::State;
 use std::net::{IpAddr, SocketAddr};
 
@@ -23,8 +25,10 @@ pub struct Egress {
     pub traffic_policy: TrafficPolicy,
     /// The original destination: every route's (and the default route's) only backend.
     pub addr: SocketAddr,
-    /// The HTTPRoutes attached to the network (and this port), in precedence order; their
-    /// rules' `backends` are empty, meaning `addr`.
+    /// The protocol the routes decide (`Http` without routes: detection, as before routes).
+    pub protocol: RouteProtocol,
+    /// The routes of that protocol attached to the network (and this port), in precedence
+    /// order; their rules' `backends` are empty, meaning `addr`.
     pub routes: Vec<OutRoute>,
 }
 
@@ -65,31 +69,32 @@ pub(super) fn egress(
     addr: SocketAddr,
 ) -> Egress {
     let key = (net.namespace.clone(), net.name.clone());
-    let mut attached: Vec<&Route> = lookup
-        .egress_routes_of(state, &key)
-        .filter(|r| {
-            r.parents.iter().any(|p| {
-                is_egress_ref(p)
-                    && p.namespace == net.namespace
-                    && p.name == net.name
-                    && p.port.is_none_or(|pp| pp == addr.port())
-                    && attach(state, r, p).is_ok()
-            })
+    let attached = lookup.egress_routes_of(state, &key).filter(|r| {
+        r.parents.iter().any(|p| {
+            is_egress_ref(p)
+                && p.namespace == net.namespace
+                && p.name == net.name
+                && p.port.is_none_or(|pp| pp == addr.port())
+                && attach(state, lookup, r, p).is_ok()
         })
-        .collect();
-    attached.sort_by(|a, b| routes::precedence(a).cmp(&routes::precedence(b)));
+    });
+    let (protocol, attached) = routes::in_force(attached);
     let routes = attached.into_iter().map(|r| out_route(state, r)).collect();
     Egress {
         namespace: net.namespace.clone(),
         name: net.name.clone(),
         traffic_policy: net.traffic_policy,
         addr,
+        protocol,
         routes,
     }
 }
 
 /// A route of an EgressNetwork: its matches, filters, timeouts and retry (its own annotations:
-/// there is no Service to inherit from); its backendRefs are ignored (the original destination).
+/// there is no Service to inherit from). Its backendRefs are ignored: every rule goes to the
+/// original destination, which is what Linkerd does with a backendRef to the same
+/// EgressNetwork; a Service backend of an egress route is not supported (it would leave the
+/// network for a Service of the mesh).
 fn out_route(state: &State, r: &Route) -> OutRoute {
     let timeouts = r.timeouts.unwrap_or_default();
     routes::rules_of(state, r, timeouts, r.retry.as_ref(), |_| Vec::new())
@@ -104,18 +109,10 @@ pub(super) fn is_egress_ref(p: &ParentRef) -> bool {
 /// route's `Accepted` condition.
 pub(super) fn attach(
     state: &State,
+    lookup: &Lookup,
     route: &Route,
     p: &ParentRef,
 ) -> Result<(), (&'static str, String)> {
-    if route.kind.is_grpc() {
-        return Err((
-            "NotAllowedByParent",
-            format!(
-                "EgressNetwork {}/{}: only HTTPRoutes attach to an EgressNetwork",
-                p.namespace, p.name
-            ),
-        ));
-    }
     if p.namespace != route.namespace {
         return Err((
             "UnsupportedValue",
@@ -134,7 +131,15 @@ pub(super) fn attach(
             format!("no EgressNetwork {}/{}", p.namespace, p.name),
         ));
     }
-    Ok(())
+    let key = (p.namespace.clone(), p.name.clone());
+    routes::outranked(
+        route,
+        p,
+        EGRESS_NETWORK_KIND,
+        is_egress_ref,
+        None,
+        lookup.egress_routes_of(state, &key),
+    )
 }
 
 /// The status of every EgressNetwork of `state`, in state order (always `Accepted`).

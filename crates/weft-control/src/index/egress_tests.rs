@@ -3,6 +3,7 @@
 use crate::documents::state_of;
 use crate::index::{self, Index, Outbound, Target};
 use crate::resource::egress::TrafficPolicy;
+use crate::resource::route::RouteProtocol;
 use crate::resource::State;
 use std::sync::Arc;
 
@@ -170,4 +171,102 @@ async fn a_watch_follows_the_traffic_policy_and_services_keep_one_key() {
     index.apply(Arc::new(state_of(WEB)));
     assert!(rx.has_changed().unwrap());
     assert_eq!(*rx.borrow_and_update(), Outbound::NotFound);
+}
+
+/// A route of `kind` (TLSRoute and TCPRoute with their one rule) in namespace `shop` with the
+/// EgressNetwork `internet` as parent, on `port` if given.
+fn egress_route(kind: &str, name: &str, created: &str, port: Option<u16>) -> String {
+    let (av, extra) = match kind {
+        "TLSRoute" => (
+            "v1alpha2",
+            "  hostnames: [api.example.com]\n  rules: [{}]\n",
+        ),
+        "TCPRoute" => ("v1alpha2", "  rules: [{}]\n"),
+        _ => ("v1", ""),
+    };
+    let port = port.map(|p| format!(", port: {p}")).unwrap_or_default();
+    format!(
+        "apiVersion: gateway.networking.k8s.io/{av}\nkind: {kind}\nmetadata: {{name: {name}, namespace: shop, creationTimestamp: '{created}'}}\nspec:\n  parentRefs: [{{group: policy.linkerd.io, kind: EgressNetwork, name: internet{port}}}]\n{extra}---\n"
+    )
+}
+
+#[test]
+fn every_route_kind_attaches_and_per_port_the_first_kind_wins() {
+    let s = state_of(&format!(
+        "{}{}{}{}{}{}{}{}",
+        net("shop", "internet", "2024-01-01T00:00:00Z", "Deny", ""),
+        egress_route("HTTPRoute", "http", "2024-01-02T00:00:00Z", Some(80)),
+        egress_route("GRPCRoute", "grpc", "2024-01-02T00:00:00Z", Some(50051)),
+        egress_route("TLSRoute", "tls", "2024-01-02T00:00:00Z", Some(443)),
+        egress_route("TLSRoute", "tls-older", "2024-01-01T00:00:00Z", Some(443)),
+        egress_route("TCPRoute", "tcp", "2024-01-02T00:00:00Z", Some(5432)),
+        // Its one port is the HTTPRoute's: outranked.
+        egress_route("TLSRoute", "tls-on-80", "2024-01-01T00:00:00Z", Some(80)),
+        // Every port: used where no other kind is.
+        egress_route("TCPRoute", "tcp-any", "2024-01-01T00:00:00Z", None),
+    ));
+    let at = |port: u16| {
+        let a = format!("1.1.1.1:{port}");
+        match index::outbound_from(&s, DOMAIN, &addr(&a), Some("shop")) {
+            Outbound::Egress(e) => {
+                let names: Vec<String> = e.routes.iter().map(|r| r.name.clone()).collect();
+                (e.protocol, names)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(at(80), (RouteProtocol::Http, vec!["http".into()]));
+    assert_eq!(at(50051), (RouteProtocol::Grpc, vec!["grpc".into()]));
+    assert_eq!(
+        at(443),
+        (RouteProtocol::Tls, vec!["tls-older".into(), "tls".into()]),
+        "oldest first"
+    );
+    assert_eq!(
+        at(5432),
+        (RouteProtocol::Tcp, vec!["tcp-any".into(), "tcp".into()])
+    );
+    assert_eq!(at(8080), (RouteProtocol::Tcp, vec!["tcp-any".into()]));
+
+    let statuses = index::route_statuses(&s);
+    let accepted = |name: &str| {
+        let st = statuses.iter().find(|r| r.name == name).unwrap();
+        let c = &st.parents[0].conditions[0];
+        (c.reason, c.message.clone())
+    };
+    for name in ["http", "grpc", "tls", "tls-older", "tcp", "tcp-any"] {
+        assert_eq!(accepted(name), ("Accepted", String::new()), "{name}");
+    }
+    assert_eq!(
+        accepted("tls-on-80"),
+        (
+            "Conflicted",
+            "HTTPRoute shop/http also attaches to EgressNetwork shop/internet: each port serves one route kind, and HTTPRoute wins over TLSRoute (GEP-1426; as in Linkerd: GRPCRoute > HTTPRoute > TLSRoute > TCPRoute)".into()
+        )
+    );
+
+    // Without routes on a port: Detect, as before routes.
+    let s = state_of(&format!(
+        "{}{}",
+        net("shop", "internet", "2024-01-01T00:00:00Z", "Deny", ""),
+        egress_route("TCPRoute", "tcp", "2024-01-02T00:00:00Z", Some(5432)),
+    ));
+    match index::outbound_from(&s, DOMAIN, &addr("1.1.1.1:8080"), Some("shop")) {
+        Outbound::Egress(e) => assert_eq!((e.protocol, e.routes.len()), (RouteProtocol::Http, 0)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn connection_routes_do_not_attach_to_a_server() {
+    let s = state_of(
+        "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: db, namespace: shop}\nspec: {podSelector: {matchLabels: {app: db}}, port: 5432}\n---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: db, namespace: shop}\nspec:\n  parentRefs: [{group: policy.linkerd.io, kind: Server, name: db}]\n  rules: [{}]\n",
+    );
+    let statuses = index::route_statuses(&s);
+    let c = &statuses[0].parents[0].conditions[0];
+    assert_eq!((c.status, c.reason), ("False", "NotAllowedByParent"));
+    assert_eq!(
+        c.message,
+        "Server shop/db: only HTTPRoutes and GRPCRoutes attach to a Server (TCPRoutes are outbound only)"
+    );
 }

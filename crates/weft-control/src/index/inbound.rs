@@ -283,7 +283,11 @@ fn server_policy(state: &State, d: &InboundDefaults, srv: &Server) -> Inbound {
     let mut attached: Vec<&Route> = state
         .routes
         .values()
-        .filter(|r| r.parents.iter().any(|p| is_server_parent(p, srv)))
+        .filter(|r| {
+            r.parents
+                .iter()
+                .any(|p| is_server_parent(p, srv) && attach_server(state, r, p).is_ok())
+        })
         .collect();
     attached.sort_by_key(|r| (r.created.unwrap_or(i64::MAX), &r.namespace, &r.name, r.kind));
     let (mut http_routes, mut grpc_routes) = (Vec::new(), Vec::new());
@@ -335,10 +339,25 @@ pub(super) fn is_server_ref(p: &ParentRef) -> bool {
     p.group.eq_ignore_ascii_case(POLICY_GROUP) && p.kind.eq_ignore_ascii_case(SERVER_KIND)
 }
 
-/// Whether a route attaches to its `Server` parent `p`: the Server exists. `Err((reason,
-/// message))` for the route's `Accepted` condition.
-pub(super) fn attach_server(state: &State, p: &ParentRef) -> Result<(), (&'static str, String)> {
-    if state
+/// Whether a route attaches to its `Server` parent `p`: an HTTPRoute or GRPCRoute (inbound
+/// routes authorize requests; TLSRoutes and TCPRoutes are outbound only, as in Linkerd), and the
+/// Server exists. `Err((reason, message))` for the route's `Accepted` condition.
+pub(super) fn attach_server(
+    state: &State,
+    route: &Route,
+    p: &ParentRef,
+) -> Result<(), (&'static str, String)> {
+    if route.kind.is_connection() {
+        Err((
+            "NotAllowedByParent",
+            format!(
+                "Server {}/{}: only HTTPRoutes and GRPCRoutes attach to a Server ({}s are outbound only)",
+                p.namespace,
+                p.name,
+                route.kind.kind()
+            ),
+        ))
+    } else if state
         .servers
         .contains_key(&(p.namespace.clone(), p.name.clone()))
     {

@@ -346,7 +346,9 @@ spec:
     else {
         panic!()
     };
-    assert!(policy.routes.is_empty() && !policy.grpc);
+    assert!(
+        policy.routes.is_empty() && policy.protocol == crate::resource::route::RouteProtocol::Http
+    );
     let web = get(&s, "web", 8080);
     assert_eq!(web.grpc_routes.len(), 1);
     assert!(

@@ -1,14 +1,15 @@
 //! The outbound policy of one service port: which routes attach to it (Service parent, port,
-//! one route kind per parent), their references resolved against the state (backend Services,
-//! `FaultInjection` filters), the Linkerd annotations merged (route over Service); and the
-//! status of every route, shaped like Gateway API `status.parents[].conditions`. The same
-//! attachment rule decides both, so what the status says is what the proxies get.
+//! one route kind per parent port: [`in_force`]), their references resolved against the state
+//! (backend Services, `FaultInjection` filters), the Linkerd annotations merged (route over
+//! Service); and the status of every route, shaped like Gateway API
+//! `status.parents[].conditions`. The same attachment rule decides both, so what the status
+//! says is what the proxies get.
 
 use super::lookup::{Key, Lookup};
 use crate::resource::policy::{self, FailureAccrual, GrpcConditions, Retry, Timeouts};
 use crate::resource::route::{
     BackendRef, FaultInjection, Filter, HeaderModifier, Matches, ParentRef, Redirect, Route,
-    RouteKind, Rule,
+    RouteKind, RouteProtocol, Rule,
 };
 use crate::resource::{Service, State};
 use std::time::Duration;
@@ -22,8 +23,9 @@ pub struct Policy {
     /// The routes in force, in precedence tie-break order (oldest first, then namespace/name).
     /// Empty: the default route (everything to the service itself).
     pub routes: Vec<OutRoute>,
-    /// Whether `routes` are GRPCRoutes (the protocol is then gRPC, as in Linkerd).
-    pub grpc: bool,
+    /// The protocol `routes` decide (as in Linkerd: GRPCRoutes make it gRPC, TLSRoutes TLS,
+    /// TCPRoutes opaque); `Http` without routes.
+    pub protocol: RouteProtocol,
     /// The Service's timeouts and retry: the default route's policy.
     pub default_rule: RulePolicy,
     pub failure_accrual: Option<FailureAccrual>,
@@ -107,22 +109,16 @@ pub(super) fn policy(
 ) -> Policy {
     let sp = policy::service_policy_of(&svc.annotations);
     let key: Key = (svc.namespace.clone(), svc.name.clone());
-    let mut attached: Vec<&Route> = lookup
-        .routes_of(state, &key)
-        .filter(|r| {
-            r.parents.iter().any(|p| {
-                p.is_service()
-                    && p.namespace == svc.namespace
-                    && p.name == svc.name
-                    && p.port.is_none_or(|pp| pp == port)
-                    && attach(state, lookup, r, p).is_ok()
-            })
+    let attached = lookup.routes_of(state, &key).filter(|r| {
+        r.parents.iter().any(|p| {
+            p.is_service()
+                && p.namespace == svc.namespace
+                && p.name == svc.name
+                && p.port.is_none_or(|pp| pp == port)
+                && attach(state, lookup, r, p).is_ok()
         })
-        .collect();
-    // `attach` never lets both kinds onto one port; should it, GRPCRoutes win.
-    let grpc = attached.iter().any(|r| r.kind.is_grpc());
-    attached.retain(|r| r.kind.is_grpc() == grpc);
-    attached.sort_by(|a, b| precedence(a).cmp(&precedence(b)));
+    });
+    let (protocol, attached) = in_force(attached);
     let default_rule = RulePolicy {
         timeouts: sp.timeouts.unwrap_or_default(),
         retry: sp.retry.as_ref().map(|r| retry_policy(r, false)),
@@ -133,7 +129,7 @@ pub(super) fn policy(
         .collect();
     Policy {
         routes,
-        grpc,
+        protocol,
         default_rule,
         failure_accrual: sp.failure_accrual,
     }
@@ -142,6 +138,85 @@ pub(super) fn policy(
 /// Oldest first, then `namespace/name` (and kind, so the order is total).
 pub(super) fn precedence(r: &Route) -> (i64, &str, &str, RouteKind) {
     (r.created.unwrap_or(i64::MAX), &r.namespace, &r.name, r.kind)
+}
+
+/// The routes attached to one parent port that are in force, in [`precedence`] order, and the
+/// protocol they decide: those of the kind first in Linkerd's order ([`RouteProtocol`]); the
+/// others are not used on this port (and `Conflicted` when they lose every port: [`outranked`]).
+pub(super) fn in_force<'a>(
+    attached: impl Iterator<Item = &'a Route>,
+) -> (RouteProtocol, Vec<&'a Route>) {
+    let mut attached: Vec<&Route> = attached.collect();
+    let protocol = attached
+        .iter()
+        .map(|r| r.kind.protocol())
+        .min()
+        .unwrap_or_default();
+    attached.retain(|r| r.kind.protocol() == protocol);
+    attached.sort_by(|a, b| precedence(a).cmp(&precedence(b)));
+    (protocol, attached)
+}
+
+/// `Err` (`Conflicted`) when routes of kinds that win over `route`'s take every port its
+/// parentRef `p` covers: a parent port serves one route kind (GEP-1426), the first in Linkerd's
+/// order (GRPCRoute > HTTPRoute > TLSRoute > TCPRoute, [`RouteProtocol`]). A route that loses
+/// only some of its ports is accepted and used on the others ([`in_force`] decides per port).
+/// `p` covers its `port`, else every port of the parent: `ports`, the Service's (`None`: any,
+/// an EgressNetwork's, which only a winner without `port` takes entirely). `others`: the routes
+/// with a parentRef to that parent; `same_kind`: whether a parentRef is of the parent's kind
+/// (`label`).
+pub(super) fn outranked<'a>(
+    route: &Route,
+    p: &ParentRef,
+    label: &str,
+    same_kind: fn(&ParentRef) -> bool,
+    ports: Option<&[u16]>,
+    others: impl IntoIterator<Item = &'a Route>,
+) -> Result<(), (&'static str, String)> {
+    // (winner, the port its parentRef names: `None` for all).
+    let winners: Vec<(&Route, Option<u16>)> = others
+        .into_iter()
+        .filter(|w| w.kind.protocol() < route.kind.protocol())
+        .flat_map(|w| {
+            w.parents
+                .iter()
+                .filter(move |q| {
+                    same_kind(q)
+                        && q.namespace == p.namespace
+                        && q.name == p.name
+                        && w.namespace == q.namespace
+                })
+                .map(move |q| (w, q.port))
+        })
+        .collect();
+    let winner_at = |port: Option<u16>| {
+        winners
+            .iter()
+            .find(|(_, q)| q.is_none() || (port.is_some() && *q == port))
+            .map(|(w, _)| *w)
+    };
+    let covered: Vec<Option<u16>> = match (p.port, ports) {
+        (Some(port), _) => vec![Some(port)],
+        (None, Some(ports)) => ports.iter().map(|port| Some(*port)).collect(),
+        (None, None) => vec![None],
+    };
+    let everywhere: Option<Vec<&Route>> = covered.into_iter().map(winner_at).collect();
+    match everywhere.and_then(|w| w.first().copied()) {
+        None => Ok(()),
+        Some(w) => Err((
+            "Conflicted",
+            format!(
+                "{} {}/{} also attaches to {label} {}/{}: each port serves one route kind, and {} wins over {} (GEP-1426; as in Linkerd: GRPCRoute > HTTPRoute > TLSRoute > TCPRoute)",
+                w.kind.kind(),
+                w.namespace,
+                w.name,
+                p.namespace,
+                p.name,
+                w.kind.kind(),
+                route.kind.kind()
+            ),
+        )),
+    }
 }
 
 pub(super) fn retry_policy(r: &Retry, grpc: bool) -> RetryPolicy {
@@ -306,11 +381,11 @@ fn attach(
 ) -> Result<(), (&'static str, String)> {
     if super::egress::is_egress_ref(p) {
         // An egress route: it applies to the EgressNetwork's addresses, never to a Service.
-        return super::egress::attach(state, route, p);
+        return super::egress::attach(state, lookup, route, p);
     }
     if super::inbound::is_server_ref(p) {
         // An inbound route: it authorizes requests to a Server, never outbound policy.
-        return super::inbound::attach_server(state, p);
+        return super::inbound::attach_server(state, route, p);
     }
     if !p.is_service() {
         return Err((
@@ -342,31 +417,16 @@ fn attach(
             format!("Service {}/{} has no port {port}", p.namespace, p.name),
         ));
     }
-    if !route.kind.is_grpc() {
-        let key = (p.namespace.clone(), p.name.clone());
-        let overlaps = |q: &ParentRef| {
-            q.is_service()
-                && q.namespace == p.namespace
-                && q.name == p.name
-                && (q.port.is_none() || p.port.is_none() || q.port == p.port)
-        };
-        let winner = lookup.routes_of(state, &key).find(|g| {
-            g.kind.is_grpc()
-                && g.parents
-                    .iter()
-                    .any(|q| overlaps(q) && g.namespace == q.namespace)
-        });
-        if let Some(g) = winner {
-            return Err((
-                "Conflicted",
-                format!(
-                    "GRPCRoute {}/{} also attaches to Service {}/{}: a Service port serves one route kind, and GRPCRoute wins over HTTPRoute (GEP-1426, as in Linkerd)",
-                    g.namespace, g.name, p.namespace, p.name
-                ),
-            ));
-        }
-    }
-    Ok(())
+    let key = (p.namespace.clone(), p.name.clone());
+    let ports: Vec<u16> = svc.ports.iter().map(|sp| sp.port).collect();
+    outranked(
+        route,
+        p,
+        "Service",
+        ParentRef::is_service,
+        Some(&ports),
+        lookup.routes_of(state, &key),
+    )
 }
 
 /// The status of one route, as `GET /v1/store` shows it.

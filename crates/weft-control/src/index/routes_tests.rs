@@ -34,10 +34,14 @@ fn service(name: &str, ports: &[u16], annotations: &str) -> Service {
     }
 }
 
-/// An HTTPRoute (or GRPCRoute when `kind` says so) named `name`, created at `created`.
+/// A Gateway API route of `kind` named `name`, created at `created`.
 fn route(kind: &str, name: &str, created: i64, body: &str) -> Route {
+    let version = match kind {
+        "TLSRoute" | "TCPRoute" => "v1alpha2",
+        _ => "v1",
+    };
     let yaml = format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: {kind}\nmetadata: {{name: {name}}}\n{body}"
+        "apiVersion: gateway.networking.k8s.io/{version}\nkind: {kind}\nmetadata: {{name: {name}}}\n{body}"
     );
     match doc(&yaml) {
         Resource::Route(mut r) => {
@@ -90,7 +94,7 @@ fn routes_attach_oldest_first_then_by_name() {
     );
     let p = policy_of(&s, "web", 80);
     assert_eq!(names(&p), ["beta", "zeta", "alpha"]);
-    assert!(!p.grpc);
+    assert_eq!(p.protocol, RouteProtocol::Http);
     // No backendRefs: the parent itself, at the target port.
     let b = &p.routes[0].rules[0].backends[0];
     assert_eq!(
@@ -223,7 +227,7 @@ fn grpc_routes_win_over_http_routes() {
         ],
     );
     let p = policy_of(&s, "api", 9000);
-    assert!(p.grpc);
+    assert_eq!(p.protocol, RouteProtocol::Grpc);
     assert_eq!(names(&p), ["grpc"]);
     let st = statuses(&s);
     let c = &status(&st, "http").conditions[0];
@@ -446,4 +450,74 @@ fn a_fault_injection_change_recomputes_the_parents_of_routes_naming_it() {
     );
     assert!(matches!(filter(&web), OutFilter::Fault(f) if f.status == 503));
     assert!(outbound_policy(&other).routes.is_empty());
+}
+
+#[test]
+fn tls_and_tcp_routes_of_a_service() {
+    let rule =
+        "  rules: [{backendRefs: [{name: v1, port: 8080, weight: 3}, {name: ghost, port: 1}]}]\n";
+    let s = state(
+        vec![service("db", &[5432, 5433], ""), service("v1", &[8080], "")],
+        vec![
+            route(
+                "TCPRoute",
+                "tcp",
+                1,
+                &format!("spec:\n  parentRefs: [{{group: core, kind: Service, name: db}}]\n{rule}"),
+            ),
+            route(
+                "TLSRoute",
+                "tls",
+                2,
+                &format!("spec:\n  parentRefs: [{{group: core, kind: Service, name: db, port: 5433}}]\n  hostnames: [db.example.com]\n{rule}"),
+            ),
+            route(
+                "HTTPRoute",
+                "http",
+                3,
+                "spec:\n  parentRefs: [{group: core, kind: Service, name: db, port: 5433}]\n",
+            ),
+        ],
+    );
+    // 5432: the TCPRoute alone; its backends resolve as an HTTPRoute's do.
+    let p = policy_of(&s, "db", 5432);
+    assert_eq!((p.protocol, names(&p)), (RouteProtocol::Tcp, vec!["tcp"]));
+    let view: Vec<_> = p.routes[0].rules[0]
+        .backends
+        .iter()
+        .map(|b| (b.authority.as_str(), b.weight, b.error.as_deref()))
+        .collect();
+    assert_eq!(
+        view,
+        [
+            ("v1.default.svc.cluster.local:8080", 3, None),
+            (
+                "ghost.default.svc.cluster.local:1",
+                1,
+                Some("backend Service default/ghost not found")
+            ),
+        ]
+    );
+    // 5433: the HTTPRoute wins over the TLSRoute, which is Conflicted (its one port), and over
+    // the TCPRoute, which stays accepted (it has 5432).
+    let p = policy_of(&s, "db", 5433);
+    assert_eq!((p.protocol, names(&p)), (RouteProtocol::Http, vec!["http"]));
+    let st = statuses(&s);
+    let accepted = |name| {
+        let c = &status(&st, name).conditions[0];
+        (c.status, c.reason, c.message.clone())
+    };
+    assert_eq!(accepted("http").0, "True");
+    let (tls_status, reason, message) = accepted("tls");
+    assert_eq!((tls_status, reason), ("False", "Conflicted"));
+    assert!(
+        message.starts_with("HTTPRoute default/http also attaches to Service default/db: each port serves one route kind, and HTTPRoute wins over TLSRoute"),
+        "{message}"
+    );
+    assert_eq!(accepted("tcp").0, "True");
+    assert_eq!(
+        status(&st, "tcp").conditions[1].reason,
+        "BackendNotFound",
+        "ResolvedRefs as for an HTTPRoute"
+    );
 }

@@ -1,6 +1,7 @@
-//! Route resources — Gateway API `HTTPRoute`/`GRPCRoute`, Linkerd's `policy.linkerd.io`
-//! `HTTPRoute`, and Weft's `FaultInjection` filter extension — as typed values; `parse` turns
-//! documents into them (`filters` for the filters and the FaultInjection resource).
+//! Route resources — Gateway API `HTTPRoute`/`GRPCRoute`/`TLSRoute`/`TCPRoute`, Linkerd's
+//! `policy.linkerd.io` `HTTPRoute`, and Weft's `FaultInjection` filter extension — as typed
+//! values; `parse` turns documents into them (`filters` for the filters and the FaultInjection
+//! resource).
 //! Which routes apply to which service port, and whether their references resolve, is the
 //! index's business (`index::routes`); the Linkerd annotations that routes and Services share
 //! (timeouts, retries, failure accrual) are parsed in [`super::policy`].
@@ -41,13 +42,33 @@ pub enum RouteKind {
     LinkerdHttp,
     /// `gateway.networking.k8s.io` `GRPCRoute`.
     Grpc,
+    /// `gateway.networking.k8s.io` `TLSRoute` (v1alpha2, v1alpha3): connections by SNI name.
+    Tls,
+    /// `gateway.networking.k8s.io` `TCPRoute` (v1alpha2): every connection to the parent port.
+    Tcp,
+}
+
+/// What a route kind routes, in Linkerd's precedence order: when routes of several kinds attach
+/// to one parent port, the first kind wins and the others are not used there (GEP-1426; Linkerd's
+/// policy controller, `grpc/src/outbound.rs` `to_proto`: GRPCRoute > HTTPRoute > TLSRoute >
+/// TCPRoute). `Http` is also what a port without routes gets: detection and the default HTTP
+/// route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteProtocol {
+    Grpc,
+    #[default]
+    Http,
+    Tls,
+    Tcp,
 }
 
 impl RouteKind {
     pub fn group(self) -> &'static str {
         match self {
-            RouteKind::GatewayHttp | RouteKind::Grpc => GATEWAY_GROUP,
             RouteKind::LinkerdHttp => POLICY_GROUP,
+            RouteKind::GatewayHttp | RouteKind::Grpc | RouteKind::Tls | RouteKind::Tcp => {
+                GATEWAY_GROUP
+            }
         }
     }
 
@@ -55,6 +76,8 @@ impl RouteKind {
         match self {
             RouteKind::GatewayHttp | RouteKind::LinkerdHttp => "HTTPRoute",
             RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Tls => "TLSRoute",
+            RouteKind::Tcp => "TCPRoute",
         }
     }
 
@@ -64,11 +87,33 @@ impl RouteKind {
             RouteKind::GatewayHttp => "HTTPRoute.gateway.networking.k8s.io",
             RouteKind::LinkerdHttp => "HTTPRoute.policy.linkerd.io",
             RouteKind::Grpc => "GRPCRoute.gateway.networking.k8s.io",
+            RouteKind::Tls => "TLSRoute.gateway.networking.k8s.io",
+            RouteKind::Tcp => "TCPRoute.gateway.networking.k8s.io",
+        }
+    }
+
+    pub fn protocol(self) -> RouteProtocol {
+        match self {
+            RouteKind::GatewayHttp | RouteKind::LinkerdHttp => RouteProtocol::Http,
+            RouteKind::Grpc => RouteProtocol::Grpc,
+            RouteKind::Tls => RouteProtocol::Tls,
+            RouteKind::Tcp => RouteProtocol::Tcp,
         }
     }
 
     pub fn is_grpc(self) -> bool {
         self == RouteKind::Grpc
+    }
+
+    /// A `TLSRoute` or `TCPRoute`: it routes whole connections, so it has no matches, filters,
+    /// timeouts or retries.
+    pub fn is_connection(self) -> bool {
+        matches!(self, RouteKind::Tls | RouteKind::Tcp)
+    }
+
+    /// Whether `kind` (a document's `kind`) is a route kind, whatever its version.
+    pub fn is_route_kind(kind: &str) -> bool {
+        RouteKind::of(kind, "").is_some()
     }
 
     /// The route kind of a document, from its `kind` and `apiVersion`; `Err` names the versions
@@ -87,6 +132,12 @@ impl RouteKind {
                 Ok(RouteKind::Grpc)
             }
             ("GRPCRoute", _) => Err("gateway.networking.k8s.io/v1 (or v1alpha2)"),
+            ("TLSRoute", GATEWAY_GROUP) if ["v1alpha3", "v1alpha2"].contains(&version) => {
+                Ok(RouteKind::Tls)
+            }
+            ("TLSRoute", _) => Err("gateway.networking.k8s.io/v1alpha3 (or v1alpha2)"),
+            ("TCPRoute", GATEWAY_GROUP) if version == "v1alpha2" => Ok(RouteKind::Tcp),
+            ("TCPRoute", _) => Err("gateway.networking.k8s.io/v1alpha2"),
             _ => return None,
         })
     }
@@ -105,7 +156,8 @@ pub struct Route {
     /// carries the time the store first saw it (the precedence tie-break: oldest first).
     pub created: Option<i64>,
     pub parents: Vec<ParentRef>,
-    /// `spec.hostnames`, lower case; `*.example.com` is a suffix match.
+    /// `spec.hostnames`, lower case; `*.example.com` is a suffix match. A TLSRoute's are SNI
+    /// names; a TCPRoute has none.
     pub hostnames: Vec<String>,
     pub rules: Vec<Rule>,
     /// `timeout.linkerd.io/*` annotations; `Some` if the route has any (they then replace the
@@ -144,13 +196,13 @@ fn is_core(group: &str) -> bool {
     group.is_empty() || group == "core"
 }
 
-/// `spec.rules[]`.
+/// `spec.rules[]` (a TLSRoute or TCPRoute has exactly one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// Never empty: a rule without matches gets the match-all one (`PathPrefix /`, or any RPC).
     pub matches: Matches,
     pub filters: Vec<Filter>,
-    /// Empty: the parent Service itself.
+    /// Empty: the parent itself (a Service; an EgressNetwork's original destination).
     pub backends: Vec<BackendRef>,
     /// `timeouts.request` (Gateway API); `None` also for `0s`, which means no timeout.
     pub request_timeout: Option<Duration>,
@@ -162,6 +214,9 @@ pub struct Rule {
 pub enum Matches {
     Http(Vec<HttpMatch>),
     Grpc(Vec<GrpcMatch>),
+    /// A TLSRoute or TCPRoute rule: every connection the route takes (a TLSRoute takes those
+    /// whose SNI its `hostnames` match).
+    Connection,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

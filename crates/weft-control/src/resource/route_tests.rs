@@ -415,3 +415,131 @@ fn creation_timestamps() {
         assert!(parse_rfc3339(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn tls_and_tcp_routes() {
+    let tls = |av: &str| {
+        route(&format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/{av}
+kind: TLSRoute
+metadata: {{name: api, namespace: shop, annotations: {{timeout.linkerd.io/request: nonsense}}}}
+spec:
+  parentRefs: [{{group: policy.linkerd.io, kind: EgressNetwork, name: internet, port: 443}}]
+  hostnames: [api.example.com, "*.Example.org"]
+  rules:
+  - backendRefs: [{{group: policy.linkerd.io, kind: EgressNetwork, name: internet}}]
+"#
+        ))
+    };
+    for av in ["v1alpha2", "v1alpha3"] {
+        let r = tls(av);
+        assert_eq!(r.kind, RouteKind::Tls);
+        assert_eq!(r.kind.qualified(), "TLSRoute.gateway.networking.k8s.io");
+        assert_eq!(r.hostnames, ["api.example.com", "*.example.org"]);
+        assert_eq!(r.parents[0].port, Some(443));
+        assert_eq!(r.rules.len(), 1);
+        assert_eq!(r.rules[0].matches, Matches::Connection);
+        assert_eq!(r.rules[0].backends[0].kind, "EgressNetwork");
+        // Linkerd reads no timeout or retry annotations on connection routes: ignored.
+        assert_eq!((r.timeouts, r.retry), (None, None));
+    }
+
+    let r = route(
+        "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: db}\nspec:\n  parentRefs: [{group: policy.linkerd.io, kind: EgressNetwork, name: internet, port: 5432}]\n  rules: [{}]\n",
+    );
+    assert_eq!(r.kind, RouteKind::Tcp);
+    assert_eq!(r.kind.protocol(), RouteProtocol::Tcp);
+    assert!(r.hostnames.is_empty());
+    assert_eq!(r.rules[0].matches, Matches::Connection);
+    assert!(r.rules[0].backends.is_empty(), "the parent itself");
+}
+
+#[test]
+fn tls_and_tcp_route_errors() {
+    let errs = errors(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: api}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: EgressNetwork}]
+  hostnames: [1.2.3.4, "bad_name.example.com", "*"]
+  rules:
+  - matches: [{path: {value: /}}]
+    filters: [{type: RequestHeaderModifier}]
+    timeouts: {request: 1s}
+    backendRefs: [{name: api, filters: [{type: RequestHeaderModifier}]}]
+"#,
+    );
+    let want = [
+        "spec.parentRefs[0].name: required",
+        "spec.hostnames[0]: must be a DNS name, optionally starting with '*.' (no IP addresses), got \"1.2.3.4\"",
+        "spec.hostnames[1]: must be a DNS name",
+        "spec.hostnames[2]: must be a DNS name",
+        "spec.rules[0].matches: not a TLSRoute field",
+        "spec.rules[0].filters: not a TLSRoute field",
+        "spec.rules[0].timeouts: not a TLSRoute field",
+        "spec.rules[0].backendRefs[0].filters: not a TLSRoute field (a connection route's backends have no filters)",
+        "spec.rules[0].backendRefs[0].port: required when the backend is a Service",
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for (got, want) in errs.iter().zip(want) {
+        let want = format!("r.yaml: document 0: {want}");
+        assert!(got.starts_with(&want), "{got:?} should start with {want:?}");
+    }
+
+    let errs = errors(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: EgressNetwork, name: internet}]
+  hostnames: [db.example.com]
+  rules: [{}, {}]
+"#,
+    );
+    let want = [
+        "spec.hostnames: not a TCPRoute field (use a TLSRoute to match SNI names)",
+        "spec.rules: a TCPRoute must have exactly one rule (as in Linkerd), got 2",
+    ];
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    for (got, want) in errs.iter().zip(want) {
+        assert!(got.contains(want), "{got:?} should contain {want:?}");
+    }
+
+    // No rules (the Gateway API requires one), and v1alpha3 requires hostnames.
+    let errs = errors("apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: TLSRoute\nmetadata: {name: r}\nspec: {}\n");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs[0].contains("spec.rules: a TLSRoute must have exactly one rule"));
+    assert!(errs[1].contains("spec.hostnames: required in gateway.networking.k8s.io/v1alpha3"));
+
+    for (kind, av, want) in [
+        (
+            "TLSRoute",
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha3 (or v1alpha2)",
+        ),
+        (
+            "TLSRoute",
+            "policy.linkerd.io/v1alpha2",
+            "gateway.networking.k8s.io/v1alpha3 (or v1alpha2)",
+        ),
+        (
+            "TCPRoute",
+            "gateway.networking.k8s.io/v1alpha3",
+            "gateway.networking.k8s.io/v1alpha2",
+        ),
+    ] {
+        let e = errors(&format!(
+            "apiVersion: {av}\nkind: {kind}\nmetadata: {{name: r}}\nspec: {{rules: [{{}}]}}\n"
+        ));
+        assert_eq!(
+            e,
+            [format!(
+                "r.yaml: document 0: apiVersion: must be {want} for kind {kind}, got {av:?}"
+            )]
+        );
+    }
+}

@@ -43,7 +43,22 @@ pub(in crate::resource) fn validate(
     let created = creation_timestamp(obj, ctx);
     let spec = crate::resource::spec_of(obj, ctx);
     let (route_kind, meta, spec) = (route_kind?, meta?, spec?);
-    route(route_kind, meta, created, spec, ctx).map(crate::resource::Resource::Route)
+    let route = route(route_kind, meta, created, spec, ctx)?;
+    // TLSRoute v1alpha3 made `hostnames` required: SNI names are all a TLSRoute matches.
+    if route_kind == RouteKind::Tls
+        && api_version.is_some_and(|v| v.ends_with("/v1alpha3"))
+        && match spec.get("hostnames") {
+            None | Some(Value::Null) => true,
+            Some(Value::Array(items)) => items.is_empty(),
+            Some(_) => false,
+        }
+    {
+        ctx.err(
+            "spec.hostnames",
+            "required in gateway.networking.k8s.io/v1alpha3 (at least one SNI name; a TCPRoute takes every connection)",
+        );
+    }
+    Some(crate::resource::Resource::Route(route))
 }
 
 pub(in crate::resource) fn creation_timestamp(
@@ -119,7 +134,12 @@ fn route(
     spec: &Map<String, Value>,
     ctx: &mut Ctx,
 ) -> Option<Route> {
-    let (timeouts, retry) = policy::route_annotations(&meta.annotations, kind.is_grpc(), ctx);
+    // Linkerd reads no timeout or retry annotations on TLSRoutes and TCPRoutes: ignored.
+    let (timeouts, retry) = if kind.is_connection() {
+        (None, None)
+    } else {
+        policy::route_annotations(&meta.annotations, kind.is_grpc(), ctx)
+    };
     let mut parents = Vec::new();
     for (i, item) in list(spec.get("parentRefs"), "spec.parentRefs", ctx) {
         let f = format!("spec.parentRefs[{i}]");
@@ -131,6 +151,16 @@ fn route(
         }
     }
     let mut hostnames = Vec::new();
+    if kind == RouteKind::Tcp {
+        not_a_field(
+            kind,
+            spec,
+            "hostnames",
+            "spec.hostnames",
+            "use a TLSRoute to match SNI names",
+            ctx,
+        );
+    }
     for (i, item) in list(spec.get("hostnames"), "spec.hostnames", ctx) {
         let f = format!("spec.hostnames[{i}]");
         match item.as_str() {
@@ -143,7 +173,18 @@ fn route(
     }
     let mut rules = Vec::new();
     let items = list(spec.get("rules"), "spec.rules", ctx);
-    if items.is_empty() && ctx.errors.is_empty() {
+    if kind.is_connection() && items.len() != 1 {
+        // The Gateway API allows up to 16; Linkerd reads exactly one (the proxy API's TLS and
+        // opaque routes apply their first rule).
+        ctx.err(
+            "spec.rules",
+            format!(
+                "a {} must have exactly one rule (as in Linkerd), got {}",
+                kind.kind(),
+                items.len()
+            ),
+        );
+    } else if items.is_empty() && ctx.errors.is_empty() {
         // Gateway API defaults `rules` to one rule matching everything, to the parent.
         rules.push(Rule {
             matches: default_matches(kind),
@@ -177,10 +218,28 @@ fn route(
 }
 
 fn default_matches(kind: RouteKind) -> Matches {
-    if kind.is_grpc() {
-        Matches::Grpc(vec![GrpcMatch::default()])
-    } else {
-        Matches::Http(vec![HttpMatch::all()])
+    match kind.protocol() {
+        RouteProtocol::Grpc => Matches::Grpc(vec![GrpcMatch::default()]),
+        RouteProtocol::Http => Matches::Http(vec![HttpMatch::all()]),
+        RouteProtocol::Tls | RouteProtocol::Tcp => Matches::Connection,
+    }
+}
+
+/// Reports `key` of `m` if present: a field the Gateway API does not define for `kind`
+/// (`hint` says what to do instead).
+fn not_a_field(
+    kind: RouteKind,
+    m: &Map<String, Value>,
+    key: &str,
+    field: &str,
+    hint: &str,
+    ctx: &mut Ctx,
+) {
+    if let Some(v) = m.get(key).filter(|v| !v.is_null()) {
+        ctx.err(
+            field,
+            format!("not a {} field ({hint}), got {v}", kind.kind()),
+        );
     }
 }
 
@@ -289,6 +348,10 @@ fn rule(
     ctx: &mut Ctx,
 ) -> Option<Rule> {
     let errors_before = ctx.errors.len();
+    if kind.is_connection() {
+        let rule = connection_rule(kind, r, f, route_ns, ctx);
+        return (ctx.errors.len() == errors_before).then_some(rule);
+    }
     let matches = if kind.is_grpc() {
         let mut out = each(r.get("matches"), &format!("{f}.matches"), grpc_match, ctx);
         if out.is_empty() {
@@ -305,7 +368,7 @@ fn rule(
     // ReplacePrefixMatch needs every match to be a path prefix (the proto's rule).
     let all_prefix = match &matches {
         Matches::Http(ms) => ms.iter().all(|m| matches!(m.path, PathMatch::Prefix(_))),
-        Matches::Grpc(_) => false,
+        Matches::Grpc(_) | Matches::Connection => false,
     };
     let filters = filters(
         kind,
@@ -324,9 +387,13 @@ fn rule(
     let (mut request_timeout, mut backend_request_timeout) = (None, None);
     match r.get("timeouts") {
         None | Some(Value::Null) => {}
-        Some(v) if kind.is_grpc() => ctx.err(
+        Some(_) if kind.is_grpc() => not_a_field(
+            kind,
+            r,
+            "timeouts",
             &format!("{f}.timeouts"),
-            format!("not a GRPCRoute field (use the timeout.linkerd.io annotations), got {v}"),
+            "use the timeout.linkerd.io annotations",
+            ctx,
         ),
         Some(v) => {
             if let Some(t) = object(v, &format!("{f}.timeouts"), ctx) {
@@ -352,6 +419,32 @@ fn rule(
         request_timeout,
         backend_request_timeout,
     })
+}
+
+/// A TLSRoute or TCPRoute rule: only `backendRefs`, without filters.
+fn connection_rule(
+    kind: RouteKind,
+    r: &Map<String, Value>,
+    f: &str,
+    route_ns: &str,
+    ctx: &mut Ctx,
+) -> Rule {
+    let hint = "a connection route takes every connection to its parent port";
+    for key in ["matches", "filters", "timeouts"] {
+        not_a_field(kind, r, key, &format!("{f}.{key}"), hint, ctx);
+    }
+    let mut backends = Vec::new();
+    for (i, item) in list(r.get("backendRefs"), &format!("{f}.backendRefs"), ctx) {
+        let bf = format!("{f}.backendRefs[{i}]");
+        backends.extend(backend_ref(kind, item, &bf, route_ns, false, ctx));
+    }
+    Rule {
+        matches: Matches::Connection,
+        filters: Vec::new(),
+        backends,
+        request_timeout: None,
+        backend_request_timeout: None,
+    }
 }
 
 /// A Gateway API duration field; `0s` (no timeout) is `None`.
@@ -632,13 +725,19 @@ fn backend_ref(
             1
         }
     };
-    let filters = filters(
-        kind,
-        m.get("filters"),
-        &format!("{f}.filters"),
-        all_prefix,
-        ctx,
-    );
+    let filters = if kind.is_connection() {
+        let hint = "a connection route's backends have no filters";
+        not_a_field(kind, m, "filters", &format!("{f}.filters"), hint, ctx);
+        Vec::new()
+    } else {
+        filters(
+            kind,
+            m.get("filters"),
+            &format!("{f}.filters"),
+            all_prefix,
+            ctx,
+        )
+    };
     let b = BackendRef {
         group,
         kind: bkind,
