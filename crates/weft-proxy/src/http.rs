@@ -149,8 +149,9 @@ pub enum Error {
     /// Outbound policy: part of the policy this request needs could not be used.
     #[error("invalid policy: {reason}")]
     BadPolicy { reason: String },
-    /// Outbound policy: the opaque route's `Forbidden` filter refuses the connection (an
-    /// `EgressNetwork` under `Deny`). `by`: the policy's parent and route.
+    /// Outbound policy: the opaque or TLS route's `Forbidden` filter refuses the connection
+    /// (an `EgressNetwork` under `Deny`), or no TLS route takes it. `by`: the policy's parent
+    /// and the route (or why no route took it).
     #[error("connection to {target} forbidden by policy ({by})")]
     Forbidden { target: String, by: String },
 }

@@ -114,7 +114,7 @@ pub const COUNTER_FAMILIES: [(&str, &str); 7] = [
     ),
     (
         OUTBOUND_TCP_FORBIDDEN,
-        "Outbound opaque connections (and CONNECT tunnels) closed at once because the target's policy forbids them (an EgressNetwork under Deny), by target and policy parent and route.",
+        "Outbound opaque and TLS connections (and CONNECT tunnels) closed at once because the target's policy forbids them (an EgressNetwork under Deny; for TLS routes also a connection that is not TLS or whose SNI no route matches, with empty route labels), by target and policy parent and route.",
     ),
     (
         INBOUND_HTTP_LOCAL_RATELIMIT,
@@ -132,7 +132,8 @@ pub const INBOUND_HTTP_AUTHZ_ALLOW: &str = "inbound_http_authz_allow_total";
 pub const INBOUND_HTTP_AUTHZ_DENY: &str = "inbound_http_authz_deny_total";
 /// Labels: `direction`, `target_addr` (the connection's target: `ip:port`, or `host:port` for a
 /// named upstream target), `parent_{group,kind,namespace,name,port}`,
-/// `route_{group,kind,namespace,name}`. Named after `inbound_tcp_authz_deny_total`.
+/// `route_{group,kind,namespace,name}` (empty when no route took the connection). Named after
+/// `inbound_tcp_authz_deny_total`.
 pub const OUTBOUND_TCP_FORBIDDEN: &str = "outbound_tcp_forbidden_total";
 /// Labels: the common inbound ones, `srv_*`, `ratelimit_{group,kind,name,scope}`.
 pub const INBOUND_HTTP_LOCAL_RATELIMIT: &str = "inbound_http_local_ratelimit_rate_limited_total";

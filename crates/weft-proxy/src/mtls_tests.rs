@@ -51,12 +51,17 @@ pub(crate) async fn identity(ca: &Arc<TestCa>, metrics: Metrics) -> Identity {
     id
 }
 
-/// The bytes a rustls client sends first.
+/// The bytes a rustls client sends first, to this proxy's name.
 fn client_hello(alpn: &[&[u8]]) -> Vec<u8> {
+    client_hello_to(PROXY, alpn)
+}
+
+/// The bytes a rustls client sends first when it connects to `sni`.
+pub(crate) fn client_hello_to(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
     let ca = Arc::new(TestCa::new());
     let mut config = id_tls::client_config(&ca.valid(&[CLIENT]), PROXY).expect("config");
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let name = ServerName::try_from(PROXY.to_string()).expect("name");
+    let name = ServerName::try_from(sni.to_string()).expect("name");
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
     let mut out = Vec::new();
     conn.write_tls(&mut out).expect("hello");

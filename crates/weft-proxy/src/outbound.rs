@@ -7,7 +7,9 @@
 //! backend, timeouts); one without takes its discovered endpoints. Every target is looked up,
 //! addresses outside the cluster included: an `EgressNetwork` answers for those, and its
 //! `Forward` backends go to the original destination in plaintext, without discovery; its
-//! opaque `Forbidden` closes the connection (counted in `outbound_tcp_forbidden_total`).
+//! opaque `Forbidden` closes the connection (counted in `outbound_tcp_forbidden_total`). A policy
+//! of TLS routes reads the application's ClientHello instead of detecting HTTP: its SNI selects
+//! the route, and the application's own TLS is relayed untouched.
 //!
 //! Opaque connections pick one endpoint and relay bytes ([`opaque`]); HTTP connections are
 //! served by hyper and every request picks its own endpoint (P2C) and goes out over a pooled
@@ -47,7 +49,7 @@ use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
-use routed::{Decision, PolicyDest, PolicyDests, RouteEnd};
+use routed::{Decision, Hello, PolicyDest, PolicyDests, RouteEnd};
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -287,9 +289,15 @@ impl Outbound {
         }
     }
 
-    /// Where an opaque connection (or a CONNECT tunnel) to a policy target goes: the policy's
-    /// opaque backend when it has opaque routes, else the target's own endpoints.
-    async fn opaque_dest(&self, target: &Target, dest: Dest) -> Result<Dest, Error> {
+    /// Where an opaque connection (or a CONNECT tunnel) to a policy target goes: the backend of
+    /// the policy's opaque route, or of the TLS route `hello` selects, when it has such routes;
+    /// else the target's own endpoints.
+    async fn opaque_dest(
+        &self,
+        target: &Target,
+        dest: Dest,
+        hello: Hello<'_>,
+    ) -> Result<Dest, Error> {
         let Dest::Policy(pd) = dest else {
             return Ok(dest);
         };
@@ -297,7 +305,7 @@ impl Outbound {
         if !router.has_opaque_backends() {
             return Ok(self.discovered_dest(target).await);
         }
-        router.opaque_backend(self, target)?.dest(self).await
+        router.opaque_backend(self, target, hello)?.dest(self).await
     }
 
     /// Picks where a request or connection goes, waiting for endpoints until `deadline` (one
@@ -444,7 +452,7 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         ),
         Peer::Src,
     );
-    let io = Metered::new(stream, src_metrics);
+    let mut io = Metered::new(stream, src_metrics);
 
     if let Some(Target::Addr(addr)) = &target {
         if ob.settings.own.contains(*addr) {
@@ -466,22 +474,33 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         _ => false,
     };
 
-    // 3. Detect, unless the port or the service is known to be opaque.
-    let (protocol, io) = if known_opaque {
-        (Protocol::Opaque, Prefixed::new(BytesMut::new(), io))
+    // 3. Detect: when the policy routes TLS by SNI, read the ClientHello (the application
+    //    speaks first in TLS; its bytes are replayed unmodified); else detect HTTP, unless the
+    //    port or the service is known to be opaque.
+    let (protocol, io, peeked) = if dest.as_ref().is_some_and(routes_tls) {
+        match mtls::peek_client_hello(&mut io, ob.settings.detect_timeout).await {
+            Ok((peeked, read)) => (Protocol::Opaque, Prefixed::new(read, io), Some(peeked)),
+            Err(e) => {
+                return tracing::debug!(error = %e, "connection failed before its ClientHello")
+            }
+        }
+    } else if known_opaque {
+        (Protocol::Opaque, Prefixed::new(BytesMut::new(), io), None)
     } else {
         match detect::detect(io, ob.settings.detect_timeout).await {
-            Ok(detected) => detected,
+            Ok((protocol, io)) => (protocol, io, None),
             Err(e) => return tracing::debug!(error = %e, "connection failed during detection"),
         }
     };
 
-    // 4. Forward: relay bytes, or serve HTTP with a balanced endpoint per request.
+    // 4. Forward: relay bytes (to the route the SNI selects, for TLS routes), or serve HTTP
+    //    with a balanced endpoint per request.
     match (protocol, target, dest) {
         (Protocol::Opaque, Some(target), Some(dest)) => {
+            let hello = Hello::of(peeked.as_ref());
             // Boxed: connect + TLS + relay states are large, and only opaque connections
             // need them (an HTTP connection's task stays small).
-            match Box::pin(forward_opaque(&ob, io, &target, dest, deadline)).await {
+            match Box::pin(forward_opaque(&ob, io, &target, dest, hello, deadline)).await {
                 Ok(()) => {}
                 // Logged (and counted) where the policy refused it.
                 Err(Error::Forbidden { .. }) => {}
@@ -517,6 +536,10 @@ fn is_opaque(dest: &Dest) -> bool {
         Dest::Passthrough(_) | Dest::Endpoint(_) => false,
         Dest::Policy(pd) => pd.router_is_opaque(),
     }
+}
+
+fn routes_tls(dest: &Dest) -> bool {
+    matches!(dest, Dest::Policy(pd) if pd.router_routes_tls())
 }
 
 fn unavailable(ob: &Outbound, target: &Target) -> Error {

@@ -2,7 +2,7 @@
 //! root, failing under `CI=true`): an `EgressNetwork` written into the control plane's store
 //! decides whether a meshed pod's traffic to a host outside the mesh leaves it. The "internet"
 //! is a plain network namespace of the testbed (no sidecar, not registered) holding an HTTP
-//! server and a TCP echo server; the client is a meshed `weft run` pod whose connections to that
+//! server, a TCP echo server and a TLS echo server; the client is a meshed `weft run` pod whose connections to that
 //! address are intercepted by its proxy, which asks `OutboundPolicies` about the address.
 
 mod support;
@@ -37,10 +37,99 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: example-org, namespace: default}
 spec:
-  parentRefs: [{group: policy.linkerd.io, kind: EgressNetwork, name: internet}]
+  parentRefs: [{group: policy.linkerd.io, kind: EgressNetwork, name: internet, port: 80}]
   hostnames: [example.org]
   rules: [{}]
 ";
+
+/// HTTPS to `api.example.com` on port 443, allowed by its SNI (TLS passes through untouched).
+const ALLOW_API_EXAMPLE_COM: &str = "---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: api-example-com, namespace: default}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: EgressNetwork, name: internet, port: 443}]
+  hostnames: [api.example.com]
+  rules: [{}]
+";
+
+/// The TLS server of the internet host and a client that trusts it: a self-signed certificate
+/// for both names the test asks for (`api.example.com` allowed, `other.example.com` not).
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl Tls {
+    fn new() -> Tls {
+        use weft_proxy::identity::tls::provider;
+        let names = vec![
+            "api.example.com".to_string(),
+            "other.example.com".to_string(),
+        ];
+        let cert = rcgen::generate_simple_self_signed(names).expect("self-signed certificate");
+        let der = cert.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+            .expect("key");
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)),
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
+        }
+    }
+
+    /// Serves TLS echo on `listener`: each connection's first line comes back.
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let acceptor = self.acceptor.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = s.read(&mut buf).await {
+                        let _ = s.write_all(&buf[..n]).await;
+                        let _ = s.shutdown().await;
+                    }
+                });
+            }
+        });
+    }
+
+    /// A TLS handshake with SNI `name` from the client pod to `addr`, then `hello`: what came
+    /// back (empty when the connection was closed or the handshake failed; at most 2 s).
+    async fn echo(&self, pod: &PodNet, addr: SocketAddr, name: &'static str) -> Vec<u8> {
+        let exchange = async {
+            let tcp = pod.connect(addr).await.ok()?;
+            let name = rustls::pki_types::ServerName::try_from(name).ok()?;
+            let mut s = self.connector.connect(name, tcp).await.ok()?;
+            s.write_all(b"hello\n").await.ok()?;
+            let mut buf = vec![0u8; 64];
+            let n = s.read(&mut buf).await.ok()?;
+            buf.truncate(n);
+            Some(buf)
+        };
+        tokio::time::timeout(Duration::from_secs(2), exchange)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+}
 
 /// Sends `hello` on a fresh TCP connection from the client pod to `addr` and returns what came
 /// back before the connection closed (at most 1 s).
@@ -85,9 +174,12 @@ async fn egress_is_denied_or_allowed_by_its_egress_network() {
             });
         }
     });
+    let tls = Tls::new();
+    tls.serve(net.bind(SocketAddr::from(([0, 0, 0, 0], 443))));
     let ip = internet.ip().to_string();
     let web = SocketAddr::from((internet.ip(), 80));
     let tcp = SocketAddr::from((internet.ip(), 9000));
+    let https = SocketAddr::from((internet.ip(), 443));
     let client_net = PodNet::open(&mesh.client_pod.netns().expect("client netns"));
 
     // Without an EgressNetwork the host is reachable as before (passthrough).
@@ -100,6 +192,10 @@ async fn egress_is_denied_or_allowed_by_its_egress_network() {
     )
     .await;
     assert_eq!(echo(&client_net, tcp).await, b"hello\n");
+    assert_eq!(
+        tls.echo(&client_net, https, "other.example.com").await,
+        b"hello\n"
+    );
 
     write_doc(&mesh.store, "egress.yaml", &egress(&ip, "Deny"));
     mesh.until(
@@ -130,6 +226,42 @@ async fn egress_is_denied_or_allowed_by_its_egress_network() {
     .await;
     let a = mesh.client.send(web, get("other.org", "/")).await;
     assert_eq!(a.status, 403, "other hosts stay denied: {a:?}");
+    assert!(
+        tls.echo(&client_net, https, "api.example.com")
+            .await
+            .is_empty(),
+        "HTTPS stays denied without a TLSRoute"
+    );
+
+    write_doc(
+        &mesh.store,
+        "egress.yaml",
+        &format!(
+            "{}{ALLOW_EXAMPLE_ORG}{ALLOW_API_EXAMPLE_COM}",
+            egress(&ip, "Deny")
+        ),
+    );
+    eventually(
+        "the TLSRoute allows api.example.com",
+        Duration::from_secs(20),
+        || async {
+            (tls.echo(&client_net, https, "api.example.com").await == b"hello\n").then_some(())
+        },
+    )
+    .await;
+    assert!(
+        tls.echo(&client_net, https, "other.example.com")
+            .await
+            .is_empty(),
+        "other server names stay denied"
+    );
+    let m = mesh.client_pod.metrics().await.expect("client metrics");
+    let refused = metric_sum(
+        &m,
+        "outbound_tcp_forbidden_total",
+        &[("route_name", "tls-egress-deny")],
+    );
+    assert!(refused >= 1.0, "the refused SNI is counted: {refused}\n{m}");
 
     write_doc(&mesh.store, "egress.yaml", &egress(&ip, "Allow"));
     eventually(

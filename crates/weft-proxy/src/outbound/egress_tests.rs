@@ -1,8 +1,8 @@
 //! Egress through an `EgressNetwork` policy, with the scripted control plane of the policy tests
 //! (this module is their child) answering for an address outside the cluster, and local servers
 //! on 127.0.0.x standing for the internet host: HTTP routes by hostname forwarded to the
-//! original destination, `Deny`'s failure injector, opaque `Forbidden` and `Allow`, and the
-//! `parent_*` labels of the route metrics.
+//! original destination, `Deny`'s failure injector, opaque `Forbidden` and `Allow`, TLS routes
+//! selected by the ClientHello's SNI, and the `parent_*` labels of the route metrics.
 
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -216,9 +216,33 @@ async fn request_to(ob: &Arc<Outbound>, addr: SocketAddr, host: &str) -> Respons
     proxy_request(ob.clone(), Some((target, dest)), req).await
 }
 
+/// The internet host's TCP server on `ip` that answers each connection with every byte it
+/// received, once the client has finished sending.
+async fn internet_mirror(ip: [u8; 4]) -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got).await;
+                let _ = s.write_all(&got).await;
+            });
+        }
+    });
+    addr
+}
+
 /// An opaque connection to `addr` through [`handle`] (transparent, detected as not HTTP):
 /// what the client reads back before the connection closes.
 async fn opaque_to(ob: &Arc<Outbound>, addr: SocketAddr) -> Vec<u8> {
+    // A TLS-like first byte: detection says opaque at once.
+    send_through(ob, addr, b"\x16\x03\x01ping").await
+}
+
+/// A connection to `addr` through [`handle`] (transparent) that sends `first` and finishes
+/// sending: what the client reads back before the connection closes.
+async fn send_through(ob: &Arc<Outbound>, addr: SocketAddr, first: &[u8]) -> Vec<u8> {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = l.local_addr().unwrap();
     let (client, accepted) = tokio::join!(TcpStream::connect(local), l.accept());
@@ -233,8 +257,8 @@ async fn opaque_to(ob: &Arc<Outbound>, addr: SocketAddr) -> Vec<u8> {
     };
     let task = tokio::spawn(handle(ob.clone(), conn, Origin::Transparent(addr)));
     let mut client = client.unwrap();
-    // A TLS-like first byte: detection says opaque at once.
-    client.write_all(b"\x16\x03\x01ping").await.unwrap();
+    client.write_all(first).await.unwrap();
+    client.shutdown().await.unwrap();
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut got))
         .await
@@ -400,10 +424,150 @@ async fn an_invalid_opaque_filter_is_not_counted_as_forbidden() {
     });
     let target = Target::Addr(addr);
     let dest = ob.dest(&target).await;
-    let Err(e) = ob.opaque_dest(&target, dest).await else {
+    let Err(e) = ob.opaque_dest(&target, dest, Hello::Unread).await else {
         panic!("an invalid opaque route gave a backend");
     };
     assert!(matches!(e, Error::BadPolicy { .. }), "{e}");
+    assert_eq!(
+        ob.metrics
+            .counter_sum(crate::metrics::OUTBOUND_TCP_FORBIDDEN, &[]),
+        0
+    );
+}
+
+/// The OutboundPolicies answer of the contract for an address `addr` in EgressNetwork
+/// `default/internet` with a TLSRoute `example-api` for SNI `api.example.com`: that route, then
+/// the default route (any SNI), which forwards under `Allow` (`allow`) and is Empty with
+/// `Forbidden` under `Deny`.
+fn tls_egress_policy(addr: SocketAddr, allow: bool) -> api::OutboundPolicy {
+    use api::tls_route as tr;
+    use linkerd2_proxy_api::tls_route::{sni_match, SniMatch};
+    let forwarding = || tr::Rule {
+        backends: Some(tr::Distribution {
+            kind: Some(tr::distribution::Kind::FirstAvailable(
+                tr::distribution::FirstAvailable {
+                    backends: vec![tr::RouteBackend {
+                        backend: Some(forward(addr)),
+                        filters: vec![],
+                    }],
+                },
+            )),
+        }),
+        filters: vec![],
+    };
+    let example = api::TlsRoute {
+        metadata: svc_meta("TLSRoute", "example-api"),
+        snis: vec![SniMatch {
+            r#match: Some(sni_match::Match::Exact("api.example.com".into())),
+        }],
+        rules: vec![forwarding()],
+    };
+    let default = if allow {
+        api::TlsRoute {
+            metadata: Some(meta::Metadata {
+                kind: Some(meta::metadata::Kind::Default("tls-egress-allow".into())),
+            }),
+            snis: vec![],
+            rules: vec![forwarding()],
+        }
+    } else {
+        api::TlsRoute {
+            metadata: Some(meta::Metadata {
+                kind: Some(meta::metadata::Kind::Default("tls-egress-deny".into())),
+            }),
+            snis: vec![],
+            rules: vec![tr::Rule {
+                backends: Some(tr::Distribution {
+                    kind: Some(tr::distribution::Kind::Empty(tr::distribution::Empty {})),
+                }),
+                filters: vec![tr::Filter {
+                    kind: Some(tr::filter::Kind::Forbidden(
+                        linkerd2_proxy_api::opaque_route::Forbidden {},
+                    )),
+                }],
+            }],
+        }
+    };
+    api::OutboundPolicy {
+        metadata: egress_meta(addr.port()),
+        protocol: Some(api::ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Tls(proxy_protocol::Tls {
+                routes: vec![example, default],
+            })),
+        }),
+    }
+}
+
+async fn tls_egress_setup(addr: SocketAddr, allow: bool) -> (Arc<Outbound>, Ctl) {
+    let (cp, ctl) = control_plane(true).await;
+    ctl.policies.send_modify(|m| {
+        m.insert(addr.to_string(), tls_egress_policy(addr, allow));
+    });
+    (outbound_for(cp, cp), ctl)
+}
+
+/// `outbound_tcp_forbidden_total` for the EgressNetwork and a route (`route_kind`,
+/// `route_name`; empty: no route took the connection).
+fn forbidden(ob: &Outbound, addr: SocketAddr, route: (&str, &str)) -> u64 {
+    let target = addr.to_string();
+    ob.metrics.counter_sum(
+        crate::metrics::OUTBOUND_TCP_FORBIDDEN,
+        &[
+            ("target_addr", &target),
+            ("parent_kind", "EgressNetwork"),
+            ("parent_name", NETWORK),
+            ("route_kind", route.0),
+            ("route_name", route.1),
+        ],
+    )
+}
+
+/// `Deny` with a TLSRoute: the application's TLS to `api.example.com` reaches the original
+/// destination byte for byte (its ClientHello included: the proxy neither terminates nor
+/// originates TLS); a ClientHello for `other.example.com` takes the default route and is closed
+/// at once, counted as forbidden under the default route's labels; a connection that is not
+/// TLS is closed and counted with no route.
+#[tokio::test]
+async fn egress_tls_routes_select_by_sni_and_deny_the_rest() {
+    let addr = internet_mirror([127, 0, 0, 7]).await;
+    let (ob, ctl) = tls_egress_setup(addr, false).await;
+
+    let hello = crate::mtls::tests::client_hello_to("api.example.com", &[b"h2"]);
+    assert_eq!(send_through(&ob, addr, &hello).await, hello);
+    assert_eq!(ctl.gets.load(Ordering::SeqCst), 0, "no Destination lookup");
+
+    let other = crate::mtls::tests::client_hello_to("other.example.com", &[b"h2"]);
+    let started = Instant::now();
+    assert_eq!(send_through(&ob, addr, &other).await, b"");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not closed at once"
+    );
+    assert_eq!(forbidden(&ob, addr, ("default", "tls-egress-deny")), 1);
+
+    assert_eq!(
+        send_through(&ob, addr, b"GET / HTTP/1.1\r\n\r\n").await,
+        b""
+    );
+    assert_eq!(forbidden(&ob, addr, ("", "")), 1);
+    assert_eq!(
+        ob.metrics
+            .counter_sum(crate::metrics::OUTBOUND_TCP_FORBIDDEN, &[]),
+        2,
+        "the forwarded connection is not counted"
+    );
+}
+
+/// `Allow`: a ClientHello no TLSRoute names takes the default route to the original
+/// destination, unmodified.
+#[tokio::test]
+async fn egress_tls_under_allow_forwards_every_sni() {
+    let addr = internet_mirror([127, 0, 0, 8]).await;
+    let (ob, _ctl) = tls_egress_setup(addr, true).await;
+    for sni in ["api.example.com", "other.example.com"] {
+        let hello = crate::mtls::tests::client_hello_to(sni, &[]);
+        assert_eq!(send_through(&ob, addr, &hello).await, hello, "{sni}");
+    }
     assert_eq!(
         ob.metrics
             .counter_sum(crate::metrics::OUTBOUND_TCP_FORBIDDEN, &[]),

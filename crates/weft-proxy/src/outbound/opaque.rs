@@ -7,15 +7,18 @@ use super::*;
 /// Opaque TCP: one endpoint for the whole connection, bytes relayed both ways with half-close.
 /// A meshed endpoint whose discovery hint names an opaque-transport port is reached on that port
 /// (its proxy's inbound listener) with ALPN `transport.l5d.io/v1`, the transport header naming the
-/// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself.
+/// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself. `hello`:
+/// the application's ClientHello when the policy routes TLS by SNI (it is in `client`'s
+/// replayed bytes: the application's own TLS goes through untouched).
 pub(super) async fn forward_opaque(
     ob: &Outbound,
     client: Prefixed<Metered<TcpStream>>,
     target: &Target,
     dest: Dest,
+    hello: Hello<'_>,
     deadline: Instant,
 ) -> Result<(), Error> {
-    let dest = ob.opaque_dest(target, dest).await?;
+    let dest = ob.opaque_dest(target, dest, hello).await?;
     let Picked {
         addr,
         endpoint,
@@ -71,9 +74,10 @@ pub(super) async fn tunnel<B>(
     } else {
         Dest::Passthrough(target.clone())
     };
-    // A tunnel is opaque: a policy target's opaque backend, else its endpoints.
+    // A tunnel is opaque: a policy target's opaque backend, else its endpoints. Its bytes start
+    // after the answer, so TLS routes select as for a ClientHello without SNI.
     let picked = match async {
-        let dest = ob.opaque_dest(&target, dest).await?;
+        let dest = ob.opaque_dest(&target, dest, Hello::Unread).await?;
         ob.pick(&target, dest, deadline, None).await
     }
     .await

@@ -14,6 +14,7 @@ use crate::{
     http::{self, Body, Error},
     metrics::balancer::BackendLabels,
     metrics::route::{BackendMetrics, ErrorLabel, Outcome, Proto, RouteMetrics},
+    mtls::Peeked,
     policy::{
         route::{self as matching, Matched, RequestHead},
         Backend, BackendKind, Distribution, Filter, GrpcMatch, HeaderModifier, HttpMatch,
@@ -88,9 +89,14 @@ impl PolicyDest {
         &self.target
     }
 
-    /// Does the policy (as last built) say the target is opaque?
+    /// Does the policy (as last built) say the target is opaque (TLS routed by SNI included)?
     pub(super) fn router_is_opaque(&self) -> bool {
         lock(&self.current).router.is_opaque()
+    }
+
+    /// Does the policy (as last built) route the target's connections by their TLS SNI?
+    pub(super) fn router_routes_tls(&self) -> bool {
+        lock(&self.current).router.routes_tls()
     }
 }
 
@@ -163,8 +169,8 @@ pub(super) struct Router {
     http1: Option<Table<HttpMatch>>,
     http2: Option<Table<HttpMatch>>,
     grpc: Option<Table<GrpcMatch>>,
-    /// Opaque connections' backends (the first rule of the first opaque route).
-    opaque: Option<OpaqueTable>,
+    /// Connection routes (opaque or TLS), one per route of the policy, in its order.
+    opaque: Vec<OpaqueTable>,
     /// Every backend slot of this version by [`BackendKind::key`], so the next version keeps
     /// the balancers of the backends it still names.
     slots: HashMap<String, Arc<Slot>>,
@@ -189,12 +195,38 @@ struct BackendState {
     metrics: BackendMetrics,
 }
 
+/// One connection route's first rule (the one that takes its connections).
 struct OpaqueTable {
-    /// The opaque route (`route_*` labels of a forbidden connection).
+    /// The opaque or TLS route (`route_*` labels of a forbidden connection).
     route: Arc<Meta>,
     distribution: Distribution,
     filters: Vec<Filter>,
     slots: Vec<Arc<Slot>>,
+}
+
+/// What an opaque connection shows the route selection.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Hello<'a> {
+    /// Nothing read: opaque routes have no SNI matches, and a CONNECT tunnel's bytes start only
+    /// after the proxy answered. TLS routes then select as for a ClientHello without SNI.
+    Unread,
+    /// A ClientHello, and its SNI if it has one.
+    Sni(Option<&'a str>),
+    /// The first bytes are not a ClientHello the proxy can read (why).
+    NotTls(&'static str),
+}
+
+impl<'a> Hello<'a> {
+    /// What a peek at the connection's first bytes found (`None`: none was taken).
+    pub(super) fn of(peeked: Option<&'a Peeked>) -> Hello<'a> {
+        match peeked {
+            None => Hello::Unread,
+            Some(Peeked::Hello(h)) => Hello::Sni(h.sni.as_deref()),
+            Some(Peeked::NotTls) => Hello::NotTls("the connection is not TLS"),
+            Some(Peeked::Silent) => Hello::NotTls("no ClientHello within the detect timeout"),
+            Some(Peeked::Malformed) => Hello::NotTls("the ClientHello cannot be read"),
+        }
+    }
 }
 
 /// One concrete backend's way to its endpoints, resolved on first use and kept across policy
@@ -352,21 +384,33 @@ impl Router {
                 Some(table(g, Proto::Grpc, parent, metrics, budget, &mut slot)),
                 None,
             ),
-            Protocol::Opaque(o) => (None, None, None, Some(o)),
+            Protocol::Opaque(o) | Protocol::Tls(o) => (None, None, None, Some(o)),
         };
         let opaque = opaque_routes
-            .and_then(|o| o.rule())
-            .map(|(route, rule)| OpaqueTable {
-                route: route.meta.clone(),
-                distribution: rule.distribution.clone(),
-                filters: rule.filters.clone(),
-                slots: rule
-                    .distribution
-                    .backends()
-                    .iter()
-                    .map(|b| slot(&b.backend, AccrualConfig::default()))
-                    .collect(),
-            });
+            .map_or(&[][..], |o| &o.routes)
+            .iter()
+            .map(|route| {
+                let (distribution, filters) = match route.rules.first() {
+                    Some(rule) => (rule.distribution.clone(), rule.filters.clone()),
+                    // The proto requires a rule: a route without one fails its connections
+                    // rather than let them bypass the policy.
+                    None => (
+                        Distribution::Empty,
+                        vec![Filter::Invalid(format!("route {} has no rule", route.meta))],
+                    ),
+                };
+                OpaqueTable {
+                    route: route.meta.clone(),
+                    slots: distribution
+                        .backends()
+                        .iter()
+                        .map(|b| slot(&b.backend, AccrualConfig::default()))
+                        .collect(),
+                    distribution,
+                    filters,
+                }
+            })
+            .collect();
         Router {
             policy,
             http1,
@@ -385,30 +429,61 @@ impl Router {
         }
     }
 
-    /// Does the policy say the target's connections are opaque (no detection)?
+    /// Does the policy say the target's connections are not HTTP (opaque, or TLS routed by
+    /// SNI), so that HTTP detection is skipped?
     pub(super) fn is_opaque(&self) -> bool {
-        matches!(self.policy.protocol, Protocol::Opaque(_))
+        matches!(self.policy.protocol, Protocol::Opaque(_) | Protocol::Tls(_))
     }
 
-    /// Does the policy have backends for opaque connections?
+    /// Does the policy route connections by their TLS ClientHello's SNI?
+    pub(super) fn routes_tls(&self) -> bool {
+        matches!(self.policy.protocol, Protocol::Tls(_))
+    }
+
+    /// Does the policy have routes for opaque (or TLS) connections?
     pub(super) fn has_opaque_backends(&self) -> bool {
-        self.opaque.is_some()
+        !self.opaque.is_empty()
     }
 
-    /// The backend an opaque connection to `target` goes to, or why it cannot go anywhere. A
-    /// `Forbidden` filter (the rule's, then the chosen backend's) refuses the connection: logged
-    /// at info and counted in `outbound_tcp_forbidden_total` here, for opaque connections and
-    /// CONNECT tunnels alike; an `Invalid` one is an invalid-policy error.
+    /// The backend an opaque connection to `target` goes to, or why it cannot go anywhere.
+    /// The route: the first opaque route, or the TLS route `hello`'s SNI selects. A connection
+    /// the policy does not admit is refused and counted in `outbound_tcp_forbidden_total` here,
+    /// for opaque connections and CONNECT tunnels alike: a `Forbidden` filter (the rule's, then
+    /// the chosen backend's; logged at info), and for TLS routes a connection that is not TLS
+    /// (debug) or whose SNI no route matches (warn; the control plane's default route matches
+    /// any). An `Invalid` filter is an invalid-policy error.
     pub(super) fn opaque_backend(
         &self,
         ob: &Outbound,
         target: &Target,
+        hello: Hello<'_>,
     ) -> Result<Arc<Slot>, Error> {
-        let Some(t) = &self.opaque else {
-            return Err(Error::BadPolicy {
-                reason: "the policy has no opaque route".into(),
-            });
+        let routes = match self.policy.protocol.connection_routes() {
+            Some(o) if !o.routes.is_empty() => &o.routes,
+            _ => {
+                return Err(Error::BadPolicy {
+                    reason: "the policy has no opaque route".into(),
+                })
+            }
         };
+        let sni = match hello {
+            Hello::NotTls(why) if self.routes_tls() => {
+                let e = self.refuse(ob, target, &Meta::default(), why);
+                tracing::debug!("{e}");
+                return Err(e);
+            }
+            Hello::Sni(sni) => sni,
+            Hello::Unread | Hello::NotTls(_) => None,
+        };
+        let Some(t) = matching::find_sni(routes, sni).and_then(|i| self.opaque.get(i)) else {
+            let why = format!("no TLS route matches SNI {:?}", sni.unwrap_or(""));
+            let e = self.refuse(ob, target, &Meta::default(), &why);
+            tracing::warn!("{e}");
+            return Err(e);
+        };
+        if self.routes_tls() {
+            tracing::debug!(%target, sni = sni.unwrap_or(""), route = %t.route, "TLS route");
+        }
         self.opaque_filters(ob, target, t, &t.filters)?;
         let i = choose(&t.distribution)?;
         self.opaque_filters(ob, target, t, &t.distribution.backends()[i].filters)?;
@@ -430,7 +505,12 @@ impl Router {
                         reason: reason.clone(),
                     })
                 }
-                Filter::Forbidden => return Err(self.forbidden(ob, target, &t.route)),
+                Filter::Forbidden => {
+                    let route = format!("route {}", t.route);
+                    let e = self.refuse(ob, target, &t.route, &route);
+                    tracing::info!("{e}");
+                    return Err(e);
+                }
                 // HTTP filters have no meaning for a byte stream.
                 _ => {}
             }
@@ -438,14 +518,14 @@ impl Router {
         Ok(())
     }
 
-    /// Logs and counts a connection the policy forbids.
-    fn forbidden(&self, ob: &Outbound, target: &Target, route: &Meta) -> Error {
+    /// Counts a connection the policy refuses; `route`: the route that refused it (empty
+    /// labels when no route took it), `why`: what refused it.
+    fn refuse(&self, ob: &Outbound, target: &Target, route: &Meta, why: &str) -> Error {
         let parent = &self.policy.parent;
         let e = Error::Forbidden {
             target: target.to_string(),
-            by: format!("{parent}, route {route}"),
+            by: format!("{parent}, {why}"),
         };
-        tracing::info!("{e}");
         let port = |p: u16| if p == 0 { String::new() } else { p.to_string() };
         let (target_addr, parent_port) = (target.to_string(), port(parent.port));
         ob.metrics.count(

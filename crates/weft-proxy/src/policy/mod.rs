@@ -7,7 +7,8 @@
 //! - [`convert`]: protobuf → these types. A bad part of an update never fails the update: the
 //!   route, rule, filter or backend it belongs to becomes one that fails requests with a precise
 //!   `l5d-proxy-error` ([`Filter::Invalid`], [`BackendKind::Invalid`]).
-//! - [`route`]: which route and rule a request takes (Gateway API precedence), pure functions.
+//! - [`route`]: which route and rule a request takes (Gateway API precedence), and which
+//!   connection route a TLS ClientHello's SNI takes; pure functions.
 //! - [`inbound`]: the inbound side: `InboundServerPolicies.WatchPort` per application port, the
 //!   server/route/authorization model and the authorization decision (same routes and matcher).
 //!
@@ -84,17 +85,22 @@ pub enum Protocol {
     },
     /// Opaque TCP: no detection; balanced per connection over the opaque route's backends.
     Opaque(OpaqueRoutes),
+    /// TLS the application originates (Gateway API `TLSRoute`s): no HTTP detection; the
+    /// ClientHello's SNI selects the route ([`route::find_sni`]), whose backends take the
+    /// connection as an opaque route's would. The proxy neither terminates nor originates TLS.
+    Tls(OpaqueRoutes),
     Http1(HttpRoutes),
     Http2(HttpRoutes),
     Grpc(GrpcRoutes),
 }
 
 impl Protocol {
-    /// The opaque routes when the policy says the target is opaque without detection.
-    pub fn opaque(&self) -> Option<&OpaqueRoutes> {
+    /// The routes that take whole connections (opaque, or TLS by SNI), if the policy has any.
+    pub fn connection_routes(&self) -> Option<&OpaqueRoutes> {
         match self {
-            Protocol::Opaque(o) => Some(o),
-            _ => None,
+            Protocol::Detect { opaque, .. } => Some(opaque),
+            Protocol::Opaque(o) | Protocol::Tls(o) => Some(o),
+            Protocol::Http1(_) | Protocol::Http2(_) | Protocol::Grpc(_) => None,
         }
     }
 }
@@ -145,7 +151,7 @@ pub struct Rule<M> {
     pub allow_l5d_request_headers: bool,
 }
 
-/// `:authority` / `host` match.
+/// `:authority` / `host` match, and a TLS route's SNI match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostMatch {
     /// Lower case.
@@ -243,7 +249,7 @@ pub enum Filter {
     /// A filter the proxy could not use (bad value, unknown kind, opaque `Invalid`): every
     /// request or connection taking it fails with this reason.
     Invalid(String),
-    /// The opaque route's `Forbidden`: the policy refuses the connection on purpose (an
+    /// The opaque or TLS route's `Forbidden`: the policy refuses the connection on purpose (an
     /// `EgressNetwork` under `Deny`). Not an error in the policy, so kept apart from
     /// [`Filter::Invalid`]: the connection is closed, logged and counted as forbidden.
     Forbidden,
@@ -396,7 +402,9 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
 }
 
-/// Opaque (TCP) routes: one route, whose first rule's backends take connections.
+/// Connection routes, opaque (TCP) or TLS, in the order the control plane sent them (oldest
+/// first). The selected route's first rule takes the connection: for opaque routes the first
+/// route, for TLS routes the one [`route::find_sni`] picks.
 #[derive(Clone, Debug, Default)]
 pub struct OpaqueRoutes {
     pub routes: Vec<OpaqueRoute>,
@@ -405,6 +413,8 @@ pub struct OpaqueRoutes {
 #[derive(Clone, Debug)]
 pub struct OpaqueRoute {
     pub meta: Arc<Meta>,
+    /// A TLS route's SNI matches; empty: any SNI, or none (always empty for opaque routes).
+    pub snis: Vec<HostMatch>,
     pub rules: Vec<OpaqueRule>,
 }
 
@@ -414,12 +424,4 @@ pub struct OpaqueRule {
     /// Only [`Filter::Invalid`] and [`Filter::Forbidden`] (the opaque `Invalid` and
     /// `Forbidden` filters).
     pub filters: Vec<Filter>,
-}
-
-impl OpaqueRoutes {
-    /// The rule that takes connections (the first rule of the first route), if any.
-    pub fn rule(&self) -> Option<(&OpaqueRoute, &OpaqueRule)> {
-        let route = self.routes.first()?;
-        Some((route, route.rules.first()?))
-    }
 }

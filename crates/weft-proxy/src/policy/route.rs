@@ -13,8 +13,15 @@
 //! Ties go to the earlier route in the policy (the control plane sends routes oldest first),
 //! then to the earlier rule. gRPC: `POST /SERVICE/METHOD`, ranked by the length of the matched
 //! service, then method, then the number of header matches.
+//!
+//! TLS routes ([`find_sni`]) rank by their SNI matches alone, as HTTP routes by their hosts: an
+//! exact name beats a wildcard, a longer wildcard a shorter one, a route without SNI matches
+//! takes any ClientHello (one without SNI included) with the lowest precedence; ties go to the
+//! earlier route.
 
-use super::{GrpcMatch, HeaderMatch, HostMatch, HttpMatch, PathMatch, Route, ValueMatch};
+use super::{
+    GrpcMatch, HeaderMatch, HostMatch, HttpMatch, OpaqueRoute, PathMatch, Route, ValueMatch,
+};
 use http::{HeaderMap, Method, Uri};
 
 /// What the matchers read from a request (its head; never the body).
@@ -90,6 +97,27 @@ fn host_rank(hosts: &[HostMatch], host: Option<&str>) -> Option<HostRank> {
             }
         })
         .max()
+}
+
+/// The connection route a TLS ClientHello takes (an index into `routes`), or `None`. `sni`:
+/// the ClientHello's server name; without one only routes without SNI matches can take it.
+pub fn find_sni(routes: &[OpaqueRoute], sni: Option<&str>) -> Option<usize> {
+    // An empty name is no name (and must not meet the never-matching empty exact match a
+    // route whose SNI matches were all invalid is given).
+    let sni = sni
+        .map(|s| s.trim_end_matches('.'))
+        .filter(|s| !s.is_empty());
+    let mut found: Option<(HostRank, usize)> = None;
+    for (i, route) in routes.iter().enumerate() {
+        let Some(rank) = host_rank(&route.snis, sni) else {
+            continue;
+        };
+        // Strictly better only: ties stay with the earlier route.
+        if found.is_none_or(|(best, _)| rank > best) {
+            found = Some((rank, i));
+        }
+    }
+    found.map(|(_, i)| i)
 }
 
 /// How specific an HTTP match was; compared field by field, in this order.

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::policy::QueryMatch;
-use crate::policy::{Distribution, Meta, Regex, Route, Rule, Timeouts};
+use crate::policy::{Distribution, Meta, OpaqueRoute, Regex, Route, Rule, Timeouts};
 use http::{HeaderName, Request};
 use std::sync::Arc;
 
@@ -393,4 +393,85 @@ fn grpc_service_and_method_rank_by_length_and_need_post() {
     assert_eq!(find(Method::POST, "/other.Svc/Get"), Some(0));
     assert_eq!(find(Method::GET, "/books.Books/Get"), None);
     assert_eq!(find(Method::POST, "/not-grpc"), None);
+}
+
+fn tls(name: &str, snis: Vec<HostMatch>) -> OpaqueRoute {
+    OpaqueRoute {
+        meta: Arc::new(Meta {
+            name: name.into(),
+            ..Meta::default()
+        }),
+        snis,
+        rules: Vec::new(),
+    }
+}
+
+fn sni_exact(name: &str) -> HostMatch {
+    HostMatch::Exact(name.into())
+}
+
+/// `*.example.com`.
+fn sni_suffix(suffix: &str) -> HostMatch {
+    HostMatch::Suffix(suffix.into())
+}
+
+/// The name of the TLS route an SNI takes.
+fn sni<'a>(routes: &'a [OpaqueRoute], sni: Option<&str>) -> Option<&'a str> {
+    find_sni(routes, sni).map(|i| routes[i].meta.name.as_str())
+}
+
+#[test]
+fn an_exact_sni_beats_a_longer_then_a_shorter_wildcard_then_any() {
+    // Listed least specific first: precedence, not order, decides.
+    let routes = vec![
+        tls("any", vec![]),
+        tls("com", vec![sni_suffix(".com")]),
+        tls("example", vec![sni_suffix(".example.com")]),
+        tls("api", vec![sni_exact("api.example.com")]),
+    ];
+    assert_eq!(sni(&routes, Some("api.example.com")), Some("api"));
+    assert_eq!(sni(&routes, Some("API.Example.com.")), Some("api"));
+    assert_eq!(sni(&routes, Some("www.example.com")), Some("example"));
+    assert_eq!(sni(&routes, Some("a.b.example.com")), Some("example"));
+    assert_eq!(sni(&routes, Some("example.com")), Some("com"));
+    assert_eq!(sni(&routes, Some("example.org")), Some("any"));
+    // A wildcard needs a label before its suffix.
+    assert_eq!(sni(&routes[1..], Some("com")), None);
+    assert_eq!(sni(&routes[2..], Some("xexample.com")), None);
+}
+
+#[test]
+fn without_sni_only_routes_without_sni_matches_take_the_connection() {
+    let routes = vec![
+        tls("api", vec![sni_exact("api.example.com")]),
+        tls("wild", vec![sni_suffix(".example.com")]),
+        tls("default", vec![]),
+    ];
+    assert_eq!(sni(&routes, None), Some("default"));
+    assert_eq!(sni(&routes, Some("")), Some("default"));
+    assert_eq!(sni(&routes[..2], None), None);
+    assert_eq!(sni(&routes[..2], Some("other.org")), None);
+    assert_eq!(sni(&[], Some("api.example.com")), None);
+}
+
+#[test]
+fn sni_ties_go_to_the_earlier_route_and_a_route_ranks_by_its_best_match() {
+    let routes = vec![
+        tls("old", vec![sni_suffix(".example.com")]),
+        tls("new", vec![sni_suffix(".example.com")]),
+        tls("old-any", vec![]),
+        tls("new-any", vec![]),
+        // One of its matches is exact: it beats the wildcards for that name only.
+        tls(
+            "mixed",
+            vec![sni_suffix(".com"), sni_exact("b.example.com")],
+        ),
+        tls("api-old", vec![sni_exact("api.example.com")]),
+        tls("api-new", vec![sni_exact("api.example.com")]),
+    ];
+    assert_eq!(sni(&routes, Some("a.example.com")), Some("old"));
+    assert_eq!(sni(&routes, Some("b.example.com")), Some("mixed"));
+    assert_eq!(sni(&routes, Some("api.example.com")), Some("api-old"));
+    assert_eq!(sni(&routes, Some("example.org")), Some("old-any"));
+    assert_eq!(sni(&routes, Some("x.com")), Some("mixed"));
 }

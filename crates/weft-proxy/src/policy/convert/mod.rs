@@ -56,9 +56,7 @@ pub fn policy(p: api::OutboundPolicy) -> Result<Policy, Error> {
         proxy_protocol::Kind::Http1(h) => Protocol::Http1(http_routes(h.routes, h.failure_accrual)),
         proxy_protocol::Kind::Http2(h) => Protocol::Http2(http_routes(h.routes, h.failure_accrual)),
         proxy_protocol::Kind::Grpc(g) => Protocol::Grpc(grpc_routes(g.routes, g.failure_accrual)),
-        // TLS routes match on SNI, which this proxy does not route on: their backends take the
-        // connection as opaque routes do (the first rule of the first route).
-        proxy_protocol::Kind::Tls(t) => Protocol::Opaque(tls_routes(t.routes)),
+        proxy_protocol::Kind::Tls(t) => Protocol::Tls(tls_routes(t.routes)),
     };
     Ok(Policy { parent, protocol })
 }
@@ -91,8 +89,9 @@ fn opt_duration(d: Option<prost_types::Duration>, what: &str) -> Result<Option<D
         .map(|d| d.filter(|d| !d.is_zero()))
 }
 
-/// A rule whose every match was invalid must not turn into a match-all rule.
-fn never_if_all_invalid<M: Default + Never>(matches: Vec<M>, had: bool) -> Vec<M> {
+/// A rule (or a TLS route's SNI list) whose every match was invalid must not turn into a
+/// match-all one.
+fn never_if_all_invalid<M: Never>(matches: Vec<M>, had: bool) -> Vec<M> {
     if had && matches.is_empty() {
         vec![M::never()]
     } else {
@@ -112,6 +111,13 @@ impl Never for HttpMatch {
             path: Some(PathMatch::Exact(String::new())),
             ..HttpMatch::default()
         }
+    }
+}
+
+impl Never for HostMatch {
+    /// A name is never empty (selection treats an empty SNI as none).
+    fn never() -> Self {
+        HostMatch::Exact(String::new())
     }
 }
 
@@ -167,7 +173,7 @@ pub(crate) fn hosts(hosts: Vec<http_api::HostMatch>, route: &Meta) -> Vec<HostMa
                 Some(HostMatch::Suffix(suffix))
             }
             _ => {
-                tracing::warn!(%route, "policy: dropping an empty host match");
+                tracing::warn!(%route, "policy: dropping an empty host or SNI match");
                 None
             }
         })

@@ -1,12 +1,15 @@
-//! Opaque and TLS routes: their backends take whole connections (TLS routes' SNI matches are
-//! not used: the first rule of the first route takes the connection, as for opaque routes).
-//! Both have the same proto shape, converted by one definition ([`connection_routes!`]).
+//! Opaque and TLS routes: their backends take whole connections. Both have the same proto
+//! shape, converted by one definition ([`connection_routes!`]); a TLS route adds its SNI
+//! matches (`*.example.com` as the suffix `.example.com`, as HTTP hosts), which select the
+//! route a connection takes ([`crate::policy::route::find_sni`]). An opaque route has none.
 
 use super::*;
+use linkerd2_proxy_api::tls_route as sni_api;
 
-/// Defines `$routes` for one connection route protocol (`$proto`: its proto module).
+/// Defines `$routes` for one connection route protocol (`$proto`: its proto module; `$snis`:
+/// the route's SNI matches, given the proto route and its metadata).
 macro_rules! connection_routes {
-    ($routes:ident, $Route:ident, $proto:ident) => {
+    ($routes:ident, $Route:ident, $proto:ident, $snis:expr) => {
         pub(super) fn $routes(routes: Vec<api::$Route>) -> OpaqueRoutes {
             use api::$proto::{distribution::Kind, filter::Kind as FilterKind};
             let filters = |filters: Vec<api::$proto::Filter>| -> Vec<Filter> {
@@ -53,9 +56,13 @@ macro_rules! connection_routes {
             OpaqueRoutes {
                 routes: routes
                     .into_iter()
-                    .map(|r| OpaqueRoute {
-                        meta: Arc::new(meta(r.metadata)),
-                        rules: r.rules.into_iter().map(rule).collect(),
+                    .map(|mut r| {
+                        let meta = Arc::new(meta(r.metadata.take()));
+                        OpaqueRoute {
+                            snis: $snis(&mut r, &meta),
+                            meta,
+                            rules: r.rules.into_iter().map(rule).collect(),
+                        }
                     })
                     .collect(),
             }
@@ -63,8 +70,32 @@ macro_rules! connection_routes {
     };
 }
 
-connection_routes!(opaque_routes, OpaqueRoute, opaque_route);
-connection_routes!(tls_routes, TlsRoute, tls_route);
+connection_routes!(opaque_routes, OpaqueRoute, opaque_route, no_snis);
+connection_routes!(tls_routes, TlsRoute, tls_route, tls_snis);
+
+fn no_snis(_: &mut api::OpaqueRoute, _: &Meta) -> Vec<HostMatch> {
+    Vec::new()
+}
+
+/// A TLS route's SNI matches, normalised as HTTP host matches are ([`hosts`]). A route whose
+/// every SNI match was invalid matches no SNI rather than every one.
+fn tls_snis(r: &mut api::TlsRoute, route: &Meta) -> Vec<HostMatch> {
+    use http_api::host_match::{Match as Host, Suffix};
+    use sni_api::sni_match::Match as Sni;
+    let had = !r.snis.is_empty();
+    let as_hosts = std::mem::take(&mut r.snis)
+        .into_iter()
+        .map(|s| http_api::HostMatch {
+            r#match: s.r#match.map(|m| match m {
+                Sni::Exact(e) => Host::Exact(e),
+                Sni::Suffix(s) => Host::Suffix(Suffix {
+                    reverse_labels: s.reverse_labels,
+                }),
+            }),
+        })
+        .collect();
+    never_if_all_invalid(hosts(as_hosts, route), had)
+}
 
 /// `(random?, [(backend, weight, filters)])`, from either protocol.
 type Backends = (bool, Vec<(Option<api::Backend>, u32, Vec<Filter>)>);

@@ -5,6 +5,7 @@ use super::*;
 use linkerd2_proxy_api::{
     http_route as hr, meta as m,
     outbound::{backend, http_route as ohr},
+    tls_route as tls_api,
 };
 
 fn resource(kind: &str, name: &str) -> Option<m::Metadata> {
@@ -462,7 +463,7 @@ fn grpc_retry_conditions_default_to_linkerds() {
 
 #[test]
 fn opaque_and_tls_routes_keep_their_backends_and_forbidden_filters() {
-    use api::{opaque_route as or, tls_route as tr};
+    use api::opaque_route as or;
     let opaque = api::OutboundPolicy {
         metadata: resource("Service", "db"),
         protocol: Some(api::ProxyProtocol {
@@ -494,8 +495,13 @@ fn opaque_and_tls_routes_keep_their_backends_and_forbidden_filters() {
         }),
     };
     let p = policy(opaque).unwrap();
-    let (route, rule) = p.protocol.opaque().unwrap().rule().unwrap();
+    let Protocol::Opaque(o) = &p.protocol else {
+        panic!("{:?}", p.protocol);
+    };
+    let route = &o.routes[0];
+    let rule = &route.rules[0];
     assert_eq!(route.meta.name, "db");
+    assert!(route.snis.is_empty());
     assert!(matches!(&rule.filters[0], Filter::Forbidden));
     assert!(
         matches!(&rule.distribution, Distribution::RandomAvailable { cumulative, .. } if cumulative == &vec![3])
@@ -505,32 +511,152 @@ fn opaque_and_tls_routes_keep_their_backends_and_forbidden_filters() {
         metadata: None,
         protocol: Some(api::ProxyProtocol {
             kind: Some(proxy_protocol::Kind::Tls(proxy_protocol::Tls {
-                routes: vec![api::TlsRoute {
-                    metadata: None,
-                    snis: vec![],
-                    rules: vec![tr::Rule {
-                        backends: Some(tr::Distribution {
-                            kind: Some(tr::distribution::Kind::FirstAvailable(
-                                tr::distribution::FirstAvailable {
-                                    backends: vec![tr::RouteBackend {
-                                        backend: Some(balancer("secure")),
-                                        filters: vec![],
-                                    }],
-                                },
-                            )),
-                        }),
-                        filters: vec![],
-                    }],
-                }],
+                routes: vec![tls_route(None, vec![], Some(balancer("secure")))],
             })),
         }),
     };
     let p = policy(tls).unwrap();
-    let (_, rule) = p
-        .protocol
-        .opaque()
-        .expect("TLS routes become opaque routes")
-        .rule()
-        .unwrap();
-    assert_eq!(rule.distribution.backends()[0].backend.meta.name, "secure");
+    let Protocol::Tls(t) = &p.protocol else {
+        panic!("TLS routes stay TLS routes: {:?}", p.protocol);
+    };
+    assert_eq!(
+        t.routes[0].rules[0].distribution.backends()[0]
+            .backend
+            .meta
+            .name,
+        "secure"
+    );
+}
+
+fn sni_exact(name: &str) -> tls_api::SniMatch {
+    tls_api::SniMatch {
+        r#match: Some(tls_api::sni_match::Match::Exact(name.into())),
+    }
+}
+
+fn sni_suffix(reverse_labels: &[&str]) -> tls_api::SniMatch {
+    tls_api::SniMatch {
+        r#match: Some(tls_api::sni_match::Match::Suffix(
+            tls_api::sni_match::Suffix {
+                reverse_labels: reverse_labels.iter().map(|l| l.to_string()).collect(),
+            },
+        )),
+    }
+}
+
+/// A TLS route with one rule: to `backend`, or (`None`) Empty and `Forbidden`, as the
+/// EgressNetwork default under `Deny`.
+fn tls_route(
+    metadata: Option<m::Metadata>,
+    snis: Vec<tls_api::SniMatch>,
+    backend: Option<api::Backend>,
+) -> api::TlsRoute {
+    use api::tls_route as tr;
+    let (kind, filters) = match backend {
+        Some(b) => (
+            tr::distribution::Kind::FirstAvailable(tr::distribution::FirstAvailable {
+                backends: vec![tr::RouteBackend {
+                    backend: Some(b),
+                    filters: vec![],
+                }],
+            }),
+            vec![],
+        ),
+        None => (
+            tr::distribution::Kind::Empty(tr::distribution::Empty {}),
+            vec![tr::Filter {
+                kind: Some(tr::filter::Kind::Forbidden(
+                    linkerd2_proxy_api::opaque_route::Forbidden {},
+                )),
+            }],
+        ),
+    };
+    api::TlsRoute {
+        metadata,
+        snis,
+        rules: vec![tr::Rule {
+            backends: Some(tr::Distribution { kind: Some(kind) }),
+            filters,
+        }],
+    }
+}
+
+/// The contract's answer for an EgressNetwork under `Deny` with TLSRoutes: exact and wildcard
+/// SNIs become host matches (lower case, no trailing dot; `*.example.com` as `.example.com`),
+/// in order, with the route metadata kept for the metric labels; the default route last, with
+/// no SNI match, an Empty distribution and `Forbidden`.
+#[test]
+fn tls_routes_keep_their_sni_matches_metadata_and_order() {
+    let p = policy(api::OutboundPolicy {
+        metadata: resource("EgressNetwork", "internet"),
+        protocol: Some(api::ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Tls(proxy_protocol::Tls {
+                routes: vec![
+                    tls_route(
+                        resource("TLSRoute", "example-api"),
+                        vec![
+                            sni_exact("API.example.com."),
+                            sni_suffix(&["com", "Example"]),
+                        ],
+                        Some(balancer("internet")),
+                    ),
+                    tls_route(
+                        Some(m::Metadata {
+                            kind: Some(m::metadata::Kind::Default("tls-egress-deny".into())),
+                        }),
+                        vec![],
+                        None,
+                    ),
+                ],
+            })),
+        }),
+    })
+    .unwrap();
+    assert_eq!(p.parent.kind, "EgressNetwork");
+    let Protocol::Tls(t) = &p.protocol else {
+        panic!("{:?}", p.protocol);
+    };
+    let [api, default] = &t.routes[..] else {
+        panic!("{:?}", t.routes);
+    };
+    assert_eq!(api.meta.kind, "TLSRoute");
+    assert_eq!(api.meta.name, "example-api");
+    assert_eq!(
+        api.snis,
+        vec![
+            HostMatch::Exact("api.example.com".into()),
+            HostMatch::Suffix(".example.com".into())
+        ]
+    );
+    assert_eq!(*default.meta, Meta::default_named("tls-egress-deny"));
+    assert!(default.snis.is_empty());
+    assert!(matches!(default.rules[0].distribution, Distribution::Empty));
+    assert!(matches!(default.rules[0].filters[..], [Filter::Forbidden]));
+}
+
+/// An empty SNI match is dropped; a route whose SNI matches were all dropped matches no SNI
+/// (not every one, which would let it take what its SNIs were meant to restrict).
+#[test]
+fn a_tls_route_whose_sni_matches_are_all_invalid_matches_nothing() {
+    let empty = tls_api::SniMatch { r#match: None };
+    let p = policy(api::OutboundPolicy {
+        metadata: None,
+        protocol: Some(api::ProxyProtocol {
+            kind: Some(proxy_protocol::Kind::Tls(proxy_protocol::Tls {
+                routes: vec![
+                    tls_route(None, vec![empty.clone(), sni_suffix(&[])], None),
+                    tls_route(None, vec![empty, sni_exact("a.example")], None),
+                ],
+            })),
+        }),
+    })
+    .unwrap();
+    let Protocol::Tls(t) = &p.protocol else {
+        panic!("{:?}", p.protocol);
+    };
+    assert_eq!(t.routes[0].snis, vec![HostMatch::Exact(String::new())]);
+    assert_eq!(t.routes[1].snis, vec![HostMatch::Exact("a.example".into())]);
+    for sni in [None, Some(""), Some("a.example"), Some("b.example")] {
+        assert_ne!(route::find_sni(&t.routes, sni), Some(0), "{sni:?}");
+    }
 }
