@@ -1,5 +1,6 @@
 //! The HTTP API (hyper, HTTP/1): workload registration (which also issues the workload's
-//! identity token), store status, the CA's trust anchors and rotation status, and health.
+//! identity token), store status, the CA's trust anchors and rotation status, golden metrics
+//! from the proxies' telemetry (`api/stat.rs`), and health.
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
@@ -8,6 +9,7 @@ use crate::index::Index;
 use crate::resource::{self, Defaults, Resource};
 use crate::rotation;
 use crate::store::{StoreError, StoreHandle};
+use crate::telemetry::Telemetry;
 use crate::tokens::Tokens;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -22,6 +24,8 @@ use tokio::sync::watch;
 
 #[path = "api/authz.rs"]
 mod authz;
+#[path = "api/stat.rs"]
+mod stat;
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 1 << 20;
@@ -36,6 +40,8 @@ pub struct Ctx {
     pub ca: watch::Receiver<Arc<Ca>>,
     pub ledger: Ledger,
     pub identity_dir: Option<PathBuf>,
+    /// The proxies' scraped metrics (`GET /v1/stat/...`).
+    pub telemetry: Telemetry,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
@@ -143,6 +149,17 @@ async fn handle(
                 ),
             }
         }
+        (Method::GET, ["v1", "stat", kind]) => match stat::parse_query(kind, req.uri().query()) {
+            Ok(query) => {
+                let state = ctx.index.state();
+                let now = tokio::time::Instant::now();
+                match stat::stat(&state, &ctx.telemetry, now, &query) {
+                    Ok(v) => reply(StatusCode::OK, v),
+                    Err(e) => error(StatusCode::NOT_FOUND, e),
+                }
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
         (Method::PUT, ["v1", "workloads", ns, name]) => {
             let (ns, name) = (ns.to_string(), name.to_string());
             register(req, &ctx, &ns, &name).await
@@ -176,7 +193,8 @@ async fn handle(
             | ["v1", "services"]
             | ["v1", "workloads"]
             | ["v1", "workloads", _, _]
-            | ["v1", "authz", _, _],
+            | ["v1", "authz", _, _]
+            | ["v1", "stat", _],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),

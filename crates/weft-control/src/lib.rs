@@ -7,6 +7,7 @@
 //! Shape: `store` (files, polling, registration; `documents` decides what is in force) → `index` (per-key watch snapshots) →
 //! `grpc` (streams mapping snapshots to protobuf); `api` is the HTTP registration API.
 //! Leaves: `clock` (Unix seconds, RFC 3339) and `files` (atomic file replacement).
+//! Beside that shape, [`telemetry`] scrapes the meshed workloads' proxies for `GET /v1/stat/...`.
 
 pub mod api;
 pub mod ca;
@@ -20,6 +21,7 @@ pub mod resource;
 pub mod rotation;
 pub mod service_ips;
 pub mod store;
+pub mod telemetry;
 pub mod tokens;
 
 pub use resource::authz::{parse_cidr_list, Cidr, DefaultPolicy, DEFAULT_CLUSTER_NETWORKS};
@@ -65,6 +67,9 @@ pub struct Config {
     /// client's own namespace come first). Default
     /// [`resource::egress::DEFAULT_EGRESS_NAMESPACE`] (`weft-egress`).
     pub egress_namespace: String,
+    /// How often the proxies of meshed workloads are scraped for `GET /v1/stat/...`;
+    /// `Duration::ZERO` turns scraping off. Default [`telemetry::DEFAULT_INTERVAL`] (10 s).
+    pub scrape_interval: Duration,
 }
 
 impl Default for Config {
@@ -83,6 +88,7 @@ impl Default for Config {
             default_inbound_policy: DefaultPolicy::default(),
             cluster_networks: index::InboundDefaults::default().cluster_networks,
             egress_namespace: resource::egress::DEFAULT_EGRESS_NAMESPACE.into(),
+            scrape_interval: telemetry::DEFAULT_INTERVAL,
         }
     }
 }
@@ -227,6 +233,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // The first state is applied before serving so the first answers already reflect the store.
     index.apply(with_ips.borrow().clone());
     let index_task = tokio::spawn(index::run(index.clone(), with_ips));
+    let telemetry = telemetry::Telemetry::new(config.scrape_interval);
+    let telemetry_task = tokio::spawn(telemetry::run(
+        telemetry.clone(),
+        index.clone(),
+        shutdown_rx.clone(),
+    ));
     // Identity checks registrations against the store itself (no addresses needed, no lag).
     let states = store.states();
     let api_task = tokio::spawn(api::serve(
@@ -239,10 +251,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             ca: ca_rx.clone(),
             ledger: ledger.clone(),
             identity_dir: config.identity_dir.clone(),
+            telemetry,
         },
         shutdown_rx.clone(),
     ));
-    let mut tasks = vec![store_task, api_task, ips_task, index_task];
+    let mut tasks = vec![store_task, api_task, ips_task, index_task, telemetry_task];
     if let Some(dir) = &config.identity_dir {
         tasks.push(tokio::spawn(ca_reload::run(
             dir.clone(),

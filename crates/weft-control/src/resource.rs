@@ -16,7 +16,7 @@ pub mod route;
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub const SERVICE_API_VERSION: &str = "v1";
 pub const WORKLOAD_API_VERSION: &str = "workload.linkerd.io/v1beta1";
@@ -26,6 +26,10 @@ pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
 /// inbound listener on the workload IP. Set, it makes the workload's opaque endpoints carry
 /// `opaque_transport` (peers connect there with the transport header); see `docs/control-plane.md`.
 pub const INBOUND_PORT_ANNOTATION: &str = "config.linkerd.io/inbound-port";
+/// The ExternalWorkload port naming its proxy's admin server (`/metrics`) on the workload's first
+/// IP: Linkerd's name for the proxy container's admin port. A workload with it is meshed, and
+/// the control plane scrapes it (`docs/observability.md`).
+pub const ADMIN_PORT_NAME: &str = "linkerd-admin";
 
 /// Values the validator needs to derive defaults (the workload's mesh identity).
 #[derive(Clone, Debug)]
@@ -199,6 +203,15 @@ impl Service {
 impl ExternalWorkload {
     pub fn ip(&self) -> IpAddr {
         self.ips[0]
+    }
+
+    /// Where its proxy's admin server listens: the first IP and the port named
+    /// [`ADMIN_PORT_NAME`]; `None` for a workload registered without a proxy.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))
+            .map(|p| SocketAddr::new(self.ip(), p.port))
     }
 
     /// Resolves a service targetPort against this workload's ports. A number always resolves

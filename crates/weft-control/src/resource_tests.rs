@@ -75,3 +75,17 @@ fn inbound_port_annotation() {
         );
     }
 }
+
+#[test]
+fn the_admin_address_is_the_first_ip_and_the_linkerd_admin_port() {
+    let text = "apiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata: {name: web-1}\nspec:\n  workloadIPs: [{ip: 198.18.2.10}, {ip: 198.18.2.11}]\n  ports: [{name: http, port: 8080}, {name: linkerd-admin, port: 4191}]\n---\napiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata: {name: web-2}\nspec:\n  workloadIPs: [{ip: 198.18.2.12}]\n  ports: [{name: http, port: 8080}, {port: 4191}]\n";
+    let (docs, errors) = parse_yaml_file("a.yaml", text, &Defaults::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    let admin = |i: usize| match &docs[i].resource {
+        Resource::Workload(w) => w.admin_addr(),
+        _ => panic!("not a workload"),
+    };
+    assert_eq!(admin(0), Some("198.18.2.10:4191".parse().expect("addr")));
+    // Only the name says which port is the proxy's admin.
+    assert_eq!(admin(1), None);
+}

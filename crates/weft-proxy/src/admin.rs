@@ -1,14 +1,15 @@
 //! The admin server: `GET /metrics`, `GET /ready`, `GET /live`, `POST /shutdown`.
 //!
 //! Plain HTTP/1 on its own listener; it keeps serving while the proxy drains so the last metrics
-//! can still be scraped.
+//! can still be scraped. In a pod it listens on every address (the control plane scrapes it on
+//! the pod IP), so `POST /shutdown` answers only loopback peers, as Linkerd's does.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn};
+use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::Notify};
 
@@ -42,7 +43,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(route(&admin, req)) }
+                async move { Ok::<_, Infallible>(route(&admin, req, peer)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -54,7 +55,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     }
 }
 
-fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one request from `peer` (only the method and path are read).
+fn route<B>(admin: &Admin, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
@@ -65,6 +67,14 @@ fn route(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::POST, "/shutdown") => match &admin.shutdown {
+            // The admin may be reachable from other hosts; only the pod itself may stop it.
+            Some(_) if !peer.ip().to_canonical().is_loopback() => {
+                tracing::info!(%peer, "shutdown refused: not a loopback peer");
+                text(
+                    StatusCode::FORBIDDEN,
+                    "shutdown is only allowed from localhost\n",
+                )
+            }
             Some(n) => {
                 tracing::info!("shutdown requested through the admin endpoint");
                 n.notify_one();
@@ -170,6 +180,42 @@ mod tests {
         assert_eq!(call(addr, "GET", "/shutdown").await.0, 405);
 
         assert_eq!(call(addr, "POST", "/shutdown").await.0, 200);
+        tokio::time::timeout(Duration::from_secs(5), notify.notified())
+            .await
+            .expect("shutdown notified");
+    }
+
+    #[tokio::test]
+    async fn shutdown_only_from_loopback() {
+        let notify = Arc::new(Notify::new());
+        let cfg = Config::from_env(&HashMap::from([
+            ("WEFT_PROXY_DESTINATION_SVC_ADDR", "127.0.0.1:1"),
+            ("WEFT_PROXY_POLICY_WORKLOAD", "default:web-1"),
+        ]))
+        .expect("config");
+        let admin = Admin {
+            metrics: Metrics::new(),
+            discovery: Discovery::new(&cfg),
+            identity: None,
+            shutdown: Some(notify.clone()),
+        };
+        let shutdown = || Request::post("/shutdown").body(()).expect("request");
+        for peer in [
+            "198.18.0.20:40000",
+            "[2001:db8::1]:40000",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let rsp = route(&admin, shutdown(), peer.parse().expect("peer"));
+            assert_eq!(rsp.status(), StatusCode::FORBIDDEN, "{peer}");
+        }
+        // Still served to anyone: the metrics.
+        let metrics = Request::get("/metrics").body(()).expect("request");
+        let rsp = route(&admin, metrics, "198.18.0.20:40000".parse().expect("peer"));
+        assert_eq!(rsp.status(), StatusCode::OK);
+        for peer in ["127.0.0.1:40000", "[::1]:40000", "[::ffff:127.0.0.1]:1"] {
+            let rsp = route(&admin, shutdown(), peer.parse().expect("peer"));
+            assert_eq!(rsp.status(), StatusCode::OK, "{peer}");
+        }
         tokio::time::timeout(Duration::from_secs(5), notify.notified())
             .await
             .expect("shutdown notified");

@@ -52,6 +52,10 @@ pub struct ControlArgs {
     /// elsewhere applies to clients of its own namespace).
     #[arg(long, default_value = weft_control::resource::egress::DEFAULT_EGRESS_NAMESPACE, value_name = "NS")]
     pub egress_namespace: String,
+    /// How often the proxies of meshed workloads (those registered with a `linkerd-admin` port)
+    /// are scraped for `weft stat` / `GET /v1/stat/...`; `0s` turns scraping off.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
+    pub scrape_interval: Duration,
 }
 
 /// `--cluster-networks`: one value holding the whole list.
@@ -73,6 +77,7 @@ impl ControlArgs {
             default_inbound_policy: self.default_inbound_policy,
             cluster_networks: self.cluster_networks.clone(),
             egress_namespace: self.egress_namespace.clone(),
+            scrape_interval: self.scrape_interval,
         }
     }
 }
@@ -141,6 +146,33 @@ mod tests {
             .expect("a bad range is refused at startup")
             .to_string();
         assert!(bad.contains("did you mean 10.0.0.0/8?"), "{bad}");
+    }
+
+    #[test]
+    fn scraping_defaults_to_every_10s_and_0s_turns_it_off() {
+        use clap::Parser as _;
+        let config = |extra: &[&str]| {
+            let argv = ["x", "--store", "/s"].iter().chain(extra).copied();
+            Wrapper::try_parse_from(argv)
+                .expect("parse")
+                .control
+                .config()
+        };
+        assert_eq!(
+            config(&[]).scrape_interval,
+            weft_control::telemetry::DEFAULT_INTERVAL
+        );
+        assert_eq!(
+            config(&["--scrape-interval", "2s"]).scrape_interval,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            config(&["--scrape-interval", "0s"]).scrape_interval,
+            Duration::ZERO
+        );
+        assert!(
+            Wrapper::try_parse_from(["x", "--store", "/s", "--scrape-interval", "often"]).is_err()
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod get;
 mod identity;
 mod init;
 mod run;
+mod stat;
 
 use clap::{Parser, Subcommand};
 
@@ -66,6 +67,9 @@ enum Command {
     /// Install the transparent-proxy iptables rules in the current network namespace (what a
     /// mesh init container does). `--dry-run` prints them.
     Init(init::InitArgs),
+    /// Show golden metrics (success rate, requests per second, latency percentiles, TCP
+    /// connections) of workloads, services or namespaces, from the control plane's telemetry.
+    Stat(stat::StatArgs),
     /// Run a command as a meshed workload: as root in its own network namespace with
     /// transparent interception and a sidecar proxy; otherwise in explicit mode (HTTP_PROXY).
     Run(run::RunArgs),
@@ -77,7 +81,7 @@ fn main() -> std::process::ExitCode {
     init_tracing(match cli.command {
         Command::Demo(_) | Command::DemoService(_) => "warn",
         Command::Control(_) => "warn,weft=info,weft_control=info",
-        Command::Identity(_) | Command::Get(_) | Command::Authz(_) => "warn",
+        Command::Identity(_) | Command::Get(_) | Command::Authz(_) | Command::Stat(_) => "warn",
         Command::Init(_) | Command::Run(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -100,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::DemoService(args) => demo::app::run(args).await,
             Command::Init(args) => init::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Stat(args) => stat::run(args).await,
         }
     });
     match result {

@@ -12,8 +12,9 @@
 //! 5. `weft-proxy` inside the pod as the proxy uid (2102), on 4143/4140/4191, with its identity
 //!    variables (token file, local name, trust-anchors file);
 //! 6. the command, through `ip netns exec` (which bind-mounts the hosts file);
-//! 7. once every `--port` accepts connections, registration with the control plane (PUT), and
-//!    the answer's token written for the proxy, which then obtains its certificate (mTLS).
+//! 7. once every `--port` accepts connections, registration with the control plane (PUT; the
+//!    proxy's admin port is registered too, so the control plane scrapes its metrics), and the
+//!    answer's token written for the proxy, which then obtains its certificate (mTLS).
 //!
 //! Ctrl-C, SIGTERM or the command's exit undo it all: deregistration (DELETE), the proxy
 //! stopped, the namespace, veth, hosts file and state directory removed. Without root (or with
@@ -50,7 +51,10 @@ use pod::{Addressing, Pod};
 /// Ports of the proxy inside a pod (the mesh conventions).
 const INBOUND_PORT: u16 = 4143;
 const OUTBOUND_PORT: u16 = 4140;
-pub(crate) const ADMIN_ADDR: &str = "127.0.0.1:4191";
+/// The admin listens on every address of the pod: the control plane scrapes `/metrics` on the
+/// pod IP (inbound 4191 bypasses the proxy), and `POST /shutdown` answers only loopback peers.
+const ADMIN_ADDR: &str = "0.0.0.0:4191";
+const ADMIN_PORT: u16 = 4191;
 /// How long the command may take to accept connections on its ports before registration.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the command and the proxy get to exit after SIGTERM.
@@ -194,14 +198,16 @@ impl RunArgs {
         Addressing { ip, gateway }
     }
 
-    /// The ExternalWorkload to register: the workload at `ip`, its ports at `ports`, and (in a
-    /// pod) the sidecar's inbound port there, so peers reach opaque ports with the transport
-    /// header. Explicit mode passes None: its ports are the sidecar's forward ports already.
+    /// The ExternalWorkload to register: the workload at `ip`, its ports at `ports`, (in a pod)
+    /// the sidecar's inbound port there, so peers reach opaque ports with the transport header
+    /// (explicit mode passes None: its ports are the sidecar's forward ports already), and the
+    /// sidecar's admin port on `ip`, which the control plane scrapes.
     fn workload(
         &self,
         ip: IpAddr,
         ports: &[(Option<String>, u16)],
         inbound_port: Option<u16>,
+        admin_port: Option<u16>,
     ) -> serde_json::Value {
         let mut labels: BTreeMap<&str, &str> = self
             .labels
@@ -217,6 +223,9 @@ impl RunArgs {
                 Some(name) => serde_json::json!({"name": name, "port": port}),
                 None => serde_json::json!({"port": port}),
             })
+            .chain(admin_port.map(|port| {
+                serde_json::json!({"name": weft_control::resource::ADMIN_PORT_NAME, "port": port})
+            }))
             .collect();
         let mut metadata = serde_json::json!({
             "name": self.name, "namespace": self.namespace, "labels": labels,
@@ -326,12 +335,13 @@ async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Op
     };
     say!(
         "weft run: {}/{} runs in network namespace {} at {}, its traffic intercepted by \
-         weft-proxy (uid {}, admin {ADMIN_ADDR} inside)",
+         weft-proxy (uid {}, admin {}:{ADMIN_PORT})",
         args.namespace,
         args.name,
         pod.netns,
         pod.addressing.ip,
-        args.proxy_uid
+        args.proxy_uid,
+        pod.addressing.ip,
     );
     let refresh = tokio::spawn({
         let hosts = hosts.clone();
@@ -379,7 +389,12 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
     if wait_ports(pod, args, &mut running.cmd).await? {
         let answer = register(
             args,
-            &args.workload(IpAddr::V4(pod.addressing.ip), &ports, Some(INBOUND_PORT)),
+            &args.workload(
+                IpAddr::V4(pod.addressing.ip),
+                &ports,
+                Some(INBOUND_PORT),
+                Some(ADMIN_PORT),
+            ),
         )
         .await?;
         running.registered = true;
@@ -590,6 +605,12 @@ async fn deregister(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin port to register for a workload at `ip`: the control plane scrapes `ip:port`, so
+/// only an admin listening there (or on every address) is.
+fn admin_port_at(ip: IpAddr, admin: SocketAddr) -> Option<u16> {
+    (admin.ip() == ip || admin.ip().is_unspecified()).then_some(admin.port())
+}
+
 /// Waits for the command to exit, a signal, or the proxy to die. The command's status, if it
 /// exited on its own.
 async fn supervise(running: &mut Running, signals: &mut Signals) -> Option<ExitStatus> {
@@ -697,7 +718,16 @@ async fn explicit(
             (p.name.clone(), addr)
         })
         .collect();
-    let workload = args.workload(IpAddr::V4(Ipv4Addr::LOCALHOST), &ports, None);
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let admin_port = admin_port_at(ip, listening.admin);
+    if admin_port.is_none() {
+        say!(
+            "weft run: the proxy's admin {} is not on the workload's address {ip}: not \
+             registered, so the control plane will not scrape it",
+            listening.admin
+        );
+    }
+    let workload = args.workload(ip, &ports, None, admin_port);
     let registration = register(args, &workload);
     let status = tokio::select! {
         result = registration => {
@@ -817,7 +847,12 @@ mod tests {
             "--",
             "x",
         ]);
-        let doc = a.workload("198.18.2.20".parse().unwrap(), &[(None, 6379)], Some(4143));
+        let doc = a.workload(
+            "198.18.2.20".parse().unwrap(),
+            &[(None, 6379)],
+            Some(4143),
+            Some(ADMIN_PORT),
+        );
         assert_eq!(doc["metadata"]["labels"]["app"], "db");
         assert_eq!(doc["metadata"]["namespace"], "prod");
         assert_eq!(
@@ -833,10 +868,39 @@ mod tests {
             "deny"
         );
         assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "198.18.2.20");
-        assert_eq!(doc["spec"]["ports"][0]["port"], 6379);
-        let explicit = a.workload("127.0.0.1".parse().unwrap(), &[(None, 16379)], None);
+        assert_eq!(
+            doc["spec"]["ports"],
+            serde_json::json!([{"port": 6379}, {"name": "linkerd-admin", "port": 4191}])
+        );
+        let explicit = a.workload(
+            "127.0.0.1".parse().unwrap(),
+            &[(None, 16379)],
+            None,
+            Some(41910),
+        );
         assert!(explicit["metadata"]["annotations"]
             .get("config.linkerd.io/inbound-port")
             .is_none());
+        assert_eq!(explicit["spec"]["ports"][1]["port"], 41910);
+        // Without an admin port to register, only the workload's own.
+        let bare = a.workload("127.0.0.1".parse().unwrap(), &[(None, 16379)], None, None);
+        assert_eq!(bare["spec"]["ports"], serde_json::json!([{"port": 16379}]));
+    }
+
+    #[test]
+    fn the_admin_is_registered_only_where_the_control_plane_can_reach_it() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            admin_port_at(loopback, "127.0.0.1:41910".parse().unwrap()),
+            Some(41910)
+        );
+        assert_eq!(
+            admin_port_at(loopback, "0.0.0.0:4191".parse().unwrap()),
+            Some(4191)
+        );
+        assert_eq!(
+            admin_port_at(loopback, "127.0.0.2:4191".parse().unwrap()),
+            None
+        );
     }
 }

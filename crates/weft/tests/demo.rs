@@ -2,30 +2,101 @@
 //! traffic flows on every edge, the JSON summary reports every edge with requests and a
 //! plausible success rate, and the policy works: ratings' ~5 % failures are retried away on its
 //! route (while the per-attempt edge still shows them), and books-v2 takes ~10 % of books' calls.
+//! While it runs, `weft stat` against the demo's control plane shows the same traffic from the
+//! telemetry the control plane scrapes.
 
 mod support;
 
 use std::time::Duration;
 
-use support::{demo_edges, set_pdeathsig, summary, weft_bin, ChildProc, TempDir};
+use serde_json::Value;
+use support::{
+    demo_edges, eventually, free_port, set_pdeathsig, summary, weft_bin, ChildProc, TempDir,
+};
+
+/// `weft stat ARGS --api-addr API`: stdout, or the failure with stderr.
+async fn weft_stat(api: &str, args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new(weft_bin())
+        .arg("stat")
+        .args(args)
+        .args(["--api-addr", api])
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The rows of `weft stat KIND -n demo --window 10s -o json` with traffic on every `names`.
+async fn rows_with_traffic(api: &str, kind: &str, names: &[&str]) -> Option<Vec<Value>> {
+    let out = weft_stat(api, &[kind, "-n", "demo", "--window", "10s", "-o", "json"])
+        .await
+        .ok()?;
+    let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+    let busy = |name: &str| {
+        rows.iter().any(|r| {
+            r["name"] == name
+                && r["rps"].as_f64().unwrap_or(0.0) > 1.0
+                && r["success_rate"].as_f64().unwrap_or(0.0) >= 0.9
+                && r["latency_ms_p50"].as_f64().is_some()
+        })
+    };
+    names.iter().all(|n| busy(n)).then_some(rows)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_reports_edges_with_traffic() {
     let tmp = TempDir::new("demo");
+    let api = format!("127.0.0.1:{}", free_port());
     let mut cmd = tokio::process::Command::new(weft_bin());
     cmd.args([
         "demo",
         "--duration",
-        "25",
+        "30",
         "--traffic-policy-after",
         "3",
         "--rps",
         "50",
         "--json",
+        "--api-addr",
+        &api,
     ])
     .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, support::proxy_bin());
     set_pdeathsig(&mut cmd);
     let mut demo = ChildProc::spawn("weft-demo", cmd, tmp.path());
+
+    // `weft stat` meets the demo's control plane: every serving workload has traffic, meshed.
+    let workloads = eventually("weft stat shows traffic", Duration::from_secs(25), || {
+        rows_with_traffic(&api, "workloads", &["web", "books", "ratings"])
+    })
+    .await;
+    for row in &workloads {
+        assert_eq!(row["meshed"], 1, "every demo workload has a proxy: {row}");
+        assert_eq!(row["stale"], false, "{row}");
+    }
+    // Services: what meshed clients (web) sent them.
+    eventually("weft stat services", Duration::from_secs(10), || {
+        rows_with_traffic(&api, "svc", &["books", "ratings"])
+    })
+    .await;
+    let table = weft_stat(&api, &["wl", "-n", "demo", "-o", "wide"])
+        .await
+        .expect("weft stat table");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header[..4], ["NAME", "MESHED", "SUCCESS", "RPS"], "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("1/1") && l.contains("rps")),
+        "{table}"
+    );
     let status = demo
         .wait(Duration::from_secs(120))
         .await
@@ -85,7 +156,7 @@ async fn demo_reports_edges_with_traffic() {
         "the attempts to ratings show no failures ({attempts}): were any retried? {summary}"
     );
 
-    // The canary: 10 % of books' calls since the policy (3 s of 25 with none before).
+    // The canary: 10 % of books' calls since the policy (3 s of 30 with none before).
     let calls = |dst: &str| edge(dst)["requests"].as_f64().unwrap_or(0.0);
     let share = calls("books-v2") / (calls("books") + calls("books-v2"));
     assert!(

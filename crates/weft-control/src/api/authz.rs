@@ -7,15 +7,21 @@ use crate::index::inbound::{Authz, Inbound, RateLimit, ServerRef};
 use crate::index::InboundDefaults;
 use crate::index::{self, inbound::Authentication, inbound::AuthzOrigin, InboundKey};
 use crate::resource::authz::{ProxyProtocol, ServerPort};
-use crate::resource::State;
+use crate::resource::{State, ADMIN_PORT_NAME};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 /// The workload's policy per port, or `None` when the workload is not known. Ports: the
-/// workload's declared ports and any port a Server selecting it names by number.
+/// workload's declared ports and any port a Server selecting it names by number; not its
+/// proxy's admin port, which Weft's proxy serves without inbound policy.
 pub fn describe(state: &State, defaults: &InboundDefaults, ns: &str, name: &str) -> Option<Value> {
     let w = state.workloads.get(&(ns.to_string(), name.to_string()))?;
-    let mut ports: BTreeSet<u16> = w.ports.iter().map(|p| p.port).collect();
+    let mut ports: BTreeSet<u16> = w
+        .ports
+        .iter()
+        .filter(|p| p.name.as_deref() != Some(ADMIN_PORT_NAME))
+        .map(|p| p.port)
+        .collect();
     ports.extend(
         state
             .servers
@@ -140,7 +146,7 @@ mod tests {
             "apiVersion: workload.linkerd.io/v1beta1
 kind: ExternalWorkload
 metadata: {name: books, namespace: default, labels: {app: books}}
-spec: {workloadIPs: [{ip: 198.18.2.10}], ports: [{name: http, port: 8080}, {name: admin, port: 9990}]}
+spec: {workloadIPs: [{ip: 198.18.2.10}], ports: [{name: http, port: 8080}, {name: admin, port: 9990}, {name: linkerd-admin, port: 4191}]}
 ---
 apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -161,6 +167,7 @@ spec:
         );
         let d = describe(&s, &InboundDefaults::default(), "default", "books").expect("known");
         let ports = d["ports"].as_array().expect("ports");
+        // The application's admin port is the workload's; the proxy's is not policed.
         assert_eq!(ports.len(), 2);
         assert_eq!(ports[0]["port"], 8080);
         assert_eq!(

@@ -21,9 +21,12 @@
 //! The apps have no proxy settings: web calls `http://ratings:8080` and dials `books:9090`, names
 //! the pod's hosts file maps to the Services' cluster IPs, and iptables hands every connection to
 //! the sidecar. The pods hang off a "node" namespace of their own, so nothing (no link, address,
-//! route or rule) is added to the host's namespace. The proxies' admin servers stay on
-//! 127.0.0.1:4191 inside their pods; each gets a relay on the host's loopback, which is the
-//! `admin` address scraped and reported, as in the plain demo.
+//! route or rule) is added to the host's namespace. The proxies' admin servers listen on port
+//! 4191 of their pods (registered as each workload's `linkerd-admin` port, as `weft run` does);
+//! each gets a relay on the host's loopback to 127.0.0.1:4191 inside, which is the `admin`
+//! address the demo scrapes and reports, as in the plain demo. The control plane, in the host's
+//! namespace, has no route to the pods: its own telemetry (`weft stat`) shows these workloads
+//! as stale.
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -16,7 +16,6 @@ pub mod books;
 pub mod children;
 mod cluster;
 pub mod http;
-pub mod metrics;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -31,6 +30,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tokio::process::Child;
 use tokio::time::Instant;
+use weft_control::telemetry::stats;
 use weft_proxy::config;
 
 use self::app::Name;
@@ -42,6 +42,9 @@ pub const NAMESPACE: &str = "demo";
 
 /// Span of the live table's sliding window.
 const WINDOW: Duration = Duration::from_secs(10);
+/// How often the demo's control plane scrapes the sidecars (`weft stat` against the demo shows
+/// figures soon after the start).
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `weft demo`: run a meshed demo application and show its golden metrics.
 #[derive(Debug, clap::Args)]
@@ -207,20 +210,28 @@ fn services_yaml_with(cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -
 }
 
 /// The ExternalWorkload registered for a workload whose sidecar forwards `port_name` at `addr`
-/// (a client-only workload serves nothing but is registered all the same, for its identity).
-fn workload_document(name: &str, serves: Option<(&str, SocketAddr)>) -> serde_json::Value {
+/// (a client-only workload serves nothing but is registered all the same, for its identity),
+/// with its sidecar's admin port (the control plane scrapes it). Every sidecar of the demo
+/// listens on 127.0.0.1, so the admin is on the workload's IP.
+fn workload_document(
+    name: &str,
+    serves: Option<(&str, SocketAddr)>,
+    admin: SocketAddr,
+) -> serde_json::Value {
+    let admin_port =
+        serde_json::json!({"name": weft_control::resource::ADMIN_PORT_NAME, "port": admin.port()});
     let (ip, ports) = match serves {
         Some((port_name, addr)) => (
-            addr.ip().to_string(),
-            serde_json::json!([{"name": port_name, "port": addr.port()}]),
+            addr.ip(),
+            serde_json::json!([{"name": port_name, "port": addr.port()}, admin_port]),
         ),
-        None => ("127.0.0.1".to_string(), serde_json::json!([])),
+        None => (admin.ip(), serde_json::json!([admin_port])),
     };
     serde_json::json!({
         "apiVersion": "workload.linkerd.io/v1beta1",
         "kind": "ExternalWorkload",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name}},
-        "spec": {"workloadIPs": [{"ip": ip}], "ports": ports},
+        "spec": {"workloadIPs": [{"ip": ip.to_string()}], "ports": ports},
     })
 }
 
@@ -325,6 +336,7 @@ async fn start_control(args: &DemoArgs, store: &Path) -> anyhow::Result<weft_con
         // An ephemeral CA: nothing to set up, and it dies with the demo.
         identity_dir: None,
         cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
+        scrape_interval: SCRAPE_INTERVAL,
         ..Default::default()
     })
     .await
@@ -434,7 +446,7 @@ async fn launch(
         }
         _ => None,
     };
-    let registered = register(api, name, &workload_document(name, serves)).await?;
+    let registered = register(api, name, &workload_document(name, serves, listening.admin)).await?;
     anyhow::ensure!(
         registered.identity == workload_identity(name),
         "{name} was registered as {}, but its sidecar asks for {}",
@@ -652,12 +664,12 @@ async fn describe_exit(what: String, child: &mut Child) -> (String, String) {
 }
 
 /// Scrapes every proxy and folds the results into rows (cumulative counters).
-async fn scrape(workloads: &[Workload]) -> BTreeMap<Row, metrics::Stats> {
+async fn scrape(workloads: &[Workload]) -> BTreeMap<Row, stats::Stats> {
     let scrapes = workloads.iter().map(|w| async move {
         match http::get(w.listening.admin, "/metrics").await {
             Ok(response) if response.status().is_success() => {
                 let text = String::from_utf8_lossy(response.body());
-                report::rows(w.name, &metrics::parse(&text))
+                report::rows(w.name, &stats::parse(&text))
             }
             Ok(response) => {
                 tracing::debug!(workload = w.name, status = %response.status(), "scrape failed");
@@ -745,18 +757,28 @@ mod tests {
     }
 
     #[test]
-    fn workload_document_points_at_the_forward_port() {
+    fn workload_document_points_at_the_forward_port_and_the_admin() {
+        let admin: SocketAddr = "127.0.0.1:42000".parse().expect("addr");
         let doc = workload_document(
             "web",
             Some(("http", "127.0.0.1:41000".parse().expect("addr"))),
+            admin,
         );
         assert_eq!(doc["metadata"]["labels"]["app"], "web");
-        assert_eq!(doc["spec"]["ports"][0]["name"], "http");
-        assert_eq!(doc["spec"]["ports"][0]["port"], 41000);
+        assert_eq!(
+            doc["spec"]["ports"],
+            serde_json::json!([{"name": "http", "port": 41000},
+                               {"name": "linkerd-admin", "port": 42000}])
+        );
         assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "127.0.0.1");
-        // A client-only workload is registered for its identity, with no ports.
-        let doc = workload_document("traffic", None);
-        assert_eq!(doc["spec"]["ports"], serde_json::json!([]));
+        // A client-only workload is registered for its identity (and its metrics): only the
+        // admin port.
+        let doc = workload_document("traffic", None, admin);
+        assert_eq!(
+            doc["spec"]["ports"],
+            serde_json::json!([{"name": "linkerd-admin", "port": 42000}])
+        );
+        assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "127.0.0.1");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::metrics::{self, Sample, Stats};
+use weft_control::telemetry::stats::{self, Sample, Stats};
 
 /// What one row of the table is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,10 +30,10 @@ pub enum Row {
 /// Folds one proxy's scrape into rows: its inbound traffic as the service `workload` serves, and
 /// its outbound traffic as edges from `workload`.
 pub fn rows(workload: &str, samples: &[Sample]) -> BTreeMap<Row, Stats> {
-    metrics::fold(
+    stats::fold(
         samples,
         &|sample: &Sample| match sample.label("direction") {
-            _ if metrics::is_route_sample(sample) => Some(Row::Route {
+            _ if stats::is_route_sample(sample) => Some(Row::Route {
                 src: workload.to_string(),
                 service: sample.label("parent_name")?.to_string(),
                 route: sample.label("route_name").unwrap_or_default().to_string(),
@@ -281,7 +281,7 @@ pub fn summary(cumulative: &BTreeMap<Row, Stats>, proxies: Vec<ProxySummary>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::metrics::parse;
+    use weft_control::telemetry::stats::parse;
 
     const WEB_PROXY: &str = r#"
 response_total{direction="inbound",authority="web.demo.svc.cluster.local:8080",status_code="200",classification="success",tls="no_identity"} 19

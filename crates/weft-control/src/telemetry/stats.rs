@@ -1,13 +1,14 @@
 //! Pure functions over the proxies' Prometheus samples (parsed by [`weft_sys::prometheus`]): fold
-//! them into per-key request/latency statistics, subtract two scrapes, and estimate percentiles
-//! from histogram buckets the way Prometheus' `histogram_quantile` does (linear interpolation in
-//! a bucket).
+//! them into per-key request/latency statistics, subtract two scrapes, add them up, and estimate
+//! percentiles from histogram buckets the way Prometheus' `histogram_quantile` does (linear
+//! interpolation in a bucket). Shared by the control plane's telemetry and `weft demo`'s live
+//! table.
 
 use std::collections::BTreeMap;
 
 pub use weft_sys::prometheus::{parse, Sample};
 
-/// Cumulative request statistics for one key (a service or an edge).
+/// Cumulative request statistics for one key (a service, an edge, a proxy's inbound side).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     /// Responses seen (`response_total`, or a route's status counter).
@@ -15,12 +16,12 @@ pub struct Stats {
     /// Of which `classification="success"`.
     pub successes: f64,
     /// Cumulative histogram of `response_latency_ms`: upper bound (ms) → count `<= le`.
-    pub buckets: BTreeMap<Le, f64>,
+    pub buckets: Buckets,
     /// Whether any response on this key was reported with `tls="true"`.
     pub tls: bool,
 }
 
-/// A bucket upper bound, ordered (`+Inf` last), usable as a map key.
+/// A bucket upper bound, ordered (`+Inf` last), usable as a key.
 #[derive(Debug, Clone, Copy)]
 pub struct Le(pub f64);
 
@@ -44,6 +45,71 @@ impl Ord for Le {
     }
 }
 
+/// A cumulative histogram: `(upper bound, count <= bound)` sorted by bound, `+Inf` last. A sorted
+/// list rather than a map: a proxy's histogram has 26 bounds, and the control plane keeps many
+/// of them in its telemetry history (16 bytes a bound here, about twice that in a `BTreeMap`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Buckets(Vec<(Le, f64)>);
+
+impl Buckets {
+    /// Adds `count` to the bucket `le` (created at its place if new).
+    pub fn add(&mut self, le: Le, count: f64) {
+        match self.0.binary_search_by(|(bound, _)| bound.cmp(&le)) {
+            Ok(i) => self.0[i].1 += count,
+            Err(i) => self.0.insert(i, (le, count)),
+        }
+    }
+
+    /// The count of bucket `le`, if there is one.
+    pub fn get(&self, le: Le) -> Option<f64> {
+        self.0
+            .binary_search_by(|(bound, _)| bound.cmp(&le))
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+
+    /// The buckets, lowest bound first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (Le, f64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Gives back the spare capacity (for values that are kept a long time).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+}
+
+impl FromIterator<(Le, f64)> for Buckets {
+    fn from_iter<I: IntoIterator<Item = (Le, f64)>>(iter: I) -> Self {
+        let mut buckets = Buckets::default();
+        for (le, count) in iter {
+            buckets.add(le, count);
+        }
+        buckets
+    }
+}
+
+impl std::ops::Index<&Le> for Buckets {
+    type Output = f64;
+
+    /// Panics when there is no such bucket, as a map's index does.
+    fn index(&self, le: &Le) -> &f64 {
+        let i = self
+            .0
+            .binary_search_by(|(bound, _)| bound.cmp(le))
+            .unwrap_or_else(|_| panic!("no bucket le={}", le.0));
+        &self.0[i].1
+    }
+}
+
 impl Stats {
     /// What happened between `older` and `self` (both cumulative). A counter that went down means
     /// the proxy restarted: then `self` alone is the best estimate.
@@ -55,8 +121,8 @@ impl Stats {
             .buckets
             .iter()
             .map(|(le, count)| {
-                let before = older.buckets.get(le).copied().unwrap_or(0.0);
-                (*le, (count - before).max(0.0))
+                let before = older.buckets.get(le).unwrap_or(0.0);
+                (le, (count - before).max(0.0))
             })
             .collect();
         Stats {
@@ -65,6 +131,17 @@ impl Stats {
             buckets,
             tls: self.tls,
         }
+    }
+
+    /// Adds `other` in: the statistics of both keys together (histograms with the same bounds
+    /// add up bucket by bucket).
+    pub fn add(&mut self, other: &Stats) {
+        self.requests += other.requests;
+        self.successes += other.successes;
+        for (le, count) in other.buckets.iter() {
+            self.buckets.add(le, count);
+        }
+        self.tls |= other.tls;
     }
 
     /// Fraction of successful responses, `None` without responses.
@@ -106,7 +183,7 @@ pub fn fold<K: Ord + Clone>(samples: &[Sample], key: KeyFn<'_, K>) -> BTreeMap<K
                     .label("le")
                     .and_then(weft_sys::prometheus::parse_value)
                 {
-                    *stats.buckets.entry(Le(le)).or_default() += sample.value;
+                    stats.buckets.add(Le(le), sample.value);
                 }
             }
         }
@@ -114,7 +191,7 @@ pub fn fold<K: Ord + Clone>(samples: &[Sample], key: KeyFn<'_, K>) -> BTreeMap<K
     out
 }
 
-/// The metric families the demo reads: the proxy's `response_total` / `response_latency_ms`
+/// The metric families [`fold`] reads: the proxy's `response_total` / `response_latency_ms`
 /// (one per attempt: a retried request counts each try), and the route status counters (one per
 /// request as the client saw it, after retries). The route duration histogram is not read: its
 /// buckets (Linkerd's: 50 ms, 500 ms, 1 s, 10 s) are too coarse for a percentile of requests
@@ -159,11 +236,11 @@ pub fn is_route_sample(sample: &Sample) -> bool {
 /// `histogram_quantile`: finds the bucket holding rank `q * total` and interpolates linearly
 /// between its bounds (the first bucket starts at 0). A rank in the `+Inf` bucket answers the
 /// highest finite bound, since nothing better is known.
-pub fn quantile(buckets: &BTreeMap<Le, f64>, q: f64) -> Option<f64> {
+pub fn quantile(buckets: &Buckets, q: f64) -> Option<f64> {
     let total = buckets
         .iter()
         .next_back()
-        .map(|(_, count)| *count)
+        .map(|(_, count)| count)
         .unwrap_or(0.0);
     if total <= 0.0 || !(0.0..=1.0).contains(&q) {
         return None;
@@ -171,19 +248,19 @@ pub fn quantile(buckets: &BTreeMap<Le, f64>, q: f64) -> Option<f64> {
     let rank = q * total;
     let mut lower = 0.0;
     let mut below = 0.0;
-    for (Le(upper), count) in buckets {
-        if *count >= rank {
+    for (Le(upper), count) in buckets.iter() {
+        if count >= rank {
             if upper.is_infinite() {
                 return Some(lower);
             }
             let in_bucket = count - below;
             if in_bucket <= 0.0 {
-                return Some(*upper);
+                return Some(upper);
             }
             return Some(lower + (upper - lower) * (rank - below) / in_bucket);
         }
-        lower = *upper;
-        below = *count;
+        lower = upper;
+        below = count;
     }
     Some(lower)
 }
@@ -229,8 +306,24 @@ process_start_time_seconds 1700000000.5
     }
 
     #[test]
+    fn buckets_stay_sorted_whatever_the_order_they_come_in() {
+        let buckets: Buckets = [
+            (Le(f64::INFINITY), 3.0),
+            (Le(20.0), 2.0),
+            (Le(10.0), 1.0),
+            (Le(20.0), 5.0),
+        ]
+        .into_iter()
+        .collect();
+        let bounds: Vec<f64> = buckets.iter().map(|(le, _)| le.0).collect();
+        assert_eq!(bounds, [10.0, 20.0, f64::INFINITY]);
+        assert_eq!(buckets.get(Le(20.0)), Some(7.0));
+        assert_eq!(buckets.get(Le(5.0)), None);
+    }
+
+    #[test]
     fn quantile_interpolates_inside_the_bucket() {
-        let buckets: BTreeMap<Le, f64> = [
+        let buckets: Buckets = [
             (Le(10.0), 60.0),
             (Le(20.0), 100.0),
             (Le(f64::INFINITY), 100.0),
@@ -246,7 +339,7 @@ process_start_time_seconds 1700000000.5
 
     #[test]
     fn quantile_in_inf_bucket_is_highest_finite_bound() {
-        let buckets: BTreeMap<Le, f64> = [(Le(5.0), 1.0), (Le(f64::INFINITY), 10.0)]
+        let buckets: Buckets = [(Le(5.0), 1.0), (Le(f64::INFINITY), 10.0)]
             .into_iter()
             .collect();
         assert_eq!(quantile(&buckets, 0.99), Some(5.0));
@@ -254,8 +347,8 @@ process_start_time_seconds 1700000000.5
 
     #[test]
     fn quantile_without_observations_is_none() {
-        assert_eq!(quantile(&BTreeMap::new(), 0.5), None);
-        let empty: BTreeMap<Le, f64> = [(Le(5.0), 0.0), (Le(f64::INFINITY), 0.0)]
+        assert_eq!(quantile(&Buckets::default(), 0.5), None);
+        let empty: Buckets = [(Le(5.0), 0.0), (Le(f64::INFINITY), 0.0)]
             .into_iter()
             .collect();
         assert_eq!(quantile(&empty, 0.5), None);
@@ -290,5 +383,31 @@ process_start_time_seconds 1700000000.5
             ..Stats::default()
         };
         assert_eq!(restarted.since(&newer).requests, 3.0);
+    }
+
+    #[test]
+    fn add_sums_counters_and_histograms() {
+        let mut sum = Stats::default();
+        let a = Stats {
+            requests: 10.0,
+            successes: 9.0,
+            buckets: [(Le(10.0), 8.0), (Le(f64::INFINITY), 10.0)]
+                .into_iter()
+                .collect(),
+            tls: false,
+        };
+        let b = Stats {
+            requests: 5.0,
+            successes: 5.0,
+            buckets: [(Le(10.0), 1.0), (Le(f64::INFINITY), 5.0)]
+                .into_iter()
+                .collect(),
+            tls: true,
+        };
+        sum.add(&a);
+        sum.add(&b);
+        assert_eq!((sum.requests, sum.successes, sum.tls), (15.0, 14.0, true));
+        assert_eq!(sum.buckets[&Le(10.0)], 9.0);
+        assert_eq!(sum.buckets[&Le(f64::INFINITY)], 15.0);
     }
 }
