@@ -5,10 +5,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{bail, Context as _};
 use serde_json::Value;
-
-use crate::demo::http;
 
 /// `weft authz`: show the effective inbound policy of a workload, per port.
 #[derive(Debug, clap::Args)]
@@ -46,18 +43,7 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
         .split_once('/')
         .unwrap_or(("default", &args.workload));
     let path = format!("/v1/authz/{ns}/{name}");
-    let response = http::get(args.api_addr, &path)
-        .await
-        .with_context(|| format!("asking the control plane API at {}", args.api_addr))?;
-    if !response.status().is_success() {
-        bail!(
-            "GET {path}: {} {}",
-            response.status(),
-            String::from_utf8_lossy(response.body())
-        );
-    }
-    let doc: Value =
-        serde_json::from_slice(response.body()).with_context(|| format!("GET {path}: not JSON"))?;
+    let doc = crate::get::api_json(args.api_addr, &path).await?;
     match args.output {
         Output::Json => println!("{doc}"),
         Output::Table => print!("{}", table(&doc)),

@@ -29,24 +29,32 @@ pub enum What {
 
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let What::Services = args.what;
-    let response = http::get(args.control_api, "/v1/services")
-        .await
-        .with_context(|| format!("asking the control plane API at {}", args.control_api))?;
-    if !response.status().is_success() {
-        bail!(
-            "GET /v1/services: {} {}",
-            response.status(),
-            String::from_utf8_lossy(response.body())
-        );
-    }
-    let docs: Vec<serde_json::Value> =
-        serde_json::from_slice(response.body()).context("GET /v1/services: not a JSON list")?;
+    let docs = match api_json(args.control_api, "/v1/services").await? {
+        serde_json::Value::Array(docs) => docs,
+        other => bail!("GET /v1/services: not a JSON list: {other}"),
+    };
     if args.json {
         println!("{}", serde_json::Value::Array(docs));
     } else {
         print!("{}", table(&docs));
     }
     Ok(())
+}
+
+/// `GET path` of the control plane's HTTP API at `addr`, as JSON; a non-2xx answer is an error
+/// carrying the API's message.
+pub(crate) async fn api_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
+    let response = http::get(addr, path)
+        .await
+        .with_context(|| format!("asking the control plane API at {addr}"))?;
+    if !response.status().is_success() {
+        bail!(
+            "GET {path}: {} {}",
+            response.status(),
+            String::from_utf8_lossy(response.body())
+        );
+    }
+    serde_json::from_slice(response.body()).with_context(|| format!("GET {path}: not JSON"))
 }
 
 /// `NAMESPACE NAME CLUSTER-IP PORTS`, columns padded to their widest cell.

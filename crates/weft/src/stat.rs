@@ -6,10 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
 use serde_json::Value;
-
-use crate::demo::http;
 
 /// Shortest and longest `--window`.
 const WINDOW_RANGE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(3600));
@@ -93,18 +90,7 @@ fn parse_window(s: &str) -> Result<Duration, String> {
 
 pub async fn run(args: StatArgs) -> anyhow::Result<()> {
     let path = format!("/v1/stat/{}?{}", args.kind.path(), query(&args));
-    let response = http::get(args.api_addr, &path)
-        .await
-        .with_context(|| format!("asking the control plane API at {}", args.api_addr))?;
-    if !response.status().is_success() {
-        bail!(
-            "GET {path}: {} {}",
-            response.status(),
-            String::from_utf8_lossy(response.body())
-        );
-    }
-    let doc: Value =
-        serde_json::from_slice(response.body()).with_context(|| format!("GET {path}: not JSON"))?;
+    let doc = crate::get::api_json(args.api_addr, &path).await?;
     let rows = doc["rows"].as_array().cloned().unwrap_or_default();
     match args.output {
         Output::Json => println!("{}", Value::Array(rows.clone())),
