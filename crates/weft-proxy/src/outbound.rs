@@ -49,7 +49,7 @@ use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
-use routed::{Decision, Hello, PolicyDest, PolicyDests, RouteEnd};
+use routed::{Decision, Hello, PolicyDest, PolicyDests, Reads, RouteEnd};
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -469,22 +469,25 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         Some(t) => Some(Box::pin(ob.dest(t)).await),
         None => None,
     };
-    let known_opaque = match (&target, &dest) {
-        (Some(t), Some(dest)) => ob.settings.opaque_ports.contains(&port_of(t)) || is_opaque(dest),
-        _ => false,
+    let reads = match (&target, &dest) {
+        (Some(t), Some(dest)) => match reads(dest) {
+            Reads::Detect if ob.settings.opaque_ports.contains(&port_of(t)) => Reads::Opaque,
+            reads => reads,
+        },
+        _ => Reads::Detect,
     };
 
     // 3. Detect: when the policy routes TLS by SNI, read the ClientHello (the application
     //    speaks first in TLS; its bytes are replayed unmodified); else detect HTTP, unless the
     //    port or the service is known to be opaque.
-    let (protocol, io, peeked) = if dest.as_ref().is_some_and(routes_tls) {
+    let (protocol, io, peeked) = if reads == Reads::ClientHello {
         match mtls::peek_client_hello(&mut io, ob.settings.detect_timeout).await {
             Ok((peeked, read)) => (Protocol::Opaque, Prefixed::new(read, io), Some(peeked)),
             Err(e) => {
                 return tracing::debug!(error = %e, "connection failed before its ClientHello")
             }
         }
-    } else if known_opaque {
+    } else if reads == Reads::Opaque {
         (Protocol::Opaque, Prefixed::new(BytesMut::new(), io), None)
     } else {
         match detect::detect(io, ob.settings.detect_timeout).await {
@@ -530,16 +533,13 @@ fn port_of(t: &Target) -> u16 {
     }
 }
 
-fn is_opaque(dest: &Dest) -> bool {
+/// How `dest`'s connections are read: its policy's say, or its discovery's opaque hint.
+fn reads(dest: &Dest) -> Reads {
     match dest {
-        Dest::Balanced(b) => b.snapshot().opaque,
-        Dest::Passthrough(_) | Dest::Endpoint(_) => false,
-        Dest::Policy(pd) => pd.router_is_opaque(),
+        Dest::Balanced(b) if b.snapshot().opaque => Reads::Opaque,
+        Dest::Balanced(_) | Dest::Passthrough(_) | Dest::Endpoint(_) => Reads::Detect,
+        Dest::Policy(pd) => pd.router_reads(),
     }
-}
-
-fn routes_tls(dest: &Dest) -> bool {
-    matches!(dest, Dest::Policy(pd) if pd.router_routes_tls())
 }
 
 fn unavailable(ob: &Outbound, target: &Target) -> Error {

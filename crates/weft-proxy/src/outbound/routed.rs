@@ -89,14 +89,9 @@ impl PolicyDest {
         &self.target
     }
 
-    /// Does the policy (as last built) say the target is opaque (TLS routed by SNI included)?
-    pub(super) fn router_is_opaque(&self) -> bool {
-        lock(&self.current).router.is_opaque()
-    }
-
-    /// Does the policy (as last built) route the target's connections by their TLS SNI?
-    pub(super) fn router_routes_tls(&self) -> bool {
-        lock(&self.current).router.routes_tls()
+    /// How the policy (as last built) says the target's connections are read (one lock).
+    pub(super) fn router_reads(&self) -> Reads {
+        lock(&self.current).router.reads()
     }
 }
 
@@ -202,6 +197,17 @@ struct OpaqueTable {
     distribution: Distribution,
     filters: Vec<Filter>,
     slots: Vec<Arc<Slot>>,
+}
+
+/// How a target's connections are read before they are routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reads {
+    /// Detect HTTP (the policy may still make some connections opaque).
+    Detect,
+    /// Opaque: no detection.
+    Opaque,
+    /// TLS routed by SNI: the ClientHello is read, no HTTP detection.
+    ClientHello,
 }
 
 /// What an opaque connection shows the route selection.
@@ -429,15 +435,16 @@ impl Router {
         }
     }
 
-    /// Does the policy say the target's connections are not HTTP (opaque, or TLS routed by
-    /// SNI), so that HTTP detection is skipped?
-    pub(super) fn is_opaque(&self) -> bool {
-        matches!(self.policy.protocol, Protocol::Opaque(_) | Protocol::Tls(_))
-    }
-
-    /// Does the policy route connections by their TLS ClientHello's SNI?
-    pub(super) fn routes_tls(&self) -> bool {
-        matches!(self.policy.protocol, Protocol::Tls(_))
+    /// How the policy says the target's connections are read.
+    pub(super) fn reads(&self) -> Reads {
+        match self.policy.protocol {
+            Protocol::Opaque(_) => Reads::Opaque,
+            Protocol::Tls(_) => Reads::ClientHello,
+            Protocol::Detect { .. }
+            | Protocol::Http1(_)
+            | Protocol::Http2(_)
+            | Protocol::Grpc(_) => Reads::Detect,
+        }
     }
 
     /// Does the policy have routes for opaque (or TLS) connections?
@@ -467,7 +474,7 @@ impl Router {
             }
         };
         let sni = match hello {
-            Hello::NotTls(why) if self.routes_tls() => {
+            Hello::NotTls(why) if self.reads() == Reads::ClientHello => {
                 let e = self.refuse(ob, target, &Meta::default(), why);
                 tracing::debug!("{e}");
                 return Err(e);
@@ -481,7 +488,7 @@ impl Router {
             tracing::warn!("{e}");
             return Err(e);
         };
-        if self.routes_tls() {
+        if self.reads() == Reads::ClientHello {
             tracing::debug!(%target, sni = sni.unwrap_or(""), route = %t.route, "TLS route");
         }
         self.opaque_filters(ob, target, t, &t.filters)?;
