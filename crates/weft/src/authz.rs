@@ -3,8 +3,6 @@
 //! route the authorizations with the networks and clients they admit — so a user sees why a
 //! call is denied without reading YAML. Read from the control plane's `GET /v1/authz/NS/NAME`.
 
-use std::net::SocketAddr;
-
 use serde_json::Value;
 
 /// `weft authz`: show the effective inbound policy of a workload, per port.
@@ -18,14 +16,8 @@ pub struct AuthzArgs {
     /// The workload, `NAMESPACE/NAME` (`NAME` alone: namespace `default`).
     #[arg(value_name = "NAMESPACE/WORKLOAD")]
     pub workload: String,
-    /// The control plane's HTTP API.
-    #[arg(
-        long,
-        env = "WEFT_API_ADDR",
-        default_value = "127.0.0.1:8085",
-        value_name = "ADDR"
-    )]
-    pub api_addr: SocketAddr,
+    #[command(flatten)]
+    pub api: crate::get::ApiAddr,
     /// Output: a table, or the control plane's JSON.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,
@@ -43,7 +35,7 @@ pub async fn run(args: AuthzArgs) -> anyhow::Result<()> {
         .split_once('/')
         .unwrap_or(("default", &args.workload));
     let path = format!("/v1/authz/{ns}/{name}");
-    let doc = crate::get::api_json(args.api_addr, &path).await?;
+    let doc = args.api.json(&path).await?;
     match args.output {
         Output::Json => println!("{doc}"),
         Output::Table => print!("{}", table(&doc)),

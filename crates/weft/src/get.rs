@@ -13,9 +13,8 @@ pub struct GetArgs {
     /// What to show.
     #[arg(value_enum)]
     pub what: What,
-    /// Control plane HTTP API address.
-    #[arg(long, default_value = "127.0.0.1:8085", value_name = "ADDR")]
-    pub control_api: SocketAddr,
+    #[command(flatten)]
+    pub api: ApiAddr,
     /// Print the control plane's JSON documents instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -29,7 +28,7 @@ pub enum What {
 
 pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     let What::Services = args.what;
-    let docs = match api_json(args.control_api, "/v1/services").await? {
+    let docs = match args.api.json("/v1/services").await? {
         serde_json::Value::Array(docs) => docs,
         other => bail!("GET /v1/services: not a JSON list: {other}"),
     };
@@ -41,20 +40,37 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `GET path` of the control plane's HTTP API at `addr`, as JSON; a non-2xx answer is an error
-/// carrying the API's message.
-pub(crate) async fn api_json(addr: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let response = http::get(addr, path)
-        .await
-        .with_context(|| format!("asking the control plane API at {addr}"))?;
-    if !response.status().is_success() {
-        bail!(
-            "GET {path}: {} {}",
-            response.status(),
-            String::from_utf8_lossy(response.body())
-        );
+/// Where the operator commands (`get`, `authz`, `stat`) find the control plane's HTTP API:
+/// `--api-addr`, else `$WEFT_API_ADDR`, else the control plane's default.
+#[derive(Debug, clap::Args)]
+pub struct ApiAddr {
+    /// The control plane's HTTP API (`--control-api` is an older name of this flag).
+    #[arg(
+        long = "api-addr",
+        alias = "control-api",
+        env = "WEFT_API_ADDR",
+        default_value = "127.0.0.1:8085",
+        value_name = "ADDR"
+    )]
+    pub addr: SocketAddr,
+}
+
+impl ApiAddr {
+    /// `GET path` of the API, as JSON; a non-2xx answer is an error carrying the API's message.
+    pub async fn json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let addr = self.addr;
+        let response = http::get(addr, path)
+            .await
+            .with_context(|| format!("asking the control plane API at {addr}"))?;
+        if !response.status().is_success() {
+            bail!(
+                "GET {path}: {} {}",
+                response.status(),
+                String::from_utf8_lossy(response.body())
+            );
+        }
+        serde_json::from_slice(response.body()).with_context(|| format!("GET {path}: not JSON"))
     }
-    serde_json::from_slice(response.body()).with_context(|| format!("GET {path}: not JSON"))
 }
 
 /// `NAMESPACE NAME CLUSTER-IP PORTS`, columns padded to their widest cell.

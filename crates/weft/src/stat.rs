@@ -3,7 +3,6 @@
 //! `viz stat` shape. Read from the control plane's `GET /v1/stat/KIND`, which it computes from
 //! the proxies' `/metrics` it scrapes (`docs/observability.md`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -41,14 +40,8 @@ pub struct StatArgs {
     /// or YAML.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,
-    /// The control plane's HTTP API.
-    #[arg(
-        long,
-        env = "WEFT_API_ADDR",
-        default_value = "127.0.0.1:8085",
-        value_name = "ADDR"
-    )]
-    pub api_addr: SocketAddr,
+    #[command(flatten)]
+    pub api: crate::get::ApiAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -90,7 +83,7 @@ fn parse_window(s: &str) -> Result<Duration, String> {
 
 pub async fn run(args: StatArgs) -> anyhow::Result<()> {
     let path = format!("/v1/stat/{}?{}", args.kind.path(), query(&args));
-    let doc = crate::get::api_json(args.api_addr, &path).await?;
+    let doc = args.api.json(&path).await?;
     let rows = doc["rows"].as_array().cloned().unwrap_or_default();
     match args.output {
         Output::Json => println!("{}", Value::Array(rows.clone())),
@@ -239,6 +232,13 @@ mod tests {
         assert_eq!(query(&a), "window=60s&namespace=demo");
         assert!(!with_namespace(&a));
         assert_eq!(parse(&["workloads"]).unwrap().namespace, "default");
+        let at = |flag: &str| parse(&["wl", flag, "10.0.0.5:8085"]).unwrap().api.addr;
+        assert_eq!(at("--api-addr").to_string(), "10.0.0.5:8085");
+        assert_eq!(
+            at("--control-api").to_string(),
+            "10.0.0.5:8085",
+            "the older name"
+        );
     }
 
     #[test]
