@@ -74,7 +74,7 @@ pub struct ServiceArgs {
     /// then `:authority` names the logical service), or `HOST:PORT` resolved by name.
     #[arg(long, env = "BOOKS_ADDR", value_name = "HOST:PORT")]
     pub books_addr: Option<String>,
-    /// The ratings service as web calls it.
+    /// The ratings service as web calls it (and as the traffic generator probes it).
     #[arg(long, default_value = RATINGS_URL, value_name = "URL")]
     pub ratings_url: String,
     /// The web service as the traffic generator calls it.
@@ -101,8 +101,10 @@ pub async fn run(args: ServiceArgs) -> anyhow::Result<()> {
             serve_http(listener(&args)?, Arc::new(web)).await
         }
         Name::Traffic => {
-            let web = Upstream::new(&args.web_url, proxy_addr(&args).await?).await?;
-            traffic(web, args.rps).await
+            let proxy = proxy_addr(&args).await?;
+            let web = Upstream::new(&args.web_url, proxy).await?;
+            let ratings = Upstream::new(&args.ratings_url, proxy).await?;
+            traffic(web, ratings, args.rps).await
         }
     }
 }
@@ -394,31 +396,44 @@ fn authority_of(url: &str) -> &str {
 }
 
 /// Calls `web` at `rps` requests per second, forever: `GET /`, and every tenth request
-/// `GET /books` to exercise the streaming call.
-async fn traffic(web: Upstream, rps: f64) -> anyhow::Result<()> {
+/// `GET /books` to exercise the streaming call. Once a second it also calls `ratings` directly,
+/// as a client that should not: the demo's authorization policy admits only web there, so
+/// these calls are denied (403) once the policy is in force.
+async fn traffic(web: Upstream, ratings: Upstream, rps: f64) -> anyhow::Result<()> {
     anyhow::ensure!(rps > 0.0 && rps.is_finite(), "--rps must be positive");
-    let web = Arc::new(web);
+    let (web, ratings) = (Arc::new(web), Arc::new(ratings));
+    let per_second = rps.ceil().max(1.0) as u64;
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rps));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for n in 0u64.. {
         ticks.tick().await;
         let path = if n % 10 == 9 { "/books" } else { "/" };
-        let web = web.clone();
         // Each call runs on its own so a slow response does not slow the rate down.
-        tokio::spawn(async move {
-            let outcome = match web.get(path) {
-                Ok(request) => web.send(request).await.map(|r| r.status()),
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(status) => tracing::debug!(%status, path, "web answered"),
-                Err(error) => {
-                    tracing::debug!(error = format!("{error:#}"), path, "web call failed")
-                }
-            }
-        });
+        tokio::spawn(call(web.clone(), path));
+        if n % per_second == 0 {
+            tokio::spawn(call(ratings.clone(), "/rate?book=1"));
+        }
     }
     Ok(())
+}
+
+/// One `GET` of the traffic generator; the outcome is only logged (the proxies count it).
+async fn call(upstream: Arc<Upstream>, path: &'static str) {
+    let outcome = match upstream.get(path) {
+        Ok(request) => upstream.send(request).await.map(|r| r.status()),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(status) => tracing::debug!(%status, path, url = upstream.url, "answered"),
+        Err(error) => {
+            tracing::debug!(
+                error = format!("{error:#}"),
+                path,
+                url = upstream.url,
+                "call failed"
+            )
+        }
+    }
 }
 
 #[cfg(test)]

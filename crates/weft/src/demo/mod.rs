@@ -169,11 +169,33 @@ spec:
   - backendRefs:
     - {name: books, port: 9090, weight: 90}
     - {name: books-v2, port: 9090, weight: 10}
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: ratings-http, namespace: demo}
+spec:
+  externalWorkloadSelector: {matchLabels: {app: ratings}}
+  port: http
+  proxyProtocol: HTTP/1
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: ratings-clients, namespace: demo}
+spec:
+  identityRefs: [{kind: ServiceAccount, name: web}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: ratings-web-only, namespace: demo}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: Server, name: ratings-http}
+  requiredAuthenticationRefs:
+  - {group: policy.linkerd.io, kind: MeshTLSAuthentication, name: ratings-clients}
 ";
 
 /// What the traffic policy does, for the table header and the log.
 const TRAFFIC_POLICY_SUMMARY: &str =
-    "retries on ratings (5xx, limit 3), books split 90/10 with books-v2";
+    "retries on ratings (5xx, limit 3), books split 90/10 with books-v2, ratings admits only web";
 
 /// Writes the traffic policy into the store (a hidden temporary file renamed into place, so the
 /// control plane never reads half of it).
@@ -743,7 +765,18 @@ mod tests {
                 "{name}"
             );
         }
-        assert_eq!(TRAFFIC_POLICY_YAML.matches("namespace: demo").count(), 2);
+        assert_eq!(TRAFFIC_POLICY_YAML.matches("namespace: demo").count(), 5);
+    }
+
+    #[test]
+    fn every_traffic_policy_document_is_valid() {
+        let (docs, errors) = weft_control::documents::parse_yaml_file(
+            TRAFFIC_POLICY_FILE,
+            TRAFFIC_POLICY_YAML,
+            &weft_control::resource::Defaults::default(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(docs.len(), 5);
     }
 
     #[test]
