@@ -47,7 +47,7 @@ pub struct Ctx {
     pub ca: watch::Receiver<Arc<Ca>>,
     pub ledger: Ledger,
     pub identity_dir: Option<PathBuf>,
-    /// The proxies' scraped metrics (`GET /v1/stat/...`).
+    /// The proxies' scraped metrics (`GET /v1/stat/...`, `/v1/edges`, `/v1/routes`).
     pub telemetry: Telemetry,
 }
 
