@@ -64,8 +64,10 @@ pub async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         args.service, args.namespace
     );
     show::print_rows(&rows, args.output, &empty, table)?;
-    // A route sums several clients: the row's error names the stale one.
-    show::report_stale(&rows, |row| text(&row["error"]));
+    // A route sums several clients; the row's error names the first with one.
+    show::report_stale(&rows, |row| {
+        format!("a client of route {}", text(&row["route"]))
+    });
     Ok(())
 }
 

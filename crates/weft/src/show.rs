@@ -45,17 +45,18 @@ pub fn print_rows(
     Ok(())
 }
 
-/// Lists on stderr the proxies a row's figures came from that could not be scraped lately:
-/// `* stale: WHO (last scrape: ERROR)`, once per `who`.
+/// Lists on stderr, once each, the proxies a row's figures came from that could not be scraped
+/// lately: `* stale: WHO (last scrape: ERROR)`, `who` naming the row's proxy.
 pub fn report_stale(rows: &[Value], who: impl Fn(&Value) -> String) {
     let mut seen = std::collections::BTreeSet::new();
     for row in rows.iter().filter(|r| r["stale"] == true) {
-        let name = who(row);
-        if seen.insert(name.clone()) {
-            eprintln!(
-                "* stale: {name} (last scrape: {})",
-                row["error"].as_str().unwrap_or("none yet"),
-            );
+        let line = format!(
+            "* stale: {} (last scrape: {})",
+            who(row),
+            row["error"].as_str().unwrap_or("none yet")
+        );
+        if seen.insert(line.clone()) {
+            eprintln!("{line}");
         }
     }
 }
