@@ -1,6 +1,7 @@
 //! The HTTP API (hyper, HTTP/1): workload registration (which also issues the workload's
 //! identity token), store status, the CA's trust anchors and rotation status, golden metrics
-//! from the proxies' telemetry (`api/stat.rs`), and health.
+//! from the proxies' telemetry (`api/stat.rs`), who talks to whom with which identities
+//! (`api/edges.rs`) and per-route metrics (`api/routes.rs`), and health.
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
@@ -24,6 +25,12 @@ use tokio::sync::watch;
 
 #[path = "api/authz.rs"]
 mod authz;
+#[path = "api/edges.rs"]
+mod edges;
+#[path = "api/params.rs"]
+mod params;
+#[path = "api/routes.rs"]
+mod routes;
 #[path = "api/stat.rs"]
 mod stat;
 
@@ -40,7 +47,7 @@ pub struct Ctx {
     pub ca: watch::Receiver<Arc<Ca>>,
     pub ledger: Ledger,
     pub identity_dir: Option<PathBuf>,
-    /// The proxies' scraped metrics (`GET /v1/stat/...`).
+    /// The proxies' scraped metrics (`GET /v1/stat/...`, `/v1/edges`, `/v1/routes`).
     pub telemetry: Telemetry,
 }
 
@@ -160,6 +167,28 @@ async fn handle(
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         },
+        (Method::GET, ["v1", "edges"]) => match edges::parse_query(req.uri().query()) {
+            Ok(query) => {
+                let state = ctx.index.state();
+                let now = tokio::time::Instant::now();
+                match edges::edges(&state, &ctx.telemetry, now, &query) {
+                    Ok(v) => reply(StatusCode::OK, v),
+                    Err(e) => error(StatusCode::NOT_FOUND, e),
+                }
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
+        (Method::GET, ["v1", "routes"]) => match routes::parse_query(req.uri().query()) {
+            Ok(query) => {
+                let state = ctx.index.state();
+                let now = tokio::time::Instant::now();
+                match routes::routes(&state, &ctx.telemetry, now, &query) {
+                    Ok(v) => reply(StatusCode::OK, v),
+                    Err(e) => error(StatusCode::NOT_FOUND, e),
+                }
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
         (Method::PUT, ["v1", "workloads", ns, name]) => {
             let (ns, name) = (ns.to_string(), name.to_string());
             register(req, &ctx, &ns, &name).await
@@ -194,7 +223,9 @@ async fn handle(
             | ["v1", "workloads"]
             | ["v1", "workloads", _, _]
             | ["v1", "authz", _, _]
-            | ["v1", "stat", _],
+            | ["v1", "stat", _]
+            | ["v1", "edges"]
+            | ["v1", "routes"],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),

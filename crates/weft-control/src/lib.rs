@@ -7,7 +7,8 @@
 //! Shape: `store` (files, polling, registration; `documents` decides what is in force) → `index` (per-key watch snapshots) →
 //! `grpc` (streams mapping snapshots to protobuf); `api` is the HTTP registration API.
 //! Leaves: `clock` (Unix seconds, RFC 3339) and `files` (atomic file replacement).
-//! Beside that shape, [`telemetry`] scrapes the meshed workloads' proxies for `GET /v1/stat/...`.
+//! Beside that shape, [`telemetry`] scrapes the meshed workloads' proxies for `GET /v1/stat/...`,
+//! `/v1/edges` and `/v1/routes`.
 
 pub mod api;
 pub mod ca;
@@ -67,7 +68,7 @@ pub struct Config {
     /// client's own namespace come first). Default
     /// [`resource::egress::DEFAULT_EGRESS_NAMESPACE`] (`weft-egress`).
     pub egress_namespace: String,
-    /// How often the proxies of meshed workloads are scraped for `GET /v1/stat/...`;
+    /// How often the proxies of meshed workloads are scraped (`GET /v1/stat/...`, edges, routes);
     /// `Duration::ZERO` turns scraping off. Default [`telemetry::DEFAULT_INTERVAL`] (10 s).
     pub scrape_interval: Duration,
 }

@@ -108,7 +108,7 @@ fn table(doc: &Value) -> String {
             }
         }
     }
-    let mut out = crate::get::columns(&rows);
+    let mut out = crate::show::columns(&rows);
     for port in list(&doc["ports"]) {
         if let Some(line) = rate_limit_line(&port) {
             out.push_str(&line);

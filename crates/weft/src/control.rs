@@ -53,7 +53,7 @@ pub struct ControlArgs {
     #[arg(long, default_value = weft_control::resource::egress::DEFAULT_EGRESS_NAMESPACE, value_name = "NS")]
     pub egress_namespace: String,
     /// How often the proxies of meshed workloads (those registered with a `linkerd-admin` port)
-    /// are scraped for `weft stat` / `GET /v1/stat/...`; `0s` turns scraping off.
+    /// are scraped for `weft stat`, `weft edges` and `weft routes`; `0s` turns scraping off.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
     pub scrape_interval: Duration,
 }

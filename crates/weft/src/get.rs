@@ -40,7 +40,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the operator commands (`get`, `authz`, `stat`) find the control plane's HTTP API:
+/// Where the operator commands (`get`, `authz`, `stat`, `edges`, `routes`) find the control plane's HTTP API:
 /// `--api-addr`, else `$WEFT_API_ADDR`, else the control plane's default.
 #[derive(Debug, clap::Args)]
 pub struct ApiAddr {
@@ -101,32 +101,7 @@ fn table(docs: &[serde_json::Value]) -> String {
             ports.join(","),
         ]);
     }
-    columns(&rows)
-}
-
-/// Rows as text columns padded to their widest cell, three spaces apart.
-pub(crate) fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
-    let n = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r.as_ref().get(c).map_or(0, |s| s.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .as_ref()
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::show::columns(&rows)
 }
 
 #[cfg(test)]

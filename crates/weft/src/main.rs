@@ -23,10 +23,13 @@ fn say_line(args: std::fmt::Arguments<'_>) {
 mod authz;
 mod control;
 mod demo;
+mod edges;
 mod get;
 mod identity;
 mod init;
+mod routes;
 mod run;
+mod show;
 mod stat;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +59,9 @@ enum Command {
     /// weft-proxy sidecar) and show live golden metrics per service, edge and route; after 20 s
     /// it applies a traffic policy (retries on ratings, a 90/10 canary of books).
     Demo(demo::DemoArgs),
+    /// Show which workload calls which, and whether that traffic is secured by mTLS with which
+    /// client and server identities, from the control plane's telemetry.
+    Edges(edges::EdgesArgs),
     /// Show what the control plane serves: `weft get services` lists Services with their
     /// cluster IPs (including allocated ones) and ports.
     Get(get::GetArgs),
@@ -70,6 +76,9 @@ enum Command {
     /// Show golden metrics (success rate, requests per second, latency percentiles, TCP
     /// connections) of workloads, services or namespaces, from the control plane's telemetry.
     Stat(stat::StatArgs),
+    /// Show golden metrics (success rate, requests per second, latency) per route of a
+    /// service, as meshed clients saw each request after retries.
+    Routes(routes::RoutesArgs),
     /// Run a command as a meshed workload: as root in its own network namespace with
     /// transparent interception and a sidecar proxy; otherwise in explicit mode (HTTP_PROXY).
     Run(run::RunArgs),
@@ -81,7 +90,12 @@ fn main() -> std::process::ExitCode {
     init_tracing(match cli.command {
         Command::Demo(_) | Command::DemoService(_) => "warn",
         Command::Control(_) => "warn,weft=info,weft_control=info",
-        Command::Identity(_) | Command::Get(_) | Command::Authz(_) | Command::Stat(_) => "warn",
+        Command::Identity(_)
+        | Command::Get(_)
+        | Command::Authz(_)
+        | Command::Stat(_)
+        | Command::Edges(_)
+        | Command::Routes(_) => "warn",
         Command::Init(_) | Command::Run(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -99,10 +113,12 @@ fn main() -> std::process::ExitCode {
             Command::Control(args) => control::run(args).await,
             Command::Authz(args) => authz::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Edges(args) => edges::run(args).await,
             Command::Get(args) => get::run(args).await,
             Command::Identity(args) => identity::run(args),
             Command::DemoService(args) => demo::app::run(args).await,
             Command::Init(args) => init::run(args).await,
+            Command::Routes(args) => routes::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Stat(args) => stat::run(args).await,
         }

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// Shortest and longest `--window`.
-const WINDOW_RANGE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(3600));
+use crate::show::{self, millis, number, parse_window, rate, text, Output};
 
 /// `weft stat`: golden metrics of workloads, services or namespaces.
 #[derive(Debug, clap::Args)]
@@ -64,49 +63,20 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Table,
-    Wide,
-    Json,
-    Yaml,
-}
-
-fn parse_window(s: &str) -> Result<Duration, String> {
-    let d = crate::demo::parse_duration(s)?;
-    let (min, max) = WINDOW_RANGE;
-    if d < min || d > max {
-        return Err(format!("must be between 10s and 1h, got {s}"));
-    }
-    Ok(d)
-}
-
 pub async fn run(args: StatArgs) -> anyhow::Result<()> {
     let path = format!("/v1/stat/{}?{}", args.kind.path(), query(&args));
     let doc = args.api.json(&path).await?;
     let rows = doc["rows"].as_array().cloned().unwrap_or_default();
-    match args.output {
-        Output::Json => println!("{}", Value::Array(rows.clone())),
-        Output::Yaml => print!("{}", yaml_serde::to_string(&rows)?),
-        Output::Table | Output::Wide => {
-            if rows.is_empty() {
-                eprintln!("No {} found.", args.kind.path());
-            } else {
-                print!(
-                    "{}",
-                    table(&rows, args.output == Output::Wide, with_namespace(&args))
-                );
-            }
-        }
-    }
-    for row in rows.iter().filter(|r| r["stale"] == true) {
-        eprintln!(
-            "* stale: {}/{} (last scrape: {})",
-            text(&row["namespace"]),
-            text(&row["name"]),
-            row["error"].as_str().unwrap_or("none yet"),
-        );
-    }
+    let namespace = with_namespace(&args);
+    show::print_rows(
+        &rows,
+        args.output,
+        &format!("No {} found.", args.kind.path()),
+        |rows, wide| table(rows, wide, namespace),
+    )?;
+    show::report_stale(&rows, |row| {
+        format!("{}/{}", text(&row["namespace"]), text(&row["name"]))
+    });
     Ok(())
 }
 
@@ -158,13 +128,8 @@ fn table(rows: &[Value], wide: bool, namespace: bool) -> String {
         let mut cells = vec![
             text(&row["name"]),
             format!("{}/{}", number(&row["meshed"]), number(&row["total"])),
-            row["success_rate"]
-                .as_f64()
-                .map_or("-".into(), |s| format!("{:.2}%", s * 100.0)),
-            row["rps"]
-                .as_f64()
-                .filter(|_| !row["success_rate"].is_null())
-                .map_or("-".into(), |r| format!("{r:.1}rps")),
+            show::percent(&row["success_rate"]),
+            show::rps(&row["rps"], &row["success_rate"]),
             millis(&row["latency_ms_p50"]),
             millis(&row["latency_ms_p95"]),
             millis(&row["latency_ms_p99"]),
@@ -179,28 +144,7 @@ fn table(rows: &[Value], wide: bool, namespace: bool) -> String {
         }
         out.push(cells);
     }
-    crate::get::columns(&out)
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or("-").to_string()
-}
-
-fn number(v: &Value) -> String {
-    v.as_u64().map_or("-".into(), |n| n.to_string())
-}
-
-/// Milliseconds: one decimal under 10 ms (a fast mesh's p50 is below 1 ms), whole above.
-fn millis(v: &Value) -> String {
-    match v.as_f64() {
-        None => "-".into(),
-        Some(ms) if ms < 10.0 => format!("{ms:.1}ms"),
-        Some(ms) => format!("{ms:.0}ms"),
-    }
-}
-
-fn rate(v: &Value) -> String {
-    v.as_f64().map_or("-".into(), |b| format!("{b:.1}B/s"))
+    show::columns(&out)
 }
 
 #[cfg(test)]

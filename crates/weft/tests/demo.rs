@@ -3,7 +3,8 @@
 //! plausible success rate, and the policy works: ratings' ~5 % failures are retried away on its
 //! route (while the per-attempt edge still shows them), and books-v2 takes ~10 % of books' calls.
 //! While it runs, `weft stat` against the demo's control plane shows the same traffic from the
-//! telemetry the control plane scrapes.
+//! telemetry the control plane scrapes, `weft edges` shows web's calls secured by mTLS with both
+//! identities, and `weft routes` shows the ratings route the policy added.
 
 mod support;
 
@@ -16,8 +17,13 @@ use support::{
 
 /// `weft stat ARGS --api-addr API`: stdout, or the failure with stderr.
 async fn weft_stat(api: &str, args: &[&str]) -> Result<String, String> {
+    weft(api, "stat", args).await
+}
+
+/// `weft COMMAND ARGS --api-addr API`: stdout, or the failure with stderr.
+async fn weft(api: &str, command: &str, args: &[&str]) -> Result<String, String> {
     let out = tokio::process::Command::new(weft_bin())
-        .arg("stat")
+        .arg(command)
         .args(args)
         .args(["--api-addr", api])
         .output()
@@ -44,6 +50,56 @@ async fn rows_with_traffic(api: &str, kind: &str, names: &[&str]) -> Option<Vec<
         })
     };
     names.iter().all(|n| busy(n)).then_some(rows)
+}
+
+/// The identity `weft demo` gives a workload's proxy.
+fn identity(workload: &str) -> String {
+    format!("{workload}.demo.serviceaccount.identity.weft.cluster.local")
+}
+
+/// `weft edges -n demo -o json` once web's calls to books and ratings are secured with both
+/// identities: web's as books' and ratings' proxies recorded it, theirs as web's verified it.
+async fn secured_edges(api: &str) -> Option<Vec<Value>> {
+    let out = weft(
+        api,
+        "edges",
+        &["-n", "demo", "--window", "10s", "-o", "json"],
+    )
+    .await
+    .ok()?;
+    let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+    let secured = |dst: &str| {
+        rows.iter().any(|r| {
+            r["src"] == "web"
+                && r["dst"] == dst
+                && r["src_namespace"] == "demo"
+                && r["dst_namespace"] == "demo"
+                && r["secured"] == true
+                && r["client_id"] == identity("web").as_str()
+                && r["server_id"] == identity(dst).as_str()
+                && r["requests"].as_u64().unwrap_or(0) > 0
+        })
+    };
+    (secured("books") && secured("ratings")).then_some(rows)
+}
+
+/// `weft routes svc/ratings -n demo -o json` once the policy's ratings route has requests.
+async fn ratings_route(api: &str) -> Option<Value> {
+    let out = weft(
+        api,
+        "routes",
+        &["svc/ratings", "-n", "demo", "--window", "10s", "-o", "json"],
+    )
+    .await
+    .ok()?;
+    let rows: Vec<Value> = serde_json::from_str(&out).ok()?;
+    rows.into_iter().find(|r| {
+        r["route"] == "ratings"
+            && r["route_kind"] == "HTTPRoute"
+            && r["service"] == "ratings"
+            && r["requests"].as_u64().unwrap_or(0) > 0
+            && r["success_rate"].as_f64().is_some()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,6 +137,24 @@ async fn demo_reports_edges_with_traffic() {
         rows_with_traffic(&api, "svc", &["books", "ratings"])
     })
     .await;
+    // Edges: web's calls are mTLS, with identities checked at both ends.
+    let edges = eventually("weft edges secured", Duration::from_secs(10), || {
+        secured_edges(&api)
+    })
+    .await;
+    assert!(
+        edges.iter().all(|e| e["secured"] == true),
+        "every demo edge is mTLS: {edges:?}"
+    );
+    // Routes: the traffic policy's ratings route took requests.
+    let route = eventually("weft routes svc/ratings", Duration::from_secs(10), || {
+        ratings_route(&api)
+    })
+    .await;
+    assert!(
+        route["latency_ms_p50"].as_f64().is_some(),
+        "a route with requests has a latency bound: {route}"
+    );
     let table = weft_stat(&api, &["wl", "-n", "demo", "-o", "wide"])
         .await
         .expect("weft stat table");

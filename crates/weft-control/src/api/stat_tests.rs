@@ -66,6 +66,7 @@ fn snap(
             .iter()
             .map(|(ns, name, req, ok)| (((*ns).into(), (*name).into()), stats(*req, *ok, &[])))
             .collect(),
+        ..Snapshot::default()
     }
 }
 

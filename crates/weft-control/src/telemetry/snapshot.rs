@@ -1,8 +1,12 @@
-//! One scrape of a proxy folded into what the stat API needs (not the raw text): inbound requests,
+//! One scrape of a proxy folded into what the API needs (not the raw text): inbound requests,
 //! successes and latency histogram, inbound TCP connections and bytes, and per destination
-//! Service the same request figures of the outbound side. Cumulative, like the counters it comes
-//! from; [`Snapshot::since`] turns two of them into what happened in between.
+//! Service the same request figures of the outbound side (`/v1/stat`); the traffic per
+//! destination workload and per client identity ([`edges`](super::edges), `/v1/edges`); the
+//! figures per route ([`routes`](super::routes), `/v1/routes`). Cumulative, like the counters
+//! it comes from; [`Snapshot::since`] turns two of them into what happened in between.
 
+use super::edges::{self, since_by_key, Clients, Edges, Traffic};
+use super::routes::{self, Routes};
 use super::stats::{self, Sample, Stats};
 
 /// A destination Service: (`dst_namespace`, `dst_service`).
@@ -20,6 +24,12 @@ pub struct Snapshot {
     /// `direction="outbound"` responses per destination Service, sorted by [`Dst`] (series
     /// without `dst_namespace` and `dst_service`, such as calls to bare IPs, are not kept).
     pub outbound: Vec<(Dst, Stats)>,
+    /// Outbound traffic per destination workload and TLS ([`edges::fold`]).
+    pub edges: Edges,
+    /// Inbound traffic per client identity ([`edges::fold`]).
+    pub clients: Clients,
+    /// Outbound figures per route of a Service, after retries ([`routes::fold`]).
+    pub routes: Routes,
 }
 
 /// Inbound TCP figures: a gauge and two counters.
@@ -95,11 +105,19 @@ impl Snapshot {
                 *field += s.value;
             }
         }
+        let (mut edges, mut clients) = edges::fold(samples);
+        edges.shrink_to_fit();
+        clients.shrink_to_fit();
+        let mut routes = routes::fold(samples);
+        routes.shrink_to_fit();
         Snapshot {
             started,
             inbound,
             tcp,
             outbound,
+            edges,
+            clients,
+            routes,
         }
     }
 
@@ -138,6 +156,9 @@ impl Snapshot {
                     ((ns.clone(), name.clone()), stats.since(before))
                 })
                 .collect(),
+            edges: since_by_key(&self.edges, &older.edges, Traffic::since),
+            clients: since_by_key(&self.clients, &older.clients, Traffic::since),
+            routes: since_by_key(&self.routes, &older.routes, Stats::since),
         }
     }
 }
@@ -186,7 +207,7 @@ tcp_open_total{direction="inbound",target_addr="127.0.0.1:8080",tls="no_identity
 # TYPE tcp_open_connections gauge
 tcp_open_connections{direction="inbound",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote",peer="src"} 3
 tcp_open_connections{direction="inbound",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote",peer="dst"} 1
-tcp_open_connections{direction="outbound",target_addr="127.0.0.1:41001",tls="true",server_id="books.demo.serviceaccount.identity.weft.cluster.local",dst_namespace="demo",dst_service="books",peer="dst"} 1
+tcp_open_connections{direction="outbound",target_addr="127.0.0.1:41001",tls="true",server_id="books.demo.serviceaccount.identity.weft.cluster.local",dst_namespace="demo",dst_service="books",dst_external_workload="books",peer="dst"} 1
 # HELP tcp_read_bytes_total Bytes read from peers.
 # TYPE tcp_read_bytes_total counter
 tcp_read_bytes_total{direction="inbound",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote",peer="src"} 1200
@@ -236,6 +257,72 @@ process_open_fds 23
     }
 
     #[test]
+    fn a_proxy_scrape_folds_its_edges_clients_and_routes() {
+        use crate::telemetry::edges::{EdgeKey, Tls};
+        let s = Snapshot::from_text(WEB_PROXY);
+        let books = EdgeKey {
+            namespace: "demo".into(),
+            workload: "books".into(),
+            tls: Tls::Secured("books.demo.serviceaccount.identity.weft.cluster.local".into()),
+        };
+        assert_eq!(s.edges.len(), 1, "{:?}", s.edges);
+        assert_eq!(s.edges[0].0, books);
+        assert_eq!(s.edges[0].1.requests, 8.0);
+        // Web's clients came in plaintext: 10 requests, 4 connections, 3 open.
+        assert_eq!(
+            s.clients,
+            [(
+                Tls::Plain("no_tls_from_remote".into()),
+                Traffic {
+                    requests: 10.0,
+                    connections: 4.0,
+                    open: 3.0
+                }
+            )]
+        );
+        assert_eq!(s.routes.len(), 1);
+        let (route, stats) = &s.routes[0];
+        assert_eq!(
+            (route.service.as_str(), route.kind.as_str(), stats.requests),
+            ("books", "default", 8.0)
+        );
+        // Another scrape 5 requests later: the window has those 5 on every view.
+        let mut later = s.clone();
+        later.edges[0].1.requests += 5.0;
+        later.clients[0].1.requests += 5.0;
+        later.routes[0].1.requests += 5.0;
+        let d = later.since(&s);
+        assert_eq!(d.edges[0].1.requests, 5.0);
+        assert_eq!(d.edges[0].1.open, 1.0, "the gauge is the newer one");
+        assert_eq!(d.clients[0].1.requests, 5.0);
+        assert_eq!(d.routes[0].1.requests, 5.0);
+    }
+
+    /// The sizes the memory paragraph of `telemetry/mod.rs` counts with (entries inline; their
+    /// strings and buckets on the heap besides).
+    #[test]
+    fn entries_are_as_small_as_the_docs_say() {
+        use crate::telemetry::edges::{EdgeKey, Tls};
+        use crate::telemetry::routes::RouteKey;
+        use std::mem::size_of;
+        assert!(
+            size_of::<(EdgeKey, Traffic)>() <= 104,
+            "{}",
+            size_of::<(EdgeKey, Traffic)>()
+        );
+        assert!(
+            size_of::<(Tls, Traffic)>() <= 56,
+            "{}",
+            size_of::<(Tls, Traffic)>()
+        );
+        assert!(
+            size_of::<(RouteKey, Stats)>() <= 184,
+            "{}",
+            size_of::<(RouteKey, Stats)>()
+        );
+    }
+
+    #[test]
     fn an_empty_or_foreign_text_is_an_empty_snapshot() {
         assert_eq!(Snapshot::from_text(""), Snapshot::default());
         let s = Snapshot::from_text("go_goroutines 12\nnot a metric line\n");
@@ -260,6 +347,7 @@ process_open_fds 23
                 write_bytes: 2.0 * read,
             },
             outbound: vec![(("demo".into(), "books".into()), stats)],
+            ..Snapshot::default()
         }
     }
 

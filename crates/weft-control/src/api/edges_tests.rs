@@ -1,0 +1,250 @@
+//! `GET /v1/edges` rows from snapshots recorded directly (no network).
+
+use super::*;
+use crate::documents::state_of;
+use crate::telemetry::edges::{EdgeKey, Traffic};
+use crate::telemetry::snapshot::Snapshot;
+use std::net::SocketAddr;
+
+const STATE: &str = "\
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: web, namespace: demo}
+spec: {workloadIPs: [{ip: 198.18.0.10}], ports: [{name: linkerd-admin, port: 4191}]}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: books, namespace: demo}
+spec: {workloadIPs: [{ip: 198.18.0.11}], ports: [{name: linkerd-admin, port: 4191}]}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: ratings, namespace: demo}
+spec: {workloadIPs: [{ip: 198.18.0.14}], ports: [{name: linkerd-admin, port: 4191}]}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: legacy, namespace: demo}
+spec: {workloadIPs: [{ip: 198.18.0.12}], ports: [{name: http, port: 80}]}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: cache, namespace: demo}
+spec: {workloadIPs: [{ip: 198.18.0.13}], ports: [{name: linkerd-admin, port: 4191}]}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: client, namespace: other}
+spec: {workloadIPs: [{ip: 198.18.1.10}], ports: [{name: linkerd-admin, port: 4191}]}
+";
+
+fn key(ns: &str, name: &str) -> Key {
+    (ns.to_string(), name.to_string())
+}
+
+fn admin(ip: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("ip"), 4191)
+}
+
+fn requests(requests: f64) -> Traffic {
+    Traffic {
+        requests,
+        connections: 0.0,
+        open: 1.0,
+    }
+}
+
+fn edge(ns: &str, workload: &str, tls: Tls) -> EdgeKey {
+    EdgeKey {
+        namespace: ns.into(),
+        workload: workload.into(),
+        tls,
+    }
+}
+
+/// Scrapes a minute apart: web calls books (mTLS), ratings (mostly mTLS) and legacy
+/// (plaintext, no proxy there); other/client calls books over mTLS, but books' proxy recorded
+/// only web's identity; cache cannot be scraped.
+fn scenario() -> (State, Telemetry, Instant) {
+    let state = state_of(STATE);
+    let id = |name: &str, ns: &str| state.workloads[&key(ns, name)].server_name.clone();
+    let t = Telemetry::new(Duration::from_secs(10));
+    t.targets(&state);
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(60);
+    let web_edges = |n: f64| {
+        let mut edges = vec![
+            (
+                edge("demo", "books", Tls::Secured(id("books", "demo"))),
+                requests(600.0 * n),
+            ),
+            (
+                edge(
+                    "demo",
+                    "legacy",
+                    Tls::Plain("not_provided_by_service_discovery".into()),
+                ),
+                requests(60.0 * n),
+            ),
+            (
+                edge("demo", "ratings", Tls::Secured(id("ratings", "demo"))),
+                requests(50.0 * n),
+            ),
+            (
+                edge("demo", "ratings", Tls::Plain("loopback".into())),
+                requests(10.0 * n),
+            ),
+            // Called before the window only.
+            (
+                edge("demo", "cache", Tls::Secured(id("cache", "demo"))),
+                Traffic {
+                    requests: 5.0,
+                    ..Traffic::default()
+                },
+            ),
+        ];
+        edges.sort_by(|a, b| a.0.cmp(&b.0));
+        Snapshot {
+            started: Some(1.0),
+            edges,
+            ..Snapshot::default()
+        }
+    };
+    let web = (key("demo", "web"), admin("198.18.0.10"));
+    t.record(&web.0, web.1, t0, Ok(web_edges(0.0)));
+    t.record(&web.0, web.1, t1, Ok(web_edges(1.0)));
+    let books_clients = |n: f64| Snapshot {
+        started: Some(1.0),
+        clients: vec![(Tls::Secured(id("web", "demo")), requests(600.0 * n))],
+        ..Snapshot::default()
+    };
+    let books = (key("demo", "books"), admin("198.18.0.11"));
+    t.record(&books.0, books.1, t0, Ok(books_clients(0.0)));
+    t.record(&books.0, books.1, t1, Ok(books_clients(1.0)));
+    let client_edges = |n: f64| Snapshot {
+        started: Some(1.0),
+        edges: vec![(
+            edge("demo", "books", Tls::Secured(id("books", "demo"))),
+            requests(120.0 * n),
+        )],
+        ..Snapshot::default()
+    };
+    let client = (key("other", "client"), admin("198.18.1.10"));
+    t.record(&client.0, client.1, t0, Ok(client_edges(0.0)));
+    t.record(&client.0, client.1, t1, Ok(client_edges(1.0)));
+    t.record(
+        &key("demo", "cache"),
+        admin("198.18.0.13"),
+        t1,
+        Err("connecting to 198.18.0.13:4191: Connection refused (os error 111)".into()),
+    );
+    (state, t, t1)
+}
+
+fn rows(query: &str) -> Vec<Value> {
+    let (state, t, now) = scenario();
+    let q = parse_query(Some(query)).expect("query");
+    let v = edges(&state, &t, now, &q).expect("rows");
+    v["rows"].as_array().expect("rows").clone()
+}
+
+fn names(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{}/{} -> {}/{}",
+                r["src_namespace"].as_str().unwrap(),
+                r["src"].as_str().unwrap(),
+                r["dst_namespace"].as_str().unwrap(),
+                r["dst"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn edges_are_what_sources_sent_with_identities_checked_at_both_ends() {
+    let (state, ..) = scenario();
+    let id = |name: &str, ns: &str| state.workloads[&key(ns, name)].server_name.clone();
+    let rows = rows("namespace=demo&window=1m");
+    // Idle edges (web -> cache) are not listed; a proxy that was never scraped has none.
+    assert_eq!(
+        names(&rows),
+        [
+            "demo/web -> demo/books",
+            "demo/web -> demo/legacy",
+            "demo/web -> demo/ratings",
+            "other/client -> demo/books",
+        ]
+    );
+    // Secured, and books' proxy saw web's identity: both identities.
+    assert_eq!(
+        rows[0],
+        json!({"src_namespace": "demo", "src": "web", "dst_namespace": "demo", "dst": "books",
+               "client_id": id("web", "demo"), "server_id": id("books", "demo"),
+               "secured": true, "no_tls_reason": null, "requests": 600, "rps": 10.0,
+               "tcp_connections": 1, "window_secs": 60.0, "stale": false, "error": null})
+    );
+    // No proxy at legacy: plaintext, and why.
+    let legacy = &rows[1];
+    assert_eq!(legacy["secured"], false);
+    assert_eq!(legacy["no_tls_reason"], "not_provided_by_service_discovery");
+    assert_eq!(
+        (legacy["client_id"].clone(), legacy["server_id"].clone()),
+        (Value::Null, Value::Null)
+    );
+    // Part of the traffic to ratings was plaintext: not secured, though its server is known.
+    let ratings = &rows[2];
+    assert_eq!(ratings["secured"], false);
+    assert_eq!(ratings["server_id"], id("ratings", "demo"));
+    assert_eq!(ratings["no_tls_reason"], "loopback");
+    assert_eq!(ratings["requests"], 60);
+    // Secured from client's side, but books' proxy recorded no traffic from client's identity:
+    // no client identity is claimed.
+    let client = &rows[3];
+    assert_eq!(client["secured"], true);
+    assert_eq!(client["client_id"], Value::Null);
+    assert_eq!(client["server_id"], id("books", "demo"));
+    assert!((client["rps"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_namespace_keeps_edges_with_an_end_in_it() {
+    assert_eq!(
+        names(&rows("namespace=other")),
+        ["other/client -> demo/books"]
+    );
+    assert_eq!(rows("").len(), 4);
+    let (state, t, now) = scenario();
+    let q = parse_query(Some("namespace=nope")).expect("query");
+    assert_eq!(
+        edges(&state, &t, now, &q).expect_err("404"),
+        "no workload in namespace nope"
+    );
+}
+
+#[test]
+fn queries_are_checked_with_precise_errors() {
+    assert_eq!(
+        parse_query(None),
+        Ok(Query {
+            namespace: None,
+            window: Duration::from_secs(60)
+        })
+    );
+    for (query, error) in [
+        (
+            "name=web",
+            "unknown query parameter \"name\": expected namespace or window",
+        ),
+        ("window=5s", "window: must be between 10s and 1h, got 5s"),
+        (
+            "namespace=a&namespace=b",
+            "query parameter namespace given twice",
+        ),
+    ] {
+        assert_eq!(parse_query(Some(query)), Err(error.to_string()), "{query}");
+    }
+    let bad = parse_query(Some("namespace=Demo")).expect_err("bad namespace");
+    assert!(bad.starts_with("namespace: must be a DNS label"), "{bad}");
+}
