@@ -16,6 +16,7 @@ pub mod books;
 pub mod children;
 mod cluster;
 pub mod http;
+mod prometheus;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -75,6 +76,14 @@ pub struct DemoArgs {
     /// Never apply the traffic policy (no route documents: every call goes to its Service).
     #[arg(long)]
     pub no_traffic_policy: bool,
+    /// Also start a real Prometheus (the `prometheus` program on PATH) scraping every sidecar
+    /// through the targets file the demo's control plane writes, and have the control plane
+    /// answer `weft stat` from it (PromQL) instead of its own scrapes.
+    #[arg(long, conflicts_with = "cluster")]
+    pub prometheus: bool,
+    /// Where `--prometheus` listens (port 0 picks a free port).
+    #[arg(long, default_value = prometheus::DEFAULT_ADDR, value_name = "ADDR", requires = "prometheus")]
+    pub prometheus_addr: SocketAddr,
 }
 
 /// `DURATION` flag values (`weft demo --duration`, `weft control --cert-lifetime`): the grammar
@@ -291,8 +300,50 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(store.0.join("services.yaml"), services_yaml())
         .context("writing the demo store")?;
 
-    let control = start_control(&args, &store.0).await?;
+    // Prometheus's files live apart from the store: the control plane reads every YAML file
+    // under the store, prometheus.yml included.
+    let prometheus_dir = match args.prometheus {
+        true => Some(TempDir::create()?),
+        false => None,
+    };
+    let prometheus_plan = match &prometheus_dir {
+        Some(dir) => {
+            // A missing program is reported before anything starts.
+            prometheus::binary()?;
+            Some(PrometheusPlan {
+                addr: prometheus::listen_addr(args.prometheus_addr)?,
+                targets_file: dir.0.join("targets.json"),
+            })
+        }
+        None => None,
+    };
+    let control = start_control(&args, &store.0, prometheus_plan.as_ref()).await?;
     let (grpc, api) = (control.grpc_addr, control.api_addr);
+    let prometheus = match (&prometheus_dir, &prometheus_plan) {
+        (Some(dir), Some(plan)) => {
+            let started = prometheus::Prometheus::start(&dir.0, plan.addr, &plan.targets_file)
+                .await
+                .context("starting prometheus");
+            match started {
+                Ok(p) => Some(p),
+                Err(error) => {
+                    let _ = control.shutdown().await;
+                    return Err(error);
+                }
+            }
+        }
+        _ => None,
+    };
+    if let (Some(p), Some(plan)) = (&prometheus, &prometheus_plan) {
+        eprintln!(
+            "weft demo: Prometheus on {} (scraping every {}s the targets in {}; log {}); \
+             weft stat answers from it",
+            p.url(),
+            prometheus::SCRAPE_INTERVAL.as_secs(),
+            plan.targets_file.display(),
+            p.log.display()
+        );
+    }
     let tokens_dir = store.0.join("tokens");
     std::fs::create_dir_all(&tokens_dir).context("creating the token directory")?;
     let identity = IdentityFiles {
@@ -308,8 +359,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         started = launch_all(grpc, api, args.rps, &identity) => match started {
             Ok(mut workloads) => {
-                let outcome =
-                    watch(&args, &mut workloads, &mut stop, grpc, api, &store.0).await;
+                let prometheus_url = prometheus.as_ref().map(|p| p.url());
+                let outcome = watch(
+                    &args,
+                    &mut workloads,
+                    &mut stop,
+                    (grpc, api, prometheus_url.as_deref()),
+                    &store.0,
+                )
+                .await;
                 stop_all(workloads).await;
                 outcome
             }
@@ -320,11 +378,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Err(error) = control.shutdown().await {
         tracing::warn!(%error, "control plane did not stop cleanly");
     }
+    if let Some(p) = prometheus {
+        p.stop().await;
+    }
     outcome
 }
 
+/// What `--prometheus` needs before the control plane starts: where Prometheus will listen and
+/// where the control plane keeps its targets file.
+struct PrometheusPlan {
+    addr: SocketAddr,
+    targets_file: PathBuf,
+}
+
 /// The demo's own control plane, in-process, on `--control-addr` / `--api-addr`.
-async fn start_control(args: &DemoArgs, store: &Path) -> anyhow::Result<weft_control::Running> {
+async fn start_control(
+    args: &DemoArgs,
+    store: &Path,
+    prometheus: Option<&PrometheusPlan>,
+) -> anyhow::Result<weft_control::Running> {
+    let prometheus_url = match prometheus {
+        Some(plan) => Some(
+            format!("http://{}", plan.addr)
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))?,
+        ),
+        None => None,
+    };
     weft_control::start(weft_control::Config {
         store_dir: store.to_path_buf(),
         grpc_addr: args.control_addr,
@@ -337,6 +417,8 @@ async fn start_control(args: &DemoArgs, store: &Path) -> anyhow::Result<weft_con
         identity_dir: None,
         cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
         scrape_interval: SCRAPE_INTERVAL,
+        prometheus_sd_file: prometheus.map(|p| p.targets_file.clone()),
+        prometheus_url,
         ..Default::default()
     })
     .await
@@ -537,8 +619,7 @@ async fn watch(
     args: &DemoArgs,
     workloads: &mut [Workload],
     stop: &mut Stop,
-    grpc: SocketAddr,
-    api: SocketAddr,
+    (grpc, api, prometheus): (SocketAddr, SocketAddr, Option<&str>),
     store: &Path,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -575,8 +656,12 @@ async fn watch(
         }
         window.push(Instant::now(), scrape(workloads).await);
         if !args.json {
+            let prometheus = prometheus
+                .map(|url| format!("; Prometheus {url}"))
+                .unwrap_or_default();
             let header = format!(
-                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API); Ctrl-C to stop\n\
+                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API){prometheus}; \
+                 Ctrl-C to stop\n\
                  traffic policy: {}",
                 started.elapsed().as_secs(),
                 args.rps,
