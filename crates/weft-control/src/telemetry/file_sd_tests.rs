@@ -49,7 +49,9 @@ fn the_writer_rewrites_only_when_the_targets_change() {
     let path = dir.join("targets.json");
     let mut writer = Writer::new(path.clone(), "weft");
     let web = workload("demo", "web", "198.18.0.10", Some(4191));
-    assert!(writer.update(&docs(&[web.clone()])).expect("write"));
+    assert!(writer
+        .update(&docs(std::slice::from_ref(&web)))
+        .expect("write"));
     let first = std::fs::read_to_string(&path).expect("read");
     assert!(first.contains("198.18.0.10:4191"), "{first}");
     // An unmeshed workload joins: the targets are the same, the file is left alone.
@@ -72,7 +74,7 @@ fn the_writer_rewrites_only_when_the_targets_change() {
     assert_eq!(names, ["targets.json"]);
     // A failed write is tried again with the next state, even an identical one.
     let mut broken = Writer::new(dir.join("missing").join("targets.json"), "weft");
-    assert!(broken.update(&docs(&[web.clone()])).is_err());
+    assert!(broken.update(&docs(std::slice::from_ref(&web))).is_err());
     assert!(broken.update(&docs(&[web])).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -299,6 +299,9 @@ pub struct Samples {
     pub up: Vec<Sample>,
 }
 
+/// Which figure of [`Tcp`] a query fills.
+type TcpField = fn(&mut Tcp) -> &mut f64;
+
 /// Folds the samples into rows.
 pub fn fold(grouping: Grouping, samples: &Samples) -> Answer {
     let row_key = |s: &Sample| match grouping {
@@ -332,7 +335,7 @@ pub fn fold(grouping: Grouping, samples: &Samples) -> Answer {
         }
     }
     if let Some([open, read, write]) = &samples.tcp {
-        let fields: [(&Vec<Sample>, fn(&mut Tcp) -> &mut f64); 3] = [
+        let fields: [(&Vec<Sample>, TcpField); 3] = [
             (open, |t| &mut t.open),
             (read, |t| &mut t.read_per_sec),
             (write, |t| &mut t.write_per_sec),

@@ -217,8 +217,8 @@ fn a_namespace_row_sums_its_workloads_and_down_targets_are_not_up() {
     );
     let demo = &a.rows[&key("demo", "demo")];
     assert!((demo.requests - 58.928_571).abs() < 1e-5, "{demo:?}");
-    assert_eq!(a.up[&key("demo", "ratings")], false);
-    assert_eq!(a.up[&key("demo", "web")], true);
+    assert!(!a.up[&key("demo", "ratings")]);
+    assert!(a.up[&key("demo", "web")]);
 }
 
 #[test]
