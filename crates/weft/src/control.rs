@@ -10,6 +10,12 @@ use anyhow::Context as _;
 
 /// `weft control`: serve Destination and policy gRPC and the registration API from a store.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    weft control --store ./store\n  \
+    weft control --store ./store --identity-dir ./ca\n  \
+    weft control --store ./store --prometheus-sd-file /var/lib/weft/targets.json\n  \
+    weft control --store ./store --prometheus-url http://127.0.0.1:9090\n\n\
+    See docs/control-plane.md; Prometheus: docs/observability.md.")]
 pub struct ControlArgs {
     /// Directory of resource YAML files (Service, ExternalWorkload); watched for changes.
     #[arg(long, value_name = "DIR")]

@@ -49,6 +49,14 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `weft demo`: run a meshed demo application and show its golden metrics.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    weft demo\n  \
+    weft demo --duration 30 --json\n  \
+    weft demo --api-addr 127.0.0.1:8085          # then: weft stat wl -n demo\n  \
+    weft demo --prometheus --api-addr 127.0.0.1:8085\n  \
+    sudo weft demo --cluster\n\n\
+    With --prometheus a real Prometheus (the prometheus program on PATH) scrapes the sidecars \
+    and weft stat answers from it. See docs/demo.md.")]
 pub struct DemoArgs {
     /// Stop after this long (e.g. `30`, `30s`, `2m`); default: run until Ctrl-C.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
