@@ -308,50 +308,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(store.0.join("services.yaml"), services_yaml())
         .context("writing the demo store")?;
 
-    // Prometheus's files live apart from the store: the control plane reads every YAML file
-    // under the store, prometheus.yml included.
-    let prometheus_dir = match args.prometheus {
-        true => Some(TempDir::create()?),
+    let plan = match args.prometheus {
+        true => Some(prometheus::Plan::new(args.prometheus_addr)?),
         false => None,
     };
-    let prometheus_plan = match &prometheus_dir {
-        Some(dir) => {
-            // A missing program is reported before anything starts.
-            prometheus::binary()?;
-            Some(PrometheusPlan {
-                addr: prometheus::listen_addr(args.prometheus_addr)?,
-                targets_file: dir.0.join("targets.json"),
-            })
-        }
+    let control = start_control(&args, &store.0, plan.as_ref()).await?;
+    let (grpc, api) = (control.grpc_addr, control.api_addr);
+    let prometheus = match &plan {
+        Some(plan) => match plan.start().await {
+            Ok(p) => Some(p),
+            Err(error) => {
+                let _ = control.shutdown().await;
+                return Err(error);
+            }
+        },
         None => None,
     };
-    let control = start_control(&args, &store.0, prometheus_plan.as_ref()).await?;
-    let (grpc, api) = (control.grpc_addr, control.api_addr);
-    let prometheus = match (&prometheus_dir, &prometheus_plan) {
-        (Some(dir), Some(plan)) => {
-            let started = prometheus::Prometheus::start(&dir.0, plan.addr, &plan.targets_file)
-                .await
-                .context("starting prometheus");
-            match started {
-                Ok(p) => Some(p),
-                Err(error) => {
-                    let _ = control.shutdown().await;
-                    return Err(error);
-                }
-            }
-        }
-        _ => None,
-    };
-    if let (Some(p), Some(plan)) = (&prometheus, &prometheus_plan) {
-        eprintln!(
-            "weft demo: Prometheus on {} (scraping every {}s the targets in {}; log {}); \
-             weft stat answers from it",
-            p.url(),
-            prometheus::SCRAPE_INTERVAL.as_secs(),
-            plan.targets_file.display(),
-            p.log.display()
-        );
-    }
     let tokens_dir = store.0.join("tokens");
     std::fs::create_dir_all(&tokens_dir).context("creating the token directory")?;
     let identity = IdentityFiles {
@@ -392,27 +364,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// What `--prometheus` needs before the control plane starts: where Prometheus will listen and
-/// where the control plane keeps its targets file.
-struct PrometheusPlan {
-    addr: SocketAddr,
-    targets_file: PathBuf,
-}
-
 /// The demo's own control plane, in-process, on `--control-addr` / `--api-addr`.
 async fn start_control(
     args: &DemoArgs,
     store: &Path,
-    prometheus: Option<&PrometheusPlan>,
+    prometheus: Option<&prometheus::Plan>,
 ) -> anyhow::Result<weft_control::Running> {
-    let prometheus_url = match prometheus {
-        Some(plan) => Some(
-            format!("http://{}", plan.addr)
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!(e))?,
-        ),
-        None => None,
-    };
+    let prometheus_url = prometheus.map(prometheus::Plan::url).transpose()?;
     weft_control::start(weft_control::Config {
         store_dir: store.to_path_buf(),
         grpc_addr: args.control_addr,
@@ -425,7 +383,7 @@ async fn start_control(
         identity_dir: None,
         cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
         scrape_interval: SCRAPE_INTERVAL,
-        prometheus_sd_file: prometheus.map(|p| p.targets_file.clone()),
+        prometheus_sd_file: prometheus.map(prometheus::Plan::targets_file),
         prometheus_url,
         ..Default::default()
     })

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::children;
 use super::http;
+use super::TempDir;
 
 /// How often the demo's Prometheus scrapes each proxy (and re-reads the targets file).
 pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
@@ -51,15 +52,68 @@ pub fn binary() -> anyhow::Result<PathBuf> {
         )
 }
 
-/// `addr`, or for port 0 a free port of its IP (Prometheus prints the address it was given,
-/// not the one it bound, so the demo picks it).
+/// `addr` if nothing listens there, or for port 0 a free port of its IP (Prometheus prints the
+/// address it was given, not the one it bound, so the demo picks it). A taken address is an
+/// error here: the demo's readiness check would otherwise take whatever answers there (another
+/// Prometheus, typically on 9090) for its own.
 pub fn listen_addr(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
+    let probe = std::net::TcpListener::bind(addr).with_context(|| match addr.port() {
+        0 => format!("finding a free port on {}", addr.ip()),
+        _ => format!(
+            "--prometheus-addr {addr} is not free (another Prometheus?): pick another address, \
+             or port 0 for any free one"
+        ),
+    })?;
+    Ok(probe.local_addr()?)
+}
+
+/// What `--prometheus` settles before the control plane starts: that the program exists, where
+/// Prometheus will listen, and where the control plane keeps the targets file. Its directory is
+/// apart from the store (the control plane reads every YAML file under the store,
+/// prometheus.yml included) and removed with the plan.
+pub struct Plan {
+    dir: TempDir,
+    addr: SocketAddr,
+}
+
+impl Plan {
+    /// `addr` is `--prometheus-addr` (port 0: a free port, see [`listen_addr`]).
+    pub fn new(addr: SocketAddr) -> anyhow::Result<Plan> {
+        // A missing program is reported before anything starts.
+        binary()?;
+        Ok(Plan {
+            addr: listen_addr(addr)?,
+            dir: TempDir::create()?,
+        })
     }
-    std::net::TcpListener::bind(addr)
-        .and_then(|l| l.local_addr())
-        .with_context(|| format!("finding a free port on {}", addr.ip()))
+
+    pub fn targets_file(&self) -> PathBuf {
+        self.dir.0.join("targets.json")
+    }
+
+    /// The control plane's `--prometheus-url`.
+    pub fn url(&self) -> anyhow::Result<weft_control::telemetry::prometheus::Prometheus> {
+        format!("http://{}", self.addr)
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))
+    }
+
+    /// Starts Prometheus and says where it is.
+    pub async fn start(&self) -> anyhow::Result<Prometheus> {
+        let targets = self.targets_file();
+        let p = Prometheus::start(&self.dir.0, self.addr, &targets)
+            .await
+            .context("starting prometheus")?;
+        eprintln!(
+            "weft demo: Prometheus on {} (scraping every {}s the targets in {}; log {}); \
+             weft stat answers from it",
+            p.url(),
+            SCRAPE_INTERVAL.as_secs(),
+            targets.display(),
+            p.log.display()
+        );
+        Ok(p)
+    }
 }
 
 /// A running Prometheus.
@@ -169,10 +223,16 @@ mod tests {
     }
 
     #[test]
-    fn port_0_becomes_a_free_port() {
-        let fixed: SocketAddr = DEFAULT_ADDR.parse().expect("addr");
-        assert_eq!(listen_addr(fixed).expect("kept"), fixed);
+    fn port_0_becomes_a_free_port_and_a_taken_one_is_refused() {
         let picked = listen_addr("127.0.0.1:0".parse().expect("addr")).expect("picked");
         assert_ne!(picked.port(), 0);
+        assert_eq!(listen_addr(picked).expect("still free"), picked);
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let error = format!("{:#}", listen_addr(addr).expect_err("taken"));
+        assert!(
+            error.contains("is not free (another Prometheus?)"),
+            "{error}"
+        );
     }
 }
