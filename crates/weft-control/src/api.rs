@@ -49,6 +49,8 @@ pub struct Ctx {
     pub identity_dir: Option<PathBuf>,
     /// The proxies' scraped metrics (`GET /v1/stat/...`, `/v1/edges`, `/v1/routes`).
     pub telemetry: Telemetry,
+    /// When set, `GET /v1/stat/...` answers from this Prometheus instead of `telemetry`.
+    pub prometheus: Option<crate::telemetry::prometheus::Prometheus>,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
@@ -159,10 +161,17 @@ async fn handle(
         (Method::GET, ["v1", "stat", kind]) => match stat::parse_query(kind, req.uri().query()) {
             Ok(query) => {
                 let state = ctx.index.state();
-                let now = tokio::time::Instant::now();
-                match stat::stat(&state, &ctx.telemetry, now, &query) {
+                let answer = match &ctx.prometheus {
+                    None => {
+                        let now = tokio::time::Instant::now();
+                        stat::stat(&state, &ctx.telemetry, now, &query)
+                    }
+                    Some(prometheus) => stat::stat_prometheus(&state, prometheus, &query).await,
+                };
+                match answer {
                     Ok(v) => reply(StatusCode::OK, v),
-                    Err(e) => error(StatusCode::NOT_FOUND, e),
+                    Err(stat::StatError::NotFound(e)) => error(StatusCode::NOT_FOUND, e),
+                    Err(stat::StatError::Prometheus(e)) => error(StatusCode::BAD_GATEWAY, e),
                 }
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),

@@ -8,7 +8,8 @@
 //! `grpc` (streams mapping snapshots to protobuf); `api` is the HTTP registration API.
 //! Leaves: `clock` (Unix seconds, RFC 3339) and `files` (atomic file replacement).
 //! Beside that shape, [`telemetry`] scrapes the meshed workloads' proxies for `GET /v1/stat/...`,
-//! `/v1/edges` and `/v1/routes`.
+//! `/v1/edges` and `/v1/routes` (or asks a Prometheus for `/v1/stat`, which it can also hand the
+//! proxies to scrape).
 
 pub mod api;
 pub mod ca;
@@ -71,6 +72,12 @@ pub struct Config {
     /// How often the proxies of meshed workloads are scraped (`GET /v1/stat/...`, edges, routes);
     /// `Duration::ZERO` turns scraping off. Default [`telemetry::DEFAULT_INTERVAL`] (10 s).
     pub scrape_interval: Duration,
+    /// Where to keep a Prometheus `file_sd` targets file of every meshed workload's proxy
+    /// (rewritten as workloads come and go). Default none.
+    pub prometheus_sd_file: Option<PathBuf>,
+    /// A Prometheus that `GET /v1/stat/...` asks (PromQL) instead of the embedded scrapes.
+    /// Default none.
+    pub prometheus_url: Option<telemetry::prometheus::Prometheus>,
 }
 
 impl Default for Config {
@@ -90,6 +97,8 @@ impl Default for Config {
             cluster_networks: index::InboundDefaults::default().cluster_networks,
             egress_namespace: resource::egress::DEFAULT_EGRESS_NAMESPACE.into(),
             scrape_interval: telemetry::DEFAULT_INTERVAL,
+            prometheus_sd_file: None,
+            prometheus_url: None,
         }
     }
 }
@@ -253,10 +262,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             ledger: ledger.clone(),
             identity_dir: config.identity_dir.clone(),
             telemetry,
+            prometheus: config.prometheus_url.clone(),
         },
         shutdown_rx.clone(),
     ));
     let mut tasks = vec![store_task, api_task, ips_task, index_task, telemetry_task];
+    if let Some(path) = &config.prometheus_sd_file {
+        let writer = telemetry::file_sd::Writer::new(path.clone(), &config.control_namespace);
+        tasks.push(tokio::spawn(telemetry::file_sd::run(
+            writer,
+            index.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     if let Some(dir) = &config.identity_dir {
         tasks.push(tokio::spawn(ca_reload::run(
             dir.clone(),

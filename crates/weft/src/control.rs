@@ -10,6 +10,12 @@ use anyhow::Context as _;
 
 /// `weft control`: serve Destination and policy gRPC and the registration API from a store.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    weft control --store ./store\n  \
+    weft control --store ./store --identity-dir ./ca\n  \
+    weft control --store ./store --prometheus-sd-file /var/lib/weft/targets.json\n  \
+    weft control --store ./store --prometheus-url http://127.0.0.1:9090\n\n\
+    See docs/control-plane.md; Prometheus: docs/observability.md.")]
 pub struct ControlArgs {
     /// Directory of resource YAML files (Service, ExternalWorkload); watched for changes.
     #[arg(long, value_name = "DIR")]
@@ -56,6 +62,16 @@ pub struct ControlArgs {
     /// are scraped for `weft stat`, `weft edges` and `weft routes`; `0s` turns scraping off.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
     pub scrape_interval: Duration,
+    /// Keep a Prometheus file_sd targets file here: one target group per meshed workload (its
+    /// proxy's admin address, labels namespace, workload, control_plane_ns), rewritten
+    /// atomically as workloads come and go. Point a `file_sd_configs` scrape job at it.
+    #[arg(long, value_name = "PATH")]
+    pub prometheus_sd_file: Option<PathBuf>,
+    /// Answer `weft stat` / `GET /v1/stat/...` from this Prometheus (PromQL over the series its
+    /// file_sd job scrapes) instead of the control plane's own scrapes, e.g.
+    /// `http://127.0.0.1:9090`. Prometheus down or failing: the API answers 502 with the error.
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<weft_control::telemetry::prometheus::Prometheus>,
 }
 
 /// `--cluster-networks`: one value holding the whole list.
@@ -78,6 +94,8 @@ impl ControlArgs {
             cluster_networks: self.cluster_networks.clone(),
             egress_namespace: self.egress_namespace.clone(),
             scrape_interval: self.scrape_interval,
+            prometheus_sd_file: self.prometheus_sd_file.clone(),
+            prometheus_url: self.prometheus_url.clone(),
         }
     }
 }
@@ -173,6 +191,44 @@ mod tests {
         assert!(
             Wrapper::try_parse_from(["x", "--store", "/s", "--scrape-interval", "often"]).is_err()
         );
+    }
+
+    #[test]
+    fn prometheus_flags_reach_the_config() {
+        use clap::Parser as _;
+        let w = Wrapper::try_parse_from(["x", "--store", "/s"]).expect("parse");
+        assert_eq!(w.control.config().prometheus_sd_file, None);
+        assert_eq!(w.control.config().prometheus_url, None);
+        let w = Wrapper::try_parse_from([
+            "x",
+            "--store",
+            "/s",
+            "--prometheus-sd-file",
+            "/var/lib/weft/targets.json",
+            "--prometheus-url",
+            "http://127.0.0.1:9090/",
+        ])
+        .expect("parse");
+        let config = w.control.config();
+        assert_eq!(
+            config.prometheus_sd_file,
+            Some(PathBuf::from("/var/lib/weft/targets.json"))
+        );
+        assert_eq!(
+            config.prometheus_url.map(|p| p.to_string()),
+            Some("http://127.0.0.1:9090".to_string())
+        );
+        let bad = Wrapper::try_parse_from([
+            "x",
+            "--store",
+            "/s",
+            "--prometheus-url",
+            "https://prom:9090",
+        ])
+        .err()
+        .expect("https is refused at startup")
+        .to_string();
+        assert!(bad.contains("https is not supported"), "{bad}");
     }
 
     #[test]

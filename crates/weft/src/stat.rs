@@ -1,7 +1,7 @@
 //! `weft stat workloads|services|namespaces [NAME]`: golden metrics (success rate, requests per
 //! second, latency percentiles, TCP connections, meshed/total) over a window, Linkerd's
 //! `viz stat` shape. Read from the control plane's `GET /v1/stat/KIND`, which it computes from
-//! the proxies' `/metrics` it scrapes (`docs/observability.md`).
+//! the proxies' `/metrics` it scrapes, or asks its Prometheus for (`docs/observability.md`).
 
 use std::time::Duration;
 
@@ -18,7 +18,9 @@ use crate::show::{self, millis, number, parse_window, rate, text, Output};
     weft stat namespaces -o json\n\n\
     Workloads and namespaces count what their proxies served (inbound); a service counts what \
     meshed clients sent to it (their outbound). `-` means no requests in the window. A proxy the \
-    control plane could not scrape lately is listed on stderr as stale. See docs/observability.md.")]
+    control plane could not scrape lately is listed on stderr as stale. A control plane started \
+    with --prometheus-url answers from Prometheus (PromQL); the table then says so on stderr. \
+    See docs/observability.md.")]
 pub struct StatArgs {
     /// What to show: `workloads` (`wl`), `services` (`svc`) or `namespaces` (`ns`).
     #[arg(value_enum, value_name = "KIND")]
@@ -74,6 +76,11 @@ pub async fn run(args: StatArgs) -> anyhow::Result<()> {
         &format!("No {} found.", args.kind.path()),
         |rows, wide| table(rows, wide, namespace),
     )?;
+    // The rows themselves say their source in JSON/YAML; a table says it once, when it is not
+    // the control plane's own scrapes.
+    if matches!(args.output, Output::Table | Output::Wide) && doc["source"] == "prometheus" {
+        eprintln!("* source: Prometheus (the control plane's --prometheus-url)");
+    }
     show::report_stale(&rows, |row| {
         format!("{}/{}", text(&row["namespace"]), text(&row["name"]))
     });

@@ -193,7 +193,8 @@ fn workload_rows_are_their_proxies_inbound() {
                "latency_ms_p50": 1.0, "latency_ms_p95": web["latency_ms_p95"],
                "latency_ms_p99": 2.0, "tcp_connections": 3,
                "read_bytes_per_sec": 1000.0, "write_bytes_per_sec": 2000.0,
-               "window_secs": 60.0, "stale": false, "error": null})
+               "window_secs": 60.0, "stale": false, "error": null,
+               "source": "control-plane"})
     );
     // rank 1140 of 1200: 540 into the 550 of (1, 2].
     assert!(close(&web["latency_ms_p95"], 1.0 + 540.0 / 550.0), "{web}");
@@ -289,7 +290,7 @@ fn one_name_one_row_or_404() {
     let (state, t, now) = scenario();
     let missing = |kind: &str, query: &str| {
         let q = parse_query(kind, Some(query)).expect("query");
-        stat(&state, &t, now, &q).expect_err("404")
+        stat(&state, &t, now, &q).expect_err("404").to_string()
     };
     assert_eq!(
         missing("workloads", "namespace=demo&name=nope"),

@@ -26,9 +26,15 @@
 //! - **Staleness**: a proxy whose last successful scrape is older than [`STALE_AFTER`] intervals,
 //!   or that was never scraped, is stale; the error of its last scrape is kept (and cleared by a
 //!   success).
+//!
+//! Beside the embedded scraper, an outside Prometheus: [`file_sd`] writes the same targets as
+//! a Prometheus `file_sd` file (`--prometheus-sd-file`), and [`prometheus`] answers the API's
+//! rows from PromQL instead (`--prometheus-url`).
 
 pub mod edges;
+pub mod file_sd;
 pub mod history;
+pub mod prometheus;
 pub mod routes;
 pub mod scrape;
 pub mod snapshot;

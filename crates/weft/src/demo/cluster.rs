@@ -96,7 +96,7 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
     )
     .context("writing the demo store")?;
 
-    let control = super::start_control(&args, &store.0).await?;
+    let control = super::start_control(&args, &store.0, None).await?;
     let (grpc, api) = (control.grpc_addr, control.api_addr);
     eprintln!(
         "weft demo: control plane on {grpc} (gRPC), {api} (API); store {}",
@@ -119,8 +119,7 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
                             &args,
                             &mut cluster.workloads,
                             &mut stop,
-                            grpc,
-                            api,
+                            (grpc, api, None),
                             &store.0,
                         )
                         .await;

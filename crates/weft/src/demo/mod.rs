@@ -16,6 +16,7 @@ pub mod books;
 pub mod children;
 mod cluster;
 pub mod http;
+mod prometheus;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,14 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `weft demo`: run a meshed demo application and show its golden metrics.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    weft demo\n  \
+    weft demo --duration 30 --json\n  \
+    weft demo --api-addr 127.0.0.1:8085          # then: weft stat wl -n demo\n  \
+    weft demo --prometheus --api-addr 127.0.0.1:8085\n  \
+    sudo weft demo --cluster\n\n\
+    With --prometheus a real Prometheus (the prometheus program on PATH) scrapes the sidecars \
+    and weft stat answers from it. See docs/demo.md.")]
 pub struct DemoArgs {
     /// Stop after this long (e.g. `30`, `30s`, `2m`); default: run until Ctrl-C.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -75,6 +84,14 @@ pub struct DemoArgs {
     /// Never apply the traffic policy (no route documents: every call goes to its Service).
     #[arg(long)]
     pub no_traffic_policy: bool,
+    /// Also start a real Prometheus (the `prometheus` program on PATH) scraping every sidecar
+    /// through the targets file the demo's control plane writes, and have the control plane
+    /// answer `weft stat` from it (PromQL) instead of its own scrapes.
+    #[arg(long, conflicts_with = "cluster")]
+    pub prometheus: bool,
+    /// Where `--prometheus` listens (port 0 picks a free port).
+    #[arg(long, default_value = prometheus::DEFAULT_ADDR, value_name = "ADDR", requires = "prometheus")]
+    pub prometheus_addr: SocketAddr,
 }
 
 /// `DURATION` flag values (`weft demo --duration`, `weft control --cert-lifetime`): the grammar
@@ -313,8 +330,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(store.0.join("services.yaml"), services_yaml())
         .context("writing the demo store")?;
 
-    let control = start_control(&args, &store.0).await?;
+    let plan = match args.prometheus {
+        true => Some(prometheus::Plan::new(args.prometheus_addr)?),
+        false => None,
+    };
+    let control = start_control(&args, &store.0, plan.as_ref()).await?;
     let (grpc, api) = (control.grpc_addr, control.api_addr);
+    let prometheus = match &plan {
+        Some(plan) => match plan.start().await {
+            Ok(p) => Some(p),
+            Err(error) => {
+                let _ = control.shutdown().await;
+                return Err(error);
+            }
+        },
+        None => None,
+    };
     let tokens_dir = store.0.join("tokens");
     std::fs::create_dir_all(&tokens_dir).context("creating the token directory")?;
     let identity = IdentityFiles {
@@ -330,8 +361,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         started = launch_all(grpc, api, args.rps, &identity) => match started {
             Ok(mut workloads) => {
-                let outcome =
-                    watch(&args, &mut workloads, &mut stop, grpc, api, &store.0).await;
+                let prometheus_url = prometheus.as_ref().map(|p| p.url());
+                let outcome = watch(
+                    &args,
+                    &mut workloads,
+                    &mut stop,
+                    (grpc, api, prometheus_url.as_deref()),
+                    &store.0,
+                )
+                .await;
                 stop_all(workloads).await;
                 outcome
             }
@@ -342,11 +380,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Err(error) = control.shutdown().await {
         tracing::warn!(%error, "control plane did not stop cleanly");
     }
+    if let Some(p) = prometheus {
+        p.stop().await;
+    }
     outcome
 }
 
 /// The demo's own control plane, in-process, on `--control-addr` / `--api-addr`.
-async fn start_control(args: &DemoArgs, store: &Path) -> anyhow::Result<weft_control::Running> {
+async fn start_control(
+    args: &DemoArgs,
+    store: &Path,
+    prometheus: Option<&prometheus::Plan>,
+) -> anyhow::Result<weft_control::Running> {
+    let prometheus_url = prometheus.map(prometheus::Plan::url).transpose()?;
     weft_control::start(weft_control::Config {
         store_dir: store.to_path_buf(),
         grpc_addr: args.control_addr,
@@ -359,6 +405,8 @@ async fn start_control(args: &DemoArgs, store: &Path) -> anyhow::Result<weft_con
         identity_dir: None,
         cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
         scrape_interval: SCRAPE_INTERVAL,
+        prometheus_sd_file: prometheus.map(prometheus::Plan::targets_file),
+        prometheus_url,
         ..Default::default()
     })
     .await
@@ -559,8 +607,7 @@ async fn watch(
     args: &DemoArgs,
     workloads: &mut [Workload],
     stop: &mut Stop,
-    grpc: SocketAddr,
-    api: SocketAddr,
+    (grpc, api, prometheus): (SocketAddr, SocketAddr, Option<&str>),
     store: &Path,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -597,8 +644,12 @@ async fn watch(
         }
         window.push(Instant::now(), scrape(workloads).await);
         if !args.json {
+            let prometheus = prometheus
+                .map(|url| format!("; Prometheus {url}"))
+                .unwrap_or_default();
             let header = format!(
-                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API); Ctrl-C to stop\n\
+                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API){prometheus}; \
+                 Ctrl-C to stop\n\
                  traffic policy: {}",
                 started.elapsed().as_secs(),
                 args.rps,
