@@ -1,8 +1,9 @@
 //! `weft demo --prometheus`: a real Prometheus (Debian's `prometheus`) scrapes every demo proxy
 //! through the targets file the demo's control plane writes, and `weft stat` against that control
 //! plane answers from Prometheus (PromQL), with traffic on web, books and ratings. When the demo
-//! stops, so does its Prometheus. Without the prometheus program the test is skipped locally and
-//! fails under `CI=true`.
+//! stops, so does its Prometheus. Every PromQL expression of the Grafana dashboards in `grafana/`
+//! (panels and variable queries) returns data from that Prometheus once the demo's policy is in
+//! force. Without the prometheus program the test is skipped locally and fails under `CI=true`.
 
 mod support;
 
@@ -98,7 +99,10 @@ async fn demo_prometheus_scrapes_every_proxy_and_stat_answers_from_it() {
     let api = format!("127.0.0.1:{}", free_port());
     let prometheus: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let mut cmd = tokio::process::Command::new(weft_bin());
-    cmd.args(["demo", "--duration", "40", "--rps", "20", "--json"])
+    cmd.args(["demo", "--duration", "50", "--rps", "20", "--json"])
+        // The policy (retries, canary, ratings' authorization) gives the route and authorization
+        // dashboards their series.
+        .args(["--traffic-policy-after", "3"])
         .args(["--api-addr", &api])
         .args(["--prometheus", "--prometheus-addr", &prometheus.to_string()])
         .env(weft_testbed::mesh::ENV_WEFT_PROXY_BIN, support::proxy_bin());
@@ -150,6 +154,27 @@ async fn demo_prometheus_scrapes_every_proxy_and_stat_answers_from_it() {
     .expect("web's inbound rate from Prometheus");
     assert!(web_rps > 1.0, "web's rate in Prometheus: {web_rps}");
 
+    // Every expression of every shipped dashboard answers data.
+    let expressions = dashboard_expressions();
+    assert!(expressions.len() > 40, "{} expressions", expressions.len());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let failing = loop {
+        let mut failing = Vec::new();
+        for (place, expr) in &expressions {
+            if !returns_data(prometheus, expr).await {
+                failing.push(format!("{place}: {expr}"));
+            }
+        }
+        if failing.is_empty() || tokio::time::Instant::now() >= deadline {
+            break failing;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(
+        failing.is_empty(),
+        "dashboard expressions without data after 40 s: {failing:#?}"
+    );
+
     let status = demo.wait(Duration::from_secs(90)).await.unwrap_or_else(|| {
         panic!(
             "weft demo did not exit within 90 s:\n{}",
@@ -173,4 +198,86 @@ async fn demo_prometheus_scrapes_every_proxy_and_stat_answers_from_it() {
         },
     )
     .await;
+}
+
+/// The dashboards' variables as the test sets them: the demo's namespace, web (a client of every
+/// route and a server of traffic), every workload for "All"; Grafana's rate interval.
+fn substitute(dashboard: &str, expr: &str) -> String {
+    let workload = if dashboard == "weft-authorization" {
+        ".*"
+    } else {
+        "web"
+    };
+    expr.replace("$__rate_interval", "30s")
+        .replace("$namespace", "demo")
+        .replace("$workload", workload)
+}
+
+/// `(dashboard / panel, PromQL)` of every panel target and every `label_values(SELECTOR,
+/// LABEL)` variable query (asked as `count by (LABEL) (SELECTOR)`) of `grafana/*.json`.
+fn dashboard_expressions() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../grafana");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("dashboard");
+        let dash: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let uid = dash["uid"].as_str().expect("uid").to_string();
+        for panel in dash["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("expr");
+                let place = format!("{uid} / {}", panel["title"].as_str().unwrap_or("?"));
+                out.push((place, substitute(&uid, expr)));
+            }
+        }
+        for var in dash["templating"]["list"].as_array().expect("templating") {
+            if var["type"] != "query" {
+                continue;
+            }
+            let query = var["query"]["query"].as_str().expect("variable query");
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{uid}: unexpected variable query {query}"));
+            let (selector, label) = inner.rsplit_once(", ").expect("label_values(SEL, LABEL)");
+            let place = format!("{uid} / variable {}", var["name"]);
+            let expr = format!("count by ({label}) ({selector})");
+            out.push((place, substitute(&uid, &expr)));
+        }
+    }
+    out
+}
+
+/// Whether an instant query of `expr` succeeds with at least one finite value.
+async fn returns_data(prometheus: SocketAddr, expr: &str) -> bool {
+    let path = format!("/api/v1/query?query={}", percent_encode(expr));
+    let Some(answer) = get_json(prometheus, &path).await else {
+        return false;
+    };
+    answer["status"] == "success"
+        && answer["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["value"][1].as_str()?.parse::<f64>().ok())
+            .any(f64::is_finite)
+}
+
+/// A query string value: every byte but RFC 3986's unreserved ones as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
