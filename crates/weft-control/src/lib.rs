@@ -252,6 +252,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             ledger: ledger.clone(),
             identity_dir: config.identity_dir.clone(),
             telemetry,
+            grpc_addr,
         },
         shutdown_rx.clone(),
     ));

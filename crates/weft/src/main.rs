@@ -21,6 +21,7 @@ fn say_line(args: std::fmt::Arguments<'_>) {
 }
 
 mod authz;
+mod check;
 mod control;
 mod demo;
 mod get;
@@ -52,6 +53,9 @@ enum Command {
     /// Show the inbound policy in force on each port of a workload: the Server or default
     /// policy deciding it, its routes, and who each authorization admits.
     Authz(authz::AuthzArgs),
+    /// Check the mesh's health: the control plane, the store, identity and every meshed proxy,
+    /// one ✔/‼/× line per check with hints; exits 1 when a check fails.
+    Check(check::CheckArgs),
     /// Run a meshed demo application (web, books, books-v2, ratings, traffic, each with a
     /// weft-proxy sidecar) and show live golden metrics per service, edge and route; after 20 s
     /// it applies a traffic policy (retries on ratings, a 90/10 canary of books).
@@ -81,7 +85,11 @@ fn main() -> std::process::ExitCode {
     init_tracing(match cli.command {
         Command::Demo(_) | Command::DemoService(_) => "warn",
         Command::Control(_) => "warn,weft=info,weft_control=info",
-        Command::Identity(_) | Command::Get(_) | Command::Authz(_) | Command::Stat(_) => "warn",
+        Command::Identity(_)
+        | Command::Get(_)
+        | Command::Authz(_)
+        | Command::Check(_)
+        | Command::Stat(_) => "warn",
         Command::Init(_) | Command::Run(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -98,6 +106,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Control(args) => control::run(args).await,
             Command::Authz(args) => authz::run(args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Get(args) => get::run(args).await,
             Command::Identity(args) => identity::run(args),
