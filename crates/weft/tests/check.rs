@@ -1,0 +1,293 @@
+//! `weft check` against a real `weft control` and a real meshed workload (`weft run
+//! --explicit`: the demo's ratings service behind a `weft-proxy` sidecar): every check passes;
+//! a bad store document fails the store check with its file, document and field, a hint and a
+//! non-zero exit; and a control plane whose CA was replaced under a running proxy reports that
+//! proxy as not on its trust anchors (its certificate, issued by the old CA, still serves).
+//! Runs as any user.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::Value;
+use support::{
+    eventually, free_port, http_get, service, set_pdeathsig, weft_bin, write_docs, ChildProc,
+    Control, TempDir, SOON,
+};
+use tokio::process::Command;
+
+/// `weft check --api-addr API ARGS`: exit code, stdout, stderr.
+async fn weft_check(api: SocketAddr, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(weft_bin())
+        .arg("check")
+        .args(["--api-addr", &api.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("weft check runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `weft check -o json`, parsed.
+async fn check_json(api: SocketAddr) -> (i32, Value) {
+    let (code, out, err) = weft_check(api, &["-o", "json"]).await;
+    let doc = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    (code, doc)
+}
+
+/// Every check of a JSON report, flattened.
+fn checks(doc: &Value) -> Vec<Value> {
+    (doc["sections"].as_array().into_iter().flatten())
+        .flat_map(|s| s["checks"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn check<'a>(all: &'a [Value], id: &str) -> &'a Value {
+    all.iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id}: {all:#?}"))
+}
+
+/// `weft run --explicit` of the demo's ratings service; returns it and its proxy's admin
+/// address once that proxy is ready (it holds its certificate).
+async fn meshed_ratings(control: &Control, dir: &Path) -> (ChildProc, SocketAddr) {
+    let port = free_port();
+    let weft = weft_bin();
+    let mut cmd = Command::new(&weft);
+    cmd.args(["run", "--explicit", "--name", "ratings"])
+        .args(["--port", &format!("http={port}")])
+        .args(["--control", &control.grpc.to_string()])
+        .args(["--control-api", &control.api.to_string(), "--"])
+        .arg(&weft)
+        .args([
+            "demo-service",
+            "ratings",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+    set_pdeathsig(&mut cmd);
+    let run = ChildProc::spawn("run-ratings", cmd, dir);
+    // `weft run` names its proxy's admin address on stderr (`...; admin ADDR`).
+    let admin: SocketAddr = eventually("the proxy's admin address", SOON, || {
+        let tail = run.stderr_tail(8000);
+        async move {
+            let (_, rest) = tail.split_once("; admin ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        }
+    })
+    .await;
+    eventually("the proxy is ready (certificate issued)", SOON, || async {
+        matches!(http_get(admin, "/ready").await, Ok((200, _))).then_some(())
+    })
+    .await;
+    (run, admin)
+}
+
+/// The fingerprints of the control plane's trust anchors.
+async fn anchor_fingerprints(control: &Control) -> Vec<String> {
+    let (code, pem) = http_get(control.api, "/v1/identity/trust-anchors")
+        .await
+        .expect("trust anchors");
+    assert_eq!(code, 200, "{pem}");
+    let ders = weft_control::ca::pem_certificates(pem.as_bytes()).expect("PEM");
+    ders.iter()
+        .map(|d| weft_control::ca::fingerprint(d))
+        .collect()
+}
+
+/// `weft check -o json` once the control plane reports the proxy of `default/ratings` probed.
+async fn report_with_ratings(api: SocketAddr) -> (i32, Value) {
+    eventually("the control plane probes default/ratings", SOON, || async {
+        let (code, doc) = check_json(api).await;
+        let probed = (doc["proxies"].as_array().into_iter().flatten()).any(|p| {
+            p["name"] == "ratings" && (p["chains_to"].is_string() || p["chain_error"].is_string())
+        });
+        probed.then_some((code, doc))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_check_passes_on_a_healthy_mesh_and_a_bad_document_fails_with_a_hint() {
+    let tmp = TempDir::new("check");
+    let store = tmp.subdir("store");
+    write_docs(
+        &store,
+        "services.yaml",
+        &[service("ratings", "ratings", 80, "http")],
+    );
+    let control = Control::start(&store, tmp.path()).await;
+    let (_ratings, admin) = meshed_ratings(&control, tmp.path()).await;
+
+    // 1. Healthy: every check passes, exit 0, and the facts behind them are the real ones.
+    let (code, doc) = report_with_ratings(control.api).await;
+    let all = checks(&doc);
+    let not_ok: Vec<_> = all.iter().filter(|c| c["status"] != "ok").collect();
+    assert!(not_ok.is_empty(), "checks not ok: {not_ok:#?}");
+    assert_eq!((code, &doc["success"]), (0, &Value::Bool(true)), "{doc}");
+    assert_eq!(all.len(), 14, "{all:#?}");
+    let proxy = &doc["proxies"][0];
+    assert_eq!(proxy["admin"], admin.to_string(), "{proxy}");
+    assert_eq!(proxy["identity"], true, "{proxy}");
+    assert_eq!(proxy["trust_anchors"], 1, "{proxy}");
+    assert_eq!(
+        proxy["chains_to"].as_str(),
+        anchor_fingerprints(&control)
+            .await
+            .first()
+            .map(String::as_str),
+        "the proxy's certificate leads to the control plane's anchor: {proxy}"
+    );
+    assert!(proxy["clock_skew_secs"].as_f64().is_some(), "{proxy}");
+
+    let (code, out, _) = weft_check(control.api, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "weft-control-plane\n------------------\n",
+        &format!("✔ control plane API answers at {}\n", control.api),
+        &format!(
+            "✔ control plane gRPC port accepts connections at {}\n",
+            control.grpc
+        ),
+        "weft-store\n----------\n✔ every document of the store is applied\n",
+        "✔ issuer certificate is signed by a trust anchor\n",
+        "✔ data plane proxies are ready (1 meshed)\n",
+        "✔ data plane proxies are on the control plane's trust anchors\n",
+        "Status check results are ✔\n",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+
+    // 2. A bad document: × with its file, document and field, the hint, the docs; exit 1.
+    write_docs(
+        &store,
+        "bad.yaml",
+        &[
+            "apiVersion: v1\nkind: Service\nmetadata: {name: books, namespace: default}\n\
+           spec:\n  selector: {app: books}\n  ports: [{name: http, port: 0}]\n"
+                .to_string(),
+        ],
+    );
+    let (code, out, err) = eventually("the store check fails", SOON, || async {
+        let (code, out, err) = weft_check(control.api, &[]).await;
+        out.contains("× every document").then_some((code, out, err))
+    })
+    .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "× every document of the store is applied\n    \
+             bad.yaml: document 0: spec.ports[0].port: must be 1..65535, got 0\n    \
+             hint: each document listed keeps its last good version in force"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("    see docs/observability.md#weft-check for hints\n"),
+        "{out}"
+    );
+    assert!(out.ends_with("Status check results are ×\n"), "{out}");
+    assert!(err.contains("weft: check: 1 of 14 checks failed"), "{err}");
+    // Everything else still passes: one bad document holds nothing else back.
+    let (code, doc) = check_json(control.api).await;
+    assert_eq!((code, &doc["success"]), (1, &Value::Bool(false)));
+    let failing: Vec<_> = (checks(&doc).into_iter())
+        .filter(|c| c["status"] != "ok")
+        .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(failing, vec!["store-valid"], "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_holding_a_certificate_of_a_replaced_ca_is_not_on_the_anchors() {
+    let tmp = TempDir::new("check-anchors");
+    let store = tmp.subdir("store");
+    let ca_dir = tmp.path().join("ca");
+    let init = |dir: &Path| {
+        let out = std::process::Command::new(weft_bin())
+            .args(["identity", "init", "--dir"])
+            .arg(dir)
+            .output()
+            .expect("weft identity init");
+        assert!(out.status.success(), "{out:?}");
+    };
+    init(&ca_dir);
+    write_docs(
+        &store,
+        "services.yaml",
+        &[service("ratings", "ratings", 80, "http")],
+    );
+    let mut cmd = Command::new(weft_bin());
+    cmd.arg("control")
+        .arg("--store")
+        .arg(&store)
+        .arg("--identity-dir")
+        .arg(&ca_dir)
+        .args(["--grpc-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"]);
+    set_pdeathsig(&mut cmd);
+    let mut proc = ChildProc::spawn("control", cmd, tmp.path());
+    let line = proc.listening_line(SOON).await.expect("listening line");
+    let addr = |key: &str| -> SocketAddr {
+        line[key]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {line}"))
+    };
+    let control = Control {
+        grpc: addr("grpc"),
+        api: addr("api"),
+        proc,
+        store: store.clone(),
+    };
+    control.wait_ready().await;
+    let (_ratings, _admin) = meshed_ratings(&control, tmp.path()).await;
+    let (code, doc) = report_with_ratings(control.api).await;
+    assert_eq!(code, 0, "{doc}");
+    let old = anchor_fingerprints(&control).await;
+
+    // Another CA replaces the directory's files; the control plane picks it up within seconds,
+    // while the proxy keeps serving the certificate the old one issued.
+    let other = tmp.path().join("other-ca");
+    init(&other);
+    for f in [
+        "trust-anchors.pem",
+        "issuer.crt",
+        "issuer.key",
+        "trust-anchor.key",
+    ] {
+        std::fs::copy(other.join(f), ca_dir.join(f)).expect("replace the CA");
+    }
+    eventually("the control plane uses the new CA", SOON, || async {
+        let now = anchor_fingerprints(&control).await;
+        (now != old).then_some(())
+    })
+    .await;
+
+    let (code, doc) = check_json(control.api).await;
+    assert_eq!(code, 1, "{doc}");
+    let all = checks(&doc);
+    let anchors = check(&all, "proxies-trust-anchors");
+    assert_eq!(anchors["status"], "error", "{anchors}");
+    let detail = anchors["details"][0].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("default/ratings: its certificate chain ends at ")
+            && detail.ends_with("signed by none of the control plane's 1 trust anchor(s)"),
+        "{detail}"
+    );
+    assert!(anchors["hint"].as_str().is_some(), "{anchors}");
+    assert_eq!(doc["proxies"][0]["chains_to"], Value::Null, "{doc}");
+    // The control plane's own CA is fine: only the proxy is off.
+    for id in [
+        "identity-issuer-valid",
+        "identity-issuer-chain",
+        "identity-anchors-valid",
+        "proxies-ready",
+    ] {
+        assert_eq!(check(&all, id)["status"], "ok", "{id}: {doc}");
+    }
+}
