@@ -1,19 +1,24 @@
 //! `weft check` against a real `weft control` and a real meshed workload (`weft run
 //! --explicit`: the demo's ratings service behind a `weft-proxy` sidecar): every check passes;
 //! a bad store document fails the store check with its file, document and field, a hint and a
-//! non-zero exit; and a control plane whose CA was replaced under a running proxy reports that
-//! proxy as not on its trust anchors (its certificate, issued by the old CA, still serves).
+//! non-zero exit; and a control plane whose CA was replaced under a running proxy (a bare
+//! `weft-proxy` given its anchors inline, so nothing updates them) reports that proxy as not on
+//! its trust anchors (its certificate, issued by the old CA, still serves).
 //! Runs as any user.
 
+#[path = "support/mtls_mesh.rs"]
+mod mtls_mesh;
 mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use mtls_mesh::{ControlOpts, IdentitySource};
 use serde_json::Value;
+use support::apps::EchoServer;
 use support::{
-    eventually, free_port, http_get, service, set_pdeathsig, weft_bin, write_docs, ChildProc,
-    Control, TempDir, SOON,
+    eventually, free_port, http_get, service, set_pdeathsig, weft_bin, workload_doc, write_docs,
+    ChildProc, Control, ProxySpec, TempDir, SOON,
 };
 use tokio::process::Command;
 
@@ -100,15 +105,19 @@ async fn anchor_fingerprints(control: &Control) -> Vec<String> {
         .collect()
 }
 
-/// `weft check -o json` once the control plane reports the proxy of `default/ratings` probed.
-async fn report_with_ratings(api: SocketAddr) -> (i32, Value) {
-    eventually("the control plane probes default/ratings", SOON, || async {
-        let (code, doc) = check_json(api).await;
-        let probed = (doc["proxies"].as_array().into_iter().flatten()).any(|p| {
-            p["name"] == "ratings" && (p["chains_to"].is_string() || p["chain_error"].is_string())
-        });
-        probed.then_some((code, doc))
-    })
+/// `weft check -o json` once the control plane reports the proxy of `default/NAME` probed.
+async fn report_with(api: SocketAddr, name: &str) -> (i32, Value) {
+    eventually(
+        &format!("the control plane probes default/{name}"),
+        SOON,
+        || async {
+            let (code, doc) = check_json(api).await;
+            let probed = (doc["proxies"].as_array().into_iter().flatten()).any(|p| {
+                p["name"] == name && (p["chains_to"].is_string() || p["chain_error"].is_string())
+            });
+            probed.then_some((code, doc))
+        },
+    )
     .await
 }
 
@@ -125,7 +134,7 @@ async fn every_check_passes_on_a_healthy_mesh_and_a_bad_document_fails_with_a_hi
     let (_ratings, admin) = meshed_ratings(&control, tmp.path()).await;
 
     // 1. Healthy: every check passes, exit 0, and the facts behind them are the real ones.
-    let (code, doc) = report_with_ratings(control.api).await;
+    let (code, doc) = report_with(control.api, "ratings").await;
     let all = checks(&doc);
     let not_ok: Vec<_> = all.iter().filter(|c| c["status"] != "ok").collect();
     assert!(not_ok.is_empty(), "checks not ok: {not_ok:#?}");
@@ -208,52 +217,50 @@ async fn a_proxy_holding_a_certificate_of_a_replaced_ca_is_not_on_the_anchors() 
     let tmp = TempDir::new("check-anchors");
     let store = tmp.subdir("store");
     let ca_dir = tmp.path().join("ca");
-    let init = |dir: &Path| {
-        let out = std::process::Command::new(weft_bin())
-            .args(["identity", "init", "--dir"])
-            .arg(dir)
-            .output()
-            .expect("weft identity init");
-        assert!(out.status.success(), "{out:?}");
-    };
-    init(&ca_dir);
-    write_docs(
+    mtls_mesh::init_ca(&ca_dir).await;
+    let control = mtls_mesh::start_control(
         &store,
-        "services.yaml",
-        &[service("ratings", "ratings", 80, "http")],
+        tmp.path(),
+        ControlOpts {
+            identity_dir: Some(&ca_dir),
+            ..ControlOpts::default()
+        },
+    )
+    .await;
+    // A sidecar given the anchors inline (no file to follow): it keeps its certificate and
+    // anchors until its renewal, whatever the control plane does meanwhile. Its workload names
+    // its forward port and its admin server, as `weft run --explicit` registers them.
+    let anchors = mtls_mesh::trust_anchors(&control).await;
+    let id = IdentitySource::new(&control, &anchors);
+    let echo = EchoServer::start("echo").await;
+    let spec = ProxySpec::new("web", control.grpc).forward(&[echo.port()]);
+    let spec = mtls_mesh::with_identity(spec, "web", tmp.path(), &id);
+    let proxy = mtls_mesh::spawn_unready(spec, "web", tmp.path()).await;
+    let doc = workload_doc(
+        "default",
+        "web",
+        &[("app", "web")],
+        "127.0.0.1",
+        &[
+            ("http", proxy.forward_addr(echo.port()).port()),
+            ("linkerd-admin", proxy.admin.port()),
+        ],
     );
-    let mut cmd = Command::new(weft_bin());
-    cmd.arg("control")
-        .arg("--store")
-        .arg(&store)
-        .arg("--identity-dir")
-        .arg(&ca_dir)
-        .args(["--grpc-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"]);
-    set_pdeathsig(&mut cmd);
-    let mut proc = ChildProc::spawn("control", cmd, tmp.path());
-    let line = proc.listening_line(SOON).await.expect("listening line");
-    let addr = |key: &str| -> SocketAddr {
-        line[key]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{key} in {line}"))
-    };
-    let control = Control {
-        grpc: addr("grpc"),
-        api: addr("api"),
-        proc,
-        store: store.clone(),
-    };
-    control.wait_ready().await;
-    let (_ratings, _admin) = meshed_ratings(&control, tmp.path()).await;
-    let (code, doc) = report_with_ratings(control.api).await;
+    let token = mtls_mesh::register(&control, "web", &doc).await;
+    mtls_mesh::write_token(tmp.path(), "web", &token);
+    proxy.wait_ready().await;
+    let (code, doc) = report_with(control.api, "web").await;
     assert_eq!(code, 0, "{doc}");
     let old = anchor_fingerprints(&control).await;
+    assert_eq!(
+        doc["proxies"][0]["chains_to"].as_str(),
+        old.first().map(String::as_str)
+    );
 
-    // Another CA replaces the directory's files; the control plane picks it up within seconds,
-    // while the proxy keeps serving the certificate the old one issued.
+    // Another CA replaces the directory's files; the control plane issues from it within
+    // seconds, while the proxy keeps serving the certificate the old one issued.
     let other = tmp.path().join("other-ca");
-    init(&other);
+    mtls_mesh::init_ca(&other).await;
     for f in [
         "trust-anchors.pem",
         "issuer.crt",
@@ -268,26 +275,29 @@ async fn a_proxy_holding_a_certificate_of_a_replaced_ca_is_not_on_the_anchors() 
     })
     .await;
 
+    let (code, out, _) = weft_check(control.api, &[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("× data plane proxies are on the control plane's trust anchors\n    default/web: its certificate chain ends at "),
+        "{out}"
+    );
     let (code, doc) = check_json(control.api).await;
     assert_eq!(code, 1, "{doc}");
     let all = checks(&doc);
-    let anchors = check(&all, "proxies-trust-anchors");
-    assert_eq!(anchors["status"], "error", "{anchors}");
-    let detail = anchors["details"][0].as_str().unwrap_or_default();
+    let on_anchors = check(&all, "proxies-trust-anchors");
+    assert_eq!(on_anchors["status"], "error", "{on_anchors}");
+    let detail = on_anchors["details"][0].as_str().unwrap_or_default();
     assert!(
-        detail.starts_with("default/ratings: its certificate chain ends at ")
+        detail.starts_with("default/web: its certificate chain ends at ")
             && detail.ends_with("signed by none of the control plane's 1 trust anchor(s)"),
         "{detail}"
     );
-    assert!(anchors["hint"].as_str().is_some(), "{anchors}");
+    assert!(on_anchors["hint"].as_str().is_some(), "{on_anchors}");
     assert_eq!(doc["proxies"][0]["chains_to"], Value::Null, "{doc}");
-    // The control plane's own CA is fine: only the proxy is off.
-    for id in [
-        "identity-issuer-valid",
-        "identity-issuer-chain",
-        "identity-anchors-valid",
-        "proxies-ready",
-    ] {
-        assert_eq!(check(&all, id)["status"], "ok", "{id}: {doc}");
-    }
+    // The control plane's own CA is fine, and the proxy is otherwise healthy: only this fails.
+    let failing: Vec<_> = (all.iter())
+        .filter(|c| c["status"] != "ok")
+        .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(failing, vec!["proxies-trust-anchors"], "{doc}");
 }
