@@ -80,7 +80,7 @@ fn a_fresh_ca_passes_every_identity_check() {
     let t = now();
     let anchor = cert("root", t - DAY, t + 3650 * DAY, true, None);
     let issuer = cert("issuer", t - DAY, t + 365 * DAY, true, Some(&anchor));
-    let checks = identity_checks(t, &[anchor.der.clone()], &issuer.der);
+    let checks = identity_checks(t, std::slice::from_ref(&anchor.der), &issuer.der);
     assert!(
         checks
             .iter()
@@ -100,7 +100,7 @@ fn an_issuer_expiring_within_60_days_warns_and_an_expired_one_fails() {
     let t = now();
     let anchor = cert("root", t - DAY, t + 3650 * DAY, true, None);
     let soon = cert("issuer", t - DAY, t + 10 * DAY, true, Some(&anchor));
-    let checks = identity_checks(t, &[anchor.der.clone()], &soon.der);
+    let checks = identity_checks(t, std::slice::from_ref(&anchor.der), &soon.der);
     let expiry = find(&checks, "identity-issuer-expiry");
     assert_eq!(expiry.status, Status::Warning, "{checks:#?}");
     assert!(
@@ -116,7 +116,7 @@ fn an_issuer_expiring_within_60_days_warns_and_an_expired_one_fails() {
     assert_eq!(find(&checks, "identity-issuer-valid").status, Status::Ok);
 
     let expired = cert("issuer", t - 10 * DAY, t - DAY, true, Some(&anchor));
-    let checks = identity_checks(t, &[anchor.der.clone()], &expired.der);
+    let checks = identity_checks(t, std::slice::from_ref(&anchor.der), &expired.der);
     let valid = find(&checks, "identity-issuer-valid");
     assert_eq!(valid.status, Status::Error, "{checks:#?}");
     assert!(
@@ -133,7 +133,7 @@ fn an_issuer_signed_by_another_anchor_fails_the_chain_check() {
     let ours = cert("root", t - DAY, t + 3650 * DAY, true, None);
     let theirs = cert("other-root", t - DAY, t + 3650 * DAY, true, None);
     let issuer = cert("issuer", t - DAY, t + 365 * DAY, true, Some(&theirs));
-    let checks = identity_checks(t, &[ours.der.clone()], &issuer.der);
+    let checks = identity_checks(t, std::slice::from_ref(&ours.der), &issuer.der);
     let chain = find(&checks, "identity-issuer-chain");
     assert_eq!(chain.status, Status::Error, "{checks:#?}");
     assert!(
@@ -179,7 +179,8 @@ fn a_proxy_chain_leads_to_the_anchor_that_issued_it_or_to_none() {
     assert_eq!(dns_names(&leaf.der), vec![ID.to_string()]);
 
     // The mesh's anchors rotated to `other`, but the proxy still holds a leaf of the old chain.
-    let err = chain_anchor(&chain, &[other.der.clone()]).expect_err("mismatched anchors");
+    let err =
+        chain_anchor(&chain, std::slice::from_ref(&other.der)).expect_err("mismatched anchors");
     assert!(
         err.contains(
             "ends at CN=issuer (issued by CN=root), signed by none of the control plane's 1"
@@ -187,12 +188,13 @@ fn a_proxy_chain_leads_to_the_anchor_that_issued_it_or_to_none() {
         "{err}"
     );
     // A leaf presented without its issuer leads nowhere either.
-    let err = chain_anchor(&chain[..1], &[anchor.der.clone()]).expect_err("no intermediate");
+    let err =
+        chain_anchor(&chain[..1], std::slice::from_ref(&anchor.der)).expect_err("no intermediate");
     assert!(
         err.contains("ends at CN=leaf (issued by CN=issuer)"),
         "{err}"
     );
-    assert!(chain_anchor(&[], &[anchor.der.clone()]).is_err());
+    assert!(chain_anchor(&[], std::slice::from_ref(&anchor.der)).is_err());
 }
 
 fn healthy(name: &str, t: i64) -> ProxyFacts {
