@@ -111,11 +111,13 @@ async fn get(
 }
 
 /// `GET path` until it answers 200 or `deadline` passes; the last answer or error in words.
+/// The first failure that is retried is said on stderr.
 async fn until_ok(
     addr: SocketAddr,
     path: &str,
     deadline: Instant,
 ) -> Result<(http::Response<Bytes>, SystemTime, SystemTime), String> {
+    let mut said = false;
     loop {
         let why = match get(addr, path, client::REQUEST_TIMEOUT).await {
             Ok(ok) if ok.0.status().is_success() => return Ok(ok),
@@ -128,6 +130,15 @@ async fn until_ok(
         };
         if Instant::now() + RETRY_EVERY > deadline {
             return Err(why);
+        }
+        if !said {
+            // Once, on stderr (stdout is the report): the wait is not a hang.
+            let left = deadline.saturating_duration_since(Instant::now());
+            eprintln!(
+                "weft check: waiting up to {}s for the control plane ({why})",
+                left.as_secs()
+            );
+            said = true;
         }
         tokio::time::sleep(RETRY_EVERY).await;
     }

@@ -12,6 +12,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 use mtls_mesh::{ControlOpts, IdentitySource};
 use serde_json::Value;
@@ -20,6 +22,7 @@ use support::{
     eventually, free_port, http_get, service, set_pdeathsig, weft_bin, workload_doc, write_docs,
     ChildProc, Control, ProxySpec, TempDir, SOON,
 };
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 
 /// `weft check --api-addr API ARGS`: exit code, stdout, stderr.
@@ -300,4 +303,63 @@ async fn a_proxy_holding_a_certificate_of_a_replaced_ca_is_not_on_the_anchors() 
         .map(|c| c["id"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(failing, vec!["proxies-trust-anchors"], "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_retries_until_the_control_plane_is_up() {
+    let tmp = TempDir::new("check-wait");
+    let store = tmp.subdir("store");
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+
+    // Without --wait, nothing there yet is one failed check and exit 1.
+    let (code, out, _) = weft_check(api, &[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("× control plane API answers at {api}\n")),
+        "{out}"
+    );
+
+    // With --wait, `weft check` keeps asking: the control plane starts once it says it waits.
+    let mut waiting = Command::new(weft_bin());
+    waiting
+        .args(["check", "--wait", "60s", "--api-addr", &api.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut waiting = waiting.spawn().expect("weft check --wait starts");
+    let mut stderr = BufReader::new(waiting.stderr.take().expect("stderr")).lines();
+    let said = tokio::time::timeout(SOON, stderr.next_line())
+        .await
+        .expect("weft check says it waits")
+        .expect("stderr")
+        .unwrap_or_default();
+    assert!(
+        said.starts_with("weft check: waiting up to ")
+            && said.contains("s for the control plane (GET http://"),
+        "{said}"
+    );
+    let mut cmd = Command::new(weft_bin());
+    cmd.arg("control").arg("--store").arg(&store).args([
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--api-addr",
+        &api.to_string(),
+    ]);
+    set_pdeathsig(&mut cmd);
+    let _control = ChildProc::spawn("control", cmd, tmp.path());
+    let out = tokio::time::timeout(Duration::from_secs(60), waiting.wait_with_output()).await;
+    let out = out
+        .expect("weft check --wait ended")
+        .expect("weft check --wait ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("✔ control plane API answers at {api}\n"))
+            && stdout.ends_with("Status check results are ✔\n"),
+        "{stdout}"
+    );
 }
