@@ -142,7 +142,7 @@ async fn every_check_passes_on_a_healthy_mesh_and_a_bad_document_fails_with_a_hi
     let not_ok: Vec<_> = all.iter().filter(|c| c["status"] != "ok").collect();
     assert!(not_ok.is_empty(), "checks not ok: {not_ok:#?}");
     assert_eq!((code, &doc["success"]), (0, &Value::Bool(true)), "{doc}");
-    assert_eq!(all.len(), 14, "{all:#?}");
+    assert_eq!(all.len(), 15, "{all:#?}");
     let proxy = &doc["proxies"][0];
     assert_eq!(proxy["admin"], admin.to_string(), "{proxy}");
     assert_eq!(proxy["identity"], true, "{proxy}");
@@ -204,7 +204,7 @@ async fn every_check_passes_on_a_healthy_mesh_and_a_bad_document_fails_with_a_hi
         "{out}"
     );
     assert!(out.ends_with("Status check results are ×\n"), "{out}");
-    assert!(err.contains("weft: check: 1 of 14 checks failed"), "{err}");
+    assert!(err.contains("weft: check: 1 of 15 checks failed"), "{err}");
     // Everything else still passes: one bad document holds nothing else back.
     let (code, doc) = check_json(control.api).await;
     assert_eq!((code, &doc["success"]), (1, &Value::Bool(false)));

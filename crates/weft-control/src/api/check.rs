@@ -161,7 +161,7 @@ pub async fn run(store: &StoreStatus, ca: &Ca, state: &State, grpc_addr: SocketA
         .collect()
         .await;
     let now = unix(SystemTime::now());
-    let mut checks = vec![store_check(store)];
+    let mut checks = vec![store_check(store), statuses_check(store)];
     checks.extend(identity_checks(now, &anchors, ca.issuer_der()));
     checks.extend(data_plane_checks(now, ca.lifetime(), &anchors, &proxies));
     Report {
@@ -185,6 +185,57 @@ pub fn store_check(store: &StoreStatus) -> Check {
         "each document listed keeps its last good version in force (nothing if it never had \
          one); fix it and the control plane applies it at its next poll (GET /v1/store lists \
          the errors)",
+    )
+}
+
+/// `store-statuses`: every route and policy in force is accepted and resolves its references
+/// (Gateway API conditions, as `GET /v1/store` reports them). A document that applied but does
+/// nothing is a warning: the mesh runs, not as the document says.
+pub fn statuses_check(store: &StoreStatus) -> Check {
+    let mut c = Check::new(
+        "store-statuses",
+        SECTION_STORE,
+        "routes and policies are accepted and resolve their references",
+    );
+    let says = |cond: &crate::index::routes::Condition| {
+        let message = if cond.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", cond.message)
+        };
+        format!("{} {}{message}", cond.kind, cond.reason)
+    };
+    for r in &store.routes {
+        for p in &r.parents {
+            for cond in p.conditions.iter().filter(|c| c.status != "True") {
+                let parent = &p.parent_ref;
+                let port = parent.port.map(|p| format!(":{p}")).unwrap_or_default();
+                c.found(
+                    Status::Warning,
+                    format!(
+                        "{} {}/{} (parent {} {}/{}{port}): {}",
+                        r.kind,
+                        r.namespace,
+                        r.name,
+                        parent.kind,
+                        parent.namespace,
+                        parent.name,
+                        says(cond)
+                    ),
+                );
+            }
+        }
+    }
+    for p in &store.policies {
+        for cond in p.conditions.iter().filter(|c| c.status != "True") {
+            c.found(
+                Status::Warning,
+                format!("{} {}/{}: {}", p.kind, p.namespace, p.name, says(cond)),
+            );
+        }
+    }
+    c.hint_unless_ok(
+        "each listed resource applies nothing (or only part) until what it names exists or its          conflict is gone; docs/traffic.md and docs/policy.md (\"Status\") explain each reason",
     )
 }
 

@@ -361,3 +361,65 @@ fn http_dates_and_the_skew_they_bound() {
     );
     assert_eq!(human(Duration::from_secs(90)), "1m 30s");
 }
+
+#[test]
+fn routes_and_policies_not_accepted_warn() {
+    use crate::index::routes::{Condition, ParentRefStatus, ParentStatus};
+    use crate::index::{PolicyStatus, RouteStatus};
+    let cond = |kind, status, reason, message: &str| Condition {
+        kind,
+        status,
+        reason,
+        message: message.into(),
+    };
+    let mut store = StoreStatus {
+        routes: vec![RouteStatus {
+            group: "gateway.networking.k8s.io",
+            kind: "HTTPRoute",
+            namespace: "default".into(),
+            name: "web-canary".into(),
+            parents: vec![ParentStatus {
+                parent_ref: ParentRefStatus {
+                    group: "core".into(),
+                    kind: "Service".into(),
+                    namespace: "default".into(),
+                    name: "web".into(),
+                    port: Some(8080),
+                },
+                controller_name: "weft",
+                conditions: vec![
+                    cond("Accepted", "True", "Accepted", ""),
+                    cond("ResolvedRefs", "True", "ResolvedRefs", ""),
+                ],
+            }],
+        }],
+        ..StoreStatus::default()
+    };
+    let ok = statuses_check(&store);
+    assert_eq!((ok.status, ok.details.len()), (Status::Ok, 0), "{ok:?}");
+
+    store.routes[0].parents[0].conditions[1] = cond(
+        "ResolvedRefs",
+        "False",
+        "BackendNotFound",
+        "no Service default/web-v2",
+    );
+    store.policies.push(PolicyStatus {
+        group: "policy.linkerd.io",
+        kind: "AuthorizationPolicy",
+        namespace: "default".into(),
+        name: "web-authz".into(),
+        conditions: vec![cond("Accepted", "False", "TargetNotFound", "")],
+    });
+    let warn = statuses_check(&store);
+    assert_eq!(warn.status, Status::Warning, "{warn:?}");
+    assert_eq!(
+        warn.details,
+        vec![
+            "HTTPRoute default/web-canary (parent Service default/web:8080): ResolvedRefs \
+             BackendNotFound: no Service default/web-v2",
+            "AuthorizationPolicy default/web-authz: Accepted TargetNotFound",
+        ]
+    );
+    assert!(warn.hint.is_some());
+}
