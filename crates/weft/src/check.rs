@@ -38,10 +38,11 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
     weft check --wait 1m          # wait for the control plane to come up first\n  \
     weft check --api-addr 127.0.0.1:18085 -o json | jq '.sections[].checks[] | select(.status != \"ok\")'\n\n\
     Checks: the control plane (API, readiness, gRPC port, clock), the store (every document \
-    applied; routes and policies accepted), identity (issuer and trust anchors valid, not expiring within 60 days, issuer \
-    signed by an anchor), and every meshed proxy (ready, certificate valid and not past its \
-    renewal, issued under the control plane's trust anchors, clock within 5s). Exits 1 when a \
-    check fails (×); warnings (‼) do not. See docs/observability.md#weft-check.")]
+    applied; routes and policies accepted), identity (issuer and trust anchors valid, not \
+    expiring within 60 days, issuer signed by an anchor), and every meshed proxy (ready, \
+    certificate valid and not past its renewal, issued under the control plane's trust \
+    anchors, clock within 5s). Exits 1 when a check fails (×); warnings (‼) do not. See \
+    docs/observability.md#weft-check.")]
 pub struct CheckArgs {
     #[command(flatten)]
     pub api: crate::get::ApiAddr,
