@@ -235,7 +235,8 @@ pub fn statuses_check(store: &StoreStatus) -> Check {
         }
     }
     c.hint_unless_ok(
-        "each listed resource applies nothing (or only part) until what it names exists or its          conflict is gone; docs/traffic.md and docs/policy.md (\"Status\") explain each reason",
+        "each listed resource applies nothing (or only part) until what it names exists or its \
+         conflict is gone; docs/traffic.md and docs/policy.md (\"Status\") explain each reason",
     )
 }
 

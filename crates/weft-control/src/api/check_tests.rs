@@ -162,6 +162,7 @@ fn anchors_expiring_soon_warn_and_expired_anchors_fail() {
         ]
     );
     assert!(find(&checks, "identity-anchors-valid").details[0].contains("CN=old-root is expired"));
+    no_double_spaces(&checks);
     assert!(find(&checks, "identity-anchors-expiry").details[0].contains("CN=root expires at"));
 }
 
@@ -312,6 +313,7 @@ fn mismatched_anchors_not_ready_proxies_and_skewed_clocks() {
         find(&checks, "proxies-ready").details,
         vec!["default/down: GET http://127.0.0.1:4191/ready answered 503 Service Unavailable"]
     );
+    no_double_spaces(&checks);
     assert_eq!(
         find(&checks, "proxies-clock-skew").details,
         vec!["default/ahead: its clock is 12.0s ahead of the control plane's (±0.6s)"]
@@ -422,4 +424,13 @@ fn routes_and_policies_not_accepted_warn() {
         ]
     );
     assert!(warn.hint.is_some());
+    no_double_spaces(&[warn]);
+}
+
+/// A hint is one line of words: no run of spaces left by a broken string continuation.
+fn no_double_spaces(checks: &[Check]) {
+    for c in checks {
+        let hint = c.hint.as_deref().unwrap_or_default();
+        assert!(!hint.contains("  "), "{}: {hint:?}", c.id);
+    }
 }
