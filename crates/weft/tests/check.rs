@@ -169,7 +169,7 @@ async fn every_check_passes_on_a_healthy_mesh_and_a_bad_document_fails_with_a_hi
         "weft-store\n----------\n✔ every document of the store is applied\n",
         "✔ issuer certificate is signed by a trust anchor\n",
         "✔ data plane proxies are ready (1 meshed)\n",
-        "✔ data plane proxies are on the control plane's trust anchors\n",
+        "✔ data plane proxies are on the control plane's trust anchors (1 of 1 probed)\n",
         "Status check results are ✔\n",
     ] {
         assert!(out.contains(line), "no {line:?} in:\n{out}");
@@ -281,7 +281,7 @@ async fn a_proxy_holding_a_certificate_of_a_replaced_ca_is_not_on_the_anchors() 
     let (code, out, _) = weft_check(control.api, &[]).await;
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("× data plane proxies are on the control plane's trust anchors\n    default/web: its certificate chain ends at "),
+        out.contains("× data plane proxies are on the control plane's trust anchors (1 of 1 probed)\n    default/web: its certificate chain ends at "),
         "{out}"
     );
     let (code, doc) = check_json(control.api).await;

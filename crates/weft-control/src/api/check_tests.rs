@@ -225,6 +225,18 @@ fn healthy_proxies_pass_every_data_plane_check() {
         find(&checks, "proxies-ready").description,
         "data plane proxies are ready (2 meshed)"
     );
+    assert_eq!(
+        find(&checks, "proxies-trust-anchors").description,
+        "data plane proxies are on the control plane's trust anchors (2 of 2 probed)"
+    );
+    // A client (its workload names no port but its admin) cannot be probed: not a problem,
+    // only not counted.
+    let mut client = healthy("client", t);
+    (client.tls_probe, client.chains_to) = (None, None);
+    let checks = data_plane_checks(t, day, &anchors, &[healthy("a", t), client]);
+    let same = find(&checks, "proxies-trust-anchors");
+    assert_eq!(same.status, Status::Ok, "{same:?}");
+    assert!(same.description.ends_with("(1 of 2 probed)"), "{same:?}");
     // No meshed proxy: nothing to fail.
     let checks = data_plane_checks(t, day, &anchors, &[]);
     assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:#?}");
