@@ -62,4 +62,5 @@ async fn every_check_passes_for_a_pod_in_transparent_mode() {
         assert_eq!(proxy["not_ready"], Value::Null, "{proxy}");
     }
     host.assert_unchanged();
+    let _ = std::fs::remove_dir_all(&store);
 }

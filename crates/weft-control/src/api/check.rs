@@ -601,13 +601,32 @@ pub fn chain_anchor(chain: &[Vec<u8>], anchors: &[Vec<u8>]) -> Result<String, St
             None => break,
         }
     }
+    // Anchors of two CAs often share their names: the signer's key id tells them apart.
+    let key_id = authority_key_id(current)
+        .map(|id| format!(", key id {id}"))
+        .unwrap_or_default();
     Err(format!(
-        "its certificate chain ends at {} (issued by {}), signed by none of the control plane's \
-         {} trust anchor(s)",
+        "its certificate chain ends at {} (issued by {}{key_id}), signed by none of the control \
+         plane's {} trust anchor(s)",
         subject(current),
         current.issuer(),
         anchors.len()
     ))
+}
+
+/// The authority key identifier of a certificate (its signer's subject key identifier), as
+/// `openssl x509 -text` shows it: colon-separated hex.
+fn authority_key_id(c: &X509Certificate<'_>) -> Option<String> {
+    c.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                let id = aki.key_identifier.as_ref()?;
+                let hex: Vec<String> = id.0.iter().map(|b| format!("{b:02X}")).collect();
+                Some(hex.join(":"))
+            }
+            _ => None,
+        })
 }
 
 /// The DNS names of a leaf certificate (its subjectAltName).

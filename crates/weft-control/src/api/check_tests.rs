@@ -42,6 +42,8 @@ fn params(cn: &str, from: i64, to: i64, ca: bool) -> CertificateParams {
     }
     p.not_before = at(from);
     p.not_after = at(to);
+    // As `weft identity init` makes them: a signed certificate names its signer's key.
+    p.use_authority_key_identifier_extension = true;
     p
 }
 
@@ -183,16 +185,34 @@ fn a_proxy_chain_leads_to_the_anchor_that_issued_it_or_to_none() {
     let err =
         chain_anchor(&chain, std::slice::from_ref(&other.der)).expect_err("mismatched anchors");
     assert!(
-        err.contains(
-            "ends at CN=issuer (issued by CN=root), signed by none of the control plane's 1"
-        ),
+        err.contains("ends at CN=issuer (issued by CN=root, key id ")
+            && err.ends_with("), signed by none of the control plane's 1 trust anchor(s)"),
         "{err}"
     );
+    // The key id is the one of the anchor that signed the issuer: another root's differs.
+    let id = |e: &str| {
+        e.split("key id ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .map(str::to_string)
+    };
+    let other_issuer = cert("issuer", t - DAY, t + 365 * DAY, true, Some(&other));
+    let other_leaf = cert("leaf", t - 60, t + DAY, false, Some(&other_issuer));
+    let err2 = chain_anchor(
+        &[other_leaf.der.clone(), other_issuer.der.clone()],
+        std::slice::from_ref(&anchor.der),
+    )
+    .expect_err("other CA");
+    assert!(
+        id(&err).is_some_and(|i| i.len() == 59 && i.contains(':')),
+        "{err}"
+    );
+    assert_ne!(id(&err), id(&err2), "{err}\n{err2}");
     // A leaf presented without its issuer leads nowhere either.
     let err =
         chain_anchor(&chain[..1], std::slice::from_ref(&anchor.der)).expect_err("no intermediate");
     assert!(
-        err.contains("ends at CN=leaf (issued by CN=issuer)"),
+        err.contains("ends at CN=leaf (issued by CN=issuer, key id "),
         "{err}"
     );
     assert!(chain_anchor(&[], std::slice::from_ref(&anchor.der)).is_err());
