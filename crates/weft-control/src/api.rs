@@ -1,7 +1,8 @@
 //! The HTTP API (hyper, HTTP/1): workload registration (which also issues the workload's
 //! identity token), store status, the CA's trust anchors and rotation status, golden metrics
 //! from the proxies' telemetry (`api/stat.rs`), who talks to whom with which identities
-//! (`api/edges.rs`) and per-route metrics (`api/routes.rs`), and health.
+//! (`api/edges.rs`), per-route metrics (`api/routes.rs`), the control plane's half of `weft check`
+//! (`api/check.rs`), and health.
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
@@ -25,6 +26,8 @@ use tokio::sync::watch;
 
 #[path = "api/authz.rs"]
 mod authz;
+#[path = "api/check.rs"]
+pub mod check;
 #[path = "api/edges.rs"]
 mod edges;
 #[path = "api/params.rs"]
@@ -51,6 +54,8 @@ pub struct Ctx {
     pub telemetry: Telemetry,
     /// When set, `GET /v1/stat/...` answers from this Prometheus instead of `telemetry`.
     pub prometheus: Option<crate::telemetry::prometheus::Prometheus>,
+    /// Where the gRPC services listen (`GET /v1/check` tells `weft check`).
+    pub grpc_addr: std::net::SocketAddr,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
@@ -124,6 +129,12 @@ async fn handle(
             }
         }
         (Method::GET, ["v1", "store"]) => reply(StatusCode::OK, json!(ctx.store.status())),
+        (Method::GET, ["v1", "check"]) => {
+            let ca = ctx.ca.borrow().clone();
+            let state = ctx.index.state();
+            let report = check::run(&ctx.store.status(), &ca, &state, ctx.grpc_addr).await;
+            reply(StatusCode::OK, json!(report))
+        }
         (Method::GET, ["v1", "identity", "status"]) => identity_status(&ctx),
         (Method::GET, ["v1", "identity", "trust-anchors"]) => {
             let pem = ctx.ca.borrow().trust_anchors_pem().to_string();
@@ -226,6 +237,7 @@ async fn handle(
             ["live"]
             | ["ready"]
             | ["v1", "store"]
+            | ["v1", "check"]
             | ["v1", "identity", "trust-anchors"]
             | ["v1", "identity", "status"]
             | ["v1", "services"]

@@ -374,6 +374,11 @@ impl Ca {
         &self.issuer_info
     }
 
+    /// The issuer certificate, DER (what `weft check` verifies against the anchors).
+    pub fn issuer_der(&self) -> &[u8] {
+        &self.issuer_der
+    }
+
     /// Fingerprint of the anchor every leaf issued now chains to.
     pub fn issuer_anchor(&self) -> &str {
         &self.issuer_anchor

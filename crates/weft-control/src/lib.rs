@@ -263,6 +263,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             identity_dir: config.identity_dir.clone(),
             telemetry,
             prometheus: config.prometheus_url.clone(),
+            grpc_addr,
         },
         shutdown_rx.clone(),
     ));

@@ -21,6 +21,7 @@ fn say_line(args: std::fmt::Arguments<'_>) {
 }
 
 mod authz;
+mod check;
 mod control;
 mod demo;
 mod edges;
@@ -55,6 +56,9 @@ enum Command {
     /// Show the inbound policy in force on each port of a workload: the Server or default
     /// policy deciding it, its routes, and who each authorization admits.
     Authz(authz::AuthzArgs),
+    /// Check the mesh's health: the control plane, the store, identity and every meshed proxy,
+    /// one ✔/‼/× line per check with hints; exits 1 when a check fails.
+    Check(check::CheckArgs),
     /// Run a meshed demo application (web, books, books-v2, ratings, traffic, each with a
     /// weft-proxy sidecar) and show live golden metrics per service, edge and route; after 20 s
     /// it applies a traffic policy (retries on ratings, a 90/10 canary of books).
@@ -93,6 +97,7 @@ fn main() -> std::process::ExitCode {
         Command::Identity(_)
         | Command::Get(_)
         | Command::Authz(_)
+        | Command::Check(_)
         | Command::Stat(_)
         | Command::Edges(_)
         | Command::Routes(_) => "warn",
@@ -112,6 +117,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Control(args) => control::run(args).await,
             Command::Authz(args) => authz::run(args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Edges(args) => edges::run(args).await,
             Command::Get(args) => get::run(args).await,

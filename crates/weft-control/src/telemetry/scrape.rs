@@ -1,5 +1,6 @@
-//! One `GET /metrics` of a proxy's admin server: plain HTTP/1 over a fresh TCP connection, with
-//! a time limit over the whole exchange and a cap on the body.
+//! One `GET` of a proxy's admin server (`/metrics` for telemetry, `/ready` for `weft check`):
+//! plain HTTP/1 over a fresh TCP connection, with a time limit over the whole exchange and a cap
+//! on the body.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,25 +25,48 @@ pub enum ScrapeError {
     },
     #[error("no answer from {addr} within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
-    #[error("GET http://{addr}/metrics: {source}")]
+    #[error("GET http://{addr}{path}: {source}")]
     Http {
         addr: SocketAddr,
+        path: &'static str,
         source: hyper::Error,
     },
-    #[error("GET http://{addr}/metrics answered {status}")]
+    #[error("GET http://{addr}{path} answered {status}")]
     Status {
         addr: SocketAddr,
+        path: &'static str,
         status: StatusCode,
     },
-    #[error("GET http://{addr}/metrics: the body is larger than {MAX_BODY} bytes")]
-    TooLarge { addr: SocketAddr },
-    #[error("GET http://{addr}/metrics: reading the body: {message}")]
-    Body { addr: SocketAddr, message: String },
+    #[error("GET http://{addr}{path}: the body is larger than {MAX_BODY} bytes")]
+    TooLarge {
+        addr: SocketAddr,
+        path: &'static str,
+    },
+    #[error("GET http://{addr}{path}: reading the body: {message}")]
+    Body {
+        addr: SocketAddr,
+        path: &'static str,
+        message: String,
+    },
 }
 
 /// The `/metrics` text of the admin server at `addr`.
 pub async fn metrics(addr: SocketAddr) -> Result<String, ScrapeError> {
-    tokio::time::timeout(TIMEOUT, fetch(addr))
+    let path = "/metrics";
+    let response = get(addr, path).await?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(ScrapeError::Status { addr, path, status });
+    }
+    Ok(String::from_utf8_lossy(response.body()).into_owned())
+}
+
+/// `GET path` of the admin server at `addr`, whatever its status, within [`TIMEOUT`].
+pub async fn get(
+    addr: SocketAddr,
+    path: &'static str,
+) -> Result<http::Response<Bytes>, ScrapeError> {
+    tokio::time::timeout(TIMEOUT, fetch(addr, path))
         .await
         .unwrap_or(Err(ScrapeError::Timeout {
             addr,
@@ -50,8 +74,8 @@ pub async fn metrics(addr: SocketAddr) -> Result<String, ScrapeError> {
         }))
 }
 
-async fn fetch(addr: SocketAddr) -> Result<String, ScrapeError> {
-    let http = |source| ScrapeError::Http { addr, source };
+async fn fetch(addr: SocketAddr, path: &'static str) -> Result<http::Response<Bytes>, ScrapeError> {
+    let http = |source| ScrapeError::Http { addr, path, source };
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|source| ScrapeError::Connect { addr, source })?;
@@ -61,30 +85,28 @@ async fn fetch(addr: SocketAddr) -> Result<String, ScrapeError> {
         .await
         .map_err(http)?;
     let exchange = async move {
-        let request = Request::get("/metrics")
+        let request = Request::get(path)
             .header(http::header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
             .expect("a valid request");
         let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(ScrapeError::Status { addr, status });
-        }
-        let body = Limited::new(response.into_body(), MAX_BODY)
+        let (head, body) = response.into_parts();
+        let body = Limited::new(body, MAX_BODY)
             .collect()
             .await
             .map_err(|e| {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
-                    ScrapeError::TooLarge { addr }
+                    ScrapeError::TooLarge { addr, path }
                 } else {
                     ScrapeError::Body {
                         addr,
+                        path,
                         message: e.to_string(),
                     }
                 }
             })?
             .to_bytes();
-        Ok(String::from_utf8_lossy(&body).into_owned())
+        Ok(http::Response::from_parts(head, body))
     };
     // The connection is driven here, not by a task of its own, so that it closes with this
     // future (after the answer, or when the time limit drops it).

@@ -47,6 +47,15 @@ pub async fn send(
     addr: SocketAddr,
     request: Request<Full<Bytes>>,
 ) -> anyhow::Result<Response<Bytes>> {
+    send_within(addr, request, REQUEST_TIMEOUT).await
+}
+
+/// [`send`] with another time limit (an answer the server takes long to compute).
+pub async fn send_within(
+    addr: SocketAddr,
+    request: Request<Full<Bytes>>,
+    limit: Duration,
+) -> anyhow::Result<Response<Bytes>> {
     let exchange = async {
         let mut sender = connect(addr).await?;
         let response = sender
@@ -55,9 +64,9 @@ pub async fn send(
             .context("sending request")?;
         collect(response).await
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(limit, exchange)
         .await
-        .with_context(|| format!("request to {addr} timed out"))?
+        .with_context(|| format!("request to {addr} timed out after {limit:?}"))?
 }
 
 /// `GET http://ADDR/PATH`, returning status and body.
