@@ -10,7 +10,7 @@ use std::{convert::Infallible, net::SocketAddr, path::PathBuf, process::Stdio, t
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
@@ -180,6 +180,36 @@ async fn json_access_log_has_linkerds_fields() {
     let processing = entry["processing_ns"].as_u64().unwrap();
     assert!(processing > 0 && processing <= total, "{entry}");
     assert_eq!(entry.as_object().unwrap().len(), 14, "{entry}");
+
+    // HTTP/2 (as a meshed peer sends it, marked to go to the application as HTTP/1.1): the
+    // line is written when the stream's response ends.
+    let io = TokioIo::new(TcpStream::connect(proxy.forward).await.unwrap());
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::post("http://web:8080/two")
+        .header("l5d-orig-proto", "HTTP/1.1")
+        .body(Full::new(Bytes::from_static(b"12345678")))
+        .unwrap();
+    let resp = h2.send_request(req).await.expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    let entry = proxy
+        .line(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v.get("method").is_some())
+        })
+        .await;
+    assert_eq!(entry["version"], "HTTP/2.0", "{entry}");
+    assert_eq!(entry["uri"], "http://web:8080/two");
+    assert_eq!(entry["host"], "web:8080");
+    assert_eq!(entry["request_bytes"], 8);
+    assert_eq!(entry["response_bytes"], 5);
+    assert_eq!(entry["trace_id"], serde_json::Value::Null);
+    assert_eq!(entry["user_agent"], serde_json::Value::Null);
 }
 
 #[tokio::test]
