@@ -18,6 +18,8 @@ use std::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
+use crate::metrics::DetectResult;
+
 /// The HTTP/2 connection preface a prior-knowledge client sends first (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -34,28 +36,68 @@ pub enum Protocol {
     Opaque,
 }
 
+/// How detection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The bytes decided it: HTTP/1, HTTP/2 or not HTTP (opaque).
+    Decided(Protocol),
+    /// Nothing decisive within the timeout (a server-speaks-first client, or an incomplete
+    /// line): opaque.
+    Timeout,
+    /// The peer half-closed first: what it sent is relayed as opaque bytes.
+    Closed,
+}
+
+impl Outcome {
+    /// The protocol the connection is served as.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Outcome::Decided(p) => p,
+            Outcome::Timeout | Outcome::Closed => Protocol::Opaque,
+        }
+    }
+
+    /// The `protocol_detection_total` result.
+    pub fn result(self) -> DetectResult {
+        match self {
+            Outcome::Decided(Protocol::Http1) => DetectResult::Http1,
+            Outcome::Decided(Protocol::Http2) => DetectResult::Http2,
+            Outcome::Decided(Protocol::Opaque) => DetectResult::Opaque,
+            Outcome::Timeout => DetectResult::Timeout,
+            Outcome::Closed => DetectResult::Closed,
+        }
+    }
+}
+
 /// Reads from `io` until the protocol is known (or `timeout` passes, or the peer closes) and
 /// returns it with a stream that replays every byte read.
-pub async fn detect<S>(mut io: S, timeout: Duration) -> io::Result<(Protocol, Prefixed<S>)>
+pub async fn detect<S>(io: S, timeout: Duration) -> io::Result<(Protocol, Prefixed<S>)>
+where
+    S: AsyncRead + Unpin,
+{
+    let (outcome, io) = detect_outcome(io, timeout).await?;
+    Ok((outcome.protocol(), io))
+}
+
+/// [`detect`], saying how it ended.
+pub async fn detect_outcome<S>(mut io: S, timeout: Duration) -> io::Result<(Outcome, Prefixed<S>)>
 where
     S: AsyncRead + Unpin,
 {
     let mut buf = BytesMut::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + timeout;
-    let protocol = loop {
+    let outcome = loop {
         if let Some(p) = classify(&buf) {
-            break p;
+            break Outcome::Decided(p);
         }
         match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            // Timed out: nothing (server speaks first) or an incomplete line: not HTTP we can serve.
-            Err(_) => break Protocol::Opaque,
-            // The peer half-closed before we could tell: relay what it sent as opaque bytes.
-            Ok(Ok(0)) => break Protocol::Opaque,
+            Err(_) => break Outcome::Timeout,
+            Ok(Ok(0)) => break Outcome::Closed,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
         }
     };
-    Ok((protocol, Prefixed::new(buf, io)))
+    Ok((outcome, Prefixed::new(buf, io)))
 }
 
 /// Classifies the bytes read so far; `None` means more bytes are needed.
@@ -317,8 +359,33 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         client.write_all(b"GET /").await.unwrap();
         client.shutdown().await.unwrap();
-        let (p, io) = detect(server, Duration::from_secs(1)).await.unwrap();
-        assert_eq!(p, Protocol::Opaque);
+        let (outcome, io) = detect_outcome(server, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Closed);
+        assert_eq!(outcome.protocol(), Protocol::Opaque);
+        assert_eq!(outcome.result(), DetectResult::Closed);
         assert_eq!(io.prefix(), b"GET /");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_name_how_detection_ended() {
+        let (_client, server) = tokio::io::duplex(64);
+        let (outcome, _) = detect_outcome(server, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(outcome.result(), DetectResult::Timeout);
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(H2_PREFACE).await.unwrap();
+        let (outcome, _) = detect_outcome(server, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(outcome.result(), DetectResult::Http2);
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"\x16\x03\x01").await.unwrap();
+        let (outcome, _) = detect_outcome(server, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(outcome.result(), DetectResult::Opaque);
     }
 }

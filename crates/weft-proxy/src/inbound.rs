@@ -33,12 +33,13 @@
 
 use crate::{
     accept::Accepted,
-    config::{Config, PortSet},
+    access_log,
+    config::{AccessLogFormat, Config, PortSet},
     connect,
     detect::{self, Prefixed, Protocol},
     http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::{tls as id_tls, Identity},
-    metrics::{self as m, Counter, Direction, Labels, TlsLabel},
+    metrics::{self as m, Counter, DetectResult, Direction, Labels, TlsLabel},
     mtls::{self, Peeked, SessionProtocol, TransportHeader},
     policy::{
         inbound::{
@@ -96,6 +97,8 @@ pub struct Inbound {
     require_identity: PortSet,
     /// Each port's policy (the configured default until the control plane answers).
     policies: InboundPolicies,
+    /// `WEFT_PROXY_ACCESS_LOG`; `None`: off.
+    access_log: Option<AccessLogFormat>,
 }
 
 /// What the connection told us about the client.
@@ -148,7 +151,7 @@ impl Client {
 
 impl Inbound {
     pub fn new(cfg: &Config, metrics: Metrics, identity: Option<Identity>) -> Arc<Inbound> {
-        Inbound::with_policies(
+        let ib = Inbound::build(
             Settings {
                 detect_timeout: cfg.inbound_detect_timeout,
                 connect_timeout: cfg.inbound_connect_timeout,
@@ -159,7 +162,11 @@ impl Inbound {
             identity,
             cfg.inbound_require_identity_ports.clone(),
             InboundPolicies::new(PolicySettings::from_config(cfg)),
-        )
+        );
+        Arc::new(Inbound {
+            access_log: cfg.access_log,
+            ..ib
+        })
     }
 
     /// Without identity: everything is plaintext, nothing is required, every port has the
@@ -190,14 +197,31 @@ impl Inbound {
         require_identity: PortSet,
         policies: InboundPolicies,
     ) -> Arc<Inbound> {
-        Arc::new(Inbound {
+        Arc::new(Inbound::build(
+            settings,
+            metrics,
+            identity,
+            require_identity,
+            policies,
+        ))
+    }
+
+    fn build(
+        settings: Settings,
+        metrics: Metrics,
+        identity: Option<Identity>,
+        require_identity: PortSet,
+        policies: InboundPolicies,
+    ) -> Inbound {
+        Inbound {
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             metrics,
             tls: identity.map(mtls::Server::new),
             require_identity,
             policies,
-        })
+            access_log: None,
+        }
     }
 
     fn labels(&self, authority: Option<String>, target_addr: SocketAddr, tls: TlsLabel) -> Labels {
@@ -208,6 +232,11 @@ impl Inbound {
             tls,
             dst: Arc::new(BTreeMap::new()),
         }
+    }
+
+    /// How a connection's protocol was decided (`protocol_detection_*`).
+    fn detected(&self, result: DetectResult, waited: Duration) {
+        self.metrics.detected(Direction::Inbound, result, waited);
     }
 
     /// Counts and starts metering an accepted connection whose labels are now known.
@@ -248,13 +277,20 @@ async fn handle(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>, forward
         drain,
     };
 
-    // 1. TLS or not: peek the ClientHello (only with identity).
-    let (peeked, buf) = match &ib.tls {
-        None => (Peeked::NotTls, BytesMut::new()),
-        Some(_) => match mtls::peek_client_hello(&mut io, ib.settings.detect_timeout).await {
-            Ok(peeked) => peeked,
-            Err(e) => return tracing::debug!(error = %e, "connection failed before TLS detection"),
-        },
+    // 1. TLS or not: peek the ClientHello (only with identity). The wait counts towards
+    //    the connection's detection time.
+    let (peeked, buf, waited) = match &ib.tls {
+        None => (Peeked::NotTls, BytesMut::new(), Duration::ZERO),
+        Some(_) => {
+            let started = Instant::now();
+            match mtls::peek_client_hello(&mut io, ib.settings.detect_timeout).await {
+                Ok((peeked, buf)) => (peeked, buf, started.elapsed()),
+                Err(e) => {
+                    ib.detected(DetectResult::Error, started.elapsed());
+                    return tracing::debug!(error = %e, "connection failed before TLS detection");
+                }
+            }
+        }
     };
     let ours = |hello: &mtls::ClientHello| {
         ib.tls
@@ -266,7 +302,7 @@ async fn handle(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>, forward
         // Boxed: the TLS session and handshake states are large and only mTLS connections
         // need them (a plaintext connection's task stays small).
         Peeked::Hello(hello) if ours(&hello) => {
-            Box::pin(terminate(ctx, io, buf, hello, app_port)).await
+            Box::pin(terminate(ctx, io, buf, hello, app_port, waited)).await
         }
         // 2b. TLS for someone else: relay it as it is.
         Peeked::Hello(hello) => {
@@ -279,7 +315,8 @@ async fn handle(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>, forward
             let client = Client::Passthru;
             ib.attach(&mut io, SocketAddr::new(local.ip(), port), &client);
             let io = Prefixed::new(buf, io);
-            serve(ctx, io, port, client, Some(Protocol::Opaque)).await
+            let known = Some((Protocol::Opaque, DetectResult::Tls));
+            serve(ctx, io, port, client, known, waited).await
         }
         // 2c. Plaintext: as without identity.
         peeked => {
@@ -291,11 +328,12 @@ async fn handle(ib: Arc<Inbound>, conn: Accepted, app_port: Option<u16>, forward
             // A silent client already waited one detect timeout: it is server-speaks-first.
             // A ClientHello we cannot read is relayed as bytes.
             let known = match peeked {
-                Peeked::Silent | Peeked::Malformed => Some(Protocol::Opaque),
+                Peeked::Silent => Some((Protocol::Opaque, DetectResult::Timeout)),
+                Peeked::Malformed => Some((Protocol::Opaque, DetectResult::Opaque)),
                 _ => None,
             };
             let io = Prefixed::new(buf, io);
-            serve(ctx, io, port, client, known).await
+            serve(ctx, io, port, client, known, waited).await
         }
     }
 }
@@ -339,6 +377,7 @@ async fn terminate(
     buf: BytesMut,
     hello: mtls::ClientHello,
     app_port: Option<u16>,
+    waited: Duration,
 ) {
     let ib = ctx.ib.clone();
     let deadline = tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT;
@@ -393,7 +432,7 @@ async fn terminate(
                     Some(SessionProtocol::Http2) => Protocol::Http2,
                     None => Protocol::Opaque,
                 };
-                (header.port, Some(known))
+                (header.port, Some((known, DetectResult::Known)))
             }
             Ok(Err(e)) => return tracing::info!(error = %e, "bad transport header: closing"),
             Err(_) => return tracing::info!("no transport header in time: closing"),
@@ -406,13 +445,20 @@ async fn terminate(
     };
     let target_addr = SocketAddr::new(ctx.local.ip(), port);
     ib.attach(tls.get_mut().0.get_mut(), target_addr, &client);
-    serve(ctx, tls, port, client, known).await
+    serve(ctx, tls, port, client, known, waited).await
 }
 
 /// Gets the port's policy, detects (unless known), authorizes and forwards one connection to
-/// `127.0.0.1:app_port`.
-async fn serve<I>(ctx: Ctx, io: I, app_port: u16, client: Client, known: Option<Protocol>)
-where
+/// `127.0.0.1:app_port`. `known`: the protocol and how it became known, when the connection
+/// already said; `waited`: how long reading its first bytes took so far.
+async fn serve<I>(
+    ctx: Ctx,
+    io: I,
+    app_port: u16,
+    client: Client,
+    known: Option<(Protocol, DetectResult)>,
+    waited: Duration,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Ctx {
@@ -434,10 +480,14 @@ where
     //    silent client), the policy or the port configuration says opaque, or the policy names
     //    HTTP/2 or gRPC. An HTTP/1 server is still detected: meshed peers carry its requests
     //    over HTTP/2 (`l5d-orig-proto`), as Linkerd's proxies do.
-    let opaque = server.is_opaque() || ib.settings.opaque_ports.contains(&app_port);
     let known = known.or(match server.protocol {
-        _ if opaque => Some(Protocol::Opaque),
-        ServerProtocol::Http2(_) | ServerProtocol::Grpc(_) => Some(Protocol::Http2),
+        _ if ib.settings.opaque_ports.contains(&app_port) => {
+            Some((Protocol::Opaque, DetectResult::OpaquePort))
+        }
+        _ if server.is_opaque() => Some((Protocol::Opaque, DetectResult::OpaquePolicy)),
+        ServerProtocol::Http2(_) | ServerProtocol::Grpc(_) => {
+            Some((Protocol::Http2, DetectResult::Known))
+        }
         _ => None,
     });
     let detect_timeout = match server.protocol {
@@ -447,11 +497,25 @@ where
         _ => ib.settings.detect_timeout,
     };
     let (protocol, io) = match known {
-        Some(p) => (p, Prefixed::new(BytesMut::new(), io)),
-        None => match detect::detect(io, detect_timeout).await {
-            Ok(detected) => detected,
-            Err(e) => return tracing::debug!(error = %e, "connection failed during detection"),
-        },
+        Some((p, result)) => {
+            ib.detected(result, waited);
+            (p, Prefixed::new(BytesMut::new(), io))
+        }
+        None => {
+            let started = Instant::now();
+            let detected = detect::detect_outcome(io, detect_timeout).await;
+            let waited = waited + started.elapsed();
+            match detected {
+                Ok((outcome, io)) => {
+                    ib.detected(outcome.result(), waited);
+                    (outcome.protocol(), io)
+                }
+                Err(e) => {
+                    ib.detected(DetectResult::Error, waited);
+                    return tracing::debug!(error = %e, "connection failed during detection");
+                }
+            }
+        }
     };
 
     let conn = Arc::new(Conn {
@@ -461,7 +525,7 @@ where
         ib,
         policy,
         client,
-        client_ip: peer.ip(),
+        client_addr: peer,
         target_addr,
         last: Mutex::new(None),
         last_limited: Mutex::new(None),
@@ -485,7 +549,7 @@ where
     drop(server);
     let svc = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(conn.request(req).await) }
+        async move { Ok::<_, Infallible>(conn.serve_request(req).await) }
     });
     http::serve(io, protocol, svc, drain).await;
 }
@@ -495,7 +559,8 @@ struct Conn {
     ib: Arc<Inbound>,
     policy: PortPolicy,
     client: Client,
-    client_ip: IpAddr,
+    /// The client's address (authorizations match its IP; the access log names it).
+    client_addr: SocketAddr,
     target_addr: SocketAddr,
     app: SocketAddr,
     /// The connection's common metric labels (no authority).
@@ -521,13 +586,30 @@ struct Decided {
 impl Conn {
     fn client_ref(&self) -> ClientRef<'_> {
         ClientRef {
-            ip: self.client_ip,
+            ip: self.client_addr.ip(),
             tls: self.client.policy_tls(),
         }
     }
 
+    /// One request, written to the access log when there is one (off: one branch).
+    async fn serve_request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        match self.ib.access_log {
+            None => self.request(req).await,
+            // Boxed: only a proxy that logs pays for the logging state.
+            Some(format) => {
+                let (addr, id) = (self.client_addr, self.client.id().map(str::to_owned));
+                let logged = access_log::logged(format, addr, id, req, |req| self.request(req));
+                Box::pin(logged).await
+            }
+        }
+    }
+
     /// One request: route → authorize → rate limit → forward (or answer the refusal).
-    async fn request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn request<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<http::BoxError>,
+    {
         // a. Route and authorize against the policy in force now.
         let server = self.policy.current();
         let head = RequestHead::of(&req);
@@ -574,7 +656,7 @@ impl Conn {
         let Some(i) = authorize(route.authorizations, &self.client_ref()) else {
             self.count_http(server, Some(route), None);
             return Err(Error::Unauthorized {
-                client: Named(&self.client, self.client_ip).to_string(),
+                client: Named(&self.client, self.client_addr.ip()).to_string(),
                 target: format!(
                     "route {} on server {}",
                     route.meta.name,
@@ -584,7 +666,7 @@ impl Conn {
         };
         if route.authorizations[i].is_audit() {
             tracing::info!(
-                client = %Named(&self.client, self.client_ip),
+                client = %Named(&self.client, self.client_addr.ip()),
                 server = %ServerName(&server.meta),
                 route = %route.meta.name,
                 "request allowed by the audit policy"
@@ -697,14 +779,14 @@ impl Conn {
         let Some(i) = authorize(&server.authorizations, &self.client_ref()) else {
             count(m::INBOUND_TCP_AUTHZ_DENY, None);
             return Err(Error::Unauthorized {
-                client: Named(&self.client, self.client_ip).to_string(),
+                client: Named(&self.client, self.client_addr.ip()).to_string(),
                 target: format!("server {}", ServerName(&server.meta)),
             });
         };
         let authz = &server.authorizations[i];
         if authz.is_audit() {
             tracing::info!(
-                client = %Named(&self.client, self.client_ip),
+                client = %Named(&self.client, self.client_addr.ip()),
                 server = %ServerName(&server.meta),
                 "connection allowed by the audit policy"
             );
@@ -714,7 +796,7 @@ impl Conn {
     }
 
     /// A refused request: the error's response (gRPC-shaped for gRPC requests), metered.
-    fn refuse(&self, e: Error, req: &Request<Incoming>) -> Response<Body> {
+    fn refuse<B>(&self, e: Error, req: &Request<B>) -> Response<Body> {
         let labels = self.ib.labels(
             http::authority_of(req),
             self.target_addr,
@@ -803,13 +885,17 @@ where
 }
 
 /// One request to the application, in the protocol the original client spoke.
-async fn proxy_request(
+async fn proxy_request<B>(
     ib: Arc<Inbound>,
     app: SocketAddr,
     target_addr: SocketAddr,
     client: &Client,
-    req: Request<Incoming>,
-) -> Response<Body> {
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
     let started = Instant::now();
     let labels = ib.labels(http::authority_of(&req), target_addr, client.tls_label());
     let metrics = ib.metrics.http(&labels);

@@ -308,6 +308,13 @@ async fn opaque_connections_are_authorized_once_against_the_server() {
         ),
         1
     );
+    // Neither connection was read for detection: the policy said opaque.
+    let opaque = metrics.detections(m::Direction::Inbound, m::DetectResult::OpaquePolicy);
+    assert_eq!(opaque, 2);
+    assert_eq!(
+        metrics.detections(m::Direction::Inbound, m::DetectResult::Http1),
+        0
+    );
 }
 
 /// `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY` refuses unauthenticated clients even when the

@@ -12,6 +12,8 @@
 //!   rustls configurations built from the certificate ([`identity::tls`]).
 //! - [`metrics`]: Linkerd-named Prometheus metrics.
 //! - [`admin`]: `/metrics`, `/ready`, `/live`, `/shutdown`.
+//! - [`access_log`]: the inbound HTTP access log (`WEFT_PROXY_ACCESS_LOG`), apart from the
+//!   diagnostic log.
 //! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
 //! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
 //! - [`mtls`]: TLS on the data path: client and server configurations per identity, ClientHello
@@ -30,6 +32,7 @@
 //! - [`sys`]: the only libc calls (`SO_ORIGINAL_DST`, `getifaddrs`, `sysconf`).
 
 pub mod accept;
+pub mod access_log;
 pub mod admin;
 pub mod backoff;
 pub mod balance;

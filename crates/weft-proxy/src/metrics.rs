@@ -5,6 +5,12 @@
 //!
 //! A small in-house registry (no prometheus crate): families are maps from [`Labels`] to `Arc`
 //! handles; [`Metrics::render`] writes the text exposition format, sorted so output is stable.
+//!
+//! Cardinality stays bounded: a series whose handles are all gone (only the registry holds it)
+//! and that has not changed for the retention (`WEFT_PROXY_METRICS_RETAIN_IDLE`) is dropped by
+//! [`Metrics::sweep`] (every scrape, and a periodic task), so a proxy that talked to many
+//! short-lived targets does not keep their series forever. A dropped counter that comes back
+//! starts again from 0, which Prometheus reads as a counter reset.
 
 use std::{
     collections::BTreeMap,
@@ -16,13 +22,19 @@ use std::{
     },
     time::Duration,
 };
+use tokio::time::Instant;
 
 pub mod balancer;
+pub mod detect;
+pub mod tcp;
+
+pub use detect::DetectResult;
+pub use tcp::TcpConnMetrics;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
-    Inbound,
-    Outbound,
+    Inbound = 0,
+    Outbound = 1,
 }
 
 /// Labels common to HTTP and TCP metrics.
@@ -69,25 +81,70 @@ pub enum Peer {
 }
 
 /// The registry. Cheap to clone; every clone shares the same families.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Registry>,
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::with_retain_idle(crate::config::DEFAULT_METRICS_RETAIN_IDLE)
+    }
+}
+
 pub mod route;
 
-#[derive(Default)]
 struct Registry {
     /// Route and route-backend families (outbound policy).
     routes: route::Registry,
     http: Mutex<BTreeMap<Labels, Arc<HttpStats>>>,
-    tcp: Mutex<BTreeMap<(Labels, Peer), Arc<TcpStats>>>,
+    tcp: Mutex<BTreeMap<(Labels, Peer), Arc<tcp::TcpStats>>>,
     identity: IdentityStats,
     /// Plain counters keyed by family and rendered labels (TLS refusals, authorization
     /// decisions); [`Counter`] handles share them.
-    counters: Mutex<BTreeMap<(&'static str, String), Arc<AtomicU64>>>,
+    counters: Mutex<BTreeMap<(&'static str, String), Arc<CounterCell>>>,
     /// `outbound_http_balancer_endpoints` ([`balancer`]).
     balancers: balancer::Balancers,
+    /// `protocol_detection_*` ([`detect`]).
+    detections: detect::Detections,
+    /// How long an unheld, unchanged series of `http`, `tcp` and `counters` is kept.
+    retain_idle: Duration,
+}
+
+/// Idle-expiry bookkeeping of one series, read and written by [`Metrics::sweep`] only (the
+/// data path never touches it): the series' fingerprint at the last sweep, and since when it
+/// has been unheld with that fingerprint.
+#[derive(Default)]
+struct Idle(Mutex<Option<(u64, Instant)>>);
+
+impl Idle {
+    /// Should the series be dropped now? Held (a handle besides the registry's) or changed
+    /// since the last sweep restarts its idle time.
+    fn expired(&self, held: bool, fingerprint: u64, now: Instant, retain: Duration) -> bool {
+        let mut state = lock(&self.0);
+        match &*state {
+            Some((fp, since)) if !held && *fp == fingerprint => {
+                now.saturating_duration_since(*since) >= retain
+            }
+            _ => {
+                *state = (!held).then_some((fingerprint, now));
+                false
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Idle")
+    }
+}
+
+/// One series of a [`COUNTER_FAMILIES`] family.
+#[derive(Debug, Default)]
+struct CounterCell {
+    value: AtomicU64,
+    idle: Idle,
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
@@ -141,15 +198,15 @@ pub const INBOUND_HTTP_LOCAL_RATELIMIT: &str = "inbound_http_local_ratelimit_rat
 /// One series of a [`COUNTER_FAMILIES`] family: labels rendered once, counted with one atomic
 /// add (the request path keeps handles instead of rendering labels per request).
 #[derive(Clone, Debug)]
-pub struct Counter(Arc<AtomicU64>);
+pub struct Counter(Arc<CounterCell>);
 
 impl Counter {
     pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
+        self.0.value.fetch_add(1, Relaxed);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.0.value.load(Relaxed)
     }
 }
 
@@ -175,6 +232,17 @@ struct HttpStats {
     requests: AtomicU64,
     responses: Mutex<BTreeMap<ResponseKey, u64>>,
     latency: Mutex<BTreeMap<u16, Histogram>>,
+    idle: Idle,
+}
+
+impl HttpStats {
+    /// Changes whenever a request or a response is recorded (for idle expiry).
+    fn fingerprint(&self) -> u64 {
+        let responses = lock(&self.responses)
+            .values()
+            .fold(0u64, |acc, n| acc.wrapping_add(*n));
+        self.requests.load(Relaxed).wrapping_add(responses)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -184,6 +252,7 @@ struct ResponseKey {
     failed: bool,
 }
 
+/// A millisecond histogram over [`LATENCY_BUCKETS_MS`] (recorded under its series' lock).
 #[derive(Clone, Default)]
 struct Histogram {
     /// Non-cumulative counts per bucket, the last one is `+Inf`.
@@ -192,24 +261,34 @@ struct Histogram {
     count: u64,
 }
 
-/// `(name, type, help, value)` of one TCP metric family.
-type TcpFamily = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&TcpStats) -> u64,
-);
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let ms = d.as_secs_f64() * 1000.0;
+        let idx = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b as f64)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[idx] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
 
-/// One open TCP connection's metrics: created by [`Metrics::tcp_open`] (counting the open),
-/// closes on drop. Share it between relay halves with an `Arc`.
-pub struct TcpConnMetrics(Arc<TcpStats>);
-
-#[derive(Default)]
-struct TcpStats {
-    opened: AtomicU64,
-    closed: AtomicU64,
-    read_bytes: AtomicU64,
-    write_bytes: AtomicU64,
+    /// `NAME_bucket{labels,le}`, `NAME_sum`, `NAME_count`; `labels` rendered once by the caller
+    /// (label rendering is most of a scrape's cost), `le` last.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            cumulative += n;
+            let _ = match LATENCY_BUCKETS_MS.get(i) {
+                Some(le) => writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}"),
+                None => writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}"),
+            };
+        }
+        let sum_ms = self.sum_us as f64 / 1000.0;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum_ms}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
 }
 
 /// Poisoning only means another thread panicked mid-update of a counter map; the data is
@@ -221,6 +300,66 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::default()
+    }
+
+    /// A registry whose idle series are dropped after `retain_idle`
+    /// (`WEFT_PROXY_METRICS_RETAIN_IDLE`).
+    pub fn with_retain_idle(retain_idle: Duration) -> Metrics {
+        Metrics {
+            inner: Arc::new(Registry {
+                routes: route::Registry::default(),
+                http: Mutex::default(),
+                tcp: Mutex::default(),
+                identity: IdentityStats::default(),
+                counters: Mutex::default(),
+                balancers: balancer::Balancers::default(),
+                detections: detect::Detections::default(),
+                retain_idle,
+            }),
+        }
+    }
+
+    /// How long idle series are kept.
+    pub fn retain_idle(&self) -> Duration {
+        self.inner.retain_idle
+    }
+
+    /// Drops the HTTP, TCP and counter series that nothing but the registry holds and that have
+    /// not changed for the retention. One lock per family and per series; called by every
+    /// scrape and periodically (`runtime`), never on the data path.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let retain = self.inner.retain_idle;
+        lock(&self.inner.http).retain(|_, h| {
+            let held = Arc::strong_count(h) > 1;
+            !h.idle.expired(held, h.fingerprint(), now, retain)
+        });
+        lock(&self.inner.tcp).retain(|_, t| {
+            let held = Arc::strong_count(t) > 1;
+            !t.idle.expired(held, t.fingerprint(), now, retain)
+        });
+        lock(&self.inner.counters).retain(|_, c| {
+            let held = Arc::strong_count(c) > 1;
+            !c.idle.expired(held, c.value.load(Relaxed), now, retain)
+        });
+    }
+
+    /// The number of HTTP, TCP and counter series in the registry.
+    pub fn series(&self) -> usize {
+        let http = lock(&self.inner.http).len();
+        let tcp = lock(&self.inner.tcp).len();
+        http + tcp + lock(&self.inner.counters).len()
+    }
+
+    /// How one accepted connection's protocol was decided, and how long that waited
+    /// (`protocol_detection_*`).
+    pub fn detected(&self, direction: Direction, result: DetectResult, waited: Duration) {
+        self.inner.detections.record(direction, result, waited);
+    }
+
+    #[cfg(test)]
+    pub fn detections(&self, direction: Direction, result: DetectResult) -> u64 {
+        self.inner.detections.count(direction, result)
     }
 
     /// The route families ([`route`]).
@@ -241,8 +380,7 @@ impl Metrics {
             .entry((labels.clone(), peer))
             .or_default()
             .clone();
-        stats.opened.fetch_add(1, Relaxed);
-        TcpConnMetrics(stats)
+        TcpConnMetrics::open(stats)
     }
 
     /// `family{labels..., extra...} += 1` for one of [`COUNTER_FAMILIES`]; `labels` renders the
@@ -292,7 +430,7 @@ impl Metrics {
                         .iter()
                         .all(|(k, v)| l.contains(&format!("{k}=\"{}\"", escape(v))))
             })
-            .map(|(_, n)| n.load(Relaxed))
+            .map(|(_, n)| n.value.load(Relaxed))
             .sum()
     }
 
@@ -331,12 +469,13 @@ impl Metrics {
 
     /// Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
+        self.sweep();
         let mut out = String::new();
         let http: Vec<(Labels, Arc<HttpStats>)> = lock(&self.inner.http)
             .iter()
             .map(|(l, h)| (l.clone(), h.clone()))
             .collect();
-        let tcp: Vec<((Labels, Peer), Arc<TcpStats>)> = lock(&self.inner.tcp)
+        let tcp: Vec<((Labels, Peer), Arc<tcp::TcpStats>)> = lock(&self.inner.tcp)
             .iter()
             .map(|(l, t)| (l.clone(), t.clone()))
             .collect();
@@ -380,70 +519,12 @@ impl Metrics {
         for (labels, h) in &http {
             for (status, hist) in lock(&h.latency).iter() {
                 let status = status.to_string();
-                // Rendered once per series, not per bucket: label rendering is most of a
-                // scrape's cost. `le` is the last label either way.
                 let l = render_labels(labels, &[("status_code", status.as_str())]);
-                let mut cumulative = 0;
-                for (i, n) in hist.buckets.iter().enumerate() {
-                    cumulative += n;
-                    let bucket = "response_latency_ms_bucket";
-                    let _ = match LATENCY_BUCKETS_MS.get(i) {
-                        Some(le) => writeln!(out, "{bucket}{{{l},le=\"{le}\"}} {cumulative}"),
-                        None => writeln!(out, "{bucket}{{{l},le=\"+Inf\"}} {cumulative}"),
-                    };
-                }
-                let sum_ms = hist.sum_us as f64 / 1000.0;
-                let _ = writeln!(out, "response_latency_ms_sum{{{l}}} {sum_ms}");
-                sample(&mut out, "response_latency_ms_count", &l, hist.count);
+                hist.render(&mut out, "response_latency_ms", &l);
             }
         }
 
-        let tcp_families: [TcpFamily; 5] = [
-            (
-                "tcp_open_total",
-                "counter",
-                "Total TCP connections opened.",
-                |t| t.opened.load(Relaxed),
-            ),
-            (
-                "tcp_close_total",
-                "counter",
-                "Total TCP connections closed.",
-                |t| t.closed.load(Relaxed),
-            ),
-            (
-                "tcp_open_connections",
-                "gauge",
-                "TCP connections currently open.",
-                |t| {
-                    let opened = t.opened.load(Relaxed);
-                    opened.saturating_sub(t.closed.load(Relaxed))
-                },
-            ),
-            (
-                "tcp_read_bytes_total",
-                "counter",
-                "Bytes read from peers.",
-                |t| t.read_bytes.load(Relaxed),
-            ),
-            (
-                "tcp_write_bytes_total",
-                "counter",
-                "Bytes written to peers.",
-                |t| t.write_bytes.load(Relaxed),
-            ),
-        ];
-        for (name, kind, help, value) in tcp_families {
-            header(&mut out, name, kind, help);
-            for ((labels, peer), t) in &tcp {
-                let peer = match peer {
-                    Peer::Src => "src",
-                    Peer::Dst => "dst",
-                };
-                let l = render_labels(labels, &[("peer", peer)]);
-                sample(&mut out, name, &l, value(t));
-            }
-        }
+        tcp::render(&mut out, &tcp);
 
         let id = &self.inner.identity;
         if id.enabled.load(Relaxed) {
@@ -504,7 +585,7 @@ impl Metrics {
 
         let counters: Vec<((&'static str, String), u64)> = lock(&self.inner.counters)
             .iter()
-            .map(|(k, v)| (k.clone(), v.load(Relaxed)))
+            .map(|(k, v)| (k.clone(), v.value.load(Relaxed)))
             .collect();
         for (family, help) in COUNTER_FAMILIES {
             let mut samples = counters
@@ -520,6 +601,7 @@ impl Metrics {
             }
         }
 
+        self.inner.detections.render(&mut out);
         self.inner.routes.render(&mut out);
         balancer::render(&mut out, &self.inner.balancers);
         render_process(&mut out);
@@ -551,39 +633,14 @@ impl HttpMetrics {
         };
         *lock(&self.0.responses).entry(key).or_default() += 1;
 
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let ms = latency.as_secs_f64() * 1000.0;
-        let idx = LATENCY_BUCKETS_MS
-            .iter()
-            .position(|b| ms <= *b as f64)
-            .unwrap_or(LATENCY_BUCKETS_MS.len());
-        let mut lat = lock(&self.0.latency);
-        let h = lat.entry(status).or_default();
-        h.buckets[idx] += 1;
-        h.sum_us = h.sum_us.saturating_add(us);
-        h.count += 1;
+        lock(&self.0.latency)
+            .entry(status)
+            .or_default()
+            .observe(latency);
     }
 
     pub fn requests(&self) -> u64 {
         self.0.requests.load(Relaxed)
-    }
-}
-
-impl TcpConnMetrics {
-    /// Bytes read from this peer.
-    pub fn read(&self, n: u64) {
-        self.0.read_bytes.fetch_add(n, Relaxed);
-    }
-
-    /// Bytes written to this peer.
-    pub fn write(&self, n: u64) {
-        self.0.write_bytes.fetch_add(n, Relaxed);
-    }
-}
-
-impl Drop for TcpConnMetrics {
-    fn drop(&mut self) {
-        self.0.closed.fetch_add(1, Relaxed);
     }
 }
 
@@ -724,127 +781,4 @@ fn render_process(out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outbound_labels() -> Labels {
-        Labels {
-            direction: Direction::Outbound,
-            authority: Some("web.default.svc.cluster.local:8080".into()),
-            target_addr: "127.0.0.1:18080".parse().expect("addr"),
-            tls: TlsLabel::NoIdentity(NO_TLS_FROM_DISCOVERY),
-            dst: Arc::new(BTreeMap::from([
-                ("namespace".to_string(), "default".to_string()),
-                ("service".to_string(), "web".to_string()),
-            ])),
-        }
-    }
-
-    const L: &str = r#"direction="outbound",authority="web.default.svc.cluster.local:8080",target_addr="127.0.0.1:18080",tls="no_identity",no_tls_reason="not_provided_by_service_discovery",dst_namespace="default",dst_service="web""#;
-
-    #[test]
-    fn http_text() {
-        let m = Metrics::new();
-        let h = m.http(&outbound_labels());
-        h.request();
-        h.request();
-        h.response(200, None, false, Duration::from_micros(1500));
-        h.response(503, None, false, Duration::from_millis(70));
-        // Same labels share one handle.
-        m.http(&outbound_labels()).request();
-
-        let text = m.render();
-        assert!(text.contains("# TYPE request_total counter\n"), "{text}");
-        assert!(
-            text.contains(&format!("request_total{{{L}}} 3\n")),
-            "{text}"
-        );
-        assert!(text.contains(&format!(
-            "response_total{{{L},status_code=\"200\",classification=\"success\"}} 1\n"
-        )));
-        assert!(text.contains(&format!(
-            "response_total{{{L},status_code=\"503\",classification=\"failure\"}} 1\n"
-        )));
-        assert!(text.contains("# TYPE response_latency_ms histogram\n"));
-        let bucket = |status: &str, le: &str, n: u64| {
-            format!("response_latency_ms_bucket{{{L},status_code=\"{status}\",le=\"{le}\"}} {n}\n")
-        };
-        assert!(text.contains(&bucket("200", "1", 0)), "{text}");
-        assert!(text.contains(&bucket("200", "2", 1)));
-        assert!(text.contains(&bucket("200", "+Inf", 1)));
-        assert!(text.contains(&bucket("503", "50", 0)));
-        assert!(text.contains(&bucket("503", "100", 1)));
-        assert!(text.contains(&format!(
-            "response_latency_ms_sum{{{L},status_code=\"200\"}} 1.5\n"
-        )));
-        assert!(text.contains(&format!(
-            "response_latency_ms_count{{{L},status_code=\"503\"}} 1\n"
-        )));
-        // 26 buckets per status code.
-        assert_eq!(text.matches("response_latency_ms_bucket{").count(), 52);
-    }
-
-    #[test]
-    fn grpc_status_label() {
-        let m = Metrics::new();
-        let h = m.http(&outbound_labels());
-        h.response(200, Some(14), false, Duration::from_millis(1));
-        let text = m.render();
-        assert!(text.contains(&format!(
-            "response_total{{{L},status_code=\"200\",classification=\"failure\",grpc_status=\"14\"}} 1\n"
-        )));
-    }
-
-    #[test]
-    fn tcp_text_and_tls_labels() {
-        let m = Metrics::new();
-        let labels = Labels {
-            direction: Direction::Inbound,
-            authority: None,
-            target_addr: "127.0.0.1:8080".parse().expect("addr"),
-            tls: TlsLabel::NoIdentity(NO_TLS_FROM_REMOTE),
-            dst: Arc::default(),
-        };
-        let t = m.tcp_open(&labels, Peer::Src);
-        drop(m.tcp_open(&labels, Peer::Src));
-        t.read(10);
-        t.write(7);
-        let _dst = m.tcp_open(&labels, Peer::Dst);
-        let l = r#"direction="inbound",target_addr="127.0.0.1:8080",tls="no_identity",no_tls_reason="no_tls_from_remote""#;
-        let text = m.render();
-        for line in [
-            format!("tcp_open_total{{{l},peer=\"src\"}} 2\n"),
-            format!("tcp_close_total{{{l},peer=\"src\"}} 1\n"),
-            format!("tcp_open_connections{{{l},peer=\"src\"}} 1\n"),
-            format!("tcp_read_bytes_total{{{l},peer=\"src\"}} 10\n"),
-            format!("tcp_write_bytes_total{{{l},peer=\"src\"}} 7\n"),
-            format!("tcp_open_connections{{{l},peer=\"dst\"}} 1\n"),
-            "# TYPE tcp_open_connections gauge\n".to_string(),
-        ] {
-            assert!(text.contains(&line), "missing {line} in\n{text}");
-        }
-
-        let tls = Labels {
-            tls: TlsLabel::Established {
-                peer_id: Some("web.default.serviceaccount.identity.weft.cluster.local".into()),
-            },
-            ..labels
-        };
-        let _c = m.tcp_open(&tls, Peer::Src);
-        assert!(m.render().contains(
-            r#"tls="true",client_id="web.default.serviceaccount.identity.weft.cluster.local",peer="src"} 1"#
-        ));
-    }
-
-    #[test]
-    fn process_gauges_and_escaping() {
-        let m = Metrics::new();
-        let text = m.render();
-        assert!(text.contains("# TYPE process_start_time_seconds gauge\n"));
-        assert!(text.contains("\nprocess_resident_memory_bytes "));
-        let mut labels = outbound_labels();
-        labels.authority = Some("a\"b\\c".into());
-        m.http(&labels).request();
-        assert!(m.render().contains(r#"authority="a\"b\\c""#));
-    }
-}
+mod tests;

@@ -40,8 +40,8 @@ use crate::{
     discovery::{Endpoint, ProtocolHint, Resolution, Target},
     http::{self, Body, Dst, Error, HttpMetrics, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::Identity,
-    metrics::{Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
-    mtls::{self, ClientTls, TransportHeader},
+    metrics::{DetectResult, Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
+    mtls::{self, ClientTls, Peeked, TransportHeader},
     policy::{Lookup, PolicyClient},
     relay::{self, Metered},
 };
@@ -469,30 +469,53 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         Some(t) => Some(Box::pin(ob.dest(t)).await),
         None => None,
     };
-    let reads = match (&target, &dest) {
+    let (reads, opaque_by) = match (&target, &dest) {
         (Some(t), Some(dest)) => match reads(dest) {
-            Reads::Detect if ob.settings.opaque_ports.contains(&port_of(t)) => Reads::Opaque,
-            reads => reads,
+            Reads::Detect if ob.settings.opaque_ports.contains(&port_of(t)) => {
+                (Reads::Opaque, DetectResult::OpaquePort)
+            }
+            reads => (reads, DetectResult::OpaquePolicy),
         },
-        _ => Reads::Detect,
+        _ => (Reads::Detect, DetectResult::OpaquePolicy),
     };
 
     // 3. Detect: when the policy routes TLS by SNI, read the ClientHello (the application
     //    speaks first in TLS; its bytes are replayed unmodified); else detect HTTP, unless the
     //    port or the service is known to be opaque.
+    //    Each connection counts how that was decided (`protocol_detection_*`).
+    let started = Instant::now();
+    let detected = |result| {
+        ob.metrics
+            .detected(Direction::Outbound, result, started.elapsed())
+    };
     let (protocol, io, peeked) = if reads == Reads::ClientHello {
         match mtls::peek_client_hello(&mut io, ob.settings.detect_timeout).await {
-            Ok((peeked, read)) => (Protocol::Opaque, Prefixed::new(read, io), Some(peeked)),
+            Ok((peeked, read)) => {
+                detected(match peeked {
+                    Peeked::Hello(_) => DetectResult::Tls,
+                    Peeked::Silent => DetectResult::Timeout,
+                    Peeked::NotTls | Peeked::Malformed => DetectResult::Opaque,
+                });
+                (Protocol::Opaque, Prefixed::new(read, io), Some(peeked))
+            }
             Err(e) => {
-                return tracing::debug!(error = %e, "connection failed before its ClientHello")
+                detected(DetectResult::Error);
+                return tracing::debug!(error = %e, "connection failed before its ClientHello");
             }
         }
     } else if reads == Reads::Opaque {
+        detected(opaque_by);
         (Protocol::Opaque, Prefixed::new(BytesMut::new(), io), None)
     } else {
-        match detect::detect(io, ob.settings.detect_timeout).await {
-            Ok((protocol, io)) => (protocol, io, None),
-            Err(e) => return tracing::debug!(error = %e, "connection failed during detection"),
+        match detect::detect_outcome(io, ob.settings.detect_timeout).await {
+            Ok((outcome, io)) => {
+                detected(outcome.result());
+                (outcome.protocol(), io, None)
+            }
+            Err(e) => {
+                detected(DetectResult::Error);
+                return tracing::debug!(error = %e, "connection failed during detection");
+            }
         }
     };
 

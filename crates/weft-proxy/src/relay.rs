@@ -73,16 +73,21 @@ where
 }
 
 /// A stream that counts the bytes read from and written to its peer into TCP metrics; dropping it
-/// records the connection as closed.
+/// records the connection as closed, classified by the first socket error a read or write
+/// returned (`tcp_close_total{errno}`).
 ///
 /// An inbound connection's labels (`tls`, `client_id`) are only known after its first bytes (the
 /// ClientHello) or its TLS handshake: such a stream starts [`Metered::unattached`], counting
-/// bytes aside, and [`Metered::attach`] hands them to its metrics once they exist.
+/// bytes (and its first error) aside, and [`Metered::attach`] hands them to its metrics once they
+/// exist, with the time it was accepted.
 pub struct Metered<S> {
     inner: S,
     metrics: Option<TcpConnMetrics>,
+    /// Until attached: when the stream was accepted, what it read and wrote, its first errno.
+    accepted: Option<tokio::time::Instant>,
     pending_read: u64,
     pending_write: u64,
+    pending_errno: Option<i32>,
 }
 
 impl<S> Metered<S> {
@@ -90,8 +95,10 @@ impl<S> Metered<S> {
         Metered {
             inner,
             metrics: Some(metrics),
+            accepted: None,
             pending_read: 0,
             pending_write: 0,
+            pending_errno: None,
         }
     }
 
@@ -100,15 +107,23 @@ impl<S> Metered<S> {
         Metered {
             inner,
             metrics: None,
+            accepted: Some(tokio::time::Instant::now()),
             pending_read: 0,
             pending_write: 0,
+            pending_errno: None,
         }
     }
 
     /// The connection's metrics are now known: bytes counted so far go to them.
-    pub fn attach(&mut self, metrics: TcpConnMetrics) {
+    pub fn attach(&mut self, mut metrics: TcpConnMetrics) {
+        if let Some(at) = self.accepted.take() {
+            metrics.opened_at(at);
+        }
         metrics.read(std::mem::take(&mut self.pending_read));
         metrics.write(std::mem::take(&mut self.pending_write));
+        if let Some(errno) = self.pending_errno.take() {
+            metrics.errno(errno);
+        }
         self.metrics = Some(metrics);
     }
 
@@ -129,6 +144,28 @@ impl<S> Metered<S> {
             None => self.pending_write += n,
         }
     }
+
+    /// Notes a failed read or write (cold: once or twice per failing connection).
+    #[cold]
+    fn failed(&mut self, e: &io::Error) {
+        let Some(errno) = e.raw_os_error() else {
+            return;
+        };
+        match &mut self.metrics {
+            Some(m) => m.errno(errno),
+            None => {
+                self.pending_errno.get_or_insert(errno);
+            }
+        }
+    }
+
+    /// Records an error result on the way through.
+    fn check<T>(&mut self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &polled {
+            self.failed(e);
+        }
+        polled
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
@@ -144,7 +181,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         if n > 0 {
             this.read(n as u64);
         }
-        polled
+        this.check(polled)
     }
 }
 
@@ -159,15 +196,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         if let Poll::Ready(Ok(n)) = polled {
             this.wrote(n as u64);
         }
-        polled
+        this.check(polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.check(polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.check(polled)
     }
 }
 

@@ -16,6 +16,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use futures_util::FutureExt as _;
@@ -155,7 +156,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
 /// Binds every listener and starts serving; does not print anything.
 pub async fn start(config: Config) -> Result<Running, Error> {
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_retain_idle(config.metrics_retain_idle);
     let discovery = Discovery::new(&config);
     discovery.probe_readiness();
     let identity = match &config.identity {
@@ -217,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         shutdown: config.shutdown_endpoint_enabled.then(|| shutdown.clone()),
     });
     let admin_task = tokio::spawn(admin::serve(admin_l, admin));
+    let sweep_task = tokio::spawn(sweep_idle_series(metrics.clone()));
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let conns = Arc::new(Connections::default());
@@ -253,6 +255,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             tracing::warn!(open, "grace period over; closing remaining connections");
         }
         admin_task.abort();
+        sweep_task.abort();
     });
 
     Ok(Running {
@@ -263,6 +266,18 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         shutdown,
         done,
     })
+}
+
+/// Drops idle metric series even when nothing scrapes (scrapes sweep too): a fraction of the
+/// retention apart, so a series outlives it by at most that fraction.
+async fn sweep_idle_series(metrics: Metrics) {
+    let every = (metrics.retain_idle() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        metrics.sweep();
+    }
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {

@@ -138,6 +138,34 @@ pub const ENV_INBOUND_HTTP1_POOL_IDLE_TIMEOUT: &str =
     "WEFT_PROXY_INBOUND_HTTP1_CONNECTION_POOL_IDLE_TIMEOUT";
 /// Default of both HTTP/1 pool idle timeouts (Linkerd's default too).
 pub const DEFAULT_HTTP1_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Inbound HTTP access log on stderr, one line per request, apart from the diagnostic log
+/// (Linkerd's `LINKERD2_PROXY_ACCESS_LOG`): unset or empty = off, `apache` or `json`.
+pub const ENV_ACCESS_LOG: &str = "WEFT_PROXY_ACCESS_LOG";
+/// A metric series that no connection or request holds any more and that has not changed for
+/// this long is dropped from `/metrics` (Linkerd's `LINKERD2_PROXY_METRICS_RETAIN_IDLE`).
+pub const ENV_METRICS_RETAIN_IDLE: &str = "WEFT_PROXY_METRICS_RETAIN_IDLE";
+pub const DEFAULT_METRICS_RETAIN_IDLE: Duration = Duration::from_secs(600);
+
+/// The format of [`ENV_ACCESS_LOG`] lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// Common Log Format plus extra fields.
+    Apache,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for AccessLogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "apache" => Ok(AccessLogFormat::Apache),
+            "json" => Ok(AccessLogFormat::Json),
+            _ => Err("expected apache or json (unset or empty: off)".into()),
+        }
+    }
+}
 /// Idle HTTP/1 connections kept per remote endpoint (Linkerd's
 /// `LINKERD2_PROXY_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT`); 0 = none is reused.
 pub const ENV_OUTBOUND_MAX_IDLE_CONNS_PER_ENDPOINT: &str =
@@ -271,6 +299,10 @@ pub struct Config {
     pub inbound_pool: PoolLimits,
     /// `WEFT_PROXY_OUTBOUND_RETRY_BUDGET_*`: each retrying route's budget.
     pub outbound_retry_budget: RetryBudget,
+    /// [`ENV_ACCESS_LOG`]; `None` = off.
+    pub access_log: Option<AccessLogFormat>,
+    /// [`ENV_METRICS_RETAIN_IDLE`].
+    pub metrics_retain_idle: Duration,
 }
 
 /// How long and how many idle connections a client pool keeps (per direction, from
@@ -576,6 +608,9 @@ impl Config {
             _ => Err(format!("must be a whole number from 1 to {MAX_CORES}")),
         });
 
+        let access_log = r.parse(ENV_ACCESS_LOG, None, |v| v.parse().map(Some));
+        let metrics_retain_idle = dur(&mut r, ENV_METRICS_RETAIN_IDLE, DEFAULT_METRICS_RETAIN_IDLE);
+
         let outbound_retry_budget = RetryBudget::from_env(env).unwrap_or_else(|errors| {
             r.errors.extend(errors);
             RetryBudget::default()
@@ -635,6 +670,8 @@ impl Config {
                 outbound_pool,
                 inbound_pool,
                 outbound_retry_budget,
+                access_log,
+                metrics_retain_idle,
             }),
             _ => Err(ConfigError { errors: r.errors }),
         }

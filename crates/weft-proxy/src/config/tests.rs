@@ -323,3 +323,36 @@ fn inbound_policy_defaults_and_bad_values() {
         "{e}"
     );
 }
+
+#[test]
+fn access_log_and_metrics_retention() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert_eq!(c.access_log, None);
+    assert_eq!(c.metrics_retain_idle, Duration::from_secs(600));
+    for (value, want) in [
+        ("", None),
+        ("apache", Some(AccessLogFormat::Apache)),
+        ("json", Some(AccessLogFormat::Json)),
+        ("JSON", Some(AccessLogFormat::Json)),
+    ] {
+        let c = Config::from_env(&env(&[(ENV_ACCESS_LOG, value)])).expect("valid");
+        assert_eq!(c.access_log, want, "{value:?}");
+    }
+    let c = Config::from_env(&env(&[(ENV_METRICS_RETAIN_IDLE, "30s")])).expect("valid");
+    assert_eq!(c.metrics_retain_idle, Duration::from_secs(30));
+
+    // A bad value is reported with the others.
+    let e = Config::from_env(&env(&[
+        (ENV_ACCESS_LOG, "combined"),
+        (ENV_METRICS_RETAIN_IDLE, "ten minutes"),
+        (ENV_OUTBOUND_DETECT_TIMEOUT, "3 seconds"),
+    ]))
+    .expect_err("invalid");
+    let text = e.to_string();
+    assert_eq!(e.errors.len(), 3, "{text}");
+    assert!(
+        text.contains(r#"WEFT_PROXY_ACCESS_LOG: expected apache or json (unset or empty: off) (got "combined")"#),
+        "{text}"
+    );
+    assert!(text.contains("WEFT_PROXY_METRICS_RETAIN_IDLE: expected a duration"));
+}

@@ -5,6 +5,7 @@
 //! selected by the ClientHello's SNI, and the `parent_*` labels of the route metrics.
 
 use super::*;
+use crate::metrics::DetectResult;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NETWORK: &str = "internet";
@@ -399,6 +400,11 @@ async fn egress_opaque_under_allow_relays_to_the_original_destination() {
             .counter_sum(crate::metrics::OUTBOUND_TCP_FORBIDDEN, &[]),
         0
     );
+    // Detected from its first byte, which is not HTTP.
+    let opaque = ob
+        .metrics
+        .detections(Direction::Outbound, DetectResult::Opaque);
+    assert_eq!(opaque, 1);
 }
 
 /// A forbidden opaque route is not an invalid one: `Invalid` stays an invalid-policy error
@@ -556,6 +562,12 @@ async fn egress_tls_routes_select_by_sni_and_deny_the_rest() {
         2,
         "the forwarded connection is not counted"
     );
+    // The policy routes TLS: the ClientHello was read, not HTTP detection (the last connection
+    // was not TLS).
+    let detections = |r| ob.metrics.detections(Direction::Outbound, r);
+    assert_eq!(detections(DetectResult::Tls), 2);
+    assert_eq!(detections(DetectResult::Opaque), 1);
+    assert_eq!(detections(DetectResult::Http1), 0);
 }
 
 /// `Allow`: a ClientHello no TLSRoute names takes the default route to the original
