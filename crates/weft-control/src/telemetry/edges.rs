@@ -57,6 +57,16 @@ impl Traffic {
         }
     }
 
+    /// [`Traffic::since`] for two scrapes of the same process: a counter that went down lost
+    /// expired idle series (see [`Stats::since_same_process`](super::stats::Stats)) and counts 0.
+    pub fn since_same_process(&self, older: &Traffic) -> Traffic {
+        Traffic {
+            requests: (self.requests - older.requests).max(0.0),
+            connections: (self.connections - older.connections).max(0.0),
+            open: self.open,
+        }
+    }
+
     pub fn add(&mut self, other: &Traffic) {
         self.requests += other.requests;
         self.connections += other.connections;

@@ -132,17 +132,34 @@ impl Snapshot {
     }
 
     /// What happened between `older` and `self`: counters subtracted (the open-connection gauge
-    /// is `self`'s). Another process (`started` differs) or a counter that went down means a
-    /// restart in between: then `self`'s counters alone, as Prometheus' `rate` does.
+    /// is `self`'s). Another process (`started` differs) means a restart in between: then
+    /// `self`'s counters alone, as Prometheus' `rate` does; so does a counter that went down when
+    /// the scrapes do not say which process they came from. Within one known process a sum that
+    /// went down lost series the proxy expired as idle: that counts as nothing happening.
     pub fn since(&self, older: &Snapshot) -> Snapshot {
         let restarted = matches!((self.started, older.started), (Some(a), Some(b)) if a != b);
+        let same_process = matches!((self.started, older.started), (Some(a), Some(b)) if a == b);
         let empty = Snapshot::default();
         let older = if restarted { &empty } else { older };
-        let counter = |newer: f64, older: f64| if newer < older { newer } else { newer - older };
+        let counter = |newer: f64, older: f64| match (newer < older, same_process) {
+            (true, true) => 0.0,
+            (true, false) => newer,
+            (false, _) => newer - older,
+        };
+        let stats: fn(&Stats, &Stats) -> Stats = if same_process {
+            Stats::since_same_process
+        } else {
+            Stats::since
+        };
+        let traffic: fn(&Traffic, &Traffic) -> Traffic = if same_process {
+            Traffic::since_same_process
+        } else {
+            Traffic::since
+        };
         let none = Stats::default();
         Snapshot {
             started: self.started,
-            inbound: self.inbound.since(&older.inbound),
+            inbound: stats(&self.inbound, &older.inbound),
             tcp: Tcp {
                 open: self.tcp.open,
                 read_bytes: counter(self.tcp.read_bytes, older.tcp.read_bytes),
@@ -151,14 +168,14 @@ impl Snapshot {
             outbound: self
                 .outbound
                 .iter()
-                .map(|((ns, name), stats)| {
+                .map(|((ns, name), s)| {
                     let before = older.outbound(ns, name).unwrap_or(&none);
-                    ((ns.clone(), name.clone()), stats.since(before))
+                    ((ns.clone(), name.clone()), stats(s, before))
                 })
                 .collect(),
-            edges: since_by_key(&self.edges, &older.edges, Traffic::since),
-            clients: since_by_key(&self.clients, &older.clients, Traffic::since),
-            routes: since_by_key(&self.routes, &older.routes, Stats::since),
+            edges: since_by_key(&self.edges, &older.edges, traffic),
+            clients: since_by_key(&self.clients, &older.clients, traffic),
+            routes: since_by_key(&self.routes, &older.routes, stats),
         }
     }
 }
@@ -391,5 +408,17 @@ process_open_fds 23
         older.started = None;
         let d = newer.since(&older);
         assert_eq!((d.inbound.requests, d.tcp.read_bytes), (4.0, 40.0));
+    }
+
+    #[test]
+    fn within_one_process_a_sum_that_went_down_lost_expired_series() {
+        // The same process (same start time) whose sums went down: series it expired as idle
+        // left the sums. Nothing happened, rather than everything since the start.
+        let d = snapshot(1.0, 25.0, 250.0, 1.0).since(&snapshot(1.0, 30.0, 300.0, 2.0));
+        assert_eq!(d.inbound.requests, 0.0);
+        assert_eq!(d.inbound.successes, 0.0);
+        assert_eq!(d.tcp.read_bytes, 0.0);
+        assert_eq!(d.tcp.open, 1.0);
+        assert_eq!(d.outbound("demo", "books").expect("books").requests, 0.0);
     }
 }

@@ -133,6 +133,20 @@ impl Stats {
         }
     }
 
+    /// What happened between `older` and `self`, both scraped from the same process: a sum that
+    /// went down lost series the proxy expired as idle (`WEFT_PROXY_METRICS_RETAIN_IDLE`), which
+    /// added nothing lately, so a decrease counts as nothing rather than as a restart.
+    pub fn since_same_process(&self, older: &Stats) -> Stats {
+        let mut delta = self.since(&Stats {
+            requests: older.requests.min(self.requests),
+            successes: older.successes.min(self.successes),
+            buckets: older.buckets.clone(),
+            tls: older.tls,
+        });
+        delta.successes = delta.successes.min(delta.requests);
+        delta
+    }
+
     /// Adds `other` in: the statistics of both keys together (histograms with the same bounds
     /// add up bucket by bucket).
     pub fn add(&mut self, other: &Stats) {
