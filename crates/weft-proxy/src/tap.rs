@@ -349,6 +349,14 @@ impl Tapped {
         resp.map(|b| crate::http::boxed(body::TapBody::new(b, self)))
     }
 
+    /// The request failed in the proxy, which answers `status` with no body.
+    pub fn failed(self: Box<Self>, status: http::StatusCode) {
+        let mut empty = Response::new(crate::http::boxed(http_body_util::Empty::new()));
+        *empty.status_mut() = status;
+        // Dropping the (empty) body sends `ResponseEnd`.
+        drop(self.response(empty));
+    }
+
     /// The response body ended: `ResponseEnd` with what it carried.
     pub(crate) fn end(
         mut self: Box<Self>,

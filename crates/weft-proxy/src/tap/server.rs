@@ -102,7 +102,7 @@ pub async fn serve(
         expected: tap_svc_name,
         cache: Mutex::new(None),
     });
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -133,12 +133,22 @@ pub async fn serve(
             });
         }
     });
+    // The accept loop stops with the server (its task is aborted at drain).
+    let _accept = AbortOnDrop(accept);
     let served = tonic::transport::Server::builder()
         .add_service(tap_server::TapServer::new(TapService::new(taps)))
         .serve_with_incoming(ReceiverStream::new(rx))
         .await;
     if let Err(e) = served {
         tracing::warn!(error = %e, "tap server stopped");
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
