@@ -378,7 +378,7 @@ impl Tapped {
                 since_request_init: Some(since_request),
                 since_response_init: Some(since_response),
                 response_bytes: bytes,
-                eos: eos.clone(),
+                eos,
                 trailers: if with_headers {
                     trailers.as_ref().map(to_headers)
                 } else {

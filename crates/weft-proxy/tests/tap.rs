@@ -368,9 +368,9 @@ async fn observe_inbound_and_outbound_requests_over_mtls() {
         (dir, path.as_str()),
         (ProxyDirection::Inbound as i32, "/api/items")
     );
-    let dst: SocketAddr = init.destination.clone().unwrap().try_into().unwrap();
+    let dst: SocketAddr = init.destination.unwrap().try_into().unwrap();
     assert_eq!(dst.port(), app.port(), "inbound destination: the app port");
-    let src: SocketAddr = init.source.clone().unwrap().try_into().unwrap();
+    let src: SocketAddr = init.source.unwrap().try_into().unwrap();
     assert!(src.ip().is_loopback());
     assert_eq!(
         init.source_meta
@@ -395,7 +395,7 @@ async fn observe_inbound_and_outbound_requests_over_mtls() {
         (dir, path.as_str()),
         (ProxyDirection::Outbound as i32, "/api/out")
     );
-    let dst: SocketAddr = init.destination.clone().unwrap().try_into().unwrap();
+    let dst: SocketAddr = init.destination.unwrap().try_into().unwrap();
     assert_eq!(dst, app, "outbound destination: the endpoint");
     drop(stream);
 
