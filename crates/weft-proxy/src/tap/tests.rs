@@ -306,3 +306,77 @@ async fn a_full_channel_drops_the_request_and_counts() {
     }
     assert_eq!(metrics.counter_sum(TAP_EVENTS_DROPPED, &[]), 3);
 }
+
+/// The `ResponseEnd` of the next request tapped by a fresh tap, whose response body is `body`.
+async fn end_of(body: Body, consume: bool) -> tap_event::http::ResponseEnd {
+    let taps = Taps::new(Metrics::new());
+    let (_reg, mut rx) = taps.register(Match::new(None).unwrap(), 0, true);
+    let tapped = taps
+        .request(peers(), &request("/svc/Method"))
+        .expect("tapped");
+    let resp = tapped.response(Response::new(body));
+    if consume {
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    } else {
+        drop(resp);
+    }
+    let mut last = None;
+    while let Ok(ev) = rx.try_recv() {
+        last = Some(ev);
+    }
+    match last.and_then(|e| e.event) {
+        Some(tap_event::Event::Http(tap_event::Http {
+            event: Some(tap_event::http::Event::ResponseEnd(end)),
+        })) => end,
+        other => panic!("not a ResponseEnd: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn response_end_carries_grpc_status_trailers_and_resets() {
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+    use linkerd2_proxy_api::tap::eos;
+
+    // gRPC: the status from the trailers, which are included when headers were asked for.
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "5".parse().unwrap());
+    let body = Full::new(bytes::Bytes::from_static(b"abc"))
+        .with_trailers(async move { Some(Ok::<_, std::convert::Infallible>(trailers)) });
+    let end = end_of(crate::http::boxed(body), true).await;
+    assert_eq!(end.response_bytes, 3);
+    assert_eq!(
+        end.eos.and_then(|e| e.end),
+        Some(eos::End::GrpcStatusCode(5))
+    );
+    assert!(end
+        .trailers
+        .unwrap()
+        .headers
+        .iter()
+        .any(|h| h.name == "grpc-status"));
+
+    // A body that fails: the HTTP/2 reason when there is one, else INTERNAL_ERROR.
+    let frames: Vec<Result<http_body::Frame<bytes::Bytes>, crate::http::BoxError>> = vec![
+        Ok(http_body::Frame::data(bytes::Bytes::from_static(b"ab"))),
+        Err(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM))),
+    ];
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    let end = end_of(crate::http::boxed(body), true).await;
+    assert_eq!(end.response_bytes, 2);
+    assert_eq!(
+        end.eos.and_then(|e| e.end),
+        Some(eos::End::ResetErrorCode(u32::from(
+            h2::Reason::REFUSED_STREAM
+        )))
+    );
+
+    // Abandoned before its end: CANCEL.
+    let body = StreamBody::new(futures_util::stream::pending::<
+        Result<http_body::Frame<bytes::Bytes>, crate::http::BoxError>,
+    >());
+    let end = end_of(crate::http::boxed(body), false).await;
+    assert_eq!(
+        end.eos.and_then(|e| e.end),
+        Some(eos::End::ResetErrorCode(u32::from(h2::Reason::CANCEL)))
+    );
+}
