@@ -417,9 +417,14 @@ impl Tapped {
                     event: Some(event(s.id, s.tap.headers)),
                 })),
             };
-            if s.tap.tx.try_send(ev).is_err() {
-                s.dropped = true;
-                metrics.count(TAP_EVENTS_DROPPED, None, &[]);
+            match s.tap.tx.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    s.dropped = true;
+                    metrics.count(TAP_EVENTS_DROPPED, None, &[]);
+                }
+                // The tap client went away: nothing is lost that anyone waits for.
+                Err(mpsc::error::TrySendError::Closed(_)) => s.dropped = true,
             }
         }
     }

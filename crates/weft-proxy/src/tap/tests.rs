@@ -305,6 +305,17 @@ async fn a_full_channel_drops_the_request_and_counts() {
         held.push(taps.request(peers(), &request("/")).expect("tapped"));
     }
     assert_eq!(metrics.counter_sum(TAP_EVENTS_DROPPED, &[]), 3);
+
+    // A tap whose client went away while a request was tapped: its later events are not drops.
+    held.clear();
+    let taps = Taps::new(metrics.clone());
+    let (reg, rx) = taps.register(Match::new(None).unwrap(), 0, false);
+    let tapped = taps.request(peers(), &request("/")).expect("tapped");
+    drop((reg, rx));
+    drop(tapped.response(Response::new(crate::http::boxed(
+        http_body_util::Empty::new(),
+    ))));
+    assert_eq!(metrics.counter_sum(TAP_EVENTS_DROPPED, &[]), 3);
 }
 
 /// The `ResponseEnd` of the next request tapped by a fresh tap, whose response body is `body`.
