@@ -9,6 +9,7 @@ use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
+    path::PathBuf,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -299,10 +300,9 @@ async fn exchange(stream: &mut tonic::Streaming<TapEvent>) -> (i32, String, TapE
     (init.proxy_direction, path, init)
 }
 
-#[tokio::test]
-async fn observe_inbound_and_outbound_requests_over_mtls() {
-    let ca = Arc::new(Ca::new());
-    let anchors = ca.anchor_pem.clone();
+/// A proxy with identity and a tap server (its control plane certifies with `ca` once the token
+/// file holds the token), forwarding a port to `app`. Returns it and the token file.
+async fn proxy(ca: &Arc<Ca>, app: SocketAddr, token: bool) -> (runtime::Running, PathBuf) {
     // The control plane: Certify, and Destination refusing every name (policies are
     // unimplemented, so the defaults and passthrough apply).
     let cp = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -313,22 +313,58 @@ async fn observe_inbound_and_outbound_requests_over_mtls() {
             .add_service(DestinationServer::new(NoMesh))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(cp)),
     );
-    let token_file = std::env::temp_dir().join(format!("weft-tap-it-{}", std::process::id()));
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let token_file = std::env::temp_dir().join(format!(
+        "weft-tap-it-{}-{}",
+        std::process::id(),
+        cp_addr.replace([':', '.'], "-")
+    ));
+    if token {
+        std::fs::write(&token_file, TOKEN).unwrap();
+    }
     let token_s = token_file.display().to_string();
-    let app = app().await;
     let forward = format!("{}=0", app.port());
     let config = common::config(&[
         ("WEFT_PROXY_DESTINATION_SVC_ADDR", cp_addr.as_str()),
         ("WEFT_PROXY_IDENTITY_TOKEN_FILE", token_s.as_str()),
         ("WEFT_PROXY_IDENTITY_LOCAL_NAME", NAME),
-        ("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", anchors.as_str()),
+        ("WEFT_PROXY_IDENTITY_TRUST_ANCHORS", ca.anchor_pem.as_str()),
         ("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.as_str()),
         ("WEFT_PROXY_INBOUND_FAILFAST_TIMEOUT", "100ms"),
         ("WEFT_PROXY_TAP_LISTEN_ADDR", "127.0.0.1:0"),
         ("WEFT_PROXY_TAP_SVC_NAME", TAP_NAME),
     ]);
-    let running = runtime::start(config).await.expect("start");
+    (runtime::start(config).await.expect("start"), token_file)
+}
+
+/// Whether `metrics` has a `tap_refused_total{reason="REASON"}` sample.
+async fn refused_counted(admin: SocketAddr, reason: &str) -> bool {
+    let (_, metrics) = common::admin(admin, "GET", "/metrics").await;
+    let line = format!("tap_refused_total{{reason=\"{reason}\"}} ");
+    metrics.lines().any(|l| l.starts_with(&line))
+}
+
+#[tokio::test]
+async fn before_its_certificate_the_tap_server_refuses() {
+    let ca = Arc::new(Ca::new());
+    let (running, token_file) = proxy(&ca, app().await, false).await;
+    let tap = running.listening.tap.expect("the tap server runs");
+    let refused = match tap_client(tap, &ca.anchor_pem, &ca, Some(TAP_NAME)).await {
+        Err(_) => true,
+        Ok(mut c) => c.observe(ObserveRequest::default()).await.is_err(),
+    };
+    assert!(refused, "no certificate yet: no tap");
+    assert!(refused_counted(running.listening.admin, "no_certificate_yet").await);
+    running.shutdown();
+    running.wait().await;
+    let _ = std::fs::remove_file(&token_file);
+}
+
+#[tokio::test]
+async fn observe_inbound_and_outbound_requests_over_mtls() {
+    let ca = Arc::new(Ca::new());
+    let anchors = ca.anchor_pem.clone();
+    let app = app().await;
+    let (running, token_file) = proxy(&ca, app, true).await;
     let tap = running.listening.tap.expect("the tap server runs");
     assert!(running
         .listening
@@ -437,16 +473,9 @@ async fn observe_inbound_and_outbound_requests_over_mtls() {
             Ok(mut c) => c.observe(ObserveRequest::default()).await.is_err(),
         };
         assert!(refused, "{name:?} must not tap");
-        let (_, metrics) = common::admin(running.listening.admin, "GET", "/metrics").await;
-        let line = format!("tap_refused_total{{reason=\"{reason}\"}} ");
         assert!(
-            metrics.lines().any(|l| l.starts_with(&line)),
-            "{line} missing:\n{}",
-            metrics
-                .lines()
-                .filter(|l| l.starts_with("tap_"))
-                .collect::<Vec<_>>()
-                .join("\n")
+            refused_counted(running.listening.admin, reason).await,
+            "tap_refused_total{{reason={reason:?}}} missing"
         );
     }
 
