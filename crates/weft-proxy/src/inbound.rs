@@ -53,6 +53,7 @@ use crate::{
         Meta,
     },
     relay::{self, Metered},
+    tap::{Peers, Taps},
 };
 use bytes::BytesMut;
 use hyper::{body::Incoming, header::HeaderValue, Request, Response, Version};
@@ -99,6 +100,8 @@ pub struct Inbound {
     policies: InboundPolicies,
     /// `WEFT_PROXY_ACCESS_LOG`; `None`: off.
     access_log: Option<AccessLogFormat>,
+    /// Live taps (the proxy's one registry; a private one nobody can tap in tests).
+    taps: Arc<Taps>,
 }
 
 /// What the connection told us about the client.
@@ -150,7 +153,12 @@ impl Client {
 }
 
 impl Inbound {
-    pub fn new(cfg: &Config, metrics: Metrics, identity: Option<Identity>) -> Arc<Inbound> {
+    pub fn new(
+        cfg: &Config,
+        metrics: Metrics,
+        identity: Option<Identity>,
+        taps: Arc<Taps>,
+    ) -> Arc<Inbound> {
         let ib = Inbound::build(
             Settings {
                 detect_timeout: cfg.inbound_detect_timeout,
@@ -165,6 +173,7 @@ impl Inbound {
         );
         Arc::new(Inbound {
             access_log: cfg.access_log,
+            taps,
             ..ib
         })
     }
@@ -215,6 +224,7 @@ impl Inbound {
     ) -> Inbound {
         Inbound {
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
+            taps: Taps::new(metrics.clone()),
             settings,
             metrics,
             tls: identity.map(mtls::Server::new),
@@ -614,13 +624,17 @@ impl Conn {
         let server = self.policy.current();
         let head = RequestHead::of(&req);
         let route = server.route(&head);
+        // Tap: one relaxed load when nobody taps; else the request's route, for its events.
+        let tapping = self.ib.taps.is_active();
+        let tap_route = route.as_ref().filter(|_| tapping).map(|r| r.meta.clone());
         let verdict = self.authorize_request(&server, route);
         // b. Rate limit: only an authorized request takes a token.
         let verdict = verdict.and_then(|()| self.rate_limit(&server));
         drop(server);
-        // c. Refused: the error is the answer; else forward.
+        // c. Refused: the error is the answer; else forward (tapped, when a tap wants it).
         match verdict {
             Err(e) => self.refuse(e, &req),
+            Ok(()) if tapping => Box::pin(self.tapped(req, tap_route)).await,
             Ok(()) => {
                 proxy_request(
                     self.ib.clone(),
@@ -631,6 +645,33 @@ impl Conn {
                 )
                 .await
             }
+        }
+    }
+
+    /// [`Conn::request`]'s forward while some tap is active: events for the taps it matches.
+    /// (Boxed by the caller: only tapped proxies pay for this state.)
+    async fn tapped<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        route: Option<Arc<crate::policy::Meta>>,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<http::BoxError>,
+    {
+        let peers = Peers::of(&self.labels, self.client_addr, route.as_deref());
+        let tapped = self.ib.taps.request(peers, &req);
+        let resp = proxy_request(
+            self.ib.clone(),
+            self.app,
+            self.target_addr,
+            &self.client,
+            req,
+        )
+        .await;
+        match tapped {
+            Some(t) => t.response(resp),
+            None => resp,
         }
     }
 

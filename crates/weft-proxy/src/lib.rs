@@ -52,6 +52,7 @@ pub mod relay;
 pub mod retry;
 pub mod runtime;
 pub mod sys;
+pub mod tap;
 
 pub use config::{Config, ConfigError, Env, ProcessEnv};
 pub use runtime::run;

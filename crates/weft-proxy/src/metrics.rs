@@ -148,7 +148,7 @@ struct CounterCell {
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
-pub const COUNTER_FAMILIES: [(&str, &str); 7] = [
+pub const COUNTER_FAMILIES: [(&str, &str); 9] = [
     (
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
@@ -177,7 +177,19 @@ pub const COUNTER_FAMILIES: [(&str, &str); 7] = [
         INBOUND_HTTP_LOCAL_RATELIMIT,
         "Inbound HTTP requests refused by the server's local rate limit (429 / gRPC RESOURCE_EXHAUSTED), by the bucket that had no token.",
     ),
+    (
+        TAP_REFUSED,
+        "Connections to the tap server refused, by reason (no_certificate, wrong_identity, unknown_ca, ..., no_certificate_yet: this proxy has no certificate yet, handshake: any other TLS failure).",
+    ),
+    (
+        TAP_EVENTS_DROPPED,
+        "Tapped requests whose remaining tap events were dropped because the tap client's channel was full.",
+    ),
 ];
+/// Labels: `reason`.
+pub const TAP_REFUSED: &str = "tap_refused_total";
+/// No labels.
+pub const TAP_EVENTS_DROPPED: &str = "tap_events_dropped_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors_total";
 /// Labels: the common inbound ones, `srv_*`, `authz_*`.
 pub const INBOUND_TCP_AUTHZ_ALLOW: &str = "inbound_tcp_authz_allow_total";

@@ -44,6 +44,7 @@ use crate::{
     mtls::{self, ClientTls, Peeked, TransportHeader},
     policy::{Lookup, PolicyClient},
     relay::{self, Metered},
+    tap::{Peers, Taps},
 };
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
@@ -162,6 +163,8 @@ pub struct Outbound {
     policies: Option<PolicyClient>,
     /// Targets with a policy, shared by every connection.
     policy_dests: PolicyDests,
+    /// Live taps (the proxy's one registry; a private one nobody can tap in tests).
+    taps: Arc<Taps>,
 }
 
 /// Where a target's traffic goes (not a "route": that word is kept for HTTPRoute rules).
@@ -185,6 +188,7 @@ impl Outbound {
         metrics: Metrics,
         identity: Option<Identity>,
         own: OwnAddrs,
+        taps: Arc<Taps>,
     ) -> Arc<Outbound> {
         let settings = Settings {
             detect_timeout: cfg.outbound_detect_timeout,
@@ -196,13 +200,16 @@ impl Outbound {
             retry_budget: cfg.outbound_retry_budget,
         };
         let policies = PolicyClient::new(crate::policy::client::Settings::from_config(cfg));
-        Outbound::with_policies(
-            settings,
-            Box::new(discovery),
-            metrics,
-            identity,
-            Some(policies),
-        )
+        Arc::new(Outbound {
+            taps,
+            ..Outbound::build(
+                settings,
+                Box::new(discovery),
+                metrics,
+                identity,
+                Some(policies),
+            )
+        })
     }
 
     /// Without identity: every connection is plaintext.
@@ -231,9 +238,22 @@ impl Outbound {
         identity: Option<Identity>,
         policies: Option<PolicyClient>,
     ) -> Arc<Outbound> {
+        Arc::new(Outbound::build(
+            settings, resolver, metrics, identity, policies,
+        ))
+    }
+
+    fn build(
+        settings: Settings,
+        resolver: Box<dyn Resolve>,
+        metrics: Metrics,
+        identity: Option<Identity>,
+        policies: Option<PolicyClient>,
+    ) -> Outbound {
         // Balancers report `outbound_http_balancer_endpoints` at scrape time.
         let balancers = Balancers::with_metrics(metrics.clone());
-        Arc::new(Outbound {
+        Outbound {
+            taps: Taps::new(metrics.clone()),
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             resolver,
@@ -247,7 +267,7 @@ impl Outbound {
                     .map_or(Duration::ZERO, PolicyClient::idle_timeout),
             ),
             policies,
-        })
+        }
     }
 
     /// The target's policy if the control plane has one for it, else its discovered endpoints
@@ -427,6 +447,7 @@ struct Picked {
 pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
     let Accepted {
         stream,
+        peer,
         local,
         drain,
         ..
@@ -542,7 +563,7 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
             let svc = hyper::service::service_fn(move |req| {
                 let ob = ob.clone();
                 let fixed = fixed.clone();
-                async move { Ok::<_, Infallible>(proxy_request(ob, fixed, req).await) }
+                async move { Ok::<_, Infallible>(proxy_request(ob, peer, fixed, req).await) }
             });
             http::serve(io, protocol, svc, drain).await;
         }
@@ -589,10 +610,12 @@ async fn forward_addr(target: &Target) -> Result<SocketAddr, Error> {
     }
 }
 
-/// One HTTP request; errors become responses here. `fixed` is the connection's target and dest
-/// (transparent or upstream); `None` in explicit mode, where the request names its target.
+/// One HTTP request; errors become responses here. `client`: the application's address;
+/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
+/// mode, where the request names its target.
 async fn proxy_request<B>(
     ob: Arc<Outbound>,
+    client: SocketAddr,
     fixed: Option<(Target, Dest)>,
     req: Request<B>,
 ) -> Response<Body>
@@ -642,7 +665,7 @@ where
             req,
             authority,
             deadline,
-            Seam::once(&mut None),
+            Seam::once(&mut None, client, None),
         )
         .await
         .unwrap_or_else(Error::into_response);
@@ -688,7 +711,7 @@ where
                 req,
                 authority,
                 failfast,
-                Seam::once(http_end),
+                Seam::once(http_end, client, Some(&fwd)),
             );
             let bounded = routed::within(whole, routed::within(per_attempt, attempt));
             routed::idle_bounded(idle.as_ref(), bounded).await
@@ -696,7 +719,7 @@ where
         Some((policy, route)) => {
             let whole_deadline = whole.map(|l| Instant::now() + l.timeout);
             let own_try_timeout = policy.timeout.is_some();
-            let (ob, target) = (&ob, &backend_target);
+            let (ob, target, fwd) = (&ob, &backend_target, &fwd);
             // The endpoint of the previous attempt: a retry goes elsewhere when it can.
             let previous = std::sync::Mutex::new(None);
             let previous = &previous;
@@ -713,6 +736,8 @@ where
                         let seam = Seam {
                             end: &mut no_end,
                             previous: Some(previous),
+                            client,
+                            route: Some(fwd),
                         };
                         let attempt =
                             send_attempt(ob, target, dest, req, authority, failfast, seam);
@@ -789,14 +814,24 @@ struct Seam<'a> {
     /// balancer has another available (a dead endpoint that fails fast would otherwise look
     /// cheap to peak-EWMA and take the retry too); this attempt's endpoint is left here.
     previous: Option<&'a std::sync::Mutex<Option<SocketAddr>>>,
+    /// The application's address (tap events' source).
+    client: SocketAddr,
+    /// The route that took the request, if one did (tap events' route labels).
+    route: Option<&'a routed::Forwarded>,
 }
 
 impl<'a> Seam<'a> {
     /// A request sent once.
-    fn once(end: &'a mut Option<RouteEnd>) -> Seam<'a> {
+    fn once(
+        end: &'a mut Option<RouteEnd>,
+        client: SocketAddr,
+        route: Option<&'a routed::Forwarded>,
+    ) -> Seam<'a> {
         Seam {
             end,
             previous: None,
+            client,
+            route,
         }
     }
 }
@@ -814,7 +849,12 @@ async fn send_attempt(
     deadline: Instant,
     seam: Seam<'_>,
 ) -> Result<Response<Body>, Error> {
-    let Seam { end, previous } = seam;
+    let Seam {
+        end,
+        previous,
+        client,
+        route,
+    } = seam;
     let started = Instant::now();
     // Balance: a request waits for endpoints until the fail-fast deadline.
     let Picked {
@@ -848,6 +888,14 @@ async fn send_attempt(
     let metrics = ob.metrics.http(&labels);
     metrics.request();
     let dst = Dst { addr, tls };
+    // Tap: one relaxed load when nobody taps (boxed state otherwise).
+    let tapped = if ob.taps.is_active() {
+        let route = route.and_then(routed::Forwarded::route_meta);
+        let peers = Peers::of(&labels, client, route.as_deref());
+        ob.taps.request(peers, &req)
+    } else {
+        None
+    };
 
     // Connect: choose the wire protocol for this endpoint and send.
     let sent = if http::is_upgrade(&req) {
@@ -881,14 +929,19 @@ async fn send_attempt(
                 (None, None) => None,
                 (f, r) => Some(Box::new((f, r)) as Box<dyn std::any::Any + Send>),
             };
-            Ok(http::metered_response(
-                resp,
-                metrics,
-                started.into_std(),
-                hold,
-            ))
+            let resp = http::metered_response(resp, metrics, started.into_std(), hold);
+            Ok(match tapped {
+                Some(t) => t.response(resp),
+                None => resp,
+            })
         }
-        Err(e) => Err(count_error(&metrics, e, started, false)),
+        Err(e) => {
+            if let Some(t) = tapped {
+                // The proxy answers with the error: its status, no body.
+                t.failed(e.status());
+            }
+            Err(count_error(&metrics, e, started, false))
+        }
     }
 }
 
@@ -949,6 +1002,12 @@ fn record_error(metrics: HttpMetrics, e: Error, started: Instant) -> Response<Bo
     let resp = e.into_response();
     metrics.response(resp.status().as_u16(), None, false, started.elapsed());
     resp
+}
+
+/// The application's address in tests that call [`proxy_request`] directly.
+#[cfg(test)]
+fn test_client() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1))
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ async fn a_refused_endpoint_says_so_in_l5d_proxy_error() {
         silent_for: None,
         senders: Senders::default(),
     });
-    let resp = proxy_request(ob, None, get("http://web:8080/x")).await;
+    let resp = proxy_request(ob, test_client(), None, get("http://web:8080/x")).await;
     assert_eq!(resp.status(), 502);
     assert_eq!(
         resp.headers()[http::L5D_PROXY_ERROR],
@@ -153,7 +153,7 @@ async fn explicit_mode_fails_fast_after_one_timeout() {
         senders: Senders::default(),
     });
     let start = Instant::now();
-    let resp = proxy_request(ob, None, get("http://web:8080/x")).await;
+    let resp = proxy_request(ob, test_client(), None, get("http://web:8080/x")).await;
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key(http::L5D_PROXY_ERROR));
     assert_eq!(start.elapsed(), Duration::from_secs(3));
@@ -173,7 +173,7 @@ async fn balancers_are_released_when_targets_go_unused() {
     for i in 0..200u16 {
         let target = Target::Addr(SocketAddr::from(([10, 0, 0, 1], 1000 + i)));
         let dest = ob.dest(&target).await;
-        let resp = proxy_request(ob.clone(), Some((target, dest)), get("/")).await;
+        let resp = proxy_request(ob.clone(), test_client(), Some((target, dest)), get("/")).await;
         assert_eq!(resp.status(), 200);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
@@ -297,7 +297,7 @@ async fn no_plaintext_to_a_meshed_peer_before_the_first_certificate() {
     let (addr, seen) = first_bytes_recorder().await;
     let (_gate, open) = watch::channel(false);
     let ob = gated_outbound(addr, Duration::from_millis(300), open);
-    let resp = proxy_request(ob, None, get("http://web:8080/x")).await;
+    let resp = proxy_request(ob, test_client(), None, get("http://web:8080/x")).await;
     assert_eq!(resp.status(), 503);
     let why = resp.headers()[http::L5D_PROXY_ERROR].to_str().unwrap();
     assert!(
@@ -315,7 +315,12 @@ async fn a_request_before_the_first_certificate_waits_and_goes_out_as_tls() {
     let (addr, seen) = first_bytes_recorder().await;
     let (gate, open) = watch::channel(false);
     let ob = gated_outbound(addr, Duration::from_secs(10), open);
-    let request = tokio::spawn(proxy_request(ob, None, get("http://web:8080/x")));
+    let request = tokio::spawn(proxy_request(
+        ob,
+        test_client(),
+        None,
+        get("http://web:8080/x"),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         seen.lock().unwrap().is_empty(),
@@ -343,7 +348,7 @@ async fn the_request_future_stays_small() {
         silent_for: None,
         senders: Senders::default(),
     });
-    let fut = proxy_request(ob, None, get("http://web:8080/x"));
+    let fut = proxy_request(ob, test_client(), None, get("http://web:8080/x"));
     let size = std::mem::size_of_val(&fut);
     assert!(size <= 6 * 1024, "the request future is {size} bytes");
 }

@@ -35,6 +35,7 @@ use crate::{
     inbound::{self, Inbound},
     metrics::Metrics,
     outbound::{self, Origin, Outbound, OwnAddrs},
+    tap::{self, Taps},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub struct Listening {
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
+    /// The tap server; `None` when it is off (no identity or no `WEFT_PROXY_TAP_SVC_NAME`).
+    pub tap: Option<SocketAddr>,
     /// `(app_port, listener address)` per forward port.
     pub forward: Vec<(u16, SocketAddr)>,
     /// `(canonical authority, listener address)` per upstream.
@@ -91,8 +94,12 @@ impl Listening {
                 format!(r#"{{"authority":{auth},"addr":"{a}"}}"#)
             })
             .collect();
+        let tap = self
+            .tap
+            .map(|a| format!(r#","tap":"{a}""#))
+            .unwrap_or_default();
         format!(
-            r#"{{"event":"listening","inbound":"{}","outbound":"{}","admin":"{}","forward":[{}],"upstreams":[{}]}}"#,
+            r#"{{"event":"listening","inbound":"{}","outbound":"{}","admin":"{}"{tap},"forward":[{}],"upstreams":[{}]}}"#,
             self.inbound,
             self.outbound,
             self.admin,
@@ -109,6 +116,8 @@ pub struct Running {
     pub discovery: Discovery,
     /// `None` in the transitional mode (no identity configured).
     pub identity: Option<Identity>,
+    /// Live taps (the tap server's registry, shared with both request paths).
+    pub taps: Arc<Taps>,
     shutdown: Arc<Notify>,
     done: JoinHandle<()>,
 }
@@ -168,6 +177,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         None => None,
     };
     let admin_l = bind("admin", config.admin_listen_addr).await?;
+    // The tap server needs this proxy's identity (its certificate, the anchors clients chain
+    // to) and the one identity allowed to tap.
+    let tap_l = match (&identity, &config.tap_svc_name) {
+        (Some(_), Some(_)) => Some(bind("tap", config.tap_listen_addr).await?),
+        (None, _) => {
+            tracing::info!("tap server off: no identity (WEFT_PROXY_IDENTITY_*)");
+            None
+        }
+        (Some(_), None) => {
+            tracing::info!("tap server off: WEFT_PROXY_TAP_SVC_NAME is not set");
+            None
+        }
+    };
     let inbound_l = bind("inbound", config.inbound_listen_addr).await?;
     let outbound_l = bind("outbound", config.outbound_listen_addr).await?;
     let mut forward = Vec::new();
@@ -191,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         inbound: local_addr("inbound", &inbound_l)?,
         outbound: local_addr("outbound", &outbound_l)?,
         admin: local_addr("admin", &admin_l)?,
+        tap: tap_l.as_ref().map(|l| local_addr("tap", l)).transpose()?,
         forward: forward
             .iter()
             .map(|(p, l)| Ok((*p, local_addr("forward", l)?)))
@@ -201,14 +224,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             .collect::<Result<_, Error>>()?,
     };
 
+    let taps = Taps::new(metrics.clone());
     let ob = Outbound::new(
         &config,
         discovery.clone(),
         metrics.clone(),
         identity.clone(),
         OwnAddrs::new(listening.outbound_side()),
+        taps.clone(),
     );
-    let ib = Inbound::new(&config, metrics.clone(), identity.clone());
+    let ib = Inbound::new(&config, metrics.clone(), identity.clone(), taps.clone());
 
     let shutdown = Arc::new(Notify::new());
     let admin = Arc::new(Admin {
@@ -219,6 +244,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     });
     let admin_task = tokio::spawn(admin::serve(admin_l, admin));
     let sweep_task = tokio::spawn(sweep_idle_series(metrics.clone()));
+    let tap_task = match (tap_l, &identity, &config.tap_svc_name) {
+        (Some(l), Some(id), Some(name)) => Some(tokio::spawn(tap::server::serve(
+            l,
+            taps.clone(),
+            id.clone(),
+            name.clone(),
+            metrics.clone(),
+        ))),
+        _ => None,
+    };
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let conns = Arc::new(Connections::default());
@@ -256,6 +291,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         admin_task.abort();
         sweep_task.abort();
+        if let Some(t) = tap_task {
+            t.abort();
+        }
     });
 
     Ok(Running {
@@ -263,6 +301,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         metrics,
         discovery,
         identity,
+        taps,
         shutdown,
         done,
     })
@@ -475,6 +514,7 @@ mod tests {
             inbound: "0.0.0.0:4143".parse().expect("addr"),
             outbound: "127.0.0.1:4140".parse().expect("addr"),
             admin: "127.0.0.1:4191".parse().expect("addr"),
+            tap: None,
             forward: vec![(8080, "0.0.0.0:40001".parse().expect("addr"))],
             upstreams: vec![(
                 "catalog.default.svc.cluster.local:9090".into(),
@@ -485,5 +525,13 @@ mod tests {
             l.json_line(),
             r#"{"event":"listening","inbound":"0.0.0.0:4143","outbound":"127.0.0.1:4140","admin":"127.0.0.1:4191","forward":[{"app_port":8080,"addr":"0.0.0.0:40001"}],"upstreams":[{"authority":"catalog.default.svc.cluster.local:9090","addr":"127.0.0.1:40002"}]}"#
         );
+        // The tap server, when it runs, follows the admin address.
+        let l = Listening {
+            tap: Some("127.0.0.1:4190".parse().expect("addr")),
+            ..l
+        };
+        assert!(l
+            .json_line()
+            .contains(r#""admin":"127.0.0.1:4191","tap":"127.0.0.1:4190","forward""#));
     }
 }

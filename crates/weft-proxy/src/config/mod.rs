@@ -42,6 +42,13 @@ pub const DEFAULT_OUTBOUND_LISTEN_ADDR: &str = "127.0.0.1:4140";
 /// Admin server (`/metrics`, `/ready`, `/live`, `/shutdown`).
 pub const ENV_ADMIN_LISTEN_ADDR: &str = "WEFT_PROXY_ADMIN_LISTEN_ADDR";
 pub const DEFAULT_ADMIN_LISTEN_ADDR: &str = "127.0.0.1:4191";
+/// Tap server (`io.linkerd.proxy.tap.Tap/Observe` over mTLS; Linkerd's
+/// `LINKERD2_PROXY_TAP_LISTEN_ADDR`). Runs only with identity and [`ENV_TAP_SVC_NAME`].
+pub const ENV_TAP_LISTEN_ADDR: &str = "WEFT_PROXY_TAP_LISTEN_ADDR";
+pub const DEFAULT_TAP_LISTEN_ADDR: &str = "127.0.0.1:4190";
+/// The one client identity (DNS SAN of its certificate) allowed to tap this proxy (Linkerd's
+/// `LINKERD2_PROXY_TAP_SVC_NAME`). Unset: no tap server.
+pub const ENV_TAP_SVC_NAME: &str = "WEFT_PROXY_TAP_SVC_NAME";
 /// Explicit mode: `APP_PORT[=PROXY_PORT]` list; an extra inbound listener per entry. Default empty.
 pub const ENV_INBOUND_FORWARD_PORTS: &str = "WEFT_PROXY_INBOUND_FORWARD_PORTS";
 /// Explicit mode: `AUTHORITY[=LOCAL_PORT]` list; a local listener bound to a logical service.
@@ -265,6 +272,10 @@ pub struct Config {
     pub inbound_listen_addr: SocketAddr,
     pub outbound_listen_addr: SocketAddr,
     pub admin_listen_addr: SocketAddr,
+    /// [`ENV_TAP_LISTEN_ADDR`].
+    pub tap_listen_addr: SocketAddr,
+    /// [`ENV_TAP_SVC_NAME`]; `None` = no tap server.
+    pub tap_svc_name: Option<String>,
     pub inbound_forward_ports: Vec<ForwardPort>,
     pub outbound_upstreams: Vec<Upstream>,
     pub inbound_opaque_ports: PortSet,
@@ -466,6 +477,15 @@ impl Config {
             DEFAULT_OUTBOUND_LISTEN_ADDR,
         );
         let admin_listen_addr = addr(&mut r, ENV_ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR);
+        let tap_listen_addr = addr(&mut r, ENV_TAP_LISTEN_ADDR, DEFAULT_TAP_LISTEN_ADDR);
+        let tap_svc_name = r.parse(ENV_TAP_SVC_NAME, None, |v| {
+            let v = v.trim_end_matches('.');
+            if is_dns_name(v) {
+                Ok(Some(v.to_ascii_lowercase()))
+            } else {
+                Err("must be a DNS-like identity".into())
+            }
+        });
 
         let inbound_forward_ports = r
             .list(ENV_INBOUND_FORWARD_PORTS, "", parse_forward_ports)
@@ -645,6 +665,8 @@ impl Config {
                 inbound_listen_addr,
                 outbound_listen_addr,
                 admin_listen_addr,
+                tap_listen_addr,
+                tap_svc_name,
                 inbound_forward_ports,
                 outbound_upstreams,
                 inbound_opaque_ports,

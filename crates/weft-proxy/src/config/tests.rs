@@ -356,3 +356,36 @@ fn access_log_and_metrics_retention() {
     );
     assert!(text.contains("WEFT_PROXY_METRICS_RETAIN_IDLE: expected a duration"));
 }
+
+#[test]
+fn tap_server_settings() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert_eq!(c.tap_listen_addr.to_string(), DEFAULT_TAP_LISTEN_ADDR);
+    assert_eq!(c.tap_svc_name, None);
+    let c = Config::from_env(&env(&[
+        (ENV_TAP_LISTEN_ADDR, "0.0.0.0:0"),
+        (
+            ENV_TAP_SVC_NAME,
+            "Tap.weft.serviceaccount.identity.weft.cluster.local.",
+        ),
+    ]))
+    .expect("valid");
+    assert_eq!(c.tap_listen_addr.to_string(), "0.0.0.0:0");
+    assert_eq!(
+        c.tap_svc_name.as_deref(),
+        Some("tap.weft.serviceaccount.identity.weft.cluster.local")
+    );
+    // Both bad values are reported together.
+    let e = Config::from_env(&env(&[
+        (ENV_TAP_LISTEN_ADDR, "localhost"),
+        (ENV_TAP_SVC_NAME, "not a name"),
+    ]))
+    .expect_err("invalid");
+    let text = e.to_string();
+    assert_eq!(e.errors.len(), 2, "{text}");
+    assert!(text.contains(ENV_TAP_LISTEN_ADDR), "{text}");
+    assert!(
+        text.contains("WEFT_PROXY_TAP_SVC_NAME: must be a DNS-like identity"),
+        "{text}"
+    );
+}

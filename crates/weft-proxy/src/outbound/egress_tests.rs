@@ -214,7 +214,7 @@ async fn request_to(ob: &Arc<Outbound>, addr: SocketAddr, host: &str) -> Respons
         .header(hyper::header::HOST, host)
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    proxy_request(ob.clone(), Some((target, dest)), req).await
+    proxy_request(ob.clone(), test_client(), Some((target, dest)), req).await
 }
 
 /// The internet host's TCP server on `ip` that answers each connection with every byte it
@@ -367,7 +367,7 @@ async fn egress_opaque_forbidden_closes_the_connection_and_counts_it() {
     let connect = Request::connect(addr.to_string())
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    let resp = proxy_request(ob.clone(), None, connect).await;
+    let resp = proxy_request(ob.clone(), test_client(), None, connect).await;
     assert_eq!(resp.status(), 403);
     let reason = resp.headers()[http::L5D_PROXY_ERROR].to_str().unwrap();
     assert!(

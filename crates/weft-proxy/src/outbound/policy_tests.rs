@@ -196,6 +196,7 @@ fn outbound_for(policy_addr: SocketAddr, dst_addr: SocketAddr) -> Arc<Outbound> 
         Metrics::new(),
         None,
         OwnAddrs::default(),
+        Taps::new(Metrics::new()),
     )
 }
 
@@ -380,7 +381,7 @@ async fn body(resp: Response<Body>) -> String {
 
 /// (status, body) of one request through the outbound path in explicit mode.
 async fn send(ob: &Arc<Outbound>, headers: &[(&str, &str)]) -> (u16, String) {
-    let resp = proxy_request(ob.clone(), None, get_with(headers)).await;
+    let resp = proxy_request(ob.clone(), test_client(), None, get_with(headers)).await;
     let status = resp.status().as_u16();
     (status, body(resp).await)
 }
@@ -455,12 +456,13 @@ async fn no_matching_route_is_404_with_l5d_proxy_error() {
         &ctl,
         policy(vec![rule(vec![only_api], split(&[("web-a", 1)]))]),
     );
-    let resp = proxy_request(ob.clone(), None, get_with(&[])).await;
+    let resp = proxy_request(ob.clone(), test_client(), None, get_with(&[])).await;
     assert_eq!(resp.status(), 404);
     let why = resp.headers()[http::L5D_PROXY_ERROR].to_str().unwrap();
     assert_eq!(why, format!("no route found for request to {WEB}"));
     let resp = proxy_request(
         ob,
+        test_client(),
         None,
         Request::get("http://web:8080/api/x")
             .body(Empty::new())
@@ -484,7 +486,7 @@ async fn a_request_timeout_answers_504_within_the_bound() {
     // The first request also waits for the policy and endpoints: time a later one.
     let _ = send(&ob, &[]).await;
     let start = Instant::now();
-    let resp = proxy_request(ob.clone(), None, get_with(&[])).await;
+    let resp = proxy_request(ob.clone(), test_client(), None, get_with(&[])).await;
     let took = start.elapsed();
     assert_eq!(resp.status(), 504);
     let why = resp.headers()[http::L5D_PROXY_ERROR].to_str().unwrap();
@@ -519,9 +521,9 @@ async fn a_grpc_timeout_answers_deadline_exceeded_trailers_only() {
             .unwrap()
     };
     // Warm up (policy, discovery, connection).
-    let _ = proxy_request(ob.clone(), None, call()).await;
+    let _ = proxy_request(ob.clone(), test_client(), None, call()).await;
     let start = Instant::now();
-    let resp = proxy_request(ob.clone(), None, call()).await;
+    let resp = proxy_request(ob.clone(), test_client(), None, call()).await;
     let took = start.elapsed();
     assert_eq!(resp.status(), 200, "gRPC errors are trailers-only");
     assert_eq!(resp.headers()["grpc-status"], "4");
@@ -556,7 +558,7 @@ async fn a_failure_injector_fails_its_ratio_marked_as_injected() {
     let n = 3000;
     let mut injected = 0;
     for _ in 0..n {
-        let resp = proxy_request(ob.clone(), None, get_with(&[])).await;
+        let resp = proxy_request(ob.clone(), test_client(), None, get_with(&[])).await;
         match resp.status().as_u16() {
             200 => assert_eq!(body(resp).await, "a"),
             503 => {
@@ -692,7 +694,7 @@ async fn the_last_policy_stays_in_force_while_the_policy_service_is_away() {
         let ob = ob.clone();
         let fixed = Some((target.clone(), dest.clone()));
         async move {
-            let resp = proxy_request(ob, fixed, get_with(headers)).await;
+            let resp = proxy_request(ob, test_client(), fixed, get_with(headers)).await;
             (resp.status().as_u16(), body(resp).await)
         }
     };

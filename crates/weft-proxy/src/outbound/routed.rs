@@ -965,6 +965,20 @@ impl Forwarded {
 
     /// Counts the dispatch; the returned guard records the route and backend outcome when the
     /// response ends (or when it is dropped unanswered).
+    /// The route that took the request (tap's route labels).
+    pub(super) fn route_meta(&self) -> Option<Arc<crate::policy::Meta>> {
+        let r = &self.router;
+        match self.loc.which {
+            Which::Grpc => r
+                .grpc
+                .as_ref()
+                .map(|t| t.routes[self.loc.route].meta.clone()),
+            which => r
+                .http_table(which)
+                .map(|t| t.routes[self.loc.route].meta.clone()),
+        }
+    }
+
     pub(super) fn dispatch(&self) -> RouteEnd {
         self.backend_metrics.request();
         RouteEnd {
