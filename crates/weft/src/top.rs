@@ -45,12 +45,15 @@ pub struct Row {
     pub succeeded: u64,
 }
 
+/// A row's key: source host, destination, method, path.
+type Key = (String, String, String, String);
+
 /// The table's state: rows by key, and the open requests by id.
 #[derive(Debug, Default)]
 pub struct Table {
-    rows: HashMap<(String, String, String, String), Row>,
+    rows: HashMap<Key, Row>,
     /// id → (row key, HTTP status once known).
-    open: HashMap<String, ((String, String, String, String), Option<u64>)>,
+    open: HashMap<String, (Key, Option<u64>)>,
 }
 
 /// The source without its (ephemeral) port: one row per client, not per connection.

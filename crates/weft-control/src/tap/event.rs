@@ -219,10 +219,10 @@ pub fn observe_request(q: &Query) -> ObserveRequest {
     }
     ObserveRequest {
         limit: q.limit,
-        r#match: (!all.is_empty()).then(|| Match {
+        r#match: (!all.is_empty()).then_some(Match {
             r#match: Some(M::All(r#match::Seq { matches: all })),
         }),
-        extract: q.headers.then(|| Extract {
+        extract: q.headers.then_some(Extract {
             extract: Some(extract::Extract::Http(extract::Http {
                 extract: Some(extract::http::Extract::Headers(extract::http::Headers {})),
             })),
@@ -243,7 +243,7 @@ pub fn event_id(ev: &TapEvent) -> Option<(u32, u64)> {
 
 fn addr(a: &Option<TcpAddress>) -> Value {
     let Some(a) = a else { return Value::Null };
-    let ip = a.ip.clone().and_then(|ip| IpAddr::try_from(ip).ok());
+    let ip = a.ip.and_then(|ip| IpAddr::try_from(ip).ok());
     match (ip, u16::try_from(a.port)) {
         (Some(ip), Ok(port)) => json!(SocketAddr::new(ip, port).to_string()),
         _ => Value::Null,

@@ -1,12 +1,14 @@
-//! `weft top` in a real terminal: tmux runs it against a stub control-plane API that streams
-//! recorded NDJSON tap events. The table appears, is redrawn with new counts as events arrive,
-//! and `q` quits, leaving the alternate screen and the terminal's cooked mode restored.
+//! `weft tap` and `weft top` against a stub control-plane API that streams recorded NDJSON tap
+//! events. `weft tap` prints Linkerd's lines (or the JSON lines) and reports the API's errors;
+//! `weft top` runs in a real terminal (tmux): the table appears, is redrawn with new counts as
+//! events arrive, and `q` quits, leaving the alternate screen and the terminal's cooked mode
+//! restored.
 
 mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,8 @@ fn request(id: u32, path: &str, status: u16, duration_us: u64) -> Vec<String> {
 }
 
 /// A stub API answering one `GET /v1/tap/...` with a chunked NDJSON stream: the batches sent on
-/// `batches`, each as they come, then holds the stream open. Reports the request line.
+/// `batches`, each as they come; once `batches` is dropped, the stream ends. Reports the
+/// request line.
 fn stub_api(batches: mpsc::Receiver<Vec<String>>) -> (SocketAddr, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -67,7 +70,7 @@ fn stub_api(batches: mpsc::Receiver<Vec<String>>) -> (SocketAddr, mpsc::Receiver
                 }
             }
         }
-        // Held open until the client goes away.
+        let _ = conn.write_all(b"0\r\n\r\n");
         let mut rest = String::new();
         let _ = reader.read_line(&mut rest);
     });
@@ -127,7 +130,7 @@ fn top_redraws_its_table_in_place_and_q_restores_the_terminal() {
     let (api, seen) = stub_api(rx);
     let name = format!("weft-top-{}", std::process::id());
     let script = format!(
-        "{} top web -n demo --path /books --api-addr {api}; echo EXITED=$?; stty -a; sleep 60",
+        "{} top web -n demo --path /books --api-addr {api}; echo EXITED=$?; stty -a; echo STTY-DONE; sleep 60",
         support::weft_bin().display()
     );
     let status = Command::new("tmux")
@@ -164,7 +167,8 @@ fn top_redraws_its_table_in_place_and_q_restores_the_terminal() {
     }
     batches.send(batch).unwrap();
     let pane = session.wait_for("3 /books requests", |p| {
-        row(p, "/books").is_some_and(|r| r.get(4) == Some(&"3"))
+        // Counted and ended: the third one's failure is in the rate.
+        row(p, "/books").is_some_and(|r| r.get(4) == Some(&"3") && r.get(8) == Some(&"66.67%"))
     });
     assert!(
         pane.contains("Source") && pane.contains("Success Rate"),
@@ -211,7 +215,9 @@ fn top_redraws_its_table_in_place_and_q_restores_the_terminal() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let pane = session.wait_for("the exit", |p| p.contains("EXITED="));
+    let pane = session.wait_for("the exit and the terminal's flags", |p| {
+        p.contains("STTY-DONE")
+    });
     assert!(pane.contains("EXITED=0"), "{pane}");
     assert!(
         !pane.contains("Success Rate"),
@@ -225,4 +231,92 @@ fn top_redraws_its_table_in_place_and_q_restores_the_terminal() {
             "{flag} restored:\n{pane}"
         );
     }
+}
+
+#[test]
+fn tap_prints_linkerds_lines_and_json_lines() {
+    for (format, expected) in [
+        (
+            "text",
+            vec![
+                "req id=1:1 proxy=in  src=10.1.0.9:40001 dst=10.1.0.2:8080 tls=true :method=GET \
+                 :authority=web:8080 :path=/books",
+                "rsp id=1:1 proxy=in  src=10.1.0.9:40001 dst=10.1.0.2:8080 tls=true :status=200 \
+                 latency=250µs",
+                "end id=1:1 proxy=in  src=10.1.0.9:40001 dst=10.1.0.2:8080 tls=true \
+                 duration=500µs response-length=10B",
+            ],
+        ),
+        (
+            "json",
+            request(1, "/books", 200, 500)
+                .iter()
+                .map(|l| l.trim())
+                .collect(),
+        ),
+    ] {
+        let (batches, rx) = mpsc::channel();
+        let (api, seen) = stub_api(rx);
+        batches.send(request(1, "/books", 200, 500)).unwrap();
+        drop(batches); // the stream ends after them, as when the proxy's limit is reached
+        let out = Command::new(support::weft_bin())
+            .args([
+                "tap",
+                "demo/web",
+                "--limit",
+                "1",
+                "--headers",
+                "-o",
+                format,
+                "--api-addr",
+            ])
+            .arg(api.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("weft tap runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let first = seen.recv_timeout(SOON).expect("asked");
+        assert!(
+            first.starts_with("GET /v1/tap/demo/web?max_rps=100&limit=1&headers=true "),
+            "{first}"
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = stdout.lines().collect();
+        let expected: Vec<String> = expected.iter().map(|l| l.to_string()).collect();
+        assert_eq!(lines, expected, "{format}");
+    }
+}
+
+#[test]
+fn tap_reports_the_apis_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && !line.ends_with("\r\n\r\n") {}
+        let body = r#"{"error":"workload demo/x has no linkerd-tap port"}"#;
+        let mut conn = conn;
+        let _ = write!(
+            conn,
+            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let out = Command::new(support::weft_bin())
+        .args(["tap", "x", "-n", "demo", "--api-addr", &api.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("weft tap runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("404 Not Found: workload demo/x has no linkerd-tap port"),
+        "{stderr}"
+    );
 }
