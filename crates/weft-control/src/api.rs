@@ -2,7 +2,7 @@
 //! identity token), store status, the CA's trust anchors and rotation status, golden metrics
 //! from the proxies' telemetry (`api/stat.rs`), who talks to whom with which identities
 //! (`api/edges.rs`), per-route metrics (`api/routes.rs`), the control plane's half of `weft check`
-//! (`api/check.rs`), and health.
+//! (`api/check.rs`), taps streamed from a workload's proxy (`api/tap.rs`), and health.
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
@@ -36,6 +36,11 @@ mod params;
 mod routes;
 #[path = "api/stat.rs"]
 mod stat;
+#[path = "api/tap.rs"]
+mod tap;
+
+/// Every answer's body: whole (`Full`) but for the streamed taps.
+pub type ApiBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 1 << 20;
@@ -56,6 +61,8 @@ pub struct Ctx {
     pub prometheus: Option<crate::telemetry::prometheus::Prometheus>,
     /// Where the gRPC services listen (`GET /v1/check` tells `weft check`).
     pub grpc_addr: std::net::SocketAddr,
+    /// The identity `GET /v1/tap/...` dials proxies' tap servers with.
+    pub tap: crate::tap::TapIdentity,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
@@ -85,7 +92,7 @@ pub async fn serve(
         let ctx = ctx.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
+            let svc = hyper::service::service_fn(move |req| dispatch(req, ctx.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
@@ -108,6 +115,30 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
     reply(status, json!({"error": msg.to_string()}))
+}
+
+/// Taps stream their answers; everything else is answered whole by [`handle`].
+async fn dispatch(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<ApiBody>, Infallible> {
+    let path = req.uri().path().trim_end_matches('/');
+    if let Some(rest) = path.strip_prefix("/v1/tap/") {
+        let segments: Vec<&str> = rest.split('/').collect();
+        let rsp = match (req.method(), segments.as_slice()) {
+            (&Method::GET, [ns, name]) => tap::handle(&ctx, ns, name, req.uri().query()).await,
+            (_, [_, _]) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {} not allowed on {path}", req.method()),
+            )
+            .map(|b| b.boxed_unsync()),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {path} (GET /v1/tap/NAMESPACE/WORKLOAD)"),
+            )
+            .map(|b| b.boxed_unsync()),
+        };
+        return Ok(rsp);
+    }
+    let rsp = handle(req, ctx).await?;
+    Ok(rsp.map(|b| b.boxed_unsync()))
 }
 
 async fn handle(

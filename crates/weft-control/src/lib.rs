@@ -9,7 +9,8 @@
 //! Leaves: `clock` (Unix seconds, RFC 3339) and `files` (atomic file replacement).
 //! Beside that shape, [`telemetry`] scrapes the meshed workloads' proxies for `GET /v1/stat/...`,
 //! `/v1/edges` and `/v1/routes` (or asks a Prometheus for `/v1/stat`, which it can also hand the
-//! proxies to scrape).
+//! proxies to scrape), and [`tap`] opens taps on them for `GET /v1/tap/...` under its own tap
+//! identity ([`tls`]: the control plane's TLS clients).
 
 pub mod api;
 pub mod ca;
@@ -23,7 +24,9 @@ pub mod resource;
 pub mod rotation;
 pub mod service_ips;
 pub mod store;
+pub mod tap;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 
 pub use resource::authz::{parse_cidr_list, Cidr, DefaultPolicy, DEFAULT_CLUSTER_NETWORKS};
@@ -249,6 +252,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         index.clone(),
         shutdown_rx.clone(),
     ));
+    // The tap identity's certificate, from this CA, renewed beside it.
+    let (tap, tap_task) = tap::start(&defaults, ca_rx.clone(), shutdown_rx.clone());
     // Identity checks registrations against the store itself (no addresses needed, no lag).
     let states = store.states();
     let api_task = tokio::spawn(api::serve(
@@ -264,10 +269,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             telemetry,
             prometheus: config.prometheus_url.clone(),
             grpc_addr,
+            tap,
         },
         shutdown_rx.clone(),
     ));
-    let mut tasks = vec![store_task, api_task, ips_task, index_task, telemetry_task];
+    let tap_task = tokio::spawn(tap_task);
+    let mut tasks = vec![
+        store_task,
+        api_task,
+        ips_task,
+        index_task,
+        telemetry_task,
+        tap_task,
+    ];
     if let Some(path) = &config.prometheus_sd_file {
         let writer = telemetry::file_sd::Writer::new(path.clone(), &config.control_namespace);
         tasks.push(tokio::spawn(telemetry::file_sd::run(

@@ -30,6 +30,18 @@ pub const INBOUND_PORT_ANNOTATION: &str = "config.linkerd.io/inbound-port";
 /// IP: Linkerd's name for the proxy container's admin port. A workload with it is meshed, and
 /// the control plane scrapes it (`docs/observability.md`).
 pub const ADMIN_PORT_NAME: &str = "linkerd-admin";
+/// The ExternalWorkload port naming its proxy's tap server on the workload's first IP (Linkerd's
+/// name for the proxy container's tap port): `GET /v1/tap/...` dials it (`docs/observability.md`).
+pub const TAP_PORT_NAME: &str = "linkerd-tap";
+
+/// The identity allowed to tap proxies, which the control plane presents when it dials their tap
+/// servers: `tap.NS.serviceaccount.identity.NS.TD` with NS the control namespace (Linkerd's
+/// `tap.linkerd-viz.serviceaccount.identity.linkerd.cluster.local`). Sidecars get it as
+/// `WEFT_PROXY_TAP_SVC_NAME`.
+pub fn tap_identity(d: &Defaults) -> String {
+    let ns = &d.control_namespace;
+    format!("tap.{ns}.serviceaccount.identity.{ns}.{}", d.trust_domain)
+}
 
 /// Values the validator needs to derive defaults (the workload's mesh identity).
 #[derive(Clone, Debug)]
@@ -211,6 +223,14 @@ impl ExternalWorkload {
         self.ports
             .iter()
             .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME))
+            .map(|p| SocketAddr::new(self.ip(), p.port))
+    }
+
+    /// Where its proxy's tap server listens: the first IP and the port named [`TAP_PORT_NAME`].
+    pub fn tap_addr(&self) -> Option<SocketAddr> {
+        self.ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(TAP_PORT_NAME))
             .map(|p| SocketAddr::new(self.ip(), p.port))
     }
 

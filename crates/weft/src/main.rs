@@ -32,6 +32,8 @@ mod routes;
 mod run;
 mod show;
 mod stat;
+mod tap;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -83,6 +85,12 @@ enum Command {
     /// Show golden metrics (success rate, requests per second, latency) per route of a
     /// service, as meshed clients saw each request after retries.
     Routes(routes::RoutesArgs),
+    /// Watch a workload's requests live, as its proxy sees them (inbound and outbound): one
+    /// line per request start, response and end, or JSON lines.
+    Tap(tap::TapArgs),
+    /// A live table of a workload's busiest request paths (source, destination, method, path,
+    /// count, latency, success rate), redrawn in place; q quits.
+    Top(top::TopArgs),
     /// Run a command as a meshed workload: as root in its own network namespace with
     /// transparent interception and a sidecar proxy; otherwise in explicit mode (HTTP_PROXY).
     Run(run::RunArgs),
@@ -100,7 +108,9 @@ fn main() -> std::process::ExitCode {
         | Command::Check(_)
         | Command::Stat(_)
         | Command::Edges(_)
-        | Command::Routes(_) => "warn",
+        | Command::Routes(_)
+        | Command::Tap(_)
+        | Command::Top(_) => "warn",
         Command::Init(_) | Command::Run(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -127,6 +137,8 @@ fn main() -> std::process::ExitCode {
             Command::Routes(args) => routes::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Stat(args) => stat::run(args).await,
+            Command::Tap(args) => tap::run(args).await,
+            Command::Top(args) => top::run(args).await,
         }
     });
     match result {

@@ -55,6 +55,10 @@ const OUTBOUND_PORT: u16 = 4140;
 /// pod IP (inbound 4191 bypasses the proxy), and `POST /shutdown` answers only loopback peers.
 const ADMIN_ADDR: &str = "0.0.0.0:4191";
 const ADMIN_PORT: u16 = 4191;
+/// The tap server listens on every address of the pod too: the control plane dials it on the pod
+/// IP (inbound 4190 bypasses the proxy), and only the tap identity's client certificate is let in.
+const TAP_ADDR: &str = "0.0.0.0:4190";
+const TAP_PORT: u16 = 4190;
 /// How long the command may take to accept connections on its ports before registration.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the command and the proxy get to exit after SIGTERM.
@@ -180,6 +184,14 @@ impl FromStr for Label {
 }
 
 impl RunArgs {
+    /// The identity the control plane taps with: the only client the sidecar's tap server admits.
+    pub(crate) fn tap_identity(&self) -> String {
+        weft_control::resource::tap_identity(&weft_control::resource::Defaults {
+            trust_domain: self.trust_domain.to_string(),
+            control_namespace: self.control_namespace.to_string(),
+        })
+    }
+
     pub(crate) fn api(&self) -> SocketAddr {
         self.control_api
             .unwrap_or_else(|| SocketAddr::new(self.control.ip(), 8085))
@@ -201,13 +213,15 @@ impl RunArgs {
     /// The ExternalWorkload to register: the workload at `ip`, its ports at `ports`, (in a pod)
     /// the sidecar's inbound port there, so peers reach opaque ports with the transport header
     /// (explicit mode passes None: its ports are the sidecar's forward ports already), and the
-    /// sidecar's admin port on `ip`, which the control plane scrapes.
+    /// sidecar's admin port on `ip`, which the control plane scrapes, and its tap port there,
+    /// which `GET /v1/tap/...` dials.
     fn workload(
         &self,
         ip: IpAddr,
         ports: &[(Option<String>, u16)],
         inbound_port: Option<u16>,
         admin_port: Option<u16>,
+        tap_port: Option<u16>,
     ) -> serde_json::Value {
         let mut labels: BTreeMap<&str, &str> = self
             .labels
@@ -225,6 +239,9 @@ impl RunArgs {
             })
             .chain(admin_port.map(|port| {
                 serde_json::json!({"name": weft_control::resource::ADMIN_PORT_NAME, "port": port})
+            }))
+            .chain(tap_port.map(|port| {
+                serde_json::json!({"name": weft_control::resource::TAP_PORT_NAME, "port": port})
             }))
             .collect();
         let mut metadata = serde_json::json!({
@@ -372,7 +389,7 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
         SidecarIdentity::prepare(args, &identity::state_dir(&pod.netns), Some(args.proxy_uid))
             .await?;
     let identity_env = identity.as_ref().map(|i| i.proxy_env()).unwrap_or_default();
-    let proxy = spawn_proxy(args, pod, control, &identity_env).await?;
+    let (proxy, listening) = spawn_proxy(args, pod, control, &identity_env).await?;
     let cmd = spawn_in_pod(args, pod)?;
     let mut running = Running {
         proxy,
@@ -394,6 +411,8 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
                 &ports,
                 Some(INBOUND_PORT),
                 Some(ADMIN_PORT),
+                // The proxy runs a tap server only with an identity; none, nothing to dial.
+                listening.tap.map(|_| TAP_PORT),
             ),
         )
         .await?;
@@ -488,6 +507,7 @@ fn proxy_command(
             format!("{}:{}", args.namespace, args.name),
         )
         .env(config::ENV_SHUTDOWN_GRACE_PERIOD, "5s")
+        .env(config::ENV_TAP_SVC_NAME, args.tap_identity())
         .envs(identity_env.iter().map(|(k, v)| (k, v)))
         .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
@@ -499,12 +519,13 @@ async fn spawn_proxy(
     pod: &Pod,
     control: SocketAddr,
     identity_env: &[(&str, String)],
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<(Child, children::ProxyListening)> {
     let bin = children::proxy_binary()?;
     let uid = args.proxy_uid;
     let mut cmd = proxy_command(args, &bin, Some((pod.raw_fd(), uid)), control, identity_env);
     cmd.envs(init::proxy_env(&init_args(args)))
-        .env(config::ENV_ADMIN_LISTEN_ADDR, ADMIN_ADDR);
+        .env(config::ENV_ADMIN_LISTEN_ADDR, ADMIN_ADDR)
+        .env(config::ENV_TAP_LISTEN_ADDR, TAP_ADDR);
     let mut proxy = cmd.spawn().with_context(|| {
         format!(
             "starting {} as uid {uid} in the pod (it must be executable by that uid; set \
@@ -513,8 +534,8 @@ async fn spawn_proxy(
             var = children::ENV_PROXY_BIN,
         )
     })?;
-    children::read_listening(&mut proxy, "weft-proxy").await?;
-    Ok(proxy)
+    let listening = children::read_listening(&mut proxy, "weft-proxy").await?;
+    Ok((proxy, listening))
 }
 
 /// The `weft init` settings matching this run.
@@ -605,8 +626,8 @@ async fn deregister(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The admin port to register for a workload at `ip`: the control plane scrapes `ip:port`, so
-/// only an admin listening there (or on every address) is.
+/// The admin (or tap) port to register for a workload at `ip`: the control plane dials
+/// `ip:port`, so only a listener there (or on every address) is.
 fn admin_port_at(ip: IpAddr, admin: SocketAddr) -> Option<u16> {
     (admin.ip() == ip || admin.ip().is_unspecified()).then_some(admin.port())
 }
@@ -671,6 +692,7 @@ async fn explicit(
     cmd.env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
         .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
         .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_TAP_LISTEN_ADDR, "127.0.0.1:0")
         .env(config::ENV_INBOUND_FORWARD_PORTS, forward.join(","))
         .env(
             config::ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION,
@@ -727,7 +749,9 @@ async fn explicit(
             listening.admin
         );
     }
-    let workload = args.workload(ip, &ports, None, admin_port);
+    // The tap server, like the admin, only where the control plane can reach it.
+    let tap_port = listening.tap.and_then(|tap| admin_port_at(ip, tap));
+    let workload = args.workload(ip, &ports, None, admin_port, tap_port);
     let registration = register(args, &workload);
     let status = tokio::select! {
         result = registration => {
@@ -852,6 +876,7 @@ mod tests {
             &[(None, 6379)],
             Some(4143),
             Some(ADMIN_PORT),
+            Some(TAP_PORT),
         );
         assert_eq!(doc["metadata"]["labels"]["app"], "db");
         assert_eq!(doc["metadata"]["namespace"], "prod");
@@ -870,20 +895,28 @@ mod tests {
         assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "198.18.2.20");
         assert_eq!(
             doc["spec"]["ports"],
-            serde_json::json!([{"port": 6379}, {"name": "linkerd-admin", "port": 4191}])
+            serde_json::json!([{"port": 6379}, {"name": "linkerd-admin", "port": 4191},
+                               {"name": "linkerd-tap", "port": 4190}])
         );
         let explicit = a.workload(
             "127.0.0.1".parse().unwrap(),
             &[(None, 16379)],
             None,
             Some(41910),
+            None,
         );
         assert!(explicit["metadata"]["annotations"]
             .get("config.linkerd.io/inbound-port")
             .is_none());
         assert_eq!(explicit["spec"]["ports"][1]["port"], 41910);
         // Without an admin port to register, only the workload's own.
-        let bare = a.workload("127.0.0.1".parse().unwrap(), &[(None, 16379)], None, None);
+        let bare = a.workload(
+            "127.0.0.1".parse().unwrap(),
+            &[(None, 16379)],
+            None,
+            None,
+            None,
+        );
         assert_eq!(bare["spec"]["ports"], serde_json::json!([{"port": 16379}]));
     }
 

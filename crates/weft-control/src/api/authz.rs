@@ -7,19 +7,19 @@ use crate::index::inbound::{Authz, Inbound, RateLimit, ServerRef};
 use crate::index::InboundDefaults;
 use crate::index::{self, inbound::Authentication, inbound::AuthzOrigin, InboundKey};
 use crate::resource::authz::{ProxyProtocol, ServerPort};
-use crate::resource::{State, ADMIN_PORT_NAME};
+use crate::resource::{State, ADMIN_PORT_NAME, TAP_PORT_NAME};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 /// The workload's policy per port, or `None` when the workload is not known. Ports: the
 /// workload's declared ports and any port a Server selecting it names by number; not its
-/// proxy's admin port, which Weft's proxy serves without inbound policy.
+/// proxy's admin and tap ports, which Weft's proxy serves without inbound policy.
 pub fn describe(state: &State, defaults: &InboundDefaults, ns: &str, name: &str) -> Option<Value> {
     let w = state.workloads.get(&(ns.to_string(), name.to_string()))?;
     let mut ports: BTreeSet<u16> = w
         .ports
         .iter()
-        .filter(|p| p.name.as_deref() != Some(ADMIN_PORT_NAME))
+        .filter(|p| !matches!(p.name.as_deref(), Some(ADMIN_PORT_NAME | TAP_PORT_NAME)))
         .map(|p| p.port)
         .collect();
     ports.extend(

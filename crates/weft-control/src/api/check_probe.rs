@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use super::{chain_anchor, dns_names, parse_http_date, skew_from_date, ProxyFacts};
-use crate::resource::{ExternalWorkload, ADMIN_PORT_NAME};
+use crate::resource::{ExternalWorkload, ADMIN_PORT_NAME, TAP_PORT_NAME};
 use crate::telemetry::scrape;
 
 pub(super) async fn proxy(w: ExternalWorkload, anchors: Arc<Vec<Vec<u8>>>) -> ProxyFacts {
@@ -69,7 +69,7 @@ pub(super) async fn proxy(w: ExternalWorkload, anchors: Arc<Vec<Vec<u8>>>) -> Pr
     }
     let port = w.inbound_port.or_else(|| {
         (w.ports.iter())
-            .find(|p| p.name.as_deref() != Some(ADMIN_PORT_NAME))
+            .find(|p| !matches!(p.name.as_deref(), Some(ADMIN_PORT_NAME | TAP_PORT_NAME)))
             .map(|p| p.port)
     });
     let Some(port) = port else { return facts };
@@ -107,10 +107,8 @@ pub(super) async fn proxy(w: ExternalWorkload, anchors: Arc<Vec<Vec<u8>>>) -> Pr
 /// Whatever they are, the handshake completes (they are judged by the caller) and the
 /// connection is closed without a byte of application data.
 async fn presented_chain(addr: SocketAddr, server_name: &str) -> Result<Vec<Vec<u8>>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+    let provider = crate::tls::provider();
+    let config = crate::tls::client_builder(provider.clone())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyChain(provider)))
         .with_no_client_auth();

@@ -106,6 +106,9 @@ pub struct ProxyListening {
     pub forward: Vec<Forward>,
     #[serde(default)]
     pub upstreams: Vec<Upstream>,
+    /// The tap server, when the proxy runs one (an identity and a tap identity are set).
+    #[serde(default)]
+    pub tap: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -288,6 +288,8 @@ async fn launch(
             admin: admin.0,
             forward: Vec::new(),
             upstreams: Vec::new(),
+            // `weft run` registered the pod's tap server (4190) itself.
+            tap: None,
         },
     };
     let parts = PodParts {

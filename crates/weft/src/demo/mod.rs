@@ -250,21 +250,30 @@ fn services_yaml_with(cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -
 
 /// The ExternalWorkload registered for a workload whose sidecar forwards `port_name` at `addr`
 /// (a client-only workload serves nothing but is registered all the same, for its identity),
-/// with its sidecar's admin port (the control plane scrapes it). Every sidecar of the demo
-/// listens on 127.0.0.1, so the admin is on the workload's IP.
+/// with its sidecar's admin port (the control plane scrapes it) and tap port (`weft tap` and
+/// `weft top` reach it through the control plane), when it runs a tap server. Every sidecar of
+/// the demo listens on 127.0.0.1, so they are on the workload's IP.
 fn workload_document(
     name: &str,
     serves: Option<(&str, SocketAddr)>,
     admin: SocketAddr,
+    tap: Option<SocketAddr>,
 ) -> serde_json::Value {
-    let admin_port =
-        serde_json::json!({"name": weft_control::resource::ADMIN_PORT_NAME, "port": admin.port()});
+    let mut sidecar = vec![
+        serde_json::json!({"name": weft_control::resource::ADMIN_PORT_NAME, "port": admin.port()}),
+    ];
+    if let Some(tap) = tap {
+        sidecar.push(
+            serde_json::json!({"name": weft_control::resource::TAP_PORT_NAME, "port": tap.port()}),
+        );
+    }
     let (ip, ports) = match serves {
-        Some((port_name, addr)) => (
-            addr.ip(),
-            serde_json::json!([{"name": port_name, "port": addr.port()}, admin_port]),
-        ),
-        None => (admin.ip(), serde_json::json!([admin_port])),
+        Some((port_name, addr)) => {
+            let mut ports = vec![serde_json::json!({"name": port_name, "port": addr.port()})];
+            ports.extend(sidecar);
+            (addr.ip(), ports)
+        }
+        None => (admin.ip(), sidecar),
     };
     serde_json::json!({
         "apiVersion": "workload.linkerd.io/v1beta1",
@@ -467,6 +476,11 @@ async fn launch(
         .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
         .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
         .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_TAP_LISTEN_ADDR, "127.0.0.1:0")
+        .env(
+            config::ENV_TAP_SVC_NAME,
+            weft_control::resource::tap_identity(&weft_control::resource::Defaults::default()),
+        )
         .env(
             config::ENV_INBOUND_FORWARD_PORTS,
             app_port.map(|p| p.to_string()).unwrap_or_default(),
@@ -516,7 +530,12 @@ async fn launch(
         }
         _ => None,
     };
-    let registered = register(api, name, &workload_document(name, serves, listening.admin)).await?;
+    let registered = register(
+        api,
+        name,
+        &workload_document(name, serves, listening.admin, listening.tap),
+    )
+    .await?;
     anyhow::ensure!(
         registered.identity == workload_identity(name),
         "{name} was registered as {}, but its sidecar asks for {}",
@@ -847,17 +866,19 @@ mod tests {
             "web",
             Some(("http", "127.0.0.1:41000".parse().expect("addr"))),
             admin,
+            Some("127.0.0.1:43000".parse().expect("addr")),
         );
         assert_eq!(doc["metadata"]["labels"]["app"], "web");
         assert_eq!(
             doc["spec"]["ports"],
             serde_json::json!([{"name": "http", "port": 41000},
-                               {"name": "linkerd-admin", "port": 42000}])
+                               {"name": "linkerd-admin", "port": 42000},
+                               {"name": "linkerd-tap", "port": 43000}])
         );
         assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "127.0.0.1");
         // A client-only workload is registered for its identity (and its metrics): only the
         // admin port.
-        let doc = workload_document("traffic", None, admin);
+        let doc = workload_document("traffic", None, admin, None);
         assert_eq!(
             doc["spec"]["ports"],
             serde_json::json!([{"name": "linkerd-admin", "port": 42000}])
