@@ -4,7 +4,10 @@
 //! route (while the per-attempt edge still shows them), and books-v2 takes ~10 % of books' calls.
 //! While it runs, `weft stat` against the demo's control plane shows the same traffic from the
 //! telemetry the control plane scrapes, `weft edges` shows web's calls secured by mTLS with both
-//! identities, and `weft routes` shows the ratings route the policy added.
+//! identities, `weft routes` shows the ratings route the policy added, and `weft tap` streams
+//! live requests from the proxies' tap servers through the control plane (mTLS both ways, with
+//! the control plane's tap identity): books' inbound gRPC calls from web's identity, and web's
+//! outbound calls filtered to books in web's proxy.
 
 mod support;
 
@@ -14,6 +17,19 @@ use serde_json::Value;
 use support::{
     demo_edges, eventually, free_port, set_pdeathsig, summary, weft_bin, ChildProc, TempDir,
 };
+
+/// `weft tap ARGS -o json --api-addr API` (it ends after its `--limit`): the events.
+async fn tap_events(api: &str, args: &[&str]) -> Vec<Value> {
+    let args = [args, &["-o", "json"]].concat();
+    let run = weft(api, "tap", &args);
+    let out = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap_or_else(|_| panic!("weft tap {args:?} did not end within 20 s"))
+        .unwrap_or_else(|e| panic!("weft tap {args:?}: {e}"));
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
 
 /// `weft stat ARGS --api-addr API`: stdout, or the failure with stderr.
 async fn weft_stat(api: &str, args: &[&str]) -> Result<String, String> {
@@ -155,6 +171,51 @@ async fn demo_reports_edges_with_traffic() {
         route["latency_ms_p50"].as_f64().is_some(),
         "a route with requests has a latency bound: {route}"
     );
+    // Tap: books' proxy streams its inbound requests, from web's verified identity.
+    let events = tap_events(&api, &["demo/books", "--limit", "3"]).await;
+    let web_id = "web.demo.serviceaccount.identity.weft.cluster.local";
+    let inits: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "request_init")
+        .collect();
+    assert_eq!(inits.len(), 3, "{events:#?}");
+    for init in &inits {
+        assert_eq!(init["direction"], "inbound", "{init}");
+        assert_eq!(init["source_meta"]["tls"], "true", "{init}");
+        assert_eq!(init["source_meta"]["client_id"], web_id, "{init}");
+        assert_eq!(init["method"], "POST", "gRPC: {init}");
+        let id = &init["id"];
+        let end = events
+            .iter()
+            .find(|e| e["type"] == "response_end" && &e["id"] == id)
+            .unwrap_or_else(|| panic!("no response_end for {id}: {events:#?}"));
+        assert_eq!(end["grpc_status"], 0, "{end}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e["type"] == "response_init" && &e["id"] == id && e["status"] == 200),
+            "no 200 response_init for {id}: {events:#?}"
+        );
+    }
+    // Web's proxy, its outbound calls to books only (the match runs in the proxy).
+    let events = tap_events(&api, &["demo/web", "--to", "demo/books", "--limit", "2"]).await;
+    let inits: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "request_init")
+        .collect();
+    assert_eq!(inits.len(), 2, "{events:#?}");
+    for init in inits {
+        assert_eq!(init["direction"], "outbound", "{init}");
+        assert_eq!(
+            init["destination_meta"]["external_workload"], "books",
+            "{init}"
+        );
+        assert_eq!(
+            init["destination_meta"]["server_id"],
+            "books.demo.serviceaccount.identity.weft.cluster.local",
+            "{init}"
+        );
+    }
     let table = weft_stat(&api, &["wl", "-n", "demo", "-o", "wide"])
         .await
         .expect("weft stat table");
