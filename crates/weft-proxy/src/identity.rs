@@ -184,7 +184,7 @@ impl Identity {
             .map_err(IdentityError::Key)?;
         drop(key);
         metrics.identity_enabled();
-        metrics.identity_trust_anchors(roots.len());
+        metrics.identity_trust_anchors(&tls::pem_fingerprints(cfg.trust_anchors_pem.as_bytes()));
         let (roots_tx, roots_rx) = watch::channel(roots);
         let anchors_task = cfg.trust_anchors_file.clone().map(|path| {
             let initial = cfg.trust_anchors_pem.clone().into_bytes();
@@ -301,7 +301,7 @@ async fn watch_anchors(
             Ok(roots) => {
                 tracing::info!(path = %path.display(), anchors = roots.len(), "trust anchors reloaded");
                 metrics.identity_trust_anchors_reload(true);
-                metrics.identity_trust_anchors(roots.len());
+                metrics.identity_trust_anchors(&tls::pem_fingerprints(&bytes));
                 tx.send_replace(Arc::new(roots));
                 in_force = bytes;
                 reported = None;

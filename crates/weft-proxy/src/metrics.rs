@@ -229,8 +229,8 @@ struct IdentityStats {
     expiration_unix: AtomicU64,
     refresh_success: AtomicU64,
     refresh_failure: AtomicU64,
-    /// Anchors in force, and reloads of the anchors file by result.
-    trust_anchors: AtomicU64,
+    /// Anchors in force (their fingerprints), and reloads of the anchors file by result.
+    trust_anchors: Mutex<Vec<String>>,
     anchors_reload_success: AtomicU64,
     anchors_reload_failure: AtomicU64,
 }
@@ -463,9 +463,9 @@ impl Metrics {
         self.inner.identity.refresh_failure.fetch_add(1, Relaxed);
     }
 
-    /// `n` trust anchors are in force.
-    pub fn identity_trust_anchors(&self, n: usize) {
-        self.inner.identity.trust_anchors.store(n as u64, Relaxed);
+    /// These trust anchors (`sha256:HEX` fingerprints) are in force.
+    pub fn identity_trust_anchors(&self, fingerprints: &[String]) {
+        *lock(&self.inner.identity.trust_anchors) = fingerprints.to_vec();
     }
 
     /// The trust anchors file changed and was loaded (`true`) or refused (`false`).
@@ -564,17 +564,27 @@ impl Metrics {
                 let l = format!("result=\"{result}\"");
                 sample(&mut out, "identity_cert_refresh_total", &l, n.load(Relaxed));
             }
+            let anchors = lock(&id.trust_anchors).clone();
             header(
                 &mut out,
                 "identity_trust_anchors",
                 "gauge",
                 "Trust anchors in force (2 while a rotation distributes old + new).",
             );
-            let _ = writeln!(
-                out,
-                "identity_trust_anchors {}",
-                id.trust_anchors.load(Relaxed)
+            let _ = writeln!(out, "identity_trust_anchors {}", anchors.len());
+            header(
+                &mut out,
+                "identity_trust_anchor_info",
+                "gauge",
+                "1 per trust anchor in force, labelled with its SHA-256 fingerprint.",
             );
+            for fingerprint in &anchors {
+                let _ = writeln!(
+                    out,
+                    "identity_trust_anchor_info{{fingerprint=\"{}\"}} 1",
+                    escape(fingerprint)
+                );
+            }
             header(
                 &mut out,
                 "identity_trust_anchors_reload_total",

@@ -297,6 +297,26 @@ async fn a_proxy_holding_a_certificate_of_a_replaced_ca_is_not_on_the_anchors() 
     );
     assert!(on_anchors["hint"].as_str().is_some(), "{on_anchors}");
     assert_eq!(doc["proxies"][0]["chains_to"], Value::Null, "{doc}");
+    // Its bundle, compared by fingerprint: it holds the old anchor only, not the new one.
+    let fingerprints = &doc["proxies"][0]["trust_anchor_fingerprints"];
+    assert_eq!(fingerprints.as_array().map(Vec::len), Some(1), "{doc}");
+    let details: Vec<&str> = (on_anchors["details"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d
+                .starts_with("default/web: does not trust the control plane's anchor(s) sha256:")),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(
+            |d| d.ends_with(fingerprints[0].as_str().unwrap_or("(no fingerprint)"))
+                && d.contains("also trusts anchor(s) the control plane does not")
+        ),
+        "{details:?}"
+    );
     // The control plane's own CA is fine, and the proxy is otherwise healthy: only this fails.
     let failing: Vec<_> = (all.iter())
         .filter(|c| c["status"] != "ok")

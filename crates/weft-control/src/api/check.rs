@@ -132,6 +132,9 @@ pub struct ProxyFacts {
     pub cert_not_after: Option<i64>,
     /// How many trust anchors it holds (`identity_trust_anchors`).
     pub trust_anchors: Option<u64>,
+    /// Their fingerprints (`identity_trust_anchor_info`); `None` from a proxy that does not
+    /// export them (then only the count is compared).
+    pub trust_anchor_fingerprints: Option<Vec<String>>,
     /// Where its inbound TLS was probed (SNI = its identity).
     pub tls_probe: Option<SocketAddr>,
     /// The fingerprint of the control plane's anchor its presented chain leads to.
@@ -417,6 +420,14 @@ pub fn data_plane_checks(
         ),
     );
     let warn_left = (lifetime.as_secs_f64() * LEAF_EXPIRY_WARNING_FRACTION) as i64;
+    let ours: Vec<String> = anchors.iter().map(|der| ca::fingerprint(der)).collect();
+    let join = |fingerprints: &[&String]| -> String {
+        fingerprints
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for p in proxies {
         let who = p.who();
         if let Some(e) = &p.not_ready {
@@ -460,7 +471,30 @@ pub fn data_plane_checks(
         if let Some(e) = &p.chain_error {
             same.found(Status::Error, format!("{who}: {e}"));
         }
-        if let Some(k) = p.trust_anchors {
+        if let Some(theirs) = &p.trust_anchor_fingerprints {
+            // Exact: each of our anchors must be one of theirs (else they refuse certificates
+            // issued under it); theirs beyond ours are a rotation not finished (or not ours).
+            let missing: Vec<&String> = ours.iter().filter(|f| !theirs.contains(f)).collect();
+            let extra: Vec<&String> = theirs.iter().filter(|f| !ours.contains(f)).collect();
+            if !missing.is_empty() {
+                same.found(
+                    Status::Error,
+                    format!(
+                        "{who}: does not trust the control plane's anchor(s) {}",
+                        join(&missing)
+                    ),
+                );
+            }
+            if !extra.is_empty() {
+                same.found(
+                    Status::Warning,
+                    format!(
+                        "{who}: also trusts anchor(s) the control plane does not: {}",
+                        join(&extra)
+                    ),
+                );
+            }
+        } else if let Some(k) = p.trust_anchors {
             if k != anchors.len() as u64 {
                 same.found(
                     Status::Warning,

@@ -49,7 +49,7 @@ pub(super) async fn proxy(w: ExternalWorkload, anchors: Arc<Vec<Vec<u8>>>) -> Pr
         Err(e) => facts.not_ready = Some(e.to_string()),
     }
 
-    // 2. Its certificate's expiry and anchor count, as its metrics say.
+    // 2. Its certificate's expiry and anchors (count and fingerprints), as its metrics say.
     match scrape::metrics(admin).await {
         Ok(text) => {
             let samples = weft_sys::prometheus::parse(&text);
@@ -58,6 +58,12 @@ pub(super) async fn proxy(w: ExternalWorkload, anchors: Arc<Vec<Vec<u8>>>) -> Pr
             facts.identity = expiry.is_some();
             facts.cert_not_after = expiry.filter(|t| *t > 0.0).map(|t| t as i64);
             facts.trust_anchors = gauge("identity_trust_anchors").map(|n| n as u64);
+            let fingerprints: Vec<String> = samples
+                .iter()
+                .filter(|s| s.name == "identity_trust_anchor_info")
+                .filter_map(|s| s.label("fingerprint").map(str::to_string))
+                .collect();
+            facts.trust_anchor_fingerprints = (!fingerprints.is_empty()).then_some(fingerprints);
         }
         Err(e) => facts.metrics_error = Some(e.to_string()),
     }

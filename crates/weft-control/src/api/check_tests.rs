@@ -353,6 +353,45 @@ fn mismatched_anchors_not_ready_proxies_and_skewed_clocks() {
 }
 
 #[test]
+fn anchors_are_compared_by_fingerprint_when_the_proxy_exports_them() {
+    let t = now();
+    let day = Duration::from_secs(DAY as u64);
+    let (ours, old) = (vec![1u8, 2, 3], vec![4u8, 5, 6]);
+    let anchors = vec![ours.clone()];
+    let fp = |der: &Vec<u8>| crate::ca::fingerprint(der);
+    let mut same = healthy("same", t);
+    same.trust_anchor_fingerprints = Some(vec![fp(&ours)]);
+    // Mid-rotation on the proxy's side: ours and an old one. Trusted, but not finished.
+    let mut both = healthy("both", t);
+    both.trust_anchors = Some(2);
+    both.trust_anchor_fingerprints = Some(vec![fp(&old), fp(&ours)]);
+    // The same count as ours, another anchor: the count alone would have passed it.
+    let mut other = healthy("other", t);
+    other.trust_anchor_fingerprints = Some(vec![fp(&old)]);
+    let checks = data_plane_checks(t, day, &anchors, &[same, both, other]);
+    let check = find(&checks, "proxies-trust-anchors");
+    assert_eq!(check.status, Status::Error, "{check:#?}");
+    assert_eq!(
+        check.details,
+        vec![
+            format!(
+                "default/both: also trusts anchor(s) the control plane does not: {}",
+                fp(&old)
+            ),
+            format!(
+                "default/other: does not trust the control plane's anchor(s) {}",
+                fp(&ours)
+            ),
+            format!(
+                "default/other: also trusts anchor(s) the control plane does not: {}",
+                fp(&old)
+            ),
+        ]
+    );
+    no_double_spaces(&checks);
+}
+
+#[test]
 fn rejected_documents_fail_the_store_check_with_their_errors() {
     let ok = store_check(&StoreStatus::default());
     assert_eq!((ok.status, ok.hint.is_none()), (Status::Ok, true));

@@ -19,6 +19,7 @@ const B: &str = "b.default.serviceaccount.identity.weft.cluster.local";
 /// mTLS data-path tests (`mtls_tests.rs`).
 pub(crate) struct TestCa {
     pub(crate) anchor_pem: String,
+    anchor_der: Vec<u8>,
     issuer_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -60,6 +61,7 @@ impl TestCa {
             .expect("issuer");
         TestCa {
             anchor_pem: anchor.pem(),
+            anchor_der: anchor.der().to_vec(),
             issuer_der: issuer_cert.der().to_vec(),
             issuer: Issuer::new(issuer_params, issuer_key),
         }
@@ -345,6 +347,23 @@ fn start_fake(tag: &str, lifetime: Duration) -> (Identity, FakeCa, Metrics) {
     start_fake_with(ca, &pem, token_file(tag), lifetime)
 }
 
+/// `sha256:HEX` of the anchor's DER, computed here rather than by the code under test.
+fn fingerprint(ca: &TestCa) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, &ca.anchor_der);
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The fingerprints `identity_trust_anchor_info` reports, in its order.
+fn anchor_info(metrics: &Metrics) -> Vec<String> {
+    metrics
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("identity_trust_anchor_info{fingerprint=\""))
+        .map(|l| l.split('"').next().unwrap_or_default().to_string())
+        .collect()
+}
+
 fn metric(metrics: &Metrics, line_prefix: &str) -> String {
     metrics
         .render()
@@ -512,6 +531,7 @@ async fn a_changed_trust_anchors_file_is_applied_and_a_bad_one_keeps_the_anchors
     let first = identity.current().expect("certificate");
     assert_eq!(first.roots.len(), 1);
     assert_eq!(metric(&metrics, "identity_trust_anchors "), "1");
+    assert_eq!(anchor_info(&metrics), vec![fingerprint(&ca1)]);
 
     // Old + new: published with the same certificate, no Certify call.
     write_file_atomically(
@@ -526,6 +546,10 @@ async fn a_changed_trust_anchors_file_is_applied_and_a_bad_one_keeps_the_anchors
     assert!(Arc::ptr_eq(&first.key, &second.key), "same certificate");
     assert_eq!(fake.calls.lock().expect("lock").len(), 1);
     assert_eq!(metric(&metrics, "identity_trust_anchors "), "2");
+    assert_eq!(
+        anchor_info(&metrics),
+        vec![fingerprint(&ca1), fingerprint(&ca2)]
+    );
     assert_eq!(
         metric(
             &metrics,
@@ -554,6 +578,7 @@ async fn a_changed_trust_anchors_file_is_applied_and_a_bad_one_keeps_the_anchors
     }
     assert_eq!(identity.current().expect("certificate").roots.len(), 1);
     assert_eq!(metric(&metrics, "identity_trust_anchors "), "1");
+    assert_eq!(anchor_info(&metrics), vec![fingerprint(&ca2)]);
     let _ = std::fs::remove_file(&anchors_file);
 }
 

@@ -52,6 +52,21 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Parses PEM trust anchors (CERTIFICATE blocks only).
+/// `sha256:HEX` of each certificate of a PEM bundle (the anchors' fingerprints, as
+/// `openssl x509 -fingerprint -sha256` and the control plane's `weft check` write them, in
+/// lower case without colons); blocks that do not parse are skipped.
+pub fn pem_fingerprints(pem: &[u8]) -> Vec<String> {
+    x509_parser::pem::Pem::iter_from_buffer(pem)
+        .filter_map(Result::ok)
+        .filter(|block| block.label == "CERTIFICATE")
+        .map(|block| {
+            let d = ring::digest::digest(&ring::digest::SHA256, &block.contents);
+            let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            format!("sha256:{hex}")
+        })
+        .collect()
+}
+
 pub fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
