@@ -115,7 +115,9 @@ impl Window {
         let empty = Stats::default();
         new.iter()
             .map(|(row, stats)| {
-                let window = stats.since(old.get(row).unwrap_or(&empty));
+                // The demo's sidecars never restart (the demo stops when one exits): a sum that
+                // went down lost series the proxy expired as idle, not a restart.
+                let window = stats.since_same_process(old.get(row).unwrap_or(&empty));
                 Rate {
                     row: row.clone(),
                     rps: if seconds > 0.0 {
@@ -463,5 +465,29 @@ response_latency_ms_bucket{direction="outbound",dst_service="books",status_code=
         assert!(books["p99_ms"].as_f64().is_some());
         assert_eq!(json["edges"].as_array().map(Vec::len), Some(2));
         assert_eq!(json["proxies"][0]["admin"], "127.0.0.1:4191");
+    }
+
+    #[test]
+    fn a_row_whose_sum_went_down_lost_expired_series_not_its_history() {
+        let start = Instant::now();
+        let mut window = Window::new(Duration::from_secs(10), start);
+        let row = Row::Service("web".into());
+        let stats = |requests: f64| Stats {
+            requests,
+            successes: requests,
+            ..Stats::default()
+        };
+        window.push(
+            start + Duration::from_secs(5),
+            [(row.clone(), stats(1000.0))].into(),
+        );
+        // An idle endpoint's series expired: the sum is lower, nothing was served.
+        window.push(
+            start + Duration::from_secs(15),
+            [(row.clone(), stats(900.0))].into(),
+        );
+        let rates = window.rates();
+        assert_eq!(rates.len(), 1);
+        assert_eq!(rates[0].rps, 0.0, "not the whole history at once");
     }
 }
