@@ -11,7 +11,7 @@ use crate::index::Index;
 use crate::resource::{self, Defaults, Resource};
 use crate::rotation;
 use crate::store::{StoreError, StoreHandle};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Key, Status, Telemetry};
 use crate::tokens::Tokens;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,6 +116,27 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
     reply(status, json!({"error": msg.to_string()}))
+}
+
+/// Every meshed proxy's window over `window`: from `--prometheus-url` when it is set (its failure
+/// is the 502's message), else from the control plane's own scrapes.
+async fn windows(
+    ctx: &Ctx,
+    state: &crate::resource::State,
+    window: std::time::Duration,
+) -> Result<(BTreeMap<Key, Status>, stat::Source), String> {
+    match &ctx.prometheus {
+        Some(prometheus) => prometheus
+            .windows(state, window)
+            .await
+            .map(|statuses| (statuses, stat::Source::Prometheus))
+            .map_err(|e| e.to_string()),
+        None => {
+            let now = tokio::time::Instant::now();
+            let statuses = ctx.telemetry.statuses(state, now, window, |_| true);
+            Ok((statuses, stat::Source::ControlPlane))
+        }
+    }
 }
 
 /// Taps stream their answers; everything else is answered whole by [`handle`].
@@ -221,10 +243,13 @@ async fn handle(
         (Method::GET, ["v1", "edges"]) => match edges::parse_query(req.uri().query()) {
             Ok(query) => {
                 let state = ctx.index.state();
-                let now = tokio::time::Instant::now();
-                match edges::edges(&state, &ctx.telemetry, now, &query) {
-                    Ok(v) => reply(StatusCode::OK, v),
-                    Err(e) => error(StatusCode::NOT_FOUND, e),
+                match windows(&ctx, &state, query.window).await {
+                    Ok((statuses, source)) => match edges::edges(&state, &statuses, source, &query)
+                    {
+                        Ok(v) => reply(StatusCode::OK, v),
+                        Err(e) => error(StatusCode::NOT_FOUND, e),
+                    },
+                    Err(e) => error(StatusCode::BAD_GATEWAY, e),
                 }
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
@@ -232,10 +257,14 @@ async fn handle(
         (Method::GET, ["v1", "routes"]) => match routes::parse_query(req.uri().query()) {
             Ok(query) => {
                 let state = ctx.index.state();
-                let now = tokio::time::Instant::now();
-                match routes::routes(&state, &ctx.telemetry, now, &query) {
-                    Ok(v) => reply(StatusCode::OK, v),
-                    Err(e) => error(StatusCode::NOT_FOUND, e),
+                match windows(&ctx, &state, query.window).await {
+                    Ok((statuses, source)) => {
+                        match routes::routes(&state, &statuses, source, &query) {
+                            Ok(v) => reply(StatusCode::OK, v),
+                            Err(e) => error(StatusCode::NOT_FOUND, e),
+                        }
+                    }
+                    Err(e) => error(StatusCode::BAD_GATEWAY, e),
                 }
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),

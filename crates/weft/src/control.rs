@@ -67,8 +67,9 @@ pub struct ControlArgs {
     /// atomically as workloads come and go. Point a `file_sd_configs` scrape job at it.
     #[arg(long, value_name = "PATH")]
     pub prometheus_sd_file: Option<PathBuf>,
-    /// Answer `weft stat` / `GET /v1/stat/...` from this Prometheus (PromQL over the series its
-    /// file_sd job scrapes) instead of the control plane's own scrapes, e.g.
+    /// Answer `weft stat`, `weft edges`, `weft routes` (`GET /v1/stat/...`, `/v1/edges`,
+    /// `/v1/routes`) from this Prometheus (PromQL over the series its file_sd job scrapes)
+    /// instead of the control plane's own scrapes, e.g.
     /// `http://127.0.0.1:9090`. Prometheus down or failing: the API answers 502 with the error.
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<weft_control::telemetry::prometheus::Prometheus>,

@@ -59,6 +59,7 @@ pub async fn run(args: EdgesArgs) -> anyhow::Result<()> {
         format!("No edges found in namespace {}.", args.namespace)
     };
     show::print_rows(&rows, args.output, &empty, table)?;
+    show::report_source(&doc, args.output);
     show::report_stale(&rows, |row| {
         format!("{}/{}", text(&row["src_namespace"]), text(&row["src"]))
     });

@@ -64,6 +64,7 @@ pub async fn run(args: RoutesArgs) -> anyhow::Result<()> {
         args.service, args.namespace
     );
     show::print_rows(&rows, args.output, &empty, table)?;
+    show::report_source(&doc, args.output);
     // A route sums several clients; the row's error names the first with one.
     show::report_stale(&rows, |row| {
         format!("a client of route {}", text(&row["route"]))

@@ -45,6 +45,14 @@ pub fn print_rows(
     Ok(())
 }
 
+/// Says on stderr, under a table, that the figures of `doc` (an API answer) come from the
+/// control plane's Prometheus rather than its own scrapes; JSON and YAML rows say it themselves.
+pub fn report_source(doc: &Value, output: Output) {
+    if matches!(output, Output::Table | Output::Wide) && doc["source"] == "prometheus" {
+        eprintln!("* source: Prometheus (the control plane's --prometheus-url)");
+    }
+}
+
 /// Lists on stderr, once each, the proxies a row's figures came from that could not be scraped
 /// lately: `* stale: WHO (last scrape: ERROR)`, `who` naming the row's proxy.
 pub fn report_stale(rows: &[Value], who: impl Fn(&Value) -> String) {

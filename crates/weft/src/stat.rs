@@ -76,11 +76,7 @@ pub async fn run(args: StatArgs) -> anyhow::Result<()> {
         &format!("No {} found.", args.kind.path()),
         |rows, wide| table(rows, wide, namespace),
     )?;
-    // The rows themselves say their source in JSON/YAML; a table says it once, when it is not
-    // the control plane's own scrapes.
-    if matches!(args.output, Output::Table | Output::Wide) && doc["source"] == "prometheus" {
-        eprintln!("* source: Prometheus (the control plane's --prometheus-url)");
-    }
+    show::report_source(&doc, args.output);
     show::report_stale(&rows, |row| {
         format!("{}/{}", text(&row["namespace"]), text(&row["name"]))
     });

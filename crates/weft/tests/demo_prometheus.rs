@@ -175,6 +175,56 @@ async fn demo_prometheus_scrapes_every_proxy_and_stat_answers_from_it() {
         "dashboard expressions without data after 40 s: {failing:#?}"
     );
 
+    // weft edges and weft routes answer from the same Prometheus: every demo edge over mTLS
+    // with both identities, and the policy's routes with their traffic.
+    let api_addr: SocketAddr = api.parse().expect("api addr");
+    let edges = eventually(
+        "/v1/edges answers from Prometheus with the demo's edges",
+        Duration::from_secs(30),
+        || async {
+            let v = get_json(api_addr, "/v1/edges?namespace=demo&window=30s").await?;
+            let rows = v["rows"].as_array()?.clone();
+            let edge = |src: &str, dst: &str| {
+                rows.iter().any(|r| {
+                    r["src"] == src
+                        && r["dst"] == dst
+                        && r["secured"] == true
+                        && r["client_id"].is_string()
+                        && r["server_id"].is_string()
+                        && r["rps"].as_f64().unwrap_or(0.0) > 0.0
+                })
+            };
+            (edge("traffic", "web") && edge("web", "books") && edge("web", "ratings"))
+                .then_some(rows)
+        },
+    )
+    .await;
+    assert!(
+        edges.iter().all(|r| r["source"] == "prometheus"),
+        "{edges:#?}"
+    );
+    let routes = eventually(
+        "/v1/routes answers from Prometheus with ratings' route",
+        Duration::from_secs(30),
+        || async {
+            let v = get_json(
+                api_addr,
+                "/v1/routes?namespace=demo&service=ratings&window=30s",
+            )
+            .await?;
+            let rows = v["rows"].as_array()?.clone();
+            rows.iter()
+                .any(|r| {
+                    r["route"] == "ratings"
+                        && r["source"] == "prometheus"
+                        && r["rps"].as_f64().unwrap_or(0.0) > 1.0
+                })
+                .then_some(rows)
+        },
+    )
+    .await;
+    assert!(!routes.is_empty());
+
     let status = demo.wait(Duration::from_secs(90)).await.unwrap_or_else(|| {
         panic!(
             "weft demo did not exit within 90 s:\n{}",

@@ -12,13 +12,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::time::Instant;
-
 use super::params;
+use super::stat::Source;
 use crate::resource::State;
 use crate::telemetry::edges::{Tls, Traffic};
-use crate::telemetry::{Key, Status, Telemetry};
+use crate::telemetry::{Key, Status};
+use serde_json::{json, Value};
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +36,13 @@ pub fn parse_query(query: Option<&str>) -> Result<Query, String> {
     })
 }
 
-/// The answer to `query` as of `now`; `Err` is the 404's message (a namespace without
-/// workloads).
+/// The answer to `query` from every meshed proxy's window (`statuses`: a source's destination
+/// may be anywhere, and its client side is needed); `Err` is the 404's message (a namespace
+/// without workloads).
 pub fn edges(
     state: &State,
-    telemetry: &Telemetry,
-    now: Instant,
+    statuses: &BTreeMap<Key, Status>,
+    source: Source,
     query: &Query,
 ) -> Result<Value, String> {
     if let Some(ns) = &query.namespace {
@@ -51,10 +51,8 @@ pub fn edges(
         }
     }
     let in_scope = |ns: &str| query.namespace.as_deref().is_none_or(|n| n == ns);
-    // Every proxy: a source's destination may be anywhere, and its client side is needed.
-    let statuses = telemetry.statuses(state, now, query.window, |_| true);
     let mut rows = Vec::new();
-    for (src, status) in &statuses {
+    for (src, status) in statuses {
         let Some(window) = &status.window else {
             continue;
         };
@@ -73,11 +71,19 @@ pub fn edges(
                 .workloads
                 .get(src)
                 .map(|w| w.server_name.as_str())
-                .filter(|id| recorded_client(&statuses, &dst, id));
-            rows.push(row(src, &dst, &variants, client_id, window.seconds, status));
+                .filter(|id| recorded_client(statuses, &dst, id));
+            rows.push(row(
+                src,
+                &dst,
+                &variants,
+                client_id,
+                window.seconds,
+                status,
+                source,
+            ));
         }
     }
-    Ok(json!({"window_secs": query.window.as_secs(), "rows": rows}))
+    Ok(json!({"window_secs": query.window.as_secs(), "source": source.as_str(), "rows": rows}))
 }
 
 /// Whether `dst`'s proxy recorded traffic from identity `id` over mTLS in its window.
@@ -102,6 +108,7 @@ fn row(
     client_id: Option<&str>,
     seconds: f64,
     status: &Status,
+    source: Source,
 ) -> Value {
     let mut total = Traffic::default();
     for (_, t) in variants {
@@ -139,6 +146,7 @@ fn row(
         "window_secs": seconds,
         "stale": status.stale,
         "error": status.error,
+        "source": source.as_str(),
     })
 }
 

@@ -4,7 +4,9 @@ use super::*;
 use crate::documents::state_of;
 use crate::telemetry::edges::{EdgeKey, Traffic};
 use crate::telemetry::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
 use std::net::SocketAddr;
+use tokio::time::Instant;
 
 const STATE: &str = "\
 apiVersion: workload.linkerd.io/v1beta1
@@ -144,7 +146,8 @@ fn scenario() -> (State, Telemetry, Instant) {
 fn rows(query: &str) -> Vec<Value> {
     let (state, t, now) = scenario();
     let q = parse_query(Some(query)).expect("query");
-    let v = edges(&state, &t, now, &q).expect("rows");
+    let statuses = t.statuses(&state, now, q.window, |_| true);
+    let v = edges(&state, &statuses, Source::ControlPlane, &q).expect("rows");
     v["rows"].as_array().expect("rows").clone()
 }
 
@@ -183,7 +186,8 @@ fn edges_are_what_sources_sent_with_identities_checked_at_both_ends() {
         json!({"src_namespace": "demo", "src": "web", "dst_namespace": "demo", "dst": "books",
                "client_id": id("web", "demo"), "server_id": id("books", "demo"),
                "secured": true, "no_tls_reason": null, "requests": 600, "rps": 10.0,
-               "tcp_connections": 1, "window_secs": 60.0, "stale": false, "error": null})
+               "tcp_connections": 1, "window_secs": 60.0, "stale": false, "error": null,
+               "source": "control-plane"})
     );
     // No proxy at legacy: plaintext, and why.
     let legacy = &rows[1];
@@ -218,7 +222,13 @@ fn a_namespace_keeps_edges_with_an_end_in_it() {
     let (state, t, now) = scenario();
     let q = parse_query(Some("namespace=nope")).expect("query");
     assert_eq!(
-        edges(&state, &t, now, &q).expect_err("404"),
+        edges(
+            &state,
+            &t.statuses(&state, now, q.window, |_| true),
+            Source::ControlPlane,
+            &q
+        )
+        .expect_err("404"),
         "no workload in namespace nope"
     );
 }
@@ -247,4 +257,34 @@ fn queries_are_checked_with_precise_errors() {
     }
     let bad = parse_query(Some("namespace=Demo")).expect_err("bad namespace");
     assert!(bad.starts_with("namespace: must be a DNS label"), "{bad}");
+}
+
+#[test]
+fn prometheus_windows_make_the_same_rows_with_their_source() {
+    use crate::telemetry::prometheus_windows::{fold, tests as recorded};
+    let state = recorded::state();
+    let statuses = fold(&state, recorded::WINDOW, recorded::recorded());
+    let id = |name: &str| format!("{name}.demo.serviceaccount.identity.weft.cluster.local");
+    let q = parse_query(Some("namespace=demo&window=30s")).expect("query");
+    let v = edges(&state, &statuses, Source::Prometheus, &q).expect("rows");
+    let rows = v["rows"].as_array().expect("rows");
+    assert_eq!(
+        names(rows),
+        [
+            "demo/traffic -> demo/ratings",
+            "demo/traffic -> demo/web",
+            "demo/web -> demo/books",
+            "demo/web -> demo/books-v2",
+            "demo/web -> demo/ratings",
+        ]
+    );
+    for row in rows {
+        // Every demo call is mTLS, and each destination's proxy saw its caller's identity.
+        assert_eq!(row["secured"], true, "{row}");
+        assert_eq!(row["client_id"], id(row["src"].as_str().unwrap()), "{row}");
+        assert_eq!(row["server_id"], id(row["dst"].as_str().unwrap()), "{row}");
+        assert_eq!(row["source"], "prometheus");
+        assert_eq!(row["window_secs"], 30.0);
+        assert!(row["rps"].as_f64().unwrap() > 0.5, "{row}");
+    }
 }

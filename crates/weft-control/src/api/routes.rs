@@ -10,14 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::time::Instant;
-
 use super::params;
+use super::stat::Source;
 use crate::resource::State;
 use crate::telemetry::routes::{quantile_bound, RouteKey};
 use crate::telemetry::stats::Stats;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Key, Status};
+use serde_json::{json, Value};
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +52,12 @@ struct Figures {
     error: Option<String>,
 }
 
-/// The answer to `query` as of `now`; `Err` is the 404's message (an unknown Service).
+/// The answer to `query` from every meshed proxy's window (`statuses`: any proxy may be a
+/// client, whatever its namespace); `Err` is the 404's message (an unknown Service).
 pub fn routes(
     state: &State,
-    telemetry: &Telemetry,
-    now: Instant,
+    statuses: &BTreeMap<Key, Status>,
+    source: Source,
     query: &Query,
 ) -> Result<Value, String> {
     if let (Some(ns), Some(name)) = (&query.namespace, &query.service) {
@@ -69,10 +69,8 @@ pub fn routes(
         query.namespace.as_deref().is_none_or(|n| n == k.namespace)
             && query.service.as_deref().is_none_or(|n| n == k.service)
     };
-    // Any proxy may be a client, whatever its namespace.
-    let statuses = telemetry.statuses(state, now, query.window, |_| true);
     let mut routes: BTreeMap<&RouteKey, Figures> = BTreeMap::new();
-    for ((ns, name), status) in &statuses {
+    for ((ns, name), status) in statuses {
         let Some(w) = &status.window else { continue };
         for (key, stats) in w.delta.routes.iter().filter(|(k, _)| in_scope(k)) {
             let f = routes.entry(key).or_default();
@@ -87,11 +85,11 @@ pub fn routes(
             }
         }
     }
-    let rows: Vec<Value> = routes.into_iter().map(|(k, f)| row(k, f)).collect();
-    Ok(json!({"window_secs": query.window.as_secs(), "rows": rows}))
+    let rows: Vec<Value> = routes.into_iter().map(|(k, f)| row(k, f, source)).collect();
+    Ok(json!({"window_secs": query.window.as_secs(), "source": source.as_str(), "rows": rows}))
 }
 
-fn row(k: &RouteKey, f: Figures) -> Value {
+fn row(k: &RouteKey, f: Figures, source: Source) -> Value {
     let route = if k.kind == "default" {
         "[default]".to_string()
     } else {
@@ -115,6 +113,7 @@ fn row(k: &RouteKey, f: Figures) -> Value {
         "window_secs": f.seconds.unwrap_or(0.0),
         "stale": f.stale,
         "error": f.error,
+        "source": source.as_str(),
     })
 }
 

@@ -4,8 +4,9 @@ use super::*;
 use crate::documents::state_of;
 use crate::telemetry::snapshot::Snapshot;
 use crate::telemetry::stats::Le;
-use crate::telemetry::Key;
+use crate::telemetry::Telemetry;
 use std::net::SocketAddr;
+use tokio::time::Instant;
 
 const STATE: &str = "\
 apiVersion: v1
@@ -127,7 +128,8 @@ fn scenario() -> (State, Telemetry, Instant) {
 fn rows(query: &str) -> Vec<Value> {
     let (state, t, now) = scenario();
     let q = parse_query(Some(query)).expect("query");
-    routes(&state, &t, now, &q).expect("rows")["rows"]
+    let statuses = t.statuses(&state, now, q.window, |_| true);
+    routes(&state, &statuses, Source::ControlPlane, &q).expect("rows")["rows"]
         .as_array()
         .expect("rows")
         .clone()
@@ -143,7 +145,8 @@ fn a_route_sums_what_every_client_sent_on_it() {
                "route_kind": "HTTPRoute", "route_namespace": "demo", "route_name": "ratings",
                "requests": 1000, "success_rate": 0.996, "rps": rows[0]["rps"],
                "latency_ms_p50": 50.0, "latency_ms_p95": 500.0, "latency_ms_p99": 500.0,
-               "window_secs": 60.0, "stale": false, "error": null})
+               "window_secs": 60.0, "stale": false, "error": null,
+               "source": "control-plane"})
     );
     assert!((rows[0]["rps"].as_f64().unwrap() - 1000.0 / 60.0).abs() < 1e-9);
 }
@@ -177,7 +180,8 @@ fn a_real_scrape_makes_route_rows() {
         Ok(Snapshot::from_text(text)),
     );
     let q = parse_query(Some("namespace=demo&service=books&window=10s")).expect("q");
-    let v = routes(&state, &t, t0 + Duration::from_secs(10), &q).expect("rows");
+    let statuses = t.statuses(&state, t0 + Duration::from_secs(10), q.window, |_| true);
+    let v = routes(&state, &statuses, Source::ControlPlane, &q).expect("rows");
     let row = &v["rows"][0];
     assert_eq!(row["route"], "[default]");
     assert_eq!(row["requests"], 8);
@@ -191,7 +195,13 @@ fn unknown_services_and_bad_queries() {
     let (state, t, now) = scenario();
     let q = parse_query(Some("namespace=other&service=ratings")).expect("query");
     assert_eq!(
-        routes(&state, &t, now, &q).expect_err("404"),
+        routes(
+            &state,
+            &t.statuses(&state, now, q.window, |_| true),
+            Source::ControlPlane,
+            &q
+        )
+        .expect_err("404"),
         "no service other/ratings"
     );
     assert_eq!(
@@ -206,4 +216,28 @@ fn unknown_services_and_bad_queries() {
         parse_query(Some("window=2h")),
         Err("window: must be between 10s and 1h, got 2h".to_string())
     );
+}
+
+#[test]
+fn prometheus_windows_make_route_rows_with_their_source() {
+    use crate::telemetry::prometheus_windows::{fold, tests as recorded};
+    let state = recorded::state();
+    let statuses = fold(&state, recorded::WINDOW, recorded::recorded());
+    let q = parse_query(Some("namespace=demo&window=30s")).expect("query");
+    let v = routes(&state, &statuses, Source::Prometheus, &q).expect("rows");
+    let rows = v["rows"].as_array().expect("rows");
+    let ratings = rows
+        .iter()
+        .find(|r| r["service"] == "ratings" && r["route"] == "ratings")
+        .expect("ratings' HTTPRoute");
+    // web's 200s and traffic's 403s (a 4xx is not a failure), over 30 s.
+    assert!(ratings["requests"].as_u64().unwrap() > 500, "{ratings}");
+    assert_eq!(ratings["success_rate"], 1.0);
+    assert_eq!(ratings["latency_ms_p50"], 50.0);
+    assert_eq!(ratings["source"], "prometheus");
+    let books = rows
+        .iter()
+        .find(|r| r["service"] == "books" && r["route_kind"] == "GRPCRoute")
+        .expect("books' canary route");
+    assert!(books["rps"].as_f64().unwrap() > 10.0, "{books}");
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::resource::{self, policy::parse_duration, State};
-use crate::telemetry::prometheus::{Answer, Grouping, Prometheus, Scope};
+use crate::telemetry::prometheus::{self, Answer, Grouping, Prometheus, Scope};
 use crate::telemetry::{self, stats::Stats, Key, Status, Telemetry};
 
 /// The window when the query names none.
@@ -131,7 +131,7 @@ pub enum StatError {
 
 /// Where a row's figures come from (the rows' `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub enum Source {
     /// The control plane's own scrapes ([`telemetry`]).
     ControlPlane,
     /// PromQL against `--prometheus-url` ([`telemetry::prometheus`]).
@@ -139,7 +139,7 @@ enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Source::ControlPlane => "control-plane",
             Source::Prometheus => "prometheus",
@@ -319,16 +319,11 @@ fn prometheus_row(state: &State, query: &Query, r: &RowOf, answer: &Answer) -> V
     let (mut stale, mut scraped) = (false, false);
     let mut error = None;
     for (ns, name) in proxies {
-        let problem = match answer.up.get(&(ns.clone(), name.clone())) {
-            Some(true) => {
-                scraped = true;
-                continue;
-            }
-            Some(false) => "Prometheus's last scrape of its proxy failed (up == 0)",
-            None => {
-                "Prometheus has no target for it (does its scrape configuration read the \
-                     control plane's --prometheus-sd-file?)"
-            }
+        let Some(problem) =
+            prometheus::scrape_problem(answer.up.get(&(ns.clone(), name.clone())).copied())
+        else {
+            scraped = true;
+            continue;
         };
         stale = true;
         if error.is_none() {

@@ -35,6 +35,7 @@ pub mod edges;
 pub mod file_sd;
 pub mod history;
 pub mod prometheus;
+pub mod prometheus_windows;
 pub mod routes;
 pub mod scrape;
 pub mod snapshot;

@@ -362,6 +362,19 @@ pub fn fold(grouping: Grouping, samples: &Samples) -> Answer {
     answer
 }
 
+/// What is wrong with Prometheus's view of a proxy whose `up` is `up` (`None`: no such target);
+/// `None` when its last scrape worked.
+pub fn scrape_problem(up: Option<bool>) -> Option<&'static str> {
+    match up {
+        Some(true) => None,
+        Some(false) => Some("Prometheus's last scrape of its proxy failed (up == 0)"),
+        None => Some(
+            "Prometheus has no target for it (does its scrape configuration read the control \
+             plane's --prometheus-sd-file?)",
+        ),
+    }
+}
+
 impl Prometheus {
     /// The figures of `grouping` in `scope` over `window`, as of now.
     pub async fn golden(
@@ -371,12 +384,6 @@ impl Prometheus {
         window: Duration,
     ) -> Result<Answer, PromError> {
         let q = queries(grouping, scope, window);
-        // Every query is evaluated at the same instant, so the rows agree with each other.
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| format!("{:.3}", d.as_secs_f64()))
-            .unwrap_or_default();
-        let time = time.as_str();
         let mut promql: Vec<&str> = vec![
             &q.requests,
             &q.latency[0],
@@ -385,30 +392,35 @@ impl Prometheus {
             &q.up,
         ];
         promql.extend(q.tcp.iter().flatten().map(String::as_str));
-        let all = async {
-            let answers =
-                futures_util::future::try_join_all(promql.iter().map(|p| self.query(p, time)))
-                    .await?;
-            let mut answers = answers.into_iter();
-            let mut next = || answers.next().unwrap_or_default();
-            let (requests, latency, up) = (next(), [next(), next(), next()], next());
-            let tcp = q.tcp.is_some().then(|| [next(), next(), next()]);
-            Ok(Samples {
-                requests,
-                latency,
-                tcp,
-                up,
-            })
+        let mut answers = self.instant(&promql).await?.into_iter();
+        let mut next = || answers.next().unwrap_or_default();
+        let (requests, latency, up) = (next(), [next(), next(), next()], next());
+        let tcp = q.tcp.is_some().then(|| [next(), next(), next()]);
+        let samples = Samples {
+            requests,
+            latency,
+            tcp,
+            up,
         };
-        let samples = tokio::time::timeout(TIMEOUT, all)
+        Ok(fold(grouping, &samples))
+    }
+
+    /// Instant queries, all evaluated at the same instant (so their answers agree with each
+    /// other) and all answered within [`TIMEOUT`]; their samples in `promql`'s order.
+    pub async fn instant(&self, promql: &[&str]) -> Result<Vec<Vec<Sample>>, PromError> {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .unwrap_or_default();
+        let all = futures_util::future::try_join_all(promql.iter().map(|p| self.query(p, &time)));
+        tokio::time::timeout(TIMEOUT, all)
             .await
             .unwrap_or_else(|_| {
                 Err(PromError::Timeout {
                     url: self.to_string(),
                     timeout: TIMEOUT,
                 })
-            })?;
-        Ok(fold(grouping, &samples))
+            })
     }
 
     /// The path and query string of an instant query.
