@@ -62,13 +62,17 @@
     box.hidden = !message;
   }
 
+  /** The control plane could not be reached at all (not an answer with an error). */
+  class Unreachable extends Error {}
+
   /** GET `path` as JSON; an error in words for a network failure or a non-2xx answer. */
   async function api(path, signal) {
     let rsp;
     try {
       rsp = await fetch(path, { headers: { Accept: 'application/json' }, cache: 'no-store', signal });
     } catch (e) {
-      throw new Error(`cannot reach the control plane (${e && e.message ? e.message : e})`);
+      if (signal && signal.aborted) throw e;
+      throw new Unreachable(`cannot reach the control plane (${e && e.message ? e.message : e})`);
     }
     const text = await rsp.text();
     let body = null;
@@ -182,10 +186,10 @@
     append(tr, [
       cell(`${e.src_namespace}/${e.src}`),
       cell(`${e.dst_namespace}/${e.dst}`),
-      cell(e.secured ? '🔒 mTLS' : 'plaintext', { cls: e.secured ? 'good' : 'poor' }),
+      cell(e.secured ? '✓ mTLS' : '✗ not mTLS', { cls: e.secured ? 'good' : 'poor' }),
       cell(fmtRps(e.rps, e.requests), { num: true }),
-      cell(e.client_id || '–'),
-      cell(e.server_id || '–'),
+      cell(e.client_id || '–', { cls: 'ident' }),
+      cell(e.server_id || '–', { cls: 'ident' }),
       cell(e.no_tls_reason || '–'),
     ]);
     return tr;
@@ -195,7 +199,7 @@
 
   const NODE_W = 170;
   const NODE_H = 46;
-  const COL = 250;
+  const COL = 300;
   const ROW = 80;
   const PAD = 30;
 
@@ -231,11 +235,22 @@
     return { place, width, height };
   }
 
-  /** A padlock: the mark of an edge whose traffic all went over mTLS. */
+  /** A padlock (drawn: no font is sure to have one): the mark of an edge all over mTLS. */
   function lock(x, y) {
-    return svg('g', { class: 'lock', transform: `translate(${x - 5},${y - 24})` }, [
-      svg('path', { d: 'M2 6 V4 a3 3 0 0 1 6 0 V6' }),
-      svg('rect', { x: 0, y: 6, width: 10, height: 8, rx: 1.5 }),
+    return svg('g', { class: 'lock', transform: `translate(${x},${y})` }, [
+      svg('path', { d: 'M1.5 5 V3.5 a2.5 2.5 0 0 1 5 0 V5' }),
+      svg('rect', { x: 0, y: 5, width: 8, height: 6.5, rx: 1.2 }),
+    ]);
+  }
+
+  /** An edge's label: a pill on the curve with the lock (mTLS) and the RPS. */
+  function edgeLabel(x, y, secured, text) {
+    const w = text.length * 6.6 + (secured ? 26 : 14);
+    const h = 18;
+    return svg('g', { class: 'label', transform: `translate(${x - w / 2},${y - h / 2})` }, [
+      svg('rect', { width: w, height: h, rx: h / 2 }),
+      secured ? lock(8, 3) : null,
+      svg('text', { x: secured ? 19 : 7, y: 13 }, text),
     ]);
   }
 
@@ -293,8 +308,7 @@
       }, [
         svg('title', {}, title),
         svg('path', { d, 'marker-end': `url(#arrow-${kind})` }),
-        e.row.secured ? lock(mx, my) : null,
-        svg('text', { x: mx, y: my + 4 }, rps === '–' ? '–' : `${rps} rps`),
+        edgeLabel(mx, my, e.row.secured, rps === '–' ? '–' : `${rps} rps`),
       ]));
     }
 
@@ -323,12 +337,18 @@
   async function refresh() {
     const ns = state.namespace;
     const q = query({ window: state.window, namespace: ns });
-    const [namespaces, workloads, services, edges, routes] = await Promise.allSettled([
+    // The namespaces first: when the control plane cannot be reached, one failed request per
+    // refresh says so (the browser reports each refused connection in its console).
+    const [namespaces] = await Promise.allSettled([
       api(`/v1/stat/namespaces?${query({ window: state.window })}`),
-      api(`/v1/stat/workloads?${q}`),
-      api(`/v1/stat/services?${q}`),
-      api(`/v1/edges?${q}`),
-      api(`/v1/routes?${q}`),
+    ]);
+    const down = namespaces.status === 'rejected' && namespaces.reason instanceof Unreachable;
+    const ask = (path) => (down ? Promise.reject(namespaces.reason) : api(path));
+    const [workloads, services, edges, routes] = await Promise.allSettled([
+      ask(`/v1/stat/workloads?${q}`),
+      ask(`/v1/stat/services?${q}`),
+      ask(`/v1/edges?${q}`),
+      ask(`/v1/routes?${q}`),
     ]);
     if (ns !== state.namespace) return; // the selection changed meanwhile: a newer refresh follows
 
@@ -366,6 +386,9 @@
     if (failed.length === 0) {
       status.dataset.state = 'ok';
       status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } else if (down) {
+      status.dataset.state = 'error';
+      status.textContent = `${why(namespaces)}; retrying every ${REFRESH_MS / 1000}s`;
     } else {
       status.dataset.state = 'error';
       status.textContent = `${failed.length} of 5 requests failed: ${why(failed[0])}`;
@@ -487,8 +510,8 @@
         cells.status,
         cells.latency,
         cells.duration,
-        cell(src || '–'),
-        cell(dst || '–'),
+        cell(src || '–', { cls: 'ident' }),
+        cell(dst || '–', { cls: 'ident' }),
         cell(tls.tls || 'no_identity', { cls: tls.tls === 'true' ? 'good' : 'poor' }),
       ]);
       row = { tr, cells };
