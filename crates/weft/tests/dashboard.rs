@@ -110,6 +110,18 @@ async fn dashboard_shows_the_demo_in_a_real_browser() {
     )
     .await;
 
+    // The demo says where its dashboard is.
+    let said = format!("web dashboard on http://{api}/dashboard/");
+    eventually(
+        "the demo names its dashboard",
+        Duration::from_secs(10),
+        || {
+            let named = demo.stderr_tail(8000).contains(&said);
+            async move { named.then_some(()) }
+        },
+    )
+    .await;
+
     let mut browser = Browser::start(tmp.path()).await;
 
     // 1. The API's root redirects to the page, which loads and refreshes from the API.

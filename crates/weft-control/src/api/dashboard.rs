@@ -138,7 +138,7 @@ mod tests {
         handle(&Method::GET, path)
     }
 
-    fn header<'a>(rsp: &'a Response<Full<Bytes>>, name: header::HeaderName) -> &'a str {
+    fn header(rsp: &Response<Full<Bytes>>, name: header::HeaderName) -> &str {
         rsp.headers()
             .get(&name)
             .unwrap_or_else(|| panic!("no {name}"))

@@ -204,15 +204,14 @@ impl Browser {
         entries
     }
 
-    /// Ends the session (chromium quits) and chromedriver.
-    pub async fn quit(mut self) {
+    /// Ends the session (chromium quits), then chromedriver's process group goes as on drop.
+    pub async fn quit(self) {
         let path = self.session_path("");
         let _ = tokio::time::timeout(
             COMMAND_TIMEOUT,
             http_request(self.addr, "DELETE", &path, None),
         )
         .await;
-        self.driver.kill().await;
     }
 }
 
