@@ -13,6 +13,10 @@
 //! control plane goes away it says so in the page and recovers when it is back, with nothing
 //! logged by the page itself (only chromium's own reports of the refused connections).
 //!
+//! Against a stand-in API (the real dashboard files, fixed answers): a plaintext edge is dashed
+//! red without a padlock, an unmeshed and stale workload is marked, a failing query and a
+//! refused tap are shown in words, and the page's code logs nothing.
+//!
 //! `weft dashboard` against a real `weft control`: `--show url` prints the URL the dashboard is
 //! served at; without it the URL is opened with `$BROWSER` (a script that records what it was
 //! given), or, with no opener at all, printed with a word saying so (exit 0); a control plane
@@ -527,6 +531,210 @@ async fn dashboard_copes_with_an_empty_mesh_and_a_control_plane_restart() {
         let message = entry["message"].as_str().unwrap_or("");
         assert!(message.contains("/v1/stat/namespaces?"), "{entry}");
     }
+    browser.quit().await;
+}
+
+/// A stand-in for the control plane's API that serves the real dashboard files
+/// (`weft_control::api::dashboard`) beside fixed answers the demo never gives: a plaintext
+/// edge to an unmeshed, stale workload; a failing Service query (Prometheus away); no routes;
+/// a workload without a tap port.
+async fn stub_api() -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+
+    fn answer(path: &str) -> (u16, Value) {
+        let rows = |rows: Value| serde_json::json!({"rows": rows, "window_secs": 60});
+        match path {
+            "/v1/stat/namespaces" => (200, rows(serde_json::json!([{"name": "shop"}]))),
+            "/v1/stat/workloads" => (
+                200,
+                rows(serde_json::json!([
+                    {"namespace": "shop", "name": "front", "meshed": 1, "total": 1,
+                     "success_rate": 0.8, "rps": 5.0, "latency_ms_p50": 12.0,
+                     "latency_ms_p95": 40.0, "latency_ms_p99": 80.0, "tcp_connections": 2,
+                     "stale": false, "error": null},
+                    {"namespace": "shop", "name": "legacy", "meshed": 0, "total": 1,
+                     "success_rate": null, "rps": 0.0, "latency_ms_p50": null,
+                     "latency_ms_p95": null, "latency_ms_p99": null, "tcp_connections": null,
+                     "stale": true, "error": "connecting to 10.0.0.9:4191: Connection refused"},
+                ])),
+            ),
+            "/v1/stat/services" => (
+                502,
+                serde_json::json!({"error": "Prometheus at http://127.0.0.1:9 did not answer within 5s"}),
+            ),
+            "/v1/edges" => (
+                200,
+                rows(serde_json::json!([
+                    {"src_namespace": "shop", "src": "front", "dst_namespace": "shop",
+                     "dst": "legacy", "secured": false, "server_id": null, "client_id": null,
+                     "no_tls_reason": "not_provided_by_service_discovery", "requests": 300,
+                     "rps": 5.0, "tcp_connections": 1, "stale": false, "error": null},
+                ])),
+            ),
+            "/v1/routes" => (200, rows(serde_json::json!([]))),
+            "/v1/workloads" => (200, serde_json::json!([])),
+            "/v1/tap/shop/front" => (
+                404,
+                serde_json::json!({"error": "workload shop/front has no linkerd-tap port"}),
+            ),
+            _ => (
+                404,
+                serde_json::json!({"error": format!("no such endpoint: {path}")}),
+            ),
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind stub");
+    let addr = listener.local_addr().expect("stub addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    let rsp = if weft_control::api::dashboard::owns(&path) {
+                        weft_control::api::dashboard::handle(req.method(), &path)
+                    } else {
+                        let (status, body) = answer(&path);
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body.to_string())))
+                            .expect("response")
+                    };
+                    Ok::<_, std::convert::Infallible>(rsp)
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_marks_plaintext_stale_and_failing_parts() {
+    if let Some(why) = webdriver::missing() {
+        skip_or_fail(&why);
+        return;
+    }
+    let tmp = TempDir::new("dashboard-stub");
+    let api = stub_api().await;
+    let mut browser = Browser::start(tmp.path()).await;
+    browser
+        .goto(&format!("http://{api}/dashboard/?namespace=shop#topology"))
+        .await;
+    status_after(&browser, "error", 0).await;
+
+    // The plaintext edge: dashed red, no padlock, its reason in the table.
+    let edge = browser
+        .wait_for(
+            "the plaintext edge is drawn",
+            Duration::from_secs(10),
+            "const g = document.querySelector('#graph g.edge');
+             if (!g) return null;
+             const p = getComputedStyle(g.querySelector('path'));
+             return {src: g.dataset.src, dst: g.dataset.dst, secured: g.dataset.secured,
+                     stroke: p.stroke, dash: p.strokeDasharray,
+                     lock: g.querySelector('.lock') !== null,
+                     unmeshed: document.querySelector(
+                         '#graph g.node[data-workload=\"shop/legacy\"]').classList
+                         .contains('unmeshed'),
+                     reason: document.querySelector('#edges-table tbody tr').lastChild
+                         .textContent};",
+        )
+        .await;
+    println!("plaintext edge: {edge}");
+    assert_eq!(edge["src"], "shop/front");
+    assert_eq!(edge["dst"], "shop/legacy");
+    assert_eq!(edge["secured"], "false");
+    assert_eq!(edge["stroke"], "rgb(192, 57, 43)", "drawn red: {edge}");
+    assert_ne!(edge["dash"], "none", "drawn dashed: {edge}");
+    assert_eq!(edge["lock"], false, "no padlock: {edge}");
+    assert_eq!(
+        edge["unmeshed"], true,
+        "the unmeshed workload is marked: {edge}"
+    );
+    assert_eq!(edge["reason"], "not_provided_by_service_discovery");
+    screenshot(&browser, "plaintext").await;
+
+    // Overview: the stale workload greyed with its error, the failing Service query in words.
+    open_tab(&browser, "overview").await;
+    let overview = browser
+        .eval(
+            "const legacy = document.querySelector('#workloads-table tr[data-name=\"legacy\"]');
+             const front = document.querySelector('#workloads-table tr[data-name=\"front\"]');
+             const e = document.getElementById('services-error');
+             return {stale: legacy.classList.contains('stale'), why: legacy.title,
+                     rate: front.cells[3].className, error: e.hidden ? null : e.textContent};",
+        )
+        .await;
+    println!("overview: {overview}");
+    assert_eq!(overview["stale"], true);
+    assert!(overview["why"]
+        .as_str()
+        .is_some_and(|s| s.contains("Connection refused")));
+    assert!(
+        overview["rate"]
+            .as_str()
+            .is_some_and(|s| s.contains("poor")),
+        "{overview}"
+    );
+    assert!(
+        overview["error"]
+            .as_str()
+            .is_some_and(|s| s.contains("502") && s.contains("did not answer within 5s")),
+        "{overview}"
+    );
+    screenshot(&browser, "failing-service-query").await;
+
+    // Routes: none, said so.
+    open_tab(&browser, "routes").await;
+    let none = browser
+        .eval("return !document.getElementById('routes-empty').hidden")
+        .await;
+    assert_eq!(none, true);
+
+    // A tap the API refuses: its error in the view, the view back to Start.
+    open_tab(&browser, "tap").await;
+    browser
+        .eval(
+            "document.getElementById('tap-workload').value = 'shop/front';
+             document.getElementById('tap-start').click(); return true",
+        )
+        .await;
+    let tap = browser
+        .wait_for(
+            "the tap's refusal is shown",
+            Duration::from_secs(10),
+            "const e = document.getElementById('tap-error');
+             const s = document.getElementById('tap-state');
+             return e.hidden ? null : {error: e.textContent, state: s.dataset.state,
+                 start: !document.getElementById('tap-start').disabled};",
+        )
+        .await;
+    println!("tap: {tap}");
+    assert!(
+        tap["error"]
+            .as_str()
+            .is_some_and(|s| s.contains("404") && s.contains("no linkerd-tap port")),
+        "{tap}"
+    );
+    assert_eq!(tap["state"], "error");
+    assert_eq!(tap["start"], true);
+
+    // Only chromium's own reports of the error answers; nothing from the page's code.
+    browser.read_log().await;
+    let ours: Vec<&Value> = browser
+        .log
+        .iter()
+        .filter(|e| e["source"] != "network")
+        .collect();
+    assert!(ours.is_empty(), "page log entries: {ours:#?}");
     browser.quit().await;
 }
 

@@ -393,6 +393,7 @@
       status.dataset.state = 'error';
       status.textContent = `${failed.length} of 5 requests failed: ${why(failed[0])}`;
     }
+    status.title = status.textContent; // the whole line, when the header cuts it short
   }
 
   /** Refreshes now and then every REFRESH_MS, one refresh at a time; asked during one, it

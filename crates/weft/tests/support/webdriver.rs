@@ -63,7 +63,8 @@ impl Browser {
     /// console captured at every level).
     pub async fn start(log_dir: &Path) -> Browser {
         let port = free_port();
-        let mut cmd = Command::new("chromedriver");
+        let mut cmd =
+            Command::new(which("chromedriver").expect("chromedriver (checked by missing())"));
         cmd.arg(format!("--port={port}"))
             .arg(format!(
                 "--log-path={}",
@@ -99,6 +100,7 @@ impl Browser {
             "chromedriver not ready within {SOON:?}: {}",
             browser.driver.stderr_tail(2000)
         );
+        let chromium = which("chromium").expect("chromium (checked by missing())");
         let mut args: Vec<String> = ARGS.iter().map(|a| a.to_string()).collect();
         args.push(format!(
             "--user-data-dir={}",
@@ -110,7 +112,7 @@ impl Browser {
                 "/session",
                 json!({"capabilities": {"alwaysMatch": {
                     "browserName": "chrome",
-                    "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                    "goog:chromeOptions": {"binary": chromium, "args": args},
                     "goog:loggingPrefs": {"browser": "ALL"},
                 }}}),
             )
