@@ -2,7 +2,8 @@
 //! identity token), store status, the CA's trust anchors and rotation status, golden metrics
 //! from the proxies' telemetry (`api/stat.rs`), who talks to whom with which identities
 //! (`api/edges.rs`), per-route metrics (`api/routes.rs`), the control plane's half of `weft check`
-//! (`api/check.rs`), taps streamed from a workload's proxy (`api/tap.rs`), and health.
+//! (`api/check.rs`), taps streamed from a workload's proxy (`api/tap.rs`), health, and the web
+//! dashboard's embedded files under `/dashboard/` (`api/dashboard.rs`).
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
@@ -29,6 +30,8 @@ use tokio::sync::watch;
 mod authz;
 #[path = "api/check.rs"]
 pub mod check;
+#[path = "api/dashboard.rs"]
+pub mod dashboard;
 #[path = "api/edges.rs"]
 mod edges;
 #[path = "api/params.rs"]
@@ -139,8 +142,13 @@ async fn windows(
     }
 }
 
-/// Taps stream their answers; everything else is answered whole by [`handle`].
+/// Taps stream their answers, the dashboard's files are served from the binary; everything
+/// else is answered whole by [`handle`].
 async fn dispatch(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<ApiBody>, Infallible> {
+    if dashboard::owns(req.uri().path()) {
+        let rsp = dashboard::handle(req.method(), req.uri().path());
+        return Ok(rsp.map(|b| b.boxed_unsync()));
+    }
     let path = req.uri().path().trim_end_matches('/');
     if let Some(rest) = path.strip_prefix("/v1/tap/") {
         let segments: Vec<&str> = rest.split('/').collect();

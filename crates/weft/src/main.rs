@@ -1,6 +1,7 @@
 //! `weft`: the command line of the Weft service mesh (everything but the proxy itself).
 //!
 //! - `weft control`: the control plane (see `docs/control-plane.md`, `docs/cli.md`).
+//! - `weft dashboard`: opens the web dashboard the control plane serves.
 //! - `weft demo`: a meshed demo application with live golden metrics (`docs/demo.md`).
 //! - `weft demo-service` (hidden): one service of the demo application.
 
@@ -23,6 +24,7 @@ fn say_line(args: std::fmt::Arguments<'_>) {
 mod authz;
 mod check;
 mod control;
+mod dashboard;
 mod demo;
 mod edges;
 mod get;
@@ -61,6 +63,9 @@ enum Command {
     /// Check the mesh's health: the control plane, the store, identity and every meshed proxy,
     /// one ✔/‼/× line per check with hints; exits 1 when a check fails.
     Check(check::CheckArgs),
+    /// Open the web dashboard the control plane serves (workloads, services, topology with
+    /// mTLS, routes, live tap): prints its URL and opens it in $BROWSER or with xdg-open.
+    Dashboard(dashboard::DashboardArgs),
     /// Run a meshed demo application (web, books, books-v2, ratings, traffic, each with a
     /// weft-proxy sidecar) and show live golden metrics per service, edge and route; after 20 s
     /// it applies a traffic policy (retries on ratings, a 90/10 canary of books).
@@ -106,6 +111,7 @@ fn main() -> std::process::ExitCode {
         | Command::Get(_)
         | Command::Authz(_)
         | Command::Check(_)
+        | Command::Dashboard(_)
         | Command::Stat(_)
         | Command::Edges(_)
         | Command::Routes(_)
@@ -128,6 +134,7 @@ fn main() -> std::process::ExitCode {
             Command::Control(args) => control::run(args).await,
             Command::Authz(args) => authz::run(args).await,
             Command::Check(args) => check::run(args).await,
+            Command::Dashboard(args) => dashboard::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Edges(args) => edges::run(args).await,
             Command::Get(args) => get::run(args).await,

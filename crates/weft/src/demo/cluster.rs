@@ -102,6 +102,10 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
         "weft demo: control plane on {grpc} (gRPC), {api} (API); store {}",
         store.0.display()
     );
+    eprintln!(
+        "weft demo: web dashboard on {} (weft dashboard --api-addr {api})",
+        crate::dashboard::url(api)
+    );
     let setup = Setup {
         grpc,
         api,

@@ -365,6 +365,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "weft demo: control plane on {grpc} (gRPC), {api} (API); store {}",
         store.0.display()
     );
+    eprintln!(
+        "weft demo: web dashboard on {} (weft dashboard --api-addr {api})",
+        crate::dashboard::url(api)
+    );
 
     // Stopped during start-up: the workloads started so far are killed as they drop.
     let outcome = tokio::select! {
