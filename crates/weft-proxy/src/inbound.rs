@@ -54,6 +54,7 @@ use crate::{
     },
     relay::{self, Metered},
     tap::{Peers, Taps},
+    trace::{self, Tracer},
 };
 use bytes::BytesMut;
 use hyper::{body::Incoming, header::HeaderValue, Request, Response, Version};
@@ -102,6 +103,8 @@ pub struct Inbound {
     access_log: Option<AccessLogFormat>,
     /// Live taps (the proxy's one registry; a private one nobody can tap in tests).
     taps: Arc<Taps>,
+    /// `WEFT_PROXY_TRACE_*`; `None`: tracing off.
+    tracer: Option<Arc<Tracer>>,
 }
 
 /// What the connection told us about the client.
@@ -158,6 +161,7 @@ impl Inbound {
         metrics: Metrics,
         identity: Option<Identity>,
         taps: Arc<Taps>,
+        tracer: Option<Arc<Tracer>>,
     ) -> Arc<Inbound> {
         let ib = Inbound::build(
             Settings {
@@ -174,6 +178,7 @@ impl Inbound {
         Arc::new(Inbound {
             access_log: cfg.access_log,
             taps,
+            tracer,
             ..ib
         })
     }
@@ -231,6 +236,7 @@ impl Inbound {
             require_identity,
             policies,
             access_log: None,
+            tracer: None,
         }
     }
 
@@ -601,21 +607,56 @@ impl Conn {
         }
     }
 
-    /// One request, written to the access log when there is one (off: one branch).
+    /// One request, traced when tracing is on and the request is sampled (off: one branch).
     async fn serve_request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        match self.ib.tracer.clone() {
+            None => self.logged(req, None).await,
+            // Boxed: only a tracing proxy pays for the span state.
+            Some(tracer) => Box::pin(self.traced(&tracer, req)).await,
+        }
+    }
+
+    /// [`Conn::serve_request`] with a tracer: this hop's span (SERVER) when the request is
+    /// sampled, its headers rewritten for the application to continue the trace.
+    async fn traced(
+        self: Arc<Self>,
+        tracer: &Tracer,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let Some(span) = tracer.start(trace::Kind::Inbound, &mut req) else {
+            return self.logged(req, None).await;
+        };
+        span.client(self.client_addr, &self.labels.tls);
+        let resp = self.logged(req, Some(&span)).await;
+        tracer.end(span, &resp);
+        resp
+    }
+
+    /// One request, written to the access log when there is one (off: one branch).
+    async fn logged(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        span: Option<&trace::Span>,
+    ) -> Response<Body> {
         match self.ib.access_log {
-            None => self.request(req).await,
+            None => self.request(req, span).await,
             // Boxed: only a proxy that logs pays for the logging state.
             Some(format) => {
                 let (addr, id) = (self.client_addr, self.client.id().map(str::to_owned));
-                let logged = access_log::logged(format, addr, id, req, |req| self.request(req));
+                let logged =
+                    access_log::logged(format, addr, id, req, |req| self.request(req, span));
                 Box::pin(logged).await
             }
         }
     }
 
     /// One request: route → authorize → rate limit → forward (or answer the refusal).
-    async fn request<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
+    /// `span`: this hop's span when the request is traced (it learns the route).
+    async fn request<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        span: Option<&trace::Span>,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<http::BoxError>,
@@ -624,6 +665,9 @@ impl Conn {
         let server = self.policy.current();
         let head = RequestHead::of(&req);
         let route = server.route(&head);
+        if let Some((span, route)) = span.zip(route.as_ref()) {
+            span.route(&route.meta);
+        }
         // Tap: one relaxed load when nobody taps; else the request's route, for its events.
         let tapping = self.ib.taps.is_active();
         let tap_route = route.as_ref().filter(|_| tapping).map(|r| r.meta.clone());

@@ -45,6 +45,7 @@ use crate::{
     policy::{Lookup, PolicyClient},
     relay::{self, Metered},
     tap::{Peers, Taps},
+    trace::{self, Tracer},
 };
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
@@ -165,6 +166,8 @@ pub struct Outbound {
     policy_dests: PolicyDests,
     /// Live taps (the proxy's one registry; a private one nobody can tap in tests).
     taps: Arc<Taps>,
+    /// `WEFT_PROXY_TRACE_*`; `None`: tracing off.
+    tracer: Option<Arc<Tracer>>,
 }
 
 /// Where a target's traffic goes (not a "route": that word is kept for HTTPRoute rules).
@@ -189,6 +192,7 @@ impl Outbound {
         identity: Option<Identity>,
         own: OwnAddrs,
         taps: Arc<Taps>,
+        tracer: Option<Arc<Tracer>>,
     ) -> Arc<Outbound> {
         let settings = Settings {
             detect_timeout: cfg.outbound_detect_timeout,
@@ -202,6 +206,7 @@ impl Outbound {
         let policies = PolicyClient::new(crate::policy::client::Settings::from_config(cfg));
         Arc::new(Outbound {
             taps,
+            tracer,
             ..Outbound::build(
                 settings,
                 Box::new(discovery),
@@ -254,6 +259,7 @@ impl Outbound {
         let balancers = Balancers::with_metrics(metrics.clone());
         Outbound {
             taps: Taps::new(metrics.clone()),
+            tracer: None,
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             resolver,
@@ -623,6 +629,48 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<http::BoxError>,
 {
+    // Trace: one branch when tracing is off; boxed otherwise (only a tracing proxy pays for
+    // the span state).
+    match ob.tracer.clone() {
+        None => forward_request(ob, client, fixed, req, None).await,
+        Some(tracer) => Box::pin(traced(ob, &tracer, client, fixed, req)).await,
+    }
+}
+
+/// [`proxy_request`] with a tracer: this hop's span (CLIENT) when the request is sampled, its
+/// headers rewritten for the next hop to continue the trace.
+async fn traced<B>(
+    ob: Arc<Outbound>,
+    tracer: &Tracer,
+    client: SocketAddr,
+    fixed: Option<(Target, Dest)>,
+    mut req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
+    let Some(span) = tracer.start(trace::Kind::Outbound, &mut req) else {
+        return forward_request(ob, client, fixed, req, None).await;
+    };
+    let resp = forward_request(ob, client, fixed, req, Some(&span)).await;
+    tracer.end(span, &resp);
+    resp
+}
+
+/// [`proxy_request`]'s steps. `span`: this hop's span when the request is traced (it learns
+/// the route and the endpoint).
+async fn forward_request<B>(
+    ob: Arc<Outbound>,
+    client: SocketAddr,
+    fixed: Option<(Target, Dest)>,
+    req: Request<B>,
+    span: Option<&trace::Span>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
     let started = Instant::now();
     // One fail-fast timeout covers both waiting for discovery and waiting for endpoints.
     let deadline = started + ob.settings.failfast_timeout;
@@ -665,7 +713,7 @@ where
             req,
             authority,
             deadline,
-            Seam::once(&mut None, client, None),
+            Seam::once(&mut None, client, None, span),
         )
         .await
         .unwrap_or_else(Error::into_response);
@@ -677,6 +725,9 @@ where
         Decision::Respond(resp) => return resp,
         Decision::Forward(fwd) => fwd,
     };
+    if let Some((span, route)) = span.zip(fwd.route_meta()) {
+        span.route(&route);
+    }
     // The route and backend outcome is recorded when the response ends.
     let mut end = Some(fwd.dispatch());
     // 5. Balance: the chosen backend's own balancer (one per backend, shared through
@@ -711,7 +762,7 @@ where
                 req,
                 authority,
                 failfast,
-                Seam::once(http_end, client, Some(&fwd)),
+                Seam::once(http_end, client, Some(&fwd), span),
             );
             let bounded = routed::within(whole, routed::within(per_attempt, attempt));
             routed::idle_bounded(idle.as_ref(), bounded).await
@@ -738,6 +789,7 @@ where
                             previous: Some(previous),
                             client,
                             route: Some(fwd),
+                            span,
                         };
                         let attempt =
                             send_attempt(ob, target, dest, req, authority, failfast, seam);
@@ -818,6 +870,8 @@ struct Seam<'a> {
     client: SocketAddr,
     /// The route that took the request, if one did (tap events' route labels).
     route: Option<&'a routed::Forwarded>,
+    /// The request's span when it is traced (it learns the endpoint).
+    span: Option<&'a trace::Span>,
 }
 
 impl<'a> Seam<'a> {
@@ -826,12 +880,14 @@ impl<'a> Seam<'a> {
         end: &'a mut Option<RouteEnd>,
         client: SocketAddr,
         route: Option<&'a routed::Forwarded>,
+        span: Option<&'a trace::Span>,
     ) -> Seam<'a> {
         Seam {
             end,
             previous: None,
             client,
             route,
+            span,
         }
     }
 }
@@ -854,6 +910,7 @@ async fn send_attempt(
         previous,
         client,
         route,
+        span,
     } = seam;
     let started = Instant::now();
     // Balance: a request waits for endpoints until the fail-fast deadline.
@@ -887,6 +944,9 @@ async fn send_attempt(
     let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
     let metrics = ob.metrics.http(&labels);
     metrics.request();
+    if let Some(span) = span {
+        span.endpoint(addr, &labels.tls);
+    }
     let dst = Dst { addr, tls };
     // Tap: one relaxed load when nobody taps (boxed state otherwise).
     let tapped = if ob.taps.is_active() {
