@@ -666,7 +666,7 @@ impl Conn {
         let head = RequestHead::of(&req);
         let route = server.route(&head);
         if let Some((span, route)) = span.zip(route.as_ref()) {
-            span.route(&route.meta);
+            span.route(route.meta);
         }
         // Tap: one relaxed load when nobody taps; else the request's route, for its events.
         let tapping = self.ib.taps.is_active();

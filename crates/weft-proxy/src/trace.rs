@@ -200,8 +200,7 @@ fn decide(read: Read, sampler: bool) -> Decision {
 }
 
 fn new_trace_id() -> TraceId {
-    let id = fastrand::u128(1..).to_be_bytes();
-    id
+    fastrand::u128(1..).to_be_bytes()
 }
 
 fn new_span_id() -> SpanId {

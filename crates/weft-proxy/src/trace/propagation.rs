@@ -79,7 +79,7 @@ pub fn read(headers: &HeaderMap) -> Read {
     ] {
         match parsed {
             None => {}
-            Some(Err(())) => malformed = true,
+            Some(Err(Malformed)) => malformed = true,
             Some(Ok(None)) => unsampled = unsampled || chosen.is_none(),
             Some(Ok(Some(ctx))) => match &mut chosen {
                 None => chosen = Some(mark.set(ctx)),
@@ -114,8 +114,12 @@ impl Format {
     }
 }
 
+/// A header that does not parse (treated as absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed;
+
 /// Parsed ids; `Ok(None)`: a valid "not sampled" without ids.
-type Parsed = Result<Option<Incoming>, ()>;
+type Parsed = Result<Option<Incoming>, Malformed>;
 
 fn context(trace_id: TraceId, parent: SpanId, sampled: Sampled, short_id: bool) -> Incoming {
     Incoming {
@@ -131,13 +135,13 @@ fn context(trace_id: TraceId, parent: SpanId, sampled: Sampled, short_id: bool) 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lower-case, ids not all zero.
 pub fn parse_traceparent(v: &[u8]) -> Parsed {
     if v.len() != 55 || &v[..3] != b"00-" || v[35] != b'-' || v[52] != b'-' {
-        return Err(());
+        return Err(Malformed);
     }
     let trace_id: TraceId = hex(&v[3..35])?;
     let parent: SpanId = hex(&v[36..52])?;
     let [flags]: [u8; 1] = hex(&v[53..55])?;
     if trace_id == [0; 16] || parent == [0; 8] {
-        return Err(());
+        return Err(Malformed);
     }
     let sampled = if flags & 1 == 1 {
         Sampled::Yes
@@ -149,28 +153,28 @@ pub fn parse_traceparent(v: &[u8]) -> Parsed {
 
 /// `{trace id}-{span id}[-{1|0|d}[-{parent span id}]]`, or just `0`, `1` or `d`.
 pub fn parse_b3_single(v: &[u8]) -> Parsed {
-    let v = std::str::from_utf8(v).map_err(|_| ())?;
+    let v = std::str::from_utf8(v).map_err(|_| Malformed)?;
     match v {
         "0" => return Ok(None),
         // A decision without ids: nothing to continue.
-        "1" | "d" => return Err(()),
+        "1" | "d" => return Err(Malformed),
         _ => {}
     }
     let mut parts = v.split('-');
-    let (trace_id, short_id) = b3_trace_id(parts.next().ok_or(())?)?;
-    let parent: SpanId = hex(parts.next().ok_or(())?.as_bytes())?;
+    let (trace_id, short_id) = b3_trace_id(parts.next().ok_or(Malformed)?)?;
+    let parent: SpanId = hex(parts.next().ok_or(Malformed)?.as_bytes())?;
     let (sampled, debug) = match parts.next() {
         None => (Sampled::Deferred, false),
         Some("1") => (Sampled::Yes, false),
         Some("d") => (Sampled::Yes, true),
         Some("0") => (Sampled::No, false),
-        Some(_) => return Err(()),
+        Some(_) => return Err(Malformed),
     };
     if let Some(p) = parts.next() {
         let _: SpanId = hex(p.as_bytes())?;
     }
     if parts.next().is_some() || parent == [0; 8] {
-        return Err(());
+        return Err(Malformed);
     }
     let mut ctx = context(trace_id, parent, sampled, short_id);
     ctx.debug = debug;
@@ -187,19 +191,19 @@ pub fn parse_b3_multi(headers: &HeaderMap) -> Parsed {
         None => Sampled::Deferred,
         Some(b"1") | Some(b"true") => Sampled::Yes,
         Some(b"0") | Some(b"false") => Sampled::No,
-        Some(_) => return Err(()),
+        Some(_) => return Err(Malformed),
     };
     let Some(trace) = get(&B3_TRACE_ID) else {
         // `x-b3-sampled: 0` alone is a valid "do not sample".
         return match sampled {
             Sampled::No => Ok(None),
-            _ => Err(()),
+            _ => Err(Malformed),
         };
     };
-    let (trace_id, short_id) = b3_trace_id(std::str::from_utf8(trace).map_err(|_| ())?)?;
-    let parent: SpanId = hex(get(&B3_SPAN_ID).ok_or(())?)?;
+    let (trace_id, short_id) = b3_trace_id(std::str::from_utf8(trace).map_err(|_| Malformed)?)?;
+    let parent: SpanId = hex(get(&B3_SPAN_ID).ok_or(Malformed)?)?;
     if parent == [0; 8] {
-        return Err(());
+        return Err(Malformed);
     }
     let mut ctx = context(trace_id, parent, sampled, short_id);
     ctx.debug = debug;
@@ -207,7 +211,7 @@ pub fn parse_b3_multi(headers: &HeaderMap) -> Parsed {
 }
 
 /// A B3 trace id: 32 hex digits, or 16 (64 bits, widened with zeros in front).
-fn b3_trace_id(s: &str) -> Result<(TraceId, bool), ()> {
+fn b3_trace_id(s: &str) -> Result<(TraceId, bool), Malformed> {
     let id = match s.len() {
         32 => (hex(s.as_bytes())?, false),
         16 => {
@@ -216,23 +220,23 @@ fn b3_trace_id(s: &str) -> Result<(TraceId, bool), ()> {
             id[8..].copy_from_slice(&low);
             (id, true)
         }
-        _ => return Err(()),
+        _ => return Err(Malformed),
     };
     if id.0 == [0; 16] {
-        return Err(());
+        return Err(Malformed);
     }
     Ok(id)
 }
 
 /// Lower-case hex digits (B3 and W3C both require lower case) into `N` bytes.
-fn hex<const N: usize>(s: &[u8]) -> Result<[u8; N], ()> {
+fn hex<const N: usize>(s: &[u8]) -> Result<[u8; N], Malformed> {
     if s.len() != 2 * N {
-        return Err(());
+        return Err(Malformed);
     }
     let digit = |c: u8| match c {
         b'0'..=b'9' => Ok(c - b'0'),
         b'a'..=b'f' => Ok(c - b'a' + 10),
-        _ => Err(()),
+        _ => Err(Malformed),
     };
     let mut out = [0; N];
     for (i, pair) in s.chunks_exact(2).enumerate() {

@@ -135,7 +135,7 @@ fn b3_single_forms() {
     assert_eq!(p::read(&headers(&[("b3", "0")])), Read::Unsampled);
     for bad in [
         "1".to_string(),
-        format!("{TRACE}"),
+        TRACE.to_string(),
         format!("{TRACE}-{SPAN}-x"),
         format!("{TRACE}-{SPAN}-1-zz"),
         format!("{TRACE}-{SPAN}-1-{SPAN}-more"),
