@@ -607,12 +607,15 @@ impl Conn {
         }
     }
 
-    /// One request, traced when tracing is on and the request is sampled (off: one branch).
+    /// One request, traced when tracing is on and the request is sampled, written to the access
+    /// log when there is one (both off: one branch each, and no wrapper future).
     async fn serve_request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        match self.ib.tracer.clone() {
-            None => self.logged(req, None).await,
+        match (self.ib.tracer.clone(), self.ib.access_log) {
+            (None, None) => self.request(req, None).await,
             // Boxed: only a tracing proxy pays for the span state.
-            Some(tracer) => Box::pin(self.traced(&tracer, req)).await,
+            (Some(tracer), _) => Box::pin(self.traced(&tracer, req)).await,
+            // Boxed: only a proxy that logs pays for the logging state.
+            (None, Some(_)) => Box::pin(self.logged(req, None)).await,
         }
     }
 
@@ -632,7 +635,7 @@ impl Conn {
         resp
     }
 
-    /// One request, written to the access log when there is one (off: one branch).
+    /// One request, written to the access log when there is one.
     async fn logged(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -640,12 +643,9 @@ impl Conn {
     ) -> Response<Body> {
         match self.ib.access_log {
             None => self.request(req, span).await,
-            // Boxed: only a proxy that logs pays for the logging state.
             Some(format) => {
                 let (addr, id) = (self.client_addr, self.client.id().map(str::to_owned));
-                let logged =
-                    access_log::logged(format, addr, id, req, |req| self.request(req, span));
-                Box::pin(logged).await
+                access_log::logged(format, addr, id, req, |req| self.request(req, span)).await
             }
         }
     }

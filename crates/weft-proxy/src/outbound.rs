@@ -569,7 +569,15 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
             let svc = hyper::service::service_fn(move |req| {
                 let ob = ob.clone();
                 let fixed = fixed.clone();
-                async move { Ok::<_, Infallible>(proxy_request(ob, peer, fixed, req).await) }
+                async move {
+                    let resp = match ob.tracer.clone() {
+                        // Tracing off: one branch, and no wrapper future around the request's.
+                        None => forward_request(ob, peer, fixed, req, None).await,
+                        // Boxed: only a tracing proxy pays for the span state.
+                        Some(tracer) => Box::pin(traced(ob, &tracer, peer, fixed, req)).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             http::serve(io, protocol, svc, drain).await;
         }
@@ -616,29 +624,25 @@ async fn forward_addr(target: &Target) -> Result<SocketAddr, Error> {
     }
 }
 
-/// One HTTP request; errors become responses here. `client`: the application's address;
-/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
-/// mode, where the request names its target.
-async fn proxy_request<B>(
+/// One HTTP request without tracing (the request path as tests drive it); errors become
+/// responses here. `client`: the application's address; `fixed` is the connection's target and
+/// dest (transparent or upstream); `None` in explicit mode, where the request names its target.
+#[cfg(test)]
+fn proxy_request<B>(
     ob: Arc<Outbound>,
     client: SocketAddr,
     fixed: Option<(Target, Dest)>,
     req: Request<B>,
-) -> Response<Body>
+) -> impl std::future::Future<Output = Response<Body>>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<http::BoxError>,
 {
-    // Trace: one branch when tracing is off; boxed otherwise (only a tracing proxy pays for
-    // the span state).
-    match ob.tracer.clone() {
-        None => forward_request(ob, client, fixed, req, None).await,
-        Some(tracer) => Box::pin(traced(ob, &tracer, client, fixed, req)).await,
-    }
+    forward_request(ob, client, fixed, req, None)
 }
 
-/// [`proxy_request`] with a tracer: this hop's span (CLIENT) when the request is sampled, its
-/// headers rewritten for the next hop to continue the trace.
+/// [`forward_request`] with a tracer: this hop's span (CLIENT) when the request is sampled,
+/// its headers rewritten for the next hop to continue the trace.
 async fn traced<B>(
     ob: Arc<Outbound>,
     tracer: &Tracer,
@@ -658,8 +662,10 @@ where
     resp
 }
 
-/// [`proxy_request`]'s steps. `span`: this hop's span when the request is traced (it learns
-/// the route and the endpoint).
+/// One HTTP request; errors become responses here. `client`: the application's address;
+/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
+/// mode, where the request names its target. `span`: this hop's span when the request is traced
+/// (it learns the route and the endpoint).
 async fn forward_request<B>(
     ob: Arc<Outbound>,
     client: SocketAddr,
