@@ -609,29 +609,31 @@ impl Conn {
 
     /// One request, traced when tracing is on and the request is sampled, written to the access
     /// log when there is one (both off: one branch each, and no wrapper future).
-    async fn serve_request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        match (self.ib.tracer.clone(), self.ib.access_log) {
+    async fn serve_request(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+        // Trace: an unsampled request reads its trace headers and goes on as untraced.
+        let span = match &self.ib.tracer {
+            None => None,
+            Some(tracer) => tracer.start(trace::Kind::Inbound, &mut req),
+        };
+        match (span, self.ib.access_log) {
             (None, None) => self.request(req, None).await,
-            // Boxed: only a tracing proxy pays for the span state.
-            (Some(tracer), _) => Box::pin(self.traced(&tracer, req)).await,
+            // Boxed: only a sampled request carries the span state.
+            (Some(span), _) => Box::pin(self.traced(span, req)).await,
             // Boxed: only a proxy that logs pays for the logging state.
             (None, Some(_)) => Box::pin(self.logged(req, None)).await,
         }
     }
 
-    /// [`Conn::serve_request`] with a tracer: this hop's span (SERVER) when the request is
-    /// sampled, its headers rewritten for the application to continue the trace.
-    async fn traced(
-        self: Arc<Self>,
-        tracer: &Tracer,
-        mut req: Request<Incoming>,
-    ) -> Response<Body> {
-        let Some(span) = tracer.start(trace::Kind::Inbound, &mut req) else {
-            return self.logged(req, None).await;
-        };
+    /// [`Conn::serve_request`] for a sampled request: `span` (SERVER, started by the tracer,
+    /// which rewrote the headers for the application to continue the trace) learns the client
+    /// and the route, and ends at the response head.
+    async fn traced(self: Arc<Self>, span: trace::Span, req: Request<Incoming>) -> Response<Body> {
         span.client(self.client_addr, &self.labels.tls);
+        let ib = self.ib.clone();
         let resp = self.logged(req, Some(&span)).await;
-        tracer.end(span, &resp);
+        if let Some(tracer) = &ib.tracer {
+            tracer.end(span, &resp);
+        }
         resp
     }
 

@@ -566,15 +566,20 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         (protocol, target, dest) => {
             // A fixed target's dest (and so its balancer) lives as long as the connection.
             let fixed = target.zip(dest);
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |mut req| {
                 let ob = ob.clone();
                 let fixed = fixed.clone();
                 async move {
-                    let resp = match ob.tracer.clone() {
-                        // Tracing off: one branch, and no wrapper future around the request's.
+                    // Trace: tracing off is one branch; an unsampled request reads its trace
+                    // headers and goes on as untraced; no wrapper future either way.
+                    let span = match &ob.tracer {
+                        None => None,
+                        Some(tracer) => tracer.start(trace::Kind::Outbound, &mut req),
+                    };
+                    let resp = match span {
                         None => forward_request(ob, peer, fixed, req, None).await,
-                        // Boxed: only a tracing proxy pays for the span state.
-                        Some(tracer) => Box::pin(traced(ob, &tracer, peer, fixed, req)).await,
+                        // Boxed: only a sampled request carries the span state.
+                        Some(span) => Box::pin(traced(ob, span, peer, fixed, req)).await,
                     };
                     Ok::<_, Infallible>(resp)
                 }
@@ -641,24 +646,24 @@ where
     forward_request(ob, client, fixed, req, None)
 }
 
-/// [`forward_request`] with a tracer: this hop's span (CLIENT) when the request is sampled,
-/// its headers rewritten for the next hop to continue the trace.
+/// [`forward_request`] for a sampled request: `span` (CLIENT, started by the tracer, which
+/// rewrote the request's headers for the next hop) learns the route and the endpoint and ends
+/// at the response head.
 async fn traced<B>(
     ob: Arc<Outbound>,
-    tracer: &Tracer,
+    span: trace::Span,
     client: SocketAddr,
     fixed: Option<(Target, Dest)>,
-    mut req: Request<B>,
+    req: Request<B>,
 ) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<http::BoxError>,
 {
-    let Some(span) = tracer.start(trace::Kind::Outbound, &mut req) else {
-        return forward_request(ob, client, fixed, req, None).await;
-    };
-    let resp = forward_request(ob, client, fixed, req, Some(&span)).await;
-    tracer.end(span, &resp);
+    let resp = forward_request(ob.clone(), client, fixed, req, Some(&span)).await;
+    if let Some(tracer) = &ob.tracer {
+        tracer.end(span, &resp);
+    }
     resp
 }
 
