@@ -54,6 +54,7 @@ use crate::{
     },
     relay::{self, Metered},
     tap::{Peers, Taps},
+    trace::{self, Tracer},
 };
 use bytes::BytesMut;
 use hyper::{body::Incoming, header::HeaderValue, Request, Response, Version};
@@ -102,6 +103,8 @@ pub struct Inbound {
     access_log: Option<AccessLogFormat>,
     /// Live taps (the proxy's one registry; a private one nobody can tap in tests).
     taps: Arc<Taps>,
+    /// `WEFT_PROXY_TRACE_*`; `None`: tracing off.
+    tracer: Option<Arc<Tracer>>,
 }
 
 /// What the connection told us about the client.
@@ -158,6 +161,7 @@ impl Inbound {
         metrics: Metrics,
         identity: Option<Identity>,
         taps: Arc<Taps>,
+        tracer: Option<Arc<Tracer>>,
     ) -> Arc<Inbound> {
         let ib = Inbound::build(
             Settings {
@@ -174,6 +178,7 @@ impl Inbound {
         Arc::new(Inbound {
             access_log: cfg.access_log,
             taps,
+            tracer,
             ..ib
         })
     }
@@ -231,6 +236,7 @@ impl Inbound {
             require_identity,
             policies,
             access_log: None,
+            tracer: None,
         }
     }
 
@@ -601,21 +607,58 @@ impl Conn {
         }
     }
 
-    /// One request, written to the access log when there is one (off: one branch).
-    async fn serve_request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        match self.ib.access_log {
-            None => self.request(req).await,
+    /// One request, traced when tracing is on and the request is sampled, written to the access
+    /// log when there is one (both off: one branch each, and no wrapper future).
+    async fn serve_request(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+        // Trace: an unsampled request reads its trace headers and goes on as untraced.
+        let span = match &self.ib.tracer {
+            None => None,
+            Some(tracer) => tracer.start(trace::Kind::Inbound, &mut req),
+        };
+        match (span, self.ib.access_log) {
+            (None, None) => self.request(req, None).await,
+            // Boxed: only a sampled request carries the span state.
+            (Some(span), _) => Box::pin(self.traced(span, req)).await,
             // Boxed: only a proxy that logs pays for the logging state.
+            (None, Some(_)) => Box::pin(self.logged(req, None)).await,
+        }
+    }
+
+    /// [`Conn::serve_request`] for a sampled request: `span` (SERVER, started by the tracer,
+    /// which rewrote the headers for the application to continue the trace) learns the client
+    /// and the route, and ends at the response head.
+    async fn traced(self: Arc<Self>, span: trace::Span, req: Request<Incoming>) -> Response<Body> {
+        span.client(self.client_addr, &self.labels.tls);
+        let ib = self.ib.clone();
+        let resp = self.logged(req, Some(&span)).await;
+        if let Some(tracer) = &ib.tracer {
+            tracer.end(span, &resp);
+        }
+        resp
+    }
+
+    /// One request, written to the access log when there is one.
+    async fn logged(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        span: Option<&trace::Span>,
+    ) -> Response<Body> {
+        match self.ib.access_log {
+            None => self.request(req, span).await,
             Some(format) => {
                 let (addr, id) = (self.client_addr, self.client.id().map(str::to_owned));
-                let logged = access_log::logged(format, addr, id, req, |req| self.request(req));
-                Box::pin(logged).await
+                access_log::logged(format, addr, id, req, |req| self.request(req, span)).await
             }
         }
     }
 
     /// One request: route → authorize → rate limit → forward (or answer the refusal).
-    async fn request<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
+    /// `span`: this hop's span when the request is traced (it learns the route).
+    async fn request<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        span: Option<&trace::Span>,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<http::BoxError>,
@@ -624,6 +667,9 @@ impl Conn {
         let server = self.policy.current();
         let head = RequestHead::of(&req);
         let route = server.route(&head);
+        if let Some((span, route)) = span.zip(route.as_ref()) {
+            span.route(route.meta);
+        }
         // Tap: one relaxed load when nobody taps; else the request's route, for its events.
         let tapping = self.ib.taps.is_active();
         let tap_route = route.as_ref().filter(|_| tapping).map(|r| r.meta.clone());

@@ -14,6 +14,8 @@
 //! - [`admin`]: `/metrics`, `/ready`, `/live`, `/shutdown`.
 //! - [`access_log`]: the inbound HTTP access log (`WEFT_PROXY_ACCESS_LOG`), apart from the
 //!   diagnostic log.
+//! - [`trace`]: W3C/B3 trace context propagation and a span per proxy hop, exported over
+//!   OTLP/gRPC (`WEFT_PROXY_TRACE_*`); nothing on the request path when it is off.
 //! - [`detect`]: protocol detection (HTTP/1, HTTP/2 prior knowledge, opaque).
 //! - [`outbound`] / [`inbound`]: the two request paths, read top to bottom.
 //! - [`mtls`]: TLS on the data path: client and server configurations per identity, ClientHello
@@ -53,6 +55,7 @@ pub mod retry;
 pub mod runtime;
 pub mod sys;
 pub mod tap;
+pub mod trace;
 
 pub use config::{Config, ConfigError, Env, ProcessEnv};
 pub use runtime::run;

@@ -148,7 +148,7 @@ struct CounterCell {
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
-pub const COUNTER_FAMILIES: [(&str, &str); 9] = [
+pub const COUNTER_FAMILIES: [(&str, &str); 13] = [
     (
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
@@ -185,7 +185,31 @@ pub const COUNTER_FAMILIES: [(&str, &str); 9] = [
         TAP_EVENTS_DROPPED,
         "Tapped requests whose remaining tap events were dropped because the tap client's channel was full.",
     ),
+    (
+        TRACE_SPANS_EXPORTED,
+        "Spans the OTLP collector accepted.",
+    ),
+    (
+        TRACE_SPANS_DROPPED,
+        "Spans not exported, by reason (queue_full: the export queue was full; export_failed: their batch's export failed; rejected: the collector refused them).",
+    ),
+    (
+        TRACE_EXPORT_ERRORS,
+        "Span exports (batches) that failed: the collector was unreachable, answered an error or did not answer in time.",
+    ),
+    (
+        TRACE_CONTEXT_MALFORMED,
+        "Requests whose trace context headers (traceparent, b3, x-b3-*) were malformed and treated as absent, by direction.",
+    ),
 ];
+/// No labels.
+pub const TRACE_SPANS_EXPORTED: &str = "trace_spans_exported_total";
+/// Labels: `reason`.
+pub const TRACE_SPANS_DROPPED: &str = "trace_spans_dropped_total";
+/// No labels.
+pub const TRACE_EXPORT_ERRORS: &str = "trace_export_errors_total";
+/// Labels: `direction`.
+pub const TRACE_CONTEXT_MALFORMED: &str = "trace_context_malformed_total";
 /// Labels: `reason`.
 pub const TAP_REFUSED: &str = "tap_refused_total";
 /// No labels.
@@ -215,6 +239,10 @@ pub struct Counter(Arc<CounterCell>);
 impl Counter {
     pub fn inc(&self) {
         self.0.value.fetch_add(1, Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.value.fetch_add(n, Relaxed);
     }
 
     pub fn get(&self) -> u64 {

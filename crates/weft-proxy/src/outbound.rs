@@ -45,6 +45,7 @@ use crate::{
     policy::{Lookup, PolicyClient},
     relay::{self, Metered},
     tap::{Peers, Taps},
+    trace::{self, Tracer},
 };
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
@@ -165,6 +166,8 @@ pub struct Outbound {
     policy_dests: PolicyDests,
     /// Live taps (the proxy's one registry; a private one nobody can tap in tests).
     taps: Arc<Taps>,
+    /// `WEFT_PROXY_TRACE_*`; `None`: tracing off.
+    tracer: Option<Arc<Tracer>>,
 }
 
 /// Where a target's traffic goes (not a "route": that word is kept for HTTPRoute rules).
@@ -189,6 +192,7 @@ impl Outbound {
         identity: Option<Identity>,
         own: OwnAddrs,
         taps: Arc<Taps>,
+        tracer: Option<Arc<Tracer>>,
     ) -> Arc<Outbound> {
         let settings = Settings {
             detect_timeout: cfg.outbound_detect_timeout,
@@ -202,6 +206,7 @@ impl Outbound {
         let policies = PolicyClient::new(crate::policy::client::Settings::from_config(cfg));
         Arc::new(Outbound {
             taps,
+            tracer,
             ..Outbound::build(
                 settings,
                 Box::new(discovery),
@@ -254,6 +259,7 @@ impl Outbound {
         let balancers = Balancers::with_metrics(metrics.clone());
         Outbound {
             taps: Taps::new(metrics.clone()),
+            tracer: None,
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             resolver,
@@ -560,10 +566,23 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         (protocol, target, dest) => {
             // A fixed target's dest (and so its balancer) lives as long as the connection.
             let fixed = target.zip(dest);
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |mut req| {
                 let ob = ob.clone();
                 let fixed = fixed.clone();
-                async move { Ok::<_, Infallible>(proxy_request(ob, peer, fixed, req).await) }
+                async move {
+                    // Trace: tracing off is one branch; an unsampled request reads its trace
+                    // headers and goes on as untraced; no wrapper future either way.
+                    let span = match &ob.tracer {
+                        None => None,
+                        Some(tracer) => tracer.start(trace::Kind::Outbound, &mut req),
+                    };
+                    let resp = match span {
+                        None => forward_request(ob, peer, fixed, req, None).await,
+                        // Boxed: only a sampled request carries the span state.
+                        Some(span) => Box::pin(traced(ob, span, peer, fixed, req)).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             http::serve(io, protocol, svc, drain).await;
         }
@@ -610,14 +629,54 @@ async fn forward_addr(target: &Target) -> Result<SocketAddr, Error> {
     }
 }
 
-/// One HTTP request; errors become responses here. `client`: the application's address;
-/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
-/// mode, where the request names its target.
-async fn proxy_request<B>(
+/// One HTTP request without tracing (the request path as tests drive it); errors become
+/// responses here. `client`: the application's address; `fixed` is the connection's target and
+/// dest (transparent or upstream); `None` in explicit mode, where the request names its target.
+#[cfg(test)]
+fn proxy_request<B>(
     ob: Arc<Outbound>,
     client: SocketAddr,
     fixed: Option<(Target, Dest)>,
     req: Request<B>,
+) -> impl std::future::Future<Output = Response<Body>>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
+    forward_request(ob, client, fixed, req, None)
+}
+
+/// [`forward_request`] for a sampled request: `span` (CLIENT, started by the tracer, which
+/// rewrote the request's headers for the next hop) learns the route and the endpoint and ends
+/// at the response head.
+async fn traced<B>(
+    ob: Arc<Outbound>,
+    span: trace::Span,
+    client: SocketAddr,
+    fixed: Option<(Target, Dest)>,
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
+    let resp = forward_request(ob.clone(), client, fixed, req, Some(&span)).await;
+    if let Some(tracer) = &ob.tracer {
+        tracer.end(span, &resp);
+    }
+    resp
+}
+
+/// One HTTP request; errors become responses here. `client`: the application's address;
+/// `fixed` is the connection's target and dest (transparent or upstream); `None` in explicit
+/// mode, where the request names its target. `span`: this hop's span when the request is traced
+/// (it learns the route and the endpoint).
+async fn forward_request<B>(
+    ob: Arc<Outbound>,
+    client: SocketAddr,
+    fixed: Option<(Target, Dest)>,
+    req: Request<B>,
+    span: Option<&trace::Span>,
 ) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -665,7 +724,7 @@ where
             req,
             authority,
             deadline,
-            Seam::once(&mut None, client, None),
+            Seam::once(&mut None, client, None, span),
         )
         .await
         .unwrap_or_else(Error::into_response);
@@ -677,6 +736,9 @@ where
         Decision::Respond(resp) => return resp,
         Decision::Forward(fwd) => fwd,
     };
+    if let Some((span, route)) = span.zip(fwd.route_meta()) {
+        span.route(&route);
+    }
     // The route and backend outcome is recorded when the response ends.
     let mut end = Some(fwd.dispatch());
     // 5. Balance: the chosen backend's own balancer (one per backend, shared through
@@ -711,7 +773,7 @@ where
                 req,
                 authority,
                 failfast,
-                Seam::once(http_end, client, Some(&fwd)),
+                Seam::once(http_end, client, Some(&fwd), span),
             );
             let bounded = routed::within(whole, routed::within(per_attempt, attempt));
             routed::idle_bounded(idle.as_ref(), bounded).await
@@ -738,6 +800,7 @@ where
                             previous: Some(previous),
                             client,
                             route: Some(fwd),
+                            span,
                         };
                         let attempt =
                             send_attempt(ob, target, dest, req, authority, failfast, seam);
@@ -818,6 +881,8 @@ struct Seam<'a> {
     client: SocketAddr,
     /// The route that took the request, if one did (tap events' route labels).
     route: Option<&'a routed::Forwarded>,
+    /// The request's span when it is traced (it learns the endpoint).
+    span: Option<&'a trace::Span>,
 }
 
 impl<'a> Seam<'a> {
@@ -826,12 +891,14 @@ impl<'a> Seam<'a> {
         end: &'a mut Option<RouteEnd>,
         client: SocketAddr,
         route: Option<&'a routed::Forwarded>,
+        span: Option<&'a trace::Span>,
     ) -> Seam<'a> {
         Seam {
             end,
             previous: None,
             client,
             route,
+            span,
         }
     }
 }
@@ -854,6 +921,7 @@ async fn send_attempt(
         previous,
         client,
         route,
+        span,
     } = seam;
     let started = Instant::now();
     // Balance: a request waits for endpoints until the fail-fast deadline.
@@ -887,6 +955,9 @@ async fn send_attempt(
     let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
     let metrics = ob.metrics.http(&labels);
     metrics.request();
+    if let Some(span) = span {
+        span.endpoint(addr, &labels.tls);
+    }
     let dst = Dst { addr, tls };
     // Tap: one relaxed load when nobody taps (boxed state otherwise).
     let tapped = if ob.taps.is_active() {

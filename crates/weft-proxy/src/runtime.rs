@@ -36,6 +36,7 @@ use crate::{
     metrics::Metrics,
     outbound::{self, Origin, Outbound, OwnAddrs},
     tap::{self, Taps},
+    trace::Tracer,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,8 @@ pub enum Error {
     Signal(io::Error),
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    #[error("the trace collector address: {0}")]
+    TraceCollector(tonic::transport::Error),
 }
 
 /// The bound addresses (port 0 resolved).
@@ -225,6 +228,17 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     };
 
     let taps = Taps::new(metrics.clone());
+    // Tracing: a tracer shared by both request paths and its exporter task, only with a
+    // collector (`None` keeps tracing off the request path entirely).
+    let (tracer, trace_task) = match &config.trace {
+        Some(cfg) => {
+            let local_id = config.identity.as_ref().map(|i| i.local_name.clone());
+            let (tracer, export) = Tracer::new(cfg, &config.workload, local_id, &metrics)
+                .map_err(Error::TraceCollector)?;
+            (Some(tracer), Some(tokio::spawn(export)))
+        }
+        None => (None, None),
+    };
     let ob = Outbound::new(
         &config,
         discovery.clone(),
@@ -232,8 +246,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         identity.clone(),
         OwnAddrs::new(listening.outbound_side()),
         taps.clone(),
+        tracer.clone(),
     );
-    let ib = Inbound::new(&config, metrics.clone(), identity.clone(), taps.clone());
+    let ib = Inbound::new(
+        &config,
+        metrics.clone(),
+        identity.clone(),
+        taps.clone(),
+        tracer,
+    );
 
     let shutdown = Arc::new(Notify::new());
     let admin = Arc::new(Admin {
@@ -292,6 +313,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         admin_task.abort();
         sweep_task.abort();
         if let Some(t) = tap_task {
+            t.abort();
+        }
+        if let Some(t) = trace_task {
             t.abort();
         }
     });

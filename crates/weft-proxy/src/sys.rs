@@ -93,3 +93,18 @@ pub fn clock_ticks_and_page_size() -> (i64, i64) {
         )
     }
 }
+
+/// `gethostname(2)`; `None` if it fails or is not UTF-8.
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&buf[..len])
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}

@@ -13,6 +13,7 @@ mod identity;
 mod inbound;
 mod parse;
 mod retry;
+mod trace;
 
 pub use identity::IdentityConfig;
 pub use inbound::{parse_networks, Cidr, DefaultPolicy};
@@ -22,6 +23,7 @@ use parse::{
 };
 pub use parse::{parse_duration, parse_port_set};
 pub use retry::*;
+pub use trace::*;
 
 /// Control plane gRPC `host:port` serving Destination. Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
@@ -314,6 +316,8 @@ pub struct Config {
     pub access_log: Option<AccessLogFormat>,
     /// [`ENV_METRICS_RETAIN_IDLE`].
     pub metrics_retain_idle: Duration,
+    /// `WEFT_PROXY_TRACE_*`; `None` = tracing off (no collector).
+    pub trace: Option<TraceConfig>,
 }
 
 /// How long and how many idle connections a client pool keeps (per direction, from
@@ -636,6 +640,12 @@ impl Config {
             RetryBudget::default()
         });
 
+        let workload_name = workload.as_ref().map(|w| w.name.as_str());
+        let trace = TraceConfig::from_env(env, workload_name).unwrap_or_else(|errors| {
+            r.errors.extend(errors);
+            None
+        });
+
         let identity = match IdentityConfig::from_env(env, &destination_addr) {
             Ok(identity) => {
                 // Without identity no client can ever be authenticated: the ports would refuse
@@ -694,6 +704,7 @@ impl Config {
                 outbound_retry_budget,
                 access_log,
                 metrics_retain_idle,
+                trace,
             }),
             _ => Err(ConfigError { errors: r.errors }),
         }

@@ -389,3 +389,59 @@ fn tap_server_settings() {
         "{text}"
     );
 }
+
+#[test]
+fn tracing_is_off_without_a_collector_and_reports_bad_values_by_name() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert_eq!(c.trace, None);
+    // Without a collector the other variables are still checked, but tracing stays off.
+    let c = Config::from_env(&env(&[(ENV_TRACE_SAMPLE_RATE, "0.5")])).expect("valid");
+    assert_eq!(c.trace, None);
+
+    let c =
+        Config::from_env(&env(&[(ENV_TRACE_COLLECTOR_SVC_ADDR, "collector:4317")])).expect("valid");
+    assert_eq!(
+        c.trace,
+        Some(TraceConfig {
+            collector_addr: "collector:4317".into(),
+            service_name: "web-1".into(),
+            sample_rate: 0.0,
+            attributes: vec![],
+        }),
+        "defaults: the workload's name, continue-only sampling"
+    );
+    let c = Config::from_env(&env(&[
+        (ENV_TRACE_COLLECTOR_SVC_ADDR, "127.0.0.1:4317"),
+        (ENV_TRACE_SERVICE_NAME, "web"),
+        (ENV_TRACE_SAMPLE_RATE, "1"),
+        (ENV_TRACE_ATTRIBUTES, "cluster=east, team = shop ,empty="),
+    ]))
+    .expect("valid");
+    let t = c.trace.expect("on");
+    assert_eq!((t.service_name.as_str(), t.sample_rate), ("web", 1.0));
+    assert_eq!(
+        t.attributes,
+        vec![
+            ("cluster".to_string(), "east".to_string()),
+            ("team".to_string(), "shop".to_string()),
+            ("empty".to_string(), String::new()),
+        ]
+    );
+
+    let e = Config::from_env(&env(&[
+        (ENV_TRACE_COLLECTOR_SVC_ADDR, "collector"),
+        (ENV_TRACE_SAMPLE_RATE, "1.5"),
+        (ENV_TRACE_ATTRIBUTES, "a=b,oops"),
+    ]))
+    .expect_err("invalid");
+    let text = e.to_string();
+    assert_eq!(e.errors.len(), 3, "{text}");
+    assert!(text.contains("WEFT_PROXY_TRACE_COLLECTOR_SVC_ADDR: expected HOST:PORT"));
+    assert!(text.contains(
+        r#"WEFT_PROXY_TRACE_SAMPLE_RATE: must be a number from 0.0 to 1.0 (e.g. 0.01) (got "1.5")"#
+    ));
+    assert!(
+        text.contains(r#"WEFT_PROXY_TRACE_ATTRIBUTES: "oops" is not KEY=VALUE"#),
+        "{text}"
+    );
+}

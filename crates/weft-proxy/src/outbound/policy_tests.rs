@@ -197,6 +197,7 @@ fn outbound_for(policy_addr: SocketAddr, dst_addr: SocketAddr) -> Arc<Outbound> 
         None,
         OwnAddrs::default(),
         Taps::new(Metrics::new()),
+        None,
     )
 }
 
