@@ -66,7 +66,7 @@ pub struct Ctx {
     /// Where the gRPC services listen (`GET /v1/check` tells `weft check`).
     pub grpc_addr: std::net::SocketAddr,
     /// The identity `GET /v1/tap/...` dials proxies' tap servers with.
-    pub tap: crate::tap::TapIdentity,
+    pub tap: crate::tap::OwnIdentity,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.

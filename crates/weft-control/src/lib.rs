@@ -20,6 +20,7 @@ pub mod documents;
 pub mod files;
 pub mod grpc;
 pub mod index;
+pub mod own_cert;
 pub mod resource;
 pub mod rotation;
 pub mod service_ips;
@@ -137,6 +138,9 @@ pub struct Running {
     /// PEM trust anchors of the CA that `Identity.Certify` issued from at start (hand them to
     /// proxies; with `identity_dir` a rotation changes them: read the directory's bundle).
     pub trust_anchors_pem: String,
+    /// The identity the gRPC server proves ([`resource::control_identity`]): proxies'
+    /// `WEFT_PROXY_*_SVC_NAME`.
+    pub control_identity: String,
     shutdown: watch::Sender<bool>,
     grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -252,7 +256,20 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         index.clone(),
         shutdown_rx.clone(),
     ));
-    // The tap identity's certificate, from this CA, renewed beside it.
+    // The control plane's own identity (what its gRPC server proves to proxies) and the tap
+    // identity's certificate, from this CA, renewed beside it.
+    let control_identity = resource::control_identity(&defaults);
+    let (own, own_task) = own_cert::start(
+        control_identity.clone(),
+        format!(
+            "spiffe://{}/ns/{}/sa/weft-control",
+            defaults.trust_domain, defaults.control_namespace
+        ),
+        "gRPC",
+        ca_rx.clone(),
+        shutdown_rx.clone(),
+    );
+    let transport = std::sync::Arc::new(grpc::transport::Transport::new(own, ca_rx.clone()));
     let (tap, tap_task) = tap::start(&defaults, ca_rx.clone(), shutdown_rx.clone());
     // Identity checks registrations against the store itself (no addresses needed, no lag).
     let states = store.states();
@@ -281,6 +298,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         index_task,
         telemetry_task,
         tap_task,
+        tokio::spawn(own_task),
     ];
     if let Some(path) = &config.prometheus_sd_file {
         let writer = telemetry::file_sd::Writer::new(path.clone(), &config.control_namespace);
@@ -300,12 +318,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         )));
     }
     let identity = grpc::identity::IdentityService::new(ca_rx, ledger, tokens, states);
-    let grpc = tokio::spawn(grpc::serve(grpc_listener, index, identity, shutdown_rx));
+    let grpc = tokio::spawn(grpc::serve(
+        grpc_listener,
+        transport,
+        index,
+        identity,
+        shutdown_rx,
+    ));
     tracing::info!(%grpc_addr, %api_addr, store = %config.store_dir.display(), "control plane listening");
     Ok(Running {
         grpc_addr,
         api_addr,
         trust_anchors_pem,
+        control_identity,
         shutdown,
         grpc: Some(grpc),
         tasks,

@@ -43,6 +43,17 @@ pub fn tap_identity(d: &Defaults) -> String {
     format!("tap.{ns}.serviceaccount.identity.{ns}.{}", d.trust_domain)
 }
 
+/// The control plane's own identity, which its gRPC server (the proxy API) proves to proxies:
+/// `weft-control.<control-ns>.serviceaccount.identity.<control-ns>.<trust-domain>` (Linkerd's
+/// `linkerd-destination`/`linkerd-identity` service accounts, as one).
+pub fn control_identity(d: &Defaults) -> String {
+    let ns = &d.control_namespace;
+    format!(
+        "weft-control.{ns}.serviceaccount.identity.{ns}.{}",
+        d.trust_domain
+    )
+}
+
 /// Values the validator needs to derive defaults (the workload's mesh identity).
 #[derive(Clone, Debug)]
 pub struct Defaults {

@@ -1,4 +1,6 @@
 use super::*;
+use crate::own_cert::renew_after;
+use std::time::{Duration, SystemTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 #[test]
@@ -63,7 +65,7 @@ async fn the_certificate_is_renewed_before_it_expires_and_when_the_ca_changes() 
     let (tap, task) = start(&Defaults::default(), ca_rx, stop_rx);
     tokio::spawn(task);
     let first = tap.cert().expect("issued at start");
-    let mut rx = tap.cert.clone();
+    let mut rx = tap.watch();
     rx.mark_unchanged();
     // 70 s of a 100 s life (the paused clock advances by itself while every task waits).
     tokio::time::timeout(Duration::from_secs(80), rx.changed())

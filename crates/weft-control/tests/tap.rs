@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use weft_control::ca::Ca;
 use weft_control::resource::{tap_identity, Defaults};
-use weft_control::tap::TapCert;
+use weft_control::tap::OwnCert;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 
 type Events = mpsc::Sender<Result<TapEvent, Status>>;
@@ -114,7 +114,7 @@ struct FakeServer {
 
 /// The fake tap server, presenting `cert`, accepting only clients chaining to the CA's anchors
 /// whose certificate is for `allowed`.
-async fn fake_server(ca: &Ca, cert: &TapCert, allowed: String) -> FakeServer {
+async fn fake_server(ca: &Ca, cert: &OwnCert, allowed: String) -> FakeServer {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for a in weft_control::ca::pem_certificates(ca.trust_anchors_pem().as_bytes()).unwrap() {

@@ -145,7 +145,7 @@ mod tests {
         let metrics = Metrics::new();
         let admin = Arc::new(Admin {
             metrics: metrics.clone(),
-            discovery: Discovery::new(&cfg),
+            discovery: Discovery::new(&cfg, None),
             identity: None,
             shutdown,
         });
@@ -195,7 +195,7 @@ mod tests {
         .expect("config");
         let admin = Admin {
             metrics: Metrics::new(),
-            discovery: Discovery::new(&cfg),
+            discovery: Discovery::new(&cfg, None),
             identity: None,
             shutdown: Some(notify.clone()),
         };

@@ -209,13 +209,14 @@ fn not_tls(e: &io::Error) -> bool {
     )
 }
 
-/// A connection the proxy opened: plaintext or TLS.
-pub enum Io {
-    Plain(Metered<TcpStream>),
-    Tls(Box<tokio_rustls::client::TlsStream<Metered<TcpStream>>>),
+/// A connection the proxy opened: plaintext or TLS (over a metered socket on the data path, a
+/// plain one to the control plane).
+pub enum Io<S = Metered<TcpStream>> {
+    Plain(S),
+    Tls(Box<tokio_rustls::client::TlsStream<S>>),
 }
 
-impl AsyncRead for Io {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Io<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -228,7 +229,7 @@ impl AsyncRead for Io {
     }
 }
 
-impl AsyncWrite for Io {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Io<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -4,22 +4,66 @@
 //! (or the reconnect backoff) while watching the idle clock that closes a stream nobody listens
 //! to, and the sweep of remembered refusals.
 
+pub mod connect;
+
 use std::{collections::HashMap, hash::Hash, sync::Mutex, time::Duration};
 use tokio::time::Instant;
 
-/// A lazily connecting gRPC endpoint for `host:port`: a connect timeout no shorter than the
-/// reconnect backoff's cap, `TCP_NODELAY` (first answers wait on no delayed ACK), keep-alive
-/// so a dead control plane is noticed while a stream idles.
+pub use connect::{Connector, ControlTls};
+
+/// A lazily connecting gRPC endpoint for a control-plane service at `addrs` (a comma-separated
+/// `host:port` list, [`connect`]): TLS as `tls` says, a connect timeout per address no shorter
+/// than the reconnect backoff's cap, `TCP_NODELAY` (first answers wait on no delayed ACK),
+/// keep-alive so a dead control plane is noticed while a stream idles.
 pub fn endpoint(
-    addr: &str,
+    addrs: &str,
+    tls: Option<ControlTls>,
     backoff_max: Duration,
-) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map(|e| {
-        e.connect_timeout(backoff_max.max(Duration::from_secs(1)))
-            .tcp_nodelay(true)
+) -> Result<ControlEndpoint, tonic::transport::Error> {
+    let connector = Connector::new(addrs, tls, backoff_max.max(Duration::from_secs(1)));
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", connector.authority()))?
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
+            .keep_alive_while_idle(true);
+    Ok(ControlEndpoint {
+        endpoint,
+        connector,
     })
+}
+
+/// TLS towards a control-plane service that must prove `name`, with this proxy's `identity`
+/// (the configuration never gives a name without identity); `None`: plaintext.
+pub fn tls(name: Option<&str>, identity: Option<&crate::identity::Identity>) -> Option<ControlTls> {
+    Some(identity?.control_tls(name?))
+}
+
+/// [`endpoint`]'s answer: settings plus the connector every connection goes through.
+#[derive(Clone)]
+pub struct ControlEndpoint {
+    endpoint: tonic::transport::Endpoint,
+    connector: Connector,
+}
+
+impl ControlEndpoint {
+    /// Each call (not each stream) gives up after `timeout`.
+    pub fn request_timeout(mut self, timeout: Duration) -> ControlEndpoint {
+        self.endpoint = self.endpoint.timeout(timeout);
+        self
+    }
+
+    /// A channel connected now (to the first address that answers).
+    pub async fn connect(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        self.endpoint
+            .connect_with_connector(self.connector.clone())
+            .await
+    }
+
+    /// A channel that connects on its first request and reconnects (through the connector, so
+    /// to the next address that answers) when its connection breaks.
+    pub fn connect_lazy(&self) -> tonic::transport::Channel {
+        self.endpoint
+            .connect_with_connector_lazy(self.connector.clone())
+    }
 }
 
 /// How often a stream checks whether anyone still listens: twice per idle timeout.

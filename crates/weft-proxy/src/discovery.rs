@@ -100,7 +100,7 @@ pub struct Discovery {
 }
 
 struct Inner {
-    endpoint: Option<tonic::transport::Endpoint>,
+    endpoint: Option<control::ControlEndpoint>,
     /// Built on first use so `Discovery::new` works outside a Tokio runtime.
     client: OnceLock<DestinationClient<Channel>>,
     context_token: String,
@@ -139,9 +139,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Discovery {
-    /// Lazy: nothing connects until the first `resolve` (or `probe_readiness`).
-    pub fn new(cfg: &crate::config::Config) -> Discovery {
-        let endpoint = control::endpoint(&cfg.destination_addr, cfg.control_backoff_max)
+    /// Lazy: nothing connects until the first `resolve` (or `probe_readiness`). `identity`:
+    /// this proxy's, for TLS to the control plane when `WEFT_PROXY_DESTINATION_SVC_NAME` names it.
+    pub fn new(
+        cfg: &crate::config::Config,
+        identity: Option<&crate::identity::Identity>,
+    ) -> Discovery {
+        let tls = control::tls(cfg.destination_name.as_deref(), identity);
+        let endpoint = control::endpoint(&cfg.destination_addr, tls, cfg.control_backoff_max)
             .map_err(|e| tracing::error!(addr = %cfg.destination_addr, error = %e, "bad destination address"))
             .ok();
         Discovery {

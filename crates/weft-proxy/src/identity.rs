@@ -107,6 +107,8 @@ impl Certifier for IdentityClient<Channel> {
 pub struct Identity {
     name: String,
     current: watch::Receiver<Option<Arc<Certified>>>,
+    /// The anchors in force (for TLS to the control plane).
+    roots: watch::Receiver<Arc<RootCertStore>>,
     _task: Arc<AbortOnDrop>,
     _anchors_task: Option<Arc<AbortOnDrop>>,
 }
@@ -138,36 +140,17 @@ struct Local {
     token_file: PathBuf,
 }
 
-impl Identity {
-    /// Generates the key and CSR and starts renewing against the configured control plane.
-    /// Call inside a Tokio runtime.
-    pub fn start(
-        cfg: &IdentityConfig,
-        backoff: (Duration, Duration),
-        metrics: Metrics,
-    ) -> Result<Identity, IdentityError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", cfg.svc_addr))
-            .map_err(|_| IdentityError::Address(cfg.svc_addr.clone()))?
-            .connect_timeout(backoff.1.max(Duration::from_secs(1)))
-            .timeout(Duration::from_secs(10))
-            .tcp_nodelay(true);
-        let client = IdentityClient::new(endpoint.connect_lazy());
-        let schedule = Schedule {
-            min_refresh: cfg.min_refresh,
-            max_refresh: cfg.max_refresh,
-            backoff_min: backoff.0,
-            backoff_max: backoff.1,
-        };
-        Self::start_with(cfg, schedule, metrics, client)
-    }
+/// An identity set up but not yet renewing: what the control-plane connection of
+/// `Identity.Certify` itself needs (the anchors and the certificate to come) exists first.
+struct Parts {
+    local: Local,
+    tx: watch::Sender<Option<Arc<Certified>>>,
+    current: watch::Receiver<Option<Arc<Certified>>>,
+    anchors_task: Option<Arc<AbortOnDrop>>,
+}
 
-    /// [`Identity::start`] with any [`Certifier`] (tests use an in-memory CA).
-    pub fn start_with<C: Certifier>(
-        cfg: &IdentityConfig,
-        schedule: Schedule,
-        metrics: Metrics,
-        certifier: C,
-    ) -> Result<Identity, IdentityError> {
+impl Parts {
+    fn new(cfg: &IdentityConfig, metrics: &Metrics) -> Result<Parts, IdentityError> {
         let roots = Arc::new(
             tls::roots_from_pem(cfg.trust_anchors_pem.as_bytes())
                 .map_err(|e| IdentityError::TrustAnchors(e.to_string()))?,
@@ -191,21 +174,86 @@ impl Identity {
             let task = tokio::spawn(watch_anchors(path, initial, roots_tx, metrics.clone()));
             Arc::new(AbortOnDrop(task))
         });
-        let local = Local {
-            name: cfg.local_name.clone(),
-            csr,
-            key: signing_key,
-            roots: roots_rx,
-            token_file: cfg.token_file.clone(),
-        };
         let (tx, current) = watch::channel(None);
-        let task = tokio::spawn(renew(certifier, local, tx, metrics, schedule));
-        Ok(Identity {
-            name: cfg.local_name.clone(),
+        Ok(Parts {
+            local: Local {
+                name: cfg.local_name.clone(),
+                csr,
+                key: signing_key,
+                roots: roots_rx,
+                token_file: cfg.token_file.clone(),
+            },
+            tx,
             current,
-            _task: Arc::new(AbortOnDrop(task)),
-            _anchors_task: anchors_task,
+            anchors_task,
         })
+    }
+
+    fn control_tls(&self, name: &str) -> crate::control::ControlTls {
+        crate::control::ControlTls {
+            name: name.to_string(),
+            roots: self.local.roots.clone(),
+            cert: self.current.clone(),
+        }
+    }
+
+    fn spawn<C: Certifier>(self, schedule: Schedule, metrics: Metrics, certifier: C) -> Identity {
+        let name = self.local.name.clone();
+        let roots = self.local.roots.clone();
+        let task = tokio::spawn(renew(certifier, self.local, self.tx, metrics, schedule));
+        Identity {
+            name,
+            current: self.current,
+            roots,
+            _task: Arc::new(AbortOnDrop(task)),
+            _anchors_task: self.anchors_task,
+        }
+    }
+}
+
+impl Identity {
+    /// Generates the key and CSR and starts renewing against the configured control plane
+    /// (over TLS as the control plane's identity when `WEFT_PROXY_IDENTITY_SVC_NAME` names it:
+    /// the connection follows this identity's own anchors and, once it has one, certificate).
+    /// Call inside a Tokio runtime.
+    pub fn start(
+        cfg: &IdentityConfig,
+        backoff: (Duration, Duration),
+        metrics: Metrics,
+    ) -> Result<Identity, IdentityError> {
+        let parts = Parts::new(cfg, &metrics)?;
+        let tls = cfg.svc_name.as_ref().map(|name| parts.control_tls(name));
+        let endpoint = crate::control::endpoint(&cfg.svc_addr, tls, backoff.1)
+            .map_err(|_| IdentityError::Address(cfg.svc_addr.clone()))?
+            .request_timeout(Duration::from_secs(10));
+        let client = IdentityClient::new(endpoint.connect_lazy());
+        let schedule = Schedule {
+            min_refresh: cfg.min_refresh,
+            max_refresh: cfg.max_refresh,
+            backoff_min: backoff.0,
+            backoff_max: backoff.1,
+        };
+        Ok(parts.spawn(schedule, metrics, client))
+    }
+
+    /// [`Identity::start`] with any [`Certifier`] (tests use an in-memory CA).
+    pub fn start_with<C: Certifier>(
+        cfg: &IdentityConfig,
+        schedule: Schedule,
+        metrics: Metrics,
+        certifier: C,
+    ) -> Result<Identity, IdentityError> {
+        Ok(Parts::new(cfg, &metrics)?.spawn(schedule, metrics, certifier))
+    }
+
+    /// TLS towards a control-plane service that must prove `name`, following this identity's
+    /// anchors and certificate.
+    pub fn control_tls(&self, name: &str) -> crate::control::ControlTls {
+        crate::control::ControlTls {
+            name: name.to_string(),
+            roots: self.roots.clone(),
+            cert: self.current.clone(),
+        }
     }
 
     /// The DNS-like identity this proxy serves.

@@ -163,6 +163,7 @@ impl Inbound {
         taps: Arc<Taps>,
         tracer: Option<Arc<Tracer>>,
     ) -> Arc<Inbound> {
+        let policies = InboundPolicies::new(PolicySettings::from_config(cfg, identity.as_ref()));
         let ib = Inbound::build(
             Settings {
                 detect_timeout: cfg.inbound_detect_timeout,
@@ -173,7 +174,7 @@ impl Inbound {
             metrics,
             identity,
             cfg.inbound_require_identity_ports.clone(),
-            InboundPolicies::new(PolicySettings::from_config(cfg)),
+            policies,
         );
         Arc::new(Inbound {
             access_log: cfg.access_log,

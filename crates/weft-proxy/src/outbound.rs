@@ -203,7 +203,10 @@ impl Outbound {
             own,
             retry_budget: cfg.outbound_retry_budget,
         };
-        let policies = PolicyClient::new(crate::policy::client::Settings::from_config(cfg));
+        let policies = PolicyClient::new(crate::policy::client::Settings::from_config(
+            cfg,
+            identity.as_ref(),
+        ));
         Arc::new(Outbound {
             taps,
             tracer,

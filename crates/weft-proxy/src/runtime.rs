@@ -169,8 +169,6 @@ pub async fn run(config: Config) -> Result<(), Error> {
 /// Binds every listener and starts serving; does not print anything.
 pub async fn start(config: Config) -> Result<Running, Error> {
     let metrics = Metrics::with_retain_idle(config.metrics_retain_idle);
-    let discovery = Discovery::new(&config);
-    discovery.probe_readiness();
     let identity = match &config.identity {
         Some(cfg) => Some(Identity::start(
             cfg,
@@ -179,6 +177,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         )?),
         None => None,
     };
+    if config.destination_name.is_none() {
+        // The configuration allows this only for loopback addresses.
+        tracing::warn!(
+            addr = %config.destination_addr,
+            "plaintext to the control plane (loopback only, for development; set \
+             WEFT_PROXY_DESTINATION_SVC_NAME to its identity for TLS)"
+        );
+    }
+    let discovery = Discovery::new(&config, identity.as_ref());
+    discovery.probe_readiness();
     let admin_l = bind("admin", config.admin_listen_addr).await?;
     // The tap server needs this proxy's identity (its certificate, the anchors clients chain
     // to) and the one identity allowed to tap.

@@ -51,8 +51,8 @@ impl Tracer {
         metrics: &Metrics,
     ) -> Result<(Arc<Tracer>, impl Future<Output = ()>), tonic::transport::Error> {
         let settings = export::Settings::default();
-        let channel = crate::control::endpoint(&cfg.collector_addr, settings.backoff_max)?
-            .timeout(settings.timeout)
+        let channel = crate::control::endpoint(&cfg.collector_addr, None, settings.backoff_max)?
+            .request_timeout(settings.timeout)
             .connect_lazy();
         let source = export::Source {
             resource: resource(cfg, workload),

@@ -234,13 +234,16 @@ fn discovery(addr: SocketAddr) -> Discovery {
 
 fn discovery_with(addr: SocketAddr, idle_timeout: &str) -> Discovery {
     let addr = addr.to_string();
-    Discovery::new(&common::config(&[
-        ("WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT", idle_timeout),
-        ("WEFT_PROXY_DESTINATION_SVC_ADDR", &addr),
-        ("WEFT_PROXY_POLICY_WORKLOAD", "default:client-1"),
-        ("WEFT_PROXY_CONTROL_BACKOFF_MIN", "10ms"),
-        ("WEFT_PROXY_CONTROL_BACKOFF_MAX", "100ms"),
-    ]))
+    Discovery::new(
+        &common::config(&[
+            ("WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT", idle_timeout),
+            ("WEFT_PROXY_DESTINATION_SVC_ADDR", &addr),
+            ("WEFT_PROXY_POLICY_WORKLOAD", "default:client-1"),
+            ("WEFT_PROXY_CONTROL_BACKOFF_MIN", "10ms"),
+            ("WEFT_PROXY_CONTROL_BACKOFF_MAX", "100ms"),
+        ]),
+        None,
+    )
 }
 
 fn addrs(set: &EndpointSet) -> BTreeSet<SocketAddr> {

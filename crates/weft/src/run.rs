@@ -185,11 +185,22 @@ impl FromStr for Label {
 
 impl RunArgs {
     /// The identity the control plane taps with: the only client the sidecar's tap server admits.
-    pub(crate) fn tap_identity(&self) -> String {
-        weft_control::resource::tap_identity(&weft_control::resource::Defaults {
+    /// The control plane's trust domain and namespace, as its identities are derived from them.
+    fn control_defaults(&self) -> weft_control::resource::Defaults {
+        weft_control::resource::Defaults {
             trust_domain: self.trust_domain.to_string(),
             control_namespace: self.control_namespace.to_string(),
-        })
+        }
+    }
+
+    pub(crate) fn tap_identity(&self) -> String {
+        weft_control::resource::tap_identity(&self.control_defaults())
+    }
+
+    /// The identity the control plane's gRPC server proves (the sidecar's
+    /// `WEFT_PROXY_DESTINATION_SVC_NAME`, which the identity and policy clients share).
+    pub(crate) fn control_identity(&self) -> String {
+        weft_control::resource::control_identity(&self.control_defaults())
     }
 
     pub(crate) fn api(&self) -> SocketAddr {
@@ -508,8 +519,13 @@ fn proxy_command(
         )
         .env(config::ENV_SHUTDOWN_GRACE_PERIOD, "5s")
         .env(config::ENV_TAP_SVC_NAME, args.tap_identity())
-        .envs(identity_env.iter().map(|(k, v)| (k, v)))
-        .envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
+        .envs(identity_env.iter().map(|(k, v)| (k, v)));
+    // With identity the sidecar speaks TLS to the control plane, which must prove its own
+    // identity (also through the pod's loopback relay: the relay carries TLS bytes).
+    if !identity_env.is_empty() {
+        cmd.env(config::ENV_DESTINATION_SVC_NAME, args.control_identity());
+    }
+    cmd.envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
     cmd
 }

@@ -11,6 +11,7 @@ mod meta;
 mod outbound;
 mod policy;
 mod stream;
+pub mod transport;
 
 use crate::index::Index;
 use linkerd2_proxy_api::{
@@ -20,7 +21,6 @@ use linkerd2_proxy_api::{
 };
 use std::sync::Arc;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 
 pub use destination::DestinationService;
 #[cfg(test)]
@@ -30,14 +30,20 @@ pub use policy::InboundService;
 pub use stream::Stream;
 
 /// Serves Destination, OutboundPolicies, InboundServerPolicies and Identity on `listener`
-/// until `shutdown` changes.
+/// (TLS as `transport` says; plaintext only for loopback peers) until `shutdown` changes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    transport: Arc<transport::Transport>,
     index: Arc<Index>,
     identity: identity::IdentityService,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let mut stop = shutdown.clone();
+    let shutdown_accept = shutdown.clone();
+    tracing::info!(
+        identity = transport.name(),
+        "gRPC: TLS as the control plane's identity; plaintext only from loopback peers"
+    );
     tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(DestinationServer::new(DestinationService::new(
@@ -51,10 +57,11 @@ pub async fn serve(
         .add_service(InboundServerPoliciesServer::new(InboundService::new(
             index, shutdown,
         )))
-        // TCP_NODELAY: without it a stream's first answer (headers, then data) waits ~40 ms
-        // for the client's delayed ACK (Nagle), on every new stream.
+        // TCP_NODELAY (set on every accepted socket): without it a stream's first answer
+        // (headers, then data) waits ~40 ms for the client's delayed ACK (Nagle), on every new
+        // stream.
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            transport::incoming(listener, transport, shutdown_accept),
             async move {
                 let _ = stop.changed().await;
             },

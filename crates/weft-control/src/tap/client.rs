@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::TapCert;
+use super::OwnCert;
 
 /// How long TCP + TLS + the Observe call's answer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,7 +42,7 @@ pub async fn observe(
     addr: SocketAddr,
     identity: &str,
     anchors: &[Vec<u8>],
-    cert: Option<Arc<TapCert>>,
+    cert: Option<Arc<OwnCert>>,
     request: ObserveRequest,
 ) -> Result<tonic::Streaming<TapEvent>, TapError> {
     tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -68,7 +68,7 @@ async fn connect(
     addr: SocketAddr,
     identity: &str,
     anchors: &[Vec<u8>],
-    cert: Option<Arc<TapCert>>,
+    cert: Option<Arc<OwnCert>>,
 ) -> Result<TlsStream<TcpStream>, TapError> {
     let cert = cert.ok_or(TapError::NoCertificate)?;
     let tls_err = |error: String| TapError::Tls {

@@ -3,18 +3,21 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{
-    parse::{is_dns_name, parse_duration, parse_host_port},
+    parse::{is_dns_name, parse_addr_list, parse_duration, parse_identity_name},
     Env, VarError, DEFAULT_IDENTITY_MAX_REFRESH, DEFAULT_IDENTITY_MIN_REFRESH,
     ENV_IDENTITY_LOCAL_NAME, ENV_IDENTITY_MAX_REFRESH, ENV_IDENTITY_MIN_REFRESH,
-    ENV_IDENTITY_SVC_ADDR, ENV_IDENTITY_TOKEN_FILE, ENV_IDENTITY_TRUST_ANCHORS,
-    ENV_IDENTITY_TRUST_ANCHORS_FILE,
+    ENV_IDENTITY_SVC_ADDR, ENV_IDENTITY_SVC_NAME, ENV_IDENTITY_TOKEN_FILE,
+    ENV_IDENTITY_TRUST_ANCHORS, ENV_IDENTITY_TRUST_ANCHORS_FILE,
 };
 
 /// Identity settings (`WEFT_PROXY_IDENTITY_*`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityConfig {
-    /// `host:port` of `Identity.Certify`.
+    /// `host:port` list of `Identity.Certify`.
     pub svc_addr: String,
+    /// The identity its server must prove (`WEFT_PROXY_IDENTITY_SVC_NAME`); `None` = plaintext
+    /// (loopback only).
+    pub svc_name: Option<String>,
     /// PEM trust anchors (validated: at least one certificate).
     pub trust_anchors_pem: String,
     /// Where `trust_anchors_pem` came from, when it is a file: followed for changes.
@@ -32,6 +35,7 @@ impl IdentityConfig {
     pub fn from_env(
         env: &dyn Env,
         destination_addr: &str,
+        destination_name: &Option<String>,
     ) -> Result<Option<IdentityConfig>, Vec<VarError>> {
         let get = |name: &str| {
             env.get(name)
@@ -59,14 +63,21 @@ impl IdentityConfig {
             return Ok(None);
         }
 
-        let svc_addr = match get(ENV_IDENTITY_SVC_ADDR) {
+        let (svc_addr, default_name) = match get(ENV_IDENTITY_SVC_ADDR) {
             Some(v) => {
-                if let Err(reason) = parse_host_port(&v) {
+                if let Err(reason) = parse_addr_list(&v) {
                     fail(ENV_IDENTITY_SVC_ADDR, &reason, Some(v.clone()));
                 }
-                v
+                (v, None)
             }
-            None => destination_addr.to_string(),
+            None => (destination_addr.to_string(), destination_name.clone()),
+        };
+        let svc_name = match get(ENV_IDENTITY_SVC_NAME) {
+            Some(v) => parse_identity_name(&v).unwrap_or_else(|reason| {
+                fail(ENV_IDENTITY_SVC_NAME, &reason, Some(v));
+                None
+            }),
+            None => default_name,
         };
         let token_file = match get(ENV_IDENTITY_TOKEN_FILE) {
             Some(v) => PathBuf::from(v),
@@ -162,6 +173,7 @@ impl IdentityConfig {
         }
         Ok(Some(IdentityConfig {
             svc_addr,
+            svc_name,
             trust_anchors_pem,
             trust_anchors_file,
             token_file,

@@ -18,19 +18,29 @@ mod trace;
 pub use identity::IdentityConfig;
 pub use inbound::{parse_networks, Cidr, DefaultPolicy};
 use parse::{
-    is_dns_name, parse_bool, parse_forward_ports, parse_host_port, parse_socket_addr,
-    parse_suffixes, parse_upstreams, parse_workload,
+    check_control_tls, is_dns_name, parse_addr_list, parse_bool, parse_forward_ports,
+    parse_identity_name, parse_socket_addr, parse_suffixes, parse_upstreams, parse_workload,
 };
 pub use parse::{parse_duration, parse_port_set};
 pub use retry::*;
 pub use trace::*;
 
-/// Control plane gRPC `host:port` serving Destination. Required.
+/// Control plane gRPC `host:port` serving Destination; a comma-separated list of them (control
+/// plane replicas: tried in turn, the one that answered last first; a host resolving to several
+/// addresses counts as all of them). Required.
 pub const ENV_DESTINATION_SVC_ADDR: &str = "WEFT_PROXY_DESTINATION_SVC_ADDR";
-/// Control plane gRPC `host:port` serving the policy APIs. Default: the destination address.
+/// The control plane's identity (Linkerd's `LINKERD2_PROXY_DESTINATION_SVC_NAME`): set, every
+/// connection to [`ENV_DESTINATION_SVC_ADDR`] is TLS and the server must prove this identity
+/// (chain to the trust anchors, exactly this DNS SAN); mTLS once this proxy has its certificate.
+/// Unset: plaintext, allowed only when every address is a loopback one (development).
+pub const ENV_DESTINATION_SVC_NAME: &str = "WEFT_PROXY_DESTINATION_SVC_NAME";
+/// Control plane gRPC `host:port` list serving the policy APIs. Default: the destination address.
 /// The outbound (`OutboundPolicies.Watch`) and inbound (`InboundServerPolicies.WatchPort`)
 /// policy clients connect to it.
 pub const ENV_POLICY_SVC_ADDR: &str = "WEFT_PROXY_POLICY_SVC_ADDR";
+/// The identity of [`ENV_POLICY_SVC_ADDR`]'s server. Default: [`ENV_DESTINATION_SVC_NAME`] when
+/// the policy address is the destination's.
+pub const ENV_POLICY_SVC_NAME: &str = "WEFT_PROXY_POLICY_SVC_NAME";
 /// `NS:NAME` of this workload. Required; NS expands short names.
 pub const ENV_POLICY_WORKLOAD: &str = "WEFT_PROXY_POLICY_WORKLOAD";
 /// Context token sent with `Destination.Get`. Default: `{"ns":"NS"}`.
@@ -120,8 +130,12 @@ pub const DEFAULT_CONTROL_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Discovery streams with no receivers are closed after this long.
 pub const ENV_DISCOVERY_IDLE_TIMEOUT: &str = "WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT";
 pub const DEFAULT_DISCOVERY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Control plane gRPC `host:port` serving `Identity.Certify`. Default: the destination address.
+/// Control plane gRPC `host:port` list serving `Identity.Certify`. Default: the destination
+/// address.
 pub const ENV_IDENTITY_SVC_ADDR: &str = "WEFT_PROXY_IDENTITY_SVC_ADDR";
+/// The identity of [`ENV_IDENTITY_SVC_ADDR`]'s server. Default: [`ENV_DESTINATION_SVC_NAME`] when
+/// the identity address is the destination's.
+pub const ENV_IDENTITY_SVC_NAME: &str = "WEFT_PROXY_IDENTITY_SVC_NAME";
 /// PEM trust anchors (one or more CERTIFICATE blocks) peers' certificates must chain to.
 pub const ENV_IDENTITY_TRUST_ANCHORS: &str = "WEFT_PROXY_IDENTITY_TRUST_ANCHORS";
 /// File holding the PEM trust anchors (instead of `WEFT_PROXY_IDENTITY_TRUST_ANCHORS`).
@@ -267,8 +281,13 @@ pub struct Upstream {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// [`ENV_DESTINATION_SVC_ADDR`] as given (a validated list).
     pub destination_addr: String,
+    /// [`ENV_DESTINATION_SVC_NAME`]; `None` = plaintext (loopback only).
+    pub destination_name: Option<String>,
     pub policy_addr: String,
+    /// [`ENV_POLICY_SVC_NAME`]; `None` = plaintext (loopback only).
+    pub policy_name: Option<String>,
     pub workload: Workload,
     pub destination_context: String,
     pub inbound_listen_addr: SocketAddr,
@@ -448,12 +467,21 @@ impl Config {
                 String::new()
             }
             Some(v) => r.parse(ENV_DESTINATION_SVC_ADDR, String::new(), |_| {
-                parse_host_port(&v).map(|_| v.clone())
+                parse_addr_list(&v).map(|_| v.clone())
             }),
         };
+        let destination_name = r.parse(ENV_DESTINATION_SVC_NAME, None, parse_identity_name);
         let policy_addr = r.parse(ENV_POLICY_SVC_ADDR, destination_addr.clone(), |v| {
-            parse_host_port(v).map(|_| v.to_string())
+            parse_addr_list(v).map(|_| v.to_string())
         });
+        let policy_name = match r.scalar(ENV_POLICY_SVC_ADDR) {
+            Some(_) => r.parse(ENV_POLICY_SVC_NAME, None, parse_identity_name),
+            None => r.parse(
+                ENV_POLICY_SVC_NAME,
+                destination_name.clone(),
+                parse_identity_name,
+            ),
+        };
         let workload = match r.scalar(ENV_POLICY_WORKLOAD) {
             None => {
                 r.fail(ENV_POLICY_WORKLOAD, "required (NS:NAME)".into(), None);
@@ -646,7 +674,7 @@ impl Config {
             None
         });
 
-        let identity = match IdentityConfig::from_env(env, &destination_addr) {
+        let identity = match IdentityConfig::from_env(env, &destination_addr, &destination_name) {
             Ok(identity) => {
                 // Without identity no client can ever be authenticated: the ports would refuse
                 // everything, which is a configuration mistake, not a policy.
@@ -666,10 +694,50 @@ impl Config {
             }
         };
 
+        // TLS or loopback, for each control-plane service; one that shares the destination's
+        // address and name passes or fails with it (one error, on the variable to fix).
+        let has_identity = identity.is_some();
+        let own = |addr: &str, name: &str| r.scalar(addr).is_some() || r.scalar(name).is_some();
+        let mut control = vec![(
+            ENV_DESTINATION_SVC_ADDR,
+            &destination_addr,
+            ENV_DESTINATION_SVC_NAME,
+            &destination_name,
+        )];
+        if own(ENV_POLICY_SVC_ADDR, ENV_POLICY_SVC_NAME) {
+            control.push((
+                ENV_POLICY_SVC_ADDR,
+                &policy_addr,
+                ENV_POLICY_SVC_NAME,
+                &policy_name,
+            ));
+        }
+        if let Some(i) = identity
+            .as_ref()
+            .filter(|_| own(ENV_IDENTITY_SVC_ADDR, ENV_IDENTITY_SVC_NAME))
+        {
+            control.push((
+                ENV_IDENTITY_SVC_ADDR,
+                &i.svc_addr,
+                ENV_IDENTITY_SVC_NAME,
+                &i.svc_name,
+            ));
+        }
+        for (addr_var, addrs, name_var, name) in control {
+            if let Err((var, reason)) =
+                check_control_tls(addr_var, addrs, name_var, name.as_deref(), has_identity)
+            {
+                let raw = r.scalar(var);
+                r.fail(var, reason, raw);
+            }
+        }
+
         match workload {
             Some(workload) if r.errors.is_empty() => Ok(Config {
                 destination_addr,
+                destination_name,
                 policy_addr,
+                policy_name,
                 workload,
                 destination_context,
                 inbound_listen_addr,

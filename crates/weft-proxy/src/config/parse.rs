@@ -58,6 +58,76 @@ pub(super) fn parse_host_port(s: &str) -> Result<u16, String> {
     Ok(port)
 }
 
+/// A comma-separated list of `host:port` (at least one).
+pub(super) fn parse_addr_list(s: &str) -> Result<(), String> {
+    let entries: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return Err("expected HOST:PORT[,HOST:PORT...]".into());
+    }
+    for e in entries {
+        parse_host_port(e).map_err(|reason| format!("{e:?}: {reason}"))?;
+    }
+    Ok(())
+}
+
+/// A DNS-like identity (`*_SVC_NAME`), lowercased, without a trailing dot.
+pub(super) fn parse_identity_name(s: &str) -> Result<Option<String>, String> {
+    let name = s.trim_end_matches('.');
+    if !is_dns_name(name) {
+        return Err("must be a DNS-like identity (the control plane's)".into());
+    }
+    Ok(Some(name.to_ascii_lowercase()))
+}
+
+/// Whether a control-plane service may be reached as configured: with a name it is TLS, which
+/// needs identity (the trust anchors to verify it); without one it is plaintext, which only a
+/// loopback address may carry. The error names the variable to fix.
+pub(super) fn check_control_tls(
+    addr_var: &'static str,
+    addrs: &str,
+    name_var: &'static str,
+    name: Option<&str>,
+    has_identity: bool,
+) -> Result<(), (&'static str, String)> {
+    match name {
+        Some(_) if !has_identity => Err((
+            name_var,
+            "TLS to the control plane needs identity (WEFT_PROXY_IDENTITY_*): its certificate \
+             is verified against the trust anchors"
+                .into(),
+        )),
+        Some(_) => Ok(()),
+        None => match addrs
+            .split(',')
+            .map(str::trim)
+            .find(|a| !a.is_empty() && !is_loopback(a))
+        {
+            Some(remote) => Err((
+                addr_var,
+                format!(
+                    "{remote} is not a loopback address: set {name_var} to the control plane's \
+                     identity so the connection is TLS (plaintext only on loopback)"
+                ),
+            )),
+            None => Ok(()),
+        },
+    }
+}
+
+/// `host:port` whose host is a loopback IP or `localhost`.
+fn is_loopback(host_port: &str) -> bool {
+    if let Ok(a) = host_port.parse::<SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    host_port
+        .rsplit_once(':')
+        .is_some_and(|(h, _)| h.eq_ignore_ascii_case("localhost"))
+}
+
 pub(super) fn parse_workload(s: &str) -> Result<Workload, String> {
     match s.split_once(':') {
         Some((ns, name)) if is_dns_label(ns) && is_dns_label(name) => Ok(Workload {

@@ -156,17 +156,110 @@ fn bad_workload_and_addresses() {
         ]
     );
     let ok = Config::from_env(&HashMap::from([
-        (ENV_DESTINATION_SVC_ADDR, "weft-control.weft:8086"),
+        (ENV_DESTINATION_SVC_ADDR, "localhost:8086"),
         (ENV_POLICY_WORKLOAD, "shop:web-1"),
     ]))
     .expect("valid");
     assert_eq!(ok.workload.namespace, "shop");
 }
 
+/// The identity variables of a proxy with identity (anchors from the test CA).
+fn with_identity(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+    let mut env = env(pairs);
+    env.insert(ENV_IDENTITY_TOKEN_FILE, "/run/token");
+    env.insert(
+        ENV_IDENTITY_LOCAL_NAME,
+        "web-1.default.serviceaccount.identity.weft.cluster.local",
+    );
+    env.insert(ENV_IDENTITY_TRUST_ANCHORS, test_anchor());
+    env
+}
+
+/// A self-signed CA certificate, PEM (leaked: the env maps hold `'static` strings).
+fn test_anchor() -> &'static str {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).expect("self-signed");
+    Box::leak(cert.pem().into_boxed_str())
+}
+
+#[test]
+fn the_control_plane_is_reached_over_tls_or_on_loopback() {
+    const CP: &str = "weft-control.weft.serviceaccount.identity.weft.cluster.local";
+    // Plaintext: loopback only, every entry of a list.
+    let ok = Config::from_env(&env(&[(
+        ENV_DESTINATION_SVC_ADDR,
+        "127.0.0.1:1, [::1]:2,localhost:3",
+    )]))
+    .expect("loopback list");
+    assert_eq!(ok.destination_name, None);
+    let e = Config::from_env(&env(&[(
+        ENV_DESTINATION_SVC_ADDR,
+        "127.0.0.1:1,10.0.0.7:8086",
+    )]))
+    .expect_err("plaintext off loopback");
+    assert_eq!(e.errors.len(), 1, "{e}");
+    assert_eq!(e.errors[0].name, ENV_DESTINATION_SVC_ADDR);
+    assert!(
+        e.errors[0].reason.contains("10.0.0.7:8086")
+            && e.errors[0].reason.contains(ENV_DESTINATION_SVC_NAME),
+        "{e}"
+    );
+    // A name needs identity (the anchors to verify the control plane with).
+    let e = Config::from_env(&env(&[
+        (ENV_DESTINATION_SVC_ADDR, "control.weft:8086"),
+        (ENV_DESTINATION_SVC_NAME, CP),
+    ]))
+    .expect_err("TLS without anchors");
+    assert_eq!(
+        e.errors.iter().map(|e| e.name).collect::<Vec<_>>(),
+        [ENV_DESTINATION_SVC_NAME]
+    );
+    // With identity, the policy and identity clients share the destination's address and name.
+    let c = Config::from_env(&with_identity(&[
+        (
+            ENV_DESTINATION_SVC_ADDR,
+            "control-a.weft:8086,control-b.weft:8086",
+        ),
+        (ENV_DESTINATION_SVC_NAME, CP),
+    ]))
+    .expect("TLS to two replicas");
+    assert_eq!(c.destination_name.as_deref(), Some(CP));
+    assert_eq!(c.policy_name.as_deref(), Some(CP));
+    let id = c.identity.expect("identity");
+    assert_eq!(
+        (id.svc_addr.as_str(), id.svc_name.as_deref()),
+        (c.destination_addr.as_str(), Some(CP))
+    );
+    // A policy address of its own needs a name of its own off loopback.
+    let e = Config::from_env(&with_identity(&[
+        (ENV_DESTINATION_SVC_ADDR, "control.weft:8086"),
+        (ENV_DESTINATION_SVC_NAME, CP),
+        (ENV_POLICY_SVC_ADDR, "policy.weft:8090"),
+    ]))
+    .expect_err("policy in plaintext off loopback");
+    assert_eq!(
+        e.errors.iter().map(|e| e.name).collect::<Vec<_>>(),
+        [ENV_POLICY_SVC_ADDR]
+    );
+    // Malformed lists and names are named precisely.
+    let e = Config::from_env(&env(&[
+        (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:1,nope"),
+        (ENV_DESTINATION_SVC_NAME, "not a name"),
+    ]))
+    .expect_err("bad list and name");
+    let names: Vec<&str> = e.errors.iter().map(|e| e.name).collect();
+    assert!(
+        names.contains(&ENV_DESTINATION_SVC_ADDR) && names.contains(&ENV_DESTINATION_SVC_NAME),
+        "{e}"
+    );
+}
+
 #[test]
 fn cores_choose_the_runtime() {
     let base = [
-        (ENV_DESTINATION_SVC_ADDR, "control:8086"),
+        (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:8086"),
         (ENV_POLICY_WORKLOAD, "shop:web-1"),
     ];
     let with = |cores: &'static str| {
@@ -202,7 +295,7 @@ fn cores_choose_the_runtime() {
 #[test]
 fn pool_limits_per_direction() {
     let base = [
-        (ENV_DESTINATION_SVC_ADDR, "control:8086"),
+        (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:8086"),
         (ENV_POLICY_WORKLOAD, "shop:web-1"),
     ];
     let defaults = Config::from_env(&HashMap::from(base)).expect("valid");

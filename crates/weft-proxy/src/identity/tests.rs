@@ -157,7 +157,7 @@ fn env(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static
 #[test]
 fn no_identity_variables_means_transitional_mode() {
     assert_eq!(
-        IdentityConfig::from_env(&env(&[]), "127.0.0.1:8086"),
+        IdentityConfig::from_env(&env(&[]), "127.0.0.1:8086", &None),
         Ok(None)
     );
 }
@@ -167,6 +167,7 @@ fn identity_config_requires_token_name_and_anchors_and_reports_all() {
     let errors = IdentityConfig::from_env(
         &env(&[(config::ENV_IDENTITY_MIN_REFRESH, "soon")]),
         "127.0.0.1:8086",
+        &None,
     )
     .expect("no identity variable among these");
     assert_eq!(errors, None, "MIN_REFRESH alone does not enable identity");
@@ -177,6 +178,7 @@ fn identity_config_requires_token_name_and_anchors_and_reports_all() {
             (config::ENV_IDENTITY_MAX_REFRESH, "soon"),
         ]),
         "127.0.0.1:8086",
+        &None,
     )
     .expect_err("incomplete");
     let names: Vec<&str> = errors.iter().map(|e| e.name).collect();
@@ -204,6 +206,7 @@ fn identity_config_defaults_and_bad_anchors() {
             (config::ENV_IDENTITY_TRUST_ANCHORS, pem),
         ]),
         "127.0.0.1:8086",
+        &None,
     )
     .expect("valid")
     .expect("enabled");
@@ -219,6 +222,7 @@ fn identity_config_defaults_and_bad_anchors() {
             (config::ENV_IDENTITY_TRUST_ANCHORS, "not pem"),
         ]),
         "127.0.0.1:8086",
+        &None,
     )
     .expect_err("bad anchors");
     assert_eq!(errors[0].name, config::ENV_IDENTITY_TRUST_ANCHORS);
@@ -304,6 +308,7 @@ pub(crate) fn test_config(
 ) -> (IdentityConfig, Schedule) {
     let cfg = IdentityConfig {
         svc_addr: "127.0.0.1:1".into(),
+        svc_name: None,
         trust_anchors_pem: anchors_pem.to_string(),
         trust_anchors_file: anchors_file,
         token_file,

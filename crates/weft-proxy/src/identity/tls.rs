@@ -183,6 +183,30 @@ pub fn client_config(c: &Certified, expected_identity: &str) -> Result<ClientCon
         ))))
 }
 
+/// Client side of a connection to the control plane, which must be `expected_identity`: the
+/// anchors in force now, this proxy's certificate once it has one (before its first one the
+/// control plane sees a client without a certificate: `Identity.Certify` is how it gets one),
+/// ALPN `h2` (gRPC).
+pub fn control_client_config(
+    roots: Arc<RootCertStore>,
+    cert: Option<&Certified>,
+    expected_identity: &str,
+) -> Result<ClientConfig, TlsError> {
+    let verifier = IdentityVerifier::new(roots, expected_identity)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match cert {
+        Some(c) => builder.with_client_cert_resolver(Arc::new(
+            rustls::sign::SingleCertAndKey::from(c.key.clone()),
+        )),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 /// The verifier [`client_config`] uses: chain to `roots`, exactly `expected`.
 pub fn server_verifier(
     roots: Arc<RootCertStore>,

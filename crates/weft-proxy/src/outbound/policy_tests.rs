@@ -192,7 +192,7 @@ fn outbound_for(policy_addr: SocketAddr, dst_addr: SocketAddr) -> Arc<Outbound> 
     let cfg = Config::from_env(&env).expect("config");
     Outbound::new(
         &cfg,
-        Discovery::new(&cfg),
+        Discovery::new(&cfg, None),
         Metrics::new(),
         None,
         OwnAddrs::default(),
@@ -720,6 +720,7 @@ async fn an_unused_policy_stream_closes_after_the_idle_timeout() {
     set_policy(&ctl, canary_policy());
     let client = crate::policy::PolicyClient::new(crate::policy::client::Settings {
         addr: cp.to_string(),
+        tls: None,
         workload: "default:client-1".into(),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(200),

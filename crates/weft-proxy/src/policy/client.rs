@@ -66,6 +66,8 @@ pub struct PolicyClient {
 pub struct Settings {
     /// `WEFT_PROXY_POLICY_SVC_ADDR`.
     pub addr: String,
+    /// TLS to it (`WEFT_PROXY_POLICY_SVC_NAME`); `None`: plaintext.
+    pub tls: Option<control::ControlTls>,
     /// `WEFT_PROXY_POLICY_WORKLOAD` as `NS:NAME`.
     pub workload: String,
     pub backoff_min: Duration,
@@ -76,9 +78,15 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(cfg: &crate::config::Config) -> Settings {
+    /// `identity`: this proxy's, for TLS to the control plane when
+    /// `WEFT_PROXY_POLICY_SVC_NAME` names it.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        identity: Option<&crate::identity::Identity>,
+    ) -> Settings {
         Settings {
             addr: cfg.policy_addr.clone(),
+            tls: control::tls(cfg.policy_name.as_deref(), identity),
             workload: format!("{}:{}", cfg.workload.namespace, cfg.workload.name),
             backoff_min: cfg.control_backoff_min,
             backoff_max: cfg.control_backoff_max,
@@ -90,7 +98,7 @@ impl Settings {
 
 struct Inner {
     settings: Settings,
-    endpoint: Option<tonic::transport::Endpoint>,
+    endpoint: Option<control::ControlEndpoint>,
     /// Built on first use so `PolicyClient::new` works outside a Tokio runtime.
     client: OnceLock<OutboundPoliciesClient<Channel>>,
     targets: Mutex<HashMap<Target, Entry>>,
@@ -122,9 +130,12 @@ fn refused_at(e: &Entry) -> Option<Instant> {
 impl PolicyClient {
     /// Lazy: nothing connects until the first `lookup`.
     pub fn new(settings: Settings) -> PolicyClient {
-        let endpoint = control::endpoint(&settings.addr, settings.backoff_max)
-            .map_err(|e| tracing::error!(addr = %settings.addr, error = %e, "bad policy address"))
-            .ok();
+        let endpoint =
+            control::endpoint(&settings.addr, settings.tls.clone(), settings.backoff_max)
+                .map_err(
+                    |e| tracing::error!(addr = %settings.addr, error = %e, "bad policy address"),
+                )
+                .ok();
         PolicyClient {
             inner: Arc::new(Inner {
                 settings,

@@ -486,6 +486,10 @@ async fn launch(
             weft_control::resource::tap_identity(&weft_control::resource::Defaults::default()),
         )
         .env(
+            config::ENV_DESTINATION_SVC_NAME,
+            weft_control::resource::control_identity(&weft_control::resource::Defaults::default()),
+        )
+        .env(
             config::ENV_INBOUND_FORWARD_PORTS,
             app_port.map(|p| p.to_string()).unwrap_or_default(),
         )

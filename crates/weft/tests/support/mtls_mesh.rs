@@ -22,6 +22,11 @@ pub fn identity_of(name: &str) -> String {
     format!("{name}.default.serviceaccount.identity.weft.cluster.local")
 }
 
+/// The identity `weft control` (default trust domain and namespace) proves on its gRPC port.
+pub fn control_identity() -> String {
+    weft_control::resource::control_identity(&weft_control::resource::Defaults::default())
+}
+
 /// How to start a control plane.
 #[derive(Default)]
 pub struct ControlOpts<'a> {
@@ -161,6 +166,8 @@ impl<'a> IdentitySource<'a> {
 }
 
 /// Adds the identity variables (the token file is written later, by [`write_token`]).
+/// `Identity.Certify` goes over TLS, the control plane proving [`control_identity`] against the
+/// same anchors.
 pub fn with_identity(
     spec: ProxySpec,
     name: &str,
@@ -168,6 +175,7 @@ pub fn with_identity(
     id: &IdentitySource<'_>,
 ) -> ProxySpec {
     spec.env(config::ENV_IDENTITY_SVC_ADDR, &id.certify.to_string())
+        .env(config::ENV_IDENTITY_SVC_NAME, &control_identity())
         .env(config::ENV_IDENTITY_TRUST_ANCHORS, id.anchors_pem)
         .env(
             config::ENV_IDENTITY_TOKEN_FILE,

@@ -87,6 +87,8 @@ impl Defaults {
 pub struct Settings {
     /// `WEFT_PROXY_POLICY_SVC_ADDR`; `None`: every port has its default policy.
     pub addr: Option<String>,
+    /// TLS to it (`WEFT_PROXY_POLICY_SVC_NAME`); `None`: plaintext.
+    pub tls: Option<control::ControlTls>,
     /// `WEFT_PROXY_POLICY_WORKLOAD` as `NS:NAME`.
     pub workload: String,
     pub backoff_min: Duration,
@@ -98,9 +100,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(cfg: &Config) -> Settings {
+    /// `identity`: this proxy's, for TLS to the control plane when
+    /// `WEFT_PROXY_POLICY_SVC_NAME` names it.
+    pub fn from_config(cfg: &Config, identity: Option<&crate::identity::Identity>) -> Settings {
         Settings {
             addr: Some(cfg.policy_addr.clone()).filter(|a| !a.is_empty()),
+            tls: control::tls(cfg.policy_name.as_deref(), identity),
             workload: format!("{}:{}", cfg.workload.namespace, cfg.workload.name),
             backoff_min: cfg.control_backoff_min,
             backoff_max: cfg.control_backoff_max,
@@ -119,6 +124,7 @@ impl Settings {
     pub fn defaults_only(defaults: Defaults) -> Settings {
         Settings {
             addr: None,
+            tls: None,
             workload: String::new(),
             backoff_min: crate::config::DEFAULT_CONTROL_BACKOFF_MIN,
             backoff_max: crate::config::DEFAULT_CONTROL_BACKOFF_MAX,
@@ -137,7 +143,7 @@ pub struct InboundPolicies {
 
 struct Inner {
     settings: Settings,
-    endpoint: Option<tonic::transport::Endpoint>,
+    endpoint: Option<control::ControlEndpoint>,
     /// Built on first use so `InboundPolicies::new` works outside a Tokio runtime.
     client: OnceLock<InboundServerPoliciesClient<Channel>>,
     ports: Mutex<HashMap<u16, watch::Sender<PortState>>>,
@@ -181,7 +187,7 @@ impl InboundPolicies {
     /// Lazy: nothing connects until the first `port`.
     pub fn new(settings: Settings) -> InboundPolicies {
         let endpoint = settings.addr.as_ref().and_then(|addr| {
-            control::endpoint(addr, settings.backoff_max)
+            control::endpoint(addr, settings.tls.clone(), settings.backoff_max)
                 .map_err(|e| tracing::error!(%addr, error = %e, "bad policy address"))
                 .ok()
         });

@@ -604,6 +604,7 @@ pub(crate) async fn control_plane(policy: Option<inb::Server>) -> (SocketAddr, C
 pub(crate) fn settings(addr: SocketAddr, defaults: Defaults) -> Settings {
     Settings {
         addr: Some(addr.to_string()),
+        tls: None,
         workload: "default:web-1".into(),
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(100),
