@@ -89,11 +89,17 @@ pub struct RunArgs {
     /// Ports of the command that are relayed as opaque TCP (no protocol detection).
     #[arg(long, default_value = "", value_name = "PORTS")]
     pub opaque_ports: PortList,
-    /// Control plane gRPC address (Destination and policies). A loopback address is relayed
+    /// Control plane gRPC address (Destination, policies, identity), or a comma-separated list
+    /// of replicas' addresses (the sidecar tries them in turn). A loopback address is relayed
     /// into the pod by `weft run`.
-    #[arg(long, default_value = "127.0.0.1:8086", value_name = "ADDR")]
-    pub control: SocketAddr,
-    /// Control plane HTTP API address (registration); default: the --control IP, port 8085.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8086",
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ','
+    )]
+    pub control: Vec<SocketAddr>,
+    /// Control plane HTTP API address (registration); default: the first --control IP, port 8085.
     #[arg(long, value_name = "ADDR")]
     pub control_api: Option<SocketAddr>,
     /// Accepted for old scripts and ignored: Services come from the control plane's API, which
@@ -203,9 +209,22 @@ impl RunArgs {
         weft_control::resource::control_identity(&self.control_defaults())
     }
 
+    /// The first `--control` address (clap guarantees one).
+    fn first_control(&self) -> SocketAddr {
+        self.control
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 8086)))
+    }
+
+    /// The `--control` list as the sidecar's `WEFT_PROXY_DESTINATION_SVC_ADDR`.
+    pub(crate) fn control_list(&self) -> String {
+        join(&self.control)
+    }
+
     pub(crate) fn api(&self) -> SocketAddr {
         self.control_api
-            .unwrap_or_else(|| SocketAddr::new(self.control.ip(), 8085))
+            .unwrap_or_else(|| SocketAddr::new(self.first_control().ip(), 8085))
     }
 
     fn addressing(&self) -> Addressing {
@@ -336,7 +355,7 @@ pub(crate) struct Running {
     pub(crate) cmd: Child,
     pub(crate) registered: bool,
     /// Relays the control plane into the pod while the workload runs.
-    pub(crate) control_relay: Option<Relay>,
+    pub(crate) control_relay: Vec<Relay>,
     /// Keeps the sidecar's trust-anchors file up to date while the workload runs.
     pub(crate) anchors_refresh: Option<Relay>,
 }
@@ -400,7 +419,7 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
         SidecarIdentity::prepare(args, &identity::state_dir(&pod.netns), Some(args.proxy_uid))
             .await?;
     let identity_env = identity.as_ref().map(|i| i.proxy_env()).unwrap_or_default();
-    let (proxy, listening) = spawn_proxy(args, pod, control, &identity_env).await?;
+    let (proxy, listening) = spawn_proxy(args, pod, &control, &identity_env).await?;
     let cmd = spawn_in_pod(args, pod)?;
     let mut running = Running {
         proxy,
@@ -472,18 +491,23 @@ async fn install_rules(args: &RunArgs, pod: &Pod) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The control plane address the proxy in the pod uses. A loopback address is not reachable
-/// from the pod: it gets a listener on the same loopback port inside the pod, relayed to the
-/// real address by this process (which lives in the host's namespace).
-fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(SocketAddr, Option<Relay>)> {
-    if !args.control.ip().is_loopback() {
-        return Ok((args.control, None));
+/// The control plane addresses the proxy in the pod uses. A loopback address is not reachable
+/// from the pod: it gets a listener on the same loopback address inside the pod, relayed to the
+/// real address by this process (which lives in the host's namespace); the relay carries the
+/// sidecar's TLS as it is.
+fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(String, Vec<Relay>)> {
+    let mut relays = Vec::new();
+    for &upstream in args.control.iter().filter(|a| a.ip().is_loopback()) {
+        relays.push(relay_into_pod(pod, upstream)?);
     }
-    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, args.control.port()));
+    Ok((args.control_list(), relays))
+}
+
+/// Relays `upstream` (a loopback address of the host) from the same address inside the pod.
+fn relay_into_pod(pod: &Pod, upstream: SocketAddr) -> anyhow::Result<Relay> {
     let listener = pod
-        .bind(local)
-        .with_context(|| format!("binding the control-plane relay on {local} in the pod"))?;
-    let upstream = args.control;
+        .bind(upstream)
+        .with_context(|| format!("binding the control-plane relay on {upstream} in the pod"))?;
     let relay = tokio::spawn(async move {
         while let Ok((mut inside, _)) = listener.accept().await {
             // TCP_NODELAY on both legs: gRPC's small writes must not wait for delayed ACKs.
@@ -499,7 +523,15 @@ fn control_for_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<(SocketAddr, Opt
             });
         }
     });
-    Ok((local, Some(Relay(relay))))
+    Ok(Relay(relay))
+}
+
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The sidecar's command, as both modes start it: control plane, workload, drain time, identity
@@ -508,11 +540,11 @@ fn proxy_command(
     args: &RunArgs,
     bin: &Path,
     pod: Option<(std::os::fd::RawFd, u32)>,
-    control: SocketAddr,
+    control: &str,
     identity_env: &[(&str, String)],
 ) -> tokio::process::Command {
     let mut cmd = children::command_in(bin, None, pod.map(|p| p.0), pod.map(|p| p.1));
-    cmd.env(config::ENV_DESTINATION_SVC_ADDR, control.to_string())
+    cmd.env(config::ENV_DESTINATION_SVC_ADDR, control)
         .env(
             config::ENV_POLICY_WORKLOAD,
             format!("{}:{}", args.namespace, args.name),
@@ -533,7 +565,7 @@ fn proxy_command(
 async fn spawn_proxy(
     args: &RunArgs,
     pod: &Pod,
-    control: SocketAddr,
+    control: &str,
     identity_env: &[(&str, String)],
 ) -> anyhow::Result<(Child, children::ProxyListening)> {
     let bin = children::proxy_binary()?;
@@ -704,7 +736,7 @@ async fn explicit(
     let identity_env = identity.as_ref().map(|i| i.proxy_env()).unwrap_or_default();
     let bin = children::proxy_binary()?;
     let forward: Vec<String> = args.ports.iter().map(|p| p.port.to_string()).collect();
-    let mut cmd = proxy_command(args, &bin, None, args.control, &identity_env);
+    let mut cmd = proxy_command(args, &bin, None, &args.control_list(), &identity_env);
     cmd.env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
         .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
         .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
@@ -741,7 +773,7 @@ async fn explicit(
         proxy,
         cmd,
         registered: false,
-        control_relay: None,
+        control_relay: Vec::new(),
         anchors_refresh: None,
     };
     let ports: Vec<_> = args
@@ -869,6 +901,21 @@ mod tests {
             identity::local_name(&a),
             "db.prod.serviceaccount.identity.mesh.example.org"
         );
+        assert_eq!(
+            a.control_identity(),
+            "weft-control.mesh.serviceaccount.identity.mesh.example.org"
+        );
+        // Replicas: the list reaches the sidecar as it is; the API defaults to the first's IP.
+        let a = args(&[
+            "--name",
+            "w",
+            "--control",
+            "198.18.1.10:8086,198.18.1.11:8086",
+            "--",
+            "x",
+        ]);
+        assert_eq!(a.control_list(), "198.18.1.10:8086,198.18.1.11:8086");
+        assert_eq!(a.api().to_string(), "198.18.1.10:8085");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! root or tools, failing under `CI=true`). The control plane runs in a pod of its own; the `web`
 //! pod runs an echo app on loopback behind its sidecar (explicit forward port on the pod's IP);
 //! the client pod runs a proxy on the conventional transparent-mode ports. Both proxies run as
-//! uid 2102. In the client pod the test installs the nat OUTPUT rules a mesh init container
+//! uid 2102, with identity (registered through the API for their tokens), so they reach the
+//! control plane in another pod over TLS, as its identity (plaintext is for loopback only). In the client pod the test installs the nat OUTPUT rules a mesh init container
 //! installs (redirect TCP to the outbound proxy on 4140, except the proxy's own uid and
 //! loopback). An unmodified `curl` to a Service's virtual IP — nothing answers there — must be
 //! intercepted, discovered by `IP:port`, and answered by the app behind the server-side proxy;
@@ -45,19 +46,55 @@ fn proxy_bin_for_uid(tmp: &TempDir) -> PathBuf {
     copy
 }
 
-/// The `web` Service on `CLUSTER_IP:80` and its one workload at `workload_ip`, port 18080.
-fn store_docs(store: &Path, workload_ip: &str) {
+/// The `web` Service on `CLUSTER_IP:80` (its workload registers through the API).
+fn store_docs(store: &Path) {
     let service = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\n\
          spec:\n  selector: {{app: web}}\n  clusterIP: {CLUSTER_IP}\n  ports:\n  - name: http\n    \
          port: 80\n    targetPort: http\n"
     );
-    let workload = format!(
-        "apiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\nmetadata:\n  name: web-1\n  \
-         namespace: default\n  labels: {{app: web}}\nspec:\n  workloadIPs: [{{ip: {workload_ip}}}]\n  \
-         ports:\n  - {{name: http, port: 18080}}\n"
-    );
-    std::fs::write(store.join("mesh.yaml"), format!("{service}---\n{workload}")).expect("store");
+    std::fs::write(store.join("mesh.yaml"), service).expect("store");
+}
+
+/// Registers workload `default/NAME` (label `app=APP`, `ip`, `ports`) and gives its sidecar identity: the token
+/// (in a file uid 2102 can read), the anchors, its name, and the control plane's identity.
+async fn with_identity(
+    spec: ProxySpec,
+    control: &ControlPlane,
+    tmp: &TempDir,
+    name: &str,
+    app: &str,
+    ip: &str,
+    ports: &[(&str, u16)],
+) -> ProxySpec {
+    let doc = support::workload_doc("default", name, &[("app", app)], ip, ports);
+    let path = format!("/v1/workloads/default/{name}");
+    let (status, body) = support::http_request(control.api, "PUT", &path, Some(doc.to_string()))
+        .await
+        .expect("register");
+    assert_eq!(status, 200, "registering {name}: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("registration answer");
+    let token_file = tmp.path().join(format!("{name}.token"));
+    std::fs::write(&token_file, answer["token"].as_str().expect("token")).expect("token file");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (status, anchors) = support::http_get(control.api, "/v1/identity/trust-anchors")
+        .await
+        .expect("trust anchors");
+    assert_eq!(status, 200, "{anchors}");
+    let defaults = weft_control::resource::Defaults::default();
+    spec.env(
+        config::ENV_IDENTITY_TOKEN_FILE,
+        &token_file.display().to_string(),
+    )
+    .env(config::ENV_IDENTITY_TRUST_ANCHORS, &anchors)
+    .env(
+        config::ENV_IDENTITY_LOCAL_NAME,
+        answer["identity"].as_str().expect("identity"),
+    )
+    .env(
+        config::ENV_DESTINATION_SVC_NAME,
+        &weft_control::resource::control_identity(&defaults),
+    )
 }
 
 /// `weft-proxy` as `spec` says, in `pod` as the proxy uid, once it listens and its admin server
@@ -173,7 +210,7 @@ async fn curl_is_intercepted_in_a_namespace() {
         let cluster = Cluster::new(root, 1).expect("cluster");
         let web = cluster.add_pod(0).expect("web pod");
         let client = cluster.add_pod(0).expect("client pod");
-        store_docs(&store, &web.ip().to_string());
+        store_docs(&store);
         let control = ControlPlane::start(&cluster, 0, &support::weft_bin(), &store)
             .await
             .expect("control plane");
@@ -190,12 +227,34 @@ async fn curl_is_intercepted_in_a_namespace() {
                 &SocketAddr::from((web.ip(), 4143)).to_string(),
             )
             .env(config::ENV_INBOUND_FORWARD_PORTS, "8080=18080");
+        let web_ip = web.ip().to_string();
+        let server_spec = with_identity(
+            server_spec,
+            &control,
+            &tmp,
+            "web-1",
+            "web",
+            &web_ip,
+            &[("http", 18080)],
+        )
+        .await;
         let _server = start_proxy(&web, "proxy-web-1", server_spec, &proxy_bin).await;
 
         // The client pod's proxy on the conventional transparent-mode ports.
         let client_spec = ProxySpec::new("client", control.grpc)
             .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:4140")
             .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:4143");
+        let client_ip = client.ip().to_string();
+        let client_spec = with_identity(
+            client_spec,
+            &control,
+            &tmp,
+            "client",
+            "curl",
+            &client_ip,
+            &[],
+        )
+        .await;
         let client_proxy = start_proxy(&client, "proxy-client", client_spec, &proxy_bin).await;
 
         // Before interception nothing answers on the virtual IP.

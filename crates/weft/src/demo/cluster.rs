@@ -202,7 +202,7 @@ struct Cluster {
 /// What keeps one workload's pod up besides its processes (the relays stop when dropped).
 struct PodParts {
     admin_relay: Relay,
-    _control_relay: Option<Relay>,
+    _control_relay: Vec<Relay>,
     _anchors_refresh: Option<Relay>,
     pod: Arc<Pod>,
 }
@@ -469,7 +469,7 @@ mod tests {
         assert_eq!(args.ports.len(), 1);
         assert_eq!(args.ports[0].name.as_deref(), Some("http"));
         assert_eq!(args.ports[0].port, 8080);
-        assert_eq!(args.control.to_string(), "127.0.0.1:38000");
+        assert_eq!(args.control_list(), "127.0.0.1:38000");
         assert_eq!(args.api().to_string(), "127.0.0.1:38001");
         assert_eq!(args.pod_ip, Some(pod_ip(web)));
         assert_eq!(args.proxy_uid, PROXY_UID);
