@@ -189,11 +189,13 @@ impl Parts {
         })
     }
 
+    /// TLS for `Identity.Certify`: the first call has no certificate to present yet.
     fn control_tls(&self, name: &str) -> crate::control::ControlTls {
         crate::control::ControlTls {
             name: name.to_string(),
             roots: self.local.roots.clone(),
             cert: self.current.clone(),
+            mutual_only: false,
         }
     }
 
@@ -246,13 +248,14 @@ impl Identity {
         Ok(Parts::new(cfg, &metrics)?.spawn(schedule, metrics, certifier))
     }
 
-    /// TLS towards a control-plane service that must prove `name`, following this identity's
-    /// anchors and certificate.
+    /// Mutual TLS towards a control-plane service that must prove `name`, following this
+    /// identity's anchors and certificate (connections wait for the first certificate).
     pub fn control_tls(&self, name: &str) -> crate::control::ControlTls {
         crate::control::ControlTls {
             name: name.to_string(),
             roots: self.roots.clone(),
             cert: self.current.clone(),
+            mutual_only: true,
         }
     }
 

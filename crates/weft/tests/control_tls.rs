@@ -1,7 +1,9 @@
 //! TLS on the proxy API, end to end with real `weft control` and `weft-proxy` processes:
 //!
 //! - a sidecar that names the control plane's identity (`WEFT_PROXY_*_SVC_NAME`) reaches
-//!   Destination, the policy APIs and `Identity.Certify` over TLS: a packet capture (tshark) of
+//!   Destination, the policy APIs and `Identity.Certify` over TLS (mutual once it has its
+//!   certificate, as the control plane's log of each connection's client shows): a packet
+//!   capture (tshark) of
 //!   the gRPC port shows the control plane's name in the ClientHello and never the token, while a
 //!   sidecar left in plaintext on loopback (development) shows its token in the same capture (so
 //!   the capture would see one);
@@ -28,7 +30,15 @@ async fn certify_crosses_in_tls_and_a_capture_shows_no_token() {
     };
     let tmp = TempDir::new("control-tls-capture");
     let store = tmp.subdir("store");
-    let control = mtls_mesh::start_control(&store, tmp.path(), ControlOpts::default()).await;
+    let control = mtls_mesh::start_control(
+        &store,
+        tmp.path(),
+        ControlOpts {
+            log: Some("info,weft_control::grpc::transport=debug"),
+            ..Default::default()
+        },
+    )
+    .await;
     let anchors = mtls_mesh::trust_anchors(&control).await;
     let id = IdentitySource::new(&control, &anchors);
     let grpc_port = control.grpc.port();
@@ -98,6 +108,22 @@ async fn certify_crosses_in_tls_and_a_capture_shows_no_token() {
         "no ClientHello naming {} in the capture",
         control_identity()
     );
+    // Mutual TLS once it has its certificate: its Destination and policy connections (opened
+    // only then) present it; only Certify came without one.
+    let secure_id = mtls_mesh::identity_of("secure");
+    support::eventually(
+        "the control plane sees the sidecar's identity",
+        SOON,
+        || async {
+            control
+                .proc
+                .stderr_tail(200_000)
+                .lines()
+                .any(|l| l.contains("gRPC: TLS connection") && l.contains(&secure_id))
+                .then_some(())
+        },
+    )
+    .await;
     drop((secure, plain));
 }
 

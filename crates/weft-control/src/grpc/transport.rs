@@ -242,6 +242,13 @@ async fn classify(
     if first[0] == TLS_HANDSHAKE {
         let config = transport.server_config()?;
         let tls = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
+        let client = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|leaf| crate::ca::common_name(leaf.as_ref()));
+        tracing::debug!(%peer, client = client.as_deref().unwrap_or("none"), "gRPC: TLS connection");
         return Ok(Some(Conn::Tls(Box::new(tls))));
     }
     if plaintext_allowed(peer) {

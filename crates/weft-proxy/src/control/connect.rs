@@ -9,7 +9,8 @@
 //! - TLS: with the control plane's identity named (`WEFT_PROXY_*_SVC_NAME`), every connection is
 //!   TLS 1.3, the server's certificate must chain to this proxy's trust anchors and carry exactly
 //!   that identity (as for a meshed peer), and once this proxy holds its own certificate it
-//!   presents it (mTLS). Without a name the connection is plaintext, which the configuration
+//!   presents it (mTLS): Destination and the policy APIs connect only then, so only
+//!   `Identity.Certify`, which brings the first certificate, ever runs without one. Without a name the connection is plaintext, which the configuration
 //!   allows only for loopback addresses (`config::control`).
 
 use std::io;
@@ -36,6 +37,9 @@ pub struct ControlTls {
     pub name: String,
     pub roots: watch::Receiver<Arc<RootCertStore>>,
     pub cert: watch::Receiver<Option<Arc<Certified>>>,
+    /// Connect only once this proxy holds its certificate, so the connection is mutual TLS:
+    /// every service but `Identity.Certify` (which is how the first certificate comes).
+    pub mutual_only: bool,
 }
 
 impl std::fmt::Debug for ControlTls {
@@ -93,6 +97,11 @@ impl Connector {
     /// last. The error names every address tried and why each failed.
     pub async fn connect(&self) -> io::Result<Io<TcpStream>> {
         let inner = &self.inner;
+        if let Some(tls) = inner.tls.as_ref().filter(|t| t.mutual_only) {
+            // Pending until the first certificate (a closed channel: the identity task is gone,
+            // and the handshake below says what is missing).
+            let _ = tls.cert.clone().wait_for(Option::is_some).await;
+        }
         let n = inner.addrs.len();
         let start = inner.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();

@@ -39,6 +39,8 @@ pub struct ControlOpts<'a> {
     /// `--grpc-addr`; default an ephemeral port. A restart passes the address proxies know (the
     /// bind is retried while the previous owner's socket goes away).
     pub grpc_addr: Option<SocketAddr>,
+    /// `WEFT_LOG` of the control plane; default its own default.
+    pub log: Option<&'a str>,
 }
 
 /// Starts `weft control` on ephemeral ports and waits for `/ready`.
@@ -81,6 +83,9 @@ async fn try_start_control(
     }
     if let Some(dir) = opts.identity_dir {
         cmd.arg("--identity-dir").arg(dir);
+    }
+    if let Some(log) = opts.log {
+        cmd.env("WEFT_LOG", log);
     }
     set_pdeathsig(&mut cmd);
     let name = match (opts.name.is_empty(), attempt) {
