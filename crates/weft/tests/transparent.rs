@@ -56,10 +56,13 @@ fn store_docs(store: &Path) {
     std::fs::write(store.join("mesh.yaml"), service).expect("store");
 }
 
-/// Registers workload `default/NAME` (label `app=APP`, `ip`, `ports`) and gives its sidecar identity: the token
-/// (in a file uid 2102 can read), the anchors, its name, and the control plane's identity.
+/// Registers workload `default/NAME` (label `app=APP`, `ip`, `ports`) and gives its sidecar
+/// identity: the token (in a file uid 2102 can read), the anchors, its name, and the control
+/// plane's identity. The API is asked from inside `pod` (the host has no route to pods).
+#[allow(clippy::too_many_arguments)]
 async fn with_identity(
     spec: ProxySpec,
+    pod: &Pod,
     control: &ControlPlane,
     tmp: &TempDir,
     name: &str,
@@ -67,20 +70,53 @@ async fn with_identity(
     ip: &str,
     ports: &[(&str, u16)],
 ) -> ProxySpec {
-    let doc = support::workload_doc("default", name, &[("app", app)], ip, ports);
-    let path = format!("/v1/workloads/default/{name}");
-    let (status, body) = support::http_request(control.api, "PUT", &path, Some(doc.to_string()))
-        .await
-        .expect("register");
-    assert_eq!(status, 200, "registering {name}: {body}");
-    let answer: serde_json::Value = serde_json::from_str(&body).expect("registration answer");
+    let doc = support::workload_doc("default", name, &[("app", app)], ip, ports).to_string();
+    let url = |path: &str| format!("http://{}{path}", control.api);
+    let netns = pod.netns().name();
+    let registered = mesh::exec(
+        netns,
+        &[
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "--data",
+            &doc,
+            &url(&format!("/v1/workloads/default/{name}")),
+        ],
+    )
+    .await
+    .expect("curl");
+    assert!(
+        registered.success,
+        "registering {name}: {}{}",
+        registered.stdout, registered.stderr
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(&registered.stdout).expect("registration answer");
     let token_file = tmp.path().join(format!("{name}.token"));
     std::fs::write(&token_file, answer["token"].as_str().expect("token")).expect("token file");
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let (status, anchors) = support::http_get(control.api, "/v1/identity/trust-anchors")
-        .await
-        .expect("trust anchors");
-    assert_eq!(status, 200, "{anchors}");
+    let anchors = mesh::exec(
+        netns,
+        &[
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            &url("/v1/identity/trust-anchors"),
+        ],
+    )
+    .await
+    .expect("curl");
+    assert!(
+        anchors.success,
+        "trust anchors: {}{}",
+        anchors.stdout, anchors.stderr
+    );
+    let anchors = anchors.stdout;
     let defaults = weft_control::resource::Defaults::default();
     spec.env(
         config::ENV_IDENTITY_TOKEN_FILE,
@@ -230,6 +266,7 @@ async fn curl_is_intercepted_in_a_namespace() {
         let web_ip = web.ip().to_string();
         let server_spec = with_identity(
             server_spec,
+            &web,
             &control,
             &tmp,
             "web-1",
@@ -247,6 +284,7 @@ async fn curl_is_intercepted_in_a_namespace() {
         let client_ip = client.ip().to_string();
         let client_spec = with_identity(
             client_spec,
+            &client,
             &control,
             &tmp,
             "client",
