@@ -515,6 +515,7 @@ async fn ca_unreachable_longer_than_a_renewal_period_keeps_traffic_and_renewal_r
             identity_dir: Some(&mesh.ca_dir),
             name: "restarted",
             grpc_addr: Some(grpc),
+            ..Default::default()
         },
     )
     .await;
