@@ -281,6 +281,10 @@ async fn handle(
             let (ns, name) = (ns.to_string(), name.to_string());
             register(req, &ctx, &ns, &name).await
         }
+        (Method::PUT, ["v1", "workloads", ns, name, "status"]) => {
+            let (ns, name) = (ns.to_string(), name.to_string());
+            set_status(req, &ctx, &ns, &name).await
+        }
         (Method::DELETE, ["v1", "workloads", ns, name]) => {
             if let Some(bad) = bad_path_labels(ns, name) {
                 return Ok(bad);
@@ -311,6 +315,7 @@ async fn handle(
             | ["v1", "services"]
             | ["v1", "workloads"]
             | ["v1", "workloads", _, _]
+            | ["v1", "workloads", _, _, "status"]
             | ["v1", "authz", _, _]
             | ["v1", "stat", _]
             | ["v1", "edges"]
@@ -376,6 +381,20 @@ async fn in_index(
     }
 }
 
+/// A request body: one JSON or YAML document; the error is the `400`'s message.
+async fn read_document(req: Request<Incoming>) -> Result<Value, String> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the request body: {e}"))?
+        .to_bytes();
+    let text = std::str::from_utf8(&body).map_err(|_| "request body: not UTF-8".to_string())?;
+    // JSON is also YAML, but parsing JSON first gives JSON clients JSON error positions.
+    serde_json::from_str(text).or_else(|_| {
+        yaml_serde::from_str(text).map_err(|e| format!("request body: invalid JSON or YAML: {e}"))
+    })
+}
+
 async fn register(
     req: Request<Incoming>,
     ctx: &Ctx,
@@ -385,31 +404,9 @@ async fn register(
     if let Some(bad) = bad_path_labels(ns, name) {
         return bad;
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}"),
-            )
-        }
-    };
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "request body: not UTF-8"),
-    };
-    // JSON is also YAML, but parsing JSON first gives JSON clients JSON error positions.
-    let mut doc: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(_) => match yaml_serde::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("request body: invalid JSON or YAML: {e}"),
-                )
-            }
-        },
+    let mut doc = match read_document(req).await {
+        Ok(doc) => doc,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     if let Some(obj) = doc.as_object_mut() {
         let meta = obj.entry("metadata").or_insert_with(|| json!({}));
@@ -454,6 +451,59 @@ async fn register(
                 format!("registered, but the identity token could not be stored: {e}"),
             ),
         },
+        Err(e @ StoreError::Rejected(_)) => error(StatusCode::BAD_REQUEST, e),
+        Err(e @ StoreError::NotApplied(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `PUT /v1/workloads/{ns}/{name}/status`: replaces a registered workload's `status` (its
+/// `Ready` condition) and nothing else. Its token stays valid: a sidecar that obtained its
+/// certificate with it keeps renewing while the workload turns ready.
+async fn set_status(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+) -> Response<Full<Bytes>> {
+    if let Some(bad) = bad_path_labels(ns, name) {
+        return bad;
+    }
+    let doc = match read_document(req).await {
+        Ok(doc) => doc,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let conditions = match resource::workload_status::validate_update(&doc, "request body") {
+        Ok(c) => c,
+        Err(errors) => return error(StatusCode::BAD_REQUEST, errors.join("; ")),
+    };
+    let key = (ns.to_string(), name.to_string());
+    let Some(current) = ctx.index.state().workloads.get(&key).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no workload {ns}/{name} (PUT /v1/workloads/{ns}/{name} registers it)"),
+        );
+    };
+    if !ctx.tokens.issued(ns, name) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "workload {ns}/{name} comes from the store's files, not from registration: its \
+                 status is the one its document gives"
+            ),
+        );
+    }
+    let updated = resource::ExternalWorkload {
+        conditions,
+        ..current
+    };
+    let ready = updated.ready();
+    let result = match ctx.store.register(updated.clone()).await {
+        Ok(()) => in_index(ctx, |s| s.workloads.get(&key) == Some(&updated)).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => reply(StatusCode::OK, json!({"ok": true, "ready": ready})),
         Err(e @ StoreError::Rejected(_)) => error(StatusCode::BAD_REQUEST, e),
         Err(e @ StoreError::NotApplied(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),

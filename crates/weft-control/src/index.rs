@@ -472,7 +472,8 @@ impl View<'_> {
     }
 
     /// Every endpoint of a service port. A port the service does not declare is used as its
-    /// own target port (what Linkerd does for undeclared ports).
+    /// own target port (what Linkerd does for undeclared ports). A workload that is not ready
+    /// (`Ready=False`: registered, its command not yet accepting) is no endpoint.
     fn service_endpoints(&self, svc: &Service, port: u16) -> BTreeMap<SocketAddr, Endpoint> {
         let target = svc
             .port(port)
@@ -481,6 +482,7 @@ impl View<'_> {
         let svc_opaque = svc.is_opaque(port);
         self.lookup
             .selected(self.state, svc)
+            .filter(|w| w.ready())
             .filter_map(|w| {
                 let p = w.resolve(&target)?;
                 let ep = endpoint(w, p, svc_opaque || w.opaque_ports.contains(&p));

@@ -5,6 +5,9 @@ use crate::index::lookup::Lookup;
 use crate::resource::{ServicePort, WorkloadPort};
 use std::collections::BTreeSet;
 
+#[path = "index/ready_tests.rs"]
+mod ready;
+
 const DOMAIN: &str = "cluster.local";
 
 fn svc(name: &str, app: &str, ip: Option<&str>, ports: Vec<ServicePort>) -> Service {
@@ -46,7 +49,18 @@ fn wl(name: &str, app: &str, ip: &str, ports: &[(&str, u16)]) -> ExternalWorkloa
             .collect(),
         opaque_ports: BTreeSet::new(),
         inbound_port: None,
+        conditions: Vec::new(),
     }
+}
+
+/// A `Ready=False` condition, as `weft run` registers a workload before its command accepts.
+fn not_ready() -> crate::resource::workload_status::Condition {
+    crate::resource::workload_status::Condition::ready(
+        false,
+        "Starting",
+        "the command does not accept connections yet",
+        "2026-01-01T00:00:00Z",
+    )
 }
 
 fn state(services: Vec<Service>, workloads: Vec<ExternalWorkload>) -> State {
@@ -506,7 +520,7 @@ fn scan_endpoints(s: &State, svc: &Service, port: u16) -> BTreeMap<SocketAddr, E
         .unwrap_or(TargetPort::Number(port));
     s.workloads
         .values()
-        .filter(|w| svc.selects(w))
+        .filter(|w| svc.selects(w) && w.ready())
         .filter_map(|w| {
             let p = w.resolve(&target)?;
             let opaque = svc.is_opaque(port) || w.opaque_ports.contains(&p);
@@ -544,6 +558,9 @@ fn random_workload(rng: &mut Rng, i: usize) -> ExternalWorkload {
     }
     if rng.below(5) == 0 {
         w.opaque_ports.insert(8000);
+    }
+    if rng.below(6) == 0 {
+        w.conditions = vec![not_ready()];
     }
     w
 }
@@ -728,9 +745,13 @@ fn mutate(rng: &mut Rng, s: &mut State, next: &mut usize) {
                     .workloads
                     .get_mut(&keys[rng.below(keys.len() as u64) as usize])
                     .unwrap();
-                match rng.below(3) {
+                match rng.below(4) {
                     0 => w.labels.insert("app".into(), format!("a{}", rng.below(4))),
                     1 => w.labels.insert("tier".into(), format!("t{}", rng.below(2))),
+                    2 => {
+                        w.conditions = if w.ready() { vec![not_ready()] } else { vec![] };
+                        None
+                    }
                     _ => {
                         w.ips[0] = format!("127.1.0.{}", rng.below(12) + 1).parse().unwrap();
                         None

@@ -13,6 +13,7 @@ pub mod egress;
 pub mod policy;
 pub mod ratelimit;
 pub mod route;
+pub mod workload_status;
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,6 +151,8 @@ pub struct ExternalWorkload {
     /// The sidecar's inbound listener port on the workload IP (the inbound-port annotation);
     /// None when the document does not say (its ports are then the sidecar's forward ports).
     pub inbound_port: Option<u16>,
+    /// `status.conditions`; the `Ready` one decides whether it is an endpoint ([`Self::ready`]).
+    pub conditions: Vec<workload_status::Condition>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +231,12 @@ impl ExternalWorkload {
         self.ips[0]
     }
 
+    /// Whether Services hand it out as an endpoint: its `Ready` condition is `True`, or it has
+    /// none ([`workload_status`]).
+    pub fn ready(&self) -> bool {
+        workload_status::is_ready(&self.conditions)
+    }
+
     /// Where its proxy's admin server listens: the first IP and the port named
     /// [`ADMIN_PORT_NAME`]; `None` for a workload registered without a proxy.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -275,7 +284,7 @@ impl ExternalWorkload {
         if !self.annotations.is_empty() {
             metadata["annotations"] = json!(self.annotations);
         }
-        json!({
+        let mut doc = json!({
             "apiVersion": WORKLOAD_API_VERSION,
             "kind": "ExternalWorkload",
             "metadata": metadata,
@@ -284,7 +293,11 @@ impl ExternalWorkload {
                 "workloadIPs": self.ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>(),
                 "ports": ports,
             }
-        })
+        });
+        if let Some(status) = workload_status::to_value(&self.conditions) {
+            doc["status"] = status;
+        }
+        doc
     }
 }
 
@@ -366,7 +379,9 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
     if kind == "Service" {
         service(meta, spec, ctx).map(Resource::Service)
     } else {
-        workload(meta, spec, defaults, ctx).map(Resource::Workload)
+        let conditions = workload_status::parse(obj.get("status"), ctx);
+        workload(meta, spec, defaults, ctx)
+            .map(|w| Resource::Workload(ExternalWorkload { conditions, ..w }))
     }
 }
 
@@ -664,6 +679,7 @@ fn workload(
         ports,
         opaque_ports,
         inbound_port,
+        conditions: Vec::new(),
     })
 }
 

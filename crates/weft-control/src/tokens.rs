@@ -1,7 +1,9 @@
 //! Workload tokens: the proof a proxy presents to `Identity.Certify` on one machine.
 //!
 //! Every successful `PUT /v1/workloads/{ns}/{name}` issues a fresh random token for that
-//! workload (replacing the previous one) and returns it once. Only a SHA-256 digest is kept, in
+//! workload (replacing the previous one) and returns it once; a status update
+//! (`PUT /v1/workloads/{ns}/{name}/status`) leaves it alone, so a sidecar keeps its token while
+//! its workload turns ready. Only a SHA-256 digest is kept, in
 //! memory and in `<store>/.registered/<ns>.<name>.token` (beside the registration, so a restart
 //! keeps tokens valid); `DELETE` revokes it. The store only reads `*.yaml`, so these files are
 //! not resources.
@@ -132,6 +134,20 @@ impl Tokens {
         let _ = std::fs::remove_file(self.path(namespace, name));
     }
 
+    /// Whether a workload holds a token, i.e. was registered through the API (a workload from
+    /// the store's files holds none).
+    pub fn issued(&self, namespace: &str, name: &str) -> bool {
+        let grant = Grant {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|g| *g == grant)
+    }
+
     /// The workload a presented token belongs to. Surrounding whitespace is ignored (token
     /// files usually end with a newline).
     pub fn lookup(&self, token: &[u8]) -> Option<Grant> {
@@ -181,9 +197,11 @@ mod tests {
         );
         let reloaded = Tokens::load(&store);
         assert!(reloaded.lookup(second.as_bytes()).is_some());
+        assert!(reloaded.issued("default", "web") && !reloaded.issued("default", "db"));
 
         reloaded.revoke("default", "web");
         assert!(reloaded.lookup(second.as_bytes()).is_none());
+        assert!(!reloaded.issued("default", "web"));
         assert!(Tokens::load(&store).lookup(second.as_bytes()).is_none());
         let _ = std::fs::remove_dir_all(&store);
     }

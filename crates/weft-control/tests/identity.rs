@@ -161,6 +161,114 @@ async fn certify_issues_a_chained_leaf_for_the_registered_workload() {
     cp.shutdown().await.unwrap();
 }
 
+/// `weft run`'s order: register `Ready=False` (the token comes back, Destination hands out no
+/// endpoint), certify, then turn ready with a status update: the endpoint appears and the same
+/// token still certifies (a status update issues none and revokes none).
+#[tokio::test]
+async fn a_workload_registered_not_ready_turns_ready_and_keeps_its_token() {
+    let store = temp_dir("ready");
+    let cp = start(&store, None).await;
+    let doc = serde_json::json!({
+        "apiVersion": "workload.linkerd.io/v1beta1",
+        "kind": "ExternalWorkload",
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"workloadIPs": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": 18080}]},
+        "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Starting"}]},
+    });
+    let (status, body) = http(
+        cp.api_addr,
+        "PUT",
+        "/v1/workloads/default/web-1",
+        &doc.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = answer["token"].as_str().expect("token").to_string();
+    certify(cp.grpc_addr, WEB_ID, &token, csr_for(WEB_ID))
+        .await
+        .expect("a workload that is not ready yet is certified");
+
+    // Registered but not ready: the Service has no endpoint.
+    let mut stream = get(cp.grpc_addr, "web.default.svc.cluster.local:8080")
+        .await
+        .unwrap();
+    let first = next(&mut stream).await;
+    assert!(
+        matches!(&first, U::NoEndpoints(n) if n.exists),
+        "expected no endpoints, got {first:?}"
+    );
+
+    let ready = r#"{"status": {"conditions": [{"type": "Ready", "status": "True",
+        "lastTransitionTime": "2026-01-01T00:00:00Z", "reason": "PortsAccept"}]}}"#;
+    let (status, body) = http(
+        cp.api_addr,
+        "PUT",
+        "/v1/workloads/default/web-1/status",
+        ready,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""ready":true"#), "{body}");
+    let update = next(&mut stream).await;
+    let U::Add(set) = update else {
+        panic!("expected the endpoint once ready, got {update:?}")
+    };
+    assert_eq!(set.addrs.len(), 1);
+    certify(cp.grpc_addr, WEB_ID, &token, csr_for(WEB_ID))
+        .await
+        .expect("the token survives the status update");
+    // The listing shows the status; the spec is untouched.
+    let (_, listed) = http(cp.api_addr, "GET", "/v1/workloads", "").await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["status"]["conditions"][0]["status"], "True");
+    assert_eq!(listed[0]["spec"]["ports"][0]["port"], 18080);
+
+    // Precise refusals: a bad status, an unknown workload, one from the store's files.
+    let (status, body) = http(
+        cp.api_addr,
+        "PUT",
+        "/v1/workloads/default/web-1/status",
+        r#"{"status": {"conditions": [{"type": "Ready", "status": "yes"}]}}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("status.conditions[0].status"), "{body}");
+    let (status, body) = http(
+        cp.api_addr,
+        "PUT",
+        "/v1/workloads/default/web-9/status",
+        ready,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    std::fs::write(
+        store.join("web-2.yaml"),
+        "apiVersion: workload.linkerd.io/v1beta1\nkind: ExternalWorkload\n\
+         metadata: {name: web-2, namespace: default, labels: {app: web}}\n\
+         spec: {workloadIPs: [{ip: 127.0.0.2}]}\n",
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + common::LIMIT;
+    let (status, body) = loop {
+        let (status, body) = http(
+            cp.api_addr,
+            "PUT",
+            "/v1/workloads/default/web-2/status",
+            ready,
+        )
+        .await;
+        // 404 until the store has read the file.
+        if status != 404 || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("store's files"), "{body}");
+    cp.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn certify_refuses_foreign_tokens_other_identities_and_bad_csrs() {
     let store = temp_dir("refuse");

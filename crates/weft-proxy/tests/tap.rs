@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::ca::{Ca, Certifier};
+
 use std::{
     convert::Infallible,
     future::Future,
@@ -13,7 +15,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -24,10 +26,7 @@ use linkerd2_proxy_api::{
         self as dst,
         destination_server::{Destination, DestinationServer},
     },
-    identity::{
-        identity_server::{Identity, IdentityServer},
-        CertifyRequest, CertifyResponse,
-    },
+    identity::identity_server::IdentityServer,
     tap::{
         observe_request::{
             self, extract,
@@ -38,93 +37,13 @@ use linkerd2_proxy_api::{
         ObserveRequest, TapEvent,
     },
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use weft_proxy::{identity::tls as id_tls, runtime};
 
 const NAME: &str = "web-1.default.serviceaccount.identity.weft.cluster.local";
 const TAP_NAME: &str = "tap.weft.serviceaccount.identity.weft.cluster.local";
 const TOKEN: &str = "weft-tap-test-token";
-
-/// The test CA: signs the proxy's CSR (through `Certify`) and the tap clients' certificates.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    anchor_pem: String,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "root.weft.cluster.local");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let anchor = p.self_signed(&key).unwrap();
-        Ca {
-            anchor_pem: anchor.pem(),
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    fn leaf_params(name: &str) -> CertificateParams {
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::minutes(1);
-        p.not_after = now + time::Duration::hours(1);
-        p
-    }
-
-    /// A client certificate and key for `name`.
-    fn client(&self, name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().unwrap();
-        let cert = Ca::leaf_params(name).signed_by(&key, &self.issuer).unwrap();
-        (
-            cert.der().clone(),
-            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-    }
-}
-
-struct Certifier(Arc<Ca>);
-
-#[tonic::async_trait]
-impl Identity for Certifier {
-    async fn certify(
-        &self,
-        req: tonic::Request<CertifyRequest>,
-    ) -> Result<tonic::Response<CertifyResponse>, tonic::Status> {
-        let req = req.into_inner();
-        if req.token.trim_ascii() != TOKEN.as_bytes() {
-            return Err(tonic::Status::unauthenticated("bad token"));
-        }
-        let csr =
-            CertificateSigningRequestParams::from_der(&req.certificate_signing_request.into())
-                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        let leaf = Ca::leaf_params(&req.identity)
-            .signed_by(&csr.public_key, &self.0.issuer)
-            .unwrap();
-        Ok(tonic::Response::new(CertifyResponse {
-            leaf_certificate: leaf.der().to_vec(),
-            intermediate_certificates: vec![],
-            valid_until: Some(prost_types::Timestamp::from(
-                SystemTime::now() + Duration::from_secs(3600),
-            )),
-        }))
-    }
-}
 
 /// Destination answers "not in the mesh" for every name: outbound requests pass through to
 /// the address they name.
@@ -309,7 +228,7 @@ async fn proxy(ca: &Arc<Ca>, app: SocketAddr, token: bool) -> (runtime::Running,
     let cp_addr = cp.local_addr().unwrap().to_string();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(IdentityServer::new(Certifier(ca.clone())))
+            .add_service(IdentityServer::new(Certifier::new(ca.clone(), TOKEN)))
             .add_service(DestinationServer::new(NoMesh))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(cp)),
     );

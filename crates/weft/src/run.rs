@@ -11,10 +11,15 @@
 //! 4. the pod's state directory with the control plane's trust anchors ([`identity`]);
 //! 5. `weft-proxy` inside the pod as the proxy uid (2102), on 4143/4140/4191, with its identity
 //!    variables (token file, local name, trust-anchors file);
-//! 6. the command, through `ip netns exec` (which bind-mounts the hosts file);
-//! 7. once every `--port` accepts connections, registration with the control plane (PUT; the
-//!    proxy's admin port is registered too, so the control plane scrapes its metrics), and the
-//!    answer's token written for the proxy, which then obtains its certificate (mTLS).
+//! 6. registration with the control plane, `Ready=False` (the proxy's admin and tap ports are
+//!    registered too, so the control plane scrapes and taps it), and the answer's token written
+//!    for the proxy, which then obtains its certificate (mTLS);
+//! 7. proxy-await: the proxy's `/ready` (it holds its certificate), unless `--proxy-await
+//!    disabled`, which starts the command before step 6;
+//! 8. the command, through `ip netns exec` (which bind-mounts the hosts file);
+//! 9. once every `--port` accepts connections, `Ready=True`: Destination hands it out.
+//!
+//! Steps 6 to 9 are [`startup`], shared with explicit mode and `weft demo --cluster`.
 //!
 //! Ctrl-C, SIGTERM or the command's exit undo it all: deregistration (DELETE), the proxy
 //! stopped, the namespace, veth, hosts file and state directory removed. Without root (or with
@@ -25,6 +30,7 @@ pub(crate) mod host;
 pub(crate) mod hosts;
 pub(crate) mod identity;
 pub(crate) mod pod;
+pub(crate) mod startup;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -35,18 +41,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
-use http_body_util::Full;
 use tokio::process::Child;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use weft_proxy::config;
 
 use crate::demo::children;
-use crate::demo::http;
 use crate::init::{self, PortList};
 use hosts::Hosts;
 use identity::SidecarIdentity;
 use pod::{Addressing, Pod};
+use startup::{Place, ProxyAwait, Sidecar};
 
 /// Ports of the proxy inside a pod (the mesh conventions).
 const INBOUND_PORT: u16 = 4143;
@@ -59,7 +63,7 @@ const ADMIN_PORT: u16 = 4191;
 /// IP (inbound 4190 bypasses the proxy), and only the tap identity's client certificate is let in.
 const TAP_ADDR: &str = "0.0.0.0:4190";
 const TAP_PORT: u16 = 4190;
-/// How long the command may take to accept connections on its ports before registration.
+/// How long the command may take to accept connections on its ports before it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the command and the proxy get to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -145,6 +149,20 @@ pub struct RunArgs {
     /// Use explicit mode even as root (no namespace, no iptables; `HTTP_PROXY` for the command).
     #[arg(long)]
     pub explicit: bool,
+    /// Start the command only once the sidecar is ready, i.e. holds its certificate (Linkerd's
+    /// `config.linkerd.io/proxy-await`), so its first request already leaves over mTLS.
+    /// `disabled`: start it right away, beside the sidecar.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "enabled",
+        value_name = "enabled|disabled"
+    )]
+    pub proxy_await: ProxyAwait,
+    /// How long proxy-await waits for the sidecar before `weft run` gives up (the command is
+    /// then not started).
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
+    pub proxy_await_timeout: Duration,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -376,9 +394,8 @@ async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Op
     host::check_reverse_path(pod.addressing.ip, &pod.host_link)?;
     let hosts = Hosts::new(args);
     pod.write_hosts(&hosts.render(args, pod.addressing.ip).await)?;
-    let mut running = tokio::select! {
-        running = start_in_pod(args, &pod) => running?,
-        _ = signals.recv() => return Ok(None),
+    let Some(mut running) = start_in_pod(args, &pod, signals.recv()).await? else {
+        return Ok(None);
     };
     say!(
         "weft run: {}/{} runs in network namespace {} at {}, its traffic intercepted by \
@@ -408,11 +425,16 @@ async fn transparent(args: &RunArgs, signals: &mut Signals) -> anyhow::Result<Op
     Ok(status)
 }
 
-/// Steps 3 to 7 in a pod that exists and has its hosts file: `weft init`, the sidecar's identity
-/// files, the proxy, the command, and (once its ports accept connections) the registration and
-/// the token hand-off. Dropping the result kills the processes; [`teardown`] stops them in order
-/// and deregisters. The state directory goes with the pod.
-pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Running> {
+/// Steps 3 to 9 in a pod that exists and has its hosts file: `weft init`, the sidecar's identity
+/// files, the proxy, then [`startup::launch`] (registration, proxy-await, the command, readiness).
+/// `Ok(None)`: `interrupt` fired first and everything was undone. Dropping the result kills the
+/// processes; [`teardown`] stops them in order and deregisters. The state directory goes with
+/// the pod.
+pub(crate) async fn start_in_pod(
+    args: &RunArgs,
+    pod: &Pod,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Option<Running>> {
     install_rules(args, pod).await?;
     let (control, relay) = control_for_pod(args, pod)?;
     let identity =
@@ -420,54 +442,34 @@ pub(crate) async fn start_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Ru
             .await?;
     let identity_env = identity.as_ref().map(|i| i.proxy_env()).unwrap_or_default();
     let (proxy, listening) = spawn_proxy(args, pod, &control, &identity_env).await?;
-    let cmd = spawn_in_pod(args, pod)?;
-    let mut running = Running {
-        proxy,
-        cmd,
-        registered: false,
-        control_relay: relay,
-        anchors_refresh: None,
-    };
     let ports: Vec<_> = args
         .ports
         .iter()
         .map(|p| (p.name.clone(), p.port))
         .collect();
-    if wait_ports(pod, args, &mut running.cmd).await? {
-        let answer = register(
-            args,
-            &args.workload(
-                IpAddr::V4(pod.addressing.ip),
-                &ports,
-                Some(INBOUND_PORT),
-                Some(ADMIN_PORT),
-                // The proxy runs a tap server only with an identity; none, nothing to dial.
-                listening.tap.map(|_| TAP_PORT),
-            ),
-        )
-        .await?;
-        running.registered = true;
-        if let Err(e) = hand_over(&mut running, identity, &answer) {
-            teardown(args, &mut running).await;
-            return Err(e);
-        }
-    }
-    Ok(running)
-}
-
-/// Gives the sidecar the registration's token and starts refreshing its trust anchors. On an
-/// error the caller tears down (deregistering, stopping the processes).
-fn hand_over(
-    running: &mut Running,
-    identity: Option<SidecarIdentity>,
-    answer: &serde_json::Value,
-) -> anyhow::Result<()> {
-    let Some(identity) = identity else {
-        return Ok(());
+    let workload = args.workload(
+        IpAddr::V4(pod.addressing.ip),
+        &ports,
+        Some(INBOUND_PORT),
+        Some(ADMIN_PORT),
+        // The proxy runs a tap server only with an identity; none, nothing to dial.
+        listening.tap.map(|_| TAP_PORT),
+    );
+    let sidecar = Sidecar {
+        proxy,
+        admin: SocketAddr::from((Ipv4Addr::LOCALHOST, ADMIN_PORT)),
+        identity,
+        control_relay: relay,
     };
-    identity.hand_over(answer)?;
-    running.anchors_refresh = Some(Relay(tokio::spawn(identity.keep_anchors_fresh())));
-    Ok(())
+    startup::launch(
+        args,
+        Place::Pod(pod),
+        sidecar,
+        workload,
+        || spawn_in_pod(args, pod),
+        interrupt,
+    )
+    .await
 }
 
 /// Runs `weft init` inside the pod: the init container's step.
@@ -610,70 +612,6 @@ fn spawn_in_pod(args: &RunArgs, pod: &Pod) -> anyhow::Result<Child> {
     cmd.spawn().context("starting the command in the pod")
 }
 
-/// Waits until every declared port accepts connections in the pod. `false` if the command
-/// exited first.
-async fn wait_ports(pod: &Pod, args: &RunArgs, cmd: &mut Child) -> anyhow::Result<bool> {
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    for spec in &args.ports {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, spec.port));
-        while !pod.accepts(addr).await {
-            if cmd.try_wait()?.is_some() {
-                return Ok(false);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "the command does not accept connections on port {} after {READY_TIMEOUT:?}",
-                    spec.port
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(true)
-}
-
-/// Registers the workload; the answer (`{"ok":true,"identity":..,"token":..}`) is returned.
-async fn register(
-    args: &RunArgs,
-    workload: &serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let api = args.api();
-    let request = hyper::Request::put(format!("/v1/workloads/{}/{}", args.namespace, args.name))
-        .header(hyper::header::HOST, api.to_string())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(workload.to_string())))?;
-    let response = http::send(api, request)
-        .await
-        .with_context(|| format!("registering with the control plane API at {api}"))?;
-    if !response.status().is_success() {
-        bail!(
-            "registering {}/{}: {} {}",
-            args.namespace,
-            args.name,
-            response.status(),
-            String::from_utf8_lossy(response.body())
-        );
-    }
-    // Older control planes answer without a body worth reading.
-    Ok(serde_json::from_slice(response.body()).unwrap_or(serde_json::Value::Null))
-}
-
-async fn deregister(args: &RunArgs) -> anyhow::Result<()> {
-    let api = args.api();
-    let request = hyper::Request::delete(format!("/v1/workloads/{}/{}", args.namespace, args.name))
-        .header(hyper::header::HOST, api.to_string())
-        .body(Full::new(Bytes::new()))?;
-    let response = http::send(api, request).await?;
-    if !response.status().is_success() {
-        bail!(
-            "{} {}",
-            response.status(),
-            String::from_utf8_lossy(response.body())
-        );
-    }
-    Ok(())
-}
-
 /// The admin (or tap) port to register for a workload at `ip`: the control plane dials
 /// `ip:port`, so only a listener there (or on every address) is.
 fn admin_port_at(ip: IpAddr, admin: SocketAddr) -> Option<u16> {
@@ -695,17 +633,13 @@ async fn supervise(running: &mut Running, signals: &mut Signals) -> Option<ExitS
 
 /// Deregisters, then stops the command and the proxy (SIGTERM, then SIGKILL).
 pub(crate) async fn teardown(args: &RunArgs, running: &mut Running) {
-    if running.registered {
-        if let Err(e) = deregister(args).await {
-            say!(
-                "weft run: deregistering {}/{}: {e:#}",
-                args.namespace,
-                args.name
-            );
-        }
-    }
-    stop(&mut running.cmd).await;
-    stop(&mut running.proxy).await;
+    startup::undo(
+        args,
+        running.registered,
+        Some(&mut running.cmd),
+        &mut running.proxy,
+    )
+    .await;
 }
 
 async fn stop(child: &mut Child) {
@@ -762,19 +696,14 @@ async fn explicit(
         args.name,
         listening.admin
     );
-    let mut command = children::command(Path::new(&args.command[0]), None);
-    command
-        .args(&args.command[1..])
-        .env("HTTP_PROXY", &proxy_url)
-        .env("http_proxy", &proxy_url)
-        .stdin(Stdio::inherit());
-    let cmd = command.spawn().context("starting the command")?;
-    let mut running = Running {
-        proxy,
-        cmd,
-        registered: false,
-        control_relay: Vec::new(),
-        anchors_refresh: None,
+    let spawn = || {
+        let mut command = children::command(Path::new(&args.command[0]), None);
+        command
+            .args(&args.command[1..])
+            .env("HTTP_PROXY", &proxy_url)
+            .env("http_proxy", &proxy_url)
+            .stdin(Stdio::inherit());
+        command.spawn().context("starting the command")
     };
     let ports: Vec<_> = args
         .ports
@@ -800,25 +729,21 @@ async fn explicit(
     // The tap server, like the admin, only where the control plane can reach it.
     let tap_port = listening.tap.and_then(|tap| admin_port_at(ip, tap));
     let workload = args.workload(ip, &ports, None, admin_port, tap_port);
-    let registration = register(args, &workload);
-    let status = tokio::select! {
-        result = registration => {
-            let handed = match result {
-                Ok(answer) => {
-                    running.registered = true;
-                    hand_over(&mut running, identity, &answer)
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = handed {
-                teardown(args, &mut running).await;
-                return Err(e);
-            }
-            supervise(&mut running, signals).await
-        }
-        _ = signals.recv() => None,
+    let sidecar = Sidecar {
+        proxy,
+        admin: listening.admin,
+        identity,
+        control_relay: Vec::new(),
     };
+    let launched =
+        startup::launch(args, Place::Host, sidecar, workload, spawn, signals.recv()).await?;
+    let Some(mut running) = launched else {
+        return Ok(None);
+    };
+    let status = supervise(&mut running, signals).await;
     teardown(args, &mut running).await;
+    // The state directory goes last: the proxy reads its token file until it stops.
+    drop(state);
     Ok(status)
 }
 

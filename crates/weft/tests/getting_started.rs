@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{proxy_bin, weft_bin, TempDir};
+use support::{metric_sum, proxy_bin, weft_bin, TempDir};
 use weft_testbed::Netns;
 
 const DOC: &str = include_str!("../../../docs/getting-started.md");
@@ -103,14 +103,22 @@ fn lines(child: &mut Child) -> mpsc::Receiver<String> {
 struct Background {
     child: Child,
     _lines: mpsc::Receiver<String>,
-    /// The pod a `weft run` announced.
+    /// The pod a `weft run` announced, and its address.
     pod: Option<String>,
+    pod_ip: Option<String>,
 }
 
 /// The namespace in `weft run: NS/NAME runs in network namespace POD at IP, ...`.
 fn pod_of(line: &str) -> Option<String> {
     let rest = line.split_once("runs in network namespace ")?.1;
     Some(rest.split_whitespace().next()?.to_string())
+}
+
+/// The IP in that line.
+fn pod_ip_of(line: &str) -> Option<String> {
+    let rest = line.split_once("runs in network namespace ")?.1;
+    let ip = rest.split_once(" at ")?.1.split(',').next()?;
+    Some(ip.to_string())
 }
 
 impl Drop for Background {
@@ -141,9 +149,9 @@ fn background(host: &Netns, dir: &Path, step: &str) -> Background {
     let mut child = shell(host, dir, step).spawn().expect("spawn");
     let lines = lines(&mut child);
     let deadline = Instant::now() + STEP;
-    let pod = loop {
+    let (pod, pod_ip) = loop {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains(ready) => break pod_of(&line),
+            Ok(line) if line.contains(ready) => break (pod_of(&line), pod_ip_of(&line)),
             Ok(_) => {}
             Err(_) => panic!("{step:?}: no {ready:?} line within {STEP:?}"),
         }
@@ -152,6 +160,7 @@ fn background(host: &Netns, dir: &Path, step: &str) -> Background {
         child,
         _lines: lines,
         pod,
+        pod_ip,
     }
 }
 
@@ -284,6 +293,36 @@ fn the_getting_started_walk_through_works_on_a_fresh_host() {
     );
     // curl -f: any status but 2xx would have failed the step; the body is the server's file.
     assert_eq!(answer.expect("the client ran").trim(), "hello from web");
+    // curl's one request left the instant it started, and over mTLS: `weft run` started it only
+    // once its sidecar held a certificate (proxy-await). The web sidecar saw it so.
+    // Its admin listens on the pod IP, which the host routes to the pod.
+    let web_ip = running
+        .iter()
+        .find_map(|b| b.pod_ip.clone())
+        .expect("web announced its pod's address");
+    let metrics = host
+        .exec(&["curl", "-sS", &format!("http://{web_ip}:4191/metrics")])
+        .expect("scrape the web sidecar");
+    let client_id = "client.default.serviceaccount.identity.weft.cluster.local";
+    let mtls = metric_sum(
+        &metrics,
+        "request_total",
+        &[
+            ("direction", "inbound"),
+            ("tls", "true"),
+            ("client_id", client_id),
+        ],
+    );
+    assert_eq!(
+        mtls, 1.0,
+        "curl's request over mTLS from {client_id}:\n{metrics}"
+    );
+    let plain: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("request_total{") && l.contains(r#"direction="inbound""#))
+        .filter(|l| !l.contains(r#"tls="true""#))
+        .collect();
+    assert!(plain.is_empty(), "inbound requests without mTLS: {plain:?}");
     // weft run turned forwarding on for the pods, and the client's exit did not undo it while
     // web still runs (each weft run holds its share of the host).
     assert_eq!(sysctl_forward(&host), "1");

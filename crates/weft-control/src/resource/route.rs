@@ -14,7 +14,7 @@ mod parse;
 
 pub(super) use parse::validate;
 /// Field helpers the other resource kinds share.
-pub(super) use parse::{creation_timestamp, list, object, opt_str};
+pub(super) use parse::{creation_timestamp, list, object, opt_str, parse_rfc3339};
 
 /// API group of Gateway API routes.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";

@@ -1,6 +1,8 @@
 //! What the proxy's integration tests share: a proxy configuration on ephemeral loopback ports,
-//! and plain HTTP/1.1 requests to its admin server.
+//! plain HTTP/1.1 requests to its admin server, and a test CA with a scripted Certify ([`ca`]).
 #![allow(dead_code)] // each test binary uses its own part
+
+pub mod ca;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -272,7 +272,10 @@ async fn launch(
     args.proxy_env.extend(
         super::children::quiet_proxy_log().map(|(name, value)| (name.into(), value.into())),
     );
-    let running = run::start_in_pod(&args, &pod).await?;
+    // The demo stops between workloads, not inside one's start-up.
+    let running = run::start_in_pod(&args, &pod, std::future::pending())
+        .await?
+        .context("start-up interrupted")?;
     let admin = admin_relay(pod.clone()).await?;
     super::wait_ready(admin.0).await;
     let run::Running {

@@ -21,6 +21,13 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
+    handshake(stream, addr).await
+}
+
+async fn handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -75,6 +82,26 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response<Bytes>
         .header(hyper::header::HOST, addr.to_string())
         .body(Full::new(Bytes::new()))?;
     send(addr, request).await
+}
+
+/// `GET PATH` on a connection the caller made (one inside a pod's network namespace, say),
+/// within [`REQUEST_TIMEOUT`].
+pub async fn get_over(stream: TcpStream, path: &str) -> anyhow::Result<Response<Bytes>> {
+    let addr = stream.peer_addr().context("reading the peer address")?;
+    let request = Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let exchange = async {
+        let mut sender = handshake(stream, addr).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .context("sending request")?;
+        collect(response).await
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("request to {addr} timed out after {REQUEST_TIMEOUT:?}"))?
 }
 
 /// Keep-alive connections to one address, reused in turn. Good enough for a demo client at tens

@@ -1,7 +1,8 @@
 //! `weft demo`: a meshed application on one machine. Starts the control plane in-process with a
 //! temporary store holding the demo's Service documents, then for each workload its `weft-proxy`
-//! sidecar and its application (`weft demo-service NAME`), registers the workload, and shows
-//! golden metrics scraped from the proxies every second until Ctrl-C, SIGTERM or `--duration`.
+//! sidecar, registers the workload, starts its application (`weft demo-service NAME`) once the
+//! sidecar is ready (proxy-await, as `weft run`), and shows golden metrics scraped from the
+//! proxies every second until Ctrl-C, SIGTERM or `--duration`.
 //!
 //! Identity: the control plane runs an ephemeral CA; every sidecar gets its trust anchors and
 //! the name it will be certified as, and, once its workload is registered, the registration's
@@ -449,7 +450,8 @@ async fn launch_all(
     Ok(workloads)
 }
 
-/// Starts one workload's sidecar and app, registers it, and waits for the sidecar to be ready.
+/// Starts one workload's sidecar, registers it, waits for the sidecar to be ready (it holds its
+/// certificate), then starts the app.
 async fn launch(
     spec: &Spec,
     proxy_bin: &Path,
@@ -523,10 +525,6 @@ async fn launch(
             app.env("BOOKS_ADDR", upstream.addr.to_string());
         }
     }
-    let app = app.spawn().context("spawning the demo service")?;
-    // The child has its copy; ours must close so only the app accepts on it.
-    drop(app_listener);
-
     let serves = match (spec.serves, app_port) {
         (Some((port_name, _)), Some(app_port)) => {
             let forward = listening
@@ -551,7 +549,13 @@ async fn launch(
         workload_identity(name)
     );
     crate::run::identity::write_atomically(&token_file, &registered.token, None)?;
+    // Proxy-await, as `weft run` does: the app starts once its sidecar holds its certificate, so
+    // its first request already leaves over mTLS. (Its port accepts meanwhile: the reserved
+    // listener queues connections until the app takes it over.)
     wait_ready(listening.admin).await;
+    let app = app.spawn().context("spawning the demo service")?;
+    // The child has its copy; ours must close so only the app accepts on it.
+    drop(app_listener);
     Ok(Workload {
         name,
         proxy,

@@ -211,17 +211,14 @@ impl Pod {
         tokio::net::TcpListener::from_std(listener)
     }
 
-    /// Whether something accepts TCP connections on `addr` inside the pod.
-    pub async fn accepts(&self, addr: SocketAddr) -> bool {
+    /// A TCP connection to `addr` made inside the pod (given up after 200 ms).
+    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
         // Only the socket is made on the namespace's thread; the connect is awaited, so a slow
         // answer does not block the runtime.
-        let Ok(socket) = self.on_thread(tokio::net::TcpSocket::new_v4) else {
-            return false;
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_millis(200), socket.connect(addr)).await,
-            Ok(Ok(_))
-        )
+        let socket = self.on_thread(tokio::net::TcpSocket::new_v4)?;
+        tokio::time::timeout(Duration::from_millis(200), socket.connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
     }
 
     /// Runs `f` on a thread that has entered the pod's namespace (sockets made there stay in

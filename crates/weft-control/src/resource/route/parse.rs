@@ -87,7 +87,7 @@ pub(in crate::resource) fn creation_timestamp(
 
 /// `2024-05-01T12:00:00Z` (optionally with fractional seconds), what Kubernetes writes, as Unix
 /// seconds.
-pub(super) fn parse_rfc3339(s: &str) -> Result<i64, String> {
+pub(in crate::resource) fn parse_rfc3339(s: &str) -> Result<i64, String> {
     let bad = || format!("must be an RFC 3339 UTC time like 2024-05-01T12:00:00Z, got {s:?}");
     let b = s.as_bytes();
     if !s.is_ascii()
