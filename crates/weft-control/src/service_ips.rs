@@ -195,7 +195,8 @@ fn fnv1a(s: &str) -> u32 {
 /// The allocator: the range and the allocations, persisted under the store.
 pub struct ServiceIps {
     range: ServiceCidr,
-    path: PathBuf,
+    /// Where allocations persist; `None`: only in this process (the etcd store, for now).
+    path: Option<PathBuf>,
     allocations: Allocations,
 }
 
@@ -211,6 +212,16 @@ impl ServiceIps {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Allocations::new(),
             Err(source) => return Err(Error::Io { path, source }),
         };
+        let mut ips = ServiceIps::in_memory(range);
+        ips.path = Some(path);
+        ips.allocations = allocations;
+        Ok(ips)
+    }
+
+    /// An allocator that keeps its allocations in this process only: a restart may hand a
+    /// Service another address, and replicas allocate each on their own (from the same hash
+    /// of the name, so they agree unless two names collide).
+    pub fn in_memory(range: ServiceCidr) -> ServiceIps {
         if !in_pod_routes(&range) {
             tracing::warn!(
                 %range,
@@ -218,11 +229,11 @@ impl ServiceIps {
                  route to it"
             );
         }
-        Ok(ServiceIps {
+        ServiceIps {
             range,
-            path,
-            allocations,
-        })
+            path: None,
+            allocations: Allocations::new(),
+        }
     }
 
     /// Fills in cluster IPs (see [`assign`]) and persists the allocations when they changed.
@@ -251,11 +262,14 @@ impl ServiceIps {
     }
 
     fn save(&self, allocations: &Allocations) -> Result<(), Error> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let io = |source| Error::Io {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
-        if let Some(dir) = self.path.parent() {
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let services: BTreeMap<String, String> = allocations
@@ -264,9 +278,9 @@ impl ServiceIps {
             .collect();
         let json = serde_json::json!({"range": self.range.to_string(), "services": services});
         // Written aside and renamed, so a crash never leaves half a file.
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, format!("{json:#}\n")).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        std::fs::rename(&tmp, path).map_err(io)
     }
 }
 

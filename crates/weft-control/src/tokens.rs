@@ -2,9 +2,11 @@
 //!
 //! Every successful `PUT /v1/workloads/{ns}/{name}` issues a fresh random token for that
 //! workload (replacing the previous one) and returns it once. Only a SHA-256 digest is kept, in
-//! memory and in `<store>/.registered/<ns>.<name>.token` (beside the registration, so a restart
-//! keeps tokens valid); `DELETE` revokes it. The store only reads `*.yaml`, so these files are
-//! not resources.
+//! memory and beside the registration, so a restart keeps tokens valid: with the file store in
+//! `<store>/.registered/<ns>.<name>.token` (the store only reads `*.yaml`, so these files are
+//! not resources), with the etcd store in `PREFIX/tokens/<ns>/<name>`, watched, so every
+//! replica accepts a token any replica issued and sees a revocation made on any. `DELETE`
+//! revokes it.
 //!
 //! A token grants exactly the identity of the workload it was issued for, looked up at Certify
 //! time (so it follows `meshTLS.serverName`). Kubernetes ServiceAccount tokens (TokenReview)
@@ -14,7 +16,21 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::etcd::proto::{KeyValue, EVENT_DELETE};
+use crate::etcd::watch::Update;
+use crate::etcd::{Client, Target};
 use crate::store::REGISTERED_DIR;
+
+/// The keys (under the etcd store's prefix) of the token digests.
+pub const ETCD_TOKENS: &str = "tokens/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::Error),
+}
 
 /// Whose token it is: a registered workload.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -26,10 +42,21 @@ pub struct Grant {
 type Digest = [u8; 32];
 
 /// The token table. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Tokens {
-    dir: PathBuf,
+    backing: Backing,
     inner: Arc<RwLock<HashMap<Digest, Grant>>>,
+}
+
+/// Where the digests are kept.
+#[derive(Clone)]
+enum Backing {
+    /// `<store>/.registered/`.
+    Dir(PathBuf),
+    Etcd {
+        client: Client,
+        target: Target,
+    },
 }
 
 fn digest(token: &[u8]) -> Digest {
@@ -91,24 +118,106 @@ impl Tokens {
             }
         }
         Tokens {
-            dir,
+            backing: Backing::Dir(dir),
             inner: Arc::new(RwLock::new(map)),
         }
     }
 
-    fn path(&self, ns: &str, name: &str) -> PathBuf {
-        self.dir.join(format!("{ns}.{name}.token"))
+    /// Lists `PREFIX/tokens/` (the store's first list has already proven etcd reachable), then
+    /// keeps the table in step with it until `shutdown` changes.
+    pub async fn etcd(
+        client: Client,
+        target: &Target,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Tokens, tokio::task::JoinHandle<()>), Error> {
+        let prefix = target.key(ETCD_TOKENS);
+        let (kvs, revision) = client.list(&prefix).await?;
+        let tokens = Tokens {
+            backing: Backing::Etcd {
+                client: client.clone(),
+                target: target.clone(),
+            },
+            inner: Arc::new(RwLock::new(HashMap::new())),
+        };
+        tokens.absorb(Update::Reset { kvs, revision });
+        let (mut updates, mirror) = crate::etcd::watch::mirror(client, prefix, revision, shutdown);
+        let table = tokens.clone();
+        let task = tokio::spawn(async move {
+            while let Some(u) = updates.recv().await {
+                table.absorb(u);
+            }
+            let _ = mirror.await;
+        });
+        Ok((tokens, task))
+    }
+
+    /// Applies changes to `PREFIX/tokens/` (from any replica, this one included).
+    fn absorb(&self, update: Update) {
+        let Backing::Etcd { target, .. } = &self.backing else {
+            return;
+        };
+        let prefix = String::from_utf8_lossy(&target.key(ETCD_TOKENS)).into_owned();
+        let grant_of = |kv: &KeyValue| {
+            let key = String::from_utf8_lossy(&kv.key);
+            let (ns, name) = key.strip_prefix(&prefix)?.split_once('/')?;
+            Some(Grant {
+                namespace: ns.into(),
+                name: name.into(),
+            })
+        };
+        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let set = |kv: &KeyValue, map: &mut HashMap<Digest, Grant>| {
+            let Some(grant) = grant_of(kv) else { return };
+            map.retain(|_, g| *g != grant);
+            match std::str::from_utf8(&kv.value).ok().and_then(unhex) {
+                Some(d) => {
+                    map.insert(d, grant);
+                }
+                None => {
+                    tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "ignoring a malformed token digest")
+                }
+            }
+        };
+        match update {
+            Update::Reset { kvs, .. } => {
+                map.clear();
+                for kv in &kvs {
+                    set(kv, &mut map);
+                }
+            }
+            Update::Events { events, .. } => {
+                for e in events {
+                    let Some(kv) = e.kv else { continue };
+                    if e.r#type == EVENT_DELETE {
+                        if let Some(grant) = grant_of(&kv) {
+                            map.retain(|_, g| *g != grant);
+                        }
+                    } else {
+                        set(&kv, &mut map);
+                    }
+                }
+            }
+        }
     }
 
     /// Issues a new token for a workload, revoking its previous one. Returns the token text.
-    pub fn issue(&self, namespace: &str, name: &str) -> std::io::Result<String> {
+    pub async fn issue(&self, namespace: &str, name: &str) -> Result<String, Error> {
         let mut raw = [0u8; 32];
         crate::ca::fill_random(&mut raw);
         let token = format!("weft-{}", hex(&raw));
         let d = digest(token.as_bytes());
-        let path = self.path(namespace, name);
         let text = format!("sha256:{}\n", hex(&d));
-        crate::files::write_atomic(&path, text.as_bytes(), false).map_err(|e| e.source)?;
+        match &self.backing {
+            Backing::Dir(dir) => {
+                let path = dir.join(format!("{namespace}.{name}.token"));
+                crate::files::write_atomic(&path, text.as_bytes(), false).map_err(|e| e.source)?;
+            }
+            Backing::Etcd { client, target } => {
+                let key = target.key(&format!("{ETCD_TOKENS}{namespace}/{name}"));
+                client.put(&key, text.as_bytes()).await?;
+            }
+        }
+        // In force here at once; the other replicas take it from the watch.
         let grant = Grant {
             namespace: namespace.into(),
             name: name.into(),
@@ -120,7 +229,7 @@ impl Tokens {
     }
 
     /// Forgets a workload's token (deregistration).
-    pub fn revoke(&self, namespace: &str, name: &str) {
+    pub async fn revoke(&self, namespace: &str, name: &str) -> Result<(), Error> {
         let grant = Grant {
             namespace: namespace.into(),
             name: name.into(),
@@ -129,7 +238,16 @@ impl Tokens {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, g| *g != grant);
-        let _ = std::fs::remove_file(self.path(namespace, name));
+        match &self.backing {
+            Backing::Dir(dir) => {
+                let _ = std::fs::remove_file(dir.join(format!("{namespace}.{name}.token")));
+            }
+            Backing::Etcd { client, target } => {
+                let key = target.key(&format!("{ETCD_TOKENS}{namespace}/{name}"));
+                client.delete(&key).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The workload a presented token belongs to. Surrounding whitespace is ignored (token
@@ -154,11 +272,11 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn issue_lookup_reissue_revoke_and_reload() {
+    #[tokio::test]
+    async fn issue_lookup_reissue_revoke_and_reload() {
         let store = temp_store("cycle");
         let tokens = Tokens::load(&store);
-        let first = tokens.issue("default", "web").expect("issue");
+        let first = tokens.issue("default", "web").await.expect("issue");
         let grant = tokens.lookup(first.as_bytes()).expect("granted");
         assert_eq!(
             (grant.namespace.as_str(), grant.name.as_str()),
@@ -168,7 +286,7 @@ mod tests {
         assert!(tokens.lookup(b"weft-nope").is_none());
 
         // Re-registration rotates the token; the old one stops working.
-        let second = tokens.issue("default", "web").expect("reissue");
+        let second = tokens.issue("default", "web").await.expect("reissue");
         assert_ne!(first, second);
         assert!(tokens.lookup(first.as_bytes()).is_none());
 
@@ -182,7 +300,7 @@ mod tests {
         let reloaded = Tokens::load(&store);
         assert!(reloaded.lookup(second.as_bytes()).is_some());
 
-        reloaded.revoke("default", "web");
+        reloaded.revoke("default", "web").await.expect("revoke");
         assert!(reloaded.lookup(second.as_bytes()).is_none());
         assert!(Tokens::load(&store).lookup(second.as_bytes()).is_none());
         let _ = std::fs::remove_dir_all(&store);
