@@ -254,10 +254,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             )
             .await?;
             tasks.push(task);
-            let (tokens, task) = tokens::Tokens::etcd(client, target, shutdown_rx.clone()).await?;
+            let (tokens, task) =
+                tokens::Tokens::etcd(client.clone(), target, shutdown_rx.clone()).await?;
             tasks.push(task);
-            // Allocations stay in this process for now (see docs/operations.md).
-            let ips = service_ips::ServiceIps::in_memory(config.service_cidr);
+            let ips = service_ips::ServiceIps::etcd(config.service_cidr, client, target);
             (store, tokens, ips)
         }
     };
@@ -270,7 +270,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         &config.egress_namespace,
     );
     // The index sees the store's states with allocated cluster IPs filled in.
-    let (with_ips, ips_task) = service_ips::start(ips, store.states(), shutdown_rx.clone());
+    let (with_ips, ips_task) = service_ips::start(ips, store.states(), shutdown_rx.clone()).await;
     // The first state is applied before serving so the first answers already reflect the store.
     index.apply(with_ips.borrow().clone());
     let index_task = tokio::spawn(index::run(index.clone(), with_ips));

@@ -428,3 +428,76 @@ async fn unreachable_etcd_at_start_is_a_precise_error() {
         "{e}"
     );
 }
+
+fn unaddressed(names: &[&str]) -> std::sync::Arc<weft_control::resource::State> {
+    use weft_control::resource::{Service, ServicePort, State, TargetPort};
+    let services = names
+        .iter()
+        .map(|name| {
+            let s = Service {
+                name: name.to_string(),
+                namespace: "default".into(),
+                annotations: Default::default(),
+                selector: [("app".to_string(), name.to_string())].into(),
+                cluster_ip: None,
+                ports: vec![ServicePort {
+                    name: None,
+                    port: 80,
+                    target_port: TargetPort::Number(80),
+                    app_protocol: None,
+                }],
+                opaque_ports: Default::default(),
+            };
+            (("default".to_string(), name.to_string()), s)
+        })
+        .collect();
+    std::sync::Arc::new(State {
+        services,
+        ..Default::default()
+    })
+}
+
+fn ips(state: &weft_control::resource::State) -> Vec<(String, Option<std::net::IpAddr>)> {
+    state
+        .services
+        .values()
+        .map(|s| (s.name.clone(), s.cluster_ip))
+        .collect()
+}
+
+#[tokio::test]
+async fn replicas_never_hand_out_one_cluster_ip_twice() {
+    use weft_control::service_ips::ServiceIps;
+    let Some(etcd) = Etcd::start("service-ips").await else {
+        return;
+    };
+    let target = weft_control::etcd::Target::parse(&format!("etcd://{}/weft", etcd.endpoint()))
+        .expect("target");
+    // Two usable addresses.
+    let range = "198.19.128.0/30".parse().expect("range");
+    let mut a = ServiceIps::etcd(range, etcd.client(), &target);
+    let mut b = ServiceIps::etcd(range, etcd.client(), &target);
+
+    // A sees two Services and takes both addresses; B, behind, sees only a third one: the
+    // range is full for it, where an allocator of its own would have reused one of A's.
+    let seen_by_a = a.apply_shared(&unaddressed(&["api", "web"])).await;
+    let taken: Vec<_> = ips(&seen_by_a)
+        .into_iter()
+        .filter_map(|(_, ip)| ip)
+        .collect();
+    assert_eq!(taken.len(), 2, "{:?}", ips(&seen_by_a));
+    let seen_by_b = b.apply_shared(&unaddressed(&["db"])).await;
+    assert_eq!(ips(&seen_by_b), [("db".to_string(), None)]);
+
+    // B catching up gets A's addresses, as does a fresh allocator (a restart).
+    let all = unaddressed(&["api", "web"]);
+    assert_eq!(ips(&*b.apply_shared(&all).await), ips(&seen_by_a));
+    let mut restarted = ServiceIps::etcd(range, etcd.client(), &target);
+    assert_eq!(ips(&*restarted.apply_shared(&all).await), ips(&seen_by_a));
+    assert!(etcd
+        .client()
+        .get(b"/weft/allocations/service-ips")
+        .await
+        .expect("get")
+        .is_some_and(|kv| String::from_utf8_lossy(&kv.value).contains("default/web")));
+}

@@ -46,7 +46,7 @@ pub struct ControlArgs {
     pub cert_lifetime: Duration,
     /// Range that Services without a `spec.clusterIP` get one from (IPv4 `ADDRESS/PREFIX`).
     /// Allocations are kept in `<store>/.allocations/service-ips.json` (with an etcd store:
-    /// in the process only, for now); a user-set clusterIP always wins.
+    /// `PREFIX/allocations/service-ips`, shared by replicas); a user-set clusterIP always wins.
     #[arg(long, default_value = weft_control::service_ips::DEFAULT_SERVICE_CIDR, value_name = "CIDR")]
     pub service_cidr: weft_control::service_ips::ServiceCidr,
     /// Inbound policy of workload ports no Server selects, unless a Namespace or workload sets
