@@ -501,3 +501,81 @@ async fn replicas_never_hand_out_one_cluster_ip_twice() {
         .expect("get")
         .is_some_and(|kv| String::from_utf8_lossy(&kv.value).contains("default/web")));
 }
+
+#[tokio::test]
+async fn a_watch_behind_compaction_lists_again() {
+    use weft_control::etcd::watch::{mirror, Update};
+    let Some(etcd) = Etcd::start("compaction").await else {
+        return;
+    };
+    let client = etcd.client();
+    let listed = client.put(b"/p/a", b"1").await.expect("put");
+    client.put(b"/p/b", b"2").await.expect("put");
+    client.put(b"/p/c", b"3").await.expect("put");
+    let (_, latest) = client.delete(b"/p/a").await.expect("delete");
+    client.compact(latest).await.expect("compact");
+
+    // A mirror that last saw `listed` cannot resume from there: it hands on the whole prefix
+    // as it is now, then follows it again.
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let (mut updates, _task) = mirror(client.clone(), b"/p/".to_vec(), listed, shutdown);
+    match next(&mut updates).await {
+        Update::Reset { kvs, revision } => {
+            let keys: Vec<_> = kvs.iter().map(|kv| kv.key.clone()).collect();
+            assert_eq!(keys, [b"/p/b".to_vec(), b"/p/c".to_vec()]);
+            assert_eq!(revision, latest);
+        }
+        other => panic!("expected a new list, got {other:?}"),
+    }
+    let written = client.put(b"/p/d", b"4").await.expect("put");
+    match next(&mut updates).await {
+        Update::Events { events, revision } => {
+            assert_eq!(revision, written);
+            assert_eq!(events.len(), 1);
+        }
+        other => panic!("expected the new key, got {other:?}"),
+    }
+}
+
+async fn next(
+    updates: &mut tokio::sync::mpsc::Receiver<weft_control::etcd::watch::Update>,
+) -> weft_control::etcd::watch::Update {
+    tokio::time::timeout(SETTLE, updates.recv())
+        .await
+        .expect("an update")
+        .expect("the mirror runs")
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_fails_over_to_the_next() {
+    let Some(etcd) = Etcd::start("failover").await else {
+        return;
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .to_string();
+    let client = weft_control::etcd::Client::new(&[dead.clone(), etcd.endpoint()]).expect("client");
+    let written = client
+        .put(b"/f/k", b"v")
+        .await
+        .expect("put through the live endpoint");
+    let kv = client.get(b"/f/k").await.expect("get").expect("the key");
+    assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"v"[..], written));
+    // A watch too, and a store on such an address starts.
+    let mut watch = client.watch(b"/f/", written + 1).await.expect("watch");
+    client.put(b"/f/k", b"w").await.expect("put");
+    let resp = tokio::time::timeout(SETTLE, watch.next())
+        .await
+        .expect("an event")
+        .expect("the watch runs");
+    assert_eq!(resp.events.len(), 1);
+    let cp = common::start(weft_control::Config {
+        store: format!("etcd://{dead},{}/weft", etcd.endpoint())
+            .parse()
+            .expect("address"),
+        ..common::config(&common::temp_dir("unused"))
+    })
+    .await;
+    cp.shutdown().await.expect("shutdown");
+}

@@ -340,6 +340,21 @@ impl Client {
             .then(|| ResponseHeader::revision_of(&resp.header)))
     }
 
+    /// Discards every revision before `revision` (what operators schedule, and how tests make
+    /// a watch's start revision disappear).
+    pub async fn compact(&self, revision: i64) -> Result<(), Error> {
+        let _: proto::CompactionResponse = self
+            .unary(
+                proto::COMPACT,
+                proto::CompactionRequest {
+                    revision,
+                    physical: true,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Opens a watch of every key under `prefix` from `start_revision` (inclusive), on the
     /// first endpoint that accepts it.
     pub async fn watch(&self, prefix: &[u8], start_revision: i64) -> Result<Watch, Error> {

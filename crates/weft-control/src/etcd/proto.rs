@@ -7,6 +7,7 @@ pub const RANGE: &str = "/etcdserverpb.KV/Range";
 pub const PUT: &str = "/etcdserverpb.KV/Put";
 pub const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
 pub const TXN: &str = "/etcdserverpb.KV/Txn";
+pub const COMPACT: &str = "/etcdserverpb.KV/Compact";
 pub const WATCH: &str = "/etcdserverpb.Watch/Watch";
 
 /// `etcdserverpb.ResponseHeader`.
@@ -173,6 +174,22 @@ pub struct TxnResponse {
     pub header: Option<ResponseHeader>,
     #[prost(bool, tag = "2")]
     pub succeeded: bool,
+}
+
+/// `etcdserverpb.CompactionRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionRequest {
+    #[prost(int64, tag = "1")]
+    pub revision: i64,
+    #[prost(bool, tag = "2")]
+    pub physical: bool,
+}
+
+/// `etcdserverpb.CompactionResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CompactionResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
 }
 
 /// `etcdserverpb.WatchRequest` (create only; a watch ends with its stream).
