@@ -45,7 +45,31 @@ type Digest = [u8; 32];
 #[derive(Clone)]
 pub struct Tokens {
     backing: Backing,
-    inner: Arc<RwLock<HashMap<Digest, Grant>>>,
+    inner: Arc<RwLock<Table>>,
+}
+
+/// Digests by grant, and when each grant last changed.
+#[derive(Default)]
+struct Table {
+    by_digest: HashMap<Digest, Grant>,
+    /// The etcd revision of each grant's last change applied (0 with the file store): a watch
+    /// event older than a change this replica made itself is stale and ignored, so a rotated-out
+    /// token is never accepted again here while the watch catches up.
+    revisions: HashMap<Grant, i64>,
+}
+
+impl Table {
+    /// Sets (`Some`) or removes a grant's digest as of `revision`, unless a newer change is in.
+    fn set(&mut self, grant: Grant, digest: Option<Digest>, revision: i64) {
+        if self.revisions.get(&grant).is_some_and(|&r| r > revision) {
+            return;
+        }
+        self.by_digest.retain(|_, g| *g != grant);
+        if let Some(d) = digest {
+            self.by_digest.insert(d, grant.clone());
+        }
+        self.revisions.insert(grant, revision);
+    }
 }
 
 /// Where the digests are kept.
@@ -119,7 +143,10 @@ impl Tokens {
         }
         Tokens {
             backing: Backing::Dir(dir),
-            inner: Arc::new(RwLock::new(map)),
+            inner: Arc::new(RwLock::new(Table {
+                by_digest: map,
+                revisions: HashMap::new(),
+            })),
         }
     }
 
@@ -137,7 +164,7 @@ impl Tokens {
                 client: client.clone(),
                 target: target.clone(),
             },
-            inner: Arc::new(RwLock::new(HashMap::new())),
+            inner: Arc::new(RwLock::new(Table::default())),
         };
         tokens.absorb(Update::Reset { kvs, revision });
         let (mut updates, mirror) = crate::etcd::watch::mirror(client, prefix, revision, shutdown);
@@ -165,39 +192,40 @@ impl Tokens {
                 name: name.into(),
             })
         };
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let set = |kv: &KeyValue, map: &mut HashMap<Digest, Grant>| {
-            let Some(grant) = grant_of(kv) else { return };
-            map.retain(|_, g| *g != grant);
-            match std::str::from_utf8(&kv.value).ok().and_then(unhex) {
-                Some(d) => {
-                    map.insert(d, grant);
-                }
-                None => {
-                    tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "ignoring a malformed token digest")
-                }
+        let digest_of = |kv: &KeyValue| {
+            let d = std::str::from_utf8(&kv.value).ok().and_then(unhex);
+            if d.is_none() {
+                tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "ignoring a malformed token digest");
             }
+            d
         };
+        let mut table = self.table();
         match update {
             Update::Reset { kvs, .. } => {
-                map.clear();
+                *table = Table::default();
                 for kv in &kvs {
-                    set(kv, &mut map);
+                    if let Some(grant) = grant_of(kv) {
+                        table.set(grant, digest_of(kv), kv.mod_revision);
+                    }
                 }
             }
             Update::Events { events, .. } => {
                 for e in events {
                     let Some(kv) = e.kv else { continue };
-                    if e.r#type == EVENT_DELETE {
-                        if let Some(grant) = grant_of(&kv) {
-                            map.retain(|_, g| *g != grant);
-                        }
+                    let Some(grant) = grant_of(&kv) else { continue };
+                    let digest = if e.r#type == EVENT_DELETE {
+                        None
                     } else {
-                        set(&kv, &mut map);
-                    }
+                        digest_of(&kv)
+                    };
+                    table.set(grant, digest, kv.mod_revision);
                 }
             }
         }
+    }
+
+    fn table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Issues a new token for a workload, revoking its previous one. Returns the token text.
@@ -207,24 +235,23 @@ impl Tokens {
         let token = format!("weft-{}", hex(&raw));
         let d = digest(token.as_bytes());
         let text = format!("sha256:{}\n", hex(&d));
-        match &self.backing {
+        let revision = match &self.backing {
             Backing::Dir(dir) => {
                 let path = dir.join(format!("{namespace}.{name}.token"));
                 crate::files::write_atomic(&path, text.as_bytes(), false).map_err(|e| e.source)?;
+                0
             }
             Backing::Etcd { client, target } => {
                 let key = target.key(&format!("{ETCD_TOKENS}{namespace}/{name}"));
-                client.put(&key, text.as_bytes()).await?;
+                client.put(&key, text.as_bytes()).await?
             }
-        }
+        };
         // In force here at once; the other replicas take it from the watch.
         let grant = Grant {
             namespace: namespace.into(),
             name: name.into(),
         };
-        let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, g| *g != grant);
-        map.insert(d, grant);
+        self.table().set(grant, Some(d), revision);
         Ok(token)
     }
 
@@ -234,19 +261,19 @@ impl Tokens {
             namespace: namespace.into(),
             name: name.into(),
         };
-        self.inner
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, g| *g != grant);
-        match &self.backing {
+        // Refused here at once, even if the store cannot be written.
+        self.table().by_digest.retain(|_, g| *g != grant);
+        let revision = match &self.backing {
             Backing::Dir(dir) => {
                 let _ = std::fs::remove_file(dir.join(format!("{namespace}.{name}.token")));
+                0
             }
             Backing::Etcd { client, target } => {
                 let key = target.key(&format!("{ETCD_TOKENS}{namespace}/{name}"));
-                client.delete(&key).await?;
+                client.delete(&key).await?.1
             }
-        }
+        };
+        self.table().set(grant, None, revision);
         Ok(())
     }
 
@@ -257,6 +284,7 @@ impl Tokens {
         self.inner
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .by_digest
             .get(&d)
             .cloned()
     }
@@ -270,6 +298,27 @@ mod tests {
         let dir = crate::test_dir(&format!("tokens-{tag}"));
         std::fs::create_dir_all(dir.join(REGISTERED_DIR)).expect("mkdir");
         dir
+    }
+
+    #[test]
+    fn a_stale_watch_event_never_brings_a_rotated_token_back() {
+        let web = Grant {
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let (old, new) = (digest(b"weft-old"), digest(b"weft-new"));
+        let mut t = Table::default();
+        // Rotated here at revision 12; the watch then delivers the write of revision 10.
+        t.set(web.clone(), Some(new), 12);
+        t.set(web.clone(), Some(old), 10);
+        assert_eq!(t.by_digest.get(&new), Some(&web));
+        assert_eq!(t.by_digest.get(&old), None);
+        // Revoked at 14: the echo of 12 does not revive it; a re-issue at 15 does apply.
+        t.set(web.clone(), None, 14);
+        t.set(web.clone(), Some(new), 12);
+        assert!(t.by_digest.is_empty());
+        t.set(web.clone(), Some(old), 15);
+        assert_eq!(t.by_digest.get(&old), Some(&web));
     }
 
     #[tokio::test]
