@@ -130,9 +130,23 @@ enum Failure {
     Final(String),
 }
 
+/// A status as text, with its causes (tonic's "tcp connect error" alone does not say why).
+fn describe(status: &tonic::Status) -> String {
+    let mut msg = format!("{:?}: {}", status.code(), status.message());
+    let mut cause = std::error::Error::source(status);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.ends_with(&text) {
+            msg = format!("{msg}: {text}");
+        }
+        cause = c.source();
+    }
+    msg
+}
+
 fn classify(status: tonic::Status) -> Failure {
     use tonic::Code;
-    let msg = format!("{:?}: {}", status.code(), status.message());
+    let msg = describe(&status);
     match status.code() {
         // The member is down, cut off from its leader, or the connection broke.
         Code::Unavailable
@@ -418,7 +432,7 @@ impl Client {
                 codec,
             )
             .await
-            .map_err(|s| ended(format!("{:?}: {}", s.code(), s.message())))?
+            .map_err(|s| ended(describe(&s)))?
             .into_inner();
         // The first response confirms (or refuses) the watch.
         match responses.message().await {
@@ -430,7 +444,7 @@ impl Client {
             }),
             Ok(Some(r)) => Err(ended(format!("watch refused: {}", r.cancel_reason))),
             Ok(None) => Err(ended("closed before the watch was created".into())),
-            Err(s) => Err(ended(format!("{:?}: {}", s.code(), s.message()))),
+            Err(s) => Err(ended(describe(&s))),
         }
     }
 }
@@ -455,7 +469,7 @@ impl Watch {
             Ok(Some(r)) if r.canceled => Err(ended(format!("canceled: {}", r.cancel_reason))),
             Ok(Some(r)) => Ok(r),
             Ok(None) => Err(ended("closed by the server".into())),
-            Err(s) => Err(ended(format!("{:?}: {}", s.code(), s.message()))),
+            Err(s) => Err(ended(describe(&s))),
         }
     }
 }

@@ -74,7 +74,7 @@ pub async fn list_within(
                 return Err(StoreError::EtcdStart {
                     target: target.to_string(),
                     waited: within,
-                    source: e,
+                    last: e,
                 })
             }
             Err(e) => {

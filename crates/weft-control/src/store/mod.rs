@@ -95,11 +95,12 @@ pub enum StoreError {
     #[error(transparent)]
     Etcd(#[from] crate::etcd::Error),
     /// etcd did not answer the first list within the start deadline.
-    #[error("{target}: not reachable within {waited:?}: {source}")]
+    #[error("{target}: not reachable within {waited:?}: {last}")]
     EtcdStart {
         target: String,
         waited: std::time::Duration,
-        source: crate::etcd::Error,
+        /// The last attempt's error (not a `source`: the message already says it).
+        last: crate::etcd::Error,
     },
 }
 
