@@ -295,10 +295,13 @@ async fn handle(
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => {
-                    ctx.tokens.revoke(ns, name);
-                    reply(StatusCode::OK, json!({"ok": true}))
-                }
+                Ok(()) => match ctx.tokens.revoke(ns, name).await {
+                    Ok(()) => reply(StatusCode::OK, json!({"ok": true})),
+                    Err(e) => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("deregistered, but the identity token could not be revoked: {e}"),
+                    ),
+                },
                 Err(e @ StoreError::NotRegistered(..)) => error(StatusCode::NOT_FOUND, e),
                 Err(e @ StoreError::NotApplied(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -441,7 +444,7 @@ async fn register(
     match result {
         // The token is issued only once the registration is in force, so it always names a
         // workload the index knows.
-        Ok(()) => match ctx.tokens.issue(ns, name) {
+        Ok(()) => match ctx.tokens.issue(ns, name).await {
             Ok(token) => reply(
                 StatusCode::OK,
                 json!({"ok": true, "identity": identity, "token": token}),

@@ -1,10 +1,11 @@
 //! Weft control plane: reads Service, ExternalWorkload, route and inbound authorization
-//! documents from a directory (and workloads from the registration API), keeps them in one index, and serves the `linkerd2-proxy-api` gRPC
+//! documents from a store (a directory, or keys in etcd: [`etcd`]) and workloads from the
+//! registration API, keeps them in one index, and serves the `linkerd2-proxy-api` gRPC
 //! services (Destination, OutboundPolicies, InboundServerPolicies) from it, plus
 //! `Identity.Certify` backed by [`ca`] (the CA) and [`tokens`] (per-workload tokens);
 //! [`rotation`] and [`ca_reload`] rotate the trust anchor without a restart.
 //!
-//! Shape: `store` (files, polling, registration; `documents` decides what is in force) → `index` (per-key watch snapshots) →
+//! Shape: `store` (files polled or etcd watched, registration; `documents` decides what is in force) → `index` (per-key watch snapshots) →
 //! `grpc` (streams mapping snapshots to protobuf); `api` is the HTTP registration API.
 //! Leaves: `clock` (Unix seconds, RFC 3339) and `files` (atomic file replacement).
 //! Beside that shape, [`telemetry`] scrapes the meshed workloads' proxies for `GET /v1/stat/...`,
@@ -17,6 +18,7 @@ pub mod ca;
 pub mod ca_reload;
 pub mod clock;
 pub mod documents;
+pub mod etcd;
 pub mod files;
 pub mod grpc;
 pub mod index;
@@ -41,8 +43,9 @@ use tokio::task::JoinHandle;
 /// Control plane settings. `Default` gives the documented defaults with store `./store`.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory of YAML documents; created if missing, with `.registered/` inside.
-    pub store_dir: PathBuf,
+    /// Where resources, registrations and token digests live: a directory of YAML documents
+    /// (created if missing, with `.registered/` inside) or an etcd prefix.
+    pub store: store::Location,
     /// gRPC listen address (all services). Default 127.0.0.1:8086.
     pub grpc_addr: SocketAddr,
     /// HTTP API listen address. Default 127.0.0.1:8085.
@@ -53,7 +56,7 @@ pub struct Config {
     pub trust_domain: String,
     /// Namespace of the control plane in derived DNS-like identities. Default `weft`.
     pub control_namespace: String,
-    /// How often the store directory is checked for changes. Default 200 ms.
+    /// How often the store directory is checked for changes (etcd is watched). Default 200 ms.
     pub poll_interval: Duration,
     /// CA directory (`trust-anchors.pem`, `issuer.crt`, `issuer.key`). `None`: an ephemeral CA
     /// is generated in memory at start (its anchors are in [`Running::trust_anchors_pem`]).
@@ -87,7 +90,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            store_dir: PathBuf::from("store"),
+            store: store::Location::Dir(PathBuf::from("store")),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 8086)),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8085)),
             cluster_domain: "cluster.local".into(),
@@ -116,6 +119,8 @@ pub enum Error {
     },
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error("identity tokens: {0}")]
+    Tokens(#[from] tokens::Error),
     #[error("service IPs: {0}")]
     ServiceIps(#[from] service_ips::Error),
     #[error("identity CA: {0}")]
@@ -229,13 +234,37 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let grpc_addr = local(&grpc_listener, config.grpc_addr)?;
     let api_addr = local(&api_listener, config.api_addr)?;
 
-    let (store, store_task) = store::start(
-        config.store_dir.clone(),
-        defaults.clone(),
-        config.poll_interval,
-        shutdown_rx.clone(),
-    )?;
-    let tokens = tokens::Tokens::load(&config.store_dir);
+    let mut tasks = Vec::new();
+    let (store, tokens, ips) = match &config.store {
+        store::Location::Dir(dir) => {
+            let (store, task) = store::files::start(
+                dir.clone(),
+                defaults.clone(),
+                config.poll_interval,
+                shutdown_rx.clone(),
+            )?;
+            tasks.push(task);
+            let ips = service_ips::ServiceIps::load(dir, config.service_cidr)?;
+            (store, tokens::Tokens::load(dir), ips)
+        }
+        store::Location::Etcd(target) => {
+            let client = etcd::Client::new(&target.endpoints).map_err(store::StoreError::from)?;
+            let (store, task) = store::etcd::start(
+                client.clone(),
+                target,
+                defaults.clone(),
+                store::etcd::START_TIMEOUT,
+                shutdown_rx.clone(),
+            )
+            .await?;
+            tasks.push(task);
+            let (tokens, task) =
+                tokens::Tokens::etcd(client.clone(), target, shutdown_rx.clone()).await?;
+            tasks.push(task);
+            let ips = service_ips::ServiceIps::etcd(config.service_cidr, client, target);
+            (store, tokens, ips)
+        }
+    };
     let index = index::Index::with_defaults(
         &config.cluster_domain,
         index::InboundDefaults {
@@ -245,8 +274,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         &config.egress_namespace,
     );
     // The index sees the store's states with allocated cluster IPs filled in.
-    let ips = service_ips::ServiceIps::load(&config.store_dir, config.service_cidr)?;
-    let (with_ips, ips_task) = service_ips::start(ips, store.states(), shutdown_rx.clone());
+    let (with_ips, ips_task) = service_ips::start(ips, store.states(), shutdown_rx.clone()).await;
     // The first state is applied before serving so the first answers already reflect the store.
     index.apply(with_ips.borrow().clone());
     let index_task = tokio::spawn(index::run(index.clone(), with_ips));
@@ -291,15 +319,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         shutdown_rx.clone(),
     ));
     let tap_task = tokio::spawn(tap_task);
-    let mut tasks = vec![
-        store_task,
+    tasks.extend([
         api_task,
         ips_task,
         index_task,
         telemetry_task,
         tap_task,
         tokio::spawn(own_task),
-    ];
+    ]);
     if let Some(path) = &config.prometheus_sd_file {
         let writer = telemetry::file_sd::Writer::new(path.clone(), &config.control_namespace);
         tasks.push(tokio::spawn(telemetry::file_sd::run(
@@ -325,7 +352,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         identity,
         shutdown_rx,
     ));
-    tracing::info!(%grpc_addr, %api_addr, store = %config.store_dir.display(), "control plane listening");
+    tracing::info!(%grpc_addr, %api_addr, store = %config.store, "control plane listening");
     Ok(Running {
         grpc_addr,
         api_addr,

@@ -1,5 +1,10 @@
 //! Cluster IPs for Services that do not set one: owns the service range (`--service-cidr`) and
-//! the allocations persisted in `<store>/.allocations/service-ips.json`.
+//! the allocations persisted in `<store>/.allocations/service-ips.json`, or with an etcd store
+//! in the key `PREFIX/allocations/service-ips` (same JSON), shared by the replicas: each change
+//! is computed from the key as it is now and written with a transaction on its `mod_revision`,
+//! so two replicas never hand out one address to two Services (the loser reads again and
+//! recomputes). There, a Service missing from this replica's state keeps its address (another
+//! replica may still have it): addresses are not freed yet with an etcd store.
 //!
 //! It sits between the store and the index: every good store state passes through [`assign`],
 //! which fills in `clusterIP` for Services without one, so the index, `GET /v1/services` and
@@ -123,19 +128,37 @@ pub type Allocations = BTreeMap<Key, Ipv4Addr>;
 /// `state` with a cluster IP on every Service that has none (while the range has room), and
 /// the allocations that gives. Pure: `previous` is what was allocated before.
 pub fn assign(range: &ServiceCidr, previous: &Allocations, state: &State) -> (State, Allocations) {
+    assign_keeping(range, previous, state, false)
+}
+
+/// [`assign`]; with `keep_absent`, the allocations of Services missing from `state` are kept
+/// (and their addresses not handed out) instead of freed.
+fn assign_keeping(
+    range: &ServiceCidr,
+    previous: &Allocations,
+    state: &State,
+    keep_absent: bool,
+) -> (State, Allocations) {
     // User-set addresses first: they are never handed out, and they evict an allocation.
     let mut taken: BTreeSet<IpAddr> = state
         .services
         .values()
         .filter_map(|s| s.cluster_ip)
         .collect();
+    let mut now = Allocations::new();
+    if keep_absent {
+        for (key, &ip) in previous {
+            if !state.services.contains_key(key) && taken.insert(IpAddr::V4(ip)) {
+                now.insert(key.clone(), ip);
+            }
+        }
+    }
     let wanting: Vec<&Key> = state
         .services
         .iter()
         .filter(|(_, s)| s.cluster_ip.is_none())
         .map(|(k, _)| k)
         .collect();
-    let mut now = Allocations::new();
     for key in &wanting {
         if let Some(&ip) = previous.get(*key) {
             if range.allocatable(ip) && taken.insert(IpAddr::V4(ip)) {
@@ -195,9 +218,15 @@ fn fnv1a(s: &str) -> u32 {
 /// The allocator: the range and the allocations, persisted under the store.
 pub struct ServiceIps {
     range: ServiceCidr,
-    path: PathBuf,
+    /// Where allocations persist; `None`: only in this process, or in etcd (`shared`).
+    path: Option<PathBuf>,
+    /// The etcd client and key, with an etcd store.
+    shared: Option<(crate::etcd::Client, Vec<u8>)>,
     allocations: Allocations,
 }
+
+/// The key (under the etcd store's prefix) of the shared allocations.
+pub const ETCD_KEY: &str = "allocations/service-ips";
 
 impl ServiceIps {
     /// Reads `<store>/.allocations/service-ips.json` (none yet: nothing allocated).
@@ -211,6 +240,16 @@ impl ServiceIps {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Allocations::new(),
             Err(source) => return Err(Error::Io { path, source }),
         };
+        let mut ips = ServiceIps::in_memory(range);
+        ips.path = Some(path);
+        ips.allocations = allocations;
+        Ok(ips)
+    }
+
+    /// An allocator that keeps its allocations in this process only: a restart may hand a
+    /// Service another address, and replicas allocate each on their own (from the same hash
+    /// of the name, so they agree unless two names collide).
+    pub fn in_memory(range: ServiceCidr) -> ServiceIps {
         if !in_pod_routes(&range) {
             tracing::warn!(
                 %range,
@@ -218,11 +257,90 @@ impl ServiceIps {
                  route to it"
             );
         }
-        Ok(ServiceIps {
+        ServiceIps {
             range,
-            path,
-            allocations,
-        })
+            path: None,
+            shared: None,
+            allocations: Allocations::new(),
+        }
+    }
+
+    /// An allocator whose allocations live in etcd, at `PREFIX/`[`ETCD_KEY`].
+    pub fn etcd(
+        range: ServiceCidr,
+        client: crate::etcd::Client,
+        target: &crate::etcd::Target,
+    ) -> ServiceIps {
+        ServiceIps {
+            shared: Some((client, target.key(ETCD_KEY))),
+            ..ServiceIps::in_memory(range)
+        }
+    }
+
+    /// [`ServiceIps::apply`], with the allocations read from and written to etcd when shared.
+    /// etcd unreachable: the last allocations known here are used (and logged).
+    pub async fn apply_shared(&mut self, state: &Arc<State>) -> Arc<State> {
+        let Some((client, key)) = self.shared.clone() else {
+            return self.apply(state);
+        };
+        // Another replica may win each write; a few rounds settle it (each loser re-reads).
+        for _ in 0..8 {
+            let (previous, revision) = match client.get(&key).await {
+                Ok(None) => (Allocations::new(), 0),
+                Ok(Some(kv)) => match parse(&kv.value) {
+                    Ok(a) => (a, kv.mod_revision),
+                    Err(msg) => {
+                        tracing::warn!(key = %String::from_utf8_lossy(&key), "ignoring malformed allocations, allocating afresh: {msg}");
+                        (Allocations::new(), kv.mod_revision)
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!("cannot read the cluster IP allocations from etcd, using the last known ones: {e}");
+                    break;
+                }
+            };
+            let (out, now) = assign_keeping(&self.range, &previous, state, true);
+            if now == previous {
+                self.allocations = now;
+                return Arc::new(out);
+            }
+            match client
+                .swap(&key, revision, Some(self.json(&now).as_bytes()))
+                .await
+            {
+                Ok(Some(_)) => {
+                    self.log_new(&now);
+                    self.allocations = now;
+                    return Arc::new(out);
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("cannot store the cluster IP allocations in etcd: {e}");
+                    break;
+                }
+            }
+        }
+        let (out, now) = assign_keeping(&self.range, &self.allocations, state, true);
+        self.allocations = now;
+        Arc::new(out)
+    }
+
+    fn log_new(&self, now: &Allocations) {
+        for (key, ip) in now {
+            if self.allocations.get(key) != Some(ip) {
+                tracing::info!(service = %format!("{}/{}", key.0, key.1), %ip, "clusterIP allocated");
+            }
+        }
+    }
+
+    /// The persisted form of `allocations`.
+    fn json(&self, allocations: &Allocations) -> String {
+        let services: BTreeMap<String, String> = allocations
+            .iter()
+            .map(|((ns, name), ip)| (format!("{ns}/{name}"), ip.to_string()))
+            .collect();
+        let json = serde_json::json!({"range": self.range.to_string(), "services": services});
+        format!("{json:#}\n")
     }
 
     /// Fills in cluster IPs (see [`assign`]) and persists the allocations when they changed.
@@ -234,11 +352,7 @@ impl ServiceIps {
         }
         let (out, now) = assign(&self.range, &self.allocations, state);
         if now != self.allocations {
-            for (key, ip) in &now {
-                if self.allocations.get(key) != Some(ip) {
-                    tracing::info!(service = %format!("{}/{}", key.0, key.1), %ip, "clusterIP allocated");
-                }
-            }
+            self.log_new(&now);
             if let Err(e) = self.save(&now) {
                 tracing::warn!(
                     "cannot persist the allocated cluster IPs, they may change at the next \
@@ -251,22 +365,20 @@ impl ServiceIps {
     }
 
     fn save(&self, allocations: &Allocations) -> Result<(), Error> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let io = |source| Error::Io {
-            path: self.path.clone(),
+            path: path.clone(),
             source,
         };
-        if let Some(dir) = self.path.parent() {
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let services: BTreeMap<String, String> = allocations
-            .iter()
-            .map(|((ns, name), ip)| (format!("{ns}/{name}"), ip.to_string()))
-            .collect();
-        let json = serde_json::json!({"range": self.range.to_string(), "services": services});
         // Written aside and renamed, so a crash never leaves half a file.
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, format!("{json:#}\n")).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, self.json(allocations)).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
     }
 }
 
@@ -298,12 +410,13 @@ fn parse(bytes: &[u8]) -> Result<Allocations, String> {
 
 /// Passes every store state through `ips` into the returned channel (the index's input). The
 /// first state is assigned before returning, so the first answers already carry addresses.
-pub fn start(
+pub async fn start(
     mut ips: ServiceIps,
     mut states: watch::Receiver<Arc<State>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> (watch::Receiver<Arc<State>>, tokio::task::JoinHandle<()>) {
-    let first = ips.apply(&states.borrow_and_update().clone());
+    let state = states.borrow_and_update().clone();
+    let first = ips.apply_shared(&state).await;
     let (tx, rx) = watch::channel(first);
     let task = tokio::spawn(async move {
         loop {
@@ -312,7 +425,7 @@ pub fn start(
                 _ = shutdown.changed() => return,
             }
             let state = states.borrow_and_update().clone();
-            tx.send_replace(ips.apply(&state));
+            tx.send_replace(ips.apply_shared(&state).await);
         }
     });
     (rx, task)

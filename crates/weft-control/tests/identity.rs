@@ -1,6 +1,7 @@
 //! Identity over real sockets: register a workload (which returns its token), certify a CSR made
 //! with rcgen through the linkerd2-proxy-api Identity client, and check the leaf, the chain, the
-//! refusals and that tokens survive a restart.
+//! refusals, that tokens survive a restart, and that control planes sharing an etcd store
+//! share tokens.
 
 mod common;
 
@@ -317,6 +318,94 @@ async fn certify_refuses_foreign_tokens_other_identities_and_bad_csrs() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     cp.shutdown().await.unwrap();
+}
+
+/// Certifies until `accepted(result)` (bounded: another replica learns through its watch).
+async fn certify_until(
+    grpc: SocketAddr,
+    identity: &str,
+    token: &str,
+    what: &str,
+    accepted: impl Fn(&Result<linkerd2_proxy_api::identity::CertifyResponse, tonic::Status>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let result = certify(grpc, identity, token, csr_for(identity)).await;
+        if accepted(&result) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: still {result:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_etcd_share_tokens_and_revocations() {
+    let Some(etcd) = common::etcd::Etcd::start("tokens").await else {
+        return;
+    };
+    etcd.client()
+        .put(b"/weft/resources/services.yaml", SERVICES.as_bytes())
+        .await
+        .expect("put");
+    let unused = temp_dir("tokens-unused");
+    let replica = || {
+        common::start(weft_control::Config {
+            store: etcd.store("weft"),
+            ..common::config(&unused)
+        })
+    };
+    let (a, b) = (replica().await, replica().await);
+
+    // Issued through A, accepted by B.
+    let (identity, token) = register(a.api_addr, "web-1").await;
+    assert_eq!(identity, WEB_ID);
+    certify_until(b.grpc_addr, &identity, &token, "B accepts A's token", |r| {
+        r.is_ok()
+    })
+    .await;
+    let e = certify(b.grpc_addr, &identity, "weft-forged", csr_for(&identity))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+
+    // Rotated through B (the workload stays registered): A refuses the old token, takes the
+    // new one.
+    let refused = |r: &Result<_, tonic::Status>| matches!(r, Err(e) if e.code() == tonic::Code::Unauthenticated);
+    let (_, rotated) = register(b.api_addr, "web-1").await;
+    certify_until(
+        a.grpc_addr,
+        &identity,
+        &token,
+        "A refuses the rotated-out token",
+        refused,
+    )
+    .await;
+    certify_until(
+        a.grpc_addr,
+        &identity,
+        &rotated,
+        "A accepts B's new token",
+        |r| r.is_ok(),
+    )
+    .await;
+
+    // Revoked through B (deregistration), refused by A.
+    let (status, body) = http(b.api_addr, "DELETE", "/v1/workloads/default/web-1", "").await;
+    assert_eq!(status, 200, "{body}");
+    certify_until(
+        a.grpc_addr,
+        &identity,
+        &rotated,
+        "A refuses the revoked token",
+        refused,
+    )
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test]

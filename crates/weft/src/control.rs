@@ -12,14 +12,18 @@ use anyhow::Context as _;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     weft control --store ./store\n  \
+    weft control --store etcd://127.0.0.1:2379/weft\n  \
+    weft control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/weft/prod\n  \
     weft control --store ./store --identity-dir ./ca\n  \
     weft control --store ./store --prometheus-sd-file /var/lib/weft/targets.json\n  \
     weft control --store ./store --prometheus-url http://127.0.0.1:9090\n\n\
-    See docs/control-plane.md; Prometheus: docs/observability.md.")]
+    See docs/control-plane.md; etcd: docs/operations.md; Prometheus: docs/observability.md.")]
 pub struct ControlArgs {
-    /// Directory of resource YAML files (Service, ExternalWorkload); watched for changes.
-    #[arg(long, value_name = "DIR")]
-    pub store: PathBuf,
+    /// Where resources, registrations and identity tokens live: a directory of resource YAML
+    /// files (polled for changes), or `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` (keys under
+    /// PREFIX/resources/, watched; see docs/operations.md).
+    #[arg(long, value_name = "DIR|etcd://HOST:PORT[,...]/PREFIX")]
+    pub store: weft_control::store::Location,
     /// Address of the gRPC server (Destination, OutboundPolicies, InboundServerPolicies).
     #[arg(long, default_value = "127.0.0.1:8086", value_name = "ADDR")]
     pub grpc_addr: SocketAddr,
@@ -41,8 +45,8 @@ pub struct ControlArgs {
     #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
     pub cert_lifetime: Duration,
     /// Range that Services without a `spec.clusterIP` get one from (IPv4 `ADDRESS/PREFIX`).
-    /// Allocations are kept in `<store>/.allocations/service-ips.json`; a user-set clusterIP
-    /// always wins.
+    /// Allocations are kept in `<store>/.allocations/service-ips.json` (with an etcd store:
+    /// `PREFIX/allocations/service-ips`, shared by replicas); a user-set clusterIP always wins.
     #[arg(long, default_value = weft_control::service_ips::DEFAULT_SERVICE_CIDR, value_name = "CIDR")]
     pub service_cidr: weft_control::service_ips::ServiceCidr,
     /// Inbound policy of workload ports no Server selects, unless a Namespace or workload sets
@@ -81,7 +85,7 @@ type CidrList = Vec<weft_control::Cidr>;
 impl ControlArgs {
     pub fn config(&self) -> weft_control::Config {
         weft_control::Config {
-            store_dir: self.store.clone(),
+            store: self.store.clone(),
             grpc_addr: self.grpc_addr,
             api_addr: self.api_addr,
             cluster_domain: self.cluster_domain.clone(),
@@ -165,6 +169,25 @@ mod tests {
             .expect("a bad range is refused at startup")
             .to_string();
         assert!(bad.contains("did you mean 10.0.0.0/8?"), "{bad}");
+    }
+
+    #[test]
+    fn store_is_a_directory_or_an_etcd_address() {
+        use clap::Parser as _;
+        use weft_control::store::Location;
+        let w = Wrapper::try_parse_from(["x", "--store", "/s"]).expect("parse");
+        assert_eq!(w.control.config().store, Location::Dir(PathBuf::from("/s")));
+        let w = Wrapper::try_parse_from(["x", "--store", "etcd://127.0.0.1:2379,e2:2379/weft"])
+            .expect("parse");
+        let Location::Etcd(t) = w.control.config().store else {
+            panic!("not an etcd store")
+        };
+        assert_eq!((t.endpoints.len(), t.prefix.as_str()), (2, "/weft"));
+        let bad = Wrapper::try_parse_from(["x", "--store", "etcd://127.0.0.1:2379"])
+            .err()
+            .expect("an etcd store without a prefix is refused")
+            .to_string();
+        assert!(bad.contains("a key prefix is required"), "{bad}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! on ephemeral loopback ports, plain HTTP/1.1 requests to its API, and `Destination.Get` streams.
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod etcd;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +35,7 @@ pub fn temp_dir(test: &str) -> PathBuf {
 /// every 50 ms. Change fields before starting it with [`start`].
 pub fn config(store: &Path) -> weft_control::Config {
     weft_control::Config {
-        store_dir: store.to_path_buf(),
+        store: weft_control::store::Location::Dir(store.to_path_buf()),
         grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         poll_interval: Duration::from_millis(50),

@@ -408,7 +408,7 @@ async fn start_control(
 ) -> anyhow::Result<weft_control::Running> {
     let prometheus_url = prometheus.map(prometheus::Plan::url).transpose()?;
     weft_control::start(weft_control::Config {
-        store_dir: store.to_path_buf(),
+        store: weft_control::store::Location::Dir(store.to_path_buf()),
         grpc_addr: args.control_addr,
         api_addr: args.api_addr,
         cluster_domain: "cluster.local".into(),

@@ -15,16 +15,11 @@ fn store(test: &str) -> Store {
     std::fs::create_dir_all(dir.join(REGISTERED_DIR)).unwrap();
     Store {
         dir,
-        defaults: Defaults {
+        core: Core::new(Defaults {
             trust_domain: "cluster.local".into(),
             control_namespace: "weft".into(),
-        },
-        states_tx: watch::channel(Arc::new(State::default())).0,
-        status_tx: watch::channel(StoreStatus::default()).0,
+        }),
         cache: HashMap::new(),
-        fingerprint: None,
-        first_seen: HashMap::new(),
-        in_force: InForce::new(),
     }
 }
 
@@ -33,7 +28,8 @@ fn svc(name: &str, port: u32) -> String {
 }
 
 fn ports(s: &Store) -> Vec<(String, u16)> {
-    s.states_tx
+    s.core
+        .states_tx
         .borrow()
         .services
         .values()
@@ -54,7 +50,7 @@ fn documents_apply_one_by_one_across_loads() {
         &format!("{}---\n{}", svc("api", 81), svc("web", 80)),
     );
     assert!(s.load().is_empty());
-    assert_eq!(s.status_tx.borrow().generation, 1);
+    assert_eq!(s.core.status_tx.borrow().generation, 1);
 
     // A good and a bad document in one file: the good one applies, the bad one keeps its
     // last good version.
@@ -69,8 +65,8 @@ fn documents_apply_one_by_one_across_loads() {
         vec!["s.yaml: document 1: spec.ports[0].port: must be 1..65535, got 70000"]
     );
     assert_eq!(ports(&s), [("api".into(), 91), ("web".into(), 80)]);
-    assert_eq!(s.status_tx.borrow().errors, errors);
-    assert_eq!(s.status_tx.borrow().generation, 2);
+    assert_eq!(s.core.status_tx.borrow().errors, errors);
+    assert_eq!(s.core.status_tx.borrow().generation, 2);
 
     // Fixing it applies it and clears the errors.
     write(
@@ -80,7 +76,7 @@ fn documents_apply_one_by_one_across_loads() {
     );
     assert!(s.load().is_empty());
     assert_eq!(ports(&s), [("api".into(), 91), ("web".into(), 90)]);
-    assert!(s.status_tx.borrow().errors.is_empty());
+    assert!(s.core.status_tx.borrow().errors.is_empty());
 
     // Removing the file removes its documents.
     std::fs::remove_file(s.dir.join("s.yaml")).unwrap();
@@ -105,15 +101,15 @@ fn registration_is_applied_despite_an_unrelated_bad_file() {
         "spec": {"workloadIPs": [{"ip": "127.0.0.1"}]},
     });
     let crate::resource::Resource::Workload(w) =
-        crate::resource::validate_one(&doc, "request body", &s.defaults).unwrap()
+        crate::resource::validate_one(&doc, "request body", &s.core.defaults).unwrap()
     else {
         panic!("not a workload")
     };
     s.register(w.clone()).expect("registered");
     let key = ("default".to_string(), "web-1".to_string());
-    assert_eq!(s.states_tx.borrow().workloads.get(&key), Some(&w));
+    assert_eq!(s.core.states_tx.borrow().workloads.get(&key), Some(&w));
     assert_eq!(
-        s.status_tx.borrow().errors.len(),
+        s.core.status_tx.borrow().errors.len(),
         1,
         "the bad file is still reported"
     );
