@@ -433,31 +433,41 @@ async fn register(
         Err(errors) => return error(StatusCode::BAD_REQUEST, errors.join("; ")),
     };
     let identity = workload.server_name.clone();
-    let registered = workload.clone();
-    let key = (ns.to_string(), name.to_string());
+    if let Err(refused) = apply_workload(ctx, workload).await {
+        return refused;
+    }
+    // The token is issued only once the registration is in force, so it always names a
+    // workload the index knows.
+    match ctx.tokens.issue(ns, name).await {
+        Ok(token) => reply(
+            StatusCode::OK,
+            json!({"ok": true, "identity": identity, "token": token}),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("registered, but the identity token could not be stored: {e}"),
+        ),
+    }
+}
+
+/// Stores `workload` and waits until it is in force — served: the index has published it
+/// (Destination and policy answer with it), not only held by the store. The refusal as the
+/// answer to send otherwise.
+async fn apply_workload(
+    ctx: &Ctx,
+    workload: resource::ExternalWorkload,
+) -> Result<(), Response<Full<Bytes>>> {
+    let key = (workload.namespace.clone(), workload.name.clone());
+    let applied = workload.clone();
     let result = match ctx.store.register(workload).await {
-        // In force means served: the index has published it (Destination and policy answer
-        // with it), not only that the store holds it.
-        Ok(()) => in_index(ctx, |s| s.workloads.get(&key) == Some(&registered)).await,
+        Ok(()) => in_index(ctx, |s| s.workloads.get(&key) == Some(&applied)).await,
         Err(e) => Err(e),
     };
-    match result {
-        // The token is issued only once the registration is in force, so it always names a
-        // workload the index knows.
-        Ok(()) => match ctx.tokens.issue(ns, name).await {
-            Ok(token) => reply(
-                StatusCode::OK,
-                json!({"ok": true, "identity": identity, "token": token}),
-            ),
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("registered, but the identity token could not be stored: {e}"),
-            ),
-        },
-        Err(e @ StoreError::Rejected(_)) => error(StatusCode::BAD_REQUEST, e),
-        Err(e @ StoreError::NotApplied(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    result.map_err(|e| match e {
+        StoreError::Rejected(_) => error(StatusCode::BAD_REQUEST, e),
+        StoreError::NotApplied(_) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    })
 }
 
 /// `PUT /v1/workloads/{ns}/{name}/status`: replaces a registered workload's `status` (its
@@ -501,14 +511,8 @@ async fn set_status(
         ..current
     };
     let ready = updated.ready();
-    let result = match ctx.store.register(updated.clone()).await {
-        Ok(()) => in_index(ctx, |s| s.workloads.get(&key) == Some(&updated)).await,
-        Err(e) => Err(e),
-    };
-    match result {
+    match apply_workload(ctx, updated).await {
         Ok(()) => reply(StatusCode::OK, json!({"ok": true, "ready": ready})),
-        Err(e @ StoreError::Rejected(_)) => error(StatusCode::BAD_REQUEST, e),
-        Err(e @ StoreError::NotApplied(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(refused) => refused,
     }
 }

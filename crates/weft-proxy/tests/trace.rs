@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::ca::{Ca, Certifier};
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -13,7 +15,7 @@ use std::{
     path::PathBuf,
     pin::Pin,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -39,10 +41,6 @@ use opentelemetry_proto::tonic::{
     common::v1::any_value::Value,
     trace::v1::{span::SpanKind, status::StatusCode, Span},
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::mpsc,
@@ -57,36 +55,11 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const LIMIT: Duration = Duration::from_secs(15);
 
-/// The test CA; the control plane certifies every proxy with it.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    anchor_pem: String,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "root.weft.cluster.local");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let anchor = p.self_signed(&key).unwrap();
-        Ca {
-            anchor_pem: anchor.pem(),
-            issuer: Issuer::new(p, key),
-        }
-    }
-}
-
 /// The control plane: `Identity.Certify` for any name, and `Destination.Get` answering the
 /// server proxy's forward port (with its identity) for the service, "not meshed" otherwise.
 #[derive(Clone)]
 struct ControlPlane {
-    ca: Arc<Ca>,
+    certifier: Arc<Certifier>,
     server: Arc<Mutex<Option<SocketAddr>>>,
 }
 
@@ -96,30 +69,7 @@ impl Identity for ControlPlane {
         &self,
         req: tonic::Request<CertifyRequest>,
     ) -> Result<tonic::Response<CertifyResponse>, tonic::Status> {
-        let req = req.into_inner();
-        if req.token.trim_ascii() != TOKEN.as_bytes() {
-            return Err(tonic::Status::unauthenticated("bad token"));
-        }
-        let csr =
-            CertificateSigningRequestParams::from_der(&req.certificate_signing_request.into())
-                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-        let mut p = CertificateParams::default();
-        p.subject_alt_names = vec![SanType::DnsName(req.identity.as_str().try_into().unwrap())];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::minutes(1);
-        p.not_after = now + time::Duration::hours(1);
-        let leaf = p.signed_by(&csr.public_key, &self.ca.issuer).unwrap();
-        Ok(tonic::Response::new(CertifyResponse {
-            leaf_certificate: leaf.der().to_vec(),
-            intermediate_certificates: vec![],
-            valid_until: Some(prost_types::Timestamp::from(
-                SystemTime::now() + Duration::from_secs(3600),
-            )),
-        }))
+        self.certifier.certify(req).await
     }
 }
 
@@ -285,7 +235,7 @@ struct Mesh {
 async fn mesh(client_rate: &str, collector_addr: Option<SocketAddr>) -> Mesh {
     let ca = Arc::new(Ca::new());
     let cp = ControlPlane {
-        ca: ca.clone(),
+        certifier: Arc::new(Certifier::new(ca.clone(), TOKEN)),
         server: Arc::default(),
     };
     let cp_l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -15,11 +15,10 @@
 mod mtls_mesh;
 mod support;
 
-use std::time::Duration;
 
 use mtls_mesh::{control_identity, ControlOpts, IdentitySource};
-use support::{ChildProc, TempDir, SOON};
-use tokio::net::TcpStream;
+use support::capture::{contains, Capture};
+use support::{TempDir, SOON};
 use weft_proxy::config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,30 +42,13 @@ async fn certify_crosses_in_tls_and_a_capture_shows_no_token() {
     let id = IdentitySource::new(&control, &anchors);
     let grpc_port = control.grpc.port();
 
-    let all = tmp.path().join("grpc.pcap");
-    let mut cmd = tokio::process::Command::new(&tshark);
-    cmd.args(["-i", "lo", "-f"])
-        .arg(format!("tcp port {grpc_port}"))
-        .arg("-w")
-        .arg(&all)
-        .args(["-a", "duration:60"]);
-    support::set_pdeathsig(&mut cmd);
-    let mut capture = ChildProc::spawn("tshark", cmd, tmp.path());
-    support::eventually("tshark is capturing", SOON, || async {
-        capture
-            .stderr_tail(4000)
-            .contains("Capturing on")
-            .then_some(())
-    })
-    .await;
-    // "Capturing on" can precede the filter taking effect: poke the port until packets show up.
-    let header_len = std::fs::metadata(&all).map(|m| m.len()).unwrap_or(0);
-    support::eventually("tshark writes captured packets", SOON, || async {
-        drop(TcpStream::connect(control.grpc).await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let len = std::fs::metadata(&all).map(|m| m.len()).unwrap_or(0);
-        (len > header_len).then_some(())
-    })
+    let capture = Capture::start(
+        &tshark,
+        &format!("tcp port {grpc_port}"),
+        tmp.path(),
+        "grpc.pcap",
+        control.grpc,
+    )
     .await;
 
     // Every control-plane connection of this one is TLS.
@@ -85,14 +67,8 @@ async fn certify_crosses_in_tls_and_a_capture_shows_no_token() {
     let (secure_token, plain_token) = (token("secure"), token("plain"));
     assert!(secure_token.len() >= 16 && plain_token.len() >= 16);
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    capture.signal(libc::SIGINT);
-    assert!(
-        capture.wait(Duration::from_secs(20)).await.is_some(),
-        "tshark did not stop"
-    );
-    let raw = std::fs::read(&all).expect("read capture");
-    let contains = |needle: &str| raw.windows(needle.len()).any(|w| w == needle.as_bytes());
+    let raw = capture.stop().await;
+    let contains = |needle: &str| contains(&raw, needle.as_bytes());
     assert!(
         contains(plain_token.trim()),
         "the capture missed the plaintext sidecar's Certify call (it would miss a token)"

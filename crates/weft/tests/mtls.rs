@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use linkerd2_proxy_api::identity as id;
 use mtls_mesh::{identity_of, ControlOpts, IdentitySource};
 use support::apps::{tcp_echo, AbortOnDrop, EchoServer, GrpcServer, WsEchoServer};
+use support::capture::{contains, Capture};
 use support::clients::{
     empty, full, h2_request, proxy_request, tcp_roundtrip, websocket_echo, Reply, H1, H2,
 };
@@ -335,31 +336,13 @@ async fn a_packet_capture_shows_tls13_and_no_plaintext() {
     let mesh_port = mesh.server.forward_addr(mesh.echo.port()).port();
     let app_port = mesh.echo.port();
     let dir = support::TempDir::new("capture");
-    let all = dir.path().join("all.pcap");
-    let mut cmd = tokio::process::Command::new(&tshark);
-    cmd.args(["-i", "lo", "-f"])
-        .arg(format!("tcp port {mesh_port} or tcp port {app_port}"))
-        .arg("-w")
-        .arg(&all)
-        .args(["-a", "duration:60"]);
-    support::set_pdeathsig(&mut cmd);
-    let mut capture = ChildProc::spawn("tshark", cmd, dir.path());
-    support::eventually("tshark is capturing", SOON, || async {
-        capture
-            .stderr_tail(4000)
-            .contains("Capturing on")
-            .then_some(())
-    })
-    .await;
-    // "Capturing on" can precede the filter taking effect: poke the app port (plain connects,
-    // no payload) until packets show up in the file, so the mesh handshake below is captured.
-    let header_len = std::fs::metadata(&all).map(|m| m.len()).unwrap_or(0);
-    support::eventually("tshark writes captured packets", SOON, || async {
-        drop(TcpStream::connect(("127.0.0.1", app_port)).await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let len = std::fs::metadata(&all).map(|m| m.len()).unwrap_or(0);
-        (len > header_len).then_some(())
-    })
+    let capture = Capture::start(
+        &tshark,
+        &format!("tcp port {mesh_port} or tcp port {app_port}"),
+        dir.path(),
+        "all.pcap",
+        ([127, 0, 0, 1], app_port).into(),
+    )
     .await;
 
     let marker = "weft-capture-marker-7f3a9c";
@@ -392,13 +375,8 @@ async fn a_packet_capture_shows_tls13_and_no_plaintext() {
     .expect("h2 body");
     assert_eq!(reply.status, 200);
 
-    // Let the last segments be written, then stop the capture cleanly.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    capture.signal(libc::SIGINT);
-    assert!(
-        capture.wait(Duration::from_secs(20)).await.is_some(),
-        "tshark did not stop"
-    );
+    let all = capture.file.clone();
+    let raw_all = capture.stop().await;
 
     // The mesh leg alone.
     let mesh_only = dir.path().join("mesh.pcap");
@@ -410,9 +388,8 @@ async fn a_packet_capture_shows_tls13_and_no_plaintext() {
         .output()
         .expect("tshark -r");
     assert!(filter.status.success(), "{filter:?}");
-    let raw_all = std::fs::read(&all).expect("read capture");
     let raw_mesh = std::fs::read(&mesh_only).expect("read mesh capture");
-    let contains = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker.as_bytes());
+    let contains = |hay: &[u8]| contains(hay, marker.as_bytes());
     assert!(
         contains(&raw_all),
         "the capture missed the plaintext app leg"

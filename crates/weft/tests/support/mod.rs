@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod capture;
 pub mod clients;
 pub mod cluster;
 pub mod load;
