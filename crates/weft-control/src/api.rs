@@ -7,8 +7,9 @@
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
-use crate::ca_reload::Ledger;
+use crate::ca_reload::{Ledger, Records};
 use crate::index::Index;
+use crate::leader::Leadership;
 use crate::resource::{self, Defaults, Resource};
 use crate::rotation;
 use crate::store::{StoreError, StoreHandle};
@@ -58,6 +59,10 @@ pub struct Ctx {
     /// The CA in force (it changes when the identity directory does).
     pub ca: watch::Receiver<Arc<Ca>>,
     pub ledger: Ledger,
+    /// Where every control plane's ledger is kept (`None`: an ephemeral CA, this process only).
+    pub records: Option<Records>,
+    /// Which replica leads (with the etcd store; otherwise always this one).
+    pub leader: tokio::sync::watch::Receiver<Leadership>,
     pub identity_dir: Option<PathBuf>,
     /// The proxies' scraped metrics (`GET /v1/stat/...`, `/v1/edges`, `/v1/routes`).
     pub telemetry: Telemetry,
@@ -189,14 +194,18 @@ async fn handle(
                 )
             }
         }
-        (Method::GET, ["v1", "store"]) => reply(StatusCode::OK, json!(ctx.store.status())),
+        (Method::GET, ["v1", "store"]) => {
+            let mut status = json!(ctx.store.status());
+            status["leader"] = json!(*ctx.leader.borrow());
+            reply(StatusCode::OK, status)
+        }
         (Method::GET, ["v1", "check"]) => {
             let ca = ctx.ca.borrow().clone();
             let state = ctx.index.state();
             let report = check::run(&ctx.store.status(), &ca, &state, ctx.grpc_addr).await;
             reply(StatusCode::OK, json!(report))
         }
-        (Method::GET, ["v1", "identity", "status"]) => identity_status(&ctx),
+        (Method::GET, ["v1", "identity", "status"]) => identity_status(&ctx).await,
         (Method::GET, ["v1", "identity", "trust-anchors"]) => {
             let pem = ctx.ca.borrow().trust_anchors_pem().to_string();
             let mut rsp = Response::new(Full::new(Bytes::from(pem)));
@@ -333,8 +342,9 @@ async fn handle(
 }
 
 /// The CA this control plane issues from, the rotation stage of its directory, and the leaves
-/// it issued per anchor (this process only; `weft identity status --dir` sums every ledger).
-fn identity_status(ctx: &Ctx) -> Response<Full<Bytes>> {
+/// issued per anchor by every control plane that keeps its ledger where this one does (with
+/// the etcd store: every replica), this one's own counted from memory.
+async fn identity_status(ctx: &Ctx) -> Response<Full<Bytes>> {
     let ca = ctx.ca.borrow().clone();
     let state = match ctx.identity_dir.as_deref().map(rotation::read_state) {
         Some(Ok(s)) => s,
@@ -342,13 +352,20 @@ fn identity_status(ctx: &Ctx) -> Response<Full<Bytes>> {
         None => None,
     };
     let now = crate::clock::unix_now();
-    let leaves = ctx.ledger.live(now);
-    let own = ctx.ledger.snapshot(now);
-    let cps = vec![rotation::ControlPlaneStatus {
-        instance: own.instance,
-        issuing_anchor: ca.issuer_anchor().to_string(),
-        updated: now,
-    }];
+    let mut own = ctx.ledger.snapshot(now);
+    own.issuing_anchor = ca.issuer_anchor().to_string();
+    let mut ledgers = match &ctx.records {
+        Some(records) => match records.read_all().await {
+            Ok(all) => all,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        },
+        None => Vec::new(),
+    };
+    ledgers.retain(|l| l.instance != own.instance);
+    ledgers.push(own);
+    ledgers.sort_by(|a, b| a.instance.cmp(&b.instance));
+    let leaves = rotation::live_leaves(&ledgers, now);
+    let cps = rotation::control_planes(&ledgers);
     let status = rotation::status_of(&ca, ctx.identity_dir.as_deref(), state, &leaves, cps);
     reply(StatusCode::OK, json!(status))
 }

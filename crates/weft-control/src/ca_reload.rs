@@ -8,9 +8,12 @@
 //!   like at start, and published to `Identity.Certify` and the API on a `watch` channel. A
 //!   directory that does not load keeps the current CA in force (logged once per bad content).
 //! - [`Ledger`]: live leaves per anchor fingerprint, as a multiset of expiry seconds (expired
-//!   ones are dropped). Written to `DIR/issued/<instance>.json` whenever it changed; every control
-//!   plane has its own file, and a restarted one starts a new file while the old one still counts
-//!   until its leaves expire. Without a CA directory the ledger lives only in memory (status).
+//!   ones are dropped). Written ([`keep_records`]) whenever it changed to `DIR/issued/<instance>.json`,
+//!   or with the etcd store to `PREFIX/identity/issued/<instance>` ([`Records`]), so replicas on
+//!   other machines see each other's leaves; every control plane has its own record, and a
+//!   restarted one starts a new one while the old one still counts until its leaves expire.
+//!   Records whose leaves have all expired are pruned (file store: at start; etcd: by the
+//!   leader, [`crate::leader`]). Without a CA directory the ledger lives only in memory (status).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,12 +25,112 @@ use tokio::sync::watch;
 
 use crate::ca::{self, Ca};
 use crate::clock::unix_now;
-use crate::files::write_atomic;
+use crate::etcd::{Client, Target};
+use crate::files::{write_atomic, WriteError};
+use crate::leader::Leadership;
 
 /// How often the CA directory is checked for changes (and the ledger written when it changed).
 pub const CA_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Ledgers live in `DIR/issued/`.
 pub const LEDGER_DIR: &str = "issued";
+/// With the etcd store: `DIR/issued/store` holds the store's address, so `weft identity`
+/// reads the ledgers from there.
+pub const STORE_POINTER: &str = "store";
+/// With the etcd store, ledgers are the keys under `PREFIX/identity/issued/`.
+pub const ETCD_LEDGERS: &str = "identity/issued/";
+/// How often the leader prunes the records of control planes whose leaves have all expired.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where the ledgers of issued leaves are kept.
+#[derive(Clone)]
+pub enum Records {
+    /// `DIR/issued/<instance>.json`.
+    Dir(PathBuf),
+    /// `PREFIX/identity/issued/<instance>` in the etcd store.
+    Etcd { client: Client, target: Target },
+}
+
+impl Records {
+    /// The etcd records, and `dir/issued/store` naming them for `weft identity`.
+    pub fn etcd(dir: &Path, client: Client, target: Target) -> Result<Records, WriteError> {
+        let ledger_dir = dir.join(LEDGER_DIR);
+        std::fs::create_dir_all(&ledger_dir).map_err(|source| WriteError {
+            path: ledger_dir.clone(),
+            source,
+        })?;
+        let pointer = ledger_dir.join(STORE_POINTER);
+        write_atomic(&pointer, format!("{target}\n").as_bytes(), false)?;
+        Ok(Records::Etcd { client, target })
+    }
+
+    fn etcd_key(target: &Target, instance: &str) -> Vec<u8> {
+        target.key(&format!("{ETCD_LEDGERS}{instance}"))
+    }
+
+    /// Every control plane's ledger, sorted by instance.
+    pub async fn read_all(&self) -> Result<Vec<LedgerFile>, String> {
+        let mut out = match self {
+            Records::Dir(dir) => read_dir_ledgers(dir),
+            Records::Etcd { client, target } => {
+                let (kvs, _) = client
+                    .list(&target.key(ETCD_LEDGERS))
+                    .await
+                    .map_err(|e| format!("reading the issuance records: {e}"))?;
+                kvs.iter()
+                    .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+                    .collect()
+            }
+        };
+        out.sort_by(|a: &LedgerFile, b| a.instance.cmp(&b.instance));
+        Ok(out)
+    }
+
+    async fn write(&self, file: &LedgerFile) -> Result<(), String> {
+        let text = serde_json::to_string(file).unwrap_or_default();
+        match self {
+            Records::Dir(dir) => {
+                let ledger_dir = dir.join(LEDGER_DIR);
+                let path = ledger_dir.join(format!("{}.json", file.instance));
+                std::fs::create_dir_all(&ledger_dir)
+                    .map_err(|e| format!("{}: {e}", ledger_dir.display()))?;
+                write_atomic(&path, text.as_bytes(), false).map_err(|e| e.to_string())
+            }
+            Records::Etcd { client, target } => client
+                .put(&Records::etcd_key(target, &file.instance), text.as_bytes())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Removes other control planes' records whose leaves have all expired (they can no
+    /// longer hold an anchor back).
+    async fn prune(&self, own_instance: &str) {
+        let now = unix_now();
+        let spent = |f: &LedgerFile| {
+            f.instance != own_instance
+                && !f.anchors.values().any(|e| LeafCount::of(e, now).live > 0)
+        };
+        match self {
+            Records::Dir(dir) => prune_ledgers(dir, own_instance),
+            Records::Etcd { client, target } => {
+                let Ok((kvs, _)) = client.list(&target.key(ETCD_LEDGERS)).await else {
+                    return;
+                };
+                for kv in kvs {
+                    let Ok(file) = serde_json::from_slice::<LedgerFile>(&kv.value) else {
+                        continue;
+                    };
+                    if spent(&file) {
+                        // Only if nobody rewrote it meanwhile (a restarted instance never
+                        // reuses a name, but be exact).
+                        let _ = client.swap(&kv.key, kv.mod_revision, None).await;
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Live leaves under one anchor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,10 +160,27 @@ impl LeafCount {
     }
 }
 
+/// `cp-<host>-<pid>-<start unix seconds>-<random>`: unique among replicas on several machines
+/// (and in one process, as tests run them), and new for each start (a restarted control
+/// plane's old leaves keep counting under its old name).
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let host = if host.is_empty() { "host".into() } else { host };
+    let mut random = [0u8; 3];
+    ca::fill_random(&mut random);
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cp-{host}-{}-{}-{random}", std::process::id(), unix_now())
+}
+
 /// One control plane's ledger file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerFile {
-    /// `cp-<pid>-<start unix>`.
+    /// See [`instance_name`].
     pub instance: String,
     /// Fingerprint of the anchor it issued under when it wrote this.
     pub issuing_anchor: String,
@@ -88,7 +208,7 @@ impl Ledger {
     pub fn new(issuing_anchor: &str) -> Ledger {
         Ledger {
             inner: Arc::new(Mutex::new(LedgerInner {
-                instance: format!("cp-{}-{}", std::process::id(), unix_now()),
+                instance: instance_name(),
                 issuing_anchor: issuing_anchor.to_string(),
                 anchors: BTreeMap::new(),
                 dirty: true,
@@ -153,47 +273,96 @@ impl Ledger {
             .collect()
     }
 
-    /// Writes the ledger into `dir/issued/` if it changed since the last write.
-    pub fn flush(&self, dir: &Path) {
+    /// Writes the ledger to `records` if it changed since the last write.
+    pub async fn flush(&self, records: &Records) {
         if !std::mem::take(&mut self.lock().dirty) {
             return;
         }
         let file = self.snapshot(unix_now());
-        let ledger_dir = dir.join(LEDGER_DIR);
-        let path = ledger_dir.join(format!("{}.json", file.instance));
-        let written = std::fs::create_dir_all(&ledger_dir)
-            .map_err(|e| format!("{}: {e}", ledger_dir.display()))
-            .and_then(|()| {
-                let text = serde_json::to_string(&file).unwrap_or_default();
-                write_atomic(&path, text.as_bytes(), false).map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            // Retried on the next change; `retire` refuses while nothing is recorded.
+        if let Err(e) = records.write(&file).await {
+            // Retried on the next tick; `retire` refuses while nothing is recorded.
             self.lock().dirty = true;
             tracing::warn!(error = %e, "cannot write the ledger of issued certificates");
         }
     }
 }
 
-/// Every ledger file in `dir/issued/` (unreadable ones are skipped: they are either being
+/// Writes the ledger every [`CA_RELOAD_INTERVAL`] when it changed, and prunes spent records:
+/// at start in a directory, every [`PRUNE_INTERVAL`] while this replica leads on etcd.
+pub async fn keep_records(
+    ledger: Ledger,
+    records: Records,
+    mut leader: tokio::sync::watch::Receiver<Leadership>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let own = ledger.instance();
+    if let Records::Dir(_) = records {
+        records.prune(&own).await;
+    }
+    let mut tick = tokio::time::interval(CA_RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            // A new leader prunes at once.
+            Ok(()) = leader.changed() => pruned = None,
+            _ = shutdown.changed() => break,
+        }
+        ledger.flush(&records).await;
+        let leads = leader.borrow().this_replica;
+        if leads
+            && matches!(records, Records::Etcd { .. })
+            && pruned.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL)
+        {
+            records.prune(&own).await;
+            pruned = Some(tokio::time::Instant::now());
+        }
+    }
+    ledger.flush(&records).await;
+}
+
+/// Every control plane's ledger for the CA in `dir`: from the etcd store `dir/issued/store`
+/// names, or the files in `dir/issued/`.
+pub fn read_ledgers(dir: &Path) -> Result<Vec<LedgerFile>, String> {
+    let pointer = dir.join(LEDGER_DIR).join(STORE_POINTER);
+    let Ok(text) = std::fs::read_to_string(&pointer) else {
+        return Ok(read_dir_ledgers(dir));
+    };
+    let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", pointer.display());
+    let target = Target::parse(text.trim()).map_err(|e| bad(&e))?;
+    let client = Client::new(&target.endpoints).map_err(|e| bad(&e))?;
+    let records = Records::Etcd { client, target };
+    // Callers are synchronous (the CLI, possibly inside a runtime): one thread, one runtime.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(records.read_all())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("reading the issuance records panicked".into()))
+    })
+}
+
+/// The ledger files in `dir/issued/` (unreadable ones are skipped: they are either being
 /// replaced, which is atomic, or not ours).
-pub fn read_ledgers(dir: &Path) -> Vec<LedgerFile> {
+fn read_dir_ledgers(dir: &Path) -> Vec<LedgerFile> {
     let Ok(entries) = std::fs::read_dir(dir.join(LEDGER_DIR)) else {
         return Vec::new();
     };
-    let mut out: Vec<LedgerFile> = entries
+    entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .filter_map(|text| serde_json::from_str(&text).ok())
-        .collect();
-    out.sort_by(|a, b| a.instance.cmp(&b.instance));
-    out
+        .collect()
 }
 
-/// Removes other control planes' ledgers whose leaves have all expired (they can no longer
-/// hold an anchor back). Called once at start.
-pub fn prune_ledgers(dir: &Path, own_instance: &str) {
+/// Removes other control planes' ledger files whose leaves have all expired.
+fn prune_ledgers(dir: &Path, own_instance: &str) {
     let now = unix_now();
     let Ok(entries) = std::fs::read_dir(dir.join(LEDGER_DIR)) else {
         return;
@@ -247,7 +416,7 @@ fn read_files(dir: &Path) -> Result<Snapshot, String> {
 }
 
 /// Follows `dir` until `shutdown` changes: publishes every CA that loads from a stable change on
-/// `tx`, and writes the ledger. Runs only with `--identity-dir`.
+/// `tx` and tells the ledger. Runs only with `--identity-dir`.
 pub async fn run(
     dir: PathBuf,
     lifetime: Duration,
@@ -255,7 +424,6 @@ pub async fn run(
     ledger: Ledger,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    prune_ledgers(&dir, &ledger.instance());
     // What is in force is what `start` loaded from these files (a change in between is seen as
     // a change on the first poll).
     let mut loaded = read_files(&dir).map(|s| s.digest).unwrap_or_default();
@@ -313,7 +481,5 @@ pub async fn run(
                 }
             }
         }
-        ledger.flush(&dir);
     }
-    ledger.flush(&dir);
 }

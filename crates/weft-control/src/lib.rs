@@ -22,6 +22,7 @@ pub mod etcd;
 pub mod files;
 pub mod grpc;
 pub mod index;
+pub mod leader;
 pub mod own_cert;
 pub mod resource;
 pub mod rotation;
@@ -235,7 +236,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let api_addr = local(&api_listener, config.api_addr)?;
 
     let mut tasks = Vec::new();
-    let (store, tokens, ips) = match &config.store {
+    let instance = ledger.instance();
+    let (store, tokens, ips, records, leader) = match &config.store {
         store::Location::Dir(dir) => {
             let (store, task) = store::files::start(
                 dir.clone(),
@@ -245,7 +247,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             )?;
             tasks.push(task);
             let ips = service_ips::ServiceIps::load(dir, config.service_cidr)?;
-            (store, tokens::Tokens::load(dir), ips)
+            let records = config.identity_dir.clone().map(ca_reload::Records::Dir);
+            let leader = leader::alone(&instance);
+            (store, tokens::Tokens::load(dir), ips, records, leader)
         }
         store::Location::Etcd(target) => {
             let client = etcd::Client::new(&target.endpoints).map_err(store::StoreError::from)?;
@@ -261,10 +265,50 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             let (tokens, task) =
                 tokens::Tokens::etcd(client.clone(), target, shutdown_rx.clone()).await?;
             tasks.push(task);
+            let (leader, task) = leader::start(
+                client.clone(),
+                target,
+                instance.clone(),
+                shutdown_rx.clone(),
+            );
+            tasks.push(task);
+            tasks.push(tokio::spawn(store::status::run(
+                client.clone(),
+                target.clone(),
+                store.statuses(),
+                leader.clone(),
+                shutdown_rx.clone(),
+            )));
+            let records = match &config.identity_dir {
+                Some(dir) => Some(
+                    ca_reload::Records::etcd(dir, client.clone(), target.clone()).map_err(|e| {
+                        store::StoreError::Io {
+                            path: e.path,
+                            source: e.source,
+                        }
+                    })?,
+                ),
+                None => {
+                    tracing::warn!(
+                        "the etcd store without --identity-dir: this replica issues from a CA of \
+                         its own, which proxies certified by another replica do not trust; give \
+                         every replica the same --identity-dir"
+                    );
+                    None
+                }
+            };
             let ips = service_ips::ServiceIps::etcd(config.service_cidr, client, target);
-            (store, tokens, ips)
+            (store, tokens, ips, records, leader)
         }
     };
+    if let Some(records) = &records {
+        tasks.push(tokio::spawn(ca_reload::keep_records(
+            ledger.clone(),
+            records.clone(),
+            leader.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     let index = index::Index::with_defaults(
         &config.cluster_domain,
         index::InboundDefaults {
@@ -310,6 +354,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             tokens: tokens.clone(),
             ca: ca_rx.clone(),
             ledger: ledger.clone(),
+            records,
+            leader,
             identity_dir: config.identity_dir.clone(),
             telemetry,
             prometheus: config.prometheus_url.clone(),

@@ -111,6 +111,9 @@ pub enum RotationError {
         dir.display(), ca_reload::LEDGER_DIR
     )]
     NoLedger { dir: PathBuf },
+    /// The ledgers live in an etcd store (`DIR/issued/store`) that did not answer.
+    #[error("{0}")]
+    Ledgers(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RotationError + '_ {
@@ -366,7 +369,7 @@ pub fn retire(dir: &Path, force: bool) -> Result<StageDone, RotationError> {
     })?;
     let now = unix_now();
     if !force {
-        let ledgers = ca_reload::read_ledgers(dir);
+        let ledgers = ca_reload::read_ledgers(dir).map_err(RotationError::Ledgers)?;
         if ledgers.is_empty() {
             return Err(RotationError::NoLedger {
                 dir: dir.to_path_buf(),
@@ -484,6 +487,18 @@ pub struct ControlPlaneStatus {
     pub updated: i64,
 }
 
+/// One entry per ledger.
+pub fn control_planes(ledgers: &[LedgerFile]) -> Vec<ControlPlaneStatus> {
+    ledgers
+        .iter()
+        .map(|l| ControlPlaneStatus {
+            instance: l.instance.clone(),
+            issuing_anchor: l.issuing_anchor.clone(),
+            updated: l.updated,
+        })
+        .collect()
+}
+
 /// Status of `ca` (what a control plane loaded, or what `dir` holds) with these leaves.
 pub fn status_of(
     ca: &Ca,
@@ -567,16 +582,9 @@ pub fn status_of(
 pub fn status(dir: &Path) -> Result<Status, RotationError> {
     let ca = Ca::load(dir, ca::DEFAULT_CERT_LIFETIME)?;
     let state = read_state(dir)?;
-    let ledgers = ca_reload::read_ledgers(dir);
+    let ledgers = ca_reload::read_ledgers(dir).map_err(RotationError::Ledgers)?;
     let leaves = live_leaves(&ledgers, unix_now());
-    let cps = ledgers
-        .iter()
-        .map(|l| ControlPlaneStatus {
-            instance: l.instance.clone(),
-            issuing_anchor: l.issuing_anchor.clone(),
-            updated: l.updated,
-        })
-        .collect();
+    let cps = control_planes(&ledgers);
     Ok(status_of(&ca, Some(dir), state, &leaves, cps))
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::ca_reload::Ledger;
+use crate::ca_reload::{Ledger, Records};
 use std::time::SystemTime;
 
 fn init(tag: &str) -> PathBuf {
@@ -31,8 +31,8 @@ fn pem_encoding_round_trips() {
     }
 }
 
-#[test]
-fn a_full_rotation_moves_the_bundle_and_the_issuer_through_each_stage() {
+#[tokio::test]
+async fn a_full_rotation_moves_the_bundle_and_the_issuer_through_each_stage() {
     let dir = init("full");
     let old = anchors_in_bundle(&dir);
     assert_eq!(status(&dir).expect("status").stage, Stage::None);
@@ -77,7 +77,7 @@ fn a_full_rotation_moves_the_bundle_and_the_issuer_through_each_stage() {
     let ledger = Ledger::new(&a.new_anchor);
     ledger.record(&old[0], SystemTime::now() + Duration::from_secs(3600));
     ledger.record(&a.new_anchor, SystemTime::now() + Duration::from_secs(3600));
-    ledger.flush(&dir);
+    ledger.flush(&Records::Dir(dir.clone())).await;
     let e = retire(&dir, false).expect_err("live leaves");
     assert!(
         matches!(e, RotationError::LiveLeaves { live: 1, .. }),
@@ -97,7 +97,7 @@ fn a_full_rotation_moves_the_bundle_and_the_issuer_through_each_stage() {
     std::fs::remove_dir_all(dir.join(ca_reload::LEDGER_DIR)).expect("rm ledger");
     let ledger = Ledger::new(&a.new_anchor);
     ledger.record(&a.new_anchor, SystemTime::now() + Duration::from_secs(3600));
-    ledger.flush(&dir);
+    ledger.flush(&Records::Dir(dir.clone())).await;
     let e = retire(&dir, false).expect_err("settling");
     assert!(matches!(e, RotationError::Settling { .. }), "{e}");
     let mut state = read_state(&dir).expect("state").expect("some");

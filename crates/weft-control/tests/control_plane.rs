@@ -207,7 +207,18 @@ async fn a_200_means_destination_already_serves_the_change() {
 async fn bad_document_keeps_the_last_good_state() {
     let dir = temp_store("bad-yaml");
     let cp = start(&dir).await;
-    let (_, status) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
+    let (_, mut status) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
+    // The file store: this control plane is its own leader.
+    let leader = status
+        .as_object_mut()
+        .unwrap()
+        .remove("leader")
+        .expect("leader");
+    assert_eq!(leader["this_replica"], true, "{leader}");
+    assert!(
+        leader["leader"].as_str().unwrap().starts_with("cp-"),
+        "{leader}"
+    );
     assert_eq!(
         status,
         serde_json::json!({"generation": 1, "services": 1, "workloads": 1, "routes": [], "policies": [], "errors": []})

@@ -295,6 +295,7 @@ impl Client {
                 PutRequest {
                     key: key.to_vec(),
                     value: value.to_vec(),
+                    lease: 0,
                 },
             )
             .await?;
@@ -324,10 +325,23 @@ impl Client {
         expected: i64,
         value: Option<&[u8]>,
     ) -> Result<Option<i64>, Error> {
+        self.swap_leased(key, expected, value, 0).await
+    }
+
+    /// [`Client::swap`], the written key attached to `lease` (0: none): it disappears when the
+    /// lease ends.
+    pub async fn swap_leased(
+        &self,
+        key: &[u8],
+        expected: i64,
+        value: Option<&[u8]>,
+        lease: i64,
+    ) -> Result<Option<i64>, Error> {
         let op = match value {
             Some(v) => Request::Put(PutRequest {
                 key: key.to_vec(),
                 value: v.to_vec(),
+                lease,
             }),
             None => Request::DeleteRange(DeleteRangeRequest {
                 key: key.to_vec(),
@@ -352,6 +366,83 @@ impl Client {
         Ok(resp
             .succeeded
             .then(|| ResponseHeader::revision_of(&resp.header)))
+    }
+
+    /// A new lease of `ttl`; returns its id and the TTL etcd granted (seconds).
+    pub async fn grant(&self, ttl: Duration) -> Result<(i64, i64), Error> {
+        let resp: proto::LeaseGrantResponse = self
+            .unary(
+                proto::LEASE_GRANT,
+                proto::LeaseGrantRequest {
+                    ttl: ttl.as_secs().max(1) as i64,
+                    id: 0,
+                },
+            )
+            .await?;
+        if !resp.error.is_empty() {
+            return Err(Error::Rejected {
+                endpoint: self.endpoints(),
+                msg: resp.error,
+            });
+        }
+        Ok((resp.id, resp.ttl))
+    }
+
+    /// Refreshes a lease once; returns the TTL left (0: the lease has expired or was revoked).
+    /// etcd's keep-alive is a stream; one request and its answer on a fresh stream is enough
+    /// at the rate a leader refreshes (every third of the TTL).
+    pub async fn keep_alive(&self, lease: i64) -> Result<i64, Error> {
+        let i = self.inner.current.load(Ordering::Relaxed);
+        let endpoint = self.inner.endpoints[i].clone();
+        let failed = |msg: String| Error::Unreachable {
+            endpoints: endpoint.clone(),
+            msg,
+        };
+        let call = async {
+            let mut grpc = tonic::client::Grpc::new(self.inner.channels[i].clone());
+            grpc.ready()
+                .await
+                .map_err(|e| failed(format!("connecting: {e}")))?;
+            let codec = tonic_prost::ProstCodec::<
+                proto::LeaseKeepAliveRequest,
+                proto::LeaseKeepAliveResponse,
+            >::default();
+            let path = http::uri::PathAndQuery::from_static(proto::LEASE_KEEP_ALIVE);
+            let request = tokio_stream::once(proto::LeaseKeepAliveRequest { id: lease });
+            let mut responses = grpc
+                .streaming(tonic::Request::new(request), path, codec)
+                .await
+                .map_err(|s| failed(describe(&s)))?
+                .into_inner();
+            match responses.message().await {
+                Ok(Some(r)) => Ok(r.ttl),
+                Ok(None) => Err(failed("keep-alive stream closed without an answer".into())),
+                Err(s) => Err(failed(describe(&s))),
+            }
+        };
+        let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(result) => result,
+            Err(_) => Err(failed(format!("no answer within {CALL_TIMEOUT:?}"))),
+        };
+        if result.is_err() {
+            // The next call starts on another member.
+            let n = self.inner.channels.len();
+            let _ = self.inner.current.compare_exchange(
+                i,
+                (i + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        result
+    }
+
+    /// Ends a lease now: every key attached to it is deleted.
+    pub async fn revoke(&self, lease: i64) -> Result<(), Error> {
+        let _: proto::LeaseRevokeResponse = self
+            .unary(proto::LEASE_REVOKE, proto::LeaseRevokeRequest { id: lease })
+            .await?;
+        Ok(())
     }
 
     /// Discards every revision before `revision` (what operators schedule, and how tests make

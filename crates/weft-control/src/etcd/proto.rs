@@ -9,6 +9,9 @@ pub const DELETE_RANGE: &str = "/etcdserverpb.KV/DeleteRange";
 pub const TXN: &str = "/etcdserverpb.KV/Txn";
 pub const COMPACT: &str = "/etcdserverpb.KV/Compact";
 pub const WATCH: &str = "/etcdserverpb.Watch/Watch";
+pub const LEASE_GRANT: &str = "/etcdserverpb.Lease/LeaseGrant";
+pub const LEASE_REVOKE: &str = "/etcdserverpb.Lease/LeaseRevoke";
+pub const LEASE_KEEP_ALIVE: &str = "/etcdserverpb.Lease/LeaseKeepAlive";
 
 /// `etcdserverpb.ResponseHeader`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -87,6 +90,9 @@ pub struct PutRequest {
     pub key: Vec<u8>,
     #[prost(bytes = "vec", tag = "2")]
     pub value: Vec<u8>,
+    /// The lease the key is attached to (deleted when the lease ends); 0: none.
+    #[prost(int64, tag = "3")]
+    pub lease: i64,
 }
 
 /// `etcdserverpb.PutResponse`.
@@ -238,6 +244,60 @@ pub struct WatchResponse {
     pub cancel_reason: String,
     #[prost(message, repeated, tag = "11")]
     pub events: Vec<Event>,
+}
+
+/// `etcdserverpb.LeaseGrantRequest` (`id` 0: etcd picks one).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantRequest {
+    #[prost(int64, tag = "1")]
+    pub ttl: i64,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseGrantResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseGrantResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
+    #[prost(string, tag = "4")]
+    pub error: String,
+}
+
+/// `etcdserverpb.LeaseRevokeRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseRevokeRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseRevokeResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseRevokeResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+}
+
+/// `etcdserverpb.LeaseKeepAliveRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+
+/// `etcdserverpb.LeaseKeepAliveResponse` (`ttl` 0: the lease is gone).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseKeepAliveResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(int64, tag = "2")]
+    pub id: i64,
+    #[prost(int64, tag = "3")]
+    pub ttl: i64,
 }
 
 impl ResponseHeader {

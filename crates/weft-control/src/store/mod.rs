@@ -10,6 +10,7 @@
 
 pub mod etcd;
 pub mod files;
+pub mod status;
 
 use crate::documents::{self, DocKey, InForce, ParsedFile};
 use crate::index::{PolicyStatus, RouteStatus};
@@ -127,6 +128,11 @@ impl StoreHandle {
 
     pub fn states(&self) -> watch::Receiver<Arc<State>> {
         self.states.clone()
+    }
+
+    /// [`StoreHandle::status`], as it changes.
+    pub fn statuses(&self) -> watch::Receiver<StoreStatus> {
+        self.status.clone()
     }
 
     /// Persists a workload (a file under `.registered/`, a key under `PREFIX/registered/`)

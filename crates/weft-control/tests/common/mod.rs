@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod etcd;
+pub mod identity;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
