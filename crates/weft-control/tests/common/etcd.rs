@@ -1,6 +1,8 @@
 //! A real etcd for a test: `/usr/bin/etcd` (Debian's `etcd-server`) on free loopback ports with
 //! a temporary data directory, killed and removed on drop. Kill and restart it (same ports, same
 //! data) to see what the control plane does while it is gone.
+//!
+//! Self-contained: the `weft` crate's tests include this file too (`#[path]`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +13,16 @@ pub struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+}
+
+/// A fresh directory for one etcd's data and log.
+fn data_dir(test: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("weft-etcd-{test}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create etcd temp dir");
+    dir
 }
 
 /// A port nothing listens on now (the listener is closed again before etcd binds it).
@@ -31,7 +43,7 @@ impl Etcd {
         }
         let mut etcd = Etcd {
             child: None,
-            dir: super::temp_dir(&format!("etcd-{test}")),
+            dir: data_dir(test),
             client_port: free_port(),
             peer_port: free_port(),
         };

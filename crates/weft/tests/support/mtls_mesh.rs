@@ -232,6 +232,42 @@ pub async fn server(
     proxy
 }
 
+/// A meshed server like [`server`], but registered `Ready=False` (no endpoint yet: `weft run`'s
+/// order); its sidecar is certified and ready when this returns. [`set_ready`] makes it an
+/// endpoint.
+pub async fn server_not_ready(
+    control: &Control,
+    id: &IdentitySource<'_>,
+    dir: &Path,
+    name: &str,
+    app: &str,
+    apps: &[(&str, u16)],
+    customize: impl FnOnce(ProxySpec) -> ProxySpec,
+) -> Proxy {
+    let spec = ProxySpec::new(name, control.grpc).forward(&app_ports(apps));
+    let proxy = spawn_unready(customize(with_identity(spec, name, dir, id)), name, dir).await;
+    let mut doc = server_doc(&proxy, name, app, apps);
+    doc["status"] = serde_json::json!({"conditions": [{"type": "Ready", "status": "False"}]});
+    let token = register(control, name, &doc).await;
+    write_token(dir, name, &token);
+    proxy.wait_ready().await;
+    proxy
+}
+
+/// Marks a registered workload `Ready=True` (`PUT .../status`, which keeps its token).
+pub async fn set_ready(control: &Control, name: &str) {
+    let body = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    let (status, answer) = http_request(
+        control.api,
+        "PUT",
+        &format!("/v1/workloads/default/{name}/status"),
+        Some(body.to_string()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("status of {name}: {e}"));
+    assert_eq!(status, 200, "status of {name}: {answer}");
+}
+
 /// A meshed server like [`server`], discovered through `discovery` but certified by another
 /// control plane, `certifier` (which `id` names): registered in both, `certifier`'s token
 /// written, ready.
