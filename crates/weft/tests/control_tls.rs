@@ -15,7 +15,6 @@
 mod mtls_mesh;
 mod support;
 
-
 use mtls_mesh::{control_identity, ControlOpts, IdentitySource};
 use support::capture::{contains, Capture};
 use support::{TempDir, SOON};
