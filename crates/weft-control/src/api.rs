@@ -1,7 +1,8 @@
 //! The HTTP API (hyper, HTTP/1): workload registration (which also issues the workload's
 //! identity token), store status, the CA's trust anchors and rotation status, golden metrics
 //! from the proxies' telemetry (`api/stat.rs`), who talks to whom with which identities
-//! (`api/edges.rs`), per-route metrics (`api/routes.rs`), the control plane's half of `weft check`
+//! (`api/edges.rs`), per-route metrics (`api/routes.rs`), `weft apply`/`delete`/`get` of any
+//! resource (`api/resources.rs`), the control plane's half of `weft check`
 //! (`api/check.rs`), taps streamed from a workload's proxy (`api/tap.rs`), health, and the web
 //! dashboard's embedded files under `/dashboard/` (`api/dashboard.rs`).
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
@@ -37,6 +38,8 @@ pub mod dashboard;
 mod edges;
 #[path = "api/params.rs"]
 mod params;
+#[path = "api/resources.rs"]
+pub mod resources;
 #[path = "api/routes.rs"]
 mod routes;
 #[path = "api/stat.rs"]
@@ -286,6 +289,12 @@ async fn handle(
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         },
+        (Method::POST, ["v1", "resources"]) => resources::apply(req, &ctx).await,
+        (Method::DELETE, ["v1", "resources"]) => resources::delete_documents(req, &ctx).await,
+        (Method::DELETE, ["v1", "resources", kind, rest @ ..]) => {
+            resources::delete_one(&ctx, kind, rest).await
+        }
+        (Method::GET, ["v1", "resources", kind, rest @ ..]) => resources::get(&ctx, kind, rest),
         (Method::PUT, ["v1", "workloads", ns, name]) => {
             let (ns, name) = (ns.to_string(), name.to_string());
             register(req, &ctx, &ns, &name).await
@@ -331,7 +340,8 @@ async fn handle(
             | ["v1", "authz", _, _]
             | ["v1", "stat", _]
             | ["v1", "edges"]
-            | ["v1", "routes"],
+            | ["v1", "routes"]
+            | ["v1", "resources", ..],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),

@@ -25,6 +25,8 @@ pub struct Located {
     pub file: String,
     pub index: usize,
     pub resource: Resource,
+    /// The document as written (what `GET /v1/resources` answers with).
+    pub source: std::sync::Arc<Value>,
 }
 
 impl Located {
@@ -143,6 +145,7 @@ pub fn parse_yaml_documents(file: &str, text: &str, defaults: &Defaults) -> Pars
                 file: file.to_string(),
                 index,
                 resource,
+                source: std::sync::Arc::new(value),
             }),
             _ => out.bad.push(BadDocument {
                 index,

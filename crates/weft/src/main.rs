@@ -30,6 +30,7 @@ mod edges;
 mod get;
 mod identity;
 mod init;
+mod resources;
 mod routes;
 mod run;
 mod show;
@@ -73,9 +74,15 @@ enum Command {
     /// Show which workload calls which, and whether that traffic is secured by mTLS with which
     /// client and server identities, from the control plane's telemetry.
     Edges(edges::EdgesArgs),
-    /// Show what the control plane serves: `weft get services` lists Services with their
-    /// cluster IPs (including allocated ones) and ports.
+    /// Show the documents in force, of any kind, from either store: `weft get httproutes`,
+    /// `weft get server web-http -o yaml`; `weft get services` adds their cluster IPs.
     Get(get::GetArgs),
+    /// Apply a YAML file's documents (`-f FILE`, `-f -`: stdin) through the control plane, as
+    /// kubectl: each document created, configured or unchanged, or its error (exit 1).
+    Apply(resources::ApplyArgs),
+    /// Delete the documents a YAML file names (`-f FILE`) or one document (`KIND NAME -n NS`)
+    /// through the control plane; exit 1 if any was not there or could not be deleted.
+    Delete(resources::DeleteArgs),
     /// Manage the mesh's identity CA: `init`, trust-anchor `rotate`, `status`.
     Identity(identity::IdentityArgs),
     /// Run one service of the demo application (started by `weft demo`).
@@ -109,6 +116,8 @@ fn main() -> std::process::ExitCode {
         Command::Control(_) => "warn,weft=info,weft_control=info",
         Command::Identity(_)
         | Command::Get(_)
+        | Command::Apply(_)
+        | Command::Delete(_)
         | Command::Authz(_)
         | Command::Check(_)
         | Command::Dashboard(_)
@@ -138,6 +147,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Edges(args) => edges::run(args).await,
             Command::Get(args) => get::run(args).await,
+            Command::Apply(args) => resources::apply(args).await,
+            Command::Delete(args) => resources::delete(args).await,
             Command::Identity(args) => identity::run(args),
             Command::DemoService(args) => demo::app::run(args).await,
             Command::Init(args) => init::run(args).await,

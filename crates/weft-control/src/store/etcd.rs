@@ -11,8 +11,9 @@
 //! Unlike the file store, validation runs on the task itself, not on the blocking pool: the
 //! watch hands on only the keys that changed, and a registration must observe its own change.
 
-use super::{Command, Core, Scanned, StoreError, StoreHandle};
-use crate::documents::{BadDocument, ParsedFile};
+use super::resources::text_name;
+use super::{Applied, Command, Core, Scanned, StoreError, StoreHandle, Write};
+use crate::documents::{BadDocument, DocKey, Located, ParsedFile};
 use crate::etcd::proto::{KeyValue, EVENT_DELETE};
 use crate::etcd::watch::{mirror, Update};
 use crate::etcd::{Client, Target};
@@ -120,6 +121,12 @@ impl Store {
                     }
                     Some(Command::Deregister(ns, name, reply)) => {
                         let _ = reply.send(self.deregister(&ns, &name, &mut updates).await);
+                    }
+                    Some(Command::Apply(doc, text, reply)) => {
+                        let _ = reply.send(self.apply(&doc, &text, &mut updates).await);
+                    }
+                    Some(Command::Delete(key, reply)) => {
+                        let _ = reply.send(self.delete(&key, &mut updates).await);
                     }
                     None => return,
                 },
@@ -265,5 +272,113 @@ impl Store {
             ));
         }
         self.catch_up(revision, updates).await
+    }
+}
+
+/// A key's text and `mod_revision` (0: no such key), for a write that only succeeds if nobody
+/// changed the key since it was read.
+struct Read {
+    text: Option<String>,
+    mod_revision: i64,
+}
+
+/// `weft apply` and `weft delete` (see `store/resources.rs` for what is written where). Writes
+/// are compare-and-swap on the key's revision: another control plane's write in between makes
+/// this one fail ("try again") instead of being lost.
+impl Store {
+    async fn apply(
+        &mut self,
+        doc: &Located,
+        text: &str,
+        updates: &mut mpsc::Receiver<Update>,
+    ) -> Result<Applied, StoreError> {
+        let key = doc.key();
+        let holder = self.holder(&key).await?;
+        let new = self
+            .target
+            .key(&format!("{RESOURCES}{}", text_name(&key, "/")));
+        let new = String::from_utf8_lossy(&new).into_owned();
+        let existing = self.read(&new).await?;
+        let mut revisions = vec![(new.clone(), existing.mod_revision)];
+        let holder = holder.map(|(name, read)| {
+            revisions.push((name.clone(), read.mod_revision));
+            (name, read.text.unwrap_or_default())
+        });
+        let (write, applied) = self
+            .core
+            .plan_apply(doc, text, holder, (new, existing.text))?;
+        if let Some(write) = write {
+            let expected = revisions
+                .iter()
+                .rev()
+                .find(|(name, _)| *name == write.name)
+                .map_or(0, |(_, r)| *r);
+            let revision = self.write(write, expected).await?;
+            self.catch_up(revision, updates).await?;
+            self.core.confirm(&key, Some(doc))?;
+        }
+        Ok(applied)
+    }
+
+    async fn delete(
+        &mut self,
+        key: &DocKey,
+        updates: &mut mpsc::Receiver<Update>,
+    ) -> Result<(), StoreError> {
+        let (name, read) = match self.holder(key).await? {
+            Some(holder) if self.core.is_in_force(key) => holder,
+            _ => return Err(StoreError::NotFound(key.clone())),
+        };
+        let expected = read.mod_revision;
+        let write = self
+            .core
+            .plan_delete(key, (name, read.text.unwrap_or_default()))?;
+        let revision = self.write(write, expected).await?;
+        self.catch_up(revision, updates).await?;
+        self.core.confirm(key, None)
+    }
+
+    /// The key defining `key` (its name, its text); a registered workload is refused.
+    async fn holder(&self, key: &DocKey) -> Result<Option<(String, Read)>, StoreError> {
+        let Some(name) = self.core.holder(key) else {
+            return Ok(None);
+        };
+        let rest = name
+            .strip_prefix(&self.target.prefix)
+            .and_then(|r| r.strip_prefix('/'));
+        if rest.is_some_and(|r| r.starts_with(REGISTERED)) {
+            return Err(StoreError::Registered(key.clone()));
+        }
+        let read = self.read(&name).await?;
+        Ok(Some((name, read)))
+    }
+
+    async fn read(&self, name: &str) -> Result<Read, StoreError> {
+        Ok(match self.client.get(name.as_bytes()).await? {
+            Some(kv) => Read {
+                text: Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                mod_revision: kv.mod_revision,
+            },
+            None => Read {
+                text: None,
+                mod_revision: 0,
+            },
+        })
+    }
+
+    /// Writes (or removes) a key if it is still at revision `expected`; the write's revision.
+    async fn write(&self, write: Write, expected: i64) -> Result<i64, StoreError> {
+        let value = write.text.as_deref().map(str::as_bytes);
+        match self
+            .client
+            .swap(write.name.as_bytes(), expected, value)
+            .await?
+        {
+            Some(revision) => Ok(revision),
+            None => Err(StoreError::Uneditable {
+                name: write.name,
+                message: "changed by someone else while it was being edited; try again".into(),
+            }),
+        }
     }
 }

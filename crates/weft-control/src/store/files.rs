@@ -7,8 +7,9 @@
 //! cross-file checks still see the whole set. Loads run on the blocking pool, off the async
 //! workers that serve the streams.
 
-use super::{Command, Core, Scanned, StoreError, StoreHandle};
-use crate::documents::ParsedFile;
+use super::resources::text_name;
+use super::{Applied, Command, Core, Scanned, StoreError, StoreHandle, Write};
+use crate::documents::{DocKey, Located, ParsedFile};
 use crate::resource::{Defaults, ExternalWorkload};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,12 @@ impl Store {
             Some(Command::Deregister(ns, name, reply)) => {
                 let _ = reply.send(self.deregister(&ns, &name));
             }
+            Some(Command::Apply(doc, text, reply)) => {
+                let _ = reply.send(self.apply(&doc, &text));
+            }
+            Some(Command::Delete(key, reply)) => {
+                let _ = reply.send(self.delete(&key));
+            }
         }
     }
 
@@ -202,6 +209,69 @@ impl Store {
         remove(&path)?;
         self.load();
         Ok(())
+    }
+}
+
+/// `weft apply` and `weft delete` (see `store/resources.rs` for what is written where).
+impl Store {
+    fn apply(&mut self, doc: &Located, text: &str) -> Result<Applied, StoreError> {
+        // Decide from the files as they are now, not as of the last poll.
+        self.load();
+        let key = doc.key();
+        let holder = self.holder(&key)?;
+        let new = format!("{}.yaml", text_name(&key, "."));
+        let existing = read(&self.dir.join(&new))?;
+        let (write, applied) = self.core.plan_apply(doc, text, holder, (new, existing))?;
+        if let Some(write) = write {
+            self.write(write)?;
+            self.load();
+            self.core.confirm(&key, Some(doc))?;
+        }
+        Ok(applied)
+    }
+
+    fn delete(&mut self, key: &DocKey) -> Result<(), StoreError> {
+        self.load();
+        let holder = match self.holder(key)? {
+            Some(holder) if self.core.is_in_force(key) => holder,
+            _ => return Err(StoreError::NotFound(key.clone())),
+        };
+        let write = self.core.plan_delete(key, holder)?;
+        self.write(write)?;
+        self.load();
+        self.core.confirm(key, None)
+    }
+
+    /// The file defining `key` (relative name, text); a registered workload is refused.
+    fn holder(&self, key: &DocKey) -> Result<Option<(String, String)>, StoreError> {
+        let Some(name) = self.core.holder(key) else {
+            return Ok(None);
+        };
+        if Path::new(&name).starts_with(REGISTERED_DIR) {
+            return Err(StoreError::Registered(key.clone()));
+        }
+        let text = read(&self.dir.join(&name))?.unwrap_or_default();
+        Ok(Some((name, text)))
+    }
+
+    fn write(&self, write: Write) -> Result<(), StoreError> {
+        let path = self.dir.join(&write.name);
+        match write.text {
+            Some(text) => write_atomic(&path, text.as_bytes()),
+            None => remove(&path),
+        }
+    }
+}
+
+/// A store file's text, `None` if it does not exist.
+fn read(path: &Path) -> Result<Option<String>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

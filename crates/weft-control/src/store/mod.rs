@@ -8,11 +8,12 @@
 //! One task owns a source, so registrations and reloads never interleave; [`StoreHandle`] is
 //! how the rest of the control plane reaches it.
 
+pub mod edit;
 pub mod etcd;
 pub mod files;
 pub mod status;
 
-use crate::documents::{self, DocKey, InForce, ParsedFile};
+use crate::documents::{self, DocKey, InForce, Located, ParsedFile};
 use crate::index::{PolicyStatus, RouteStatus};
 use crate::resource::{Defaults, ExternalWorkload, State};
 use std::collections::hash_map::DefaultHasher;
@@ -23,6 +24,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use files::REGISTERED_DIR;
+
+mod resources;
 
 /// Where the store lives: `--store DIR` or `--store etcd://HOST:PORT[,...]/PREFIX`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +90,18 @@ pub enum StoreError {
     Rejected(Vec<String>),
     #[error("workload {0}/{1} is not registered")]
     NotRegistered(String, String),
+    /// `weft apply`/`weft delete` of a document that is not there to change.
+    #[error("{0} not found")]
+    NotFound(DocKey),
+    /// `weft apply`/`weft delete` of a workload the registration API owns.
+    #[error(
+        "{0} is a registered workload: `weft run` and the registration API \
+         (PUT/DELETE /v1/workloads/NAMESPACE/NAME) own it"
+    )]
+    Registered(DocKey),
+    /// The text holding the document cannot be edited (`store::edit`).
+    #[error("{name}: {message}")]
+    Uneditable { name: String, message: String },
     #[error("the store has stopped")]
     Stopped,
     /// Stored, but the index had not served the change within this long (the control plane
@@ -111,6 +126,29 @@ pub type Scanned = (String, u64, Arc<ParsedFile>);
 enum Command {
     Register(ExternalWorkload, oneshot::Sender<Result<(), StoreError>>),
     Deregister(String, String, oneshot::Sender<Result<(), StoreError>>),
+    /// A document (and its text as written) from `POST /v1/resources`.
+    Apply(
+        Box<Located>,
+        String,
+        oneshot::Sender<Result<Applied, StoreError>>,
+    ),
+    Delete(DocKey, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// What `weft apply` did to one document (kubectl's words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Applied {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+/// What a store writes for an apply or a delete: the text named `name` becomes `text`
+/// (`None`: the text is removed, it holds no document any more).
+pub struct Write {
+    pub name: String,
+    pub text: Option<String>,
 }
 
 /// A cheap handle to the store task.
@@ -119,6 +157,7 @@ pub struct StoreHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<StoreStatus>,
     states: watch::Receiver<Arc<State>>,
+    in_force: watch::Receiver<Arc<InForce>>,
 }
 
 impl StoreHandle {
@@ -156,6 +195,33 @@ impl StoreHandle {
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
+
+    /// The documents in force, each with its source text (`GET /v1/resources`).
+    pub fn in_force(&self) -> Arc<InForce> {
+        self.in_force.borrow().clone()
+    }
+
+    /// Stores one document of `POST /v1/resources` (`text`: the document as written) where
+    /// its key lives, or in a text of its own, and applies it before returning.
+    pub async fn apply(&self, doc: Located, text: String) -> Result<Applied, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Apply(Box::new(doc), text, tx);
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Removes the document `key` from the text holding it and applies that before returning.
+    pub async fn delete(&self, key: DocKey) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Delete(key, tx))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
 }
 
 /// What both sources share: the documents in force and the channels they are published on.
@@ -166,11 +232,15 @@ pub struct Core {
     /// Hash of the (name, content hash) list of the last load.
     fingerprint: Option<u64>,
     /// The version of each document in force: what a bad document falls back to.
-    in_force: InForce,
+    in_force: Arc<InForce>,
     /// When each document in force was first seen (Unix seconds): the age of a route without
     /// a `metadata.creationTimestamp`, for precedence. Not persisted: after a restart such
     /// routes are all as old as the first load, and namespace/name breaks the tie.
     first_seen: HashMap<DocKey, i64>,
+    /// `in_force`, published for `GET /v1/resources`.
+    in_force_tx: watch::Sender<Arc<InForce>>,
+    /// The texts of the last load: what an apply is validated against.
+    texts: Vec<Scanned>,
 }
 
 impl Core {
@@ -180,8 +250,10 @@ impl Core {
             states_tx: watch::channel(Arc::new(State::default())).0,
             status_tx: watch::channel(StoreStatus::default()).0,
             fingerprint: None,
-            in_force: InForce::new(),
+            in_force: Arc::new(InForce::new()),
             first_seen: HashMap::new(),
+            in_force_tx: watch::channel(Arc::new(InForce::new())).0,
+            texts: Vec::new(),
         }
     }
 
@@ -191,6 +263,7 @@ impl Core {
             commands,
             status: self.status_tx.subscribe(),
             states: self.states_tx.subscribe(),
+            in_force: self.in_force_tx.subscribe(),
         }
     }
 
@@ -215,6 +288,7 @@ impl Core {
             return Vec::new();
         }
         self.fingerprint = Some(fp);
+        self.texts = texts.to_vec();
         let parsed: Vec<(&str, &ParsedFile)> = texts
             .iter()
             .map(|(name, _, parsed)| (name.as_str(), &**parsed))
@@ -226,7 +300,8 @@ impl Core {
             self.first_seen.entry(key.clone()).or_insert(now);
         }
         let state = documents::state_seen(&in_force, &self.first_seen);
-        self.in_force = in_force;
+        self.in_force = Arc::new(in_force);
+        self.in_force_tx.send_replace(self.in_force.clone());
         let first = !self.status_tx.borrow().loaded;
         if first || **self.states_tx.borrow() != state {
             let (services, workloads) = (state.services.len(), state.workloads.len());
