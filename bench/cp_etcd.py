@@ -16,6 +16,7 @@ the control-plane section of bench/RESULTS.md. Exit 1 (after writing) if a targe
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,7 +107,7 @@ def run(args, argv):
 
 def start_etcd(workdir, max_txn_ops):
     """etcd on two free loopback ports with its data in `workdir`; returns (Child, HOST:PORT)."""
-    if not os.path.exists("/usr/bin/etcd"):
+    if shutil.which("etcd") is None:
         raise RuntimeError("`etcd` is not installed: apt-get install -y etcd-server etcd-client")
     client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
     etcd = Child("etcd", ["etcd", "--name=bench", f"--data-dir={os.path.join(workdir, 'etcd-data')}",
