@@ -6,9 +6,9 @@
 //! with the same layout arguments. Streams are spread over the services, with `--hot-streams` of
 //! them on `svc-000` (a service many proxies watch); stream `k` goes to replica `k mod R` (so the
 //! hot streams are on every replica too), multiplexed over `--connections` HTTP/2 connections
-//! per replica. Every change is made through one replica's API (`--api`). Every stream task stamps each message
-//! with `Instant::now()` as it arrives and hands it to the driver, which keeps the endpoint set
-//! each stream has been told about and compares it with the model of the store.
+//! per replica. Every change is made through one replica's API (`--api`). Every stream task
+//! stamps each message with `Instant::now()` as it arrives and hands it to the driver, which keeps
+//! the endpoint set each stream has been told about and compares it with the model of the store.
 //!
 //! Per round, three changes, one at a time:
 //! 1. `register`: `PUT /v1/workloads` of one more endpoint of `svc-000` (the hot service's streams
@@ -52,7 +52,7 @@ pub struct Args {
     /// The HTTP API address of the replica every register/deregister goes through.
     #[arg(long)]
     api: SocketAddr,
-    /// The store directory `cp-store` wrote (the file change rewrites a file in it).
+    /// The store directory `cp-store` wrote (the file change rewrites a file in it), or `--etcd`.
     #[arg(long, required_unless_present = "etcd", conflicts_with = "etcd")]
     store: Option<PathBuf>,
     /// The etcd store `cp-etcd-load` wrote, `etcd://HOST:PORT/PREFIX` (the bulk change is an
@@ -217,7 +217,8 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         .map(|k| (k, model[watches[k].service].clone()))
         .collect();
     let open = converge(&mut rx, &mut watches, &expected, t0, timeout, settle).await;
-    let open_cpu = control_cpu_seconds(pids)? - cpu0.iter().sum::<f64>();
+    let cpu0_all: f64 = cpu0.iter().sum();
+    let open_cpu = control_cpu_seconds(pids)? - cpu0_all;
     let open_rss = pids
         .iter()
         .map(|&p| proc_memory_mib(p).map(|(rss, _)| rss))
@@ -290,15 +291,19 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         .map(|r| {
             let pooled: Vec<f64> = changes
                 .iter()
-                .flat_map(|c| c["latencies_by_replica"][r].as_array().cloned().unwrap_or_default())
+                .filter_map(|c| c["latencies_by_replica"][r].as_array())
+                .flatten()
                 .filter_map(|v| v.as_f64())
                 .collect();
-            let cpu = proc_cpu_seconds(pids[r]).map(|c| c - cpu0[r]).unwrap_or(f64::NAN);
+            let cpu = proc_cpu_seconds(pids[r])
+                .map(|c| c - cpu0[r])
+                .unwrap_or(f64::NAN);
+            let on_r = || (0..args.streams).filter(move |k| k % replicas == r);
             json!({
                 "grpc": args.grpc[r].to_string(),
                 "pid": pids[r],
-                "streams": (0..args.streams).filter(|k| k % replicas == r).count(),
-                "hot_service_streams": (0..args.streams).filter(|&k| k % replicas == r && watches[k].service == 0).count(),
+                "streams": on_r().count(),
+                "hot_service_streams": on_r().filter(|&k| watches[k].service == 0).count(),
                 "dropped_streams": ended.iter().filter(|&&k| k % replicas == r).count(),
                 "open_rss_mib": open_rss[r],
                 "cpu_s": cpu,
@@ -342,7 +347,7 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         "error": error,
         "ok": ok,
         "control": {
-            "cpu_s": control_cpu_seconds(pids).map(|c| c - cpu0.iter().sum::<f64>()).unwrap_or(f64::NAN),
+            "cpu_s": control_cpu_seconds(pids).map(|c| c - cpu0_all).unwrap_or(f64::NAN),
             "rss_mib": rss,
             "hwm_mib": hwm,
         },
