@@ -12,6 +12,12 @@ missed an update or ended up with the wrong endpoint set.
 
 The results go into the `control_plane` key of bench/results.json and the control-plane section
 of bench/RESULTS.md; the data-plane parts of both files are left alone.
+
+With --store etcd (issue 13) the same services and endpoints live in a real etcd instead (one key
+per resource under PREFIX/resources/), --replicas `weft control --store etcd://...` processes share
+it, the streams are spread over every replica, register/deregister go through the first one, and
+the bulk change is one etcd transaction instead of a file write (bench/cp_etcd.py). Those results
+go into the `control_plane_etcd` key and their own subsection of the control-plane section.
 """
 
 import argparse
@@ -45,21 +51,35 @@ def parse_args(argv):
     p.add_argument("--services", type=int, default=500)
     p.add_argument("--per-service", type=int, default=10, help="endpoints per service")
     p.add_argument("--streams", type=int, default=1000, help="Destination.Get watch streams")
-    p.add_argument("--connections", type=int, default=4, help="HTTP/2 connections carrying the streams")
+    p.add_argument("--connections", type=int, default=4,
+                   help="HTTP/2 connections carrying the streams (per replica)")
     p.add_argument("--hot-streams", type=int, default=100,
                    help="streams on svc-000, the service the register/deregister changes touch")
     p.add_argument("--rounds", type=int, default=5, help="rounds of (register, deregister, file change)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before an expected update counts as missed")
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds to keep listening after a change's last expected update (catches extra messages)")
+    p.add_argument("--store", choices=("files", "etcd"), default="files",
+                   help="where the resources live: a store directory (one `weft control`), or a real etcd "
+                        "shared by --replicas control planes")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="control-plane replicas on the etcd prefix (--store etcd only; default 3)")
     p.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)),
                    help="where RESULTS.md and results.json are")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md/results.json alone")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.store == "files" and args.replicas not in (None, 1):
+        p.error("--replicas needs --store etcd (replicas of the file store do not share registrations)")
+    if args.replicas is not None and args.replicas < 1:
+        p.error("--replicas must be at least 1")
+    return args
 
 
 def main(argv):
     args = parse_args(argv)
+    if args.store == "etcd":
+        import cp_etcd
+        return cp_etcd.run(args, argv)
     workdir = tempfile.mkdtemp(prefix="weft-bench-cp-")
     bench_bin, weft_bin = os.path.join(RELEASE, "weft-bench"), os.path.join(RELEASE, "weft")
     store = os.path.join(workdir, "store")
@@ -125,8 +145,7 @@ def summarize(args, argv, started, written, startup, result, control_cpu, contro
         "date": meta["date"],
         "machine": meta["machine"],
         "versions": {"weft": meta["versions"]["weft"], "rustc": meta["versions"]["rustc"]},
-        "command": ("BENCH_NO_BUILD=1 " if os.environ.get("BENCH_NO_BUILD") else "")
-        + " ".join(["bench/run --control-plane", *map(shlex.quote, argv)]),
+        "command": command(argv),
         "settings": {
             "services": written["services"], "endpoints": written["workloads"], "store_files": written["files"],
             "store_mib": written["bytes"] / 2**20, "streams": result["streams"],
@@ -158,6 +177,11 @@ def summarize(args, argv, started, written, startup, result, control_cpu, contro
                                   "wrong_final_sets": result["final_mismatch"]},
         },
     }
+
+
+def command(argv):
+    return (("BENCH_NO_BUILD=1 " if os.environ.get("BENCH_NO_BUILD") else "")
+            + " ".join(["bench/run --control-plane", *map(shlex.quote, argv)]))
 
 
 def metadata(started):
@@ -253,14 +277,16 @@ def section(e):
     return "\n".join(lines)
 
 
-def write(out, entry, markdown):
+def write(out, entry, markdown, key="control_plane", begin=BEGIN, end=END, after=None):
+    """Puts `entry` under `key` of results.json and `markdown` between `begin` and `end` of
+    RESULTS.md (a new section goes right after the line `after` when there is one)."""
     path = os.path.join(out, "results.json")
     try:
         with open(path) as f:
             results = json.load(f)
     except (OSError, ValueError):
         results = {}
-    results["control_plane"] = entry
+    results[key] = entry
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
@@ -271,31 +297,44 @@ def write(out, entry, markdown):
     except OSError:
         text = ""
     with open(path, "w") as f:
-        f.write(with_section(text, markdown))
+        f.write(with_section(text, markdown, begin, end, after))
 
 
-def with_section(text, markdown):
-    """`text` with its control-plane section replaced by `markdown` (appended if it has none)."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+def with_section(text, markdown, begin=BEGIN, end=END, after=None):
+    """`text` with its section between `begin` and `end` replaced by `markdown` (inserted after
+    the line `after`, or appended, if it has none)."""
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(text):
         return pattern.sub(lambda _: markdown, text)
+    if after and after + "\n" in text:
+        head, tail = text.split(after + "\n", 1)
+        return head + after + "\n" + markdown + tail
     return text.rstrip("\n") + "\n\n" + markdown
 
 
+# The etcd run's key and RESULTS.md subsection (bench/cp_etcd.py), right after the file-store one.
+ETCD_KEY = "control_plane_etcd"
+ETCD_BEGIN = "<!-- control-plane-etcd:begin (written by bench/run --control-plane --store etcd) -->"
+ETCD_END = "<!-- control-plane-etcd:end -->"
+
+
 def carry_over(out, results, markdown):
-    """For the data-plane driver: keep the control-plane key and section it would overwrite."""
+    """For the data-plane driver: keep the control-plane keys and sections it would overwrite."""
     try:
         with open(os.path.join(out, "results.json")) as f:
             old = json.load(f)
-        if "control_plane" in old:
-            results["control_plane"] = old["control_plane"]
+        for key in ("control_plane", ETCD_KEY):
+            if key in old:
+                results[key] = old[key]
     except (OSError, ValueError):
         pass
     try:
         with open(os.path.join(out, "RESULTS.md")) as f:
-            found = re.search(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", f.read(), re.S)
-        if found:
-            markdown = with_section(markdown, found.group(0))
+            text = f.read()
+        for begin, end, after in ((BEGIN, END, None), (ETCD_BEGIN, ETCD_END, END)):
+            found = re.search(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", text, re.S)
+            if found:
+                markdown = with_section(markdown, found.group(0), begin, end, after)
     except OSError:
         pass
     return results, markdown

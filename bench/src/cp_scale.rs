@@ -1,18 +1,23 @@
-//! Control plane at scale (issue 5): many Destination.Get watch streams against one `weft
-//! control`, and how long a store change takes to reach every stream that should see it.
+//! Control plane at scale (issues 5 and 13): many Destination.Get watch streams against one
+//! `weft control` (or several replicas on one etcd prefix), and how long a store change takes to
+//! reach every stream that should see it.
 //!
-//! The store is the one `cp-store` wrote (same layout arguments). Streams are spread over the
-//! services, with `--hot-streams` of them on `svc-000` (a service many proxies watch), and
-//! multiplexed over `--connections` HTTP/2 connections. Every stream task stamps each message
-//! with `Instant::now()` as it arrives and hands it to the driver, which keeps the endpoint set
-//! each stream has been told about and compares it with the model of the store.
+//! The store is the one `cp-store` wrote (`--store DIR`) or `cp-etcd-load` loaded (`--etcd`),
+//! with the same layout arguments. Streams are spread over the services, with `--hot-streams` of
+//! them on `svc-000` (a service many proxies watch); stream `k` goes to replica `k mod R` (so the
+//! hot streams are on every replica too), multiplexed over `--connections` HTTP/2 connections
+//! per replica. Every change is made through one replica's API (`--api`). Every stream task
+//! stamps each message with `Instant::now()` as it arrives and hands it to the driver, which keeps
+//! the endpoint set each stream has been told about and compares it with the model of the store.
 //!
 //! Per round, three changes, one at a time:
 //! 1. `register`: `PUT /v1/workloads` of one more endpoint of `svc-000` (the hot service's streams
 //!    should see an `add`; no other stream should hear anything).
 //! 2. `deregister`: `DELETE` of it (a `remove` on the same streams).
 //! 3. `file`: `workloads-00.yaml` rewritten with a new address for endpoint 0 of every service
-//!    (every stream should see its service's new set), picked up by the store's poll.
+//!    (every stream should see its service's new set), picked up by the store's poll. With
+//!    `--etcd` this is `txn`: one etcd transaction rewriting the 500 `svc-NNN-0` keys, which
+//!    every replica's watch brings in.
 //!
 //! A stream's latency for a change is from the instant before the change was made (the API
 //! request sent, the file written) to the arrival of the message after which the stream's
@@ -36,28 +41,33 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::cp_etcd::Etcd;
 use crate::cp_store::{self, LayoutArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The control plane's gRPC address.
-    #[arg(long)]
-    grpc: SocketAddr,
-    /// The control plane's HTTP API address.
+    /// The gRPC address of every control-plane replica (comma-separated or repeated).
+    #[arg(long, required = true, value_delimiter = ',')]
+    grpc: Vec<SocketAddr>,
+    /// The HTTP API address of the replica every register/deregister goes through.
     #[arg(long)]
     api: SocketAddr,
-    /// The store directory `cp-store` wrote (the file change rewrites a file in it).
+    /// The store directory `cp-store` wrote (the file change rewrites a file in it), or `--etcd`.
+    #[arg(long, required_unless_present = "etcd", conflicts_with = "etcd")]
+    store: Option<PathBuf>,
+    /// The etcd store `cp-etcd-load` wrote, `etcd://HOST:PORT/PREFIX` (the bulk change is an
+    /// etcd transaction).
     #[arg(long)]
-    store: PathBuf,
-    /// The control plane's pid (CPU and memory from /proc).
-    #[arg(long)]
-    control_pid: u32,
+    etcd: Option<String>,
+    /// Every replica's pid, in the order of `--grpc` (CPU and memory from /proc).
+    #[arg(long, required = true, value_delimiter = ',')]
+    control_pid: Vec<u32>,
     #[command(flatten)]
     layout: LayoutArgs,
     /// Destination.Get streams.
     #[arg(long, default_value_t = 1000)]
     streams: usize,
-    /// HTTP/2 connections the streams are spread over.
+    /// HTTP/2 connections per replica the streams are spread over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Streams on svc-000 (the rest go round-robin over every service).
@@ -125,6 +135,8 @@ impl Watch {
 struct Outcome {
     /// Latency of every expected stream that converged, ms.
     latencies_ms: Vec<f64>,
+    /// The stream of each latency.
+    streams: Vec<usize>,
     /// Expected streams that did not converge within the timeout.
     missing: Vec<usize>,
     /// Messages on streams that should not have heard anything (or after converging).
@@ -139,6 +151,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn measure(args: &Args) -> anyhow::Result<Value> {
     let l = &args.layout;
     anyhow::ensure!(l.services > 0 && args.connections > 0, "nothing to watch");
+    let replicas = args.grpc.len();
+    anyhow::ensure!(
+        args.control_pid.len() == replicas,
+        "{} --control-pid for {replicas} --grpc replicas",
+        args.control_pid.len()
+    );
     let service_of = |k: usize| {
         if k < args.hot_streams {
             0
@@ -146,24 +164,11 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
             (k - args.hot_streams) % l.services
         }
     };
-    // Which addresses the store holds now: as `cp-store` wrote it, or with the file change of
-    // an odd number of rounds applied (a previous run on the same store).
-    let first_file = std::fs::read_to_string(args.store.join(l.workload_file(0)))?;
-    let generation = match (0..2).find(|&g| first_file == l.workload_yaml(0, g)) {
-        Some(g) => g,
-        None => anyhow::bail!(
-            "{} is not the store `weft-bench cp-store` writes with these layout arguments",
-            args.store.display()
-        ),
-    };
-    let registered = args.store.join(".registered");
-    anyhow::ensure!(
-        !registered.exists()
-            || !std::fs::read_dir(&registered)?
-                .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml"))),
-        "{} holds registrations (left by an interrupted run?): start from a fresh store",
-        registered.display()
-    );
+    let source = Source::open(args).await?;
+    // Which addresses the store holds now: as it was written, or with the bulk change of an
+    // odd number of rounds applied (a previous run on the same store).
+    let generation = source.generation(l).await?;
+    source.ensure_no_registrations().await?;
     // The model: what every service's endpoint set is in the store right now.
     let model: Vec<BTreeSet<SocketAddr>> = (0..l.services)
         .map(|i| {
@@ -180,22 +185,31 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         .collect();
     let timeout = Duration::from_secs_f64(args.timeout);
     let settle = Duration::from_secs_f64(args.settle);
-    let pid = args.control_pid;
+    let pids = &args.control_pid;
 
-    let mut channels = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.grpc))?
-            .tcp_nodelay(true);
-        channels.push(endpoint.connect().await?);
+    // channels[r][c]: connection c to replica r.
+    let mut channels = Vec::with_capacity(replicas);
+    for grpc in &args.grpc {
+        let mut conns = Vec::with_capacity(args.connections);
+        for _ in 0..args.connections {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?
+                .tcp_nodelay(true);
+            conns.push(endpoint.connect().await?);
+        }
+        channels.push(conns);
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let cpu0 = proc_cpu_seconds(pid)?;
+    let cpu0 = pids
+        .iter()
+        .map(|&p| proc_cpu_seconds(p))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     let client_cpu0 = crate::self_cpu_seconds();
 
     // Open every stream at once; the first answer is the first "change".
     let t0 = Instant::now();
     for (k, w) in watches.iter().enumerate() {
-        let client = DestinationClient::new(channels[k % channels.len()].clone());
+        let conns = &channels[k % replicas];
+        let client = DestinationClient::new(conns[(k / replicas) % conns.len()].clone());
         tokio::spawn(watch_stream(k, l.path(w.service), client, tx.clone()));
     }
     drop(tx);
@@ -203,19 +217,25 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         .map(|k| (k, model[watches[k].service].clone()))
         .collect();
     let open = converge(&mut rx, &mut watches, &expected, t0, timeout, settle).await;
-    let open_cpu = proc_cpu_seconds(pid)? - cpu0;
-    let (open_rss, _) = proc_memory_mib(pid)?;
+    let cpu0_all: f64 = cpu0.iter().sum();
+    let open_cpu = control_cpu_seconds(pids)? - cpu0_all;
+    let open_rss = pids
+        .iter()
+        .map(|&p| proc_memory_mib(p).map(|(rss, _)| rss))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    let open_rss_max = open_rss.iter().copied().fold(0.0, f64::max);
     eprintln!(
-        "cp-scale: {} streams open over {} connections: first answers {} ms (max), {} missing; \
-         control CPU {open_cpu:.2} s, RSS {open_rss:.1} MiB",
+        "cp-scale: {} streams open over {} connections to {replicas} replica(s): first answers {} ms \
+         (max), {} missing; control CPU {open_cpu:.2} s, RSS {open_rss_max:.1} MiB (max)",
         args.streams,
-        args.connections,
+        args.connections * replicas,
         fmt_ms(open.latencies_ms.iter().copied().fold(0.0, f64::max)),
         open.missing.len()
     );
 
     let mut run = Run {
         args,
+        source,
         rx,
         watches,
         model,
@@ -247,7 +267,13 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
     let mismatched = (0..args.streams)
         .filter(|&k| watches[k].endpoints != model[watches[k].service])
         .count();
-    let (rss, hwm) = proc_memory_mib(pid).unwrap_or((f64::NAN, f64::NAN));
+    let memory: Vec<(f64, f64)> = pids
+        .iter()
+        .map(|&p| proc_memory_mib(p).unwrap_or((f64::NAN, f64::NAN)))
+        .collect();
+    let (rss, hwm) = memory.iter().fold((0.0, 0.0), |(r, h), &(r2, h2)| {
+        (f64::max(r, r2), f64::max(h, h2))
+    });
     let missing: u64 = changes
         .iter()
         .map(|c| c["missing"].as_u64().unwrap_or(0))
@@ -256,9 +282,36 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         .iter()
         .map(|c| c["unexpected"].as_u64().unwrap_or(0))
         .sum();
-    let summary: serde_json::Map<String, Value> = ["register", "deregister", "file", "all"]
+    let summary: serde_json::Map<String, Value> = ["register", "deregister", "file", "txn", "all"]
         .iter()
+        .filter(|&&kind| kind == "all" || changes.iter().any(|c| c["kind"] == kind))
         .map(|kind| (kind.to_string(), summary(&changes, kind)))
+        .collect();
+    let by_replica: Vec<Value> = (0..replicas)
+        .map(|r| {
+            let pooled: Vec<f64> = changes
+                .iter()
+                .filter_map(|c| c["latencies_by_replica"][r].as_array())
+                .flatten()
+                .filter_map(|v| v.as_f64())
+                .collect();
+            let cpu = proc_cpu_seconds(pids[r])
+                .map(|c| c - cpu0[r])
+                .unwrap_or(f64::NAN);
+            let on_r = || (0..args.streams).filter(move |k| k % replicas == r);
+            json!({
+                "grpc": args.grpc[r].to_string(),
+                "pid": pids[r],
+                "streams": on_r().count(),
+                "hot_service_streams": on_r().filter(|&k| watches[k].service == 0).count(),
+                "dropped_streams": ended.iter().filter(|&&k| k % replicas == r).count(),
+                "open_rss_mib": open_rss[r],
+                "cpu_s": cpu,
+                "rss_mib": memory[r].0,
+                "hwm_mib": memory[r].1,
+                "per_stream": stats(&pooled),
+            })
+        })
         .collect();
     let hot = (0..args.streams)
         .filter(|&k| watches[k].service == 0)
@@ -275,11 +328,13 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         "endpoints": l.services * l.per_service,
         "hot_service_streams": hot,
         "rounds": args.rounds,
+        "replicas": by_replica,
         "open": {
             "first_answer": stats(&open.latencies_ms),
             "missing": open.missing.len(),
             "control_cpu_s": open_cpu,
-            "control_rss_mib": open_rss,
+            // The largest replica's (the target is per replica).
+            "control_rss_mib": open_rss_max,
         },
         "changes": changes,
         "summary": summary,
@@ -292,7 +347,7 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
         "error": error,
         "ok": ok,
         "control": {
-            "cpu_s": proc_cpu_seconds(pid).map(|c| c - cpu0).unwrap_or(f64::NAN),
+            "cpu_s": control_cpu_seconds(pids).map(|c| c - cpu0_all).unwrap_or(f64::NAN),
             "rss_mib": rss,
             "hwm_mib": hwm,
         },
@@ -303,6 +358,7 @@ async fn measure(args: &Args) -> anyhow::Result<Value> {
 /// The state the changes work on: the streams' views and the model of the store.
 struct Run<'a> {
     args: &'a Args,
+    source: Source,
     rx: mpsc::UnboundedReceiver<Event>,
     watches: Vec<Watch>,
     model: Vec<BTreeSet<SocketAddr>>,
@@ -332,22 +388,24 @@ impl Run<'_> {
         let delete = conn.call(http::Method::DELETE, &path, String::new());
         self.change("deregister", round, &[0], delete).await?;
 
-        // 3. Move endpoint 0 of every service to a new address with one file write.
+        // 3. Move endpoint 0 of every service to a new address with one file write (one etcd
+        // transaction).
         let l = &self.args.layout;
         let (old, new) = (self.generation, self.generation ^ 1);
-        let text = l.workload_yaml(0, new);
         for (i, set) in self.model.iter_mut().enumerate() {
             set.remove(&l.addr(i, 0, old));
             set.insert(l.addr(i, 0, new));
         }
         self.generation = new;
-        let (dir, file) = (self.args.store.clone(), l.workload_file(0));
+        let source = self.source.clone();
+        let kind = source.bulk_kind();
+        let layout = l.clone();
         let write = async move {
-            cp_store::replace(&dir, &file, &text)?;
+            source.bulk(&layout, new).await?;
             Ok(None)
         };
         let all: Vec<usize> = (0..l.services).collect();
-        self.change("file", round, &all, write).await
+        self.change(kind, round, &all, write).await
     }
 
     /// Makes one change (`act`, timed from just before it starts; it returns the API's status
@@ -364,8 +422,8 @@ impl Run<'_> {
             Duration::from_secs_f64(self.args.timeout),
             Duration::from_secs_f64(self.args.settle),
         );
-        let pid = self.args.control_pid;
-        let cpu = proc_cpu_seconds(pid)?;
+        let pids = &self.args.control_pid;
+        let cpu = control_cpu_seconds(pids)?;
         let t = Instant::now();
         let api = act.await?;
         let api_ms = api.as_ref().map(|_| t.elapsed().as_secs_f64() * 1e3);
@@ -373,9 +431,12 @@ impl Run<'_> {
             anyhow::ensure!(status == 200, "{kind}: API answered {status} {body}");
         }
         let out = converge(&mut self.rx, &mut self.watches, &expect, t, timeout, settle).await;
-        let cpu = proc_cpu_seconds(pid).map(|c| c - cpu).unwrap_or(f64::NAN);
+        let cpu = control_cpu_seconds(pids)
+            .map(|c| c - cpu)
+            .unwrap_or(f64::NAN);
+        let replicas = self.args.grpc.len();
         self.changes
-            .push(change_json(kind, round, &out, api_ms, cpu));
+            .push(change_json(kind, round, &out, api_ms, cpu, replicas));
         Ok(())
     }
 }
@@ -444,6 +505,7 @@ async fn converge(
     let mut pending: BTreeSet<usize> = expected.keys().copied().collect();
     let mut out = Outcome {
         latencies_ms: Vec::with_capacity(expected.len()),
+        streams: Vec::with_capacity(expected.len()),
         missing: Vec::new(),
         unexpected: 0,
     };
@@ -476,6 +538,7 @@ async fn converge(
                     && Some(&w.endpoints) == expected.get(&event.stream)
                 {
                     pending.remove(&event.stream);
+                    out.streams.push(event.stream);
                     out.latencies_ms.push((event.at - t0).as_secs_f64() * 1e3);
                 }
             }
@@ -485,8 +548,20 @@ async fn converge(
     out
 }
 
-fn change_json(kind: &str, round: usize, out: &Outcome, api_ms: Option<f64>, cpu_s: f64) -> Value {
+fn change_json(
+    kind: &str,
+    round: usize,
+    out: &Outcome,
+    api_ms: Option<f64>,
+    cpu_s: f64,
+    replicas: usize,
+) -> Value {
     let s = stats(&out.latencies_ms);
+    // Stream k is on replica k mod `replicas`.
+    let mut by_replica = vec![Vec::new(); replicas];
+    for (&k, &ms) in out.streams.iter().zip(&out.latencies_ms) {
+        by_replica[k % replicas].push(ms);
+    }
     eprintln!(
         "cp-scale: round {round} {kind:10}: {} streams updated, p50 {} p99 {} max {} ms{}; {} missing, \
          {} unexpected; control CPU {cpu_s:.2} s",
@@ -506,6 +581,7 @@ fn change_json(kind: &str, round: usize, out: &Outcome, api_ms: Option<f64>, cpu
         "unexpected": out.unexpected,
         "latency": s,
         "latencies_ms": out.latencies_ms,
+        "latencies_by_replica": by_replica,
         "api_ms": api_ms,
         "control_cpu_s": cpu_s,
     })
@@ -588,6 +664,84 @@ impl ApiConn {
         let status = rsp.status().as_u16();
         let body = rsp.into_body().collect().await?.to_bytes();
         Ok(Some((status, String::from_utf8_lossy(&body).into_owned())))
+    }
+}
+
+/// utime + stime of every replica, seconds.
+fn control_cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|&p| proc_cpu_seconds(p)).sum()
+}
+
+/// Where the store is, and how the bulk change is made.
+#[derive(Clone)]
+enum Source {
+    Files(PathBuf),
+    Etcd(Etcd),
+}
+
+impl Source {
+    async fn open(args: &Args) -> anyhow::Result<Source> {
+        Ok(match (&args.store, &args.etcd) {
+            (_, Some(etcd)) => Source::Etcd(Etcd::connect(etcd).await?),
+            (Some(dir), None) => Source::Files(dir.clone()),
+            (None, None) => anyhow::bail!("--store or --etcd is required"),
+        })
+    }
+
+    /// The name of the bulk change in the results.
+    fn bulk_kind(&self) -> &'static str {
+        match self {
+            Source::Files(_) => "file",
+            Source::Etcd(_) => "txn",
+        }
+    }
+
+    async fn generation(&self, l: &LayoutArgs) -> anyhow::Result<u32> {
+        match self {
+            Source::Files(dir) => {
+                let first_file = std::fs::read_to_string(dir.join(l.workload_file(0)))?;
+                (0..2)
+                    .find(|&g| first_file == l.workload_yaml(0, g))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{} is not the store `weft-bench cp-store` writes with these layout \
+                             arguments",
+                            dir.display()
+                        )
+                    })
+            }
+            Source::Etcd(etcd) => etcd.generation(l).await,
+        }
+    }
+
+    async fn ensure_no_registrations(&self) -> anyhow::Result<()> {
+        let left = match self {
+            Source::Files(dir) => {
+                let registered = dir.join(".registered");
+                registered.exists()
+                    && std::fs::read_dir(&registered)?
+                        .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml")))
+            }
+            Source::Etcd(etcd) => !etcd.list("registered/").await?.is_empty(),
+        };
+        anyhow::ensure!(
+            !left,
+            "the store holds registrations (left by an interrupted run?): start from a fresh store"
+        );
+        Ok(())
+    }
+
+    /// Endpoint 0 of every service moves to `generation`'s address in one write.
+    async fn bulk(&self, l: &LayoutArgs, generation: u32) -> anyhow::Result<()> {
+        match self {
+            Source::Files(dir) => {
+                cp_store::replace(dir, &l.workload_file(0), &l.workload_yaml(0, generation))
+            }
+            Source::Etcd(etcd) => {
+                etcd.put_all(etcd.first_endpoints(l, generation)).await?;
+                Ok(())
+            }
+        }
     }
 }
 

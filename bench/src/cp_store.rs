@@ -67,27 +67,33 @@ impl LayoutArgs {
     pub fn workload_yaml(&self, j: usize, generation: u32) -> String {
         let mut out = String::new();
         for i in 0..self.services {
-            out.push_str(&workload_doc(
-                &self.workload(i, j),
-                &self.namespace,
-                &self.service(i),
-                self.addr(i, j, generation),
-            ));
+            out.push_str(&self.workload_doc_of(i, j, generation));
         }
         out
     }
 
     pub fn services_yaml(&self) -> String {
-        let mut out = String::new();
-        for i in 0..self.services {
-            let (name, ns) = (self.service(i), &self.namespace);
-            out.push_str(&format!(
-                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
-                 spec:\n  selector: {{app: {name}}}\n  \
-                 ports: [{{name: http, port: {PORT}, targetPort: http}}]\n"
-            ));
-        }
-        out
+        (0..self.services).map(|i| self.service_doc(i)).collect()
+    }
+
+    /// Service `i`: selector `app: svc-NNN`, port 8080 → target port `http`.
+    pub fn service_doc(&self, i: usize) -> String {
+        let (name, ns) = (self.service(i), &self.namespace);
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  selector: {{app: {name}}}\n  \
+             ports: [{{name: http, port: {PORT}, targetPort: http}}]\n"
+        )
+    }
+
+    /// Endpoint `j` of service `i` at `generation`'s address, as one document.
+    pub fn workload_doc_of(&self, i: usize, j: usize, generation: u32) -> String {
+        workload_doc(
+            &self.workload(i, j),
+            &self.namespace,
+            &self.service(i),
+            self.addr(i, j, generation),
+        )
     }
 }
 

@@ -7,10 +7,12 @@
 //!   maximum throughput with `--rate 0`.
 //! - `tcp`: one large opaque stream through a proxy, MB/s.
 //! - `idle`: open N keep-alive connections, one request each, then hold them.
-//! - `cp-store`, `cp-scale`: the control-plane benchmark (a large store; many Destination.Get
-//!   watch streams and the time a store change takes to reach them).
+//! - `cp-store`, `cp-etcd-load`, `cp-scale`: the control-plane benchmark (a large store in files
+//!   or in etcd; many Destination.Get watch streams on one or more replicas and the time a store
+//!   change takes to reach them).
 
 mod backend;
+mod cp_etcd;
 mod cp_scale;
 mod cp_store;
 mod load;
@@ -40,6 +42,8 @@ enum Command {
     Idle(tcp::IdleArgs),
     /// Write the control-plane benchmark's store (services and workloads as YAML).
     CpStore(cp_store::Args),
+    /// Write the same services and workloads into etcd, one key per resource.
+    CpEtcdLoad(cp_etcd::LoadArgs),
     /// Watch streams against `weft control`; store changes and their fan-out latency.
     CpScale(cp_scale::Args),
 }
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             Command::Tcp(args) => tcp::throughput(args).await,
             Command::Idle(args) => tcp::idle(args).await,
             Command::CpStore(args) => cp_store::run(args).await,
+            Command::CpEtcdLoad(args) => cp_etcd::load(args).await,
             Command::CpScale(args) => cp_scale::run(args).await,
         }
     })
