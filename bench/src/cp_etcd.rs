@@ -70,7 +70,11 @@ impl Etcd {
             success: kvs
                 .into_iter()
                 .map(|(key, value)| RequestOp {
-                    request: Some(Request::Put(PutRequest { key, value })),
+                    request: Some(Request::Put(PutRequest {
+                        key,
+                        value,
+                        lease: 0,
+                    })),
                 })
                 .collect(),
             failure: Vec::new(),
