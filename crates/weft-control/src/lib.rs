@@ -22,6 +22,7 @@ pub mod etcd;
 pub mod files;
 pub mod grpc;
 pub mod index;
+pub mod inject;
 pub mod leader;
 pub mod own_cert;
 pub mod resource;
@@ -86,6 +87,8 @@ pub struct Config {
     /// A Prometheus that `GET /v1/stat/...` asks (PromQL) instead of the embedded scrapes.
     /// Default none.
     pub prometheus_url: Option<telemetry::prometheus::Prometheus>,
+    /// The sidecar-injection admission webhook (`POST /inject` over TLS). Default none (off).
+    pub webhook: Option<inject::webhook::WebhookConfig>,
 }
 
 impl Default for Config {
@@ -107,6 +110,7 @@ impl Default for Config {
             scrape_interval: telemetry::DEFAULT_INTERVAL,
             prometheus_sd_file: None,
             prometheus_url: None,
+            webhook: None,
         }
     }
 }
@@ -147,6 +151,8 @@ pub struct Running {
     /// The identity the gRPC server proves ([`resource::control_identity`]): proxies'
     /// `WEFT_PROXY_*_SVC_NAME`.
     pub control_identity: String,
+    /// The bound admission webhook address, when it is on.
+    pub webhook_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -234,6 +240,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     };
     let grpc_addr = local(&grpc_listener, config.grpc_addr)?;
     let api_addr = local(&api_listener, config.api_addr)?;
+    let webhook_listener = match &config.webhook {
+        Some(w) => {
+            let l = bind(w.addr).await?;
+            let addr = local(&l, w.addr)?;
+            Some((l, addr))
+        }
+        None => None,
+    };
+    let webhook_addr = webhook_listener.as_ref().map(|(_, addr)| *addr);
 
     let mut tasks = Vec::new();
     let instance = ledger.instance();
@@ -343,6 +358,17 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     );
     let transport = std::sync::Arc::new(grpc::transport::Transport::new(own, ca_rx.clone()));
     let (tap, tap_task) = tap::start(&defaults, ca_rx.clone(), shutdown_rx.clone());
+    if let (Some((listener, _)), Some(w)) = (webhook_listener, &config.webhook) {
+        tasks.push(start_webhook(
+            listener,
+            w,
+            &config,
+            &defaults,
+            &store,
+            &ca_rx,
+            &shutdown_rx,
+        ));
+    }
     // Identity checks registrations against the store itself (no addresses needed, no lag).
     let states = store.states();
     let api_task = tokio::spawn(api::serve(
@@ -404,9 +430,50 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         api_addr,
         trust_anchors_pem,
         control_identity,
+        webhook_addr,
         shutdown,
         grpc: Some(grpc),
         tasks,
+    })
+}
+
+/// The admission webhook's task and its certificate's renewal
+/// (`weft-proxy-injector.<ns>.svc`, from the mesh CA).
+fn start_webhook(
+    listener: tokio::net::TcpListener,
+    w: &inject::webhook::WebhookConfig,
+    config: &Config,
+    defaults: &resource::Defaults,
+    store: &store::StoreHandle,
+    ca: &watch::Receiver<std::sync::Arc<ca::Ca>>,
+    shutdown: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let (identity, renew) = own_cert::start(
+        inject::webhook::dns_name(&defaults.control_namespace),
+        format!(
+            "spiffe://{}/ns/{}/sa/weft-control",
+            defaults.trust_domain, defaults.control_namespace
+        ),
+        "webhook",
+        ca.clone(),
+        shutdown.clone(),
+    );
+    let webhook = inject::webhook::Webhook {
+        injector: inject::Injector {
+            images: w.images.clone(),
+            defaults: defaults.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+            cni: w.cni,
+            trust_anchors: None,
+            sidecar: w.sidecar.clone(),
+        },
+        identity,
+        states: store.states(),
+        ca: ca.clone(),
+    };
+    let serve = inject::webhook::serve(listener, webhook, shutdown.clone());
+    tokio::spawn(async move {
+        tokio::join!(renew, serve);
     })
 }
 

@@ -56,7 +56,7 @@ pub fn control_identity(d: &Defaults) -> String {
 }
 
 /// Values the validator needs to derive defaults (the workload's mesh identity).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Defaults {
     pub trust_domain: String,
     pub control_namespace: String,

@@ -1,5 +1,8 @@
 //! `weft-proxy`: the sidecar proxy. Configured only through `WEFT_PROXY_*` variables
 //! (see docs/proxy-config.md); logs to stderr; prints one JSON line on stdout once listening.
+//! `weft-proxy await` waits for a proxy beside it to be ready ([`await_ready`]).
+
+mod await_ready;
 
 use std::process::ExitCode;
 
@@ -8,6 +11,10 @@ use weft_proxy::{config, Config, Env, ProcessEnv};
 
 fn main() -> ExitCode {
     let env = ProcessEnv;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("await") {
+        return ExitCode::from(await_ready::run(&args[1..], &env));
+    }
     let filter = env
         .get(config::ENV_LOG)
         .filter(|f| !f.trim().is_empty())
