@@ -77,6 +77,17 @@ pub struct ControlArgs {
     /// `http://127.0.0.1:9090`. Prometheus down or failing: the API answers 502 with the error.
     #[arg(long, value_name = "URL")]
     pub prometheus_url: Option<weft_control::telemetry::prometheus::Prometheus>,
+    /// Serve the sidecar-injection admission webhook (`POST /inject`, AdmissionReview v1) over
+    /// TLS here, with a certificate for `weft-proxy-injector.weft.svc` from the mesh CA.
+    /// Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// Registry of the images the webhook injects (`<registry>/weft-proxy`, `<registry>/weft`).
+    #[arg(long, default_value = "ghcr.io/weft-mesh", value_name = "REGISTRY")]
+    pub image_registry: String,
+    /// A CNI plugin installs the redirect rules: the webhook adds no `weft-init` container.
+    #[arg(long)]
+    pub cni: bool,
 }
 
 /// `--cluster-networks`: one value holding the whole list.
@@ -101,14 +112,34 @@ impl ControlArgs {
             scrape_interval: self.scrape_interval,
             prometheus_sd_file: self.prometheus_sd_file.clone(),
             prometheus_url: self.prometheus_url.clone(),
+            webhook: self.webhook_addr.map(|addr| {
+                let injector = crate::inject::injector(
+                    weft_control::inject::Images {
+                        registry: self.image_registry.clone(),
+                        ..Default::default()
+                    },
+                    self.cni,
+                );
+                weft_control::inject::webhook::WebhookConfig {
+                    addr,
+                    images: injector.images,
+                    cni: injector.cni,
+                    sidecar: injector.sidecar,
+                }
+            }),
         }
     }
 }
 
-/// The one stdout line announcing the bound addresses (documented in docs/control-plane.md).
-pub fn listening_line(grpc: SocketAddr, api: SocketAddr) -> String {
-    serde_json::json!({"event": "listening", "grpc": grpc.to_string(), "api": api.to_string()})
-        .to_string()
+/// The one stdout line announcing the bound addresses (documented in docs/control-plane.md);
+/// `webhook` only when it is on.
+pub fn listening_line(grpc: SocketAddr, api: SocketAddr, webhook: Option<SocketAddr>) -> String {
+    let mut line =
+        serde_json::json!({"event": "listening", "grpc": grpc.to_string(), "api": api.to_string()});
+    if let Some(addr) = webhook {
+        line["webhook"] = addr.to_string().into();
+    }
+    line.to_string()
 }
 
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -121,7 +152,10 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    println!("{}", listening_line(running.grpc_addr, running.api_addr));
+    println!(
+        "{}",
+        listening_line(running.grpc_addr, running.api_addr, running.webhook_addr)
+    );
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
@@ -260,10 +294,20 @@ mod tests {
         let line = listening_line(
             "127.0.0.1:1".parse().expect("addr"),
             "127.0.0.1:2".parse().expect("addr"),
+            None,
         );
         assert_eq!(
             line,
             r#"{"api":"127.0.0.1:2","event":"listening","grpc":"127.0.0.1:1"}"#
+        );
+        let line = listening_line(
+            "127.0.0.1:1".parse().expect("addr"),
+            "127.0.0.1:2".parse().expect("addr"),
+            Some("127.0.0.1:3".parse().expect("addr")),
+        );
+        assert_eq!(
+            line,
+            r#"{"api":"127.0.0.1:2","event":"listening","grpc":"127.0.0.1:1","webhook":"127.0.0.1:3"}"#
         );
     }
 }

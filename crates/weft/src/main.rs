@@ -30,6 +30,7 @@ mod edges;
 mod get;
 mod identity;
 mod init;
+mod inject;
 mod resources;
 mod routes;
 mod run;
@@ -91,6 +92,11 @@ enum Command {
     /// Install the transparent-proxy iptables rules in the current network namespace (what a
     /// mesh init container does). `--dry-run` prints them.
     Init(init::InitArgs),
+    /// Add the weft-proxy sidecar to the pod templates of Kubernetes manifests (a file or `-`),
+    /// as the control plane's admission webhook would; prints the manifests on stdout.
+    Inject(inject::InjectArgs),
+    /// Remove what `weft inject` added from Kubernetes manifests (a file or `-`); prints them.
+    Uninject(inject::UninjectArgs),
     /// Show golden metrics (success rate, requests per second, latency percentiles, TCP
     /// connections) of workloads, services or namespaces, from the control plane's telemetry.
     Stat(stat::StatArgs),
@@ -126,7 +132,7 @@ fn main() -> std::process::ExitCode {
         | Command::Routes(_)
         | Command::Tap(_)
         | Command::Top(_) => "warn",
-        Command::Init(_) | Command::Run(_) => "warn",
+        Command::Init(_) | Command::Run(_) | Command::Inject(_) | Command::Uninject(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -152,6 +158,8 @@ fn main() -> std::process::ExitCode {
             Command::Identity(args) => identity::run(args),
             Command::DemoService(args) => demo::app::run(args).await,
             Command::Init(args) => init::run(args).await,
+            Command::Inject(args) => inject::inject(args),
+            Command::Uninject(args) => inject::uninject(args),
             Command::Routes(args) => routes::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Stat(args) => stat::run(args).await,

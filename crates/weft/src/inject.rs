@@ -1,0 +1,209 @@
+//! `weft inject` and `weft uninject`: the admission webhook's injection, offline, on manifests
+//! (`weft_control::inject` does the work; this module walks the documents). Also the proxy's
+//! variables and `weft init`'s flags for an injected pod ([`WeftSidecar`]), which the webhook of
+//! `weft control --webhook-addr` uses too: they are the `WEFT_PROXY_*` settings `weft run`
+//! gives a sidecar, spelled with the proxy's own constants.
+
+mod manifest;
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use weft_control::inject::{self as core, env, env_from_configmap, Images, Injector, Settings};
+use weft_proxy::config;
+
+use crate::init::{self, InitArgs, PortList};
+
+const AFTER_HELP: &str = "\
+Examples:
+  # Inject every workload of a file and apply it
+  weft inject deployment.yml | kubectl apply -f -
+  # Inject what is running in a namespace
+  kubectl get deploy -n emojivoto -o yaml | weft inject - | kubectl apply -f -
+  # Only add linkerd.io/inject: enabled (the webhook injects when the pods are created)
+  weft inject --annotate-only deployment.yml
+  # Remove the proxy again
+  kubectl get deploy -n emojivoto -o yaml | weft uninject - | kubectl apply -f -
+
+Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs, Pods and Lists of them are
+injected; every other document is printed byte for byte as it was. Settings come from the
+config.linkerd.io/* annotations of each pod template (docs/kubernetes.md, \"Injection\").";
+
+/// `weft inject FILE|-`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct InjectArgs {
+    /// The manifest file (YAML, one or more documents), or `-` for stdin.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    /// Only add `linkerd.io/inject: enabled` to the pod templates (Linkerd's default): the
+    /// webhook then injects the pods as they are created.
+    #[arg(long)]
+    pub annotate_only: bool,
+    /// Registry of the proxy (`<registry>/weft-proxy`) and init (`<registry>/weft`) images.
+    #[arg(long, default_value = "ghcr.io/weft-mesh", value_name = "REGISTRY")]
+    pub image_registry: String,
+    /// A CNI plugin installs the redirect rules: no `weft-init` container.
+    #[arg(long)]
+    pub cni: bool,
+    /// Give the proxies these trust anchors (a PEM file, e.g. the `trust-anchors.pem` of
+    /// `weft identity init`) inline, instead of a reference to the ConfigMap
+    /// `weft-identity-trust-roots` in the workload's namespace.
+    #[arg(long, value_name = "PEM")]
+    pub trust_anchors: Option<std::path::PathBuf>,
+}
+
+/// `weft uninject FILE|-`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct UninjectArgs {
+    /// The manifest file (YAML, one or more documents), or `-` for stdin.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+}
+
+/// The proxy's variables and `weft init`'s flags for an injected pod.
+pub struct WeftSidecar;
+
+impl WeftSidecar {
+    fn init_args(s: &Settings) -> anyhow::Result<InitArgs> {
+        let ports = |list: &str| -> anyhow::Result<PortList> {
+            list.parse::<PortList>().map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        // The admin and tap ports are never redirected (Linkerd's proxy-init does the same).
+        let mut skip_inbound = format!("{},{}", core::TAP_PORT, core::ADMIN_PORT);
+        if !s.skip_inbound_ports.is_empty() {
+            skip_inbound = format!("{skip_inbound},{}", s.skip_inbound_ports);
+        }
+        Ok(InitArgs {
+            proxy_uid: s.proxy_uid,
+            inbound_port: core::INBOUND_PORT,
+            outbound_port: core::OUTBOUND_PORT,
+            skip_inbound_ports: ports(&skip_inbound)?,
+            skip_outbound_ports: ports(&s.skip_outbound_ports)?,
+            skip_outbound_cidrs: Vec::new(),
+            opaque_ports: ports(&s.opaque_ports)?,
+            iptables_mode: init::Mode::Nft,
+            dry_run: false,
+        })
+    }
+}
+
+impl core::Sidecar for WeftSidecar {
+    fn proxy_env(&self, s: &Settings) -> Vec<Value> {
+        let defaults = &s.defaults;
+        let token = format!("{}/{}", core::TOKEN_DIR, core::TOKEN_VOLUME);
+        let mut vars = vec![
+            env(config::ENV_DESTINATION_SVC_ADDR, s.destination_addr()),
+            env(
+                config::ENV_DESTINATION_SVC_NAME,
+                weft_control::resource::control_identity(defaults),
+            ),
+            env(
+                config::ENV_POLICY_WORKLOAD,
+                format!("$({}):$({})", core::POD_NS_VAR, core::POD_NAME_VAR),
+            ),
+            env(config::ENV_SHUTDOWN_GRACE_PERIOD, "5s"),
+            env(
+                config::ENV_TAP_SVC_NAME,
+                weft_control::resource::tap_identity(defaults),
+            ),
+            match &s.trust_anchors {
+                Some(pem) => env(config::ENV_IDENTITY_TRUST_ANCHORS, pem.clone()),
+                None => env_from_configmap(
+                    config::ENV_IDENTITY_TRUST_ANCHORS,
+                    core::TRUST_ROOTS_CONFIGMAP,
+                    core::TRUST_ROOTS_KEY,
+                ),
+            },
+            env(config::ENV_IDENTITY_TOKEN_FILE, token),
+            env(config::ENV_IDENTITY_LOCAL_NAME, s.local_name()),
+            env(
+                config::ENV_ADMIN_LISTEN_ADDR,
+                format!("0.0.0.0:{}", core::ADMIN_PORT),
+            ),
+            env(
+                config::ENV_TAP_LISTEN_ADDR,
+                format!("0.0.0.0:{}", core::TAP_PORT),
+            ),
+        ];
+        // The settings were validated by the injector: the port lists parse.
+        if let Ok(args) = Self::init_args(s) {
+            vars.extend(init::proxy_env(&args).into_iter().map(|(k, v)| env(k, v)));
+        }
+        if let Some(level) = &s.log_level {
+            vars.push(env(config::ENV_LOG, level.clone()));
+        }
+        vars
+    }
+
+    fn init_args(&self, s: &Settings) -> Vec<String> {
+        Self::init_args(s).map(|a| a.to_flags()).unwrap_or_default()
+    }
+}
+
+/// The injector `weft inject` and the webhook use, for the default control plane.
+pub fn injector(images: Images, cni: bool) -> Injector {
+    Injector {
+        images,
+        defaults: weft_control::resource::Defaults::default(),
+        cluster_domain: "cluster.local".into(),
+        cni,
+        trust_anchors: None,
+        sidecar: Arc::new(WeftSidecar),
+    }
+}
+
+fn read(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))
+    }
+}
+
+/// Prints `out`, reports `problems` on stderr; an error when there were any.
+fn finish(out: manifest::Output) -> anyhow::Result<()> {
+    print!("{}", out.text);
+    for note in &out.notes {
+        say!("weft: {note}");
+    }
+    for p in &out.problems {
+        say!("weft: {p}");
+    }
+    match out.problems.len() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} pod template(s) left as they were"),
+    }
+}
+
+pub fn inject(args: InjectArgs) -> anyhow::Result<()> {
+    let text = read(&args.file)?;
+    let mut injector = injector(
+        Images {
+            registry: args.image_registry.clone(),
+            ..Images::default()
+        },
+        args.cni,
+    );
+    if let Some(path) = &args.trust_anchors {
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            anyhow::bail!("{}: no PEM certificate in it", path.display());
+        }
+        injector.trust_anchors = Some(pem);
+    }
+    finish(manifest::inject(&text, &injector, args.annotate_only))
+}
+
+pub fn uninject(args: UninjectArgs) -> anyhow::Result<()> {
+    let text = read(&args.file)?;
+    finish(manifest::uninject(&text))
+}
