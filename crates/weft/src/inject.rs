@@ -15,6 +15,7 @@ use weft_control::inject::{self as core, env, env_from_configmap, Images, Inject
 use weft_proxy::config;
 
 use crate::init::{self, InitArgs, PortList};
+use crate::run;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -94,44 +95,36 @@ impl WeftSidecar {
 impl core::Sidecar for WeftSidecar {
     fn proxy_env(&self, s: &Settings) -> Vec<Value> {
         let defaults = &s.defaults;
-        let token = format!("{}/{}", core::TOKEN_DIR, core::TOKEN_VOLUME);
-        let mut vars = vec![
-            env(config::ENV_DESTINATION_SVC_ADDR, s.destination_addr()),
-            env(
-                config::ENV_DESTINATION_SVC_NAME,
-                weft_control::resource::control_identity(defaults),
+        let mut vars: Vec<Value> = run::sidecar_env(
+            s.destination_addr(),
+            format!("$({}):$({})", core::POD_NS_VAR, core::POD_NAME_VAR),
+            weft_control::resource::tap_identity(defaults),
+            Some(weft_control::resource::control_identity(defaults)),
+        )
+        .into_iter()
+        .map(|(k, v)| env(k, v))
+        .collect();
+        // Identity: the anchors, the projected ServiceAccount token, the name it certifies.
+        vars.push(match &s.trust_anchors {
+            Some(pem) => env(config::ENV_IDENTITY_TRUST_ANCHORS, pem.clone()),
+            None => env_from_configmap(
+                config::ENV_IDENTITY_TRUST_ANCHORS,
+                core::TRUST_ROOTS_CONFIGMAP,
+                core::TRUST_ROOTS_KEY,
             ),
-            env(
-                config::ENV_POLICY_WORKLOAD,
-                format!("$({}):$({})", core::POD_NS_VAR, core::POD_NAME_VAR),
-            ),
-            env(config::ENV_SHUTDOWN_GRACE_PERIOD, "5s"),
-            env(
-                config::ENV_TAP_SVC_NAME,
-                weft_control::resource::tap_identity(defaults),
-            ),
-            match &s.trust_anchors {
-                Some(pem) => env(config::ENV_IDENTITY_TRUST_ANCHORS, pem.clone()),
-                None => env_from_configmap(
-                    config::ENV_IDENTITY_TRUST_ANCHORS,
-                    core::TRUST_ROOTS_CONFIGMAP,
-                    core::TRUST_ROOTS_KEY,
-                ),
-            },
-            env(config::ENV_IDENTITY_TOKEN_FILE, token),
-            env(config::ENV_IDENTITY_LOCAL_NAME, s.local_name()),
-            env(
-                config::ENV_ADMIN_LISTEN_ADDR,
-                format!("0.0.0.0:{}", core::ADMIN_PORT),
-            ),
-            env(
-                config::ENV_TAP_LISTEN_ADDR,
-                format!("0.0.0.0:{}", core::TAP_PORT),
-            ),
-        ];
+        });
+        vars.push(env(
+            config::ENV_IDENTITY_TOKEN_FILE,
+            format!("{}/{}", core::TOKEN_DIR, core::TOKEN_VOLUME),
+        ));
+        vars.push(env(config::ENV_IDENTITY_LOCAL_NAME, s.local_name()));
         // The settings were validated by the injector: the port lists parse.
         if let Ok(args) = Self::init_args(s) {
-            vars.extend(init::proxy_env(&args).into_iter().map(|(k, v)| env(k, v)));
+            vars.extend(
+                run::pod_listeners_env(&args)
+                    .into_iter()
+                    .map(|(k, v)| env(k, v)),
+            );
         }
         if let Some(level) = &s.log_level {
             vars.push(env(config::ENV_LOG, level.clone()));

@@ -52,17 +52,8 @@ use identity::SidecarIdentity;
 use pod::{Addressing, Pod};
 use startup::{Place, ProxyAwait, Sidecar};
 
-/// Ports of the proxy inside a pod (the mesh conventions).
-const INBOUND_PORT: u16 = 4143;
-const OUTBOUND_PORT: u16 = 4140;
-/// The admin listens on every address of the pod: the control plane scrapes `/metrics` on the
-/// pod IP (inbound 4191 bypasses the proxy), and `POST /shutdown` answers only loopback peers.
-const ADMIN_ADDR: &str = "0.0.0.0:4191";
-const ADMIN_PORT: u16 = 4191;
-/// The tap server listens on every address of the pod too: the control plane dials it on the pod
-/// IP (inbound 4190 bypasses the proxy), and only the tap identity's client certificate is let in.
-const TAP_ADDR: &str = "0.0.0.0:4190";
-const TAP_PORT: u16 = 4190;
+/// Ports of the proxy inside a pod (the mesh conventions, the same in a Kubernetes pod).
+use weft_control::inject::{ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT, TAP_PORT};
 /// How long the command may take to accept connections on its ports before it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the command and the proxy get to exit after SIGTERM.
@@ -536,8 +527,41 @@ fn join(addrs: &[SocketAddr]) -> String {
         .join(",")
 }
 
-/// The sidecar's command, as both modes start it: control plane, workload, drain time, identity
-/// and the extra variables; `pod` = (namespace, uid) to start it in, `None` = here, as us.
+/// The variables of every sidecar, `weft run`'s and an injected Kubernetes pod's: the control
+/// plane, the workload (`NS:NAME`), the drain time, the tap identity, and — with identity, when
+/// the sidecar speaks TLS to the control plane, which must prove its own — `control_identity`.
+pub(crate) fn sidecar_env(
+    control: String,
+    workload: String,
+    tap_identity: String,
+    control_identity: Option<String>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        (config::ENV_DESTINATION_SVC_ADDR, control),
+        (config::ENV_POLICY_WORKLOAD, workload),
+        (config::ENV_SHUTDOWN_GRACE_PERIOD, "5s".to_string()),
+        (config::ENV_TAP_SVC_NAME, tap_identity),
+    ];
+    env.extend(control_identity.map(|name| (config::ENV_DESTINATION_SVC_NAME, name)));
+    env
+}
+
+/// A sidecar's listeners in a pod: inbound and outbound as `weft init` redirects to them (with
+/// its opaque ports), the admin and tap servers on every address — the control plane scrapes
+/// `/metrics` and dials the tap server on the pod IP (inbound 4191 and 4190 bypass the proxy);
+/// `POST /shutdown` answers only loopback peers, the tap server only the tap identity.
+pub(crate) fn pod_listeners_env(init: &init::InitArgs) -> Vec<(&'static str, String)> {
+    let mut env = init::proxy_env(init);
+    env.push((
+        config::ENV_ADMIN_LISTEN_ADDR,
+        format!("0.0.0.0:{ADMIN_PORT}"),
+    ));
+    env.push((config::ENV_TAP_LISTEN_ADDR, format!("0.0.0.0:{TAP_PORT}")));
+    env
+}
+
+/// The sidecar's command, as both modes start it: [`sidecar_env`], identity and the extra
+/// variables; `pod` = (namespace, uid) to start it in, `None` = here, as us.
 fn proxy_command(
     args: &RunArgs,
     bin: &Path,
@@ -546,19 +570,15 @@ fn proxy_command(
     identity_env: &[(&str, String)],
 ) -> tokio::process::Command {
     let mut cmd = children::command_in(bin, None, pod.map(|p| p.0), pod.map(|p| p.1));
-    cmd.env(config::ENV_DESTINATION_SVC_ADDR, control)
-        .env(
-            config::ENV_POLICY_WORKLOAD,
-            format!("{}:{}", args.namespace, args.name),
-        )
-        .env(config::ENV_SHUTDOWN_GRACE_PERIOD, "5s")
-        .env(config::ENV_TAP_SVC_NAME, args.tap_identity())
-        .envs(identity_env.iter().map(|(k, v)| (k, v)));
-    // With identity the sidecar speaks TLS to the control plane, which must prove its own
-    // identity (also through the pod's loopback relay: the relay carries TLS bytes).
-    if !identity_env.is_empty() {
-        cmd.env(config::ENV_DESTINATION_SVC_NAME, args.control_identity());
-    }
+    // Also through the pod's loopback relay the control plane proves its identity: the relay
+    // carries TLS bytes.
+    cmd.envs(sidecar_env(
+        control.to_string(),
+        format!("{}:{}", args.namespace, args.name),
+        args.tap_identity(),
+        (!identity_env.is_empty()).then(|| args.control_identity()),
+    ))
+    .envs(identity_env.iter().map(|(k, v)| (k, v)));
     cmd.envs(args.proxy_env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped());
     cmd
@@ -573,9 +593,7 @@ async fn spawn_proxy(
     let bin = children::proxy_binary()?;
     let uid = args.proxy_uid;
     let mut cmd = proxy_command(args, &bin, Some((pod.raw_fd(), uid)), control, identity_env);
-    cmd.envs(init::proxy_env(&init_args(args)))
-        .env(config::ENV_ADMIN_LISTEN_ADDR, ADMIN_ADDR)
-        .env(config::ENV_TAP_LISTEN_ADDR, TAP_ADDR);
+    cmd.envs(pod_listeners_env(&init_args(args)));
     let mut proxy = cmd.spawn().with_context(|| {
         format!(
             "starting {} as uid {uid} in the pod (it must be executable by that uid; set \
