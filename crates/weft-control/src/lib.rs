@@ -460,12 +460,9 @@ fn start_webhook(
     );
     let webhook = inject::webhook::Webhook {
         injector: inject::Injector {
-            images: w.images.clone(),
             defaults: defaults.clone(),
             cluster_domain: config.cluster_domain.clone(),
-            cni: w.cni,
-            trust_anchors: None,
-            sidecar: w.sidecar.clone(),
+            ..w.injector.clone()
         },
         identity,
         states: store.states(),

@@ -63,9 +63,15 @@ async fn start() -> Webhook {
     let mut config = common::config(&store);
     config.webhook = Some(inject::webhook::WebhookConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        images: inject::Images::default(),
-        cni: false,
-        sidecar: Arc::new(TestSidecar),
+        injector: inject::Injector {
+            images: inject::Images::default(),
+            // The control plane's own replace these.
+            defaults: Default::default(),
+            cluster_domain: "unused.example".into(),
+            cni: false,
+            trust_anchors: None,
+            sidecar: Arc::new(TestSidecar),
+        },
     });
     let cp = common::start(config).await;
     let addr = cp.webhook_addr.expect("the webhook listens");

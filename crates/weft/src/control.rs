@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use weft_control::inject::webhook::WebhookConfig;
 
 /// `weft control`: serve Destination and policy gRPC and the registration API from a store.
 #[derive(Debug, clap::Args)]
@@ -16,8 +17,10 @@ use anyhow::Context as _;
     weft control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/weft/prod\n  \
     weft control --store ./store --identity-dir ./ca\n  \
     weft control --store ./store --prometheus-sd-file /var/lib/weft/targets.json\n  \
-    weft control --store ./store --prometheus-url http://127.0.0.1:9090\n\n\
-    See docs/control-plane.md; etcd: docs/operations.md; Prometheus: docs/observability.md.")]
+    weft control --store ./store --prometheus-url http://127.0.0.1:9090\n  \
+    weft control --store ./store --identity-dir ./ca --webhook-addr 0.0.0.0:8443\n\n\
+    See docs/control-plane.md; etcd: docs/operations.md; Prometheus: docs/observability.md;\n\
+    the injection webhook: docs/kubernetes.md.")]
 pub struct ControlArgs {
     /// Where resources, registrations and identity tokens live: a directory of resource YAML
     /// files (polled for changes), or `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` (keys under
@@ -112,20 +115,15 @@ impl ControlArgs {
             scrape_interval: self.scrape_interval,
             prometheus_sd_file: self.prometheus_sd_file.clone(),
             prometheus_url: self.prometheus_url.clone(),
-            webhook: self.webhook_addr.map(|addr| {
-                let injector = crate::inject::injector(
+            webhook: self.webhook_addr.map(|addr| WebhookConfig {
+                addr,
+                injector: crate::inject::injector(
                     weft_control::inject::Images {
                         registry: self.image_registry.clone(),
                         ..Default::default()
                     },
                     self.cni,
-                );
-                weft_control::inject::webhook::WebhookConfig {
-                    addr,
-                    images: injector.images,
-                    cni: injector.cni,
-                    sidecar: injector.sidecar,
-                }
+                ),
             }),
         }
     }
@@ -249,6 +247,37 @@ mod tests {
         assert!(
             Wrapper::try_parse_from(["x", "--store", "/s", "--scrape-interval", "often"]).is_err()
         );
+    }
+
+    #[test]
+    fn the_webhook_is_off_unless_an_address_is_given() {
+        use clap::Parser as _;
+        let config = |extra: &[&str]| {
+            let argv = ["x", "--store", "/s"].iter().chain(extra).copied();
+            Wrapper::try_parse_from(argv)
+                .expect("parse")
+                .control
+                .config()
+        };
+        assert!(config(&[]).webhook.is_none());
+        let on = config(&[
+            "--webhook-addr",
+            "0.0.0.0:8443",
+            "--image-registry",
+            "r.example/w",
+            "--cni",
+        ])
+        .webhook
+        .expect("on");
+        assert_eq!(on.addr.to_string(), "0.0.0.0:8443");
+        assert_eq!(on.injector.images.registry, "r.example/w");
+        assert_eq!(on.injector.images.version, env!("CARGO_PKG_VERSION"));
+        assert!(on.injector.cni);
+        let plain = config(&["--webhook-addr", "0.0.0.0:8443"])
+            .webhook
+            .expect("on");
+        assert_eq!(plain.injector.images.registry, "ghcr.io/weft-mesh");
+        assert!(!plain.injector.cni);
     }
 
     #[test]

@@ -42,23 +42,12 @@ pub fn dns_name(control_namespace: &str) -> String {
     format!("{SERVICE}.{control_namespace}.svc")
 }
 
-/// `weft control --webhook-addr`: where the webhook listens and what the binary supplies.
-#[derive(Clone)]
+/// `weft control --webhook-addr`: where the webhook listens and how it injects (the control
+/// plane sets the injector's `defaults` and `cluster_domain` to its own).
+#[derive(Clone, Debug)]
 pub struct WebhookConfig {
     pub addr: SocketAddr,
-    pub images: super::Images,
-    pub cni: bool,
-    pub sidecar: Arc<dyn super::Sidecar>,
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("addr", &self.addr)
-            .field("images", &self.images)
-            .field("cni", &self.cni)
-            .finish_non_exhaustive()
-    }
+    pub injector: Injector,
 }
 
 /// What the webhook serves with.
