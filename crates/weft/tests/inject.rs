@@ -318,3 +318,152 @@ fn proxy_await_waits_for_ready_and_gives_up_at_its_timeout() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timeout"));
 }
+
+const NAMESPACE_DOC: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  annotations:
+    linkerd.io/inject: enabled
+";
+
+/// `GET` on the API; the body.
+async fn api_get(api: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    buf.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// One AdmissionReview through the webhook's TLS, trusting only `anchors` and verifying the
+/// injector's Service name; the response part.
+async fn admission_review(
+    addr: std::net::SocketAddr,
+    anchors: &str,
+    review: &str,
+) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in weft_control::ca::pem_certificates(anchors.as_bytes()).unwrap() {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(cert))
+            .unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("weft-proxy-injector.weft.svc").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS as weft-proxy-injector.weft.svc");
+    let req = format!(
+        "POST /inject HTTP/1.1\r\nhost: weft-proxy-injector.weft.svc\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{review}",
+        review.len()
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tls.read_to_end(&mut buf).await;
+    let text = String::from_utf8(buf).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body: serde_json::Value =
+        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    body["response"].clone()
+}
+
+/// `weft control --webhook-addr` and `weft inject --trust-anchors` give a pod the same proxy,
+/// init container and volumes: one injection, two ways in.
+#[tokio::test]
+async fn the_webhook_of_weft_control_injects_what_weft_inject_does() {
+    use base64::Engine as _;
+    let tmp = support::TempDir::new("inject-webhook");
+    let store = tmp.subdir("store");
+    std::fs::write(store.join("ns.yaml"), NAMESPACE_DOC).unwrap();
+    let mut cmd = tokio::process::Command::new(weft_bin());
+    cmd.args(["control", "--store"])
+        .arg(&store)
+        .args(["--grpc-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+        .args(["--webhook-addr", "127.0.0.1:0"]);
+    support::set_pdeathsig(&mut cmd);
+    let mut control = support::ChildProc::spawn("control", cmd, tmp.path());
+    let line = control
+        .listening_line(std::time::Duration::from_secs(30))
+        .await
+        .expect("weft control starts");
+    let addr = |key: &str| -> std::net::SocketAddr {
+        line[key]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {line}"))
+    };
+    let anchors = api_get(addr("api"), "/v1/identity/trust-anchors").await;
+    assert!(anchors.contains("BEGIN CERTIFICATE"), "{anchors}");
+
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+        "spec": {"serviceAccountName": "web", "containers": [{"name": "web", "image": "nginx:1.27"}]},
+    });
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "e2e-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "namespace": "shop", "operation": "CREATE", "object": pod},
+    });
+    let response = admission_review(addr("webhook"), &anchors, &review.to_string()).await;
+    assert_eq!(response["uid"], "e2e-1");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().expect("a patch"))
+        .unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    let op = |path: &str| {
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|op| op["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in {patch}"))["value"]
+            .clone()
+    };
+
+    let anchors_file = tmp.path().join("anchors.pem");
+    std::fs::write(&anchors_file, &anchors).unwrap();
+    let offline = stdout(
+        &weft(
+            &[
+                "inject",
+                "--trust-anchors",
+                &anchors_file.to_string_lossy(),
+                "-",
+            ],
+            Some(&serde_json::to_string(&pod).unwrap()),
+        ),
+        "inject",
+    );
+    let offline: serde_json::Value = yaml_serde::from_str(&offline).unwrap();
+    assert_eq!(
+        op("/spec/initContainers"),
+        offline["spec"]["initContainers"]
+    );
+    assert_eq!(op("/spec/volumes"), offline["spec"]["volumes"]);
+    let proxy = &offline["spec"]["initContainers"][1];
+    let anchors_var = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == weft_proxy::config::ENV_IDENTITY_TRUST_ANCHORS)
+        .expect("the anchors variable");
+    assert_eq!(anchors_var["value"].as_str(), Some(anchors.as_str()));
+    control.kill().await;
+}
