@@ -200,3 +200,112 @@ pub fn uninject(args: UninjectArgs) -> anyhow::Result<()> {
     let text = read(&args.file)?;
     finish(manifest::uninject(&text))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use serde_json::json;
+
+    /// The proxy container's `env` as the kubelet resolves it: downward-API fields from `pod`,
+    /// the anchors ConfigMap's key, `$(NAME)` references to earlier variables.
+    fn resolve(container: &Value, pod: &[(&str, &str)], anchors: &str) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = HashMap::new();
+        for var in container["env"].as_array().expect("env") {
+            let name = var["name"].as_str().expect("name").to_string();
+            let value = if let Some(v) = var["value"].as_str() {
+                let mut v = v.to_string();
+                for (k, resolved) in &env {
+                    v = v.replace(&format!("$({k})"), resolved);
+                }
+                v
+            } else if let Some(field) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                let found = pod.iter().find(|(f, _)| *f == field);
+                found.expect("a known field").1.to_string()
+            } else {
+                let key = &var["valueFrom"]["configMapKeyRef"];
+                assert_eq!(key["name"], core::TRUST_ROOTS_CONFIGMAP);
+                assert_eq!(key["key"], core::TRUST_ROOTS_KEY);
+                anchors.to_string()
+            };
+            env.insert(name, value);
+        }
+        env
+    }
+
+    #[test]
+    fn the_injected_variables_are_a_configuration_the_proxy_accepts() {
+        let ca = weft_control::ca::Ca::ephemeral(
+            "cluster.local",
+            "weft",
+            std::time::Duration::from_secs(3600),
+        )
+        .expect("a CA");
+        let anchors = ca.trust_anchors_pem().to_string();
+        let mut template = json!({
+            "metadata": {"annotations": {
+                core::INJECT_ANNOTATION: "enabled",
+                core::OPAQUE_PORTS_ANNOTATION: "3306,5000-5002",
+                core::LOG_LEVEL_ANNOTATION: "debug",
+            }},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        });
+        let outcome = injector(Images::default(), false)
+            .inject(&mut template, &Default::default())
+            .expect("injected");
+        assert_eq!(outcome, core::Outcome::Injected);
+        let proxy = &template["spec"]["initContainers"][1];
+        assert_eq!(proxy["name"], core::PROXY_CONTAINER);
+        let env = resolve(
+            proxy,
+            &[
+                ("metadata.name", "web-5d8f7c-x2x9q"),
+                ("metadata.namespace", "shop"),
+                ("spec.serviceAccountName", "web"),
+            ],
+            &anchors,
+        );
+        let config = weft_proxy::Config::from_env(&env)
+            .unwrap_or_else(|e| panic!("the proxy refuses the injected variables: {e}"));
+        assert_eq!(
+            config.destination_addr,
+            "weft-dst.weft.svc.cluster.local:8086"
+        );
+        assert_eq!(
+            config.destination_name.as_deref(),
+            Some("weft-control.weft.serviceaccount.identity.weft.cluster.local")
+        );
+        assert_eq!(config.workload.namespace, "shop");
+        assert_eq!(config.workload.name, "web-5d8f7c-x2x9q");
+        assert_eq!(config.inbound_listen_addr.to_string(), "0.0.0.0:4143");
+        assert_eq!(config.outbound_listen_addr.to_string(), "127.0.0.1:4140");
+        assert_eq!(config.admin_listen_addr.to_string(), "0.0.0.0:4191");
+        assert!(config.inbound_opaque_ports.contains(&3306));
+        assert!(config.inbound_opaque_ports.contains(&5001));
+        let identity = config.identity.expect("identity on");
+        assert_eq!(
+            identity.local_name,
+            "web.shop.serviceaccount.identity.weft.cluster.local"
+        );
+        assert_eq!(
+            identity.token_file.to_string_lossy(),
+            "/var/run/secrets/tokens/weft-identity-token"
+        );
+        assert_eq!(identity.trust_anchors_pem.trim(), anchors.trim());
+        assert_eq!(env[config::ENV_LOG], "debug");
+        // The init container redirects to those ports, exempting the proxy's uid.
+        let args: Vec<&str> = template["spec"]["initContainers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let flag = |name: &str| args[args.iter().position(|a| *a == name).unwrap() + 1];
+        assert_eq!(args[0], "init");
+        assert_eq!(flag("--proxy-uid"), "2102");
+        assert_eq!(flag("--inbound-port"), "4143");
+        assert_eq!(flag("--outbound-port"), "4140");
+        assert_eq!(flag("--skip-inbound-ports"), "4190,4191");
+    }
+}
