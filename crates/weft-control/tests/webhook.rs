@@ -376,6 +376,13 @@ async fn pods_the_namespace_or_annotations_leave_out_come_back_without_a_patch()
         assert!(response.get("patch").is_none(), "{ns}: {response}");
         assert!(response.get("patchType").is_none(), "{ns}: {response}");
     }
+    // The control plane's own namespace, even for a pod asking for injection.
+    {
+        let ns = "weft";
+        let asking = pod(ns, None, json!({"linkerd.io/inject": "enabled"}), "Always");
+        let response = w.review(request("a0", ns, asking)).await;
+        assert!(response.get("patch").is_none(), "{ns}: {response}");
+    }
     // The pod opts out in an enabled namespace; another opts in in a plain one.
     let off = pod(
         "shop",

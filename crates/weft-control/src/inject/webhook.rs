@@ -212,7 +212,9 @@ pub fn admit(injector: &Injector, state: &State, review: &Value) -> Result<Value
         .unwrap_or("")
         .to_string();
     let is_pod = request["kind"]["kind"].as_str().is_none_or(|k| k == "Pod");
-    if is_pod && request.get("object").is_some_and(Value::is_object) {
+    // The control plane is never injected, whatever the webhook configuration's selector says.
+    let own = namespace == injector.defaults.control_namespace;
+    if is_pod && !own && request.get("object").is_some_and(Value::is_object) {
         let ns_annotations = state
             .namespaces
             .get(namespace)
