@@ -221,13 +221,19 @@ impl std::fmt::Debug for Injector {
 /// Why a template was not injected (the webhook logs it and admits the pod as it is).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InjectError {
-    #[error("annotation {annotation}: {message}")]
-    Annotation {
-        annotation: &'static str,
-        message: String,
-    },
+    /// Every bad annotation, in the order they are read.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Annotations(Vec<BadAnnotation>),
     #[error("{0}")]
     Shape(String),
+}
+
+/// One annotation whose value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {annotation}: {message}")]
+pub struct BadAnnotation {
+    pub annotation: &'static str,
+    pub message: String,
 }
 
 /// What [`Injector::inject`] did.
@@ -272,107 +278,118 @@ pub fn is_injected(template: &Value) -> bool {
 
 impl Injector {
     /// The settings for a template with `template` annotations in a Namespace with `namespace`
-    /// annotations; every bad annotation is an error naming it.
+    /// annotations; every bad annotation is reported at once, each naming itself and its value.
     pub fn settings(
         &self,
         template: &BTreeMap<String, String>,
         namespace: &BTreeMap<String, String>,
     ) -> Result<Settings, InjectError> {
+        let problems = std::cell::RefCell::new(Vec::new());
         let get = |name: &str| template.get(name).or_else(|| namespace.get(name));
-        let bad = |annotation: &'static str, message: String| InjectError::Annotation {
-            annotation,
-            message,
+        let bad = |annotation: &'static str, message: String| {
+            problems.borrow_mut().push(BadAnnotation {
+                annotation,
+                message,
+            });
         };
-        let text = |annotation: &'static str| -> Result<Option<String>, InjectError> {
-            match get(annotation) {
-                None => Ok(None),
-                Some(v) if v.is_empty() || v.chars().any(char::is_whitespace) => Err(bad(
+        let text = |annotation: &'static str| match get(annotation) {
+            Some(v) if v.is_empty() || v.chars().any(char::is_whitespace) => {
+                bad(
                     annotation,
                     format!("must be non-empty without spaces, got {v:?}"),
-                )),
-                Some(v) => Ok(Some(v.clone())),
+                );
+                None
             }
+            v => v.cloned(),
         };
-        let ports = |annotation: &'static str| -> Result<String, InjectError> {
-            match get(annotation) {
-                None => Ok(String::new()),
-                Some(v) => parse_port_list(v)
-                    .map(|_| v.split(',').map(str::trim).collect::<Vec<_>>().join(","))
-                    .map_err(|e| bad(annotation, e)),
-            }
+        let ports = |annotation: &'static str| match get(annotation) {
+            None => String::new(),
+            Some(v) => match parse_port_list(v) {
+                Ok(_) => v.split(',').map(str::trim).collect::<Vec<_>>().join(","),
+                Err(e) => {
+                    bad(annotation, e);
+                    String::new()
+                }
+            },
         };
         let switch = |annotation: &'static str, on: &str, off: &str| match get(annotation) {
-            None => Ok(None),
-            Some(v) if v == on => Ok(Some(true)),
-            Some(v) if v == off => Ok(Some(false)),
-            Some(v) => Err(bad(
-                annotation,
-                format!("must be {on:?} or {off:?}, got {v:?}"),
-            )),
+            None => None,
+            Some(v) if v == on => Some(true),
+            Some(v) if v == off => Some(false),
+            Some(v) => {
+                bad(annotation, format!("must be {on:?} or {off:?}, got {v:?}"));
+                None
+            }
         };
-        let native = match switch(NATIVE_SIDECAR_ANNOTATION, "true", "false")? {
-            Some(v) => v,
-            None => switch(NATIVE_SIDECAR_ALPHA_ANNOTATION, "true", "false")?.unwrap_or(true),
-        };
+        let native_beta = switch(NATIVE_SIDECAR_ANNOTATION, "true", "false");
+        let native_alpha = switch(NATIVE_SIDECAR_ALPHA_ANNOTATION, "true", "false");
         let pull_policy = match get(IMAGE_PULL_POLICY_ANNOTATION).map(String::as_str) {
-            None => "IfNotPresent".to_string(),
             Some(p @ ("Always" | "IfNotPresent" | "Never")) => p.to_string(),
+            None => "IfNotPresent".to_string(),
             Some(p) => {
-                return Err(bad(
+                bad(
                     IMAGE_PULL_POLICY_ANNOTATION,
                     format!("must be Always, IfNotPresent or Never, got {p:?}"),
-                ))
+                );
+                String::new()
             }
         };
         let proxy_uid = match get(PROXY_UID_ANNOTATION) {
             None => DEFAULT_PROXY_UID,
-            Some(v) => v.parse::<u32>().ok().filter(|u| *u > 0).ok_or_else(|| {
+            Some(v) => v.parse::<u32>().ok().filter(|u| *u > 0).unwrap_or_else(|| {
                 bad(
                     PROXY_UID_ANNOTATION,
                     format!("must be a non-root uid, got {v:?}"),
-                )
-            })?,
+                );
+                DEFAULT_PROXY_UID
+            }),
         };
         let mut resources = Map::new();
         for (annotation, kind, resource) in RESOURCE_ANNOTATIONS {
-            if let Some(v) = get(annotation) {
-                if !is_quantity(v) {
-                    return Err(bad(
-                        annotation,
-                        format!("must be a Kubernetes quantity (e.g. 100m, 64Mi), got {v:?}"),
-                    ));
-                }
-                resources
-                    .entry(kind)
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("an object")
-                    .insert(resource.into(), Value::String(v.clone()));
+            let Some(v) = get(annotation) else { continue };
+            if !is_quantity(v) {
+                bad(
+                    annotation,
+                    format!("must be a Kubernetes quantity (e.g. 100m, 64Mi), got {v:?}"),
+                );
+                continue;
             }
+            resources
+                .entry(kind)
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("an object")
+                .insert(resource.into(), Value::String(v.clone()));
         }
         let registry = &self.images.registry;
-        Ok(Settings {
-            native,
-            proxy_await: switch(PROXY_AWAIT_ANNOTATION, "enabled", "disabled")?.unwrap_or(true),
+        let settings = Settings {
+            native: native_beta.or(native_alpha).unwrap_or(true),
+            proxy_await: switch(PROXY_AWAIT_ANNOTATION, "enabled", "disabled").unwrap_or(true),
             cni: self.cni,
-            proxy_image: text(PROXY_IMAGE_ANNOTATION)?
+            proxy_image: text(PROXY_IMAGE_ANNOTATION)
                 .unwrap_or_else(|| format!("{registry}/weft-proxy")),
-            proxy_version: text(PROXY_VERSION_CONFIG_ANNOTATION)?
+            proxy_version: text(PROXY_VERSION_CONFIG_ANNOTATION)
                 .unwrap_or_else(|| self.images.version.clone()),
-            init_image: text(INIT_IMAGE_ANNOTATION)?.unwrap_or_else(|| format!("{registry}/weft")),
-            init_version: text(INIT_IMAGE_VERSION_ANNOTATION)?
+            init_image: text(INIT_IMAGE_ANNOTATION).unwrap_or_else(|| format!("{registry}/weft")),
+            init_version: text(INIT_IMAGE_VERSION_ANNOTATION)
                 .unwrap_or_else(|| self.images.version.clone()),
             pull_policy,
             proxy_uid,
-            log_level: text(LOG_LEVEL_ANNOTATION)?,
-            opaque_ports: ports(OPAQUE_PORTS_ANNOTATION)?,
-            skip_inbound_ports: ports(SKIP_INBOUND_PORTS_ANNOTATION)?,
-            skip_outbound_ports: ports(SKIP_OUTBOUND_PORTS_ANNOTATION)?,
+            log_level: text(LOG_LEVEL_ANNOTATION),
+            opaque_ports: ports(OPAQUE_PORTS_ANNOTATION),
+            skip_inbound_ports: ports(SKIP_INBOUND_PORTS_ANNOTATION),
+            skip_outbound_ports: ports(SKIP_OUTBOUND_PORTS_ANNOTATION),
             resources,
             defaults: self.defaults.clone(),
             cluster_domain: self.cluster_domain.clone(),
             trust_anchors: self.trust_anchors.clone(),
-        })
+        };
+        let problems = problems.into_inner();
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(InjectError::Annotations(problems))
+        }
     }
 
     /// Injects the proxy into `template` (`{metadata, spec}`: a pod template or a Pod) when it

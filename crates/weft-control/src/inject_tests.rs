@@ -98,6 +98,14 @@ fn env_value<'a>(c: &'a Value, name: &str) -> Option<&'a Value> {
         .map(|e| e.get("value").unwrap_or(&e["valueFrom"]))
 }
 
+/// The annotations an error names.
+fn bad_annotations(err: &InjectError) -> Vec<&'static str> {
+    match err {
+        InjectError::Annotations(bad) => bad.iter().map(|b| b.annotation).collect(),
+        other => panic!("not an annotation error: {other}"),
+    }
+}
+
 fn settings_error(extra: &[(&str, &str)]) -> InjectError {
     let mut t = enabled_template(extra);
     let before = t.clone();
@@ -213,13 +221,10 @@ fn proxy_await_disabled_drops_the_wait_in_both_modes() {
         ["web", PROXY_CONTAINER],
         "without await the app goes first (its logs are kubectl's default)"
     );
-    assert!(matches!(
-        settings_error(&[(PROXY_AWAIT_ANNOTATION, "yes")]),
-        InjectError::Annotation {
-            annotation: PROXY_AWAIT_ANNOTATION,
-            ..
-        }
-    ));
+    assert_eq!(
+        bad_annotations(&settings_error(&[(PROXY_AWAIT_ANNOTATION, "yes")])),
+        [PROXY_AWAIT_ANNOTATION]
+    );
 }
 
 #[test]
@@ -251,20 +256,17 @@ fn images_versions_and_pull_policy_follow_their_annotations() {
         t["metadata"]["annotations"][PROXY_VERSION_ANNOTATION],
         "edge-1"
     );
-    assert!(matches!(
-        settings_error(&[(IMAGE_PULL_POLICY_ANNOTATION, "Sometimes")]),
-        InjectError::Annotation {
-            annotation: IMAGE_PULL_POLICY_ANNOTATION,
-            ..
-        }
-    ));
-    assert!(matches!(
-        settings_error(&[(PROXY_IMAGE_ANNOTATION, "has space")]),
-        InjectError::Annotation {
-            annotation: PROXY_IMAGE_ANNOTATION,
-            ..
-        }
-    ));
+    assert_eq!(
+        bad_annotations(&settings_error(&[(
+            IMAGE_PULL_POLICY_ANNOTATION,
+            "Sometimes"
+        )])),
+        [IMAGE_PULL_POLICY_ANNOTATION]
+    );
+    assert_eq!(
+        bad_annotations(&settings_error(&[(PROXY_IMAGE_ANNOTATION, "has space")])),
+        [PROXY_IMAGE_ANNOTATION]
+    );
 }
 
 #[test]
@@ -330,10 +332,7 @@ fn port_annotations_reach_the_sidecar_validated() {
         SKIP_OUTBOUND_PORTS_ANNOTATION,
     ] {
         let err = settings_error(&[(annotation, "80,http")]);
-        assert!(
-            matches!(&err, InjectError::Annotation { annotation: a, .. } if *a == annotation),
-            "{err}"
-        );
+        assert_eq!(bad_annotations(&err), [annotation], "{err}");
     }
 }
 
@@ -499,4 +498,30 @@ fn settings_error_with(change: impl FnOnce(&mut Value)) -> InjectError {
     let err = injector().inject(&mut t, &no_ns()).expect_err("an error");
     assert_eq!(t, before);
     err
+}
+
+#[test]
+fn every_bad_annotation_is_reported_at_once() {
+    let err = settings_error(&[
+        (PROXY_UID_ANNOTATION, "root"),
+        ("config.linkerd.io/proxy-cpu-limit", "lots"),
+        (OPAQUE_PORTS_ANNOTATION, "http"),
+        (PROXY_AWAIT_ANNOTATION, "later"),
+        (LOG_LEVEL_ANNOTATION, "debug"),
+    ]);
+    let mut named = bad_annotations(&err);
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            "config.linkerd.io/opaque-ports",
+            "config.linkerd.io/proxy-await",
+            "config.linkerd.io/proxy-cpu-limit",
+            "config.linkerd.io/proxy-uid",
+        ]
+    );
+    let text = err.to_string();
+    for value in ["\"root\"", "\"lots\"", "\"http\"", "\"later\""] {
+        assert!(text.contains(value), "{text}");
+    }
 }
