@@ -557,3 +557,17 @@ fn first_difference(want: &str, got: &str) -> String {
         ),
     }
 }
+
+#[test]
+fn help_shows_the_two_step_install() {
+    let help = weft_stdout(&["install", "--help"]);
+    let crds = help
+        .find("weft install --crds | kubectl apply -f -")
+        .expect("CRD step");
+    let cp = help
+        .find("weft install | kubectl apply -f -")
+        .expect("control-plane step");
+    assert!(crds < cp, "CRDs first:\n{help}");
+    let help = weft_stdout(&["upgrade", "--help"]);
+    assert!(help.contains("--identity-dir"), "{help}");
+}
