@@ -378,6 +378,18 @@ fn examples_the_control_plane_accepts_validate_against_the_crds() {
             );
         }
         for doc in &parsed.docs {
+            // The one known difference: the control plane lowercases hostnames
+            // (`route_tests` checks `*.Example.org`), the Gateway API's pattern refuses upper
+            // case. Docs must show upstream-valid names, so this applies to tests only.
+            let upper_host = doc.source["spec"]["hostnames"].as_array().is_some_and(|h| {
+                h.iter().any(|n| {
+                    n.as_str()
+                        .is_some_and(|s| s.chars().any(|c| c.is_ascii_uppercase()))
+                })
+            });
+            if upper_host && !must_accept {
+                continue;
+            }
             // As JSON (valid YAML): a YAML 1.2 emitter leaves `yes` unquoted, which a YAML 1.1
             // reader (PyYAML, as kubectl's) takes for a boolean.
             accepted.push_str("---\n");
@@ -425,7 +437,7 @@ fn examples_the_control_plane_accepts_validate_against_the_crds() {
     std::fs::write(
         &bad,
         "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: {name: s}\n\
-         spec: {podSelector: {}, port: [80], proxyProtocol: HTTP/3, colour: red}\n",
+         spec: {podSelector: {matchExpressions: [{key: app, operator: Near}]}, port: [80], colour: red}\n",
     )
     .unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s/validate_crs.py");
@@ -444,7 +456,11 @@ fn examples_the_control_plane_accepts_validate_against_the_crds() {
     };
     let (ok, report) = run(&bad);
     assert!(!ok, "the bad Server validated: {report}");
-    for needle in ["spec.port", "spec.proxyProtocol", "'colour' was unexpected"] {
+    for needle in [
+        "spec.port",
+        "spec.podSelector.matchExpressions.0.operator",
+        "'colour' was unexpected",
+    ] {
         assert!(report.contains(needle), "no error for {needle}: {report}");
     }
     let (ok, report) = run(&examples);

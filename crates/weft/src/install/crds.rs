@@ -9,7 +9,7 @@ use weft_control::resource::route::{FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_
 use super::gateway;
 use super::schema::{
     array, conditions_status, int32, int_or_string, label_selector, obj, obj_req, one_of_required,
-    string, string_enum, string_max,
+    string, string_enum, string_max, string_pattern, GROUP_PATTERN, KIND_PATTERN, LABEL_PATTERN,
 };
 
 pub const WORKLOAD_GROUP: &str = "workload.linkerd.io";
@@ -248,52 +248,65 @@ fn server_spec(version: &str) -> Value {
     let mut fields = vec![
         ("podSelector", label_selector()),
         ("port", int_or_string()),
-        (
-            "proxyProtocol",
-            string_enum(&["unknown", "HTTP/1", "HTTP/2", "gRPC", "opaque", "TLS"]),
-        ),
+        ("proxyProtocol", with_default(string(), "unknown")),
     ];
-    if version != "v1beta1" {
-        fields.push(("externalWorkloadSelector", label_selector()));
-    }
-    if version == "v1beta3" {
-        fields.push(("accessPolicy", string()));
-    }
-    let spec = obj_req(&fields, &["port"]);
     if version == "v1beta1" {
         return obj_req(&fields, &["podSelector", "port"]);
     }
-    one_of_required(spec, &[&["podSelector"], &["externalWorkloadSelector"]])
+    fields.push(("externalWorkloadSelector", label_selector()));
+    if version == "v1beta3" {
+        fields.push(("accessPolicy", with_default(string(), "deny")));
+    }
+    one_of_required(
+        obj_req(&fields, &["port"]),
+        &[&["podSelector"], &["externalWorkloadSelector"]],
+    )
 }
 
-/// A reference to another resource (Gateway API's `PolicyTargetReference` shape).
-fn target_ref(required: &[&str]) -> Value {
-    obj_req(
-        &[
-            ("group", string()),
-            ("kind", string()),
-            ("name", string()),
-            ("namespace", string()),
-        ],
-        required,
-    )
+fn with_default(mut schema: Value, default: &str) -> Value {
+    schema["default"] = json!(default);
+    schema
+}
+
+/// A reference as Linkerd's policy CRDs spell it: `group`, `kind`, `name`, and `namespace`
+/// when `namespace` is `Some(schema)`.
+fn linkerd_ref(namespace: Option<Value>, required: &[&str]) -> Value {
+    let mut fields = vec![
+        ("group", string_pattern(GROUP_PATTERN, 0, 253)),
+        ("kind", string_pattern(KIND_PATTERN, 1, 63)),
+        ("name", string_max(1, 253)),
+    ];
+    if let Some(ns) = namespace {
+        fields.push(("namespace", ns));
+    }
+    obj_req(&fields, required)
 }
 
 fn authorization_policy_spec() -> Value {
     obj_req(
         &[
-            ("targetRef", target_ref(&["kind", "name"])),
-            ("requiredAuthenticationRefs", array(target_ref(&["kind"]))),
+            ("targetRef", linkerd_ref(None, &["kind", "name"])),
+            (
+                "requiredAuthenticationRefs",
+                array(linkerd_ref(Some(string_max(0, 253)), &["kind", "name"])),
+            ),
         ],
         &["targetRef", "requiredAuthenticationRefs"],
     )
 }
 
 fn mesh_tls_spec() -> Value {
+    let identity = json!({
+        "type": "string",
+        "pattern": r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    });
     one_of_required(
         obj(&[
-            ("identities", array(string())),
-            ("identityRefs", array(target_ref(&["kind"]))),
+            ("identities", array(identity)),
+            (
+                "identityRefs",
+                array(linkerd_ref(Some(string_max(0, 253)), &["kind"])),
+            ),
         ]),
         &[&["identities"], &["identityRefs"]],
     )
@@ -306,24 +319,32 @@ fn network() -> Value {
     )
 }
 
+fn requests_per_second() -> Value {
+    json!({"type": "integer", "format": "int64"})
+}
+
 fn rate_limit_spec() -> Value {
     let limit = || {
         obj_req(
-            &[("requestsPerSecond", int32(0, i32::MAX as i64))],
+            &[("requestsPerSecond", requests_per_second())],
             &["requestsPerSecond"],
         )
     };
+    let client = linkerd_ref(
+        Some(string_pattern(LABEL_PATTERN, 1, 63)),
+        &["kind", "name"],
+    );
     obj_req(
         &[
-            ("targetRef", target_ref(&["kind", "name"])),
+            ("targetRef", linkerd_ref(None, &["kind", "name"])),
             ("total", limit()),
             ("identity", limit()),
             (
                 "overrides",
                 array(obj_req(
                     &[
-                        ("requestsPerSecond", int32(0, i32::MAX as i64)),
-                        ("clientRefs", array(target_ref(&["kind", "name"]))),
+                        ("requestsPerSecond", requests_per_second()),
+                        ("clientRefs", array(client)),
                     ],
                     &["requestsPerSecond", "clientRefs"],
                 )),
@@ -333,9 +354,14 @@ fn rate_limit_spec() -> Value {
     )
 }
 
+/// Linkerd's status: conditions and the target the policy was accepted for.
 fn rate_limit_status() -> Value {
     let mut status = conditions_status();
-    status["properties"]["targetRef"] = target_ref(&[]);
+    let mut target = linkerd_ref(None, &["name"]);
+    target["properties"]["group"]["default"] = json!(POLICY_GROUP);
+    target["properties"]["kind"]["default"] = json!("Server");
+    status["properties"]["targetRef"] = target;
+    status["required"] = json!(["targetRef"]);
     status
 }
 

@@ -5,14 +5,30 @@
 
 use serde_json::Value;
 
-use super::schema::{array_max, condition, int32, obj, obj_req, string, string_enum, string_max};
+use super::schema::{
+    array_max, condition, int32, obj, obj_req, string, string_enum, string_max, string_pattern,
+    GROUP_PATTERN, KIND_PATTERN, LABEL_PATTERN,
+};
 
 fn group() -> Value {
-    string_max(0, 253)
+    string_pattern(GROUP_PATTERN, 0, 253)
 }
 
 fn kind() -> Value {
-    string_max(1, 63)
+    string_pattern(KIND_PATTERN, 1, 63)
+}
+
+fn namespace() -> Value {
+    string_pattern(LABEL_PATTERN, 1, 63)
+}
+
+/// A `Hostname`: a DNS name, optionally with a leading `*.` label.
+fn hostname() -> Value {
+    string_pattern(
+        r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        1,
+        253,
+    )
 }
 
 fn name() -> Value {
@@ -29,9 +45,16 @@ fn parent_ref() -> Value {
         &[
             ("group", group()),
             ("kind", kind()),
-            ("namespace", string_max(1, 63)),
+            ("namespace", namespace()),
             ("name", name()),
-            ("sectionName", string_max(1, 253)),
+            (
+                "sectionName",
+                string_pattern(
+                    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                    1,
+                    253,
+                ),
+            ),
             ("port", port()),
         ],
         &["name"],
@@ -44,7 +67,7 @@ fn backend_ref_fields() -> Vec<(&'static str, Value)> {
         ("group", group()),
         ("kind", kind()),
         ("name", name()),
-        ("namespace", string_max(1, 63)),
+        ("namespace", namespace()),
         ("port", port()),
         ("weight", int32(0, 1_000_000)),
     ]
@@ -142,7 +165,7 @@ fn http_filter() -> Value {
                 "requestRedirect",
                 obj(&[
                     ("scheme", string_enum(&["http", "https"])),
-                    ("hostname", string_max(1, 253)),
+                    ("hostname", hostname()),
                     ("path", path_modifier()),
                     ("port", port()),
                     ("statusCode", json_enum_int(&[301, 302, 303, 307, 308])),
@@ -150,7 +173,7 @@ fn http_filter() -> Value {
             ),
             (
                 "urlRewrite",
-                obj(&[("hostname", string_max(1, 253)), ("path", path_modifier())]),
+                obj(&[("hostname", hostname()), ("path", path_modifier())]),
             ),
             ("extensionRef", extension_ref()),
         ],
@@ -204,7 +227,7 @@ fn route_name() -> Value {
 fn common_spec(rules: Value, hostnames: bool) -> Vec<(&'static str, Value)> {
     let mut fields = vec![("parentRefs", array_max(parent_ref(), 32))];
     if hostnames {
-        fields.push(("hostnames", array_max(string_max(1, 253), 16)));
+        fields.push(("hostnames", array_max(hostname(), 16)));
     }
     fields.push(("rules", array_max(rules, 16)));
     fields

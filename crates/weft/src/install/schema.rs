@@ -64,7 +64,10 @@ pub fn label_selector() -> Value {
             array(obj_req(
                 &[
                     ("key", string()),
-                    ("operator", string()),
+                    (
+                        "operator",
+                        string_enum(&["In", "NotIn", "Exists", "DoesNotExist"]),
+                    ),
                     ("values", array(string())),
                 ],
                 &["key", "operator"],
@@ -73,30 +76,67 @@ pub fn label_selector() -> Value {
     ])
 }
 
-/// A `metav1.Condition` (status conditions).
+/// A DNS-1123 subdomain or empty (an API group).
+pub const GROUP_PATTERN: &str =
+    r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A kind (`Service`, `HTTPRoute`).
+pub const KIND_PATTERN: &str = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
+/// A DNS-1123 label (a namespace).
+pub const LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A string matching `pattern`, of `min..=max` characters.
+pub fn string_pattern(pattern: &str, min: u32, max: u32) -> Value {
+    let mut s = string_max(min, max);
+    s["pattern"] = json!(pattern);
+    s
+}
+
+/// A `metav1.Condition`'s fields (shared by both condition shapes).
+fn condition_fields() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "type",
+            string_pattern(
+                r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+                0,
+                316,
+            ),
+        ),
+        ("status", string_enum(&["True", "False", "Unknown"])),
+        (
+            "lastTransitionTime",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        (
+            "reason",
+            string_pattern(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", 1, 1024),
+        ),
+        ("message", string_max(0, 32768)),
+    ]
+}
+
+/// A `metav1.Condition` as the Gateway API's route status has it (every field required).
 pub fn condition() -> Value {
+    let mut fields = condition_fields();
+    fields.push((
+        "observedGeneration",
+        json!({"type": "integer", "format": "int64", "minimum": 0}),
+    ));
     obj_req(
-        &[
-            ("type", string_max(1, 316)),
-            ("status", string_enum(&["True", "False", "Unknown"])),
-            (
-                "observedGeneration",
-                json!({"type": "integer", "format": "int64", "minimum": 0}),
-            ),
-            (
-                "lastTransitionTime",
-                json!({"type": "string", "format": "date-time"}),
-            ),
-            ("reason", string_max(1, 1024)),
-            ("message", string_max(0, 32768)),
-        ],
+        &fields,
         &["type", "status", "lastTransitionTime", "reason", "message"],
     )
 }
 
-/// `status: {conditions: [...]}`, as Linkerd's EgressNetwork and ExternalWorkload have.
+/// `status: {conditions: [...]}` as Linkerd's CRDs write it (EgressNetwork, ExternalWorkload,
+/// HTTPLocalRateLimitPolicy): only `type` and `status` required; `lastProbeTime` as well.
 pub fn conditions_status() -> Value {
-    obj(&[("conditions", array(condition()))])
+    let mut fields = condition_fields();
+    fields.push((
+        "lastProbeTime",
+        json!({"type": "string", "format": "date-time"}),
+    ));
+    obj(&[("conditions", array(obj_req(&fields, &["status", "type"])))])
 }
 
 /// Adds `oneOf` alternatives that only name required fields (structural: a junctor sets no
