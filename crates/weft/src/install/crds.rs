@@ -9,7 +9,8 @@ use weft_control::resource::route::{FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_
 use super::gateway;
 use super::schema::{
     array, conditions_status, int32, int_or_string, label_selector, obj, obj_req, one_of_required,
-    string, string_enum, string_max, string_pattern, GROUP_PATTERN, KIND_PATTERN, LABEL_PATTERN,
+    string, string_enum, string_max, string_pattern, with_default, GROUP_PATTERN, KIND_PATTERN,
+    LABEL_PATTERN,
 };
 
 pub const WORKLOAD_GROUP: &str = "workload.linkerd.io";
@@ -261,11 +262,6 @@ fn server_spec(version: &str) -> Value {
         obj_req(&fields, &["port"]),
         &[&["podSelector"], &["externalWorkloadSelector"]],
     )
-}
-
-fn with_default(mut schema: Value, default: &str) -> Value {
-    schema["default"] = json!(default);
-    schema
 }
 
 /// A reference as Linkerd's policy CRDs spell it: `group`, `kind`, `name`, and `namespace`

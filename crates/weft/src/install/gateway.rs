@@ -5,9 +5,11 @@
 
 use serde_json::Value;
 
+use weft_control::resource::route::GATEWAY_GROUP;
+
 use super::schema::{
     array_max, condition, int32, obj, obj_req, string, string_enum, string_max, string_pattern,
-    GROUP_PATTERN, KIND_PATTERN, LABEL_PATTERN,
+    with_default, GROUP_PATTERN, KIND_PATTERN, LABEL_PATTERN,
 };
 
 fn group() -> Value {
@@ -43,8 +45,8 @@ fn port() -> Value {
 fn parent_ref() -> Value {
     obj_req(
         &[
-            ("group", group()),
-            ("kind", kind()),
+            ("group", with_default(group(), GATEWAY_GROUP)),
+            ("kind", with_default(kind(), "Gateway")),
             ("namespace", namespace()),
             ("name", name()),
             (
@@ -64,12 +66,12 @@ fn parent_ref() -> Value {
 /// `BackendObjectReference` (+ `weight` for `BackendRef`).
 fn backend_ref_fields() -> Vec<(&'static str, Value)> {
     vec![
-        ("group", group()),
-        ("kind", kind()),
+        ("group", with_default(group(), "")),
+        ("kind", with_default(kind(), "Service")),
         ("name", name()),
         ("namespace", namespace()),
         ("port", port()),
-        ("weight", int32(0, 1_000_000)),
+        ("weight", with_default(int32(0, 1_000_000), 1)),
     ]
 }
 

@@ -37,6 +37,13 @@ pub fn int32(min: i64, max: i64) -> Value {
     json!({"type": "integer", "format": "int32", "minimum": min, "maximum": max})
 }
 
+/// `schema` with a `default` the API server fills in when the field is absent (only where the
+/// control plane assumes the same value for an absent field).
+pub fn with_default(mut schema: Value, default: impl Into<Value>) -> Value {
+    schema["default"] = default.into();
+    schema
+}
+
 /// A port number or a port name (`x-kubernetes-int-or-string`: the one node with no `type`).
 pub fn int_or_string() -> Value {
     json!({"x-kubernetes-int-or-string": true})
