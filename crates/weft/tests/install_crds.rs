@@ -441,10 +441,10 @@ fn examples_the_control_plane_accepts_validate_against_the_crds() {
     )
     .unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/k8s/validate_crs.py");
-    let run = |file: &std::path::Path| {
+    let run_with = |crds: &std::path::Path, file: &std::path::Path| {
         let out = Command::new(python)
             .arg(&script)
-            .arg(&crd_file)
+            .arg(crds)
             .arg(file)
             .output()
             .unwrap();
@@ -454,8 +454,25 @@ fn examples_the_control_plane_accepts_validate_against_the_crds() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     };
+    let run = |file: &std::path::Path| run_with(&crd_file, file);
     let (ok, report) = run(&bad);
     assert!(!ok, "the bad Server validated: {report}");
+    // And a CRD whose default does not fit its own schema is refused.
+    let mut broken = crds();
+    let server = broken
+        .iter_mut()
+        .find(|c| c["metadata"]["name"] == "servers.policy.linkerd.io")
+        .unwrap();
+    server["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["accessPolicy"]["default"] = json!(7);
+    let broken_file = dir.join("broken-crds.yaml");
+    let broken_text: String = broken.iter().map(|c| format!("---\n{c}\n")).collect();
+    std::fs::write(&broken_file, broken_text).unwrap();
+    let (broken_ok, broken_report) = run_with(&broken_file, &examples);
+    assert!(
+        !broken_ok && broken_report.contains("spec.accessPolicy: default 7"),
+        "a bad default passed: {broken_report}"
+    );
     for needle in [
         "spec.port",
         "spec.podSelector.matchExpressions.0.operator",

@@ -206,9 +206,12 @@ fn http_match() -> Value {
             obj(&[
                 (
                     "type",
-                    string_enum(&["Exact", "PathPrefix", "RegularExpression"]),
+                    with_default(
+                        string_enum(&["Exact", "PathPrefix", "RegularExpression"]),
+                        "PathPrefix",
+                    ),
                 ),
-                ("value", string_max(0, 1024)),
+                ("value", with_default(string_max(0, 1024), "/")),
             ]),
         ),
         ("headers", array_max(value_match(), 16)),

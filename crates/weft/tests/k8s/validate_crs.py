@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Validates custom resources against the CRDs `weft install --crds` prints, as the API server
 would with strict field validation: every field must be in the schema (an unknown field is an
-error, not silently pruned), types, enums, bounds and required fields hold.
+error, not silently pruned), types, enums, bounds and required fields hold. Also checks that
+every `default` in the CRDs validates against its own schema node, as the API server requires.
 
 usage: validate_crs.py CRDS.yaml DOCS.yaml...
 
@@ -30,6 +31,21 @@ def strict(schema):
     return out
 
 
+def default_errors(schema, path="(root)"):
+    """The API server refuses a CRD whose `default`s do not validate against their own node."""
+    errors = []
+    if isinstance(schema, dict):
+        if "default" in schema:
+            node = strict({k: v for k, v in schema.items() if k != "default"})
+            errors += [f"{path}: default {schema['default']!r}: {e.message}"
+                       for e in jsonschema.Draft7Validator(node).iter_errors(schema["default"])]
+        for key, sub in schema.get("properties", {}).items():
+            errors += default_errors(sub, f"{path}.{key}")
+        if isinstance(schema.get("items"), dict):
+            errors += default_errors(schema["items"], f"{path}[]")
+    return errors
+
+
 def documents(path):
     with open(path, encoding="utf-8") as f:
         for i, doc in enumerate(yaml.safe_load_all(f)):
@@ -47,6 +63,11 @@ def main():
             key = (spec["group"], v["name"], spec["names"]["kind"])
             schemas[key] = jsonschema.Draft7Validator(strict(v["schema"]["openAPIV3Schema"]))
     checked, errors = {}, 0
+    for crd in crds:
+        for v in crd["spec"]["versions"]:
+            for e in default_errors(v["schema"]["openAPIV3Schema"]):
+                print(f'{crd["metadata"]["name"]} {v["name"]}: {e}')
+                errors += 1
     for path in sys.argv[2:]:
         for where, doc in documents(path):
             group, _, version = str(doc["apiVersion"]).rpartition("/")
