@@ -172,7 +172,10 @@ fn cluster_role() -> Value {
 }
 
 fn deployment(opts: &Options<'_>) -> Value {
+    // Ready once the store is loaded; live while the API answers.
     let probe = |path: &str| json!({"httpGet": {"path": path, "port": API_PORT}, "periodSeconds": 10, "failureThreshold": 3});
+    let mut liveness = probe("/live");
+    liveness["initialDelaySeconds"] = json!(10);
     let mut container = json!({
         "name": "control",
         "image": opts.image,
@@ -191,11 +194,7 @@ fn deployment(opts: &Options<'_>) -> Value {
             {"name": "webhook", "containerPort": WEBHOOK_PORT},
         ],
         "readinessProbe": probe("/ready"),
-        "livenessProbe": {
-            "httpGet": {"path": "/live", "port": API_PORT},
-            "initialDelaySeconds": 10,
-            "periodSeconds": 10,
-        },
+        "livenessProbe": liveness,
         "volumeMounts": [{"name": "identity", "mountPath": IDENTITY_DIR, "readOnly": true}],
         "securityContext": {
             "allowPrivilegeEscalation": false,
@@ -292,4 +291,24 @@ fn webhook(identity: &Identity) -> Value {
             }],
         }],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_control::resource::{control_identity, Defaults};
+
+    /// The names here are the ones the control plane derives its own identity from.
+    #[test]
+    fn names_agree_with_the_control_planes_defaults() {
+        let d = Defaults::default();
+        assert_eq!(NAMESPACE, d.control_namespace);
+        assert_eq!(
+            control_identity(&d),
+            format!(
+                "{CONTROL}.{NAMESPACE}.serviceaccount.identity.{NAMESPACE}.{}",
+                d.trust_domain
+            )
+        );
+    }
 }
