@@ -189,21 +189,13 @@ def section(e):
 
     def met(key):
         return "met" if t[key]["met"] else "MISSED"
-    rows = []
-    for kind, what in (("register", f"PUT one more endpoint of svc-000 through replica 0's API "
-                                    f"({st['hot_service_streams']} streams on {st['replicas']} replicas)"),
-                       ("deregister", "DELETE it (same streams)"),
-                       ("txn", f"one etcd transaction: endpoint 0 of all {st['services']} services moves "
-                               f"(all {st['streams']} streams)"),
-                       ("all", "every change pooled")):
-        f = e["fanout"].get(kind)
-        if not f:
-            continue
-        ps, ls = f["per_stream"], f["last_stream"]
-        api = f["api_ms"]["p50_ms"] if f["api_ms"] else None
-        rows.append(f"| {kind} | {what} | {f['changes']} | {ps['n']} | {_f(ps['p50_ms'])} | {_f(ps['p99_ms'])} "
-                    f"| {_f(ps['max_ms'])} | {_f(ls['p50_ms'])} / {_f(ls['max_ms'])} | {_f(api)} "
-                    f"| {_f(f['control_cpu_s_per_change'], 2)} |")
+    rows = cp_scale.fanout_rows(e, (
+        ("register", f"PUT one more endpoint of svc-000 through replica 0's API "
+                     f"({st['hot_service_streams']} streams on {st['replicas']} replicas)"),
+        ("deregister", "DELETE it (same streams)"),
+        ("txn", f"one etcd transaction: endpoint 0 of all {st['services']} services moves "
+                f"(all {st['streams']} streams)"),
+        ("all", "every change pooled")))
     reps = []
     for r, rep in enumerate(e["replicas"]):
         ps = rep["per_stream"]

@@ -203,17 +203,10 @@ def _f(v, digits=1):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def section(e):
-    st, t, n = e["settings"], e["targets"], e["noise"]
-
-    def met(key):
-        return "met" if t[key]["met"] else "MISSED"
+def fanout_rows(e, kinds):
+    """One table row per (change kind, description) of the fan-out figures."""
     rows = []
-    for kind, what in (("register", f"PUT one more endpoint of svc-000 ({st['hot_service_streams']} streams)"),
-                       ("deregister", "DELETE it (same streams)"),
-                       ("file", f"rewrite workloads-00.yaml: endpoint 0 of all {st['services']} services moves "
-                                f"(all {st['streams']} streams; includes the ≤ {st['store_poll_ms']} ms poll)"),
-                       ("all", "every change pooled")):
+    for kind, what in kinds:
         f = e["fanout"].get(kind)
         if not f:
             continue
@@ -222,6 +215,20 @@ def section(e):
         rows.append(f"| {kind} | {what} | {f['changes']} | {ps['n']} | {_f(ps['p50_ms'])} | {_f(ps['p99_ms'])} "
                     f"| {_f(ps['max_ms'])} | {_f(ls['p50_ms'])} / {_f(ls['max_ms'])} | {_f(api)} "
                     f"| {_f(f['control_cpu_s_per_change'], 2)} |")
+    return rows
+
+
+def section(e):
+    st, t, n = e["settings"], e["targets"], e["noise"]
+
+    def met(key):
+        return "met" if t[key]["met"] else "MISSED"
+    rows = fanout_rows(e, (
+        ("register", f"PUT one more endpoint of svc-000 ({st['hot_service_streams']} streams)"),
+        ("deregister", "DELETE it (same streams)"),
+        ("file", f"rewrite workloads-00.yaml: endpoint 0 of all {st['services']} services moves "
+                 f"(all {st['streams']} streams; includes the ≤ {st['store_poll_ms']} ms poll)"),
+        ("all", "every change pooled")))
     fa = e["open"]["first_answer"]
     lines = [
         BEGIN,

@@ -312,7 +312,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                     None
                 }
             };
-            let ips = service_ips::ServiceIps::etcd(config.service_cidr, client, target);
+            let ips = service_ips::ServiceIps::etcd(config.service_cidr, client, target)
+                .with_leader(leader.clone(), service_ips::FREE_AFTER);
             (store, tokens, ips, records, leader)
         }
     };

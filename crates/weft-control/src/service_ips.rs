@@ -3,8 +3,11 @@
 //! in the key `PREFIX/allocations/service-ips` (same JSON), shared by the replicas: each change
 //! is computed from the key as it is now and written with a transaction on its `mod_revision`,
 //! so two replicas never hand out one address to two Services (the loser reads again and
-//! recomputes). There, a Service missing from this replica's state keeps its address (another
-//! replica may still have it): addresses are not freed yet with an etcd store.
+//! recomputes). There, a Service missing from one replica's state keeps its address (another
+//! replica may not have seen it yet); the leader ([`crate::leader`]) frees the address of a
+//! Service missing from its state for [`FREE_AFTER`], long after every replica's watch has
+//! caught up. A replica reads the key again only when what it must assign changed (the Services
+//! wanting an address, the addresses users set) or when it has something to free.
 //!
 //! It sits between the store and the index: every good store state passes through [`assign`],
 //! which fills in `clusterIP` for Services without one, so the index, `GET /v1/services` and
@@ -215,6 +218,10 @@ fn fnv1a(s: &str) -> u32 {
     })
 }
 
+/// How long the leader waits before it frees the address of a Service missing from its state
+/// (etcd store).
+pub const FREE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The allocator: the range and the allocations, persisted under the store.
 pub struct ServiceIps {
     range: ServiceCidr,
@@ -223,6 +230,42 @@ pub struct ServiceIps {
     /// The etcd client and key, with an etcd store.
     shared: Option<(crate::etcd::Client, Vec<u8>)>,
     allocations: Allocations,
+    /// Etcd store: whether this replica leads (it alone frees addresses), and after how long.
+    leader: Option<(
+        watch::Receiver<crate::leader::Leadership>,
+        std::time::Duration,
+    )>,
+    /// Since when each allocated Service has been missing from this replica's state.
+    absent_since: BTreeMap<Key, tokio::time::Instant>,
+    /// What the last assignment from the shared key depended on: a state with the same needs
+    /// is assigned from the allocations read then.
+    last_needs: Option<Needs>,
+}
+
+/// What an assignment depends on besides the allocations: the Services wanting an address and
+/// the addresses users set.
+#[derive(PartialEq, Eq)]
+struct Needs {
+    wanting: BTreeSet<Key>,
+    user_set: BTreeSet<IpAddr>,
+}
+
+impl Needs {
+    fn of(state: &State) -> Needs {
+        Needs {
+            wanting: state
+                .services
+                .iter()
+                .filter(|(_, s)| s.cluster_ip.is_none())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            user_set: state
+                .services
+                .values()
+                .filter_map(|s| s.cluster_ip)
+                .collect(),
+        }
+    }
 }
 
 /// The key (under the etcd store's prefix) of the shared allocations.
@@ -262,6 +305,9 @@ impl ServiceIps {
             path: None,
             shared: None,
             allocations: Allocations::new(),
+            leader: None,
+            absent_since: BTreeMap::new(),
+            last_needs: None,
         }
     }
 
@@ -277,15 +323,64 @@ impl ServiceIps {
         }
     }
 
+    /// With the etcd store: while `leader` says this replica leads, it frees the addresses of
+    /// Services missing from its state for `grace` ([`FREE_AFTER`] in the control plane).
+    pub fn with_leader(
+        mut self,
+        leader: watch::Receiver<crate::leader::Leadership>,
+        grace: std::time::Duration,
+    ) -> ServiceIps {
+        self.leader = Some((leader, grace));
+        self
+    }
+
+    /// Allocated Services missing from `state` for longer than the grace, if this replica
+    /// leads (empty otherwise). Also updates when each went missing.
+    fn due_to_free(&mut self, state: &State) -> BTreeSet<Key> {
+        let now = tokio::time::Instant::now();
+        let allocations = &self.allocations;
+        self.absent_since
+            .retain(|k, _| allocations.contains_key(k) && !state.services.contains_key(k));
+        for key in self.allocations.keys() {
+            if !state.services.contains_key(key) {
+                self.absent_since.entry(key.clone()).or_insert(now);
+            }
+        }
+        match &self.leader {
+            Some((leader, grace)) if leader.borrow().this_replica => self
+                .absent_since
+                .iter()
+                .filter(|(_, since)| now.duration_since(**since) >= *grace)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Whether a Service's address waits to be freed by this replica (the caller re-applies
+    /// the current state now and then so it happens without another change).
+    pub fn frees_pending(&self) -> bool {
+        self.leader
+            .as_ref()
+            .is_some_and(|(l, _)| l.borrow().this_replica && !self.absent_since.is_empty())
+    }
+
     /// [`ServiceIps::apply`], with the allocations read from and written to etcd when shared.
     /// etcd unreachable: the last allocations known here are used (and logged).
     pub async fn apply_shared(&mut self, state: &Arc<State>) -> Arc<State> {
         let Some((client, key)) = self.shared.clone() else {
             return self.apply(state);
         };
+        let free = self.due_to_free(state);
+        let needs = Needs::of(state);
+        if free.is_empty() && self.last_needs.as_ref() == Some(&needs) {
+            // Nothing this replica assigns can differ from what it read last time.
+            let (out, _) = assign_keeping(&self.range, &self.allocations, state, true);
+            return Arc::new(out);
+        }
         // Another replica may win each write; a few rounds settle it (each loser re-reads).
         for _ in 0..8 {
-            let (previous, revision) = match client.get(&key).await {
+            let (mut previous, revision) = match client.get(&key).await {
                 Ok(None) => (Allocations::new(), 0),
                 Ok(Some(kv)) => match parse(&kv.value) {
                     Ok(a) => (a, kv.mod_revision),
@@ -299,9 +394,12 @@ impl ServiceIps {
                     break;
                 }
             };
+            let read = previous.clone();
+            previous.retain(|k, _| !free.contains(k) || state.services.contains_key(k));
             let (out, now) = assign_keeping(&self.range, &previous, state, true);
-            if now == previous {
-                self.allocations = now;
+            if now == read {
+                self.set_shared(now);
+                self.last_needs = Some(needs);
                 return Arc::new(out);
             }
             match client
@@ -310,7 +408,13 @@ impl ServiceIps {
             {
                 Ok(Some(_)) => {
                     self.log_new(&now);
-                    self.allocations = now;
+                    for (k, ip) in &read {
+                        if !now.contains_key(k) {
+                            tracing::info!(service = %format!("{}/{}", k.0, k.1), %ip, "clusterIP freed: the Service is gone");
+                        }
+                    }
+                    self.set_shared(now);
+                    self.last_needs = Some(needs);
                     return Arc::new(out);
                 }
                 Ok(None) => continue,
@@ -320,9 +424,17 @@ impl ServiceIps {
                 }
             }
         }
+        // Read again next time.
+        self.last_needs = None;
         let (out, now) = assign_keeping(&self.range, &self.allocations, state, true);
-        self.allocations = now;
+        self.set_shared(now);
         Arc::new(out)
+    }
+
+    /// The shared allocations as last read or written (a freed Service is no longer absent).
+    fn set_shared(&mut self, now: Allocations) {
+        self.absent_since.retain(|k, _| now.contains_key(k));
+        self.allocations = now;
     }
 
     fn log_new(&self, now: &Allocations) {
@@ -419,13 +531,29 @@ pub async fn start(
     let first = ips.apply_shared(&state).await;
     let (tx, rx) = watch::channel(first);
     let task = tokio::spawn(async move {
+        // The leader frees addresses of Services gone for a while, even if nothing else changes.
+        let mut tick = tokio::time::interval(FREE_AFTER / 6);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                changed = states.changed() => if changed.is_err() { return },
+            let ticked = tokio::select! {
+                changed = states.changed() => if changed.is_err() { return } else { false },
+                _ = tick.tick(), if ips.frees_pending() => true,
                 _ = shutdown.changed() => return,
-            }
+            };
             let state = states.borrow_and_update().clone();
-            tx.send_replace(ips.apply_shared(&state).await);
+            let out = ips.apply_shared(&state).await;
+            if ticked {
+                // Nothing else changed: pass it on only if an address was freed.
+                tx.send_if_modified(|current| {
+                    let changed = **current != *out;
+                    if changed {
+                        *current = out;
+                    }
+                    changed
+                });
+            } else {
+                tx.send_replace(out);
+            }
         }
     });
     (rx, task)

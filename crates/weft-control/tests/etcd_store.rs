@@ -504,6 +504,66 @@ async fn replicas_never_hand_out_one_cluster_ip_twice() {
 }
 
 #[tokio::test]
+async fn only_the_leader_frees_the_address_of_a_service_gone_for_a_while() {
+    use weft_control::leader::Leadership;
+    use weft_control::service_ips::ServiceIps;
+    let Some(etcd) = Etcd::start("service-ips-free").await else {
+        return;
+    };
+    let target = weft_control::etcd::Target::parse(&format!("etcd://{}/weft", etcd.endpoint()))
+        .expect("target");
+    let leads = |this_replica| {
+        tokio::sync::watch::channel(Leadership {
+            leader: "a".into(),
+            this_replica,
+        })
+        .1
+    };
+    let grace = Duration::from_millis(300);
+    // Two usable addresses.
+    let range = "198.19.128.0/30".parse().expect("range");
+    let mut a = ServiceIps::etcd(range, etcd.client(), &target).with_leader(leads(true), grace);
+    let mut b = ServiceIps::etcd(range, etcd.client(), &target).with_leader(leads(false), grace);
+    let allocated = || async {
+        let kv = etcd
+            .client()
+            .get(b"/weft/allocations/service-ips")
+            .await
+            .expect("get")
+            .expect("allocations");
+        String::from_utf8_lossy(&kv.value).into_owned()
+    };
+
+    let both = a.apply_shared(&unaddressed(&["api", "web"])).await;
+    let api_ip = ips(&both)[0].1.expect("api has an address");
+    // `api` deleted: B (a follower) keeps its address, and so does the leader within the grace.
+    b.apply_shared(&unaddressed(&["web"])).await;
+    a.apply_shared(&unaddressed(&["web"])).await;
+    assert!(
+        allocated().await.contains("default/api"),
+        "{}",
+        allocated().await
+    );
+    assert!(a.frees_pending() && !b.frees_pending());
+    tokio::time::sleep(grace * 2).await;
+    b.apply_shared(&unaddressed(&["web"])).await;
+    assert!(
+        allocated().await.contains("default/api"),
+        "a follower freed it"
+    );
+    a.apply_shared(&unaddressed(&["web"])).await;
+    assert!(
+        !allocated().await.contains("default/api"),
+        "{}",
+        allocated().await
+    );
+    assert!(!a.frees_pending());
+    // The range had room for two: a new Service gets the freed address.
+    let with_db = b.apply_shared(&unaddressed(&["db", "web"])).await;
+    assert_eq!(ips(&with_db)[0], ("db".to_string(), Some(api_ip)));
+}
+
+#[tokio::test]
 async fn a_watch_behind_compaction_lists_again() {
     use weft_control::etcd::watch::{mirror, Update};
     let Some(etcd) = Etcd::start("compaction").await else {

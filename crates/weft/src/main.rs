@@ -31,6 +31,7 @@ mod get;
 mod identity;
 mod init;
 mod inject;
+mod install;
 mod resources;
 mod routes;
 mod run;
@@ -109,6 +110,13 @@ enum Command {
     /// A live table of a workload's busiest request paths (source, destination, method, path,
     /// count, latency, success rate), redrawn in place; q quits.
     Top(top::TopArgs),
+    /// Print the Kubernetes manifests of the mesh for `kubectl apply -f -`: the CRDs
+    /// (`--crds`, apply first), then the control plane (namespace, RBAC, identity, Deployment,
+    /// Services, injector webhook).
+    Install(install::InstallArgs),
+    /// Print the current version's manifests for an installed mesh, keeping its identity
+    /// (`--identity-dir` is required: an upgrade never makes new trust anchors).
+    Upgrade(install::UpgradeArgs),
     /// Run a command as a meshed workload: as root in its own network namespace with
     /// transparent interception and a sidecar proxy; otherwise in explicit mode (HTTP_PROXY).
     Run(run::RunArgs),
@@ -131,7 +139,9 @@ fn main() -> std::process::ExitCode {
         | Command::Edges(_)
         | Command::Routes(_)
         | Command::Tap(_)
-        | Command::Top(_) => "warn",
+        | Command::Top(_)
+        | Command::Install(_)
+        | Command::Upgrade(_) => "warn",
         Command::Init(_) | Command::Run(_) | Command::Inject(_) | Command::Uninject(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -160,6 +170,8 @@ fn main() -> std::process::ExitCode {
             Command::Init(args) => init::run(args).await,
             Command::Inject(args) => inject::inject(args),
             Command::Uninject(args) => inject::uninject(args),
+            Command::Install(args) => install::install(args),
+            Command::Upgrade(args) => install::upgrade(args),
             Command::Routes(args) => routes::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Stat(args) => stat::run(args).await,

@@ -224,9 +224,25 @@ pub async fn server(
     apps: &[(&str, u16)],
     customize: impl FnOnce(ProxySpec) -> ProxySpec,
 ) -> Proxy {
+    start_server(control, id, dir, (name, app, apps), customize, None).await
+}
+
+/// [`server`] or [`server_not_ready`]: registered with `status` (none: ready).
+async fn start_server(
+    control: &Control,
+    id: &IdentitySource<'_>,
+    dir: &Path,
+    (name, app, apps): (&str, &str, &[(&str, u16)]),
+    customize: impl FnOnce(ProxySpec) -> ProxySpec,
+    status: Option<serde_json::Value>,
+) -> Proxy {
     let spec = ProxySpec::new(name, control.grpc).forward(&app_ports(apps));
     let proxy = spawn_unready(customize(with_identity(spec, name, dir, id)), name, dir).await;
-    let token = register(control, name, &server_doc(&proxy, name, app, apps)).await;
+    let mut doc = server_doc(&proxy, name, app, apps);
+    if let Some(status) = status {
+        doc["status"] = status;
+    }
+    let token = register(control, name, &doc).await;
     write_token(dir, name, &token);
     proxy.wait_ready().await;
     proxy
@@ -244,14 +260,16 @@ pub async fn server_not_ready(
     apps: &[(&str, u16)],
     customize: impl FnOnce(ProxySpec) -> ProxySpec,
 ) -> Proxy {
-    let spec = ProxySpec::new(name, control.grpc).forward(&app_ports(apps));
-    let proxy = spawn_unready(customize(with_identity(spec, name, dir, id)), name, dir).await;
-    let mut doc = server_doc(&proxy, name, app, apps);
-    doc["status"] = serde_json::json!({"conditions": [{"type": "Ready", "status": "False"}]});
-    let token = register(control, name, &doc).await;
-    write_token(dir, name, &token);
-    proxy.wait_ready().await;
-    proxy
+    let not_ready = serde_json::json!({"conditions": [{"type": "Ready", "status": "False"}]});
+    start_server(
+        control,
+        id,
+        dir,
+        (name, app, apps),
+        customize,
+        Some(not_ready),
+    )
+    .await
 }
 
 /// Marks a registered workload `Ready=True` (`PUT .../status`, which keeps its token).

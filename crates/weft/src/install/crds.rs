@@ -1,0 +1,411 @@
+//! The CustomResourceDefinitions of every kind the control plane reads
+//! (`weft_control::documents`): the Gateway API routes, Linkerd's `policy.linkerd.io` and
+//! `workload.linkerd.io` kinds, and Weft's own `FaultInjection`, each served at exactly the
+//! API versions the control plane accepts, with the upstream fields.
+
+use serde_json::{json, Value};
+use weft_control::resource::route::{FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_GROUP};
+
+use super::gateway;
+use super::schema::{
+    array, conditions_status, int32, int_or_string, label_selector, obj, obj_req, one_of_required,
+    string, string_enum, string_max, string_pattern, with_default, GROUP_PATTERN, KIND_PATTERN,
+    LABEL_PATTERN,
+};
+
+pub const WORKLOAD_GROUP: &str = "workload.linkerd.io";
+pub const EXTENSIONS_GROUP: &str = "extensions.weft.dev";
+
+/// Annotation the API server requires on a CRD of a `*.k8s.io` group (KEP-1111); the Gateway
+/// API's own CRDs carry this value.
+const API_APPROVED: (&str, &str) = (
+    "api-approved.kubernetes.io",
+    "https://github.com/kubernetes-sigs/gateway-api/pull/2997",
+);
+
+/// One custom resource kind: its names, the versions served (the first is stored; all share
+/// one schema apart from fields a version added), its `spec` and `status` schemas.
+pub struct Crd {
+    pub group: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub versions: &'static [&'static str],
+    short_names: &'static [&'static str],
+    spec: fn(&str) -> Value,
+    status: Option<fn() -> Value>,
+}
+
+impl Crd {
+    pub fn is_gateway_api(&self) -> bool {
+        self.group == GATEWAY_GROUP
+    }
+
+    /// Whether the control plane writes this kind's `status` (and so needs RBAC for it).
+    pub fn has_status(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// The CustomResourceDefinition document.
+    pub fn document(&self, labels: &Value) -> Value {
+        let versions: Vec<Value> = self
+            .versions
+            .iter()
+            .enumerate()
+            .map(|(i, version)| {
+                let mut props = json!({
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    "spec": (self.spec)(version),
+                });
+                let mut v = json!({"name": version, "served": true, "storage": i == 0});
+                if let Some(status) = self.status {
+                    props["status"] = status();
+                    v["subresources"] = json!({"status": {}});
+                }
+                v["schema"] = json!({"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": props,
+                    "required": ["spec"],
+                }});
+                v
+            })
+            .collect();
+        let mut meta = json!({"name": format!("{}.{}", self.plural, self.group), "labels": labels});
+        if self.group.ends_with(".k8s.io") {
+            meta["annotations"] = json!({API_APPROVED.0: API_APPROVED.1});
+        }
+        let category = if self.is_gateway_api() {
+            "gateway-api"
+        } else {
+            "policy"
+        };
+        let mut names = json!({
+            "kind": self.kind,
+            "listKind": format!("{}List", self.kind),
+            "plural": self.plural,
+            "singular": self.kind.to_ascii_lowercase(),
+            "categories": [category],
+        });
+        if !self.short_names.is_empty() {
+            names["shortNames"] = json!(self.short_names);
+        }
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": meta,
+            "spec": {
+                "group": self.group,
+                "names": names,
+                "scope": "Namespaced",
+                "versions": versions,
+            },
+        })
+    }
+}
+
+/// Every kind, in the order `weft install --crds` prints them.
+pub const CRDS: &[Crd] = &[
+    Crd {
+        group: GATEWAY_GROUP,
+        kind: "HTTPRoute",
+        plural: "httproutes",
+        versions: &["v1", "v1beta1"],
+        short_names: &[],
+        spec: |_| gateway::http_route_spec(),
+        status: Some(gateway::route_status),
+    },
+    Crd {
+        group: GATEWAY_GROUP,
+        kind: "GRPCRoute",
+        plural: "grpcroutes",
+        versions: &["v1", "v1alpha2"],
+        short_names: &[],
+        spec: |_| gateway::grpc_route_spec(),
+        status: Some(gateway::route_status),
+    },
+    Crd {
+        group: GATEWAY_GROUP,
+        kind: "TLSRoute",
+        plural: "tlsroutes",
+        versions: &["v1alpha2", "v1alpha3"],
+        short_names: &[],
+        spec: tls_route_spec,
+        status: Some(gateway::route_status),
+    },
+    Crd {
+        group: GATEWAY_GROUP,
+        kind: "TCPRoute",
+        plural: "tcproutes",
+        versions: &["v1alpha2"],
+        short_names: &[],
+        spec: |_| gateway::tcp_route_spec(),
+        status: Some(gateway::route_status),
+    },
+    Crd {
+        group: POLICY_GROUP,
+        kind: "Server",
+        plural: "servers",
+        versions: &["v1beta3", "v1beta2", "v1beta1"],
+        short_names: &["srv"],
+        spec: server_spec,
+        status: None,
+    },
+    Crd {
+        group: POLICY_GROUP,
+        kind: "AuthorizationPolicy",
+        plural: "authorizationpolicies",
+        versions: &["v1alpha1"],
+        short_names: &["authzpolicy"],
+        spec: |_| authorization_policy_spec(),
+        status: None,
+    },
+    Crd {
+        group: POLICY_GROUP,
+        kind: "MeshTLSAuthentication",
+        plural: "meshtlsauthentications",
+        versions: &["v1alpha1"],
+        short_names: &["meshtlsauthn"],
+        spec: |_| mesh_tls_spec(),
+        status: None,
+    },
+    Crd {
+        group: POLICY_GROUP,
+        kind: "NetworkAuthentication",
+        plural: "networkauthentications",
+        versions: &["v1alpha1"],
+        short_names: &["netauthn", "networkauthn"],
+        spec: |_| obj_req(&[("networks", array(network()))], &["networks"]),
+        status: None,
+    },
+    Crd {
+        group: POLICY_GROUP,
+        kind: "HTTPRoute",
+        plural: "httproutes",
+        versions: &["v1beta3", "v1beta2", "v1beta1"],
+        short_names: &[],
+        spec: |_| gateway::http_route_spec(),
+        status: Some(gateway::route_status),
+    },
+    Crd {
+        group: POLICY_GROUP,
+        kind: "HTTPLocalRateLimitPolicy",
+        plural: "httplocalratelimitpolicies",
+        versions: &["v1alpha1"],
+        short_names: &[],
+        spec: |_| rate_limit_spec(),
+        status: Some(rate_limit_status),
+    },
+    Crd {
+        group: POLICY_GROUP,
+        kind: "EgressNetwork",
+        plural: "egressnetworks",
+        versions: &["v1alpha1"],
+        short_names: &[],
+        spec: |_| {
+            obj_req(
+                &[
+                    ("networks", array(network())),
+                    ("trafficPolicy", string_enum(&["Allow", "Deny"])),
+                ],
+                &["trafficPolicy"],
+            )
+        },
+        status: Some(conditions_status),
+    },
+    Crd {
+        group: WORKLOAD_GROUP,
+        kind: "ExternalWorkload",
+        plural: "externalworkloads",
+        versions: &["v1beta1"],
+        short_names: &[],
+        spec: |_| external_workload_spec(),
+        status: Some(conditions_status),
+    },
+    Crd {
+        group: EXTENSIONS_GROUP,
+        kind: FAULT_INJECTION_KIND,
+        plural: "faultinjections",
+        versions: &["v1alpha1"],
+        short_names: &[],
+        spec: |_| fault_injection_spec(),
+        status: None,
+    },
+];
+
+/// v1alpha3 made `hostnames` required (at least one SNI name).
+fn tls_route_spec(version: &str) -> Value {
+    let mut spec = gateway::tls_route_spec();
+    if version == "v1alpha3" {
+        spec["required"] = json!(["hostnames", "rules"]);
+        spec["properties"]["hostnames"]["minItems"] = json!(1);
+    }
+    spec
+}
+
+/// `Server.spec`: v1beta2 added `externalWorkloadSelector` (one of the two selectors),
+/// v1beta3 `accessPolicy`.
+fn server_spec(version: &str) -> Value {
+    let mut fields = vec![
+        ("podSelector", label_selector()),
+        ("port", int_or_string()),
+        ("proxyProtocol", with_default(string(), "unknown")),
+    ];
+    if version == "v1beta1" {
+        return obj_req(&fields, &["podSelector", "port"]);
+    }
+    fields.push(("externalWorkloadSelector", label_selector()));
+    if version == "v1beta3" {
+        fields.push(("accessPolicy", with_default(string(), "deny")));
+    }
+    one_of_required(
+        obj_req(&fields, &["port"]),
+        &[&["podSelector"], &["externalWorkloadSelector"]],
+    )
+}
+
+/// A reference as Linkerd's policy CRDs spell it: `group`, `kind`, `name`, and `namespace`
+/// when `namespace` is `Some(schema)`.
+fn linkerd_ref(namespace: Option<Value>, required: &[&str]) -> Value {
+    let mut fields = vec![
+        ("group", string_pattern(GROUP_PATTERN, 0, 253)),
+        ("kind", string_pattern(KIND_PATTERN, 1, 63)),
+        ("name", string_max(1, 253)),
+    ];
+    if let Some(ns) = namespace {
+        fields.push(("namespace", ns));
+    }
+    obj_req(&fields, required)
+}
+
+fn authorization_policy_spec() -> Value {
+    obj_req(
+        &[
+            ("targetRef", linkerd_ref(None, &["kind", "name"])),
+            (
+                "requiredAuthenticationRefs",
+                array(linkerd_ref(Some(string_max(0, 253)), &["kind", "name"])),
+            ),
+        ],
+        &["targetRef", "requiredAuthenticationRefs"],
+    )
+}
+
+fn mesh_tls_spec() -> Value {
+    let identity = json!({
+        "type": "string",
+        "pattern": r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    });
+    one_of_required(
+        obj(&[
+            ("identities", array(identity)),
+            (
+                "identityRefs",
+                array(linkerd_ref(Some(string_max(0, 253)), &["kind"])),
+            ),
+        ]),
+        &[&["identities"], &["identityRefs"]],
+    )
+}
+
+fn network() -> Value {
+    obj_req(
+        &[("cidr", string()), ("except", array(string()))],
+        &["cidr"],
+    )
+}
+
+fn requests_per_second() -> Value {
+    json!({"type": "integer", "format": "int64"})
+}
+
+fn rate_limit_spec() -> Value {
+    let limit = || {
+        obj_req(
+            &[("requestsPerSecond", requests_per_second())],
+            &["requestsPerSecond"],
+        )
+    };
+    let client = linkerd_ref(
+        Some(string_pattern(LABEL_PATTERN, 1, 63)),
+        &["kind", "name"],
+    );
+    obj_req(
+        &[
+            ("targetRef", linkerd_ref(None, &["kind", "name"])),
+            ("total", limit()),
+            ("identity", limit()),
+            (
+                "overrides",
+                array(obj_req(
+                    &[
+                        ("requestsPerSecond", requests_per_second()),
+                        ("clientRefs", array(client)),
+                    ],
+                    &["requestsPerSecond", "clientRefs"],
+                )),
+            ),
+        ],
+        &["targetRef"],
+    )
+}
+
+/// Linkerd's status: conditions and the target the policy was accepted for.
+fn rate_limit_status() -> Value {
+    let mut status = conditions_status();
+    let mut target = linkerd_ref(None, &["name"]);
+    target["properties"]["group"]["default"] = json!(POLICY_GROUP);
+    target["properties"]["kind"]["default"] = json!("Server");
+    status["properties"]["targetRef"] = target;
+    status["required"] = json!(["targetRef"]);
+    status
+}
+
+/// Upstream requires `meshTLS` with `identity` and `serverName`; Weft's control plane derives
+/// each from the name when absent (`resource::validate_one`), so the CRD accepts what the
+/// control plane accepts.
+fn external_workload_spec() -> Value {
+    obj(&[
+        (
+            "meshTLS",
+            obj(&[
+                ("identity", string_max(1, 253)),
+                ("serverName", string_max(1, 253)),
+            ]),
+        ),
+        (
+            "ports",
+            array(obj_req(
+                &[
+                    ("name", string()),
+                    ("port", int32(1, 65535)),
+                    ("protocol", string()),
+                ],
+                &["port"],
+            )),
+        ),
+        (
+            "workloadIPs",
+            json!({"type": "array", "maxItems": 1, "items": obj(&[("ip", string())])}),
+        ),
+    ])
+}
+
+/// Weft's own filter (`docs/traffic.md`), referenced from a route's `ExtensionRef`.
+fn fault_injection_spec() -> Value {
+    obj(&[
+        ("status", int32(100, 599)),
+        ("grpcCode", int32(1, 16)),
+        ("message", string()),
+        (
+            "ratio",
+            obj_req(
+                &[
+                    ("numerator", int32(0, i32::MAX as i64)),
+                    ("denominator", int32(1, i32::MAX as i64)),
+                ],
+                &["numerator"],
+            ),
+        ),
+    ])
+}
