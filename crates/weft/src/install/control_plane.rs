@@ -15,24 +15,23 @@ pub const CONTROL: &str = "weft-control";
 pub const IDENTITY_SECRET: &str = "weft-identity-issuer";
 /// Where the control-plane container reads the identity (`weft control --identity-dir`).
 pub const IDENTITY_DIR: &str = "/var/run/weft/identity";
-/// The ConfigMap of trust anchors proxies read, and its key.
-pub const TRUST_ROOTS_CONFIGMAP: &str = "weft-identity-trust-roots";
-pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
-/// Destination, policy and identity gRPC (one port).
-pub const DST_SERVICE: &str = "weft-dst";
-pub const GRPC_PORT: u16 = 8086;
+/// The ConfigMap of trust anchors proxies read, and its key (the injector's names).
+pub use weft_control::inject::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+/// Destination, policy and identity gRPC (one port), where injected proxies dial.
+pub const DST_SERVICE: &str = weft_control::inject::DESTINATION_SERVICE;
+pub const GRPC_PORT: u16 = weft_control::inject::DESTINATION_PORT;
 /// The HTTP API (`/ready`, `/live`, `/v1/...`).
 pub const API_SERVICE: &str = "weft-api";
 pub const API_PORT: u16 = 8085;
 /// The injector webhook: Service port 443 to the container's 8443.
-pub const INJECTOR_SERVICE: &str = "weft-proxy-injector";
+pub const INJECTOR_SERVICE: &str = weft_control::inject::webhook::SERVICE;
 pub const WEBHOOK_PORT: u16 = 8443;
 pub const WEBHOOK_CONFIG: &str = "weft-proxy-injector-webhook-config";
 pub const WEBHOOK_NAME: &str = "weft-proxy-injector.weft.io";
 /// Namespaces labelled so are never injected (Linkerd's label); the control plane's is.
 pub const WEBHOOKS_LABEL: &str = "config.linkerd.io/admission-webhooks";
 /// Linkerd's injection annotation.
-pub const INJECT_ANNOTATION: &str = "linkerd.io/inject";
+pub use weft_control::inject::INJECT_ANNOTATION;
 /// Labels on every object `weft install` prints, so `kubectl apply --prune -l` finds them.
 pub const CONTROL_PLANE_NS_LABEL: &str = "weft.io/control-plane-ns";
 /// Selects the control-plane pods.
@@ -267,7 +266,7 @@ fn webhook(identity: &Identity) -> Value {
         "webhooks": [{
             "name": WEBHOOK_NAME,
             "clientConfig": {
-                "service": {"name": INJECTOR_SERVICE, "namespace": NAMESPACE, "path": "/inject", "port": 443},
+                "service": {"name": INJECTOR_SERVICE, "namespace": NAMESPACE, "path": weft_control::inject::webhook::PATH, "port": 443},
                 "caBundle": ca_bundle,
             },
             "failurePolicy": "Ignore",
