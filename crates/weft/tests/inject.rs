@@ -467,3 +467,29 @@ async fn the_webhook_of_weft_control_injects_what_weft_inject_does() {
     assert_eq!(anchors_var["value"].as_str(), Some(anchors.as_str()));
     control.kill().await;
 }
+
+#[test]
+fn annotate_only_adds_the_annotation_and_nothing_else() {
+    let input = dir().join("emojivoto.yml");
+    let text = std::fs::read_to_string(&input).unwrap();
+    let out = stdout(
+        &weft(&["inject", "--annotate-only", "-"], Some(&text)),
+        "annotate",
+    );
+    assert!(!out.contains("name: weft-proxy"), "{out}");
+    // Every Deployment's template got it (four), the other documents kept their bytes.
+    assert_eq!(
+        out.matches("linkerd.io/inject: enabled").count(),
+        4,
+        "{out}"
+    );
+    assert!(out.contains("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: emoji-svc\n"));
+    let again = stdout(
+        &weft(&["inject", "--annotate-only", "-"], Some(&out)),
+        "again",
+    );
+    assert_eq!(again, out, "annotating twice changed the output");
+    // The webhook (here: a full inject) then injects those templates.
+    let injected = stdout(&weft(&["inject", "-"], Some(&out)), "inject");
+    assert_eq!(injected.matches("name: weft-proxy").count(), 4);
+}
