@@ -388,3 +388,7 @@ impl<'a> Rendered<'a> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "objects_tests.rs"]
+mod tests;
