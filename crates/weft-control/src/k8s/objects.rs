@@ -5,8 +5,8 @@
 //! last-applied annotations, container specs and statuses are dropped at once). The store then
 //! renders documents ([`Rendered`]) of the same shape the file store reads, and the same
 //! validation checks them:
-//! - a Service → a `Service` (selector-less and `ExternalName` Services are not served: their
-//!   endpoints are not pods);
+//! - a Service → a `Service` of its TCP ports (selector-less and `ExternalName` Services are
+//!   not served: their endpoints are not pods; an `appProtocol` Weft does not know is dropped);
 //! - a Namespace → a `Namespace` (its annotations: the default inbound policy);
 //! - a Pod with an IP, not finished → an `ExternalWorkload`: its IPs, labels, container ports,
 //!   identity from its ServiceAccount (`<sa>.<ns>.serviceaccount.identity.<control-ns>.<td>`),
@@ -23,7 +23,7 @@ use kube::core::DynamicObject;
 use serde_json::{json, Map, Value};
 
 use super::{Kind, Shape};
-use crate::resource::{Defaults, WORKLOAD_API_VERSION};
+use crate::resource::{Defaults, APP_PROTOCOLS, WORKLOAD_API_VERSION};
 
 /// What is kept of one object.
 #[derive(Clone, Debug, PartialEq)]
@@ -160,6 +160,13 @@ pub fn project(kind: &Kind, obj: &DynamicObject) -> Object {
     }
 }
 
+/// Whether a Service or container port is TCP (the default when `protocol` is absent).
+fn tcp(port: &Value) -> bool {
+    port.get("protocol")
+        .and_then(Value::as_str)
+        .is_none_or(|p| p == "TCP")
+}
+
 fn service(obj: &DynamicObject) -> Object {
     let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
     let selector = spec
@@ -169,11 +176,14 @@ fn service(obj: &DynamicObject) -> Object {
     let Some(selector) = selector.filter(|_| !external) else {
         return Object::Nothing;
     };
+    // Only TCP ports are proxied (a UDP twin of a TCP port, as kube-dns has, is no duplicate);
+    // an `appProtocol` Weft does not act on (Kubernetes allows any) is left out, not refused.
     let ports: Vec<Value> = spec
         .get("ports")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .filter(|p| tcp(p))
         .map(|p| {
             let mut port = Map::new();
             for field in ["name", "port", "targetPort", "appProtocol"] {
@@ -181,9 +191,17 @@ fn service(obj: &DynamicObject) -> Object {
                     port.insert(field.into(), v.clone());
                 }
             }
+            if let Some(proto) = port.get("appProtocol").and_then(Value::as_str) {
+                if !APP_PROTOCOLS.contains(&proto) {
+                    port.remove("appProtocol");
+                }
+            }
             Value::Object(port)
         })
         .collect();
+    if ports.is_empty() {
+        return Object::Nothing;
+    }
     let mut out_spec = json!({"selector": selector, "ports": ports});
     if let Some(ip) = spec.get("clusterIP").filter(|v| !v.is_null()) {
         out_spec["clusterIP"] = ip.clone();
@@ -232,6 +250,7 @@ fn pod(obj: &DynamicObject) -> Object {
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
+            .filter(|p| tcp(p))
         {
             let Some(port) = p.get("containerPort").and_then(Value::as_u64) else {
                 continue;

@@ -237,6 +237,40 @@ fn namespace_config_annotations_apply_unless_the_object_sets_its_own() {
 }
 
 #[test]
+fn only_tcp_ports_are_served_and_unknown_app_protocols_are_dropped() {
+    let dns = project(
+        kind("Service"),
+        &object(
+            json!({"metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {"selector": {"k8s-app": "kube-dns"}, "clusterIP": "10.96.0.10", "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153, "appProtocol": "https"},
+                {"name": "grpc", "port": 9000, "targetPort": 9000, "appProtocol": "grpc"},
+            ]}}),
+        ),
+    );
+    let Object::Document(doc) = dns else {
+        panic!("a document")
+    };
+    assert_eq!(
+        doc["spec"]["ports"],
+        json!([{"name": "dns-tcp", "port": 53, "targetPort": 53},
+               {"name": "metrics", "port": 9153, "targetPort": 9153},
+               {"name": "grpc", "port": 9000, "targetPort": 9000, "appProtocol": "grpc"}])
+    );
+    let checked =
+        crate::resource::validate_one(&doc, "Service/kube-system/kube-dns", &Defaults::default());
+    assert!(checked.is_ok(), "{checked:?}");
+    let udp_only = project(
+        kind("Service"),
+        &object(json!({"metadata": {"name": "syslog", "namespace": "shop"},
+            "spec": {"selector": {"app": "syslog"}, "ports": [{"port": 514, "protocol": "UDP"}]}})),
+    );
+    assert_eq!(udp_only, Object::Nothing);
+}
+
+#[test]
 fn services_whose_endpoints_are_not_pods_are_not_served() {
     let none = |spec: Value| {
         project(
