@@ -199,8 +199,10 @@ async fn after_410_gone_the_store_lists_again_and_converges() {
     // Meanwhile one web pod was replaced; the watches' versions were compacted away.
     api.set_list(PODS, fixture_json("pods-after-gone.json"));
     api.set_list(SLICES, fixture_json("endpointslices-after-gone.json"));
+    // The pods' watch gets an ERROR event; the slices' watch ends and the next one is
+    // answered 410: both ways say "list again".
     api.push(PODS, &fixture_json("watch-gone.json")).await;
-    api.push(SLICES, &fixture_json("watch-gone.json")).await;
+    api.expire(SLICES);
     endpoints_until(&mut web, &mut seen, &["10.244.1.5:8080", "10.244.3.4:8080"]).await;
 
     let lists: Vec<String> = api
@@ -209,6 +211,22 @@ async fn after_410_gone_the_store_lists_again_and_converges() {
         .filter(|r| !r.contains("watch=true"))
         .collect();
     assert_eq!(lists.len(), 2, "listed again after 410: {lists:#?}");
+    // The pods' list alone can converge the endpoints (a pod no slice lists falls back to its
+    // own Ready condition): wait for the slices' list too.
+    let slice_lists = || {
+        api.requests(&format!("GET {SLICES}?"))
+            .into_iter()
+            .filter(|r| !r.contains("watch=true"))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while slice_lists() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slices not listed again after a 410 answer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The new watch starts from the new list's version.
     api.watching(PODS).await;
     let watches = api.requests(&format!("GET {PODS}?"));

@@ -43,6 +43,8 @@ struct State {
     /// The Lease, as stored (with its `resourceVersion`).
     leases: HashMap<String, Value>,
     version: u64,
+    /// Paths whose next watch request is answered `410 Gone` (its version was compacted).
+    gone: std::collections::HashSet<String>,
     /// Every request: `METHOD path?query`.
     log: Vec<String>,
 }
@@ -154,6 +156,14 @@ impl FakeApi {
         }
     }
 
+    /// Ends every open watch of `path` and answers the next watch request `410 Gone`, as the
+    /// API server answers a watch from a version it no longer has.
+    pub fn expire(&self, path: &str) {
+        let mut s = self.state();
+        s.gone.insert(path.to_string());
+        s.watches.remove(path);
+    }
+
     /// Ends every open watch of `path` (as the server does when a watch times out).
     pub fn end_watches(&self, path: &str) {
         self.state().watches.remove(path);
@@ -186,6 +196,11 @@ impl FakeApi {
             return self.lease(method.as_str(), &path, body);
         }
         if query.split('&').any(|p| p == "watch=true") {
+            if self.state().gone.remove(&path) {
+                let mut status = fixture_json("watch-gone.json")["object"].clone();
+                status["metadata"] = json!({});
+                return reply(410, &status);
+            }
             let (tx, rx) = mpsc::unbounded_channel();
             self.state().watches.entry(path).or_default().push(tx);
             let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
