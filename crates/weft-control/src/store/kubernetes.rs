@@ -92,8 +92,9 @@ struct Store {
     objects: Vec<BTreeMap<Key, Object>>,
     /// Per kind, whether its first list (or word that it is not served) came in.
     heard: Vec<bool>,
-    /// The last text rendered for each name, with its hash and parse.
-    texts: HashMap<String, (String, u64, Arc<ParsedFile>)>,
+    /// The hash and parse of the last text rendered for each name (the text itself is not
+    /// kept).
+    texts: HashMap<String, (u64, Arc<ParsedFile>)>,
 }
 
 impl Store {
@@ -187,11 +188,11 @@ impl Store {
                 let text_name = kind.text_name(namespace, name);
                 let text = doc.to_string();
                 let (hash, parsed) = match self.texts.remove(&text_name) {
-                    Some((old, hash, parsed)) if old == text => (hash, parsed),
+                    Some((hash, parsed)) if hash == super::text_hash(&text) => (hash, parsed),
                     _ => self.core.parse(&text_name, &text),
                 };
                 texts.push((text_name.clone(), hash, parsed.clone()));
-                kept.insert(text_name, (text, hash, parsed));
+                kept.insert(text_name, (hash, parsed));
             }
         }
         self.texts = kept;

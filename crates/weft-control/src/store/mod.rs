@@ -248,6 +248,13 @@ impl StoreHandle {
     }
 }
 
+/// The content hash of a source text: what tells a changed text from an unchanged one.
+pub fn text_hash(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 /// What both sources share: the documents in force and the channels they are published on.
 pub struct Core {
     defaults: Defaults,
@@ -295,12 +302,10 @@ impl Core {
         }
     }
 
-    /// Parses one named text into its documents, with its content hash.
+    /// Parses one named text into its documents, with its content hash ([`text_hash`]).
     pub fn parse(&self, name: &str, text: &str) -> (u64, Arc<ParsedFile>) {
-        let mut h = DefaultHasher::new();
-        text.hash(&mut h);
         let parsed = documents::parse_yaml_documents(name, text, &self.defaults);
-        (h.finish(), Arc::new(parsed))
+        (text_hash(text), Arc::new(parsed))
     }
 
     /// If the texts changed since the last call, validates each document and applies what is
