@@ -100,7 +100,14 @@ async fn lists(api: &Api<DynamicObject>, kind: Kind, index: usize, changes: &mps
         }
         // Watch from `version` until it is too old (then list again).
         loop {
+            let started = tokio::time::Instant::now();
             match watch_once(api, kind, index, &mut version, changes).await {
+                // A server (or a proxy in front of it) that ends every watch at once must not
+                // be asked again in a tight loop.
+                Ok(Watched::Ended) if started.elapsed() < Duration::from_secs(1) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
                 Ok(Watched::Ended) => pause = FIRST_PAUSE,
                 Ok(Watched::Gone) => break,
                 Ok(Watched::StoreGone) => return,
