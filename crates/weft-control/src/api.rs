@@ -493,6 +493,7 @@ async fn apply_workload(
     result.map_err(|e| match e {
         StoreError::Rejected(_) => error(StatusCode::BAD_REQUEST, e),
         StoreError::NotApplied(_) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        StoreError::ReadOnly(_) => error(StatusCode::METHOD_NOT_ALLOWED, e),
         e => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     })
 }

@@ -11,6 +11,9 @@
 //! holder stopped and revoked the lease, or the lease expired). On shutdown the leader revokes
 //! its lease, so another replica takes over at once.
 //!
+//! With the Kubernetes store a `coordination.k8s.io/v1` Lease plays the key's part
+//! (`k8s::lease`), publishing the same [`Leadership`].
+//!
 //! With the file store there is no election: each control plane is its own leader (replicas
 //! sharing a directory do only idempotent work).
 
@@ -49,6 +52,28 @@ pub fn alone(instance: &str) -> watch::Receiver<Leadership> {
     // Nothing ever changes it; the receiver keeps the last value when the sender is gone.
     drop(tx);
     rx
+}
+
+/// Publishes `leader` as the leader `instance` sees (empty: none), logging when this replica
+/// gains or loses leadership. Shared with the Kubernetes Lease (`k8s::lease`).
+pub(crate) fn publish(tx: &watch::Sender<Leadership>, instance: &str, leader: &str) {
+    let now = Leadership {
+        leader: leader.to_string(),
+        this_replica: leader == instance,
+    };
+    let was = tx.borrow().this_replica;
+    if was != now.this_replica {
+        if now.this_replica {
+            tracing::info!(%instance, "this replica is now the leader");
+        } else {
+            tracing::info!(%instance, leader = %now.leader, "this replica is no longer the leader");
+        }
+    }
+    tx.send_if_modified(|l| {
+        let changed = *l != now;
+        *l = now;
+        changed
+    });
 }
 
 /// Campaigns for `PREFIX/leader` as `instance` until `shutdown` changes.
@@ -101,23 +126,7 @@ impl Election {
     }
 
     fn publish(&self, leader: &str) {
-        let now = Leadership {
-            leader: leader.to_string(),
-            this_replica: leader == self.instance,
-        };
-        let was = self.tx.borrow().this_replica;
-        if was != now.this_replica {
-            if now.this_replica {
-                tracing::info!(instance = %self.instance, "this replica is now the leader");
-            } else {
-                tracing::info!(instance = %self.instance, leader = %now.leader, "this replica is no longer the leader");
-            }
-        }
-        self.tx.send_if_modified(|l| {
-            let changed = *l != now;
-            *l = now;
-            changed
-        });
+        publish(&self.tx, &self.instance, leader);
     }
 
     /// Creates the key with a fresh lease; `false` when another replica holds it.

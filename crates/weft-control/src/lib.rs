@@ -23,6 +23,7 @@ pub mod files;
 pub mod grpc;
 pub mod index;
 pub mod inject;
+pub mod k8s;
 pub mod leader;
 pub mod own_cert;
 pub mod resource;
@@ -252,6 +253,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
     let mut tasks = Vec::new();
     let instance = ledger.instance();
+    let mut reviewer = None;
     let (store, tokens, ips, records, leader) = match &config.store {
         store::Location::Dir(dir) => {
             let (store, task) = store::files::start(
@@ -316,6 +318,31 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                 .with_leader(leader.clone(), service_ips::FREE_AFTER);
             (store, tokens, ips, records, leader)
         }
+        store::Location::Kubernetes(kubeconfig) => {
+            let client = k8s::client(kubeconfig.as_deref())
+                .await
+                .map_err(store::StoreError::from)?;
+            let (store, task) = store::kubernetes::start(
+                client.clone(),
+                defaults.clone(),
+                store::kubernetes::START_TIMEOUT,
+                shutdown_rx.clone(),
+            )
+            .await?;
+            tasks.push(task);
+            let (leader, task) = k8s::lease::start(
+                client.clone(),
+                &config.control_namespace,
+                instance.clone(),
+                shutdown_rx.clone(),
+            );
+            tasks.push(task);
+            reviewer = Some(k8s::token_review::Reviewer::new(client));
+            // Issuance records are not kept yet on Kubernetes (the identity directory is a
+            // read-only Secret there); cluster IPs come with the Services.
+            let ips = service_ips::ServiceIps::in_memory(config.service_cidr);
+            (store, tokens::Tokens::none(), ips, None, leader)
+        }
     };
     if let Some(records) = &records {
         tasks.push(tokio::spawn(ca_reload::keep_records(
@@ -372,6 +399,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
     // Identity checks registrations against the store itself (no addresses needed, no lag).
     let states = store.states();
+    let defaults_for_identity = defaults.clone();
     let api_task = tokio::spawn(api::serve(
         api_listener,
         api::Ctx {
@@ -417,7 +445,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             shutdown_rx.clone(),
         )));
     }
-    let identity = grpc::identity::IdentityService::new(ca_rx, ledger, tokens, states);
+    let mut identity = grpc::identity::IdentityService::new(ca_rx, ledger, tokens, states);
+    if let Some(reviewer) = reviewer {
+        identity = identity.with_token_review(reviewer, defaults_for_identity);
+    }
     let grpc = tokio::spawn(grpc::serve(
         grpc_listener,
         transport,

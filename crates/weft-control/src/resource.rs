@@ -34,6 +34,8 @@ pub const ADMIN_PORT_NAME: &str = "linkerd-admin";
 /// The ExternalWorkload port naming its proxy's tap server on the workload's first IP (Linkerd's
 /// name for the proxy container's tap port): `GET /v1/tap/...` dials it (`docs/observability.md`).
 pub const TAP_PORT_NAME: &str = "linkerd-tap";
+/// The Service port `appProtocol`s Weft acts on (any other is refused in a document).
+pub const APP_PROTOCOLS: &[&str] = &["http", "kubernetes.io/h2c", "grpc", "tcp", "opaque"];
 
 /// The identity allowed to tap proxies, which the control plane presents when it dials their tap
 /// servers: `tap.NS.serviceaccount.identity.NS.TD` with NS the control namespace (Linkerd's
@@ -516,16 +518,13 @@ fn service(meta: Meta, spec: &Map<String, Value>, ctx: &mut Ctx) -> Option<Servi
                 };
                 let app_protocol = match p.get("appProtocol") {
                     None | Some(Value::Null) => None,
-                    Some(Value::String(s))
-                        if ["http", "kubernetes.io/h2c", "grpc", "tcp", "opaque"]
-                            .contains(&s.as_str()) =>
-                    {
+                    Some(Value::String(s)) if APP_PROTOCOLS.contains(&s.as_str()) => {
                         Some(s.clone())
                     }
                     Some(other) => {
                         ctx.err(
                             &format!("{f}.appProtocol"),
-                            format!("must be one of http, kubernetes.io/h2c, grpc, tcp, opaque; got {other}"),
+                            format!("must be one of {}; got {other}", APP_PROTOCOLS.join(", ")),
                         );
                         None
                     }

@@ -11,8 +11,10 @@
 //! revokes it.
 //!
 //! A token grants exactly the identity of the workload it was issued for, looked up at Certify
-//! time (so it follows `meshTLS.serverName`). Kubernetes ServiceAccount tokens (TokenReview)
-//! would be a second kind of [`Grant`] source.
+//! time (so it follows `meshTLS.serverName`). With the Kubernetes store there is no
+//! registration and no such token ([`Tokens::none`]): proxies present their pod's
+//! ServiceAccount token instead, which `Identity.Certify` checks with a TokenReview
+//! (`k8s::token_review`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -83,6 +85,8 @@ enum Backing {
         client: Client,
         target: Target,
     },
+    /// No registrations (the Kubernetes store): nothing is ever issued.
+    None,
 }
 
 fn digest(token: &[u8]) -> Digest {
@@ -149,6 +153,14 @@ impl Tokens {
                 by_digest: map,
                 revisions: HashMap::new(),
             })),
+        }
+    }
+
+    /// An empty table that issues nothing (the Kubernetes store refuses registrations).
+    pub fn none() -> Tokens {
+        Tokens {
+            backing: Backing::None,
+            inner: Arc::new(RwLock::new(Table::default())),
         }
     }
 
@@ -247,6 +259,12 @@ impl Tokens {
                 let key = target.key(&format!("{ETCD_TOKENS}{namespace}/{name}"));
                 client.put(&key, text.as_bytes()).await?
             }
+            Backing::None => {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "this store issues no workload tokens",
+                )))
+            }
         };
         // In force here at once; the other replicas take it from the watch.
         let grant = Grant {
@@ -274,6 +292,7 @@ impl Tokens {
                 let key = target.key(&format!("{ETCD_TOKENS}{namespace}/{name}"));
                 client.delete(&key).await?.1
             }
+            Backing::None => 0,
         };
         self.table().set(grant, None, revision);
         Ok(())

@@ -15,17 +15,21 @@ use weft_control::inject::webhook::WebhookConfig;
     weft control --store ./store\n  \
     weft control --store etcd://127.0.0.1:2379/weft\n  \
     weft control --store etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/weft/prod\n  \
+    weft control --store kubernetes --identity-dir /var/run/weft/identity\n  \
     weft control --store ./store --identity-dir ./ca\n  \
     weft control --store ./store --prometheus-sd-file /var/lib/weft/targets.json\n  \
     weft control --store ./store --prometheus-url http://127.0.0.1:9090\n  \
     weft control --store ./store --identity-dir ./ca --webhook-addr 0.0.0.0:8443\n\n\
-    See docs/control-plane.md; etcd: docs/operations.md; Prometheus: docs/observability.md;\n\
-    the injection webhook: docs/kubernetes.md.")]
+    See docs/control-plane.md; etcd: docs/operations.md; Kubernetes and the injection webhook:\n  \
+    docs/kubernetes.md; Prometheus: docs/observability.md.")]
 pub struct ControlArgs {
     /// Where resources, registrations and identity tokens live: a directory of resource YAML
-    /// files (polled for changes), or `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` (keys under
-    /// PREFIX/resources/, watched; see docs/operations.md).
-    #[arg(long, value_name = "DIR|etcd://HOST:PORT[,...]/PREFIX")]
+    /// files (polled for changes), `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` (keys under
+    /// PREFIX/resources/, watched; see docs/operations.md), or `kubernetes`: the API server's
+    /// Services, Pods, EndpointSlices, Namespaces and Weft's custom resources, watched (in a
+    /// pod, or with KUBECONFIG; see docs/kubernetes.md). A directory named `kubernetes` is
+    /// `./kubernetes`.
+    #[arg(long, value_name = "DIR|etcd://HOST:PORT[,...]/PREFIX|kubernetes")]
     pub store: weft_control::store::Location,
     /// Address of the gRPC server (Destination, OutboundPolicies, InboundServerPolicies).
     #[arg(long, default_value = "127.0.0.1:8086", value_name = "ADDR")]
@@ -204,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn store_is_a_directory_or_an_etcd_address() {
+    fn store_is_a_directory_an_etcd_address_or_kubernetes() {
         use clap::Parser as _;
         use weft_control::store::Location;
         let w = Wrapper::try_parse_from(["x", "--store", "/s"]).expect("parse");
@@ -220,6 +224,13 @@ mod tests {
             .expect("an etcd store without a prefix is refused")
             .to_string();
         assert!(bad.contains("a key prefix is required"), "{bad}");
+        let w = Wrapper::try_parse_from(["x", "--store", "kubernetes"]).expect("parse");
+        assert_eq!(w.control.config().store, Location::Kubernetes(None));
+        let w = Wrapper::try_parse_from(["x", "--store", "./kubernetes"]).expect("parse");
+        assert_eq!(
+            w.control.config().store,
+            Location::Dir(PathBuf::from("./kubernetes"))
+        );
     }
 
     #[test]

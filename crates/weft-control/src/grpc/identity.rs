@@ -1,8 +1,14 @@
 //! `Identity.Certify`: checks that the token grants the requested identity, then lets the CA
 //! check the CSR and sign a leaf.
 //!
+//! Two kinds of token are accepted: a workload token the registration API issued
+//! ([`Tokens`]), and with the Kubernetes store a pod's ServiceAccount token, which a
+//! `TokenReview` turns into `<sa>.<ns>.serviceaccount.identity.<control-ns>.<td>`
+//! ([`crate::k8s::token_review`]).
+//!
 //! Statuses: `InvalidArgument` for an empty identity or a bad CSR, `Unauthenticated` for a
-//! token nobody issued, `PermissionDenied` for a valid token that grants another identity (or
+//! token nobody issued (or the API server does not authenticate), `Unavailable` when the
+//! TokenReview cannot be made, `PermissionDenied` for a valid token that grants another identity (or
 //! whose workload is gone), `Internal` if signing fails.
 //!
 //! The CA is read from a `watch` channel for every request, so a rotation's new issuer
@@ -14,7 +20,8 @@
 
 use crate::ca::{Ca, CertifyError};
 use crate::ca_reload::Ledger;
-use crate::resource::State;
+use crate::k8s::token_review::{ReviewError, Reviewer};
+use crate::resource::{Defaults, State};
 use crate::tokens::Tokens;
 use linkerd2_proxy_api::identity::{identity_server::Identity, CertifyRequest, CertifyResponse};
 use std::sync::Arc;
@@ -30,6 +37,9 @@ pub struct IdentityService {
     /// and the proxy certifies with its token right then, before the index (fed from the same
     /// channel on a blocking task) may have caught up.
     states: watch::Receiver<Arc<State>>,
+    /// With the Kubernetes store: who checks ServiceAccount tokens, and the defaults that
+    /// name the identity they grant.
+    reviewer: Option<(Reviewer, Defaults)>,
 }
 
 impl IdentityService {
@@ -44,7 +54,40 @@ impl IdentityService {
             ledger,
             tokens,
             states,
+            reviewer: None,
         }
+    }
+
+    /// Also accepts ServiceAccount tokens, checked by `reviewer` (the Kubernetes store).
+    pub fn with_token_review(mut self, reviewer: Reviewer, defaults: Defaults) -> Self {
+        self.reviewer = Some((reviewer, defaults));
+        self
+    }
+
+    /// The identity a token grants: a registered workload's, else (with a reviewer) a
+    /// ServiceAccount's.
+    async fn grant(&self, token: &[u8]) -> Result<(String, Option<String>), Status> {
+        let Some((reviewer, d)) = &self.reviewer else {
+            return self.granted(token);
+        };
+        if self.tokens.lookup(token).is_some() {
+            return self.granted(token);
+        }
+        let token = std::str::from_utf8(token)
+            .map_err(|_| Status::unauthenticated("the token is not text"))?;
+        let sa = reviewer.review(token).await.map_err(|e| match e {
+            ReviewError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
+            ReviewError::NotServiceAccount(_) => Status::permission_denied(e.to_string()),
+            ReviewError::Api(_) => Status::unavailable(e.to_string()),
+        })?;
+        let (ns, name) = (&sa.namespace, &sa.name);
+        Ok((
+            format!(
+                "{name}.{ns}.serviceaccount.identity.{}.{}",
+                d.control_namespace, d.trust_domain
+            ),
+            Some(format!("spiffe://{}/ns/{ns}/sa/{name}", d.trust_domain)),
+        ))
     }
 
     /// The identity a token grants and the SPIFFE URI to put beside it.
@@ -83,7 +126,7 @@ impl Identity for IdentityService {
         if requested.is_empty() {
             return Err(Status::invalid_argument("identity is required"));
         }
-        let (granted, spiffe) = self.granted(&req.token)?;
+        let (granted, spiffe) = self.grant(&req.token).await?;
         if !granted.eq_ignore_ascii_case(&requested) {
             return Err(Status::permission_denied(format!(
                 "the token grants identity {granted:?}, not {requested:?}"

@@ -1,6 +1,7 @@
 //! The store: where resources and registrations live, and the one rule that turns them into the
-//! state in force. Two sources feed the same [`Core`]: [`files`] (a directory, polled; the
-//! default) and [`etcd`] (keys under a prefix, watched). Each source hands the core its named
+//! state in force. Three sources feed the same [`Core`]: [`files`] (a directory, polled; the
+//! default), [`etcd`] (keys under a prefix, watched) and [`kubernetes`] (the API server's
+//! objects, watched; read-only here). Each source hands the core its named
 //! texts ("files": a path or a key, each holding YAML documents); the core validates each
 //! document ([`crate::documents`]), keeps the last good version of a bad one, publishes the
 //! state in force on a `watch` channel and records errors in [`StoreStatus`].
@@ -11,6 +12,7 @@
 pub mod edit;
 pub mod etcd;
 pub mod files;
+pub mod kubernetes;
 pub mod status;
 
 use crate::documents::{self, DocKey, InForce, Located, ParsedFile};
@@ -27,17 +29,26 @@ pub use files::REGISTERED_DIR;
 
 mod resources;
 
-/// Where the store lives: `--store DIR` or `--store etcd://HOST:PORT[,...]/PREFIX`.
+/// Where the store lives: `--store DIR`, `--store etcd://HOST:PORT[,...]/PREFIX` or
+/// `--store kubernetes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     Dir(PathBuf),
     Etcd(crate::etcd::Target),
+    /// The Kubernetes API server, with the kubeconfig to reach it by (`None`, what
+    /// `--store kubernetes` gives: `KUBECONFIG`, `~/.kube/config`, else the pod's service account).
+    Kubernetes(Option<PathBuf>),
 }
+
+/// The `--store` value that selects the Kubernetes store.
+pub const KUBERNETES: &str = "kubernetes";
 
 impl std::str::FromStr for Location {
     type Err = crate::etcd::Error;
     fn from_str(s: &str) -> Result<Location, Self::Err> {
-        if s.starts_with(crate::etcd::SCHEME) {
+        if s == KUBERNETES {
+            Ok(Location::Kubernetes(None))
+        } else if s.starts_with(crate::etcd::SCHEME) {
             crate::etcd::Target::parse(s).map(Location::Etcd)
         } else {
             Ok(Location::Dir(PathBuf::from(s)))
@@ -50,6 +61,8 @@ impl std::fmt::Display for Location {
         match self {
             Location::Dir(d) => write!(f, "{}", d.display()),
             Location::Etcd(t) => write!(f, "{t}"),
+            Location::Kubernetes(None) => f.write_str(KUBERNETES),
+            Location::Kubernetes(Some(k)) => write!(f, "{KUBERNETES} ({})", k.display()),
         }
     }
 }
@@ -110,6 +123,17 @@ pub enum StoreError {
     NotApplied(std::time::Duration),
     #[error(transparent)]
     Etcd(#[from] crate::etcd::Error),
+    /// A change `weft` cannot make on this store (the Kubernetes store: kubectl makes them).
+    #[error("{0}")]
+    ReadOnly(&'static str),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::k8s::Error),
+    /// The API server did not answer the first list of these kinds within the start deadline.
+    #[error("the Kubernetes API server did not list {missing} within {waited:?} (is it reachable, and may this service account list them?)")]
+    KubernetesStart {
+        waited: std::time::Duration,
+        missing: String,
+    },
     /// etcd did not answer the first list within the start deadline.
     #[error("{target}: not reachable within {waited:?}: {last}")]
     EtcdStart {
@@ -224,6 +248,13 @@ impl StoreHandle {
     }
 }
 
+/// The content hash of a source text: what tells a changed text from an unchanged one.
+pub fn text_hash(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 /// What both sources share: the documents in force and the channels they are published on.
 pub struct Core {
     defaults: Defaults,
@@ -257,6 +288,10 @@ impl Core {
         }
     }
 
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
     /// A handle that reaches the source's task through `commands`.
     fn handle(&self, commands: mpsc::Sender<Command>) -> StoreHandle {
         StoreHandle {
@@ -267,12 +302,10 @@ impl Core {
         }
     }
 
-    /// Parses one named text into its documents, with its content hash.
+    /// Parses one named text into its documents, with its content hash ([`text_hash`]).
     pub fn parse(&self, name: &str, text: &str) -> (u64, Arc<ParsedFile>) {
-        let mut h = DefaultHasher::new();
-        text.hash(&mut h);
         let parsed = documents::parse_yaml_documents(name, text, &self.defaults);
-        (h.finish(), Arc::new(parsed))
+        (text_hash(text), Arc::new(parsed))
     }
 
     /// If the texts changed since the last call, validates each document and applies what is

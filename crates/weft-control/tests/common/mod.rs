@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod identity;
+pub mod kube_api;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
