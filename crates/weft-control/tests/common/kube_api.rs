@@ -3,7 +3,11 @@
 //! watch streams the test feeds one newline-delimited event at a time, `TokenReview` answers,
 //! and one `Lease` kept as the API server keeps it (create, get, replace on `resourceVersion`).
 //! Any path without a list is answered `404` as the API server answers for a resource it does
-//! not serve (a CRD not installed). Every request is logged for assertions.
+//! not serve (a CRD not installed). `SelfSubjectAccessReview`s are allowed unless denied
+//! ([`FakeApi::deny`]). Every request is logged for assertions.
+//!
+//! Shared by weft-control's tests and weft's (`crates/weft/tests/check_kubernetes.rs` includes
+//! this file by `#[path]`), so fixtures are found from this crate's directory either way.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,7 +26,7 @@ use tokio::sync::mpsc;
 /// The recorded API-server answers.
 pub fn fixture(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/kubernetes")
+        .join("../weft-control/tests/fixtures/kubernetes")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -33,8 +37,10 @@ pub fn fixture_json(name: &str) -> Value {
 
 #[derive(Default)]
 struct State {
-    /// List answers by path (`/api/v1/pods`).
+    /// GET answers by path: lists (`/api/v1/pods`) and single objects (`/version`).
     lists: HashMap<String, Value>,
+    /// `(group, resource, namespace)` the user may not create (SelfSubjectAccessReview).
+    denied: std::collections::HashSet<(String, String, String)>,
     /// Open watches by path: each gets the lines pushed while it is open.
     watches: HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>,
     /// TokenReview answers by token; any other token gets `unauthenticated`.
@@ -104,9 +110,16 @@ impl FakeApi {
         path
     }
 
-    /// Answers lists of `path` with this list from now on.
+    /// Answers `GET path` (a list, or one object) with `list` from now on.
     pub fn set_list(&self, path: &str, list: Value) {
         self.state().lists.insert(path.to_string(), list);
+    }
+
+    /// Answers SelfSubjectAccessReviews for creating `resource` of `group` in `namespace`
+    /// ("" for cluster-wide) "not allowed" from now on.
+    pub fn deny(&self, group: &str, resource: &str, namespace: &str) {
+        let key = (group.into(), resource.into(), namespace.into());
+        self.state().denied.insert(key);
     }
 
     pub fn set_reviews(&self, reviews: HashMap<String, Value>, unauthenticated: Value) {
@@ -190,6 +203,21 @@ impl FakeApi {
             };
             // The API server echoes the spec it was sent.
             answer["spec"] = body["spec"].clone();
+            return reply(201, &answer);
+        }
+        if path.ends_with("/selfsubjectaccessreviews") && method == "POST" {
+            let attributes = &body["spec"]["resourceAttributes"];
+            let field = |name: &str| attributes[name].as_str().unwrap_or("").to_string();
+            let key = (field("group"), field("resource"), field("namespace"));
+            let allowed = field("verb") == "create" && !self.state().denied.contains(&key);
+            let mut answer = fixture_json("selfsubjectaccessreview.json");
+            answer["spec"] = body["spec"].clone();
+            answer["status"] = match allowed {
+                true => {
+                    json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"cluster-admin\""})
+                }
+                false => json!({"allowed": false}),
+            };
             return reply(201, &answer);
         }
         if path.contains("/leases") {
