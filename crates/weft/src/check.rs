@@ -21,6 +21,8 @@ use weft_control::api::check::{
 
 use crate::demo::http as client;
 
+pub mod kubernetes;
+
 /// The control plane's section, checked from here.
 const SECTION: &str = "weft-control-plane";
 /// How long `GET /v1/check` may take: the control plane probes every proxy (8 at once, a few
@@ -36,13 +38,19 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 #[command(after_help = "Examples:\n  \
     weft check\n  \
     weft check --wait 1m          # wait for the control plane to come up first\n  \
-    weft check --api-addr 127.0.0.1:18085 -o json | jq '.sections[].checks[] | select(.status != \"ok\")'\n\n\
+    weft check --api-addr 127.0.0.1:18085 -o json | jq '.sections[].checks[] | select(.status != \"ok\")'\n  \
+    weft check --pre              # before `weft install`: can this cluster and user take it?\n  \
+    weft check --proxy -n emojivoto --context kind-weft\n\n\
     Checks: the control plane (API, readiness, gRPC port, clock), the store (every document \
     applied; routes and policies accepted), identity (issuer and trust anchors valid, not \
     expiring within 60 days, issuer signed by an anchor), and every meshed proxy (ready, \
     certificate valid and not past its renewal, issued under the control plane's trust \
-    anchors, clock within 5s). Exits 1 when a check fails (×); warnings (‼) do not. See \
-    docs/observability.md#weft-check.")]
+    anchors, clock within 5s). On Kubernetes, --pre checks the cluster before `weft install` \
+    (API server, version >= 1.29, rights to create what it creates, no `weft` namespace yet, \
+    Gateway API CRDs) and --proxy checks it after (control plane pods ready, the webhook's \
+    caBundle, every pod of the injected namespaces: proxy present, ready, of the control \
+    plane's version). Exits 1 when a check fails (×); warnings (‼) do not. See \
+    docs/observability.md#weft-check and docs/kubernetes.md.")]
 pub struct CheckArgs {
     #[command(flatten)]
     pub api: crate::get::ApiAddr,
@@ -50,6 +58,20 @@ pub struct CheckArgs {
     /// (like `linkerd check --wait`); `0s` asks once.
     #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
     pub wait: Duration,
+    /// Before `weft install`: check the Kubernetes cluster and the user's rights (like
+    /// `linkerd check --pre`) instead of a running control plane.
+    #[arg(long, conflicts_with_all = ["proxy", "wait"])]
+    pub pre: bool,
+    /// Check the Kubernetes control plane's pods, the injector's webhook and the meshed pods
+    /// (like `linkerd check --proxy`) through the API server.
+    #[arg(long, conflicts_with = "wait")]
+    pub proxy: bool,
+    /// With --proxy: check this namespace's pods (default: every namespace annotated
+    /// `linkerd.io/inject: enabled`).
+    #[arg(short = 'n', long, value_name = "NAMESPACE", requires = "proxy")]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: kubernetes::KubeArgs,
     /// Output: the report as text, or as one JSON document.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: Output,
@@ -62,7 +84,14 @@ pub enum Output {
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
-    let (checks, report) = gather(args.api.addr, args.wait).await;
+    let (checks, report) = if args.pre {
+        (kubernetes::pre(&args.kube).await, None)
+    } else if args.proxy {
+        let namespace = args.namespace.as_deref();
+        (kubernetes::proxy(&args.kube, namespace).await, None)
+    } else {
+        gather(args.api.addr, args.wait).await
+    };
     let failed = checks.iter().filter(|c| c.status == Status::Error).count();
     match args.output {
         Output::Table => print!("{}", render(&checks)),
