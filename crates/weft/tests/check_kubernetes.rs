@@ -33,6 +33,20 @@ async fn weft_check(api: &FakeApi, dir: &TempDir, args: &[&str]) -> (i32, Value)
     (out.status.code().unwrap_or(-1), doc)
 }
 
+/// `weft check ARGS --kubeconfig (the fake's)` as text: exit code and stdout.
+async fn weft_check_text(api: &FakeApi, dir: &TempDir, args: &[&str]) -> (i32, String) {
+    let out = Command::new(weft_bin())
+        .arg("check")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig(dir.path()))
+        .output()
+        .await
+        .expect("weft check runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// `(id, status)` of every check, in order.
 fn marks(doc: &Value) -> Vec<(String, String)> {
     (doc["sections"].as_array().into_iter().flatten())
@@ -267,6 +281,21 @@ async fn proxy_reports_missing_unready_and_skewed_proxies_and_a_foreign_ca_bundl
         "pod emojivoto/web-7b9c4d6f5-q3w4e runs proxy version 0.0.9"
     );
     assert!(version["description"].as_str().unwrap().contains("(0.1.0)"));
+
+    // The same as text: marks, details and hints under each check that did not pass.
+    let (code, text) = weft_check_text(&api, &dir, &["--proxy"]).await;
+    assert_eq!(code, 1, "{text}");
+    for line in [
+        "weft-webhook\n------------\n× proxy injector webhook trusts the mesh's trust anchors\n",
+        "✔ control plane pods are ready\n",
+        "× data plane pods have the weft-proxy container\n",
+        "‼ data plane proxies run the control plane's version (0.1.0)\n    \
+         pod emojivoto/web-7b9c4d6f5-q3w4e runs proxy version 0.0.9\n    \
+         hint: restart the pods after `weft upgrade`",
+        "\nStatus check results are ×\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
 }
 
 #[tokio::test]
@@ -302,4 +331,36 @@ async fn proxy_with_a_namespace_checks_only_it_and_only_restart_warns() {
     let listed = check(&doc, "data-plane-namespaces");
     assert_eq!(listed["status"], "error");
     assert!(details(listed).contains("namespace nope does not exist"));
+}
+
+#[tokio::test]
+async fn context_picks_the_kubeconfigs_context() {
+    let api = FakeApi::start().await;
+    let dir = TempDir::new("check-context");
+    api.set_list("/version", fixture_json("version.json"));
+    let kubeconfig = api.kubeconfig(dir.path());
+    let run = |context: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            Command::new(weft_bin())
+                .args(["check", "--pre", "--context", context, "--kubeconfig"])
+                .arg(&kubeconfig)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    // The kubeconfig's one context, by name: the fake answers.
+    let out = run("fake").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("✔ can query the Kubernetes API"), "{text}");
+    // A context it does not have.
+    let out = run("elsewhere").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("× can initialize the client (kubeconfig)") && text.contains("elsewhere"),
+        "{text}"
+    );
 }

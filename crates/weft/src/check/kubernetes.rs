@@ -71,21 +71,28 @@ enum Got {
 }
 
 impl Kube {
+    /// The client `weft control --store kubernetes` builds; with `--context`, that context of
+    /// the kubeconfig (which `weft_control::k8s::client` does not choose).
     async fn connect(args: &KubeArgs) -> anyhow::Result<Kube> {
+        let Some(context) = &args.context else {
+            let client = weft_control::k8s::client(args.kubeconfig.as_deref()).await?;
+            return Ok(Kube { client });
+        };
         let options = kube::config::KubeConfigOptions {
-            context: args.context.clone(),
+            context: Some(context.clone()),
             ..Default::default()
         };
         let config = match &args.kubeconfig {
             Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?;
+                let bad = |e: &dyn std::fmt::Display| {
+                    anyhow::anyhow!("kubeconfig {}: {e}", path.display())
+                };
+                let file = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(&e))?;
                 kube::Config::from_custom_kubeconfig(file, &options)
                     .await
-                    .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?
+                    .map_err(|e| bad(&e))?
             }
-            None if args.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
-            None => kube::Config::infer().await?,
+            None => kube::Config::from_kubeconfig(&options).await?,
         };
         Ok(Kube {
             client: kube::Client::try_from(config)?,
