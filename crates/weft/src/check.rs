@@ -6,7 +6,8 @@
 //! This side checks what only a client can see: the control plane's API answers and is ready,
 //! its gRPC port accepts connections, and this machine's clock agrees with the control plane's.
 //! Everything else (store, identity, every meshed proxy) is the control plane's `GET /v1/check`
-//! (`weft_control::api::check`).
+//! (`weft_control::api::check`). On Kubernetes, `--pre` and `--proxy` ask the API server
+//! instead, and print their checks the same way ([`kubernetes`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
