@@ -602,6 +602,16 @@ fn without_times(mut parents: serde_json::Value) -> serde_json::Value {
 #[tokio::test]
 async fn the_leader_patches_route_status_when_it_changes_and_a_follower_never() {
     let api = api().await;
+    // A Gateway's controller has its own entry in web-split's status: it must stay.
+    let gateway = serde_json::json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"},
+        "controllerName": "example.net/gateway-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                        "lastTransitionTime": "2026-12-01T10:07:01Z"}],
+    });
+    let mut routes = fixture_json("httproutes.json");
+    routes["items"][0]["status"]["parents"] = serde_json::json!([gateway.clone()]);
+    api.set_list(ROUTES, routes.clone());
     let api_b = api.listener("b").await;
     let a = control_plane(&api, "k8s-status-a").await;
     let b = control_plane(&api_b, "k8s-status-b").await;
@@ -647,7 +657,10 @@ async fn the_leader_patches_route_status_when_it_changes_and_a_follower_never() 
     let (_, store) = http_json(cps[leader].api_addr, "GET", "/v1/store", "").await;
     let want = route_in_store(&store, "web-split")["parents"].clone();
     let body = patches_of("web-split").remove(0);
-    let parents = body["status"]["parents"].clone();
+    // Written at the version read, the other controller's entry first, as it was.
+    assert_eq!(body["metadata"]["resourceVersion"], "47700", "{body}");
+    assert_eq!(body["status"]["parents"][0], gateway, "{body}");
+    let parents: serde_json::Value = body["status"]["parents"].as_array().unwrap()[1..].into();
     assert_eq!(without_times(parents.clone()), want, "{body}");
     let types: Vec<&str> = parents[0]["conditions"]
         .as_array()
@@ -670,8 +683,14 @@ async fn the_leader_patches_route_status_when_it_changes_and_a_follower_never() 
         s["generation"].as_u64() > Some(generation)
     })
     .await;
-    api.push(ROUTES, &fixture_json("watch-httproute-added.json"))
-        .await;
+    // The API server holds the new route (its status is read from there), and says so.
+    let added = fixture_json("watch-httproute-added.json");
+    routes["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(added["object"].clone());
+    api.set_list(ROUTES, routes);
+    api.push(ROUTES, &added).await;
     patched("web-canary").await;
     let (_, store) = http_json(cps[leader].api_addr, "GET", "/v1/store", "").await;
     let canary = patches_of("web-canary").remove(0);

@@ -1,7 +1,10 @@
 //! The leader's route status with the Kubernetes store: each route's `status.parents` (Gateway
 //! API's shape, one entry per parentRef under Weft's controllerName, `Accepted` and
 //! `ResolvedRefs` conditions) is written with a merge patch of its `status` subresource, as
-//! Linkerd's policy controller writes HTTPRoute status. Only routes get status: Linkerd writes
+//! Linkerd's policy controller writes HTTPRoute status: the route's status is read first and
+//! other controllers' entries (a Gateway's) are kept, the patch carrying the `resourceVersion`
+//! read so a concurrent write makes it fail (`409`) and it is tried again. Only routes get
+//! status: Linkerd writes
 //! none for Server or AuthorizationPolicy, and Weft does not yet compute the `targetRef` an
 //! HTTPLocalRateLimitPolicy's status requires.
 //!
@@ -16,6 +19,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
 
 use super::KINDS;
+use crate::index::routes::CONTROLLER_NAME;
 use crate::store::status::Sink;
 use crate::store::StoreStatus;
 
@@ -60,11 +64,24 @@ impl Sink for Objects {
         };
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), namespace, &k.api_resource());
-        let patch = json!({"status": {"parents": with_times(value)}});
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+        let result = async {
+            let current = api.get_status(name).await?;
+            let mut parents: Vec<Value> = current.data["status"]["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["controllerName"] != CONTROLLER_NAME)
+                .cloned()
+                .collect();
+            parents.extend(with_times(value));
+            let patch = json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "status": {"parents": parents},
+            });
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        };
+        match result.await {
             // Deleted meanwhile: its status goes with it.
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             other => other.map(drop),
@@ -80,10 +97,10 @@ impl Sink for Objects {
 
 /// The parents with `lastTransitionTime` (which the condition schema requires) set to now:
 /// a route's status is written when it changed.
-fn with_times(parents: &[u8]) -> Value {
+fn with_times(parents: &[u8]) -> Vec<Value> {
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    let mut parents: Value = serde_json::from_slice(parents).unwrap_or(json!([]));
-    for parent in parents.as_array_mut().into_iter().flatten() {
+    let mut parents: Vec<Value> = serde_json::from_slice(parents).unwrap_or_default();
+    for parent in &mut parents {
         for c in parent["conditions"].as_array_mut().into_iter().flatten() {
             c["lastTransitionTime"] = json!(now);
         }

@@ -234,10 +234,11 @@ impl FakeApi {
             answer["spec"] = body["spec"].clone();
             return reply(201, &answer);
         }
-        let written = self
-            .state()
-            .objects
-            .answer(method.as_str(), &path, &query, body);
+        let written = {
+            let mut s = self.state();
+            let State { objects, lists, .. } = &mut *s;
+            objects.answer(lists, method.as_str(), &path, &query, body)
+        };
         if let Some((status, answer)) = written {
             return reply(status, &answer);
         }

@@ -1,10 +1,11 @@
 //! The objects the control plane writes to the stand-in API server (`kube_api`), kept as the
 //! API server keeps them: Leases and ConfigMaps by path with a `resourceVersion` that moves on
 //! every write (get, list by label, create, replace — checked against the version when the
-//! body carries one —, delete with a `resourceVersion` precondition), and merge patches of a
-//! `status` subresource, recorded for assertions.
+//! body carries one —, delete with a `resourceVersion` precondition), and the `status`
+//! subresource of listed objects (routes): read, and merge-patched at the `resourceVersion`
+//! read, each patch recorded for assertions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
@@ -67,18 +68,18 @@ fn matches(object: &Value, selector: &str) -> bool {
 
 impl Objects {
     /// The answer to a request this store handles (`None`: not one of its paths).
+    /// `lists` are the listed objects by collection path, whose `status` this reads and
+    /// patches.
     pub fn answer(
         &mut self,
+        lists: &mut HashMap<String, Value>,
         method: &str,
         path: &str,
         query: &str,
-        mut body: Value,
+        body: Value,
     ) -> Option<(u16, Value)> {
-        if method == "PATCH" && path.ends_with("/status") {
-            self.patches.push((path.to_string(), body.clone()));
-            let name = path.rsplit('/').nth(1).unwrap_or("");
-            body["metadata"] = json!({"name": name});
-            return Some((200, body));
+        if let Some(item) = path.strip_suffix("/status") {
+            return Some(self.status(lists, method, item, body));
         }
         let last = path.rsplit('/').next().unwrap_or("");
         let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
@@ -152,6 +153,47 @@ impl Objects {
             }
             _ => (405, Value::Null),
         })
+    }
+
+    /// `GET` or merge `PATCH` of the status of the listed object at `item`
+    /// (`/apis/G/V/namespaces/NS/PLURAL/NAME`).
+    fn status(
+        &mut self,
+        lists: &mut HashMap<String, Value>,
+        method: &str,
+        item: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let parts: Vec<&str> = item.rsplitn(5, '/').collect();
+        let [name, plural, ns, "namespaces", prefix] = parts[..] else {
+            return not_found();
+        };
+        let Some(object) = lists
+            .get_mut(&format!("{prefix}/{plural}"))
+            .and_then(|l| l["items"].as_array_mut())
+            .and_then(|items| {
+                items
+                    .iter_mut()
+                    .find(|o| o["metadata"]["namespace"] == ns && o["metadata"]["name"] == name)
+            })
+        else {
+            return not_found();
+        };
+        match method {
+            "GET" => (200, object.clone()),
+            "PATCH" => {
+                self.patches.push((format!("{item}/status"), body.clone()));
+                let asked = body["metadata"]["resourceVersion"].clone();
+                if !asked.is_null() && asked != object["metadata"]["resourceVersion"] {
+                    return conflict(plural);
+                }
+                object["status"] = body["status"].clone();
+                self.version += 1;
+                object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+                (200, object.clone())
+            }
+            _ => (405, Value::Null),
+        }
     }
 
     fn store(&mut self, at: String, mut object: Value) -> (u16, Value) {
