@@ -353,7 +353,7 @@ async fn handle(
 
 /// The CA this control plane issues from, the rotation stage of its directory, and the leaves
 /// issued per anchor by every control plane that keeps its ledger where this one does (with
-/// the etcd store: every replica), this one's own counted from memory.
+/// the etcd or Kubernetes store: every replica), this one's own counted from memory.
 async fn identity_status(ctx: &Ctx) -> Response<Full<Bytes>> {
     let ca = ctx.ca.borrow().clone();
     let state = match ctx.identity_dir.as_deref().map(rotation::read_state) {

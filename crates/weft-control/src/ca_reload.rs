@@ -9,11 +9,13 @@
 //!   directory that does not load keeps the current CA in force (logged once per bad content).
 //! - [`Ledger`]: live leaves per anchor fingerprint, as a multiset of expiry seconds (expired
 //!   ones are dropped). Written ([`keep_records`]) whenever it changed to `DIR/issued/<instance>.json`,
-//!   or with the etcd store to `PREFIX/identity/issued/<instance>` ([`Records`]), so replicas on
-//!   other machines see each other's leaves; every control plane has its own record, and a
-//!   restarted one starts a new one while the old one still counts until its leaves expire.
-//!   Records whose leaves have all expired are pruned (file store: at start; etcd: by the
-//!   leader, [`crate::leader`]). Without a CA directory the ledger lives only in memory (status).
+//!   with the etcd store to `PREFIX/identity/issued/<instance>`, with the Kubernetes store to
+//!   the ConfigMap `weft-issued-<instance>` in the control namespace ([`Records`],
+//!   `k8s::records`), so replicas on other machines see each other's leaves; every control
+//!   plane has its own record, and a restarted one starts a new one while the old one still
+//!   counts until its leaves expire. Records whose leaves have all expired are pruned (file
+//!   store: at start; etcd and Kubernetes: by the leader, [`crate::leader`]). Without a CA
+//!   directory (and not on Kubernetes) the ledger lives only in memory (status).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use crate::ca::{self, Ca};
 use crate::clock::unix_now;
 use crate::etcd::{Client, Target};
 use crate::files::{write_atomic, WriteError};
+use crate::k8s::records::ConfigMaps;
 use crate::leader::Leadership;
 
 /// How often the CA directory is checked for changes (and the ledger written when it changed).
@@ -48,6 +51,8 @@ pub enum Records {
     Dir(PathBuf),
     /// `PREFIX/identity/issued/<instance>` in the etcd store.
     Etcd { client: Client, target: Target },
+    /// The ConfigMap `weft-issued-<instance>` in the control namespace.
+    Kubernetes(ConfigMaps),
 }
 
 impl Records {
@@ -61,6 +66,12 @@ impl Records {
         let pointer = ledger_dir.join(STORE_POINTER);
         write_atomic(&pointer, format!("{target}\n").as_bytes(), false)?;
         Ok(Records::Etcd { client, target })
+    }
+
+    /// Whether other replicas keep their records here too, so that pruning them is the
+    /// leader's work (a directory is pruned by each control plane at start).
+    fn shared(&self) -> bool {
+        !matches!(self, Records::Dir(_))
     }
 
     fn etcd_key(target: &Target, instance: &str) -> Vec<u8> {
@@ -80,6 +91,13 @@ impl Records {
                     .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
                     .collect()
             }
+            Records::Kubernetes(maps) => maps
+                .list()
+                .await
+                .map_err(|e| format!("reading the issuance records: {e}"))?
+                .into_iter()
+                .map(|(file, _)| file)
+                .collect(),
         };
         out.sort_by(|a: &LedgerFile, b| a.instance.cmp(&b.instance));
         Ok(out)
@@ -100,6 +118,7 @@ impl Records {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            Records::Kubernetes(maps) => maps.write(file).await.map_err(|e| e.to_string()),
         }
     }
 
@@ -125,6 +144,16 @@ impl Records {
                         // Only if nobody rewrote it meanwhile (a restarted instance never
                         // reuses a name, but be exact).
                         let _ = client.swap(&kv.key, kv.mod_revision, None).await;
+                    }
+                }
+            }
+            Records::Kubernetes(maps) => {
+                let Ok(files) = maps.list().await else {
+                    return;
+                };
+                for (file, version) in files.iter().filter(|(f, _)| spent(f)) {
+                    if let Err(e) = maps.delete(&file.instance, version).await {
+                        tracing::debug!(error = %e, instance = %file.instance, "cannot prune an issuance record");
                     }
                 }
             }
@@ -288,7 +317,8 @@ impl Ledger {
 }
 
 /// Writes the ledger every [`CA_RELOAD_INTERVAL`] when it changed, and prunes spent records:
-/// at start in a directory, every [`PRUNE_INTERVAL`] while this replica leads on etcd.
+/// at start in a directory, every [`PRUNE_INTERVAL`] while this replica leads where the
+/// records are shared (etcd, Kubernetes).
 pub async fn keep_records(
     ledger: Ledger,
     records: Records,
@@ -296,7 +326,7 @@ pub async fn keep_records(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let own = ledger.instance();
-    if let Records::Dir(_) = records {
+    if !records.shared() {
         records.prune(&own).await;
     }
     let mut tick = tokio::time::interval(CA_RELOAD_INTERVAL);
@@ -311,10 +341,7 @@ pub async fn keep_records(
         }
         ledger.flush(&records).await;
         let leads = leader.borrow().this_replica;
-        if leads
-            && matches!(records, Records::Etcd { .. })
-            && pruned.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL)
-        {
+        if leads && records.shared() && pruned.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL) {
             records.prune(&own).await;
             pruned = Some(tokio::time::Instant::now());
         }

@@ -2,13 +2,17 @@
 //! in-cluster service account or `KUBECONFIG`), the kinds the store watches ([`KINDS`]), and
 //! the three conversations held with the API server — list+watch of each kind ([`watch`]),
 //! `TokenReview` of a proxy's ServiceAccount token ([`token_review`]) and a `Lease` for the
-//! leader's work ([`lease`]). What an object becomes in the store is in [`objects`].
+//! leader's work ([`lease`]), which is writing route status ([`status`]) and pruning the
+//! issuance records every replica keeps in a ConfigMap ([`records`]). What an object becomes
+//! in the store is in [`objects`].
 //!
 //! Only kube's client is used, not kube-runtime: the watch loop it would give (`watcher`) is a
 //! few dozen lines here, and kube-runtime adds 31 crates to the build (`docs/kubernetes.md`).
 
 pub mod lease;
 pub mod objects;
+pub mod records;
+pub mod status;
 pub mod token_review;
 pub mod watch;
 

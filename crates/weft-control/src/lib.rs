@@ -290,8 +290,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             );
             tasks.push(task);
             tasks.push(tokio::spawn(store::status::run(
-                client.clone(),
-                target.clone(),
+                store::status::Etcd {
+                    client: client.clone(),
+                    target: target.clone(),
+                },
                 store.statuses(),
                 leader.clone(),
                 shutdown_rx.clone(),
@@ -337,11 +339,21 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                 shutdown_rx.clone(),
             );
             tasks.push(task);
+            tasks.push(tokio::spawn(store::status::run(
+                k8s::status::Objects::new(client.clone()),
+                store.statuses(),
+                leader.clone(),
+                shutdown_rx.clone(),
+            )));
+            // The identity directory is a read-only Secret there: the ledgers are ConfigMaps.
+            let records = ca_reload::Records::Kubernetes(k8s::records::ConfigMaps::new(
+                client.clone(),
+                &config.control_namespace,
+            ));
             reviewer = Some(k8s::token_review::Reviewer::new(client));
-            // Issuance records are not kept yet on Kubernetes (the identity directory is a
-            // read-only Secret there); cluster IPs come with the Services.
+            // Cluster IPs come with the Services.
             let ips = service_ips::ServiceIps::in_memory(config.service_cidr);
-            (store, tokens::Tokens::none(), ips, None, leader)
+            (store, tokens::Tokens::none(), ips, Some(records), leader)
         }
     };
     if let Some(records) = &records {

@@ -8,6 +8,9 @@
 #[path = "../../weft-control/tests/common/kube_api.rs"]
 #[allow(dead_code)] // weft-control's store tests use the rest
 mod kube_api;
+#[path = "../../weft-control/tests/common/kube_objects.rs"]
+#[allow(dead_code)] // shared with weft-control's tests
+mod kube_objects;
 mod support;
 
 use kube_api::{fixture_json, FakeApi};

@@ -1,10 +1,12 @@
 //! A stand-in for the Kubernetes API server: a local HTTP server (hyper) that answers with
 //! responses recorded in the API server's exact shapes (`tests/fixtures/kubernetes/`): lists,
 //! watch streams the test feeds one newline-delimited event at a time, `TokenReview` answers,
-//! and one `Lease` kept as the API server keeps it (create, get, replace on `resourceVersion`).
-//! Any path without a list is answered `404` as the API server answers for a resource it does
-//! not serve (a CRD not installed). `SelfSubjectAccessReview`s are allowed unless denied
-//! ([`FakeApi::deny`]). Every request is logged for assertions.
+//! and the objects the control plane writes (Leases, ConfigMaps, status patches:
+//! `kube_objects`). Any path without a list is answered `404` as the API server answers for a
+//! resource it does not serve (a CRD not installed). `SelfSubjectAccessReview`s are allowed
+//! unless denied ([`FakeApi::deny`]). Every request is logged for assertions, with the listener
+//! it came through: [`FakeApi::listener`] gives one server several addresses, so replicas
+//! sharing it can be told apart.
 //!
 //! Shared by weft-control's tests and weft's (`crates/weft/tests/check_kubernetes.rs` includes
 //! this file by `#[path]`), so fixtures are found from this crate's directory either way.
@@ -22,6 +24,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+
+use super::kube_objects::Objects;
 
 /// The recorded API-server answers.
 pub fn fixture(name: &str) -> String {
@@ -46,30 +50,37 @@ struct State {
     /// TokenReview answers by token; any other token gets `unauthenticated`.
     reviews: HashMap<String, Value>,
     unauthenticated: Value,
-    /// The Lease, as stored (with its `resourceVersion`).
-    leases: HashMap<String, Value>,
-    version: u64,
+    /// Leases, ConfigMaps and status patches.
+    objects: Objects,
     /// Paths whose next watch request is answered `410 Gone` (its version was compacted).
     gone: std::collections::HashSet<String>,
-    /// Every request: `METHOD path?query`.
-    log: Vec<String>,
+    /// Every request: (listener, `METHOD path?query`).
+    log: Vec<(&'static str, String)>,
 }
 
 #[derive(Clone)]
 pub struct FakeApi {
     pub addr: SocketAddr,
+    /// The name of the listener at `addr` (the first one's is `main`).
+    tag: &'static str,
     state: Arc<Mutex<State>>,
 }
 
 impl FakeApi {
     pub async fn start() -> FakeApi {
+        FakeApi::serve("main", Arc::new(Mutex::new(State::default()))).await
+    }
+
+    /// Another address of the same server (same objects, lists and log), whose requests are
+    /// logged under `tag`.
+    pub async fn listener(&self, tag: &'static str) -> FakeApi {
+        FakeApi::serve(tag, self.state.clone()).await
+    }
+
+    async fn serve(tag: &'static str, state: Arc<Mutex<State>>) -> FakeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            version: 1000,
-            ..Default::default()
-        }));
-        let api = FakeApi { addr, state };
+        let api = FakeApi { addr, tag, state };
         let serving = api.clone();
         tokio::spawn(async move {
             loop {
@@ -133,9 +144,38 @@ impl FakeApi {
         let s = self.state();
         s.log
             .iter()
-            .filter(|r| r.starts_with(prefix))
-            .cloned()
+            .filter(|(_, r)| r.starts_with(prefix))
+            .map(|(_, r)| r.clone())
             .collect()
+    }
+
+    /// The requests so far through the listener `tag` that start with `prefix`.
+    pub fn requests_via(&self, tag: &str, prefix: &str) -> Vec<String> {
+        let s = self.state();
+        s.log
+            .iter()
+            .filter(|(t, r)| *t == tag && r.starts_with(prefix))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Every `status` merge patch so far: (path, body).
+    pub fn status_patches(&self) -> Vec<(String, Value)> {
+        self.state().objects.patches.clone()
+    }
+
+    /// Stores `object` at `path` as if some client had created it.
+    pub fn put_object(&self, path: &str, object: Value) {
+        self.state().objects.put(path, object);
+    }
+
+    pub fn object_at(&self, path: &str) -> Option<Value> {
+        self.state().objects.get(path)
+    }
+
+    /// Paths of the stored objects of `collection` (`/api/v1/namespaces/weft/configmaps`).
+    pub fn objects_in(&self, collection: &str) -> Vec<String> {
+        self.state().objects.paths(collection)
     }
 
     /// Waits (bounded) until a watch of `path` is open.
@@ -186,7 +226,9 @@ impl FakeApi {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
-        self.state().log.push(format!("{method} {path}?{query}"));
+        self.state()
+            .log
+            .push((self.tag, format!("{method} {path}?{query}")));
         let body = req.into_body().collect().await.map(|b| b.to_bytes());
         let body: Value = body
             .ok()
@@ -220,8 +262,13 @@ impl FakeApi {
             };
             return reply(201, &answer);
         }
-        if path.contains("/leases") {
-            return self.lease(method.as_str(), &path, body);
+        let written = {
+            let mut s = self.state();
+            let State { objects, lists, .. } = &mut *s;
+            objects.answer(lists, method.as_str(), &path, &query, body)
+        };
+        if let Some((status, answer)) = written {
+            return reply(status, &answer);
         }
         if query.split('&').any(|p| p == "watch=true") {
             if self.state().gone.remove(&path) {
@@ -246,57 +293,9 @@ impl FakeApi {
         }
     }
 
-    fn lease(
-        &self,
-        method: &str,
-        path: &str,
-        mut body: Value,
-    ) -> Response<BoxBody<Bytes, Infallible>> {
-        let mut s = self.state();
-        let conflict = || {
-            reply(
-                409,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                        "message": "Operation cannot be fulfilled on leases.coordination.k8s.io: the object has been modified; please apply your changes to the latest version and try again",
-                        "reason": "Conflict", "code": 409}),
-            )
-        };
-        match method {
-            "GET" => match s.leases.get(path) {
-                Some(l) => reply(200, l),
-                None => reply(404, &fixture_json("status-404.json")),
-            },
-            "POST" => {
-                let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
-                let at = format!("{path}/{name}");
-                if s.leases.contains_key(&at) {
-                    return conflict();
-                }
-                s.version += 1;
-                body["metadata"]["resourceVersion"] = json!(s.version.to_string());
-                s.leases.insert(at, body.clone());
-                reply(201, &body)
-            }
-            "PUT" => {
-                let held = s
-                    .leases
-                    .get(path)
-                    .map(|l| l["metadata"]["resourceVersion"].clone());
-                if held != Some(body["metadata"]["resourceVersion"].clone()) {
-                    return conflict();
-                }
-                s.version += 1;
-                body["metadata"]["resourceVersion"] = json!(s.version.to_string());
-                s.leases.insert(path.to_string(), body.clone());
-                reply(200, &body)
-            }
-            _ => reply(405, &Value::Null),
-        }
-    }
-
     /// The Lease stored at `path` (`/apis/coordination.k8s.io/v1/namespaces/NS/leases/NAME`).
     pub fn lease_at(&self, path: &str) -> Option<Value> {
-        self.state().leases.get(path).cloned()
+        self.object_at(path)
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod identity;
 pub mod kube_api;
+pub mod kube_objects;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -83,6 +83,11 @@ pub fn objects(identity: &Identity, opts: &Options<'_>) -> Vec<Value> {
                 "apiGroups": [""],
                 "resources": ["secrets"],
                 "verbs": ["get", "list", "watch", "create", "update", "patch"],
+            }, {
+                // Each replica's ledger of issued leaves; the leader deletes spent ones.
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "verbs": ["get", "list", "watch", "create", "update", "delete"],
             }],
         }),
         json!({
