@@ -233,16 +233,19 @@ mod tests {
         );
     }
 
+    /// The control plane's configuration from `--store /s` and `extra`.
+    fn config(extra: &[&str]) -> weft_control::Config {
+        use clap::Parser as _;
+        let argv = ["x", "--store", "/s"].iter().chain(extra).copied();
+        Wrapper::try_parse_from(argv)
+            .expect("parse")
+            .control
+            .config()
+    }
+
     #[test]
     fn scraping_defaults_to_every_10s_and_0s_turns_it_off() {
         use clap::Parser as _;
-        let config = |extra: &[&str]| {
-            let argv = ["x", "--store", "/s"].iter().chain(extra).copied();
-            Wrapper::try_parse_from(argv)
-                .expect("parse")
-                .control
-                .config()
-        };
         assert_eq!(
             config(&[]).scrape_interval,
             weft_control::telemetry::DEFAULT_INTERVAL
@@ -262,14 +265,6 @@ mod tests {
 
     #[test]
     fn the_webhook_is_off_unless_an_address_is_given() {
-        use clap::Parser as _;
-        let config = |extra: &[&str]| {
-            let argv = ["x", "--store", "/s"].iter().chain(extra).copied();
-            Wrapper::try_parse_from(argv)
-                .expect("parse")
-                .control
-                .config()
-        };
         assert!(config(&[]).webhook.is_none());
         let on = config(&[
             "--webhook-addr",
