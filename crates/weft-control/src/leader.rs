@@ -154,9 +154,8 @@ impl Election {
 
     /// Holds the key until a refresh fails or the lease runs out.
     async fn lead(&mut self) {
-        let granted = Instant::now();
-        let mut refreshed = granted;
-        self.publish(&self.instance.clone());
+        let mut refreshed = Instant::now();
+        publish(&self.tx, &self.instance, &self.instance);
         loop {
             tokio::time::sleep(LEASE_TTL / 3).await;
             let deadline = refreshed + LEASE_TTL - SAFETY;
