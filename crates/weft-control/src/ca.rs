@@ -190,7 +190,51 @@ pub fn generate_named(root_cn: &str, issuer_cn: &str) -> Result<Generated, CaErr
     })
 }
 
-/// Writes a generated CA into `dir` (created if missing). Refuses to overwrite any file.
+/// A new issuer signed by an existing anchor (`anchor_pem` is the anchor bundle; the anchor used
+/// is the one `anchor_key_pem` belongs to): what a second cluster linked to the first needs, so
+/// both clusters' leaves chain to one trust root. The bundle is kept whole, so a cluster in the
+/// middle of a rotation stays trusted. `anchor_key_pem` is returned in `Generated` only so the
+/// caller can decide whether to write it (`write_dir` skips an empty key).
+pub fn generate_issuer_for(
+    anchor_pem: &str,
+    anchor_key_pem: &str,
+    issuer_cn: &str,
+) -> Result<Generated, CaError> {
+    let anchor_key = KeyPair::from_pem(anchor_key_pem)?;
+    let public = anchor_key.public_key_raw().to_vec();
+    let anchors = pem_certificates(anchor_pem.as_bytes()).map_err(|reason| CaError::Invalid {
+        path: TRUST_ANCHORS_FILE.into(),
+        reason,
+    })?;
+    let anchor_der = anchors
+        .into_iter()
+        .find(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .is_ok_and(|(_, c)| *c.public_key().subject_public_key.data == *public)
+        })
+        .ok_or_else(|| CaError::Invalid {
+            path: TRUST_ANCHORS_FILE.into(),
+            reason: "no anchor in the bundle belongs to the anchor key".into(),
+        })?;
+    let anchor = Issuer::from_ca_cert_der(&anchor_der.into(), anchor_key)?;
+    let issuer_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let issuer_cert =
+        ca_params(issuer_cn, ISSUER_LIFETIME, Some(0)).signed_by(&issuer_key, &anchor)?;
+    Ok(Generated {
+        anchor_cert_pem: anchor_pem.to_string(),
+        anchor_key_pem: String::new(),
+        issuer_cert_pem: issuer_cert.pem(),
+        issuer_key_pem: issuer_key.serialize_pem(),
+    })
+}
+
+/// The issuer's common name for a trust domain and control namespace (`identity.<ns>.<td>`).
+pub fn issuer_name(trust_domain: &str, control_namespace: &str) -> String {
+    ca_names(trust_domain, control_namespace).1
+}
+
+/// Writes a generated CA into `dir` (created if missing). An empty anchor key (a CA whose
+/// anchor lives elsewhere: [`generate_issuer_for`]) is not written. Refuses to overwrite any file.
 /// Keys are written with mode 0600.
 pub fn write_dir(dir: &Path, g: &Generated) -> Result<(), CaError> {
     std::fs::create_dir_all(dir).map_err(|error| CaError::Io {
@@ -203,6 +247,10 @@ pub fn write_dir(dir: &Path, g: &Generated) -> Result<(), CaError> {
         (ISSUER_KEY_FILE, &g.issuer_key_pem, true),
         (TRUST_ANCHOR_KEY_FILE, &g.anchor_key_pem, true),
     ];
+    let files: Vec<_> = files
+        .into_iter()
+        .filter(|(_, t, _)| !t.is_empty())
+        .collect();
     for (name, _, _) in &files {
         let path = dir.join(name);
         if path.exists() {

@@ -190,3 +190,40 @@ fn load_reports_missing_files_foreign_issuers_and_wrong_keys() {
     assert!(e.to_string().contains("unexpected PEM block"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_second_cluster_gets_its_own_issuer_under_the_first_ones_anchor() {
+    let west = generate("cluster.local", "weft").expect("west");
+    let east = generate_issuer_for(
+        &west.anchor_cert_pem,
+        &west.anchor_key_pem,
+        &issuer_name("cluster.local", "weft"),
+    )
+    .expect("east's issuer");
+    assert_eq!(east.anchor_cert_pem, west.anchor_cert_pem);
+    assert_ne!(east.issuer_key_pem, west.issuer_key_pem);
+
+    // East's directory has no anchor key: it stays with whoever keeps the anchor offline.
+    let dir = crate::test_dir("ca-second-cluster");
+    write_dir(&dir, &east).expect("write");
+    assert!(!dir.join(TRUST_ANCHOR_KEY_FILE).exists());
+    let ca = Ca::load(&dir, DEFAULT_CERT_LIFETIME).expect("east's CA loads");
+    let issued = ca
+        .certify(&csr(vec![dns(ID)]), ID, Some(SPIFFE), SystemTime::now())
+        .expect("certify");
+    let anchors = pem_certificates(west.anchor_cert_pem.as_bytes()).expect("anchors");
+    let (_, anchor) = X509Certificate::from_der(&anchors[0]).expect("anchor");
+    let (_, issuer) = X509Certificate::from_der(&issued.intermediates[0]).expect("issuer");
+    issuer
+        .verify_signature(Some(anchor.public_key()))
+        .expect("east's issuer is signed by west's anchor");
+    assert_eq!(ca.issuer_anchor(), fingerprint(&anchors[0]));
+
+    // A key that belongs to no anchor of the bundle is refused, naming the bundle.
+    let other = generate("cluster.local", "weft").expect("other");
+    match generate_issuer_for(&west.anchor_cert_pem, &other.anchor_key_pem, "x") {
+        Err(CaError::Invalid { reason, .. }) => assert!(reason.contains("anchor key"), "{reason}"),
+        other => panic!("expected Invalid, got {:?}", other.map(|_| ())),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -73,13 +73,39 @@ pub struct InitArgs {
     /// Trust domain the CA names itself after (`root.weft.<domain>`, `identity.weft.<domain>`).
     #[arg(long, default_value = "cluster.local", value_name = "DOMAIN")]
     pub trust_domain: String,
+    /// Make only a new issuer, signed by the trust anchor in this directory (its
+    /// trust-anchors.pem and trust-anchor.key), for a second cluster to link with the first:
+    /// both clusters' certificates then chain to one anchor (`docs/multicluster.md`). DIR gets
+    /// the anchor bundle, issuer.crt and issuer.key, not the anchor's key.
+    #[arg(long, value_name = "ANCHOR_DIR")]
+    pub anchor_dir: Option<PathBuf>,
+}
+
+/// The CA `init` writes: a new anchor and issuer, or a new issuer under an existing anchor.
+fn init_ca(init: &InitArgs) -> anyhow::Result<ca::Generated> {
+    let Some(anchor_dir) = &init.anchor_dir else {
+        return ca::generate(&init.trust_domain, "weft")
+            .context("generating the trust anchor and the issuer");
+    };
+    let read = |name: &str| {
+        let path = anchor_dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let anchors = read(ca::TRUST_ANCHORS_FILE)?;
+    let key = read(ca::TRUST_ANCHOR_KEY_FILE)?;
+    ca::generate_issuer_for(&anchors, &key, &ca::issuer_name(&init.trust_domain, "weft"))
+        .with_context(|| {
+            format!(
+                "signing a new issuer with the anchor in {}",
+                anchor_dir.display()
+            )
+        })
 }
 
 pub fn run(args: IdentityArgs) -> anyhow::Result<()> {
     match args.command {
         IdentityCommand::Init(init) => {
-            let generated = ca::generate(&init.trust_domain, "weft")
-                .context("generating the trust anchor and the issuer")?;
+            let generated = init_ca(&init)?;
             ca::write_dir(&init.dir, &generated)
                 .with_context(|| format!("writing the CA into {}", init.dir.display()))?;
             // Check what was written loads exactly as `weft control` will load it.
@@ -94,13 +120,21 @@ pub fn run(args: IdentityArgs) -> anyhow::Result<()> {
                     "trust_domain": init.trust_domain,
                 })
             );
+            let key_note = match &init.anchor_dir {
+                Some(anchor) => format!(
+                    "The issuer is signed by the anchor of {}; its key stays there.",
+                    anchor.display()
+                ),
+                None => format!(
+                    "{} is only needed to sign a new issuer: keep it offline.",
+                    ca::TRUST_ANCHOR_KEY_FILE
+                ),
+            };
             eprintln!(
                 "weft identity: CA written to {}. Start the control plane with --identity-dir {0}; \
-                 give proxies {} (WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE). {} is only needed to \
-                 sign a new issuer: keep it offline.",
+                 give proxies {} (WEFT_PROXY_IDENTITY_TRUST_ANCHORS_FILE). {key_note}",
                 init.dir.display(),
                 ca::TRUST_ANCHORS_FILE,
-                ca::TRUST_ANCHOR_KEY_FILE
             );
             Ok(())
         }
@@ -177,6 +211,7 @@ mod tests {
             command: IdentityCommand::Init(InitArgs {
                 dir: dir.clone(),
                 trust_domain: "example.org".into(),
+                anchor_dir: None,
             }),
         };
         run(args()).expect("init");

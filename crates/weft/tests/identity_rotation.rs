@@ -527,3 +527,32 @@ async fn ca_unreachable_longer_than_a_renewal_period_keeps_traffic_and_renewal_r
     }
     stop_without_failures(http, &opaque).await;
 }
+
+/// `weft identity init --anchor-dir`: a second cluster's CA has its own issuer under the first
+/// one's anchor, and never receives the anchor's key.
+#[tokio::test]
+async fn init_with_an_anchor_dir_makes_an_issuer_under_that_anchor() {
+    let tmp = TempDir::new("identity-second-cluster");
+    let (west, east) = (tmp.path().join("west"), tmp.path().join("east"));
+    let (w, e) = (west.display().to_string(), east.display().to_string());
+    let (ok, _, stderr) = weft_identity(&["init", "--dir", &w]).await;
+    assert!(ok, "init west: {stderr}");
+    let (ok, stdout, stderr) = weft_identity(&["init", "--dir", &e, "--anchor-dir", &w]).await;
+    assert!(ok, "init east: {stderr}");
+    assert!(stdout.contains("identity-initialized"), "{stdout}");
+    assert!(!east.join("trust-anchor.key").exists());
+
+    let (west_status, east_status) = (status_json(&west).await, status_json(&east).await);
+    assert_eq!(west_status["anchors"], east_status["anchors"]);
+    assert_eq!(west_status["issuer_anchor"], east_status["issuer_anchor"]);
+    assert_ne!(
+        west_status["issuer"]["fingerprint"], east_status["issuer"]["fingerprint"],
+        "east must have an issuer of its own"
+    );
+
+    // An anchor directory without the anchor's key is refused, naming the file.
+    let third = tmp.path().join("third").display().to_string();
+    let (ok, _, stderr) = weft_identity(&["init", "--dir", &third, "--anchor-dir", &e]).await;
+    assert!(!ok);
+    assert!(stderr.contains("trust-anchor.key"), "{stderr}");
+}
