@@ -316,7 +316,7 @@ fn sections(checks: &[Check]) -> Vec<(&str, Vec<&Check>)> {
 }
 
 /// The report as text.
-fn render(checks: &[Check]) -> String {
+pub(crate) fn render(checks: &[Check]) -> String {
     let mut out = String::new();
     for (section, list) in sections(checks) {
         out.push_str(section);

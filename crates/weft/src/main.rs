@@ -32,6 +32,7 @@ mod identity;
 mod init;
 mod inject;
 mod install;
+mod multicluster;
 mod resources;
 mod routes;
 mod run;
@@ -117,6 +118,9 @@ enum Command {
     /// Print the current version's manifests for an installed mesh, keeping its identity
     /// (`--identity-dir` is required: an upgrade never makes new trust anchors).
     Upgrade(install::UpgradeArgs),
+    /// Link this cluster to another and see the links (Linkerd's `linkerd multicluster`):
+    /// `link`, `unlink`, `check`, `gateways`.
+    Multicluster(multicluster::MulticlusterArgs),
     /// Run a command as a meshed workload: as root in its own network namespace with
     /// transparent interception and a sidecar proxy; otherwise in explicit mode (HTTP_PROXY).
     Run(run::RunArgs),
@@ -141,7 +145,8 @@ fn main() -> std::process::ExitCode {
         | Command::Tap(_)
         | Command::Top(_)
         | Command::Install(_)
-        | Command::Upgrade(_) => "warn",
+        | Command::Upgrade(_)
+        | Command::Multicluster(_) => "warn",
         Command::Init(_) | Command::Run(_) | Command::Inject(_) | Command::Uninject(_) => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -172,6 +177,7 @@ fn main() -> std::process::ExitCode {
             Command::Uninject(args) => inject::uninject(args),
             Command::Install(args) => install::install(args),
             Command::Upgrade(args) => install::upgrade(args),
+            Command::Multicluster(args) => multicluster::run(args).await,
             Command::Routes(args) => routes::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Stat(args) => stat::run(args).await,

@@ -88,7 +88,7 @@ fn read(file: &str) -> anyhow::Result<(String, String)> {
 }
 
 /// Prints one line per document of an apply/delete answer; an error when any failed.
-fn report(status: hyper::StatusCode, answer: &Value) -> anyhow::Result<()> {
+pub(crate) fn report(status: hyper::StatusCode, answer: &Value) -> anyhow::Result<()> {
     let Some(results) = answer["results"].as_array() else {
         bail!("{}", api_error(answer, status));
     };

@@ -1,0 +1,637 @@
+//! `weft multicluster`: link this cluster's control plane to another's, as Linkerd's
+//! `linkerd multicluster` does (`docs/multicluster.md`).
+//!
+//! - `link --name west --api-addr WEST_API`: asks west's control plane for a link credential
+//!   (`POST /v1/multicluster/credentials`: a token that only reads west's exported services, its
+//!   gateway and its trust anchors), checks that both clusters share a trust anchor, and applies
+//!   here a `Secret` of type `mirror.linkerd.io/remote-kubeconfig` holding it and a `Link` naming
+//!   west's gateway (`--print`: prints them instead, for `weft apply -f -` or `kubectl apply -f -`).
+//! - `unlink --name west`: deletes both; `--revoke` also revokes the credential at west.
+//! - `check`: each link connected, its gateway alive, the trust anchor shared (✔/×, exit 1).
+//! - `gateways`: each linked gateway's liveness, probe latency and mirrored services.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use weft_control::api::check::{Check, Status};
+use weft_control::ca;
+
+use crate::demo::http as client;
+use crate::get::{api_error, resource_path, ApiAddr};
+use crate::show::{self, Output};
+
+/// Linkerd's namespace for links is `linkerd-multicluster`; ours, as the rest, says weft.
+pub const DEFAULT_NAMESPACE: &str = "weft-multicluster";
+/// The Secret type Linkerd's service mirror reads its credentials from.
+pub const CREDENTIALS_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
+const DOCS: &str = "docs/multicluster.md";
+
+/// `weft multicluster`.
+#[derive(Debug, clap::Args)]
+pub struct MulticlusterArgs {
+    #[command(subcommand)]
+    pub command: McCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum McCommand {
+    /// Link this cluster to another: mirror the other's exported services here.
+    Link(LinkArgs),
+    /// Remove a link and its mirrored services (and with --revoke, the credential it used).
+    Unlink(UnlinkArgs),
+    /// Check every link: connected, gateway alive, a trust anchor shared with the other cluster.
+    Check(McCheckArgs),
+    /// Show each linked cluster's gateway: alive, probe latency, mirrored services.
+    Gateways(GatewaysArgs),
+}
+
+/// This cluster's control plane API (the one the link is applied to).
+#[derive(Debug, clap::Args)]
+pub struct LocalApi {
+    /// This cluster's control plane HTTP API.
+    #[arg(
+        long = "local-api-addr",
+        env = "WEFT_API_ADDR",
+        default_value = "127.0.0.1:8085",
+        value_name = "ADDR"
+    )]
+    pub addr: SocketAddr,
+}
+
+impl LocalApi {
+    fn api(&self) -> ApiAddr {
+        ApiAddr { addr: self.addr }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    weft multicluster link --name west --api-addr 198.18.2.10:8085\n  \
+    weft multicluster link --name west --api-addr 198.18.2.10:8085 --print > west-link.yaml\n\n\
+    Run against this cluster (east): west's exported Services (label \
+    mirror.linkerd.io/exported=true through west's gateway, =remote-discovery pod to pod, \
+    mirror.linkerd.io/federated=member into <name>-federated) then appear here as <name>-west. \
+    The two clusters must share a trust anchor (weft identity init --anchor-dir). See \
+    docs/multicluster.md.")]
+pub struct LinkArgs {
+    /// The linked cluster's name here: the Link's name and the suffix of its mirrored services.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The linked cluster's control plane HTTP API (west's), which issues the credential.
+    #[arg(long = "api-addr", value_name = "ADDR")]
+    pub remote_api: SocketAddr,
+    #[command(flatten)]
+    pub local: LocalApi,
+    /// The name the credential has in the linked cluster (what `--revoke` revokes); default:
+    /// `link-<this cluster's API address>`.
+    #[arg(long, value_name = "NAME")]
+    pub credential_name: Option<String>,
+    /// Namespace of the Link and its credentials Secret.
+    #[arg(long, default_value = DEFAULT_NAMESPACE, value_name = "NS")]
+    pub namespace: String,
+    /// The linked cluster's gateway, `IP:PORT` (default: the one its control plane names).
+    #[arg(long, value_name = "ADDR")]
+    pub gateway_addr: Option<SocketAddr>,
+    /// The gateway's identity (default: the one its control plane names).
+    #[arg(long, value_name = "IDENTITY")]
+    pub gateway_identity: Option<String>,
+    /// How often this control plane probes the gateway.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
+    pub probe_period: Duration,
+    /// Print the Secret and the Link as YAML instead of applying them.
+    #[arg(long)]
+    pub print: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnlinkArgs {
+    /// The Link's name.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub local: LocalApi,
+    #[arg(long, default_value = DEFAULT_NAMESPACE, value_name = "NS")]
+    pub namespace: String,
+    /// Also revoke the credential at the linked cluster's control plane (it must answer).
+    #[arg(long)]
+    pub revoke: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct McCheckArgs {
+    #[command(flatten)]
+    pub local: LocalApi,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GatewaysArgs {
+    #[command(flatten)]
+    pub local: LocalApi,
+    /// Output: a table, or the API's rows as JSON or YAML.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+pub async fn run(args: MulticlusterArgs) -> anyhow::Result<()> {
+    match args.command {
+        McCommand::Link(a) => link(a).await,
+        McCommand::Unlink(a) => unlink(a).await,
+        McCommand::Check(a) => check(a).await,
+        McCommand::Gateways(a) => gateways(a).await,
+    }
+}
+
+/// A name made of what Kubernetes names may hold.
+fn dns_label(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    out.truncate(63);
+    out.trim_matches('-').to_string()
+}
+
+async fn link(args: LinkArgs) -> anyhow::Result<()> {
+    let remote = ApiAddr {
+        addr: args.remote_api,
+    };
+    let credential = args
+        .credential_name
+        .clone()
+        .unwrap_or_else(|| dns_label(&format!("link-{}", args.local.addr)));
+    let (status, answer) = remote
+        .call(
+            hyper::Method::POST,
+            "/v1/multicluster/credentials",
+            json!({ "name": credential }).to_string(),
+        )
+        .await
+        .context("asking the linked cluster for a credential")?;
+    if !status.is_success() {
+        bail!(
+            "the linked cluster's control plane refused a credential: {}",
+            api_error(&answer, status)
+        );
+    }
+    let remote_anchors = answer["trustAnchorsPem"].as_str().unwrap_or_default();
+    let local_anchors = trust_anchors(args.local.addr).await?;
+    if !shares_an_anchor(&local_anchors, remote_anchors) {
+        bail!(
+            "this cluster and {} share no trust anchor, so their proxies could not verify each \
+             other; make one cluster's CA with `weft identity init --dir DIR --anchor-dir \
+             OTHER_DIR` (see {DOCS})",
+            args.name
+        );
+    }
+    let docs = link_documents(&args, &credential, &answer)?;
+    let yaml = crate::install::to_yaml(&docs)?;
+    if args.print {
+        print!("{yaml}");
+        return Ok(());
+    }
+    let (status, applied) = args
+        .local
+        .api()
+        .call(hyper::Method::POST, "/v1/resources?file=link", yaml)
+        .await?;
+    crate::resources::report(status, &applied)
+}
+
+/// The credentials Secret and the Link `link` applies, from west's answer.
+fn link_documents(args: &LinkArgs, credential: &str, answer: &Value) -> anyhow::Result<Vec<Value>> {
+    let token = answer["token"]
+        .as_str()
+        .context("the credential answer has no token")?;
+    let cluster = &answer["cluster"];
+    let gateway = answer["gateways"].get(0);
+    let gateway_addr = match (args.gateway_addr, gateway) {
+        (Some(a), _) => (a.ip().to_string(), a.port()),
+        (None, Some(g)) => (
+            g["address"].as_str().unwrap_or_default().to_string(),
+            g["port"].as_u64().unwrap_or(4143) as u16,
+        ),
+        (None, None) => bail!(
+            "{} has no multicluster gateway (a workload labelled linkerd.io/extension=multicluster \
+             and component=gateway); start one, or name it with --gateway-addr and \
+             --gateway-identity",
+            args.name
+        ),
+    };
+    let gateway_identity = args
+        .gateway_identity
+        .clone()
+        .or_else(|| gateway.and_then(|g| g["identity"].as_str().map(String::from)))
+        .context("no gateway identity: give --gateway-identity")?;
+    let probe = |key: &str, default: Value| {
+        gateway
+            .map(|g| g[key].clone())
+            .filter(|v| !v.is_null())
+            .unwrap_or(default)
+    };
+    let secret_name = format!("cluster-credentials-{}", args.name);
+    let kubeconfig = kubeconfig(args, credential, token);
+    let secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": secret_name, "namespace": args.namespace},
+        "type": CREDENTIALS_TYPE,
+        "data": {"kubeconfig": base64::engine::general_purpose::STANDARD.encode(kubeconfig)},
+    });
+    let link = json!({
+        "apiVersion": "multicluster.linkerd.io/v1alpha2",
+        "kind": "Link",
+        "metadata": {"name": args.name, "namespace": args.namespace},
+        "spec": {
+            "targetClusterName": args.name,
+            "targetClusterDomain": cluster["domain"].as_str().unwrap_or("cluster.local"),
+            "targetClusterLinkerdNamespace": cluster["controlNamespace"].as_str().unwrap_or("weft"),
+            "clusterCredentialsSecret": secret_name,
+            "gatewayAddress": gateway_addr.0,
+            "gatewayPort": gateway_addr.1.to_string(),
+            "gatewayIdentity": gateway_identity,
+            "probeSpec": {
+                "path": probe("probePath", json!("/ready")),
+                "port": probe("probePort", json!(4191)).to_string().trim_matches('"'),
+                "period": format!("{}s", args.probe_period.as_secs().max(1)),
+                "failureThreshold": "3",
+                "timeout": "30s",
+            },
+            "selector": {"matchLabels": {"mirror.linkerd.io/exported": "true"}},
+            "remoteDiscoverySelector": {"matchLabels": {"mirror.linkerd.io/exported": "remote-discovery"}},
+            "federatedServiceSelector": {"matchLabels": {"mirror.linkerd.io/federated": "member"}},
+        },
+    });
+    Ok(vec![secret, link])
+}
+
+/// The kubeconfig the Secret holds, as Linkerd's does: west's API as the cluster's server, the
+/// link token as the user's, the user named after the credential (what `unlink --revoke` revokes).
+fn kubeconfig(args: &LinkArgs, credential: &str, token: &str) -> String {
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": args.name, "cluster": {"server": format!("http://{}", args.remote_api)}}],
+        "users": [{"name": credential, "user": {"token": token}}],
+        "contexts": [{"name": args.name, "context": {"cluster": args.name, "user": credential}}],
+        "current-context": args.name,
+    });
+    yaml_serde::to_string(&doc).unwrap_or_default()
+}
+
+/// What a credentials Secret's kubeconfig says: west's API address and the credential's name.
+#[derive(Debug, PartialEq)]
+struct Credentials {
+    server: SocketAddr,
+    name: String,
+}
+
+fn read_kubeconfig(secret: &Value) -> anyhow::Result<Credentials> {
+    let encoded = secret["data"]["kubeconfig"]
+        .as_str()
+        .context("the Secret has no data.kubeconfig")?;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .context("data.kubeconfig is not base64")?;
+    let doc: Value = yaml_serde::from_slice(&text).context("data.kubeconfig is not YAML")?;
+    let current = doc["current-context"].as_str().unwrap_or_default();
+    let context = doc["contexts"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == current))
+        .context("the kubeconfig has no current context")?;
+    let cluster = doc["clusters"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["name"] == context["context"]["cluster"])
+        })
+        .context("the current context's cluster is missing")?;
+    let server = cluster["cluster"]["server"].as_str().unwrap_or_default();
+    let server = server
+        .strip_prefix("http://")
+        .unwrap_or(server)
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("server {server:?} is not http://IP:PORT"))?;
+    let name = context["context"]["user"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Credentials { server, name })
+}
+
+/// A cluster's trust anchors (`GET /v1/identity/trust-anchors`), PEM.
+async fn trust_anchors(addr: SocketAddr) -> anyhow::Result<String> {
+    let path = "/v1/identity/trust-anchors";
+    let response = client::get(addr, path)
+        .await
+        .with_context(|| format!("asking the control plane API at {addr}"))?;
+    if !response.status().is_success() {
+        bail!("GET {path} at {addr}: {}", response.status());
+    }
+    Ok(String::from_utf8_lossy(response.body()).to_string())
+}
+
+/// Whether two PEM bundles have a certificate in common.
+fn shares_an_anchor(a: &str, b: &str) -> bool {
+    let (Ok(a), Ok(b)) = (
+        ca::pem_certificates(a.as_bytes()),
+        ca::pem_certificates(b.as_bytes()),
+    ) else {
+        return false;
+    };
+    a.iter().any(|der| b.contains(der))
+}
+
+async fn unlink(args: UnlinkArgs) -> anyhow::Result<()> {
+    let api = args.local.api();
+    let link = api
+        .json(&resource_path(
+            "link",
+            Some(&args.namespace),
+            Some(&args.name),
+        ))
+        .await
+        .with_context(|| format!("reading Link {}/{}", args.namespace, args.name))?;
+    let secret_name = link["spec"]["clusterCredentialsSecret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let credentials = if args.revoke {
+        let secret = api
+            .json(&resource_path(
+                "secret",
+                Some(&args.namespace),
+                Some(&secret_name),
+            ))
+            .await
+            .with_context(|| format!("reading Secret {}/{secret_name}", args.namespace))?;
+        Some(read_kubeconfig(&secret)?)
+    } else {
+        None
+    };
+    for (kind, name) in [("link", args.name.as_str()), ("secret", &secret_name)] {
+        if name.is_empty() {
+            continue;
+        }
+        let path = resource_path(kind, Some(&args.namespace), Some(name));
+        let (status, answer) = api
+            .call(hyper::Method::DELETE, &path, String::new())
+            .await?;
+        crate::resources::report(status, &answer)?;
+    }
+    if let Some(c) = credentials {
+        let remote = ApiAddr { addr: c.server };
+        let path = format!("/v1/multicluster/credentials/{}", c.name);
+        let (status, answer) = remote
+            .call(hyper::Method::DELETE, &path, String::new())
+            .await
+            .context("revoking the credential at the linked cluster")?;
+        if !status.is_success() {
+            bail!("revoking {}: {}", c.name, api_error(&answer, status));
+        }
+        println!("credential {} revoked at {}", c.name, c.server);
+    }
+    Ok(())
+}
+
+/// This cluster's links, as `GET /v1/multicluster/links` answers them.
+async fn links(api: &ApiAddr) -> anyhow::Result<Vec<Value>> {
+    let answer = api.json("/v1/multicluster/links").await?;
+    Ok(answer["links"]
+        .as_array()
+        .or(answer.as_array())
+        .cloned()
+        .unwrap_or_default())
+}
+
+async fn check(args: McCheckArgs) -> anyhow::Result<()> {
+    let api = args.local.api();
+    let links = links(&api).await?;
+    let local_anchors = trust_anchors(args.local.addr).await?;
+    let mut checks = Vec::new();
+    for l in &links {
+        let name = l["name"].as_str().unwrap_or("?");
+        let namespace = l["namespace"].as_str().unwrap_or(DEFAULT_NAMESPACE);
+        let section = format!("weft-multicluster {name}");
+        let mut connected = Check::new(
+            "link-connected",
+            &section,
+            "the link follows the linked cluster's exports",
+        );
+        if l["connected"] != json!(true) {
+            connected.found(
+                Status::Error,
+                format!("not connected: {}", show::text(&l["lastError"])),
+            );
+            connected.hint = Some("check that the linked cluster's API answers at the address the credentials Secret names".into());
+        }
+        let mut gateway = Check::new(
+            "gateway-alive",
+            &section,
+            "the linked cluster's gateway answers its probe",
+        );
+        if l["gatewayAlive"] != json!(true) {
+            gateway.found(
+                Status::Error,
+                "the gateway's probe fails: its mirrored services answer no endpoints",
+            );
+            gateway.hint = Some(
+                "check the gateway workload in the linked cluster (weft multicluster gateways)"
+                    .into(),
+            );
+        }
+        let mut anchors = Check::new(
+            "trust-anchor-shared",
+            &section,
+            "both clusters share a trust anchor",
+        );
+        match remote_anchors(&api, namespace, l).await {
+            Ok(remote) if shares_an_anchor(&local_anchors, &remote) => {}
+            Ok(_) => {
+                anchors.found(
+                    Status::Error,
+                    "no trust anchor in common: cross-cluster mTLS fails",
+                );
+                anchors.hint =
+                    Some("make one cluster's CA with weft identity init --anchor-dir".into());
+            }
+            Err(e) => anchors.found(Status::Error, format!("{e:#}")),
+        }
+        for mut c in [connected, gateway, anchors] {
+            c.docs = DOCS.into();
+            checks.push(c);
+        }
+    }
+    if checks.is_empty() {
+        println!("no links (weft multicluster link)");
+        return Ok(());
+    }
+    print!("{}", crate::check::render(&checks));
+    if checks.iter().any(|c| c.status == Status::Error) {
+        bail!("a multicluster check failed");
+    }
+    Ok(())
+}
+
+/// The linked cluster's anchors, asked of the API its credentials name.
+async fn remote_anchors(api: &ApiAddr, namespace: &str, link: &Value) -> anyhow::Result<String> {
+    let name = link["name"].as_str().unwrap_or_default();
+    let spec = api
+        .json(&resource_path("link", Some(namespace), Some(name)))
+        .await?;
+    let secret_name = spec["spec"]["clusterCredentialsSecret"]
+        .as_str()
+        .unwrap_or_default();
+    let secret = api
+        .json(&resource_path("secret", Some(namespace), Some(secret_name)))
+        .await?;
+    trust_anchors(read_kubeconfig(&secret)?.server).await
+}
+
+async fn gateways(args: GatewaysArgs) -> anyhow::Result<()> {
+    let rows = links(&args.local.api()).await?;
+    show::print_rows(
+        &rows,
+        args.output,
+        "no links (weft multicluster link)",
+        |rows, _| gateway_table(rows),
+    )
+}
+
+/// `CLUSTER ALIVE NUM_SVC LATENCY`, Linkerd's `multicluster gateways` columns.
+fn gateway_table(rows: &[Value]) -> String {
+    let mut table = vec![["CLUSTER", "ALIVE", "NUM_SVC", "LATENCY"]
+        .map(String::from)
+        .to_vec()];
+    for r in rows {
+        let alive = match r["gatewayAlive"].as_bool() {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "-",
+        };
+        let services = r["mirroredServices"].as_u64().unwrap_or(0)
+            + r["federatedServices"].as_u64().unwrap_or(0);
+        table.push(vec![
+            show::text(&r["targetCluster"]),
+            alive.to_string(),
+            services.to_string(),
+            show::millis(&r["probeLatencyMs"]),
+        ]);
+    }
+    show::columns(&table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MulticlusterArgs,
+    }
+
+    fn link_args(argv: &[&str]) -> LinkArgs {
+        let mut full = vec!["weft", "link"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).expect("parses").args.command {
+            McCommand::Link(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn answer() -> Value {
+        json!({
+            "token": "secret-token",
+            "cluster": {"name": "west", "domain": "cluster.local", "controlNamespace": "weft"},
+            "gateways": [{"address": "198.18.2.7", "port": 4143,
+                "identity": "weft-gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local",
+                "probePort": 4191, "probePath": "/ready"}],
+            "trustAnchorsPem": "",
+        })
+    }
+
+    #[test]
+    fn link_writes_linkerds_secret_and_link_and_the_kubeconfig_reads_back() {
+        let args = link_args(&[
+            "--name",
+            "west",
+            "--api-addr",
+            "198.18.2.1:8085",
+            "--local-api-addr",
+            "127.0.0.1:8085",
+        ]);
+        let docs = link_documents(&args, "link-east", &answer()).expect("documents");
+        let (secret, link) = (&docs[0], &docs[1]);
+        assert_eq!(secret["type"], CREDENTIALS_TYPE);
+        assert_eq!(secret["metadata"]["name"], "cluster-credentials-west");
+        assert_eq!(secret["metadata"]["namespace"], DEFAULT_NAMESPACE);
+        assert_eq!(link["apiVersion"], "multicluster.linkerd.io/v1alpha2");
+        let spec = &link["spec"];
+        assert_eq!(spec["clusterCredentialsSecret"], "cluster-credentials-west");
+        assert_eq!(spec["gatewayAddress"], "198.18.2.7");
+        assert_eq!(spec["gatewayPort"], "4143");
+        assert_eq!(spec["probeSpec"]["port"], "4191");
+        assert_eq!(spec["probeSpec"]["period"], "3s");
+        assert_eq!(
+            spec["selector"]["matchLabels"]["mirror.linkerd.io/exported"],
+            "true"
+        );
+        let creds = read_kubeconfig(secret).expect("kubeconfig");
+        assert_eq!(
+            creds,
+            Credentials {
+                server: "198.18.2.1:8085".parse().unwrap(),
+                name: "link-east".into()
+            }
+        );
+    }
+
+    #[test]
+    fn flags_override_the_gateway_and_a_cluster_without_one_is_refused() {
+        let args = link_args(&[
+            "--name",
+            "west",
+            "--api-addr",
+            "198.18.2.1:8085",
+            "--gateway-addr",
+            "198.18.9.9:4000",
+            "--gateway-identity",
+            "gw.example",
+        ]);
+        let docs = link_documents(&args, "c", &answer()).expect("documents");
+        assert_eq!(docs[1]["spec"]["gatewayAddress"], "198.18.9.9");
+        assert_eq!(docs[1]["spec"]["gatewayPort"], "4000");
+        assert_eq!(docs[1]["spec"]["gatewayIdentity"], "gw.example");
+
+        let args = link_args(&["--name", "west", "--api-addr", "198.18.2.1:8085"]);
+        let mut none = answer();
+        none["gateways"] = json!([]);
+        let e = link_documents(&args, "c", &none).expect_err("no gateway");
+        assert!(format!("{e:#}").contains("--gateway-addr"), "{e:#}");
+    }
+
+    #[test]
+    fn bundles_share_an_anchor_only_with_a_certificate_in_common() {
+        let a = ca::generate("cluster.local", "weft").expect("a");
+        let b = ca::generate("cluster.local", "weft").expect("b");
+        let both = format!("{}{}", a.anchor_cert_pem, b.anchor_cert_pem);
+        assert!(shares_an_anchor(&a.anchor_cert_pem, &both));
+        assert!(!shares_an_anchor(&a.anchor_cert_pem, &b.anchor_cert_pem));
+        assert!(!shares_an_anchor(&a.anchor_cert_pem, "garbage"));
+    }
+
+    #[test]
+    fn credential_names_are_dns_labels() {
+        assert_eq!(dns_label("link-127.0.0.1:8085"), "link-127-0-0-1-8085");
+        assert_eq!(dns_label("-A_b-"), "a-b");
+    }
+}
