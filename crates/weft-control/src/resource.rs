@@ -6,10 +6,12 @@
 //! All errors of a document set are collected, not only the first. Routes and the Weft
 //! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`]; the
 //! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`]; the
-//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`].
+//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`]. Every kind's
+//! names, group and versions are in one table, [`kinds`].
 
 pub mod authz;
 pub mod egress;
+pub mod kinds;
 pub mod policy;
 pub mod ratelimit;
 pub mod route;

@@ -141,6 +141,13 @@ fn check_control_plane(docs: &[Value], anchors: &str) -> Value {
             "{plural} status"
         );
     }
+    // The workload's conditions are its own to write.
+    assert!(!allows(
+        role,
+        "workload.linkerd.io",
+        "externalworkloads/status",
+        "update"
+    ));
     assert!(
         !allows(role, "", "secrets", "get"),
         "Secrets only through the namespaced Role"

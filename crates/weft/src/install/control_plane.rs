@@ -160,7 +160,7 @@ fn cluster_role() -> Value {
         let resources: Vec<&str> = of_group().map(|c| c.plural).collect();
         rules.push(json!({"apiGroups": [group], "resources": resources, "verbs": read}));
         let status: Vec<String> = of_group()
-            .filter(|c| c.has_status())
+            .filter(|c| c.writes_status())
             .map(|c| format!("{}/status", c.plural))
             .collect();
         if !status.is_empty() {
