@@ -366,7 +366,8 @@ pub fn get(ctx: &Ctx, kind: &str, rest: &[&str]) -> Response<Full<Bytes>> {
 }
 
 /// `doc` with the `status` `GET /v1/store` reports for it (routes: `parents`; Servers and
-/// policies: `conditions`), as Kubernetes shows status on the object.
+/// policies: `conditions`, and a rate-limit policy's `targetRef`), as Kubernetes shows status
+/// on the object.
 fn with_status(key: &DocKey, mut doc: Value, statuses: &[Value]) -> Value {
     let found = statuses.iter().find(|s| {
         let (kind, group) = (s["kind"].as_str(), s["group"].as_str());
@@ -377,7 +378,7 @@ fn with_status(key: &DocKey, mut doc: Value, statuses: &[Value]) -> Value {
     });
     if let (Some(s), Some(obj)) = (found, doc.as_object_mut()) {
         let mut status = serde_json::Map::new();
-        for field in ["parents", "conditions"] {
+        for field in ["parents", "conditions", "targetRef"] {
             if let Some(v) = s.get(field) {
                 status.insert(field.to_string(), v.clone());
             }
