@@ -362,9 +362,19 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
             return egress::validate(api_version.as_deref(), obj, ctx);
         }
         other => {
+            let mut known: Vec<&str> = Vec::new();
+            for k in kinds::KINDS.iter().filter(|k| k.is_document()) {
+                if !known.contains(&k.kind) {
+                    known.push(k.kind);
+                }
+            }
+            let (last, rest) = known.split_last().unwrap_or((&"", &[]));
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace, HTTPLocalRateLimitPolicy or EgressNetwork)"),
+                format!(
+                    "unknown kind {other:?} (expected {} or {last})",
+                    rest.join(", ")
+                ),
             );
             return None;
         }
