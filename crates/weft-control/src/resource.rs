@@ -346,9 +346,9 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
     };
     let kind = req_str(obj, "kind", "kind", ctx)?;
     let api_version = req_str(obj, "apiVersion", "apiVersion", ctx);
-    let expect = match kind.as_str() {
-        "Service" => SERVICE_API_VERSION,
-        "ExternalWorkload" => WORKLOAD_API_VERSION,
+    let row = match kind.as_str() {
+        "Service" => kinds::find(kinds::CORE_GROUP, "Service"),
+        "ExternalWorkload" => kinds::find(kinds::WORKLOAD_GROUP, "ExternalWorkload"),
         k if route::RouteKind::is_route_kind(k) || k == route::FAULT_INJECTION_KIND => {
             return route::validate(k, api_version.as_deref(), obj, ctx);
         }
@@ -379,13 +379,12 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
             return None;
         }
     };
-    if let Some(av) = api_version {
-        if av != expect {
-            ctx.err(
-                "apiVersion",
-                format!("must be {expect:?} for kind {kind}, got {av:?}"),
-            );
-        }
+    if let Some(Err(e)) = api_version
+        .as_deref()
+        .zip(row)
+        .map(|(av, row)| row.check_api_version(av))
+    {
+        ctx.err("apiVersion", e);
     }
     let meta = Meta::parse(obj, ctx);
     let spec = spec_of(obj, ctx);

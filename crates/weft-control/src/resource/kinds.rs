@@ -5,7 +5,8 @@
 //! document validator accepts are checked against this table by `kinds_tests.rs`.
 //!
 //! Adding a kind is adding a row here (and its validator and CRD schema); adding a version is
-//! adding it to its row's `versions`.
+//! adding it to its row's `versions` (the validators check `apiVersion` against the row:
+//! [`Kind::check_api_version`], `RouteKind::of`).
 
 use super::authz::{
     AUTHORIZATION_POLICY_KIND, MESH_TLS_KIND, NAMESPACE_KIND, NETWORK_KIND, SERVER_KIND,
@@ -72,6 +73,24 @@ impl Kind {
             CORE_GROUP => version.to_string(),
             group => format!("{group}/{version}"),
         }
+    }
+
+    /// Checks a document's `apiVersion` against [`Kind::versions`]: `Err` is the message of the
+    /// `apiVersion` field's error.
+    pub fn check_api_version(&self, api_version: &str) -> Result<(), String> {
+        if self
+            .versions
+            .iter()
+            .any(|v| self.api_version(v) == api_version)
+        {
+            return Ok(());
+        }
+        let expected: Vec<String> = self.versions.iter().map(|v| self.api_version(v)).collect();
+        Err(format!(
+            "must be {} for kind {}, got {api_version:?}",
+            expected.join(" or "),
+            self.kind
+        ))
     }
 
     /// The versions a CRD serves, the stored one first, then the others in table order.
