@@ -12,6 +12,7 @@
 
 use crate::resource::authz;
 use crate::resource::egress::EGRESS_NETWORK_KIND;
+use crate::resource::kinds;
 use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::{RouteKind, FAULT_INJECTION_KIND};
 use crate::resource::{validate_document, Ctx, Defaults, Resource, State};
@@ -161,24 +162,16 @@ pub fn parse_yaml_documents(file: &str, text: &str, defaults: &Defaults) -> Pars
 /// name and namespace (absent = `default`), or `None`.
 fn identity(v: &Value) -> Option<DocKey> {
     let kind = match v.get("kind")?.as_str()? {
-        "Service" => "Service",
-        "ExternalWorkload" => "ExternalWorkload",
-        FAULT_INJECTION_KIND => FAULT_INJECTION_KIND,
-        RATE_LIMIT_KIND => RATE_LIMIT_KIND,
-        EGRESS_NETWORK_KIND => EGRESS_NETWORK_KIND,
+        // Two groups define an HTTPRoute: the apiVersion says which.
         k if RouteKind::is_route_kind(k) => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
             .ok()?
             .qualified(),
-        k if authz::is_kind(k) => [
-            authz::SERVER_KIND,
-            authz::AUTHORIZATION_POLICY_KIND,
-            authz::MESH_TLS_KIND,
-            authz::NETWORK_KIND,
-            authz::NAMESPACE_KIND,
-        ]
-        .into_iter()
-        .find(|x| *x == k)?,
-        _ => return None,
+        k => {
+            kinds::KINDS
+                .iter()
+                .find(|r| r.is_document() && r.kind == k)?
+                .key
+        }
     };
     let meta = v.get("metadata")?;
     let name = meta.get("name")?.as_str()?;

@@ -1,10 +1,10 @@
 //! The Kubernetes API, as the control plane uses it with `--store kubernetes`: the client (the
-//! in-cluster service account or `KUBECONFIG`), the kinds the store watches ([`KINDS`]), and
-//! the three conversations held with the API server — list+watch of each kind ([`watch`]),
-//! `TokenReview` of a proxy's ServiceAccount token ([`token_review`]) and a `Lease` for the
-//! leader's work ([`lease`]), which is writing route status ([`status`]) and pruning the
-//! issuance records every replica keeps in a ConfigMap ([`records`]). What an object becomes
-//! in the store is in [`objects`].
+//! in-cluster service account or `KUBECONFIG`), the kinds the store watches ([`KINDS`]: every
+//! row of the table of kinds, `resource::kinds`), and the three conversations held with the API
+//! server — list+watch of each kind ([`watch`]), `TokenReview` of a proxy's ServiceAccount token
+//! ([`token_review`]) and a `Lease` for the leader's work ([`lease`]), which is writing the
+//! status of routes and policies ([`status`]) and pruning the issuance records every replica
+//! keeps in a ConfigMap ([`records`]). What an object becomes in the store is in [`objects`].
 //!
 //! Only kube's client is used, not kube-runtime: the watch loop it would give (`watcher`) is a
 //! few dozen lines here, and kube-runtime adds 31 crates to the build (`docs/kubernetes.md`).
@@ -17,8 +17,11 @@ pub mod token_review;
 pub mod watch;
 
 use std::path::Path;
+use std::sync::LazyLock;
 
 use kube::core::ApiResource;
+
+use crate::resource::kinds;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,7 +63,7 @@ pub enum Shape {
     Custom,
 }
 
-/// One watched kind.
+/// One watched kind: a row of the table of kinds, asked for in its stored version.
 #[derive(Clone, Copy, Debug)]
 pub struct Kind {
     pub group: &'static str,
@@ -68,156 +71,51 @@ pub struct Kind {
     pub kind: &'static str,
     pub plural: &'static str,
     pub shape: Shape,
+    pub row: &'static kinds::Kind,
 }
 
 impl Kind {
     pub fn api_resource(&self) -> ApiResource {
-        let api_version = match self.group {
-            "" => self.version.to_string(),
-            g => format!("{g}/{}", self.version),
-        };
         ApiResource {
             group: self.group.into(),
             version: self.version.into(),
-            api_version,
+            api_version: self.row.api_version(self.version),
             kind: self.kind.into(),
             plural: self.plural.into(),
         }
     }
 
     /// How an object of this kind is named in the store (and in its errors):
-    /// `Kind/namespace/name`, with the group after the kind for custom resources
-    /// (`HTTPRoute.gateway.networking.k8s.io/default/web`), as kubectl names them.
+    /// [`kinds::Kind::text_name`].
     pub fn text_name(&self, namespace: &str, name: &str) -> String {
-        let kind = match self.group {
-            "" | "discovery.k8s.io" => self.kind.to_string(),
-            g => format!("{}.{g}", self.kind),
-        };
-        match namespace {
-            "" => format!("{kind}/{name}"),
-            ns => format!("{kind}/{ns}/{name}"),
-        }
+        self.row.text_name(namespace, name)
     }
 }
 
-const fn kind(
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    shape: Shape,
-) -> Kind {
-    Kind {
-        group,
-        version,
-        kind,
-        plural,
-        shape,
+/// What the store makes of a row's objects: Kubernetes' kinds each their own way, every custom
+/// kind as the document it is.
+fn shape(row: &kinds::Kind) -> Shape {
+    match (row.group, row.kind) {
+        (kinds::CORE_GROUP, "Namespace") => Shape::Namespace,
+        (kinds::CORE_GROUP, "Service") => Shape::Service,
+        (kinds::CORE_GROUP, "Pod") => Shape::Pod,
+        (kinds::DISCOVERY_GROUP, "EndpointSlice") => Shape::EndpointSlice,
+        _ => Shape::Custom,
     }
 }
 
-/// Every kind the store watches, cluster-wide. Custom resources are asked for in the version
-/// the resource layer reads first; the API server converts stored objects to it.
-pub const KINDS: &[Kind] = &[
-    kind("", "v1", "Namespace", "namespaces", Shape::Namespace),
-    kind("", "v1", "Service", "services", Shape::Service),
-    kind("", "v1", "Pod", "pods", Shape::Pod),
-    kind(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        Shape::EndpointSlice,
-    ),
-    kind(
-        "workload.linkerd.io",
-        "v1beta1",
-        "ExternalWorkload",
-        "externalworkloads",
-        Shape::Custom,
-    ),
-    kind(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-        Shape::Custom,
-    ),
-    kind(
-        "gateway.networking.k8s.io",
-        "v1",
-        "GRPCRoute",
-        "grpcroutes",
-        Shape::Custom,
-    ),
-    kind(
-        "gateway.networking.k8s.io",
-        "v1alpha2",
-        "TLSRoute",
-        "tlsroutes",
-        Shape::Custom,
-    ),
-    kind(
-        "gateway.networking.k8s.io",
-        "v1alpha2",
-        "TCPRoute",
-        "tcproutes",
-        Shape::Custom,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1beta3",
-        "HTTPRoute",
-        "httproutes",
-        Shape::Custom,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1beta3",
-        "Server",
-        "servers",
-        Shape::Custom,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        Shape::Custom,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "MeshTLSAuthentication",
-        "meshtlsauthentications",
-        Shape::Custom,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "NetworkAuthentication",
-        "networkauthentications",
-        Shape::Custom,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "HTTPLocalRateLimitPolicy",
-        "httplocalratelimitpolicies",
-        Shape::Custom,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "EgressNetwork",
-        "egressnetworks",
-        Shape::Custom,
-    ),
-    kind(
-        "extensions.weft.dev",
-        "v1alpha1",
-        "FaultInjection",
-        "faultinjections",
-        Shape::Custom,
-    ),
-];
+/// Every kind the store watches, cluster-wide: every row of [`kinds::KINDS`], custom resources
+/// in the version their CRD stores (the API server converts stored objects to it).
+pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
+    kinds::KINDS
+        .iter()
+        .map(|row| Kind {
+            group: row.group,
+            version: row.stored,
+            kind: row.kind,
+            plural: row.plural,
+            shape: shape(row),
+            row,
+        })
+        .collect()
+});

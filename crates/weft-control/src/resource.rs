@@ -6,10 +6,12 @@
 //! All errors of a document set are collected, not only the first. Routes and the Weft
 //! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`]; the
 //! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`]; the
-//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`].
+//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`]. Every kind's
+//! names, group and versions are in one table, [`kinds`].
 
 pub mod authz;
 pub mod egress;
+pub mod kinds;
 pub mod policy;
 pub mod ratelimit;
 pub mod route;
@@ -344,9 +346,9 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
     };
     let kind = req_str(obj, "kind", "kind", ctx)?;
     let api_version = req_str(obj, "apiVersion", "apiVersion", ctx);
-    let expect = match kind.as_str() {
-        "Service" => SERVICE_API_VERSION,
-        "ExternalWorkload" => WORKLOAD_API_VERSION,
+    let row = match kind.as_str() {
+        "Service" => kinds::find(kinds::CORE_GROUP, "Service"),
+        "ExternalWorkload" => kinds::find(kinds::WORKLOAD_GROUP, "ExternalWorkload"),
         k if route::RouteKind::is_route_kind(k) || k == route::FAULT_INJECTION_KIND => {
             return route::validate(k, api_version.as_deref(), obj, ctx);
         }
@@ -360,20 +362,29 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
             return egress::validate(api_version.as_deref(), obj, ctx);
         }
         other => {
+            let mut known: Vec<&str> = Vec::new();
+            for k in kinds::KINDS.iter().filter(|k| k.is_document()) {
+                if !known.contains(&k.kind) {
+                    known.push(k.kind);
+                }
+            }
+            let (last, rest) = known.split_last().unwrap_or((&"", &[]));
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace, HTTPLocalRateLimitPolicy or EgressNetwork)"),
+                format!(
+                    "unknown kind {other:?} (expected {} or {last})",
+                    rest.join(", ")
+                ),
             );
             return None;
         }
     };
-    if let Some(av) = api_version {
-        if av != expect {
-            ctx.err(
-                "apiVersion",
-                format!("must be {expect:?} for kind {kind}, got {av:?}"),
-            );
-        }
+    if let Some(Err(e)) = api_version
+        .as_deref()
+        .zip(row)
+        .map(|(av, row)| row.check_api_version(av))
+    {
+        ctx.err("apiVersion", e);
     }
     let meta = Meta::parse(obj, ctx);
     let spec = spec_of(obj, ctx);

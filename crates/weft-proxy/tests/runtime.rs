@@ -1,5 +1,6 @@
 //! The runtime in-process: every listener binds on port 0, the admin server answers, and
-//! `POST /shutdown` drains and ends the proxy.
+//! `POST /shutdown` drains and ends the proxy — and ends the binary with status 0, which a
+//! Job's pod needs to succeed with a classic sidecar (`docs/kubernetes.md`).
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::admin;
+use common::process::{Proxy, SOON};
 use weft_proxy::{runtime, Config};
 
 /// A proxy with one forward port (8080) and one upstream port (`catalog:9090`).
@@ -49,6 +51,24 @@ async fn binds_serves_admin_and_shuts_down() {
         .expect("drained and stopped");
     // The listeners are closed.
     assert!(tokio::net::TcpStream::connect(l.outbound).await.is_err());
+}
+
+/// What a Job's last step does with a classic sidecar (`curl -X POST localhost:4191/shutdown`,
+/// or `linkerd-await --shutdown`): the process ends, and with status 0, so the pod succeeds.
+#[tokio::test]
+async fn the_binary_exits_zero_on_post_shutdown() {
+    let app = "127.0.0.1:9".parse().expect("address");
+    let mut proxy = Proxy::start(
+        app,
+        &[(weft_proxy::config::ENV_SHUTDOWN_GRACE_PERIOD, "1s")],
+    )
+    .await;
+    assert_eq!(admin(proxy.admin, "POST", "/shutdown").await.0, 200);
+    let status = tokio::time::timeout(SOON, proxy.child.wait())
+        .await
+        .expect("exited after POST /shutdown")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "{status}");
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::process::{Proxy, SOON};
+
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
 use bytes::Bytes;
@@ -12,15 +14,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    process::{Child, Command},
-    sync::mpsc,
+    process::Command,
 };
 use weft_proxy::config;
-
-/// Upper bound for "soon" (process start, a log line after a response).
-const SOON: Duration = Duration::from_secs(20);
 
 /// The application: reads the request body, answers `hello` (5 bytes).
 async fn start_app() -> SocketAddr {
@@ -39,84 +37,6 @@ async fn start_app() -> SocketAddr {
         }
     });
     addr
-}
-
-/// A running proxy: its forward port, admin address, and its stderr lines.
-struct Proxy {
-    _child: Child,
-    forward: SocketAddr,
-    inbound: SocketAddr,
-    admin: SocketAddr,
-    stderr: mpsc::UnboundedReceiver<String>,
-}
-
-impl Proxy {
-    async fn start(app: SocketAddr, vars: &[(&str, &str)]) -> Proxy {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft-proxy"));
-        cmd.env_clear()
-            .env(config::ENV_DESTINATION_SVC_ADDR, "127.0.0.1:1")
-            .env(config::ENV_POLICY_WORKLOAD, "default:web-1")
-            .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
-            .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
-            .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
-            .env(config::ENV_INBOUND_FORWARD_PORTS, app.port().to_string())
-            .env(config::ENV_INBOUND_FAILFAST_TIMEOUT, "100ms")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("start weft-proxy");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(SOON, stdout.next_line())
-            .await
-            .expect("listening line in time")
-            .expect("read stdout")
-            .expect("a listening line");
-        let listening: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
-        let addr = |v: &serde_json::Value| v.as_str().unwrap().parse::<SocketAddr>().unwrap();
-        let forward = addr(&listening["forward"][0]["addr"]);
-        let admin = addr(&listening["admin"]);
-        let inbound = addr(&listening["inbound"]);
-
-        let (tx, stderr) = mpsc::unbounded_channel();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proxy {
-            _child: child,
-            forward,
-            inbound,
-            admin,
-            stderr,
-        }
-    }
-
-    /// The next stderr line `pick` accepts (diagnostic log lines are passed over).
-    async fn line<T>(&mut self, mut pick: impl FnMut(&str) -> Option<T>) -> T {
-        let wait = async {
-            loop {
-                let line = self.stderr.recv().await.expect("proxy stderr open");
-                if let Some(t) = pick(&line) {
-                    return t;
-                }
-            }
-        };
-        tokio::time::timeout(SOON, wait)
-            .await
-            .expect("access log line in time")
-    }
-
-    async fn metrics(&self) -> String {
-        let (status, body) = common::admin(self.admin, "GET", "/metrics").await;
-        assert_eq!(status, 200);
-        body
-    }
 }
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

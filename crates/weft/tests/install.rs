@@ -99,11 +99,13 @@ fn check_control_plane(docs: &[Value], anchors: &str) -> Value {
 
     // RBAC: what the Kubernetes store watches and writes.
     let role = find(docs, "ClusterRole", "weft-control");
-    for resource in ["services", "pods", "namespaces", "serviceaccounts"] {
+    for resource in ["services", "pods", "namespaces"] {
         for verb in ["get", "list", "watch"] {
             assert!(allows(role, "", resource, verb), "{verb} {resource}");
         }
     }
+    // Nothing reads a ServiceAccount object (the pod names its own).
+    assert!(!allows(role, "", "serviceaccounts", "list"));
     assert!(allows(role, "discovery.k8s.io", "endpointslices", "watch"));
     assert!(allows(
         role,
@@ -141,6 +143,13 @@ fn check_control_plane(docs: &[Value], anchors: &str) -> Value {
             "{plural} status"
         );
     }
+    // The workload's conditions are its own to write.
+    assert!(!allows(
+        role,
+        "workload.linkerd.io",
+        "externalworkloads/status",
+        "update"
+    ));
     assert!(
         !allows(role, "", "secrets", "get"),
         "Secrets only through the namespaced Role"

@@ -483,6 +483,7 @@ fn routes_and_policies_not_accepted_warn() {
         namespace: "default".into(),
         name: "web-authz".into(),
         conditions: vec![cond("Accepted", "False", "TargetNotFound", "")],
+        target_ref: None,
     });
     let warn = statuses_check(&store);
     assert_eq!(warn.status, Status::Warning, "{warn:?}");

@@ -13,6 +13,7 @@ use super::{error, in_index, reply, Ctx, MAX_BODY};
 use crate::documents::{self, DocKey};
 use crate::resource::authz;
 use crate::resource::egress::EGRESS_NETWORK_KIND;
+use crate::resource::kinds::{self, Kind, KINDS};
 use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::FAULT_INJECTION_KIND;
 use crate::resource::State;
@@ -23,121 +24,27 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-/// One kind the API names: the store's kind (`DocKey::kind`), its API group (`""`: core) and
-/// the names a user may give it, singular first (kubectl's short names last).
-#[derive(Debug)]
-pub struct Kind {
-    pub kind: &'static str,
-    pub group: &'static str,
-    pub names: &'static [&'static str],
+/// The kinds the API names: every document kind of the table (`resource::kinds`).
+fn document_kinds() -> impl Iterator<Item = &'static Kind> {
+    KINDS.iter().filter(|k| k.is_document())
 }
 
-const POLICY: &str = "policy.linkerd.io";
-const GATEWAY: &str = "gateway.networking.k8s.io";
-
-/// Every kind of `documents.rs`. Route kinds are qualified by group (two groups define an
-/// `HTTPRoute`: `httproute` names both, `httproute.policy.linkerd.io` one).
-pub const KINDS: &[Kind] = &[
-    Kind {
-        kind: "Service",
-        group: "",
-        names: &["service", "services", "svc"],
-    },
-    Kind {
-        kind: "ExternalWorkload",
-        group: "workload.linkerd.io",
-        names: &["externalworkload", "externalworkloads", "ew"],
-    },
-    Kind {
-        kind: "HTTPRoute.gateway.networking.k8s.io",
-        group: GATEWAY,
-        names: &["httproute", "httproutes"],
-    },
-    Kind {
-        kind: "HTTPRoute.policy.linkerd.io",
-        group: POLICY,
-        names: &["httproute", "httproutes"],
-    },
-    Kind {
-        kind: "GRPCRoute.gateway.networking.k8s.io",
-        group: GATEWAY,
-        names: &["grpcroute", "grpcroutes"],
-    },
-    Kind {
-        kind: "TLSRoute.gateway.networking.k8s.io",
-        group: GATEWAY,
-        names: &["tlsroute", "tlsroutes"],
-    },
-    Kind {
-        kind: "TCPRoute.gateway.networking.k8s.io",
-        group: GATEWAY,
-        names: &["tcproute", "tcproutes"],
-    },
-    Kind {
-        kind: FAULT_INJECTION_KIND,
-        group: "extensions.weft.dev",
-        names: &["faultinjection", "faultinjections"],
-    },
-    Kind {
-        kind: authz::SERVER_KIND,
-        group: POLICY,
-        names: &["server", "servers", "srv"],
-    },
-    Kind {
-        kind: authz::AUTHORIZATION_POLICY_KIND,
-        group: POLICY,
-        names: &[
-            "authorizationpolicy",
-            "authorizationpolicies",
-            "authzpolicy",
-        ],
-    },
-    Kind {
-        kind: authz::MESH_TLS_KIND,
-        group: POLICY,
-        names: &[
-            "meshtlsauthentication",
-            "meshtlsauthentications",
-            "meshtlsauthn",
-        ],
-    },
-    Kind {
-        kind: authz::NETWORK_KIND,
-        group: POLICY,
-        names: &[
-            "networkauthentication",
-            "networkauthentications",
-            "netauthn",
-        ],
-    },
-    Kind {
-        kind: authz::NAMESPACE_KIND,
-        group: "",
-        names: &["namespace", "namespaces", "ns"],
-    },
-    Kind {
-        kind: RATE_LIMIT_KIND,
-        group: POLICY,
-        names: &["httplocalratelimitpolicy", "httplocalratelimitpolicies"],
-    },
-    Kind {
-        kind: EGRESS_NETWORK_KIND,
-        group: POLICY,
-        names: &["egressnetwork", "egressnetworks"],
-    },
-];
+/// Whether `name` (lower case, no group) names `kind`: its singular, plural or a short name.
+fn names(kind: &Kind, name: &str) -> bool {
+    kind.singular() == name || kind.plural == name || kind.short_names.contains(&name)
+}
 
 /// The kinds a user's name means: `httproute`, `HTTPRoutes`, `svc`, `server.policy.linkerd.io`.
+/// Route kinds are qualified by group (two groups define an `HTTPRoute`: `httproute` names
+/// both, `httproute.policy.linkerd.io` one).
 pub fn resolve(name: &str) -> Result<Vec<&'static Kind>, String> {
     let lower = name.to_ascii_lowercase();
     let (short, group) = lower.split_once('.').unwrap_or((&lower, ""));
-    let found: Vec<&Kind> = KINDS
-        .iter()
-        .filter(|k| k.names.contains(&short) && (group.is_empty() || k.group == group))
+    let found: Vec<&Kind> = document_kinds()
+        .filter(|k| names(k, short) && (group.is_empty() || k.group == group))
         .collect();
     if found.is_empty() {
-        let known: Vec<&str> = KINDS.iter().map(|k| k.names[0]).collect();
-        let mut known = known;
+        let mut known: Vec<String> = document_kinds().map(Kind::singular).collect();
         known.dedup();
         return Err(format!(
             "unknown kind {name:?}: one of {} (singular, plural or short, any case; \
@@ -150,15 +57,11 @@ pub fn resolve(name: &str) -> Result<Vec<&'static Kind>, String> {
 
 /// kubectl's name of a document: `httproute.gateway.networking.k8s.io/web`, `service/web`.
 pub fn reference(key: &DocKey) -> String {
-    match KINDS.iter().find(|k| k.kind == key.kind) {
-        Some(k) if k.group.is_empty() => format!("{}/{}", k.names[0], key.name),
-        Some(k) => format!("{}.{}/{}", k.names[0], k.group, key.name),
+    match kinds::by_key(key.kind) {
+        Some(k) if k.group.is_empty() => format!("{}/{}", k.singular(), key.name),
+        Some(k) => format!("{}.{}/{}", k.singular(), k.group, key.name),
         None => format!("{}/{}", key.kind.to_ascii_lowercase(), key.name),
     }
-}
-
-fn is_cluster_scoped(kind: &Kind) -> bool {
-    kind.kind == authz::NAMESPACE_KIND
 }
 
 /// A request body as text (the YAML of `weft apply -f`/`weft delete -f`).
@@ -363,7 +266,7 @@ fn select(
     rest: &[&str],
 ) -> Result<(Vec<DocKey>, bool), (StatusCode, String)> {
     let kinds = resolve(kind).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-    let cluster = kinds.iter().all(|k| is_cluster_scoped(k));
+    let cluster = kinds.iter().all(|k| !k.namespaced);
     let (ns, name) = match (cluster, rest) {
         (_, []) => (None, None),
         (true, [name]) => (Some(""), Some(*name)),
@@ -379,7 +282,7 @@ fn select(
     let in_force = ctx.store.in_force();
     let keys: Vec<DocKey> = in_force
         .keys()
-        .filter(|k| kinds.iter().any(|kind| kind.kind == k.kind))
+        .filter(|k| kinds.iter().any(|kind| kind.key == k.kind))
         .filter(|k| ns.is_none_or(|ns| k.namespace == ns))
         .filter(|k| name.is_none_or(|name| k.name == name))
         .cloned()
@@ -393,7 +296,7 @@ fn select(
         };
         return Err((
             StatusCode::NOT_FOUND,
-            format!("{} {what} not found", kinds[0].names[0]),
+            format!("{} {what} not found", kinds[0].singular()),
         ));
     }
     Ok((keys, name.is_some()))
@@ -463,7 +366,8 @@ pub fn get(ctx: &Ctx, kind: &str, rest: &[&str]) -> Response<Full<Bytes>> {
 }
 
 /// `doc` with the `status` `GET /v1/store` reports for it (routes: `parents`; Servers and
-/// policies: `conditions`), as Kubernetes shows status on the object.
+/// policies: `conditions`, and a rate-limit policy's `targetRef`), as Kubernetes shows status
+/// on the object.
 fn with_status(key: &DocKey, mut doc: Value, statuses: &[Value]) -> Value {
     let found = statuses.iter().find(|s| {
         let (kind, group) = (s["kind"].as_str(), s["group"].as_str());
@@ -474,7 +378,7 @@ fn with_status(key: &DocKey, mut doc: Value, statuses: &[Value]) -> Value {
     });
     if let (Some(s), Some(obj)) = (found, doc.as_object_mut()) {
         let mut status = serde_json::Map::new();
-        for field in ["parents", "conditions"] {
+        for field in ["parents", "conditions", "targetRef"] {
             if let Some(v) = s.get(field) {
                 status.insert(field.to_string(), v.clone());
             }
@@ -490,7 +394,7 @@ mod tests {
     use crate::resource::route::RouteKind;
 
     fn kinds(name: &str) -> Vec<&'static str> {
-        resolve(name).unwrap().iter().map(|k| k.kind).collect()
+        resolve(name).unwrap().iter().map(|k| k.key).collect()
     }
 
     #[test]
@@ -534,7 +438,7 @@ mod tests {
             RouteKind::Tcp,
         ];
         for kind in routes.map(RouteKind::qualified) {
-            assert!(KINDS.iter().any(|k| k.kind == kind), "{kind}");
+            assert!(KINDS.iter().any(|k| k.key == kind), "{kind}");
         }
         let key = |kind| DocKey {
             kind,

@@ -158,6 +158,7 @@ pub fn statuses(state: &State) -> Vec<PolicyStatus> {
                 reason: "Accepted",
                 message: String::new(),
             }],
+            target_ref: None,
         })
         .collect()
 }

@@ -459,7 +459,24 @@ pub struct PolicyStatus {
     pub name: String,
     /// One `Accepted` condition.
     pub conditions: Vec<Condition>,
+    /// The policy's target, for the kinds whose upstream status carries it
+    /// (HTTPLocalRateLimitPolicy: its Server, found or not).
+    #[serde(rename = "targetRef", skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<TargetRef>,
 }
+
+/// A status's `targetRef`: Linkerd's `LocalTargetRef` (same namespace as the policy).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TargetRef {
+    pub group: &'static str,
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// Linkerd's reasons for a rate-limit policy that applies nothing (its policy controller's
+/// `NO_MATCHING_TARGET` and `RATELIMIT_REASON_ALREADY_EXISTS`).
+pub const NO_MATCHING_TARGET: &str = "NoMatchingTarget";
+pub const RATE_LIMIT_ALREADY_EXISTS: &str = "RateLimitReasonAlreadyExists";
 
 fn accepted(result: Result<(), (&'static str, String)>) -> Condition {
     match result {
@@ -480,8 +497,9 @@ fn accepted(result: Result<(), (&'static str, String)>) -> Condition {
 
 /// The status of every Server, then every AuthorizationPolicy, then every
 /// HTTPLocalRateLimitPolicy, of `state`, in state order. A Server is `Conflicted` when an older
-/// one decides some workload port it selects; a rate-limit policy when an older one limits its
-/// Server.
+/// one decides some workload port it selects; a rate-limit policy is, in Linkerd's words,
+/// `RateLimitReasonAlreadyExists` when an older one limits its Server and `NoMatchingTarget`
+/// when the Server does not exist, and carries its `targetRef` either way.
 pub fn statuses(state: &State) -> Vec<PolicyStatus> {
     let mut out = Vec::new();
     for s in state.servers.values() {
@@ -506,6 +524,7 @@ pub fn statuses(state: &State) -> Vec<PolicyStatus> {
             namespace: s.namespace.clone(),
             name: s.name.clone(),
             conditions: vec![accepted(result)],
+            target_ref: None,
         });
     }
     for p in state.authorization_policies.values() {
@@ -515,6 +534,7 @@ pub fn statuses(state: &State) -> Vec<PolicyStatus> {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             conditions: vec![accepted(resolve(state, p).map(|_| ()))],
+            target_ref: None,
         });
     }
     for p in state.rate_limit_policies.values() {
@@ -524,6 +544,11 @@ pub fn statuses(state: &State) -> Vec<PolicyStatus> {
             namespace: p.namespace.clone(),
             name: p.name.clone(),
             conditions: vec![accepted(rate_limit_status(state, p))],
+            target_ref: Some(TargetRef {
+                group: POLICY_GROUP,
+                kind: SERVER_KIND,
+                name: p.server.clone(),
+            }),
         });
     }
     out
@@ -533,11 +558,11 @@ pub fn statuses(state: &State) -> Vec<PolicyStatus> {
 fn rate_limit_status(state: &State, p: &RateLimitPolicy) -> Result<(), (&'static str, String)> {
     let (ns, name) = (&p.namespace, &p.server);
     let Some(srv) = state.servers.get(&(ns.clone(), name.clone())) else {
-        return Err(("TargetNotFound", format!("Server {ns}/{name} not found")));
+        return Err((NO_MATCHING_TARGET, format!("Server {ns}/{name} not found")));
     };
     match rate_limit_winner(state, srv) {
         Some(win) if win.name != p.name => Err((
-            "Conflicted",
+            RATE_LIMIT_ALREADY_EXISTS,
             format!(
                 "Server {ns}/{name} is limited by HTTPLocalRateLimitPolicy {ns}/{} (older, or same age and first by name)",
                 win.name

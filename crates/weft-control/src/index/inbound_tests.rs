@@ -489,12 +489,12 @@ fn oldest_rate_limit_policy_of_a_server_wins_and_the_others_say_why() {
         [
             (
                 "newer".to_string(),
-                "Conflicted",
+                "RateLimitReasonAlreadyExists",
                 "Server shop/web-http is limited by HTTPLocalRateLimitPolicy shop/older (older, or same age and first by name)".to_string()
             ),
             (
                 "no-server".to_string(),
-                "TargetNotFound",
+                "NoMatchingTarget",
                 "Server shop/ghost not found".to_string()
             ),
             ("older".to_string(), "Accepted", String::new()),
@@ -506,7 +506,8 @@ fn oldest_rate_limit_policy_of_a_server_wins_and_the_others_say_why() {
         json,
         serde_json::json!({"group": "policy.linkerd.io", "kind": "HTTPLocalRateLimitPolicy",
             "namespace": "shop", "name": "on-opaque", "conditions": [{"type": "Accepted",
-            "status": "True", "reason": "Accepted", "message": ""}]})
+            "status": "True", "reason": "Accepted", "message": ""}],
+            "targetRef": {"group": "policy.linkerd.io", "kind": "Server", "name": "web-admin"}})
     );
     // Same age: the first by name wins.
     let tie = format!(
@@ -524,7 +525,10 @@ fn oldest_rate_limit_policy_of_a_server_wins_and_the_others_say_why() {
     let s = state_of(&tie);
     assert_eq!(get(&s, "web", 8080).rate_limit.unwrap().name, "a");
     let st = rate_limit_statuses(&s);
-    assert_eq!((st[0].1, st[1].1), ("Accepted", "Conflicted"));
+    assert_eq!(
+        (st[0].1, st[1].1),
+        ("Accepted", "RateLimitReasonAlreadyExists")
+    );
 }
 
 #[test]
@@ -544,7 +548,7 @@ fn rate_limit_policy_waits_for_its_server() {
         rate_limit_statuses(&s),
         [(
             "web-rl".to_string(),
-            "TargetNotFound",
+            "NoMatchingTarget",
             "Server shop/web-http not found".to_string()
         )]
     );

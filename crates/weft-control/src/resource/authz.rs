@@ -421,23 +421,14 @@ pub(super) fn validate(
     d: &Defaults,
     ctx: &mut Ctx,
 ) -> Option<Resource> {
-    let versions: &[&str] = match kind {
-        SERVER_KIND => &[
-            "policy.linkerd.io/v1beta3",
-            "policy.linkerd.io/v1beta2",
-            "policy.linkerd.io/v1beta1",
-        ],
-        NAMESPACE_KIND => &["v1"],
-        _ => &["policy.linkerd.io/v1alpha1"],
+    let group = if kind == NAMESPACE_KIND {
+        ""
+    } else {
+        POLICY_GROUP
     };
-    if let Some(av) = api_version.filter(|av| !versions.contains(av)) {
-        ctx.err(
-            "apiVersion",
-            format!(
-                "must be {} for kind {kind}, got {av:?}",
-                versions.join(" or ")
-            ),
-        );
+    let row = super::kinds::find(group, kind)?;
+    if let Some(Err(e)) = api_version.map(|av| row.check_api_version(av)) {
+        ctx.err("apiVersion", e);
     }
     let meta = Meta::parse(obj, ctx);
     if kind == NAMESPACE_KIND {
@@ -453,7 +444,7 @@ pub(super) fn validate(
     let (meta, spec) = (meta?, spec?);
     match kind {
         SERVER_KIND => {
-            let v1beta3 = api_version == Some(versions[0]);
+            let v1beta3 = api_version == Some("policy.linkerd.io/v1beta3");
             server(meta, created, spec, v1beta3, ctx).map(Resource::Server)
         }
         AUTHORIZATION_POLICY_KIND => {

@@ -4,13 +4,12 @@
 //! (`index::egress`).
 
 use super::authz::{networks, Cidr, Network};
-use super::route::creation_timestamp;
+use super::route::{creation_timestamp, POLICY_GROUP};
 use super::{spec_of, type_name, Ctx, Meta, Resource};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 
 pub const EGRESS_NETWORK_KIND: &str = "EgressNetwork";
-pub const EGRESS_NETWORK_API_VERSION: &str = "policy.linkerd.io/v1alpha1";
 /// The namespace whose EgressNetworks apply to every client (Linkerd's is `linkerd-egress`).
 pub const DEFAULT_EGRESS_NAMESPACE: &str = "weft-egress";
 
@@ -57,13 +56,9 @@ pub(super) fn validate(
     obj: &Map<String, Value>,
     ctx: &mut Ctx,
 ) -> Option<Resource> {
-    if let Some(av) = api_version.filter(|av| *av != EGRESS_NETWORK_API_VERSION) {
-        ctx.err(
-            "apiVersion",
-            format!(
-                "must be {EGRESS_NETWORK_API_VERSION} for kind {EGRESS_NETWORK_KIND}, got {av:?}"
-            ),
-        );
+    let row = super::kinds::find(POLICY_GROUP, EGRESS_NETWORK_KIND)?;
+    if let Some(Err(e)) = api_version.map(|av| row.check_api_version(av)) {
+        ctx.err("apiVersion", e);
     }
     let meta = Meta::parse(obj, ctx);
     let created = creation_timestamp(obj, ctx);

@@ -14,7 +14,6 @@ use super::{dns_label, req_str, spec_of, type_name, Ctx, Defaults, Meta, Resourc
 use serde_json::{Map, Value};
 
 pub const RATE_LIMIT_KIND: &str = "HTTPLocalRateLimitPolicy";
-pub const RATE_LIMIT_API_VERSION: &str = "policy.linkerd.io/v1alpha1";
 
 /// A validated `HTTPLocalRateLimitPolicy`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,11 +54,9 @@ pub(super) fn validate(
     d: &Defaults,
     ctx: &mut Ctx,
 ) -> Option<Resource> {
-    if let Some(av) = api_version.filter(|av| *av != RATE_LIMIT_API_VERSION) {
-        ctx.err(
-            "apiVersion",
-            format!("must be {RATE_LIMIT_API_VERSION} for kind {RATE_LIMIT_KIND}, got {av:?}"),
-        );
+    let row = super::kinds::find(POLICY_GROUP, RATE_LIMIT_KIND)?;
+    if let Some(Err(e)) = api_version.map(|av| row.check_api_version(av)) {
+        ctx.err("apiVersion", e);
     }
     let meta = Meta::parse(obj, ctx);
     let created = creation_timestamp(obj, ctx);

@@ -22,8 +22,6 @@ pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 pub const POLICY_GROUP: &str = "policy.linkerd.io";
 /// API group of Weft's extension resources: ours, deliberately outside every upstream group.
 pub const WEFT_EXTENSIONS_GROUP: &str = "extensions.weft.dev";
-/// `apiVersion` of [`FaultInjection`].
-pub const FAULT_INJECTION_API_VERSION: &str = "extensions.weft.dev/v1alpha1";
 pub const FAULT_INJECTION_KIND: &str = "FaultInjection";
 
 /// Largest backend weight the Gateway API allows.
@@ -111,35 +109,50 @@ impl RouteKind {
         matches!(self, RouteKind::Tls | RouteKind::Tcp)
     }
 
+    /// Every route kind.
+    pub const ALL: [RouteKind; 5] = [
+        RouteKind::GatewayHttp,
+        RouteKind::LinkerdHttp,
+        RouteKind::Grpc,
+        RouteKind::Tls,
+        RouteKind::Tcp,
+    ];
+
     /// Whether `kind` (a document's `kind`) is a route kind, whatever its version.
     pub fn is_route_kind(kind: &str) -> bool {
-        RouteKind::of(kind, "").is_some()
+        RouteKind::ALL.iter().any(|r| r.kind() == kind)
     }
 
-    /// The route kind of a document, from its `kind` and `apiVersion`; `Err` names the versions
-    /// accepted for that kind. `None`: not a route kind.
-    pub fn of(kind: &str, api_version: &str) -> Option<Result<RouteKind, &'static str>> {
+    /// The route kind of a document, from its `kind` and `apiVersion` and the versions the
+    /// table of kinds lists (`resource::kinds`); `Err` names the versions accepted for that
+    /// kind. `None`: not a route kind.
+    pub fn of(kind: &str, api_version: &str) -> Option<Result<RouteKind, String>> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        Some(match (kind, group) {
-            ("HTTPRoute", GATEWAY_GROUP) if ["v1", "v1beta1"].contains(&version) => {
-                Ok(RouteKind::GatewayHttp)
-            }
-            ("HTTPRoute", POLICY_GROUP) if ["v1beta3", "v1beta2", "v1beta1"].contains(&version) => {
-                Ok(RouteKind::LinkerdHttp)
-            }
-            ("HTTPRoute", _) => Err("gateway.networking.k8s.io/v1 (or v1beta1), or policy.linkerd.io/v1beta3 (or v1beta2, v1beta1)"),
-            ("GRPCRoute", GATEWAY_GROUP) if ["v1", "v1alpha2"].contains(&version) => {
-                Ok(RouteKind::Grpc)
-            }
-            ("GRPCRoute", _) => Err("gateway.networking.k8s.io/v1 (or v1alpha2)"),
-            ("TLSRoute", GATEWAY_GROUP) if ["v1alpha3", "v1alpha2"].contains(&version) => {
-                Ok(RouteKind::Tls)
-            }
-            ("TLSRoute", _) => Err("gateway.networking.k8s.io/v1alpha3 (or v1alpha2)"),
-            ("TCPRoute", GATEWAY_GROUP) if version == "v1alpha2" => Ok(RouteKind::Tcp),
-            ("TCPRoute", _) => Err("gateway.networking.k8s.io/v1alpha2"),
-            _ => return None,
-        })
+        let rows: Vec<(RouteKind, &super::kinds::Kind)> = RouteKind::ALL
+            .into_iter()
+            .filter(|r| r.kind() == kind)
+            .filter_map(|r| Some((r, super::kinds::by_key(r.qualified())?)))
+            .collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let found = rows
+            .iter()
+            .find(|(_, row)| row.group == group && row.versions.contains(&version));
+        if let Some((r, _)) = found {
+            return Some(Ok(*r));
+        }
+        let expected: Vec<String> = rows
+            .iter()
+            .filter_map(|(_, row)| {
+                let (first, rest) = row.versions.split_first()?;
+                Some(match rest {
+                    [] => format!("{}/{first}", row.group),
+                    rest => format!("{}/{first} (or {})", row.group, rest.join(", ")),
+                })
+            })
+            .collect();
+        Some(Err(expected.join(", or ")))
     }
 }
 

@@ -78,11 +78,12 @@ pub struct StoreStatus {
     /// The status of every route in force: per parentRef, `Accepted` and `ResolvedRefs`
     /// conditions as in Gateway API `status.parents` (see `docs/traffic.md`).
     pub routes: Vec<RouteStatus>,
-    /// The status of every `Server`, `AuthorizationPolicy` and `HTTPLocalRateLimitPolicy` in
-    /// force: one `Accepted` condition each (a Server loses to an older one on a shared port,
-    /// a rate-limit policy to an older one of its Server: `Conflicted`; a policy whose target
-    /// or authentication is missing applies nothing: `TargetNotFound`,
-    /// `AuthenticationNotFound`).
+    /// The status of every `Server`, `AuthorizationPolicy`, `HTTPLocalRateLimitPolicy` and
+    /// `EgressNetwork` in force: one `Accepted` condition each (a Server loses to an older one
+    /// on a shared port: `Conflicted`; an AuthorizationPolicy whose target or authentication is
+    /// missing applies nothing: `TargetNotFound`, `AuthenticationNotFound`; a rate-limit
+    /// policy, with its `targetRef`, in Linkerd's words: `NoMatchingTarget`,
+    /// `RateLimitReasonAlreadyExists`).
     pub policies: Vec<PolicyStatus>,
     /// Errors of the documents in the store now (each such document keeps its last good
     /// version in force); empty when every document is valid.

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod ca;
+pub mod process;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -144,11 +144,12 @@ fn namespace() -> Value {
 }
 
 /// Read access to what the store watches, TokenReviews for proxy identity, Leases for what one
-/// replica does, and status updates of the route and policy kinds.
+/// replica does, and status updates of the kinds whose status the leader writes. No
+/// ServiceAccounts: a pod's identity is its `spec.serviceAccountName` (`docs/kubernetes.md`).
 fn cluster_role() -> Value {
     let read = ["get", "list", "watch"];
     let mut rules = vec![
-        json!({"apiGroups": [""], "resources": ["services", "pods", "namespaces", "serviceaccounts"], "verbs": read}),
+        json!({"apiGroups": [""], "resources": ["services", "pods", "namespaces"], "verbs": read}),
         json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read}),
         json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}),
         json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "create", "update", "patch"]}),
@@ -160,7 +161,7 @@ fn cluster_role() -> Value {
         let resources: Vec<&str> = of_group().map(|c| c.plural).collect();
         rules.push(json!({"apiGroups": [group], "resources": resources, "verbs": read}));
         let status: Vec<String> = of_group()
-            .filter(|c| c.has_status())
+            .filter(|c| c.writes_status())
             .map(|c| format!("{}/status", c.plural))
             .collect();
         if !status.is_empty() {

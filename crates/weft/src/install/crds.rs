@@ -1,10 +1,16 @@
-//! The CustomResourceDefinitions of every kind the control plane reads
-//! (`weft_control::documents`): the Gateway API routes, Linkerd's `policy.linkerd.io` and
+//! The CustomResourceDefinitions of every custom kind of the table of kinds
+//! (`weft_control::resource::kinds`): the Gateway API routes, Linkerd's `policy.linkerd.io` and
 //! `workload.linkerd.io` kinds, and Weft's own `FaultInjection`, each served at exactly the
-//! API versions the control plane accepts, with the upstream fields.
+//! API versions the control plane accepts, with the upstream fields. Names, versions and scope
+//! come from the table; the schemas are here, keyed by kind ([`SCHEMAS`]).
+
+use std::sync::LazyLock;
 
 use serde_json::{json, Value};
-use weft_control::resource::route::{FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_GROUP};
+use weft_control::resource::kinds::{self, Origin};
+use weft_control::resource::route::{
+    FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_GROUP, WEFT_EXTENSIONS_GROUP,
+};
 
 use super::gateway;
 use super::schema::{
@@ -13,9 +19,6 @@ use super::schema::{
     LABEL_PATTERN,
 };
 
-pub const WORKLOAD_GROUP: &str = "workload.linkerd.io";
-pub const EXTENSIONS_GROUP: &str = "extensions.weft.dev";
-
 /// Annotation the API server requires on a CRD of a `*.k8s.io` group (KEP-1111); the Gateway
 /// API's own CRDs carry this value.
 const API_APPROVED: (&str, &str) = (
@@ -23,16 +26,24 @@ const API_APPROVED: (&str, &str) = (
     "https://github.com/kubernetes-sigs/gateway-api/pull/2997",
 );
 
-/// One custom resource kind: its names, the versions served (the first is stored; all share
-/// one schema apart from fields a version added), its `spec` and `status` schemas.
+/// A custom kind's schemas: its `spec` (per version: the versions share one schema apart from
+/// fields a version added) and its `status`, when the CRD has a status subresource.
+pub struct Schema {
+    pub group: &'static str,
+    pub kind: &'static str,
+    spec: fn(&str) -> Value,
+    status: Option<fn() -> Value>,
+}
+
+/// One custom resource kind: its row of the table and its schemas.
 pub struct Crd {
     pub group: &'static str,
     pub kind: &'static str,
     pub plural: &'static str,
-    pub versions: &'static [&'static str],
-    short_names: &'static [&'static str],
-    spec: fn(&str) -> Value,
-    status: Option<fn() -> Value>,
+    /// Served, the stored one first.
+    pub versions: Vec<&'static str>,
+    row: &'static kinds::Kind,
+    schema: &'static Schema,
 }
 
 impl Crd {
@@ -41,8 +52,8 @@ impl Crd {
     }
 
     /// Whether the control plane writes this kind's `status` (and so needs RBAC for it).
-    pub fn has_status(&self) -> bool {
-        self.status.is_some()
+    pub fn writes_status(&self) -> bool {
+        self.row.writes_status
     }
 
     /// The CustomResourceDefinition document.
@@ -56,10 +67,10 @@ impl Crd {
                     "apiVersion": {"type": "string"},
                     "kind": {"type": "string"},
                     "metadata": {"type": "object"},
-                    "spec": (self.spec)(version),
+                    "spec": (self.schema.spec)(version),
                 });
                 let mut v = json!({"name": version, "served": true, "storage": i == 0});
-                if let Some(status) = self.status {
+                if let Some(status) = self.schema.status {
                     props["status"] = status();
                     v["subresources"] = json!({"status": {}});
                 }
@@ -84,12 +95,17 @@ impl Crd {
             "kind": self.kind,
             "listKind": format!("{}List", self.kind),
             "plural": self.plural,
-            "singular": self.kind.to_ascii_lowercase(),
+            "singular": self.row.singular(),
             "categories": [category],
         });
-        if !self.short_names.is_empty() {
-            names["shortNames"] = json!(self.short_names);
+        if !self.row.short_names.is_empty() {
+            names["shortNames"] = json!(self.row.short_names);
         }
+        let scope = if self.row.namespaced {
+            "Namespaced"
+        } else {
+            "Cluster"
+        };
         json!({
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
@@ -97,111 +113,97 @@ impl Crd {
             "spec": {
                 "group": self.group,
                 "names": names,
-                "scope": "Namespaced",
+                "scope": scope,
                 "versions": versions,
             },
         })
     }
 }
 
-/// Every kind, in the order `weft install --crds` prints them.
-pub const CRDS: &[Crd] = &[
-    Crd {
+/// Every custom kind of the table, in its order (the order `weft install --crds` prints them).
+pub static CRDS: LazyLock<Vec<Crd>> = LazyLock::new(|| {
+    kinds::KINDS
+        .iter()
+        .filter(|row| row.origin == Origin::Custom)
+        .map(|row| Crd {
+            group: row.group,
+            kind: row.kind,
+            plural: row.plural,
+            versions: row.crd_versions(),
+            row,
+            schema: SCHEMAS
+                .iter()
+                .find(|s| s.group == row.group && s.kind == row.kind)
+                .unwrap_or_else(|| panic!("no CRD schema for {}.{}", row.kind, row.group)),
+        })
+        .collect()
+});
+
+/// The schemas of every custom kind.
+pub const SCHEMAS: &[Schema] = &[
+    Schema {
         group: GATEWAY_GROUP,
         kind: "HTTPRoute",
-        plural: "httproutes",
-        versions: &["v1", "v1beta1"],
-        short_names: &[],
         spec: |_| gateway::http_route_spec(),
         status: Some(gateway::route_status),
     },
-    Crd {
+    Schema {
         group: GATEWAY_GROUP,
         kind: "GRPCRoute",
-        plural: "grpcroutes",
-        versions: &["v1", "v1alpha2"],
-        short_names: &[],
         spec: |_| gateway::grpc_route_spec(),
         status: Some(gateway::route_status),
     },
-    Crd {
+    Schema {
         group: GATEWAY_GROUP,
         kind: "TLSRoute",
-        plural: "tlsroutes",
-        versions: &["v1alpha2", "v1alpha3"],
-        short_names: &[],
         spec: tls_route_spec,
         status: Some(gateway::route_status),
     },
-    Crd {
+    Schema {
         group: GATEWAY_GROUP,
         kind: "TCPRoute",
-        plural: "tcproutes",
-        versions: &["v1alpha2"],
-        short_names: &[],
         spec: |_| gateway::tcp_route_spec(),
         status: Some(gateway::route_status),
     },
-    Crd {
+    Schema {
         group: POLICY_GROUP,
         kind: "Server",
-        plural: "servers",
-        versions: &["v1beta3", "v1beta2", "v1beta1"],
-        short_names: &["srv"],
         spec: server_spec,
         status: None,
     },
-    Crd {
+    Schema {
         group: POLICY_GROUP,
         kind: "AuthorizationPolicy",
-        plural: "authorizationpolicies",
-        versions: &["v1alpha1"],
-        short_names: &["authzpolicy"],
         spec: |_| authorization_policy_spec(),
         status: None,
     },
-    Crd {
+    Schema {
         group: POLICY_GROUP,
         kind: "MeshTLSAuthentication",
-        plural: "meshtlsauthentications",
-        versions: &["v1alpha1"],
-        short_names: &["meshtlsauthn"],
         spec: |_| mesh_tls_spec(),
         status: None,
     },
-    Crd {
+    Schema {
         group: POLICY_GROUP,
         kind: "NetworkAuthentication",
-        plural: "networkauthentications",
-        versions: &["v1alpha1"],
-        short_names: &["netauthn", "networkauthn"],
         spec: |_| obj_req(&[("networks", array(network()))], &["networks"]),
         status: None,
     },
-    Crd {
+    Schema {
         group: POLICY_GROUP,
         kind: "HTTPRoute",
-        plural: "httproutes",
-        versions: &["v1beta3", "v1beta2", "v1beta1"],
-        short_names: &[],
         spec: |_| gateway::http_route_spec(),
         status: Some(gateway::route_status),
     },
-    Crd {
+    Schema {
         group: POLICY_GROUP,
         kind: "HTTPLocalRateLimitPolicy",
-        plural: "httplocalratelimitpolicies",
-        versions: &["v1alpha1"],
-        short_names: &[],
         spec: |_| rate_limit_spec(),
         status: Some(rate_limit_status),
     },
-    Crd {
+    Schema {
         group: POLICY_GROUP,
         kind: "EgressNetwork",
-        plural: "egressnetworks",
-        versions: &["v1alpha1"],
-        short_names: &[],
         spec: |_| {
             obj_req(
                 &[
@@ -213,21 +215,15 @@ pub const CRDS: &[Crd] = &[
         },
         status: Some(conditions_status),
     },
-    Crd {
-        group: WORKLOAD_GROUP,
+    Schema {
+        group: kinds::WORKLOAD_GROUP,
         kind: "ExternalWorkload",
-        plural: "externalworkloads",
-        versions: &["v1beta1"],
-        short_names: &[],
         spec: |_| external_workload_spec(),
         status: Some(conditions_status),
     },
-    Crd {
-        group: EXTENSIONS_GROUP,
+    Schema {
+        group: WEFT_EXTENSIONS_GROUP,
         kind: FAULT_INJECTION_KIND,
-        plural: "faultinjections",
-        versions: &["v1alpha1"],
-        short_names: &[],
         spec: |_| fault_injection_spec(),
         status: None,
     },
@@ -408,4 +404,24 @@ fn fault_injection_spec() -> Value {
             ),
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_custom_kind_has_one_schema_and_every_schema_a_kind() {
+        assert_eq!(CRDS.len(), SCHEMAS.len());
+        for schema in SCHEMAS {
+            let row = kinds::find(schema.group, schema.kind);
+            assert_eq!(
+                row.map(|r| r.origin),
+                Some(Origin::Custom),
+                "{}.{}",
+                schema.kind,
+                schema.group
+            );
+        }
+    }
 }

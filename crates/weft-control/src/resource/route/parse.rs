@@ -15,11 +15,9 @@ pub(in crate::resource) fn validate(
     ctx: &mut Ctx,
 ) -> Option<crate::resource::Resource> {
     if kind == FAULT_INJECTION_KIND {
-        if let Some(av) = api_version.filter(|av| *av != FAULT_INJECTION_API_VERSION) {
-            ctx.err(
-                "apiVersion",
-                format!("must be {FAULT_INJECTION_API_VERSION:?} for kind {kind}, got {av:?}"),
-            );
+        let row = crate::resource::kinds::find(super::WEFT_EXTENSIONS_GROUP, kind)?;
+        if let Some(Err(e)) = api_version.map(|av| row.check_api_version(av)) {
+            ctx.err("apiVersion", e);
         }
         let meta = Meta::parse(obj, ctx);
         let spec = crate::resource::spec_of(obj, ctx);
