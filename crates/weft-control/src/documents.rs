@@ -12,6 +12,7 @@
 
 use crate::resource::authz;
 use crate::resource::egress::EGRESS_NETWORK_KIND;
+use crate::resource::multicluster::{LINK_KIND, SECRET_KIND};
 use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::{RouteKind, FAULT_INJECTION_KIND};
 use crate::resource::{validate_document, Ctx, Defaults, Resource, State};
@@ -77,6 +78,8 @@ impl Resource {
             Resource::Namespace(x) => (authz::NAMESPACE_KIND, &String::new(), &x.name),
             Resource::RateLimit(x) => (RATE_LIMIT_KIND, &x.namespace, &x.name),
             Resource::EgressNetwork(x) => (EGRESS_NETWORK_KIND, &x.namespace, &x.name),
+            Resource::Link(x) => (LINK_KIND, &x.namespace, &x.name),
+            Resource::Secret(x) => (SECRET_KIND, &x.namespace, &x.name),
         };
         DocKey {
             kind,
@@ -166,6 +169,8 @@ fn identity(v: &Value) -> Option<DocKey> {
         FAULT_INJECTION_KIND => FAULT_INJECTION_KIND,
         RATE_LIMIT_KIND => RATE_LIMIT_KIND,
         EGRESS_NETWORK_KIND => EGRESS_NETWORK_KIND,
+        LINK_KIND => LINK_KIND,
+        SECRET_KIND => SECRET_KIND,
         k if RouteKind::is_route_kind(k) => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?
             .ok()?
             .qualified(),
@@ -373,6 +378,12 @@ pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> Stat
                 let mut x = x.clone();
                 x.created = x.created.or_else(|| first_seen.get(key).copied());
                 state.egress_networks.insert(id, x);
+            }
+            Resource::Link(x) => {
+                state.links.insert(id, x.clone());
+            }
+            Resource::Secret(x) => {
+                state.secrets.insert(id, x.clone());
             }
         }
     }

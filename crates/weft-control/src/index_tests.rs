@@ -14,6 +14,7 @@ fn svc(name: &str, app: &str, ip: Option<&str>, ports: Vec<ServicePort>) -> Serv
     Service {
         name: name.into(),
         namespace: "default".into(),
+        labels: Default::default(),
         annotations: BTreeMap::new(),
         selector: BTreeMap::from([("app".to_string(), app.to_string())]),
         cluster_ip: ip.map(|s| s.parse().unwrap()),

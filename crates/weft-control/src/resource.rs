@@ -6,10 +6,12 @@
 //! All errors of a document set are collected, not only the first. Routes and the Weft
 //! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`]; the
 //! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`]; the
-//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`].
+//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`]; the
+//! multicluster `Link` and its credentials `Secret` in [`multicluster`].
 
 pub mod authz;
 pub mod egress;
+pub mod multicluster;
 pub mod policy;
 pub mod ratelimit;
 pub mod route;
@@ -79,6 +81,8 @@ impl Default for Defaults {
 pub struct Service {
     pub name: String,
     pub namespace: String,
+    /// `metadata.labels` (what the multicluster export reads).
+    pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub selector: BTreeMap<String, String>,
     pub cluster_ip: Option<IpAddr>,
@@ -123,6 +127,9 @@ impl Service {
             })
             .collect();
         let mut metadata = json!({"name": self.name, "namespace": self.namespace});
+        if !self.labels.is_empty() {
+            metadata["labels"] = json!(self.labels);
+        }
         if !self.annotations.is_empty() {
             metadata["annotations"] = json!(self.annotations);
         }
@@ -177,6 +184,8 @@ pub enum Resource {
     Namespace(authz::Namespace),
     RateLimit(ratelimit::RateLimitPolicy),
     EgressNetwork(egress::EgressNetwork),
+    Link(multicluster::Link),
+    Secret(multicluster::CredentialsSecret),
 }
 
 /// The whole validated configuration: what the index serves.
@@ -201,6 +210,10 @@ pub struct State {
     pub rate_limit_policies: BTreeMap<(String, String), ratelimit::RateLimitPolicy>,
     /// `EgressNetwork`s, keyed by (namespace, name); each has `created` set, as Servers do.
     pub egress_networks: BTreeMap<(String, String), egress::EgressNetwork>,
+    /// Multicluster `Link`s, keyed by (namespace, name).
+    pub links: BTreeMap<(String, String), multicluster::Link>,
+    /// Links' credentials `Secret`s, keyed by (namespace, name).
+    pub secrets: BTreeMap<(String, String), multicluster::CredentialsSecret>,
 }
 
 impl Service {
@@ -359,10 +372,16 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
         egress::EGRESS_NETWORK_KIND => {
             return egress::validate(api_version.as_deref(), obj, ctx);
         }
+        multicluster::LINK_KIND => {
+            return multicluster::validate_link(api_version.as_deref(), obj, ctx);
+        }
+        multicluster::SECRET_KIND => {
+            return multicluster::validate_secret(api_version.as_deref(), obj, ctx);
+        }
         other => {
             ctx.err(
                 "kind",
-                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace, HTTPLocalRateLimitPolicy or EgressNetwork)"),
+                format!("unknown kind {other:?} (expected Service, ExternalWorkload, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, FaultInjection, Server, AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication, Namespace, HTTPLocalRateLimitPolicy, EgressNetwork, Link or Secret)"),
             );
             return None;
         }
@@ -552,6 +571,7 @@ fn service(meta: Meta, spec: &Map<String, Value>, ctx: &mut Ctx) -> Option<Servi
     Some(Service {
         name: meta.name,
         namespace: meta.namespace,
+        labels: meta.labels,
         annotations: meta.annotations,
         selector,
         cluster_ip,

@@ -13,6 +13,7 @@ use super::{error, in_index, reply, Ctx, MAX_BODY};
 use crate::documents::{self, DocKey};
 use crate::resource::authz;
 use crate::resource::egress::EGRESS_NETWORK_KIND;
+use crate::resource::multicluster::{LINK_KIND, SECRET_KIND};
 use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::FAULT_INJECTION_KIND;
 use crate::resource::State;
@@ -247,6 +248,8 @@ fn same(key: &DocKey, store: &State, index: &State) -> bool {
         authz::NAMESPACE_KIND => store.namespaces.get(&key.name) == index.namespaces.get(&key.name),
         RATE_LIMIT_KIND => store.rate_limit_policies.get(&id) == index.rate_limit_policies.get(&id),
         EGRESS_NETWORK_KIND => store.egress_networks.get(&id) == index.egress_networks.get(&id),
+        LINK_KIND => store.links.get(&id) == index.links.get(&id),
+        SECRET_KIND => store.secrets.get(&id) == index.secrets.get(&id),
         _route => {
             fn find<'s>(s: &'s State, key: &DocKey) -> Option<&'s crate::resource::route::Route> {
                 s.routes.values().find(|r| {
