@@ -16,6 +16,9 @@ mod lookup;
 pub mod routes;
 
 use crate::resource::egress::DEFAULT_EGRESS_NAMESPACE;
+use crate::resource::multicluster::{
+    LOCAL_DISCOVERY_ANNOTATION, REMOTE_GATEWAY_IDENTITY_ANNOTATION, REMOTE_SVC_FQ_NAME_ANNOTATION,
+};
 use crate::resource::{ExternalWorkload, Service, State, TargetPort};
 pub use egress::Egress;
 pub use inbound::{Inbound, InboundDefaults, InboundKey, PolicyStatus};
@@ -59,8 +62,12 @@ pub struct Endpoint {
     pub server_name: String,
     pub opaque: bool,
     /// For an opaque endpoint of a workload whose document names its sidecar's inbound port:
-    /// that port (`opaque_transport.inbound_port`).
+    /// that port (`opaque_transport.inbound_port`). For a multicluster gateway: the
+    /// gateway's port, whatever the protocol.
     pub opaque_transport: Option<u16>,
+    /// For a multicluster gateway endpoint of a mirror Service: the remote Service's
+    /// `NAME.NS.svc.DOMAIN:PORT`, which the gateway forwards to (`authority_override`).
+    pub authority_override: Option<String>,
 }
 
 /// Snapshot for Destination.Get.
@@ -480,7 +487,8 @@ impl View<'_> {
             .map(|p| p.target_port.clone())
             .unwrap_or(TargetPort::Number(port));
         let svc_opaque = svc.is_opaque(port);
-        self.lookup
+        let mut endpoints: BTreeMap<SocketAddr, Endpoint> = self
+            .lookup
             .selected(self.state, svc)
             .filter(|w| w.ready())
             .filter_map(|w| {
@@ -488,7 +496,32 @@ impl View<'_> {
                 let ep = endpoint(w, p, svc_opaque || w.opaque_ports.contains(&p));
                 Some((ep.addr, ep))
             })
-            .collect()
+            .collect();
+        // A gateway-mode mirror: its endpoints are the remote gateway, which forwards to the
+        // remote Service named here, over opaque transport on the gateway's port.
+        if svc
+            .annotations
+            .contains_key(REMOTE_GATEWAY_IDENTITY_ANNOTATION)
+        {
+            let remote = svc.annotations.get(REMOTE_SVC_FQ_NAME_ANNOTATION);
+            for ep in endpoints.values_mut() {
+                ep.opaque_transport = Some(ep.addr.port());
+                ep.authority_override = remote.map(|fq| format!("{fq}:{port}"));
+            }
+        }
+        // A `<name>-federated` Service: the local member's endpoints too.
+        let local = svc
+            .annotations
+            .get(LOCAL_DISCOVERY_ANNOTATION)
+            .and_then(|name| self.find_service(name, &svc.namespace))
+            // One level only: a member is never itself federated (no loops).
+            .filter(|local| !local.annotations.contains_key(LOCAL_DISCOVERY_ANNOTATION));
+        if let Some(local) = local {
+            for (addr, ep) in self.service_endpoints(local, port) {
+                endpoints.entry(addr).or_insert(ep);
+            }
+        }
+        endpoints
     }
 
     fn destination(&self, target: &Target) -> Destination {
@@ -644,6 +677,7 @@ fn endpoint(w: &ExternalWorkload, port: u16, opaque: bool) -> Endpoint {
         server_name: w.server_name.clone(),
         opaque,
         opaque_transport: w.inbound_port.filter(|_| opaque),
+        authority_override: None,
     }
 }
 
@@ -754,3 +788,7 @@ pub fn inbound(state: &State, defaults: &InboundDefaults, key: &InboundKey) -> I
 #[cfg(test)]
 #[path = "index_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "index/multicluster_tests.rs"]
+mod multicluster_tests;
