@@ -126,6 +126,16 @@ pub const KINDS: &[Kind] = &[
         group: POLICY,
         names: &["egressnetwork", "egressnetworks"],
     },
+    Kind {
+        kind: LINK_KIND,
+        group: "multicluster.linkerd.io",
+        names: &["link", "links"],
+    },
+    Kind {
+        kind: SECRET_KIND,
+        group: "",
+        names: &["secret", "secrets"],
+    },
 ];
 
 /// The kinds a user's name means: `httproute`, `HTTPRoutes`, `svc`, `server.policy.linkerd.io`.
@@ -550,5 +560,10 @@ mod tests {
         );
         assert_eq!(reference(&key("Service")), "service/web");
         assert_eq!(reference(&key("Server")), "server.policy.linkerd.io/web");
+        for kind in [LINK_KIND, SECRET_KIND] {
+            assert!(KINDS.iter().any(|k| k.kind == kind), "{kind}");
+        }
+        assert_eq!(reference(&key("Link")), "link.multicluster.linkerd.io/web");
+        assert_eq!(reference(&key("Secret")), "secret/web");
     }
 }
