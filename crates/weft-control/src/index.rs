@@ -692,15 +692,35 @@ pub fn service_endpoints(
     svc: &Service,
     port: u16,
 ) -> BTreeMap<SocketAddr, Endpoint> {
-    let lookup = Lookup::new(state);
-    View {
-        state,
-        lookup: &lookup,
-        domain: "",
-        inbound: &InboundDefaults::default(),
-        egress_namespace: DEFAULT_EGRESS_NAMESPACE,
+    Endpoints::new(state).of(svc, port)
+}
+
+/// The endpoints of many service ports of one state, sharing one set of lookups (what
+/// [`service_endpoints`] builds for each call).
+pub struct Endpoints<'a> {
+    state: &'a State,
+    lookup: Lookup,
+}
+
+impl<'a> Endpoints<'a> {
+    pub fn new(state: &'a State) -> Self {
+        Endpoints {
+            state,
+            lookup: Lookup::new(state),
+        }
     }
-    .service_endpoints(svc, port)
+
+    /// Every endpoint of `svc`'s `port`.
+    pub fn of(&self, svc: &Service, port: u16) -> BTreeMap<SocketAddr, Endpoint> {
+        View {
+            state: self.state,
+            lookup: &self.lookup,
+            domain: "",
+            inbound: &InboundDefaults::default(),
+            egress_namespace: DEFAULT_EGRESS_NAMESPACE,
+        }
+        .service_endpoints(svc, port)
+    }
 }
 
 /// The Destination snapshot of `target` in `state`, computed from scratch.

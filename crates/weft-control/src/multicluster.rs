@@ -168,11 +168,15 @@ fn reconcile(
             .secrets
             .get(&(link.namespace.clone(), link.credentials_secret.clone()))
             .cloned();
-        if let Some(r) = runtimes.get(key) {
-            if r.link == *link && r.secret == secret {
-                continue;
-            }
+        let previous = runtimes.get(key);
+        if previous.is_some_and(|r| r.link == *link && r.secret == secret) {
+            continue;
         }
+        // A changed Link or Secret (a new token) reconnects, keeping the last exports meanwhile.
+        let (exports, last_sync) = previous
+            .filter(|r| r.link.target_cluster_name == link.target_cluster_name)
+            .map(|r| (r.exports.clone(), r.last_sync))
+            .unwrap_or_default();
         tasks.remove(key);
         let mut status = LinkStatus {
             namespace: key.0.clone(),
@@ -213,8 +217,8 @@ fn reconcile(
             Runtime {
                 link: link.clone(),
                 secret,
-                exports: None,
-                last_sync: None,
+                exports,
+                last_sync,
                 // Not connected yet: the expiry counts from now.
                 lost_since: Some(Instant::now()),
                 gateway_alive: true,

@@ -2,7 +2,7 @@
 //! state ([`exports`]), and the gateways a link reaches it through ([`gateways`]); the API
 //! streams the first as NDJSON (`GET /v1/multicluster/exports`).
 
-use crate::index::service_endpoints;
+use crate::index::Endpoints;
 use crate::resource::multicluster::{
     export_mode, is_federated, ExportMode, DEFAULT_GATEWAY_PORT, DEFAULT_PROBE_PATH,
     DEFAULT_PROBE_PORT, GATEWAY_COMPONENT_LABEL, GATEWAY_EXTENSION_LABEL, GATEWAY_PORT_NAME,
@@ -75,6 +75,7 @@ pub struct GatewayInfo {
 /// order. Mirrors this cluster made of others' services are never exported again.
 pub fn exports(state: &State) -> Vec<ExportedService> {
     use crate::resource::multicluster::MIRRORED_SERVICE_LABEL;
+    let lookup = Endpoints::new(state);
     state
         .services
         .values()
@@ -86,7 +87,7 @@ pub fn exports(state: &State) -> Vec<ExportedService> {
                 return None;
             }
             let endpoints = if federated || mode == Some(ExportMode::RemoteDiscovery) {
-                endpoints(state, s)
+                endpoints(state, &lookup, s)
             } else {
                 Vec::new()
             };
@@ -114,10 +115,10 @@ pub fn exports(state: &State) -> Vec<ExportedService> {
 }
 
 /// The ready endpoints of `svc`, one per workload, with the port it serves each service port on.
-fn endpoints(state: &State, svc: &Service) -> Vec<ExportedEndpoint> {
+fn endpoints(state: &State, lookup: &Endpoints, svc: &Service) -> Vec<ExportedEndpoint> {
     let mut by_workload: BTreeMap<String, ExportedEndpoint> = BTreeMap::new();
     for p in &svc.ports {
-        for ep in service_endpoints(state, svc, p.port).into_values() {
+        for ep in lookup.of(svc, p.port).into_values() {
             let w = state
                 .workloads
                 .get(&(ep.namespace.clone(), ep.workload.clone()));

@@ -326,3 +326,7 @@ fn generated_name(parts: &[&str]) -> String {
     let head = full[..50].trim_end_matches('-');
     format!("{head}-{:08x}", hash as u32)
 }
+
+#[cfg(test)]
+#[path = "mirror_tests.rs"]
+mod tests;
