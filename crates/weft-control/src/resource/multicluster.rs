@@ -507,6 +507,54 @@ pub fn credentials_secret_document(name: &str, namespace: &str, kubeconfig: &str
     })
 }
 
+/// The `Link` and credentials `Secret` documents for linking to a cluster whose API at
+/// `server` (`http://HOST:PORT`) answered `credentials` (`POST /v1/multicluster/credentials`):
+/// what `weft multicluster link --name NAME` writes. The Link's gateway is the first one listed
+/// (none: a link for remote discovery only); its Secret is `cluster-credentials-NAME`.
+pub fn link_documents(
+    name: &str,
+    namespace: &str,
+    server: &str,
+    credentials: &Value,
+) -> Result<[Value; 2], String> {
+    let token = credentials["token"]
+        .as_str()
+        .ok_or("the credentials have no token")?;
+    let cluster = &credentials["cluster"];
+    let secret_name = format!("cluster-credentials-{name}");
+    let mut spec = serde_json::json!({
+        "targetClusterName": name,
+        "targetClusterDomain": cluster["domain"].as_str().unwrap_or("cluster.local"),
+        "targetClusterLinkerdNamespace": cluster["controlNamespace"].as_str().unwrap_or("weft"),
+        "clusterCredentialsSecret": secret_name,
+    });
+    if let Some(g) = credentials["gateways"].as_array().and_then(|g| g.first()) {
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        spec["gatewayAddress"] = Value::String(text(&g["address"]));
+        spec["gatewayPort"] = Value::String(text(&g["port"]));
+        spec["gatewayIdentity"] = g["identity"].clone();
+        spec["probeSpec"] = serde_json::json!({
+            "path": g["probePath"].as_str().unwrap_or(DEFAULT_PROBE_PATH),
+            "port": text(&g["probePort"]),
+            "period": "3s",
+            "failureThreshold": "3",
+            "timeout": "30s",
+        });
+    }
+    let link = serde_json::json!({
+        "apiVersion": LINK_API_VERSIONS[1],
+        "kind": LINK_KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    let secret =
+        credentials_secret_document(&secret_name, namespace, &kubeconfig(name, server, token));
+    Ok([link, secret])
+}
+
 /// Which export mode a Service's labels ask for, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -206,3 +206,42 @@ fn links_secrets_and_service_labels_are_in_the_state() {
     assert_eq!(export_mode(&web.labels), Some(ExportMode::RemoteDiscovery));
     assert!(!is_federated(&web.labels));
 }
+
+#[test]
+fn link_documents_from_credentials_are_valid_and_read_back() {
+    let creds = serde_json::json!({
+        "token": "weft-link", "cluster": {"name": "west", "domain": "west.local", "controlNamespace": "weft"},
+        "gateways": [{"address": "10.1.0.1", "port": 4143, "identity": "gw.west", "probePort": 4191, "probePath": "/ready"}],
+        "trustAnchorsPem": "",
+    });
+    let [link, secret] = link_documents(
+        "west",
+        DEFAULT_LINK_NAMESPACE,
+        "http://10.1.0.2:8085",
+        &creds,
+    )
+    .unwrap();
+    let d = Default::default();
+    let Resource::Link(l) = crate::resource::validate_one(&link, "link", &d).unwrap() else {
+        panic!()
+    };
+    assert_eq!(l.target_cluster_domain, "west.local");
+    assert_eq!(l.credentials_secret, "cluster-credentials-west");
+    assert_eq!(l.gateway.unwrap().identity, "gw.west");
+    assert_eq!(l.probe, ProbeSpec::default());
+    let Resource::Secret(s) = crate::resource::validate_one(&secret, "secret", &d).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (s.server.as_str(), s.token.as_str()),
+        ("http://10.1.0.2:8085", "weft-link")
+    );
+    // Without a gateway: a link for remote discovery only.
+    let bare = serde_json::json!({"token": "t", "cluster": {}, "gateways": []});
+    let [link, _] = link_documents("west", "x", "http://h:1", &bare).unwrap();
+    let Resource::Link(l) = crate::resource::validate_one(&link, "link", &d).unwrap() else {
+        panic!()
+    };
+    assert_eq!(l.gateway, None);
+    assert!(link_documents("west", "x", "http://h:1", &serde_json::json!({})).is_err());
+}
