@@ -498,6 +498,30 @@ async fn east_mirrors_west_and_follows_it() {
         mirror["metadata"]["annotations"]["mirror.linkerd.io/remote-svc-fq-name"],
         "web.default.svc.cluster.local"
     );
+    // ... and by `weft get` (the documents in force), though never written into the store.
+    let (status, doc) = http_json(
+        east_api,
+        "GET",
+        "/v1/resources/service/default/web-west",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(
+        doc["metadata"]["labels"]["mirror.linkerd.io/cluster-name"],
+        "west"
+    );
+    let written = std::fs::read_dir(&easts[0].1)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        written,
+        ["east.yaml"],
+        "the mirror writes nothing into the store"
+    );
     let status = link_status(east_api, |l| l["probeLatencyMs"].is_number()).await;
     assert_eq!(status["name"], "west");
     assert_eq!(status["targetCluster"], "west");
@@ -533,7 +557,11 @@ async fn east_mirrors_west_and_follows_it() {
     )
     .await
     .unwrap();
-    first_add(&mut api_expire).await;
+    // Both endpoints there first (that control plane may still be taking the scale-up).
+    let mut seen = BTreeSet::new();
+    while seen.len() < 2 {
+        seen.extend(added(&U::Add(first_add(&mut api_expire).await)));
+    }
     west.shutdown().await.unwrap();
     link_status(east_api, |l| {
         l["connected"] == false && l["lastError"].is_string()
