@@ -8,17 +8,16 @@
 //! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping). Which routes
 //! apply to a service port, resolved, is [`routes`]; the inbound policy of a workload port
 //! (Servers, authorizations, inbound routes, rate limits) is [`inbound`]; the egress policy of
-//! an address outside the mesh (EgressNetworks) is [`egress`].
+//! an address outside the mesh (EgressNetworks) is [`egress`]; what multicluster mirrors change in
+//! a Service's endpoints is `multicluster`.
 
 pub mod egress;
 pub mod inbound;
 mod lookup;
+mod multicluster;
 pub mod routes;
 
 use crate::resource::egress::DEFAULT_EGRESS_NAMESPACE;
-use crate::resource::multicluster::{
-    LOCAL_DISCOVERY_ANNOTATION, REMOTE_GATEWAY_IDENTITY_ANNOTATION, REMOTE_SVC_FQ_NAME_ANNOTATION,
-};
 use crate::resource::{ExternalWorkload, Service, State, TargetPort};
 pub use egress::Egress;
 pub use inbound::{Inbound, InboundDefaults, InboundKey, PolicyStatus};
@@ -497,26 +496,8 @@ impl View<'_> {
                 Some((ep.addr, ep))
             })
             .collect();
-        // A gateway-mode mirror: its endpoints are the remote gateway, which forwards to the
-        // remote Service named here, over opaque transport on the gateway's port.
-        if svc
-            .annotations
-            .contains_key(REMOTE_GATEWAY_IDENTITY_ANNOTATION)
-        {
-            let remote = svc.annotations.get(REMOTE_SVC_FQ_NAME_ANNOTATION);
-            for ep in endpoints.values_mut() {
-                ep.opaque_transport = Some(ep.addr.port());
-                ep.authority_override = remote.map(|fq| format!("{fq}:{port}"));
-            }
-        }
-        // A `<name>-federated` Service: the local member's endpoints too.
-        let local = svc
-            .annotations
-            .get(LOCAL_DISCOVERY_ANNOTATION)
-            .and_then(|name| self.find_service(name, &svc.namespace))
-            // One level only: a member is never itself federated (no loops).
-            .filter(|local| !local.annotations.contains_key(LOCAL_DISCOVERY_ANNOTATION));
-        if let Some(local) = local {
+        multicluster::gateway_mirror(svc, port, &mut endpoints);
+        if let Some(local) = multicluster::local_member(self.state, svc) {
             for (addr, ep) in self.service_endpoints(local, port) {
                 endpoints.entry(addr).or_insert(ep);
             }
