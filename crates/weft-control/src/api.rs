@@ -4,7 +4,8 @@
 //! (`api/edges.rs`), per-route metrics (`api/routes.rs`), `weft apply`/`delete`/`get` of any
 //! resource (`api/resources.rs`), the control plane's half of `weft check`
 //! (`api/check.rs`), taps streamed from a workload's proxy (`api/tap.rs`), health, and the web
-//! dashboard's embedded files under `/dashboard/` (`api/dashboard.rs`).
+//! dashboard's embedded files under `/dashboard/` (`api/dashboard.rs`), and multicluster link
+//! credentials, exports and links (`api/multicluster.rs`).
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
@@ -36,6 +37,8 @@ pub mod check;
 pub mod dashboard;
 #[path = "api/edges.rs"]
 mod edges;
+#[path = "api/multicluster.rs"]
+pub mod multicluster;
 #[path = "api/params.rs"]
 mod params;
 #[path = "api/resources.rs"]
@@ -75,6 +78,10 @@ pub struct Ctx {
     pub grpc_addr: std::net::SocketAddr,
     /// The identity `GET /v1/tap/...` dials proxies' tap servers with.
     pub tap: crate::tap::OwnIdentity,
+    /// This cluster's name for linking clusters (`--cluster-name`).
+    pub cluster_name: Option<String>,
+    /// The Links this control plane follows (`GET /v1/multicluster/links`).
+    pub links: crate::multicluster::Links,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
@@ -174,6 +181,9 @@ async fn dispatch(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<ApiB
             .map(|b| b.boxed_unsync()),
         };
         return Ok(rsp);
+    }
+    if path == "/v1/multicluster/exports" && req.method() == Method::GET {
+        return Ok(multicluster::stream(&req, &ctx));
     }
     let rsp = handle(req, ctx).await?;
     Ok(rsp.map(|b| b.boxed_unsync()))
@@ -289,6 +299,13 @@ async fn handle(
             }
             Err(e) => error(StatusCode::BAD_REQUEST, e),
         },
+        (Method::POST, ["v1", "multicluster", "credentials"]) => {
+            multicluster::credentials(req, &ctx).await
+        }
+        (Method::DELETE, ["v1", "multicluster", "credentials", name]) => {
+            multicluster::revoke(&ctx, name).await
+        }
+        (Method::GET, ["v1", "multicluster", "links"]) => multicluster::links(&ctx),
         (Method::POST, ["v1", "resources"]) => resources::apply(req, &ctx).await,
         (Method::DELETE, ["v1", "resources"]) => resources::delete_documents(req, &ctx).await,
         (Method::DELETE, ["v1", "resources", kind, rest @ ..]) => {
@@ -341,7 +358,9 @@ async fn handle(
             | ["v1", "stat", _]
             | ["v1", "edges"]
             | ["v1", "routes"]
-            | ["v1", "resources", ..],
+            | ["v1", "resources", ..]
+            | ["v1", "multicluster", "credentials" | "exports" | "links"]
+            | ["v1", "multicluster", "credentials", _],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),

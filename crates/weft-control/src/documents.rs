@@ -13,6 +13,7 @@
 use crate::resource::authz;
 use crate::resource::egress::EGRESS_NETWORK_KIND;
 use crate::resource::kinds;
+use crate::resource::multicluster::{LINK_KIND, SECRET_KIND};
 use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::{RouteKind, FAULT_INJECTION_KIND};
 use crate::resource::{validate_document, Ctx, Defaults, Resource, State};
@@ -78,6 +79,8 @@ impl Resource {
             Resource::Namespace(x) => (authz::NAMESPACE_KIND, &String::new(), &x.name),
             Resource::RateLimit(x) => (RATE_LIMIT_KIND, &x.namespace, &x.name),
             Resource::EgressNetwork(x) => (EGRESS_NETWORK_KIND, &x.namespace, &x.name),
+            Resource::Link(x) => (LINK_KIND, &x.namespace, &x.name),
+            Resource::Secret(x) => (SECRET_KIND, &x.namespace, &x.name),
         };
         DocKey {
             kind,
@@ -366,6 +369,12 @@ pub fn state_seen(in_force: &InForce, first_seen: &HashMap<DocKey, i64>) -> Stat
                 let mut x = x.clone();
                 x.created = x.created.or_else(|| first_seen.get(key).copied());
                 state.egress_networks.insert(id, x);
+            }
+            Resource::Link(x) => {
+                state.links.insert(id, x.clone());
+            }
+            Resource::Secret(x) => {
+                state.secrets.insert(id, x.clone());
             }
         }
     }

@@ -8,11 +8,13 @@
 //! Everything here is plain data: no protobuf, no I/O (see `grpc` for the mapping). Which routes
 //! apply to a service port, resolved, is [`routes`]; the inbound policy of a workload port
 //! (Servers, authorizations, inbound routes, rate limits) is [`inbound`]; the egress policy of
-//! an address outside the mesh (EgressNetworks) is [`egress`].
+//! an address outside the mesh (EgressNetworks) is [`egress`]; what multicluster mirrors change in
+//! a Service's endpoints is `multicluster`.
 
 pub mod egress;
 pub mod inbound;
 mod lookup;
+mod multicluster;
 pub mod routes;
 
 use crate::resource::egress::DEFAULT_EGRESS_NAMESPACE;
@@ -59,8 +61,12 @@ pub struct Endpoint {
     pub server_name: String,
     pub opaque: bool,
     /// For an opaque endpoint of a workload whose document names its sidecar's inbound port:
-    /// that port (`opaque_transport.inbound_port`).
+    /// that port (`opaque_transport.inbound_port`). For a multicluster gateway: the
+    /// gateway's port, whatever the protocol.
     pub opaque_transport: Option<u16>,
+    /// For a multicluster gateway endpoint of a mirror Service: the remote Service's
+    /// `NAME.NS.svc.DOMAIN:PORT`, which the gateway forwards to (`authority_override`).
+    pub authority_override: Option<String>,
 }
 
 /// Snapshot for Destination.Get.
@@ -480,7 +486,8 @@ impl View<'_> {
             .map(|p| p.target_port.clone())
             .unwrap_or(TargetPort::Number(port));
         let svc_opaque = svc.is_opaque(port);
-        self.lookup
+        let mut endpoints: BTreeMap<SocketAddr, Endpoint> = self
+            .lookup
             .selected(self.state, svc)
             .filter(|w| w.ready())
             .filter_map(|w| {
@@ -488,7 +495,14 @@ impl View<'_> {
                 let ep = endpoint(w, p, svc_opaque || w.opaque_ports.contains(&p));
                 Some((ep.addr, ep))
             })
-            .collect()
+            .collect();
+        multicluster::gateway_mirror(svc, port, &mut endpoints);
+        if let Some(local) = multicluster::local_member(self.state, svc) {
+            for (addr, ep) in self.service_endpoints(local, port) {
+                endpoints.entry(addr).or_insert(ep);
+            }
+        }
+        endpoints
     }
 
     fn destination(&self, target: &Target) -> Destination {
@@ -644,6 +658,7 @@ fn endpoint(w: &ExternalWorkload, port: u16, opaque: bool) -> Endpoint {
         server_name: w.server_name.clone(),
         opaque,
         opaque_transport: w.inbound_port.filter(|_| opaque),
+        authority_override: None,
     }
 }
 
@@ -658,15 +673,35 @@ pub fn service_endpoints(
     svc: &Service,
     port: u16,
 ) -> BTreeMap<SocketAddr, Endpoint> {
-    let lookup = Lookup::new(state);
-    View {
-        state,
-        lookup: &lookup,
-        domain: "",
-        inbound: &InboundDefaults::default(),
-        egress_namespace: DEFAULT_EGRESS_NAMESPACE,
+    Endpoints::new(state).of(svc, port)
+}
+
+/// The endpoints of many service ports of one state, sharing one set of lookups (what
+/// [`service_endpoints`] builds for each call).
+pub struct Endpoints<'a> {
+    state: &'a State,
+    lookup: Lookup,
+}
+
+impl<'a> Endpoints<'a> {
+    pub fn new(state: &'a State) -> Self {
+        Endpoints {
+            state,
+            lookup: Lookup::new(state),
+        }
     }
-    .service_endpoints(svc, port)
+
+    /// Every endpoint of `svc`'s `port`.
+    pub fn of(&self, svc: &Service, port: u16) -> BTreeMap<SocketAddr, Endpoint> {
+        View {
+            state: self.state,
+            lookup: &self.lookup,
+            domain: "",
+            inbound: &InboundDefaults::default(),
+            egress_namespace: DEFAULT_EGRESS_NAMESPACE,
+        }
+        .service_endpoints(svc, port)
+    }
 }
 
 /// The Destination snapshot of `target` in `state`, computed from scratch.
@@ -754,3 +789,7 @@ pub fn inbound(state: &State, defaults: &InboundDefaults, key: &InboundKey) -> I
 #[cfg(test)]
 #[path = "index_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "index/multicluster_tests.rs"]
+mod multicluster_tests;

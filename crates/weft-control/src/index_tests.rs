@@ -10,10 +10,11 @@ mod ready;
 
 const DOMAIN: &str = "cluster.local";
 
-fn svc(name: &str, app: &str, ip: Option<&str>, ports: Vec<ServicePort>) -> Service {
+pub(super) fn svc(name: &str, app: &str, ip: Option<&str>, ports: Vec<ServicePort>) -> Service {
     Service {
         name: name.into(),
         namespace: "default".into(),
+        labels: Default::default(),
         annotations: BTreeMap::new(),
         selector: BTreeMap::from([("app".to_string(), app.to_string())]),
         cluster_ip: ip.map(|s| s.parse().unwrap()),
@@ -22,7 +23,7 @@ fn svc(name: &str, app: &str, ip: Option<&str>, ports: Vec<ServicePort>) -> Serv
     }
 }
 
-fn port(port: u16, target: TargetPort) -> ServicePort {
+pub(super) fn port(port: u16, target: TargetPort) -> ServicePort {
     ServicePort {
         name: None,
         port,
@@ -31,7 +32,7 @@ fn port(port: u16, target: TargetPort) -> ServicePort {
     }
 }
 
-fn wl(name: &str, app: &str, ip: &str, ports: &[(&str, u16)]) -> ExternalWorkload {
+pub(super) fn wl(name: &str, app: &str, ip: &str, ports: &[(&str, u16)]) -> ExternalWorkload {
     ExternalWorkload {
         name: name.into(),
         namespace: "default".into(),
@@ -63,7 +64,7 @@ fn not_ready() -> crate::resource::workload_status::Condition {
     )
 }
 
-fn state(services: Vec<Service>, workloads: Vec<ExternalWorkload>) -> State {
+pub(super) fn state(services: Vec<Service>, workloads: Vec<ExternalWorkload>) -> State {
     State {
         services: services
             .into_iter()
@@ -77,7 +78,7 @@ fn state(services: Vec<Service>, workloads: Vec<ExternalWorkload>) -> State {
     }
 }
 
-fn name(n: &str, port: u16) -> Target {
+pub(super) fn name(n: &str, port: u16) -> Target {
     Target::Name {
         name: n.into(),
         namespace: "default".into(),
@@ -85,7 +86,7 @@ fn name(n: &str, port: u16) -> Target {
     }
 }
 
-fn addrs(d: &Destination) -> Vec<String> {
+pub(super) fn addrs(d: &Destination) -> Vec<String> {
     match d {
         Destination::Endpoints { endpoints, .. } => {
             endpoints.keys().map(|a| a.to_string()).collect()

@@ -11,7 +11,8 @@
 //! Beside that shape, [`telemetry`] scrapes the meshed workloads' proxies for `GET /v1/stat/...`,
 //! `/v1/edges` and `/v1/routes` (or asks a Prometheus for `/v1/stat`, which it can also hand the
 //! proxies to scrape), and [`tap`] opens taps on them for `GET /v1/tap/...` under its own tap
-//! identity ([`tls`]: the control plane's TLS clients).
+//! identity ([`tls`]: the control plane's TLS clients). [`multicluster`] exports services to
+//! linked clusters and mirrors the services of the clusters this one links to.
 
 pub mod api;
 pub mod ca;
@@ -25,6 +26,7 @@ pub mod index;
 pub mod inject;
 pub mod k8s;
 pub mod leader;
+pub mod multicluster;
 pub mod own_cert;
 pub mod resource;
 pub mod rotation;
@@ -90,6 +92,12 @@ pub struct Config {
     pub prometheus_url: Option<telemetry::prometheus::Prometheus>,
     /// The sidecar-injection admission webhook (`POST /inject` over TLS). Default none (off).
     pub webhook: Option<inject::webhook::WebhookConfig>,
+    /// This cluster's name, as `POST /v1/multicluster/credentials` tells a linking cluster.
+    /// Default none.
+    pub cluster_name: Option<String>,
+    /// How long a lost multicluster link keeps its mirrored services; `Duration::ZERO`: forever.
+    /// Default [`multicluster::DEFAULT_LINK_EXPIRY`] (5 min).
+    pub link_expiry: Duration,
 }
 
 impl Default for Config {
@@ -112,6 +120,8 @@ impl Default for Config {
             prometheus_sd_file: None,
             prometheus_url: None,
             webhook: None,
+            cluster_name: None,
+            link_expiry: multicluster::DEFAULT_LINK_EXPIRY,
         }
     }
 }
@@ -409,6 +419,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             &shutdown_rx,
         ));
     }
+    // East's mirror: follows the store's Links, feeds their documents back into the store.
+    let (links, mirror_task) =
+        multicluster::start(store.clone(), config.link_expiry, shutdown_rx.clone());
+    tasks.push(mirror_task);
     // Identity checks registrations against the store itself (no addresses needed, no lag).
     let states = store.states();
     let defaults_for_identity = defaults.clone();
@@ -428,6 +442,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             prometheus: config.prometheus_url.clone(),
             grpc_addr,
             tap,
+            cluster_name: config.cluster_name.clone(),
+            links,
         },
         shutdown_rx.clone(),
     ));

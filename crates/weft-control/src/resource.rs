@@ -6,12 +6,14 @@
 //! All errors of a document set are collected, not only the first. Routes and the Weft
 //! `FaultInjection` filter are in [`route`]; the Linkerd policy annotations in [`policy`]; the
 //! inbound authorization resources (`Server`, `AuthorizationPolicy`, ...) in [`authz`]; the
-//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`]. Every kind's
-//! names, group and versions are in one table, [`kinds`].
+//! `HTTPLocalRateLimitPolicy` in [`ratelimit`]; the `EgressNetwork` in [`egress`]; the
+//! multicluster `Link` and its credentials `Secret` in [`multicluster`]. Every kind's names,
+//! group and versions are in one table, [`kinds`].
 
 pub mod authz;
 pub mod egress;
 pub mod kinds;
+pub mod multicluster;
 pub mod policy;
 pub mod ratelimit;
 pub mod route;
@@ -81,6 +83,8 @@ impl Default for Defaults {
 pub struct Service {
     pub name: String,
     pub namespace: String,
+    /// `metadata.labels` (what the multicluster export reads).
+    pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub selector: BTreeMap<String, String>,
     pub cluster_ip: Option<IpAddr>,
@@ -125,6 +129,9 @@ impl Service {
             })
             .collect();
         let mut metadata = json!({"name": self.name, "namespace": self.namespace});
+        if !self.labels.is_empty() {
+            metadata["labels"] = json!(self.labels);
+        }
         if !self.annotations.is_empty() {
             metadata["annotations"] = json!(self.annotations);
         }
@@ -179,6 +186,8 @@ pub enum Resource {
     Namespace(authz::Namespace),
     RateLimit(ratelimit::RateLimitPolicy),
     EgressNetwork(egress::EgressNetwork),
+    Link(multicluster::Link),
+    Secret(multicluster::CredentialsSecret),
 }
 
 /// The whole validated configuration: what the index serves.
@@ -203,6 +212,10 @@ pub struct State {
     pub rate_limit_policies: BTreeMap<(String, String), ratelimit::RateLimitPolicy>,
     /// `EgressNetwork`s, keyed by (namespace, name); each has `created` set, as Servers do.
     pub egress_networks: BTreeMap<(String, String), egress::EgressNetwork>,
+    /// Multicluster `Link`s, keyed by (namespace, name).
+    pub links: BTreeMap<(String, String), multicluster::Link>,
+    /// Links' credentials `Secret`s, keyed by (namespace, name).
+    pub secrets: BTreeMap<(String, String), multicluster::CredentialsSecret>,
 }
 
 impl Service {
@@ -360,6 +373,12 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
         }
         egress::EGRESS_NETWORK_KIND => {
             return egress::validate(api_version.as_deref(), obj, ctx);
+        }
+        multicluster::LINK_KIND => {
+            return multicluster::validate_link(api_version.as_deref(), obj, ctx);
+        }
+        multicluster::SECRET_KIND => {
+            return multicluster::validate_secret(api_version.as_deref(), obj, ctx);
         }
         other => {
             let mut known: Vec<&str> = Vec::new();
@@ -563,6 +582,7 @@ fn service(meta: Meta, spec: &Map<String, Value>, ctx: &mut Ctx) -> Option<Servi
     Some(Service {
         name: meta.name,
         namespace: meta.namespace,
+        labels: meta.labels,
         annotations: meta.annotations,
         selector,
         cluster_ip,

@@ -5,6 +5,7 @@ fn svc(ns: &str, name: &str, ip: Option<&str>) -> Service {
     Service {
         name: name.into(),
         namespace: ns.into(),
+        labels: Default::default(),
         annotations: Default::default(),
         selector: [("app".to_string(), name.to_string())].into(),
         cluster_ip: ip.map(|ip| ip.parse().unwrap()),

@@ -36,11 +36,22 @@ pub enum Error {
     Etcd(#[from] crate::etcd::Error),
 }
 
-/// Whose token it is: a registered workload.
+/// The namespace of link grants (`<store>/.registered/_link.<name>.token`,
+/// `PREFIX/tokens/_link/<name>`).
+pub const LINK_GRANT: &str = "_link";
+
+/// Whose token it is: a registered workload, or (namespace [`LINK_GRANT`]) a linked cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Grant {
     pub namespace: String,
     pub name: String,
+}
+
+impl Grant {
+    /// The linked cluster's name, for a link token.
+    pub fn link(&self) -> Option<&str> {
+        (self.namespace == LINK_GRANT).then_some(self.name.as_str())
+    }
 }
 
 type Digest = [u8; 32];
@@ -275,6 +286,16 @@ impl Tokens {
         Ok(token)
     }
 
+    /// Mints the link token of the cluster `name` (east's name for itself), revoking its previous one.
+    pub async fn issue_link(&self, name: &str) -> Result<String, Error> {
+        self.issue(LINK_GRANT, name).await
+    }
+
+    /// Revokes the link token of the cluster `name`.
+    pub async fn revoke_link(&self, name: &str) -> Result<(), Error> {
+        self.revoke(LINK_GRANT, name).await
+    }
+
     /// Forgets a workload's token (deregistration).
     pub async fn revoke(&self, namespace: &str, name: &str) -> Result<(), Error> {
         let grant = Grant {
@@ -390,6 +411,24 @@ mod tests {
         assert!(reloaded.lookup(second.as_bytes()).is_none());
         assert!(!reloaded.issued("default", "web"));
         assert!(Tokens::load(&store).lookup(second.as_bytes()).is_none());
+        let _ = std::fs::remove_dir_all(&store);
+    }
+
+    #[tokio::test]
+    async fn link_tokens_are_their_own_grants() {
+        let store = temp_store("link");
+        let tokens = Tokens::load(&store);
+        let workload = tokens.issue("east", "web").await.expect("issue");
+        let link = tokens.issue_link("east").await.expect("link");
+        assert_eq!(tokens.lookup(workload.as_bytes()).unwrap().link(), None);
+        let reloaded = Tokens::load(&store);
+        assert_eq!(
+            reloaded.lookup(link.as_bytes()).unwrap().link(),
+            Some("east")
+        );
+        reloaded.revoke_link("east").await.expect("revoke");
+        assert!(reloaded.lookup(link.as_bytes()).is_none());
+        assert!(reloaded.lookup(workload.as_bytes()).is_some(), "untouched");
         let _ = std::fs::remove_dir_all(&store);
     }
 }

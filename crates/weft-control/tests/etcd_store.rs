@@ -438,6 +438,7 @@ fn unaddressed(names: &[&str]) -> std::sync::Arc<weft_control::resource::State> 
             let s = Service {
                 name: name.to_string(),
                 namespace: "default".into(),
+                labels: Default::default(),
                 annotations: Default::default(),
                 selector: [("app".to_string(), name.to_string())].into(),
                 cluster_ip: None,

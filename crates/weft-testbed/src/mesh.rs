@@ -36,8 +36,20 @@ impl ControlPlane {
         weft: &Path,
         store: &Path,
     ) -> Result<ControlPlane, Error> {
+        Self::start_with(cluster, node, weft, store, &[]).await
+    }
+
+    /// [`ControlPlane::start`] with more flags (`--identity-dir DIR`, ...).
+    pub async fn start_with(
+        cluster: &Cluster,
+        node: usize,
+        weft: &Path,
+        store: &Path,
+        flags: &[&str],
+    ) -> Result<ControlPlane, Error> {
         let pod = cluster.add_pod(node)?;
         let (weft, store) = (weft.to_path_buf(), store.to_path_buf());
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
         let proc = Proc::spawn(
             "weft control",
             pod.netns(),
@@ -51,6 +63,7 @@ impl ControlPlane {
                     "--api-addr",
                     "0.0.0.0:8085",
                 ]);
+                cmd.args(&flags);
                 cmd
             },
         )?;

@@ -95,6 +95,14 @@ pub struct ControlArgs {
     /// A CNI plugin installs the redirect rules: the webhook adds no `weft-init` container.
     #[arg(long)]
     pub cni: bool,
+    /// This cluster's name, as `POST /v1/multicluster/credentials` tells a cluster linking to
+    /// it (see docs/multicluster.md).
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// How long a lost multicluster link keeps its mirrored services' last endpoints before
+    /// they are dropped; `0s` keeps them forever.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
+    pub link_expiry: Duration,
 }
 
 /// `--cluster-networks`: one value holding the whole list.
@@ -119,6 +127,8 @@ impl ControlArgs {
             scrape_interval: self.scrape_interval,
             prometheus_sd_file: self.prometheus_sd_file.clone(),
             prometheus_url: self.prometheus_url.clone(),
+            cluster_name: self.cluster_name.clone(),
+            link_expiry: self.link_expiry,
             webhook: self.webhook_addr.map(|addr| WebhookConfig {
                 addr,
                 injector: crate::inject::injector(
@@ -260,6 +270,19 @@ mod tests {
         );
         assert!(
             Wrapper::try_parse_from(["x", "--store", "/s", "--scrape-interval", "often"]).is_err()
+        );
+    }
+
+    #[test]
+    fn links_expire_after_5m_by_default_and_0s_keeps_them() {
+        assert_eq!(
+            config(&[]).link_expiry,
+            weft_control::multicluster::DEFAULT_LINK_EXPIRY
+        );
+        assert_eq!(config(&["--link-expiry", "0s"]).link_expiry, Duration::ZERO);
+        assert_eq!(
+            config(&["--link-expiry", "90s", "--cluster-name", "west"]).cluster_name,
+            Some("west".to_string())
         );
     }
 

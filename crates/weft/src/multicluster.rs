@@ -5,7 +5,7 @@
 //!   (`POST /v1/multicluster/credentials`: a token that only reads west's exported services, its
 //!   gateway and its trust anchors), checks that both clusters share a trust anchor, and applies
 //!   here a `Secret` of type `mirror.linkerd.io/remote-kubeconfig` holding it and a `Link` naming
-//!   west's gateway (`--print`: prints them instead, for `weft apply -f -` or `kubectl apply -f -`).
+//!   west's gateway (both built by `weft_control::resource::multicluster::link_documents`) (`--print`: prints them instead, for `weft apply -f -` or `kubectl apply -f -`).
 //! - `unlink --name west`: deletes both; `--revoke` also revokes the credential at west.
 //! - `check`: each link connected, its gateway alive, the trust anchor shared (✔/×, exit 1).
 //! - `gateways`: each linked gateway's liveness, probe latency and mirrored services.
@@ -14,19 +14,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use base64::Engine as _;
 use serde_json::{json, Value};
 use weft_control::api::check::{Check, Status};
 use weft_control::ca;
+use weft_control::resource::multicluster::{link_documents, DEFAULT_LINK_NAMESPACE};
+use weft_control::resource::{validate_one, Defaults, Resource};
 
 use crate::demo::http as client;
 use crate::get::{api_error, resource_path, ApiAddr};
 use crate::show::{self, Output};
 
-/// Linkerd's namespace for links is `linkerd-multicluster`; ours, as the rest, says weft.
-pub const DEFAULT_NAMESPACE: &str = "weft-multicluster";
-/// The Secret type Linkerd's service mirror reads its credentials from.
-pub const CREDENTIALS_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
 const DOCS: &str = "docs/multicluster.md";
 
 /// `weft multicluster`.
@@ -90,7 +87,7 @@ pub struct LinkArgs {
     #[arg(long, value_name = "NAME")]
     pub credential_name: Option<String>,
     /// Namespace of the Link and its credentials Secret.
-    #[arg(long, default_value = DEFAULT_NAMESPACE, value_name = "NS")]
+    #[arg(long, default_value = DEFAULT_LINK_NAMESPACE, value_name = "NS")]
     pub namespace: String,
     /// The linked cluster's gateway, `IP:PORT` (default: the one its control plane names).
     #[arg(long, value_name = "ADDR")]
@@ -113,7 +110,7 @@ pub struct UnlinkArgs {
     pub name: String,
     #[command(flatten)]
     pub local: LocalApi,
-    #[arg(long, default_value = DEFAULT_NAMESPACE, value_name = "NS")]
+    #[arg(long, default_value = DEFAULT_LINK_NAMESPACE, value_name = "NS")]
     pub namespace: String,
     /// Also revoke the credential at the linked cluster's control plane (it must answer).
     #[arg(long)]
@@ -190,7 +187,10 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
             args.name
         );
     }
-    let docs = link_documents(&args, &credential, &answer)?;
+    let server = format!("http://{}", args.remote_api);
+    let docs = link_documents(&args.name, &args.namespace, &server, &credential, &answer)
+        .map_err(|e| anyhow::anyhow!("the linked cluster's answer: {e}"))?;
+    let docs = with_overrides(docs, &args)?;
     let yaml = crate::install::to_yaml(&docs)?;
     if args.print {
         print!("{yaml}");
@@ -204,126 +204,47 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
     crate::resources::report(status, &applied)
 }
 
-/// The credentials Secret and the Link `link` applies, from west's answer.
-fn link_documents(args: &LinkArgs, credential: &str, answer: &Value) -> anyhow::Result<Vec<Value>> {
-    let token = answer["token"]
-        .as_str()
-        .context("the credential answer has no token")?;
-    let cluster = &answer["cluster"];
-    let gateway = answer["gateways"].get(0);
-    let gateway_addr = match (args.gateway_addr, gateway) {
-        (Some(a), _) => (a.ip().to_string(), a.port()),
-        (None, Some(g)) => (
-            g["address"].as_str().unwrap_or_default().to_string(),
-            g["port"].as_u64().unwrap_or(4143) as u16,
-        ),
-        (None, None) => bail!(
-            "{} has no multicluster gateway (a workload labelled linkerd.io/extension=multicluster \
-             and component=gateway); start one, or name it with --gateway-addr and \
-             --gateway-identity",
+/// The Link and Secret with what the flags override: the gateway and the probe period. A link
+/// with no gateway at all mirrors only remote-discovery and federated services (said on stderr).
+fn with_overrides([mut link, secret]: [Value; 2], args: &LinkArgs) -> anyhow::Result<Vec<Value>> {
+    let spec = &mut link["spec"];
+    if let Some(a) = args.gateway_addr {
+        spec["gatewayAddress"] = json!(a.ip().to_string());
+        spec["gatewayPort"] = json!(a.port().to_string());
+    }
+    if let Some(id) = &args.gateway_identity {
+        spec["gatewayIdentity"] = json!(id);
+    }
+    match (spec.get("gatewayAddress"), spec.get("gatewayIdentity")) {
+        (None, None) => eprintln!(
+            "weft multicluster: {} names no gateway (a workload labelled \
+             linkerd.io/extension=multicluster and component=gateway): only its remote-discovery \
+             and federated services are mirrored; --gateway-addr and --gateway-identity name one",
             args.name
         ),
-    };
-    let gateway_identity = args
-        .gateway_identity
-        .clone()
-        .or_else(|| gateway.and_then(|g| g["identity"].as_str().map(String::from)))
-        .context("no gateway identity: give --gateway-identity")?;
-    let probe = |key: &str, default: Value| {
-        gateway
-            .map(|g| g[key].clone())
-            .filter(|v| !v.is_null())
-            .unwrap_or(default)
-    };
-    let secret_name = format!("cluster-credentials-{}", args.name);
-    let kubeconfig = kubeconfig(args, credential, token);
-    let secret = json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": secret_name, "namespace": args.namespace},
-        "type": CREDENTIALS_TYPE,
-        "data": {"kubeconfig": base64::engine::general_purpose::STANDARD.encode(kubeconfig)},
-    });
-    let link = json!({
-        "apiVersion": "multicluster.linkerd.io/v1alpha2",
-        "kind": "Link",
-        "metadata": {"name": args.name, "namespace": args.namespace},
-        "spec": {
-            "targetClusterName": args.name,
-            "targetClusterDomain": cluster["domain"].as_str().unwrap_or("cluster.local"),
-            "targetClusterLinkerdNamespace": cluster["controlNamespace"].as_str().unwrap_or("weft"),
-            "clusterCredentialsSecret": secret_name,
-            "gatewayAddress": gateway_addr.0,
-            "gatewayPort": gateway_addr.1.to_string(),
-            "gatewayIdentity": gateway_identity,
-            "probeSpec": {
-                "path": probe("probePath", json!("/ready")),
-                "port": probe("probePort", json!(4191)).to_string().trim_matches('"'),
-                "period": format!("{}s", args.probe_period.as_secs().max(1)),
-                "failureThreshold": "3",
-                "timeout": "30s",
-            },
-            "selector": {"matchLabels": {"mirror.linkerd.io/exported": "true"}},
-            "remoteDiscoverySelector": {"matchLabels": {"mirror.linkerd.io/exported": "remote-discovery"}},
-            "federatedServiceSelector": {"matchLabels": {"mirror.linkerd.io/federated": "member"}},
-        },
-    });
+        (Some(_), Some(id)) if id.is_string() => {}
+        _ => bail!(
+            "give both --gateway-addr and --gateway-identity (the linked cluster names no gateway)"
+        ),
+    }
+    if spec.get("probeSpec").is_some() {
+        spec["probeSpec"]["period"] = json!(format!("{}s", args.probe_period.as_secs().max(1)));
+    }
     Ok(vec![secret, link])
 }
 
-/// The kubeconfig the Secret holds, as Linkerd's does: west's API as the cluster's server, the
-/// link token as the user's, the user named after the credential (what `unlink --revoke` revokes).
-fn kubeconfig(args: &LinkArgs, credential: &str, token: &str) -> String {
-    let doc = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": args.name, "cluster": {"server": format!("http://{}", args.remote_api)}}],
-        "users": [{"name": credential, "user": {"token": token}}],
-        "contexts": [{"name": args.name, "context": {"cluster": args.name, "user": credential}}],
-        "current-context": args.name,
-    });
-    yaml_serde::to_string(&doc).unwrap_or_default()
-}
-
-/// What a credentials Secret's kubeconfig says: west's API address and the credential's name.
-#[derive(Debug, PartialEq)]
-struct Credentials {
-    server: SocketAddr,
-    name: String,
-}
-
-fn read_kubeconfig(secret: &Value) -> anyhow::Result<Credentials> {
-    let encoded = secret["data"]["kubeconfig"]
-        .as_str()
-        .context("the Secret has no data.kubeconfig")?;
-    let text = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .context("data.kubeconfig is not base64")?;
-    let doc: Value = yaml_serde::from_slice(&text).context("data.kubeconfig is not YAML")?;
-    let current = doc["current-context"].as_str().unwrap_or_default();
-    let context = doc["contexts"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == current))
-        .context("the kubeconfig has no current context")?;
-    let cluster = doc["clusters"]
-        .as_array()
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c["name"] == context["context"]["cluster"])
-        })
-        .context("the current context's cluster is missing")?;
-    let server = cluster["cluster"]["server"].as_str().unwrap_or_default();
-    let server = server
-        .strip_prefix("http://")
-        .unwrap_or(server)
-        .trim_end_matches('/')
+/// West's API address and the credential's name, from a credentials Secret as the API answers it.
+fn credentials_of(secret: &Value) -> anyhow::Result<(SocketAddr, String)> {
+    let doc = validate_one(secret, "secret", &Defaults::default())
+        .map_err(|errors| anyhow::anyhow!("the credentials Secret: {}", errors.join("; ")))?;
+    let Resource::Secret(c) = doc else {
+        bail!("not a credentials Secret");
+    };
+    let addr = c.server.trim_start_matches("http://").trim_end_matches('/');
+    let addr = addr
         .parse()
-        .with_context(|| format!("server {server:?} is not http://IP:PORT"))?;
-    let name = context["context"]["user"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    Ok(Credentials { server, name })
+        .with_context(|| format!("server {:?} is not http://IP:PORT", c.server))?;
+    Ok((addr, c.user))
 }
 
 /// A cluster's trust anchors (`GET /v1/identity/trust-anchors`), PEM.
@@ -372,7 +293,7 @@ async fn unlink(args: UnlinkArgs) -> anyhow::Result<()> {
             ))
             .await
             .with_context(|| format!("reading Secret {}/{secret_name}", args.namespace))?;
-        Some(read_kubeconfig(&secret)?)
+        Some(credentials_of(&secret)?)
     } else {
         None
     };
@@ -386,17 +307,17 @@ async fn unlink(args: UnlinkArgs) -> anyhow::Result<()> {
             .await?;
         crate::resources::report(status, &answer)?;
     }
-    if let Some(c) = credentials {
-        let remote = ApiAddr { addr: c.server };
-        let path = format!("/v1/multicluster/credentials/{}", c.name);
+    if let Some((server, name)) = credentials {
+        let remote = ApiAddr { addr: server };
+        let path = format!("/v1/multicluster/credentials/{name}");
         let (status, answer) = remote
             .call(hyper::Method::DELETE, &path, String::new())
             .await
             .context("revoking the credential at the linked cluster")?;
         if !status.is_success() {
-            bail!("revoking {}: {}", c.name, api_error(&answer, status));
+            bail!("revoking {name}: {}", api_error(&answer, status));
         }
-        println!("credential {} revoked at {}", c.name, c.server);
+        println!("credential {name} revoked at {server}");
     }
     Ok(())
 }
@@ -404,11 +325,10 @@ async fn unlink(args: UnlinkArgs) -> anyhow::Result<()> {
 /// This cluster's links, as `GET /v1/multicluster/links` answers them.
 async fn links(api: &ApiAddr) -> anyhow::Result<Vec<Value>> {
     let answer = api.json("/v1/multicluster/links").await?;
-    Ok(answer["links"]
-        .as_array()
-        .or(answer.as_array())
-        .cloned()
-        .unwrap_or_default())
+    match answer {
+        Value::Array(rows) => Ok(rows),
+        other => bail!("GET /v1/multicluster/links: expected a list, got {other}"),
+    }
 }
 
 async fn check(args: McCheckArgs) -> anyhow::Result<()> {
@@ -418,7 +338,7 @@ async fn check(args: McCheckArgs) -> anyhow::Result<()> {
     let mut checks = Vec::new();
     for l in &links {
         let name = l["name"].as_str().unwrap_or("?");
-        let namespace = l["namespace"].as_str().unwrap_or(DEFAULT_NAMESPACE);
+        let namespace = l["namespace"].as_str().unwrap_or(DEFAULT_LINK_NAMESPACE);
         let section = format!("weft-multicluster {name}");
         let mut connected = Check::new(
             "link-connected",
@@ -437,7 +357,8 @@ async fn check(args: McCheckArgs) -> anyhow::Result<()> {
             &section,
             "the linked cluster's gateway answers its probe",
         );
-        if l["gatewayAlive"] != json!(true) {
+        // A link without a gateway (remote discovery only) has nothing to probe.
+        if l["gatewayAlive"] == json!(false) {
             gateway.found(
                 Status::Error,
                 "the gateway's probe fails: its mirrored services answer no endpoints",
@@ -492,7 +413,7 @@ async fn remote_anchors(api: &ApiAddr, namespace: &str, link: &Value) -> anyhow:
     let secret = api
         .json(&resource_path("secret", Some(namespace), Some(secret_name)))
         .await?;
-    trust_anchors(read_kubeconfig(&secret)?.server).await
+    trust_anchors(credentials_of(&secret)?.0).await
 }
 
 async fn gateways(args: GatewaysArgs) -> anyhow::Result<()> {
@@ -559,44 +480,41 @@ mod tests {
         })
     }
 
+    fn documents(args: &LinkArgs, answer: &Value) -> anyhow::Result<Vec<Value>> {
+        let docs = link_documents(
+            "west",
+            &args.namespace,
+            "http://198.18.2.1:8085",
+            "link-east",
+            answer,
+        )
+        .expect("documents");
+        with_overrides(docs, args)
+    }
+
     #[test]
-    fn link_writes_linkerds_secret_and_link_and_the_kubeconfig_reads_back() {
+    fn link_applies_linkerds_secret_then_link_and_the_secret_reads_back() {
         let args = link_args(&[
             "--name",
             "west",
             "--api-addr",
             "198.18.2.1:8085",
-            "--local-api-addr",
-            "127.0.0.1:8085",
+            "--probe-period",
+            "5s",
         ]);
-        let docs = link_documents(&args, "link-east", &answer()).expect("documents");
+        let docs = documents(&args, &answer()).expect("documents");
         let (secret, link) = (&docs[0], &docs[1]);
-        assert_eq!(secret["type"], CREDENTIALS_TYPE);
-        assert_eq!(secret["metadata"]["name"], "cluster-credentials-west");
-        assert_eq!(secret["metadata"]["namespace"], DEFAULT_NAMESPACE);
-        assert_eq!(link["apiVersion"], "multicluster.linkerd.io/v1alpha2");
-        let spec = &link["spec"];
-        assert_eq!(spec["clusterCredentialsSecret"], "cluster-credentials-west");
-        assert_eq!(spec["gatewayAddress"], "198.18.2.7");
-        assert_eq!(spec["gatewayPort"], "4143");
-        assert_eq!(spec["probeSpec"]["port"], "4191");
-        assert_eq!(spec["probeSpec"]["period"], "3s");
-        assert_eq!(
-            spec["selector"]["matchLabels"]["mirror.linkerd.io/exported"],
-            "true"
-        );
-        let creds = read_kubeconfig(secret).expect("kubeconfig");
-        assert_eq!(
-            creds,
-            Credentials {
-                server: "198.18.2.1:8085".parse().unwrap(),
-                name: "link-east".into()
-            }
-        );
+        assert_eq!(secret["kind"], "Secret");
+        assert_eq!(link["kind"], "Link");
+        assert_eq!(link["spec"]["gatewayAddress"], "198.18.2.7");
+        assert_eq!(link["spec"]["probeSpec"]["period"], "5s");
+        let (server, name) = credentials_of(secret).expect("credentials");
+        assert_eq!(server, "198.18.2.1:8085".parse::<SocketAddr>().unwrap());
+        assert_eq!(name, "link-east");
     }
 
     #[test]
-    fn flags_override_the_gateway_and_a_cluster_without_one_is_refused() {
+    fn flags_override_the_gateway_and_half_a_gateway_is_refused() {
         let args = link_args(&[
             "--name",
             "west",
@@ -607,16 +525,26 @@ mod tests {
             "--gateway-identity",
             "gw.example",
         ]);
-        let docs = link_documents(&args, "c", &answer()).expect("documents");
+        let docs = documents(&args, &answer()).expect("documents");
         assert_eq!(docs[1]["spec"]["gatewayAddress"], "198.18.9.9");
         assert_eq!(docs[1]["spec"]["gatewayPort"], "4000");
         assert_eq!(docs[1]["spec"]["gatewayIdentity"], "gw.example");
 
-        let args = link_args(&["--name", "west", "--api-addr", "198.18.2.1:8085"]);
         let mut none = answer();
         none["gateways"] = json!([]);
-        let e = link_documents(&args, "c", &none).expect_err("no gateway");
-        assert!(format!("{e:#}").contains("--gateway-addr"), "{e:#}");
+        let bare = link_args(&["--name", "west", "--api-addr", "198.18.2.1:8085"]);
+        let docs = documents(&bare, &none).expect("a remote-discovery-only link");
+        assert!(docs[1]["spec"].get("gatewayAddress").is_none());
+        let half = link_args(&[
+            "--name",
+            "west",
+            "--api-addr",
+            "198.18.2.1:8085",
+            "--gateway-addr",
+            "198.18.9.9:4000",
+        ]);
+        let e = documents(&half, &none).expect_err("an address without an identity");
+        assert!(format!("{e:#}").contains("--gateway-identity"), "{e:#}");
     }
 
     #[test]

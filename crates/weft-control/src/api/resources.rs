@@ -14,6 +14,7 @@ use crate::documents::{self, DocKey};
 use crate::resource::authz;
 use crate::resource::egress::EGRESS_NETWORK_KIND;
 use crate::resource::kinds::{self, Kind, KINDS};
+use crate::resource::multicluster::{LINK_KIND, SECRET_KIND};
 use crate::resource::ratelimit::RATE_LIMIT_KIND;
 use crate::resource::route::FAULT_INJECTION_KIND;
 use crate::resource::State;
@@ -150,6 +151,8 @@ fn same(key: &DocKey, store: &State, index: &State) -> bool {
         authz::NAMESPACE_KIND => store.namespaces.get(&key.name) == index.namespaces.get(&key.name),
         RATE_LIMIT_KIND => store.rate_limit_policies.get(&id) == index.rate_limit_policies.get(&id),
         EGRESS_NETWORK_KIND => store.egress_networks.get(&id) == index.egress_networks.get(&id),
+        LINK_KIND => store.links.get(&id) == index.links.get(&id),
+        SECRET_KIND => store.secrets.get(&id) == index.secrets.get(&id),
         _route => {
             fn find<'s>(s: &'s State, key: &DocKey) -> Option<&'s crate::resource::route::Route> {
                 s.routes.values().find(|r| {
@@ -451,5 +454,10 @@ mod tests {
         );
         assert_eq!(reference(&key("Service")), "service/web");
         assert_eq!(reference(&key("Server")), "server.policy.linkerd.io/web");
+        for kind in [LINK_KIND, SECRET_KIND] {
+            assert!(KINDS.iter().any(|k| k.key == kind), "{kind}");
+        }
+        assert_eq!(reference(&key("Link")), "link.multicluster.linkerd.io/web");
+        assert_eq!(reference(&key("Secret")), "secret/web");
     }
 }

@@ -207,7 +207,10 @@ pub(crate) fn weighted_addr(e: &Endpoint) -> api::WeightedAddr {
                 }),
             protocol: Some(protocol),
         }),
-        authority_override: None,
+        authority_override: e
+            .authority_override
+            .clone()
+            .map(|authority_override| api::AuthorityOverride { authority_override }),
         http2: None,
         resource_ref: Some(meta::Metadata {
             kind: Some(meta::metadata::Kind::Resource(meta::Resource {

@@ -97,6 +97,11 @@ impl IdentityService {
                 "the token was not issued by this control plane (or was revoked)",
             )
         })?;
+        if let Some(link) = grant.link() {
+            return Err(Status::permission_denied(format!(
+                "the token is cluster {link}'s link token: it grants only the multicluster exports"
+            )));
+        }
         let state = self.states.borrow().clone();
         let workload = state
             .workloads

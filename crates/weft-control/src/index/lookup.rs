@@ -6,6 +6,7 @@
 //! posting-list reads; [`Changes`] says which keys' inputs changed between two states, so a change
 //! recomputes only the keys it can affect.
 
+use crate::resource::multicluster::LOCAL_DISCOVERY_ANNOTATION;
 use crate::resource::route::{Filter, Route, RouteKey};
 use crate::resource::{ExternalWorkload, Service, State};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -55,6 +56,9 @@ pub struct Lookup {
     routes_by_backend: HashMap<Key, Vec<RouteKey>>,
     /// (namespace, name) of a FaultInjection → routes whose filters name it.
     routes_by_fault: HashMap<Key, Vec<RouteKey>>,
+    /// Local member Service → the `<name>-federated` Services whose endpoints include its own
+    /// (their `multicluster.linkerd.io/local-discovery` annotation names it).
+    federated_by_local: HashMap<Key, Vec<Key>>,
 }
 
 fn push_route(map: &mut HashMap<Key, Vec<RouteKey>>, key: Key, route: &RouteKey) {
@@ -91,6 +95,12 @@ impl Lookup {
             }
             if let Some((k, v)) = s.selector.iter().next() {
                 push(&mut l.services_by_label, &s.namespace, k, v, key);
+            }
+            if let Some(local) = s.annotations.get(LOCAL_DISCOVERY_ANNOTATION) {
+                l.federated_by_local
+                    .entry((s.namespace.clone(), local.clone()))
+                    .or_default()
+                    .push(key.clone());
             }
         }
         for (key, r) in &state.routes {
@@ -287,6 +297,15 @@ impl Changes {
                 }
             }
         }
+        // A federated Service answers its local member's endpoints too.
+        let federated: Vec<Key> = c
+            .endpoints
+            .iter()
+            .filter_map(|k| lookup.federated_by_local.get(k))
+            .flatten()
+            .cloned()
+            .collect();
+        c.endpoints.extend(federated);
         c
     }
 

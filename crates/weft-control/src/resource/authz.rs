@@ -566,7 +566,7 @@ fn server(
     })
 }
 
-fn label_selector(v: &Value, f: &str, ctx: &mut Ctx) -> Option<LabelSelector> {
+pub(super) fn label_selector(v: &Value, f: &str, ctx: &mut Ctx) -> Option<LabelSelector> {
     let m = object(v, f, ctx)?;
     let match_labels = string_map(m.get("matchLabels"), &format!("{f}.matchLabels"), ctx);
     let mut match_expressions = Vec::new();

@@ -12,6 +12,7 @@ use super::authz::{
     AUTHORIZATION_POLICY_KIND, MESH_TLS_KIND, NAMESPACE_KIND, NETWORK_KIND, SERVER_KIND,
 };
 use super::egress::EGRESS_NETWORK_KIND;
+use super::multicluster::{LINK_KIND, MULTICLUSTER_GROUP, SECRET_KIND};
 use super::ratelimit::RATE_LIMIT_KIND;
 use super::route::{FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_GROUP, WEFT_EXTENSIONS_GROUP};
 
@@ -29,6 +30,10 @@ pub enum Origin {
     /// Defined by a CustomResourceDefinition `weft install --crds` prints (Gateway API's,
     /// Linkerd's or Weft's).
     Custom,
+    /// Linkerd's multicluster kinds (`Link`, its credentials `Secret`): documents of the file and
+    /// etcd stores; the Kubernetes store does not watch them yet and `weft install` prints no CRD
+    /// for them (Linkerd's multicluster extension owns the `Link` CRD).
+    StoreOnly,
 }
 
 /// One kind.
@@ -105,9 +110,9 @@ impl Kind {
     /// `Kind/namespace/name`, with the group after the kind for custom resources
     /// (`HTTPRoute.gateway.networking.k8s.io/default/web`), as kubectl names them.
     pub fn text_name(&self, namespace: &str, name: &str) -> String {
-        let kind = match self.origin {
-            Origin::Kubernetes => self.kind.to_string(),
-            Origin::Custom => format!("{}.{}", self.kind, self.group),
+        let kind = match (self.origin, self.group) {
+            (Origin::Kubernetes, _) | (_, CORE_GROUP) => self.kind.to_string(),
+            (Origin::Custom | Origin::StoreOnly, group) => format!("{}.{group}", self.kind),
         };
         match namespace {
             "" => format!("{kind}/{name}"),
@@ -334,6 +339,31 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Custom,
         key: FAULT_INJECTION_KIND,
+    },
+    Kind {
+        kind: LINK_KIND,
+        group: MULTICLUSTER_GROUP,
+        // The fields Weft reads are the same in each version Linkerd has served.
+        versions: &["v1alpha2", "v1alpha1", "v1alpha3"],
+        stored: "v1alpha2",
+        plural: "links",
+        short_names: &[],
+        namespaced: true,
+        writes_status: false,
+        origin: Origin::StoreOnly,
+        key: LINK_KIND,
+    },
+    Kind {
+        kind: SECRET_KIND,
+        group: CORE_GROUP,
+        versions: &["v1"],
+        stored: "v1",
+        plural: "secrets",
+        short_names: &[],
+        namespaced: true,
+        writes_status: false,
+        origin: Origin::StoreOnly,
+        key: SECRET_KIND,
     },
 ];
 

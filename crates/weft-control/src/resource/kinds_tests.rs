@@ -35,6 +35,8 @@ const CANDIDATE_KINDS: &[&str] = &[
     "ExternalGroup",
     "FaultInjection",
     "ServiceProfile",
+    "Link",
+    "Secret",
 ];
 
 /// The errors of one document of `kind` at `api_version`, named `web` (in `default` when

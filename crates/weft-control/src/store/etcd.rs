@@ -128,6 +128,9 @@ impl Store {
                     Some(Command::Delete(key, reply)) => {
                         let _ = reply.send(self.delete(&key, &mut updates).await);
                     }
+                    Some(Command::Mirror(texts)) => {
+                        self.core.set_mirror(texts);
+                    }
                     None => return,
                 },
                 _ = shutdown.changed() => return,

@@ -113,6 +113,9 @@ impl Store {
             Some(Command::Delete(key, reply)) => {
                 let _ = reply.send(self.delete(&key));
             }
+            Some(Command::Mirror(texts)) => {
+                self.core.set_mirror(texts);
+            }
         }
     }
 

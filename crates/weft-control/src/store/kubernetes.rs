@@ -127,6 +127,9 @@ impl Store {
                     Some(Command::Delete(_, reply)) => {
                         let _ = reply.send(Err(StoreError::ReadOnly(READ_ONLY)));
                     }
+                    Some(Command::Mirror(texts)) => {
+                        self.core.set_mirror(texts);
+                    }
                     None => return,
                 },
                 _ = shutdown.changed() => return,

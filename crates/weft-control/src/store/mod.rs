@@ -158,6 +158,8 @@ enum Command {
         oneshot::Sender<Result<Applied, StoreError>>,
     ),
     Delete(DocKey, oneshot::Sender<Result<(), StoreError>>),
+    /// The multicluster mirror's generated texts (name, YAML), replacing its previous ones.
+    Mirror(Vec<(String, String)>),
 }
 
 /// What `weft apply` did to one document (kubectl's words).
@@ -238,6 +240,15 @@ impl StoreHandle {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Replaces the texts the multicluster mirror generated (`crate::multicluster`): their
+    /// documents are in force beside the store's own, and never written into it.
+    pub async fn set_mirror(&self, texts: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.commands
+            .send(Command::Mirror(texts))
+            .await
+            .map_err(|_| StoreError::Stopped)
+    }
+
     /// Removes the document `key` from the text holding it and applies that before returning.
     pub async fn delete(&self, key: DocKey) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -273,6 +284,8 @@ pub struct Core {
     in_force_tx: watch::Sender<Arc<InForce>>,
     /// The texts of the last load: what an apply is validated against.
     texts: Vec<Scanned>,
+    /// The multicluster mirror's texts, in force after the source's own (never written).
+    mirror: Vec<Scanned>,
 }
 
 impl Core {
@@ -286,6 +299,7 @@ impl Core {
             first_seen: HashMap::new(),
             in_force_tx: watch::channel(Arc::new(InForce::new())).0,
             texts: Vec::new(),
+            mirror: Vec::new(),
         }
     }
 
@@ -314,7 +328,7 @@ impl Core {
     /// nothing changed or every document is valid).
     pub fn apply(&mut self, texts: &[Scanned]) -> Vec<String> {
         let mut h = DefaultHasher::new();
-        for (name, hash, _) in texts {
+        for (name, hash, _) in texts.iter().chain(&self.mirror) {
             (name, hash).hash(&mut h);
         }
         let fp = h.finish();
@@ -325,6 +339,7 @@ impl Core {
         self.texts = texts.to_vec();
         let parsed: Vec<(&str, &ParsedFile)> = texts
             .iter()
+            .chain(&self.mirror)
             .map(|(name, _, parsed)| (name.as_str(), &**parsed))
             .collect();
         let (in_force, errors) = documents::in_force(&parsed, &self.in_force);
@@ -352,6 +367,19 @@ impl Core {
             tracing::info!(services, workloads, "store loaded");
         }
         self.report(errors)
+    }
+
+    /// Replaces the mirror's texts and applies them with the source's last texts.
+    pub fn set_mirror(&mut self, texts: Vec<(String, String)>) -> Vec<String> {
+        self.mirror = texts
+            .into_iter()
+            .map(|(name, text)| {
+                let (hash, parsed) = self.parse(&name, &text);
+                (name, hash, parsed)
+            })
+            .collect();
+        let source = self.texts.clone();
+        self.apply(&source)
     }
 
     /// Records this load's errors (the documents they name keep their last good version).
