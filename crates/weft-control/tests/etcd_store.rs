@@ -1,14 +1,20 @@
 //! The etcd store against real etcd processes: the same resource files give the same answers
-//! from the file store and the etcd store (one table over both), and a store keeps serving its
-//! last state while etcd is gone and picks up what changed once it is back.
+//! from the file store, the etcd store and the Kubernetes store (one table over the three; for
+//! the Kubernetes store each file's documents are objects of the stand-in API server, changed
+//! through its watches), and a store keeps serving its last state while etcd is gone and picks
+//! up what changed once it is back.
 
 mod common;
 
 use common::etcd::Etcd;
+use common::kube_api::FakeApi;
+use common::kube_store::{collection, empty_api, kind_of};
 use common::{http_json, LIMIT};
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 use weft_control::store::Location;
 
@@ -58,6 +64,36 @@ enum Backend {
         client: weft_control::etcd::Client,
         prefix: String,
     },
+    /// The stand-in API server: each file's documents are objects, kept by file as
+    /// (collection, namespace, name, the store's name for it).
+    Kube {
+        api: FakeApi,
+        kubeconfig: PathBuf,
+        files: Mutex<HashMap<String, Vec<KubeObject>>>,
+        /// The cluster IP given to each Service (namespace/name), kept as the API server does.
+        cluster_ips: Mutex<HashMap<String, String>>,
+    },
+}
+
+/// (collection, namespace, name, `Kind/ns/name` as the Kubernetes store names the object).
+type KubeObject = (String, String, String, String);
+
+/// A document as the API server stores it once created: the defaults it fills in for a
+/// Service (type, cluster IP, each port's protocol and target port).
+fn as_stored(mut doc: Value, cluster_ip: &str) -> Value {
+    if doc["kind"] == "Service" && doc["apiVersion"] == "v1" {
+        let spec = &mut doc["spec"];
+        spec["type"] = json!("ClusterIP");
+        spec["clusterIP"] = json!(cluster_ip);
+        spec["clusterIPs"] = json!([cluster_ip]);
+        for port in spec["ports"].as_array_mut().into_iter().flatten() {
+            port["protocol"] = json!("TCP");
+            if port["targetPort"].is_null() {
+                port["targetPort"] = port["port"].clone();
+            }
+        }
+    }
+    doc
 }
 
 impl Backend {
@@ -65,12 +101,70 @@ impl Backend {
         match self {
             Backend::Dir(d) => Location::Dir(d.clone()),
             Backend::Etcd { prefix, .. } => etcd.store(prefix.trim_start_matches('/')),
+            Backend::Kube { kubeconfig, .. } => Location::Kubernetes(Some(kubeconfig.clone())),
         }
+    }
+
+    /// Whether this store can hold `text` at all (the API server takes objects, not text: a
+    /// text that is not YAML never reaches the Kubernetes store).
+    fn holds(&self, text: Option<&str>) -> bool {
+        let Backend::Kube { .. } = self else {
+            return true;
+        };
+        text.is_none_or(|t| {
+            yaml_serde::Deserializer::from_str(t).all(|d| {
+                use serde::Deserialize;
+                Value::deserialize(d).is_ok()
+            })
+        })
     }
 
     /// Writes (or with `None` removes) one resource file / key.
     async fn write(&self, file: &str, text: Option<&str>) {
         match (self, text) {
+            (
+                Backend::Kube {
+                    api,
+                    files,
+                    cluster_ips,
+                    ..
+                },
+                text,
+            ) => {
+                use serde::Deserialize;
+                let docs: Vec<Value> = text
+                    .into_iter()
+                    .flat_map(yaml_serde::Deserializer::from_str)
+                    .map(|d| Value::deserialize(d).expect("YAML"))
+                    .collect();
+                let mut files = files.lock().unwrap();
+                let held = files.remove(file).unwrap_or_default();
+                let mut now = Vec::new();
+                for doc in docs {
+                    let kind = kind_of(
+                        doc["apiVersion"].as_str().unwrap(),
+                        doc["kind"].as_str().unwrap(),
+                    );
+                    let (ns, name) = (
+                        doc["metadata"]["namespace"].as_str().unwrap().to_string(),
+                        doc["metadata"]["name"].as_str().unwrap().to_string(),
+                    );
+                    let path = collection(kind);
+                    let ip = {
+                        let mut ips = cluster_ips.lock().unwrap();
+                        let next = format!("10.96.0.{}", 10 + ips.len());
+                        ips.entry(format!("{ns}/{name}")).or_insert(next).clone()
+                    };
+                    api.apply(&path, as_stored(doc, &ip));
+                    now.push((path, ns.clone(), name.clone(), kind.text_name(&ns, &name)));
+                }
+                for (path, ns, name, _) in &held {
+                    if !now.iter().any(|o| (&o.0, &o.1, &o.2) == (path, ns, name)) {
+                        api.delete(path, ns, name);
+                    }
+                }
+                files.insert(file.to_string(), now);
+            }
             (Backend::Dir(d), Some(t)) => std::fs::write(d.join(file), t).expect("write"),
             (Backend::Dir(d), None) => std::fs::remove_file(d.join(file)).expect("remove"),
             (Backend::Etcd { client, prefix }, text) => {
@@ -97,6 +191,17 @@ impl Backend {
             Backend::Etcd { prefix, .. } => text
                 .replace(&format!("{prefix}/registered/"), "REGISTERED/")
                 .replace(&format!("{prefix}/resources/"), ""),
+            // Objects are named by kind, namespace and name: here, by the file they came from.
+            Backend::Kube { files, .. } => {
+                let files = files.lock().unwrap();
+                let mut text = text.to_string();
+                for (file, objects) in files.iter() {
+                    for (_, _, _, name) in objects {
+                        text = text.replace(&format!("\"{name}: "), &format!("\"{file}: "));
+                    }
+                }
+                text
+            }
         }
     }
 }
@@ -164,15 +269,22 @@ type Step = (
 type Call = (&'static str, &'static str, String, u16, (u64, u64, usize));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_and_etcd_stores_answer_the_same() {
+async fn file_etcd_and_kubernetes_stores_answer_the_same() {
     let Some(etcd) = Etcd::start("same-answers").await else {
         return;
     };
+    let api = empty_api().await;
     let backends = [
         Backend::Dir(common::temp_dir("same-answers")),
         Backend::Etcd {
             client: etcd.client(),
             prefix: "/weft".into(),
+        },
+        Backend::Kube {
+            kubeconfig: api.kubeconfig(&common::temp_dir("same-answers-kube")),
+            api: api.clone(),
+            files: Mutex::default(),
+            cluster_ips: Mutex::default(),
         },
     ];
     let mut planes = Vec::new();
@@ -217,6 +329,12 @@ async fn file_and_etcd_stores_answer_the_same() {
         ),
         (
             "a bad edit keeps the last good version",
+            vec![("api.yaml", Some(bad_port.clone()))],
+            (2, 1, 1),
+            "got 70000",
+        ),
+        (
+            "an edit that is not YAML keeps the last good version (text stores only)",
             vec![(
                 "api.yaml",
                 Some(format!("{}garbage: [", service("api", 82))),
@@ -234,6 +352,9 @@ async fn file_and_etcd_stores_answer_the_same() {
     for (what, writes, (services, workloads, errors), needle) in steps {
         let mut answers = Vec::new();
         for (b, cp) in backends.iter().zip(&planes) {
+            if !writes.iter().all(|(_, text)| b.holds(text.as_deref())) {
+                continue;
+            }
             for (file, text) in &writes {
                 b.write(file, text.as_deref()).await;
             }
@@ -244,7 +365,9 @@ async fn file_and_etcd_stores_answer_the_same() {
             .await;
             answers.push(b.normalise(&s.to_string()));
         }
-        assert_eq!(answers[0], answers[1], "{what}: the stores disagree");
+        for other in &answers[1..] {
+            assert_eq!(&answers[0], other, "{what}: the stores disagree");
+        }
     }
     let first = store_status(planes[0].api_addr).await;
     assert!(
@@ -252,8 +375,9 @@ async fn file_and_etcd_stores_answer_the_same() {
         "{first}"
     );
 
-    // Registrations behave the same: accepted and applied, a duplicate of a file-defined
-    // workload refused and undone, deregistration, and a second deregistration refused.
+    // Registrations behave the same on the stores that take them (not the Kubernetes store:
+    // pods are its workloads): accepted and applied, a duplicate of a file-defined workload
+    // refused and undone, deregistration, and a second deregistration refused.
     let doc = |name: &str| {
         serde_json::json!({
             "apiVersion": "workload.linkerd.io/v1beta1",
@@ -295,7 +419,7 @@ async fn file_and_etcd_stores_answer_the_same() {
     ];
     for (method, path, body, code, (services, workloads, errors)) in calls {
         let mut answers = Vec::new();
-        for (b, cp) in backends.iter().zip(&planes) {
+        for (b, cp) in backends.iter().zip(&planes).take(2) {
             let (status, reply) = http_json(cp.api_addr, method, path, &body).await;
             assert_eq!(status, code, "{method} {path}: {reply}");
             // Applied before the answer: no waiting here.
@@ -326,6 +450,7 @@ async fn file_and_etcd_stores_answer_the_same() {
     for cp in planes {
         cp.shutdown().await.expect("shutdown");
     }
+    api.assert_known();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

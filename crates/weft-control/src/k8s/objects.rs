@@ -191,6 +191,11 @@ fn service(obj: &DynamicObject) -> Object {
                     port.insert(field.into(), v.clone());
                 }
             }
+            // The API server fills a missing targetPort in with the port: the same as none
+            // (a bad port is then reported once, as the file store reports it).
+            if port.get("targetPort").is_some() && port.get("targetPort") == port.get("port") {
+                port.remove("targetPort");
+            }
             if let Some(proto) = port.get("appProtocol").and_then(Value::as_str) {
                 if !APP_PROTOCOLS.contains(&proto) {
                     port.remove("appProtocol");
