@@ -15,7 +15,8 @@
 //! - a custom resource → itself, without its `status` (except an ExternalWorkload's).
 //!
 //! `config.linkerd.io/*` and `config.alpha.linkerd.io/*` annotations of a Namespace apply to its
-//! Services and Pods that do not set them themselves, as in Linkerd.
+//! Services and Pods that do not set them themselves, as in Linkerd. A pod's opaque ports may
+//! name its container ports (Linkerd's reading): the document carries their numbers.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +24,7 @@ use kube::core::DynamicObject;
 use serde_json::{json, Map, Value};
 
 use super::{Kind, Shape};
-use crate::resource::{Defaults, APP_PROTOCOLS, WORKLOAD_API_VERSION};
+use crate::resource::{Defaults, APP_PROTOCOLS, OPAQUE_PORTS_ANNOTATION, WORKLOAD_API_VERSION};
 
 /// What is kept of one object.
 #[derive(Clone, Debug, PartialEq)]
@@ -286,6 +287,25 @@ fn pod(obj: &DynamicObject) -> Object {
     })
 }
 
+/// A pod's opaque-ports annotation with the names of its container ports replaced by their
+/// numbers, as Linkerd reads it on pods (`http,9000-9001` → `8080,9000-9001`). A name the pod
+/// does not have stays, so the annotation's error names it.
+fn port_numbers(annotation: &str, ports: &[(Option<String>, u16)]) -> String {
+    annotation
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let named = ports.iter().find(|(name, _)| name.as_deref() == Some(part));
+            match named {
+                Some((_, number)) => number.to_string(),
+                None => part.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Readiness of pods as the EndpointSlices say, by (namespace, pod).
 #[derive(Default)]
 pub struct Readiness(BTreeMap<(String, String), (bool, bool)>);
@@ -363,6 +383,9 @@ impl<'a> Rendered<'a> {
         let sa = &pod.service_account;
         let mut annotations = pod.annotations.clone();
         self.inherit(namespace, &mut annotations);
+        if let Some(Value::String(ports)) = annotations.get_mut(OPAQUE_PORTS_ANNOTATION) {
+            *ports = port_numbers(ports, &pod.ports);
+        }
         let (ready, reason) = match self
             .readiness
             .0

@@ -43,11 +43,11 @@ pub fn kind_of(api_version: &str, kind: &str) -> &'static Kind {
 
 /// A strict stand-in: the lists in `lists` by collection, every other watched kind not served
 /// (its CRD not installed), and the recorded TokenReview answers.
-pub async fn api_with(lists: Vec<(&str, Value)>) -> FakeApi {
+pub async fn api_with(lists: Vec<(String, Value)>) -> FakeApi {
     let api = FakeApi::start().await;
     api.strict();
     for (path, list) in lists {
-        api.set_list(path, list);
+        api.set_list(&path, list);
     }
     for kind in KINDS {
         let path = collection(kind);
@@ -69,30 +69,128 @@ pub async fn api_with(lists: Vec<(&str, Value)>) -> FakeApi {
     api
 }
 
-/// The stand-in with the recorded lists (`tests/fixtures/kubernetes/`).
+/// The recorded lists (`tests/fixtures/kubernetes/`) by collection.
+pub fn recorded() -> Vec<(String, Value)> {
+    [
+        (NAMESPACES, "namespaces.json"),
+        (SERVICES, "services.json"),
+        (PODS, "pods.json"),
+        (SLICES, "endpointslices.json"),
+        (ROUTES, "httproutes.json"),
+    ]
+    .into_iter()
+    .map(|(path, file)| (path.to_string(), fixture_json(file)))
+    .collect()
+}
+
+/// An empty list of `kind` (installed, no objects yet), by its collection.
+pub fn empty_list(kind: &Kind) -> (String, Value) {
+    let list = json!({"kind": format!("{}List", kind.kind),
+                      "apiVersion": kind.api_resource().api_version,
+                      "metadata": {"resourceVersion": "1000"}, "items": []});
+    (collection(kind), list)
+}
+
+/// The stand-in with the recorded lists.
 pub async fn api() -> FakeApi {
-    api_with(vec![
-        (NAMESPACES, fixture_json("namespaces.json")),
-        (SERVICES, fixture_json("services.json")),
-        (PODS, fixture_json("pods.json")),
-        (SLICES, fixture_json("endpointslices.json")),
-        (ROUTES, fixture_json("httproutes.json")),
-    ])
-    .await
+    api_with(recorded()).await
 }
 
 /// The stand-in with every watched kind installed and no objects yet.
 pub async fn empty_api() -> FakeApi {
-    let lists = KINDS
+    api_with(KINDS.iter().map(empty_list).collect()).await
+}
+
+/// A running pod as the API server lists it (the recorded web pod's shape: managed fields,
+/// volumes, conditions): its IP, labels, ServiceAccount (`None`: the field left out) and
+/// container ports, Ready.
+pub fn pod(
+    namespace: &str,
+    name: &str,
+    ip: &str,
+    labels: Value,
+    service_account: Option<&str>,
+    ports: &[(&str, u16)],
+) -> Value {
+    let mut pod = fixture_json("pods.json")["items"][0].clone();
+    let meta = &mut pod["metadata"];
+    meta["namespace"] = json!(namespace);
+    meta["name"] = json!(name);
+    meta["labels"] = labels;
+    for field in ["uid", "resourceVersion", "generateName", "ownerReferences"] {
+        meta.as_object_mut().unwrap().remove(field);
+    }
+    let spec = pod["spec"].as_object_mut().unwrap();
+    match service_account {
+        Some(sa) => {
+            spec.insert("serviceAccountName".into(), json!(sa));
+            spec.insert("serviceAccount".into(), json!(sa));
+        }
+        None => {
+            spec.remove("serviceAccountName");
+            spec.remove("serviceAccount");
+        }
+    }
+    pod["spec"]["containers"][0]["ports"] = ports
         .iter()
-        .map(|k| {
-            let api_version = k.api_resource().api_version;
-            let list = json!({"kind": format!("{}List", k.kind), "apiVersion": api_version,
-                              "metadata": {"resourceVersion": "1000"}, "items": []});
-            (collection(k), list)
+        .map(|(n, p)| json!({"name": n, "containerPort": p, "protocol": "TCP"}))
+        .collect();
+    pod["status"]["podIP"] = json!(ip);
+    pod["status"]["podIPs"] = json!([{"ip": ip}]);
+    pod
+}
+
+/// An EndpointSlice of `service` as the endpoint-slice controller writes it (the recorded
+/// shape), listing (pod, IP, conditions) on one port.
+pub fn slice(
+    namespace: &str,
+    name: &str,
+    service: &str,
+    port: (&str, u16),
+    endpoints: &[(&str, &str, Value)],
+) -> Value {
+    let mut slice = fixture_json("endpointslices.json")["items"][0].clone();
+    let meta = &mut slice["metadata"];
+    meta["namespace"] = json!(namespace);
+    meta["name"] = json!(name);
+    meta["labels"]["kubernetes.io/service-name"] = json!(service);
+    meta["ownerReferences"][0]["name"] = json!(service);
+    for field in ["uid", "resourceVersion"] {
+        meta.as_object_mut().unwrap().remove(field);
+    }
+    slice["endpoints"] = endpoints
+        .iter()
+        .map(|(pod, ip, conditions)| {
+            json!({"addresses": [ip], "conditions": conditions,
+                   "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod},
+                   "nodeName": "node-1"})
         })
-        .collect::<Vec<_>>();
-    api_with(lists.iter().map(|(p, l)| (p.as_str(), l.clone())).collect()).await
+        .collect();
+    slice["ports"] = json!([{"name": port.0, "protocol": "TCP", "port": port.1}]);
+    slice
+}
+
+/// A Service as the API server lists it (the recorded shape), selecting `selector`.
+pub fn service(
+    namespace: &str,
+    name: &str,
+    cluster_ip: &str,
+    selector: Value,
+    ports: Value,
+) -> Value {
+    let mut svc = fixture_json("services.json")["items"][1].clone();
+    let meta = &mut svc["metadata"];
+    meta["namespace"] = json!(namespace);
+    meta["name"] = json!(name);
+    meta["labels"] = json!({});
+    for field in ["uid", "resourceVersion"] {
+        meta.as_object_mut().unwrap().remove(field);
+    }
+    svc["spec"]["clusterIP"] = json!(cluster_ip);
+    svc["spec"]["clusterIPs"] = json!([cluster_ip]);
+    svc["spec"]["selector"] = selector;
+    svc["spec"]["ports"] = ports;
+    svc
 }
 
 pub async fn control_plane(api: &FakeApi, test: &str) -> weft_control::Running {
