@@ -396,7 +396,7 @@ async fn bad_edits_missing_backends_and_a_deleted_namespace() {
     api.delete(SLICES, "shop", "cache-2vd9s");
     api.delete(PODS, "shop", "cache-0");
     api.delete(SERVICES, "shop", "cache");
-    store_until(cp.api_addr, "shop's objects gone", |s| s["services"] == 2).await;
+    store_until(cp.api_addr, "shop's objects gone", |s| s["services"] == 3).await;
     for kind in ["namespaces", "services", "externalworkloads"] {
         let path = format!("/v1/resources/{kind}");
         let (status, resources) = http_json(cp.api_addr, "GET", &path, "").await;

@@ -45,6 +45,19 @@ async fn services_serve_their_ready_pods_and_annotations_apply() {
     let cache = first_add(cp.grpc_addr, "cache.shop.svc.cluster.local:6379").await;
     assert!(opaque(&cache), "shop's opaque-ports annotation: {cache:?}");
 
+    // kube-dns scaled to zero: its slice lists `endpoints: null`, `ports: null`.
+    let mut dns = get(cp.grpc_addr, "kube-dns.kube-system.svc.cluster.local:53")
+        .await
+        .unwrap();
+    let none = common::next(&mut dns).await;
+    assert!(
+        matches!(
+            none,
+            linkerd2_proxy_api::destination::update::Update::NoEndpoints(_)
+        ),
+        "{none:?}"
+    );
+
     // The bad route is reported by its name; the good one applies beside it.
     let (status, store) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
     assert_eq!(status, 200);
@@ -64,7 +77,9 @@ async fn services_serve_their_ready_pods_and_annotations_apply() {
     );
     let routes = store["routes"].to_string();
     assert!(routes.contains("web-split"), "{routes}");
-    assert_eq!(store["services"], 3, "{store}");
+    // web, db, cache and kube-dns (its TCP ports: a UDP twin of a TCP port is no duplicate);
+    // not the selector-less `kubernetes`.
+    assert_eq!(store["services"], 4, "{store}");
 
     // A pod turning not-ready leaves the Service's endpoints.
     api.push(SLICES, &fixture_json("watch-endpointslice-not-ready.json"))
