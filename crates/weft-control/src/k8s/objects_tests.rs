@@ -226,7 +226,8 @@ fn namespace_config_annotations_apply_unless_the_object_sets_its_own() {
         .is_none());
     assert_eq!(
         docs[1]["spec"]["ports"],
-        json!([{"port": 6379, "targetPort": 6379}])
+        // (A targetPort equal to the port is what the API server fills in: none.)
+        json!([{"port": 6379}])
     );
     let svc =
         crate::resource::validate_one(&docs[1], "Service/shop/inherits", &Defaults::default());
@@ -246,7 +247,7 @@ fn only_tcp_ports_are_served_and_unknown_app_protocols_are_dropped() {
                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
                 {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153, "appProtocol": "https"},
-                {"name": "grpc", "port": 9000, "targetPort": 9000, "appProtocol": "grpc"},
+                {"name": "grpc", "port": 9000, "targetPort": "grpc", "appProtocol": "grpc"},
             ]}}),
         ),
     );
@@ -255,9 +256,9 @@ fn only_tcp_ports_are_served_and_unknown_app_protocols_are_dropped() {
     };
     assert_eq!(
         doc["spec"]["ports"],
-        json!([{"name": "dns-tcp", "port": 53, "targetPort": 53},
-               {"name": "metrics", "port": 9153, "targetPort": 9153},
-               {"name": "grpc", "port": 9000, "targetPort": 9000, "appProtocol": "grpc"}])
+        json!([{"name": "dns-tcp", "port": 53},
+               {"name": "metrics", "port": 9153},
+               {"name": "grpc", "port": 9000, "targetPort": "grpc", "appProtocol": "grpc"}])
     );
     let checked =
         crate::resource::validate_one(&doc, "Service/kube-system/kube-dns", &Defaults::default());
@@ -326,4 +327,40 @@ fn custom_resources_keep_their_spec_and_lose_status_and_bookkeeping() {
         panic!("a document")
     };
     assert_eq!(doc["status"]["conditions"][0]["status"], "False");
+}
+
+#[test]
+fn a_pods_opaque_ports_may_name_its_container_ports() {
+    // Its own annotation, and its Namespace's it inherits: names become the pod's numbers,
+    // numbers and ranges stay, a name the pod lacks stays for the validation to name it.
+    let own = pod(
+        "cart-1",
+        true,
+        json!({"config.linkerd.io/opaque-ports": "http, 9000-9001"}),
+    );
+    let inherits = pod("cart-2", true, json!({}));
+    let unknown = pod(
+        "cart-3",
+        true,
+        json!({"config.linkerd.io/opaque-ports": "grpc"}),
+    );
+    let objects: Vec<(Shape, &str, Object)> = [
+        ("cart-1", &own),
+        ("cart-2", &inherits),
+        ("cart-3", &unknown),
+    ]
+    .into_iter()
+    .map(|(name, o)| (Shape::Pod, name, project(kind("Pod"), o)))
+    .collect();
+    let docs = render(
+        &objects,
+        &[(
+            "shop",
+            json!({"metadata": {"annotations": {"config.linkerd.io/opaque-ports": "http,9090"}}}),
+        )],
+    );
+    let opaque = |d: &Value| d["metadata"]["annotations"]["config.linkerd.io/opaque-ports"].clone();
+    assert_eq!(opaque(&docs[0]), "8080,9000-9001");
+    assert_eq!(opaque(&docs[1]), "8080,9090");
+    assert_eq!(opaque(&docs[2]), "grpc");
 }
