@@ -384,6 +384,31 @@ async fn bad_edits_missing_backends_and_a_deleted_namespace() {
     // deletes what was in it) its Service and pod.
     let cache = "cache.shop.svc.cluster.local:6379";
     assert!(opaque(&first_add(cp.grpc_addr, cache).await));
+
+    // The namespace's annotation names a container port its pods do not have: left out for
+    // them and for the Service, not an error on every object of the namespace. (Its default
+    // policy changes too: what shows the edit was applied.)
+    let mut shop = fixture_json("namespaces.json")["items"][1].clone();
+    let notes = &mut shop["metadata"]["annotations"];
+    notes["config.linkerd.io/opaque-ports"] = json!("mysql,6379");
+    notes["config.linkerd.io/default-inbound-policy"] = json!("all-authenticated");
+    api.apply(NAMESPACES, shop);
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let (kind, name) = inbound(cp.grpc_addr, "shop/cache-0", 6379).await;
+        if name == "all-authenticated" {
+            assert!(matches!(kind, ipp::Kind::Opaque(_)), "{kind:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shop's edit: {name}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(opaque(&first_add(cp.grpc_addr, cache).await));
+    let (_, store) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
+    assert!(!store["errors"].to_string().contains("shop"), "{store}");
     api.delete(NAMESPACES, "", "shop");
     let deadline = tokio::time::Instant::now() + SETTLE;
     while opaque(&first_add(cp.grpc_addr, cache).await) {

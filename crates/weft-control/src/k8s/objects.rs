@@ -16,7 +16,8 @@
 //!
 //! `config.linkerd.io/*` and `config.alpha.linkerd.io/*` annotations of a Namespace apply to its
 //! Services and Pods that do not set them themselves, as in Linkerd. A pod's opaque ports may
-//! name its container ports (Linkerd's reading): the document carries their numbers.
+//! name its container ports (Linkerd's reading): the document carries their numbers; what an
+//! inherited annotation names that an object cannot read is left out for that object.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,7 +25,9 @@ use kube::core::DynamicObject;
 use serde_json::{json, Map, Value};
 
 use super::{Kind, Shape};
-use crate::resource::{Defaults, APP_PROTOCOLS, OPAQUE_PORTS_ANNOTATION, WORKLOAD_API_VERSION};
+use crate::resource::{
+    parse_port_list, Defaults, APP_PROTOCOLS, OPAQUE_PORTS_ANNOTATION, WORKLOAD_API_VERSION,
+};
 
 /// What is kept of one object.
 #[derive(Clone, Debug, PartialEq)]
@@ -287,20 +290,21 @@ fn pod(obj: &DynamicObject) -> Object {
     })
 }
 
-/// A pod's opaque-ports annotation with the names of its container ports replaced by their
-/// numbers, as Linkerd reads it on pods (`http,9000-9001` → `8080,9000-9001`). A name the pod
-/// does not have stays, so the annotation's error names it.
-fn port_numbers(annotation: &str, ports: &[(Option<String>, u16)]) -> String {
+/// An opaque-ports annotation with the names `named` knows replaced by their port numbers, as
+/// Linkerd reads a pod's (`http,9000-9001` → `8080,9000-9001`; a name first, since `123-456`
+/// may be one). Any other entry stays, so a bad one of the object's own annotation is reported
+/// naming it — unless the annotation is `inherited` from the Namespace: then an entry this
+/// object cannot read (a port name it does not have) is left out, as Linkerd skips it, and does
+/// not make every object of the namespace without that port invalid.
+fn port_numbers(annotation: &str, named: impl Fn(&str) -> Option<u16>, inherited: bool) -> String {
     annotation
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|part| {
-            let named = ports.iter().find(|(name, _)| name.as_deref() == Some(part));
-            match named {
-                Some((_, number)) => number.to_string(),
-                None => part.to_string(),
-            }
+        .filter_map(|part| match named(part) {
+            Some(number) => Some(number.to_string()),
+            None if inherited && parse_port_list(part).is_err() => None,
+            None => Some(part.to_string()),
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -368,7 +372,27 @@ impl<'a> Rendered<'a> {
                     .pointer_mut("/metadata/annotations")
                     .and_then(Value::as_object_mut)
                 {
+                    let own = a.contains_key(OPAQUE_PORTS_ANNOTATION);
                     self.inherit(namespace, a);
+                    if let Some(Value::String(ports)) = a.get_mut(OPAQUE_PORTS_ANNOTATION) {
+                        if !own {
+                            // A Service's opaque ports are numbers: the names in its
+                            // Namespace's annotation are its pods'.
+                            *ports = port_numbers(ports, |_| None, true);
+                        }
+                    }
+                }
+                Some(doc)
+            }
+            // What it names for its pods is theirs to read: its own document keeps the numbers.
+            Object::Document(doc) if shape == Shape::Namespace => {
+                let mut doc = doc.clone();
+                let ports = doc.pointer_mut(&format!(
+                    "/metadata/annotations/{}",
+                    OPAQUE_PORTS_ANNOTATION.replace('/', "~1")
+                ));
+                if let Some(Value::String(ports)) = ports {
+                    *ports = port_numbers(ports, |_| None, true);
                 }
                 Some(doc)
             }
@@ -382,9 +406,14 @@ impl<'a> Rendered<'a> {
         let d = self.defaults;
         let sa = &pod.service_account;
         let mut annotations = pod.annotations.clone();
+        let own = annotations.contains_key(OPAQUE_PORTS_ANNOTATION);
         self.inherit(namespace, &mut annotations);
         if let Some(Value::String(ports)) = annotations.get_mut(OPAQUE_PORTS_ANNOTATION) {
-            *ports = port_numbers(ports, &pod.ports);
+            let named = |name: &str| {
+                let port = pod.ports.iter().find(|(n, _)| n.as_deref() == Some(name));
+                port.map(|(_, number)| *number)
+            };
+            *ports = port_numbers(ports, named, !own);
         }
         let (ready, reason) = match self
             .readiness

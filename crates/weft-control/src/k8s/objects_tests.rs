@@ -331,8 +331,10 @@ fn custom_resources_keep_their_spec_and_lose_status_and_bookkeeping() {
 
 #[test]
 fn a_pods_opaque_ports_may_name_its_container_ports() {
-    // Its own annotation, and its Namespace's it inherits: names become the pod's numbers,
-    // numbers and ranges stay, a name the pod lacks stays for the validation to name it.
+    // Its own annotation: names become the pod's numbers, numbers and ranges stay, a name the
+    // pod lacks stays for the validation to name it. Its Namespace's: what the pod cannot
+    // read is left out (not every pod of a namespace has every named port), and a Service
+    // keeps only the numbers.
     let own = pod(
         "cart-1",
         true,
@@ -344,7 +346,11 @@ fn a_pods_opaque_ports_may_name_its_container_ports() {
         true,
         json!({"config.linkerd.io/opaque-ports": "grpc"}),
     );
-    let objects: Vec<(Shape, &str, Object)> = [
+    let service = object(json!({
+        "metadata": {"name": "cart", "namespace": "shop"},
+        "spec": {"selector": {"app": "cart"}, "ports": [{"name": "http", "port": 80}]},
+    }));
+    let mut objects: Vec<(Shape, &str, Object)> = [
         ("cart-1", &own),
         ("cart-2", &inherits),
         ("cart-3", &unknown),
@@ -352,15 +358,23 @@ fn a_pods_opaque_ports_may_name_its_container_ports() {
     .into_iter()
     .map(|(name, o)| (Shape::Pod, name, project(kind("Pod"), o)))
     .collect();
+    objects.push((Shape::Service, "cart", project(kind("Service"), &service)));
+    let annotations = json!({"config.linkerd.io/opaque-ports": "http,mysql,9090"});
+    let namespace = object(json!({"metadata": {"name": "shop", "annotations": annotations}}));
+    objects.push((
+        Shape::Namespace,
+        "shop",
+        project(kind("Namespace"), &namespace),
+    ));
     let docs = render(
         &objects,
-        &[(
-            "shop",
-            json!({"metadata": {"annotations": {"config.linkerd.io/opaque-ports": "http,9090"}}}),
-        )],
+        &[("shop", json!({"metadata": {"annotations": annotations}}))],
     );
     let opaque = |d: &Value| d["metadata"]["annotations"]["config.linkerd.io/opaque-ports"].clone();
     assert_eq!(opaque(&docs[0]), "8080,9000-9001");
     assert_eq!(opaque(&docs[1]), "8080,9090");
     assert_eq!(opaque(&docs[2]), "grpc");
+    assert_eq!(opaque(&docs[3]), "9090");
+    // The Namespace's own document too (what it names is for its pods).
+    assert_eq!(opaque(&docs[4]), "9090");
 }
