@@ -121,6 +121,49 @@ async fn endpoints_follow_every_slice_its_conditions_and_the_pods() {
     api.push(SLICES, &fixture_json("watch-endpointslice-not-ready.json"))
         .await;
     endpoints_until(&mut web, &mut seen, &all[..1]).await;
+    // A headless Service with publishNotReadyAddresses lists the same pods: its slice says
+    // `ready: true` for the not-ready pod (the controller forces it), `serving: false`. That
+    // does not make the pod an endpoint of web.
+    let peers = [
+        (WEB_1, "10.244.1.5", ready()),
+        (
+            WEB_2,
+            "10.244.2.7",
+            json!({"ready": true, "serving": false, "terminating": false}),
+        ),
+    ];
+    api.apply(
+        SLICES,
+        slice(
+            "default",
+            "web-peers-h2m8x",
+            "web-peers",
+            ("http", 8080),
+            &peers,
+        ),
+    );
+    // (db-0 turning not-ready after it, in the same watch: once db has no endpoint, the
+    // peers' slice was taken too.)
+    let mut db = get(cp.grpc_addr, "db.default.svc.cluster.local:5432")
+        .await
+        .unwrap();
+    let mut db_seen = BTreeSet::new();
+    endpoints_until(&mut db, &mut db_seen, &["10.244.1.9:5432"]).await;
+    let not_ready = json!({"ready": false, "serving": false, "terminating": false});
+    api.apply(
+        SLICES,
+        slice(
+            "default",
+            "db-7hq4m",
+            "db",
+            ("pg", 5432),
+            &[("db-0", "10.244.1.9", not_ready)],
+        ),
+    );
+    endpoints_until(&mut db, &mut db_seen, &[]).await;
+    let now = first_add(cp.grpc_addr, WEB).await;
+    assert_eq!(now.addrs.len(), 1, "the not-ready pod is back: {now:?}");
+    api.delete(SLICES, "default", "web-peers-h2m8x");
     api.delete(SLICES, "default", "web-k8x2p");
     endpoints_until(&mut web, &mut seen, &all[..2]).await;
 

@@ -10,8 +10,9 @@
 //! - a Namespace → a `Namespace` (its annotations: the default inbound policy);
 //! - a Pod with an IP, not finished → an `ExternalWorkload`: its IPs, labels, container ports,
 //!   identity from its ServiceAccount (`<sa>.<ns>.serviceaccount.identity.<control-ns>.<td>`),
-//!   and a `Ready` condition from the EndpointSlices that list it (ready → `True`; listed but
-//!   not ready, or terminating → `False`; listed nowhere → the pod's own `Ready` condition);
+//!   and a `Ready` condition from the EndpointSlices that list it (serving and not terminating
+//!   → `True`; listed but not serving, or terminating → `False`; listed nowhere → the pod's
+//!   own `Ready` condition);
 //! - a custom resource → itself, without its `status` (except an ExternalWorkload's).
 //!
 //! `config.linkerd.io/*` and `config.alpha.linkerd.io/*` annotations of a Namespace apply to its
@@ -59,7 +60,11 @@ pub struct Pod {
 pub struct SliceEndpoint {
     pub namespace: String,
     pub pod: String,
-    /// `conditions.ready` (absent: ready, as Kubernetes says to read it).
+    /// The pod's readiness: `conditions.serving`, which the endpoint-slice controller sets
+    /// from the pod alone — `ready` is forced true in the slices of a Service with
+    /// `publishNotReadyAddresses`, and a pod is one workload for every Service. Without
+    /// `serving` (older writers), `ready`; neither: ready, as Kubernetes says to read them.
+    /// (Terminating endpoints are left out by [`SliceEndpoint::terminating`].)
     pub ready: bool,
     pub terminating: bool,
 }
@@ -122,7 +127,7 @@ pub fn project(kind: &Kind, obj: &DynamicObject) -> Object {
                             .or(obj.metadata.namespace.as_deref())?
                             .to_string(),
                         pod: target.get("name")?.as_str()?.to_string(),
-                        ready: cond("ready").unwrap_or(true),
+                        ready: cond("serving").or(cond("ready")).unwrap_or(true),
                         terminating: cond("terminating").unwrap_or(false),
                     })
                 })

@@ -134,6 +134,8 @@ fn endpoint_slices_decide_readiness_and_the_pod_only_when_no_slice_lists_it() {
         {"addresses": ["10.1.0.6"], "conditions": {"ready": false}, "targetRef": {"kind": "Pod", "name": "not-ready"}},
         {"addresses": ["10.1.0.7"], "conditions": {"ready": false, "serving": true, "terminating": true}, "targetRef": {"kind": "Pod", "name": "leaving"}},
         {"addresses": ["10.1.0.8"], "targetRef": {"kind": "Pod", "name": "unknown"}},
+        // publishNotReadyAddresses: `ready` forced, `serving` the pod's own.
+        {"addresses": ["10.1.0.10"], "conditions": {"ready": true, "serving": false, "terminating": false}, "targetRef": {"kind": "Pod", "name": "published"}},
         {"addresses": ["10.1.0.9"], "conditions": {"ready": true}},
     ]));
     let mut objects = vec![(Shape::EndpointSlice, "cart-x", slices)];
@@ -143,6 +145,7 @@ fn endpoint_slices_decide_readiness_and_the_pod_only_when_no_slice_lists_it() {
         ("leaving", true),
         ("unknown", false),
         ("unlisted", true),
+        ("published", false),
     ] {
         let (shape, _, o) = p(name, own);
         objects.push((shape, name, o));
@@ -169,6 +172,7 @@ fn endpoint_slices_decide_readiness_and_the_pod_only_when_no_slice_lists_it() {
         // No conditions in the slice: ready, as Kubernetes says to read it.
         ("unknown", "True:EndpointReady"),
         ("unlisted", "True:PodReady"),
+        ("published", "False:EndpointNotReady"),
     ];
     let want: Vec<(String, String)> = want
         .iter()
