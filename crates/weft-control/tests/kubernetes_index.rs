@@ -274,6 +274,34 @@ async fn identity_target_ports_and_headless_services_come_from_the_pods() {
             "{authority}"
         );
     }
+    // A pod that declares no container ports (most do not): a numeric targetPort reaches it.
+    let plain_ports = json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8000}]);
+    api.apply(
+        SERVICES,
+        service(
+            "default",
+            "plain",
+            "10.96.41.41",
+            json!({"app": "plain"}),
+            plain_ports,
+        ),
+    );
+    api.apply(
+        PODS,
+        pod(
+            "default",
+            "plain-0",
+            "10.244.4.3",
+            json!({"app": "plain"}),
+            None,
+            &[],
+        ),
+    );
+    let mut plain = get(cp.grpc_addr, "plain.default.svc.cluster.local:80")
+        .await
+        .unwrap();
+    endpoints_until(&mut plain, &mut BTreeSet::new(), &["10.244.4.3:8000"]).await;
+
     // The Service with a cluster IP answers by that IP too; the headless one has none.
     let by_ip = first_add(cp.grpc_addr, "10.96.41.40:80").await;
     assert_eq!(by_ip.addrs.len(), 2, "{by_ip:?}");
