@@ -605,3 +605,84 @@ async fn the_stand_in_answers_old_versions_410_and_fails_what_it_does_not_know()
     assert!(message.contains("GET /api/v1/secrets?"), "{message}");
     assert!(message.contains("limit=1"), "{message}");
 }
+
+/// The pod templates `weft inject` writes (its golden files: every workload kind, every
+/// annotation it sets) as the pods the API server then lists.
+fn injected_pods() -> Vec<Value> {
+    use serde::Deserialize;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../weft/tests/inject/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".injected.yml"))
+        .collect();
+    files.sort();
+    let mut docs = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for doc in yaml_serde::Deserializer::from_str(&text) {
+            let doc = Value::deserialize(doc).unwrap();
+            match doc["items"].as_array() {
+                Some(items) => docs.extend(items.iter().cloned()),
+                None => docs.push(doc),
+            }
+        }
+    }
+    let mut pods = Vec::new();
+    for doc in docs {
+        let template = match doc["kind"].as_str() {
+            Some("Pod") => doc.clone(),
+            Some("CronJob") => doc["spec"]["jobTemplate"]["spec"]["template"].clone(),
+            _ => doc["spec"]["template"].clone(),
+        };
+        let injected = template["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(
+                template["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten(),
+            )
+            .any(|c| c["name"] == "weft-proxy");
+        if !injected {
+            continue;
+        }
+        let name = format!("{}-0", doc["metadata"]["name"].as_str().unwrap());
+        let ip = format!("10.244.8.{}", pods.len() + 1);
+        let mut pod = pod("default", &name, &ip, json!({}), None, &[]);
+        pod["metadata"]["labels"] = template["metadata"]["labels"].clone();
+        pod["metadata"]["annotations"] = template["metadata"]["annotations"].clone();
+        let status = pod["status"].clone();
+        pod["spec"] = template["spec"].clone();
+        pod["status"] = status;
+        pods.push(pod);
+    }
+    pods
+}
+
+#[tokio::test]
+async fn pods_weft_inject_writes_are_workloads_without_errors() {
+    let api = api().await;
+    let cp = control_plane(&api, "k8s-injected").await;
+    let (_, before) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
+    let pods = injected_pods();
+    assert!(pods.len() >= 6, "{} injected pods", pods.len());
+    for pod in &pods {
+        api.apply(PODS, pod.clone());
+    }
+    let want = before["workloads"].as_u64().unwrap() + pods.len() as u64;
+    let store = store_until(cp.api_addr, "the injected pods", |s| s["workloads"] == want).await;
+    assert_eq!(store["errors"], before["errors"], "{store}");
+    // Their annotations as written: the statefulset's opaque port is opaque on its pod.
+    let db = pods
+        .iter()
+        .find(|p| p["metadata"]["annotations"]["config.linkerd.io/opaque-ports"] == "5432")
+        .expect("the statefulset's pod");
+    let name = format!("default/{}", db["metadata"]["name"].as_str().unwrap());
+    let (kind, _) = inbound(cp.grpc_addr, &name, 5432).await;
+    assert!(matches!(kind, ipp::Kind::Opaque(_)), "{kind:?}");
+    cp.shutdown().await.unwrap();
+    api.assert_known();
+}
