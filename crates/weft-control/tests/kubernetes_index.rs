@@ -663,12 +663,31 @@ fn injected_pods() -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn pods_weft_inject_writes_are_workloads_without_errors() {
+async fn pods_weft_inject_writes_and_static_pods_are_workloads_without_errors() {
     let api = api().await;
     let cp = control_plane(&api, "k8s-injected").await;
     let (_, before) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
-    let pods = injected_pods();
+    let mut pods = injected_pods();
     assert!(pods.len() >= 6, "{} injected pods", pods.len());
+    // And what every cluster has beside them: a static pod's mirror, named after its node
+    // (dots and all), on the node's network.
+    let node = "ip-10-0-1-5.ec2.internal";
+    let mut mirror = pod(
+        "kube-system",
+        &format!("kube-apiserver-{node}"),
+        "10.0.1.5",
+        json!({"component": "kube-apiserver", "tier": "control-plane"}),
+        None,
+        &[],
+    );
+    mirror["metadata"]["annotations"] = json!({
+        "kubernetes.io/config.mirror": "9b3b8f2a6c1d4e5f",
+        "kubernetes.io/config.source": "file",
+        "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint": "10.0.1.5:6443",
+    });
+    mirror["spec"]["hostNetwork"] = json!(true);
+    mirror["spec"]["nodeName"] = json!(node);
+    pods.push(mirror);
     for pod in &pods {
         api.apply(PODS, pod.clone());
     }
@@ -681,8 +700,16 @@ async fn pods_weft_inject_writes_are_workloads_without_errors() {
         .find(|p| p["metadata"]["annotations"]["config.linkerd.io/opaque-ports"] == "5432")
         .expect("the statefulset's pod");
     let name = format!("default/{}", db["metadata"]["name"].as_str().unwrap());
-    let (kind, _) = inbound(cp.grpc_addr, &name, 5432).await;
-    assert!(matches!(kind, ipp::Kind::Opaque(_)), "{kind:?}");
+    // (The index follows the store's state a moment later.)
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let (kind, _) = inbound(cp.grpc_addr, &name, 5432).await;
+        if matches!(kind, ipp::Kind::Opaque(_)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name}: {kind:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     cp.shutdown().await.unwrap();
     api.assert_known();
 }
