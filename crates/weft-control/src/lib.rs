@@ -361,8 +361,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                 &config.control_namespace,
             ));
             reviewer = Some(k8s::token_review::Reviewer::new(client));
-            // Cluster IPs come with the Services.
-            let ips = service_ips::ServiceIps::in_memory(config.service_cidr);
+            // Cluster IPs come with the Services (a headless one has none).
+            let ips = service_ips::ServiceIps::given();
             (store, tokens::Tokens::none(), ips, Some(records), leader)
         }
     };

@@ -405,7 +405,12 @@ pub(crate) fn validate_document(v: &Value, defaults: &Defaults, ctx: &mut Ctx) -
     {
         ctx.err("apiVersion", e);
     }
-    let meta = Meta::parse(obj, ctx);
+    // A workload may be named as Kubernetes names pods (a DNS subdomain: a static pod's
+    // mirror is `<name>-<node name>`, dots and all); a Service's name is a DNS label.
+    let meta = match kind.as_str() {
+        "Service" => Meta::parse(obj, ctx),
+        _ => Meta::parse_named(obj, ctx, dns_subdomain),
+    };
     let spec = spec_of(obj, ctx);
     let (meta, spec) = (meta?, spec?);
     if kind == "Service" {
@@ -444,7 +449,17 @@ struct Meta {
 }
 
 impl Meta {
+    /// The metadata of a document whose name must be a DNS label.
     fn parse(obj: &Map<String, Value>, ctx: &mut Ctx) -> Option<Meta> {
+        Meta::parse_named(obj, ctx, dns_label)
+    }
+
+    /// The metadata of a document whose name must pass `name_rule`.
+    fn parse_named(
+        obj: &Map<String, Value>,
+        ctx: &mut Ctx,
+        name_rule: fn(&str) -> Result<(), String>,
+    ) -> Option<Meta> {
         let Some(m) = obj.get("metadata") else {
             ctx.err("metadata", "required");
             return None;
@@ -458,7 +473,7 @@ impl Meta {
         };
         let name = req_str(m, "name", "metadata.name", ctx);
         if let Some(n) = &name {
-            if let Err(e) = dns_label(n) {
+            if let Err(e) = name_rule(n) {
                 ctx.err("metadata.name", e);
             }
         }
@@ -823,6 +838,18 @@ pub fn dns_label(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "must be a DNS label (1-63 characters a-z, 0-9, '-', starting and ending with a letter or digit), got {s:?}"
+        ))
+    }
+}
+
+/// A DNS subdomain (dot-separated DNS labels, at most 253 characters), what Kubernetes
+/// requires of most object names (pods, ExternalWorkloads).
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
+    if dns_name(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be a DNS subdomain (at most 253 characters of dot-separated DNS labels: a-z, 0-9, '-'), got {s:?}"
         ))
     }
 }

@@ -42,6 +42,45 @@ fn precise_errors() {
 }
 
 #[test]
+fn a_workload_may_be_named_as_a_pod_a_service_not() {
+    let doc = |kind: &str, api: &str, name: &str, spec: &str| {
+        format!("apiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+    };
+    let workload = |name: &str| {
+        let spec = "{workloadIPs: [{ip: 10.0.1.5}]}";
+        doc(
+            "ExternalWorkload",
+            "workload.linkerd.io/v1beta1",
+            name,
+            spec,
+        )
+    };
+    let d = Defaults::default();
+    let (docs, errors) = parse_yaml_file("a.yaml", &workload("etcd-ip-10-0-1-5.ec2.internal"), &d);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(docs.len(), 1);
+    for bad in ["etcd..internal", "Etcd.internal", &"a".repeat(254)] {
+        let (_, errors) = parse_yaml_file("a.yaml", &workload(bad), &d);
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert!(
+            errors[0].contains("metadata.name: must be a DNS subdomain"),
+            "{errors:?}"
+        );
+    }
+    let service = doc(
+        "Service",
+        "v1",
+        "web.internal",
+        "{selector: {app: web}, ports: [{port: 80}]}",
+    );
+    let (_, errors) = parse_yaml_file("a.yaml", &service, &d);
+    assert!(
+        errors[0].contains("metadata.name: must be a DNS label"),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn port_lists() {
     assert_eq!(
         parse_port_list("25, 5432-5433").unwrap(),

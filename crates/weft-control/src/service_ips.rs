@@ -240,6 +240,8 @@ pub struct ServiceIps {
     /// What the last assignment from the shared key depended on: a state with the same needs
     /// is assigned from the allocations read then.
     last_needs: Option<Needs>,
+    /// Whether addresses are allocated at all ([`ServiceIps::given`]: not).
+    allocating: bool,
 }
 
 /// What an assignment depends on besides the allocations: the Services wanting an address and
@@ -308,10 +310,20 @@ impl ServiceIps {
             leader: None,
             absent_since: BTreeMap::new(),
             last_needs: None,
+            allocating: true,
         }
     }
 
     /// An allocator whose allocations live in etcd, at `PREFIX/`[`ETCD_KEY`].
+    /// The Kubernetes store's: the API server gives Services their cluster IPs, and a Service
+    /// without one is headless and must stay so. Nothing is allocated.
+    pub fn given() -> ServiceIps {
+        ServiceIps {
+            allocating: false,
+            ..ServiceIps::in_memory(ServiceCidr::default())
+        }
+    }
+
     pub fn etcd(
         range: ServiceCidr,
         client: crate::etcd::Client,
@@ -368,6 +380,9 @@ impl ServiceIps {
     /// [`ServiceIps::apply`], with the allocations read from and written to etcd when shared.
     /// etcd unreachable: the last allocations known here are used (and logged).
     pub async fn apply_shared(&mut self, state: &Arc<State>) -> Arc<State> {
+        if !self.allocating {
+            return state.clone();
+        }
         let Some((client, key)) = self.shared.clone() else {
             return self.apply(state);
         };

@@ -1,16 +1,19 @@
 //! The etcd store against real etcd processes: the same resource files give the same answers
-//! from the file store and the etcd store (one table over both), and a store keeps serving its
-//! last state while etcd is gone and picks up what changed once it is back.
+//! from the file store, the etcd store and the Kubernetes store (one table over the three; for
+//! the Kubernetes store each file's documents are objects of the stand-in API server, changed
+//! through its watches), and a store keeps serving its last state while etcd is gone and picks
+//! up what changed once it is back.
 
 mod common;
 
 use common::etcd::Etcd;
+use common::kube_store::empty_api;
+use common::stores::{served, Backend};
 use common::{http_json, LIMIT};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
-use weft_control::store::Location;
 
 /// How long a test waits for a store to reach an expected state (events, not timing: a bound).
 const SETTLE: Duration = Duration::from_secs(20);
@@ -50,71 +53,6 @@ spec:
   port: http
   proxyProtocol: HTTP/1
 ";
-
-/// One store under test: where its "files" live and how to name them.
-enum Backend {
-    Dir(PathBuf),
-    Etcd {
-        client: weft_control::etcd::Client,
-        prefix: String,
-    },
-}
-
-impl Backend {
-    fn location(&self, etcd: &Etcd) -> Location {
-        match self {
-            Backend::Dir(d) => Location::Dir(d.clone()),
-            Backend::Etcd { prefix, .. } => etcd.store(prefix.trim_start_matches('/')),
-        }
-    }
-
-    /// Writes (or with `None` removes) one resource file / key.
-    async fn write(&self, file: &str, text: Option<&str>) {
-        match (self, text) {
-            (Backend::Dir(d), Some(t)) => std::fs::write(d.join(file), t).expect("write"),
-            (Backend::Dir(d), None) => std::fs::remove_file(d.join(file)).expect("remove"),
-            (Backend::Etcd { client, prefix }, text) => {
-                let key = format!("{prefix}/resources/{file}");
-                match text {
-                    Some(t) => client.put(key.as_bytes(), t.as_bytes()).await.map(drop),
-                    None => client.delete(key.as_bytes()).await.map(drop),
-                }
-                .expect("etcd write");
-            }
-        }
-    }
-
-    /// A status or error text with this store's names made neutral: a resource file or key
-    /// becomes `FILE`, a registration file or key `REGISTERED/NS/NAME`.
-    fn normalise(&self, text: &str) -> String {
-        match self {
-            Backend::Dir(_) => replace_each(text, ".registered/", |rest| {
-                // `default.web-2.yaml` -> `REGISTERED/default/web-2`
-                let end = rest.find(".yaml").unwrap_or(rest.len());
-                let (ns, name) = rest[..end].split_once('.').unwrap_or(("", &rest[..end]));
-                (format!("REGISTERED/{ns}/{name}"), end + ".yaml".len())
-            }),
-            Backend::Etcd { prefix, .. } => text
-                .replace(&format!("{prefix}/registered/"), "REGISTERED/")
-                .replace(&format!("{prefix}/resources/"), ""),
-        }
-    }
-}
-
-/// Replaces every `marker<rest>` in `text` by what `f(rest)` returns (text, bytes of rest used).
-fn replace_each(text: &str, marker: &str, f: impl Fn(&str) -> (String, usize)) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(marker) {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + marker.len()..];
-        let (replacement, used) = f(after);
-        out.push_str(&replacement);
-        rest = &after[used.min(after.len())..];
-    }
-    out.push_str(rest);
-    out
-}
 
 async fn store_status(api: SocketAddr) -> Value {
     let (status, mut body) = http_json(api, "GET", "/v1/store", "").await;
@@ -164,15 +102,22 @@ type Step = (
 type Call = (&'static str, &'static str, String, u16, (u64, u64, usize));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_and_etcd_stores_answer_the_same() {
+async fn file_etcd_and_kubernetes_stores_answer_the_same() {
     let Some(etcd) = Etcd::start("same-answers").await else {
         return;
     };
+    let api = empty_api().await;
     let backends = [
         Backend::Dir(common::temp_dir("same-answers")),
         Backend::Etcd {
             client: etcd.client(),
             prefix: "/weft".into(),
+        },
+        Backend::Kube {
+            kubeconfig: api.kubeconfig(&common::temp_dir("same-answers-kube")),
+            api: api.clone(),
+            files: Mutex::default(),
+            cluster_ips: Mutex::default(),
         },
     ];
     let mut planes = Vec::new();
@@ -217,6 +162,12 @@ async fn file_and_etcd_stores_answer_the_same() {
         ),
         (
             "a bad edit keeps the last good version",
+            vec![("api.yaml", Some(bad_port.clone()))],
+            (2, 1, 1),
+            "got 70000",
+        ),
+        (
+            "an edit that is not YAML keeps the last good version (text stores only)",
             vec![(
                 "api.yaml",
                 Some(format!("{}garbage: [", service("api", 82))),
@@ -234,6 +185,9 @@ async fn file_and_etcd_stores_answer_the_same() {
     for (what, writes, (services, workloads, errors), needle) in steps {
         let mut answers = Vec::new();
         for (b, cp) in backends.iter().zip(&planes) {
+            if !writes.iter().all(|(_, text)| b.holds(text.as_deref())) {
+                continue;
+            }
             for (file, text) in &writes {
                 b.write(file, text.as_deref()).await;
             }
@@ -242,9 +196,18 @@ async fn file_and_etcd_stores_answer_the_same() {
                 expected(s) && s.to_string().contains(needle)
             })
             .await;
-            answers.push(b.normalise(&s.to_string()));
+            let served = served(cp).await;
+            answers.push(b.normalise(&format!("{s}\n{served}")));
         }
-        assert_eq!(answers[0], answers[1], "{what}: the stores disagree");
+        // Every store took part, but the Kubernetes store in what it cannot hold.
+        assert!(answers.len() >= backends.len() - 1, "{what}: {answers:#?}");
+        for other in &answers[1..] {
+            // Line by line (status, Destination, outbound, inbound, resources): the first
+            // line that differs is the answer that differs.
+            for (a, b) in answers[0].lines().zip(other.lines()) {
+                assert_eq!(a, b, "{what}: the stores disagree");
+            }
+        }
     }
     let first = store_status(planes[0].api_addr).await;
     assert!(
@@ -252,8 +215,9 @@ async fn file_and_etcd_stores_answer_the_same() {
         "{first}"
     );
 
-    // Registrations behave the same: accepted and applied, a duplicate of a file-defined
-    // workload refused and undone, deregistration, and a second deregistration refused.
+    // Registrations behave the same on the stores that take them (not the Kubernetes store:
+    // pods are its workloads): accepted and applied, a duplicate of a file-defined workload
+    // refused and undone, deregistration, and a second deregistration refused.
     let doc = |name: &str| {
         serde_json::json!({
             "apiVersion": "workload.linkerd.io/v1beta1",
@@ -295,7 +259,7 @@ async fn file_and_etcd_stores_answer_the_same() {
     ];
     for (method, path, body, code, (services, workloads, errors)) in calls {
         let mut answers = Vec::new();
-        for (b, cp) in backends.iter().zip(&planes) {
+        for (b, cp) in backends.iter().zip(&planes).take(2) {
             let (status, reply) = http_json(cp.api_addr, method, path, &body).await;
             assert_eq!(status, code, "{method} {path}: {reply}");
             // Applied before the answer: no waiting here.
@@ -326,6 +290,7 @@ async fn file_and_etcd_stores_answer_the_same() {
     for cp in planes {
         cp.shutdown().await.expect("shutdown");
     }
+    api.assert_known();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

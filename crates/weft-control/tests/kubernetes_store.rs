@@ -10,105 +10,19 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::kube_api::{fixture_json, FakeApi};
-use common::{get, http_json, next};
-use linkerd2_proxy_api::destination::{protocol_hint::Protocol, update::Update as U, Update};
-use tonic::Streaming;
+use common::kube_store::{
+    api, control_plane, endpoints_until, first_add, opaque, PODS, ROUTES, SETTLE, SLICES,
+};
+use common::{get, http_json};
 use weft_control::store::Location;
 
-/// Bound on waiting for an expected state (the tests wait on events; this stops a hung test).
-const SETTLE: Duration = Duration::from_secs(20);
-
-const PODS: &str = "/api/v1/pods";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const WEB: &str = "web.default.svc.cluster.local:80";
 const WEB_SA_ID: &str = "web.default.serviceaccount.identity.weft.cluster.local";
-
-/// The stand-in API server with the recorded lists.
-async fn api() -> FakeApi {
-    let api = FakeApi::start().await;
-    api.set_list("/api/v1/namespaces", fixture_json("namespaces.json"));
-    api.set_list("/api/v1/services", fixture_json("services.json"));
-    api.set_list(PODS, fixture_json("pods.json"));
-    api.set_list(SLICES, fixture_json("endpointslices.json"));
-    api.set_list(
-        "/apis/gateway.networking.k8s.io/v1/httproutes",
-        fixture_json("httproutes.json"),
-    );
-    let reviews = HashMap::from([
-        (
-            "token-web".to_string(),
-            fixture_json("tokenreview-web.json"),
-        ),
-        (
-            "token-admin".to_string(),
-            fixture_json("tokenreview-user.json"),
-        ),
-    ]);
-    api.set_reviews(reviews, fixture_json("tokenreview-unauthenticated.json"));
-    api
-}
-
-async fn control_plane(api: &FakeApi, test: &str) -> weft_control::Running {
-    let dir = common::temp_dir(test);
-    let mut config = common::config(&dir);
-    config.store = Location::Kubernetes(Some(api.kubeconfig(&dir)));
-    // Nothing answers on the pods' addresses.
-    config.scrape_interval = Duration::ZERO;
-    common::start(config).await
-}
-
-/// Applies Destination updates to a set of addresses until it equals `want`.
-async fn endpoints_until(
-    stream: &mut Streaming<Update>,
-    seen: &mut BTreeSet<String>,
-    want: &[&str],
-) {
-    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while *seen != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "endpoints {seen:?}, waiting for {want:?}"
-        );
-        let addr = |a: &linkerd2_proxy_api::destination::WeightedAddr| {
-            SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string()
-        };
-        match next(stream).await {
-            U::Add(set) => seen.extend(set.addrs.iter().map(addr)),
-            U::Remove(set) => {
-                for a in &set.addrs {
-                    seen.remove(&SocketAddr::try_from(*a).unwrap().to_string());
-                }
-            }
-            U::NoEndpoints(_) => seen.clear(),
-        }
-    }
-}
-
-async fn first_add(
-    grpc: SocketAddr,
-    path: &str,
-) -> linkerd2_proxy_api::destination::WeightedAddrSet {
-    let mut stream = get(grpc, path).await.expect("Destination.Get");
-    match next(&mut stream).await {
-        U::Add(set) => set,
-        other => panic!("{path}: expected endpoints, got {other:?}"),
-    }
-}
-
-fn opaque(set: &linkerd2_proxy_api::destination::WeightedAddrSet) -> bool {
-    set.addrs.iter().all(|a| {
-        matches!(
-            a.protocol_hint.as_ref().and_then(|h| h.protocol.as_ref()),
-            Some(Protocol::Opaque(_))
-        )
-    })
-}
 
 #[tokio::test]
 async fn services_serve_their_ready_pods_and_annotations_apply() {
@@ -131,6 +45,19 @@ async fn services_serve_their_ready_pods_and_annotations_apply() {
     let cache = first_add(cp.grpc_addr, "cache.shop.svc.cluster.local:6379").await;
     assert!(opaque(&cache), "shop's opaque-ports annotation: {cache:?}");
 
+    // kube-dns scaled to zero: its slice lists `endpoints: null`, `ports: null`.
+    let mut dns = get(cp.grpc_addr, "kube-dns.kube-system.svc.cluster.local:53")
+        .await
+        .unwrap();
+    let none = common::next(&mut dns).await;
+    assert!(
+        matches!(
+            none,
+            linkerd2_proxy_api::destination::update::Update::NoEndpoints(_)
+        ),
+        "{none:?}"
+    );
+
     // The bad route is reported by its name; the good one applies beside it.
     let (status, store) = http_json(cp.api_addr, "GET", "/v1/store", "").await;
     assert_eq!(status, 200);
@@ -150,7 +77,9 @@ async fn services_serve_their_ready_pods_and_annotations_apply() {
     );
     let routes = store["routes"].to_string();
     assert!(routes.contains("web-split"), "{routes}");
-    assert_eq!(store["services"], 3, "{store}");
+    // web, db, cache and kube-dns (its TCP ports: a UDP twin of a TCP port is no duplicate);
+    // not the selector-less `kubernetes`.
+    assert_eq!(store["services"], 4, "{store}");
 
     // A pod turning not-ready leaves the Service's endpoints.
     api.push(SLICES, &fixture_json("watch-endpointslice-not-ready.json"))
@@ -182,6 +111,7 @@ async fn services_serve_their_ready_pods_and_annotations_apply() {
     assert_eq!(status, 405, "{body}");
     assert!(body.to_string().contains("kubectl"), "{body}");
     cp.shutdown().await.unwrap();
+    api.assert_known();
 }
 
 #[tokio::test]
@@ -237,6 +167,7 @@ async fn after_410_gone_the_store_lists_again_and_converges() {
         "{watches:#?}"
     );
     cp.shutdown().await.unwrap();
+    api.assert_known();
 }
 
 #[tokio::test]
@@ -305,6 +236,7 @@ async fn certify_accepts_service_account_tokens_the_api_server_authenticates() {
         5
     );
     cp.shutdown().await.unwrap();
+    api.assert_known();
 }
 
 #[tokio::test]
@@ -353,11 +285,11 @@ async fn one_replica_holds_the_lease_and_hands_it_over_on_shutdown() {
     assert_eq!(lease["spec"]["holderIdentity"], next, "{lease}");
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
     drop((stop_a, stop_b));
+    api.assert_known();
 }
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/weft/configmaps";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/weft/leases/weft-control-leader";
-const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
 
 /// A CA laid out as the kubelet mounts a Secret: the files are links through `..data`, a link
 /// to a timestamped directory that an update replaces by renaming a new link over it.
@@ -564,6 +496,7 @@ async fn replicas_keep_ledgers_in_configmaps_and_only_the_leader_prunes_spent_on
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+    api.assert_known();
 }
 
 #[tokio::test]
@@ -586,6 +519,7 @@ async fn the_ca_follows_a_secret_update_through_the_mounts_symlinks() {
     })
     .await;
     cp.shutdown().await.unwrap();
+    api.assert_known();
 }
 
 /// `parents` without the times the writer adds.
@@ -723,4 +657,5 @@ async fn the_leader_patches_route_status_when_it_changes_and_a_follower_never() 
     assert_eq!(api.requests_via(tags[leader], "PATCH ").len(), 2);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+    api.assert_known();
 }

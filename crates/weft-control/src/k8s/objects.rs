@@ -10,12 +10,15 @@
 //! - a Namespace → a `Namespace` (its annotations: the default inbound policy);
 //! - a Pod with an IP, not finished → an `ExternalWorkload`: its IPs, labels, container ports,
 //!   identity from its ServiceAccount (`<sa>.<ns>.serviceaccount.identity.<control-ns>.<td>`),
-//!   and a `Ready` condition from the EndpointSlices that list it (ready → `True`; listed but
-//!   not ready, or terminating → `False`; listed nowhere → the pod's own `Ready` condition);
+//!   and a `Ready` condition from the EndpointSlices that list it (serving and not terminating
+//!   → `True`; listed but not serving, or terminating → `False`; listed nowhere → the pod's
+//!   own `Ready` condition);
 //! - a custom resource → itself, without its `status` (except an ExternalWorkload's).
 //!
 //! `config.linkerd.io/*` and `config.alpha.linkerd.io/*` annotations of a Namespace apply to its
-//! Services and Pods that do not set them themselves, as in Linkerd.
+//! Services and Pods that do not set them themselves, as in Linkerd. A pod's opaque ports may
+//! name its container ports (Linkerd's reading): the document carries their numbers; what an
+//! inherited annotation names that an object cannot read is left out for that object.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +26,9 @@ use kube::core::DynamicObject;
 use serde_json::{json, Map, Value};
 
 use super::{Kind, Shape};
-use crate::resource::{Defaults, APP_PROTOCOLS, WORKLOAD_API_VERSION};
+use crate::resource::{
+    parse_port_list, Defaults, APP_PROTOCOLS, OPAQUE_PORTS_ANNOTATION, WORKLOAD_API_VERSION,
+};
 
 /// What is kept of one object.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,7 +60,11 @@ pub struct Pod {
 pub struct SliceEndpoint {
     pub namespace: String,
     pub pod: String,
-    /// `conditions.ready` (absent: ready, as Kubernetes says to read it).
+    /// The pod's readiness: `conditions.serving`, which the endpoint-slice controller sets
+    /// from the pod alone — `ready` is forced true in the slices of a Service with
+    /// `publishNotReadyAddresses`, and a pod is one workload for every Service. Without
+    /// `serving` (older writers), `ready`; neither: ready, as Kubernetes says to read them.
+    /// (Terminating endpoints are left out by [`SliceEndpoint::terminating`].)
     pub ready: bool,
     pub terminating: bool,
 }
@@ -118,7 +127,7 @@ pub fn project(kind: &Kind, obj: &DynamicObject) -> Object {
                             .or(obj.metadata.namespace.as_deref())?
                             .to_string(),
                         pod: target.get("name")?.as_str()?.to_string(),
-                        ready: cond("ready").unwrap_or(true),
+                        ready: cond("serving").or(cond("ready")).unwrap_or(true),
                         terminating: cond("terminating").unwrap_or(false),
                     })
                 })
@@ -190,6 +199,11 @@ fn service(obj: &DynamicObject) -> Object {
                 if let Some(v) = p.get(field).filter(|v| !v.is_null()) {
                     port.insert(field.into(), v.clone());
                 }
+            }
+            // The API server fills a missing targetPort in with the port: the same as none
+            // (a bad port is then reported once, as the file store reports it).
+            if port.get("targetPort").is_some() && port.get("targetPort") == port.get("port") {
+                port.remove("targetPort");
             }
             if let Some(proto) = port.get("appProtocol").and_then(Value::as_str) {
                 if !APP_PROTOCOLS.contains(&proto) {
@@ -281,6 +295,26 @@ fn pod(obj: &DynamicObject) -> Object {
     })
 }
 
+/// An opaque-ports annotation with the names `named` knows replaced by their port numbers, as
+/// Linkerd reads a pod's (`http,9000-9001` → `8080,9000-9001`; a name first, since `123-456`
+/// may be one). Any other entry stays, so a bad one of the object's own annotation is reported
+/// naming it — unless the annotation is `inherited` from the Namespace: then an entry this
+/// object cannot read (a port name it does not have) is left out, as Linkerd skips it, and does
+/// not make every object of the namespace without that port invalid.
+fn port_numbers(annotation: &str, named: impl Fn(&str) -> Option<u16>, inherited: bool) -> String {
+    annotation
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|part| match named(part) {
+            Some(number) => Some(number.to_string()),
+            None if inherited && parse_port_list(part).is_err() => None,
+            None => Some(part.to_string()),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Readiness of pods as the EndpointSlices say, by (namespace, pod).
 #[derive(Default)]
 pub struct Readiness(BTreeMap<(String, String), (bool, bool)>);
@@ -343,7 +377,27 @@ impl<'a> Rendered<'a> {
                     .pointer_mut("/metadata/annotations")
                     .and_then(Value::as_object_mut)
                 {
+                    let own = a.contains_key(OPAQUE_PORTS_ANNOTATION);
                     self.inherit(namespace, a);
+                    if let Some(Value::String(ports)) = a.get_mut(OPAQUE_PORTS_ANNOTATION) {
+                        if !own {
+                            // A Service's opaque ports are numbers: the names in its
+                            // Namespace's annotation are its pods'.
+                            *ports = port_numbers(ports, |_| None, true);
+                        }
+                    }
+                }
+                Some(doc)
+            }
+            // What it names for its pods is theirs to read: its own document keeps the numbers.
+            Object::Document(doc) if shape == Shape::Namespace => {
+                let mut doc = doc.clone();
+                let ports = doc.pointer_mut(&format!(
+                    "/metadata/annotations/{}",
+                    OPAQUE_PORTS_ANNOTATION.replace('/', "~1")
+                ));
+                if let Some(Value::String(ports)) = ports {
+                    *ports = port_numbers(ports, |_| None, true);
                 }
                 Some(doc)
             }
@@ -357,7 +411,15 @@ impl<'a> Rendered<'a> {
         let d = self.defaults;
         let sa = &pod.service_account;
         let mut annotations = pod.annotations.clone();
+        let own = annotations.contains_key(OPAQUE_PORTS_ANNOTATION);
         self.inherit(namespace, &mut annotations);
+        if let Some(Value::String(ports)) = annotations.get_mut(OPAQUE_PORTS_ANNOTATION) {
+            let named = |name: &str| {
+                let port = pod.ports.iter().find(|(n, _)| n.as_deref() == Some(name));
+                port.map(|(_, number)| *number)
+            };
+            *ports = port_numbers(ports, named, !own);
+        }
         let (ready, reason) = match self
             .readiness
             .0

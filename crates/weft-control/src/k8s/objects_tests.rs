@@ -134,6 +134,8 @@ fn endpoint_slices_decide_readiness_and_the_pod_only_when_no_slice_lists_it() {
         {"addresses": ["10.1.0.6"], "conditions": {"ready": false}, "targetRef": {"kind": "Pod", "name": "not-ready"}},
         {"addresses": ["10.1.0.7"], "conditions": {"ready": false, "serving": true, "terminating": true}, "targetRef": {"kind": "Pod", "name": "leaving"}},
         {"addresses": ["10.1.0.8"], "targetRef": {"kind": "Pod", "name": "unknown"}},
+        // publishNotReadyAddresses: `ready` forced, `serving` the pod's own.
+        {"addresses": ["10.1.0.10"], "conditions": {"ready": true, "serving": false, "terminating": false}, "targetRef": {"kind": "Pod", "name": "published"}},
         {"addresses": ["10.1.0.9"], "conditions": {"ready": true}},
     ]));
     let mut objects = vec![(Shape::EndpointSlice, "cart-x", slices)];
@@ -143,6 +145,7 @@ fn endpoint_slices_decide_readiness_and_the_pod_only_when_no_slice_lists_it() {
         ("leaving", true),
         ("unknown", false),
         ("unlisted", true),
+        ("published", false),
     ] {
         let (shape, _, o) = p(name, own);
         objects.push((shape, name, o));
@@ -169,6 +172,7 @@ fn endpoint_slices_decide_readiness_and_the_pod_only_when_no_slice_lists_it() {
         // No conditions in the slice: ready, as Kubernetes says to read it.
         ("unknown", "True:EndpointReady"),
         ("unlisted", "True:PodReady"),
+        ("published", "False:EndpointNotReady"),
     ];
     let want: Vec<(String, String)> = want
         .iter()
@@ -226,7 +230,8 @@ fn namespace_config_annotations_apply_unless_the_object_sets_its_own() {
         .is_none());
     assert_eq!(
         docs[1]["spec"]["ports"],
-        json!([{"port": 6379, "targetPort": 6379}])
+        // (A targetPort equal to the port is what the API server fills in: none.)
+        json!([{"port": 6379}])
     );
     let svc =
         crate::resource::validate_one(&docs[1], "Service/shop/inherits", &Defaults::default());
@@ -246,7 +251,7 @@ fn only_tcp_ports_are_served_and_unknown_app_protocols_are_dropped() {
                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
                 {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153, "appProtocol": "https"},
-                {"name": "grpc", "port": 9000, "targetPort": 9000, "appProtocol": "grpc"},
+                {"name": "grpc", "port": 9000, "targetPort": "grpc", "appProtocol": "grpc"},
             ]}}),
         ),
     );
@@ -255,9 +260,9 @@ fn only_tcp_ports_are_served_and_unknown_app_protocols_are_dropped() {
     };
     assert_eq!(
         doc["spec"]["ports"],
-        json!([{"name": "dns-tcp", "port": 53, "targetPort": 53},
-               {"name": "metrics", "port": 9153, "targetPort": 9153},
-               {"name": "grpc", "port": 9000, "targetPort": 9000, "appProtocol": "grpc"}])
+        json!([{"name": "dns-tcp", "port": 53},
+               {"name": "metrics", "port": 9153},
+               {"name": "grpc", "port": 9000, "targetPort": "grpc", "appProtocol": "grpc"}])
     );
     let checked =
         crate::resource::validate_one(&doc, "Service/kube-system/kube-dns", &Defaults::default());
@@ -326,4 +331,54 @@ fn custom_resources_keep_their_spec_and_lose_status_and_bookkeeping() {
         panic!("a document")
     };
     assert_eq!(doc["status"]["conditions"][0]["status"], "False");
+}
+
+#[test]
+fn a_pods_opaque_ports_may_name_its_container_ports() {
+    // Its own annotation: names become the pod's numbers, numbers and ranges stay, a name the
+    // pod lacks stays for the validation to name it. Its Namespace's: what the pod cannot
+    // read is left out (not every pod of a namespace has every named port), and a Service
+    // keeps only the numbers.
+    let own = pod(
+        "cart-1",
+        true,
+        json!({"config.linkerd.io/opaque-ports": "http, 9000-9001"}),
+    );
+    let inherits = pod("cart-2", true, json!({}));
+    let unknown = pod(
+        "cart-3",
+        true,
+        json!({"config.linkerd.io/opaque-ports": "grpc"}),
+    );
+    let service = object(json!({
+        "metadata": {"name": "cart", "namespace": "shop"},
+        "spec": {"selector": {"app": "cart"}, "ports": [{"name": "http", "port": 80}]},
+    }));
+    let mut objects: Vec<(Shape, &str, Object)> = [
+        ("cart-1", &own),
+        ("cart-2", &inherits),
+        ("cart-3", &unknown),
+    ]
+    .into_iter()
+    .map(|(name, o)| (Shape::Pod, name, project(kind("Pod"), o)))
+    .collect();
+    objects.push((Shape::Service, "cart", project(kind("Service"), &service)));
+    let annotations = json!({"config.linkerd.io/opaque-ports": "http,mysql,9090"});
+    let namespace = object(json!({"metadata": {"name": "shop", "annotations": annotations}}));
+    objects.push((
+        Shape::Namespace,
+        "shop",
+        project(kind("Namespace"), &namespace),
+    ));
+    let docs = render(
+        &objects,
+        &[("shop", json!({"metadata": {"annotations": annotations}}))],
+    );
+    let opaque = |d: &Value| d["metadata"]["annotations"]["config.linkerd.io/opaque-ports"].clone();
+    assert_eq!(opaque(&docs[0]), "8080,9000-9001");
+    assert_eq!(opaque(&docs[1]), "8080,9090");
+    assert_eq!(opaque(&docs[2]), "grpc");
+    assert_eq!(opaque(&docs[3]), "9090");
+    // The Namespace's own document too (what it names is for its pods).
+    assert_eq!(opaque(&docs[4]), "9090");
 }

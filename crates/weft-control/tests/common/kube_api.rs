@@ -2,8 +2,16 @@
 //! responses recorded in the API server's exact shapes (`tests/fixtures/kubernetes/`): lists,
 //! watch streams the test feeds one newline-delimited event at a time, `TokenReview` answers,
 //! and the objects the control plane writes (Leases, ConfigMaps, status patches:
-//! `kube_objects`). Any path without a list is answered `404` as the API server answers for a
-//! resource it does not serve (a CRD not installed). `SelfSubjectAccessReview`s are allowed
+//! `kube_objects`). Objects change as on an API server ([`FakeApi::apply`], [`FakeApi::delete`]):
+//! the list changes, one `resourceVersion` counter moves on, and every open watch of the
+//! collection gets the event; a watch resumes from its `resourceVersion` (the events since are
+//! replayed), or is answered `410 Gone` when that version is older than the list the stand-in
+//! holds. Bookmarks go only to watches that asked for them (`allowWatchBookmarks`).
+//! Any path without a list is answered `404` as the API server answers for a resource it does
+//! not serve (a CRD not installed) — unless the server is [`FakeApi::strict`]: then only the
+//! paths declared [`FakeApi::not_served`] are, and any other request it does not know (a path,
+//! a query parameter such as `limit`) is answered `500` and recorded, and
+//! [`FakeApi::assert_known`] fails the test naming it. `SelfSubjectAccessReview`s are allowed
 //! unless denied ([`FakeApi::deny`]). Every request is logged for assertions, with the listener
 //! it came through: [`FakeApi::listener`] gives one server several addresses, so replicas
 //! sharing it can be told apart.
@@ -45,8 +53,19 @@ struct State {
     lists: HashMap<String, Value>,
     /// `(group, resource, namespace)` the user may not create (SelfSubjectAccessReview).
     denied: std::collections::HashSet<(String, String, String)>,
-    /// Open watches by path: each gets the lines pushed while it is open.
-    watches: HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>,
+    /// Open watches by path: each gets the lines pushed while it is open (bookmarks only when
+    /// it asked for them).
+    watches: HashMap<String, Vec<Watcher>>,
+    /// Every event with a version since each path's list was set: what a watch from an older
+    /// version is sent first. (version, line, whether it is a bookmark.)
+    history: HashMap<String, Vec<(u64, Bytes, bool)>>,
+    /// The version of each path's list as last set: a watch from before it gets `410 Gone`.
+    floor: HashMap<String, u64>,
+    /// Strict: paths answered 404 on purpose; anything else unknown is a test failure.
+    strict: bool,
+    not_served: std::collections::HashSet<String>,
+    /// Requests a strict server did not know.
+    unknown: Vec<String>,
     /// TokenReview answers by token; any other token gets `unauthenticated`.
     reviews: HashMap<String, Value>,
     unauthenticated: Value,
@@ -56,6 +75,29 @@ struct State {
     gone: std::collections::HashSet<String>,
     /// Every request: (listener, `METHOD path?query`).
     log: Vec<(&'static str, String)>,
+}
+
+struct Watcher {
+    tx: mpsc::UnboundedSender<Bytes>,
+    bookmarks: bool,
+}
+
+/// The query parameters the stand-in understands; a strict server refuses any other.
+const KNOWN_PARAMS: &[&str] = &[
+    "watch",
+    "resourceVersion",
+    "timeoutSeconds",
+    "allowWatchBookmarks",
+    "labelSelector",
+    "fieldManager",
+];
+
+/// A `resourceVersion` as the number the stand-in counts with (0 when it is not one).
+fn version_of(object: &Value) -> u64 {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 #[derive(Clone)]
@@ -121,9 +163,97 @@ impl FakeApi {
         path
     }
 
-    /// Answers `GET path` (a list, or one object) with `list` from now on.
+    /// Answers `GET path` (a list, or one object) with `list` from now on. The list's version
+    /// is the oldest a watch of `path` may resume from, and the counter moves up to it.
     pub fn set_list(&self, path: &str, list: Value) {
-        self.state().lists.insert(path.to_string(), list);
+        let mut s = self.state();
+        let version = version_of(&list);
+        s.objects.saw_version(version);
+        s.floor.insert(path.to_string(), version);
+        s.history.remove(path);
+        s.lists.insert(path.to_string(), list);
+    }
+
+    pub fn has_list(&self, path: &str) -> bool {
+        self.state().lists.contains_key(path)
+    }
+
+    /// From now on, requests the stand-in does not know fail: see [`FakeApi::assert_known`].
+    pub fn strict(&self) {
+        self.state().strict = true;
+    }
+
+    /// Answers `GET path` (a collection of a kind not installed) `404`, as the API server does.
+    pub fn not_served(&self, path: &str) {
+        self.state().not_served.insert(path.to_string());
+    }
+
+    /// Fails the test if the client made requests the (strict) stand-in does not know.
+    pub fn assert_known(&self) {
+        let unknown = self.state().unknown.clone();
+        assert!(
+            unknown.is_empty(),
+            "requests the stand-in API server does not know: {unknown:#?}"
+        );
+    }
+
+    /// Creates or replaces `object` in the list at `collection` as the API server would store
+    /// it (a new `resourceVersion`; a `uid` and a `creationTimestamp` when it has none), and
+    /// sends `ADDED` or `MODIFIED` to the collection's watches. Returns the object stored.
+    pub fn apply(&self, collection: &str, mut object: Value) -> Value {
+        let mut s = self.state();
+        let version = s.objects.next_version();
+        let meta = &mut object["metadata"];
+        meta["resourceVersion"] = json!(version.to_string());
+        if meta["uid"].is_null() {
+            meta["uid"] = json!(format!("00000000-0000-4000-8000-{version:012}"));
+        }
+        if meta["creationTimestamp"].is_null() {
+            meta["creationTimestamp"] = json!("2026-12-01T11:00:00Z");
+        }
+        let key = |o: &Value| {
+            (
+                o["metadata"]["namespace"].clone(),
+                o["metadata"]["name"].clone(),
+            )
+        };
+        let items = s.items(collection);
+        let event = match items.iter_mut().find(|o| key(o) == key(&object)) {
+            Some(held) => {
+                *held = object.clone();
+                "MODIFIED"
+            }
+            None => {
+                items.push(object.clone());
+                "ADDED"
+            }
+        };
+        s.event(
+            collection,
+            version,
+            json!({"type": event, "object": object}),
+        );
+        object
+    }
+
+    /// Deletes the object `namespace/name` ("" for cluster-wide kinds) from the list at
+    /// `collection` and sends `DELETED` (the object at a new version) to its watches.
+    pub fn delete(&self, collection: &str, namespace: &str, name: &str) {
+        let mut s = self.state();
+        let version = s.objects.next_version();
+        let items = s.items(collection);
+        let at = items.iter().position(|o| {
+            o["metadata"]["name"] == name
+                && o["metadata"]["namespace"].as_str().unwrap_or("") == namespace
+        });
+        let mut object = items
+            .remove(at.unwrap_or_else(|| panic!("{collection}: no {namespace}/{name} to delete")));
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        s.event(
+            collection,
+            version,
+            json!({"type": "DELETED", "object": object}),
+        );
     }
 
     /// Answers SelfSubjectAccessReviews for creating `resource` of `group` in `namespace`
@@ -185,7 +315,7 @@ impl FakeApi {
             {
                 let mut s = self.state();
                 if let Some(w) = s.watches.get_mut(path) {
-                    w.retain(|tx| !tx.is_closed());
+                    w.retain(|w| !w.tx.is_closed());
                     if !w.is_empty() {
                         return;
                     }
@@ -199,14 +329,14 @@ impl FakeApi {
         }
     }
 
-    /// Sends one watch event (a JSON line) to every open watch of `path`.
+    /// Sends one recorded watch event (a JSON line) to every open watch of `path` (once one
+    /// is open); an event with a version is kept for watches resuming from before it.
     pub async fn push(&self, path: &str, event: &Value) {
         self.watching(path).await;
-        let line = Bytes::from(format!("{event}\n"));
-        let s = self.state();
-        for tx in s.watches.get(path).into_iter().flatten() {
-            let _ = tx.send(line.clone());
-        }
+        let mut s = self.state();
+        let version = version_of(&event["object"]);
+        s.objects.saw_version(version);
+        s.event(path, version, event.clone());
     }
 
     /// Ends every open watch of `path` and answers the next watch request `410 Gone`, as the
@@ -270,14 +400,37 @@ impl FakeApi {
         if let Some((status, answer)) = written {
             return reply(status, &answer);
         }
-        if query.split('&').any(|p| p == "watch=true") {
-            if self.state().gone.remove(&path) {
-                let mut status = fixture_json("watch-gone.json")["object"].clone();
-                status["metadata"] = json!({});
-                return reply(410, &status);
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        if let Some(answer) = self.unknown(method.as_str(), &path, &query) {
+            return answer;
+        }
+        if param("watch").as_deref() == Some("true") {
+            let from: u64 = param("resourceVersion")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut s = self.state();
+            let floor = s.floor.get(&path).copied().unwrap_or(0);
+            if s.gone.remove(&path) || (from != 0 && from < floor) {
+                return reply(410, &fixture_json("status-410.json"));
             }
             let (tx, rx) = mpsc::unbounded_channel();
-            self.state().watches.entry(path).or_default().push(tx);
+            let bookmarks = param("allowWatchBookmarks").as_deref() == Some("true");
+            // What happened since `from` first, as the API server's watch cache sends it.
+            for (version, line, bookmark) in s.history.get(&path).into_iter().flatten() {
+                if *version > from && (bookmarks || !bookmark) {
+                    let _ = tx.send(line.clone());
+                }
+            }
+            s.watches
+                .entry(path)
+                .or_default()
+                .push(Watcher { tx, bookmarks });
+            drop(s);
             let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
             let stream = futures_util::StreamExt::map(stream, |b| Ok(Frame::data(b)));
             return Response::builder()
@@ -293,9 +446,72 @@ impl FakeApi {
         }
     }
 
+    /// A strict server's answer to a request it does not know (recorded for
+    /// [`FakeApi::assert_known`]); `None` when it knows it.
+    fn unknown(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> Option<Response<BoxBody<Bytes, Infallible>>> {
+        let mut s = self.state();
+        if !s.strict {
+            return None;
+        }
+        let params = query.split('&').filter(|p| !p.is_empty());
+        let odd: Vec<&str> = params
+            .filter(|p| !KNOWN_PARAMS.contains(&p.split('=').next().unwrap_or("")))
+            .collect();
+        let known_path =
+            method == "GET" && (s.lists.contains_key(path) || s.not_served.contains(path));
+        if odd.is_empty() && known_path {
+            return None;
+        }
+        let what = format!("{method} {path}?{query}");
+        s.unknown.push(what.clone());
+        let message = format!("the stand-in API server does not know {what}");
+        Some(reply(
+            500,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": "InternalError", "code": 500}),
+        ))
+    }
+
     /// The Lease stored at `path` (`/apis/coordination.k8s.io/v1/namespaces/NS/leases/NAME`).
     pub fn lease_at(&self, path: &str) -> Option<Value> {
         self.object_at(path)
+    }
+}
+
+impl State {
+    /// The items of the list at `collection` (which a test must have set).
+    fn items(&mut self, collection: &str) -> &mut Vec<Value> {
+        let list = self
+            .lists
+            .get_mut(collection)
+            .unwrap_or_else(|| panic!("no list at {collection}: set_list it first"));
+        list["items"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("{collection} is not a list"))
+    }
+
+    /// Records `event` (at `version`; 0: none, an `ERROR`) and sends it to the open watches of
+    /// `path`; the list's version moves on with it.
+    fn event(&mut self, path: &str, version: u64, event: Value) {
+        let line = Bytes::from(format!("{event}\n"));
+        let bookmark = event["type"] == "BOOKMARK";
+        if version != 0 {
+            if let Some(list) = self.lists.get_mut(path) {
+                list["metadata"]["resourceVersion"] = json!(version.to_string());
+            }
+            let history = self.history.entry(path.to_string()).or_default();
+            history.push((version, line.clone(), bookmark));
+        }
+        for w in self.watches.get(path).into_iter().flatten() {
+            if w.bookmarks || !bookmark {
+                let _ = w.tx.send(line.clone());
+            }
+        }
     }
 }
 

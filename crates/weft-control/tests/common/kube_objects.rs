@@ -197,6 +197,17 @@ impl Objects {
         }
     }
 
+    /// The next `resourceVersion` (one counter for every object, as etcd's revision).
+    pub fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// Moves the counter up to `version` (a recorded answer's), never down.
+    pub fn saw_version(&mut self, version: u64) {
+        self.version = self.version.max(version);
+    }
+
     fn store(&mut self, at: String, mut object: Value) -> (u16, Value) {
         self.version += 1;
         object["metadata"]["resourceVersion"] = json!(self.version.to_string());

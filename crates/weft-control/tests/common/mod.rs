@@ -6,6 +6,8 @@ pub mod etcd;
 pub mod identity;
 pub mod kube_api;
 pub mod kube_objects;
+pub mod kube_store;
+pub mod stores;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
