@@ -28,7 +28,7 @@ use tokio::{
 };
 
 pub use crate::metrics::{HttpMetrics, Metrics, Peer};
-pub use pool::{Dst, Pool, PoolLimits, Wire};
+pub use pool::{Dst, Pool, PoolLimits, Tagged, Wire};
 
 pub mod pool;
 
@@ -448,6 +448,24 @@ pub fn upgrade_to_h2(req: &mut Request<Body>) {
     req.headers_mut()
         .insert(L5D_ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     *req.version_mut() = Version::HTTP_2;
+}
+
+/// A request to a gateway endpoint takes the endpoint's authority override as its authority
+/// (URI and `Host`), as Linkerd's outbound does: the linked cluster's workload, its routes and
+/// its authorizations see the service's own name there (`web.ns.svc.cluster.local:8080`), not
+/// the mirror's (`web-west`).
+pub fn override_authority(req: &mut Request<Body>, authority: &str) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
+        *req.uri_mut() = uri;
+    }
+    if let Ok(host) = HeaderValue::from_str(authority) {
+        req.headers_mut().insert(header::HOST, host);
+    }
 }
 
 /// Rewrites a request for an HTTP/1 hop: origin-form URI and exactly one `Host`. When the request

@@ -948,7 +948,12 @@ async fn send_attempt(
     let hint = endpoint
         .as_ref()
         .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
-    let (tls, tls_label) = match ob.tls_for(endpoint.as_ref(), false, deadline).await {
+    // A gateway endpoint (authority override): opaque transport to it, HTTP/2 inside.
+    let tagged = endpoint.as_ref().and_then(tagged);
+    let (tls, tls_label) = match ob
+        .tls_for(endpoint.as_ref(), tagged.is_some(), deadline)
+        .await
+    {
         Ok(tls) => tls,
         Err(e) => {
             let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), NO_TLS);
@@ -961,7 +966,10 @@ async fn send_attempt(
     if let Some(span) = span {
         span.endpoint(addr, &labels.tls);
     }
-    let dst = Dst { addr, tls };
+    if let Some(t) = &tagged {
+        http::override_authority(&mut req, &t.authority.to_string());
+    }
+    let dst = Dst { addr, tls, tagged };
     // Tap: one relaxed load when nobody taps (boxed state otherwise).
     let tapped = if ob.taps.is_active() {
         let route = route.and_then(routed::Forwarded::route_meta);
@@ -977,7 +985,7 @@ async fn send_attempt(
         Box::pin(ob.pool.send_upgrade(dst, req, &labels)).await
     } else if req.version() == hyper::Version::HTTP_2 {
         ob.pool.send(dst, Wire::Http2, req, &labels).await
-    } else if hint == ProtocolHint::H2 {
+    } else if hint == ProtocolHint::H2 || dst.tagged.is_some() {
         http::upgrade_to_h2(&mut req);
         ob.pool.send(dst, Wire::Http2, req, &labels).await
     } else {
@@ -1017,6 +1025,16 @@ async fn send_attempt(
             Err(count_error(&metrics, e, started, false))
         }
     }
+}
+
+/// How a gateway endpoint is reached: discovery gave it an authority override and the port
+/// its proxy takes opaque transport on (without that port there is no way to name the
+/// override: the endpoint is reached as any other).
+fn tagged(ep: &Endpoint) -> Option<http::Tagged> {
+    Some(http::Tagged {
+        port: ep.opaque_transport_port?,
+        authority: ep.authority_override.clone()?,
+    })
 }
 
 /// The endpoint a retried request's previous attempt went to.
