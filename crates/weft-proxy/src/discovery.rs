@@ -271,11 +271,7 @@ impl Discovery {
     }
 
     fn in_suffixes(&self, fqdn: &str) -> bool {
-        let dotted = format!("{fqdn}.");
-        self.inner
-            .suffixes
-            .iter()
-            .any(|s| s == "." || dotted.ends_with(&format!(".{s}")) || dotted == *s)
+        under_suffixes(&self.inner.suffixes, fqdn)
     }
 
     /// A live view of `target`'s endpoints, or `Rejected`. Waits for the first answer at most the
@@ -357,6 +353,15 @@ impl Discovery {
                 .clone(),
         )
     }
+}
+
+/// Is `fqdn` (no trailing dot) under one of `suffixes` (each ending with a dot; `.` = any)?
+/// Discovery's suffixes and the inbound gateway's read the same way.
+pub(crate) fn under_suffixes(suffixes: &[String], fqdn: &str) -> bool {
+    let dotted = format!("{fqdn}.");
+    suffixes
+        .iter()
+        .any(|s| s == "." || dotted.ends_with(&format!(".{s}")) || dotted == *s)
 }
 
 fn upgrade_cfg(weak: &Weak<Inner>) -> (Duration, Duration) {
@@ -687,6 +692,18 @@ mod tests {
             endpoint(plain, &HashMap::new()).unwrap().authority_override,
             None
         );
+    }
+
+    #[test]
+    fn names_under_suffixes() {
+        let suffixes = ["svc.cluster.local.".to_string()];
+        assert!(under_suffixes(&suffixes, "web.ns.svc.cluster.local"));
+        assert!(under_suffixes(&suffixes, "svc.cluster.local"));
+        assert!(!under_suffixes(&suffixes, "web.ns.svc.cluster.localx"));
+        assert!(!under_suffixes(&suffixes, "web.ns.xsvc.cluster.local"));
+        assert!(!under_suffixes(&suffixes, "example.com"));
+        assert!(!under_suffixes(&[], "web.ns.svc.cluster.local"));
+        assert!(under_suffixes(&[".".to_string()], "example.com"));
     }
 
     fn insert_rejected(targets: &mut HashMap<Target, Entry>, n: u16, at: tokio::time::Instant) {

@@ -105,7 +105,14 @@ pub struct Inbound {
     taps: Arc<Taps>,
     /// `WEFT_PROXY_TRACE_*`; `None`: tracing off.
     tracer: Option<Arc<Tracer>>,
+    /// Gateway mode (`WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES`); `None`: a named transport header
+    /// is refused.
+    gateway: Option<Gateway>,
 }
+
+mod gateway;
+
+pub use gateway::Gateway;
 
 /// What the connection told us about the client.
 #[derive(Clone, Debug)]
@@ -156,12 +163,14 @@ impl Client {
 }
 
 impl Inbound {
+    /// `outbound`: the path a gateway forwards through (used only in gateway mode).
     pub fn new(
         cfg: &Config,
         metrics: Metrics,
         identity: Option<Identity>,
         taps: Arc<Taps>,
         tracer: Option<Arc<Tracer>>,
+        outbound: &Arc<crate::outbound::Outbound>,
     ) -> Arc<Inbound> {
         let policies = InboundPolicies::new(PolicySettings::from_config(cfg, identity.as_ref()));
         let ib = Inbound::build(
@@ -176,10 +185,13 @@ impl Inbound {
             cfg.inbound_require_identity_ports.clone(),
             policies,
         );
+        let gateway = (!cfg.inbound_gateway_suffixes.is_empty())
+            .then(|| Gateway::new(cfg.inbound_gateway_suffixes.clone(), outbound.clone()));
         Arc::new(Inbound {
             access_log: cfg.access_log,
             taps,
             tracer,
+            gateway,
             ..ib
         })
     }
@@ -238,7 +250,15 @@ impl Inbound {
             policies,
             access_log: None,
             tracer: None,
+            gateway: None,
         }
+    }
+
+    /// This inbound side in gateway mode (tests build it without a configuration).
+    pub fn with_gateway(self: Arc<Self>, gateway: Gateway) -> Arc<Inbound> {
+        let mut ib = Arc::into_inner(self).expect("a fresh inbound side");
+        ib.gateway = Some(gateway);
+        Arc::new(ib)
     }
 
     fn labels(&self, authority: Option<String>, target_addr: SocketAddr, tls: TlsLabel) -> Labels {
@@ -438,11 +458,19 @@ async fn terminate(
     };
     let transport = session.alpn_protocol() == Some(mtls::TRANSPORT_ALPN);
 
-    // A transport header names the port (and maybe the protocol) itself.
+    // A transport header names the port (and maybe the protocol) itself; one that names a
+    // host is for the gateway.
     let (port, known) = if transport {
         let read =
             tokio::time::timeout(ib.settings.detect_timeout, TransportHeader::read(&mut tls));
         match read.await {
+            Ok(Ok(mut header)) if header.name.is_some() => {
+                let name = header.name.take().unwrap_or_default();
+                let target_addr = SocketAddr::new(ctx.local.ip(), header.port);
+                ib.attach(tls.get_mut().0.get_mut(), target_addr, &client);
+                // Boxed: only a gateway's connections carry the outbound path's states.
+                return Box::pin(gateway::serve(ctx, tls, header, name, client)).await;
+            }
             Ok(Ok(header)) => {
                 let known = match header.protocol {
                     Some(SessionProtocol::Http1) => Protocol::Http1,
@@ -996,19 +1024,18 @@ where
     if let Some(id) = client.id().and_then(|id| HeaderValue::from_str(id).ok()) {
         req.headers_mut().insert(http::L5D_CLIENT_ID, id);
     }
-    let orig_http1 = req.version() == Version::HTTP_2
-        && req
-            .headers_mut()
-            .remove(http::L5D_ORIG_PROTO)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"HTTP/1.1"));
+    // HTTP/1 carried over HTTP/2 by the peer becomes HTTP/1 again here.
+    let orig_http1 = http::take_orig_http1(&mut req);
 
     let sent = if http::is_upgrade(&req) {
         http::to_http1(&mut req, true);
         Box::pin(ib.pool.send_upgrade(app, req, &labels)).await
-    } else if req.version() == Version::HTTP_2 && !orig_http1 {
+    } else if req.version() == Version::HTTP_2 {
         ib.pool.send(app, Wire::Http2, req, &labels).await
     } else {
-        http::to_http1(&mut req, false);
+        if !orig_http1 {
+            http::to_http1(&mut req, false);
+        }
         ib.pool.send(app, Wire::Http1, req, &labels).await
     };
     match sent {

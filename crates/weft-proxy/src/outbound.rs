@@ -59,7 +59,9 @@ use std::{
     sync::Arc,
     time::Duration,
 };
-use tokio::{net::TcpStream, time::Instant};
+#[cfg(test)]
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Connections to an endpoint discovery gave no identity (or to a non-mesh destination).
 const NO_TLS: TlsLabel = TlsLabel::NoIdentity(mtls::NO_TLS_FROM_DISCOVERY);
@@ -569,27 +571,89 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         (protocol, target, dest) => {
             // A fixed target's dest (and so its balancer) lives as long as the connection.
             let fixed = target.zip(dest);
-            let svc = hyper::service::service_fn(move |mut req| {
+            let svc = hyper::service::service_fn(move |req| {
                 let ob = ob.clone();
                 let fixed = fixed.clone();
-                async move {
-                    // Trace: tracing off is one branch; an unsampled request reads its trace
-                    // headers and goes on as untraced; no wrapper future either way.
-                    let span = match &ob.tracer {
-                        None => None,
-                        Some(tracer) => tracer.start(trace::Kind::Outbound, &mut req),
-                    };
-                    let resp = match span {
-                        None => forward_request(ob, peer, fixed, req, None).await,
-                        // Boxed: only a sampled request carries the span state.
-                        Some(span) => Box::pin(traced(ob, span, peer, fixed, req)).await,
-                    };
-                    Ok::<_, Infallible>(resp)
-                }
+                async move { Ok::<_, Infallible>(serve_request(ob, peer, fixed, req).await) }
             });
             http::serve(io, protocol, svc, drain).await;
         }
     }
+}
+
+/// One HTTP request of a served connection, traced when tracing is on and it is sampled.
+async fn serve_request<B>(
+    ob: Arc<Outbound>,
+    client: SocketAddr,
+    fixed: Option<(Target, Dest)>,
+    mut req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
+    // Trace: tracing off is one branch; an unsampled request reads its trace headers and goes
+    // on as untraced; no wrapper future either way.
+    let span = match &ob.tracer {
+        None => None,
+        Some(tracer) => tracer.start(trace::Kind::Outbound, &mut req),
+    };
+    match span {
+        None => forward_request(ob, client, fixed, req, None).await,
+        // Boxed: only a sampled request carries the span state.
+        Some(span) => Box::pin(traced(ob, span, client, fixed, req)).await,
+    }
+}
+
+/// A target named by someone other than the application — the inbound gateway's transport
+/// header (`inbound::gateway`) — with its policy or discovered endpoints, looked up once for
+/// the connection that named it.
+#[derive(Clone)]
+pub struct Fixed {
+    target: Target,
+    dest: Dest,
+}
+
+impl Outbound {
+    /// `target`'s policy or endpoints, as for a connection of the application's to it.
+    pub async fn fixed(&self, target: Target) -> Fixed {
+        let dest = self.dest(&target).await;
+        Fixed { target, dest }
+    }
+}
+
+/// One HTTP request to a [`Fixed`] target, as if the application had sent it on a connection
+/// to that target: route, balance, mTLS, retries, metrics, tap and trace all as usual.
+pub async fn forward_fixed<B>(
+    ob: Arc<Outbound>,
+    client: SocketAddr,
+    fixed: Fixed,
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<http::BoxError>,
+{
+    serve_request(ob, client, Some((fixed.target, fixed.dest)), req).await
+}
+
+/// An opaque byte stream to a [`Fixed`] target, relayed as the application's would be (one
+/// endpoint for the stream, its opaque or TLS route when the policy has one).
+pub async fn relay_fixed<I>(ob: &Outbound, client: I, fixed: Fixed) -> Result<(), Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
+{
+    let deadline = Instant::now() + ob.settings.failfast_timeout;
+    let client = Prefixed::new(BytesMut::new(), client);
+    forward_opaque(
+        ob,
+        client,
+        &fixed.target,
+        fixed.dest,
+        Hello::Unread,
+        deadline,
+    )
+    .await
 }
 
 fn port_of(t: &Target) -> u16 {

@@ -10,14 +10,17 @@ use super::*;
 /// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself. `hello`:
 /// the application's ClientHello when the policy routes TLS by SNI (it is in `client`'s
 /// replayed bytes: the application's own TLS goes through untouched).
-pub(super) async fn forward_opaque(
+pub(super) async fn forward_opaque<I>(
     ob: &Outbound,
-    client: Prefixed<Metered<TcpStream>>,
+    client: Prefixed<I>,
     target: &Target,
     dest: Dest,
     hello: Hello<'_>,
     deadline: Instant,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let dest = ob.opaque_dest(target, dest, hello).await?;
     let Picked {
         addr,
