@@ -108,6 +108,9 @@ pub struct Inbound {
     /// Gateway mode (`WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES`); `None`: a named transport header
     /// is refused.
     gateway: Option<Gateway>,
+    /// `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: peers whose `l5d-client-id` names the
+    /// client of an HTTP request.
+    trusted_gateways: Vec<String>,
 }
 
 mod gateway;
@@ -192,6 +195,7 @@ impl Inbound {
             taps,
             tracer,
             gateway,
+            trusted_gateways: cfg.inbound_trusted_gateway_identities.clone(),
             ..ib
         })
     }
@@ -251,7 +255,16 @@ impl Inbound {
             access_log: None,
             tracer: None,
             gateway: None,
+            trusted_gateways: Vec::new(),
         }
+    }
+
+    /// This inbound side believing the `l5d-client-id` of requests from `gateways` (tests build
+    /// it without a configuration).
+    pub fn trusting_gateways(self: Arc<Self>, gateways: Vec<String>) -> Arc<Inbound> {
+        let mut ib = Arc::into_inner(self).expect("a fresh inbound side");
+        ib.trusted_gateways = gateways;
+        Arc::new(ib)
     }
 
     /// This inbound side in gateway mode (tests build it without a configuration).
@@ -566,6 +579,9 @@ async fn serve<I>(
     let conn = Arc::new(Conn {
         labels: ib.labels(None, target_addr, client.tls_label()),
         require_identity: ib.require_identity.contains(&app_port),
+        trusted_gateway: client
+            .id()
+            .is_some_and(|id| ib.trusted_gateways.iter().any(|g| g == id)),
         app: SocketAddr::from((Ipv4Addr::LOCALHOST, app_port)),
         ib,
         policy,
@@ -612,6 +628,9 @@ struct Conn {
     labels: Labels,
     /// The port is in `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`.
     require_identity: bool,
+    /// The client is a gateway in `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: each request's
+    /// `l5d-client-id` names its client ([`Conn::forwarded`]).
+    trusted_gateway: bool,
     /// The last HTTP authorization decision's counter: requests on a connection mostly repeat
     /// the same (policy, route, authorization), so its labels are rendered once.
     last: Mutex<Option<Decided>>,
@@ -638,7 +657,16 @@ impl Conn {
 
     /// One request, traced when tracing is on and the request is sampled, written to the access
     /// log when there is one (both off: one branch each, and no wrapper future).
-    async fn serve_request(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+    async fn serve_request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        // A trusted gateway's request is its caller's (one branch for everyone else).
+        if self.trusted_gateway {
+            return Box::pin(self.forwarded(&req).serve_request_as_is(req)).await;
+        }
+        self.serve_request_as_is(req).await
+    }
+
+    /// [`Conn::serve_request`] for the connection's own client.
+    async fn serve_request_as_is(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
         // Trace: an unsampled request reads its trace headers and goes on as untraced.
         let span = match &self.ib.tracer {
             None => None,
@@ -651,6 +679,38 @@ impl Conn {
             // Boxed: only a proxy that logs pays for the logging state.
             (None, Some(_)) => Box::pin(self.logged(req, None)).await,
         }
+    }
+
+    /// A request from a trusted gateway: the client its `l5d-client-id` names (a verified
+    /// identity the gateway asserts for its caller) in place of the gateway, for authorization,
+    /// rate limits, metrics, tap, the access log and the header the application sees. Without
+    /// the header (or with one that is not an identity) the gateway is the client.
+    fn forwarded<B>(self: Arc<Self>, req: &Request<B>) -> Arc<Conn> {
+        let Some(id) = req
+            .headers()
+            .get(http::L5D_CLIENT_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_end_matches('.'))
+            .filter(|v| !v.is_empty())
+        else {
+            return self;
+        };
+        let client = Client::Mtls {
+            id: Some(id.to_ascii_lowercase()),
+        };
+        Arc::new(Conn {
+            ib: self.ib.clone(),
+            policy: self.policy.clone(),
+            labels: self.ib.labels(None, self.target_addr, client.tls_label()),
+            client,
+            client_addr: self.client_addr,
+            target_addr: self.target_addr,
+            app: self.app,
+            require_identity: self.require_identity,
+            trusted_gateway: false,
+            last: Mutex::new(None),
+            last_limited: Mutex::new(None),
+        })
     }
 
     /// [`Conn::serve_request`] for a sampled request: `span` (SERVER, started by the tracer,

@@ -6,7 +6,10 @@
 //! - HTTP/1, HTTP/2, gRPC-ish (trailers) and opaque TCP go through and come back;
 //! - a mirror whose override is outside the gateway's suffixes gets 403 with `l5d-proxy-error`;
 //! - a client without a certificate gets 403 too, and a plaintext client is closed unanswered;
-//! - the gateway counts the refusals in `inbound_gateway_refused_total{reason}`.
+//! - the gateway counts the refusals in `inbound_gateway_refused_total{reason}`;
+//! - forwarded identity: the target application sees `l5d-client-id` = the client proxy's
+//!   identity when the target trusts the gateway (`WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`),
+//!   the gateway's own identity when it does not, and never what the application forged.
 
 mod common;
 
@@ -433,6 +436,42 @@ async fn the_gateway_refuses_names_outside_its_suffixes_and_unauthenticated_clie
         "answered: {}",
         String::from_utf8_lossy(&back)
     );
+
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_trusts_the_gateway_sees_the_callers_identity() {
+    let ca = Arc::new(Ca::new());
+    let chain = chain(
+        &ca,
+        &[("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)],
+    )
+    .await;
+    let outbound = chain.client.listening.outbound;
+
+    let (status, error, body) = get_h1(outbound, "web-west.default.svc.cluster.local:8080").await;
+    assert_eq!((status, error), (200, None));
+    assert_eq!(
+        body,
+        format!("HTTP/1.1 {CLIENT} web.default.svc.west.local:8080")
+    );
+    let (status, _, body, _) = h2(outbound, "api-west.default.svc.cluster.local:8080", false).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        format!("HTTP/2.0 {CLIENT} api.default.svc.west.local:8080")
+    );
+
+    // The target's metrics name the caller, not the gateway.
+    let (_, metrics) = common::admin(chain.target.listening.admin, "GET", "/metrics").await;
+    let from_client = metrics
+        .lines()
+        .filter(|l| l.starts_with("request_total{") && l.contains(r#"direction="inbound""#))
+        .filter(|l| l.contains(&format!(r#"client_id="{CLIENT}""#)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    assert_eq!(from_client, 2, "{metrics}");
 
     chain.stop().await;
 }
