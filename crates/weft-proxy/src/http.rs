@@ -460,6 +460,7 @@ pub fn upgrade_to_h2(req: &mut Request<Body>) {
 
 /// A request a peer proxy carried over HTTP/2 for an HTTP/1 client (`l5d-orig-proto:
 /// HTTP/1.1`, the header removed here) goes on as the HTTP/1.1 request it was; true if so.
+#[inline]
 pub fn take_orig_http1(req: &mut Request<Body>) -> bool {
     let orig_http1 = req.version() == Version::HTTP_2
         && req

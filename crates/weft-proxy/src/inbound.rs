@@ -657,16 +657,11 @@ impl Conn {
 
     /// One request, traced when tracing is on and the request is sampled, written to the access
     /// log when there is one (both off: one branch each, and no wrapper future).
-    async fn serve_request(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn serve_request(mut self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
         // A trusted gateway's request is its caller's (one branch for everyone else).
         if self.trusted_gateway {
-            return Box::pin(self.forwarded(&req).serve_request_as_is(req)).await;
+            self = self.forwarded(&req);
         }
-        self.serve_request_as_is(req).await
-    }
-
-    /// [`Conn::serve_request`] for the connection's own client.
-    async fn serve_request_as_is(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
         // Trace: an unsampled request reads its trace headers and goes on as untraced.
         let span = match &self.ib.tracer {
             None => None,

@@ -71,6 +71,18 @@ pub struct Dst {
 pub struct Tagged {
     pub port: u16,
     pub authority: Arc<AuthorityOverride>,
+    /// The pool key's peer: the gateway's identity and the override (`ID\nHOST:PORT`).
+    pub key: Arc<str>,
+}
+
+impl Tagged {
+    pub fn new(port: u16, authority: Arc<AuthorityOverride>, identity: &str) -> Tagged {
+        Tagged {
+            port,
+            key: format!("{identity}\n{authority}").into(),
+            authority,
+        }
+    }
 }
 
 impl From<SocketAddr> for Dst {
@@ -83,17 +95,18 @@ impl From<SocketAddr> for Dst {
     }
 }
 
-/// The pool key: the address, the peer identity (`None` = plaintext) and, for a gateway, the
-/// name it forwards to (one gateway serves many names: their connections never mix).
-type Key = (SocketAddr, Option<Arc<str>>, Option<Arc<AuthorityOverride>>);
+/// The pool key: the address and the peer identity (`None` = plaintext) — for a gateway, the
+/// identity and the name it forwards to ([`Tagged::key`]: one gateway serves many names, their
+/// connections never mix; the common key stays two words to hash).
+type Key = (SocketAddr, Option<Arc<str>>);
 
 impl Dst {
     fn key(&self) -> Key {
-        (
-            self.addr,
-            self.tls.as_ref().map(|t| t.identity.clone()),
-            self.tagged.as_ref().map(|t| t.authority.clone()),
-        )
+        let peer = match (&self.tagged, &self.tls) {
+            (Some(t), Some(_)) => Some(t.key.clone()),
+            (_, tls) => tls.as_ref().map(|t| t.identity.clone()),
+        };
+        (self.addr, peer)
     }
 }
 
