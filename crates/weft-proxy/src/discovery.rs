@@ -65,8 +65,43 @@ pub struct Endpoint {
     /// port, inside mTLS with ALPN `transport.l5d.io/v1` and a transport header naming the
     /// endpoint's port.
     pub opaque_transport_port: Option<u16>,
+    /// `authority_override`: the endpoint is a gateway (a mirrored service of a linked cluster)
+    /// that forwards to this name. It is reached on [`Endpoint::opaque_transport_port`] with a
+    /// transport header naming the override, and HTTP requests carry it as their authority.
+    pub authority_override: Option<Arc<AuthorityOverride>>,
     /// Per-endpoint metric labels (set-level labels merged in), without the `dst_` prefix.
     pub labels: Arc<BTreeMap<String, String>>,
+}
+
+/// The name and port a gateway endpoint forwards to (`web.ns.svc.cluster.local:8080`, the
+/// service in the linked cluster).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AuthorityOverride {
+    /// Lower-cased, without a trailing dot.
+    pub host: String,
+    pub port: u16,
+}
+
+impl AuthorityOverride {
+    /// `host:port`; `None` for anything else (no port, an IP address, not a DNS name).
+    pub fn parse(s: &str) -> Option<AuthorityOverride> {
+        let authority: ::http::uri::Authority = s.trim().parse().ok()?;
+        let port = authority.port_u16().filter(|p| *p != 0)?;
+        let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+        let dns = !host.is_empty()
+            && host.parse::<IpAddr>().is_err()
+            && !host.starts_with('[')
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        dns.then_some(AuthorityOverride { host, port })
+    }
+}
+
+impl fmt::Display for AuthorityOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
 }
 
 /// The current state of one target.
@@ -236,11 +271,7 @@ impl Discovery {
     }
 
     fn in_suffixes(&self, fqdn: &str) -> bool {
-        let dotted = format!("{fqdn}.");
-        self.inner
-            .suffixes
-            .iter()
-            .any(|s| s == "." || dotted.ends_with(&format!(".{s}")) || dotted == *s)
+        under_suffixes(&self.inner.suffixes, fqdn)
     }
 
     /// A live view of `target`'s endpoints, or `Rejected`. Waits for the first answer at most the
@@ -322,6 +353,15 @@ impl Discovery {
                 .clone(),
         )
     }
+}
+
+/// Is `fqdn` (no trailing dot) under one of `suffixes` (each ending with a dot; `.` = any)?
+/// Discovery's suffixes and the inbound gateway's read the same way.
+pub(crate) fn under_suffixes(suffixes: &[String], fqdn: &str) -> bool {
+    let dotted = format!("{fqdn}.");
+    suffixes
+        .iter()
+        .any(|s| s == "." || dotted.ends_with(&format!(".{s}")) || dotted == *s)
 }
 
 fn upgrade_cfg(weak: &Weak<Inner>) -> (Duration, Duration) {
@@ -542,6 +582,13 @@ pub(crate) fn endpoint(
     let opaque_transport_port = opaque_transport
         .and_then(|t| u16::try_from(t.inbound_port).ok())
         .filter(|p| *p != 0);
+    let authority_override = wa.authority_override.and_then(|o| {
+        let parsed = AuthorityOverride::parse(&o.authority_override);
+        if parsed.is_none() {
+            tracing::info!(%addr, authority_override = o.authority_override, "ignoring an authority override that is not host:port");
+        }
+        parsed.map(Arc::new)
+    });
     let identity = wa.tls_identity.and_then(|t| match t.strategy {
         Some(tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name),
         Some(tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
@@ -558,6 +605,7 @@ pub(crate) fn endpoint(
         hint,
         identity,
         opaque_transport_port,
+        authority_override,
         labels: Arc::new(labels),
     })
 }
@@ -599,6 +647,63 @@ mod tests {
         let ep = endpoint(wa(Some(4143)), &HashMap::new()).expect("endpoint");
         assert_eq!(ep.hint, ProtocolHint::Opaque);
         assert_eq!(ep.addr, SocketAddr::from(([198, 18, 0, 2], 8080)));
+    }
+
+    /// `authority_override.authority_override` reaches the endpoint when it is `host:port`.
+    #[test]
+    fn authority_override_comes_from_the_weighted_addr() {
+        let wa = |o: &str| api::WeightedAddr {
+            addr: Some(SocketAddr::from(([198, 18, 0, 2], 4143)).into()),
+            weight: 1,
+            authority_override: Some(api::AuthorityOverride {
+                authority_override: o.into(),
+            }),
+            ..Default::default()
+        };
+        let parsed = |o| {
+            endpoint(wa(o), &HashMap::new())
+                .expect("endpoint")
+                .authority_override
+                .map(|a| a.to_string())
+        };
+        assert_eq!(
+            parsed("web.default.svc.cluster.local:8080").as_deref(),
+            Some("web.default.svc.cluster.local:8080")
+        );
+        assert_eq!(
+            parsed("Web.Default.svc.cluster.local.:80").as_deref(),
+            Some("web.default.svc.cluster.local:80")
+        );
+        for bad in [
+            "web.default.svc.cluster.local",
+            "10.0.0.1:80",
+            ":80",
+            "web:0",
+            "a b:80",
+            "",
+        ] {
+            assert_eq!(parsed(bad), None, "{bad:?}");
+        }
+        let plain = api::WeightedAddr {
+            authority_override: None,
+            ..wa("x:1")
+        };
+        assert_eq!(
+            endpoint(plain, &HashMap::new()).unwrap().authority_override,
+            None
+        );
+    }
+
+    #[test]
+    fn names_under_suffixes() {
+        let suffixes = ["svc.cluster.local.".to_string()];
+        assert!(under_suffixes(&suffixes, "web.ns.svc.cluster.local"));
+        assert!(under_suffixes(&suffixes, "svc.cluster.local"));
+        assert!(!under_suffixes(&suffixes, "web.ns.svc.cluster.localx"));
+        assert!(!under_suffixes(&suffixes, "web.ns.xsvc.cluster.local"));
+        assert!(!under_suffixes(&suffixes, "example.com"));
+        assert!(!under_suffixes(&[], "web.ns.svc.cluster.local"));
+        assert!(under_suffixes(&[".".to_string()], "example.com"));
     }
 
     fn insert_rejected(targets: &mut HashMap<Target, Entry>, n: u16, at: tokio::time::Instant) {

@@ -28,7 +28,7 @@ use tokio::{
 };
 
 pub use crate::metrics::{HttpMetrics, Metrics, Peer};
-pub use pool::{Dst, Pool, PoolLimits, Wire};
+pub use pool::{Dst, Pool, PoolLimits, Tagged, Wire};
 
 pub mod pool;
 
@@ -154,6 +154,11 @@ pub enum Error {
     /// and the route (or why no route took it).
     #[error("connection to {target} forbidden by policy ({by})")]
     Forbidden { target: String, by: String },
+    /// Inbound gateway mode: the connection's transport header names a target this gateway
+    /// does not forward to (why: not a gateway, outside its suffixes, no client identity, a
+    /// loop back to itself).
+    #[error("the gateway refuses to forward to {name}: {why}")]
+    GatewayRefused { name: String, why: &'static str },
 }
 
 /// An error and its causes, `a: b: c` (hyper's own message is often just "http2 error"; the
@@ -178,7 +183,8 @@ impl Error {
             Error::NoAuthority
             | Error::IdentityRequired { .. }
             | Error::Unauthorized { .. }
-            | Error::RateLimited { .. } => Side::Downstream,
+            | Error::RateLimited { .. }
+            | Error::GatewayRefused { .. } => Side::Downstream,
             Error::Connect(_)
             | Error::Relay { .. }
             | Error::Handshake { .. }
@@ -215,7 +221,8 @@ impl Error {
             Error::Loop { .. } => StatusCode::LOOP_DETECTED,
             Error::IdentityRequired { .. }
             | Error::Unauthorized { .. }
-            | Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            | Error::Forbidden { .. }
+            | Error::GatewayRefused { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Connect(_)
             | Error::Relay { .. }
@@ -241,7 +248,8 @@ impl Error {
             Error::NoAuthority => 3,
             Error::IdentityRequired { .. }
             | Error::Unauthorized { .. }
-            | Error::Forbidden { .. } => 7,
+            | Error::Forbidden { .. }
+            | Error::GatewayRefused { .. } => 7,
             Error::RateLimited { .. } => 8,
             _ => 14,
         }
@@ -448,6 +456,39 @@ pub fn upgrade_to_h2(req: &mut Request<Body>) {
     req.headers_mut()
         .insert(L5D_ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     *req.version_mut() = Version::HTTP_2;
+}
+
+/// A request a peer proxy carried over HTTP/2 for an HTTP/1 client (`l5d-orig-proto:
+/// HTTP/1.1`, the header removed here) goes on as the HTTP/1.1 request it was; true if so.
+#[inline]
+pub fn take_orig_http1(req: &mut Request<Body>) -> bool {
+    let orig_http1 = req.version() == Version::HTTP_2
+        && req
+            .headers_mut()
+            .remove(L5D_ORIG_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"HTTP/1.1"));
+    if orig_http1 {
+        to_http1(req, false);
+    }
+    orig_http1
+}
+
+/// A request to a gateway endpoint takes the endpoint's authority override as its authority
+/// (URI and `Host`), as Linkerd's outbound does: the linked cluster's workload, its routes and
+/// its authorizations see the service's own name there (`web.ns.svc.cluster.local:8080`), not
+/// the mirror's (`web-west`).
+pub fn override_authority(req: &mut Request<Body>, authority: &str) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
+        *req.uri_mut() = uri;
+    }
+    if let Ok(host) = HeaderValue::from_str(authority) {
+        req.headers_mut().insert(header::HOST, host);
+    }
 }
 
 /// Rewrites a request for an HTTP/1 hop: origin-form URI and exactly one `Host`. When the request

@@ -105,7 +105,17 @@ pub struct Inbound {
     taps: Arc<Taps>,
     /// `WEFT_PROXY_TRACE_*`; `None`: tracing off.
     tracer: Option<Arc<Tracer>>,
+    /// Gateway mode (`WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES`); `None`: a named transport header
+    /// is refused.
+    gateway: Option<Gateway>,
+    /// `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: peers whose `l5d-client-id` names the
+    /// client of an HTTP request.
+    trusted_gateways: Vec<String>,
 }
+
+mod gateway;
+
+pub use gateway::Gateway;
 
 /// What the connection told us about the client.
 #[derive(Clone, Debug)]
@@ -156,12 +166,14 @@ impl Client {
 }
 
 impl Inbound {
+    /// `outbound`: the path a gateway forwards through (used only in gateway mode).
     pub fn new(
         cfg: &Config,
         metrics: Metrics,
         identity: Option<Identity>,
         taps: Arc<Taps>,
         tracer: Option<Arc<Tracer>>,
+        outbound: &Arc<crate::outbound::Outbound>,
     ) -> Arc<Inbound> {
         let policies = InboundPolicies::new(PolicySettings::from_config(cfg, identity.as_ref()));
         let ib = Inbound::build(
@@ -176,10 +188,14 @@ impl Inbound {
             cfg.inbound_require_identity_ports.clone(),
             policies,
         );
+        let gateway = (!cfg.inbound_gateway_suffixes.is_empty())
+            .then(|| Gateway::new(cfg.inbound_gateway_suffixes.clone(), outbound.clone()));
         Arc::new(Inbound {
             access_log: cfg.access_log,
             taps,
             tracer,
+            gateway,
+            trusted_gateways: cfg.inbound_trusted_gateway_identities.clone(),
             ..ib
         })
     }
@@ -238,7 +254,24 @@ impl Inbound {
             policies,
             access_log: None,
             tracer: None,
+            gateway: None,
+            trusted_gateways: Vec::new(),
         }
+    }
+
+    /// This inbound side believing the `l5d-client-id` of requests from `gateways` (tests build
+    /// it without a configuration).
+    pub fn trusting_gateways(self: Arc<Self>, gateways: Vec<String>) -> Arc<Inbound> {
+        let mut ib = Arc::into_inner(self).expect("a fresh inbound side");
+        ib.trusted_gateways = gateways;
+        Arc::new(ib)
+    }
+
+    /// This inbound side in gateway mode (tests build it without a configuration).
+    pub fn with_gateway(self: Arc<Self>, gateway: Gateway) -> Arc<Inbound> {
+        let mut ib = Arc::into_inner(self).expect("a fresh inbound side");
+        ib.gateway = Some(gateway);
+        Arc::new(ib)
     }
 
     fn labels(&self, authority: Option<String>, target_addr: SocketAddr, tls: TlsLabel) -> Labels {
@@ -438,11 +471,19 @@ async fn terminate(
     };
     let transport = session.alpn_protocol() == Some(mtls::TRANSPORT_ALPN);
 
-    // A transport header names the port (and maybe the protocol) itself.
+    // A transport header names the port (and maybe the protocol) itself; one that names a
+    // host is for the gateway.
     let (port, known) = if transport {
         let read =
             tokio::time::timeout(ib.settings.detect_timeout, TransportHeader::read(&mut tls));
         match read.await {
+            Ok(Ok(mut header)) if header.name.is_some() => {
+                let name = header.name.take().unwrap_or_default();
+                let target_addr = SocketAddr::new(ctx.local.ip(), header.port);
+                ib.attach(tls.get_mut().0.get_mut(), target_addr, &client);
+                // Boxed: only a gateway's connections carry the outbound path's states.
+                return Box::pin(gateway::serve(ctx, tls, header, name, client)).await;
+            }
             Ok(Ok(header)) => {
                 let known = match header.protocol {
                     Some(SessionProtocol::Http1) => Protocol::Http1,
@@ -538,6 +579,9 @@ async fn serve<I>(
     let conn = Arc::new(Conn {
         labels: ib.labels(None, target_addr, client.tls_label()),
         require_identity: ib.require_identity.contains(&app_port),
+        trusted_gateway: client
+            .id()
+            .is_some_and(|id| ib.trusted_gateways.iter().any(|g| g == id)),
         app: SocketAddr::from((Ipv4Addr::LOCALHOST, app_port)),
         ib,
         policy,
@@ -584,6 +628,9 @@ struct Conn {
     labels: Labels,
     /// The port is in `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`.
     require_identity: bool,
+    /// The client is a gateway in `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: each request's
+    /// `l5d-client-id` names its client ([`Conn::forwarded`]).
+    trusted_gateway: bool,
     /// The last HTTP authorization decision's counter: requests on a connection mostly repeat
     /// the same (policy, route, authorization), so its labels are rendered once.
     last: Mutex<Option<Decided>>,
@@ -610,7 +657,11 @@ impl Conn {
 
     /// One request, traced when tracing is on and the request is sampled, written to the access
     /// log when there is one (both off: one branch each, and no wrapper future).
-    async fn serve_request(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+    async fn serve_request(mut self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+        // A trusted gateway's request is its caller's (one branch for everyone else).
+        if self.trusted_gateway {
+            self = self.forwarded(&req);
+        }
         // Trace: an unsampled request reads its trace headers and goes on as untraced.
         let span = match &self.ib.tracer {
             None => None,
@@ -623,6 +674,38 @@ impl Conn {
             // Boxed: only a proxy that logs pays for the logging state.
             (None, Some(_)) => Box::pin(self.logged(req, None)).await,
         }
+    }
+
+    /// A request from a trusted gateway: the client its `l5d-client-id` names (a verified
+    /// identity the gateway asserts for its caller) in place of the gateway, for authorization,
+    /// rate limits, metrics, tap, the access log and the header the application sees. Without
+    /// the header (or with one that is not an identity) the gateway is the client.
+    fn forwarded<B>(self: Arc<Self>, req: &Request<B>) -> Arc<Conn> {
+        let Some(id) = req
+            .headers()
+            .get(http::L5D_CLIENT_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_end_matches('.'))
+            .filter(|v| !v.is_empty())
+        else {
+            return self;
+        };
+        let client = Client::Mtls {
+            id: Some(id.to_ascii_lowercase()),
+        };
+        Arc::new(Conn {
+            ib: self.ib.clone(),
+            policy: self.policy.clone(),
+            labels: self.ib.labels(None, self.target_addr, client.tls_label()),
+            client,
+            client_addr: self.client_addr,
+            target_addr: self.target_addr,
+            app: self.app,
+            require_identity: self.require_identity,
+            trusted_gateway: false,
+            last: Mutex::new(None),
+            last_limited: Mutex::new(None),
+        })
     }
 
     /// [`Conn::serve_request`] for a sampled request: `span` (SERVER, started by the tracer,
@@ -996,19 +1079,18 @@ where
     if let Some(id) = client.id().and_then(|id| HeaderValue::from_str(id).ok()) {
         req.headers_mut().insert(http::L5D_CLIENT_ID, id);
     }
-    let orig_http1 = req.version() == Version::HTTP_2
-        && req
-            .headers_mut()
-            .remove(http::L5D_ORIG_PROTO)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"HTTP/1.1"));
+    // HTTP/1 carried over HTTP/2 by the peer becomes HTTP/1 again here.
+    let orig_http1 = http::take_orig_http1(&mut req);
 
     let sent = if http::is_upgrade(&req) {
         http::to_http1(&mut req, true);
         Box::pin(ib.pool.send_upgrade(app, req, &labels)).await
-    } else if req.version() == Version::HTTP_2 && !orig_http1 {
+    } else if req.version() == Version::HTTP_2 {
         ib.pool.send(app, Wire::Http2, req, &labels).await
     } else {
-        http::to_http1(&mut req, false);
+        if !orig_http1 {
+            http::to_http1(&mut req, false);
+        }
         ib.pool.send(app, Wire::Http1, req, &labels).await
     };
     match sent {

@@ -590,3 +590,70 @@ async fn a_forward_port_asks_for_its_own_policy() {
         "the app port is {app_port}"
     );
 }
+
+/// `GET /` carrying `l5d-client-id: id`; (status, `l5d-proxy-error`, body).
+async fn get_as(send: &mut http1::SendRequest<Empty<Bytes>>, id: &str) -> (u16, String, String) {
+    let req = Request::get("http://web:8080/")
+        .header(http::L5D_CLIENT_ID, id)
+        .body(Empty::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let error = resp
+        .headers()
+        .get(http::L5D_PROXY_ERROR)
+        .map(|v| v.to_str().expect("ascii").to_string())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, error, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A trusted gateway (here `OTHER`) speaks for its callers: the `l5d-client-id` it sends is the
+/// client for the policy (admitting only `CLIENT`), the metrics and the application. The same
+/// header from a peer that is not trusted is replaced by that peer's own identity.
+#[tokio::test]
+async fn a_trusted_gateways_client_id_is_the_client_and_anyone_elses_is_replaced() {
+    const THIRD: &str = "third.default.serviceaccount.identity.weft.cluster.local";
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = http_app().await;
+    let (ib, _ctl) = inbound_with(&metrics, &ca, only_client(), PortSet::default()).await;
+    let ib = ib.trusting_gateways(vec![OTHER.to_string()]);
+    let listener = inbound_listener(ib, Some(app.port())).await;
+
+    // Through the gateway, for CLIENT: admitted, and the application sees CLIENT.
+    let mut gateway = h1(tls_client(listener, &ca, Some(OTHER), false).await).await;
+    assert_eq!(
+        get_as(&mut gateway, CLIENT).await,
+        (200, String::new(), format!("ok:{CLIENT}"))
+    );
+    let allow = [("client_id", CLIENT), ("authz_name", "only-client")];
+    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_ALLOW, &allow), 1);
+
+    // For another caller on the same connection: refused, naming that caller.
+    let (status, error, _) = get_as(&mut gateway, THIRD).await;
+    assert_eq!(status, 403);
+    assert!(
+        error.starts_with(&format!("client {THIRD} is not")),
+        "{error}"
+    );
+    let deny = [("client_id", THIRD), ("srv_name", "web-http")];
+    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_DENY, &deny), 1);
+
+    // Without the header the gateway itself is the client (not admitted here).
+    let req = Request::get("http://web:8080/")
+        .body(Empty::new())
+        .expect("request");
+    let resp = gateway.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 403);
+
+    // A peer that is not trusted claims to be CLIENT: it is itself, and refused.
+    let mut forger = h1(tls_client(listener, &ca, Some(THIRD), false).await).await;
+    let (status, error, _) = get_as(&mut forger, CLIENT).await;
+    assert_eq!(status, 403);
+    assert!(
+        error.starts_with(&format!("client {THIRD} is not")),
+        "{error}"
+    );
+    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_ALLOW, &allow), 1);
+}

@@ -148,7 +148,7 @@ struct CounterCell {
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
-pub const COUNTER_FAMILIES: [(&str, &str); 13] = [
+pub const COUNTER_FAMILIES: [(&str, &str); 14] = [
     (
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
@@ -172,6 +172,10 @@ pub const COUNTER_FAMILIES: [(&str, &str); 13] = [
     (
         OUTBOUND_TCP_FORBIDDEN,
         "Outbound opaque and TLS connections (and CONNECT tunnels) closed at once because the target's policy forbids them (an EgressNetwork under Deny; for TLS routes also a connection that is not TLS or whose SNI no route matches, with empty route labels), by target and policy parent and route.",
+    ),
+    (
+        INBOUND_GATEWAY_REFUSED,
+        "Connections (opaque) and requests (HTTP) the inbound gateway refused to forward, by reason (not_a_gateway: no WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES; outside_suffixes: the transport header names a host under none of them; no_identity: the client presented no certificate; loop: the client is this gateway).",
     ),
     (
         INBOUND_HTTP_LOCAL_RATELIMIT,
@@ -228,6 +232,8 @@ pub const INBOUND_HTTP_AUTHZ_DENY: &str = "inbound_http_authz_deny_total";
 /// `route_{group,kind,namespace,name}` (empty when no route took the connection). Named after
 /// `inbound_tcp_authz_deny_total`.
 pub const OUTBOUND_TCP_FORBIDDEN: &str = "outbound_tcp_forbidden_total";
+/// Labels: the common inbound ones, `reason`. Named after `inbound_tcp_authz_deny_total`.
+pub const INBOUND_GATEWAY_REFUSED: &str = "inbound_gateway_refused_total";
 /// Labels: the common inbound ones, `srv_*`, `ratelimit_{group,kind,name,scope}`.
 pub const INBOUND_HTTP_LOCAL_RATELIMIT: &str = "inbound_http_local_ratelimit_rate_limited_total";
 

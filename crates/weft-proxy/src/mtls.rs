@@ -369,7 +369,8 @@ fn hello_body(mut b: &[u8]) -> Option<ClientHello> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportHeader {
     pub port: u16,
-    /// Optional logical name (gateways); unused by Weft's inbound.
+    /// Optional logical name: a multicluster gateway forwards the connection to it
+    /// (`inbound::gateway`); without one, the connection is for this proxy's `port`.
     pub name: Option<String>,
     /// Known session protocol; `None` = opaque.
     pub protocol: Option<SessionProtocol>,

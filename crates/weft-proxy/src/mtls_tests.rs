@@ -444,6 +444,7 @@ async fn outbound_opaque_uses_the_opaque_transport_port_and_header() {
         hint: ProtocolHint::Opaque,
         identity: Some(PROXY.to_string()),
         opaque_transport_port: Some(inbound_port),
+        authority_override: None,
         labels: Arc::new(BTreeMap::new()),
     };
     let ob = Outbound::with_identity(

@@ -53,6 +53,7 @@ fn plain_endpoint(addr: SocketAddr) -> Endpoint {
         hint: ProtocolHint::Unknown,
         identity: None,
         opaque_transport_port: None,
+        authority_override: None,
         labels: Arc::new(BTreeMap::new()),
     }
 }
@@ -207,6 +208,7 @@ async fn in_flight_request_keeps_its_balancer() {
             hint: ProtocolHint::Unknown,
             identity: None,
             opaque_transport_port: None,
+            authority_override: None,
             labels: Arc::new(BTreeMap::new()),
         }],
         silent_for: None,

@@ -262,6 +262,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         identity.clone(),
         taps.clone(),
         tracer,
+        &ob,
     );
 
     let shutdown = Arc::new(Notify::new());

@@ -61,6 +61,7 @@ fn endpoint(addr: SocketAddr, hint: ProtocolHint) -> Endpoint {
         hint,
         identity: None,
         opaque_transport_port: None,
+        authority_override: None,
         labels: Arc::new(labels),
     }
 }

@@ -10,6 +10,7 @@ fn ep(port: u16, weight: u32) -> Endpoint {
         hint: ProtocolHint::H2,
         identity: None,
         opaque_transport_port: None,
+        authority_override: None,
         labels: Arc::new(BTreeMap::new()),
     }
 }

@@ -19,7 +19,8 @@ pub use identity::IdentityConfig;
 pub use inbound::{parse_networks, Cidr, DefaultPolicy};
 use parse::{
     check_control_tls, is_dns_name, parse_addr_list, parse_bool, parse_forward_ports,
-    parse_identity_name, parse_socket_addr, parse_suffixes, parse_upstreams, parse_workload,
+    parse_identity_list, parse_identity_name, parse_socket_addr, parse_suffixes, parse_upstreams,
+    parse_workload,
 };
 pub use parse::{parse_duration, parse_port_set};
 pub use retry::*;
@@ -73,6 +74,20 @@ pub const ENV_INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION: &str =
 /// policy says; their default policy is the authenticated form of
 /// [`ENV_INBOUND_DEFAULT_POLICY`]. Default empty. Needs identity.
 pub const ENV_INBOUND_PORTS_REQUIRE_IDENTITY: &str = "WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY";
+/// Gateway mode (a multicluster gateway, Linkerd's `LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES`,
+/// also read when this one is unset): comma-separated DNS suffixes (`svc.cluster.local.`). A
+/// connection on the inbound listener that terminated mTLS with a client identity and whose
+/// transport header names a host under one of them is forwarded through this proxy's outbound
+/// path to that name; any other named connection is refused. Default empty: no gateway.
+pub const ENV_INBOUND_GATEWAY_SUFFIXES: &str = "WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES";
+/// Linkerd's name for [`ENV_INBOUND_GATEWAY_SUFFIXES`].
+pub const ENV_LINKERD_INBOUND_GATEWAY_SUFFIXES: &str = "LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES";
+/// Comma-separated identities of gateways whose `l5d-client-id` is believed: a request whose
+/// TLS peer is one of them is taken to come from the identity in its `l5d-client-id` (for
+/// authorization, metrics, tap and the header the application sees). Default empty: the header
+/// is always replaced by the peer's own identity.
+pub const ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES: &str =
+    "WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES";
 /// The inbound policy of a port while the control plane has never answered for it (no policy
 /// address, unreachable, refused, or no first answer within
 /// [`ENV_INBOUND_FAILFAST_TIMEOUT`]); Linkerd's `LINKERD2_PROXY_INBOUND_DEFAULT_POLICY`:
@@ -304,6 +319,11 @@ pub struct Config {
     pub inbound_require_identity_ports: PortSet,
     /// [`ENV_INBOUND_DEFAULT_POLICY`].
     pub inbound_default_policy: DefaultPolicy,
+    /// [`ENV_INBOUND_GATEWAY_SUFFIXES`], normalised as [`Config::destination_suffixes`]; empty:
+    /// not a gateway.
+    pub inbound_gateway_suffixes: Vec<String>,
+    /// [`ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES`], lower-cased, without trailing dots.
+    pub inbound_trusted_gateway_identities: Vec<String>,
     /// [`ENV_POLICY_CLUSTER_NETWORKS`].
     pub cluster_networks: Vec<Cidr>,
     /// [`ENV_INBOUND_FAILFAST_TIMEOUT`].
@@ -535,6 +555,20 @@ impl Config {
         let inbound_require_identity_ports = r
             .list(ENV_INBOUND_PORTS_REQUIRE_IDENTITY, "", parse_port_set)
             .unwrap_or_default();
+        let gateway_var = match r.env.get(ENV_INBOUND_GATEWAY_SUFFIXES) {
+            None if r.env.get(ENV_LINKERD_INBOUND_GATEWAY_SUFFIXES).is_some() => {
+                ENV_LINKERD_INBOUND_GATEWAY_SUFFIXES
+            }
+            _ => ENV_INBOUND_GATEWAY_SUFFIXES,
+        };
+        let inbound_gateway_suffixes = r.list(gateway_var, "", parse_suffixes).unwrap_or_default();
+        let inbound_trusted_gateway_identities = r
+            .list(
+                ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES,
+                "",
+                parse_identity_list,
+            )
+            .unwrap_or_default();
         let inbound_default_policy = r.parse(
             ENV_INBOUND_DEFAULT_POLICY,
             DEFAULT_INBOUND_DEFAULT_POLICY,
@@ -750,6 +784,8 @@ impl Config {
                 inbound_opaque_ports,
                 inbound_require_identity_ports,
                 inbound_default_policy,
+                inbound_gateway_suffixes,
+                inbound_trusted_gateway_identities,
                 cluster_networks,
                 inbound_failfast_timeout,
                 outbound_opaque_ports,

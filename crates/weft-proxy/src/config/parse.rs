@@ -83,6 +83,21 @@ pub(super) fn parse_identity_name(s: &str) -> Result<Option<String>, String> {
     Ok(Some(name.to_ascii_lowercase()))
 }
 
+/// A comma-separated list of DNS-like identities (trusted gateways), each as
+/// [`parse_identity_name`] normalises it.
+pub(super) fn parse_identity_list(s: &str) -> Result<Vec<String>, String> {
+    items(s)
+        .map(|item| {
+            let name = item.trim_end_matches('.');
+            if is_dns_name(name) {
+                Ok(name.to_ascii_lowercase())
+            } else {
+                Err(format!("{item:?} is not a DNS-like identity"))
+            }
+        })
+        .collect()
+}
+
 /// Whether a control-plane service may be reached as configured: with a name it is TLS, which
 /// needs identity (the trust anchors to verify it); without one it is plaintext, which only a
 /// loopback address may carry. The error names the variable to fix.

@@ -538,3 +538,58 @@ fn tracing_is_off_without_a_collector_and_reports_bad_values_by_name() {
         "{text}"
     );
 }
+
+#[test]
+fn gateway_suffixes_and_trusted_gateways() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert!(c.inbound_gateway_suffixes.is_empty());
+    assert!(c.inbound_trusted_gateway_identities.is_empty());
+
+    let c = Config::from_env(&env(&[
+        (
+            ENV_INBOUND_GATEWAY_SUFFIXES,
+            "svc.cluster.local., svc.west.local",
+        ),
+        (
+            ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES,
+            "GW.weft-multicluster.serviceaccount.identity.west.local.",
+        ),
+    ]))
+    .expect("valid");
+    assert_eq!(
+        c.inbound_gateway_suffixes,
+        vec!["svc.cluster.local.", "svc.west.local."]
+    );
+    assert_eq!(
+        c.inbound_trusted_gateway_identities,
+        vec!["gw.weft-multicluster.serviceaccount.identity.west.local"]
+    );
+
+    // Linkerd's name, when ours is unset; ours wins when both are.
+    let c =
+        Config::from_env(&env(&[(ENV_LINKERD_INBOUND_GATEWAY_SUFFIXES, "svc.a.")])).expect("valid");
+    assert_eq!(c.inbound_gateway_suffixes, vec!["svc.a."]);
+    let c = Config::from_env(&env(&[
+        (ENV_LINKERD_INBOUND_GATEWAY_SUFFIXES, "svc.a."),
+        (ENV_INBOUND_GATEWAY_SUFFIXES, "svc.b."),
+    ]))
+    .expect("valid");
+    assert_eq!(c.inbound_gateway_suffixes, vec!["svc.b."]);
+
+    // Both bad values are named, each with its variable.
+    let err = Config::from_env(&env(&[
+        (ENV_LINKERD_INBOUND_GATEWAY_SUFFIXES, "svc..bad"),
+        (
+            ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES,
+            "ok.example, not an identity",
+        ),
+    ]))
+    .expect_err("invalid")
+    .to_string();
+    assert!(err.contains(ENV_LINKERD_INBOUND_GATEWAY_SUFFIXES), "{err}");
+    assert!(
+        err.contains(ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES),
+        "{err}"
+    );
+    assert!(err.contains("not an identity"), "{err}");
+}

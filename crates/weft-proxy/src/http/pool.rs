@@ -25,8 +25,9 @@ use super::{boxed, Body, BoxError, EndObserver, Error, OnEnd};
 pub use crate::config::PoolLimits;
 use crate::{
     connect::{self, Dial, Io},
+    discovery::AuthorityOverride,
     metrics::{Labels, Metrics},
-    mtls::ClientTls,
+    mtls::{ClientTls, SessionProtocol, TransportHeader},
     relay,
 };
 use bytes::Bytes;
@@ -58,20 +59,54 @@ pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Dst {
     pub addr: SocketAddr,
     pub tls: Option<ClientTls>,
+    /// A gateway endpoint (only with `tls`): connections go to its opaque-transport port and
+    /// start with a transport header naming the override, for the session protocol of the
+    /// connection ([`Wire`]).
+    pub tagged: Option<Tagged>,
+}
+
+/// How a gateway endpoint is reached: its proxy's port for opaque transport, and the name the
+/// gateway forwards to.
+#[derive(Clone, Debug)]
+pub struct Tagged {
+    pub port: u16,
+    pub authority: Arc<AuthorityOverride>,
+    /// The pool key's peer: the gateway's identity and the override (`ID\nHOST:PORT`).
+    pub key: Arc<str>,
+}
+
+impl Tagged {
+    pub fn new(port: u16, authority: Arc<AuthorityOverride>, identity: &str) -> Tagged {
+        Tagged {
+            port,
+            key: format!("{identity}\n{authority}").into(),
+            authority,
+        }
+    }
 }
 
 impl From<SocketAddr> for Dst {
     fn from(addr: SocketAddr) -> Dst {
-        Dst { addr, tls: None }
+        Dst {
+            addr,
+            tls: None,
+            tagged: None,
+        }
     }
 }
 
-/// The pool key: the address and the peer identity (`None` = plaintext).
+/// The pool key: the address and the peer identity (`None` = plaintext) — for a gateway, the
+/// identity and the name it forwards to ([`Tagged::key`]: one gateway serves many names, their
+/// connections never mix; the common key stays two words to hash).
 type Key = (SocketAddr, Option<Arc<str>>);
 
 impl Dst {
     fn key(&self) -> Key {
-        (self.addr, self.tls.as_ref().map(|t| t.identity.clone()))
+        let peer = match (&self.tagged, &self.tls) {
+            (Some(t), Some(_)) => Some(t.key.clone()),
+            (_, tls) => tls.as_ref().map(|t| t.identity.clone()),
+        };
+        (self.addr, peer)
     }
 }
 
@@ -264,7 +299,7 @@ impl Pool {
         let addr = dst.addr;
         let client_side = hyper::upgrade::on(&mut req);
         let is_connect = req.method() == Method::CONNECT;
-        let io = TokioIo::new(self.connect(&dst, labels).await?);
+        let io = TokioIo::new(self.connect(&dst, Wire::Http1, labels).await?);
         let (mut sender, conn) = client1::handshake(io)
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
@@ -350,7 +385,7 @@ impl Pool {
     async fn open_h2(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
         let addr = dst.addr;
         let key = dst.key();
-        let io = self.connect(dst, labels).await?;
+        let io = self.connect(dst, Wire::Http2, labels).await?;
         let (sender, conn) = client2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
@@ -458,7 +493,7 @@ impl Pool {
 
     async fn connect_h1(&self, dst: &Dst, labels: &Labels) -> Result<H1Conn, Error> {
         let addr = dst.addr;
-        let io = TokioIo::new(self.connect(dst, labels).await?);
+        let io = TokioIo::new(self.connect(dst, Wire::Http1, labels).await?);
         let (sender, conn) = client1::handshake(io)
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
@@ -497,12 +532,22 @@ impl Pool {
     }
 
     /// Opens a metered TCP connection, with TLS for a meshed peer, within the connect timeout
-    /// (one bound for TCP and TLS together).
-    pub async fn connect(&self, dst: &Dst, labels: &Labels) -> Result<Io, Error> {
+    /// (one bound for TCP and TLS together). A gateway endpoint is dialled on its
+    /// opaque-transport port, the transport header naming the override and `wire`.
+    async fn connect(&self, dst: &Dst, wire: Wire, labels: &Labels) -> Result<Io, Error> {
+        let tagged = dst.tagged.as_ref().filter(|_| dst.tls.is_some());
+        let header = tagged.map(|t| TransportHeader {
+            port: t.authority.port,
+            name: Some(t.authority.host.clone()),
+            protocol: Some(match wire {
+                Wire::Http1 => SessionProtocol::Http1,
+                Wire::Http2 => SessionProtocol::Http2,
+            }),
+        });
         let dial = Dial {
-            addr: dst.addr,
+            addr: tagged.map_or(dst.addr, |t| SocketAddr::new(dst.addr.ip(), t.port)),
             tls: dst.tls.as_ref(),
-            header: None,
+            header: header.as_ref(),
         };
         Ok(connect::connect(
             dial,

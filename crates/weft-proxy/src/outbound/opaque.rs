@@ -10,14 +10,17 @@ use super::*;
 /// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself. `hello`:
 /// the application's ClientHello when the policy routes TLS by SNI (it is in `client`'s
 /// replayed bytes: the application's own TLS goes through untouched).
-pub(super) async fn forward_opaque(
+pub(super) async fn forward_opaque<I>(
     ob: &Outbound,
-    client: Prefixed<Metered<TcpStream>>,
+    client: Prefixed<I>,
     target: &Target,
     dest: Dest,
     hello: Hello<'_>,
     deadline: Instant,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let dest = ob.opaque_dest(target, dest, hello).await?;
     let Picked {
         addr,
@@ -29,18 +32,7 @@ pub(super) async fn forward_opaque(
         .tls_for(endpoint.as_ref(), transport_port.is_some(), deadline)
         .await?;
     let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
-    // The transport header only travels inside TLS: without it, connect to the endpoint as is.
-    let (dial_addr, header) = match (transport_port, &tls) {
-        (Some(port), Some(_)) => (
-            SocketAddr::new(addr.ip(), port),
-            Some(TransportHeader {
-                port: addr.port(),
-                name: None,
-                protocol: None,
-            }),
-        ),
-        _ => (addr, None),
-    };
+    let (dial_addr, header) = opaque_dial(addr, endpoint.as_ref(), tls.is_some());
     let dial = Dial {
         addr: dial_addr,
         tls: tls.as_ref(),
@@ -52,6 +44,36 @@ pub(super) async fn forward_opaque(
         .map_err(|source| Error::Relay { addr, source })?;
     tracing::debug!(%target, %addr, ?moved, "opaque connection closed");
     Ok(())
+}
+
+/// Where an opaque byte stream to `addr` is dialled, and the transport header it starts with: a
+/// meshed endpoint with an opaque-transport port is reached there, the header naming the
+/// endpoint's own port, or for a gateway endpoint its authority override. The header only
+/// travels inside TLS (`tls`): without it, the endpoint is dialled as it is.
+fn opaque_dial(
+    addr: SocketAddr,
+    endpoint: Option<&Endpoint>,
+    tls: bool,
+) -> (SocketAddr, Option<TransportHeader>) {
+    let Some((port, ep)) = endpoint
+        .and_then(|e| Some((e.opaque_transport_port?, e)))
+        .filter(|_| tls)
+    else {
+        return (addr, None);
+    };
+    let header = match ep.authority_override.as_deref() {
+        Some(o) => TransportHeader {
+            port: o.port,
+            name: Some(o.host.clone()),
+            protocol: None,
+        },
+        None => TransportHeader {
+            port: addr.port(),
+            name: None,
+            protocol: None,
+        },
+    };
+    (SocketAddr::new(addr.ip(), port), Some(header))
 }
 
 /// Explicit mode `CONNECT host:port`: the proxy is the application's HTTP proxy, so it answers
@@ -88,7 +110,16 @@ pub(super) async fn tunnel<B>(
             return early_error(&ob, &labels, e, started);
         }
     };
-    let (tls, tls_label) = match ob.tls_for(picked.endpoint.as_ref(), false, deadline).await {
+    // A gateway endpoint is only reachable through opaque transport (its header names the
+    // service behind it); other tunnels go to the endpoint itself, as before.
+    let gateway = picked
+        .endpoint
+        .as_ref()
+        .is_some_and(|e| e.authority_override.is_some() && e.opaque_transport_port.is_some());
+    let (tls, tls_label) = match ob
+        .tls_for(picked.endpoint.as_ref(), gateway, deadline)
+        .await
+    {
         Ok(tls) => tls,
         Err(e) => {
             let labels = ob.labels(
@@ -108,10 +139,14 @@ pub(super) async fn tunnel<B>(
     );
     let metrics = ob.metrics.http(&labels);
     metrics.request();
+    let (dial_addr, header) = match gateway {
+        true => opaque_dial(picked.addr, picked.endpoint.as_ref(), tls.is_some()),
+        false => (picked.addr, None),
+    };
     let dial = Dial {
-        addr: picked.addr,
+        addr: dial_addr,
         tls: tls.as_ref(),
-        header: None,
+        header: header.as_ref(),
     };
     let server =
         match connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await {

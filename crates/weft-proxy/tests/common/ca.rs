@@ -15,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub struct Ca {
     pub issuer: Issuer<'static, KeyPair>,
     pub anchor_pem: String,
+    pub anchor_der: CertificateDer<'static>,
 }
 
 impl Ca {
@@ -31,6 +32,7 @@ impl Ca {
         let anchor = p.self_signed(&key).unwrap();
         Ca {
             anchor_pem: anchor.pem(),
+            anchor_der: anchor.der().clone(),
             issuer: Issuer::new(p, key),
         }
     }

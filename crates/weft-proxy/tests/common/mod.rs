@@ -1,8 +1,10 @@
 //! What the proxy's integration tests share: a proxy configuration on ephemeral loopback ports,
-//! plain HTTP/1.1 requests to its admin server, and a test CA with a scripted Certify ([`ca`]).
+//! plain HTTP/1.1 requests to its admin server, a test CA with a scripted Certify ([`ca`]), and a
+//! control plane of scripted Destination answers for proxies with identity ([`mesh`]).
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod ca;
+pub mod mesh;
 pub mod process;
 
 use std::collections::HashMap;

@@ -1,0 +1,477 @@
+//! Gateway mode over real sockets, mTLS on every hop, one trust root: a client proxy ("east")
+//! calls mirrored services whose endpoint is a gateway proxy ("west", with
+//! `WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES`), which forwards through its outbound path to the target
+//! proxy in front of the applications.
+//!
+//! - HTTP/1, HTTP/2, gRPC-ish (trailers) and opaque TCP go through and come back;
+//! - a mirror whose override is outside the gateway's suffixes gets 403 with `l5d-proxy-error`;
+//! - a client without a certificate gets 403 too, and a plaintext client is closed unanswered;
+//! - the gateway counts the refusals in `inbound_gateway_refused_total{reason}`;
+//! - forwarded identity: the target application sees `l5d-client-id` = the client proxy's
+//!   identity when the target trusts the gateway (`WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`),
+//!   the gateway's own identity when it does not, and never what the application forged.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::ca::Ca;
+use common::mesh::{self, Hint, Scripted};
+use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weft_proxy::mtls::{self, SessionProtocol, TransportHeader};
+use weft_proxy::runtime::Running;
+
+const CLIENT: &str = "frontend.east.serviceaccount.identity.weft.cluster.local";
+const GATEWAY: &str =
+    "linkerd-gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local";
+const TARGET: &str = "web.default.serviceaccount.identity.weft.cluster.local";
+/// Bound for waits on events; not a timing assertion.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The HTTP/1 application: answers `VERSION CLIENT-ID HOST`.
+async fn http1_app() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(describe(&req)))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    addr
+}
+
+/// The HTTP/2 application: answers `VERSION CLIENT-ID AUTHORITY`, and for gRPC requests ends
+/// with the trailer `grpc-status: 0`.
+async fn http2_app() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                let mut frames = vec![Ok::<_, Infallible>(Frame::data(Bytes::from(describe(
+                    &req,
+                ))))];
+                if req
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+                {
+                    let mut trailers = hyper::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    frames.push(Ok(Frame::trailers(trailers)));
+                }
+                let body = StreamBody::new(futures_util::stream::iter(frames));
+                Ok::<_, Infallible>(Response::new(body))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    addr
+}
+
+fn describe(req: &Request<Incoming>) -> String {
+    let id = req
+        .headers()
+        .get("l5d-client-id")
+        .map_or("none", |v| v.to_str().unwrap());
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .map(|h| h.to_str().unwrap().to_string())
+        })
+        .unwrap_or_default();
+    format!("{:?} {id} {host}", req.version())
+}
+
+/// A TCP application echoing what it read, prefixed with `got:`.
+async fn tcp_app() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                s.write_all(b"got:").await.unwrap();
+                s.write_all(&got).await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+/// The three proxies and what the test reaches them by.
+struct Chain {
+    client: Running,
+    gateway: Running,
+    target: Running,
+    /// The client's upstream listener for the database mirror.
+    db: SocketAddr,
+}
+
+impl Chain {
+    async fn stop(self) {
+        for running in [self.client, self.gateway, self.target] {
+            running.shutdown();
+            running.wait().await;
+        }
+    }
+}
+
+/// Applications behind the target proxy (explicit mode: a forward port each); the gateway's
+/// Destination knows the services in its cluster; the client's knows their mirrors, whose
+/// endpoint is the gateway's inbound listener with the override naming the service.
+/// `target_vars`: the target proxy's extra environment.
+async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)]) -> Chain {
+    let (h1, h2, tcp) = (http1_app().await, http2_app().await, tcp_app().await);
+    let forward = format!("{}=0,{}=0,{}=0", h1.port(), h2.port(), tcp.port());
+    let mut vars = vec![("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.as_str())];
+    vars.extend_from_slice(target_vars);
+    let cp = mesh::control_plane(ca, Scripted::default()).await;
+    let target = mesh::proxy(ca, &cp, TARGET, &vars).await;
+    let fwd = |app: SocketAddr| {
+        let (_, at) = target
+            .listening
+            .forward
+            .iter()
+            .find(|(port, _)| *port == app.port())
+            .expect("forward port");
+        *at
+    };
+    let west = Scripted::new([
+        (
+            "web.default.svc.west.local:8080".to_string(),
+            vec![mesh::endpoint(fwd(h1), TARGET, Hint::H2, None, None)],
+        ),
+        (
+            "api.default.svc.west.local:8080".to_string(),
+            vec![mesh::endpoint(fwd(h2), TARGET, Hint::H2, None, None)],
+        ),
+        (
+            "db.default.svc.west.local:5432".to_string(),
+            vec![mesh::endpoint(fwd(tcp), TARGET, Hint::Opaque, None, None)],
+        ),
+    ]);
+    let cp = mesh::control_plane(ca, west).await;
+    let gateway = mesh::proxy(
+        ca,
+        &cp,
+        GATEWAY,
+        &[
+            ("WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES", "svc.west.local."),
+            ("WEFT_PROXY_DESTINATION_PROFILE_SUFFIXES", "svc.west.local."),
+        ],
+    )
+    .await;
+    let gw = gateway.listening.inbound;
+    let mirror = |name: &str, hint, remote: &str| {
+        (
+            name.to_string(),
+            vec![mesh::endpoint(
+                gw,
+                GATEWAY,
+                hint,
+                Some(gw.port()),
+                Some(remote),
+            )],
+        )
+    };
+    let east = Scripted::new([
+        mirror(
+            "web-west.default.svc.cluster.local:8080",
+            Hint::H2,
+            "web.default.svc.west.local:8080",
+        ),
+        mirror(
+            "api-west.default.svc.cluster.local:8080",
+            Hint::H2,
+            "api.default.svc.west.local:8080",
+        ),
+        mirror(
+            "db-west.default.svc.cluster.local:5432",
+            Hint::Opaque,
+            "db.default.svc.west.local:5432",
+        ),
+        mirror(
+            "stray-west.default.svc.cluster.local:8080",
+            Hint::H2,
+            "web.default.svc.elsewhere.local:8080",
+        ),
+    ]);
+    let cp = mesh::control_plane(ca, east).await;
+    let client = mesh::proxy(
+        ca,
+        &cp,
+        CLIENT,
+        &[(
+            "WEFT_PROXY_OUTBOUND_UPSTREAMS",
+            "db-west.default.svc.cluster.local:5432=0",
+        )],
+    )
+    .await;
+    let db = client.listening.upstreams[0].1;
+    Chain {
+        client,
+        gateway,
+        target,
+        db,
+    }
+}
+
+/// (status, `l5d-proxy-error`, body, `grpc-status` trailer) of one request.
+async fn answer(resp: Response<Incoming>) -> (u16, Option<String>, String, Option<String>) {
+    let status = resp.status().as_u16();
+    let error = resp
+        .headers()
+        .get("l5d-proxy-error")
+        .map(|v| v.to_str().unwrap().to_string());
+    let collected = resp.into_body().collect().await.unwrap();
+    let grpc = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    (status, error, body, grpc)
+}
+
+/// An HTTP/1 GET through the client's outbound listener (explicit mode, absolute form).
+async fn get_h1(outbound: SocketAddr, authority: &str) -> (u16, Option<String>, String) {
+    let s = TcpStream::connect(outbound).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{authority}/"))
+        .header("host", authority)
+        .header("l5d-client-id", "forged.by.the.application")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(LIMIT, send.send_request(req))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let (status, error, body, _) = answer(resp).await;
+    (status, error, body)
+}
+
+/// An HTTP/2 request (prior knowledge) through the client's outbound listener; gRPC-shaped
+/// when `grpc`.
+async fn h2(
+    outbound: SocketAddr,
+    authority: &str,
+    grpc: bool,
+) -> (u16, Option<String>, String, Option<String>) {
+    let s = TcpStream::connect(outbound).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::post(format!("http://{authority}/pkg.Svc/Call"));
+    if grpc {
+        req = req
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    }
+    let req = req
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let resp = tokio::time::timeout(LIMIT, send.send_request(req))
+        .await
+        .expect("an answer")
+        .unwrap();
+    answer(resp).await
+}
+
+/// `inbound_gateway_refused_total` of the gateway with `reason`.
+async fn refused(gateway: &Running, reason: &str) -> u64 {
+    let (_, metrics) = common::admin(gateway.listening.admin, "GET", "/metrics").await;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("inbound_gateway_refused_total{"))
+        .filter(|l| l.contains(&format!(r#"reason="{reason}""#)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_grpc_and_opaque_go_through_the_gateway() {
+    let ca = Arc::new(Ca::new());
+    let chain = chain(&ca, &[]).await;
+    let outbound = chain.client.listening.outbound;
+
+    // HTTP/1: through as HTTP/1, the authority the service's own name. The target does not
+    // trust the gateway: its application sees the gateway's identity, never the forged one.
+    let (status, error, body) = get_h1(outbound, "web-west.default.svc.cluster.local:8080").await;
+    assert_eq!((status, error), (200, None));
+    assert_eq!(
+        body,
+        format!("HTTP/1.1 {GATEWAY} web.default.svc.west.local:8080")
+    );
+
+    // HTTP/2 and gRPC: through as HTTP/2, trailers included.
+    let (status, error, body, grpc) =
+        h2(outbound, "api-west.default.svc.cluster.local:8080", false).await;
+    assert_eq!((status, error, grpc), (200, None, None));
+    assert_eq!(
+        body,
+        format!("HTTP/2.0 {GATEWAY} api.default.svc.west.local:8080")
+    );
+    let (status, error, _, grpc) =
+        h2(outbound, "api-west.default.svc.cluster.local:8080", true).await;
+    assert_eq!((status, error, grpc.as_deref()), (200, None, Some("0")));
+
+    // Opaque TCP through the client's upstream listener for the database mirror.
+    let mut s = TcpStream::connect(chain.db).await.unwrap();
+    s.write_all(b"select 1").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut back))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(back, b"got:select 1");
+
+    assert_eq!(refused(&chain.gateway, "outside_suffixes").await, 0);
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_names_outside_its_suffixes_and_unauthenticated_clients() {
+    let ca = Arc::new(Ca::new());
+    let chain = chain(&ca, &[]).await;
+    let gw = chain.gateway.listening.inbound;
+
+    // A name outside the suffixes: 403 with the reason, counted.
+    let (status, error, _) = get_h1(
+        chain.client.listening.outbound,
+        "stray-west.default.svc.cluster.local:8080",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let error = error.expect("l5d-proxy-error");
+    assert!(
+        error.contains("web.default.svc.elsewhere.local:8080")
+            && error.contains("outside the gateway's suffixes"),
+        "{error}"
+    );
+    assert_eq!(refused(&chain.gateway, "outside_suffixes").await, 1);
+
+    // TLS to the gateway without a client certificate, a header naming a service it serves:
+    // 403, counted.
+    let provider = weft_proxy::identity::tls::provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.anchor_der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![mtls::TRANSPORT_ALPN.to_vec()];
+    let tcp = TcpStream::connect(gw).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(GATEWAY).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    TransportHeader {
+        port: 8080,
+        name: Some("web.default.svc.west.local".into()),
+        protocol: Some(SessionProtocol::Http2),
+    }
+    .write(&mut tls)
+    .await
+    .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://web.default.svc.west.local:8080/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(LIMIT, send.send_request(req))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let (status, error, _, _) = answer(resp).await;
+    assert_eq!(status, 403);
+    let error = error.expect("l5d-proxy-error");
+    assert!(error.contains("no certificate"), "{error}");
+    assert_eq!(refused(&chain.gateway, "no_identity").await, 1);
+
+    // Plaintext: closed without an answer.
+    let mut plain = TcpStream::connect(gw).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: web.default.svc.west.local:8080\r\n\r\n")
+        .await
+        .unwrap();
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, plain.read_to_end(&mut back))
+        .await
+        .expect("closed");
+    assert!(
+        back.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&back)
+    );
+
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_trusts_the_gateway_sees_the_callers_identity() {
+    let ca = Arc::new(Ca::new());
+    let chain = chain(
+        &ca,
+        &[("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)],
+    )
+    .await;
+    let outbound = chain.client.listening.outbound;
+
+    let (status, error, body) = get_h1(outbound, "web-west.default.svc.cluster.local:8080").await;
+    assert_eq!((status, error), (200, None));
+    assert_eq!(
+        body,
+        format!("HTTP/1.1 {CLIENT} web.default.svc.west.local:8080")
+    );
+    let (status, _, body, _) = h2(outbound, "api-west.default.svc.cluster.local:8080", false).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        format!("HTTP/2.0 {CLIENT} api.default.svc.west.local:8080")
+    );
+
+    // The target's metrics name the caller, not the gateway.
+    let (_, metrics) = common::admin(chain.target.listening.admin, "GET", "/metrics").await;
+    let from_client = metrics
+        .lines()
+        .filter(|l| l.starts_with("request_total{") && l.contains(r#"direction="inbound""#))
+        .filter(|l| l.contains(&format!(r#"client_id="{CLIENT}""#)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    assert_eq!(from_client, 2, "{metrics}");
+
+    chain.stop().await;
+}
