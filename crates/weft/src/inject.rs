@@ -98,7 +98,7 @@ impl core::Sidecar for WeftSidecar {
         let mut vars: Vec<Value> = run::sidecar_env(
             s.destination_addr(),
             format!("$({}):$({})", core::POD_NS_VAR, core::POD_NAME_VAR),
-            weft_control::resource::tap_identity(defaults),
+            defaults,
             Some(weft_control::resource::control_identity(defaults)),
         )
         .into_iter()

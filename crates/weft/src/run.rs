@@ -154,8 +154,21 @@ pub struct RunArgs {
     /// then not started).
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = crate::demo::parse_duration)]
     pub proxy_await_timeout: Duration,
+    /// Run this pod as the cluster's multicluster gateway (Linkerd's `linkerd-gateway`): its
+    /// proxy forwards what linked clusters send to its inbound port (4143) to the services they
+    /// name (`WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES=svc.<cluster-domain>.`), and the workload is
+    /// labelled `linkerd.io/extension=multicluster`, `component=gateway`, which is how the control
+    /// plane finds it. Run it as `--name weft-gateway --namespace weft-multicluster`, the identity
+    /// every sidecar trusts to forward its callers' identities; CMD defaults to `sleep infinity`.
+    /// See docs/multicluster.md.
+    #[arg(long)]
+    pub multicluster_gateway: bool,
     /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(
+        last = true,
+        required_unless_present = "multicluster_gateway",
+        value_name = "CMD"
+    )]
     pub command: Vec<OsString>,
     /// Extra variables for the proxy (not a flag: `weft demo --cluster` sets its log level
     /// through them).
@@ -199,17 +212,38 @@ impl FromStr for Label {
 }
 
 impl RunArgs {
-    /// The identity the control plane taps with: the only client the sidecar's tap server admits.
-    /// The control plane's trust domain and namespace, as its identities are derived from them.
+    /// What `--multicluster-gateway` means: the gateway's labels (besides `app=<name>`), its
+    /// proxy's gateway suffixes, and a command that only waits.
+    fn with_gateway_role(mut self) -> RunArgs {
+        use weft_control::resource::multicluster::{
+            GATEWAY_COMPONENT_LABEL, GATEWAY_EXTENSION_LABEL,
+        };
+        if !self.multicluster_gateway {
+            return self;
+        }
+        if self.labels.is_empty() {
+            self.labels.push(Label("app".into(), self.name.clone()));
+        }
+        for (k, v) in [GATEWAY_EXTENSION_LABEL, GATEWAY_COMPONENT_LABEL] {
+            self.labels.push(Label(k.into(), v.into()));
+        }
+        self.proxy_env.push((
+            config::ENV_INBOUND_GATEWAY_SUFFIXES.into(),
+            format!("svc.{}.", self.cluster_domain.trim_end_matches('.')),
+        ));
+        if self.command.is_empty() {
+            self.command = vec!["sleep".into(), "infinity".into()];
+        }
+        self
+    }
+
+    /// The control plane's trust domain and namespace, as its identities (and the tap and
+    /// gateway identities the sidecar trusts) are derived from them.
     fn control_defaults(&self) -> weft_control::resource::Defaults {
         weft_control::resource::Defaults {
             trust_domain: self.trust_domain.to_string(),
             control_namespace: self.control_namespace.to_string(),
         }
-    }
-
-    pub(crate) fn tap_identity(&self) -> String {
-        weft_control::resource::tap_identity(&self.control_defaults())
     }
 
     /// The identity the control plane's gRPC server proves (the sidecar's
@@ -338,6 +372,7 @@ impl Signals {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let args = args.with_gateway_role();
     let mut signals = Signals::new()?;
     if args.store.is_some() {
         say!("weft run: --store is ignored: Services come from the control plane API");
@@ -528,19 +563,27 @@ fn join(addrs: &[SocketAddr]) -> String {
 }
 
 /// The variables of every sidecar, `weft run`'s and an injected Kubernetes pod's: the control
-/// plane, the workload (`NS:NAME`), the drain time, the tap identity, and — with identity, when
-/// the sidecar speaks TLS to the control plane, which must prove its own — `control_identity`.
+/// plane, the workload (`NS:NAME`), the drain time, the tap identity, the cluster's multicluster
+/// gateway (whose forwarded `l5d-client-id` the sidecar believes), and — with identity, when the
+/// sidecar speaks TLS to the control plane, which must prove its own — `control_identity`.
 pub(crate) fn sidecar_env(
     control: String,
     workload: String,
-    tap_identity: String,
+    defaults: &weft_control::resource::Defaults,
     control_identity: Option<String>,
 ) -> Vec<(&'static str, String)> {
     let mut env = vec![
         (config::ENV_DESTINATION_SVC_ADDR, control),
         (config::ENV_POLICY_WORKLOAD, workload),
         (config::ENV_SHUTDOWN_GRACE_PERIOD, "5s".to_string()),
-        (config::ENV_TAP_SVC_NAME, tap_identity),
+        (
+            config::ENV_TAP_SVC_NAME,
+            weft_control::resource::tap_identity(defaults),
+        ),
+        (
+            config::ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES,
+            weft_control::resource::multicluster::gateway_identity(defaults),
+        ),
     ];
     env.extend(control_identity.map(|name| (config::ENV_DESTINATION_SVC_NAME, name)));
     env
@@ -575,7 +618,7 @@ fn proxy_command(
     cmd.envs(sidecar_env(
         control.to_string(),
         format!("{}:{}", args.namespace, args.name),
-        args.tap_identity(),
+        &args.control_defaults(),
         (!identity_env.is_empty()).then(|| args.control_identity()),
     ))
     .envs(identity_env.iter().map(|(k, v)| (k, v)));

@@ -50,6 +50,20 @@ pub const DEFAULT_GATEWAY_PORT: u16 = 4143;
 pub const PROBE_PORT_NAME: &str = "mc-probe";
 pub const DEFAULT_PROBE_PORT: u16 = 4191;
 pub const DEFAULT_PROBE_PATH: &str = "/ready";
+/// The gateway workload's name (its service account): `weft run --multicluster-gateway` runs it
+/// as `weft-gateway` in [`DEFAULT_LINK_NAMESPACE`], Linkerd's `linkerd-gateway` in
+/// `linkerd-multicluster`.
+pub const GATEWAY_NAME: &str = "weft-gateway";
+
+/// The identity of a cluster's multicluster gateway,
+/// `weft-gateway.weft-multicluster.serviceaccount.identity.<control-ns>.<trust-domain>`: every
+/// sidecar trusts the `l5d-client-id` it forwards (`WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`).
+pub fn gateway_identity(d: &super::Defaults) -> String {
+    format!(
+        "{GATEWAY_NAME}.{DEFAULT_LINK_NAMESPACE}.serviceaccount.identity.{}.{}",
+        d.control_namespace, d.trust_domain
+    )
+}
 
 /// A validated `Link`.
 #[derive(Clone, Debug, PartialEq, Eq)]
