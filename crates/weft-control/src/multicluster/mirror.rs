@@ -25,6 +25,13 @@ use crate::resource::{
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Annotations of a local member a `<name>-federated` Service takes over: Linkerd's client
+/// policy (`docs/traffic.md`).
+const CLIENT_POLICY_PREFIXES: &[&str] = &[
+    "balancer.linkerd.io/",
+    "retry.linkerd.io/",
+    "timeout.linkerd.io/",
+];
 /// Selects the gateway workload of a Link (value: the Link's name).
 pub const GATEWAY_OF_LABEL: &str = "multicluster.weft.io/gateway-of";
 /// Selects the remote endpoints of a remote-discovery mirror (value: the mirror's name).
@@ -152,10 +159,19 @@ pub fn mirror(remotes: &[Remote], state: &State) -> Mirror {
         let local = state
             .services
             .get(&(ns.clone(), name.clone()))
-            .filter(|s| !s.labels.contains_key(MIRRORED_SERVICE_LABEL))
-            .is_some();
-        let mut annotations = BTreeMap::new();
-        if local {
+            .filter(|s| !s.labels.contains_key(MIRRORED_SERVICE_LABEL));
+        // The local member's client policy (failure accrual, retries, timeouts) is the federated
+        // Service's: a user configures it where they can, on their own Service.
+        let mut annotations: BTreeMap<String, String> = local
+            .map(|s| {
+                s.annotations
+                    .iter()
+                    .filter(|(k, _)| CLIENT_POLICY_PREFIXES.iter().any(|p| k.starts_with(p)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if local.is_some() {
             annotations.insert(LOCAL_DISCOVERY_ANNOTATION.into(), name.clone());
         }
         if !links.is_empty() {

@@ -178,7 +178,7 @@ fn federated_members_of_links_and_the_local_one() {
         "mirror.linkerd.io/federated=member",
     )];
     let local = crate::documents::state_of(
-        "apiVersion: v1\nkind: Service\nmetadata: {name: db, labels: {mirror.linkerd.io/federated: member}}\nspec: {selector: {app: db}, ports: [{port: 80, targetPort: 6000}]}\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, labels: {mirror.linkerd.io/federated: member}, annotations: {balancer.linkerd.io/failure-accrual: consecutive, retry.linkerd.io/http: 5xx, config.linkerd.io/opaque-ports: '6000'}}\nspec: {selector: {app: db}, ports: [{port: 80, targetPort: 6000}]}\n",
     );
     let remote = Remote {
         link: &l,
@@ -194,6 +194,15 @@ fn federated_members_of_links_and_the_local_one() {
     let fed = &s.services[&("default".to_string(), "db-federated".to_string())];
     assert_eq!(fed.annotations[LOCAL_DISCOVERY_ANNOTATION], "db");
     assert_eq!(fed.annotations[REMOTE_DISCOVERY_ANNOTATION], "db@west");
+    // The local member's client policy is the federated Service's; nothing else of it is.
+    assert_eq!(
+        fed.annotations["balancer.linkerd.io/failure-accrual"],
+        "consecutive"
+    );
+    assert_eq!(fed.annotations["retry.linkerd.io/http"], "5xx");
+    assert!(!fed
+        .annotations
+        .contains_key("config.linkerd.io/opaque-ports"));
     let eps = crate::index::service_endpoints(&s, fed, 80);
     assert_eq!(
         eps.keys().map(|a| a.to_string()).collect::<Vec<_>>(),

@@ -60,31 +60,8 @@ impl Mesh {
     }
 
     /// A workload `name` labelled `app=APP` on node 1, served by a [`Backend`] named `name`.
-    /// `weft run` registers a workload once its ports listen, so the backend binds in the pod's
-    /// namespace as soon as that namespace exists, while `weft run` waits.
     pub async fn backend(&mut self, name: &str, app: &str) -> usize {
-        let label = format!("app={app}");
-        let flags = ["--port", "http=8080", "--label", &label];
-        let prefix = format!("weft-run-{name}-");
-        let serve = async {
-            eventually("the pod's namespace", Duration::from_secs(20), || async {
-                let netns = std::fs::read_dir("/run/netns")
-                    .ok()?
-                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .find(|n| n.starts_with(&prefix))?;
-                Some(Backend::start(&PodNet::open(&netns), 8080, name))
-            })
-            .await
-        };
-        let start = cluster::workload(
-            &self.cluster,
-            1,
-            &self.control,
-            name,
-            &flags,
-            &["sleep", "3600"],
-        );
-        let (w, b) = tokio::join!(start, serve);
+        let (w, b) = backend_pod(&self.cluster, 1, &self.control, name, app, &[]).await;
         self.backends.push((w, Some(b)));
         self.backends.len() - 1
     }
@@ -159,6 +136,35 @@ impl Mesh {
         }
         out
     }
+}
+
+/// A workload `name` labelled `app=APP` (and `flags`) on `node`, with port `http` 8080 served by
+/// a [`Backend`] named `name`. `weft run` registers a workload once its ports listen, so the
+/// backend binds in the pod's namespace as soon as that namespace exists, while `weft run` waits.
+pub async fn backend_pod(
+    cluster: &Cluster,
+    node: usize,
+    control: &ControlPlane,
+    name: &str,
+    app: &str,
+    flags: &[&str],
+) -> (Workload, Backend) {
+    let label = format!("app={app}");
+    let mut all = vec!["--port", "http=8080", "--label", &label];
+    all.extend_from_slice(flags);
+    let prefix = format!("weft-run-{name}-");
+    let serve = async {
+        eventually("the pod's namespace", Duration::from_secs(20), || async {
+            let netns = std::fs::read_dir("/run/netns")
+                .ok()?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .find(|n| n.starts_with(&prefix))?;
+            Some(Backend::start(&PodNet::open(&netns), 8080, name))
+        })
+        .await
+    };
+    let start = cluster::workload(cluster, node, control, name, &all, &["sleep", "3600"]);
+    tokio::join!(start, serve)
 }
 
 pub fn assert_all_ok(t: &Tally, context: &str, mesh: &Mesh) {

@@ -72,7 +72,8 @@ pub struct Knobs {
 }
 
 /// An HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC) server in a pod: answers every request
-/// with its name (body and `x-backend`), after `delay_ms`, or 500 for `fail_percent` of
+/// with its name (body and `x-backend`; the `l5d-client-id` its proxy gave it as `x-client-id`),
+/// after `delay_ms`, or 500 for `fail_percent` of
 /// requests. A path starting with `/sleep/MS`, or an `x-delay-ms: MS` header (gRPC paths are
 /// fixed), answers MS milliseconds later.
 pub struct Backend {
@@ -120,6 +121,7 @@ impl Backend {
                         async move {
                             let n = received.fetch_add(1, Ordering::SeqCst);
                             let path = req.uri().path().to_string();
+                            let client_id = req.headers().get("l5d-client-id").cloned();
                             let asked_delay = req
                                 .headers()
                                 .get("x-delay-ms")
@@ -144,11 +146,14 @@ impl Backend {
                             } else {
                                 StatusCode::OK
                             };
-                            let resp = Response::builder()
+                            let mut resp = Response::builder()
                                 .status(status)
                                 .header("x-backend", name.as_str())
                                 .body(Full::new(Bytes::from(name.clone())))
                                 .expect("response");
+                            if let Some(id) = client_id {
+                                resp.headers_mut().insert("x-client-id", id);
+                            }
                             Ok::<_, Infallible>(resp)
                         }
                     });
@@ -199,6 +204,8 @@ pub struct Answer {
     pub backend: String,
     /// `l5d-proxy-error`, empty when absent.
     pub proxy_error: String,
+    /// `x-client-id`: the client identity the backend's proxy told it, empty when none.
+    pub client_id: String,
     /// `grpc-status` of the response head (a trailers-only gRPC answer), empty when absent.
     pub grpc_status: String,
     pub elapsed: Duration,
@@ -212,6 +219,7 @@ impl Answer {
             status: 0,
             backend: String::new(),
             proxy_error: format!("client error: {e}"),
+            client_id: String::new(),
             grpc_status: String::new(),
             elapsed: sent.elapsed(),
             sent,
@@ -425,10 +433,11 @@ async fn answer(resp: Response<Incoming>, started: Instant) -> Answer {
             .unwrap_or_default()
             .to_string()
     };
-    let (status, backend, proxy_error, grpc_status) = (
+    let (status, backend, proxy_error, client_id, grpc_status) = (
         resp.status().as_u16(),
         header("x-backend"),
         header("l5d-proxy-error"),
+        header("x-client-id"),
         header("grpc-status"),
     );
     if let Err(e) = resp.into_body().collect().await {
@@ -438,6 +447,7 @@ async fn answer(resp: Response<Incoming>, started: Instant) -> Answer {
         status,
         backend,
         proxy_error,
+        client_id,
         grpc_status,
         elapsed: started.elapsed(),
         sent: started,
