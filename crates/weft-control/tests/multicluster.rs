@@ -434,6 +434,10 @@ async fn east_mirrors_west_and_follows_it() {
         .as_ref()
         .unwrap();
     assert_eq!(id.name, GATEWAY_ID);
+    // Metric labels (the proxy's `dst_*`): the mirror Service, and the linked cluster.
+    assert_eq!(first.metric_labels["service"], "web-west");
+    assert_eq!(a.metric_labels["target_cluster_name"], "west");
+    assert_eq!(a.metric_labels["external_workload"], "west-gateway");
 
     // Remote discovery: west's ready pod itself.
     let mut api = get(east, "api-west.default.svc.cluster.local:80")
@@ -456,6 +460,8 @@ async fn east_mirrors_west_and_follows_it() {
         "api-1.default.serviceaccount.identity.weft.cluster.local"
     );
     assert!(set.addrs[0].authority_override.is_none());
+    assert_eq!(set.metric_labels["service"], "api-west");
+    assert_eq!(set.addrs[0].metric_labels["target_cluster_name"], "west");
     // The opaque port carries west's pod's opaque transport port.
     let mut api_opaque = get(east, "api-west.default.svc.cluster.local:9000")
         .await
@@ -471,6 +477,16 @@ async fn east_mirrors_west_and_follows_it() {
     let mut seen = BTreeSet::new();
     while seen.len() < 2 {
         if let U::Add(set) = next(&mut db).await {
+            // West's member is labelled with its cluster; the local one keeps the local labels.
+            for a in &set.addrs {
+                let addr = SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string();
+                let cluster = a
+                    .metric_labels
+                    .get("target_cluster_name")
+                    .map(String::as_str);
+                let expected = (addr == "10.1.0.31:5432").then_some("west");
+                assert_eq!(cluster, expected, "{addr}");
+            }
             seen.extend(added(&U::Add(set)));
         }
     }
