@@ -614,6 +614,49 @@ async fn first_add(
     }
 }
 
+/// Prometheus' own reader (`promtool check metrics`, from Debian's prometheus package) parses
+/// `text`; its only complaints are the two naming lints Linkerd's names draw.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let Some(promtool) = weft_testbed::which("promtool") else {
+        weft_testbed::skip_or_fail("needs promtool (Debian package prometheus)");
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Linkerd's `gateway_probes` (a counter without `_total`) and `gateway_probe_latency_ms`.
+    let linkerds = [
+        "gateway_probes counter metrics should have \"_total\" suffix",
+        "gateway_probe_latency_ms metric names should not contain abbreviated units",
+    ];
+    let other: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !linkerds.contains(&l.trim()))
+        .collect();
+    assert!(other.is_empty(), "promtool on /metrics: {said}\n{text}");
+    assert!(
+        out.status.success() || said.lines().any(|l| linkerds.contains(&l.trim())),
+        "promtool failed without saying why: {said}"
+    );
+}
+
 /// East's `GET /metrics` once `ok` holds of its samples (bounded).
 async fn metrics_until(east: SocketAddr, what: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = tokio::time::Instant::now() + LIMIT;
@@ -682,6 +725,7 @@ async fn east_metrics_say_how_the_link_and_its_gateway_are() {
         age.value >= 0.0 && age.value < LIMIT.as_secs_f64(),
         "{text}"
     );
+    promtool_accepts(&text);
     // Every successful probe lands in Linkerd's buckets (the 100 ms period: it grows).
     let first = count(&text);
     let mut inf = g.to_vec();
