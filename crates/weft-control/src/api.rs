@@ -4,8 +4,9 @@
 //! (`api/edges.rs`), per-route metrics (`api/routes.rs`), `weft apply`/`delete`/`get` of any
 //! resource (`api/resources.rs`), the control plane's half of `weft check`
 //! (`api/check.rs`), taps streamed from a workload's proxy (`api/tap.rs`), health, and the web
-//! dashboard's embedded files under `/dashboard/` (`api/dashboard.rs`), and multicluster link
-//! credentials, exports and links (`api/multicluster.rs`).
+//! dashboard's embedded files under `/dashboard/` (`api/dashboard.rs`), multicluster link
+//! credentials, exports and links (`api/multicluster.rs`), and the control plane's own
+//! Prometheus `/metrics` (the mirror's links and gateways, `multicluster/metrics.rs`).
 //! Every request is answered here in one `match`; errors become `{"error": ".."}` bodies.
 
 use crate::ca::Ca;
@@ -306,6 +307,15 @@ async fn handle(
             multicluster::revoke(&ctx, name).await
         }
         (Method::GET, ["v1", "multicluster", "links"]) => multicluster::links(&ctx),
+        (Method::GET, ["metrics"]) => {
+            let text = crate::multicluster::metrics::render(&ctx.links.metrics());
+            let mut rsp = Response::new(Full::new(Bytes::from(text)));
+            rsp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            rsp
+        }
         (Method::POST, ["v1", "resources"]) => resources::apply(req, &ctx).await,
         (Method::DELETE, ["v1", "resources"]) => resources::delete_documents(req, &ctx).await,
         (Method::DELETE, ["v1", "resources", kind, rest @ ..]) => {
@@ -346,6 +356,7 @@ async fn handle(
             _,
             ["live"]
             | ["ready"]
+            | ["metrics"]
             | ["v1", "store"]
             | ["v1", "check"]
             | ["v1", "identity", "trust-anchors"]

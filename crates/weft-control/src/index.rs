@@ -67,6 +67,10 @@ pub struct Endpoint {
     /// For a multicluster gateway endpoint of a mirror Service: the remote Service's
     /// `NAME.NS.svc.DOMAIN:PORT`, which the gateway forwards to (`authority_override`).
     pub authority_override: Option<String>,
+    /// For an endpoint the multicluster mirror generated: the linked cluster it is in (the
+    /// workload's `mirror.linkerd.io/cluster-name`), which Destination passes on as the
+    /// `target_cluster_name` metric label.
+    pub cluster: Option<String>,
 }
 
 /// Snapshot for Destination.Get.
@@ -659,6 +663,10 @@ fn endpoint(w: &ExternalWorkload, port: u16, opaque: bool) -> Endpoint {
         opaque,
         opaque_transport: w.inbound_port.filter(|_| opaque),
         authority_override: None,
+        cluster: w
+            .labels
+            .get(crate::resource::multicluster::CLUSTER_NAME_LABEL)
+            .cloned(),
     }
 }
 

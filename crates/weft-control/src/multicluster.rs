@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod follow;
+pub mod metrics;
 pub mod mirror;
 
 use crate::resource::multicluster::{CredentialsSecret, Link};
@@ -68,6 +69,30 @@ impl Links {
             })
             .collect()
     }
+
+    /// Every Link's metrics, now (`GET /metrics`).
+    pub fn metrics(&self) -> Vec<metrics::LinkMetrics> {
+        let now = Instant::now();
+        let links = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        links
+            .values()
+            .map(|r| metrics::LinkMetrics {
+                namespace: r.status.namespace.clone(),
+                name: r.status.name.clone(),
+                target_cluster_name: r.status.target_cluster.clone(),
+                gateway: r
+                    .link
+                    .gateway
+                    .as_ref()
+                    .map(|g| (metrics::gateway_labels(&g.identity), r.gateway_alive)),
+                probes: r.probes.clone(),
+                connected: r.status.connected,
+                mirrored_services: r.status.mirrored_services,
+                federated_services: r.status.federated_services,
+                last_sync_age: r.last_sync.map(|t| now - t),
+            })
+            .collect()
+    }
 }
 
 /// What the mirror task knows of one Link.
@@ -79,6 +104,8 @@ struct Runtime {
     last_sync: Option<Instant>,
     lost_since: Option<Instant>,
     gateway_alive: bool,
+    /// Every probe of the gateway so far (kept when the Link changes).
+    probes: metrics::Probes,
     status: LinkStatus,
 }
 
@@ -177,6 +204,7 @@ fn reconcile(
             .filter(|r| r.link.target_cluster_name == link.target_cluster_name)
             .map(|r| (r.exports.clone(), r.last_sync))
             .unwrap_or_default();
+        let probes = previous.map(|r| r.probes.clone()).unwrap_or_default();
         tasks.remove(key);
         let mut status = LinkStatus {
             namespace: key.0.clone(),
@@ -222,6 +250,7 @@ fn reconcile(
                 // Not connected yet: the expiry counts from now.
                 lost_since: Some(Instant::now()),
                 gateway_alive: true,
+                probes,
                 status,
             },
         );
@@ -266,6 +295,7 @@ fn absorb(links: &Links, event: Event) {
                     tracing::warn!(link = %link.1, alive, "multicluster: gateway liveness changed");
                 }
                 r.gateway_alive = alive;
+                r.probes.record(latency);
                 r.status.gateway_alive = Some(alive);
                 if let Some(l) = latency {
                     r.status.probe_latency_ms = Some(l.as_secs_f64() * 1000.0);

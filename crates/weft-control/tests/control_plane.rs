@@ -85,6 +85,8 @@ async fn registration_sends_add_and_remove_diffs() {
     assert_eq!(set.metric_labels["service"], "web");
     assert_eq!(set.addrs[0].weight, 10000);
     assert_eq!(set.addrs[0].metric_labels["external_workload"], "web-1");
+    // A local endpoint: no multicluster label (`target_cluster_name` is for linked clusters').
+    assert_eq!(set.addrs[0].metric_labels.len(), 1, "{set:?}");
     let tls = set.addrs[0].tls_identity.clone().unwrap();
     assert_eq!(
         tls.server_name.unwrap().name,

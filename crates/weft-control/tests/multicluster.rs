@@ -434,6 +434,10 @@ async fn east_mirrors_west_and_follows_it() {
         .as_ref()
         .unwrap();
     assert_eq!(id.name, GATEWAY_ID);
+    // Metric labels (the proxy's `dst_*`): the mirror Service, and the linked cluster.
+    assert_eq!(first.metric_labels["service"], "web-west");
+    assert_eq!(a.metric_labels["target_cluster_name"], "west");
+    assert_eq!(a.metric_labels["external_workload"], "west-gateway");
 
     // Remote discovery: west's ready pod itself.
     let mut api = get(east, "api-west.default.svc.cluster.local:80")
@@ -456,6 +460,8 @@ async fn east_mirrors_west_and_follows_it() {
         "api-1.default.serviceaccount.identity.weft.cluster.local"
     );
     assert!(set.addrs[0].authority_override.is_none());
+    assert_eq!(set.metric_labels["service"], "api-west");
+    assert_eq!(set.addrs[0].metric_labels["target_cluster_name"], "west");
     // The opaque port carries west's pod's opaque transport port.
     let mut api_opaque = get(east, "api-west.default.svc.cluster.local:9000")
         .await
@@ -471,6 +477,16 @@ async fn east_mirrors_west_and_follows_it() {
     let mut seen = BTreeSet::new();
     while seen.len() < 2 {
         if let U::Add(set) = next(&mut db).await {
+            // West's member is labelled with its cluster; the local one keeps the local labels.
+            for a in &set.addrs {
+                let addr = SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string();
+                let cluster = a
+                    .metric_labels
+                    .get("target_cluster_name")
+                    .map(String::as_str);
+                let expected = (addr == "10.1.0.31:5432").then_some("west");
+                assert_eq!(cluster, expected, "{addr}");
+            }
             seen.extend(added(&U::Add(set)));
         }
     }
@@ -596,4 +612,155 @@ async fn first_add(
             U::Remove(set) => panic!("expected endpoints, got a remove of {set:?}"),
         }
     }
+}
+
+/// Prometheus' own reader (`promtool check metrics`, from Debian's prometheus package) parses
+/// `text`; its only complaints are the two naming lints Linkerd's names draw.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let Some(promtool) = weft_testbed::which("promtool") else {
+        weft_testbed::skip_or_fail("needs promtool (Debian package prometheus)");
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Linkerd's `gateway_probes` (a counter without `_total`) and `gateway_probe_latency_ms`.
+    let linkerds = [
+        "gateway_probes counter metrics should have \"_total\" suffix",
+        "gateway_probe_latency_ms metric names should not contain abbreviated units",
+    ];
+    let other: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !linkerds.contains(&l.trim()))
+        .collect();
+    assert!(other.is_empty(), "promtool on /metrics: {said}\n{text}");
+    assert!(
+        out.status.success() || said.lines().any(|l| linkerds.contains(&l.trim())),
+        "promtool failed without saying why: {said}"
+    );
+}
+
+/// East's `GET /metrics` once `ok` holds of its samples (bounded).
+async fn metrics_until(east: SocketAddr, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let (status, text) = http(east, "GET", "/metrics", "").await;
+        assert_eq!(status, 200, "{text}");
+        if ok(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/metrics never showed {what}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn east_metrics_say_how_the_link_and_its_gateway_are() {
+    use weft_sys::prometheus::{parse, sum};
+    let west_dir = common::temp_dir("mc-mw");
+    west_store(&west_dir, true, true, false);
+    let west = common::start(common::config(&west_dir)).await;
+    let alive = Arc::new(AtomicBool::new(true));
+    let probe = probe_server(alive.clone()).await;
+    let dir = common::temp_dir("mc-me");
+    let creds = mint(west.api_addr, "east").await;
+    east_store(&dir, west.api_addr, creds["token"].as_str().unwrap(), probe);
+    let east = common::start(common::config(&dir)).await;
+    let api = east.api_addr;
+
+    // Linkerd's labels: the gateway (from its identity) and the target cluster.
+    let g = [
+        ("gateway_name", "gateway"),
+        ("gateway_namespace", "weft-multicluster"),
+        ("target_cluster_name", "west"),
+    ];
+    let count = |text: &str| sum(text, "gateway_probe_latency_ms_count", &g);
+    let link = [
+        ("link", "west"),
+        ("link_namespace", "weft-multicluster"),
+        ("target_cluster_name", "west"),
+    ];
+    let text = metrics_until(api, "a synced link and a probed gateway", |t| {
+        count(t) >= 1.0 && sum(t, "multicluster_link_mirrored_services", &link) == 2.0
+    })
+    .await;
+    let samples = parse(&text);
+    let alive_samples: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == "gateway_alive")
+        .collect();
+    assert_eq!(alive_samples.len(), 1, "{text}");
+    assert!(alive_samples[0].has_labels(&g), "{text}");
+    assert_eq!(alive_samples[0].value, 1.0);
+    assert_eq!(sum(&text, "multicluster_link_connected", &link), 1.0);
+    assert_eq!(
+        sum(&text, "multicluster_link_federated_services", &link),
+        1.0
+    );
+    let age = samples
+        .iter()
+        .find(|s| s.name == "multicluster_link_last_sync_age_seconds")
+        .expect("a last sync age");
+    assert!(
+        age.value >= 0.0 && age.value < LIMIT.as_secs_f64(),
+        "{text}"
+    );
+    promtool_accepts(&text);
+    // Every successful probe lands in Linkerd's buckets (the 100 ms period: it grows).
+    let first = count(&text);
+    let mut inf = g.to_vec();
+    inf.push(("le", "+Inf"));
+    assert_eq!(sum(&text, "gateway_probe_latency_ms_bucket", &inf), first);
+    metrics_until(api, "more probes", |t| count(t) >= first + 2.0).await;
+
+    // The probe answers 503: dead (failureThreshold 1), the failures counted; then alive again.
+    alive.store(false, Ordering::SeqCst);
+    let text = metrics_until(api, "gateway_alive 0", |t| {
+        parse(t)
+            .iter()
+            .any(|s| s.name == "gateway_alive" && s.has_labels(&g) && s.value == 0.0)
+    })
+    .await;
+    let mut failed = g.to_vec();
+    failed.push(("probe_successful", "false"));
+    assert!(sum(&text, "gateway_probes", &failed) >= 1.0, "{text}");
+    let dead_count = count(&text);
+    alive.store(true, Ordering::SeqCst);
+    let text = metrics_until(api, "gateway_alive 1 again", |t| {
+        sum(t, "gateway_alive", &g) == 1.0
+    })
+    .await;
+    assert!(count(&text) > dead_count, "{text}");
+
+    // West goes away: the link is down.
+    west.shutdown().await.unwrap();
+    metrics_until(api, "the link down", |t| {
+        parse(t).iter().any(|s| {
+            s.name == "multicluster_link_connected" && s.has_labels(&link) && s.value == 0.0
+        })
+    })
+    .await;
+    east.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&west_dir);
 }

@@ -16,10 +16,11 @@ use crate::show::{self, parse_window, text, Output};
     weft edges workloads -n demo -o wide --window 10s\n  \
     weft edges -A -o json\n\n\
     One row per source and destination workload with traffic in the window, seen from the \
-    source's proxy. SECURED is √ when all of it went over mTLS. With -o wide: SERVER_ID, the \
-    identity the source's proxy verified; CLIENT_ID, the source's identity when the \
-    destination's proxy recorded it (else -); MSG, why traffic was not mTLS. See \
-    docs/observability.md.")]
+    source's proxy. SECURED is √ when all of it went over mTLS. DST_CLUSTER, shown when a row \
+    calls a linked cluster, names it (DST is then the multicluster mirror, e.g. web-west). With \
+    -o wide: SERVER_ID, the identity the source's proxy verified; CLIENT_ID, the source's \
+    identity when the destination's proxy recorded it, or the caller a multicluster gateway \
+    forwarded (else -); MSG, why traffic was not mTLS. See docs/observability.md.")]
 pub struct EdgesArgs {
     /// What the edges join: `workloads` (`wl`), the only kind.
     #[arg(value_enum, value_name = "KIND", default_value = "workloads")]
@@ -75,9 +76,15 @@ fn query(args: &EdgesArgs) -> String {
     q.join("&")
 }
 
-/// Linkerd's columns: `SRC DST SRC_NS DST_NS SECURED`; `wide` adds `CLIENT_ID SERVER_ID MSG`.
+/// Linkerd's columns: `SRC DST SRC_NS DST_NS SECURED`, with `DST_CLUSTER` after `DST_NS` when
+/// a row's destination is in a linked cluster; `wide` adds `CLIENT_ID SERVER_ID MSG`.
 fn table(rows: &[Value], wide: bool) -> String {
-    let mut header = vec!["SRC", "DST", "SRC_NS", "DST_NS", "SECURED"];
+    let clusters = rows.iter().any(|r| r["dst_cluster"].is_string());
+    let mut header = vec!["SRC", "DST", "SRC_NS", "DST_NS"];
+    if clusters {
+        header.push("DST_CLUSTER");
+    }
+    header.push("SECURED");
     if wide {
         header.extend(["CLIENT_ID", "SERVER_ID", "MSG"]);
     }
@@ -88,8 +95,11 @@ fn table(rows: &[Value], wide: bool) -> String {
             text(&row["dst"]),
             text(&row["src_namespace"]),
             text(&row["dst_namespace"]),
-            if row["secured"] == true { "√" } else { "×" }.to_string(),
         ];
+        if clusters {
+            cells.push(text(&row["dst_cluster"]));
+        }
+        cells.push(if row["secured"] == true { "√" } else { "×" }.to_string());
         if wide {
             cells.push(text(&row["client_id"]));
             cells.push(text(&row["server_id"]));
@@ -163,5 +173,46 @@ mod tests {
             wide[2][5..],
             ["-", "-", "not_provided_by_service_discovery"]
         );
+    }
+
+    #[test]
+    fn a_call_to_a_linked_cluster_adds_the_dst_cluster_column() {
+        let rows = [
+            json!({"src_namespace": "default", "src": "frontend", "dst_namespace": "default",
+                   "dst": "web-west", "dst_cluster": "west", "client_id": null,
+                   "server_id": "gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local",
+                   "secured": true, "no_tls_reason": null}),
+            json!({"src_namespace": "default", "src": "frontend", "dst_namespace": "default",
+                   "dst": "books", "dst_cluster": null, "client_id": null, "server_id": null,
+                   "secured": true, "no_tls_reason": null}),
+        ];
+        let lines: Vec<Vec<String>> = table(&rows, true)
+            .lines()
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            [
+                "SRC",
+                "DST",
+                "SRC_NS",
+                "DST_NS",
+                "DST_CLUSTER",
+                "SECURED",
+                "CLIENT_ID",
+                "SERVER_ID",
+                "MSG"
+            ]
+        );
+        assert_eq!(
+            lines[1][..6],
+            ["frontend", "web-west", "default", "default", "west", "√"]
+        );
+        assert_eq!(
+            lines[2][..6],
+            ["frontend", "books", "default", "default", "-", "√"]
+        );
+        // Only local rows: no such column.
+        assert!(!table(&rows[1..], false).contains("DST_CLUSTER"));
     }
 }

@@ -8,8 +8,17 @@
 //! client identity is cross-checked at the other end: the source workload's identity counts as
 //! the edge's `client_id` only when the destination's proxy recorded traffic from that identity
 //! over mTLS in the window (its inbound `client_id` label).
+//!
+//! Across clusters: a call to a multicluster mirror goes to an endpoint Destination labelled
+//! with its linked cluster, so the row's destination is the mirror Service (`web-west`) with
+//! `dst_cluster` naming the cluster; its client identity is not claimed (the destination's
+//! proxy is in the other cluster, where this control plane cannot check it). In the cluster
+//! that serves the call, the gateway (a meshed workload there) is the row's source, and the
+//! client identity is the caller it forwarded: the busiest identity the destination's proxy
+//! recorded over mTLS that is no local caller of it (the gateway sends `l5d-client-id`, which a
+//! proxy trusting the gateway reports as `client_id`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::params;
@@ -56,27 +65,27 @@ pub fn edges(
         let Some(window) = &status.window else {
             continue;
         };
-        // The variants (TLS) of each destination, in the window.
-        let mut dsts: BTreeMap<Key, Vec<(&Tls, &Traffic)>> = BTreeMap::new();
+        // The variants (TLS) of each destination (and its cluster), in the window.
+        let mut dsts: BTreeMap<Dst, Vec<(&Tls, &Traffic)>> = BTreeMap::new();
         for (edge, traffic) in &window.delta.edges {
             if traffic.is_idle() || !(in_scope(&src.0) || in_scope(&edge.namespace)) {
                 continue;
             }
-            dsts.entry((edge.namespace.clone(), edge.workload.clone()))
+            let dst = (edge.namespace.clone(), edge.workload.clone());
+            dsts.entry((dst, edge.cluster.as_deref()))
                 .or_default()
                 .push((&edge.tls, traffic));
         }
-        for (dst, variants) in dsts {
-            let client_id = state
-                .workloads
-                .get(src)
-                .map(|w| w.server_name.as_str())
-                .filter(|id| recorded_client(statuses, &dst, id));
+        for ((dst, cluster), variants) in dsts {
+            let client_id = match cluster {
+                Some(_) => None,
+                None => client_id(state, statuses, src, &dst),
+            };
             rows.push(row(
                 src,
-                &dst,
+                (&dst, cluster),
                 &variants,
-                client_id,
+                client_id.as_deref(),
                 window.seconds,
                 status,
                 source,
@@ -85,6 +94,69 @@ pub fn edges(
     }
     Ok(json!({"window_secs": query.window.as_secs(), "source": source.as_str(), "rows": rows}))
 }
+
+/// The client identity of the edge `src` → `dst` (both here): `src`'s identity when `dst`'s
+/// proxy recorded it; for a multicluster gateway, the caller it forwarded (see the module doc),
+/// else its own identity as for any source.
+fn client_id(
+    state: &State,
+    statuses: &BTreeMap<Key, Status>,
+    src: &Key,
+    dst: &Key,
+) -> Option<String> {
+    let w = state.workloads.get(src)?;
+    if crate::multicluster::export::is_gateway(w) {
+        let local = local_callers(state, statuses, dst);
+        let forwarded = statuses
+            .get(dst)
+            .and_then(|s| s.window.as_ref())
+            .and_then(|window| {
+                window
+                    .delta
+                    .clients
+                    .iter()
+                    .filter_map(|(tls, t)| match tls {
+                        Tls::Secured(id)
+                            if !id.is_empty() && !t.is_idle() && !local.contains(id.as_str()) =>
+                        {
+                            Some((id, t.weight()))
+                        }
+                        _ => None,
+                    })
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+            });
+        if let Some((id, _)) = forwarded {
+            return Some(id.clone());
+        }
+    }
+    Some(w.server_name.clone()).filter(|id| recorded_client(statuses, dst, id))
+}
+
+/// The identities of the workloads here whose proxies called `dst` in their window.
+fn local_callers<'a>(
+    state: &'a State,
+    statuses: &BTreeMap<Key, Status>,
+    dst: &Key,
+) -> BTreeSet<&'a str> {
+    statuses
+        .iter()
+        .filter(|(_, status)| {
+            status.window.as_ref().is_some_and(|w| {
+                w.delta.edges.iter().any(|(e, t)| {
+                    e.cluster.is_none()
+                        && e.namespace == dst.0
+                        && e.workload == dst.1
+                        && !t.is_idle()
+                })
+            })
+        })
+        .filter_map(|(src, _)| state.workloads.get(src))
+        .map(|w| w.server_name.as_str())
+        .collect()
+}
+
+/// A destination workload (or mirror Service) and its linked cluster (`None`: this one).
+type Dst<'a> = (Key, Option<&'a str>);
 
 /// Whether `dst`'s proxy recorded traffic from identity `id` over mTLS in its window.
 fn recorded_client(statuses: &BTreeMap<Key, Status>, dst: &Key, id: &str) -> bool {
@@ -103,7 +175,7 @@ fn recorded_client(statuses: &BTreeMap<Key, Status>, dst: &Key, id: &str) -> boo
 /// of its busiest secured variant; the reason of a plaintext one.
 fn row(
     src: &Key,
-    dst: &Key,
+    (dst, cluster): (&Key, Option<&str>),
     variants: &[(&Tls, &Traffic)],
     client_id: Option<&str>,
     seconds: f64,
@@ -136,6 +208,7 @@ fn row(
         "src": src.1,
         "dst_namespace": dst.0,
         "dst": dst.1,
+        "dst_cluster": cluster,
         "client_id": client_id,
         "server_id": server_id,
         "secured": secured,

@@ -61,6 +61,7 @@ fn edge(ns: &str, workload: &str, tls: Tls) -> EdgeKey {
         namespace: ns.into(),
         workload: workload.into(),
         tls,
+        cluster: None,
     }
 }
 
@@ -184,7 +185,7 @@ fn edges_are_what_sources_sent_with_identities_checked_at_both_ends() {
     assert_eq!(
         rows[0],
         json!({"src_namespace": "demo", "src": "web", "dst_namespace": "demo", "dst": "books",
-               "client_id": id("web", "demo"), "server_id": id("books", "demo"),
+               "dst_cluster": null, "client_id": id("web", "demo"), "server_id": id("books", "demo"),
                "secured": true, "no_tls_reason": null, "requests": 600, "rps": 10.0,
                "tcp_connections": 1, "window_secs": 60.0, "stale": false, "error": null,
                "source": "control-plane"})
@@ -287,4 +288,178 @@ fn prometheus_windows_make_the_same_rows_with_their_source() {
         assert_eq!(row["window_secs"], 30.0);
         assert!(row["rps"].as_f64().unwrap() > 0.5, "{row}");
     }
+}
+
+/// A proxy's snapshot at `n` minutes.
+type Scrapes<'a> = dyn Fn(f64) -> Snapshot + 'a;
+
+/// Records `snapshot(0)` then `snapshot(1)` a minute apart for `key`, and answers the rows of
+/// `query` from them.
+fn rows_of(state: &State, proxies: &[(Key, &str, &Scrapes)], query: &str) -> Vec<Value> {
+    let t = Telemetry::new(Duration::from_secs(10));
+    t.targets(state);
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(60);
+    for (key, ip, snapshot) in proxies {
+        t.record(key, admin(ip), t0, Ok(snapshot(0.0)));
+        t.record(key, admin(ip), t1, Ok(snapshot(1.0)));
+    }
+    let q = parse_query(Some(query)).expect("query");
+    let statuses = t.statuses(state, t1, q.window, |_| true);
+    let v = edges(state, &statuses, Source::ControlPlane, &q).expect("rows");
+    v["rows"].as_array().expect("rows").clone()
+}
+
+const GATEWAY_ID: &str = "gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local";
+/// East's frontend, as west's proxies see it (the trust domain is shared).
+const EAST_FRONTEND_ID: &str = "frontend.default.serviceaccount.identity.weft.cluster.local";
+
+#[test]
+fn east_sees_its_calls_to_mirrors_with_the_linked_cluster() {
+    let state = state_of(
+        "\
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: frontend, namespace: default}
+spec: {workloadIPs: [{ip: 198.18.0.10}], ports: [{name: linkerd-admin, port: 4191}]}
+",
+    );
+    let api_1 = "api-1.default.serviceaccount.identity.weft.cluster.local";
+    let frontend = |n: f64| {
+        let mut edges = vec![
+            (
+                EdgeKey {
+                    cluster: Some("west".into()),
+                    ..edge("default", "web-west", Tls::Secured(GATEWAY_ID.into()))
+                },
+                requests(300.0 * n),
+            ),
+            (
+                EdgeKey {
+                    cluster: Some("west".into()),
+                    ..edge("default", "api-west", Tls::Secured(api_1.into()))
+                },
+                requests(60.0 * n),
+            ),
+        ];
+        edges.sort_by(|a, b| a.0.cmp(&b.0));
+        Snapshot {
+            started: Some(1.0),
+            edges,
+            ..Snapshot::default()
+        }
+    };
+    let rows = rows_of(
+        &state,
+        &[(key("default", "frontend"), "198.18.0.10", &frontend)],
+        "namespace=default",
+    );
+    assert_eq!(
+        names(&rows),
+        [
+            "default/frontend -> default/api-west",
+            "default/frontend -> default/web-west"
+        ]
+    );
+    // Remote discovery: west's pod's identity; gateway mode: the gateway's. The client side is
+    // in west: not claimed here.
+    for (row, server) in rows.iter().zip([api_1, GATEWAY_ID]) {
+        assert_eq!(row["dst_cluster"], "west", "{row}");
+        assert_eq!(row["server_id"], server, "{row}");
+        assert_eq!(row["secured"], true, "{row}");
+        assert_eq!(row["client_id"], Value::Null, "{row}");
+    }
+    assert_eq!(rows[1]["requests"], 300);
+}
+
+#[test]
+fn west_sees_the_gateway_forward_east_callers_identity() {
+    let state = state_of(
+        "\
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: gateway, namespace: weft-multicluster, labels: {linkerd.io/extension: multicluster, component: gateway}}
+spec: {workloadIPs: [{ip: 198.18.0.1}], ports: [{name: linkerd-admin, port: 4191}, {name: mc-gateway, port: 4143}]}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: web, namespace: default}
+spec: {workloadIPs: [{ip: 198.18.0.11}], ports: [{name: linkerd-admin, port: 4191}]}
+---
+apiVersion: workload.linkerd.io/v1beta1
+kind: ExternalWorkload
+metadata: {name: traffic, namespace: default}
+spec: {workloadIPs: [{ip: 198.18.0.12}], ports: [{name: linkerd-admin, port: 4191}]}
+",
+    );
+    let id = |name: &str, ns: &str| state.workloads[&key(ns, name)].server_name.clone();
+    assert_eq!(id("gateway", "weft-multicluster"), GATEWAY_ID);
+    let web_id = id("web", "default");
+    let traffic_id = id("traffic", "default");
+    let calls_web = |n: f64| Snapshot {
+        started: Some(1.0),
+        edges: vec![(
+            edge("default", "web", Tls::Secured(web_id.clone())),
+            requests(100.0 * n),
+        )],
+        ..Snapshot::default()
+    };
+    // Web's proxy trusts the gateway: it recorded east's frontend, and the local traffic.
+    let web_clients = |n: f64| {
+        let mut clients = vec![
+            (Tls::Secured(EAST_FRONTEND_ID.into()), requests(100.0 * n)),
+            (Tls::Secured(traffic_id.clone()), requests(100.0 * n)),
+        ];
+        clients.sort_by(|a, b| a.0.cmp(&b.0));
+        Snapshot {
+            started: Some(1.0),
+            clients,
+            ..Snapshot::default()
+        }
+    };
+    let rows = rows_of(
+        &state,
+        &[
+            (
+                key("weft-multicluster", "gateway"),
+                "198.18.0.1",
+                &calls_web,
+            ),
+            (key("default", "traffic"), "198.18.0.12", &calls_web),
+            (key("default", "web"), "198.18.0.11", &web_clients),
+        ],
+        "",
+    );
+    assert_eq!(
+        names(&rows),
+        [
+            "default/traffic -> default/web",
+            "weft-multicluster/gateway -> default/web"
+        ]
+    );
+    assert_eq!(rows[0]["client_id"], traffic_id);
+    assert_eq!(rows[1]["client_id"], EAST_FRONTEND_ID, "{}", rows[1]);
+    assert_eq!(rows[1]["server_id"], web_id);
+    assert_eq!(rows[1]["dst_cluster"], Value::Null);
+
+    // A proxy that does not trust the gateway records the gateway itself: the gateway's row
+    // claims its own identity, as any source's.
+    let web_sees_gateway = |n: f64| Snapshot {
+        started: Some(1.0),
+        clients: vec![(Tls::Secured(GATEWAY_ID.into()), requests(100.0 * n))],
+        ..Snapshot::default()
+    };
+    let rows = rows_of(
+        &state,
+        &[
+            (
+                key("weft-multicluster", "gateway"),
+                "198.18.0.1",
+                &calls_web,
+            ),
+            (key("default", "web"), "198.18.0.11", &web_sees_gateway),
+        ],
+        "",
+    );
+    assert_eq!(rows[0]["client_id"], GATEWAY_ID, "{}", rows[0]);
 }

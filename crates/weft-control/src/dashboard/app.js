@@ -185,7 +185,8 @@
     });
     append(tr, [
       cell(`${e.src_namespace}/${e.src}`),
-      cell(`${e.dst_namespace}/${e.dst}`),
+      // A destination in a linked cluster (a multicluster mirror) names that cluster.
+      cell(`${e.dst_namespace}/${e.dst}` + (e.dst_cluster ? ` @ ${e.dst_cluster}` : '')),
       cell(e.secured ? '✓ mTLS' : '✗ not mTLS', { cls: e.secured ? 'good' : 'poor' }),
       cell(fmtRps(e.rps, e.requests), { num: true }),
       cell(e.client_id || '–', { cls: 'ident' }),

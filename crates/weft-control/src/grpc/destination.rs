@@ -182,6 +182,21 @@ impl Diff {
     }
 }
 
+/// The metric labels of one endpoint (the proxy prefixes them with `dst_`): its workload, and
+/// for a mirror's endpoint in a linked cluster that cluster (`target_cluster_name`, Linkerd's
+/// label for it), so a call across clusters is told apart in metrics and `weft edges`.
+fn metric_labels(e: &Endpoint) -> HashMap<String, String> {
+    let mut labels = HashMap::from([("external_workload".to_string(), e.workload.clone())]);
+    if let Some(cluster) = &e.cluster {
+        labels.insert(TARGET_CLUSTER_LABEL.to_string(), cluster.clone());
+    }
+    labels
+}
+
+/// The endpoint metric label naming a linked cluster (`dst_target_cluster_name` in the proxy's
+/// outbound metrics).
+pub const TARGET_CLUSTER_LABEL: &str = "target_cluster_name";
+
 pub(crate) fn weighted_addr(e: &Endpoint) -> api::WeightedAddr {
     let protocol = if e.opaque {
         protocol_hint::Protocol::Opaque(protocol_hint::Opaque {})
@@ -194,7 +209,7 @@ pub(crate) fn weighted_addr(e: &Endpoint) -> api::WeightedAddr {
     api::WeightedAddr {
         addr: Some(e.addr.into()),
         weight: WEIGHT,
-        metric_labels: HashMap::from([("external_workload".to_string(), e.workload.clone())]),
+        metric_labels: metric_labels(e),
         tls_identity: Some(api::TlsIdentity {
             server_name: Some(name.clone()),
             strategy: Some(tls_identity::Strategy::DnsLikeIdentity(name)),

@@ -138,11 +138,16 @@ fn endpoints(state: &State, lookup: &Endpoints, svc: &Service) -> Vec<ExportedEn
     by_workload.into_values().collect()
 }
 
-/// This cluster's ready gateways: workloads labelled `linkerd.io/extension: multicluster` and
-/// `component: gateway`, on their ports named `mc-gateway` and `mc-probe` (4143, 4191).
+/// Whether `w` is a multicluster gateway: labelled `linkerd.io/extension: multicluster` and
+/// `component: gateway` (Linkerd's gateway pod labels).
+pub fn is_gateway(w: &ExternalWorkload) -> bool {
+    let labelled = |(k, v): (&str, &str)| w.labels.get(k).map(String::as_str) == Some(v);
+    labelled(GATEWAY_EXTENSION_LABEL) && labelled(GATEWAY_COMPONENT_LABEL)
+}
+
+/// This cluster's ready gateways ([`is_gateway`]), on their ports named `mc-gateway` and
+/// `mc-probe` (4143, 4191).
 pub fn gateways(state: &State) -> Vec<GatewayInfo> {
-    let labelled =
-        |w: &ExternalWorkload, (k, v): (&str, &str)| w.labels.get(k).map(String::as_str) == Some(v);
     let port = |w: &ExternalWorkload, name: &str, default: u16| {
         w.ports
             .iter()
@@ -152,8 +157,7 @@ pub fn gateways(state: &State) -> Vec<GatewayInfo> {
     state
         .workloads
         .values()
-        .filter(|w| labelled(w, GATEWAY_EXTENSION_LABEL) && labelled(w, GATEWAY_COMPONENT_LABEL))
-        .filter(|w| w.ready())
+        .filter(|w| is_gateway(w) && w.ready())
         .map(|w| GatewayInfo {
             address: w.ip(),
             port: port(w, GATEWAY_PORT_NAME, DEFAULT_GATEWAY_PORT),

@@ -1,6 +1,9 @@
 //! Who a proxy talked to, from one scrape: its outbound side per destination workload and how
 //! that traffic was secured (`dst_namespace`, `dst_external_workload`, `tls`, `server_id`,
-//! `no_tls_reason`), and its inbound side per client identity (`tls`, `client_id`). Counts only,
+//! `no_tls_reason`), and its inbound side per client identity (`tls`, `client_id`). A
+//! destination in a linked cluster (`dst_target_cluster_name`, which Destination sets on the
+//! multicluster mirror's endpoints) is the mirror Service (`dst_service`) in that cluster: the
+//! remote workload behind a gateway is not known here. Counts only,
 //! no histograms: an edge says who and how, `/v1/stat` says how well. `GET /v1/edges` joins the
 //! two sides.
 
@@ -89,10 +92,44 @@ impl Traffic {
 pub struct EdgeKey {
     /// `dst_namespace`.
     pub namespace: String,
-    /// `dst_external_workload`: the workload of the endpoint, as discovery labelled it.
+    /// `dst_external_workload`: the workload of the endpoint, as discovery labelled it; for a
+    /// destination in a linked cluster, the mirror Service (`dst_service`).
     pub workload: String,
     pub tls: Tls,
+    /// `dst_target_cluster_name`: the linked cluster of the destination; `None`: this one.
+    pub cluster: Option<Box<str>>,
 }
+
+impl EdgeKey {
+    /// The destination of an outbound sample: its workload here, or the mirror Service and the
+    /// linked cluster it is in; `None` for a sample without one (a call to a bare IP).
+    fn of(s: &Sample) -> Option<EdgeKey> {
+        let namespace = s.label("dst_namespace")?.to_string();
+        let tls = Tls::of(s, "server_id");
+        let key = match s.label(DST_CLUSTER_LABEL) {
+            Some(cluster) => EdgeKey {
+                namespace,
+                workload: s
+                    .label("dst_service")
+                    .or(s.label("dst_external_workload"))?
+                    .to_string(),
+                tls,
+                cluster: Some(cluster.into()),
+            },
+            None => EdgeKey {
+                namespace,
+                workload: s.label("dst_external_workload")?.to_string(),
+                tls,
+                cluster: None,
+            },
+        };
+        Some(key)
+    }
+}
+
+/// The proxy's name (`dst_`-prefixed) for the `target_cluster_name` label Destination puts on
+/// the multicluster mirror's endpoints.
+pub const DST_CLUSTER_LABEL: &str = "dst_target_cluster_name";
 
 /// Outbound traffic per destination workload and TLS, sorted by key.
 pub type Edges = Vec<(EdgeKey, Traffic)>;
@@ -125,15 +162,8 @@ pub fn fold(samples: &[Sample]) -> (Edges, Clients) {
                 if tcp && s.label("peer") != Some("dst") {
                     continue;
                 }
-                let (Some(namespace), Some(workload)) =
-                    (s.label("dst_namespace"), s.label("dst_external_workload"))
-                else {
+                let Some(key) = EdgeKey::of(s) else {
                     continue;
-                };
-                let key = EdgeKey {
-                    namespace: namespace.to_string(),
-                    workload: workload.to_string(),
-                    tls: Tls::of(s, "server_id"),
                 };
                 *field(edges.entry(key).or_default()) += s.value;
             }
@@ -195,11 +225,13 @@ tcp_open_total{direction="inbound",target_addr="127.0.0.1:8080",tls="true",clien
             namespace: "demo".into(),
             workload: "books".into(),
             tls: Tls::Secured("books.demo.serviceaccount.identity.weft.cluster.local".into()),
+            cluster: None,
         };
         let legacy = EdgeKey {
             namespace: "demo".into(),
             workload: "legacy".into(),
             tls: Tls::Plain("not_provided_by_service_discovery".into()),
+            cluster: None,
         };
         // The bare IP has no destination workload; the app's connection (peer="src") is not an
         // edge.
@@ -241,6 +273,55 @@ tcp_open_total{direction="inbound",target_addr="127.0.0.1:8080",tls="true",clien
                         requests: 2.0,
                         ..Traffic::default()
                     }
+                ),
+            ]
+        );
+    }
+
+    /// East's frontend proxy: web-west through west's gateway, api-west to west's pod directly
+    /// (remote discovery), db-federated to the local member and to west's.
+    const EAST: &str = r#"
+response_total{direction="outbound",authority="web-west.default.svc.cluster.local:80",target_addr="10.1.0.1:4143",tls="true",server_id="gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local",dst_namespace="default",dst_service="web-west",dst_external_workload="west-gateway",dst_target_cluster_name="west",status_code="200",classification="success"} 5
+tcp_open_total{direction="outbound",target_addr="10.1.0.1:4143",tls="true",server_id="gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local",dst_namespace="default",dst_service="web-west",dst_external_workload="west-gateway",dst_target_cluster_name="west",peer="dst"} 1
+response_total{direction="outbound",authority="api-west.default.svc.cluster.local:80",target_addr="10.1.0.21:8080",tls="true",server_id="api-1.default.serviceaccount.identity.weft.cluster.local",dst_namespace="default",dst_service="api-west",dst_external_workload="api-west-west-api-1",dst_target_cluster_name="west",status_code="200",classification="success"} 3
+response_total{direction="outbound",authority="db-federated.default.svc.cluster.local:5432",target_addr="10.2.0.31:5432",tls="true",server_id="db-east.default.serviceaccount.identity.weft.cluster.local",dst_namespace="default",dst_service="db-federated",dst_external_workload="db-east",status_code="200",classification="success"} 2
+response_total{direction="outbound",authority="db-federated.default.svc.cluster.local:5432",target_addr="10.1.0.31:5432",tls="true",server_id="db-1.default.serviceaccount.identity.weft.cluster.local",dst_namespace="default",dst_service="db-federated",dst_external_workload="db-federated-west-db-1",dst_target_cluster_name="west",status_code="200",classification="success"} 4
+"#;
+
+    #[test]
+    fn a_destination_in_a_linked_cluster_is_its_mirror_service_there() {
+        let (edges, _) = fold(&parse(EAST));
+        let id =
+            |sa: &str, ns: &str| format!("{sa}.{ns}.serviceaccount.identity.weft.cluster.local");
+        let key = |workload: &str, server: String, cluster: Option<&str>| EdgeKey {
+            namespace: "default".into(),
+            workload: workload.into(),
+            tls: Tls::Secured(server),
+            cluster: cluster.map(Into::into),
+        };
+        let requests = |r: f64, c: f64| Traffic {
+            requests: r,
+            connections: c,
+            open: 0.0,
+        };
+        assert_eq!(
+            edges,
+            [
+                (
+                    key("api-west", id("api-1", "default"), Some("west")),
+                    requests(3.0, 0.0)
+                ),
+                (
+                    key("db-east", id("db-east", "default"), None),
+                    requests(2.0, 0.0)
+                ),
+                (
+                    key("db-federated", id("db-1", "default"), Some("west")),
+                    requests(4.0, 0.0)
+                ),
+                (
+                    key("web-west", id("gateway", "weft-multicluster"), Some("west")),
+                    requests(5.0, 1.0)
                 ),
             ]
         );

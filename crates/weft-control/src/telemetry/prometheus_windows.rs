@@ -20,7 +20,8 @@ use crate::telemetry::file_sd::{LABEL_NAMESPACE, LABEL_WORKLOAD};
 
 /// The labels [`edges::fold`] reads, and the target's.
 const BY_EDGE: &str = "namespace, workload, direction, peer, dst_namespace, \
-                       dst_external_workload, tls, server_id, client_id, no_tls_reason";
+                       dst_external_workload, dst_service, dst_target_cluster_name, tls, \
+                       server_id, client_id, no_tls_reason";
 /// The labels [`routes`]' key is made of, and the target's.
 const BY_ROUTE: &str = "namespace, workload, parent_kind, parent_namespace, parent_name, \
                         parent_port, route_kind, route_namespace, route_name";

@@ -78,14 +78,16 @@ fn queries_sum_increases_by_the_labels_the_folds_read() {
         (
             "response_total",
             "sum by (namespace, workload, direction, peer, dst_namespace, dst_external_workload, \
-             tls, server_id, client_id, no_tls_reason) (increase(response_total[60s]))"
+             dst_service, dst_target_cluster_name, tls, server_id, client_id, no_tls_reason) \
+             (increase(response_total[60s]))"
                 .to_string()
         )
     );
     assert_eq!(
         q[2].1,
-        "sum by (namespace, workload, direction, peer, dst_namespace, dst_external_workload, tls, \
-         server_id, client_id, no_tls_reason) (tcp_open_connections)"
+        "sum by (namespace, workload, direction, peer, dst_namespace, dst_external_workload, \
+         dst_service, dst_target_cluster_name, tls, server_id, client_id, no_tls_reason) \
+         (tcp_open_connections)"
     );
     assert_eq!(
         q[5].1,
@@ -117,6 +119,7 @@ fn a_real_prometheus_answer_folds_into_each_proxys_edges_clients_and_routes() {
                 namespace: "demo".into(),
                 workload: "books".into(),
                 tls: Tls::Secured(id("books")),
+                cluster: None,
             }
         })
         .expect("web -> books over mTLS");

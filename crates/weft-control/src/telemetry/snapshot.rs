@@ -281,6 +281,7 @@ process_open_fds 23
             namespace: "demo".into(),
             workload: "books".into(),
             tls: Tls::Secured("books.demo.serviceaccount.identity.weft.cluster.local".into()),
+            cluster: None,
         };
         assert_eq!(s.edges.len(), 1, "{:?}", s.edges);
         assert_eq!(s.edges[0].0, books);
@@ -323,7 +324,7 @@ process_open_fds 23
         use crate::telemetry::routes::RouteKey;
         use std::mem::size_of;
         assert!(
-            size_of::<(EdgeKey, Traffic)>() <= 104,
+            size_of::<(EdgeKey, Traffic)>() <= 120,
             "{}",
             size_of::<(EdgeKey, Traffic)>()
         );
