@@ -17,6 +17,7 @@ pub mod books;
 pub mod children;
 mod cluster;
 pub mod http;
+mod multicluster;
 mod prometheus;
 pub mod report;
 
@@ -55,7 +56,8 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
     weft demo --duration 30 --json\n  \
     weft demo --api-addr 127.0.0.1:8085          # then: weft stat wl -n demo\n  \
     weft demo --prometheus --api-addr 127.0.0.1:8085\n  \
-    sudo weft demo --cluster\n\n\
+    sudo weft demo --cluster\n  \
+    weft demo --multicluster --api-addr 127.0.0.1:8085   # then: weft multicluster gateways\n\n\
     With --prometheus a real Prometheus (the prometheus program on PATH) scrapes the sidecars \
     and weft stat answers from it. See docs/demo.md.")]
 pub struct DemoArgs {
@@ -85,6 +87,12 @@ pub struct DemoArgs {
     /// Never apply the traffic policy (no route documents: every call goes to its Service).
     #[arg(long)]
     pub no_traffic_policy: bool,
+    /// Run two meshes, `west` (the demo's application, its `web` and `ratings` exported, and a
+    /// multicluster gateway) and `east` (linked to west, its traffic generator calling
+    /// `web-west`), sharing one trust anchor, on loopback. `--control-addr` / `--api-addr` are
+    /// east's. See docs/multicluster.md.
+    #[arg(long, conflicts_with_all = ["cluster", "prometheus"])]
+    pub multicluster: bool,
     /// Also start a real Prometheus (the `prometheus` program on PATH) scraping every sidecar
     /// through the targets file the demo's control plane writes, and have the control plane
     /// answer `weft stat` from it (PromQL) instead of its own scrapes.
@@ -121,6 +129,8 @@ struct Spec {
     serves: Option<(&'static str, u16)>,
     /// Logical services reached through a local upstream port (gRPC clients).
     upstreams: &'static [&'static str],
+    /// Extra arguments of its program (`weft demo-service APP ...`).
+    app_args: &'static [&'static str],
 }
 
 /// Started in dependency order: servers first, the traffic generator last.
@@ -130,12 +140,14 @@ const WORKLOADS: &[Spec] = &[
         app: Name::Ratings,
         serves: Some(("http", 8080)),
         upstreams: &[],
+        app_args: &[],
     },
     Spec {
         name: "books",
         app: Name::Books,
         serves: Some(("grpc", 9090)),
         upstreams: &[],
+        app_args: &[],
     },
     // The canary: the same program as books, its own Service; the traffic policy sends it 10 %.
     Spec {
@@ -143,18 +155,21 @@ const WORKLOADS: &[Spec] = &[
         app: Name::Books,
         serves: Some(("grpc", 9090)),
         upstreams: &[],
+        app_args: &[],
     },
     Spec {
         name: "web",
         app: Name::Web,
         serves: Some(("http", 8080)),
         upstreams: &[app::BOOKS_AUTHORITY],
+        app_args: &[],
     },
     Spec {
         name: "traffic",
         app: Name::Traffic,
         serves: None,
         upstreams: &[],
+        app_args: &[],
     },
 ];
 
@@ -227,15 +242,25 @@ fn apply_traffic_policy(store: &Path) -> anyhow::Result<()> {
 
 /// The Service documents of the demo store.
 fn services_yaml() -> String {
-    services_yaml_with(&|_| None)
+    services_yaml_with(&|_| None, &[])
 }
 
-/// The Service documents, each with the `clusterIP` that `cluster_ip` gives its name, if any.
-fn services_yaml_with(cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -> String {
+/// The Service documents, each with the `clusterIP` that `cluster_ip` gives its name, if any;
+/// those named in `exported` are exported to linked clusters through the gateway (Linkerd's
+/// `mirror.linkerd.io/exported: "true"`).
+fn services_yaml_with(
+    cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>,
+    exported: &[&str],
+) -> String {
+    use weft_control::resource::multicluster::{EXPORTED_GATEWAY, EXPORTED_LABEL};
     let service = |name: &str, port_name: &str, port: u16, protocol: &str| {
         let ip = cluster_ip(name).map_or_else(String::new, |ip| format!("  clusterIP: {ip}\n"));
+        let labels = match exported.contains(&name) {
+            true => format!("  labels: {{{EXPORTED_LABEL}: \"{EXPORTED_GATEWAY}\"}}\n"),
+            false => String::new(),
+        };
         format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n\
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n{labels}\
              spec:\n  selector: {{app: {name}}}\n{ip}  ports:\n  - name: {port_name}\n    port: {port}\n    \
              targetPort: {port_name}\n    appProtocol: {protocol}\n"
         )
@@ -286,7 +311,12 @@ fn workload_document(
 
 /// The identity the control plane derives for a demo workload (no `meshTLS` override).
 fn workload_identity(name: &str) -> String {
-    format!("{name}.{NAMESPACE}.serviceaccount.identity.weft.cluster.local")
+    identity_in(NAMESPACE, name)
+}
+
+/// The identity the demo's control plane derives for workload `name` of `namespace`.
+fn identity_in(namespace: &str, name: &str) -> String {
+    format!("{name}.{namespace}.serviceaccount.identity.weft.cluster.local")
 }
 
 /// What a sidecar needs to obtain its certificate.
@@ -317,11 +347,14 @@ impl Drop for TempDir {
     }
 }
 
-/// A running workload: its sidecar and its application process.
+/// A running workload: its sidecar and its application process (none for a multicluster
+/// gateway, which is a sidecar alone).
 struct Workload {
     name: &'static str,
+    /// The cluster it belongs to, with `--multicluster` (shown in the live table).
+    cluster: Option<&'static str>,
     proxy: Child,
-    app: Child,
+    app: Option<Child>,
     listening: ProxyListening,
 }
 
@@ -333,6 +366,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     if args.cluster {
         return cluster::run(args).await;
+    }
+    if args.multicluster {
+        return multicluster::run(args).await;
     }
     // Installed first so that Ctrl-C during start-up also stops cleanly.
     let mut stop = Stop::install()?;
@@ -375,14 +411,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         started = launch_all(grpc, api, args.rps, &identity) => match started {
             Ok(mut workloads) => {
-                let prometheus_url = prometheus.as_ref().map(|p| p.url());
-                let outcome = watch(
-                    &args,
-                    &mut workloads,
-                    &mut stop,
-                    (grpc, api, prometheus_url.as_deref()),
-                    &store.0,
-                )
+                let prometheus_url = prometheus
+                    .as_ref()
+                    .map(|p| format!("; Prometheus {}", p.url()))
+                    .unwrap_or_default();
+                let about = format!("{}{prometheus_url}", about(args.rps, "web", grpc, api));
+                let outcome = watch(&args, &mut workloads, &mut stop, &about, &store.0)
                 .await;
                 stop_all(workloads).await;
                 outcome
@@ -408,23 +442,31 @@ async fn start_control(
 ) -> anyhow::Result<weft_control::Running> {
     let prometheus_url = prometheus.map(prometheus::Plan::url).transpose()?;
     weft_control::start(weft_control::Config {
+        prometheus_sd_file: prometheus.map(prometheus::Plan::targets_file),
+        prometheus_url,
+        ..control_config(store, args.control_addr, args.api_addr)
+    })
+    .await
+    .context("starting the control plane")
+}
+
+/// A demo control plane's configuration: its store directory (polled every 200 ms), its
+/// addresses, the default domains, an ephemeral CA (nothing to set up, and it dies with the
+/// demo), and the scrapes the live figures of `weft stat` need.
+fn control_config(store: &Path, grpc: SocketAddr, api: SocketAddr) -> weft_control::Config {
+    weft_control::Config {
         store: weft_control::store::Location::Dir(store.to_path_buf()),
-        grpc_addr: args.control_addr,
-        api_addr: args.api_addr,
+        grpc_addr: grpc,
+        api_addr: api,
         cluster_domain: "cluster.local".into(),
         trust_domain: "cluster.local".into(),
         control_namespace: "weft".into(),
         poll_interval: Duration::from_millis(200),
-        // An ephemeral CA: nothing to set up, and it dies with the demo.
         identity_dir: None,
         cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
         scrape_interval: SCRAPE_INTERVAL,
-        prometheus_sd_file: prometheus.map(prometheus::Plan::targets_file),
-        prometheus_url,
         ..Default::default()
-    })
-    .await
-    .context("starting the control plane")
+    }
 }
 
 /// Starts every workload in order.
@@ -475,39 +517,14 @@ async fn launch(
         .map(|l| l.local_addr().map(|a| a.port()))
         .transpose()?;
 
-    let mut proxy = children::command(proxy_bin, None);
+    let mut proxy = proxy_command(proxy_bin, grpc, (NAMESPACE, name), &token_file, identity);
     proxy
-        .env(config::ENV_DESTINATION_SVC_ADDR, grpc.to_string())
-        .env(config::ENV_POLICY_WORKLOAD, format!("{NAMESPACE}:{name}"))
-        .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
-        .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
-        .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
-        .env(config::ENV_TAP_LISTEN_ADDR, "127.0.0.1:0")
-        .env(
-            config::ENV_TAP_SVC_NAME,
-            weft_control::resource::tap_identity(&weft_control::resource::Defaults::default()),
-        )
-        .env(
-            config::ENV_DESTINATION_SVC_NAME,
-            weft_control::resource::control_identity(&weft_control::resource::Defaults::default()),
-        )
         .env(
             config::ENV_INBOUND_FORWARD_PORTS,
             app_port.map(|p| p.to_string()).unwrap_or_default(),
         )
-        .env(config::ENV_OUTBOUND_UPSTREAMS, spec.upstreams.join(","))
-        .env(config::ENV_IDENTITY_TOKEN_FILE, &token_file)
-        .env(config::ENV_IDENTITY_LOCAL_NAME, workload_identity(name))
-        .env(
-            config::ENV_IDENTITY_TRUST_ANCHORS,
-            identity.trust_anchors_pem,
-        )
-        .stdout(Stdio::piped());
-    proxy.envs(children::quiet_proxy_log());
-    let mut proxy = proxy
-        .spawn()
-        .with_context(|| format!("spawning {}", proxy_bin.display()))?;
-    let listening = children::read_listening(&mut proxy, &format!("{name} proxy")).await?;
+        .env(config::ENV_OUTBOUND_UPSTREAMS, spec.upstreams.join(","));
+    let (proxy, listening) = spawn_proxy(proxy, proxy_bin, name).await?;
 
     let mut app = children::command(weft_bin, app_listener.as_ref());
     app.arg("demo-service")
@@ -520,6 +537,7 @@ async fn launch(
     if spec.app == Name::Traffic {
         app.args(["--rps", &rps.to_string()]);
     }
+    app.args(spec.app_args);
     for upstream in &listening.upstreams {
         if upstream.authority == app::BOOKS_AUTHORITY {
             app.env("BOOKS_ADDR", upstream.addr.to_string());
@@ -558,10 +576,70 @@ async fn launch(
     drop(app_listener);
     Ok(Workload {
         name,
+        cluster: None,
         proxy,
-        app,
+        app: Some(app),
         listening,
     })
+}
+
+/// A demo sidecar of workload `NS:NAME` on loopback (every listener on an ephemeral port), with
+/// the demo control plane's identities, the cluster's multicluster gateway trusted to forward its
+/// callers' identities (as `weft run` sets it), and its own identity: the name the control plane
+/// derives for the workload, its token read from `token_file` once registered.
+fn proxy_command(
+    proxy_bin: &Path,
+    grpc: SocketAddr,
+    (namespace, name): (&str, &str),
+    token_file: &Path,
+    identity: &IdentityFiles<'_>,
+) -> tokio::process::Command {
+    let defaults = weft_control::resource::Defaults::default();
+    let mut proxy = children::command(proxy_bin, None);
+    proxy
+        .env(config::ENV_DESTINATION_SVC_ADDR, grpc.to_string())
+        .env(config::ENV_POLICY_WORKLOAD, format!("{namespace}:{name}"))
+        .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
+        .env(config::ENV_TAP_LISTEN_ADDR, "127.0.0.1:0")
+        .env(
+            config::ENV_TAP_SVC_NAME,
+            weft_control::resource::tap_identity(&defaults),
+        )
+        .env(
+            config::ENV_DESTINATION_SVC_NAME,
+            weft_control::resource::control_identity(&defaults),
+        )
+        .env(
+            config::ENV_INBOUND_TRUSTED_GATEWAY_IDENTITIES,
+            weft_control::resource::multicluster::gateway_identity(&defaults),
+        )
+        .env(config::ENV_IDENTITY_TOKEN_FILE, token_file)
+        .env(
+            config::ENV_IDENTITY_LOCAL_NAME,
+            identity_in(namespace, name),
+        )
+        .env(
+            config::ENV_IDENTITY_TRUST_ANCHORS,
+            identity.trust_anchors_pem,
+        )
+        .stdout(Stdio::piped());
+    proxy.envs(children::quiet_proxy_log());
+    proxy
+}
+
+/// Spawns a sidecar and waits for the line saying where it listens.
+async fn spawn_proxy(
+    mut proxy: tokio::process::Command,
+    proxy_bin: &Path,
+    name: &str,
+) -> anyhow::Result<(Child, ProxyListening)> {
+    let mut proxy = proxy
+        .spawn()
+        .with_context(|| format!("spawning {}", proxy_bin.display()))?;
+    let listening = children::read_listening(&mut proxy, &format!("{name} proxy")).await?;
+    Ok((proxy, listening))
 }
 
 /// What the registration API answers: the workload's identity and its Certify token.
@@ -578,7 +656,10 @@ async fn register(
     name: &str,
     document: &serde_json::Value,
 ) -> anyhow::Result<Registered> {
-    let request = hyper::Request::put(format!("/v1/workloads/{NAMESPACE}/{name}"))
+    let namespace = document["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(NAMESPACE);
+    let request = hyper::Request::put(format!("/v1/workloads/{namespace}/{name}"))
         .header(hyper::header::HOST, api.to_string())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(document.to_string())))?;
@@ -638,7 +719,7 @@ async fn watch(
     args: &DemoArgs,
     workloads: &mut [Workload],
     stop: &mut Stop,
-    (grpc, api, prometheus): (SocketAddr, SocketAddr, Option<&str>),
+    about: &str,
     store: &Path,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -673,17 +754,12 @@ async fn watch(
                 policy = Policy::Applied(started.elapsed());
             }
         }
-        window.push(Instant::now(), scrape(workloads).await);
+        window.push(Instant::now(), scrape_as(workloads, &live_name).await);
         if !args.json {
-            let prometheus = prometheus
-                .map(|url| format!("; Prometheus {url}"))
-                .unwrap_or_default();
             let header = format!(
-                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API){prometheus}; \
-                 Ctrl-C to stop\n\
+                "weft demo: {}s, {about}; Ctrl-C to stop\n\
                  traffic policy: {}",
                 started.elapsed().as_secs(),
-                args.rps,
                 policy.describe()
             );
             let text = report::table(&window.rates(), &header);
@@ -709,6 +785,19 @@ async fn watch(
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+/// A workload's name in the live table: `CLUSTER/NAME` with `--multicluster`, else its name.
+fn live_name(w: &Workload) -> String {
+    match w.cluster {
+        Some(cluster) => format!("{cluster}/{}", w.name),
+        None => w.name.to_string(),
+    }
+}
+
+/// What the live table's header says of the traffic and the control plane.
+fn about(rps: f64, target: &str, grpc: SocketAddr, api: SocketAddr) -> String {
+    format!("{rps} rps to {target}; control plane {grpc} (gRPC) {api} (API)")
 }
 
 /// Where the demo's traffic policy stands.
@@ -748,13 +837,15 @@ async fn sleep_until_deadline(deadline: Option<Instant>) {
 async fn first_exit(workloads: &mut [Workload]) -> (String, String) {
     let waits = workloads.iter_mut().flat_map(|w| {
         let name = w.name;
-        [
-            Box::pin(describe_exit(format!("{name} proxy"), &mut w.proxy))
+        let proxy = Box::pin(describe_exit(format!("{name} proxy"), &mut w.proxy))
+            as std::pin::Pin<Box<dyn std::future::Future<Output = (String, String)> + Send + '_>>;
+        let app = w.app.as_mut().map(|app| {
+            Box::pin(describe_exit(format!("{name} app"), app))
                 as std::pin::Pin<
                     Box<dyn std::future::Future<Output = (String, String)> + Send + '_>,
-                >,
-            Box::pin(describe_exit(format!("{name} app"), &mut w.app)),
-        ]
+                >
+        });
+        std::iter::once(proxy).chain(app)
     });
     futures_util::future::select_all(waits).await.0
 }
@@ -767,13 +858,23 @@ async fn describe_exit(what: String, child: &mut Child) -> (String, String) {
     (what, status)
 }
 
-/// Scrapes every proxy and folds the results into rows (cumulative counters).
+/// Scrapes every proxy and folds the results into rows (cumulative counters), each workload
+/// named as itself.
 async fn scrape(workloads: &[Workload]) -> BTreeMap<Row, stats::Stats> {
+    scrape_as(workloads, &|w| w.name.to_string()).await
+}
+
+/// [`scrape`], each workload's rows named `name_of` it (the live table of `--multicluster`
+/// names the cluster too).
+async fn scrape_as(
+    workloads: &[Workload],
+    name_of: &(dyn Fn(&Workload) -> String + Sync),
+) -> BTreeMap<Row, stats::Stats> {
     let scrapes = workloads.iter().map(|w| async move {
         match http::get(w.listening.admin, "/metrics").await {
             Ok(response) if response.status().is_success() => {
                 let text = String::from_utf8_lossy(response.body());
-                report::rows(w.name, &stats::parse(&text))
+                report::rows(&name_of(w), &stats::parse(&text))
             }
             Ok(response) => {
                 tracing::debug!(workload = w.name, status = %response.status(), "scrape failed");
@@ -799,7 +900,7 @@ async fn scrape(workloads: &[Workload]) -> BTreeMap<Row, stats::Stats> {
 /// Stops the traffic first so the last requests are not counted as failures, then the rest.
 async fn stop_all(workloads: Vec<Workload>) {
     for mut workload in workloads.into_iter().rev() {
-        for child in [&mut workload.app, &mut workload.proxy] {
+        for child in workload.app.iter_mut().chain([&mut workload.proxy]) {
             let _ = child.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
         }
