@@ -10,7 +10,8 @@
 //! turns ready.
 //!
 //! `--cluster` (root) runs the same application in transparent mode, every workload in a pod of
-//! its own: see [`cluster`].
+//! its own: see [`cluster`]. `--multicluster` runs two linked meshes, east calling west through
+//! west's multicluster gateway: see [`multicluster`].
 
 pub mod app;
 pub mod books;
