@@ -227,9 +227,10 @@ async fn launch(
     rps: f64,
 ) -> anyhow::Result<Workload> {
     let (grpc, api) = (mesh.control.grpc_addr, mesh.control.api_addr);
-    let mut workload = super::launch(spec, proxy_bin, weft_bin, grpc, api, rps, &mesh.identity())
-        .await
-        .with_context(|| format!("starting {}'s workload {}", mesh.name, spec.name))?;
+    let mut workload =
+        super::workloads::launch(spec, proxy_bin, weft_bin, grpc, api, rps, &mesh.identity())
+            .await
+            .with_context(|| format!("starting {}'s workload {}", mesh.name, spec.name))?;
     workload.cluster = Some(mesh.name);
     eprintln!(
         "weft demo: {}: {} running (proxy admin {})",
@@ -244,7 +245,7 @@ async fn launch(
 async fn launch_gateway(mesh: &Mesh, proxy_bin: &Path) -> anyhow::Result<Workload> {
     let namespace = mc::DEFAULT_LINK_NAMESPACE;
     let token_file = mesh.tokens.join(format!("{GATEWAY_NAME}.token"));
-    let mut proxy = super::proxy_command(
+    let mut proxy = super::workloads::proxy_command(
         proxy_bin,
         mesh.control.grpc_addr,
         (namespace, GATEWAY_NAME),
@@ -252,7 +253,7 @@ async fn launch_gateway(mesh: &Mesh, proxy_bin: &Path) -> anyhow::Result<Workloa
         &mesh.identity(),
     );
     proxy.env(config::ENV_INBOUND_GATEWAY_SUFFIXES, "svc.cluster.local.");
-    let (proxy, listening) = super::spawn_proxy(proxy, proxy_bin, GATEWAY_NAME).await?;
+    let (proxy, listening) = super::workloads::spawn_proxy(proxy, proxy_bin, GATEWAY_NAME).await?;
     let inbound = listening
         .inbound
         .context("the gateway's proxy reported no inbound listener")?;
@@ -265,7 +266,8 @@ async fn launch_gateway(mesh: &Mesh, proxy_bin: &Path) -> anyhow::Result<Workloa
         ),
         listening.admin,
     );
-    let registered = super::register(mesh.control.api_addr, GATEWAY_NAME, &document).await?;
+    let registered =
+        super::workloads::register(mesh.control.api_addr, GATEWAY_NAME, &document).await?;
     crate::run::identity::write_atomically(&token_file, &registered.token, None)?;
     super::wait_ready(listening.admin).await;
     eprintln!(
@@ -389,7 +391,7 @@ mod tests {
         );
         // Its identity is the one every sidecar trusts to forward callers' identities.
         assert_eq!(
-            super::super::identity_in(mc::DEFAULT_LINK_NAMESPACE, GATEWAY_NAME),
+            super::super::workloads::identity_in(mc::DEFAULT_LINK_NAMESPACE, GATEWAY_NAME),
             mc::gateway_identity(&weft_control::resource::Defaults::default())
         );
     }
