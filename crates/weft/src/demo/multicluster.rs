@@ -206,9 +206,9 @@ async fn launch_all(west: &Mesh, east: &Mesh, rps: f64) -> anyhow::Result<Vec<Wo
     let proxy_bin = children::proxy_binary()?;
     let weft_bin = std::env::current_exe().context("locating the weft executable")?;
     let mut workloads = Vec::new();
-    let west_app = WORKLOADS.iter().filter(|s| s.app != Name::Traffic);
-    for (mesh, spec) in west_app.map(|s| (west, s)) {
-        workloads.push(launch(mesh, spec, &proxy_bin, &weft_bin, rps).await?);
+    // West runs the plain demo's application; its traffic generator is east's.
+    for spec in WORKLOADS.iter().filter(|s| s.app != Name::Traffic) {
+        workloads.push(launch(west, spec, &proxy_bin, &weft_bin, rps).await?);
     }
     workloads.push(launch_gateway(west, &proxy_bin).await?);
     link(west, east).await?;
