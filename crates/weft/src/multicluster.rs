@@ -59,7 +59,7 @@ pub struct LocalApi {
 }
 
 impl LocalApi {
-    fn api(&self) -> ApiAddr {
+    pub(crate) fn api(&self) -> ApiAddr {
         ApiAddr { addr: self.addr }
     }
 }
@@ -156,6 +156,23 @@ fn dns_label(text: &str) -> String {
 }
 
 async fn link(args: LinkArgs) -> anyhow::Result<()> {
+    let yaml = link_yaml(&args).await?;
+    if args.print {
+        print!("{yaml}");
+        return Ok(());
+    }
+    let (status, applied) = args
+        .local
+        .api()
+        .call(hyper::Method::POST, "/v1/resources?file=link", yaml)
+        .await?;
+    crate::resources::report(status, &applied)
+}
+
+/// What `link` applies (`--print` prints): a credential minted by the linked cluster, checked
+/// to share a trust anchor with this one, as the credentials Secret and the Link, in YAML.
+/// `weft demo --multicluster` links its two clusters with it.
+pub(crate) async fn link_yaml(args: &LinkArgs) -> anyhow::Result<String> {
     let remote = ApiAddr {
         addr: args.remote_api,
     };
@@ -190,18 +207,8 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
     let server = format!("http://{}", args.remote_api);
     let docs = link_documents(&args.name, &args.namespace, &server, &credential, &answer)
         .map_err(|e| anyhow::anyhow!("the linked cluster's answer: {e}"))?;
-    let docs = with_overrides(docs, &args)?;
-    let yaml = crate::install::to_yaml(&docs)?;
-    if args.print {
-        print!("{yaml}");
-        return Ok(());
-    }
-    let (status, applied) = args
-        .local
-        .api()
-        .call(hyper::Method::POST, "/v1/resources?file=link", yaml)
-        .await?;
-    crate::resources::report(status, &applied)
+    let docs = with_overrides(docs, args)?;
+    crate::install::to_yaml(&docs)
 }
 
 /// The Link and Secret with what the flags override: the gateway and the probe period. A link

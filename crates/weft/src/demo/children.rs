@@ -100,6 +100,9 @@ pub fn proxy_binary() -> anyhow::Result<PathBuf> {
 /// The line a proxy prints once it listens (documented in docs/proxy-config.md).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProxyListening {
+    /// The inbound listener (a multicluster gateway's is its `mc-gateway` port).
+    #[serde(default)]
+    pub inbound: Option<SocketAddr>,
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
     #[serde(default)]
@@ -173,6 +176,7 @@ mod tests {
         let line = r#"{"event":"listening","inbound":"127.0.0.1:1","outbound":"127.0.0.1:2","admin":"127.0.0.1:3","forward":[{"app_port":8080,"addr":"127.0.0.1:4"}],"upstreams":[{"authority":"books.demo.svc.cluster.local:9090","addr":"127.0.0.1:5"}]}"#;
         let listening = parse_listening(line).expect("listening");
         assert_eq!(listening.admin.port(), 3);
+        assert_eq!(listening.inbound.map(|a| a.port()), Some(1));
         assert_eq!(listening.forward[0].app_port, 8080);
         assert_eq!(listening.forward[0].addr.port(), 4);
         assert_eq!(listening.upstreams[0].addr.port(), 5);

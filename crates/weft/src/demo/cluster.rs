@@ -92,7 +92,7 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
     let store = TempDir::create()?;
     std::fs::write(
         store.0.join("services.yaml"),
-        super::services_yaml_with(&cluster_ip),
+        super::services_yaml_with(&cluster_ip, &[]),
     )
     .context("writing the demo store")?;
 
@@ -123,7 +123,7 @@ pub async fn run(args: super::DemoArgs) -> anyhow::Result<()> {
                             &args,
                             &mut cluster.workloads,
                             &mut stop,
-                            (grpc, api, None),
+                            &super::about(args.rps, "web", grpc, api),
                             &store.0,
                         )
                         .await;
@@ -288,9 +288,11 @@ async fn launch(
     let workload = Workload {
         name,
         proxy,
-        app: cmd,
+        cluster: None,
+        app: Some(cmd),
         listening: ProxyListening {
             // Inside the pod; only the admin address is used by the demo.
+            inbound: None,
             outbound: SocketAddr::from((Ipv4Addr::LOCALHOST, 4140)),
             admin: admin.0,
             forward: Vec::new(),
@@ -451,7 +453,7 @@ mod tests {
 
     #[test]
     fn services_get_cluster_ips_in_198_19() {
-        let yaml = super::super::services_yaml_with(&cluster_ip);
+        let yaml = super::super::services_yaml_with(&cluster_ip, &[]);
         assert_eq!(yaml.matches("clusterIP: 198.19.0.").count(), 4, "{yaml}");
         assert!(yaml.contains("name: ratings\n  namespace: demo\nspec:\n  selector: {app: ratings}\n  clusterIP: 198.19.0.12\n"), "{yaml}");
         // The plain demo's store is unchanged.

@@ -10,34 +10,35 @@
 //! turns ready.
 //!
 //! `--cluster` (root) runs the same application in transparent mode, every workload in a pod of
-//! its own: see [`cluster`].
+//! its own: see [`cluster`]. `--multicluster` runs two linked meshes, east calling west through
+//! west's multicluster gateway: see [`multicluster`].
 
 pub mod app;
 pub mod books;
 pub mod children;
 mod cluster;
 pub mod http;
+mod multicluster;
 mod prometheus;
 pub mod report;
+mod workloads;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::Full;
-use tokio::process::Child;
 use tokio::time::Instant;
 use weft_control::telemetry::stats;
 use weft_proxy::config;
 
 use self::app::Name;
-use self::children::ProxyListening;
 use self::report::{ProxySummary, Row, Window};
+use self::workloads::{
+    first_exit, launch_all, stop_all, wait_ready, workload_document, IdentityFiles, Workload,
+};
 
 /// The namespace every demo resource lives in.
 pub const NAMESPACE: &str = "demo";
@@ -55,7 +56,8 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
     weft demo --duration 30 --json\n  \
     weft demo --api-addr 127.0.0.1:8085          # then: weft stat wl -n demo\n  \
     weft demo --prometheus --api-addr 127.0.0.1:8085\n  \
-    sudo weft demo --cluster\n\n\
+    sudo weft demo --cluster\n  \
+    weft demo --multicluster --api-addr 127.0.0.1:8085   # then: weft multicluster gateways\n\n\
     With --prometheus a real Prometheus (the prometheus program on PATH) scrapes the sidecars \
     and weft stat answers from it. See docs/demo.md.")]
 pub struct DemoArgs {
@@ -85,6 +87,12 @@ pub struct DemoArgs {
     /// Never apply the traffic policy (no route documents: every call goes to its Service).
     #[arg(long)]
     pub no_traffic_policy: bool,
+    /// Run two meshes, `west` (the demo's application, its `web` and `ratings` exported, and a
+    /// multicluster gateway) and `east` (linked to west, its traffic generator calling
+    /// `web-west`), sharing one trust anchor, on loopback. `--control-addr` / `--api-addr` are
+    /// east's. See docs/multicluster.md.
+    #[arg(long, conflicts_with_all = ["cluster", "prometheus"])]
+    pub multicluster: bool,
     /// Also start a real Prometheus (the `prometheus` program on PATH) scraping every sidecar
     /// through the targets file the demo's control plane writes, and have the control plane
     /// answer `weft stat` from it (PromQL) instead of its own scrapes.
@@ -121,6 +129,8 @@ struct Spec {
     serves: Option<(&'static str, u16)>,
     /// Logical services reached through a local upstream port (gRPC clients).
     upstreams: &'static [&'static str],
+    /// Extra arguments of its program (`weft demo-service APP ...`).
+    app_args: &'static [&'static str],
 }
 
 /// Started in dependency order: servers first, the traffic generator last.
@@ -130,12 +140,14 @@ const WORKLOADS: &[Spec] = &[
         app: Name::Ratings,
         serves: Some(("http", 8080)),
         upstreams: &[],
+        app_args: &[],
     },
     Spec {
         name: "books",
         app: Name::Books,
         serves: Some(("grpc", 9090)),
         upstreams: &[],
+        app_args: &[],
     },
     // The canary: the same program as books, its own Service; the traffic policy sends it 10 %.
     Spec {
@@ -143,18 +155,21 @@ const WORKLOADS: &[Spec] = &[
         app: Name::Books,
         serves: Some(("grpc", 9090)),
         upstreams: &[],
+        app_args: &[],
     },
     Spec {
         name: "web",
         app: Name::Web,
         serves: Some(("http", 8080)),
         upstreams: &[app::BOOKS_AUTHORITY],
+        app_args: &[],
     },
     Spec {
         name: "traffic",
         app: Name::Traffic,
         serves: None,
         upstreams: &[],
+        app_args: &[],
     },
 ];
 
@@ -227,15 +242,25 @@ fn apply_traffic_policy(store: &Path) -> anyhow::Result<()> {
 
 /// The Service documents of the demo store.
 fn services_yaml() -> String {
-    services_yaml_with(&|_| None)
+    services_yaml_with(&|_| None, &[])
 }
 
-/// The Service documents, each with the `clusterIP` that `cluster_ip` gives its name, if any.
-fn services_yaml_with(cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -> String {
+/// The Service documents, each with the `clusterIP` that `cluster_ip` gives its name, if any;
+/// those named in `exported` are exported to linked clusters through the gateway (Linkerd's
+/// `mirror.linkerd.io/exported: "true"`).
+fn services_yaml_with(
+    cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>,
+    exported: &[&str],
+) -> String {
+    use weft_control::resource::multicluster::{EXPORTED_GATEWAY, EXPORTED_LABEL};
     let service = |name: &str, port_name: &str, port: u16, protocol: &str| {
         let ip = cluster_ip(name).map_or_else(String::new, |ip| format!("  clusterIP: {ip}\n"));
+        let labels = match exported.contains(&name) {
+            true => format!("  labels: {{{EXPORTED_LABEL}: \"{EXPORTED_GATEWAY}\"}}\n"),
+            false => String::new(),
+        };
         format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n\
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\n{labels}\
              spec:\n  selector: {{app: {name}}}\n{ip}  ports:\n  - name: {port_name}\n    port: {port}\n    \
              targetPort: {port_name}\n    appProtocol: {protocol}\n"
         )
@@ -247,53 +272,6 @@ fn services_yaml_with(cluster_ip: &dyn Fn(&str) -> Option<std::net::Ipv4Addr>) -
         service("ratings", "http", 8080, "http"),
     ]
     .join("---\n")
-}
-
-/// The ExternalWorkload registered for a workload whose sidecar forwards `port_name` at `addr`
-/// (a client-only workload serves nothing but is registered all the same, for its identity),
-/// with its sidecar's admin port (the control plane scrapes it) and tap port (`weft tap` and
-/// `weft top` reach it through the control plane), when it runs a tap server. Every sidecar of
-/// the demo listens on 127.0.0.1, so they are on the workload's IP.
-fn workload_document(
-    name: &str,
-    serves: Option<(&str, SocketAddr)>,
-    admin: SocketAddr,
-    tap: Option<SocketAddr>,
-) -> serde_json::Value {
-    let mut sidecar = vec![
-        serde_json::json!({"name": weft_control::resource::ADMIN_PORT_NAME, "port": admin.port()}),
-    ];
-    if let Some(tap) = tap {
-        sidecar.push(
-            serde_json::json!({"name": weft_control::resource::TAP_PORT_NAME, "port": tap.port()}),
-        );
-    }
-    let (ip, ports) = match serves {
-        Some((port_name, addr)) => {
-            let mut ports = vec![serde_json::json!({"name": port_name, "port": addr.port()})];
-            ports.extend(sidecar);
-            (addr.ip(), ports)
-        }
-        None => (admin.ip(), sidecar),
-    };
-    serde_json::json!({
-        "apiVersion": "workload.linkerd.io/v1beta1",
-        "kind": "ExternalWorkload",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name}},
-        "spec": {"workloadIPs": [{"ip": ip.to_string()}], "ports": ports},
-    })
-}
-
-/// The identity the control plane derives for a demo workload (no `meshTLS` override).
-fn workload_identity(name: &str) -> String {
-    format!("{name}.{NAMESPACE}.serviceaccount.identity.weft.cluster.local")
-}
-
-/// What a sidecar needs to obtain its certificate.
-struct IdentityFiles<'a> {
-    trust_anchors_pem: &'a str,
-    /// Where tokens are written (the demo's temporary directory).
-    dir: &'a Path,
 }
 
 /// A directory removed when dropped.
@@ -317,14 +295,6 @@ impl Drop for TempDir {
     }
 }
 
-/// A running workload: its sidecar and its application process.
-struct Workload {
-    name: &'static str,
-    proxy: Child,
-    app: Child,
-    listening: ProxyListening,
-}
-
 /// Runs the demo until Ctrl-C, SIGTERM or `--duration`.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -333,6 +303,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     if args.cluster {
         return cluster::run(args).await;
+    }
+    if args.multicluster {
+        return multicluster::run(args).await;
     }
     // Installed first so that Ctrl-C during start-up also stops cleanly.
     let mut stop = Stop::install()?;
@@ -375,14 +348,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         started = launch_all(grpc, api, args.rps, &identity) => match started {
             Ok(mut workloads) => {
-                let prometheus_url = prometheus.as_ref().map(|p| p.url());
-                let outcome = watch(
-                    &args,
-                    &mut workloads,
-                    &mut stop,
-                    (grpc, api, prometheus_url.as_deref()),
-                    &store.0,
-                )
+                let prometheus_url = prometheus
+                    .as_ref()
+                    .map(|p| format!("; Prometheus {}", p.url()))
+                    .unwrap_or_default();
+                let about = format!("{}{prometheus_url}", about(args.rps, "web", grpc, api));
+                let outcome = watch(&args, &mut workloads, &mut stop, &about, &store.0)
                 .await;
                 stop_all(workloads).await;
                 outcome
@@ -408,206 +379,31 @@ async fn start_control(
 ) -> anyhow::Result<weft_control::Running> {
     let prometheus_url = prometheus.map(prometheus::Plan::url).transpose()?;
     weft_control::start(weft_control::Config {
-        store: weft_control::store::Location::Dir(store.to_path_buf()),
-        grpc_addr: args.control_addr,
-        api_addr: args.api_addr,
-        cluster_domain: "cluster.local".into(),
-        trust_domain: "cluster.local".into(),
-        control_namespace: "weft".into(),
-        poll_interval: Duration::from_millis(200),
-        // An ephemeral CA: nothing to set up, and it dies with the demo.
-        identity_dir: None,
-        cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
-        scrape_interval: SCRAPE_INTERVAL,
         prometheus_sd_file: prometheus.map(prometheus::Plan::targets_file),
         prometheus_url,
-        ..Default::default()
+        ..control_config(store, args.control_addr, args.api_addr)
     })
     .await
     .context("starting the control plane")
 }
 
-/// Starts every workload in order.
-async fn launch_all(
-    grpc: SocketAddr,
-    api: SocketAddr,
-    rps: f64,
-    identity: &IdentityFiles<'_>,
-) -> anyhow::Result<Vec<Workload>> {
-    let proxy_bin = children::proxy_binary()?;
-    let weft_bin = std::env::current_exe().context("locating the weft executable")?;
-    let mut workloads = Vec::new();
-    for spec in WORKLOADS {
-        let workload = launch(spec, &proxy_bin, &weft_bin, grpc, api, rps, identity)
-            .await
-            .with_context(|| format!("starting workload {}", spec.name))?;
-        eprintln!(
-            "weft demo: {} running (proxy admin {})",
-            workload.name, workload.listening.admin
-        );
-        workloads.push(workload);
+/// A demo control plane's configuration: its store directory (polled every 200 ms), its
+/// addresses, the default domains, an ephemeral CA (nothing to set up, and it dies with the
+/// demo), and the scrapes the live figures of `weft stat` need.
+fn control_config(store: &Path, grpc: SocketAddr, api: SocketAddr) -> weft_control::Config {
+    weft_control::Config {
+        store: weft_control::store::Location::Dir(store.to_path_buf()),
+        grpc_addr: grpc,
+        api_addr: api,
+        cluster_domain: "cluster.local".into(),
+        trust_domain: "cluster.local".into(),
+        control_namespace: "weft".into(),
+        poll_interval: Duration::from_millis(200),
+        identity_dir: None,
+        cert_lifetime: weft_control::ca::DEFAULT_CERT_LIFETIME,
+        scrape_interval: SCRAPE_INTERVAL,
+        ..Default::default()
     }
-    Ok(workloads)
-}
-
-/// Starts one workload's sidecar, registers it, waits for the sidecar to be ready (it holds its
-/// certificate), then starts the app.
-async fn launch(
-    spec: &Spec,
-    proxy_bin: &Path,
-    weft_bin: &Path,
-    grpc: SocketAddr,
-    api: SocketAddr,
-    rps: f64,
-    identity: &IdentityFiles<'_>,
-) -> anyhow::Result<Workload> {
-    let name = spec.name;
-    // Written after registration; until then the sidecar's Certify attempts fail and retry.
-    let token_file = identity.dir.join(format!("{name}.token"));
-    // The app's port is reserved here and its socket handed to the app, because the sidecar must
-    // know where to forward before the app (which needs the sidecar's ports) can start.
-    let app_listener = match spec.serves {
-        Some(_) => Some(std::net::TcpListener::bind("127.0.0.1:0").context("reserving app port")?),
-        None => None,
-    };
-    let app_port = app_listener
-        .as_ref()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .transpose()?;
-
-    let mut proxy = children::command(proxy_bin, None);
-    proxy
-        .env(config::ENV_DESTINATION_SVC_ADDR, grpc.to_string())
-        .env(config::ENV_POLICY_WORKLOAD, format!("{NAMESPACE}:{name}"))
-        .env(config::ENV_INBOUND_LISTEN_ADDR, "127.0.0.1:0")
-        .env(config::ENV_OUTBOUND_LISTEN_ADDR, "127.0.0.1:0")
-        .env(config::ENV_ADMIN_LISTEN_ADDR, "127.0.0.1:0")
-        .env(config::ENV_TAP_LISTEN_ADDR, "127.0.0.1:0")
-        .env(
-            config::ENV_TAP_SVC_NAME,
-            weft_control::resource::tap_identity(&weft_control::resource::Defaults::default()),
-        )
-        .env(
-            config::ENV_DESTINATION_SVC_NAME,
-            weft_control::resource::control_identity(&weft_control::resource::Defaults::default()),
-        )
-        .env(
-            config::ENV_INBOUND_FORWARD_PORTS,
-            app_port.map(|p| p.to_string()).unwrap_or_default(),
-        )
-        .env(config::ENV_OUTBOUND_UPSTREAMS, spec.upstreams.join(","))
-        .env(config::ENV_IDENTITY_TOKEN_FILE, &token_file)
-        .env(config::ENV_IDENTITY_LOCAL_NAME, workload_identity(name))
-        .env(
-            config::ENV_IDENTITY_TRUST_ANCHORS,
-            identity.trust_anchors_pem,
-        )
-        .stdout(Stdio::piped());
-    proxy.envs(children::quiet_proxy_log());
-    let mut proxy = proxy
-        .spawn()
-        .with_context(|| format!("spawning {}", proxy_bin.display()))?;
-    let listening = children::read_listening(&mut proxy, &format!("{name} proxy")).await?;
-
-    let mut app = children::command(weft_bin, app_listener.as_ref());
-    app.arg("demo-service")
-        .arg(spec.app.as_str())
-        .env("HTTP_PROXY", format!("http://{}", listening.outbound))
-        .stdout(Stdio::null());
-    if app_listener.is_some() {
-        app.args(["--listen-fd", &children::LISTEN_FD.to_string()]);
-    }
-    if spec.app == Name::Traffic {
-        app.args(["--rps", &rps.to_string()]);
-    }
-    for upstream in &listening.upstreams {
-        if upstream.authority == app::BOOKS_AUTHORITY {
-            app.env("BOOKS_ADDR", upstream.addr.to_string());
-        }
-    }
-    let serves = match (spec.serves, app_port) {
-        (Some((port_name, _)), Some(app_port)) => {
-            let forward = listening
-                .forward
-                .iter()
-                .find(|f| f.app_port == app_port)
-                .with_context(|| format!("{name} proxy reported no forward port for {app_port}"))?;
-            Some((port_name, forward.addr))
-        }
-        _ => None,
-    };
-    let registered = register(
-        api,
-        name,
-        &workload_document(name, serves, listening.admin, listening.tap),
-    )
-    .await?;
-    anyhow::ensure!(
-        registered.identity == workload_identity(name),
-        "{name} was registered as {}, but its sidecar asks for {}",
-        registered.identity,
-        workload_identity(name)
-    );
-    crate::run::identity::write_atomically(&token_file, &registered.token, None)?;
-    // Proxy-await, as `weft run` does: the app starts once its sidecar holds its certificate, so
-    // its first request already leaves over mTLS. (Its port accepts meanwhile: the reserved
-    // listener queues connections until the app takes it over.)
-    wait_ready(listening.admin).await;
-    let app = app.spawn().context("spawning the demo service")?;
-    // The child has its copy; ours must close so only the app accepts on it.
-    drop(app_listener);
-    Ok(Workload {
-        name,
-        proxy,
-        app,
-        listening,
-    })
-}
-
-/// What the registration API answers: the workload's identity and its Certify token.
-#[derive(serde::Deserialize)]
-struct Registered {
-    identity: String,
-    token: String,
-}
-
-/// Writes a token readable only by this user (temporary file + rename, so the sidecar never
-/// reads half of it).
-async fn register(
-    api: SocketAddr,
-    name: &str,
-    document: &serde_json::Value,
-) -> anyhow::Result<Registered> {
-    let request = hyper::Request::put(format!("/v1/workloads/{NAMESPACE}/{name}"))
-        .header(hyper::header::HOST, api.to_string())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(document.to_string())))?;
-    let response = http::send(api, request)
-        .await
-        .context("registering the workload")?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "registering {name}: {} {}",
-        response.status(),
-        String::from_utf8_lossy(response.body())
-    );
-    serde_json::from_slice(response.body())
-        .with_context(|| format!("registering {name}: unexpected answer"))
-}
-
-/// Polls the proxy's `/ready` for a while; a proxy that stays unready is reported, not fatal: the
-/// table will show what it does.
-async fn wait_ready(admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(response) = http::get(admin, "/ready").await {
-            if response.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!("weft demo: proxy {admin} is still not ready after 10s");
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM, both meaning "stop the demo".
@@ -638,7 +434,7 @@ async fn watch(
     args: &DemoArgs,
     workloads: &mut [Workload],
     stop: &mut Stop,
-    (grpc, api, prometheus): (SocketAddr, SocketAddr, Option<&str>),
+    about: &str,
     store: &Path,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -673,17 +469,12 @@ async fn watch(
                 policy = Policy::Applied(started.elapsed());
             }
         }
-        window.push(Instant::now(), scrape(workloads).await);
+        window.push(Instant::now(), scrape_as(workloads, &live_name).await);
         if !args.json {
-            let prometheus = prometheus
-                .map(|url| format!("; Prometheus {url}"))
-                .unwrap_or_default();
             let header = format!(
-                "weft demo: {}s, {} rps to web; control plane {grpc} (gRPC) {api} (API){prometheus}; \
-                 Ctrl-C to stop\n\
+                "weft demo: {}s, {about}; Ctrl-C to stop\n\
                  traffic policy: {}",
                 started.elapsed().as_secs(),
-                args.rps,
                 policy.describe()
             );
             let text = report::table(&window.rates(), &header);
@@ -709,6 +500,19 @@ async fn watch(
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+/// A workload's name in the live table: `CLUSTER/NAME` with `--multicluster`, else its name.
+fn live_name(w: &Workload) -> String {
+    match w.cluster {
+        Some(cluster) => format!("{cluster}/{}", w.name),
+        None => w.name.to_string(),
+    }
+}
+
+/// What the live table's header says of the traffic and the control plane.
+fn about(rps: f64, target: &str, grpc: SocketAddr, api: SocketAddr) -> String {
+    format!("{rps} rps to {target}; control plane {grpc} (gRPC) {api} (API)")
 }
 
 /// Where the demo's traffic policy stands.
@@ -744,36 +548,23 @@ async fn sleep_until_deadline(deadline: Option<Instant>) {
     }
 }
 
-/// Completes when any child process exits, naming it.
-async fn first_exit(workloads: &mut [Workload]) -> (String, String) {
-    let waits = workloads.iter_mut().flat_map(|w| {
-        let name = w.name;
-        [
-            Box::pin(describe_exit(format!("{name} proxy"), &mut w.proxy))
-                as std::pin::Pin<
-                    Box<dyn std::future::Future<Output = (String, String)> + Send + '_>,
-                >,
-            Box::pin(describe_exit(format!("{name} app"), &mut w.app)),
-        ]
-    });
-    futures_util::future::select_all(waits).await.0
-}
-
-async fn describe_exit(what: String, child: &mut Child) -> (String, String) {
-    let status = match child.wait().await {
-        Ok(status) => status.to_string(),
-        Err(error) => error.to_string(),
-    };
-    (what, status)
-}
-
-/// Scrapes every proxy and folds the results into rows (cumulative counters).
+/// Scrapes every proxy and folds the results into rows (cumulative counters), each workload
+/// named as itself.
 async fn scrape(workloads: &[Workload]) -> BTreeMap<Row, stats::Stats> {
+    scrape_as(workloads, &|w| w.name.to_string()).await
+}
+
+/// [`scrape`], each workload's rows named `name_of` it (the live table of `--multicluster`
+/// names the cluster too).
+async fn scrape_as(
+    workloads: &[Workload],
+    name_of: &(dyn Fn(&Workload) -> String + Sync),
+) -> BTreeMap<Row, stats::Stats> {
     let scrapes = workloads.iter().map(|w| async move {
         match http::get(w.listening.admin, "/metrics").await {
             Ok(response) if response.status().is_success() => {
                 let text = String::from_utf8_lossy(response.body());
-                report::rows(w.name, &stats::parse(&text))
+                report::rows(&name_of(w), &stats::parse(&text))
             }
             Ok(response) => {
                 tracing::debug!(workload = w.name, status = %response.status(), "scrape failed");
@@ -794,16 +585,6 @@ async fn scrape(workloads: &[Workload]) -> BTreeMap<Row, stats::Stats> {
         .into_iter()
         .flatten()
         .collect()
-}
-
-/// Stops the traffic first so the last requests are not counted as failures, then the rest.
-async fn stop_all(workloads: Vec<Workload>) {
-    for mut workload in workloads.into_iter().rev() {
-        for child in [&mut workload.app, &mut workload.proxy] {
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -869,40 +650,5 @@ mod tests {
         assert_eq!(written, TRAFFIC_POLICY_YAML);
         // Only the policy file: the temporary one was renamed.
         assert_eq!(std::fs::read_dir(&dir.0).expect("dir").count(), 1);
-    }
-
-    #[test]
-    fn workload_document_points_at_the_forward_port_and_the_admin() {
-        let admin: SocketAddr = "127.0.0.1:42000".parse().expect("addr");
-        let doc = workload_document(
-            "web",
-            Some(("http", "127.0.0.1:41000".parse().expect("addr"))),
-            admin,
-            Some("127.0.0.1:43000".parse().expect("addr")),
-        );
-        assert_eq!(doc["metadata"]["labels"]["app"], "web");
-        assert_eq!(
-            doc["spec"]["ports"],
-            serde_json::json!([{"name": "http", "port": 41000},
-                               {"name": "linkerd-admin", "port": 42000},
-                               {"name": "linkerd-tap", "port": 43000}])
-        );
-        assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "127.0.0.1");
-        // A client-only workload is registered for its identity (and its metrics): only the
-        // admin port.
-        let doc = workload_document("traffic", None, admin, None);
-        assert_eq!(
-            doc["spec"]["ports"],
-            serde_json::json!([{"name": "linkerd-admin", "port": 42000}])
-        );
-        assert_eq!(doc["spec"]["workloadIPs"][0]["ip"], "127.0.0.1");
-    }
-
-    #[test]
-    fn sidecars_ask_for_the_identity_the_control_plane_derives() {
-        assert_eq!(
-            workload_identity("web"),
-            "web.demo.serviceaccount.identity.weft.cluster.local"
-        );
     }
 }

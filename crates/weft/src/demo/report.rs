@@ -147,12 +147,35 @@ fn percent(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{:.2}%", v * 100.0))
 }
 
+/// The narrowest the name column gets; a longer name (a route across clusters) widens it.
+const NAME_WIDTH: usize = 34;
+
+impl Row {
+    /// The row's name in the live table.
+    fn label(&self) -> String {
+        match self {
+            Row::Service(name) => name.clone(),
+            Row::Edge { src, dst } => format!("{src} -> {dst}"),
+            Row::Route {
+                src,
+                service,
+                route,
+            } => format!("{src} -> {service} [{route}]"),
+        }
+    }
+}
+
 /// The live table: services, then edges (every attempt), then routes (after retries).
 pub fn table(rates: &[Rate], header: &str) -> String {
+    let width = rates
+        .iter()
+        .map(|r| r.row.label().chars().count())
+        .fold(NAME_WIDTH, usize::max);
     let mut out = format!("{header}\n\n");
-    let line = |name: &str, rate: &Rate| {
+    let line = |rate: &Rate| {
         format!(
-            "{name:<34} {:>7.1} {:>8} {:>8} {:>8} {:>8}\n",
+            "{:<width$} {:>7.1} {:>8} {:>8} {:>8} {:>8}\n",
+            rate.row.label(),
             rate.rps,
             percent(rate.success_rate),
             ms(rate.p50),
@@ -164,37 +187,32 @@ pub fn table(rates: &[Rate], header: &str) -> String {
         "{:>7} {:>8} {:>8} {:>8} {:>8}\n",
         "RPS", "SUCCESS", "P50", "P95", "P99"
     );
-    out.push_str(&format!("{:<34} {columns}", "SERVICE (inbound)"));
+    out.push_str(&format!("{:<width$} {columns}", "SERVICE (inbound)"));
     for rate in rates {
-        if let Row::Service(name) = &rate.row {
-            out.push_str(&line(name, rate));
+        if let Row::Service(_) = &rate.row {
+            out.push_str(&line(rate));
         }
     }
     out.push_str(&format!(
-        "\n{:<34} {columns}",
+        "\n{:<width$} {columns}",
         "EDGE (outbound, every attempt)"
     ));
     for rate in rates {
-        if let Row::Edge { src, dst } = &rate.row {
-            out.push_str(&line(&format!("{src} -> {dst}"), rate));
+        if let Row::Edge { .. } = &rate.row {
+            out.push_str(&line(rate));
         }
     }
     out.push_str(&format!(
-        "\n{:<34} {:>7} {:>8}\n",
+        "\n{:<width$} {:>7} {:>8}\n",
         "ROUTE (outbound, after retries)", "RPS", "SUCCESS"
     ));
     for rate in rates {
         // A route that took no request in the window (replaced by a newer policy) is left out.
-        if let Row::Route {
-            src,
-            service,
-            route,
-        } = &rate.row
-        {
+        if let Row::Route { .. } = &rate.row {
             if rate.rps > 0.0 {
-                let name = format!("{src} -> {service} [{route}]");
                 out.push_str(&format!(
-                    "{name:<34} {:>7.1} {:>8}\n",
+                    "{:<width$} {:>7.1} {:>8}\n",
+                    rate.row.label(),
                     rate.rps,
                     percent(rate.success_rate)
                 ));
@@ -442,6 +460,34 @@ response_latency_ms_bucket{direction="outbound",dst_service="books",status_code=
         assert!(text.contains("95.00%"));
         assert!(text.contains("3.2ms"));
         assert!(text.contains("12ms"));
+    }
+
+    #[test]
+    fn a_long_name_widens_the_column_for_every_row() {
+        let rate = |row| Rate {
+            row,
+            rps: 1.0,
+            success_rate: Some(1.0),
+            p50: None,
+            p95: None,
+            p99: None,
+        };
+        let long = Row::Route {
+            src: "east/traffic".into(),
+            service: "ratings-west".into(),
+            route: "http".into(),
+        };
+        let width = long.label().len();
+        assert!(width > NAME_WIDTH);
+        let text = table(
+            &[rate(Row::Service("west/web".into())), rate(long)],
+            "header",
+        );
+        // Every figure starts in the same column: the name column is as wide as the longest.
+        for line in text.lines().filter(|l| l.contains("1.0 ")) {
+            assert_eq!(line.find(" 1.0 "), Some(width + 4), "{text}");
+        }
+        assert_eq!(text.lines().filter(|l| l.contains("1.0 ")).count(), 2);
     }
 
     #[test]
