@@ -600,6 +600,26 @@ metadata:
 spec:
   selector: {app: db}
   ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 80, targetPort: http}]
+";
+
+/// East's own `api` sends a tenth of its calls to west's (a migration, or a failover drill).
+const API_SPLIT: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-split, namespace: default}
+spec:
+  parentRefs: [{group: core, kind: Service, name: api, port: 80}]
+  rules:
+  - backendRefs:
+    - {name: api, port: 80, weight: 90}
+    - {name: api-west, port: 80, weight: 10}
 ";
 
 /// Retries on `db-federated`, as a route on the generated Service.
@@ -629,6 +649,7 @@ async fn flat_clusters_discover_pod_to_pod_and_a_federated_service_rides_out_wes
     c.pod(1, "api-1", "api").await;
     let west_db = c.pod(1, "db-w", "db").await;
     c.pod(0, "db-e", "db").await;
+    c.pod(0, "api-e", "api").await;
     c.gateway().await;
     c.link().await;
     let web_west = SocketAddr::from((service_ip(&c.east, "web-west").await, 80));
@@ -673,6 +694,30 @@ async fn flat_clusters_discover_pod_to_pod_and_a_federated_service_rides_out_wes
         a.backend == "api-2"
     })
     .await;
+
+    // A route on east's `api` splits 90/10 between it and west's `api`.
+    std::fs::write(c.east_store.join("split.yaml"), API_SPLIT).expect("split");
+    let api_east = SocketAddr::from((service_ip(&c.east, "api").await, 80));
+    let local_api = "api.default.svc.cluster.local";
+    until_at(
+        &client,
+        api_east,
+        local_api,
+        "the split reaches west",
+        |a| a.backend.starts_with("api-") && a.backend != "api-e",
+    )
+    .await;
+    let split = client
+        .run(api_east, 1, 200, move |_| get(local_api, "/"))
+        .await;
+    assert_eq!(split.failures().0, 0, "{:?}", split.failures().1);
+    let by = split.by_backend();
+    let west_share = split.total() - by.get("api-e").copied().unwrap_or(0);
+    println!("api's 90/10 split sent {west_share} of 200 calls to west: {by:?}");
+    assert!(
+        (5..=45).contains(&west_share),
+        "a 10% weight sends about 20 of 200 calls to west, not {west_share}: {by:?}"
+    );
 
     // The federated service balances over both clusters' members.
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
