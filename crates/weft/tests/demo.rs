@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    demo_edges, eventually, free_port, set_pdeathsig, summary, weft_bin, ChildProc, TempDir,
+    demo_edges, demo_exit_summary, eventually, free_port, set_pdeathsig, weft_bin, ChildProc,
+    TempDir,
 };
 
 /// `weft tap ARGS -o json --api-addr API` (it ends after its `--limit`): the events.
@@ -232,30 +233,7 @@ async fn demo_reports_edges_with_traffic() {
             .any(|l| l.starts_with("web ") && l.contains("1/1") && l.contains("rps")),
         "{table}"
     );
-    let status = demo
-        .wait(Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "weft demo did not exit within 120 s:\n{}",
-                demo.stderr_tail(4000)
-            )
-        });
-    let mut stdout = String::new();
-    // The pipe reader ends at EOF; take everything it forwarded.
-    while let Ok(Some(line)) =
-        tokio::time::timeout(Duration::from_secs(5), demo.stdout_lines.recv()).await
-    {
-        stdout += &line;
-        stdout.push('\n');
-    }
-    assert!(
-        status.success(),
-        "weft demo exited with {status}; stdout:\n{stdout}\nstderr:\n{}",
-        demo.stderr_tail(4000)
-    );
-    let summary =
-        summary(&stdout).unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"));
+    let summary = demo_exit_summary(&mut demo, "weft demo").await;
     let edges = demo_edges(&summary);
     let edge = |dst: &str| {
         edges

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    demo_edges, eventually, http_get, metric_sum, set_pdeathsig, summary, weft_bin, ChildProc,
-    TempDir,
+    demo_edges, demo_exit_summary, eventually, http_get, metric_sum, set_pdeathsig, weft_bin,
+    ChildProc, TempDir,
 };
 
 /// The identity `weft demo` gives a workload's proxy (both clusters derive it alike).
@@ -106,29 +106,7 @@ async fn multicluster_demo_calls_west_through_its_gateway_as_easts_client() {
     )
     .await;
 
-    let status = demo
-        .wait(Duration::from_secs(120))
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "weft demo --multicluster did not exit within 120 s:\n{}",
-                demo.stderr_tail(4000)
-            )
-        });
-    let mut stdout = String::new();
-    while let Ok(Some(line)) =
-        tokio::time::timeout(Duration::from_secs(5), demo.stdout_lines.recv()).await
-    {
-        stdout += &line;
-        stdout.push('\n');
-    }
-    assert!(
-        status.success(),
-        "weft demo --multicluster exited with {status}; stdout:\n{stdout}\nstderr:\n{}",
-        demo.stderr_tail(4000)
-    );
-    let summary =
-        summary(&stdout).unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"));
+    let summary = demo_exit_summary(&mut demo, "weft demo --multicluster").await;
     let edges = demo_edges(&summary);
     let edge = |src: &str, dst: &str| -> &Value {
         edges

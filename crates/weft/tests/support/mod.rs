@@ -674,6 +674,34 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("probe addr").port()
 }
 
+/// Waits (120 s at most) for `weft demo ... --json` to exit, checks it succeeded and returns the
+/// summary it printed. `what` names the command in failure messages.
+pub async fn demo_exit_summary(demo: &mut ChildProc, what: &str) -> serde_json::Value {
+    let status = demo
+        .wait(Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{what} did not exit within 120 s:\n{}",
+                demo.stderr_tail(4000)
+            )
+        });
+    let mut stdout = String::new();
+    // The pipe reader ends at EOF; take everything it forwarded.
+    while let Ok(Some(line)) =
+        tokio::time::timeout(Duration::from_secs(5), demo.stdout_lines.recv()).await
+    {
+        stdout += &line;
+        stdout.push('\n');
+    }
+    assert!(
+        status.success(),
+        "{what} exited with {status}; stdout:\n{stdout}\nstderr:\n{}",
+        demo.stderr_tail(4000)
+    );
+    summary(&stdout).unwrap_or_else(|| panic!("no JSON summary on stdout:\n{stdout}"))
+}
+
 /// The summary object: the whole stdout, or the last `{"edges"...}` object in it.
 pub fn summary(stdout: &str) -> Option<serde_json::Value> {
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(stdout.trim()) {
