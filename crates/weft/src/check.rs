@@ -91,7 +91,19 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
         let namespace = args.namespace.as_deref();
         (kubernetes::proxy(&args.kube, namespace).await, None)
     } else {
-        gather(args.api.addr, args.wait).await
+        let (mut checks, report) = gather(args.api.addr, args.wait).await;
+        // Linked clusters (docs/multicluster.md): each link, its gateway and the shared anchor.
+        // A control plane that does not answer has already failed above.
+        if report.is_some() {
+            match crate::multicluster::link_checks(args.api.addr).await {
+                Ok(links) => checks.extend(links),
+                Err(e) => {
+                    let c = Check::new("links", "weft-multicluster", "the links can be read");
+                    checks.push(failed(c, format!("{e:#}"), "see docs/multicluster.md"));
+                }
+            }
+        }
+        (checks, report)
     };
     let failed = checks.iter().filter(|c| c.status == Status::Error).count();
     match args.output {

@@ -339,9 +339,28 @@ async fn links(api: &ApiAddr) -> anyhow::Result<Vec<Value>> {
 }
 
 async fn check(args: McCheckArgs) -> anyhow::Result<()> {
-    let api = args.local.api();
+    let checks = link_checks(args.local.addr).await?;
+    if checks.is_empty() {
+        println!("no links (weft multicluster link)");
+        return Ok(());
+    }
+    print!("{}", crate::check::render(&checks));
+    if checks.iter().any(|c| c.status == Status::Error) {
+        bail!("a multicluster check failed");
+    }
+    Ok(())
+}
+
+/// Three checks per link of the cluster whose API is at `local` (section `weft-multicluster
+/// NAME`): it follows the linked cluster's exports, the linked gateway answers its probe, and
+/// both clusters share a trust anchor. `weft check` prints them too. No links: none.
+pub(crate) async fn link_checks(local: SocketAddr) -> anyhow::Result<Vec<Check>> {
+    let api = ApiAddr { addr: local };
     let links = links(&api).await?;
-    let local_anchors = trust_anchors(args.local.addr).await?;
+    if links.is_empty() {
+        return Ok(Vec::new());
+    }
+    let local_anchors = trust_anchors(local).await?;
     let mut checks = Vec::new();
     for l in &links {
         let name = l["name"].as_str().unwrap_or("?");
@@ -397,15 +416,7 @@ async fn check(args: McCheckArgs) -> anyhow::Result<()> {
             checks.push(c);
         }
     }
-    if checks.is_empty() {
-        println!("no links (weft multicluster link)");
-        return Ok(());
-    }
-    print!("{}", crate::check::render(&checks));
-    if checks.iter().any(|c| c.status == Status::Error) {
-        bail!("a multicluster check failed");
-    }
-    Ok(())
+    Ok(checks)
 }
 
 /// The linked cluster's anchors, asked of the API its credentials name.

@@ -215,6 +215,14 @@ async fn link_check_gateways_and_unlink_revoke() {
         assert!(out.contains(line), "{out}");
     }
 
+    // `weft check` prints the same checks in a section per link.
+    let (_, out, _) = weft(&["check", "--api-addr", &east_api]).await;
+    assert!(
+        out.contains("weft-multicluster west\n")
+            && out.contains("✔ both clusters share a trust anchor"),
+        "{out}"
+    );
+
     // Unlinked with --revoke: gone here, and west refuses the credential from now on.
     let token = link_token(&east).await;
     assert!(exports_status(west.api, &token).await.contains(" 200 "));
