@@ -104,13 +104,13 @@ fn shape(row: &kinds::Kind) -> Shape {
     }
 }
 
-/// Every kind the store watches, cluster-wide: every row of [`kinds::KINDS`] but the store-only
-/// ones (multicluster's `Link` and `Secret`), custom resources
-/// in the version their CRD stores (the API server converts stored objects to it).
+/// Every kind the store watches: every row of [`kinds::KINDS`], cluster-wide or in the row's
+/// `watch_namespace` (multicluster's `Link` and its credentials `Secret`, those by the row's
+/// `field_selector`), custom resources in the version their CRD stores (the API server converts
+/// stored objects to it).
 pub static KINDS: LazyLock<Vec<Kind>> = LazyLock::new(|| {
     kinds::KINDS
         .iter()
-        .filter(|row| row.origin != kinds::Origin::StoreOnly)
         .map(|row| Kind {
             group: row.group,
             version: row.stored,

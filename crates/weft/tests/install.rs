@@ -169,6 +169,26 @@ fn check_control_plane(docs: &[Value], anchors: &str) -> Value {
         find(docs, "RoleBinding", "weft-control")["roleRef"]["kind"],
         "Role"
     );
+    // Links (cluster-wide read) and their credentials Secrets, read only in weft-multicluster.
+    assert!(allows(role, "multicluster.linkerd.io", "links", "watch"));
+    let mc = find(docs, "Namespace", "weft-multicluster");
+    assert_eq!(
+        mc["metadata"]["labels"]["config.linkerd.io/admission-webhooks"],
+        "disabled"
+    );
+    let link_secrets = find(docs, "Role", "weft-control-links");
+    assert_eq!(link_secrets["metadata"]["namespace"], "weft-multicluster");
+    for verb in ["get", "list", "watch"] {
+        assert!(allows(link_secrets, "", "secrets", verb));
+    }
+    assert!(!allows(link_secrets, "", "secrets", "create"));
+    let link_binding = find(docs, "RoleBinding", "weft-control-links");
+    assert_eq!(link_binding["metadata"]["namespace"], "weft-multicluster");
+    assert_eq!(link_binding["roleRef"]["name"], "weft-control-links");
+    assert_eq!(
+        find(docs, "RoleBinding", "weft-control-links")["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "weft-control", "namespace": "weft"}])
+    );
 
     // Identity: the three files the control plane reads, and the anchors for proxies.
     let secret = find(docs, "Secret", "weft-identity-issuer");
@@ -400,6 +420,7 @@ fn install_crds_validate_and_can_leave_out_the_gateway_api() {
             "egressnetworks.policy.linkerd.io",
             "externalworkloads.workload.linkerd.io",
             "faultinjections.extensions.weft.dev",
+            "links.multicluster.linkerd.io",
         ]
     );
     let without = parse_docs(&weft_stdout(&["install", "--crds", "--skip-gateway-api"]));

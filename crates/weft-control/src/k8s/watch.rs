@@ -3,7 +3,8 @@
 //! without objects), re-watch from the last version when a watch ends (the server closes them
 //! every few minutes), and list again when the version is too old (`410 Gone`, as an error
 //! status or an `ERROR` event). Objects are cut down ([`super::objects::project`]) before they
-//! leave this task. While the API server is unreachable the last state stays in force, and
+//! leave this task. A kind is watched cluster-wide or in its row's one namespace, and by its
+//! row's field selector when it has one (`resource::kinds`). While the API server is unreachable the last state stays in force, and
 //! the loop retries with a growing pause.
 
 use std::time::Duration;
@@ -61,7 +62,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let kind = super::KINDS[index];
-    let api: Api<DynamicObject> = Api::all_with(client, &kind.api_resource());
+    let api: Api<DynamicObject> = match kind.row.watch_namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &kind.api_resource()),
+        None => Api::all_with(client, &kind.api_resource()),
+    };
     tokio::select! {
         _ = lists(&api, kind, index, &changes) => {}
         _ = shutdown.changed() => {}
@@ -71,7 +75,11 @@ pub async fn run(
 async fn lists(api: &Api<DynamicObject>, kind: Kind, index: usize, changes: &mpsc::Sender<Change>) {
     let mut pause = FIRST_PAUSE;
     loop {
-        let list = match api.list(&ListParams::default()).await {
+        let mut params = ListParams::default();
+        if let Some(fields) = kind.row.field_selector {
+            params = params.fields(fields);
+        }
+        let list = match api.list(&params).await {
             Ok(list) => list,
             Err(e) if not_found(&e) => {
                 tracing::info!(kind = %kind.api_resource().api_version, plural = kind.plural, "not served by the API server (CRD not installed?); asking again later");
@@ -141,7 +149,10 @@ async fn watch_once(
     version: &mut String,
     changes: &mpsc::Sender<Change>,
 ) -> Result<Watched, kube::Error> {
-    let params = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+    let mut params = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+    if let Some(fields) = kind.row.field_selector {
+        params = params.fields(fields);
+    }
     let stream = api.watch(&params, version).await?;
     let mut stream = std::pin::pin!(stream.boxed());
     while let Some(event) = stream.try_next().await? {

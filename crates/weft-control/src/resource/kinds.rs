@@ -12,7 +12,7 @@ use super::authz::{
     AUTHORIZATION_POLICY_KIND, MESH_TLS_KIND, NAMESPACE_KIND, NETWORK_KIND, SERVER_KIND,
 };
 use super::egress::EGRESS_NETWORK_KIND;
-use super::multicluster::{LINK_KIND, MULTICLUSTER_GROUP, SECRET_KIND};
+use super::multicluster::{DEFAULT_LINK_NAMESPACE, LINK_KIND, MULTICLUSTER_GROUP, SECRET_KIND};
 use super::ratelimit::RATE_LIMIT_KIND;
 use super::route::{FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_GROUP, WEFT_EXTENSIONS_GROUP};
 
@@ -22,6 +22,10 @@ pub const DISCOVERY_GROUP: &str = "discovery.k8s.io";
 /// Linkerd's `ExternalWorkload`.
 pub const WORKLOAD_GROUP: &str = "workload.linkerd.io";
 
+/// The only Secrets the Kubernetes store lists: a Link's credentials (`type` is
+/// `CREDENTIALS_SECRET_TYPE`, which `kinds_tests.rs` checks).
+pub const SECRET_FIELD_SELECTOR: &str = "type=mirror.linkerd.io/remote-kubeconfig";
+
 /// Whose kind it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -30,10 +34,6 @@ pub enum Origin {
     /// Defined by a CustomResourceDefinition `weft install --crds` prints (Gateway API's,
     /// Linkerd's or Weft's).
     Custom,
-    /// Linkerd's multicluster kinds (`Link`, its credentials `Secret`): documents of the file and
-    /// etcd stores; the Kubernetes store does not watch them yet and `weft install` prints no CRD
-    /// for them (Linkerd's multicluster extension owns the `Link` CRD).
-    StoreOnly,
 }
 
 /// One kind.
@@ -59,6 +59,12 @@ pub struct Kind {
     /// How the store names the kind (`DocKey::kind`): the kind, qualified by its group for
     /// route kinds (two groups define an `HTTPRoute`).
     pub key: &'static str,
+    /// The one namespace the Kubernetes store watches this kind in (`None`: cluster-wide), as
+    /// Linkerd's service mirror reads Links and their Secrets in the Link's namespace only.
+    pub watch_namespace: Option<&'static str>,
+    /// The field selector of the Kubernetes store's list and watch of this kind, so objects
+    /// outside it are never listed (the credentials Secrets' `type`).
+    pub field_selector: Option<&'static str>,
 }
 
 impl Kind {
@@ -112,7 +118,7 @@ impl Kind {
     pub fn text_name(&self, namespace: &str, name: &str) -> String {
         let kind = match (self.origin, self.group) {
             (Origin::Kubernetes, _) | (_, CORE_GROUP) => self.kind.to_string(),
-            (Origin::Custom | Origin::StoreOnly, group) => format!("{}.{group}", self.kind),
+            (Origin::Custom, group) => format!("{}.{group}", self.kind),
         };
         match namespace {
             "" => format!("{kind}/{name}"),
@@ -145,6 +151,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Kubernetes,
         key: NAMESPACE_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "Service",
@@ -157,6 +165,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Kubernetes,
         key: "Service",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "Pod",
@@ -169,6 +179,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Kubernetes,
         key: "Pod",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "EndpointSlice",
@@ -181,6 +193,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Kubernetes,
         key: "EndpointSlice",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "HTTPRoute",
@@ -193,6 +207,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: true,
         origin: Origin::Custom,
         key: "HTTPRoute.gateway.networking.k8s.io",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "GRPCRoute",
@@ -205,6 +221,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: true,
         origin: Origin::Custom,
         key: "GRPCRoute.gateway.networking.k8s.io",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "TLSRoute",
@@ -217,6 +235,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: true,
         origin: Origin::Custom,
         key: "TLSRoute.gateway.networking.k8s.io",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "TCPRoute",
@@ -229,6 +249,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: true,
         origin: Origin::Custom,
         key: "TCPRoute.gateway.networking.k8s.io",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: SERVER_KIND,
@@ -242,6 +264,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Custom,
         key: SERVER_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: AUTHORIZATION_POLICY_KIND,
@@ -254,6 +278,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Custom,
         key: AUTHORIZATION_POLICY_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: MESH_TLS_KIND,
@@ -266,6 +292,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Custom,
         key: MESH_TLS_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: NETWORK_KIND,
@@ -278,6 +306,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Custom,
         key: NETWORK_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "HTTPRoute",
@@ -290,6 +320,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: true,
         origin: Origin::Custom,
         key: "HTTPRoute.policy.linkerd.io",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: RATE_LIMIT_KIND,
@@ -302,6 +334,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: true,
         origin: Origin::Custom,
         key: RATE_LIMIT_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: EGRESS_NETWORK_KIND,
@@ -314,6 +348,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: true,
         origin: Origin::Custom,
         key: EGRESS_NETWORK_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: "ExternalWorkload",
@@ -327,6 +363,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Custom,
         key: "ExternalWorkload",
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: FAULT_INJECTION_KIND,
@@ -339,6 +377,8 @@ pub const KINDS: &[Kind] = &[
         writes_status: false,
         origin: Origin::Custom,
         key: FAULT_INJECTION_KIND,
+        watch_namespace: None,
+        field_selector: None,
     },
     Kind {
         kind: LINK_KIND,
@@ -350,8 +390,10 @@ pub const KINDS: &[Kind] = &[
         short_names: &[],
         namespaced: true,
         writes_status: false,
-        origin: Origin::StoreOnly,
+        origin: Origin::Custom,
         key: LINK_KIND,
+        watch_namespace: Some(DEFAULT_LINK_NAMESPACE),
+        field_selector: None,
     },
     Kind {
         kind: SECRET_KIND,
@@ -362,8 +404,10 @@ pub const KINDS: &[Kind] = &[
         short_names: &[],
         namespaced: true,
         writes_status: false,
-        origin: Origin::StoreOnly,
+        origin: Origin::Kubernetes,
         key: SECRET_KIND,
+        watch_namespace: Some(DEFAULT_LINK_NAMESPACE),
+        field_selector: Some(SECRET_FIELD_SELECTOR),
     },
 ];
 

@@ -137,3 +137,18 @@ fn rows_are_unique_and_consistent() {
     assert_eq!(ns.text_name("", "shop"), "Namespace/shop");
     assert_eq!(ns.api_version("v1"), "v1");
 }
+
+#[test]
+fn secrets_are_watched_by_their_type_only() {
+    let secret = find(CORE_GROUP, super::super::multicluster::SECRET_KIND).unwrap();
+    let selector = format!(
+        "type={}",
+        super::super::multicluster::CREDENTIALS_SECRET_TYPE
+    );
+    assert_eq!(secret.field_selector, Some(selector.as_str()));
+    assert_eq!(SECRET_FIELD_SELECTOR, selector);
+    assert_eq!(
+        secret.watch_namespace,
+        Some(super::super::multicluster::DEFAULT_LINK_NAMESPACE)
+    );
+}

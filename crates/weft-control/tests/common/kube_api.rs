@@ -64,6 +64,9 @@ struct State {
     /// Strict: paths answered 404 on purpose; anything else unknown is a test failure.
     strict: bool,
     not_served: std::collections::HashSet<String>,
+    /// Paths a strict server answers only with this `fieldSelector` (a Link's credentials
+    /// Secrets): a list or watch without it is unknown, so fails the test.
+    fields: HashMap<String, String>,
     /// Requests a strict server did not know.
     unknown: Vec<String>,
     /// TokenReview answers by token; any other token gets `unauthenticated`.
@@ -89,6 +92,7 @@ const KNOWN_PARAMS: &[&str] = &[
     "timeoutSeconds",
     "allowWatchBookmarks",
     "labelSelector",
+    "fieldSelector",
     "fieldManager",
 ];
 
@@ -181,6 +185,13 @@ impl FakeApi {
     /// From now on, requests the stand-in does not know fail: see [`FakeApi::assert_known`].
     pub fn strict(&self) {
         self.state().strict = true;
+    }
+
+    /// Answers `GET path` only when asked with the field selector `fields` (strict server).
+    pub fn require_fields(&self, path: &str, fields: &str) {
+        self.state()
+            .fields
+            .insert(path.to_string(), fields.to_string());
     }
 
     /// Answers `GET path` (a collection of a kind not installed) `404`, as the API server does.
@@ -462,8 +473,17 @@ impl FakeApi {
         let odd: Vec<&str> = params
             .filter(|p| !KNOWN_PARAMS.contains(&p.split('=').next().unwrap_or("")))
             .collect();
-        let known_path =
-            method == "GET" && (s.lists.contains_key(path) || s.not_served.contains(path));
+        let fields = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("fieldSelector="))
+            .map(super::kube_objects::unescape);
+        let selected = match s.fields.get(path) {
+            Some(want) => fields.as_deref() == Some(want.as_str()),
+            None => fields.is_none(),
+        };
+        let known_path = method == "GET"
+            && selected
+            && (s.lists.contains_key(path) || s.not_served.contains(path));
         if odd.is_empty() && known_path {
             return None;
         }

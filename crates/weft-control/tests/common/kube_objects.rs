@@ -35,7 +35,7 @@ fn not_found() -> (u16, Value) {
 }
 
 /// `%XX` escapes decoded (label selectors arrive as `weft.io%2Frecord%3Dissuance`).
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;

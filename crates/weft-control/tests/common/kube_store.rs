@@ -25,11 +25,16 @@ pub const PODS: &str = "/api/v1/pods";
 pub const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 pub const ROUTES: &str = "/apis/gateway.networking.k8s.io/v1/httproutes";
 
-/// Where the API server serves `kind`'s objects of every namespace.
+/// Where the API server serves the objects the store watches of `kind`: of every namespace,
+/// or of the one its row names.
 pub fn collection(kind: &Kind) -> String {
+    let scope = match kind.row.watch_namespace {
+        Some(ns) => format!("namespaces/{ns}/"),
+        None => String::new(),
+    };
     match kind.group {
-        "" => format!("/api/{}/{}", kind.version, kind.plural),
-        g => format!("/apis/{g}/{}/{}", kind.version, kind.plural),
+        "" => format!("/api/{}/{scope}{}", kind.version, kind.plural),
+        g => format!("/apis/{g}/{}/{scope}{}", kind.version, kind.plural),
     }
 }
 
@@ -53,6 +58,9 @@ pub async fn api_with(lists: Vec<(String, Value)>) -> FakeApi {
         let path = collection(kind);
         if !api.has_list(&path) {
             api.not_served(&path);
+        }
+        if let Some(fields) = kind.row.field_selector {
+            api.require_fields(&path, fields);
         }
     }
     let reviews = HashMap::from([

@@ -28,6 +28,11 @@ pub const INJECTOR_SERVICE: &str = weft_control::inject::webhook::SERVICE;
 pub const WEBHOOK_PORT: u16 = 8443;
 pub const WEBHOOK_CONFIG: &str = "weft-proxy-injector-webhook-config";
 pub const WEBHOOK_NAME: &str = "weft-proxy-injector.weft.io";
+/// Where Links and their credentials Secrets live, the only namespace whose Secrets the control
+/// plane reads besides its own (`resource::kinds`: the rows' `watch_namespace`).
+pub const LINK_NAMESPACE: &str = weft_control::resource::multicluster::DEFAULT_LINK_NAMESPACE;
+/// The Role(Binding) in [`LINK_NAMESPACE`]: reading Links' credentials Secrets.
+pub const LINK_READER: &str = "weft-control-links";
 /// Namespaces labelled so are never injected (Linkerd's label); the control plane's is.
 pub const WEBHOOKS_LABEL: &str = "config.linkerd.io/admission-webhooks";
 /// Linkerd's injection annotation.
@@ -56,6 +61,10 @@ fn pod_labels() -> Value {
 
 fn meta(name: &str) -> Value {
     json!({"name": name, "namespace": NAMESPACE, "labels": labels()})
+}
+
+fn link_meta(name: &str) -> Value {
+    json!({"name": name, "namespace": LINK_NAMESPACE, "labels": labels()})
 }
 
 fn cluster_meta(name: &str) -> Value {
@@ -114,6 +123,22 @@ pub fn objects(identity: &Identity, opts: &Options<'_>) -> Vec<Value> {
             "metadata": meta(TRUST_ROOTS_CONFIGMAP),
             "data": {TRUST_ROOTS_KEY: identity.trust_anchors_pem},
         }),
+        namespace_of(LINK_NAMESPACE),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": link_meta(LINK_READER),
+            // Links' credentials: the store lists only their type (a field selector), but RBAC
+            // cannot say so; reading no other namespace's Secrets is what this Role bounds.
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": link_meta(LINK_READER),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LINK_READER},
+            "subjects": [{"kind": "ServiceAccount", "name": CONTROL, "namespace": NAMESPACE}],
+        }),
         deployment(opts),
     ];
     if opts.ha {
@@ -132,11 +157,16 @@ pub fn objects(identity: &Identity, opts: &Options<'_>) -> Vec<Value> {
 }
 
 fn namespace() -> Value {
+    namespace_of(NAMESPACE)
+}
+
+/// A namespace of the control plane's, never injected.
+fn namespace_of(name: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": NAMESPACE,
+            "name": name,
             "labels": {CONTROL_PLANE_NS_LABEL: NAMESPACE, WEBHOOKS_LABEL: "disabled"},
             "annotations": {INJECT_ANNOTATION: "disabled"},
         },

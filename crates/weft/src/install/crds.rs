@@ -1,6 +1,6 @@
 //! The CustomResourceDefinitions of every custom kind of the table of kinds
 //! (`weft_control::resource::kinds`): the Gateway API routes, Linkerd's `policy.linkerd.io` and
-//! `workload.linkerd.io` kinds, and Weft's own `FaultInjection`, each served at exactly the
+//! `workload.linkerd.io` kinds, the multicluster extension's `Link`, and Weft's own `FaultInjection`, each served at exactly the
 //! API versions the control plane accepts, with the upstream fields. Names, versions and scope
 //! come from the table; the schemas are here, keyed by kind ([`SCHEMAS`]).
 
@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use serde_json::{json, Value};
 use weft_control::resource::kinds::{self, Origin};
+use weft_control::resource::multicluster::{LINK_KIND, MULTICLUSTER_GROUP};
 use weft_control::resource::route::{
     FAULT_INJECTION_KIND, GATEWAY_GROUP, POLICY_GROUP, WEFT_EXTENSIONS_GROUP,
 };
@@ -86,10 +87,10 @@ impl Crd {
         if self.group.ends_with(".k8s.io") {
             meta["annotations"] = json!({API_APPROVED.0: API_APPROVED.1});
         }
-        let category = if self.is_gateway_api() {
-            "gateway-api"
-        } else {
-            "policy"
+        let category = match self.group {
+            GATEWAY_GROUP => "gateway-api",
+            MULTICLUSTER_GROUP => "multicluster",
+            _ => "policy",
         };
         let mut names = json!({
             "kind": self.kind,
@@ -227,7 +228,37 @@ pub const SCHEMAS: &[Schema] = &[
         spec: |_| fault_injection_spec(),
         status: None,
     },
+    Schema {
+        group: MULTICLUSTER_GROUP,
+        kind: LINK_KIND,
+        spec: link_spec,
+        status: None,
+    },
 ];
+
+/// Linkerd's `Link` fields (ports are strings there); v1alpha3 added the federated services'
+/// selector and the probe's `failureThreshold` and `timeout`.
+fn link_spec(version: &str) -> Value {
+    let mut probe = vec![("path", string()), ("port", string()), ("period", string())];
+    let mut fields = vec![
+        ("targetClusterName", string()),
+        ("targetClusterDomain", string()),
+        ("targetClusterLinkerdNamespace", string()),
+        ("clusterCredentialsSecret", string()),
+        ("gatewayAddress", string()),
+        ("gatewayPort", string()),
+        ("gatewayIdentity", string()),
+        ("selector", label_selector()),
+        ("remoteDiscoverySelector", label_selector()),
+    ];
+    if version == "v1alpha3" {
+        probe.push(("failureThreshold", string()));
+        probe.push(("timeout", string()));
+        fields.push(("federatedServiceSelector", label_selector()));
+    }
+    fields.push(("probeSpec", obj(&probe)));
+    obj(&fields)
+}
 
 /// v1alpha3 made `hostnames` required (at least one SNI name).
 fn tls_route_spec(version: &str) -> Value {
