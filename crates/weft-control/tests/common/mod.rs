@@ -7,6 +7,7 @@ pub mod identity;
 pub mod kube_api;
 pub mod kube_objects;
 pub mod kube_store;
+pub mod multicluster;
 pub mod stores;
 
 use std::net::SocketAddr;
