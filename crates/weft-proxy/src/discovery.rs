@@ -74,17 +74,26 @@ pub struct Endpoint {
 }
 
 /// The name and port a gateway endpoint forwards to (`web.ns.svc.cluster.local:8080`, the
-/// service in the linked cluster).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// service in the linked cluster), with what each request and connection to it needs made once,
+/// when discovery delivers the endpoint: the authority and `Host` requests carry, and the pool
+/// key's peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthorityOverride {
     /// Lower-cased, without a trailing dot.
     pub host: String,
     pub port: u16,
+    /// `host:port`, as requests to the gateway carry it (URI authority and `Host`).
+    pub authority: ::http::uri::Authority,
+    pub host_header: ::http::HeaderValue,
+    /// The pool key's peer for this endpoint: the gateway's identity and the override
+    /// (`ID\nHOST:PORT`; one gateway serves many names, their connections never mix).
+    pub pool_peer: Arc<str>,
 }
 
 impl AuthorityOverride {
-    /// `host:port`; `None` for anything else (no port, an IP address, not a DNS name).
-    pub fn parse(s: &str) -> Option<AuthorityOverride> {
+    /// `host:port` of a gateway whose TLS identity is `identity`; `None` for anything else (no
+    /// port, an IP address, not a DNS name).
+    pub fn parse(s: &str, identity: &str) -> Option<AuthorityOverride> {
         let authority: ::http::uri::Authority = s.trim().parse().ok()?;
         let port = authority.port_u16().filter(|p| *p != 0)?;
         let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
@@ -94,7 +103,17 @@ impl AuthorityOverride {
             && host.split('.').all(|l| {
                 !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
-        dns.then_some(AuthorityOverride { host, port })
+        if !dns {
+            return None;
+        }
+        let text = format!("{host}:{port}");
+        Some(AuthorityOverride {
+            authority: text.parse().ok()?,
+            host_header: ::http::HeaderValue::from_str(&text).ok()?,
+            pool_peer: format!("{identity}\n{text}").into(),
+            host,
+            port,
+        })
     }
 }
 
@@ -582,17 +601,18 @@ pub(crate) fn endpoint(
     let opaque_transport_port = opaque_transport
         .and_then(|t| u16::try_from(t.inbound_port).ok())
         .filter(|p| *p != 0);
-    let authority_override = wa.authority_override.and_then(|o| {
-        let parsed = AuthorityOverride::parse(&o.authority_override);
-        if parsed.is_none() {
-            tracing::info!(%addr, authority_override = o.authority_override, "ignoring an authority override that is not host:port");
-        }
-        parsed.map(Arc::new)
-    });
     let identity = wa.tls_identity.and_then(|t| match t.strategy {
         Some(tls_identity::Strategy::DnsLikeIdentity(d)) => Some(d.name),
         Some(tls_identity::Strategy::UriLikeIdentity(u)) => Some(u.uri),
         None => None,
+    });
+    let authority_override = wa.authority_override.and_then(|o| {
+        let parsed =
+            AuthorityOverride::parse(&o.authority_override, identity.as_deref().unwrap_or(""));
+        if parsed.is_none() {
+            tracing::info!(%addr, authority_override = o.authority_override, "ignoring an authority override that is not host:port");
+        }
+        parsed.map(Arc::new)
     });
     let mut labels: BTreeMap<String, String> = set_labels
         .iter()

@@ -477,18 +477,18 @@ pub fn take_orig_http1(req: &mut Request<Body>) -> bool {
 /// (URI and `Host`), as Linkerd's outbound does: the linked cluster's workload, its routes and
 /// its authorizations see the service's own name there (`web.ns.svc.cluster.local:8080`), not
 /// the mirror's (`web-west`).
-pub fn override_authority(req: &mut Request<Body>, authority: &str) {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
+pub fn override_authority(req: &mut Request<Body>, to: &crate::discovery::AuthorityOverride) {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(::http::uri::Scheme::HTTP);
+    parts.authority = Some(to.authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(::http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
-    if let Ok(host) = HeaderValue::from_str(authority) {
-        req.headers_mut().insert(header::HOST, host);
-    }
+    req.headers_mut()
+        .insert(header::HOST, to.host_header.clone());
 }
 
 /// Rewrites a request for an HTTP/1 hop: origin-form URI and exactly one `Host`. When the request

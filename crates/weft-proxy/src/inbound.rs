@@ -579,9 +579,10 @@ async fn serve<I>(
     let conn = Arc::new(Conn {
         labels: ib.labels(None, target_addr, client.tls_label()),
         require_identity: ib.require_identity.contains(&app_port),
-        trusted_gateway: client
+        forwarded: client
             .id()
-            .is_some_and(|id| ib.trusted_gateways.iter().any(|g| g == id)),
+            .is_some_and(|id| ib.trusted_gateways.iter().any(|g| g == id))
+            .then(Box::default),
         app: SocketAddr::from((Ipv4Addr::LOCALHOST, app_port)),
         ib,
         policy,
@@ -628,15 +629,20 @@ struct Conn {
     labels: Labels,
     /// The port is in `WEFT_PROXY_INBOUND_PORTS_REQUIRE_IDENTITY`.
     require_identity: bool,
-    /// The client is a gateway in `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: each request's
-    /// `l5d-client-id` names its client ([`Conn::forwarded`]).
-    trusted_gateway: bool,
+    /// `Some` when the client is a gateway in `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`:
+    /// each request's `l5d-client-id` names its client ([`Conn::forwarded`]), and the
+    /// connections of the clients it forwarded lately are kept here, so a request does not
+    /// rebuild its client's labels and decision counters.
+    forwarded: Option<Box<Mutex<Vec<Arc<Conn>>>>>,
     /// The last HTTP authorization decision's counter: requests on a connection mostly repeat
     /// the same (policy, route, authorization), so its labels are rendered once.
     last: Mutex<Option<Decided>>,
     /// The same for the last rate limit refusal (a flood repeats it).
     last_limited: Mutex<Option<(Arc<ServerPolicy>, Scope, Counter)>>,
 }
+
+/// How many forwarded callers a trusted gateway's connection keeps ([`Conn::forwarded`]).
+const FORWARDED_KEPT: usize = 16;
 
 /// A decision and its counter.
 struct Decided {
@@ -659,7 +665,7 @@ impl Conn {
     /// log when there is one (both off: one branch each, and no wrapper future).
     async fn serve_request(mut self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
         // A trusted gateway's request is its caller's (one branch for everyone else).
-        if self.trusted_gateway {
+        if self.forwarded.is_some() {
             self = self.forwarded(&req);
         }
         // Trace: an unsampled request reads its trace headers and goes on as untraced.
@@ -690,10 +696,20 @@ impl Conn {
         else {
             return self;
         };
+        let Some(cache) = &self.forwarded else {
+            return self;
+        };
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(conn) = cache
+            .iter()
+            .find(|c| c.client.id().is_some_and(|c| c.eq_ignore_ascii_case(id)))
+        {
+            return conn.clone();
+        }
         let client = Client::Mtls {
             id: Some(id.to_ascii_lowercase()),
         };
-        Arc::new(Conn {
+        let conn = Arc::new(Conn {
             ib: self.ib.clone(),
             policy: self.policy.clone(),
             labels: self.ib.labels(None, self.target_addr, client.tls_label()),
@@ -702,10 +718,16 @@ impl Conn {
             target_addr: self.target_addr,
             app: self.app,
             require_identity: self.require_identity,
-            trusted_gateway: false,
+            forwarded: None,
             last: Mutex::new(None),
             last_limited: Mutex::new(None),
-        })
+        });
+        // A gateway's connection carries many callers; the most recent few are kept.
+        if cache.len() == FORWARDED_KEPT {
+            cache.remove(0);
+        }
+        cache.push(conn.clone());
+        conn
     }
 
     /// [`Conn::serve_request`] for a sampled request: `span` (SERVER, started by the tracer,

@@ -640,6 +640,15 @@ async fn a_trusted_gateways_client_id_is_the_client_and_anyone_elses_is_replaced
     let deny = [("client_id", THIRD), ("srv_name", "web-http")];
     assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_DENY, &deny), 1);
 
+    // Callers alternate on the gateway's connection: each is still itself (their per-caller
+    // state is kept for the connection, never mixed up).
+    for _ in 0..2 {
+        assert_eq!(get_as(&mut gateway, CLIENT).await.0, 200);
+        assert_eq!(get_as(&mut gateway, THIRD).await.0, 403);
+    }
+    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_ALLOW, &allow), 3);
+    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_DENY, &deny), 3);
+
     // Without the header the gateway itself is the client (not admitted here).
     let req = Request::get("http://web:8080/")
         .body(Empty::new())
@@ -655,5 +664,5 @@ async fn a_trusted_gateways_client_id_is_the_client_and_anyone_elses_is_replaced
         error.starts_with(&format!("client {THIRD} is not")),
         "{error}"
     );
-    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_ALLOW, &allow), 1);
+    assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_ALLOW, &allow), 3);
 }

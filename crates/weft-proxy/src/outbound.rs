@@ -1047,7 +1047,7 @@ async fn send_attempt(
         span.endpoint(addr, &labels.tls);
     }
     if let Some(t) = &tagged {
-        http::override_authority(&mut req, &t.authority.to_string());
+        http::override_authority(&mut req, &t.authority);
     }
     let dst = Dst { addr, tls, tagged };
     // Tap: one relaxed load when nobody taps (boxed state otherwise).
@@ -1111,11 +1111,10 @@ async fn send_attempt(
 /// its proxy takes opaque transport on (without that port there is no way to name the
 /// override: the endpoint is reached as any other).
 fn tagged(ep: &Endpoint) -> Option<http::Tagged> {
-    Some(http::Tagged::new(
-        ep.opaque_transport_port?,
-        ep.authority_override.clone()?,
-        ep.identity.as_deref().unwrap_or_default(),
-    ))
+    Some(http::Tagged {
+        port: ep.opaque_transport_port?,
+        authority: ep.authority_override.clone()?,
+    })
 }
 
 /// The endpoint a retried request's previous attempt went to.

@@ -66,23 +66,11 @@ pub struct Dst {
 }
 
 /// How a gateway endpoint is reached: its proxy's port for opaque transport, and the name the
-/// gateway forwards to.
+/// gateway forwards to (which also names the pool key's peer: [`AuthorityOverride::pool_peer`]).
 #[derive(Clone, Debug)]
 pub struct Tagged {
     pub port: u16,
     pub authority: Arc<AuthorityOverride>,
-    /// The pool key's peer: the gateway's identity and the override (`ID\nHOST:PORT`).
-    pub key: Arc<str>,
-}
-
-impl Tagged {
-    pub fn new(port: u16, authority: Arc<AuthorityOverride>, identity: &str) -> Tagged {
-        Tagged {
-            port,
-            key: format!("{identity}\n{authority}").into(),
-            authority,
-        }
-    }
 }
 
 impl From<SocketAddr> for Dst {
@@ -96,14 +84,14 @@ impl From<SocketAddr> for Dst {
 }
 
 /// The pool key: the address and the peer identity (`None` = plaintext) — for a gateway, the
-/// identity and the name it forwards to ([`Tagged::key`]: one gateway serves many names, their
+/// identity and the name it forwards to ([`AuthorityOverride::pool_peer`]: one gateway serves many names, their
 /// connections never mix; the common key stays two words to hash).
 type Key = (SocketAddr, Option<Arc<str>>);
 
 impl Dst {
     fn key(&self) -> Key {
         let peer = match (&self.tagged, &self.tls) {
-            (Some(t), Some(_)) => Some(t.key.clone()),
+            (Some(t), Some(_)) => Some(t.authority.pool_peer.clone()),
             (_, tls) => tls.as_ref().map(|t| t.identity.clone()),
         };
         (self.addr, peer)
