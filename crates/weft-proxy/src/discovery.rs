@@ -117,6 +117,21 @@ impl AuthorityOverride {
     }
 }
 
+impl AuthorityOverride {
+    /// The transport header a connection to the gateway starts with: the override, and the
+    /// session protocol inside (`None`: opaque bytes).
+    pub fn transport_header(
+        &self,
+        protocol: Option<crate::mtls::SessionProtocol>,
+    ) -> crate::mtls::TransportHeader {
+        crate::mtls::TransportHeader {
+            port: self.port,
+            name: Some(self.host.clone()),
+            protocol,
+        }
+    }
+}
+
 impl fmt::Display for AuthorityOverride {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)

@@ -27,7 +27,7 @@ use crate::{
     connect::{self, Dial, Io},
     discovery::AuthorityOverride,
     metrics::{Labels, Metrics},
-    mtls::{ClientTls, SessionProtocol, TransportHeader},
+    mtls::{ClientTls, SessionProtocol},
     relay,
 };
 use bytes::Bytes;
@@ -524,13 +524,11 @@ impl Pool {
     /// opaque-transport port, the transport header naming the override and `wire`.
     async fn connect(&self, dst: &Dst, wire: Wire, labels: &Labels) -> Result<Io, Error> {
         let tagged = dst.tagged.as_ref().filter(|_| dst.tls.is_some());
-        let header = tagged.map(|t| TransportHeader {
-            port: t.authority.port,
-            name: Some(t.authority.host.clone()),
-            protocol: Some(match wire {
+        let header = tagged.map(|t| {
+            t.authority.transport_header(Some(match wire {
                 Wire::Http1 => SessionProtocol::Http1,
                 Wire::Http2 => SessionProtocol::Http2,
-            }),
+            }))
         });
         let dial = Dial {
             addr: tagged.map_or(dst.addr, |t| SocketAddr::new(dst.addr.ip(), t.port)),

@@ -62,11 +62,7 @@ fn opaque_dial(
         return (addr, None);
     };
     let header = match ep.authority_override.as_deref() {
-        Some(o) => TransportHeader {
-            port: o.port,
-            name: Some(o.host.clone()),
-            protocol: None,
-        },
+        Some(o) => o.transport_header(None),
         None => TransportHeader {
             port: addr.port(),
             name: None,
