@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::multicluster::{mint, probe_server, west_store, GATEWAY_ID};
+use common::multicluster::{gateway_mirror_answers, mint, probe_server, west_store, GATEWAY_ID};
 use common::{get, http, http_json, next, LIMIT};
 use linkerd2_proxy_api::destination::update::Update as U;
 use serde_json::{json, Value};
@@ -291,39 +291,11 @@ async fn east_mirrors_west_and_follows_it() {
     let east_api = easts[0].0.api_addr;
 
     // Gateway mode: the gateway, with the remote authority and opaque transport on its port.
-    let mut web = get(east, "web-west.default.svc.cluster.local:80")
-        .await
-        .unwrap();
-    let first = loop {
-        match next(&mut web).await {
-            U::Add(set) => break set,
-            U::NoEndpoints(_) | U::Remove(_) => continue,
-        }
-    };
-    assert_eq!(first.addrs.len(), 1);
-    let a = &first.addrs[0];
+    let (mut web, first) = gateway_mirror_answers(east).await;
     assert_eq!(
-        SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string(),
-        "127.0.0.1:4143"
+        first.addrs[0].metric_labels["external_workload"],
+        "west-gateway"
     );
-    assert_eq!(
-        a.authority_override.as_ref().unwrap().authority_override,
-        "web.default.svc.cluster.local:80"
-    );
-    let hint = a.protocol_hint.as_ref().unwrap();
-    assert_eq!(hint.opaque_transport.as_ref().unwrap().inbound_port, 4143);
-    let id = a
-        .tls_identity
-        .as_ref()
-        .unwrap()
-        .server_name
-        .as_ref()
-        .unwrap();
-    assert_eq!(id.name, GATEWAY_ID);
-    // Metric labels (the proxy's `dst_*`): the mirror Service, and the linked cluster.
-    assert_eq!(first.metric_labels["service"], "web-west");
-    assert_eq!(a.metric_labels["target_cluster_name"], "west");
-    assert_eq!(a.metric_labels["external_workload"], "west-gateway");
 
     // Remote discovery: west's ready pod itself.
     let mut api = get(east, "api-west.default.svc.cluster.local:80")

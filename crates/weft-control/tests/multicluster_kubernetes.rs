@@ -10,15 +10,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use common::kube_store::{collection, control_plane, empty_api, kind_of, SETTLE};
-use common::multicluster::{mint, probe_server, west_store, GATEWAY_ID};
-use common::{get, http_json, next};
+use common::multicluster::{gateway_mirror_answers, mint, probe_server, west_store, GATEWAY_ID};
+use common::{http_json, next};
 use linkerd2_proxy_api::destination::update::Update as U;
 use serde_json::{json, Value};
 use weft_control::resource::multicluster::{
     credentials_secret_document, kubeconfig, DEFAULT_LINK_NAMESPACE,
 };
-
-const WEB_WEST: &str = "web-west.default.svc.cluster.local:80";
 
 /// The Link as `kubectl apply` leaves it (the stand-in adds uid, version, creation time).
 fn link(name: &str, probe: SocketAddr) -> Value {
@@ -89,33 +87,7 @@ async fn east_on_kubernetes_follows_a_link_and_its_secret() {
     let east = control_plane(&api, "mck8s-e").await;
 
     // Gateway mode, as for the file store: west's gateway, the remote authority, its identity.
-    let mut web = get(east.grpc_addr, WEB_WEST).await.unwrap();
-    let first = loop {
-        match next(&mut web).await {
-            U::Add(set) => break set,
-            U::NoEndpoints(_) | U::Remove(_) => continue,
-        }
-    };
-    assert_eq!(first.addrs.len(), 1);
-    let a = &first.addrs[0];
-    assert_eq!(
-        SocketAddr::try_from(a.addr.unwrap()).unwrap().to_string(),
-        "127.0.0.1:4143"
-    );
-    assert_eq!(
-        a.authority_override.as_ref().unwrap().authority_override,
-        "web.default.svc.cluster.local:80"
-    );
-    let id = a
-        .tls_identity
-        .as_ref()
-        .unwrap()
-        .server_name
-        .as_ref()
-        .unwrap();
-    assert_eq!(id.name, GATEWAY_ID);
-    assert_eq!(first.metric_labels["service"], "web-west");
-    assert_eq!(a.metric_labels["target_cluster_name"], "west");
+    let (mut web, _) = gateway_mirror_answers(east.grpc_addr).await;
 
     let store = store_until(east.api_addr, "the broken Link's error", |s| {
         s.to_string()

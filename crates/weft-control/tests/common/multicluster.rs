@@ -122,3 +122,58 @@ pub async fn probe_server(alive: Arc<AtomicBool>) -> SocketAddr {
     });
     addr
 }
+
+/// East's Destination answer for `web-west` (gateway mode), once it has endpoints, checked for
+/// what every store must answer: west's gateway (`127.0.0.1:4143` in these tests) as the one
+/// endpoint, with the remote authority, opaque transport on the gateway's port, the gateway's
+/// identity and the mirror's metric labels. The stream is returned for what follows.
+pub async fn gateway_mirror_answers(
+    east: SocketAddr,
+) -> (
+    tonic::Streaming<linkerd2_proxy_api::destination::Update>,
+    linkerd2_proxy_api::destination::WeightedAddrSet,
+) {
+    use linkerd2_proxy_api::destination::update::Update as U;
+    let mut web = super::get(east, "web-west.default.svc.cluster.local:80")
+        .await
+        .expect("Destination.Get web-west");
+    let first = loop {
+        match super::next(&mut web).await {
+            U::Add(set) => break set,
+            U::NoEndpoints(_) | U::Remove(_) => continue,
+        }
+    };
+    assert_eq!(first.addrs.len(), 1, "{first:?}");
+    let a = &first.addrs[0];
+    assert_eq!(
+        SocketAddr::try_from(a.addr.expect("addr"))
+            .expect("ip")
+            .to_string(),
+        "127.0.0.1:4143"
+    );
+    assert_eq!(
+        a.authority_override
+            .as_ref()
+            .expect("override")
+            .authority_override,
+        "web.default.svc.cluster.local:80"
+    );
+    let hint = a.protocol_hint.as_ref().expect("hint");
+    assert_eq!(
+        hint.opaque_transport
+            .as_ref()
+            .expect("opaque transport")
+            .inbound_port,
+        4143
+    );
+    let id = a
+        .tls_identity
+        .as_ref()
+        .and_then(|t| t.server_name.as_ref())
+        .expect("identity");
+    assert_eq!(id.name, GATEWAY_ID);
+    // Metric labels (the proxy's `dst_*`): the mirror Service, and the linked cluster.
+    assert_eq!(first.metric_labels["service"], "web-west");
+    assert_eq!(a.metric_labels["target_cluster_name"], "west");
+    (web, first)
+}
