@@ -12,91 +12,28 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::ca::{Ca, Certifier};
+use common::ca::Ca;
+use common::mesh::{self, TOKEN};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
-use linkerd2_proxy_api::destination::{
-    self as dst,
-    destination_server::{Destination, DestinationServer},
-    update::Update as U,
-};
-use linkerd2_proxy_api::identity::identity_server::IdentityServer;
 use tokio::net::{TcpListener, TcpStream};
 use weft_proxy::runtime;
 
 const SERVER: &str = "web-1.default.serviceaccount.identity.weft.cluster.local";
 const CLIENT: &str = "client.default.serviceaccount.identity.weft.cluster.local";
-const TOKEN: &str = "weft-no-plaintext-test-token";
 const WEB: &str = "web.default.svc.cluster.local:8080";
 /// Bound for waits on events (a certificate, a response); not a timing assertion.
 const LIMIT: Duration = Duration::from_secs(20);
 
-type Stream<T> = Pin<Box<dyn futures_util::Stream<Item = Result<T, tonic::Status>> + Send>>;
-
-/// Destination: every name is the one meshed endpoint `peer` with identity [`SERVER`].
-struct Meshed {
-    peer: SocketAddr,
-}
-
-#[tonic::async_trait]
-impl Destination for Meshed {
-    type GetStream = Stream<dst::Update>;
-    type GetProfileStream = Stream<dst::DestinationProfile>;
-
-    async fn get(
-        &self,
-        _: tonic::Request<dst::GetDestination>,
-    ) -> Result<tonic::Response<Self::GetStream>, tonic::Status> {
-        let add = U::Add(dst::WeightedAddrSet {
-            addrs: vec![dst::WeightedAddr {
-                addr: Some(self.peer.into()),
-                weight: 10000,
-                tls_identity: Some(dst::TlsIdentity {
-                    strategy: Some(dst::tls_identity::Strategy::DnsLikeIdentity(
-                        dst::tls_identity::DnsLikeIdentity {
-                            name: SERVER.into(),
-                        },
-                    )),
-                    server_name: None,
-                }),
-                ..Default::default()
-            }],
-            metric_labels: Default::default(),
-        });
-        let first =
-            futures_util::stream::once(async move { Ok(dst::Update { update: Some(add) }) });
-        // The stream stays open, as the control plane's do.
-        use futures_util::StreamExt as _;
-        Ok(tonic::Response::new(Box::pin(
-            first.chain(futures_util::stream::pending()),
-        )))
-    }
-
-    async fn get_profile(
-        &self,
-        _: tonic::Request<dst::GetDestination>,
-    ) -> Result<tonic::Response<Self::GetProfileStream>, tonic::Status> {
-        Err(tonic::Status::invalid_argument("no profiles here"))
-    }
-}
-
-/// A control plane on 127.0.0.1: `Certify` for [`TOKEN`] and [`Meshed`] Destination answers
-/// (policies unimplemented: the proxies' defaults apply).
+/// A control plane on 127.0.0.1 (`common::mesh`): `Certify` for [`TOKEN`], and Destination
+/// answering [`WEB`] with the one meshed endpoint `peer`, identity [`SERVER`].
 async fn control_plane(ca: &Arc<Ca>, peer: SocketAddr) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(IdentityServer::new(Certifier::new(ca.clone(), TOKEN)))
-            .add_service(DestinationServer::new(Meshed { peer }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
+    let web = mesh::endpoint(peer, SERVER, mesh::Hint::H2, None, None);
+    mesh::control_plane(ca, mesh::Scripted::new([(WEB.to_string(), vec![web])])).await
 }
 
 /// An application answering `hello` to every request.
