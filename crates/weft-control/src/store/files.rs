@@ -17,6 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
+/// How long after its mtime a file counts as racy (see [`Cached::racy`]).
+const RACY: Duration = Duration::from_secs(2);
+
+/// Whether a file modified at `mtime` must be read again by the next scan (unknown or future
+/// mtimes included).
+fn is_racy(mtime: Option<SystemTime>, now: SystemTime) -> bool {
+    mtime.is_none_or(|m| !now.duration_since(m).is_ok_and(|age| age >= RACY))
+}
+
 /// Subdirectory of the store where registered workloads are persisted.
 pub const REGISTERED_DIR: &str = ".registered";
 
@@ -34,6 +43,7 @@ pub fn start(
         dir,
         core: Core::new(defaults),
         cache: HashMap::new(),
+        unsettled: HashMap::new(),
     };
     store.load();
     let (commands, rx) = mpsc::channel(16);
@@ -48,12 +58,20 @@ struct Store {
     /// A file is re-read only when its size or mtime changed, and re-parsed only when its
     /// text changed.
     cache: HashMap<PathBuf, Cached>,
+    /// Files a poll found changed, with the text it read: such a file may be half written
+    /// (`>` truncates, then writes), so a poll applies it only once the next poll reads the
+    /// same text. Our own writes (registrations, `weft apply`) are atomic and read at once.
+    unsettled: HashMap<PathBuf, String>,
 }
 
 /// One store file as last read.
 struct Cached {
     len: u64,
     mtime: Option<SystemTime>,
+    /// Modified so recently that a write in the same timestamp tick, of the same length, would
+    /// leave `len` and `mtime` as they are (file systems stamp with a coarse clock): such a
+    /// file is read again by the next scan, whatever its metadata says.
+    racy: bool,
     text: Arc<str>,
     /// Hash of `text`, for the fingerprint.
     hash: u64,
@@ -99,7 +117,7 @@ impl Store {
     fn handle(&mut self, job: Option<Command>) {
         match job {
             None => {
-                self.load();
+                self.poll();
             }
             Some(Command::Register(w, reply)) => {
                 let _ = reply.send(self.register(w));
@@ -121,7 +139,17 @@ impl Store {
 
     /// Scans, and if anything changed, applies it. Returns the errors of this load.
     fn load(&mut self) -> Vec<String> {
-        match self.scan() {
+        self.scan_and_apply(false)
+    }
+
+    /// [`Store::load`] for the periodic poll: a file changed since the last poll waits for the
+    /// next one (see [`Store::unsettled`]).
+    fn poll(&mut self) -> Vec<String> {
+        self.scan_and_apply(true)
+    }
+
+    fn scan_and_apply(&mut self, settle: bool) -> Vec<String> {
+        match self.scan(settle) {
             Ok(files) => self.core.apply(&files),
             Err(e) => self.core.report(vec![e]),
         }
@@ -129,19 +157,23 @@ impl Store {
 
     /// Every YAML file under the store, sorted, as (path relative to the store, content hash,
     /// parsed documents). Hidden files and directories are skipped, except `.registered/`.
-    fn scan(&mut self) -> Result<Vec<Scanned>, String> {
+    fn scan(&mut self, settle: bool) -> Result<Vec<Scanned>, String> {
         let mut paths = Vec::new();
         collect(&self.dir, true, &mut paths)
             .map_err(|e| format!("{}: cannot read: {e}", self.dir.display()))?;
         paths.sort();
         let mut out = Vec::new();
         let mut cache = HashMap::new();
+        let mut unsettled = HashMap::new();
+        let now = SystemTime::now();
         for path in paths {
             let rel = self.relative(&path);
             let meta = std::fs::metadata(&path).map_err(|e| format!("{rel}: cannot read: {e}"))?;
             let (len, mtime) = (meta.len(), meta.modified().ok());
-            let entry = match self.cache.remove(&path) {
-                Some(c) if (c.len, c.mtime) == (len, mtime) => c,
+            let racy = is_racy(mtime, now);
+            let old = self.cache.remove(&path);
+            let entry = match old {
+                Some(c) if !c.racy && (c.len, c.mtime) == (len, mtime) => c,
                 old => {
                     let bytes =
                         std::fs::read(&path).map_err(|e| format!("{rel}: cannot read: {e}"))?;
@@ -149,12 +181,28 @@ impl Store {
                         String::from_utf8(bytes).map_err(|_| format!("{rel}: not UTF-8 text"))?;
                     match old {
                         // Touched but not changed: keep the parse.
-                        Some(c) if *c.text == *text => Cached { len, mtime, ..c },
+                        Some(c) if *c.text == *text => Cached {
+                            len,
+                            mtime,
+                            racy,
+                            ..c
+                        },
+                        old if settle && self.unsettled.get(&path) != Some(&text) => {
+                            // Changed, and not read like this before: keep what is in force
+                            // (if anything) until a poll reads the same text again.
+                            unsettled.insert(path.clone(), text);
+                            if let Some(c) = old {
+                                out.push((rel, c.hash, c.parsed.clone()));
+                                cache.insert(path, c);
+                            }
+                            continue;
+                        }
                         _ => {
                             let (hash, parsed) = self.core.parse(&rel, &text);
                             Cached {
                                 len,
                                 mtime,
+                                racy,
                                 text: Arc::from(text),
                                 hash,
                                 parsed,
@@ -167,6 +215,7 @@ impl Store {
             cache.insert(path, entry);
         }
         self.cache = cache;
+        self.unsettled = unsettled;
         Ok(out)
     }
 

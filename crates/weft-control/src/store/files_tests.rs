@@ -20,6 +20,7 @@ fn store(test: &str) -> Store {
             control_namespace: "weft".into(),
         }),
         cache: HashMap::new(),
+        unsettled: HashMap::new(),
     }
 }
 
@@ -132,4 +133,43 @@ fn registration_is_applied_despite_an_unrelated_bad_file() {
     );
     assert!(!s.registered_path("default", "web-2").exists());
     let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[test]
+fn a_poll_applies_a_file_only_once_it_stops_changing() {
+    let mut s = store("settle");
+    write(&s, "s.yaml", &svc("api", 81));
+    assert!(s.load().is_empty());
+    assert_eq!(ports(&s), [("api".to_string(), 81)]);
+
+    // `>` truncates, then writes: a poll between the two sees an empty file. It must not
+    // take that for the removal of the service.
+    write(&s, "s.yaml", "");
+    assert!(s.poll().is_empty());
+    assert_eq!(
+        ports(&s),
+        [("api".to_string(), 81)],
+        "a half-written file applied"
+    );
+    write(&s, "s.yaml", &svc("api", 82));
+    assert!(s.poll().is_empty());
+    assert_eq!(ports(&s), [("api".to_string(), 81)]);
+    // The same text again (the same length, maybe the same mtime tick as 81: read anyway,
+    // the file is recent): applied.
+    assert!(s.poll().is_empty());
+    assert_eq!(ports(&s), [("api".to_string(), 82)]);
+
+    // A new file and a removed one, the same way; an emptied file that stays empty is a removal.
+    write(&s, "t.yaml", &svc("web", 80));
+    s.poll();
+    assert_eq!(ports(&s).len(), 1, "a file seen once applied");
+    s.poll();
+    assert_eq!(ports(&s).len(), 2);
+    write(&s, "t.yaml", "");
+    s.poll();
+    s.poll();
+    assert_eq!(ports(&s), [("api".to_string(), 82)]);
+    std::fs::remove_file(s.dir.join("s.yaml")).unwrap();
+    s.poll();
+    assert!(ports(&s).is_empty(), "a removal waits for nothing");
 }
