@@ -26,7 +26,7 @@ use crate::ca::{pem_certificates, Ca};
 use crate::own_cert::{OwnCert, OwnIdentity};
 
 /// A client has this long to send its first byte and finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod etcd;
+pub mod hostile;
 pub mod identity;
 pub mod kube_api;
 pub mod kube_objects;
