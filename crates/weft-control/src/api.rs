@@ -38,6 +38,8 @@ pub mod check;
 pub mod dashboard;
 #[path = "api/edges.rs"]
 mod edges;
+#[path = "api/limits.rs"]
+pub mod limits;
 #[path = "api/multicluster.rs"]
 pub mod multicluster;
 #[path = "api/params.rs"]
@@ -53,9 +55,6 @@ mod tap;
 
 /// Every answer's body: whole (`Full`) but for the streamed taps.
 pub type ApiBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
-
-/// Largest accepted request body.
-const MAX_BODY: usize = 1 << 20;
 
 /// What the API reads and changes.
 pub struct Ctx {
@@ -83,15 +82,24 @@ pub struct Ctx {
     pub cluster_name: Option<String>,
     /// The Links this control plane follows (`GET /v1/multicluster/links`).
     pub links: crate::multicluster::Links,
+    /// What the API admits: connections, request heads and bodies, changes, workloads.
+    pub limits: limits::Limits,
+    /// What those limits refused (`GET /metrics`).
+    pub refused: limits::Refused,
 }
 
-/// Serves the API on `listener` until `shutdown` changes.
+/// Serves the API on `listener` until `shutdown` changes. Each connection holds one of
+/// `max_connections` slots; past them a connection is answered `503` and closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ctx: Ctx,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ctx = Arc::new(ctx);
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.limits.max_connections));
+    let changes = Arc::new(tokio::sync::Semaphore::new(
+        ctx.limits.max_changes_in_flight,
+    ));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -109,16 +117,38 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let ctx = ctx.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            ctx.refused.count(limits::Reason::Connections);
+            tokio::spawn(limits::refuse_connection(
+                stream,
+                ctx.limits.max_connections,
+            ));
+            continue;
+        };
+        let (ctx, changes) = (ctx.clone(), changes.clone());
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| dispatch(req, ctx.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+            let refused = ctx.refused.clone();
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ctx.limits.header_read_timeout)
+                .max_header_size(ctx.limits.max_head)
+                .max_buf_size(ctx.limits.max_head.max(8192));
+            let svc =
+                hyper::service::service_fn(move |req| dispatch(req, ctx.clone(), changes.clone()));
+            let conn = http.serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
-                res = conn => if let Err(e) = res { tracing::debug!("api connection: {e}") },
+                res = conn => if let Err(e) = res {
+                    if e.is_timeout() {
+                        refused.count(limits::Reason::HeaderTimeout);
+                    } else if e.is_parse_too_large() {
+                        refused.count(limits::Reason::HeaderTooLarge);
+                    }
+                    tracing::debug!("api connection: {e}");
+                },
                 _ = stop.changed() => {}
             }
+            drop(slot);
         });
     }
 }
@@ -160,7 +190,11 @@ async fn windows(
 
 /// Taps stream their answers, the dashboard's files are served from the binary; everything
 /// else is answered whole by [`handle`].
-async fn dispatch(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<ApiBody>, Infallible> {
+async fn dispatch(
+    req: Request<Incoming>,
+    ctx: Arc<Ctx>,
+    changes: Arc<tokio::sync::Semaphore>,
+) -> Result<Response<ApiBody>, Infallible> {
     if dashboard::owns(req.uri().path()) {
         let rsp = dashboard::handle(req.method(), req.uri().path());
         return Ok(rsp.map(|b| b.boxed_unsync()));
@@ -186,6 +220,30 @@ async fn dispatch(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<ApiB
     if path == "/v1/multicluster/exports" && req.method() == Method::GET {
         return Ok(multicluster::stream(&req, &ctx));
     }
+    // Every other method changes the store: at most `max_changes_in_flight` at once, which
+    // also bounds the request bodies held in memory.
+    let _change = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        None
+    } else {
+        match changes.try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                ctx.refused.count(limits::Reason::ChangesInFlight);
+                let mut rsp = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "{} changes are in progress (the API's limit); retry",
+                        ctx.limits.max_changes_in_flight
+                    ),
+                );
+                rsp.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+                return Ok(rsp.map(|b| b.boxed_unsync()));
+            }
+        }
+    };
     let rsp = handle(req, ctx).await?;
     Ok(rsp.map(|b| b.boxed_unsync()))
 }
@@ -308,7 +366,8 @@ async fn handle(
         }
         (Method::GET, ["v1", "multicluster", "links"]) => multicluster::links(&ctx),
         (Method::GET, ["metrics"]) => {
-            let text = crate::multicluster::metrics::render(&ctx.links.metrics());
+            let mut text = crate::multicluster::metrics::render(&ctx.links.metrics());
+            text.push_str(&ctx.refused.render());
             let mut rsp = Response::new(Full::new(Bytes::from(text)));
             rsp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -441,18 +500,48 @@ async fn in_index(
     }
 }
 
-/// A request body: one JSON or YAML document; the error is the `400`'s message.
-async fn read_document(req: Request<Incoming>) -> Result<Value, String> {
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| format!("cannot read the request body: {e}"))?
-        .to_bytes();
-    let text = std::str::from_utf8(&body).map_err(|_| "request body: not UTF-8".to_string())?;
+/// A request body of at most `max_body` bytes; the refusal otherwise: `413` when it is larger
+/// (said by its `content-length` or found while reading), `400` when it could not be read.
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+) -> Result<Bytes, Response<Full<Bytes>>> {
+    let max = ctx.limits.max_body;
+    let too_large = || {
+        ctx.refused.count(limits::Reason::BodyTooLarge);
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body: larger than {max} bytes (the API's limit)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+/// A request body: one JSON or YAML document; the refusal otherwise (`400` for a bad document).
+async fn read_document(req: Request<Incoming>, ctx: &Ctx) -> Result<Value, Response<Full<Bytes>>> {
+    let body = read_body(req, ctx).await?;
+    let bad = |e: String| error(StatusCode::BAD_REQUEST, e);
+    let text = std::str::from_utf8(&body).map_err(|_| bad("request body: not UTF-8".into()))?;
     // JSON is also YAML, but parsing JSON first gives JSON clients JSON error positions.
-    serde_json::from_str(text).or_else(|_| {
-        yaml_serde::from_str(text).map_err(|e| format!("request body: invalid JSON or YAML: {e}"))
-    })
+    if let Ok(doc) = serde_json::from_str(text) {
+        return Ok(doc);
+    }
+    yaml_serde::from_str(text).map_err(|e| bad(format!("request body: invalid JSON or YAML: {e}")))
 }
 
 async fn register(
@@ -464,9 +553,9 @@ async fn register(
     if let Some(bad) = bad_path_labels(ns, name) {
         return bad;
     }
-    let mut doc = match read_document(req).await {
+    let mut doc = match read_document(req, ctx).await {
         Ok(doc) => doc,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(refused) => return refused,
     };
     if let Some(obj) = doc.as_object_mut() {
         let meta = obj.entry("metadata").or_insert_with(|| json!({}));
@@ -490,6 +579,9 @@ async fn register(
         Err(errors) => return error(StatusCode::BAD_REQUEST, errors.join("; ")),
     };
     let identity = workload.server_name.clone();
+    if let Some(refused) = over_workload_limit(ctx, ns, name) {
+        return refused;
+    }
     if let Err(refused) = apply_workload(ctx, workload).await {
         return refused;
     }
@@ -505,6 +597,29 @@ async fn register(
             format!("registered, but the identity token could not be stored: {e}"),
         ),
     }
+}
+
+/// The `403` for a registration of a new workload once `max_workloads` are in force (one in
+/// force may be registered again: that replaces it).
+fn over_workload_limit(ctx: &Ctx, ns: &str, name: &str) -> Option<Response<Full<Bytes>>> {
+    let state = ctx.index.state();
+    let known = state.workloads.len();
+    let max = ctx.limits.max_workloads;
+    if known < max
+        || state
+            .workloads
+            .contains_key(&(ns.to_string(), name.to_string()))
+    {
+        return None;
+    }
+    ctx.refused.count(limits::Reason::Workloads);
+    Some(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{known} workloads are in force (the control plane's limit is {max}): deregister one \
+             first"
+        ),
+    ))
 }
 
 /// Stores `workload` and waits until it is in force — served: the index has published it
@@ -540,9 +655,9 @@ async fn set_status(
     if let Some(bad) = bad_path_labels(ns, name) {
         return bad;
     }
-    let doc = match read_document(req).await {
+    let doc = match read_document(req, ctx).await {
         Ok(doc) => doc,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(refused) => return refused,
     };
     let conditions = match resource::workload_status::validate_update(&doc, "request body") {
         Ok(c) => c,

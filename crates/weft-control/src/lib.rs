@@ -98,6 +98,9 @@ pub struct Config {
     /// How long a lost multicluster link keeps its mirrored services; `Duration::ZERO`: forever.
     /// Default [`multicluster::DEFAULT_LINK_EXPIRY`] (5 min).
     pub link_expiry: Duration,
+    /// What the HTTP API admits (connections, request heads and bodies, changes in flight,
+    /// workloads). Default [`api::limits::Limits::default`].
+    pub api_limits: api::limits::Limits,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             webhook: None,
             cluster_name: None,
             link_expiry: multicluster::DEFAULT_LINK_EXPIRY,
+            api_limits: api::limits::Limits::default(),
         }
     }
 }
@@ -444,6 +448,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             tap,
             cluster_name: config.cluster_name.clone(),
             links,
+            limits: config.api_limits.clone(),
+            refused: api::limits::Refused::default(),
         },
         shutdown_rx.clone(),
     ));

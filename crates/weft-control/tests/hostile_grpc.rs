@@ -79,6 +79,7 @@ fn preface_then_garbage() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_grpc_port_is_closed_and_the_plane_keeps_serving() {
+    let _alone = hostile::alone().await;
     let (cp, mut client) = plane("grpc-garbage").await;
     client.check("start").await;
     let before = usage();
@@ -182,6 +183,7 @@ async fn garbage_on_the_grpc_port_is_closed_and_the_plane_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_abandoned_grpc_connections_are_closed() {
+    let _alone = hostile::alone().await;
     let (cp, mut client) = plane("grpc-abandoned").await;
     client.check("start").await;
     let before = usage();

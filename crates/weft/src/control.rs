@@ -129,6 +129,7 @@ impl ControlArgs {
             prometheus_url: self.prometheus_url.clone(),
             cluster_name: self.cluster_name.clone(),
             link_expiry: self.link_expiry,
+            api_limits: Default::default(),
             webhook: self.webhook_addr.map(|addr| WebhookConfig {
                 addr,
                 injector: crate::inject::injector(

@@ -4,11 +4,11 @@
 //! streams, to a link token only, the exported services as NDJSON. East's half:
 //! `GET /v1/multicluster/links`, the state of every Link this control plane follows.
 
-use super::{error, reply, ApiBody, Ctx, MAX_BODY};
+use super::{error, reply, ApiBody, Ctx};
 use crate::multicluster::export::{exports, gateways, ExportedService};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{json, Value};
 use std::convert::Infallible;
@@ -23,9 +23,9 @@ pub const COALESCE: Duration = Duration::from_millis(100);
 
 /// `POST /v1/multicluster/credentials` with `{"name": "<east's name for itself>"}`.
 pub async fn credentials(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    let body = match super::read_body(req, ctx).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let name = match serde_json::from_slice::<Value>(&body) {
         Ok(v) => match v.get("name").and_then(Value::as_str) {

@@ -9,7 +9,7 @@
 //! its error, kind names are case-insensitive and singular, plural or short, and `GET` answers
 //! the documents as applied with a `status` for routes and policies.
 
-use super::{error, in_index, reply, Ctx, MAX_BODY};
+use super::{error, in_index, read_body, reply, Ctx};
 use crate::documents::{self, DocKey};
 use crate::resource::authz;
 use crate::resource::egress::EGRESS_NETWORK_KIND;
@@ -21,7 +21,7 @@ use crate::resource::State;
 use crate::store::{edit, StoreError};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
@@ -65,14 +65,11 @@ pub fn reference(key: &DocKey) -> String {
     }
 }
 
-/// A request body as text (the YAML of `weft apply -f`/`weft delete -f`).
-async fn read_text(req: Request<Incoming>) -> Result<String, String> {
-    let body = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| format!("cannot read the request body: {e}"))?
-        .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| "request body: not UTF-8".to_string())
+/// A request body as text (the YAML of `weft apply -f`/`weft delete -f`); the refusal otherwise.
+async fn read_text(req: Request<Incoming>, ctx: &Ctx) -> Result<String, Response<Full<Bytes>>> {
+    let body = read_body(req, ctx).await?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "request body: not UTF-8"))
 }
 
 /// The name errors give the request's text: `?file=NAME` (what `weft apply -f` read), else
@@ -169,9 +166,9 @@ fn same(key: &DocKey, store: &State, index: &State) -> bool {
 /// `POST /v1/resources?file=NAME`: applies every document of the YAML body.
 pub async fn apply(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
     let file = file_name(req.uri().query());
-    let text = match read_text(req).await {
+    let text = match read_text(req, ctx).await {
         Ok(text) => text,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(refused) => return refused,
     };
     let parsed = documents::parse_yaml_documents(&file, &text, &ctx.defaults);
     let mut results = Vec::new();
@@ -224,9 +221,9 @@ async fn delete_key(ctx: &Ctx, key: &DocKey) -> (Result<&'static str, String>, b
 /// kind, namespace and name are read, as `kubectl delete -f`).
 pub async fn delete_documents(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
     let file = file_name(req.uri().query());
-    let text = match read_text(req).await {
+    let text = match read_text(req, ctx).await {
         Ok(text) => text,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(refused) => return refused,
     };
     let parsed = documents::parse_yaml_documents(&file, &text, &ctx.defaults);
     let mut keys: Vec<(usize, Option<DocKey>, Vec<String>)> = Vec::new();

@@ -26,6 +26,13 @@ spec:
 
 pub const WEB: &str = "web.default.svc.cluster.local:8080";
 
+/// Held by each hostile-input test for its whole run: the tests of one binary run on threads of
+/// one process, and each measures that process's memory and descriptors.
+pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 /// This process's resident memory (KiB) and open descriptors: the control plane under test runs
 /// in it, so they bound the plane's (plus the test's own, which the bounds allow for).
 #[derive(Clone, Copy, Debug)]
@@ -192,4 +199,43 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// `control_api_refused_total{reason}` from the API's `GET /metrics`.
+pub async fn refused(api: SocketAddr, reason: &str) -> u64 {
+    let (status, text) = http(api, "GET", "/metrics", "").await;
+    assert_eq!(status, 200, "{text}");
+    let line = format!("control_api_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .unwrap_or_else(|| panic!("no {line} in /metrics:\n{text}"))
+        .parse()
+        .expect("a count")
+}
+
+/// Sends `bytes` to the API on a new connection and reads until it is closed, within `limit`:
+/// the status (when an answer came) and the whole text.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (Option<u16>, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect to the API");
+    tokio::io::AsyncWriteExt::write_all(&mut s, bytes)
+        .await
+        .expect("send");
+    let closed = closed_within("a raw request", &mut s, limit).await;
+    answer(&closed.received)
+}
+
+/// The status and text of an HTTP/1 answer (no status when nothing came).
+pub fn answer(received: &[u8]) -> (Option<u16>, String) {
+    let text = String::from_utf8_lossy(received).to_string();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok());
+    (status, text)
+}
+
+/// The JSON body of an answer's text.
+pub fn json_body(text: &str) -> serde_json::Value {
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }

@@ -58,6 +58,17 @@ pub async fn start(config: weft_control::Config) -> weft_control::Running {
 
 /// One HTTP/1.1 request with `Connection: close`; returns (status, body text).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_within(addr, method, path, body, LIMIT).await
+}
+
+/// [`http`], the response awaited for up to `limit`.
+pub async fn http_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    limit: Duration,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the API");
@@ -67,7 +78,7 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u1
     );
     s.write_all(req.as_bytes()).await.expect("send request");
     let mut buf = Vec::new();
-    tokio::time::timeout(LIMIT, s.read_to_end(&mut buf))
+    tokio::time::timeout(limit, s.read_to_end(&mut buf))
         .await
         .expect("response in time")
         .expect("read response");
