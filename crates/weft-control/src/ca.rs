@@ -478,12 +478,22 @@ impl Ca {
     }
 }
 
-/// The Certify CSR rules: parses (DER, or PEM "CERTIFICATE REQUEST"), checks the signature, and
-/// requires exactly one DNS SAN equal to `identity` and no IP, URI, email or other SANs.
-/// Returns the public key to certify.
+/// The largest CSR accepted: a P-256 request is about 300 bytes; anything near this is not one.
+pub const MAX_CSR: usize = 16 * 1024;
+
+/// The Certify CSR rules: at most [`MAX_CSR`] bytes, parses (DER, or PEM "CERTIFICATE
+/// REQUEST"), a supported key ([`supported_key`]), checks the signature, and requires exactly one
+/// DNS SAN equal to `identity` and no IP, URI, email or other SANs. Returns the public key to
+/// certify.
 pub fn check_csr(csr: &[u8], identity: &str) -> Result<rcgen::SubjectPublicKeyInfo, CertifyError> {
     use x509_parser::certification_request::X509CertificationRequest;
     let bad = |m: String| CertifyError::InvalidCsr(m);
+    if csr.len() > MAX_CSR {
+        return Err(bad(format!(
+            "CSR is {} bytes; at most {MAX_CSR} are accepted",
+            csr.len()
+        )));
+    }
     let der = if csr.trim_ascii_start().starts_with(b"-----BEGIN") {
         let (_, pem) = x509_parser::pem::parse_x509_pem(csr)
             .map_err(|e| bad(format!("malformed CSR: invalid PEM: {e}")))?;
@@ -502,6 +512,7 @@ pub fn check_csr(csr: &[u8], identity: &str) -> Result<rcgen::SubjectPublicKeyIn
     if !rest.is_empty() {
         return Err(bad("malformed CSR: trailing bytes after the request".into()));
     }
+    supported_key(&req.certification_request_info.subject_pki)?;
     req.verify_signature()
         .map_err(|e| bad(format!("CSR signature does not verify: {e}")))?;
     let mut dns = Vec::new();
@@ -549,6 +560,35 @@ pub fn check_csr(csr: &[u8], identity: &str) -> Result<rcgen::SubjectPublicKeyIn
     }
     rcgen::SubjectPublicKeyInfo::from_der(req.certification_request_info.subject_pki.raw)
         .map_err(|e| bad(format!("unsupported CSR public key: {e}")))
+}
+
+/// The keys a leaf may certify: ECDSA on P-256 (what proxies make) or P-384, and Ed25519 — what
+/// the mesh's TLS verifies. RSA and anything else is refused by name before its signature is
+/// checked.
+fn supported_key(spki: &x509_parser::x509::SubjectPublicKeyInfo) -> Result<(), CertifyError> {
+    use x509_parser::oid_registry::{
+        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+        OID_SIG_ED25519,
+    };
+    let alg = &spki.algorithm;
+    if alg.algorithm == OID_SIG_ED25519 {
+        return Ok(());
+    }
+    let key = if alg.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        let curve = alg.parameters.as_ref().and_then(|p| p.as_oid().ok());
+        match curve {
+            Some(c) if c == OID_EC_P256 || c == OID_NIST_EC_P384 => return Ok(()),
+            Some(c) => format!("ECDSA on curve {}", c.to_id_string()),
+            None => "ECDSA without a named curve".to_string(),
+        }
+    } else if alg.algorithm == OID_PKCS1_RSAENCRYPTION {
+        "RSA".to_string()
+    } else {
+        format!("algorithm {}", alg.algorithm.to_id_string())
+    };
+    Err(CertifyError::InvalidCsr(format!(
+        "unsupported CSR public key: {key}; expected ECDSA (P-256 or P-384) or Ed25519"
+    )))
 }
 
 /// Every CERTIFICATE block of a PEM text, as DER. Other blocks are an error (a key in the

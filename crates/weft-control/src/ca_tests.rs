@@ -227,3 +227,51 @@ fn a_second_cluster_gets_its_own_issuer_under_the_first_ones_anchor() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn csrs_too_large_or_of_unsupported_keys_are_refused_by_name() {
+    let ca = Ca::ephemeral("cluster.local", "weft", DEFAULT_CERT_LIFETIME).expect("ca");
+    let now = SystemTime::now();
+    // A valid CSR padded past the limit: refused for its size before it is parsed.
+    let mut huge = csr(vec![dns(ID)]);
+    huge.resize(MAX_CSR + 1, 0);
+    let m = invalid(ca.certify(&huge, ID, None, now));
+    assert_eq!(
+        m,
+        format!("CSR is {} bytes; at most 16384 are accepted", MAX_CSR + 1)
+    );
+
+    // An RSA key (made by openssl, public: a CSR carries no private key).
+    let rsa = include_bytes!("../tests/fixtures/certify/rsa-2048.csr.der");
+    let m = invalid(ca.certify(
+        rsa,
+        "web-1.default.serviceaccount.identity.weft.cluster.local",
+        None,
+        now,
+    ));
+    assert!(m.starts_with("unsupported CSR public key: RSA;"), "{m}");
+
+    // An algorithm nobody knows: the P-256 CSR's id-ecPublicKey (1.2.840.10045.2.1) renamed.
+    let mut unknown = csr(vec![dns(ID)]);
+    let oid = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let at = unknown
+        .windows(oid.len())
+        .position(|w| w == oid)
+        .expect("id-ecPublicKey in the CSR");
+    unknown[at + oid.len() - 1] = 0x7f;
+    let m = invalid(ca.certify(&unknown, ID, None, now));
+    assert!(
+        m.starts_with("unsupported CSR public key: algorithm 1.2.840.10045.2.127;"),
+        "{m}"
+    );
+
+    // ECDSA P-384 and Ed25519 are certified.
+    for alg in [&rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519] {
+        let key = KeyPair::generate_for(alg).expect("key");
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![dns(ID)];
+        let der = p.serialize_request(&key).expect("csr").der().to_vec();
+        ca.certify(&der, ID, None, now)
+            .expect("a supported key is certified");
+    }
+}
