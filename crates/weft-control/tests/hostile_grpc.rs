@@ -226,3 +226,41 @@ async fn a_thousand_abandoned_grpc_connections_are_closed() {
     hostile::assert_bounded("1,000 abandoned gRPC connections", before, after, 64 * 1024);
     cp.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_peers_that_stop_answering_are_closed_by_keepalive() {
+    use weft_control::grpc::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+    let _alone = hostile::alone().await;
+    let (cp, mut client) = plane("grpc-keepalive").await;
+    client.check("start").await;
+    let before = usage();
+
+    // 200 clients that send the preface and SETTINGS, then never read nor answer a PING: a
+    // peer that vanished without closing looks the same from the server.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(cp.grpc_addr).await.unwrap();
+        let mut hello = H2_PREFACE.to_vec();
+        hello.extend(frame(0, 0x4, 0, 0));
+        s.write_all(&hello).await.unwrap();
+        silent.push(s);
+    }
+    let start = Instant::now();
+    // Meanwhile the well-behaved client (whose HTTP/2 client answers PINGs) keeps its stream.
+    client.check("200 silent HTTP/2 peers").await;
+    let bound = KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT + Duration::from_secs(20);
+    for s in &mut silent {
+        closed_within("a silent HTTP/2 peer", s, bound).await;
+    }
+    let took = start.elapsed();
+    eprintln!("200 silent HTTP/2 peers: all closed within {took:?}");
+    assert!(
+        took >= KEEPALIVE_INTERVAL,
+        "closed before the keepalive: {took:?}"
+    );
+    drop(silent);
+    client.check("200 silent HTTP/2 peers closed").await;
+    let after = hostile::fds_settle(before.fds + hostile::FD_SLACK, SILENT).await;
+    hostile::assert_bounded("200 silent HTTP/2 peers", before, after, 64 * 1024);
+    cp.shutdown().await.unwrap();
+}

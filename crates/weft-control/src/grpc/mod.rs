@@ -29,6 +29,12 @@ pub use outbound::OutboundService;
 pub use policy::InboundService;
 pub use stream::Stream;
 
+/// How long a connection may be silent before the server PINGs its peer; a peer that does not
+/// answer within [`KEEPALIVE_TIMEOUT`] is gone (crashed, partitioned, or never meant to talk)
+/// and its connection is closed. Every HTTP/2 client answers PINGs on its own.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves Destination, OutboundPolicies, InboundServerPolicies and Identity on `listener`
 /// (TLS as `transport` says; plaintext only for loopback peers) until `shutdown` changes.
 pub async fn serve(
@@ -45,6 +51,8 @@ pub async fn serve(
         "gRPC: TLS as the control plane's identity; plaintext only from loopback peers"
     );
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(IdentityServer::new(identity))
         .add_service(DestinationServer::new(DestinationService::new(
             index.clone(),
