@@ -109,7 +109,9 @@ async fn a_registration_flood_leaves_in_force_exactly_what_was_answered_200() {
     let mut accepted = BTreeSet::new();
     let mut ips = BTreeSet::new();
     let mut tokens = Vec::new();
-    let (mut busy, mut unavailable) = (0, 0);
+    let mut busy = 0;
+    // Stored but not yet applied (503): allowed under load; they may or may not be in force yet.
+    let (mut stored, mut stored_ips) = (BTreeSet::new(), BTreeSet::new());
     for (i, name, ip, status, body) in &results {
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
         match (i % 3, *status) {
@@ -128,34 +130,41 @@ async fn a_registration_flood_leaves_in_force_exactly_what_was_answered_200() {
                     .contains("changes are in progress"));
                 busy += 1;
             }
-            // Stored but not yet applied: allowed under load, and neither in nor out below.
-            (0, 503) => unavailable += 1,
+            (0, 503) => {
+                stored.insert(name.clone());
+                stored_ips.insert(format!("{ip}:8080"));
+            }
             (1, 400) => assert!(body.contains("spec.ports[0].port"), "{body}"),
             (2, 400) => assert!(body.contains("path name"), "{body}"),
             (_, status) => panic!("{name}: unexpected {status}: {body}"),
         }
     }
     eprintln!(
-        "300 concurrent registrations: {} accepted, {busy} answered 429, {unavailable} 503, \
+        "300 concurrent registrations: {} accepted, {busy} answered 429, {} 503, \
          the rest 400; all answered within {took:?}",
-        accepted.len()
+        accepted.len(),
+        stored.len()
     );
     assert!(!accepted.is_empty(), "no registration got through");
     let refused_429 = refused(api, "changes_in_flight").await;
     assert_eq!(refused_429, busy as u64);
 
-    // In force: exactly the ones answered 200 (plus any 503's, which were stored).
+    // In force: every one answered 200, and nothing refused (a 503's was stored: it may be).
     let listed = listed(api, "flood-").await;
     assert!(
         accepted.is_subset(&listed),
         "{accepted:?} not all in {listed:?}"
     );
-    assert_eq!(listed.len(), accepted.len() + unavailable, "{listed:?}");
+    let maybe: BTreeSet<String> = accepted.union(&stored).cloned().collect();
+    assert!(
+        listed.is_subset(&maybe),
+        "{listed:?} has more than {maybe:?}"
+    );
     assert!(listed_bad(&dir), "a refused registration was stored");
-    // The Destination stream reaches exactly their addresses.
+    // The Destination stream reaches their addresses, and no refused one's.
     let deadline = Instant::now() + SLOW;
     let mut seen = BTreeSet::new();
-    while seen != ips {
+    while !ips.is_subset(&seen) {
         assert!(
             Instant::now() < deadline,
             "stream has {seen:?}, want {ips:?}"
@@ -169,6 +178,11 @@ async fn a_registration_flood_leaves_in_force_exactly_what_was_answered_200() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    let maybe_ips: BTreeSet<String> = ips.union(&stored_ips).cloned().collect();
+    assert!(
+        seen.is_subset(&maybe_ips),
+        "the stream has more than {maybe_ips:?}: {seen:?}"
+    );
     // Their tokens certify their identities.
     for (identity, token) in tokens.iter().take(3) {
         certify(
