@@ -83,6 +83,9 @@ pub struct Ctx {
     pub cluster_name: Option<String>,
     /// The Links this control plane follows (`GET /v1/multicluster/links`).
     pub links: crate::multicluster::Links,
+    /// With the Kubernetes store: link tokens are ServiceAccount tokens (`None`: digests in
+    /// `tokens`).
+    pub link_accounts: Option<crate::k8s::link_accounts::LinkAccounts>,
 }
 
 /// Serves the API on `listener` until `shutdown` changes.
@@ -184,7 +187,7 @@ async fn dispatch(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<ApiB
         return Ok(rsp);
     }
     if path == "/v1/multicluster/exports" && req.method() == Method::GET {
-        return Ok(multicluster::stream(&req, &ctx));
+        return Ok(multicluster::stream(&req, &ctx).await);
     }
     let rsp = handle(req, ctx).await?;
     Ok(rsp.map(|b| b.boxed_unsync()))

@@ -165,6 +165,12 @@ fn check_control_plane(docs: &[Value], anchors: &str) -> Value {
     for verb in ["get", "create", "update"] {
         assert!(allows(secrets, "", "secrets", verb));
     }
+    // Link credentials (docs/multicluster.md): a ServiceAccount per linked cluster and its
+    // token, in `weft` only; never reading another account.
+    assert!(allows(secrets, "", "serviceaccounts", "create"));
+    assert!(allows(secrets, "", "serviceaccounts", "delete"));
+    assert!(allows(secrets, "", "serviceaccounts/token", "create"));
+    assert!(!allows(secrets, "", "serviceaccounts", "get"));
     assert_eq!(
         find(docs, "RoleBinding", "weft-control")["roleRef"]["kind"],
         "Role"
