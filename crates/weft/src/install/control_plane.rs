@@ -171,7 +171,7 @@ fn namespace() -> Value {
 }
 
 /// A namespace of the control plane's, never injected.
-fn namespace_of(name: &str) -> Value {
+pub(crate) fn namespace_of(name: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Namespace",
