@@ -153,6 +153,12 @@ async fn east_on_kubernetes_follows_a_link_and_its_secret() {
 /// `GET /v1/multicluster/exports` with `token`: the status, and the first line (the snapshot)
 /// when it is 200, else the body.
 async fn exports(api: SocketAddr, token: &str) -> (u16, Value) {
+    let (status, first, _) = exports_stream(api, token).await;
+    (status, first)
+}
+
+/// [`exports`], and the rest of the stream.
+async fn exports_stream(api: SocketAddr, token: &str) -> (u16, Value, hyper::body::Incoming) {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(api).await.unwrap();
     let io = hyper_util::rt::TokioIo::new(stream);
@@ -181,7 +187,11 @@ async fn exports(api: SocketAddr, token: &str) -> (u16, Value) {
         .await
         .expect("exports answer");
     let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
-    (status, serde_json::from_slice(line).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(line).unwrap_or(Value::Null),
+        body,
+    )
 }
 
 #[tokio::test]
@@ -273,7 +283,30 @@ async fn west_on_kubernetes_mints_link_tokens_as_service_accounts() {
     assert_eq!(status, 401, "the replaced token: {body}");
     assert_eq!(exports(west.api_addr, &second).await.0, 200);
 
-    // Revoked: the ServiceAccount is deleted, its token refused.
+    // East's stream, on the replaced token, ends at its next review (every heartbeat) and is
+    // refused when it reconnects: the link says why (what `weft multicluster check` reads).
+    let (status, links) = http_json(east.api_addr, "GET", "/v1/multicluster/links", "").await;
+    assert_eq!(status, 200);
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut links = links;
+    while !(links[0]["connected"] == false
+        && links[0]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "east's link: {links}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        links = http_json(east.api_addr, "GET", "/v1/multicluster/links", "")
+            .await
+            .1;
+    }
+
+    // Revoked: the ServiceAccount is deleted, its token refused, an open stream ended.
+    let (status, _, mut open) = exports_stream(west.api_addr, &second).await;
+    assert_eq!(status, 200);
     let (status, body) = http_json(
         west.api_addr,
         "DELETE",
@@ -284,10 +317,73 @@ async fn west_on_kubernetes_mints_link_tokens_as_service_accounts() {
     assert_eq!(status, 200, "{body}");
     assert!(api.object_at(ACCOUNT).is_none());
     assert_eq!(exports(west.api_addr, &second).await.0, 401);
+    let ended = async {
+        use http_body_util::BodyExt;
+        while let Some(frame) = open.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(SETTLE, ended)
+        .await
+        .expect("the revoked token's stream ends");
     api.assert_known();
 
     east.shutdown().await.unwrap();
     west.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&west_dir);
     let _ = std::fs::remove_dir_all(&east_dir);
+}
+
+/// The pod of the Deployment `weft multicluster install` prints (its golden output), as the API
+/// server lists it once scheduled and ready at `ip`.
+fn installed_gateway_pod(ip: &str) -> Value {
+    use serde::Deserialize as _;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../weft/tests/golden/multicluster-install.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let deployment = yaml_serde::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("YAML"))
+        .find(|d| d["kind"] == "Deployment")
+        .expect("the gateway Deployment");
+    let template = &deployment["spec"]["template"];
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    let sa = template["spec"]["serviceAccountName"].as_str().unwrap();
+    let name = "weft-gateway-7c9d5b8f6-q4zjm";
+    let mut p = pod(
+        namespace,
+        name,
+        ip,
+        template["metadata"]["labels"].clone(),
+        Some(sa),
+        &[],
+    );
+    p["metadata"]["annotations"] = template["metadata"]["annotations"].clone();
+    for list in ["containers", "initContainers"] {
+        p["spec"][list] = template["spec"][list].clone();
+    }
+    p
+}
+
+#[tokio::test]
+async fn the_installed_gateway_is_what_west_offers_to_link_to() {
+    let api = empty_api().await;
+    api.apply(PODS, installed_gateway_pod("10.244.9.7"));
+    let dir = common::temp_dir("mck8s-gw");
+    let mut config = common::config(&dir);
+    config.store = weft_control::store::Location::Kubernetes(Some(api.kubeconfig(&dir)));
+    config.scrape_interval = std::time::Duration::ZERO;
+    let west = common::start(config).await;
+    let creds = mint(west.api_addr, "east").await;
+    assert_eq!(
+        creds["gateways"],
+        json!([{"address": "10.244.9.7", "port": 4143,
+                "identity": "weft-gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local",
+                "probePort": 4191, "probePath": "/ready"}]),
+        "{creds}"
+    );
+    api.assert_known();
+    west.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
