@@ -257,6 +257,13 @@ async fn west_on_kubernetes_mints_link_tokens_as_service_accounts() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert_eq!(names, ["web"], "{snapshot}");
+    // The link token is no proxy's credential: its audience is not Linkerd's identity one.
+    let id = "weft-link-east.weft.serviceaccount.identity.weft.cluster.local";
+    let refused =
+        common::identity::certify(west.grpc_addr, id, &first, common::identity::csr_for(id))
+            .await
+            .expect_err("a link token certifies nothing");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     // A pod's identity token (authenticated, but for Linkerd's identity audience), a token the
     // API server does not know: refused.
     for token in ["token-web", "token-nobody"] {
