@@ -248,7 +248,27 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
         .api()
         .call(hyper::Method::POST, "/v1/resources?file=link", yaml)
         .await?;
+    if status == hyper::StatusCode::METHOD_NOT_ALLOWED {
+        bail!(
+            "{}",
+            read_only_store(
+                &applied,
+                status,
+                "weft multicluster link ... --print | kubectl apply -f -"
+            )
+        );
+    }
     crate::resources::report(status, &applied)
+}
+
+/// Why this cluster refused the Link (`405`: its store is Kubernetes, read-only through Weft's
+/// API), and what to run instead.
+fn read_only_store(answer: &Value, status: hyper::StatusCode, instead: &str) -> String {
+    format!(
+        "{}; this cluster's store is Kubernetes: {instead} (a credential minted now is replaced \
+         by the next)",
+        api_error(answer, status)
+    )
 }
 
 /// What `link` applies (`--print` prints): a credential minted by the linked cluster, checked
@@ -394,6 +414,14 @@ async fn unlink(args: UnlinkArgs) -> anyhow::Result<()> {
         let (status, answer) = api
             .call(hyper::Method::DELETE, &path, String::new())
             .await?;
+        if status == hyper::StatusCode::METHOD_NOT_ALLOWED {
+            let instead = format!(
+                "kubectl delete -n {ns} link.multicluster.linkerd.io/{link} secret/{secret_name}",
+                ns = args.namespace,
+                link = args.name
+            );
+            bail!("{}", read_only_store(&answer, status, &instead));
+        }
         crate::resources::report(status, &answer)?;
     }
     if let Some((server, name)) = credentials {
@@ -573,6 +601,21 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: MulticlusterArgs,
+    }
+
+    #[test]
+    fn a_kubernetes_store_is_told_to_use_kubectl() {
+        let answer = json!({"error": "the Kubernetes store takes changes through the Kubernetes API (kubectl apply/delete); workloads are pods"});
+        let why = read_only_store(
+            &answer,
+            hyper::StatusCode::METHOD_NOT_ALLOWED,
+            "X | kubectl apply -f -",
+        );
+        assert!(why.contains("kubectl apply/delete"), "{why}");
+        assert!(
+            why.contains("store is Kubernetes: X | kubectl apply -f -"),
+            "{why}"
+        );
     }
 
     #[test]
