@@ -138,10 +138,11 @@ async fn granted(ctx: &Ctx, token: &str) -> Result<String, (StatusCode, String)>
 }
 
 /// Whether an open stream's token still grants the exports. A digest is looked up every time;
-/// a ServiceAccount token is reviewed again once per [`HEARTBEAT`], and a review the API server
-/// cannot answer keeps the stream (the link is not cut by a blip of the API server).
+/// a ServiceAccount token is reviewed again at each heartbeat (changes in between are sent
+/// without asking: at most one review per half heartbeat), and a review the API server cannot
+/// answer keeps the stream (the link is not cut by a blip of the API server).
 async fn still_granted(ctx: &Ctx, token: &str, reviewed: &mut tokio::time::Instant) -> bool {
-    if ctx.link_accounts.is_some() && reviewed.elapsed() < HEARTBEAT {
+    if ctx.link_accounts.is_some() && reviewed.elapsed() < HEARTBEAT / 2 {
         return true;
     }
     *reviewed = tokio::time::Instant::now();
