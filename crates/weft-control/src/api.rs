@@ -86,6 +86,9 @@ pub struct Ctx {
     pub limits: limits::Limits,
     /// What those limits refused (`GET /metrics`).
     pub refused: limits::Refused,
+    /// With the Kubernetes store: link tokens are ServiceAccount tokens (`None`: digests in
+    /// `tokens`).
+    pub link_accounts: Option<crate::k8s::link_accounts::LinkAccounts>,
 }
 
 /// Serves the API on `listener` until `shutdown` changes. Each connection holds one of
@@ -218,7 +221,7 @@ async fn dispatch(
         return Ok(rsp);
     }
     if path == "/v1/multicluster/exports" && req.method() == Method::GET {
-        return Ok(multicluster::stream(&req, &ctx));
+        return Ok(multicluster::stream(&req, &ctx).await);
     }
     // Every other method changes the store: at most `max_changes_in_flight` at once, which
     // also bounds the request bodies held in memory.

@@ -46,6 +46,9 @@ pub const SKIP_INBOUND_PORTS_ANNOTATION: &str = "config.linkerd.io/skip-inbound-
 pub const SKIP_OUTBOUND_PORTS_ANNOTATION: &str = "config.linkerd.io/skip-outbound-ports";
 pub use crate::resource::OPAQUE_PORTS_ANNOTATION;
 pub const PROXY_AWAIT_ANNOTATION: &str = "config.linkerd.io/proxy-await";
+/// Linkerd's: the pod is a multicluster gateway (its proxy forwards what linked clusters send
+/// to the services they name), `"true"` or `"false"`.
+pub const ENABLE_GATEWAY_ANNOTATION: &str = "config.linkerd.io/enable-gateway";
 pub const PROXY_UID_ANNOTATION: &str = "config.linkerd.io/proxy-uid";
 /// Native sidecars on (`"true"`, Weft's default) or off; the alpha name is Linkerd's older one.
 pub const NATIVE_SIDECAR_ANNOTATION: &str = "config.beta.linkerd.io/proxy-enable-native-sidecar";
@@ -127,6 +130,8 @@ pub struct Settings {
     pub native: bool,
     /// The app containers start only once the proxy is ready.
     pub proxy_await: bool,
+    /// A multicluster gateway's proxy ([`ENABLE_GATEWAY_ANNOTATION`]).
+    pub gateway: bool,
     /// No `weft-init` container: a CNI plugin installs the redirect rules.
     pub cni: bool,
     pub proxy_image: String,
@@ -365,6 +370,7 @@ impl Injector {
         let settings = Settings {
             native: native_beta.or(native_alpha).unwrap_or(true),
             proxy_await: switch(PROXY_AWAIT_ANNOTATION, "enabled", "disabled").unwrap_or(true),
+            gateway: switch(ENABLE_GATEWAY_ANNOTATION, "true", "false").unwrap_or(false),
             cni: self.cni,
             proxy_image: text(PROXY_IMAGE_ANNOTATION)
                 .unwrap_or_else(|| format!("{registry}/weft-proxy")),

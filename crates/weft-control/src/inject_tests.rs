@@ -525,3 +525,26 @@ fn every_bad_annotation_is_reported_at_once() {
         assert!(text.contains(value), "{text}");
     }
 }
+
+#[test]
+fn the_gateway_annotation_is_read_and_checked() {
+    let inj = injector();
+    let settings = |extra: &[(&str, &str)]| {
+        let t = enabled_template(extra);
+        inj.settings(&annotations(t.get("metadata")), &no_ns())
+    };
+    assert!(!settings(&[]).unwrap().gateway);
+    assert!(
+        settings(&[(ENABLE_GATEWAY_ANNOTATION, "true")])
+            .unwrap()
+            .gateway
+    );
+    assert!(
+        !settings(&[(ENABLE_GATEWAY_ANNOTATION, "false")])
+            .unwrap()
+            .gateway
+    );
+    let err = settings_error(&[(ENABLE_GATEWAY_ANNOTATION, "yes")]);
+    assert_eq!(bad_annotations(&err), [ENABLE_GATEWAY_ANNOTATION]);
+    assert!(err.to_string().contains("\"yes\""), "{err}");
+}

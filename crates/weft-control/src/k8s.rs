@@ -2,7 +2,7 @@
 //! in-cluster service account or `KUBECONFIG`), the kinds the store watches ([`KINDS`]: every
 //! row of the table of kinds, `resource::kinds`), and the three conversations held with the API
 //! server — list+watch of each kind ([`watch`]), `TokenReview` of a proxy's ServiceAccount token
-//! ([`token_review`]) and a `Lease` for the leader's work ([`lease`]), which is writing the
+//! ([`token_review`]; a linked cluster's ServiceAccount token too, [`link_accounts`]) and a `Lease` for the leader's work ([`lease`]), which is writing the
 //! status of routes and policies ([`status`]) and pruning the issuance records every replica
 //! keeps in a ConfigMap ([`records`]). What an object becomes in the store is in [`objects`].
 //!
@@ -10,6 +10,7 @@
 //! few dozen lines here, and kube-runtime adds 31 crates to the build (`docs/kubernetes.md`).
 
 pub mod lease;
+pub mod link_accounts;
 pub mod objects;
 pub mod records;
 pub mod status;

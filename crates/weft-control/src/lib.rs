@@ -268,6 +268,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let mut tasks = Vec::new();
     let instance = ledger.instance();
     let mut reviewer = None;
+    let mut link_accounts = None;
     let (store, tokens, ips, records, leader) = match &config.store {
         store::Location::Dir(dir) => {
             let (store, task) = store::files::start(
@@ -364,6 +365,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
                 client.clone(),
                 &config.control_namespace,
             ));
+            link_accounts = Some(k8s::link_accounts::LinkAccounts::new(
+                client.clone(),
+                &config.control_namespace,
+            ));
             reviewer = Some(k8s::token_review::Reviewer::new(client));
             // Cluster IPs come with the Services (a headless one has none).
             let ips = service_ips::ServiceIps::given();
@@ -450,6 +455,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             links,
             limits: config.api_limits.clone(),
             refused: api::limits::Refused::default(),
+            link_accounts,
         },
         shutdown_rx.clone(),
     ));

@@ -129,6 +129,10 @@ impl core::Sidecar for WeftSidecar {
         if let Some(level) = &s.log_level {
             vars.push(env(config::ENV_LOG, level.clone()));
         }
+        if s.gateway {
+            let (name, value) = run::gateway_env(&s.cluster_domain);
+            vars.push(env(name, value));
+        }
         vars
     }
 
@@ -176,6 +180,16 @@ fn finish(out: manifest::Output) -> anyhow::Result<()> {
     }
 }
 
+/// A trust-anchors PEM file (`--trust-anchors`), which must hold a certificate.
+pub(crate) fn read_trust_anchors(path: &std::path::Path) -> anyhow::Result<String> {
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        anyhow::bail!("{}: no PEM certificate in it", path.display());
+    }
+    Ok(pem)
+}
+
 pub fn inject(args: InjectArgs) -> anyhow::Result<()> {
     let text = read(&args.file)?;
     let mut injector = injector(
@@ -186,12 +200,7 @@ pub fn inject(args: InjectArgs) -> anyhow::Result<()> {
         args.cni,
     );
     if let Some(path) = &args.trust_anchors {
-        let pem =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            anyhow::bail!("{}: no PEM certificate in it", path.display());
-        }
-        injector.trust_anchors = Some(pem);
+        injector.trust_anchors = Some(read_trust_anchors(path)?);
     }
     finish(manifest::inject(&text, &injector, args.annotate_only))
 }

@@ -43,6 +43,86 @@ pub enum McCommand {
     Check(McCheckArgs),
     /// Show each linked cluster's gateway: alive, probe latency, mirrored services.
     Gateways(GatewaysArgs),
+    /// Print this cluster's multicluster gateway for Kubernetes (kubectl apply -f -).
+    Install(McInstallArgs),
+    /// Print the gateway's objects for kubectl delete -f -.
+    Uninstall(McUninstallArgs),
+}
+
+/// `weft multicluster install`: Linkerd's flags where they apply.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    kubectl get cm -n weft weft-identity-trust-roots -o jsonpath='{.data.ca-bundle\\.crt}' > anchors.pem\n  \
+    weft multicluster install --trust-anchors anchors.pem | kubectl apply -f -\n\n\
+    Prints the gateway (ServiceAccount, Deployment with its proxy injected in gateway mode, \
+    Service with ports mc-gateway and mc-probe) in weft-multicluster, which `weft install` \
+    created. Other clusters link to this one with `weft multicluster link`. See \
+    docs/multicluster.md.")]
+pub struct McInstallArgs {
+    /// Install the gateway (Linkerd's --gateway; false prints only a namespace of its own).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub gateway: bool,
+    /// The gateway Service's port for linked clusters' traffic (`mc-gateway`; the pod's is 4143).
+    #[arg(long, default_value_t = weft_control::resource::multicluster::DEFAULT_GATEWAY_PORT, value_name = "PORT")]
+    pub gateway_port: u16,
+    /// The gateway Service's probe port (`mc-probe`, `GET /ready`; the pod's is 4191).
+    #[arg(long, default_value_t = weft_control::resource::multicluster::DEFAULT_PROBE_PORT, value_name = "PORT")]
+    pub gateway_probe_port: u16,
+    /// The gateway Service's type.
+    #[arg(long, default_value = "LoadBalancer", value_parser = ["LoadBalancer", "NodePort", "ClusterIP"])]
+    pub gateway_service_type: String,
+    /// The gateway's namespace. Sidecars trust forwarded identities from
+    /// weft-gateway.weft-multicluster only: another namespace forwards the gateway's own.
+    #[arg(long, default_value = DEFAULT_LINK_NAMESPACE, value_name = "NS")]
+    pub namespace: String,
+    /// The mesh's trust anchors (PEM), given to the gateway's proxy inline.
+    #[arg(long, value_name = "PEM")]
+    pub trust_anchors: std::path::PathBuf,
+    /// Registry of the proxy and init images (`REGISTRY/weft-proxy:VERSION`, `REGISTRY/weft`).
+    #[arg(long, value_name = "REGISTRY", default_value = crate::install::DEFAULT_IMAGE_REGISTRY)]
+    pub image_registry: String,
+}
+
+/// `weft multicluster uninstall`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  weft multicluster uninstall | kubectl delete -f -")]
+pub struct McUninstallArgs {
+    /// The gateway's namespace (as given to install).
+    #[arg(long, default_value = DEFAULT_LINK_NAMESPACE, value_name = "NS")]
+    pub namespace: String,
+}
+
+fn install(a: McInstallArgs) -> anyhow::Result<()> {
+    use crate::install::multicluster::{objects, Options};
+    if a.gateway_port == 0 || a.gateway_probe_port == 0 {
+        bail!("--gateway-port and --gateway-probe-port must be 1-65535");
+    }
+    if let Err(e) = weft_control::resource::dns_label(&a.namespace) {
+        bail!("--namespace {:?}: {e}", a.namespace);
+    }
+    let anchors = crate::inject::read_trust_anchors(&a.trust_anchors)?;
+    let docs = objects(&Options {
+        gateway: a.gateway,
+        gateway_port: a.gateway_port,
+        probe_port: a.gateway_probe_port,
+        service_type: &a.gateway_service_type,
+        namespace: &a.namespace,
+        images: weft_control::inject::Images {
+            registry: a.image_registry.trim_end_matches('/').to_string(),
+            ..Default::default()
+        },
+        trust_anchors: &anchors,
+    })?;
+    crate::install::print(&docs)
+}
+
+fn uninstall(a: McUninstallArgs) -> anyhow::Result<()> {
+    if let Err(e) = weft_control::resource::dns_label(&a.namespace) {
+        bail!("--namespace {:?}: {e}", a.namespace);
+    }
+    crate::install::print(&crate::install::multicluster::uninstall_objects(
+        &a.namespace,
+    ))
 }
 
 /// This cluster's control plane API (the one the link is applied to).
@@ -138,6 +218,8 @@ pub async fn run(args: MulticlusterArgs) -> anyhow::Result<()> {
         McCommand::Unlink(a) => unlink(a).await,
         McCommand::Check(a) => check(a).await,
         McCommand::Gateways(a) => gateways(a).await,
+        McCommand::Install(a) => install(a),
+        McCommand::Uninstall(a) => uninstall(a),
     }
 }
 
@@ -166,7 +248,27 @@ async fn link(args: LinkArgs) -> anyhow::Result<()> {
         .api()
         .call(hyper::Method::POST, "/v1/resources?file=link", yaml)
         .await?;
+    if status == hyper::StatusCode::METHOD_NOT_ALLOWED {
+        bail!(
+            "{}",
+            read_only_store(
+                &applied,
+                status,
+                "weft multicluster link ... --print | kubectl apply -f -"
+            )
+        );
+    }
     crate::resources::report(status, &applied)
+}
+
+/// Why this cluster refused the Link (`405`: its store is Kubernetes, read-only through Weft's
+/// API), and what to run instead.
+fn read_only_store(answer: &Value, status: hyper::StatusCode, instead: &str) -> String {
+    format!(
+        "{}; this cluster's store is Kubernetes: {instead} (a credential minted now is replaced \
+         by the next)",
+        api_error(answer, status)
+    )
 }
 
 /// What `link` applies (`--print` prints): a credential minted by the linked cluster, checked
@@ -312,6 +414,14 @@ async fn unlink(args: UnlinkArgs) -> anyhow::Result<()> {
         let (status, answer) = api
             .call(hyper::Method::DELETE, &path, String::new())
             .await?;
+        if status == hyper::StatusCode::METHOD_NOT_ALLOWED {
+            let instead = format!(
+                "kubectl delete -n {ns} link.multicluster.linkerd.io/{link} secret/{secret_name}",
+                ns = args.namespace,
+                link = args.name
+            );
+            bail!("{}", read_only_store(&answer, status, &instead));
+        }
         crate::resources::report(status, &answer)?;
     }
     if let Some((server, name)) = credentials {
@@ -351,6 +461,21 @@ async fn check(args: McCheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What to do about a link that is not connected, by its last error: a refused credential
+/// (`401`) is linked again; anything else is the linked cluster's API not answering.
+fn refusal_hint(last_error: &str, link: &str) -> String {
+    if last_error.contains("401") {
+        format!(
+            "the linked cluster refused the credential: revoked, replaced by a newer one, or \
+             (Kubernetes there) its ServiceAccount weft-link-<this cluster> deleted or its token \
+             expired; link again: weft multicluster link --name {link} --api-addr ADDR"
+        )
+    } else {
+        "check that the linked cluster's API answers at the address the credentials Secret names"
+            .into()
+    }
+}
+
 /// Three checks per link of the cluster whose API is at `local` (section `weft-multicluster
 /// NAME`): it follows the linked cluster's exports, the linked gateway answers its probe, and
 /// both clusters share a trust anchor. `weft check` prints them too. No links: none.
@@ -376,7 +501,7 @@ pub(crate) async fn link_checks(local: SocketAddr) -> anyhow::Result<Vec<Check>>
                 Status::Error,
                 format!("not connected: {}", show::text(&l["lastError"])),
             );
-            connected.hint = Some("check that the linked cluster's API answers at the address the credentials Secret names".into());
+            connected.hint = Some(refusal_hint(&show::text(&l["lastError"]), name));
         }
         let mut gateway = Check::new(
             "gateway-alive",
@@ -476,6 +601,35 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: MulticlusterArgs,
+    }
+
+    #[test]
+    fn a_kubernetes_store_is_told_to_use_kubectl() {
+        let answer = json!({"error": "the Kubernetes store takes changes through the Kubernetes API (kubectl apply/delete); workloads are pods"});
+        let why = read_only_store(
+            &answer,
+            hyper::StatusCode::METHOD_NOT_ALLOWED,
+            "X | kubectl apply -f -",
+        );
+        assert!(why.contains("kubectl apply/delete"), "{why}");
+        assert!(
+            why.contains("store is Kubernetes: X | kubectl apply -f -"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_refused_credential_is_linked_again() {
+        let refused =
+            "GET http://10.0.0.1:8085/v1/multicluster/exports answered 401 Unauthorized: {}";
+        let hint = refusal_hint(refused, "west");
+        assert!(
+            hint.contains("weft multicluster link --name west"),
+            "{hint}"
+        );
+        assert!(hint.contains("weft-link-"), "{hint}");
+        let down = refusal_hint("http://10.0.0.1:8085: connection refused", "west");
+        assert!(down.contains("answers at the address"), "{down}");
     }
 
     fn link_args(argv: &[&str]) -> LinkArgs {

@@ -227,10 +227,8 @@ impl RunArgs {
         for (k, v) in [GATEWAY_EXTENSION_LABEL, GATEWAY_COMPONENT_LABEL] {
             self.labels.push(Label(k.into(), v.into()));
         }
-        self.proxy_env.push((
-            config::ENV_INBOUND_GATEWAY_SUFFIXES.into(),
-            format!("svc.{}.", self.cluster_domain.trim_end_matches('.')),
-        ));
+        let (name, value) = gateway_env(&self.cluster_domain);
+        self.proxy_env.push((name.into(), value));
         if self.command.is_empty() {
             self.command = vec!["sleep".into(), "infinity".into()];
         }
@@ -560,6 +558,17 @@ fn join(addrs: &[SocketAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// What makes a proxy the cluster's multicluster gateway, `weft run --multicluster-gateway`'s
+/// and a pod's with `config.linkerd.io/enable-gateway: "true"` (`weft multicluster install`):
+/// it forwards connections whose transport header names a service of `cluster_domain`
+/// (Linkerd's `svc.<cluster-domain>.`).
+pub(crate) fn gateway_env(cluster_domain: &str) -> (&'static str, String) {
+    (
+        config::ENV_INBOUND_GATEWAY_SUFFIXES,
+        format!("svc.{}.", cluster_domain.trim_end_matches('.')),
+    )
 }
 
 /// The variables of every sidecar, `weft run`'s and an injected Kubernetes pod's: the control

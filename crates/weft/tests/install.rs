@@ -2,56 +2,22 @@
 //! object checked for the names and ports other parts rely on (`docs/kubernetes.md`), and the
 //! whole output validated offline against the Kubernetes OpenAPI schemas
 //! (`kubernetes-validate --strict`). The default output is compared with a golden file:
-//! regenerate it with `WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test install`.
+//! regenerate it with `WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test install`. The shared
+//! helpers (identity directory, validation, golden files) are in `k8s/mod.rs`.
 
 #[path = "k8s/mod.rs"]
 mod k8s;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
-use k8s::{find, parse_docs, weft, weft_stdout};
+use k8s::{
+    assert_golden, find, parse_docs, selects_labels, validate, weft, weft_stdout, IdentityDir,
+};
 use serde_json::{json, Value};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const GOLDEN: &str = "tests/golden/install.yaml";
-
-/// A CA made by `weft identity init` in a fresh temp directory, removed on drop.
-struct IdentityDir(PathBuf);
-
-impl IdentityDir {
-    fn new(name: &str) -> IdentityDir {
-        let dir = std::env::temp_dir().join(format!("weft-install-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        weft_stdout(&["identity", "init", "--dir", dir.to_str().unwrap()]);
-        IdentityDir(dir)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.0.join(file)).expect("identity file")
-    }
-}
-
-impl Drop for IdentityDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Validates `yaml` against the Kubernetes schemas, and checks that kubectl's YAML 1.1 reads
-/// the values we meant.
-fn validate(name: &str, yaml: &str) {
-    if let Some(result) = k8s::same_in_yaml_1_1(yaml) {
-        result.unwrap_or_else(|diff| panic!("{name} reads differently in YAML 1.1:\n{diff}"));
-    }
-    if let Some(result) = k8s::kubernetes_validate(name, yaml) {
-        result.unwrap_or_else(|report| panic!("{name} does not validate:\n{report}"));
-    }
-}
 
 /// Whether a namespaceSelector/objectSelector of only `matchExpressions` selects `labels`.
 fn selects(selector: &Value, labels: &Value) -> bool {
@@ -165,6 +131,12 @@ fn check_control_plane(docs: &[Value], anchors: &str) -> Value {
     for verb in ["get", "create", "update"] {
         assert!(allows(secrets, "", "secrets", verb));
     }
+    // Link credentials (docs/multicluster.md): a ServiceAccount per linked cluster and its
+    // token, in `weft` only; never reading another account.
+    assert!(allows(secrets, "", "serviceaccounts", "create"));
+    assert!(allows(secrets, "", "serviceaccounts", "delete"));
+    assert!(allows(secrets, "", "serviceaccounts/token", "create"));
+    assert!(!allows(secrets, "", "serviceaccounts", "get"));
     assert_eq!(
         find(docs, "RoleBinding", "weft-control")["roleRef"]["kind"],
         "Role"
@@ -314,14 +286,6 @@ fn check_control_plane(docs: &[Value], anchors: &str) -> Value {
         &json!({"kubernetes.io/metadata.name": "shop"})
     ));
     pod
-}
-
-fn selects_labels(selector: &Value, labels: &Value) -> bool {
-    selector
-        .as_object()
-        .unwrap()
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v))
 }
 
 #[test]
@@ -541,57 +505,7 @@ fn install_output_matches_the_golden_file() {
             "<base64 trust-anchors.pem>".to_string(),
         ),
     ];
-    let mut text = String::new();
-    for mut doc in docs {
-        normalize(&mut doc, &replacements);
-        text.push_str("---\n");
-        text.push_str(&yaml_serde::to_string(&doc).unwrap());
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &text).unwrap();
-    }
-    let golden = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (WEFT_UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert!(
-        golden == text,
-        "`weft install` differs from {GOLDEN}; if intended, regenerate with \
-         WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test install, and review the diff.\n{}",
-        first_difference(&golden, &text)
-    );
-}
-
-fn normalize(v: &mut Value, replacements: &[(String, String)]) {
-    match v {
-        Value::String(s) => {
-            if let Some((_, to)) = replacements.iter().find(|(from, _)| from == s) {
-                *s = to.clone();
-            } else if s.contains(VERSION) {
-                *s = s.replace(VERSION, "<version>");
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|i| normalize(i, replacements)),
-        Value::Object(map) => map.values_mut().for_each(|i| normalize(i, replacements)),
-        _ => {}
-    }
-}
-
-fn first_difference(want: &str, got: &str) -> String {
-    let line = want.lines().zip(got.lines()).position(|(a, b)| a != b);
-    match line {
-        Some(i) => format!(
-            "line {}: golden {:?}, output {:?}",
-            i + 1,
-            want.lines().nth(i).unwrap(),
-            got.lines().nth(i).unwrap()
-        ),
-        None => format!(
-            "lengths differ: golden {} lines, output {}",
-            want.lines().count(),
-            got.lines().count()
-        ),
-    }
+    assert_golden("weft install", GOLDEN, docs, &replacements);
 }
 
 #[test]

@@ -77,7 +77,7 @@ impl IdentityService {
             .map_err(|_| Status::unauthenticated("the token is not text"))?;
         let sa = reviewer.review(token).await.map_err(|e| match e {
             ReviewError::Unauthenticated(_) => Status::unauthenticated(e.to_string()),
-            ReviewError::NotServiceAccount(_) => Status::permission_denied(e.to_string()),
+            ReviewError::NotServiceAccount(..) => Status::permission_denied(e.to_string()),
             ReviewError::Api(_) => Status::unavailable(e.to_string()),
         })?;
         let (ns, name) = (&sa.namespace, &sa.name);

@@ -220,7 +220,7 @@ fn service(obj: &DynamicObject) -> Object {
     if let Some(ip) = spec.get("clusterIP").filter(|v| !v.is_null()) {
         out_spec["clusterIP"] = ip.clone();
     }
-    Object::Document(json!({
+    let mut doc = json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
@@ -229,7 +229,13 @@ fn service(obj: &DynamicObject) -> Object {
             "annotations": annotations(obj),
         },
         "spec": out_spec,
-    }))
+    });
+    // Labels say what a west exports (`mirror.linkerd.io/exported`, `.../federated`).
+    let labels = labels(obj);
+    if !labels.is_empty() {
+        doc["metadata"]["labels"] = Value::Object(labels);
+    }
+    Object::Document(doc)
 }
 
 fn pod(obj: &DynamicObject) -> Object {

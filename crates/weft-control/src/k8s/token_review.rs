@@ -2,7 +2,8 @@
 //! [`AUDIENCE`]), checked by the API server with a `TokenReview`
 //! (`authentication.k8s.io/v1`). An authenticated `system:serviceaccount:<ns>:<sa>` is the
 //! second source of [`crate::tokens::Grant`]-like proof `Identity.Certify` accepts; it grants
-//! exactly `<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>`.
+//! exactly `<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>`. The same review,
+//! for another audience, authenticates a linked cluster's credential (`k8s::link_accounts`).
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
@@ -19,9 +20,10 @@ pub enum ReviewError {
     /// The API server did not authenticate the token (its words, when it gave any).
     #[error("the Kubernetes API server did not authenticate the token: {0}")]
     Unauthenticated(String),
-    /// Authenticated, but not as a ServiceAccount (a user's token, or the wrong audience).
-    #[error("the token authenticates {0}, not a ServiceAccount with audience {AUDIENCE}")]
-    NotServiceAccount(String),
+    /// Authenticated, but not as a ServiceAccount (a user's token, or the wrong audience):
+    /// who it is, and the audience asked for.
+    #[error("the token authenticates {0}, not a ServiceAccount with audience {1}")]
+    NotServiceAccount(String, &'static str),
     #[error("TokenReview failed: {0}")]
     Api(#[from] kube::Error),
 }
@@ -48,10 +50,19 @@ impl Reviewer {
 
     /// The ServiceAccount `token` authenticates, for [`AUDIENCE`].
     pub async fn review(&self, token: &str) -> Result<ServiceAccount, ReviewError> {
+        self.review_for(token, AUDIENCE).await
+    }
+
+    /// The ServiceAccount `token` authenticates, for `audience`.
+    pub async fn review_for(
+        &self,
+        token: &str,
+        audience: &'static str,
+    ) -> Result<ServiceAccount, ReviewError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.trim().to_string()),
-                audiences: Some(vec![AUDIENCE.to_string()]),
+                audiences: Some(vec![audience.to_string()]),
             },
             ..Default::default()
         };
@@ -66,16 +77,21 @@ impl Reviewer {
         }
         let user = status.user.and_then(|u| u.username).unwrap_or_default();
         // The API server answers with the audiences the token is good for among those asked.
-        let audience = status
+        let audience_ok = status
             .audiences
             .as_ref()
-            .is_none_or(|a| a.iter().any(|a| a == AUDIENCE));
+            .is_none_or(|a| a.iter().any(|a| a == audience));
         match user.strip_prefix(SA_PREFIX).and_then(|r| r.split_once(':')) {
-            Some((ns, sa)) if audience && !ns.is_empty() && !sa.is_empty() => Ok(ServiceAccount {
-                namespace: ns.to_string(),
-                name: sa.to_string(),
-            }),
-            _ => Err(ReviewError::NotServiceAccount(format!("{user:?}"))),
+            Some((ns, sa)) if audience_ok && !ns.is_empty() && !sa.is_empty() => {
+                Ok(ServiceAccount {
+                    namespace: ns.to_string(),
+                    name: sa.to_string(),
+                })
+            }
+            _ => Err(ReviewError::NotServiceAccount(
+                format!("{user:?}"),
+                audience,
+            )),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! responses recorded in the API server's exact shapes (`tests/fixtures/kubernetes/`): lists,
 //! watch streams the test feeds one newline-delimited event at a time, `TokenReview` answers,
 //! and the objects the control plane writes (Leases, ConfigMaps, status patches:
-//! `kube_objects`). Objects change as on an API server ([`FakeApi::apply`], [`FakeApi::delete`]):
+//! `kube_objects`), and ServiceAccount tokens minted by `TokenRequest` (reviewed as the
+//! account's while it exists with the uid they were minted for). Objects change as on an API server ([`FakeApi::apply`], [`FakeApi::delete`]):
 //! the list changes, one `resourceVersion` counter moves on, and every open watch of the
 //! collection gets the event; a watch resumes from its `resourceVersion` (the events since are
 //! replayed), or is answered `410 Gone` when that version is older than the list the stand-in
@@ -71,6 +72,8 @@ struct State {
     unknown: Vec<String>,
     /// TokenReview answers by token; any other token gets `unauthenticated`.
     reviews: HashMap<String, Value>,
+    /// Tokens minted by `TokenRequest`: the account's path, its uid then, the audiences.
+    minted: HashMap<String, (String, Value, Value)>,
     unauthenticated: Value,
     /// Leases, ConfigMaps and status patches.
     objects: Objects,
@@ -375,8 +378,14 @@ impl FakeApi {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
+        if let Some(account) = path.strip_suffix("/token").filter(|_| method == "POST") {
+            return self.token_request(account, &body);
+        }
         if path.ends_with("/tokenreviews") && method == "POST" {
             let token = body["spec"]["token"].as_str().unwrap_or("").to_string();
+            if let Some(answer) = self.review_minted(&token, &body) {
+                return reply(201, &answer);
+            }
             // The recorded answers are for tokens of Linkerd's identity audience only.
             let audience = body["spec"]["audiences"] == json!(["identity.l5d.io"]);
             let s = self.state();
@@ -455,6 +464,79 @@ impl FakeApi {
             Some(list) if method == "GET" => reply(200, &list),
             _ => reply(404, &fixture_json("status-404.json")),
         }
+    }
+
+    /// `POST .../serviceaccounts/NAME/token`: a token of the account (404 without it), in the
+    /// recorded `TokenRequest` answer's shape, the spec echoed with the API server's defaults.
+    fn token_request(&self, account: &str, body: &Value) -> Response<BoxBody<Bytes, Infallible>> {
+        let mut s = self.state();
+        let Some(sa) = s.objects.get(account) else {
+            return reply(404, &fixture_json("status-404.json"));
+        };
+        let token = format!(
+            "eyJhbGciOiJSUzI1NiIsImtpZCI6InN0YW5kLWluIn0.c3RhbmQtaW4tdG9rZW4tMA.{}",
+            s.minted.len()
+        );
+        let audiences = body["spec"]["audiences"].clone();
+        s.minted.insert(
+            token.clone(),
+            (
+                account.to_string(),
+                sa["metadata"]["uid"].clone(),
+                audiences.clone(),
+            ),
+        );
+        let mut answer = fixture_json("tokenrequest.json");
+        answer["metadata"]["name"] = sa["metadata"]["name"].clone();
+        answer["metadata"]["namespace"] = sa["metadata"]["namespace"].clone();
+        answer["spec"]["audiences"] = audiences;
+        if let Some(seconds) = body["spec"]["expirationSeconds"].as_i64() {
+            answer["spec"]["expirationSeconds"] = json!(seconds);
+        }
+        answer["status"]["token"] = json!(token);
+        reply(201, &answer)
+    }
+
+    /// The review of a token minted here: the account's (the recorded answer's shape, without
+    /// a pod binding) when the account still exists with the same uid and the audience asked
+    /// for is the token's; otherwise `unauthenticated`. `None`: not a minted token.
+    fn review_minted(&self, token: &str, body: &Value) -> Option<Value> {
+        let s = self.state();
+        let (account, uid, audiences) = s.minted.get(token)?;
+        let asked = body["spec"]["audiences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let good_for: Vec<Value> = asked
+            .into_iter()
+            .filter(|a| audiences.as_array().is_some_and(|t| t.contains(a)))
+            .collect();
+        let held = s.objects.get(account);
+        let mut answer = match held.filter(|sa| sa["metadata"]["uid"] == *uid) {
+            Some(sa) if !good_for.is_empty() => {
+                let (ns, name) = (&sa["metadata"]["namespace"], &sa["metadata"]["name"]);
+                let ns = ns.as_str().unwrap_or("");
+                let mut answer = fixture_json("tokenreview-web.json");
+                let user = &mut answer["status"]["user"];
+                user["username"] = json!(format!(
+                    "system:serviceaccount:{ns}:{}",
+                    name.as_str().unwrap_or("")
+                ));
+                user["uid"] = uid.clone();
+                user["groups"] = json!([
+                    "system:serviceaccounts",
+                    format!("system:serviceaccounts:{ns}"),
+                    "system:authenticated"
+                ]);
+                user["extra"] = json!({"authentication.kubernetes.io/credential-id":
+                                       ["JTI=2d7b4c1a-9e3f-4a6b-8c5d-0f1e2a3b4c5d"]});
+                answer["status"]["audiences"] = json!(good_for);
+                answer
+            }
+            _ => s.unauthenticated.clone(),
+        };
+        answer["spec"] = body["spec"].clone();
+        Some(answer)
     }
 
     /// A strict server's answer to a request it does not know (recorded for

@@ -1,5 +1,5 @@
 //! The objects the control plane writes to the stand-in API server (`kube_api`), kept as the
-//! API server keeps them: Leases and ConfigMaps by path with a `resourceVersion` that moves on
+//! API server keeps them: Leases, ConfigMaps and ServiceAccounts by path with a `resourceVersion` that moves on
 //! every write (get, list by label, create, replace — checked against the version when the
 //! body carries one —, delete with a `resourceVersion` precondition), and the `status`
 //! subresource of listed objects (routes): read, and merge-patched at the `resourceVersion`
@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{json, Value};
 
 /// The collections kept here (the last path segment of a collection).
-const COLLECTIONS: &[&str] = &["leases", "configmaps"];
+const COLLECTIONS: &[&str] = &["leases", "configmaps", "serviceaccounts"];
 
 #[derive(Default)]
 pub struct Objects {
@@ -129,6 +129,11 @@ impl Objects {
                 if self.by_path.contains_key(&at) {
                     return Some(conflict(what));
                 }
+                // A created object gets a uid of its own (a re-created one a new one).
+                let mut body = body;
+                let uid = format!("00000000-0000-4000-9000-{:012}", self.version + 1);
+                body["metadata"]["uid"] = json!(uid);
+                body["metadata"]["creationTimestamp"] = json!("2026-12-01T11:00:00Z");
                 self.store(at, body)
             }
             ("PUT", false) => {

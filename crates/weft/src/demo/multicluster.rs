@@ -32,7 +32,6 @@ use weft_control::resource::multicluster::{
     self as mc, GATEWAY_COMPONENT_LABEL, GATEWAY_EXTENSION_LABEL, GATEWAY_NAME, GATEWAY_PORT_NAME,
     PROBE_PORT_NAME,
 };
-use weft_proxy::config;
 
 use super::app::Name;
 use super::{children, IdentityFiles, Spec, Stop, TempDir, Workload, WORKLOADS};
@@ -252,7 +251,8 @@ async fn launch_gateway(mesh: &Mesh, proxy_bin: &Path) -> anyhow::Result<Workloa
         &token_file,
         &mesh.identity(),
     );
-    proxy.env(config::ENV_INBOUND_GATEWAY_SUFFIXES, "svc.cluster.local.");
+    let (suffixes, value) = crate::run::gateway_env("cluster.local");
+    proxy.env(suffixes, value);
     let (proxy, listening) = super::workloads::spawn_proxy(proxy, proxy_bin, GATEWAY_NAME).await?;
     let inbound = listening
         .inbound

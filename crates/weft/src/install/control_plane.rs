@@ -97,6 +97,16 @@ pub fn objects(identity: &Identity, opts: &Options<'_>) -> Vec<Value> {
                 "apiGroups": [""],
                 "resources": ["configmaps"],
                 "verbs": ["get", "list", "watch", "create", "update", "delete"],
+            }, {
+                // Link credentials minted to linked clusters: a ServiceAccount `weft-link-NAME`
+                // each, its token (TokenRequest); deleting it revokes them (docs/multicluster.md).
+                "apiGroups": [""],
+                "resources": ["serviceaccounts"],
+                "verbs": ["create", "delete"],
+            }, {
+                "apiGroups": [""],
+                "resources": ["serviceaccounts/token"],
+                "verbs": ["create"],
             }],
         }),
         json!({
@@ -161,7 +171,7 @@ fn namespace() -> Value {
 }
 
 /// A namespace of the control plane's, never injected.
-fn namespace_of(name: &str) -> Value {
+pub(crate) fn namespace_of(name: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Namespace",

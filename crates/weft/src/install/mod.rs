@@ -9,6 +9,7 @@
 pub mod control_plane;
 pub mod crds;
 mod gateway;
+pub mod multicluster;
 mod schema;
 
 use std::io::Write as _;
@@ -218,7 +219,7 @@ pub fn to_yaml(docs: &[Value]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn print(docs: &[Value]) -> anyhow::Result<()> {
+pub(crate) fn print(docs: &[Value]) -> anyhow::Result<()> {
     let text = to_yaml(docs)?;
     let mut stdout = std::io::stdout().lock();
     stdout

@@ -142,3 +142,112 @@ pub fn same_in_yaml_1_1(yaml: &str) -> Option<Result<(), String>> {
         )),
     })
 }
+
+/// The release, which golden files show as `<version>`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A CA made by `weft identity init` in a fresh temp directory, removed on drop.
+pub struct IdentityDir(pub PathBuf);
+
+impl IdentityDir {
+    pub fn new(name: &str) -> IdentityDir {
+        let dir = std::env::temp_dir().join(format!("weft-install-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        weft_stdout(&["identity", "init", "--dir", dir.to_str().unwrap()]);
+        IdentityDir(dir)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.0.join(file)).expect("identity file")
+    }
+}
+
+impl Drop for IdentityDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Validates `yaml` against the Kubernetes schemas, and checks that kubectl's YAML 1.1 reads
+/// the values we meant.
+pub fn validate(name: &str, yaml: &str) {
+    if let Some(result) = same_in_yaml_1_1(yaml) {
+        result.unwrap_or_else(|diff| panic!("{name} reads differently in YAML 1.1:\n{diff}"));
+    }
+    if let Some(result) = kubernetes_validate(name, yaml) {
+        result.unwrap_or_else(|report| panic!("{name} does not validate:\n{report}"));
+    }
+}
+
+/// Whether `selector` (matchLabels) selects `labels`.
+pub fn selects_labels(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `docs`, normalized, equal to the golden file `golden` (`WEFT_UPDATE_GOLDEN=1` rewrites it).
+pub fn assert_golden(
+    what: &str,
+    golden: &str,
+    docs: Vec<Value>,
+    replacements: &[(String, String)],
+) {
+    let mut text = String::new();
+    for mut doc in docs {
+        normalize(&mut doc, replacements);
+        text.push_str("---\n");
+        text.push_str(&yaml_serde::to_string(&doc).unwrap());
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(golden);
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (WEFT_UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(
+        want == text,
+        "`{what}` differs from {golden}; if intended, regenerate with \
+         WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test <this test>, and review the diff.\n{}",
+        first_difference(&want, &text)
+    );
+}
+
+pub fn normalize(v: &mut Value, replacements: &[(String, String)]) {
+    match v {
+        Value::String(s) => {
+            if let Some((_, to)) = replacements.iter().find(|(from, _)| from == s) {
+                *s = to.clone();
+            } else if s.contains(VERSION) {
+                *s = s.replace(VERSION, "<version>");
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| normalize(i, replacements)),
+        Value::Object(map) => map.values_mut().for_each(|i| normalize(i, replacements)),
+        _ => {}
+    }
+}
+
+pub fn first_difference(want: &str, got: &str) -> String {
+    let line = want.lines().zip(got.lines()).position(|(a, b)| a != b);
+    match line {
+        Some(i) => format!(
+            "line {}: golden {:?}, output {:?}",
+            i + 1,
+            want.lines().nth(i).unwrap(),
+            got.lines().nth(i).unwrap()
+        ),
+        None => format!(
+            "lengths differ: golden {} lines, output {}",
+            want.lines().count(),
+            got.lines().count()
+        ),
+    }
+}
