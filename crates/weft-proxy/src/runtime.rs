@@ -33,6 +33,7 @@ use crate::{
     discovery::{Discovery, Target},
     identity::{Identity, IdentityError},
     inbound::{self, Inbound},
+    limits::{Limit, Limits, Slot, Slots},
     metrics::Metrics,
     outbound::{self, Origin, Outbound, OwnAddrs},
     tap::{self, Taps},
@@ -375,10 +376,18 @@ enum Handler {
 }
 
 impl Handler {
+    /// The limits of the handler's direction.
+    fn limits(&self) -> &Limits {
+        match self {
+            Handler::Inbound(ib) | Handler::Forward(ib, _) => ib.limits(),
+            Handler::Outbound(ob) | Handler::Upstream(ob, _) => ob.limits(),
+        }
+    }
+
     /// Spawns the connection's task. Each path is spawned as its own task type: a task is
     /// allocated at the size of its future, so an outbound connection does not pay for the
     /// inbound path's larger states (TLS termination) or the other way round.
-    fn spawn(&self, conn: Accepted, guard: ConnGuard) {
+    fn spawn(&self, conn: Accepted, guard: (ConnGuard, Slot)) {
         match self {
             // Without a redirect there is no target port (forwarding to our own port would loop
             // back into this listener): only a transport header inside mTLS can name one.
@@ -405,7 +414,7 @@ impl Handler {
 }
 
 /// Runs a connection's future; the open-connection count drops when it ends.
-fn spawn_guarded(fut: impl Future<Output = ()> + Send + 'static, guard: ConnGuard) {
+fn spawn_guarded(fut: impl Future<Output = ()> + Send + 'static, guard: (ConnGuard, Slot)) {
     // `map`, not `async move { fut.await; drop(guard) }`: an async block keeps its captured
     // future and the awaited copy of it as two separate fields, doubling the task's size.
     tokio::spawn(fut.map(move |()| drop(guard)));
@@ -417,6 +426,9 @@ async fn accept_loop(
     conns: Arc<Connections>,
     handler: Handler,
 ) {
+    // This listener's open connections, against its direction's limit.
+    let slots = Slots::default();
+    let max = handler.limits().settings.max_connections;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -431,11 +443,18 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Over the limit: closed at once (the client sees a reset or EOF), before any of its
+        // bytes is read or any task is spawned for it.
+        let Some(slot) = slots.take(max) else {
+            handler.limits().count(Limit::MaxConnections);
+            tracing::debug!(%peer, max, "connection over the listener's limit: closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let Some(conn) = Accepted::new(stream, peer, drain.clone()) else {
             continue;
         };
-        handler.spawn(conn, conns.open());
+        handler.spawn(conn, (conns.open(), slot));
     }
 }
 
