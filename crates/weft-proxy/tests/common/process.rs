@@ -18,7 +18,10 @@ pub const SOON: Duration = Duration::from_secs(20);
 pub struct Proxy {
     pub child: Child,
     pub forward: SocketAddr,
+    /// Every forward port, in `WEFT_PROXY_INBOUND_FORWARD_PORTS` order (`forward` is the first).
+    pub forwards: Vec<SocketAddr>,
     pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
     pub admin: SocketAddr,
     stderr: mpsc::UnboundedReceiver<String>,
 }
@@ -53,6 +56,13 @@ impl Proxy {
         let forward = addr(&listening["forward"][0]["addr"]);
         let admin = addr(&listening["admin"]);
         let inbound = addr(&listening["inbound"]);
+        let outbound = addr(&listening["outbound"]);
+        let forwards = listening["forward"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| addr(&f["addr"]))
+            .collect();
 
         let (tx, stderr) = mpsc::unbounded_channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -66,7 +76,9 @@ impl Proxy {
         Proxy {
             child,
             forward,
+            forwards,
             inbound,
+            outbound,
             admin,
             stderr,
         }
