@@ -105,6 +105,13 @@ async fn a_100_kib_request_head_is_answered_431_and_counted_on_both_sides() {
     assert_eq!(status(proxy.outbound, &big).await, Some(431));
     let text = metrics_until(proxy.admin, |t| limited(t, "outbound", "header_size") == 1).await;
     assert_eq!(limited(&text, "inbound", "header_size"), 1, "{text}");
+    // Every series is there from 0, so a dashboard's rate() has a start.
+    assert!(
+        text.contains(
+            "connections_limited_total{direction=\"inbound\",limit=\"max_connections\"} 0"
+        ),
+        "{text}"
+    );
 
     // Set lower, it holds there.
     let proxy = Proxy::start(app, &[(config::ENV_INBOUND_HTTP1_MAX_HEADER_SIZE, "2048")]).await;
