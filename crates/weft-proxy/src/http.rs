@@ -396,7 +396,8 @@ pub async fn serve_limited<I, S>(
                 .max_concurrent_streams(settings.http2_max_concurrent_streams)
                 .serve_connection(io, svc),
         );
-        let idle = async {
+        // Boxed: its timer would otherwise widen every connection's future (HTTP/1 ones too).
+        let idle = Box::pin(async {
             let mut seen = 0;
             loop {
                 tokio::time::sleep(settings.idle_timeout).await;
@@ -406,7 +407,7 @@ pub async fn serve_limited<I, S>(
                 }
                 seen = now;
             }
-        };
+        });
         tokio::select! {
             r = conn.as_mut() => r,
             _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
