@@ -33,7 +33,7 @@
 use crate::{
     accept::Accepted,
     balance::{self, Balancer, BalancerConfig, Balancers, InFlight},
-    config::{Config, PortSet},
+    config::{Config, PortSet, ServerLimits},
     connect::{self, Dial},
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
@@ -274,7 +274,7 @@ impl Outbound {
         Outbound {
             taps: Taps::new(metrics.clone()),
             tracer: None,
-            limits: Limits::unmetered(Default::default()),
+            limits: Limits::unmetered(ServerLimits::outbound_default()),
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             resolver,

@@ -55,9 +55,16 @@ pub const MAX_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100_000;
 pub const ENV_INBOUND_IDLE_TIMEOUT: &str = "WEFT_PROXY_INBOUND_SERVER_IDLE_TIMEOUT";
 /// The same for the outbound listeners.
 pub const ENV_OUTBOUND_IDLE_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_SERVER_IDLE_TIMEOUT";
-/// Default of both: well above every client pool's idle time (ours keep HTTP/1 connections 3 s
-/// and HTTP/2 ones 60 s), so a pooled connection is not closed under a request being sent.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Inbound default: well above every client pool's idle time (ours keep HTTP/1 connections 3 s
+/// and HTTP/2 ones 60 s, Go's 90 s, nginx's upstream 60 s), so a pooled connection is not closed
+/// under a request being sent, and short enough that a slowloris client holds a slot minutes,
+/// not hours.
+pub const DEFAULT_INBOUND_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Outbound default: the local application's clients may keep idle connections long (some
+/// client libraries never time them out), and a connection closed under a request being sent
+/// fails it; one hour, Envoy's downstream default. Slowloris from the pod's own application is
+/// not what this limit is for.
+pub const DEFAULT_OUTBOUND_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Bounds of the idle timeout: under 100 ms a request head rarely arrives in time; a day is a
 /// typo guard (no idle timeout at all is what these limits exist to prevent).
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -72,13 +79,24 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
 }
 
+/// The inbound defaults (the stricter ones).
 impl Default for ServerLimits {
     fn default() -> ServerLimits {
         ServerLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             http1_max_header_size: DEFAULT_HTTP1_MAX_HEADER_SIZE,
             http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            idle_timeout: DEFAULT_INBOUND_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// The outbound defaults.
+    pub fn outbound_default() -> ServerLimits {
+        ServerLimits {
+            idle_timeout: DEFAULT_OUTBOUND_IDLE_TIMEOUT,
+            ..ServerLimits::default()
         }
     }
 }
@@ -90,6 +108,7 @@ struct Names {
     streams: &'static str,
     linkerd_streams: &'static str,
     idle: &'static str,
+    defaults: fn() -> ServerLimits,
 }
 
 const INBOUND: Names = Names {
@@ -98,6 +117,7 @@ const INBOUND: Names = Names {
     streams: ENV_INBOUND_HTTP2_MAX_CONCURRENT_STREAMS,
     linkerd_streams: ENV_LINKERD_INBOUND_HTTP2_MAX_CONCURRENT_STREAMS,
     idle: ENV_INBOUND_IDLE_TIMEOUT,
+    defaults: ServerLimits::default,
 };
 
 const OUTBOUND: Names = Names {
@@ -106,6 +126,7 @@ const OUTBOUND: Names = Names {
     streams: ENV_OUTBOUND_HTTP2_MAX_CONCURRENT_STREAMS,
     linkerd_streams: ENV_LINKERD_OUTBOUND_HTTP2_MAX_CONCURRENT_STREAMS,
     idle: ENV_OUTBOUND_IDLE_TIMEOUT,
+    defaults: ServerLimits::outbound_default,
 };
 
 impl ServerLimits {
@@ -121,7 +142,7 @@ impl ServerLimits {
 
     fn from_env(env: &dyn Env, names: &Names) -> Result<ServerLimits, Vec<VarError>> {
         let mut errors = Vec::new();
-        let mut limits = ServerLimits::default();
+        let mut limits = (names.defaults)();
         let read = |name: &'static str| {
             env.get(name)
                 .map(|v| v.trim().to_string())

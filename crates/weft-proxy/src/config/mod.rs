@@ -709,14 +709,18 @@ impl Config {
             RetryBudget::default()
         });
 
-        let mut limits = |read: fn(&dyn Env) -> Result<ServerLimits, Vec<VarError>>| {
+        let mut limits = |read: fn(&dyn Env) -> Result<ServerLimits, Vec<VarError>>,
+                          default: ServerLimits| {
             read(env).unwrap_or_else(|errors| {
                 r.errors.extend(errors);
-                ServerLimits::default()
+                default
             })
         };
-        let inbound_limits = limits(ServerLimits::inbound_from_env);
-        let outbound_limits = limits(ServerLimits::outbound_from_env);
+        let inbound_limits = limits(ServerLimits::inbound_from_env, ServerLimits::default());
+        let outbound_limits = limits(
+            ServerLimits::outbound_from_env,
+            ServerLimits::outbound_default(),
+        );
 
         let workload_name = workload.as_ref().map(|w| w.name.as_str());
         let trace = TraceConfig::from_env(env, workload_name).unwrap_or_else(|errors| {

@@ -601,7 +601,8 @@ fn server_limits_defaults_values_linkerd_names_and_every_bad_value() {
     assert_eq!(c.outbound_limits.max_connections, 10_000);
     assert_eq!(c.outbound_limits.http1_max_header_size, 64 * 1024);
     assert_eq!(c.outbound_limits.http2_max_concurrent_streams, 100);
-    assert_eq!(c.outbound_limits.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.inbound_limits.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.outbound_limits.idle_timeout, Duration::from_secs(3600));
 
     let c = Config::from_env(&env(&[
         (ENV_INBOUND_MAX_CONNECTIONS, "5"),
