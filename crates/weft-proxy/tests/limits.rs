@@ -198,3 +198,23 @@ async fn idle_connections_are_closed_after_the_idle_timeout_and_counted() {
     // A request that keeps coming is not cut by the idle timeout of the connection.
     assert_served(proxy.forward, "idle closes").await;
 }
+
+/// The proxy raises its soft open-file limit to the hard one: under a soft limit of 1024 it could
+/// hold ~500 proxied connections, far under the connection limits' 10,000.
+#[tokio::test]
+async fn the_proxy_raises_its_open_file_limit_to_the_hard_one() {
+    let app = start_app().await;
+    let proxy = Proxy::start_with_nofile(app, &[], 256).await;
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", proxy.child.id().unwrap())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "256", "{line}");
+    assert_served(proxy.forward, "a raised limit").await;
+}
