@@ -131,26 +131,14 @@ pub fn usage(pid: u32) -> Usage {
     Usage { rss_kib, fds }
 }
 
-/// Raises this process's soft RLIMIT_NOFILE to `want` (children inherit it); panics when the
-/// hard limit is lower: the test cannot hold its connections.
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit, as the proxy does (children
+/// inherit it); panics when that is under `want`: the test cannot hold its connections.
 pub fn raise_nofile(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read the struct we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        assert!(
-            lim.rlim_max >= want,
-            "RLIMIT_NOFILE hard limit {} < {want}: raise it (ulimit -Hn) to run this test",
-            lim.rlim_max
-        );
-        if lim.rlim_cur < want {
-            lim.rlim_cur = want;
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-    }
+    let (_, soft) = weft_proxy::sys::raise_nofile_limit().expect("RLIMIT_NOFILE");
+    assert!(
+        soft >= want,
+        "RLIMIT_NOFILE hard limit {soft} < {want}: raise it (ulimit -Hn) to run this test"
+    );
 }
 
 /// Hand-built HTTP/2 frames (RFC 9113 §4.1): enough to speak, and to misbehave.
