@@ -3,7 +3,11 @@
 //! protocol conversion (`l5d-orig-proto`), upgrades, and response
 //! metrics. The client connection pool (lifetimes, retries) is the submodule [`pool`].
 
-use crate::{connect::ConnectError, detect::Protocol};
+use crate::{
+    connect::ConnectError,
+    detect::Protocol,
+    limits::{Limit, Limits},
+};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -331,39 +335,97 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Serves one accepted connection as HTTP/1 (with upgrades) or HTTP/2 until it closes; when
-/// `drain` flips, stops taking new requests and lets in-flight ones finish.
-///
-/// Memory per connection: hyper's connection state is boxed at its own protocol's size (the
-/// caller's future does not carry the larger of HTTP/1 and HTTP/2 inline), and an HTTP/1
-/// request's service future is boxed per request, so an idle keep-alive connection does not keep
-/// a slot as large as a whole request in flight (hyper allocates that slot once per connection).
-pub async fn serve<I, S>(io: I, protocol: Protocol, svc: S, mut drain: watch::Receiver<bool>)
+/// [`serve_limited`] under the default limits, uncounted: for paths that do not have their
+/// direction's [`Limits`] at hand.
+pub async fn serve<I, S>(io: I, protocol: Protocol, svc: S, drain: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
+    static DEFAULT: std::sync::LazyLock<Limits> =
+        std::sync::LazyLock::new(|| Limits::unmetered(Default::default()));
+    serve_limited(io, protocol, svc, drain, &DEFAULT).await
+}
+
+/// Serves one accepted connection as HTTP/1 (with upgrades) or HTTP/2 until it closes; when
+/// `drain` flips, stops taking new requests and lets in-flight ones finish.
+///
+/// `limits` hold here: an HTTP/1 request head over its size is answered 431 and the connection
+/// closed; an HTTP/1 connection whose next request head has not fully arrived within the idle
+/// timeout (idle between requests, or dribbling its head) is closed; an HTTP/2 connection
+/// announces the stream limit (h2 refuses streams beyond it with REFUSED_STREAM) and is shut
+/// down gracefully once no stream started for an idle timeout. Each closing is counted.
+///
+/// Memory per connection: hyper's connection state is boxed at its own protocol's size (the
+/// caller's future does not carry the larger of HTTP/1 and HTTP/2 inline), and an HTTP/1
+/// request's service future is boxed per request, so an idle keep-alive connection does not keep
+/// a slot as large as a whole request in flight (hyper allocates that slot once per connection).
+pub async fn serve_limited<I, S>(
+    io: I,
+    protocol: Protocol,
+    svc: S,
+    mut drain: watch::Receiver<bool>,
+    limits: &Limits,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
     let io = TokioIo::new(io);
+    let settings = &limits.settings;
     let result = if protocol == Protocol::Http2 {
         // Keep-alive both ways: a client that went silent (partition, crash without FIN) is
         // noticed and its connection closed instead of lingering until a drain waits on it.
         // (Each HTTP/2 stream is its own task already: its service future is not boxed again.)
+        // Idle: a count of started streams, compared once per idle timeout (one atomic add per
+        // request; hyper does not say when a connection has no stream open).
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let svc = {
+            let started = started.clone();
+            hyper::service::service_fn(move |req| {
+                started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                svc.call(req)
+            })
+        };
         let mut conn = Box::pin(
             server2::Builder::new(TokioExecutor::new())
                 .timer(hyper_util::rt::TokioTimer::new())
                 .keep_alive_interval(Some(pool::H2_KEEPALIVE_INTERVAL))
                 .keep_alive_timeout(pool::H2_KEEPALIVE_TIMEOUT)
+                .max_concurrent_streams(settings.http2_max_concurrent_streams)
                 .serve_connection(io, svc),
         );
+        // Boxed: its timer would otherwise widen every connection's future (HTTP/1 ones too).
+        let idle = Box::pin(async {
+            let mut seen = 0;
+            loop {
+                tokio::time::sleep(settings.idle_timeout).await;
+                let now = started.load(std::sync::atomic::Ordering::Relaxed);
+                if now == seen {
+                    return;
+                }
+                seen = now;
+            }
+        });
         tokio::select! {
             r = conn.as_mut() => r,
             _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
+            _ = idle => {
+                limits.count(Limit::IdleTimeout);
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
     } else {
         let svc = hyper::service::service_fn(move |req| Box::pin(svc.call(req)));
+        // hyper's head timeout runs from the moment it waits for a request head, so it is
+        // also the idle timeout between requests.
         let mut conn = Box::pin(
             server1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(settings.idle_timeout)
+                .max_header_size(settings.http1_max_header_size)
                 .serve_connection(io, svc)
                 .with_upgrades(),
         );
@@ -373,8 +435,30 @@ where
         }
     };
     if let Err(e) = result {
+        if let Some(limit) = limit_of(&e) {
+            limits.count(limit);
+        }
         tracing::debug!(error = %e, "client connection ended with an error");
     }
+}
+
+/// The limit a connection's error says it was closed by.
+fn limit_of(e: &hyper::Error) -> Option<Limit> {
+    if e.is_parse_too_large() {
+        return Some(Limit::HeaderSize);
+    }
+    if e.is_timeout() {
+        return Some(Limit::IdleTimeout);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return (h2.is_go_away() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM))
+                .then_some(Limit::Http2Flood);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Resolves when draining starts; never if the runtime went away without draining.

@@ -39,6 +39,7 @@ use crate::{
     detect::{self, Prefixed, Protocol},
     http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::{tls as id_tls, Identity},
+    limits::Limits,
     metrics::{self as m, Counter, DetectResult, Direction, Labels, TlsLabel},
     mtls::{self, Peeked, SessionProtocol, TransportHeader},
     policy::{
@@ -111,6 +112,8 @@ pub struct Inbound {
     /// `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: peers whose `l5d-client-id` names the
     /// client of an HTTP request.
     trusted_gateways: Vec<String>,
+    /// `WEFT_PROXY_INBOUND_{MAX_CONNECTIONS,SERVER_*}` and their counters.
+    limits: Limits,
 }
 
 mod gateway;
@@ -166,6 +169,11 @@ impl Client {
 }
 
 impl Inbound {
+    /// What the inbound listeners allow their clients.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// `outbound`: the path a gateway forwards through (used only in gateway mode).
     pub fn new(
         cfg: &Config,
@@ -196,6 +204,7 @@ impl Inbound {
             tracer,
             gateway,
             trusted_gateways: cfg.inbound_trusted_gateway_identities.clone(),
+            limits: Limits::new(cfg.inbound_limits, &ib.metrics, Direction::Inbound),
             ..ib
         })
     }
@@ -256,6 +265,7 @@ impl Inbound {
             tracer: None,
             gateway: None,
             trusted_gateways: Vec::new(),
+            limits: Limits::unmetered(Default::default()),
         }
     }
 
@@ -609,11 +619,12 @@ async fn serve<I>(
     // 6. HTTP: each request is routed and authorized against the policy in force at that
     //    request, then forwarded.
     drop(server);
+    let ib = conn.ib.clone();
     let svc = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(conn.serve_request(req).await) }
     });
-    http::serve(io, protocol, svc, drain).await;
+    http::serve_limited(io, protocol, svc, drain, &ib.limits).await;
 }
 
 /// One served connection: what each of its requests needs.

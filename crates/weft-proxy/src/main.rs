@@ -50,6 +50,26 @@ fn main() -> ExitCode {
         }
     };
 
+    // Every connection is a descriptor (a proxied one two): the connection limits mean nothing
+    // under a soft limit of 1024.
+    match weft_proxy::sys::raise_nofile_limit() {
+        Ok((before, after)) => {
+            let wanted = 2
+                * (config.inbound_limits.max_connections + config.outbound_limits.max_connections)
+                    as u64;
+            if after < wanted {
+                tracing::warn!(
+                    limit = after,
+                    wanted,
+                    "RLIMIT_NOFILE is under twice the connection limits: accepts may fail (EMFILE) before the limits refuse"
+                );
+            } else if before < after {
+                tracing::debug!(before, after, "raised RLIMIT_NOFILE to its hard limit");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading or raising RLIMIT_NOFILE failed"),
+    }
+
     let rt = match config.runtime() {
         Ok(rt) => rt,
         Err(e) => {

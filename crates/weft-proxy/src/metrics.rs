@@ -148,7 +148,11 @@ struct CounterCell {
 }
 
 /// Families of [`Metrics::count`], with their help text (rendered only once used).
-pub const COUNTER_FAMILIES: [(&str, &str); 14] = [
+pub const COUNTER_FAMILIES: [(&str, &str); 15] = [
+    (
+        CONNECTIONS_LIMITED,
+        "Client connections a listener limit closed, by direction and limit (max_connections: over WEFT_PROXY_*_MAX_CONNECTIONS, closed at accept; header_size: an HTTP/1 request head over WEFT_PROXY_*_SERVER_HTTP1_MAX_HEADER_SIZE, answered 431; idle_timeout: no request for WEFT_PROXY_*_SERVER_IDLE_TIMEOUT, or an HTTP/1 request head that did not arrive within it; http2_flood: an HTTP/2 client that kept making the server reset streams, closed with GOAWAY ENHANCE_YOUR_CALM).",
+    ),
     (
         TLS_HANDSHAKE_ERRORS,
         "TLS handshakes that failed, by direction and reason (refused peer certificates among them).",
@@ -219,6 +223,9 @@ pub const TAP_REFUSED: &str = "tap_refused_total";
 /// No labels.
 pub const TAP_EVENTS_DROPPED: &str = "tap_events_dropped_total";
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors_total";
+/// Labels: `direction`, `limit` (`max_connections`, `header_size`, `idle_timeout`,
+/// `http2_flood`). Named like `tls_handshake_errors_total`: a plain counter per direction.
+pub const CONNECTIONS_LIMITED: &str = "connections_limited_total";
 /// Labels: the common inbound ones, `srv_*`, `authz_*`.
 pub const INBOUND_TCP_AUTHZ_ALLOW: &str = "inbound_tcp_authz_allow_total";
 /// Labels: the common inbound ones, `srv_*`.

@@ -33,13 +33,14 @@
 use crate::{
     accept::Accepted,
     balance::{self, Balancer, BalancerConfig, Balancers, InFlight},
-    config::{Config, PortSet},
+    config::{Config, PortSet, ServerLimits},
     connect::{self, Dial},
     detect::{self, Prefixed, Protocol},
     discovery::Discovery,
     discovery::{Endpoint, ProtocolHint, Resolution, Target},
     http::{self, Body, Dst, Error, HttpMetrics, Metrics, Peer, Pool, PoolLimits, Wire},
     identity::Identity,
+    limits::Limits,
     metrics::{DetectResult, Direction, Labels, TlsLabel, NO_TLS_LOOPBACK},
     mtls::{self, ClientTls, Peeked, TransportHeader},
     policy::{Lookup, PolicyClient},
@@ -170,6 +171,8 @@ pub struct Outbound {
     taps: Arc<Taps>,
     /// `WEFT_PROXY_TRACE_*`; `None`: tracing off.
     tracer: Option<Arc<Tracer>>,
+    /// `WEFT_PROXY_OUTBOUND_{MAX_CONNECTIONS,SERVER_*}` and their counters.
+    limits: Limits,
 }
 
 /// Where a target's traffic goes (not a "route": that word is kept for HTTPRoute rules).
@@ -186,6 +189,11 @@ enum Dest {
 }
 
 impl Outbound {
+    /// What the outbound listeners allow their clients.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// `own`: every address the proxy listens on (after binding, so port 0 is resolved).
     pub fn new(
         cfg: &Config,
@@ -212,6 +220,7 @@ impl Outbound {
         Arc::new(Outbound {
             taps,
             tracer,
+            limits: Limits::new(cfg.outbound_limits, &metrics, Direction::Outbound),
             ..Outbound::build(
                 settings,
                 Box::new(discovery),
@@ -265,6 +274,7 @@ impl Outbound {
         Outbound {
             taps: Taps::new(metrics.clone()),
             tracer: None,
+            limits: Limits::unmetered(ServerLimits::outbound_default()),
             pool: Pool::with_limits(settings.connect_timeout, settings.pool, metrics.clone()),
             settings,
             resolver,
@@ -571,6 +581,7 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
         (protocol, target, dest) => {
             // A fixed target's dest (and so its balancer) lives as long as the connection.
             let fixed = target.zip(dest);
+            let limits = ob.clone();
             // The body of `serve_request`, written out: as a call, its extra future layer cost
             // ~1,500 instructions per HTTP/2 request (bench/callgrind.py).
             let svc = hyper::service::service_fn(move |mut req| {
@@ -591,7 +602,7 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
                     Ok::<_, Infallible>(resp)
                 }
             });
-            http::serve(io, protocol, svc, drain).await;
+            http::serve_limited(io, protocol, svc, drain, &limits.limits).await;
         }
     }
 }

@@ -33,6 +33,7 @@ use crate::{
     discovery::{Discovery, Target},
     identity::{Identity, IdentityError},
     inbound::{self, Inbound},
+    limits::{Limit, Limits, Slot, Slots},
     metrics::Metrics,
     outbound::{self, Origin, Outbound, OwnAddrs},
     tap::{self, Taps},
@@ -352,10 +353,25 @@ async fn sweep_idle_series(metrics: Metrics) {
     }
 }
 
+/// Connections the kernel completes and queues for each listener before the proxy accepts them
+/// (the kernel caps it at `net.core.somaxconn`, 4096 by default). `TcpListener::bind` queues 128:
+/// a burst of connections (a flood, or many detect timeouts firing at once and delaying the
+/// accept loop a few milliseconds) overflowed it, and each dropped SYN cost its client a 1 s
+/// retransmission.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { name, addr, source })
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind`: a restarted proxy rebinds while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| Error::Bind { name, addr, source })
 }
 
 fn local_addr(name: &'static str, l: &TcpListener) -> Result<SocketAddr, Error> {
@@ -375,10 +391,18 @@ enum Handler {
 }
 
 impl Handler {
+    /// The limits of the handler's direction.
+    fn limits(&self) -> &Limits {
+        match self {
+            Handler::Inbound(ib) | Handler::Forward(ib, _) => ib.limits(),
+            Handler::Outbound(ob) | Handler::Upstream(ob, _) => ob.limits(),
+        }
+    }
+
     /// Spawns the connection's task. Each path is spawned as its own task type: a task is
     /// allocated at the size of its future, so an outbound connection does not pay for the
     /// inbound path's larger states (TLS termination) or the other way round.
-    fn spawn(&self, conn: Accepted, guard: ConnGuard) {
+    fn spawn(&self, conn: Accepted, guard: (ConnGuard, Slot)) {
         match self {
             // Without a redirect there is no target port (forwarding to our own port would loop
             // back into this listener): only a transport header inside mTLS can name one.
@@ -405,7 +429,7 @@ impl Handler {
 }
 
 /// Runs a connection's future; the open-connection count drops when it ends.
-fn spawn_guarded(fut: impl Future<Output = ()> + Send + 'static, guard: ConnGuard) {
+fn spawn_guarded(fut: impl Future<Output = ()> + Send + 'static, guard: (ConnGuard, Slot)) {
     // `map`, not `async move { fut.await; drop(guard) }`: an async block keeps its captured
     // future and the awaited copy of it as two separate fields, doubling the task's size.
     tokio::spawn(fut.map(move |()| drop(guard)));
@@ -417,6 +441,9 @@ async fn accept_loop(
     conns: Arc<Connections>,
     handler: Handler,
 ) {
+    // This listener's open connections, against its direction's limit.
+    let slots = Slots::default();
+    let max = handler.limits().settings.max_connections;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -431,11 +458,18 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Over the limit: closed at once (the client sees a reset or EOF), before any of its
+        // bytes is read or any task is spawned for it.
+        let Some(slot) = slots.take(max) else {
+            handler.limits().count(Limit::MaxConnections);
+            tracing::debug!(%peer, max, "connection over the listener's limit: closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let Some(conn) = Accepted::new(stream, peer, drain.clone()) else {
             continue;
         };
-        handler.spawn(conn, conns.open());
+        handler.spawn(conn, (conns.open(), slot));
     }
 }
 
@@ -479,6 +513,35 @@ impl Drop for ConnGuard {
 mod tests {
     use super::*;
     use tokio::net::TcpStream;
+
+    /// A burst larger than `TcpListener::bind`'s 128 queued connections completes before the
+    /// proxy accepts any: none waits for a SYN retransmission.
+    #[tokio::test]
+    async fn listeners_queue_a_burst_of_connections() {
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(4096);
+        // The kernel caps the backlog at somaxconn (4096 by default since Linux 5.4).
+        let burst = somaxconn.min(LISTEN_BACKLOG as usize).min(1000) - 8;
+        assert!(
+            burst > 200,
+            "net.core.somaxconn {somaxconn} is too low to queue a burst"
+        );
+        let l = bind("test", "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind");
+        let addr = l.local_addr().unwrap();
+        let mut held = Vec::new();
+        for i in 0..burst {
+            // Generous: a dropped SYN is retransmitted after 1, 2, 4, 8 and 16 s.
+            let c = tokio::time::timeout(Duration::from_secs(20), TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|_| panic!("connection {i} queued without an accept"))
+                .expect("connect");
+            held.push(c);
+        }
+    }
 
     #[tokio::test]
     async fn no_original_dst_without_redirect() {

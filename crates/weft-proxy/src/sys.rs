@@ -1,6 +1,6 @@
 //! The proxy's only calls into libc (each `unsafe` block is here, with its safety argument):
 //! the original destination of a redirected connection, the host's interface addresses, and the
-//! clock-tick and page sizes `/proc` figures are counted in.
+//! clock-tick and page sizes `/proc` figures are counted in, and the open-file limit.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -107,4 +107,29 @@ pub fn host_name() -> Option<String> {
         .ok()
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (as Go's runtime does) and
+/// returns the soft limit in force: `(before, after)`. The soft limit is often 1024 outside
+/// Kubernetes, which would hold ~500 proxied connections, far under the connection limits'
+/// defaults; the hard limit is what the operator allowed.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own and pass by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let before = lim.rlim_cur;
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok((before, lim.rlim_cur))
+    }
 }

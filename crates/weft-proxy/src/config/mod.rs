@@ -11,12 +11,14 @@ use std::{
 
 mod identity;
 mod inbound;
+mod limits;
 mod parse;
 mod retry;
 mod trace;
 
 pub use identity::IdentityConfig;
 pub use inbound::{parse_networks, Cidr, DefaultPolicy};
+pub use limits::*;
 use parse::{
     check_control_tls, is_dns_name, parse_addr_list, parse_bool, parse_forward_ports,
     parse_identity_list, parse_identity_name, parse_socket_addr, parse_suffixes, parse_upstreams,
@@ -357,6 +359,11 @@ pub struct Config {
     pub metrics_retain_idle: Duration,
     /// `WEFT_PROXY_TRACE_*`; `None` = tracing off (no collector).
     pub trace: Option<TraceConfig>,
+    /// `WEFT_PROXY_INBOUND_{MAX_CONNECTIONS,SERVER_*}`: what clients of the inbound listeners
+    /// may hold.
+    pub inbound_limits: ServerLimits,
+    /// `WEFT_PROXY_OUTBOUND_{MAX_CONNECTIONS,SERVER_*}`.
+    pub outbound_limits: ServerLimits,
 }
 
 /// How long and how many idle connections a client pool keeps (per direction, from
@@ -702,6 +709,19 @@ impl Config {
             RetryBudget::default()
         });
 
+        let mut limits = |read: fn(&dyn Env) -> Result<ServerLimits, Vec<VarError>>,
+                          default: ServerLimits| {
+            read(env).unwrap_or_else(|errors| {
+                r.errors.extend(errors);
+                default
+            })
+        };
+        let inbound_limits = limits(ServerLimits::inbound_from_env, ServerLimits::default());
+        let outbound_limits = limits(
+            ServerLimits::outbound_from_env,
+            ServerLimits::outbound_default(),
+        );
+
         let workload_name = workload.as_ref().map(|w| w.name.as_str());
         let trace = TraceConfig::from_env(env, workload_name).unwrap_or_else(|errors| {
             r.errors.extend(errors);
@@ -809,6 +829,8 @@ impl Config {
                 access_log,
                 metrics_retain_idle,
                 trace,
+                inbound_limits,
+                outbound_limits,
             }),
             _ => Err(ConfigError { errors: r.errors }),
         }

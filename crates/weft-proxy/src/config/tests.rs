@@ -593,3 +593,68 @@ fn gateway_suffixes_and_trusted_gateways() {
     );
     assert!(err.contains("not an identity"), "{err}");
 }
+
+#[test]
+fn server_limits_defaults_values_linkerd_names_and_every_bad_value() {
+    let c = Config::from_env(&env(&[])).expect("valid");
+    assert_eq!(c.inbound_limits, ServerLimits::default());
+    assert_eq!(c.outbound_limits.max_connections, 10_000);
+    assert_eq!(c.outbound_limits.http1_max_header_size, 64 * 1024);
+    assert_eq!(c.outbound_limits.http2_max_concurrent_streams, 100);
+    assert_eq!(c.inbound_limits.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.outbound_limits.idle_timeout, Duration::from_secs(3600));
+
+    let c = Config::from_env(&env(&[
+        (ENV_INBOUND_MAX_CONNECTIONS, "5"),
+        (ENV_INBOUND_HTTP1_MAX_HEADER_SIZE, "8192"),
+        (ENV_LINKERD_INBOUND_HTTP2_MAX_CONCURRENT_STREAMS, "7"),
+        (ENV_INBOUND_IDLE_TIMEOUT, "2s"),
+        (ENV_OUTBOUND_HTTP2_MAX_CONCURRENT_STREAMS, "9"),
+        (ENV_LINKERD_OUTBOUND_HTTP2_MAX_CONCURRENT_STREAMS, "1"),
+    ]))
+    .expect("valid");
+    assert_eq!(
+        c.inbound_limits,
+        ServerLimits {
+            max_connections: 5,
+            http1_max_header_size: 8192,
+            http2_max_concurrent_streams: 7,
+            idle_timeout: Duration::from_secs(2),
+        }
+    );
+    assert_eq!(
+        c.outbound_limits.http2_max_concurrent_streams, 9,
+        "ours wins over Linkerd's name"
+    );
+    assert_eq!(c.outbound_limits.max_connections, 10_000, "per direction");
+
+    let text = Config::from_env(&env(&[
+        (ENV_INBOUND_MAX_CONNECTIONS, "0"),
+        (ENV_OUTBOUND_MAX_CONNECTIONS, "many"),
+        (ENV_INBOUND_HTTP1_MAX_HEADER_SIZE, "10"),
+        (ENV_OUTBOUND_HTTP1_MAX_HEADER_SIZE, "1048576"),
+        (ENV_INBOUND_HTTP2_MAX_CONCURRENT_STREAMS, "0"),
+        (ENV_LINKERD_OUTBOUND_HTTP2_MAX_CONCURRENT_STREAMS, "-3"),
+        (ENV_INBOUND_IDLE_TIMEOUT, "10ms"),
+        (ENV_OUTBOUND_IDLE_TIMEOUT, "soon"),
+    ]))
+    .expect_err("invalid")
+    .to_string();
+    for name in [
+        ENV_INBOUND_MAX_CONNECTIONS,
+        ENV_OUTBOUND_MAX_CONNECTIONS,
+        ENV_INBOUND_HTTP1_MAX_HEADER_SIZE,
+        ENV_OUTBOUND_HTTP1_MAX_HEADER_SIZE,
+        ENV_INBOUND_HTTP2_MAX_CONCURRENT_STREAMS,
+        ENV_LINKERD_OUTBOUND_HTTP2_MAX_CONCURRENT_STREAMS,
+        ENV_INBOUND_IDLE_TIMEOUT,
+        ENV_OUTBOUND_IDLE_TIMEOUT,
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    assert_eq!(text.lines().count(), 8, "{text}");
+    assert!(
+        text.contains("must be a number of bytes from 1024 to 262144"),
+        "{text}"
+    );
+}

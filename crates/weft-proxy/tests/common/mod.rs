@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod ca;
+pub mod hostile;
 pub mod mesh;
 pub mod process;
 

@@ -18,7 +18,10 @@ pub const SOON: Duration = Duration::from_secs(20);
 pub struct Proxy {
     pub child: Child,
     pub forward: SocketAddr,
+    /// Every forward port, in `WEFT_PROXY_INBOUND_FORWARD_PORTS` order (`forward` is the first).
+    pub forwards: Vec<SocketAddr>,
     pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
     pub admin: SocketAddr,
     stderr: mpsc::UnboundedReceiver<String>,
 }
@@ -27,7 +30,35 @@ impl Proxy {
     /// Starts `weft-proxy` with one forward port in front of `app`, every listener on an
     /// ephemeral loopback port, as `vars` change it; returns once it printed where it listens.
     pub async fn start(app: SocketAddr, vars: &[(&str, &str)]) -> Proxy {
+        Proxy::spawn(app, vars, None).await
+    }
+
+    /// [`Proxy::start`] with its soft RLIMIT_NOFILE set to `soft` when it starts.
+    pub async fn start_with_nofile(app: SocketAddr, vars: &[(&str, &str)], soft: u64) -> Proxy {
+        Proxy::spawn(app, vars, Some(soft)).await
+    }
+
+    async fn spawn(app: SocketAddr, vars: &[(&str, &str)], soft_nofile: Option<u64>) -> Proxy {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft-proxy"));
+        if let Some(soft) = soft_nofile {
+            // SAFETY: between fork and exec only async-signal-safe calls: getrlimit, setrlimit.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lim.rlim_cur = soft.min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd.env_clear()
             .env(config::ENV_DESTINATION_SVC_ADDR, "127.0.0.1:1")
             .env(config::ENV_POLICY_WORKLOAD, "default:web-1")
@@ -53,6 +84,13 @@ impl Proxy {
         let forward = addr(&listening["forward"][0]["addr"]);
         let admin = addr(&listening["admin"]);
         let inbound = addr(&listening["inbound"]);
+        let outbound = addr(&listening["outbound"]);
+        let forwards = listening["forward"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| addr(&f["addr"]))
+            .collect();
 
         let (tx, stderr) = mpsc::unbounded_channel();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -66,7 +104,9 @@ impl Proxy {
         Proxy {
             child,
             forward,
+            forwards,
             inbound,
+            outbound,
             admin,
             stderr,
         }
