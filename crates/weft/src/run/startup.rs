@@ -240,33 +240,66 @@ pub(crate) async fn undo(
     stop(proxy).await;
 }
 
-/// Sends one request to the control plane API; the answer's body if it is a success.
+/// How long [`api_call`] keeps retrying a control plane that answers "busy".
+const BUSY_FOR: Duration = Duration::from_secs(60);
+
+/// Sends one request to the control plane API; the answer's body if it is a success. Every call
+/// here is idempotent (PUT, DELETE), so a busy answer — 429 (too many changes in progress) or 503
+/// (too many connections, or stored but not yet applied) — is retried after its `Retry-After`
+/// (1 s if absent, at most 5 s) for up to [`BUSY_FOR`].
 async fn api_call(
     args: &RunArgs,
     method: hyper::Method,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<Bytes> {
-    let api = args.api();
-    let mut request = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, api.to_string());
-    if body.is_some() {
-        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-    }
+    call(args.api(), method, path, body).await
+}
+
+/// [`api_call`] to the API at `api`.
+async fn call(
+    api: SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<Bytes> {
     let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let response = http::send(api, request.body(Full::new(body))?)
-        .await
-        .with_context(|| format!("calling the control plane API at {api}"))?;
-    if !response.status().is_success() {
-        bail!(
-            "{} {}",
-            response.status(),
-            String::from_utf8_lossy(response.body())
+    let deadline = tokio::time::Instant::now() + BUSY_FOR;
+    loop {
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, api.to_string());
+        if !body.is_empty() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let response = http::send(api, request.body(Full::new(body.clone()))?)
+            .await
+            .with_context(|| format!("calling the control plane API at {api}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.into_body());
+        }
+        let busy = matches!(
+            status,
+            hyper::StatusCode::TOO_MANY_REQUESTS | hyper::StatusCode::SERVICE_UNAVAILABLE
         );
+        let wait = retry_after(response.headers());
+        if !busy || tokio::time::Instant::now() + wait > deadline {
+            bail!("{status} {}", String::from_utf8_lossy(response.body()));
+        }
+        tracing::debug!("{method} {path}: {status}, again in {wait:?}");
+        tokio::time::sleep(wait).await;
     }
-    Ok(response.into_body())
+}
+
+/// A busy answer's `Retry-After` in seconds, 1 s if absent or not a number, at most 5 s.
+fn retry_after(headers: &hyper::HeaderMap) -> Duration {
+    let secs = headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(secs.clamp(1, 5))
 }
 
 fn workload_path(args: &RunArgs) -> String {
@@ -321,6 +354,64 @@ async fn deregister(args: &RunArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers each connection's request with the next of `answers` (raw HTTP/1.1 responses).
+    async fn stub(answers: Vec<&'static str>) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answer in answers {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the client closed before its request");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                conn.write_all(answer.as_bytes()).await.unwrap();
+                conn.shutdown().await.ok();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_busy_control_plane_is_asked_again_after_its_retry_after() {
+        let api = stub(vec![
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+            "HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}",
+        ])
+        .await;
+        let started = std::time::Instant::now();
+        let body = call(api, hyper::Method::PUT, "/v1/workloads/default/a", None)
+            .await
+            .expect("answered after two busy answers");
+        assert_eq!(&body[..], b"{\"ok\":true}");
+        assert!(started.elapsed() >= Duration::from_secs(2), "did not wait");
+
+        // Anything else is an answer, not a reason to wait.
+        let api = stub(vec![
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 5\r\nconnection: close\r\n\r\nwrong",
+        ])
+        .await;
+        let e = call(api, hyper::Method::PUT, "/v1/workloads/default/a", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "400 Bad Request wrong");
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let mut h = hyper::HeaderMap::new();
+        assert_eq!(retry_after(&h), Duration::from_secs(1));
+        for (v, secs) in [("3", 3), ("0", 1), ("600", 5), ("soon", 1)] {
+            h.insert(hyper::header::RETRY_AFTER, v.parse().unwrap());
+            assert_eq!(retry_after(&h), Duration::from_secs(secs), "{v}");
+        }
+    }
 
     #[test]
     fn registration_says_not_ready_in_the_upstream_shape() {
