@@ -67,11 +67,27 @@ impl Args {
         Duration::from_secs_f64(self.interval)
     }
 
-    /// The certificate lifetime in seconds (for the rotation's schedule).
-    fn lifetime(&self) -> Duration {
-        let s = self.cert_lifetime.trim_end_matches('s');
-        Duration::from_secs_f64(s.parse().unwrap_or(43.0))
+    /// The certificate lifetime (for the rotation's schedule): `N`, `Ns`, `Nm` or `Nh`.
+    fn lifetime(&self) -> anyhow::Result<Duration> {
+        parse_lifetime(&self.cert_lifetime)
     }
+}
+
+/// `43s`, `2m`, `1h` or plain seconds; what `--cert-lifetime` takes that the schedule needs.
+fn parse_lifetime(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--cert-lifetime {s:?}: not a number with s, m or h"))?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => anyhow::bail!("--cert-lifetime {s:?}: the unit must be s, m or h"),
+    };
+    Duration::try_from_secs_f64(n * scale)
+        .map_err(|e| anyhow::anyhow!("--cert-lifetime {s:?}: {e}"))
 }
 
 /// How much a process may grow between the end of the second interval and the end before it
@@ -378,6 +394,7 @@ pub async fn run(root: Root, args: &Args, progress: impl Fn(&Interval)) -> anyho
         "--pool: at least 2 (one leaves each second)"
     );
     anyhow::ensure!(args.rate > 0.0, "--rate: more than 0");
+    let lifetime = args.lifetime()?;
     let svc = service();
     let mut mesh = Mesh::start(
         root,
@@ -428,7 +445,6 @@ pub async fn run(root: Root, args: &Args, progress: impl Fn(&Interval)) -> anyho
     let start = Instant::now();
     let total = args.duration();
     let interval = args.interval();
-    let lifetime = args.lifetime();
     // The schedule: restarts mid-interval (samples are taken at interval ends); the rotation's
     // bundle at 30 % of the run, issue 10 s later, retire once every old leaf expired.
     let mut next_restart = start + interval / 2;
@@ -688,4 +704,62 @@ pub fn summary(r: &Report) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(role: &str, rss_kib: u64, fds: u64) -> ProcSample {
+        ProcSample {
+            role: role.into(),
+            pid: 1,
+            rss_kib,
+            fds,
+        }
+    }
+
+    #[test]
+    fn growth_past_the_bound_is_a_leak_and_within_it_is_not() {
+        let base = [
+            sample("proxy a", 100_000, 20),
+            sample("weft control", 10_000, 24),
+        ];
+        // 25 % of 100,000 KiB is the larger allowance; 8 MiB is the larger for 10,000 KiB.
+        let fine = [
+            sample("proxy a", 125_000, 36),
+            sample("weft control", 18_192, 10),
+        ];
+        assert_eq!(leaks(&base, &fine, LEAK_BOUND), Vec::<String>::new());
+        let grown = [
+            sample("proxy a", 125_001, 37),
+            sample("weft control", 18_193, 24),
+        ];
+        let found = leaks(&base, &grown, LEAK_BOUND);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].starts_with("proxy a: RSS grew from 100000 KiB to 125001 KiB"),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("proxy a: open descriptors grew from 20 to 37"),
+            "{found:?}"
+        );
+        assert!(found[2].starts_with("weft control: RSS"), "{found:?}");
+        // A process with no baseline (it appeared later) is not compared.
+        assert!(leaks(&base, &[sample("proxy new", 1 << 30, 1000)], LEAK_BOUND).is_empty());
+    }
+
+    #[test]
+    fn lifetimes_parse_with_their_units_and_bad_ones_are_refused() {
+        assert_eq!(parse_lifetime("43s").unwrap(), Duration::from_secs(43));
+        assert_eq!(parse_lifetime("15").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_lifetime("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_lifetime("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_lifetime("5d")
+            .unwrap_err()
+            .to_string()
+            .contains("unit"));
+        assert!(parse_lifetime("soon").is_err());
+    }
 }
