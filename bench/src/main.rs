@@ -46,6 +46,11 @@ enum Command {
     CpEtcdLoad(cp_etcd::LoadArgs),
     /// Watch streams against `weft control`; store changes and their fan-out latency.
     CpScale(cp_scale::Args),
+    /// The soak: mixed traffic through the namespace cluster under churn, control-plane
+    /// restarts, certificate renewals and a trust-anchor rotation (root; `bench/soak`).
+    Soak(bench::reliability::soak::Args),
+    /// The chaos scenarios on the namespace cluster (root; `bench/chaos`).
+    Chaos(bench::reliability::chaos::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,8 +69,55 @@ fn main() -> anyhow::Result<()> {
             Command::CpStore(args) => cp_store::run(args).await,
             Command::CpEtcdLoad(args) => cp_etcd::load(args).await,
             Command::CpScale(args) => cp_scale::run(args).await,
+            Command::Soak(args) => soak(args).await,
+            Command::Chaos(args) => chaos(args).await,
         }
     })
+}
+
+/// The root the namespace cluster needs, or an error saying what is missing.
+fn root() -> anyhow::Result<weft_testbed::Root> {
+    weft_testbed::require_root(&["curl"])
+        .ok_or_else(|| anyhow::anyhow!("the namespace cluster cannot be built here (see above)"))
+}
+
+/// Writes `value` to `path` (pretty JSON).
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")?;
+    eprintln!("figures written to {}", path.display());
+    Ok(())
+}
+
+async fn soak(args: bench::reliability::soak::Args) -> anyhow::Result<()> {
+    use bench::reliability::soak;
+    let root = root()?;
+    println!("soak: {args:?}");
+    let report = soak::run(root, &args, |i| println!("{}", soak::interval_line(i))).await?;
+    println!("{}", soak::summary(&report));
+    if let Some(path) = &args.json {
+        write_json(path, &report.to_json())?;
+    }
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "the soak failed: {}",
+        report.problems.join("; ")
+    );
+    Ok(())
+}
+
+async fn chaos(args: bench::reliability::chaos::Args) -> anyhow::Result<()> {
+    use bench::reliability::chaos;
+    let root = root()?;
+    let report = chaos::run(root, &args, |s| println!("{}", chaos::scenario_line(s))).await?;
+    if let Some(path) = &args.json {
+        write_json(path, &report.to_json())?;
+    }
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "chaos: {}",
+        report.problems.join("; ")
+    );
+    Ok(())
 }
 
 /// CPU seconds (user + system) this process has used so far.

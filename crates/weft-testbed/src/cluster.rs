@@ -191,6 +191,31 @@ impl Cluster {
         })
     }
 
+    /// Drops each routed packet to or from node `i`'s pod network with `probability` (0..1), in
+    /// the hub (iptables `statistic`: works where `tc netem` is missing). Undone by
+    /// [`Partition::heal`] or on drop.
+    pub fn node_loss(&self, i: usize, probability: f64) -> Result<Partition, Error> {
+        let p = format!("{probability:.4}");
+        let subnet = self.node(i).pod_subnet();
+        let rule = |dir: &str| -> Vec<String> {
+            [
+                "FORWARD",
+                dir,
+                &subnet,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        Partition::insert(self.hub.name(), vec![rule("-s"), rule("-d")])
+    }
+
     /// `tc netem` on node `i`'s link to the hub, both directions (e.g. `["delay", "50ms"]`,
     /// `["loss", "10%"]`).
     pub fn node_netem(&self, i: usize, netem: &[&str]) -> Result<Netem, Error> {

@@ -19,9 +19,10 @@ mod cluster;
 pub mod mesh;
 mod netns;
 mod proc;
+pub mod procfs;
 
 pub use cluster::{Cluster, LinkDown, Netem, Node, Partition, Pod};
-pub use netns::{run, Netns};
+pub use netns::{run, NamedNetns, Netns};
 
 /// A namespace name unique to this process and call, `wt<pid>x<n><suffix>` (swept by later runs
 /// if this process dies without cleaning up).

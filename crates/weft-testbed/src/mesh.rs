@@ -79,6 +79,32 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// Kills the control plane (SIGKILL, as a crash) and starts the same command in the same pod
+    /// (same address, same store), waiting until the new run listens.
+    pub async fn restart(&mut self) -> Result<(), Error> {
+        let listening = |out: String| {
+            out.lines()
+                .filter(|l| l.contains(r#""event":"listening""#))
+                .count()
+        };
+        let before = listening(self.proc.stdout());
+        self.proc.restart_drained(STARTUP).await?;
+        // Polled: a line wait would see the killed run's end of output and give up.
+        let deadline = std::time::Instant::now() + STARTUP;
+        while listening(self.proc.stdout()) <= before {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Other(format!(
+                    "weft control did not listen again within {STARTUP:?}\n--- stderr\n{}",
+                    self.proc.stderr()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
 /// One `weft run` on a node: the process, and the pod namespace it made.
 pub struct Workload {
     pub name: String,

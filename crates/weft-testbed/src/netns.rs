@@ -186,3 +186,57 @@ impl Drop for Netns {
         }
     }
 }
+
+/// A handle on a namespace another program named (a `weft run` pod's, `/run/netns/NAME`):
+/// sockets made in it are the pod's own (its iptables rules and sidecar apply to them). Dropping
+/// it only closes the handle; the namespace stays its owner's.
+#[derive(Debug)]
+pub struct NamedNetns {
+    name: String,
+    fd: File,
+}
+
+impl NamedNetns {
+    pub fn open(name: &str) -> Result<NamedNetns, Error> {
+        let fd = File::open(format!("/run/netns/{name}"))
+            .map_err(|e| Error::io(format!("opening namespace {name}"), e))?;
+        Ok(NamedNetns {
+            name: name.to_string(),
+            fd,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A TCP listener bound inside the namespace.
+    pub fn bind(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let listener = weft_sys::in_netns(self.fd.as_raw_fd(), || {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })?;
+        tokio::net::TcpListener::from_std(listener)
+    }
+
+    /// A TCP connection made from inside the namespace (non-blocking: no thread waits on it),
+    /// with `TCP_NODELAY`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let socket = weft_sys::in_netns(self.fd.as_raw_fd(), tokio::net::TcpSocket::new_v4)?;
+        let stream = tokio::time::timeout(timeout, socket.connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} timed out after {timeout:?}"),
+                )
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}

@@ -231,6 +231,28 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// [`Proc::restart`], but first waits (at most `timeout`) until the killed run's stdout and
+    /// stderr have been read to their end, so none of its output lands after the new run's.
+    /// (Output then ends with the killed run's end marker, which ends a line wait at once: poll
+    /// [`Proc::stdout`] for the new run's lines instead.)
+    pub async fn restart_drained(&mut self, timeout: Duration) -> Result<(), Error> {
+        let had_run = self.child.is_some();
+        self.kill();
+        // A dead run writes nothing more: its output is read to the end once both end with
+        // the marker.
+        let closed = |s: &watch::Sender<String>| s.borrow().ends_with(EXITED);
+        let deadline = Instant::now() + timeout;
+        while had_run
+            && !(closed(&self.stdout) && closed(&self.stderr))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.start()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
