@@ -289,6 +289,11 @@ impl Inbound {
         self.metrics.detected(Direction::Inbound, result, waited);
     }
 
+    /// `id` is in `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: it speaks for its callers.
+    fn trusts_gateway(&self, id: &str) -> bool {
+        self.trusted_gateways.iter().any(|g| g == id)
+    }
+
     /// Counts and starts metering an accepted connection whose labels are now known.
     fn attach<S>(&self, io: &mut Metered<S>, target_addr: SocketAddr, client: &Client) {
         let labels = self.labels(None, target_addr, client.tls_label());
@@ -576,22 +581,7 @@ async fn serve<I>(
         }
     };
 
-    let conn = Arc::new(Conn {
-        labels: ib.labels(None, target_addr, client.tls_label()),
-        require_identity: ib.require_identity.contains(&app_port),
-        forwarded: client
-            .id()
-            .is_some_and(|id| ib.trusted_gateways.iter().any(|g| g == id))
-            .then(Box::default),
-        app: SocketAddr::from((Ipv4Addr::LOCALHOST, app_port)),
-        ib,
-        policy,
-        client,
-        client_addr: peer,
-        target_addr,
-        last: Mutex::new(None),
-        last_limited: Mutex::new(None),
-    });
+    let conn = Arc::new(Conn::new(ib, policy, client, peer, target_addr));
 
     // 5. Opaque: authorize the connection once (server authorizations), then relay.
     if protocol == Protocol::Opaque {
@@ -654,6 +644,34 @@ struct Decided {
 }
 
 impl Conn {
+    /// A connection from `client` at `client_addr` to `target_addr` (its port the application's)
+    /// under `policy`.
+    fn new(
+        ib: Arc<Inbound>,
+        policy: PortPolicy,
+        client: Client,
+        client_addr: SocketAddr,
+        target_addr: SocketAddr,
+    ) -> Conn {
+        let port = target_addr.port();
+        Conn {
+            labels: ib.labels(None, target_addr, client.tls_label()),
+            require_identity: ib.require_identity.contains(&port),
+            forwarded: client
+                .id()
+                .is_some_and(|id| ib.trusts_gateway(id))
+                .then(Box::default),
+            app: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            ib,
+            policy,
+            client,
+            client_addr,
+            target_addr,
+            last: Mutex::new(None),
+            last_limited: Mutex::new(None),
+        }
+    }
+
     fn client_ref(&self) -> ClientRef<'_> {
         ClientRef {
             ip: self.client_addr.ip(),

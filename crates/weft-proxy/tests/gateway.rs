@@ -9,7 +9,9 @@
 //! - the gateway counts the refusals in `inbound_gateway_refused_total{reason}`;
 //! - forwarded identity: the target application sees `l5d-client-id` = the client proxy's
 //!   identity when the target trusts the gateway (`WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`),
-//!   the gateway's own identity when it does not, and never what the application forged.
+//!   the gateway's own identity when it does not, and never what the application forged;
+//! - the gateway's own inbound policy (a scripted Server on its port) admits the caller it
+//!   names and refuses another east identity (HTTP 403, opaque closed, counted).
 
 mod common;
 
@@ -31,6 +33,8 @@ use weft_proxy::mtls::{self, SessionProtocol, TransportHeader};
 use weft_proxy::runtime::Running;
 
 const CLIENT: &str = "frontend.east.serviceaccount.identity.weft.cluster.local";
+/// Another workload of east.
+const OTHER: &str = "backend.east.serviceaccount.identity.weft.cluster.local";
 const GATEWAY: &str =
     "linkerd-gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local";
 const TARGET: &str = "web.default.serviceaccount.identity.weft.cluster.local";
@@ -121,18 +125,29 @@ async fn tcp_app() -> SocketAddr {
     addr
 }
 
-/// The three proxies and what the test reaches them by.
+/// The proxies and what the test reaches them by.
 struct Chain {
     client: Running,
+    /// A second east workload ([`OTHER`]) calling the same mirrors.
+    other: Running,
     gateway: Running,
     target: Running,
     /// The client's upstream listener for the database mirror.
     db: SocketAddr,
+    /// The other workload's.
+    other_db: SocketAddr,
+}
+
+/// Who the west proxies' inbound policies admit (`None`: the default policy, everybody).
+#[derive(Clone, Copy, Default)]
+struct Admits<'a> {
+    /// Every port of the gateway: a Server `gateway` (detecting HTTP, as Linkerd's).
+    gateway: Option<&'a [&'a str]>,
 }
 
 impl Chain {
     async fn stop(self) {
-        for running in [self.client, self.gateway, self.target] {
+        for running in [self.client, self.other, self.gateway, self.target] {
             running.shutdown();
             running.wait().await;
         }
@@ -143,11 +158,14 @@ impl Chain {
 /// Destination knows the services in its cluster; the client's knows their mirrors, whose
 /// endpoint is the gateway's inbound listener with the override naming the service.
 /// `target_vars`: the target proxy's extra environment.
-async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)]) -> Chain {
+async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)], admits: Admits<'_>) -> Chain {
     let (h1, h2, tcp) = (http1_app().await, http2_app().await, tcp_app().await);
     let forward = format!("{}=0,{}=0,{}=0", h1.port(), h2.port(), tcp.port());
     let mut vars = vec![("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.as_str())];
     vars.extend_from_slice(target_vars);
+    let policies = |port: u16, name: &str, opaque: bool, admits: Option<&[&str]>| {
+        mesh::Policies::new(admits.map(|ids| (port, mesh::server(name, opaque, ids))))
+    };
     let cp = mesh::control_plane(ca, Scripted::default()).await;
     let target = mesh::proxy(ca, &cp, TARGET, &vars).await;
     let fwd = |app: SocketAddr| {
@@ -173,7 +191,8 @@ async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)]) -> Chain {
             vec![mesh::endpoint(fwd(tcp), TARGET, Hint::Opaque, None, None)],
         ),
     ]);
-    let cp = mesh::control_plane(ca, west).await;
+    let cp =
+        mesh::control_plane_with(ca, west, policies(0, "gateway", false, admits.gateway)).await;
     let gateway = mesh::proxy(
         ca,
         &cp,
@@ -220,22 +239,19 @@ async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)]) -> Chain {
         ),
     ]);
     let cp = mesh::control_plane(ca, east).await;
-    let client = mesh::proxy(
-        ca,
-        &cp,
-        CLIENT,
-        &[(
-            "WEFT_PROXY_OUTBOUND_UPSTREAMS",
-            "db-west.default.svc.cluster.local:5432=0",
-        )],
-    )
-    .await;
-    let db = client.listening.upstreams[0].1;
+    let upstreams = [(
+        "WEFT_PROXY_OUTBOUND_UPSTREAMS",
+        "db-west.default.svc.cluster.local:5432=0",
+    )];
+    let client = mesh::proxy(ca, &cp, CLIENT, &upstreams).await;
+    let other = mesh::proxy(ca, &cp, OTHER, &upstreams).await;
     Chain {
+        db: client.listening.upstreams[0].1,
+        other_db: other.listening.upstreams[0].1,
         client,
+        other,
         gateway,
         target,
-        db,
     }
 }
 
@@ -304,21 +320,49 @@ async fn h2(
     answer(resp).await
 }
 
-/// `inbound_gateway_refused_total` of the gateway with `reason`.
-async fn refused(gateway: &Running, reason: &str) -> u64 {
-    let (_, metrics) = common::admin(gateway.listening.admin, "GET", "/metrics").await;
+/// `select 1` through an upstream listener for the database mirror, half-closed; what came back
+/// (nothing when a proxy closed the connection).
+async fn query(db: SocketAddr) -> Vec<u8> {
+    let mut s = TcpStream::connect(db).await.unwrap();
+    s.write_all(b"select 1").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    // A reset is a refusal too: what was read before it is the answer.
+    let _ = tokio::time::timeout(LIMIT, s.read_to_end(&mut back))
+        .await
+        .expect("an answer or the connection closed");
+    back
+}
+
+/// The sum of `family`'s series on `proxy` whose labels include every one of `labels`.
+async fn counted(proxy: &Running, family: &str, labels: &[(&str, &str)]) -> u64 {
+    let (_, metrics) = common::admin(proxy.listening.admin, "GET", "/metrics").await;
     metrics
         .lines()
-        .filter(|l| l.starts_with("inbound_gateway_refused_total{"))
-        .filter(|l| l.contains(&format!(r#"reason="{reason}""#)))
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!(r#"{k}="{v}""#)))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// `inbound_gateway_refused_total` of the gateway with `reason`.
+async fn refused(gateway: &Running, reason: &str) -> u64 {
+    counted(
+        gateway,
+        "inbound_gateway_refused_total",
+        &[("reason", reason)],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_grpc_and_opaque_go_through_the_gateway() {
     let ca = Arc::new(Ca::new());
-    let chain = chain(&ca, &[]).await;
+    let chain = chain(&ca, &[], Admits::default()).await;
     let outbound = chain.client.listening.outbound;
 
     // HTTP/1: through as HTTP/1, the authority the service's own name. The target does not
@@ -343,15 +387,7 @@ async fn http_grpc_and_opaque_go_through_the_gateway() {
     assert_eq!((status, error, grpc.as_deref()), (200, None, Some("0")));
 
     // Opaque TCP through the client's upstream listener for the database mirror.
-    let mut s = TcpStream::connect(chain.db).await.unwrap();
-    s.write_all(b"select 1").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(LIMIT, s.read_to_end(&mut back))
-        .await
-        .expect("an answer")
-        .unwrap();
-    assert_eq!(back, b"got:select 1");
+    assert_eq!(query(chain.db).await, b"got:select 1");
 
     assert_eq!(refused(&chain.gateway, "outside_suffixes").await, 0);
     chain.stop().await;
@@ -360,7 +396,7 @@ async fn http_grpc_and_opaque_go_through_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_refuses_names_outside_its_suffixes_and_unauthenticated_clients() {
     let ca = Arc::new(Ca::new());
-    let chain = chain(&ca, &[]).await;
+    let chain = chain(&ca, &[], Admits::default()).await;
     let gw = chain.gateway.listening.inbound;
 
     // A name outside the suffixes: 403 with the reason, counted.
@@ -446,6 +482,7 @@ async fn a_target_that_trusts_the_gateway_sees_the_callers_identity() {
     let chain = chain(
         &ca,
         &[("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)],
+        Admits::default(),
     )
     .await;
     let outbound = chain.client.listening.outbound;
@@ -473,5 +510,55 @@ async fn a_target_that_trusts_the_gateway_sees_the_callers_identity() {
         .sum::<u64>();
     assert_eq!(from_client, 2, "{metrics}");
 
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_policy_admits_the_caller_it_names_and_refuses_another() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: Some(&[CLIENT]),
+    };
+    let chain = chain(&ca, &[], admits).await;
+
+    // The named caller: through, HTTP and opaque.
+    let (status, error, _) = get_h1(
+        chain.client.listening.outbound,
+        "web-west.default.svc.cluster.local:8080",
+    )
+    .await;
+    assert_eq!((status, error), (200, None));
+    assert_eq!(query(chain.db).await, b"got:select 1");
+
+    // Another east identity: HTTP 403 naming it and the gateway's Server; opaque closed.
+    let (status, error, _) = get_h1(
+        chain.other.listening.outbound,
+        "web-west.default.svc.cluster.local:8080",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let error = error.expect("l5d-proxy-error");
+    assert!(
+        error.contains(OTHER) && error.contains("server:gateway"),
+        "{error}"
+    );
+    assert!(query(chain.other_db).await.is_empty(), "relayed");
+
+    // Counted as any inbound refusal, per connection, under the gateway's Server.
+    let tcp = |family, id| {
+        let gateway = &chain.gateway;
+        async move {
+            counted(
+                gateway,
+                family,
+                &[("srv_name", "gateway"), ("client_id", id)],
+            )
+            .await
+        }
+    };
+    assert_eq!(tcp("inbound_tcp_authz_deny_total", OTHER).await, 2);
+    assert_eq!(tcp("inbound_tcp_authz_deny_total", CLIENT).await, 0);
+    assert_eq!(tcp("inbound_tcp_authz_allow_total", CLIENT).await, 2);
+    assert_eq!(tcp("inbound_tcp_authz_allow_total", OTHER).await, 0);
     chain.stop().await;
 }

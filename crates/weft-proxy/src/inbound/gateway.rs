@@ -14,8 +14,14 @@
 //! gateway itself (a request that would loop through it). Like linkerd2-proxy's gateway, an
 //! HTTP/1 request (carried as HTTP/2 with `l5d-orig-proto`) goes on as HTTP/1 and keeps the
 //! authority its client's proxy gave it (the service's name here).
+//!
+//! Then the gateway's own inbound policy: the policy of the port the connection arrived on (the
+//! gateway's Server and its AuthorizationPolicies, or the default policy) authorizes the caller
+//! once per connection against the server's authorizations, exactly as an opaque connection to
+//! that port is (`inbound_tcp_authz_{allow,deny}_total`), as linkerd2-proxy's gateway checks its
+//! inbound port's policy before it forwards. Refused: opaque closed, HTTP 403 for every request.
 
-use super::{Client, Ctx, Inbound};
+use super::{Client, Conn, Ctx, Inbound};
 use crate::{
     detect::Protocol,
     discovery::Target,
@@ -128,6 +134,31 @@ where
             return http::serve(io, protocol, svc, drain).await;
         }
     };
+
+    // The gateway's own inbound policy for the caller: that of the port the connection came
+    // to, decided once for the connection (the caller is its certificate's, for all of it).
+    // Boxed: the first connection to the port may wait for the control plane's answer.
+    let policy = Box::pin(ib.policies.port(local.port())).await;
+    let conn = Conn::new(ib, policy, client, peer, local);
+    let server = conn.policy.current();
+    let authorized = conn.authorize_connection(&server);
+    drop(server);
+    if let Err(e) = authorized {
+        tracing::info!(%peer, error = %e, "gateway connection refused by policy");
+        let (Some(protocol), Error::Unauthorized { client, target }) = (protocol, e) else {
+            // Opaque: closed unanswered.
+            return;
+        };
+        let svc = hyper::service::service_fn(move |req: Request<_>| {
+            let e = Error::Unauthorized {
+                client: client.clone(),
+                target: target.clone(),
+            };
+            let resp = conn.refuse(e, &req);
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        return http::serve(io, protocol, svc, drain).await;
+    }
 
     let target = Target::Name {
         host,
