@@ -294,6 +294,26 @@ impl Inbound {
         self.trusted_gateways.iter().any(|g| g == id)
     }
 
+    /// The client of a connection whose transport header names one (`named`, the caller a
+    /// gateway relays an opaque stream for): that identity when the TLS peer is a trusted
+    /// gateway, else the peer itself (a workload cannot claim to be somebody else).
+    fn header_client(&self, peer: Client, named: &str) -> Client {
+        match peer.id() {
+            Some(gateway) if self.trusts_gateway(gateway) => Client::Mtls {
+                id: Some(named.trim_end_matches('.').to_ascii_lowercase()),
+            },
+            id => {
+                tracing::info!(
+                    peer = id.unwrap_or("none"),
+                    claimed = named,
+                    "a transport header names a client and the peer is not a trusted gateway: \
+                     the peer is the client"
+                );
+                peer
+            }
+        }
+    }
+
     /// Counts and starts metering an accepted connection whose labels are now known.
     fn attach<S>(&self, io: &mut Metered<S>, target_addr: SocketAddr, client: &Client) {
         let labels = self.labels(None, target_addr, client.tls_label());
@@ -471,7 +491,7 @@ async fn terminate(
         }
     };
     let (_, session) = tls.get_ref();
-    let client = Client::Mtls {
+    let mut client = Client::Mtls {
         id: session.peer_certificates().and_then(id_tls::peer_identity),
     };
     let transport = session.alpn_protocol() == Some(mtls::TRANSPORT_ALPN);
@@ -490,6 +510,10 @@ async fn terminate(
                 return Box::pin(gateway::serve(ctx, tls, header, name, client)).await;
             }
             Ok(Ok(header)) => {
+                // A trusted gateway relaying an opaque stream names its caller.
+                if let Some(named) = &header.client_id {
+                    client = ib.header_client(client, named);
+                }
                 let known = match header.protocol {
                     Some(SessionProtocol::Http1) => Protocol::Http1,
                     Some(SessionProtocol::Http2) => Protocol::Http2,

@@ -11,7 +11,10 @@
 //!   identity when the target trusts the gateway (`WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`),
 //!   the gateway's own identity when it does not, and never what the application forged;
 //! - the gateway's own inbound policy (a scripted Server on its port) admits the caller it
-//!   names and refuses another east identity (HTTP 403, opaque closed, counted).
+//!   names and refuses another east identity (HTTP 403, opaque closed, counted);
+//! - opaque TCP carries the caller in the transport header: a target trusting the gateway
+//!   authorizes the caller on an opaque port, one that does not authorizes the gateway, and a
+//!   peer that is no gateway naming somebody else in the header is taken for itself.
 
 mod common;
 
@@ -136,6 +139,8 @@ struct Chain {
     db: SocketAddr,
     /// The other workload's.
     other_db: SocketAddr,
+    /// The database application's port (the target's inbound policy port for it).
+    db_port: u16,
 }
 
 /// Who the west proxies' inbound policies admit (`None`: the default policy, everybody).
@@ -143,6 +148,8 @@ struct Chain {
 struct Admits<'a> {
     /// Every port of the gateway: a Server `gateway` (detecting HTTP, as Linkerd's).
     gateway: Option<&'a [&'a str]>,
+    /// The target's database port: an opaque Server `db`.
+    db: Option<&'a [&'a str]>,
 }
 
 impl Chain {
@@ -157,17 +164,21 @@ impl Chain {
 /// Applications behind the target proxy (explicit mode: a forward port each); the gateway's
 /// Destination knows the services in its cluster; the client's knows their mirrors, whose
 /// endpoint is the gateway's inbound listener with the override naming the service.
-/// `target_vars`: the target proxy's extra environment.
+/// The database is reached through the target's inbound listener with a transport header
+/// (opaque transport, as Linkerd's proxies reach an opaque port). `target_vars`: the target
+/// proxy's extra environment.
 async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)], admits: Admits<'_>) -> Chain {
     let (h1, h2, tcp) = (http1_app().await, http2_app().await, tcp_app().await);
-    let forward = format!("{}=0,{}=0,{}=0", h1.port(), h2.port(), tcp.port());
+    let forward = format!("{}=0,{}=0", h1.port(), h2.port());
     let mut vars = vec![("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.as_str())];
     vars.extend_from_slice(target_vars);
     let policies = |port: u16, name: &str, opaque: bool, admits: Option<&[&str]>| {
         mesh::Policies::new(admits.map(|ids| (port, mesh::server(name, opaque, ids))))
     };
-    let cp = mesh::control_plane(ca, Scripted::default()).await;
+    let target_policies = policies(tcp.port(), "db", true, admits.db);
+    let cp = mesh::control_plane_with(ca, Scripted::default(), target_policies).await;
     let target = mesh::proxy(ca, &cp, TARGET, &vars).await;
+    let target_inbound = target.listening.inbound.port();
     let fwd = |app: SocketAddr| {
         let (_, at) = target
             .listening
@@ -188,7 +199,13 @@ async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)], admits: Admits<'_>) -
         ),
         (
             "db.default.svc.west.local:5432".to_string(),
-            vec![mesh::endpoint(fwd(tcp), TARGET, Hint::Opaque, None, None)],
+            vec![mesh::endpoint(
+                tcp,
+                TARGET,
+                Hint::Opaque,
+                Some(target_inbound),
+                None,
+            )],
         ),
     ]);
     let cp =
@@ -248,6 +265,7 @@ async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)], admits: Admits<'_>) -
     Chain {
         db: client.listening.upstreams[0].1,
         other_db: other.listening.upstreams[0].1,
+        db_port: tcp.port(),
         client,
         other,
         gateway,
@@ -435,6 +453,7 @@ async fn the_gateway_refuses_names_outside_its_suffixes_and_unauthenticated_clie
         port: 8080,
         name: Some("web.default.svc.west.local".into()),
         protocol: Some(SessionProtocol::Http2),
+        client_id: None,
     }
     .write(&mut tls)
     .await
@@ -518,6 +537,7 @@ async fn the_gateways_own_policy_admits_the_caller_it_names_and_refuses_another(
     let ca = Arc::new(Ca::new());
     let admits = Admits {
         gateway: Some(&[CLIENT]),
+        db: None,
     };
     let chain = chain(&ca, &[], admits).await;
 
@@ -560,5 +580,113 @@ async fn the_gateways_own_policy_admits_the_caller_it_names_and_refuses_another(
     assert_eq!(tcp("inbound_tcp_authz_deny_total", CLIENT).await, 0);
     assert_eq!(tcp("inbound_tcp_authz_allow_total", CLIENT).await, 2);
     assert_eq!(tcp("inbound_tcp_authz_allow_total", OTHER).await, 0);
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_target_trusting_the_gateway_authorizes_the_caller() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: None,
+        db: Some(&[CLIENT]),
+    };
+    let trust = [("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)];
+    let chain = chain(&ca, &trust, admits).await;
+
+    // The admitted caller through the gateway; another east identity refused by the target.
+    assert_eq!(query(chain.db).await, b"got:select 1");
+    assert!(query(chain.other_db).await.is_empty(), "relayed");
+
+    let db = |family, id| {
+        let target = &chain.target;
+        async move { counted(target, family, &[("srv_name", "db"), ("client_id", id)]).await }
+    };
+    assert_eq!(db("inbound_tcp_authz_allow_total", CLIENT).await, 1);
+    assert_eq!(db("inbound_tcp_authz_deny_total", OTHER).await, 1);
+    assert_eq!(db("inbound_tcp_authz_allow_total", GATEWAY).await, 0);
+    assert_eq!(db("inbound_tcp_authz_deny_total", GATEWAY).await, 0);
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_target_not_trusting_the_gateway_authorizes_the_gateway() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: None,
+        db: Some(&[CLIENT]),
+    };
+    let chain = chain(&ca, &[], admits).await;
+
+    // The caller is named in the header, but only a trusted gateway is believed: the client
+    // is the gateway, which the policy does not admit.
+    assert!(query(chain.db).await.is_empty(), "relayed");
+    let deny = &[("srv_name", "db"), ("client_id", GATEWAY)];
+    let denied = counted(&chain.target, "inbound_tcp_authz_deny_total", deny).await;
+    assert_eq!(denied, 1);
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_no_gateway_naming_a_client_is_taken_for_itself() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: None,
+        db: Some(&[CLIENT]),
+    };
+    let trust = [("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)];
+    let chain = chain(&ca, &trust, admits).await;
+
+    // Straight to the target's inbound listener with a certificate of `me`, the header naming
+    // `claimed` as the client.
+    let direct = |me: &'static str, claimed: &'static str| {
+        let (ca, at, port) = (ca.clone(), chain.target.listening.inbound, chain.db_port);
+        async move {
+            let provider = weft_proxy::identity::tls::provider();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.anchor_der.clone()).unwrap();
+            let (cert, key) = ca.client(me);
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(vec![cert], key)
+                .unwrap();
+            config.alpn_protocols = vec![mtls::TRANSPORT_ALPN.to_vec()];
+            let tcp = TcpStream::connect(at).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from(TARGET).unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .expect("handshake");
+            TransportHeader {
+                port,
+                name: None,
+                protocol: None,
+                client_id: Some(claimed.into()),
+            }
+            .write(&mut tls)
+            .await
+            .unwrap();
+            tls.write_all(b"select 1").await.unwrap();
+            tls.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut back))
+                .await
+                .expect("an answer or the connection closed");
+            back
+        }
+    };
+    // Claiming the admitted identity does not admit another.
+    assert!(direct(OTHER, CLIENT).await.is_empty(), "relayed");
+    // Claiming another does not refuse the admitted one: its own certificate decides.
+    assert_eq!(direct(CLIENT, OTHER).await, b"got:select 1");
+
+    let db = |family, id| {
+        let target = &chain.target;
+        async move { counted(target, family, &[("srv_name", "db"), ("client_id", id)]).await }
+    };
+    assert_eq!(db("inbound_tcp_authz_deny_total", OTHER).await, 1);
+    assert_eq!(db("inbound_tcp_authz_allow_total", CLIENT).await, 1);
+    assert_eq!(db("inbound_tcp_authz_deny_total", CLIENT).await, 0);
     chain.stop().await;
 }

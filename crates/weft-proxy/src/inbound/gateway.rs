@@ -20,6 +20,10 @@
 //! once per connection against the server's authorizations, exactly as an opaque connection to
 //! that port is (`inbound_tcp_authz_{allow,deny}_total`), as linkerd2-proxy's gateway checks its
 //! inbound port's policy before it forwards. Refused: opaque closed, HTTP 403 for every request.
+//!
+//! An opaque stream is relayed with the caller named in the transport header to the target (a
+//! field of Weft's, see `mtls::TransportHeader::client_id`), so that a target trusting this
+//! gateway authorizes the caller on opaque ports too.
 
 use super::{Client, Conn, Ctx, Inbound};
 use crate::{
@@ -112,6 +116,10 @@ where
             &[("reason", refusal.label())],
         )
     };
+    if header.client_id.is_some() {
+        // A caller speaks for itself only: its own certificate names it here.
+        tracing::info!(%peer, "a gateway client's transport header names a client: ignored");
+    }
     let (ob, caller) = match decided {
         Ok(ok) => ok,
         Err(refusal) => {
@@ -166,7 +174,7 @@ where
     };
     let fixed = ob.fixed(target).await;
     let Some(protocol) = protocol else {
-        if let Err(e) = outbound::relay_fixed(&ob, io, fixed).await {
+        if let Err(e) = outbound::relay_fixed(&ob, io, fixed, &caller).await {
             tracing::info!(%peer, error = %e, "gateway connection failed");
         }
         return;
