@@ -1013,10 +1013,7 @@ impl Conn {
         }
         let Some(i) = authorize(&server.authorizations, &self.client_ref()) else {
             count(m::INBOUND_TCP_AUTHZ_DENY, None);
-            return Err(Error::Unauthorized {
-                client: Named(&self.client, self.client_addr.ip()).to_string(),
-                target: format!("server {}", ServerName(&server.meta)),
-            });
+            return Err(self.unauthorized_by(server));
         };
         let authz = &server.authorizations[i];
         if authz.is_audit() {
@@ -1028,6 +1025,14 @@ impl Conn {
         }
         count(m::INBOUND_TCP_AUTHZ_ALLOW, Some(&authz.meta));
         Ok(())
+    }
+
+    /// The client is not admitted by `server`'s authorizations.
+    fn unauthorized_by(&self, server: &ServerPolicy) -> Error {
+        Error::Unauthorized {
+            client: Named(&self.client, self.client_addr.ip()).to_string(),
+            target: format!("server {}", ServerName(&server.meta)),
+        }
     }
 
     /// A refused request: the error's response (gRPC-shaped for gRPC requests), metered.
