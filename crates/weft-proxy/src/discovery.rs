@@ -128,6 +128,7 @@ impl AuthorityOverride {
             port: self.port,
             name: Some(self.host.clone()),
             protocol,
+            client_id: None,
         }
     }
 }

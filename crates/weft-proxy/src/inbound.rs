@@ -299,6 +299,31 @@ impl Inbound {
         self.metrics.detected(Direction::Inbound, result, waited);
     }
 
+    /// `id` is in `WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`: it speaks for its callers.
+    fn trusts_gateway(&self, id: &str) -> bool {
+        self.trusted_gateways.iter().any(|g| g == id)
+    }
+
+    /// The client of a connection whose transport header names one (`named`, the caller a
+    /// gateway relays an opaque stream for): that identity when the TLS peer is a trusted
+    /// gateway, else the peer itself (a workload cannot claim to be somebody else).
+    fn header_client(&self, peer: Client, named: &str) -> Client {
+        match peer.id() {
+            Some(gateway) if self.trusts_gateway(gateway) => Client::Mtls {
+                id: Some(named.trim_end_matches('.').to_ascii_lowercase()),
+            },
+            id => {
+                tracing::info!(
+                    peer = id.unwrap_or("none"),
+                    claimed = named,
+                    "a transport header names a client and the peer is not a trusted gateway: \
+                     the peer is the client"
+                );
+                peer
+            }
+        }
+    }
+
     /// Counts and starts metering an accepted connection whose labels are now known.
     fn attach<S>(&self, io: &mut Metered<S>, target_addr: SocketAddr, client: &Client) {
         let labels = self.labels(None, target_addr, client.tls_label());
@@ -476,7 +501,7 @@ async fn terminate(
         }
     };
     let (_, session) = tls.get_ref();
-    let client = Client::Mtls {
+    let mut client = Client::Mtls {
         id: session.peer_certificates().and_then(id_tls::peer_identity),
     };
     let transport = session.alpn_protocol() == Some(mtls::TRANSPORT_ALPN);
@@ -495,6 +520,10 @@ async fn terminate(
                 return Box::pin(gateway::serve(ctx, tls, header, name, client)).await;
             }
             Ok(Ok(header)) => {
+                // A trusted gateway relaying an opaque stream names its caller.
+                if let Some(named) = &header.client_id {
+                    client = ib.header_client(client, named);
+                }
                 let known = match header.protocol {
                     Some(SessionProtocol::Http1) => Protocol::Http1,
                     Some(SessionProtocol::Http2) => Protocol::Http2,
@@ -586,22 +615,7 @@ async fn serve<I>(
         }
     };
 
-    let conn = Arc::new(Conn {
-        labels: ib.labels(None, target_addr, client.tls_label()),
-        require_identity: ib.require_identity.contains(&app_port),
-        forwarded: client
-            .id()
-            .is_some_and(|id| ib.trusted_gateways.iter().any(|g| g == id))
-            .then(Box::default),
-        app: SocketAddr::from((Ipv4Addr::LOCALHOST, app_port)),
-        ib,
-        policy,
-        client,
-        client_addr: peer,
-        target_addr,
-        last: Mutex::new(None),
-        last_limited: Mutex::new(None),
-    });
+    let conn = Arc::new(Conn::new(ib, policy, client, peer, target_addr));
 
     // 5. Opaque: authorize the connection once (server authorizations), then relay.
     if protocol == Protocol::Opaque {
@@ -665,6 +679,34 @@ struct Decided {
 }
 
 impl Conn {
+    /// A connection from `client` at `client_addr` to `target_addr` (its port the application's)
+    /// under `policy`.
+    fn new(
+        ib: Arc<Inbound>,
+        policy: PortPolicy,
+        client: Client,
+        client_addr: SocketAddr,
+        target_addr: SocketAddr,
+    ) -> Conn {
+        let port = target_addr.port();
+        Conn {
+            labels: ib.labels(None, target_addr, client.tls_label()),
+            require_identity: ib.require_identity.contains(&port),
+            forwarded: client
+                .id()
+                .is_some_and(|id| ib.trusts_gateway(id))
+                .then(Box::default),
+            app: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            ib,
+            policy,
+            client,
+            client_addr,
+            target_addr,
+            last: Mutex::new(None),
+            last_limited: Mutex::new(None),
+        }
+    }
+
     fn client_ref(&self) -> ClientRef<'_> {
         ClientRef {
             ip: self.client_addr.ip(),
@@ -982,10 +1024,7 @@ impl Conn {
         }
         let Some(i) = authorize(&server.authorizations, &self.client_ref()) else {
             count(m::INBOUND_TCP_AUTHZ_DENY, None);
-            return Err(Error::Unauthorized {
-                client: Named(&self.client, self.client_addr.ip()).to_string(),
-                target: format!("server {}", ServerName(&server.meta)),
-            });
+            return Err(self.unauthorized_by(server));
         };
         let authz = &server.authorizations[i];
         if authz.is_audit() {
@@ -997,6 +1036,14 @@ impl Conn {
         }
         count(m::INBOUND_TCP_AUTHZ_ALLOW, Some(&authz.meta));
         Ok(())
+    }
+
+    /// The client is not admitted by `server`'s authorizations.
+    fn unauthorized_by(&self, server: &ServerPolicy) -> Error {
+        Error::Unauthorized {
+            client: Named(&self.client, self.client_addr.ip()).to_string(),
+            target: format!("server {}", ServerName(&server.meta)),
+        }
     }
 
     /// A refused request: the error's response (gRPC-shaped for gRPC requests), metered.

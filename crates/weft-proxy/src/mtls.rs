@@ -374,6 +374,10 @@ pub struct TransportHeader {
     pub name: Option<String>,
     /// Known session protocol; `None` = opaque.
     pub protocol: Option<SessionProtocol>,
+    /// Weft's extension: the verified identity of the client a multicluster gateway forwards
+    /// this connection for. Believed only from a trusted gateway
+    /// (`WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`); a Linkerd proxy skips the field.
+    pub client_id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,6 +396,10 @@ mod proto {
         pub name: String,
         #[prost(message, optional, tag = "3")]
         pub session_protocol: Option<SessionProtocol>,
+        /// Not in Linkerd's header.proto (which uses tags 1 to 3): a tag far from them, so a
+        /// field Linkerd adds later does not collide, and a Linkerd proxy skips it as unknown.
+        #[prost(string, tag = "1000")]
+        pub client_id: String,
     }
     #[derive(Clone, Copy, PartialEq, prost::Message)]
     pub struct SessionProtocol {
@@ -435,6 +443,7 @@ impl TransportHeader {
                     SessionProtocol::Http2 => proto::Kind::Http2(proto::Empty {}),
                 }),
             }),
+            client_id: self.client_id.clone().unwrap_or_default(),
         };
         let body = msg.encode_to_vec();
         let mut out = Vec::with_capacity(TRANSPORT_PREFACE.len() + 4 + body.len());
@@ -477,6 +486,7 @@ impl TransportHeader {
                 proto::Kind::Http1(_) => SessionProtocol::Http1,
                 proto::Kind::Http2(_) => SessionProtocol::Http2,
             }),
+            client_id: Some(msg.client_id).filter(|c| !c.is_empty()),
         })
     }
 }

@@ -105,15 +105,20 @@ fn client_hello_gives_sni_and_alpn_once_complete() {
 
 #[tokio::test]
 async fn transport_header_roundtrips_and_rejects_garbage() {
-    for protocol in [
-        None,
-        Some(SessionProtocol::Http1),
-        Some(SessionProtocol::Http2),
+    for (protocol, client_id) in [
+        (None, None),
+        (
+            None,
+            Some("frontend.east.serviceaccount.identity.weft.cluster.local"),
+        ),
+        (Some(SessionProtocol::Http1), None),
+        (Some(SessionProtocol::Http2), Some("a.b")),
     ] {
         let header = TransportHeader {
             port: 8080,
             name: Some("web.default.svc.cluster.local".into()),
             protocol,
+            client_id: client_id.map(str::to_owned),
         };
         let mut bytes = header.encode();
         bytes.extend_from_slice(b"after");
@@ -129,6 +134,43 @@ async fn transport_header_roundtrips_and_rejects_garbage() {
         TransportHeader::read(&mut garbage).await,
         Err(HeaderError::Preface)
     ));
+}
+
+/// The client identity field is wire-compatible with Linkerd's header: Linkerd's message (tags
+/// 1 to 3) reads ours with the field skipped, and ours reads Linkerd's without it.
+#[tokio::test]
+async fn the_client_identity_field_is_skipped_by_linkerds_header() {
+    use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct LinkerdHeader {
+        #[prost(int32, tag = "1")]
+        port: i32,
+        #[prost(string, tag = "2")]
+        name: String,
+    }
+    let ours = TransportHeader {
+        port: 5432,
+        name: Some("db.default.svc.cluster.local".into()),
+        protocol: None,
+        client_id: Some("frontend.east.serviceaccount.identity.weft.cluster.local".into()),
+    }
+    .encode();
+    let body = &ours[TRANSPORT_PREFACE.len() + 4..];
+    let linkerd = LinkerdHeader::decode(body).expect("Linkerd's message reads ours");
+    assert_eq!(
+        (linkerd.port, linkerd.name.as_str()),
+        (5432, "db.default.svc.cluster.local")
+    );
+    let body = LinkerdHeader {
+        port: 5432,
+        name: String::new(),
+    }
+    .encode_to_vec();
+    let mut theirs = TRANSPORT_PREFACE.to_vec();
+    theirs.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    theirs.extend_from_slice(&body);
+    let read = TransportHeader::read(&mut &theirs[..]).await.expect("read");
+    assert_eq!((read.port, read.client_id), (5432, None));
 }
 
 fn outbound_labels(addr: SocketAddr) -> Labels {
@@ -323,6 +365,7 @@ async fn through_header(
         port,
         name: None,
         protocol: None,
+        client_id: None,
     }
     .write(tls)
     .await

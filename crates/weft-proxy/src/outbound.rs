@@ -568,7 +568,11 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
             let hello = Hello::of(peeked.as_ref());
             // Boxed: connect + TLS + relay states are large, and only opaque connections
             // need them (an HTTP connection's task stays small).
-            match Box::pin(forward_opaque(&ob, io, &target, dest, hello, deadline)).await {
+            match Box::pin(forward_opaque(
+                &ob, io, &target, dest, hello, deadline, None,
+            ))
+            .await
+            {
                 Ok(()) => {}
                 // Logged (and counted) where the policy refused it.
                 Err(Error::Forbidden { .. }) => {}
@@ -665,8 +669,15 @@ where
 }
 
 /// An opaque byte stream to a [`Fixed`] target, relayed as the application's would be (one
-/// endpoint for the stream, its opaque or TLS route when the policy has one).
-pub async fn relay_fixed<I>(ob: &Outbound, client: I, fixed: Fixed) -> Result<(), Error>
+/// endpoint for the stream, its opaque or TLS route when the policy has one), for `caller`: the
+/// transport header to a meshed endpoint names it (a target trusting this gateway authorizes
+/// the caller, not us).
+pub async fn relay_fixed<I>(
+    ob: &Outbound,
+    client: I,
+    fixed: Fixed,
+    caller: &str,
+) -> Result<(), Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
 {
@@ -679,6 +690,7 @@ where
         fixed.dest,
         Hello::Unread,
         deadline,
+        Some(caller),
     )
     .await
 }

@@ -174,6 +174,8 @@ fn assert_reached_the_gateway(
             port,
             name: Some(name.to_string()),
             protocol,
+            // An application's own client names no caller.
+            client_id: None,
         }
     );
 }

@@ -9,7 +9,12 @@
 //! - the gateway counts the refusals in `inbound_gateway_refused_total{reason}`;
 //! - forwarded identity: the target application sees `l5d-client-id` = the client proxy's
 //!   identity when the target trusts the gateway (`WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES`),
-//!   the gateway's own identity when it does not, and never what the application forged.
+//!   the gateway's own identity when it does not, and never what the application forged;
+//! - the gateway's own inbound policy (a scripted Server on its port) admits the caller it
+//!   names and refuses another east identity (HTTP 403, opaque closed, counted);
+//! - opaque TCP carries the caller in the transport header: a target trusting the gateway
+//!   authorizes the caller on an opaque port, one that does not authorizes the gateway, and a
+//!   peer that is no gateway naming somebody else in the header is taken for itself.
 
 mod common;
 
@@ -31,6 +36,8 @@ use weft_proxy::mtls::{self, SessionProtocol, TransportHeader};
 use weft_proxy::runtime::Running;
 
 const CLIENT: &str = "frontend.east.serviceaccount.identity.weft.cluster.local";
+/// Another workload of east.
+const OTHER: &str = "backend.east.serviceaccount.identity.weft.cluster.local";
 const GATEWAY: &str =
     "linkerd-gateway.weft-multicluster.serviceaccount.identity.weft.cluster.local";
 const TARGET: &str = "web.default.serviceaccount.identity.weft.cluster.local";
@@ -121,18 +128,33 @@ async fn tcp_app() -> SocketAddr {
     addr
 }
 
-/// The three proxies and what the test reaches them by.
+/// The proxies and what the test reaches them by.
 struct Chain {
     client: Running,
+    /// A second east workload ([`OTHER`]) calling the same mirrors.
+    other: Running,
     gateway: Running,
     target: Running,
     /// The client's upstream listener for the database mirror.
     db: SocketAddr,
+    /// The other workload's.
+    other_db: SocketAddr,
+    /// The database application's port (the target's inbound policy port for it).
+    db_port: u16,
+}
+
+/// Who the west proxies' inbound policies admit (`None`: the default policy, everybody).
+#[derive(Clone, Copy, Default)]
+struct Admits<'a> {
+    /// Every port of the gateway: a Server `gateway` (detecting HTTP, as Linkerd's).
+    gateway: Option<&'a [&'a str]>,
+    /// The target's database port: an opaque Server `db`.
+    db: Option<&'a [&'a str]>,
 }
 
 impl Chain {
     async fn stop(self) {
-        for running in [self.client, self.gateway, self.target] {
+        for running in [self.client, self.other, self.gateway, self.target] {
             running.shutdown();
             running.wait().await;
         }
@@ -142,14 +164,21 @@ impl Chain {
 /// Applications behind the target proxy (explicit mode: a forward port each); the gateway's
 /// Destination knows the services in its cluster; the client's knows their mirrors, whose
 /// endpoint is the gateway's inbound listener with the override naming the service.
-/// `target_vars`: the target proxy's extra environment.
-async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)]) -> Chain {
+/// The database is reached through the target's inbound listener with a transport header
+/// (opaque transport, as Linkerd's proxies reach an opaque port). `target_vars`: the target
+/// proxy's extra environment.
+async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)], admits: Admits<'_>) -> Chain {
     let (h1, h2, tcp) = (http1_app().await, http2_app().await, tcp_app().await);
-    let forward = format!("{}=0,{}=0,{}=0", h1.port(), h2.port(), tcp.port());
+    let forward = format!("{}=0,{}=0", h1.port(), h2.port());
     let mut vars = vec![("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.as_str())];
     vars.extend_from_slice(target_vars);
-    let cp = mesh::control_plane(ca, Scripted::default()).await;
+    let policies = |port: u16, name: &str, opaque: bool, admits: Option<&[&str]>| {
+        mesh::Policies::new(admits.map(|ids| (port, mesh::server(name, opaque, ids))))
+    };
+    let target_policies = policies(tcp.port(), "db", true, admits.db);
+    let cp = mesh::control_plane_with(ca, Scripted::default(), target_policies).await;
     let target = mesh::proxy(ca, &cp, TARGET, &vars).await;
+    let target_inbound = target.listening.inbound.port();
     let fwd = |app: SocketAddr| {
         let (_, at) = target
             .listening
@@ -170,10 +199,17 @@ async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)]) -> Chain {
         ),
         (
             "db.default.svc.west.local:5432".to_string(),
-            vec![mesh::endpoint(fwd(tcp), TARGET, Hint::Opaque, None, None)],
+            vec![mesh::endpoint(
+                tcp,
+                TARGET,
+                Hint::Opaque,
+                Some(target_inbound),
+                None,
+            )],
         ),
     ]);
-    let cp = mesh::control_plane(ca, west).await;
+    let cp =
+        mesh::control_plane_with(ca, west, policies(0, "gateway", false, admits.gateway)).await;
     let gateway = mesh::proxy(
         ca,
         &cp,
@@ -220,22 +256,20 @@ async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)]) -> Chain {
         ),
     ]);
     let cp = mesh::control_plane(ca, east).await;
-    let client = mesh::proxy(
-        ca,
-        &cp,
-        CLIENT,
-        &[(
-            "WEFT_PROXY_OUTBOUND_UPSTREAMS",
-            "db-west.default.svc.cluster.local:5432=0",
-        )],
-    )
-    .await;
-    let db = client.listening.upstreams[0].1;
+    let upstreams = [(
+        "WEFT_PROXY_OUTBOUND_UPSTREAMS",
+        "db-west.default.svc.cluster.local:5432=0",
+    )];
+    let client = mesh::proxy(ca, &cp, CLIENT, &upstreams).await;
+    let other = mesh::proxy(ca, &cp, OTHER, &upstreams).await;
     Chain {
+        db: client.listening.upstreams[0].1,
+        other_db: other.listening.upstreams[0].1,
+        db_port: tcp.port(),
         client,
+        other,
         gateway,
         target,
-        db,
     }
 }
 
@@ -304,21 +338,49 @@ async fn h2(
     answer(resp).await
 }
 
-/// `inbound_gateway_refused_total` of the gateway with `reason`.
-async fn refused(gateway: &Running, reason: &str) -> u64 {
-    let (_, metrics) = common::admin(gateway.listening.admin, "GET", "/metrics").await;
+/// `select 1` through an upstream listener for the database mirror, half-closed; what came back
+/// (nothing when a proxy closed the connection).
+async fn query(db: SocketAddr) -> Vec<u8> {
+    let mut s = TcpStream::connect(db).await.unwrap();
+    s.write_all(b"select 1").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    // A reset is a refusal too: what was read before it is the answer.
+    let _ = tokio::time::timeout(LIMIT, s.read_to_end(&mut back))
+        .await
+        .expect("an answer or the connection closed");
+    back
+}
+
+/// The sum of `family`'s series on `proxy` whose labels include every one of `labels`.
+async fn counted(proxy: &Running, family: &str, labels: &[(&str, &str)]) -> u64 {
+    let (_, metrics) = common::admin(proxy.listening.admin, "GET", "/metrics").await;
     metrics
         .lines()
-        .filter(|l| l.starts_with("inbound_gateway_refused_total{"))
-        .filter(|l| l.contains(&format!(r#"reason="{reason}""#)))
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!(r#"{k}="{v}""#)))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// `inbound_gateway_refused_total` of the gateway with `reason`.
+async fn refused(gateway: &Running, reason: &str) -> u64 {
+    counted(
+        gateway,
+        "inbound_gateway_refused_total",
+        &[("reason", reason)],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_grpc_and_opaque_go_through_the_gateway() {
     let ca = Arc::new(Ca::new());
-    let chain = chain(&ca, &[]).await;
+    let chain = chain(&ca, &[], Admits::default()).await;
     let outbound = chain.client.listening.outbound;
 
     // HTTP/1: through as HTTP/1, the authority the service's own name. The target does not
@@ -343,15 +405,7 @@ async fn http_grpc_and_opaque_go_through_the_gateway() {
     assert_eq!((status, error, grpc.as_deref()), (200, None, Some("0")));
 
     // Opaque TCP through the client's upstream listener for the database mirror.
-    let mut s = TcpStream::connect(chain.db).await.unwrap();
-    s.write_all(b"select 1").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(LIMIT, s.read_to_end(&mut back))
-        .await
-        .expect("an answer")
-        .unwrap();
-    assert_eq!(back, b"got:select 1");
+    assert_eq!(query(chain.db).await, b"got:select 1");
 
     assert_eq!(refused(&chain.gateway, "outside_suffixes").await, 0);
     chain.stop().await;
@@ -360,7 +414,7 @@ async fn http_grpc_and_opaque_go_through_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_refuses_names_outside_its_suffixes_and_unauthenticated_clients() {
     let ca = Arc::new(Ca::new());
-    let chain = chain(&ca, &[]).await;
+    let chain = chain(&ca, &[], Admits::default()).await;
     let gw = chain.gateway.listening.inbound;
 
     // A name outside the suffixes: 403 with the reason, counted.
@@ -399,6 +453,7 @@ async fn the_gateway_refuses_names_outside_its_suffixes_and_unauthenticated_clie
         port: 8080,
         name: Some("web.default.svc.west.local".into()),
         protocol: Some(SessionProtocol::Http2),
+        client_id: None,
     }
     .write(&mut tls)
     .await
@@ -446,6 +501,7 @@ async fn a_target_that_trusts_the_gateway_sees_the_callers_identity() {
     let chain = chain(
         &ca,
         &[("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)],
+        Admits::default(),
     )
     .await;
     let outbound = chain.client.listening.outbound;
@@ -473,5 +529,164 @@ async fn a_target_that_trusts_the_gateway_sees_the_callers_identity() {
         .sum::<u64>();
     assert_eq!(from_client, 2, "{metrics}");
 
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_policy_admits_the_caller_it_names_and_refuses_another() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: Some(&[CLIENT]),
+        db: None,
+    };
+    let chain = chain(&ca, &[], admits).await;
+
+    // The named caller: through, HTTP and opaque.
+    let (status, error, _) = get_h1(
+        chain.client.listening.outbound,
+        "web-west.default.svc.cluster.local:8080",
+    )
+    .await;
+    assert_eq!((status, error), (200, None));
+    assert_eq!(query(chain.db).await, b"got:select 1");
+
+    // Another east identity: HTTP 403 naming it and the gateway's Server; opaque closed.
+    let (status, error, _) = get_h1(
+        chain.other.listening.outbound,
+        "web-west.default.svc.cluster.local:8080",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let error = error.expect("l5d-proxy-error");
+    assert!(
+        error.contains(OTHER) && error.contains("server:gateway"),
+        "{error}"
+    );
+    assert!(query(chain.other_db).await.is_empty(), "relayed");
+
+    // Counted as any inbound refusal, per connection, under the gateway's Server.
+    let tcp = |family, id| {
+        let gateway = &chain.gateway;
+        async move {
+            counted(
+                gateway,
+                family,
+                &[("srv_name", "gateway"), ("client_id", id)],
+            )
+            .await
+        }
+    };
+    assert_eq!(tcp("inbound_tcp_authz_deny_total", OTHER).await, 2);
+    assert_eq!(tcp("inbound_tcp_authz_deny_total", CLIENT).await, 0);
+    assert_eq!(tcp("inbound_tcp_authz_allow_total", CLIENT).await, 2);
+    assert_eq!(tcp("inbound_tcp_authz_allow_total", OTHER).await, 0);
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_target_trusting_the_gateway_authorizes_the_caller() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: None,
+        db: Some(&[CLIENT]),
+    };
+    let trust = [("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)];
+    let chain = chain(&ca, &trust, admits).await;
+
+    // The admitted caller through the gateway; another east identity refused by the target.
+    assert_eq!(query(chain.db).await, b"got:select 1");
+    assert!(query(chain.other_db).await.is_empty(), "relayed");
+
+    let db = |family, id| {
+        let target = &chain.target;
+        async move { counted(target, family, &[("srv_name", "db"), ("client_id", id)]).await }
+    };
+    assert_eq!(db("inbound_tcp_authz_allow_total", CLIENT).await, 1);
+    assert_eq!(db("inbound_tcp_authz_deny_total", OTHER).await, 1);
+    assert_eq!(db("inbound_tcp_authz_allow_total", GATEWAY).await, 0);
+    assert_eq!(db("inbound_tcp_authz_deny_total", GATEWAY).await, 0);
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_target_not_trusting_the_gateway_authorizes_the_gateway() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: None,
+        db: Some(&[CLIENT]),
+    };
+    let chain = chain(&ca, &[], admits).await;
+
+    // The caller is named in the header, but only a trusted gateway is believed: the client
+    // is the gateway, which the policy does not admit.
+    assert!(query(chain.db).await.is_empty(), "relayed");
+    let deny = &[("srv_name", "db"), ("client_id", GATEWAY)];
+    let denied = counted(&chain.target, "inbound_tcp_authz_deny_total", deny).await;
+    assert_eq!(denied, 1);
+    chain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_no_gateway_naming_a_client_is_taken_for_itself() {
+    let ca = Arc::new(Ca::new());
+    let admits = Admits {
+        gateway: None,
+        db: Some(&[CLIENT]),
+    };
+    let trust = [("WEFT_PROXY_INBOUND_TRUSTED_GATEWAY_IDENTITIES", GATEWAY)];
+    let chain = chain(&ca, &trust, admits).await;
+
+    // Straight to the target's inbound listener with a certificate of `me`, the header naming
+    // `claimed` as the client.
+    let direct = |me: &'static str, claimed: &'static str| {
+        let (ca, at, port) = (ca.clone(), chain.target.listening.inbound, chain.db_port);
+        async move {
+            let provider = weft_proxy::identity::tls::provider();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.anchor_der.clone()).unwrap();
+            let (cert, key) = ca.client(me);
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(vec![cert], key)
+                .unwrap();
+            config.alpn_protocols = vec![mtls::TRANSPORT_ALPN.to_vec()];
+            let tcp = TcpStream::connect(at).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from(TARGET).unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .expect("handshake");
+            TransportHeader {
+                port,
+                name: None,
+                protocol: None,
+                client_id: Some(claimed.into()),
+            }
+            .write(&mut tls)
+            .await
+            .unwrap();
+            tls.write_all(b"select 1").await.unwrap();
+            tls.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut back))
+                .await
+                .expect("an answer or the connection closed");
+            back
+        }
+    };
+    // Claiming the admitted identity does not admit another.
+    assert!(direct(OTHER, CLIENT).await.is_empty(), "relayed");
+    // Claiming another does not refuse the admitted one: its own certificate decides.
+    assert_eq!(direct(CLIENT, OTHER).await, b"got:select 1");
+
+    let db = |family, id| {
+        let target = &chain.target;
+        async move { counted(target, family, &[("srv_name", "db"), ("client_id", id)]).await }
+    };
+    assert_eq!(db("inbound_tcp_authz_deny_total", OTHER).await, 1);
+    assert_eq!(db("inbound_tcp_authz_allow_total", CLIENT).await, 1);
+    assert_eq!(db("inbound_tcp_authz_deny_total", CLIENT).await, 0);
     chain.stop().await;
 }

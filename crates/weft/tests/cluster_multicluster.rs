@@ -3,7 +3,8 @@
 //! sharing one trust anchor (`weft identity init --anchor-dir`). The hub lets east's pods reach
 //! only west's gateway (4143, 4191) and west's control-plane API (8085): gateway mode is the only
 //! way across. East links with the real CLI (`weft multicluster link`, run in east's control-plane
-//! pod), and an unmodified program in an east pod calls `web-west` by name. A second test routes
+//! pod), and an unmodified program in an east pod calls `web-west` by name; west's policies (on
+//! `web`, then on the gateway's own port) admit east's `frontend` only. A second test routes
 //! the two clusters flat: remote-discovery and federated services, pod to pod.
 
 mod support;
@@ -71,6 +72,32 @@ kind: AuthorizationPolicy
 metadata: {{name: web-authz, namespace: default}}
 spec:
   targetRef: {{group: policy.linkerd.io, kind: Server, name: web-http}}
+  requiredAuthenticationRefs:
+  - {{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: east-frontend}}
+",
+        identity("frontend")
+    )
+}
+
+/// West's gateway Server (its inbound port, 4143), open only to east's `frontend` identity.
+fn gateway_only_frontend() -> String {
+    format!(
+        "\
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{name: weft-gateway, namespace: weft-multicluster}}
+spec: {{podSelector: {{matchLabels: {{app: weft-gateway}}}}, port: 4143}}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {{name: east-frontend, namespace: weft-multicluster}}
+spec: {{identities: ['{}']}}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{name: gateway-authz, namespace: weft-multicluster}}
+spec:
+  targetRef: {{group: policy.linkerd.io, kind: Server, name: weft-gateway}}
   requiredAuthenticationRefs:
   - {{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: east-frontend}}
 ",
@@ -480,6 +507,18 @@ async fn east_calls_west_through_its_gateway_with_identity_policy_and_failures()
     let allowed = frontend.send(web_west, get(WEB_WEST, "/")).await;
     assert_eq!(allowed.status, 200, "{allowed:?}\n{}", c.logs());
     assert_eq!(allowed.client_id, identity("frontend"));
+    // And so does the gateway's own policy: `other` is refused at west's edge.
+    let gateway_policy = c.west_store.join("gateway-policy.yaml");
+    std::fs::write(gateway_policy, gateway_only_frontend()).expect("gateway policy");
+    until(
+        &other,
+        web_west,
+        "west's gateway refuses east's other",
+        |a| a.status == 403 && a.proxy_error.contains("server:weft-gateway"),
+    )
+    .await;
+    let allowed = frontend.send(web_west, get(WEB_WEST, "/")).await;
+    assert_eq!(allowed.status, 200, "{allowed:?}\n{}", c.logs());
 
     // West scales web: east's calls reach the new pod through the same gateway (the gateway's
     // balancer in west picks it up; east's mirror does not change).

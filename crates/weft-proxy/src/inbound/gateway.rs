@@ -14,8 +14,21 @@
 //! gateway itself (a request that would loop through it). Like linkerd2-proxy's gateway, an
 //! HTTP/1 request (carried as HTTP/2 with `l5d-orig-proto`) goes on as HTTP/1 and keeps the
 //! authority its client's proxy gave it (the service's name here).
+//!
+//! Then the gateway's own inbound policy: the policy of the port the connection arrived on (the
+//! gateway's Server and its AuthorizationPolicies, or the default policy) authorizes the caller
+//! against the server's authorizations, exactly as an opaque connection to that port is
+//! (`inbound_tcp_authz_{allow,deny}_total`), as linkerd2-proxy's gateway checks its inbound
+//! port's policy before it forwards: an opaque stream once, an HTTP connection at its first
+//! request and again at the first request after each policy update (so an update applies to
+//! connections already open). Refused: opaque closed, HTTP 403.
+//!
+//! An opaque stream is relayed with the caller named in the transport header to the target (a
+//! field of Weft's, see `mtls::TransportHeader::client_id`), so that a target trusting this
+//! gateway authorizes the caller on opaque ports too.
 
-use super::{Client, Ctx, Inbound};
+use super::{Client, Conn, Ctx, Inbound};
+use crate::policy::inbound::ServerPolicy;
 use crate::{
     detect::Protocol,
     discovery::Target,
@@ -25,7 +38,11 @@ use crate::{
     outbound::{self, Outbound},
 };
 use hyper::{header::HeaderValue, Request, Response};
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What a gateway needs besides the inbound side: the names it forwards to and the outbound
@@ -106,6 +123,10 @@ where
             &[("reason", refusal.label())],
         )
     };
+    if header.client_id.is_some() {
+        // A caller speaks for itself only: its own certificate names it here.
+        tracing::info!(%peer, "a gateway client's transport header names a client: ignored");
+    }
     let (ob, caller) = match decided {
         Ok(ok) => ok,
         Err(refusal) => {
@@ -129,23 +150,74 @@ where
         }
     };
 
+    // The gateway's own inbound policy for the caller: that of the port the connection came
+    // to (the caller is its certificate's, for all of the connection).
+    // Boxed: the first connection to the port may wait for the control plane's answer.
+    let policy = Box::pin(ib.policies.port(local.port())).await;
+    let conn = Conn::new(ib, policy, client, peer, local);
     let target = Target::Name {
         host,
         port: header.port,
     };
-    let fixed = ob.fixed(target).await;
     let Some(protocol) = protocol else {
-        if let Err(e) = outbound::relay_fixed(&ob, io, fixed).await {
+        // Opaque: authorized once; refused, closed unanswered.
+        if let Err(e) = conn.authorize_connection(&conn.policy.current()) {
+            return tracing::info!(%peer, error = %e, "gateway connection refused by policy");
+        }
+        let fixed = ob.fixed(target).await;
+        if let Err(e) = outbound::relay_fixed(&ob, io, fixed, &caller).await {
             tracing::info!(%peer, error = %e, "gateway connection failed");
         }
         return;
     };
+    let fixed = ob.fixed(target).await;
+    let admission = Arc::new(Admission {
+        conn,
+        last: Mutex::new(None),
+    });
     let caller = HeaderValue::from_str(&caller).ok();
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let (ob, fixed, caller) = (ob.clone(), fixed.clone(), caller.clone());
-        async move { Ok::<_, Infallible>(forward(ob, peer, fixed, caller, req).await) }
+        let admission = admission.clone();
+        async move {
+            let resp = match admission.admit() {
+                Ok(()) => forward(ob, peer, fixed, caller, req).await,
+                Err(e) => admission.conn.refuse(e, &req),
+            };
+            Ok::<_, Infallible>(resp)
+        }
     });
     http::serve(io, protocol, svc, drain).await;
+}
+
+/// An HTTP connection's caller before the gateway's policy: decided (and counted) at the first
+/// request under each version of the policy, so an update applies to the next request.
+struct Admission {
+    conn: Conn,
+    /// The policy of the last decision and whether it admitted the caller.
+    last: Mutex<Option<(Arc<ServerPolicy>, bool)>>,
+}
+
+impl Admission {
+    fn admit(&self) -> Result<(), Error> {
+        let server = self.conn.policy.current();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let admitted = match &*last {
+            Some((decided, admitted)) if Arc::ptr_eq(decided, &server) => *admitted,
+            _ => {
+                let decided = self.conn.authorize_connection(&server);
+                if let Err(e) = &decided {
+                    tracing::info!(peer = %self.conn.client_addr, error = %e, "gateway caller refused by policy");
+                }
+                *last = Some((server.clone(), decided.is_ok()));
+                decided.is_ok()
+            }
+        };
+        match admitted {
+            true => Ok(()),
+            false => Err(self.conn.unauthorized_by(&server)),
+        }
+    }
 }
 
 /// The outbound path and the caller's identity, or why the connection is refused.

@@ -9,7 +9,8 @@ use super::*;
 /// (its proxy's inbound listener) with ALPN `transport.l5d.io/v1`, the transport header naming the
 /// endpoint's own port; otherwise over mTLS (or plaintext) to the endpoint itself. `hello`:
 /// the application's ClientHello when the policy routes TLS by SNI (it is in `client`'s
-/// replayed bytes: the application's own TLS goes through untouched).
+/// replayed bytes: the application's own TLS goes through untouched). `caller`: the identity
+/// a gateway relays the stream for, named in the transport header (none from an application).
 pub(super) async fn forward_opaque<I>(
     ob: &Outbound,
     client: Prefixed<I>,
@@ -17,6 +18,7 @@ pub(super) async fn forward_opaque<I>(
     dest: Dest,
     hello: Hello<'_>,
     deadline: Instant,
+    caller: Option<&str>,
 ) -> Result<(), Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -32,7 +34,7 @@ where
         .tls_for(endpoint.as_ref(), transport_port.is_some(), deadline)
         .await?;
     let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
-    let (dial_addr, header) = opaque_dial(addr, endpoint.as_ref(), tls.is_some());
+    let (dial_addr, header) = opaque_dial(addr, endpoint.as_ref(), tls.is_some(), caller);
     let dial = Dial {
         addr: dial_addr,
         tls: tls.as_ref(),
@@ -48,12 +50,14 @@ where
 
 /// Where an opaque byte stream to `addr` is dialled, and the transport header it starts with: a
 /// meshed endpoint with an opaque-transport port is reached there, the header naming the
-/// endpoint's own port, or for a gateway endpoint its authority override. The header only
-/// travels inside TLS (`tls`): without it, the endpoint is dialled as it is.
+/// endpoint's own port, or for a gateway endpoint its authority override, and `caller` when a
+/// gateway relays the stream. The header only travels inside TLS (`tls`): without it, the
+/// endpoint is dialled as it is (and a caller cannot be named).
 fn opaque_dial(
     addr: SocketAddr,
     endpoint: Option<&Endpoint>,
     tls: bool,
+    caller: Option<&str>,
 ) -> (SocketAddr, Option<TransportHeader>) {
     let Some((port, ep)) = endpoint
         .and_then(|e| Some((e.opaque_transport_port?, e)))
@@ -61,14 +65,16 @@ fn opaque_dial(
     else {
         return (addr, None);
     };
-    let header = match ep.authority_override.as_deref() {
+    let mut header = match ep.authority_override.as_deref() {
         Some(o) => o.transport_header(None),
         None => TransportHeader {
             port: addr.port(),
             name: None,
             protocol: None,
+            client_id: None,
         },
     };
+    header.client_id = caller.map(str::to_owned);
     (SocketAddr::new(addr.ip(), port), Some(header))
 }
 
@@ -136,7 +142,7 @@ pub(super) async fn tunnel<B>(
     let metrics = ob.metrics.http(&labels);
     metrics.request();
     let (dial_addr, header) = match gateway {
-        true => opaque_dial(picked.addr, picked.endpoint.as_ref(), tls.is_some()),
+        true => opaque_dial(picked.addr, picked.endpoint.as_ref(), tls.is_some(), None),
         false => (picked.addr, None),
     };
     let dial = Dial {

@@ -1,6 +1,7 @@
 //! Proxies with identity on 127.0.0.1 and their control plane: `Identity.Certify` from the test
-//! CA and a Destination whose answers the test scripts per name, so several proxies (client,
-//! gateway, target) can be chained over real sockets with mTLS everywhere.
+//! CA, a Destination whose answers the test scripts per name and an `InboundServerPolicies`
+//! whose answers it scripts per port, so several proxies (client, gateway, target) can be
+//! chained over real sockets with mTLS everywhere.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +15,14 @@ use linkerd2_proxy_api::destination::{
     protocol_hint,
     update::Update as U,
 };
+use linkerd2_proxy_api::http_route as hr;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
+use linkerd2_proxy_api::inbound::{
+    self as inb, authn,
+    inbound_server_policies_server::{InboundServerPolicies, InboundServerPoliciesServer},
+    proxy_protocol,
+};
+use linkerd2_proxy_api::{meta, net::IpNetwork};
 use tokio::net::TcpListener;
 use weft_proxy::runtime;
 
@@ -115,15 +123,148 @@ pub fn endpoint(
     }
 }
 
-/// A control plane on 127.0.0.1: `Certify` for [`TOKEN`] and `names` for Destination (policies
-/// unimplemented: the proxies' defaults apply). Returns its address.
+/// Inbound policy answers: port → its Server, port 0 for every port not listed; any other port
+/// is not answered (unimplemented: the proxy's default policy applies).
+#[derive(Clone, Default)]
+pub struct Policies(pub Arc<HashMap<u16, inb::Server>>);
+
+impl Policies {
+    pub fn new(ports: impl IntoIterator<Item = (u16, inb::Server)>) -> Policies {
+        Policies(Arc::new(ports.into_iter().collect()))
+    }
+}
+
+#[tonic::async_trait]
+impl InboundServerPolicies for Policies {
+    type WatchPortStream = Stream<inb::Server>;
+
+    async fn get_port(
+        &self,
+        _: tonic::Request<inb::PortSpec>,
+    ) -> Result<tonic::Response<inb::Server>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch only"))
+    }
+
+    async fn watch_port(
+        &self,
+        req: tonic::Request<inb::PortSpec>,
+    ) -> Result<tonic::Response<Self::WatchPortStream>, tonic::Status> {
+        let port = req.into_inner().port;
+        let listed = u16::try_from(port).ok().and_then(|p| self.0.get(&p));
+        let Some(server) = listed.or_else(|| self.0.get(&0)).cloned() else {
+            return Err(tonic::Status::unimplemented(format!("port {port}")));
+        };
+        use futures_util::StreamExt as _;
+        let first = futures_util::stream::once(async move { Ok(server) });
+        Ok(tonic::Response::new(Box::pin(
+            first.chain(futures_util::stream::pending()),
+        )))
+    }
+}
+
+/// A `Server` resource `name` admitting only the mTLS clients `identities`, from any network,
+/// with its `AuthorizationPolicy` `NAME-authz`: opaque, or detecting HTTP with one match-all
+/// route taking the same authorization.
+pub fn server(name: &str, opaque: bool, identities: &[&str]) -> inb::Server {
+    let resource = |group: &str, kind: &str, name: &str| {
+        Some(meta::Metadata {
+            kind: Some(meta::metadata::Kind::Resource(meta::Resource {
+                group: group.into(),
+                kind: kind.into(),
+                name: name.into(),
+                namespace: "default".into(),
+                section: String::new(),
+                port: 0,
+            })),
+        })
+    };
+    let any = |ip: std::net::IpAddr| inb::Network {
+        net: Some(IpNetwork::from((ip, 0))),
+        except: Vec::new(),
+    };
+    let authz = inb::Authz {
+        networks: vec![
+            any(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            any(std::net::Ipv6Addr::UNSPECIFIED.into()),
+        ],
+        authentication: Some(inb::Authn {
+            permit: Some(authn::Permit::MeshTls(authn::PermitMeshTls {
+                clients: Some(authn::permit_mesh_tls::Clients::Identities(
+                    authn::permit_mesh_tls::PermitClientIdentities {
+                        identities: identities
+                            .iter()
+                            .map(|i| inb::Identity { name: (*i).into() })
+                            .collect(),
+                        suffixes: Vec::new(),
+                    },
+                )),
+            })),
+        }),
+        labels: HashMap::new(),
+        metadata: resource(
+            "policy.linkerd.io",
+            "authorizationpolicy",
+            &format!("{name}-authz"),
+        ),
+    };
+    let kind = if opaque {
+        proxy_protocol::Kind::Opaque(proxy_protocol::Opaque {})
+    } else {
+        let route = inb::HttpRoute {
+            metadata: Some(meta::Metadata {
+                kind: Some(meta::metadata::Kind::Default("default".into())),
+            }),
+            hosts: Vec::new(),
+            authorizations: vec![authz.clone()],
+            rules: vec![inb::http_route::Rule {
+                matches: vec![hr::HttpRouteMatch {
+                    path: Some(hr::PathMatch {
+                        kind: Some(hr::path_match::Kind::Prefix("/".into())),
+                    }),
+                    ..Default::default()
+                }],
+                filters: Vec::new(),
+            }],
+        };
+        proxy_protocol::Kind::Detect(proxy_protocol::Detect {
+            timeout: Some(prost_types::Duration {
+                seconds: 10,
+                nanos: 0,
+            }),
+            http_routes: vec![route],
+            http_local_rate_limit: None,
+        })
+    };
+    inb::Server {
+        protocol: Some(inb::ProxyProtocol { kind: Some(kind) }),
+        server_ips: Vec::new(),
+        authorizations: vec![authz],
+        labels: HashMap::from(
+            [
+                ("group", "policy.linkerd.io"),
+                ("kind", "server"),
+                ("name", name),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        ),
+    }
+}
+
+/// A control plane on 127.0.0.1: `Certify` for [`TOKEN`] and `names` for Destination (no
+/// inbound policies: the proxies' defaults apply). Returns its address.
 pub async fn control_plane(ca: &Arc<Ca>, names: Scripted) -> String {
+    control_plane_with(ca, names, Policies::default()).await
+}
+
+/// [`control_plane`] answering `policies` for inbound ports too.
+pub async fn control_plane_with(ca: &Arc<Ca>, names: Scripted, policies: Policies) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(IdentityServer::new(Certifier::new(ca.clone(), TOKEN)))
             .add_service(DestinationServer::new(names))
+            .add_service(InboundServerPoliciesServer::new(policies))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     addr
