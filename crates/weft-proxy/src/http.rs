@@ -335,19 +335,6 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// [`serve_limited`] under the default limits, uncounted: for paths that do not have their
-/// direction's [`Limits`] at hand.
-pub async fn serve<I, S>(io: I, protocol: Protocol, svc: S, drain: watch::Receiver<bool>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    static DEFAULT: std::sync::LazyLock<Limits> =
-        std::sync::LazyLock::new(|| Limits::unmetered(Default::default()));
-    serve_limited(io, protocol, svc, drain, &DEFAULT).await
-}
-
 /// Serves one accepted connection as HTTP/1 (with upgrades) or HTTP/2 until it closes; when
 /// `drain` flips, stops taking new requests and lets in-flight ones finish.
 ///
@@ -361,7 +348,7 @@ where
 /// caller's future does not carry the larger of HTTP/1 and HTTP/2 inline), and an HTTP/1
 /// request's service future is boxed per request, so an idle keep-alive connection does not keep
 /// a slot as large as a whole request in flight (hyper allocates that slot once per connection).
-pub async fn serve_limited<I, S>(
+pub async fn serve<I, S>(
     io: I,
     protocol: Protocol,
     svc: S,

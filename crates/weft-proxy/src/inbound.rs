@@ -638,7 +638,7 @@ async fn serve<I>(
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(conn.serve_request(req).await) }
     });
-    http::serve_limited(io, protocol, svc, drain, &ib.limits).await;
+    http::serve(io, protocol, svc, drain, &ib.limits).await;
 }
 
 /// One served connection: what each of its requests needs.

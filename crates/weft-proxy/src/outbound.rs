@@ -606,7 +606,7 @@ pub async fn handle(ob: Arc<Outbound>, conn: Accepted, origin: Origin) {
                     Ok::<_, Infallible>(resp)
                 }
             });
-            http::serve_limited(io, protocol, svc, drain, &limits.limits).await;
+            http::serve(io, protocol, svc, drain, &limits.limits).await;
         }
     }
 }

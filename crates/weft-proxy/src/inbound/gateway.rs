@@ -146,7 +146,7 @@ where
                 let resp = e.into_response_for(http::is_grpc(&req));
                 async move { Ok::<_, Infallible>(resp) }
             });
-            return http::serve(io, protocol, svc, drain).await;
+            return http::serve(io, protocol, svc, drain, &ib.limits).await;
         }
     };
 
@@ -154,7 +154,7 @@ where
     // to (the caller is its certificate's, for all of the connection).
     // Boxed: the first connection to the port may wait for the control plane's answer.
     let policy = Box::pin(ib.policies.port(local.port())).await;
-    let conn = Conn::new(ib, policy, client, peer, local);
+    let conn = Conn::new(ib.clone(), policy, client, peer, local);
     let target = Target::Name {
         host,
         port: header.port,
@@ -187,7 +187,7 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    http::serve(io, protocol, svc, drain).await;
+    http::serve(io, protocol, svc, drain, &ib.limits).await;
 }
 
 /// An HTTP connection's caller before the gateway's policy: decided (and counted) at the first
