@@ -178,10 +178,26 @@ fn replace_each(text: &str, marker: &str, f: impl Fn(&str) -> (String, usize)) -
     out
 }
 
+/// What the control plane serves (see [`served_once`]) once the index has caught up with the
+/// store: the store's status (`GET /v1/store`) changes before the index task has recomputed
+/// the answers, so two reads 200 ms apart must agree (nothing changes the store meanwhile).
+pub async fn served(cp: &weft_control::Running) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = served_once(cp).await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let now = served_once(cp).await;
+        if now == last || tokio::time::Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 /// What the control plane serves of web and its policy, besides `/v1/store`: Destination.Get
 /// and OutboundPolicies of `web:80`, InboundServerPolicies of web-1's port, and the routes and
 /// Servers as `GET /v1/resources` shows them (spec and status: the API server adds metadata).
-pub async fn served(cp: &weft_control::Running) -> String {
+async fn served_once(cp: &weft_control::Running) -> String {
     use linkerd2_proxy_api::inbound::{
         inbound_server_policies_client::InboundServerPoliciesClient, PortSpec,
     };
