@@ -27,7 +27,7 @@ pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const MAX_DETECT_BYTES: usize = 8 * 1024;
 
 /// Methods are short tokens; a longer run of token characters is not a request line.
-const MAX_METHOD_LEN: usize = 32;
+pub const MAX_METHOD_LEN: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {

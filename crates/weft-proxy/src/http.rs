@@ -512,8 +512,14 @@ pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
     }
     // CONNECT keeps its authority-form target.
     if req.method() != Method::CONNECT {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(uri) = Uri::try_from(path) {
+        let uri = match req.uri().path_and_query() {
+            // `http://web?q` has the path-and-query `?q`: its origin form is `/?q`.
+            Some(p) if !p.as_str().starts_with(['/', '*']) => {
+                Uri::try_from(format!("/{}", p.as_str()))
+            }
+            p => Uri::try_from(p.map_or("/", |p| p.as_str())),
+        };
+        if let Ok(uri) = uri {
             *req.uri_mut() = uri;
         }
     }
@@ -699,5 +705,15 @@ mod tests {
         assert!(take_orig_http1(&mut req));
         assert_eq!(req.uri(), "*");
         assert_eq!(req.headers()[header::HOST], "web:8080");
+    }
+
+    /// Found by the `http1_head` fuzz target: `GET http://web?q` went to the application in
+    /// absolute form (its path-and-query `?q` is not an origin-form target by itself).
+    #[test]
+    fn an_empty_path_with_a_query_becomes_origin_form() {
+        let mut req = Request::get("http://web?q=1").body(empty()).unwrap();
+        to_http1(&mut req, false);
+        assert_eq!(req.uri(), "/?q=1");
+        assert_eq!(req.headers()[header::HOST], "web");
     }
 }
