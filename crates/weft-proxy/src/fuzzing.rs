@@ -93,8 +93,10 @@ pub fn http1_head(data: &[u8]) {
     };
     *req.headers_mut() = headers;
     // hyper takes bytes past ASCII in a target (as obs-text), and methods of any length;
-    // detection leaves those to the opaque relay, which still carries them.
-    if line.is_ascii() && req.method().as_str().len() <= detect::MAX_METHOD_LEN {
+    // detection leaves those to the opaque relay, which still carries them. (Control bytes the
+    // `http` types let through, in a fragment, httparse refuses before they are a request.)
+    let visible = line.iter().all(|b| b.is_ascii_graphic() || *b == b' ');
+    if visible && req.method().as_str().len() <= detect::MAX_METHOD_LEN {
         let mut line = line.to_vec();
         line.extend_from_slice(b"\r\n");
         assert_eq!(
