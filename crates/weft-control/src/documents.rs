@@ -163,7 +163,7 @@ pub fn parse_yaml_documents(file: &str, text: &str, defaults: &Defaults) -> Pars
 
 /// The identity of a document that may be invalid elsewhere: a known kind and a valid
 /// name and namespace (absent = `default`), or `None`.
-fn identity(v: &Value) -> Option<DocKey> {
+pub(crate) fn identity(v: &Value) -> Option<DocKey> {
     let kind = match v.get("kind")?.as_str()? {
         // Two groups define an HTTPRoute: the apiVersion says which.
         k if RouteKind::is_route_kind(k) => RouteKind::of(k, v.get("apiVersion")?.as_str()?)?

@@ -13,6 +13,7 @@
 //! proxies to scrape), and [`tap`] opens taps on them for `GET /v1/tap/...` under its own tap
 //! identity ([`tls`]: the control plane's TLS clients). [`multicluster`] exports services to
 //! linked clusters and mirrors the services of the clusters this one links to.
+//! [`fuzzing`] holds the fuzz harnesses over store documents and CSRs (`fuzz/`).
 
 pub mod api;
 pub mod ca;
@@ -21,6 +22,8 @@ pub mod clock;
 pub mod documents;
 pub mod etcd;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod index;
 pub mod inject;

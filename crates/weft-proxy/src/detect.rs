@@ -27,7 +27,7 @@ pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const MAX_DETECT_BYTES: usize = 8 * 1024;
 
 /// Methods are short tokens; a longer run of token characters is not a request line.
-const MAX_METHOD_LEN: usize = 32;
+pub const MAX_METHOD_LEN: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -102,6 +102,10 @@ where
 
 /// Classifies the bytes read so far; `None` means more bytes are needed.
 pub fn classify(buf: &[u8]) -> Option<Protocol> {
+    // Only the first MAX_DETECT_BYTES count, however many arrived: the decision must not depend
+    // on how the peer's bytes were split into reads (a 9 KiB request line read at once would
+    // otherwise be HTTP/1, and the same line read in pieces opaque).
+    let buf = &buf[..buf.len().min(MAX_DETECT_BYTES)];
     if buf.is_empty() {
         return None;
     }
@@ -315,6 +319,17 @@ mod tests {
     fn endless_target_is_opaque() {
         let mut line = b"GET /".to_vec();
         line.resize(MAX_DETECT_BYTES, b'a');
+        assert_eq!(classify(&line), Some(Protocol::Opaque));
+    }
+
+    /// Found by the `detect` fuzz target: a request line longer than the detection limit was
+    /// HTTP/1 when it arrived in one read and opaque when it arrived in pieces.
+    #[test]
+    fn a_line_past_the_limit_is_opaque_however_it_arrives() {
+        let mut line = b"GET /".to_vec();
+        line.resize(MAX_DETECT_BYTES + 100, b'a');
+        line.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(classify(&line[..MAX_DETECT_BYTES]), Some(Protocol::Opaque));
         assert_eq!(classify(&line), Some(Protocol::Opaque));
     }
 

@@ -509,13 +509,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Linkerd's inbound does — must still hand the application a `Host`.
 pub fn upgrade_to_h2(req: &mut Request<Body>) {
     let authority = authority_of(req);
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
     if let Some(a) = authority {
-        if let Ok(uri) = Uri::try_from(format!("http://{a}{path}")) {
+        // From parts, not from text: `OPTIONS *` keeps its asterisk-form target (`:path: *`,
+        // RFC 9113 §8.3.1), which `http://{host}*` would have turned into the host `host*`.
+        let mut parts = ::http::uri::Parts::default();
+        parts.scheme = Some(::http::uri::Scheme::HTTP);
+        parts.authority = a.parse().ok();
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| ::http::uri::PathAndQuery::from_static("/")),
+        );
+        if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
         // RFC 9110 §7.2: a proxy replaces Host with the request target's authority.
@@ -577,8 +583,14 @@ pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
     }
     // CONNECT keeps its authority-form target.
     if req.method() != Method::CONNECT {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(uri) = Uri::try_from(path) {
+        let uri = match req.uri().path_and_query() {
+            // `http://web?q` has the path-and-query `?q`: its origin form is `/?q`.
+            Some(p) if !p.as_str().starts_with(['/', '*']) => {
+                Uri::try_from(format!("/{}", p.as_str()))
+            }
+            p => Uri::try_from(p.map_or("/", |p| p.as_str())),
+        };
+        if let Ok(uri) = uri {
             *req.uri_mut() = uri;
         }
     }
@@ -749,5 +761,30 @@ mod tests {
         };
         assert_eq!(relay.side(), Side::Upstream);
         assert!(!relay.retry_safe(), "bytes may have reached the app");
+    }
+
+    /// Found by the `http1_head` fuzz target: `OPTIONS *` crossed the proxies as `OPTIONS /`
+    /// with `Host: web*` (the asterisk was pasted onto the host).
+    #[test]
+    fn asterisk_form_survives_the_hop_between_proxies() {
+        let mut req = Request::options("*").body(empty()).unwrap();
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("web:8080"));
+        upgrade_to_h2(&mut req);
+        assert_eq!(req.uri().authority().map(|a| a.as_str()), Some("web:8080"));
+        assert_eq!(req.uri().path_and_query().map(|p| p.as_str()), Some("*"));
+        assert!(take_orig_http1(&mut req));
+        assert_eq!(req.uri(), "*");
+        assert_eq!(req.headers()[header::HOST], "web:8080");
+    }
+
+    /// Found by the `http1_head` fuzz target: `GET http://web?q` went to the application in
+    /// absolute form (its path-and-query `?q` is not an origin-form target by itself).
+    #[test]
+    fn an_empty_path_with_a_query_becomes_origin_form() {
+        let mut req = Request::get("http://web?q=1").body(empty()).unwrap();
+        to_http1(&mut req, false);
+        assert_eq!(req.uri(), "/?q=1");
+        assert_eq!(req.headers()[header::HOST], "web");
     }
 }

@@ -32,6 +32,7 @@
 //! - [`accept`]: what a listener hands a request path ([`accept::Accepted`]).
 //! - [`runtime`]: wiring: binds listeners, starts tasks, drains on shutdown.
 //! - [`sys`]: the only libc calls (`SO_ORIGINAL_DST`, `getifaddrs`, `sysconf`).
+//! - [`fuzzing`]: fuzz harnesses over the parsers of peer and operator input (`fuzz/`).
 
 pub mod accept;
 pub mod access_log;
@@ -43,6 +44,8 @@ pub mod connect;
 pub mod control;
 pub mod detect;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod inbound;

@@ -16,6 +16,7 @@
 //! next run. Everything here needs root: call [`require_root`] first.
 
 mod cluster;
+pub mod fuzz;
 pub mod mesh;
 mod netns;
 mod proc;

@@ -120,6 +120,12 @@ impl IdentityService {
     }
 }
 
+/// The identity a Certify request asks for, as compared with the one its token grants: DNS
+/// names are case-insensitive and a trailing dot names the same one.
+pub(crate) fn requested_identity(identity: &str) -> String {
+    identity.trim_end_matches('.').to_ascii_lowercase()
+}
+
 #[tonic::async_trait]
 impl Identity for IdentityService {
     async fn certify(
@@ -127,7 +133,7 @@ impl Identity for IdentityService {
         request: Request<CertifyRequest>,
     ) -> Result<Response<CertifyResponse>, Status> {
         let req = request.into_inner();
-        let requested = req.identity.trim_end_matches('.').to_ascii_lowercase();
+        let requested = requested_identity(&req.identity);
         if requested.is_empty() {
             return Err(Status::invalid_argument("identity is required"));
         }
