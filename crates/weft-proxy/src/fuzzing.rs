@@ -240,6 +240,7 @@ pub fn transport_header(data: &[u8]) {
         );
         assert_ne!(header.port, 0);
         assert_ne!(header.name.as_deref(), Some(""));
+        assert_ne!(header.client_id.as_deref(), Some(""));
         assert_eq!(&read_back(&header.encode()), header);
     }
     if data.len() >= mtls::TRANSPORT_PREFACE.len() && !data.starts_with(mtls::TRANSPORT_PREFACE) {
@@ -256,21 +257,34 @@ pub fn transport_header(data: &[u8]) {
         1 => Some(mtls::SessionProtocol::Http1),
         _ => Some(mtls::SessionProtocol::Http2),
     };
-    let split = tail.iter().position(|b| *b == 0).unwrap_or(tail.len());
-    let name = String::from_utf8(tail[..split].to_vec())
-        .ok()
-        .filter(|n| !n.is_empty());
+    // NUL-separated: the name, then the caller a gateway names (`client_id`), then what follows.
+    let field = |bytes: &[u8]| {
+        let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+        let text = String::from_utf8(bytes[..end].to_vec())
+            .ok()
+            .filter(|t| !t.is_empty());
+        (text, end)
+    };
+    let (name, split) = field(tail);
+    let (client_id, used) = match tail.get(split + 1..) {
+        Some(after) => {
+            let (client, end) = field(after);
+            (client, split + 1 + end)
+        }
+        None => (None, split),
+    };
     let header = TransportHeader {
         port,
         name,
         protocol,
+        client_id,
     };
     let mut wire = header.encode();
-    wire.extend_from_slice(&tail[split..]);
+    wire.extend_from_slice(&tail[used..]);
     let mut rest = &wire[..];
     let got = poll_ready(TransportHeader::read(&mut rest)).expect("an encoded header reads");
     assert_eq!(got, header);
-    assert_eq!(rest, &tail[split..], "bytes after the header were consumed");
+    assert_eq!(rest, &tail[used..], "bytes after the header were consumed");
 }
 
 /// The proxy's environment (`NAME=VALUE` entries separated by NUL bytes, as in
@@ -543,6 +557,7 @@ mod tests {
             port: 8080,
             name: Some("web.default.svc.cluster.local".into()),
             protocol: Some(mtls::SessionProtocol::Http2),
+            client_id: Some("frontend.east.serviceaccount.identity.weft.cluster.local".into()),
         };
         transport_header(&header.encode());
         let hello = ClientHello {
