@@ -45,7 +45,7 @@ fn within(proxy: &Proxy, base: Usage, fds: usize, what: &str) -> Usage {
         base.rss_kib
     );
     assert!(
-        now.fds <= base.fds + fds,
+        now.fds <= base.fds + fds as u64,
         "{what}: {} fds from {}",
         now.fds,
         base.fds
@@ -60,7 +60,7 @@ async fn fds_back(proxy: &Proxy, base: Usage, slack: usize, what: &str) {
     let deadline = tokio::time::Instant::now() + SOON;
     loop {
         let now = usage(pid);
-        if now.fds <= base.fds + slack {
+        if now.fds <= base.fds + slack as u64 {
             return;
         }
         assert!(

@@ -33,30 +33,17 @@ pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+pub use weft_testbed::procfs::Usage;
+
 /// This process's resident memory (KiB) and open descriptors: the control plane under test runs
 /// in it, so they bound the plane's (plus the test's own, which the bounds allow for).
-#[derive(Clone, Copy, Debug)]
-pub struct Usage {
-    pub rss_kib: u64,
-    pub fds: usize,
-}
-
 pub fn usage() -> Usage {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    let fds = std::fs::read_dir("/proc/self/fd")
-        .expect("read /proc/self/fd")
-        .count();
-    Usage { rss_kib, fds }
+    weft_testbed::procfs::usage(std::process::id()).expect("this process's /proc entries")
 }
 
 /// Waits (bounded by `limit`) until this process holds at most `max` descriptors; returns the
 /// last usage seen, for the assertion's message.
-pub async fn fds_settle(max: usize, limit: Duration) -> Usage {
+pub async fn fds_settle(max: u64, limit: Duration) -> Usage {
     let deadline = Instant::now() + limit;
     loop {
         let u = usage();
@@ -89,7 +76,7 @@ pub fn assert_bounded(what: &str, before: Usage, after: Usage, max_rss_growth_ki
 
 /// Descriptors that may legitimately appear during a test (pooled client connections, the
 /// store's files being rewritten, a timer's fd).
-pub const FD_SLACK: usize = 32;
+pub const FD_SLACK: u64 = 32;
 
 /// A client that behaves: it holds a `Destination.Get` stream on [`WEB`] and, at each
 /// [`Client::check`], registers one more endpoint and expects the stream to announce it, and the

@@ -111,24 +111,11 @@ pub fn limited(text: &str, direction: &str, limit: &str) -> u64 {
     )
 }
 
-/// A process's resident memory (KiB) and open descriptors, from /proc.
-#[derive(Clone, Copy, Debug)]
-pub struct Usage {
-    pub rss_kib: u64,
-    pub fds: usize,
-}
+pub use weft_testbed::procfs::Usage;
 
+/// A process's resident memory (KiB) and open descriptors, from /proc.
 pub fn usage(pid: u32) -> Usage {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc fd")
-        .count();
-    Usage { rss_kib, fds }
+    weft_testbed::procfs::usage(pid).expect("the process's /proc entries")
 }
 
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit, as the proxy does (children
