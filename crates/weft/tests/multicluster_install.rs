@@ -68,15 +68,15 @@ fn multicluster_install_prints_the_gateway() {
     let proxy = gateway_proxy(pod);
     // The variable `weft run --multicluster-gateway` sets, and the anchors inline.
     assert_eq!(
-        env_of(proxy, "WEFT_PROXY_INBOUND_GATEWAY_SUFFIXES"),
+        env_of(proxy, weft_proxy::config::ENV_INBOUND_GATEWAY_SUFFIXES),
         Some(&json!("svc.cluster.local."))
     );
     assert_eq!(
-        env_of(proxy, "WEFT_PROXY_IDENTITY_TRUST_ANCHORS"),
+        env_of(proxy, weft_proxy::config::ENV_IDENTITY_TRUST_ANCHORS),
         Some(&json!(anchors))
     );
     assert_eq!(
-        env_of(proxy, "WEFT_PROXY_IDENTITY_LOCAL_NAME"),
+        env_of(proxy, weft_proxy::config::ENV_IDENTITY_LOCAL_NAME),
         Some(&json!(
             "$(_pod_sa).$(_pod_ns).serviceaccount.identity.weft.cluster.local"
         ))
