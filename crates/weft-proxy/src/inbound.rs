@@ -762,19 +762,13 @@ impl Conn {
         let client = Client::Mtls {
             id: Some(id.to_ascii_lowercase()),
         };
-        let conn = Arc::new(Conn {
-            ib: self.ib.clone(),
-            policy: self.policy.clone(),
-            labels: self.ib.labels(None, self.target_addr, client.tls_label()),
+        let conn = Arc::new(Conn::new(
+            self.ib.clone(),
+            self.policy.clone(),
             client,
-            client_addr: self.client_addr,
-            target_addr: self.target_addr,
-            app: self.app,
-            require_identity: self.require_identity,
-            forwarded: None,
-            last: Mutex::new(None),
-            last_limited: Mutex::new(None),
-        });
+            self.client_addr,
+            self.target_addr,
+        ));
         // A gateway's connection carries many callers; the most recent few are kept.
         if cache.len() == FORWARDED_KEPT {
             cache.remove(0);

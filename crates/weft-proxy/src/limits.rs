@@ -54,15 +54,11 @@ pub struct Limits {
 
 impl Limits {
     pub fn new(settings: ServerLimits, metrics: &Metrics, direction: Direction) -> Limits {
-        let direction = match direction {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        };
         let counter = |l: Limit| {
             metrics.counter(
                 m::CONNECTIONS_LIMITED,
                 None,
-                &[("direction", direction), ("limit", l.label())],
+                &[("direction", direction.label()), ("limit", l.label())],
             )
         };
         Limits {

@@ -37,6 +37,16 @@ pub enum Direction {
     Outbound = 1,
 }
 
+impl Direction {
+    /// The `direction` label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
 /// Labels common to HTTP and TCP metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Labels {
@@ -718,11 +728,7 @@ fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
 
 fn render_labels(l: &Labels, extra: &[(&str, &str)]) -> String {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    let dir = match l.direction {
-        Direction::Inbound => "inbound",
-        Direction::Outbound => "outbound",
-    };
-    pairs.push(("direction".into(), dir.into()));
+    pairs.push(("direction".into(), l.direction.label().into()));
     if let Some(a) = &l.authority {
         pairs.push(("authority".into(), a.clone()));
     }

@@ -117,11 +117,11 @@ impl Detections {
                 let s = &self.series[direction as usize][result as usize];
                 let buckets: Vec<u64> = s.buckets.iter().map(|b| b.load(Relaxed)).collect();
                 if buckets.iter().any(|n| *n > 0) {
-                    let dir = match direction {
-                        Direction::Inbound => "inbound",
-                        Direction::Outbound => "outbound",
-                    };
-                    let labels = format!("direction=\"{dir}\",result=\"{}\"", result.as_str());
+                    let labels = format!(
+                        "direction=\"{}\",result=\"{}\"",
+                        direction.label(),
+                        result.as_str()
+                    );
                     seen.push((labels, buckets, s.sum_us.load(Relaxed)));
                 }
             }
