@@ -64,6 +64,9 @@ pub enum ConnectError {
         identity: String,
         reason: String,
     },
+    /// The connect another request to the same endpoint made, and this one waited for, failed.
+    #[error("{reason} (a concurrent request's connect to {addr})")]
+    Concurrent { addr: SocketAddr, reason: String },
 }
 
 impl ConnectError {

@@ -208,6 +208,12 @@ impl Error {
     /// Can the request be sent again without repeating its effects? Only when it never reached
     /// the application: no connection (or no HTTP handshake) was made, or the endpoint provably
     /// did not process it.
+    /// No connection to the endpoint could be made (TCP, TLS or the HTTP handshake failed):
+    /// the request never left, so it may go to another endpoint whatever it is.
+    pub fn not_connected(&self) -> bool {
+        matches!(self, Error::Connect(_) | Error::Handshake { .. })
+    }
+
     pub fn retry_safe(&self) -> bool {
         match self {
             Error::Connect(_) | Error::Handshake { .. } | Error::NoCertificate { .. } => true,

@@ -499,6 +499,8 @@ async fn outbound_opaque_uses_the_opaque_transport_port_and_header() {
             pool: Default::default(),
             own: OwnAddrs::default(),
             retry_budget: Default::default(),
+            connect_backoff: crate::balance::DEFAULT_CONNECT_BACKOFF,
+            balancer_idle_timeout: Duration::from_secs(60),
         },
         Box::new(OneEndpoint(endpoint)),
         client_metrics.clone(),

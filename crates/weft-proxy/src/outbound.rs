@@ -107,6 +107,12 @@ pub struct Settings {
     pub own: OwnAddrs,
     /// Each route's retry budget (`WEFT_PROXY_OUTBOUND_RETRY_BUDGET_*`).
     pub retry_budget: crate::config::RetryBudget,
+    /// How long an endpoint no connection could be made to stays out of rotation
+    /// (`WEFT_PROXY_OUTBOUND_CONNECT_BACKOFF_*`).
+    pub connect_backoff: crate::backoff::BackoffConfig,
+    /// How often unused balancers are swept (`WEFT_PROXY_DISCOVERY_IDLE_TIMEOUT`): one is kept
+    /// between one and two of these after its last use.
+    pub balancer_idle_timeout: Duration,
 }
 
 /// The addresses of this proxy's outbound listeners (the main one and the upstream ports). A
@@ -212,6 +218,12 @@ impl Outbound {
             pool: cfg.outbound_pool,
             own,
             retry_budget: cfg.outbound_retry_budget,
+            connect_backoff: crate::backoff::BackoffConfig {
+                min: cfg.outbound_connect_backoff.0,
+                max: cfg.outbound_connect_backoff.1,
+                ..balance::DEFAULT_CONNECT_BACKOFF
+            },
+            balancer_idle_timeout: cfg.discovery_idle_timeout,
         };
         let policies = PolicyClient::new(crate::policy::client::Settings::from_config(
             cfg,
@@ -270,7 +282,9 @@ impl Outbound {
         policies: Option<PolicyClient>,
     ) -> Outbound {
         // Balancers report `outbound_http_balancer_endpoints` at scrape time.
-        let balancers = Balancers::with_metrics(metrics.clone());
+        let balancers = Balancers::with_metrics(metrics.clone())
+            .with_reconnect_backoff(settings.connect_backoff)
+            .with_idle_timeout(settings.balancer_idle_timeout);
         Outbound {
             taps: Taps::new(metrics.clone()),
             tracer: None,
@@ -1030,49 +1044,94 @@ async fn send_attempt(
         span,
     } = seam;
     let started = Instant::now();
-    // Balance: a request waits for endpoints until the fail-fast deadline.
-    let Picked {
-        addr,
-        endpoint,
-        mut in_flight,
-    } = match ob
-        .pick(target, dest, deadline, previous.and_then(last_endpoint))
-        .await
-    {
-        Ok(picked) => picked,
-        Err(e) => {
-            let labels = ob.labels(Some(authority), target_addr_of(target), None, NO_TLS);
-            return Err(count_error(&ob.metrics.http(&labels), e, started, true));
+    let upgrade = http::is_upgrade(&req);
+    let mut dest = dest;
+    let mut avoid = previous.and_then(last_endpoint);
+    let mut authority = Some(authority);
+    let mut not_connected = None;
+    // Balance, then connect: a request waits for endpoints until the fail-fast deadline, and is
+    // only sent over a connection made to its endpoint. An endpoint no connection could be made
+    // to leaves rotation for its reconnect backoff and the request is picked again (nothing was
+    // sent, so any request may go elsewhere), as Linkerd's balancer dispatches only to endpoints
+    // it is connected to. If the deadline passes that way, the last connect error says why.
+    let (addr, mut in_flight, dst, wire, labels, checkout) = loop {
+        let Picked {
+            addr,
+            endpoint,
+            mut in_flight,
+        } = match ob.pick(target, dest, deadline, avoid).await {
+            Ok(picked) => picked,
+            Err(e) => {
+                let e = not_connected.map_or(e, |b: Box<Error>| *b);
+                let labels = ob.labels(authority, target_addr_of(target), None, NO_TLS);
+                return Err(count_error(&ob.metrics.http(&labels), e, started, true));
+            }
+        };
+        let hint = endpoint
+            .as_ref()
+            .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
+        // A gateway endpoint (authority override): opaque transport to it, HTTP/2 inside.
+        let tagged = endpoint.as_ref().and_then(tagged);
+        let (tls, tls_label) = match ob
+            .tls_for(endpoint.as_ref(), tagged.is_some(), deadline)
+            .await
+        {
+            Ok(tls) => tls,
+            Err(e) => {
+                let labels = ob.labels(authority, addr, endpoint.as_ref(), NO_TLS);
+                return Err(count_error(&ob.metrics.http(&labels), e, started, true));
+            }
+        };
+        let mut labels = ob.labels(authority, addr, endpoint.as_ref(), tls_label);
+        let dst = Dst { addr, tls, tagged };
+        // The wire protocol for this endpoint: HTTP/2 as the client spoke it, or to an endpoint
+        // that takes it (discovery's hint, a gateway); HTTP/1 otherwise and for upgrades.
+        let wire = if !upgrade
+            && (req.version() == hyper::Version::HTTP_2
+                || hint == ProtocolHint::H2
+                || dst.tagged.is_some())
+        {
+            Wire::Http2
+        } else {
+            Wire::Http1
+        };
+        let checkout = if upgrade {
+            Box::pin(ob.pool.checkout_upgrade(&dst, &labels)).await
+        } else {
+            ob.pool.checkout(&dst, wire, &labels).await
+        };
+        match (checkout, in_flight.as_mut()) {
+            (Ok(checkout), _) => break (addr, in_flight, dst, wire, labels, checkout),
+            (Err(e), Some(f)) if e.not_connected() && Instant::now() < deadline => {
+                tracing::debug!(%addr, error = %e, "no connection to the endpoint; picking another");
+                if f.connect_failed() {
+                    // The reconnect makes a pooled connection, as a request would.
+                    let (pool, labels) = (ob.pool.clone(), labels.clone());
+                    f.balancer().spawn_reconnect(addr, move || {
+                        let (pool, dst, labels) = (pool.clone(), dst.clone(), labels.clone());
+                        async move { pool.reconnect(&dst, wire, &labels).await }
+                    });
+                }
+                dest = Dest::Balanced(f.balancer().clone());
+                avoid = Some(addr);
+                authority = labels.authority.take();
+                // Boxed: the request's future holds it (a rare case) across the next pick.
+                not_connected = Some(Box::new(e));
+            }
+            (Err(e), _) => return Err(count_error(&ob.metrics.http(&labels), e, started, true)),
         }
     };
     if let Some(previous) = previous {
         *previous.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
     }
-    let hint = endpoint
-        .as_ref()
-        .map_or(ProtocolHint::Unknown, |e| e.hint.clone());
-    // A gateway endpoint (authority override): opaque transport to it, HTTP/2 inside.
-    let tagged = endpoint.as_ref().and_then(tagged);
-    let (tls, tls_label) = match ob
-        .tls_for(endpoint.as_ref(), tagged.is_some(), deadline)
-        .await
-    {
-        Ok(tls) => tls,
-        Err(e) => {
-            let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), NO_TLS);
-            return Err(count_error(&ob.metrics.http(&labels), e, started, true));
-        }
-    };
-    let labels = ob.labels(Some(authority), addr, endpoint.as_ref(), tls_label);
     let metrics = ob.metrics.http(&labels);
     metrics.request();
     if let Some(span) = span {
         span.endpoint(addr, &labels.tls);
     }
-    if let Some(t) = &tagged {
+    if let Some(t) = &dst.tagged {
         http::override_authority(&mut req, &t.authority);
     }
-    let dst = Dst { addr, tls, tagged };
     // Tap: one relaxed load when nobody taps (boxed state otherwise).
     let tapped = if ob.taps.is_active() {
         let route = route.and_then(routed::Forwarded::route_meta);
@@ -1082,19 +1141,15 @@ async fn send_attempt(
         None
     };
 
-    // Connect: choose the wire protocol for this endpoint and send.
-    let sent = if http::is_upgrade(&req) {
+    // Send, in the wire protocol chosen for the endpoint.
+    if upgrade {
         http::to_http1(&mut req, true);
-        Box::pin(ob.pool.send_upgrade(dst, req, &labels)).await
-    } else if req.version() == hyper::Version::HTTP_2 {
-        ob.pool.send(dst, Wire::Http2, req, &labels).await
-    } else if hint == ProtocolHint::H2 || dst.tagged.is_some() {
-        http::upgrade_to_h2(&mut req);
-        ob.pool.send(dst, Wire::Http2, req, &labels).await
-    } else {
+    } else if wire == Wire::Http1 {
         http::to_http1(&mut req, false);
-        ob.pool.send(dst, Wire::Http1, req, &labels).await
-    };
+    } else if req.version() != hyper::Version::HTTP_2 {
+        http::upgrade_to_h2(&mut req);
+    }
+    let sent = checkout.send(&dst, req, &labels).await;
     // The balancer learns the endpoint's latency (pick to response head) and whether it failed.
     if let Some(f) = in_flight.as_mut() {
         f.complete(match &sent {

@@ -67,6 +67,8 @@ fn outbound(resolver: Fixed) -> Arc<Outbound> {
         pool: Default::default(),
         own: OwnAddrs::default(),
         retry_budget: Default::default(),
+        connect_backoff: crate::balance::DEFAULT_CONNECT_BACKOFF,
+        balancer_idle_timeout: Duration::from_secs(60),
     };
     Outbound::with_resolver(settings, Box::new(resolver), Metrics::new())
 }
@@ -161,7 +163,7 @@ async fn explicit_mode_fails_fast_after_one_timeout() {
 }
 
 /// Many short-lived destinations (transparent mode's common case): once their requests are
-/// done no balancer and no discovery subscription is left behind.
+/// done and two sweeps passed, no balancer and no discovery subscription is left behind.
 #[tokio::test]
 async fn balancers_are_released_when_targets_go_unused() {
     let server = ok_server().await;
@@ -179,12 +181,12 @@ async fn balancers_are_released_when_targets_go_unused() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"ok");
     }
+    // Kept until a sweep finds them unused since the previous one.
+    assert_eq!(ob.balancers.live(), 200);
+    ob.balancers.sweep();
+    assert_eq!(ob.balancers.live(), 200, "used since the last sweep");
+    ob.balancers.sweep();
     assert_eq!(ob.balancers.live(), 0);
-    assert!(
-        ob.balancers.entries() < crate::balance::MIN_SWEEP,
-        "{} dead entries kept",
-        ob.balancers.entries()
-    );
     let subscribed: Vec<usize> = senders
         .lock()
         .unwrap()
@@ -220,12 +222,17 @@ async fn in_flight_request_keeps_its_balancer() {
     };
     let held = b.pick().unwrap();
     drop(b);
+    for _ in 0..3 {
+        ob.balancers.sweep();
+    }
     assert_eq!(ob.balancers.live(), 1);
     let Dest::Balanced(again) = ob.dest(&target).await else {
         panic!("expected a balancer");
     };
     assert_eq!(again.outstanding(held.endpoint.addr), 1);
     drop((held, again));
+    ob.balancers.sweep();
+    ob.balancers.sweep();
     assert_eq!(ob.balancers.live(), 0);
 }
 
@@ -262,6 +269,8 @@ fn gated_outbound(
         pool: Default::default(),
         own: OwnAddrs::default(),
         retry_budget: Default::default(),
+        connect_backoff: crate::balance::DEFAULT_CONNECT_BACKOFF,
+        balancer_idle_timeout: Duration::from_secs(60),
     };
     let resolver = Fixed {
         endpoints: vec![endpoint],

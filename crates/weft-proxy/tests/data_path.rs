@@ -203,6 +203,8 @@ fn outbound_to(
             pool: Default::default(),
             own: outbound::OwnAddrs::default(),
             retry_budget: Default::default(),
+            connect_backoff: weft_proxy::balance::DEFAULT_CONNECT_BACKOFF,
+            balancer_idle_timeout: Duration::from_secs(60),
         },
         Box::new(StaticResolver(HashMap::from([(target.clone(), set_rx)]))),
         metrics,

@@ -22,6 +22,14 @@ pub const DEFAULT_ACCRUAL_BACKOFF: BackoffConfig = BackoffConfig {
     jitter_ratio: 0.5,
 };
 
+/// Linkerd's outbound connect backoff: an endpoint no connection could be made to is out of
+/// rotation for 100 ms, doubling to 500 ms while its probe's connects keep failing, jitter 0.1.
+pub const DEFAULT_CONNECT_BACKOFF: BackoffConfig = BackoffConfig {
+    min: Duration::from_millis(100),
+    max: Duration::from_millis(500),
+    jitter_ratio: 0.1,
+};
+
 /// Why part of a policy's balancer settings cannot be used.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum ConfigError {

@@ -1,6 +1,6 @@
 //! One endpoint's state in a balancer: requests pending on it, its peak-EWMA RTT estimate, and
-//! its health under failure accrual (ready, ejected until a time, or on probation with one
-//! probe request out).
+//! its health (ready, ejected until a time, or on probation with one probe request out) under
+//! failure accrual and connect failures.
 
 use super::config::{Accrual, AccrualConfig, LoadConfig};
 use crate::backoff::Backoff;
@@ -47,6 +47,9 @@ pub(super) enum Health {
     },
     /// The probe request is out; nothing else is sent until it answers.
     Probing,
+    /// No connection could be made to it: out of rotation, no request probes it, until a
+    /// reconnect in the background succeeds ([`Stats::reconnected`]).
+    Reconnecting,
 }
 
 pub(super) struct Stats {
@@ -70,10 +73,13 @@ pub(super) enum Change {
     None,
     /// Tripped: wants to leave rotation (the balancer checks the ready floor).
     Trip,
-    /// A probe succeeded: back in rotation.
+    /// A probe succeeded (or a reconnect): back in rotation.
     Readmitted,
     /// A probe failed: ejected again for a longer backoff.
     Reejected,
+    /// A probe found no connection (without an accrual backoff to eject it for): now
+    /// reconnecting in the background.
+    Reconnecting,
 }
 
 impl Stats {
@@ -114,7 +120,7 @@ impl Stats {
         match self.health {
             Health::Ready => true,
             Health::Ejected { until } => until <= now,
-            Health::Probing => false,
+            Health::Probing | Health::Reconnecting => false,
         }
     }
 
@@ -146,12 +152,11 @@ impl Stats {
         now: Instant,
         accrual: &AccrualConfig,
     ) -> Change {
-        if accrual.policy == Accrual::None {
-            return Change::None;
-        }
         match self.health {
+            // Before the policy check: a probe always resolves probation (a policy updated to
+            // no accrual meanwhile readmits whatever the answer).
             Health::Probing if probe => {
-                if outcome.failed() {
+                if outcome.failed() && accrual.backoff().is_some() {
                     self.eject(now, accrual);
                     Change::Reejected
                 } else {
@@ -159,7 +164,8 @@ impl Stats {
                     Change::Readmitted
                 }
             }
-            Health::Probing | Health::Ejected { .. } => Change::None,
+            _ if accrual.policy == Accrual::None => Change::None,
+            Health::Probing | Health::Ejected { .. } | Health::Reconnecting => Change::None,
             Health::Ready => {
                 if outcome.failed() {
                     self.consecutive_failures = self.consecutive_failures.saturating_add(1);
@@ -211,6 +217,38 @@ impl Stats {
         self.health = Health::Ejected {
             until: now + backoff.next_delay(),
         };
+    }
+
+    /// No connection could be made to it. A ready endpoint leaves rotation to reconnect in the
+    /// background (`Trip`); a failure accrual probe is ejected for its next backoff
+    /// (`Reejected`), or reconnects when the policy has no backoff any more (`Reconnecting`);
+    /// requests picked before it left rotation change nothing.
+    pub fn connect_failed(&mut self, now: Instant, accrual: &AccrualConfig) -> Change {
+        match self.health {
+            Health::Ejected { .. } | Health::Reconnecting => Change::None,
+            Health::Probing if accrual.backoff().is_some() => {
+                self.eject(now, accrual);
+                Change::Reejected
+            }
+            Health::Probing => {
+                self.health = Health::Reconnecting;
+                Change::Reconnecting
+            }
+            Health::Ready => {
+                self.health = Health::Reconnecting;
+                Change::Trip
+            }
+        }
+    }
+
+    /// A connection was made in the background: a reconnecting endpoint is back in rotation.
+    pub fn reconnected(&mut self, now: Instant) -> Change {
+        if self.health == Health::Reconnecting {
+            self.readmit(now);
+            Change::Readmitted
+        } else {
+            Change::None
+        }
     }
 
     fn readmit(&mut self, now: Instant) {

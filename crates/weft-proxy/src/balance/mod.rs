@@ -14,13 +14,23 @@
 //! ejects it again for a longer backoff. With every endpoint out, picks wait as for an empty set
 //! (bounded by the fail-fast timeout).
 //!
-//! The guard keeps its balancer alive: a balancer lives while a connection or a request uses
-//! it, so the proxy never accumulates balancers for targets nobody talks to any more. A pick
+//! Connect failures take an endpoint out of rotation whatever the accrual policy, and no request
+//! waits on it again: a request is only sent to an endpoint a connection was made to, as
+//! Linkerd's balancer dispatches only to endpoints whose connection is ready. The request path
+//! reports [`InFlight::connect_failed`] and picks again; the endpoint reconnects in the
+//! background ([`Balancer::spawn_reconnect`], the reconnect backoff
+//! [`config::DEFAULT_CONNECT_BACKOFF`] between attempts) and is back in rotation once a
+//! connection is made.
+//!
+//! The guard keeps its balancer alive, and [`Balancers`] keeps it a while after its last use
+//! (so what a balancer learnt outlives a client's one-request connections), then drops it, so
+//! the proxy never accumulates balancers for targets nobody talks to any more. A pick
 //! copies the endpoint, so a later change of the set never touches requests already on their
 //! way; [`Balancer::take_removed`] reports endpoints that left so their pooled connections can
 //! be retired. [`Balancers`] holds the one balancer per target that every connection shares.
 
 use crate::{
+    backoff::BackoffConfig,
     discovery::{Endpoint, EndpointSet, Target},
     metrics::{
         balancer::{EndpointCounts, EndpointGauge},
@@ -32,7 +42,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, MutexGuard, Weak,
+        Arc, Mutex, MutexGuard,
     },
     time::Duration,
 };
@@ -44,7 +54,10 @@ use tokio::{
 pub mod config;
 mod endpoint;
 
-pub use config::{Accrual, AccrualConfig, BalancerConfig, ConfigError, LoadConfig, QueueConfig};
+pub use config::{
+    Accrual, AccrualConfig, BalancerConfig, ConfigError, LoadConfig, QueueConfig,
+    DEFAULT_CONNECT_BACKOFF,
+};
 pub use endpoint::Outcome;
 use endpoint::{Change, Health, Stats};
 
@@ -58,33 +71,33 @@ pub enum Error {
     QueueFull { capacity: usize },
 }
 
-/// One balancer per discovered target, shared by every connection, so load estimates are
-/// global to the proxy. Weak: a balancer lives while a connection or a request holds it, then
-/// its discovery subscription is released (and discovery closes the stream after its idle
-/// timeout), so many short-lived destinations never accumulate.
+/// One balancer per discovered target, shared by every connection, so load estimates, ejections
+/// and reconnects are global to the proxy. A balancer is kept while a connection or a request
+/// holds it and, once none does, until a sweep every idle timeout finds it unused since the last
+/// one (between one and two idle timeouts: [`Balancers::with_idle_timeout`]), so a client making
+/// one request per connection still meets what the previous request learnt; then its discovery
+/// subscription is released (and discovery closes the stream after its own idle timeout), so
+/// many short-lived destinations never accumulate.
 pub struct Balancers {
-    inner: Mutex<BalancerMap>,
+    inner: Arc<Mutex<HashMap<Target, Kept>>>,
     /// Where balancers report `outbound_http_balancer_endpoints`; none in unit tests.
     metrics: Option<Metrics>,
+    /// How long an endpoint no connection could be made to stays out of rotation.
+    reconnect: BackoffConfig,
 }
 
-struct BalancerMap {
-    map: HashMap<Target, Weak<Balancer>>,
-    /// Dead entries are swept when the map reaches this size (amortised O(1) per insert).
-    sweep_at: usize,
+struct Kept {
+    balancer: Arc<Balancer>,
+    /// Taken since the last sweep.
+    used: bool,
 }
-
-/// The smallest map size at which dead entries are swept.
-pub(crate) const MIN_SWEEP: usize = 64;
 
 impl Default for Balancers {
     fn default() -> Balancers {
         Balancers {
-            inner: Mutex::new(BalancerMap {
-                map: HashMap::new(),
-                sweep_at: MIN_SWEEP,
-            }),
+            inner: Arc::default(),
             metrics: None,
+            reconnect: DEFAULT_CONNECT_BACKOFF,
         }
     }
 }
@@ -98,13 +111,40 @@ impl Balancers {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BalancerMap> {
+    /// Balancers whose endpoints stay out of rotation for `reconnect` after a failed connect.
+    pub fn with_reconnect_backoff(self, reconnect: BackoffConfig) -> Balancers {
+        Balancers { reconnect, ..self }
+    }
+
+    /// Sweeps unused balancers every `idle` (from a task on the current runtime; without one,
+    /// only [`Balancers::sweep`] does).
+    pub fn with_idle_timeout(self, idle: Duration) -> Balancers {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let map = Arc::downgrade(&self.inner);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval_at(Instant::now() + idle, idle);
+                loop {
+                    tick.tick().await;
+                    let Some(map) = map.upgrade() else {
+                        return;
+                    };
+                    sweep(&map);
+                }
+            });
+        }
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Target, Kept>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The target's balancer, while anything still uses it.
+    /// The target's balancer, if it has one.
     pub fn get(&self, target: &Target) -> Option<Arc<Balancer>> {
-        self.lock().map.get(target).and_then(Weak::upgrade)
+        let mut map = self.lock();
+        let kept = map.get_mut(target)?;
+        kept.used = true;
+        Some(kept.balancer.clone())
     }
 
     /// The target's balancer, or a new one over `endpoints` with the defaults used without a
@@ -126,40 +166,50 @@ impl Balancers {
         endpoints: watch::Receiver<EndpointSet>,
         config: impl FnOnce() -> BalancerConfig,
     ) -> Arc<Balancer> {
-        let mut bs = self.lock();
-        if let Some(b) = bs.map.get(target).and_then(Weak::upgrade) {
-            return b;
+        let mut map = self.lock();
+        if let Some(kept) = map.get_mut(target) {
+            kept.used = true;
+            return kept.balancer.clone();
         }
         let config = config();
         let labels = config.labels.clone();
-        let b = Arc::new(Balancer::with_config(endpoints, config));
+        let mut b = Balancer::with_config(endpoints, config);
+        b.reconnect = self.reconnect;
+        let b = Arc::new(b);
         if let Some(m) = &self.metrics {
             let gauge: Arc<dyn EndpointGauge> = b.clone();
             m.register_balancer(labels, Arc::downgrade(&gauge));
         }
-        bs.map.insert(target.clone(), Arc::downgrade(&b));
-        if bs.map.len() >= bs.sweep_at {
-            bs.map.retain(|_, w| w.strong_count() > 0);
-            bs.sweep_at = (bs.map.len() * 2).max(MIN_SWEEP);
-        }
+        map.insert(
+            target.clone(),
+            Kept {
+                balancer: b.clone(),
+                used: true,
+            },
+        );
         b
     }
 
-    /// Targets with a live balancer.
-    #[cfg(test)]
-    pub fn live(&self) -> usize {
-        self.lock()
-            .map
-            .values()
-            .filter(|w| w.strong_count() > 0)
-            .count()
+    /// Drops the balancers nothing holds and nothing took since the previous sweep.
+    pub fn sweep(&self) {
+        sweep(&self.inner);
     }
 
-    /// Entries kept, dead ones included.
+    /// Targets with a balancer kept.
     #[cfg(test)]
-    pub fn entries(&self) -> usize {
-        self.lock().map.len()
+    pub fn live(&self) -> usize {
+        self.lock().len()
     }
+}
+
+fn sweep(map: &Mutex<HashMap<Target, Kept>>) {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|_, kept| {
+            let keep = kept.used || Arc::strong_count(&kept.balancer) > 1;
+            kept.used = false;
+            keep
+        });
 }
 
 pub struct Balancer {
@@ -171,6 +221,8 @@ pub struct Balancer {
     health_changed: Notify,
     /// Picks waiting for an endpoint (bounded by the queue capacity).
     waiting: AtomicUsize,
+    /// The reconnect backoff of an endpoint no connection could be made to.
+    reconnect: BackoffConfig,
 }
 
 struct State {
@@ -210,6 +262,24 @@ impl InFlight {
         }
         self.balancer
             .record(self.endpoint.addr, self.picked_at, outcome, self.probe);
+    }
+
+    /// No connection could be made to the endpoint, so the request was not sent: the endpoint
+    /// leaves rotation (whatever the accrual policy) and the request should be picked again.
+    /// Counts as no outcome for failure accrual or load. Returns whether the caller should
+    /// start the endpoint's reconnect ([`Balancer::spawn_reconnect`]): true for the request
+    /// that took it out of rotation, false for any other.
+    #[must_use]
+    pub fn connect_failed(&mut self) -> bool {
+        if std::mem::replace(&mut self.completed, true) {
+            return false;
+        }
+        self.balancer.connect_failed(self.endpoint.addr)
+    }
+
+    /// The balancer it was picked from (to pick again).
+    pub fn balancer(&self) -> &Arc<Balancer> {
+        &self.balancer
     }
 
     /// Was this request an ejected endpoint's probe?
@@ -253,6 +323,7 @@ impl Balancer {
             seen: Mutex::new((watcher, seen)),
             health_changed: Notify::new(),
             waiting: AtomicUsize::new(0),
+            reconnect: DEFAULT_CONNECT_BACKOFF,
         }
     }
 
@@ -475,7 +546,7 @@ impl Balancer {
         }
         let change = stats.accrue(outcome, probe, now, &config.accrual);
         match change {
-            Change::None => {}
+            Change::None | Change::Reconnecting => {}
             Change::Trip => {
                 // Never below the floor of ready endpoints (counted in the current set).
                 let floor = config.accrual.min_ready_endpoints as usize;
@@ -502,6 +573,85 @@ impl Balancer {
                 self.health_changed.notify_waiters();
             }
         }
+    }
+
+    fn connect_failed(&self, addr: SocketAddr) -> bool {
+        let mut state = self.state();
+        let state = &mut *state;
+        let Some(stats) = state.stats.get_mut(&addr) else {
+            return false;
+        };
+        match stats.connect_failed(Instant::now(), &state.config.accrual) {
+            Change::Trip => {
+                state.unhealthy += 1;
+                tracing::debug!(%addr, "endpoint out of rotation: no connection could be made");
+                true
+            }
+            Change::Reconnecting => true,
+            // Waiting picks look again at the (later) end of its backoff.
+            Change::Reejected => {
+                self.health_changed.notify_waiters();
+                false
+            }
+            Change::None | Change::Readmitted => false,
+        }
+    }
+
+    /// A connection to `addr` was made in the background: back in rotation if it was out for
+    /// failed connects (and still tracked).
+    fn reconnected(&self, addr: SocketAddr) {
+        let mut state = self.state();
+        let state = &mut *state;
+        let Some(stats) = state.stats.get_mut(&addr) else {
+            return;
+        };
+        if stats.reconnected(Instant::now()) == Change::Readmitted {
+            state.unhealthy = state.unhealthy.saturating_sub(1);
+            tracing::debug!(%addr, "endpoint back in rotation: a connection was made");
+            self.health_changed.notify_waiters();
+        }
+    }
+
+    /// Reconnects to `addr` in the background after [`InFlight::connect_failed`] took it out of
+    /// rotation: `connect` is tried after each reconnect backoff (100 ms doubling to 500 ms by
+    /// default) until it succeeds, which puts the endpoint back. The task holds the balancer
+    /// weakly (it ends with it), and ends when the endpoint leaves the set (a later set with
+    /// it again finds it ready).
+    pub fn spawn_reconnect<F, Fut, E>(self: &Arc<Self>, addr: SocketAddr, mut connect: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send,
+        E: std::fmt::Display,
+    {
+        let balancer = Arc::downgrade(self);
+        let mut backoff = crate::backoff::Backoff::with_config(self.reconnect);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(backoff.next_delay()).await;
+                let gone = match balancer.upgrade() {
+                    None => return,
+                    Some(b) => !b
+                        .endpoints
+                        .borrow()
+                        .endpoints
+                        .iter()
+                        .any(|e| e.addr == addr),
+                };
+                if !gone {
+                    match connect().await {
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::debug!(%addr, error = %e, "reconnect failed");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(b) = balancer.upgrade() {
+                    b.reconnected(addr);
+                }
+                return;
+            }
+        });
     }
 
     fn release(&self, addr: SocketAddr, cancelled_probe: bool) {

@@ -662,6 +662,8 @@ fn balancers_report_their_endpoints_to_metrics() {
         "outbound_http_balancer_endpoints{{{l},endpoint_state=\"pending\"}} 1\n"
     )));
     drop(b);
+    bs.sweep();
+    bs.sweep();
     assert!(!metrics
         .render()
         .contains("outbound_http_balancer_endpoints"));
@@ -687,4 +689,164 @@ async fn a_retry_passes_over_the_previous_endpoint_when_it_can() {
     p.complete(Outcome::Success);
     // Unknown addresses change nothing.
     assert!(b.pick_avoiding(Some(addr(9))).is_some());
+}
+
+/// A balancer whose reconnect backoff has no jitter: 100 ms doubling to 400 ms.
+fn reconnecting(eps: Vec<Endpoint>, cfg: BalancerConfig) -> Arc<Balancer> {
+    let (tx, rx) = watch::channel(set(eps));
+    std::mem::forget(tx);
+    let mut b = Balancer::with_config(rx, cfg);
+    b.reconnect = BackoffConfig {
+        min: Duration::from_millis(100),
+        max: Duration::from_millis(400),
+        jitter_ratio: 0.0,
+    };
+    Arc::new(b)
+}
+
+/// Picks until `port` comes up (holding the others meanwhile, so P2C reaches it).
+fn pick_port(b: &Arc<Balancer>, port: u16) -> InFlight {
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        let p = b.pick().expect("an endpoint");
+        if p.endpoint.addr.port() == port {
+            return p;
+        }
+        held.push(p);
+    }
+    panic!("port {port} was never picked");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_cannot_be_connected_to_is_out_until_a_reconnect_succeeds() {
+    // No failure accrual (the default without a policy): connect failures still count.
+    let b = reconnecting(vec![ep(1, 1), ep(2, 1)], config(Accrual::None, 0));
+    let (mut first, mut second) = (pick_port(&b, 1), pick_port(&b, 1));
+    assert!(
+        first.connect_failed(),
+        "the first failure starts the reconnect"
+    );
+    assert!(
+        !second.connect_failed(),
+        "a request picked before changes nothing"
+    );
+    let counts = |ready, pending| EndpointCounts { ready, pending };
+    assert_eq!(b.endpoint_counts(), counts(1, 1));
+    // No probe request, however long: only a reconnect brings it back.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..10 {
+            assert_eq!(
+                request(&b, |_| Outcome::Success),
+                Some(2),
+                "out: never picked"
+            );
+        }
+    }
+    b.reconnected(addr(1));
+    assert_eq!(b.endpoint_counts(), counts(2, 0));
+    let back = b.pick_avoiding(Some(addr(2))).unwrap();
+    assert_eq!(back.endpoint.addr.port(), 1, "back in rotation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnects_back_off_and_a_success_wakes_waiting_picks() {
+    let b = reconnecting(vec![ep(1, 1)], config(Accrual::None, 0));
+    let mut first = b.pick().unwrap();
+    assert!(first.connect_failed());
+    assert!(!first.connect_failed(), "once per request");
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    b.spawn_reconnect(addr(1), {
+        let attempts = attempts.clone();
+        move || {
+            let mut a = attempts.lock().unwrap();
+            a.push(start.elapsed());
+            let ok = a.len() == 5;
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err("refused")
+                }
+            }
+        }
+    });
+    // A pick waits (the only endpoint is out) and is woken by the reconnect.
+    let picked = b
+        .pick_ready(Duration::from_secs(3))
+        .await
+        .map(|p| (start.elapsed(), p.is_probe()));
+    let ms = Duration::from_millis;
+    // 100 ms doubling to the 400 ms cap, no jitter: attempts at 100, 300, 700, 1100, 1500 ms.
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        vec![ms(100), ms(300), ms(700), ms(1100), ms(1500)]
+    );
+    assert_eq!(picked, Ok((ms(1500), false)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconnect_ends_when_its_endpoint_leaves_the_set() {
+    let (tx, rx) = watch::channel(set(vec![ep(1, 1), ep(2, 1)]));
+    let b = Arc::new(Balancer::with_config(rx, config(Accrual::None, 0)));
+    assert!(pick_port(&b, 1).connect_failed());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    b.spawn_reconnect(addr(1), {
+        let attempts = attempts.clone();
+        move || {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>("refused") }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tried = attempts.load(Ordering::SeqCst);
+    assert!(tried >= 3, "{tried} attempts in 2 s");
+    tx.send_replace(set(vec![ep(2, 1)]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = attempts.load(Ordering::SeqCst);
+    assert!(
+        after <= tried + 1,
+        "still reconnecting: {tried} then {after}"
+    );
+    // Back in the set later: it is tried again like any endpoint.
+    tx.send_replace(set(vec![ep(1, 1), ep(2, 1)]));
+    assert_eq!(b.endpoint_counts().ready, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_accrual_probe_that_cannot_connect_keeps_the_accrual_backoff() {
+    let b = reconnecting(vec![ep(1, 1), ep(2, 1)], config(consecutive(1), 0));
+    fail_once(&b, 1, Outcome::Failure);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut probe = pick_port(&b, 1);
+    assert!(probe.is_probe());
+    assert!(
+        !probe.connect_failed(),
+        "no reconnect: its next probe decides"
+    );
+    drop(probe);
+    // Out for the next backoff (2 s), then probed again.
+    tokio::time::sleep(Duration::from_millis(1900)).await;
+    for _ in 0..100 {
+        assert_eq!(request(&b, |_| Outcome::Success), Some(2), "still out");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut probe = pick_port(&b, 1);
+    assert!(probe.is_probe());
+    probe.complete(Outcome::Success);
+    assert_eq!(b.endpoint_counts().ready, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_resolves_probation_after_the_policy_dropped_accrual() {
+    let b = reconnecting(vec![ep(1, 1), ep(2, 1)], config(consecutive(1), 0));
+    fail_once(&b, 1, Outcome::Failure);
+    b.reconfigure(config(Accrual::None, 0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut probe = pick_port(&b, 1);
+    // A failed answer cannot eject without accrual: the endpoint is back, not stuck on probation.
+    probe.complete(Outcome::Failure);
+    drop(probe);
+    assert_eq!(b.endpoint_counts().ready, 2);
 }

@@ -123,6 +123,10 @@ pub const DEFAULT_INBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Connect timeout to a remote endpoint.
 pub const ENV_OUTBOUND_CONNECT_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_CONNECT_TIMEOUT";
 pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// First and largest time an endpoint no connection could be made to stays out of its balancer's
+/// rotation (Linkerd's outbound connect backoff: 100 ms doubling to 500 ms, jitter 0.1).
+pub const ENV_OUTBOUND_CONNECT_BACKOFF_MIN: &str = "WEFT_PROXY_OUTBOUND_CONNECT_BACKOFF_MIN";
+pub const ENV_OUTBOUND_CONNECT_BACKOFF_MAX: &str = "WEFT_PROXY_OUTBOUND_CONNECT_BACKOFF_MAX";
 /// A target with no endpoints fails requests (503 + `l5d-proxy-error`) after this.
 pub const ENV_OUTBOUND_FAILFAST_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_FAILFAST_TIMEOUT";
 pub const DEFAULT_OUTBOUND_FAILFAST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -335,6 +339,8 @@ pub struct Config {
     pub outbound_detect_timeout: Duration,
     pub inbound_connect_timeout: Duration,
     pub outbound_connect_timeout: Duration,
+    /// [`ENV_OUTBOUND_CONNECT_BACKOFF_MIN`] and `_MAX` (the jitter is Linkerd's 0.1).
+    pub outbound_connect_backoff: (Duration, Duration),
     pub outbound_failfast_timeout: Duration,
     /// Normalised to end with a dot; `["."]` means every name; empty means none.
     pub destination_suffixes: Vec<String>,
@@ -617,6 +623,20 @@ impl Config {
             ENV_OUTBOUND_CONNECT_TIMEOUT,
             DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
         );
+        let outbound_connect_backoff = {
+            let default = crate::balance::DEFAULT_CONNECT_BACKOFF;
+            let min = dur(&mut r, ENV_OUTBOUND_CONNECT_BACKOFF_MIN, default.min);
+            let max = dur(&mut r, ENV_OUTBOUND_CONNECT_BACKOFF_MAX, default.max);
+            if min > max {
+                let raw = r.scalar(ENV_OUTBOUND_CONNECT_BACKOFF_MAX);
+                r.fail(
+                    ENV_OUTBOUND_CONNECT_BACKOFF_MAX,
+                    format!("must be at least {ENV_OUTBOUND_CONNECT_BACKOFF_MIN} ({min:?})"),
+                    raw,
+                );
+            }
+            (min, max)
+        };
         let outbound_failfast_timeout = dur(
             &mut r,
             ENV_OUTBOUND_FAILFAST_TIMEOUT,
@@ -813,6 +833,7 @@ impl Config {
                 outbound_detect_timeout,
                 inbound_connect_timeout,
                 outbound_connect_timeout,
+                outbound_connect_backoff,
                 outbound_failfast_timeout,
                 destination_suffixes,
                 cluster_domain,

@@ -29,6 +29,32 @@ fn defaults() {
     assert!(c.shutdown_endpoint_enabled);
     assert_eq!(c.control_backoff_min, Duration::from_millis(100));
     assert_eq!(c.control_backoff_max, Duration::from_secs(5));
+    assert_eq!(
+        c.outbound_connect_backoff,
+        (Duration::from_millis(100), Duration::from_millis(500))
+    );
+}
+
+#[test]
+fn outbound_connect_backoff() {
+    let env = |min, max| {
+        Config::from_env(&HashMap::from([
+            (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:8086"),
+            (ENV_POLICY_WORKLOAD, "default:web-1"),
+            (ENV_OUTBOUND_CONNECT_BACKOFF_MIN, min),
+            (ENV_OUTBOUND_CONNECT_BACKOFF_MAX, max),
+        ]))
+    };
+    let c = env("50ms", "2s").expect("valid");
+    assert_eq!(
+        c.outbound_connect_backoff,
+        (Duration::from_millis(50), Duration::from_secs(2))
+    );
+    let text = env("1s", "500ms").expect_err("min over max").to_string();
+    assert!(
+        text.contains("WEFT_PROXY_OUTBOUND_CONNECT_BACKOFF_MAX: must be at least WEFT_PROXY_OUTBOUND_CONNECT_BACKOFF_MIN (1s)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -115,14 +115,57 @@ struct Inner {
     connect_timeout: Duration,
     limits: PoolLimits,
     metrics: Metrics,
-    h2: Mutex<HashMap<Key, H2Slot>>,
+    h2: Mutex<HashMap<Key, Arc<H2Slot>>>,
     h1: Mutex<HashMap<Key, Vec<H1Conn>>>,
     next_id: AtomicU64,
 }
 
 /// The one HTTP/2 connection to an endpoint; the async lock makes concurrent first requests share
 /// one handshake.
-type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
+#[derive(Default)]
+struct H2Slot {
+    conn: tokio::sync::Mutex<Option<H2Conn>>,
+    /// Connects that failed, and the last one's error: requests that waited for a connect that
+    /// failed fail with it rather than each trying again in turn (a blackholed endpoint would
+    /// otherwise cost every waiter a whole connect timeout, one after the other).
+    failures: AtomicU64,
+    last_failure: Mutex<String>,
+}
+
+/// A connection ready for one request ([`Pool::checkout`]).
+pub struct Checkout<'p> {
+    pool: &'p Pool,
+    conn: Ready,
+}
+
+enum Ready {
+    H2(H2Conn),
+    /// `reused`: an idle pooled connection, which the server may have closed meanwhile.
+    H1 {
+        conn: H1Conn,
+        reused: bool,
+    },
+    /// A fresh connection for an upgrade or CONNECT.
+    Upgrade(Io),
+}
+
+impl Checkout<'_> {
+    /// Sends `req` (to the `dst` it was checked out for). A request a pooled connection proves
+    /// unable to carry before it left is sent again on a fresh one (see the module's "Retries").
+    pub async fn send(
+        self,
+        dst: &Dst,
+        req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Body>, Error> {
+        match self.conn {
+            Ready::H2(conn) => self.pool.send_h2(conn, dst, req, labels).await,
+            Ready::H1 { conn, reused } => self.pool.send_h1(conn, reused, dst, req, labels).await,
+            // Boxed: an upgrade's states are large and rare.
+            Ready::Upgrade(io) => Box::pin(self.pool.send_upgrade_on(io, dst.addr, req)).await,
+        }
+    }
+}
 
 #[derive(Clone)]
 struct H2Conn {
@@ -170,14 +213,76 @@ impl Pool {
         labels: &Labels,
     ) -> Result<Response<Body>, Error> {
         let dst = dst.into();
-        match wire {
-            Wire::Http2 => self.send_h2(&dst, req, labels).await,
-            Wire::Http1 => self.send_h1(&dst, req, labels).await,
+        self.checkout(&dst, wire, labels)
+            .await?
+            .send(&dst, req, labels)
+            .await
+    }
+
+    /// A connection to `dst` for one request: the pooled one, or a new one. An error here means
+    /// no connection could be made (TCP, TLS or the HTTP handshake failed) and nothing was sent,
+    /// so the request may go to another endpoint whatever it is.
+    pub async fn checkout(
+        &self,
+        dst: &Dst,
+        wire: Wire,
+        labels: &Labels,
+    ) -> Result<Checkout<'_>, Error> {
+        let conn = match wire {
+            Wire::Http2 => Ready::H2(self.h2_conn(dst, labels).await?),
+            Wire::Http1 => match self.take_idle_h1(&dst.key()) {
+                Some(conn) => Ready::H1 { conn, reused: true },
+                // Boxed, as for HTTP/2: opening a connection is the rare case.
+                None => Ready::H1 {
+                    conn: Box::pin(self.open_h1(dst, labels)).await?,
+                    reused: false,
+                },
+            },
+        };
+        Ok(Checkout { pool: self, conn })
+    }
+
+    /// Makes a connection to `dst` ready for later requests (an endpoint's reconnect after a
+    /// failed connect): HTTP/2 is kept as the endpoint's connection, HTTP/1 as an idle one.
+    pub async fn reconnect(&self, dst: &Dst, wire: Wire, labels: &Labels) -> Result<(), Error> {
+        if let Ready::H1 { conn, .. } = self.checkout(dst, wire, labels).await?.conn {
+            self.put_idle_h1(dst.key(), conn);
         }
+        Ok(())
+    }
+
+    /// A fresh HTTP/1 connection to `dst` for an upgrade or CONNECT request (see
+    /// [`Pool::send_upgrade`]); an error means nothing was sent, as for [`Pool::checkout`].
+    pub async fn checkout_upgrade(
+        &self,
+        dst: &Dst,
+        labels: &Labels,
+    ) -> Result<Checkout<'_>, Error> {
+        let io = self.connect(dst, Wire::Http1, labels).await?;
+        Ok(Checkout {
+            pool: self,
+            conn: Ready::Upgrade(io),
+        })
+    }
+
+    /// Sends an upgrade or CONNECT request on a fresh HTTP/1 connection. When the server switches
+    /// protocols, the client's and the server's upgraded streams are relayed to each other.
+    pub async fn send_upgrade(
+        &self,
+        dst: impl Into<Dst>,
+        req: Request<Body>,
+        labels: &Labels,
+    ) -> Result<Response<Body>, Error> {
+        let dst = dst.into();
+        self.checkout_upgrade(&dst, labels)
+            .await?
+            .send(&dst, req, labels)
+            .await
     }
 
     async fn send_h2(
         &self,
+        mut conn: H2Conn,
         dst: &Dst,
         req: Request<Body>,
         labels: &Labels,
@@ -189,7 +294,9 @@ impl Pool {
         let mut attempt = 0;
         while let Some(next) = req.take() {
             attempt += 1;
-            let conn = self.h2_conn(dst, labels).await?;
+            if attempt > 1 {
+                conn = self.h2_conn(dst, labels).await?;
+            }
             conn.used.store(true, Ordering::Relaxed);
             let mut sender = conn.sender.clone();
             let mut err = match sender.try_send_request(next).await {
@@ -223,6 +330,8 @@ impl Pool {
 
     async fn send_h1(
         &self,
+        conn: H1Conn,
+        reused: bool,
         dst: &Dst,
         req: Request<Body>,
         labels: &Labels,
@@ -234,28 +343,20 @@ impl Pool {
             source,
             unprocessed: false,
         };
+        let mut conn = conn;
         let mut req = req;
-        if let Some(conn) = self.take_idle_h1(&key) {
+        if reused {
             // A reused connection the server closed meanwhile hands the request back unsent:
             // retry it once on a fresh connection.
-            let mut sender = conn.sender;
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let conn = H1Conn {
-                        sender,
-                        idle_since: conn.idle_since,
-                    };
-                    return Ok(self.release_h1_after(key, conn, resp));
-                }
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.release_h1_after(key, conn, resp)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(upstream(e.into_error())),
                 },
             }
+            conn = Box::pin(self.open_h1(dst, labels)).await?;
         }
-        // Boxed, as for HTTP/2: opening a connection is the rare case.
-        let mut conn = Box::pin(self.connect_h1(dst, labels)).await?;
-        conn.sender.ready().await.map_err(upstream)?;
         let resp = conn.sender.send_request(req).await.map_err(upstream)?;
         Ok(self.release_h1_after(key, conn, resp))
     }
@@ -275,20 +376,16 @@ impl Pool {
         resp.map(|body| boxed(OnEnd::new(boxed(body), release)))
     }
 
-    /// Sends an upgrade or CONNECT request on a fresh HTTP/1 connection. When the server switches
-    /// protocols, the client's and the server's upgraded streams are relayed to each other.
-    pub async fn send_upgrade(
+    /// The upgrade exchange on `io`, a fresh connection (see [`Pool::send_upgrade`]).
+    async fn send_upgrade_on(
         &self,
-        dst: impl Into<Dst>,
+        io: Io,
+        addr: SocketAddr,
         mut req: Request<Body>,
-        labels: &Labels,
     ) -> Result<Response<Body>, Error> {
-        let dst = dst.into();
-        let addr = dst.addr;
         let client_side = hyper::upgrade::on(&mut req);
         let is_connect = req.method() == Method::CONNECT;
-        let io = TokioIo::new(self.connect(&dst, Wire::Http1, labels).await?);
-        let (mut sender, conn) = client1::handshake(io)
+        let (mut sender, conn) = client1::handshake(TokioIo::new(io))
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
         tokio::spawn(async move {
@@ -325,13 +422,13 @@ impl Pool {
     /// `addr` left discovery: its pooled connections take no new requests; each closes once its
     /// in-flight requests end.
     pub fn retire(&self, addr: SocketAddr) {
-        let slots: Vec<H2Slot> = {
+        let slots: Vec<Arc<H2Slot>> = {
             let mut map = lock(&self.inner.h2);
             let keys: Vec<Key> = map.keys().filter(|k| k.0 == addr).cloned().collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for slot in slots {
-            if let Ok(mut conn) = slot.try_lock() {
+            if let Ok(mut conn) = slot.conn.try_lock() {
                 *conn = None;
             }
         }
@@ -358,16 +455,31 @@ impl Pool {
     async fn h2_conn(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
         let key = dst.key();
         let slot = lock(&self.inner.h2).entry(key.clone()).or_default().clone();
+        let failures = slot.failures.load(Ordering::Acquire);
         // One connection per endpoint: concurrent first requests wait for the same handshake.
-        let mut slot = slot.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| !c.sender.is_closed()) {
+        let mut conn = slot.conn.lock().await;
+        if let Some(c) = conn.as_ref().filter(|c| !c.sender.is_closed()) {
             return Ok(c.clone());
+        }
+        if slot.failures.load(Ordering::Acquire) != failures {
+            return Err(Error::Connect(connect::ConnectError::Concurrent {
+                addr: dst.addr,
+                reason: lock(&slot.last_failure).clone(),
+            }));
         }
         // Boxed: connecting (TCP, TLS, handshake) is rare and its states are large; inline, they
         // would size every request's future (a task per HTTP/2 stream) for the common case.
-        let c = Box::pin(self.open_h2(dst, labels)).await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        match Box::pin(self.open_h2(dst, labels)).await {
+            Ok(c) => {
+                *conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                *lock(&slot.last_failure) = e.to_string();
+                slot.failures.fetch_add(1, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     async fn open_h2(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
@@ -424,7 +536,7 @@ impl Pool {
             return;
         };
         // A locked slot is being refilled by a request: leave it to that request.
-        let Ok(mut conn) = slot.try_lock() else {
+        let Ok(mut conn) = slot.conn.try_lock() else {
             return;
         };
         if conn.as_ref().is_some_and(|c| c.id == id) {
@@ -479,10 +591,11 @@ impl Pool {
         // Else `conn` drops here: hyper closes a connection nobody can send on.
     }
 
-    async fn connect_h1(&self, dst: &Dst, labels: &Labels) -> Result<H1Conn, Error> {
+    /// A new HTTP/1 connection, ready to send on.
+    async fn open_h1(&self, dst: &Dst, labels: &Labels) -> Result<H1Conn, Error> {
         let addr = dst.addr;
         let io = TokioIo::new(self.connect(dst, Wire::Http1, labels).await?);
-        let (sender, conn) = client1::handshake(io)
+        let (mut sender, conn) = client1::handshake(io)
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
         let (idle_since, mut idle) = watch::channel(None::<Instant>);
@@ -516,6 +629,10 @@ impl Pool {
                 }
             }
         });
+        sender
+            .ready()
+            .await
+            .map_err(|source| Error::Handshake { addr, source })?;
         Ok(H1Conn { sender, idle_since })
     }
 

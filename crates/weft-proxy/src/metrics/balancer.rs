@@ -1,6 +1,6 @@
 //! `outbound_http_balancer_endpoints{backend_*, endpoint_state}`: per balancer, its endpoints
-//! that are `ready` (picked by the balancer) or `pending` (ejected by failure accrual, or waiting
-//! for a probe's answer).
+//! that are `ready` (picked by the balancer) or `pending` (ejected by failure accrual, out for
+//! its reconnect backoff after a failed connect, or waiting for a probe's answer).
 //!
 //! Balancers register a weak handle ([`EndpointGauge`]); a scrape asks each live one for its
 //! counts, so recording costs the data path nothing, and a balancer that is gone leaves the

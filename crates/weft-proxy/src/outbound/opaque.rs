@@ -3,6 +3,7 @@
 //! `CONNECT` tunnels.
 
 use super::*;
+use crate::connect::Io;
 
 /// Opaque TCP: one endpoint for the whole connection, bytes relayed both ways with half-close.
 /// A meshed endpoint whose discovery hint names an opaque-transport port is reached on that port
@@ -24,28 +25,120 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let dest = ob.opaque_dest(target, dest, hello).await?;
-    let Picked {
-        addr,
-        endpoint,
-        in_flight: _in_flight,
-    } = ob.pick(target, dest, deadline, None).await?;
-    let transport_port = endpoint.as_ref().and_then(|e| e.opaque_transport_port);
-    let (tls, tls_label) = ob
-        .tls_for(endpoint.as_ref(), transport_port.is_some(), deadline)
-        .await?;
-    let labels = ob.labels(None, addr, endpoint.as_ref(), tls_label);
-    let (dial_addr, header) = opaque_dial(addr, endpoint.as_ref(), tls.is_some(), caller);
-    let dial = Dial {
-        addr: dial_addr,
-        tls: tls.as_ref(),
-        header: header.as_ref(),
-    };
-    let server = connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await?;
+    // `picked` keeps the endpoint loaded while the stream is open.
+    let Opened { picked, server, .. } = open(ob, target, dest, deadline, None, caller, false)
+        .await
+        .map_err(|f| f.error)?;
+    let addr = picked.addr;
     let moved = relay::relay(client, server)
         .await
         .map_err(|source| Error::Relay { addr, source })?;
     tracing::debug!(%target, %addr, ?moved, "opaque connection closed");
     Ok(())
+}
+
+/// An opaque stream's endpoint and the connection made to it.
+struct Opened {
+    /// Holds the endpoint as loaded while the stream is open.
+    picked: Picked,
+    labels: Labels,
+    server: Io,
+}
+
+/// Why no stream could be opened, with the labels to count it under.
+struct Failed {
+    error: Error,
+    labels: Labels,
+}
+
+/// Picks an endpoint of `dest` and connects to it: mTLS to a meshed one, and opaque transport
+/// (the transport header, on its proxy's port) to one that takes it — to a gateway only, when
+/// `gateway_only`. An endpoint no connection could be made to leaves rotation and another is
+/// picked until `deadline`, as for HTTP requests (nothing was sent on the stream yet); when the
+/// deadline passes that way, the last connect error is the answer.
+async fn open(
+    ob: &Outbound,
+    target: &Target,
+    dest: Dest,
+    deadline: Instant,
+    authority: Option<String>,
+    caller: Option<&str>,
+    gateway_only: bool,
+) -> Result<Opened, Failed> {
+    let (mut dest, mut avoid, mut authority) = (dest, None, authority);
+    let mut not_connected = None;
+    loop {
+        let mut picked = match ob.pick(target, dest, deadline, avoid).await {
+            Ok(picked) => picked,
+            Err(error) => {
+                // Out of time after failed connects: the last one says why.
+                let error = not_connected.unwrap_or(error);
+                let labels = ob.labels(authority, target_addr_of(target), None, NO_TLS);
+                return Err(Failed { error, labels });
+            }
+        };
+        let (addr, endpoint) = (picked.addr, picked.endpoint.as_ref());
+        let transport = endpoint.is_some_and(|e| {
+            e.opaque_transport_port.is_some() && (!gateway_only || e.authority_override.is_some())
+        });
+        let (tls, tls_label) = match ob.tls_for(endpoint, transport, deadline).await {
+            Ok(tls) => tls,
+            Err(error) => {
+                let labels = ob.labels(authority, addr, endpoint, NO_TLS);
+                return Err(Failed { error, labels });
+            }
+        };
+        let mut labels = ob.labels(authority, addr, endpoint, tls_label);
+        let (dial_addr, header) = match transport {
+            true => opaque_dial(addr, endpoint, tls.is_some(), caller),
+            false => (addr, None),
+        };
+        let dial = Dial {
+            addr: dial_addr,
+            tls: tls.as_ref(),
+            header: header.as_ref(),
+        };
+        let error: Error =
+            match connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await {
+                Ok(server) => {
+                    return Ok(Opened {
+                        picked,
+                        labels,
+                        server,
+                    });
+                }
+                Err(e) => e.into(),
+            };
+        match picked.in_flight.as_mut() {
+            Some(f) if Instant::now() < deadline => {
+                tracing::debug!(%addr, %error, "no connection to the endpoint; picking another");
+                if f.connect_failed() {
+                    // A TLS connection made and closed proves the endpoint is back (without
+                    // the transport header: it opens nothing behind the peer's proxy).
+                    let (metrics, timeout) = (ob.metrics.clone(), ob.settings.connect_timeout);
+                    let (labels, tls) = (labels.clone(), tls.clone());
+                    f.balancer().spawn_reconnect(addr, move || {
+                        let (metrics, labels, tls) = (metrics.clone(), labels.clone(), tls.clone());
+                        async move {
+                            let dial = Dial {
+                                addr: dial_addr,
+                                tls: tls.as_ref(),
+                                header: None,
+                            };
+                            connect::connect(dial, timeout, &metrics, &labels)
+                                .await
+                                .map(drop)
+                        }
+                    });
+                }
+                dest = Dest::Balanced(f.balancer().clone());
+                avoid = Some(addr);
+                authority = labels.authority.take();
+                not_connected = Some(error);
+            }
+            _ => return Err(Failed { error, labels }),
+        }
+    }
 }
 
 /// Where an opaque byte stream to `addr` is dialled, and the transport header it starts with: a
@@ -99,62 +192,26 @@ pub(super) async fn tunnel<B>(
         Dest::Passthrough(target.clone())
     };
     // A tunnel is opaque: a policy target's opaque backend, else its endpoints. Its bytes start
-    // after the answer, so TLS routes select as for a ClientHello without SNI.
-    let picked = match async {
-        let dest = ob.opaque_dest(&target, dest, Hello::Unread).await?;
-        ob.pick(&target, dest, deadline, None).await
-    }
-    .await
-    {
-        Ok(picked) => picked,
-        Err(e) => {
-            let labels = ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS);
-            return early_error(&ob, &labels, e, started);
-        }
+    // after the answer, so TLS routes select as for a ClientHello without SNI. A gateway
+    // endpoint is only reachable through opaque transport (its header names the service behind
+    // it); other tunnels go to the endpoint itself.
+    let opened = match ob.opaque_dest(&target, dest, Hello::Unread).await {
+        Ok(dest) => open(&ob, &target, dest, deadline, Some(authority), None, true).await,
+        Err(error) => Err(Failed {
+            error,
+            labels: ob.labels(Some(authority), target_addr_of(&target), None, NO_TLS),
+        }),
     };
-    // A gateway endpoint is only reachable through opaque transport (its header names the
-    // service behind it); other tunnels go to the endpoint itself, as before.
-    let gateway = picked
-        .endpoint
-        .as_ref()
-        .is_some_and(|e| e.authority_override.is_some() && e.opaque_transport_port.is_some());
-    let (tls, tls_label) = match ob
-        .tls_for(picked.endpoint.as_ref(), gateway, deadline)
-        .await
-    {
-        Ok(tls) => tls,
-        Err(e) => {
-            let labels = ob.labels(
-                Some(authority),
-                picked.addr,
-                picked.endpoint.as_ref(),
-                NO_TLS,
-            );
-            return early_error(&ob, &labels, e, started);
-        }
+    let Opened {
+        picked,
+        labels,
+        server,
+    } = match opened {
+        Ok(opened) => opened,
+        Err(Failed { error, labels }) => return early_error(&ob, &labels, error, started),
     };
-    let labels = ob.labels(
-        Some(authority),
-        picked.addr,
-        picked.endpoint.as_ref(),
-        tls_label,
-    );
     let metrics = ob.metrics.http(&labels);
     metrics.request();
-    let (dial_addr, header) = match gateway {
-        true => opaque_dial(picked.addr, picked.endpoint.as_ref(), tls.is_some(), None),
-        false => (picked.addr, None),
-    };
-    let dial = Dial {
-        addr: dial_addr,
-        tls: tls.as_ref(),
-        header: header.as_ref(),
-    };
-    let server =
-        match connect::connect(dial, ob.settings.connect_timeout, &ob.metrics, &labels).await {
-            Ok(server) => server,
-            Err(e) => return record_error(metrics, e.into(), started),
-        };
     let client = hyper::upgrade::on(&mut req);
     let addr = picked.addr;
     tokio::spawn(async move {
