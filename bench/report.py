@@ -99,6 +99,9 @@ def results_json(args, tables, meta):
     }
     for workers in args.workers[1:]:
         out[f"workers_{workers}"] = {"configs": {cfg: _config_json(e, cfg) for cfg, e in tables[workers].items()}}
+    if "unpinned" in tables:
+        # The full table again with one worker per proxy and nothing pinned.
+        out["unpinned"] = {"configs": {cfg: _config_json(e, cfg) for cfg, e in tables["unpinned"].items()}}
     if "sidecar" in tables:
         # Latency only (fixed rates, HTTP/1.1 client), one worker, each proxy beside its app.
         out["sidecar_layout"] = {"configs": {cfg: {"fixed": _config_json(e, cfg)["fixed"]}
@@ -327,9 +330,13 @@ def markdown(args, tables, meta):
         if key == "sidecar":
             parts += _sidecar_section(args, table)
             continue
-        workers = key
+        workers = 1 if key == "unpinned" else key
         sidecar = getattr(args, "layout", "proxy-core") == "sidecar"
-        pin = (("layout sidecar: outbound proxy, load generator and control plane on CPU 1, inbound proxy and "
+        pin = ("nothing pinned: proxies (weft-proxy `WEFT_PROXY_CORES=1`: one thread; Envoy `--concurrency 1`), "
+               "load generator, backend and control plane wherever the scheduler puts them, as on a real node "
+               "(layout unpinned)"
+               if key == "unpinned" else
+               ("layout sidecar: outbound proxy, load generator and control plane on CPU 1, inbound proxy and "
                 "backend on CPU 0 (`taskset`; weft-proxy `WEFT_PROXY_CORES=1`, Envoy `--concurrency 1`); direct = "
                 "load generator on CPU 1, backend on CPU 0")
                if workers == 1 and sidecar else
@@ -338,8 +345,10 @@ def markdown(args, tables, meta):
                if workers == 1 else
                f"proxies on CPUs 0-1 (weft-proxy `WEFT_PROXY_CORES={workers}`; Envoy `--concurrency {workers}`), "
                "nothing else pinned")
+        title = ("Unpinned table" if key == "unpinned" else
+                 "Main table" if workers == args.workers[0] else "Second table")
         parts += [
-            f"## {'Main table' if workers == args.workers[0] else 'Second table'}: {workers} worker thread(s) per proxy",
+            f"## {title}: {workers} worker thread(s) per proxy",
             "",
             pin + ".",
             "",

@@ -53,6 +53,10 @@ def parse_args(argv):
     p.add_argument("--sidecar-table", action=argparse.BooleanOptionalAction, default=True,
                    help="after the tables, a latency-only table (fixed rates, HTTP/1.1 client) with one worker "
                         "in the sidecar layout, for reference next to the main table's proxy-core layout")
+    p.add_argument("--unpinned-table", action=argparse.BooleanOptionalAction, default=True,
+                   help="after the worker tables, a full table with one worker per proxy and nothing pinned "
+                        "(the scheduler places proxies, load generator, backend and control plane, as on a "
+                        "real node); results.json key 'unpinned'")
     p.add_argument("--tcp-mib", type=int, default=1024, help="size of the opaque TCP stream")
     p.add_argument("--idle-connections", type=int, default=1000)
     p.add_argument("--max-connections", type=int, default=32, help="HTTP/1.1 connections of the max run")
@@ -114,6 +118,8 @@ def main(argv):
     tables = {}
     for workers in args.workers:
         tables[workers] = run_table(args, ctx, workers)
+    if args.unpinned_table and 1 in args.workers:
+        tables["unpinned"] = run_table(args, ctx, 1, layout="unpinned")
     if args.sidecar_table and args.layout != "sidecar":
         tables["sidecar"] = run_table(args, ctx, 1, layout="sidecar", latency_only=True)
 
@@ -152,10 +158,13 @@ def run_table(args, ctx, workers, layout=None, latency_only=False):
     # backend, control plane) get core 1, so the proxies' work is not mixed with the apps'. Every
     # request then crosses cores four times (client -> outbound, inbound -> backend and back), a
     # fixed cost both meshes pay. Layout sidecar: two "nodes" of one core each, each proxy beside
-    # its app, only the meshed hop crosses cores. Two workers: proxies on both cores, nothing else
-    # pinned.
+    # its app, only the meshed hop crosses cores. Layout unpinned: nothing pinned, the scheduler
+    # places everything. Two workers: proxies on both cores, nothing else pinned.
     layout = layout or args.layout
-    if workers == 1 and layout == "sidecar":
+    if layout == "unpinned":
+        proxy_cpus = {"outbound": None, "inbound": None}
+        ctx.client_cpus = ctx.server_cpus = None
+    elif workers == 1 and layout == "sidecar":
         proxy_cpus = {"outbound": "1", "inbound": "0"}
         ctx.client_cpus, ctx.server_cpus = "1", "0"
     elif workers == 1:
@@ -164,8 +173,8 @@ def run_table(args, ctx, workers, layout=None, latency_only=False):
     else:
         proxy_cpus = {"outbound": "0,1", "inbound": "0,1"}
         ctx.client_cpus = ctx.server_cpus = None
-    print(f"\n=== table: {workers} proxy worker thread(s); outbound proxy on CPU {proxy_cpus['outbound']}, "
-          f"inbound proxy on CPU {proxy_cpus['inbound']}, clients on CPU {ctx.client_cpus or 'any'}, backend on "
+    print(f"\n=== table: {workers} proxy worker thread(s); outbound proxy on CPU {proxy_cpus['outbound'] or 'any'}, "
+          f"inbound proxy on CPU {proxy_cpus['inbound'] or 'any'}, clients on CPU {ctx.client_cpus or 'any'}, backend on "
           f"CPU {ctx.server_cpus or 'any'} ===", flush=True)
     backend = Child(f"backend-w{workers}", [ctx.bench_bin, "backend"], ctx.workdir, cpus=ctx.server_cpus)
     try:
