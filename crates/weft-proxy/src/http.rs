@@ -370,7 +370,6 @@ pub async fn serve<I, S>(
     let result = if protocol == Protocol::Http2 {
         // Keep-alive both ways: a client that went silent (partition, crash without FIN) is
         // noticed and its connection closed instead of lingering until a drain waits on it.
-        // (Each HTTP/2 stream is its own task already: its service future is not boxed again.)
         // Idle: a count of started streams, compared once per idle timeout (one atomic add per
         // request; hyper does not say when a connection has no stream open).
         let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -378,7 +377,11 @@ pub async fn serve<I, S>(
             let started = started.clone();
             hyper::service::service_fn(move |req| {
                 started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                svc.call(req)
+                // Boxed: each stream is a task, and tokio copies a task's whole future into
+                // it and again at each change of its stage (finished, consumed): copying a
+                // pointer instead of the request's state (kilobytes) saves more than the
+                // allocation costs (callgrind, bench/README.md "Instruction counts").
+                Box::pin(svc.call(req))
             })
         };
         let mut conn = Box::pin(

@@ -886,7 +886,9 @@ where
         None => {
             let mut no_end = None;
             let http_end = if fwd.grpc { &mut no_end } else { &mut end };
-            let attempt = send_attempt(
+            // Pinned where it is built: the timeouts wrap a pointer to it, not a copy of its
+            // kilobytes of state each (callgrind: memcpy was a fifth of the outbound's work).
+            let attempt = std::pin::pin!(send_attempt(
                 &ob,
                 &backend_target,
                 dest,
@@ -894,7 +896,7 @@ where
                 authority,
                 failfast,
                 Seam::once(http_end, client, Some(&fwd), span),
-            );
+            ));
             let bounded = routed::within(whole, routed::within(per_attempt, attempt));
             routed::idle_bounded(idle.as_ref(), bounded).await
         }
