@@ -128,7 +128,7 @@ enum Client {
     Passthru,
     /// TLS terminated here; the client's verified identity if it sent a certificate.
     Mtls {
-        id: Option<String>,
+        id: Option<Arc<str>>,
     },
 }
 
@@ -310,7 +310,7 @@ impl Inbound {
     fn header_client(&self, peer: Client, named: &str) -> Client {
         match peer.id() {
             Some(gateway) if self.trusts_gateway(gateway) => Client::Mtls {
-                id: Some(named.trim_end_matches('.').to_ascii_lowercase()),
+                id: Some(named.trim_end_matches('.').to_ascii_lowercase().into()),
             },
             id => {
                 tracing::info!(
@@ -502,7 +502,10 @@ async fn terminate(
     };
     let (_, session) = tls.get_ref();
     let mut client = Client::Mtls {
-        id: session.peer_certificates().and_then(id_tls::peer_identity),
+        id: session
+            .peer_certificates()
+            .and_then(id_tls::peer_identity)
+            .map(Arc::from),
     };
     let transport = session.alpn_protocol() == Some(mtls::TRANSPORT_ALPN);
 
@@ -760,7 +763,7 @@ impl Conn {
             return conn.clone();
         }
         let client = Client::Mtls {
-            id: Some(id.to_ascii_lowercase()),
+            id: Some(id.to_ascii_lowercase().into()),
         };
         let conn = Arc::new(Conn::new(
             self.ib.clone(),

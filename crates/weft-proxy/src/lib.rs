@@ -46,6 +46,7 @@ pub mod detect;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod fxhash;
 pub mod http;
 pub mod identity;
 pub mod inbound;

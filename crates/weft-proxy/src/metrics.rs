@@ -63,7 +63,8 @@ pub struct Labels {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TlsLabel {
     /// `tls="true"`, plus `client_id` (inbound) or `server_id` (outbound) when known.
-    Established { peer_id: Option<String> },
+    /// The identity is shared with the connection (or the TLS plan) that proved it.
+    Established { peer_id: Option<Arc<str>> },
     /// `tls="no_identity", no_tls_reason=REASON`.
     NoIdentity(&'static str),
     /// `tls="opaque"`: TLS this proxy did not terminate (addressed to another name), relayed.
@@ -741,7 +742,7 @@ fn render_labels(l: &Labels, extra: &[(&str, &str)]) -> String {
                     Direction::Inbound => "client_id",
                     Direction::Outbound => "server_id",
                 };
-                pairs.push((key.into(), id.clone()));
+                pairs.push((key.into(), id.to_string()));
             }
         }
         TlsLabel::NoIdentity(reason) => {

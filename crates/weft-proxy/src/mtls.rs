@@ -11,11 +11,11 @@
 //! - [`TransportHeader`]: Linkerd's `transport.l5d.io/v1` header (opaque traffic to a peer's
 //!   inbound port: which local port it is for, and the session protocol if known).
 
+use crate::fxhash::FxHashMap;
 use crate::identity::{tls as id_tls, Certified, Identity};
 use bytes::{Buf, BufMut, BytesMut};
 use rustls::{ClientConfig, ServerConfig};
 use std::{
-    collections::HashMap,
     io,
     sync::{Arc, Mutex},
     time::Duration,
@@ -42,7 +42,9 @@ pub struct Client {
 #[derive(Default)]
 struct ClientCache {
     cert: Option<Arc<Certified>>,
-    configs: HashMap<(String, bool), Arc<ClientConfig>>,
+    /// Per peer identity (from discovery), without and with the transport ALPN: a hit costs a
+    /// lookup and two reference counts, no allocation.
+    configs: FxHashMap<Arc<str>, [Option<ClientTls>; 2]>,
 }
 
 /// How to reach one meshed endpoint: who it must be, and the configuration to check that.
@@ -98,24 +100,26 @@ impl Client {
             cache.cert = Some(cert.clone());
             cache.configs.clear();
         }
-        let key = (peer_identity.to_string(), transport);
-        if let Some(config) = cache.configs.get(&key) {
-            return Plan::Tls(ClientTls {
-                identity: peer_identity.into(),
-                config: config.clone(),
-            });
+        if let Some(tls) = cache
+            .configs
+            .get(peer_identity)
+            .and_then(|c| c[usize::from(transport)].as_ref())
+        {
+            return Plan::Tls(tls.clone());
         }
         match id_tls::client_config(&cert, peer_identity) {
             Ok(mut config) => {
                 if transport {
                     config.alpn_protocols = vec![TRANSPORT_ALPN.to_vec()];
                 }
-                let config = Arc::new(config);
-                cache.configs.insert(key, config.clone());
-                Plan::Tls(ClientTls {
-                    identity: peer_identity.into(),
-                    config,
-                })
+                let identity: Arc<str> = peer_identity.into();
+                let tls = ClientTls {
+                    identity: identity.clone(),
+                    config: Arc::new(config),
+                };
+                cache.configs.entry(identity).or_default()[usize::from(transport)] =
+                    Some(tls.clone());
+                Plan::Tls(tls)
             }
             Err(e) => {
                 tracing::debug!(identity = peer_identity, error = %e, "no TLS to this identity");

@@ -457,7 +457,7 @@ impl Outbound {
         match client.plan(peer, transport, deadline).await {
             mtls::Plan::Tls(tls) => {
                 let label = TlsLabel::Established {
-                    peer_id: Some(tls.identity.to_string()),
+                    peer_id: Some(tls.identity.clone()),
                 };
                 Ok((Some(tls), label))
             }

@@ -126,7 +126,7 @@ impl Peers {
             Direction::Inbound => {
                 source_labels.extend(tls.clone());
                 if let Some(id) = peer_id {
-                    source_labels.insert("client_id".into(), id);
+                    source_labels.insert("client_id".into(), id.to_string());
                 }
                 destination_labels.extend(tls);
             }
@@ -134,7 +134,7 @@ impl Peers {
                 source_labels.insert("tls".into(), crate::metrics::NO_TLS_LOOPBACK.into());
                 destination_labels.extend(tls);
                 if let Some(id) = peer_id {
-                    destination_labels.insert("server_id".into(), id);
+                    destination_labels.insert("server_id".into(), id.to_string());
                 }
             }
         }

@@ -32,6 +32,7 @@
 use crate::{
     backoff::BackoffConfig,
     discovery::{Endpoint, EndpointSet, Target},
+    fxhash::FxHashMap,
     metrics::{
         balancer::{EndpointCounts, EndpointGauge},
         Metrics,
@@ -227,7 +228,8 @@ pub struct Balancer {
 
 struct State {
     config: BalancerConfig,
-    stats: HashMap<SocketAddr, Stats>,
+    /// Keyed by discovery's addresses (FxHash: a lookup per pick and per answer).
+    stats: FxHashMap<SocketAddr, Stats>,
     /// Stats not `Ready`: while zero, picks skip health checks.
     unhealthy: usize,
 }
@@ -317,7 +319,7 @@ impl Balancer {
             endpoints,
             state: Mutex::new(State {
                 config,
-                stats: HashMap::new(),
+                stats: FxHashMap::default(),
                 unhealthy: 0,
             }),
             seen: Mutex::new((watcher, seen)),
@@ -428,15 +430,16 @@ impl Balancer {
         if n == 0 {
             return None;
         }
-        let available = |stats: &HashMap<SocketAddr, Stats>, i: usize| {
+        let available = |stats: &FxHashMap<SocketAddr, Stats>, i: usize| {
             stats.get(&eps[i].addr).is_none_or(|s| s.available(now))
         };
         // The first available endpoint from a random start (every one when none is unhealthy).
-        let find = |stats: &HashMap<SocketAddr, Stats>, start: usize, skip: [Option<usize>; 2]| {
-            (0..n).map(|k| (start + k) % n).find(|&i| {
-                !skip.contains(&Some(i)) && (state.unhealthy == 0 || available(stats, i))
-            })
-        };
+        let find =
+            |stats: &FxHashMap<SocketAddr, Stats>, start: usize, skip: [Option<usize>; 2]| {
+                (0..n).map(|k| (start + k) % n).find(|&i| {
+                    !skip.contains(&Some(i)) && (state.unhealthy == 0 || available(stats, i))
+                })
+            };
         // A retry passes over its previous endpoint, unless it is the only one available.
         let avoid = avoid.and_then(|addr| eps.iter().position(|e| e.addr == addr));
         let start = fastrand::usize(..n);

@@ -26,6 +26,7 @@ pub use crate::config::PoolLimits;
 use crate::{
     connect::{self, Dial, Io},
     discovery::AuthorityOverride,
+    fxhash::FxHashMap,
     metrics::{Labels, Metrics},
     mtls::{ClientTls, SessionProtocol},
     relay,
@@ -36,7 +37,6 @@ use http_body::Frame;
 use hyper::client::conn::{http1 as client1, http2 as client2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -115,8 +115,9 @@ struct Inner {
     connect_timeout: Duration,
     limits: PoolLimits,
     metrics: Metrics,
-    h2: Mutex<HashMap<Key, Arc<H2Slot>>>,
-    h1: Mutex<HashMap<Key, Vec<H1Conn>>>,
+    /// Keyed by discovery's addresses and identities (FxHash: a lookup per request).
+    h2: Mutex<FxHashMap<Key, Arc<H2Slot>>>,
+    h1: Mutex<FxHashMap<Key, Vec<H1Conn>>>,
     next_id: AtomicU64,
 }
 
@@ -196,8 +197,8 @@ impl Pool {
                 connect_timeout,
                 limits,
                 metrics,
-                h2: Mutex::new(HashMap::new()),
-                h1: Mutex::new(HashMap::new()),
+                h2: Mutex::default(),
+                h1: Mutex::default(),
                 next_id: AtomicU64::new(0),
             }),
         }

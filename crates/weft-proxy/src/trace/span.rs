@@ -119,7 +119,7 @@ impl Span {
             KeyValue::bool(attr::TLS, matches!(tls, TlsLabel::Established { .. })),
         ];
         if let TlsLabel::Established { peer_id: Some(id) } = tls {
-            kv.push(KeyValue::string(attr::CLIENT_ID, id.as_str()));
+            kv.push(KeyValue::string(attr::CLIENT_ID, &**id));
         }
         self.push(kv);
     }
@@ -133,7 +133,7 @@ impl Span {
             KeyValue::bool(attr::TLS, matches!(tls, TlsLabel::Established { .. })),
         ];
         if let TlsLabel::Established { peer_id: Some(id) } = tls {
-            kv.push(KeyValue::string(attr::SERVER_ID, id.as_str()));
+            kv.push(KeyValue::string(attr::SERVER_ID, &**id));
         }
         let mut attrs = self.attributes.lock().unwrap_or_else(|p| p.into_inner());
         // A retry's endpoint replaces the previous attempt's.
