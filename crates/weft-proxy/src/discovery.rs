@@ -59,8 +59,9 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
     pub hint: ProtocolHint,
-    /// Expected TLS identity (DNS-like) from discovery, if any.
-    pub identity: Option<String>,
+    /// Expected TLS identity (DNS-like) from discovery, if any (shared: every pick copies the
+    /// endpoint).
+    pub identity: Option<Arc<str>>,
     /// `protocol_hint.opaque_transport.inbound_port`: the peer's proxy takes opaque traffic on this
     /// port, inside mTLS with ALPN `transport.l5d.io/v1` and a transport header naming the
     /// endpoint's port.
@@ -639,7 +640,7 @@ pub(crate) fn endpoint(
         addr,
         weight: wa.weight,
         hint,
-        identity,
+        identity: identity.map(Arc::from),
         opaque_transport_port,
         authority_override,
         labels: Arc::new(labels),

@@ -485,7 +485,7 @@ async fn outbound_opaque_uses_the_opaque_transport_port_and_header() {
         addr: app,
         weight: 1,
         hint: ProtocolHint::Opaque,
-        identity: Some(PROXY.to_string()),
+        identity: Some(PROXY.into()),
         opaque_transport_port: Some(inbound_port),
         authority_override: None,
         labels: Arc::new(BTreeMap::new()),

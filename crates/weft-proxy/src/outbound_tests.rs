@@ -257,7 +257,7 @@ fn gated_outbound(
     let id = Identity::start_with(&cfg, schedule, metrics.clone(), Gated { ca, open })
         .expect("identity");
     let endpoint = Endpoint {
-        identity: Some(PEER.to_string()),
+        identity: Some(PEER.into()),
         hint: ProtocolHint::H2,
         ..plain_endpoint(addr)
     };

@@ -290,7 +290,14 @@ impl Pool {
     ) -> Result<Response<Body>, Error> {
         let addr = dst.addr;
         let head = Head::of(&req);
-        let (req, replay) = replayable(req);
+        // A body already at its end (a GET) is rebuilt empty: no shared slot to keep it in.
+        let (req, replay) = match http_body::Body::is_end_stream(req.body()) {
+            true => (req, None),
+            false => {
+                let (req, replay) = replayable(req);
+                (req, Some(replay))
+            }
+        };
         let mut req = Some(req);
         let mut attempt = 0;
         while let Some(next) = req.take() {
@@ -320,7 +327,10 @@ impl Pool {
                 return Err(err);
             }
             // Unsent: hyper gave the request back; refused: rebuild it from the kept body.
-            req = unsent.or_else(|| replay.take().map(|body| head.rebuild(body)));
+            req = unsent.or_else(|| match &replay {
+                Some(replay) => replay.take().map(|body| head.rebuild(body)),
+                None => Some(head.rebuild(super::empty())),
+            });
             if req.is_none() {
                 return Err(err);
             }
