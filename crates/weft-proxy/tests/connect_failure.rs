@@ -43,23 +43,6 @@ async fn silent() -> SocketAddr {
     addr
 }
 
-/// Echoes what it read, prefixed with `got:`, once the client half-closes.
-async fn tcp_app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).await.unwrap();
-                s.write_all(b"got:").await.unwrap();
-                s.write_all(&got).await.unwrap();
-            });
-        }
-    });
-    addr
-}
-
 /// One opaque round trip through `upstream`: what came back.
 async fn echo(upstream: SocketAddr, msg: String) -> String {
     let mut s = TcpStream::connect(upstream).await.unwrap();
@@ -100,7 +83,7 @@ async fn get(outbound: SocketAddr, authority: &str) -> (u16, Option<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_and_streams_go_around_endpoints_that_cannot_be_connected_to() {
     let ca = Arc::new(Ca::new());
-    let (app, tcp) = (hostile::start_app().await, tcp_app().await);
+    let (app, tcp) = (hostile::start_app().await, common::tcp_echo_app().await);
     let cp = mesh::control_plane(&ca, Scripted::default()).await;
     let forward = format!("{}=0", app.port());
     let server = mesh::proxy(

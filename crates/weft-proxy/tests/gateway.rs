@@ -111,23 +111,6 @@ fn describe(req: &Request<Incoming>) -> String {
     format!("{:?} {id} {host}", req.version())
 }
 
-/// A TCP application echoing what it read, prefixed with `got:`.
-async fn tcp_app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).await.unwrap();
-                s.write_all(b"got:").await.unwrap();
-                s.write_all(&got).await.unwrap();
-            });
-        }
-    });
-    addr
-}
-
 /// The proxies and what the test reaches them by.
 struct Chain {
     client: Running,
@@ -168,7 +151,11 @@ impl Chain {
 /// (opaque transport, as Linkerd's proxies reach an opaque port). `target_vars`: the target
 /// proxy's extra environment.
 async fn chain(ca: &Arc<Ca>, target_vars: &[(&str, &str)], admits: Admits<'_>) -> Chain {
-    let (h1, h2, tcp) = (http1_app().await, http2_app().await, tcp_app().await);
+    let (h1, h2, tcp) = (
+        http1_app().await,
+        http2_app().await,
+        common::tcp_echo_app().await,
+    );
     let forward = format!("{}=0,{}=0", h1.port(), h2.port());
     let mut vars = vec![("WEFT_PROXY_INBOUND_FORWARD_PORTS", forward.as_str())];
     vars.extend_from_slice(target_vars);

@@ -434,6 +434,26 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// A backoff's bounds, `(variable, default)` each: durations, the maximum at least the
+    /// minimum (else the maximum's variable is reported).
+    fn backoff(
+        &mut self,
+        (min_name, min_default): (&'static str, Duration),
+        (max_name, max_default): (&'static str, Duration),
+    ) -> (Duration, Duration) {
+        let min = self.parse(min_name, min_default, parse_duration);
+        let max = self.parse(max_name, max_default, parse_duration);
+        if min > max {
+            let raw = self.scalar(max_name);
+            self.fail(
+                max_name,
+                format!("must be at least {min_name} ({min:?})"),
+                raw,
+            );
+        }
+        (min, max)
+    }
+
     /// The trimmed value; an empty value counts as unset for scalar variables.
     fn scalar(&self, name: &str) -> Option<String> {
         self.env
@@ -623,20 +643,11 @@ impl Config {
             ENV_OUTBOUND_CONNECT_TIMEOUT,
             DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
         );
-        let outbound_connect_backoff = {
-            let default = crate::balance::DEFAULT_CONNECT_BACKOFF;
-            let min = dur(&mut r, ENV_OUTBOUND_CONNECT_BACKOFF_MIN, default.min);
-            let max = dur(&mut r, ENV_OUTBOUND_CONNECT_BACKOFF_MAX, default.max);
-            if min > max {
-                let raw = r.scalar(ENV_OUTBOUND_CONNECT_BACKOFF_MAX);
-                r.fail(
-                    ENV_OUTBOUND_CONNECT_BACKOFF_MAX,
-                    format!("must be at least {ENV_OUTBOUND_CONNECT_BACKOFF_MIN} ({min:?})"),
-                    raw,
-                );
-            }
-            (min, max)
-        };
+        let default = crate::balance::DEFAULT_CONNECT_BACKOFF;
+        let outbound_connect_backoff = r.backoff(
+            (ENV_OUTBOUND_CONNECT_BACKOFF_MIN, default.min),
+            (ENV_OUTBOUND_CONNECT_BACKOFF_MAX, default.max),
+        );
         let outbound_failfast_timeout = dur(
             &mut r,
             ENV_OUTBOUND_FAILFAST_TIMEOUT,
@@ -672,16 +683,10 @@ impl Config {
             DEFAULT_SHUTDOWN_ENDPOINT_ENABLED,
             parse_bool,
         );
-        let control_backoff_min = dur(&mut r, ENV_CONTROL_BACKOFF_MIN, DEFAULT_CONTROL_BACKOFF_MIN);
-        let control_backoff_max = dur(&mut r, ENV_CONTROL_BACKOFF_MAX, DEFAULT_CONTROL_BACKOFF_MAX);
-        if control_backoff_min > control_backoff_max {
-            let raw = r.scalar(ENV_CONTROL_BACKOFF_MAX);
-            r.fail(
-                ENV_CONTROL_BACKOFF_MAX,
-                format!("must be at least {ENV_CONTROL_BACKOFF_MIN} ({control_backoff_min:?})"),
-                raw,
-            );
-        }
+        let (control_backoff_min, control_backoff_max) = r.backoff(
+            (ENV_CONTROL_BACKOFF_MIN, DEFAULT_CONTROL_BACKOFF_MIN),
+            (ENV_CONTROL_BACKOFF_MAX, DEFAULT_CONTROL_BACKOFF_MAX),
+        );
         let discovery_idle_timeout = dur(
             &mut r,
             ENV_DISCOVERY_IDLE_TIMEOUT,

@@ -49,3 +49,21 @@ pub async fn admin(addr: SocketAddr, method: &str, path: &str) -> (u16, String) 
         .unwrap_or_default();
     (status, body)
 }
+
+/// A TCP application on 127.0.0.1: once the client half-closes, it answers `got:` and what it
+/// read (an opaque service whose answer proves the bytes arrived whole).
+pub async fn tcp_echo_app() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                s.write_all(b"got:").await.unwrap();
+                s.write_all(&got).await.unwrap();
+            });
+        }
+    });
+    addr
+}
