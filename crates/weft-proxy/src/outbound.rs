@@ -1053,9 +1053,10 @@ async fn send_attempt(
     let mut not_connected = None;
     // Balance, then connect: a request waits for endpoints until the fail-fast deadline, and is
     // only sent over a connection made to its endpoint. An endpoint no connection could be made
-    // to leaves rotation for its reconnect backoff and the request is picked again (nothing was
-    // sent, so any request may go elsewhere), as Linkerd's balancer dispatches only to endpoints
-    // it is connected to. If the deadline passes that way, the last connect error says why.
+    // to leaves rotation until a reconnect in the background succeeds, and the request is picked
+    // again (nothing was sent, so any request may go elsewhere), as Linkerd's balancer dispatches
+    // only to endpoints it is connected to. If the deadline passes that way, the last connect
+    // error says why.
     let (addr, mut in_flight, dst, wire, labels, checkout) = loop {
         let Picked {
             addr,
