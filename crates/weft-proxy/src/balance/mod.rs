@@ -124,6 +124,9 @@ impl Balancers {
             let map = Arc::downgrade(&self.inner);
             rt.spawn(async move {
                 let mut tick = tokio::time::interval_at(Instant::now() + idle, idle);
+                // Never two sweeps back to back after a stall: that would drop a balancer used
+                // just before it.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     let Some(map) = map.upgrade() else {
