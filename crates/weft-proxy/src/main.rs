@@ -9,12 +9,6 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use weft_proxy::{config, Config, Env, ProcessEnv};
 
-/// mimalloc rather than glibc's malloc: fewer instructions per request and more requests per
-/// second at saturation, within the idle-memory budget once built without its transparent-huge-page
-/// request (feature `no_thp`). Measured in bench/RESULTS.md ("Issue 17, second step").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let env = ProcessEnv;
     let args: Vec<String> = std::env::args().skip(1).collect();
