@@ -35,3 +35,46 @@ impl Accepted {
         })
     }
 }
+
+/// An accepted connection without its stream, while the stream moves to the worker that will
+/// serve it ([`crate::workers`]).
+pub struct Parts {
+    peer: SocketAddr,
+    local: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+    drain: watch::Receiver<bool>,
+}
+
+impl Accepted {
+    pub fn into_parts(self) -> (TcpStream, Parts) {
+        let Accepted {
+            stream,
+            peer,
+            local,
+            orig_dst,
+            drain,
+        } = self;
+        (
+            stream,
+            Parts {
+                peer,
+                local,
+                orig_dst,
+                drain,
+            },
+        )
+    }
+}
+
+impl Parts {
+    /// The connection again, with its stream registered where it is served.
+    pub fn with(self, stream: TcpStream) -> Accepted {
+        Accepted {
+            stream,
+            peer: self.peer,
+            local: self.local,
+            orig_dst: self.orig_dst,
+            drain: self.drain,
+        }
+    }
+}

@@ -61,6 +61,7 @@ pub mod runtime;
 pub mod sys;
 pub mod tap;
 pub mod trace;
+pub mod workers;
 
 pub use config::{Config, ConfigError, Env, ProcessEnv};
 pub use runtime::run;

@@ -9,7 +9,6 @@
 //! period.
 
 use std::{
-    future::Future,
     io::{self, Write as _},
     net::SocketAddr,
     sync::{
@@ -38,6 +37,7 @@ use crate::{
     outbound::{self, Origin, Outbound, OwnAddrs},
     tap::{self, Taps},
     trace::Tracer,
+    workers::Workers,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,8 @@ pub enum Error {
     Identity(#[from] IdentityError),
     #[error("the trace collector address: {0}")]
     TraceCollector(tonic::transport::Error),
+    #[error("starting the worker threads: {0}")]
+    Workers(io::Error),
 }
 
 /// The bound addresses (port 0 resolved).
@@ -288,12 +290,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
     let (drain_tx, drain_rx) = watch::channel(false);
     let conns = Arc::new(Connections::default());
+    let workers = Arc::new(Workers::start(config.worker_threads()).map_err(Error::Workers)?);
     let mut loops = Vec::new();
     let mut spawn_loop = |l: TcpListener, h: Handler| {
         loops.push(tokio::spawn(accept_loop(
             l,
             drain_rx.clone(),
             conns.clone(),
+            workers.clone(),
             h,
         )));
     };
@@ -320,6 +324,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             let open = conns.open.load(Ordering::Acquire);
             tracing::warn!(open, "grace period over; closing remaining connections");
         }
+        // Connections are over (or out of time): the worker threads go with their runtimes.
+        drop(workers);
         admin_task.abort();
         sweep_task.abort();
         if let Some(t) = tap_task {
@@ -399,46 +405,56 @@ impl Handler {
         }
     }
 
-    /// Spawns the connection's task. Each path is spawned as its own task type: a task is
-    /// allocated at the size of its future, so an outbound connection does not pay for the
-    /// inbound path's larger states (TLS termination) or the other way round.
-    fn spawn(&self, conn: Accepted, guard: (ConnGuard, Slot)) {
+    /// Spawns the connection's task on the next worker. Each path is spawned as its own task
+    /// type: a task is allocated at the size of its future, so an outbound connection does not
+    /// pay for the inbound path's larger states (TLS termination) or the other way round.
+    fn spawn(&self, workers: &Workers, conn: Accepted, guard: (ConnGuard, Slot)) {
+        let (stream, parts) = conn.into_parts();
+        // `map`, not `async move { fut.await; drop(guard) }`: an async block keeps its captured
+        // future and the awaited copy of it as two separate fields, doubling the task's size.
         match self {
             // Without a redirect there is no target port (forwarding to our own port would loop
             // back into this listener): only a transport header inside mTLS can name one.
             Handler::Inbound(ib) => {
-                let port = conn.orig_dst.map(|d| d.port());
-                spawn_guarded(inbound::handle_any(ib.clone(), conn, port), guard)
+                let ib = ib.clone();
+                workers.spawn(stream, move |s| {
+                    let conn = parts.with(s);
+                    let port = conn.orig_dst.map(|d| d.port());
+                    inbound::handle_any(ib, conn, port).map(move |()| drop(guard))
+                })
             }
             Handler::Forward(ib, port) => {
-                spawn_guarded(inbound::handle_forward(ib.clone(), conn, *port), guard)
+                let (ib, port) = (ib.clone(), *port);
+                workers.spawn(stream, move |s| {
+                    inbound::handle_forward(ib, parts.with(s), port).map(move |()| drop(guard))
+                })
             }
             Handler::Outbound(ob) => {
-                let origin = match conn.orig_dst {
-                    Some(dst) => Origin::Transparent(dst),
-                    None => Origin::Explicit,
-                };
-                spawn_guarded(outbound::handle(ob.clone(), conn, origin), guard)
+                let ob = ob.clone();
+                workers.spawn(stream, move |s| {
+                    let conn = parts.with(s);
+                    let origin = match conn.orig_dst {
+                        Some(dst) => Origin::Transparent(dst),
+                        None => Origin::Explicit,
+                    };
+                    outbound::handle(ob, conn, origin).map(move |()| drop(guard))
+                })
             }
             Handler::Upstream(ob, target) => {
-                let origin = Origin::Upstream(target.clone());
-                spawn_guarded(outbound::handle(ob.clone(), conn, origin), guard)
+                let (ob, origin) = (ob.clone(), Origin::Upstream(target.clone()));
+                workers.spawn(stream, move |s| {
+                    outbound::handle(ob, parts.with(s), origin).map(move |()| drop(guard))
+                })
             }
         }
     }
-}
-
-/// Runs a connection's future; the open-connection count drops when it ends.
-fn spawn_guarded(fut: impl Future<Output = ()> + Send + 'static, guard: (ConnGuard, Slot)) {
-    // `map`, not `async move { fut.await; drop(guard) }`: an async block keeps its captured
-    // future and the awaited copy of it as two separate fields, doubling the task's size.
-    tokio::spawn(fut.map(move |()| drop(guard)));
 }
 
 async fn accept_loop(
     listener: TcpListener,
     mut drain: watch::Receiver<bool>,
     conns: Arc<Connections>,
+    workers: Arc<Workers>,
     handler: Handler,
 ) {
     // This listener's open connections, against its direction's limit.
@@ -469,7 +485,7 @@ async fn accept_loop(
         let Some(conn) = Accepted::new(stream, peer, drain.clone()) else {
             continue;
         };
-        handler.spawn(conn, (conns.open(), slot));
+        handler.spawn(&workers, conn, (conns.open(), slot));
     }
 }
 

@@ -873,19 +873,14 @@ impl Config {
         })
     }
 
-    /// The proxy's runtime: one thread without the work-stealing scheduler when
-    /// [`Config::worker_threads`] is 1 (no cross-thread wake-ups or stealing bookkeeping on the
-    /// request path), a multi-thread runtime with that many workers otherwise.
+    /// The proxy's main runtime: one thread, without the work-stealing scheduler (no
+    /// cross-thread wake-ups or stealing bookkeeping on the request path). With
+    /// [`Config::worker_threads`] above 1, `runtime::start` adds that many less one worker
+    /// threads of the same kind and spreads connections over them ([`crate::workers`]).
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        let mut builder = match self.worker_threads() {
-            1 => tokio::runtime::Builder::new_current_thread(),
-            n => {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(n);
-                b
-            }
-        };
-        builder.enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     }
 }
 

@@ -88,6 +88,17 @@ impl From<SocketAddr> for Dst {
 /// connections never mix; the common key stays two words to hash).
 type Key = (SocketAddr, Option<Arc<str>>);
 
+/// A pooled connection's key: the endpoint's, and the worker whose thread drives the connection
+/// ([`crate::workers::shard`]).
+type ShardKey = (Key, usize);
+
+impl Dst {
+    /// This worker's key for `self`.
+    fn shard_key(&self) -> ShardKey {
+        (self.key(), crate::workers::shard())
+    }
+}
+
 impl Dst {
     fn key(&self) -> Key {
         let peer = match (&self.tagged, &self.tls) {
@@ -116,8 +127,10 @@ struct Inner {
     limits: PoolLimits,
     metrics: Metrics,
     /// Keyed by discovery's addresses and identities (FxHash: a lookup per request).
-    h2: Mutex<FxHashMap<Key, Arc<H2Slot>>>,
-    h1: Mutex<FxHashMap<Key, Vec<H1Conn>>>,
+    /// Per worker ([`crate::workers::shard`]): a worker's requests use connections its own
+    /// thread drives, and a peer with several workers gets a connection from each of ours.
+    h2: Mutex<FxHashMap<ShardKey, Arc<H2Slot>>>,
+    h1: Mutex<FxHashMap<ShardKey, Vec<H1Conn>>>,
     next_id: AtomicU64,
 }
 
@@ -231,7 +244,7 @@ impl Pool {
     ) -> Result<Checkout<'_>, Error> {
         let conn = match wire {
             Wire::Http2 => Ready::H2(self.h2_conn(dst, labels).await?),
-            Wire::Http1 => match self.take_idle_h1(&dst.key()) {
+            Wire::Http1 => match self.take_idle_h1(&dst.shard_key()) {
                 Some(conn) => Ready::H1 { conn, reused: true },
                 // Boxed, as for HTTP/2: opening a connection is the rare case.
                 None => Ready::H1 {
@@ -247,7 +260,7 @@ impl Pool {
     /// failed connect): HTTP/2 is kept as the endpoint's connection, HTTP/1 as an idle one.
     pub async fn reconnect(&self, dst: &Dst, wire: Wire, labels: &Labels) -> Result<(), Error> {
         if let Ready::H1 { conn, .. } = self.checkout(dst, wire, labels).await?.conn {
-            self.put_idle_h1(dst.key(), conn);
+            self.put_idle_h1(dst.shard_key(), conn);
         }
         Ok(())
     }
@@ -321,7 +334,7 @@ impl Pool {
             };
             if unsent.is_some() || refused || conn.sender.is_closed() {
                 // This connection takes no new streams: the next request opens a fresh one.
-                self.evict_h2(&dst.key(), conn.id);
+                self.evict_h2(&dst.shard_key(), conn.id);
             }
             if attempt > 1 || !err.retry_safe() {
                 return Err(err);
@@ -348,7 +361,7 @@ impl Pool {
         labels: &Labels,
     ) -> Result<Response<Body>, Error> {
         let addr = dst.addr;
-        let key = dst.key();
+        let key = dst.shard_key();
         let upstream = |source| Error::Upstream {
             addr,
             source,
@@ -375,7 +388,7 @@ impl Pool {
     /// The connection goes back to the pool when the response body ends (or is dropped).
     fn release_h1_after(
         &self,
-        key: Key,
+        key: ShardKey,
         conn: H1Conn,
         resp: Response<hyper::body::Incoming>,
     ) -> Response<Body> {
@@ -435,7 +448,7 @@ impl Pool {
     pub fn retire(&self, addr: SocketAddr) {
         let slots: Vec<Arc<H2Slot>> = {
             let mut map = lock(&self.inner.h2);
-            let keys: Vec<Key> = map.keys().filter(|k| k.0 == addr).cloned().collect();
+            let keys: Vec<ShardKey> = map.keys().filter(|k| k.0 .0 == addr).cloned().collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for slot in slots {
@@ -443,7 +456,7 @@ impl Pool {
                 *conn = None;
             }
         }
-        lock(&self.inner.h1).retain(|k, _| k.0 != addr);
+        lock(&self.inner.h1).retain(|k, _| k.0 .0 != addr);
     }
 
     /// Endpoints with a pooled HTTP/2 connection.
@@ -457,14 +470,14 @@ impl Pool {
     pub fn idle_h1(&self, addr: SocketAddr) -> usize {
         lock(&self.inner.h1)
             .iter()
-            .filter(|(k, _)| k.0 == addr)
+            .filter(|(k, _)| k.0 .0 == addr)
             .flat_map(|(_, l)| l.iter())
             .filter(|c| !c.sender.is_closed() && c.idle_since.borrow().is_some())
             .count()
     }
 
     async fn h2_conn(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
-        let key = dst.key();
+        let key = dst.shard_key();
         let slot = lock(&self.inner.h2).entry(key.clone()).or_default().clone();
         let failures = slot.failures.load(Ordering::Acquire);
         // One connection per endpoint: concurrent first requests wait for the same handshake.
@@ -495,7 +508,7 @@ impl Pool {
 
     async fn open_h2(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
         let addr = dst.addr;
-        let key = dst.key();
+        let key = dst.shard_key();
         let io = self.connect(dst, Wire::Http2, labels).await?;
         let (sender, conn) = client2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -541,7 +554,7 @@ impl Pool {
     }
 
     /// Removes connection `id` from `key`'s slot (if it is still the pooled one).
-    fn evict_h2(&self, key: &Key, id: u64) {
+    fn evict_h2(&self, key: &ShardKey, id: u64) {
         let mut map = lock(&self.inner.h2);
         let Some(slot) = map.get(key).cloned() else {
             return;
@@ -560,7 +573,7 @@ impl Pool {
     /// concurrency the same few stay warm and the rest reach the idle timeout. Closed ones met on
     /// the way are dropped; the walk passes only connections
     /// released a moment ago and still finishing, so it is short in the steady state.
-    fn take_idle_h1(&self, key: &Key) -> Option<H1Conn> {
+    fn take_idle_h1(&self, key: &ShardKey) -> Option<H1Conn> {
         let mut map = lock(&self.inner.h1);
         let list = map.get_mut(key)?;
         let mut taken = None;
@@ -583,7 +596,7 @@ impl Pool {
         Some(conn)
     }
 
-    fn put_idle_h1(&self, key: Key, conn: H1Conn) {
+    fn put_idle_h1(&self, key: ShardKey, conn: H1Conn) {
         if conn.sender.is_closed() {
             return;
         }
@@ -780,7 +793,7 @@ impl http_body::Body for ReplayBody {
 /// Returns an HTTP/1 connection to its pool when its response body ends (or is dropped).
 struct Release {
     pool: Weak<Inner>,
-    key: Key,
+    key: ShardKey,
     conn: H1Conn,
 }
 

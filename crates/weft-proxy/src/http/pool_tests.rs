@@ -308,3 +308,36 @@ async fn unused_h2_connection_closes_after_the_idle_timeout() {
     conns.wait_closed(1).await;
     assert_eq!(pool.h2_endpoints(), 0);
 }
+
+/// Pooled connections are per worker (thread per core): requests from two workers open two
+/// HTTP/2 connections, and each worker keeps reusing its own; retiring the endpoint drops both.
+#[tokio::test]
+async fn each_worker_has_its_own_pooled_h2_connection() {
+    let (addr, conns) = server(true).await;
+    let pool = Pool::new(Duration::from_secs(1), Metrics::new());
+    let workers = crate::workers::Workers::start(2).expect("workers");
+    // A connection handed to worker 0 (this runtime) and one to worker 1; each sends three
+    // requests through the shared pool from its own thread.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut shards = Vec::new();
+    for _ in 0..2 {
+        let _client = tokio::net::TcpStream::connect(local).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (pool, done) = (pool.clone(), done_tx.clone());
+        workers.spawn(stream, move |_stream| async move {
+            for _ in 0..3 {
+                assert_eq!(post(&pool, addr, Wire::Http2, b"abc").await, "3");
+            }
+            done.send(crate::workers::shard()).unwrap();
+        });
+        shards.push(done_rx.recv().await.expect("worker done"));
+    }
+    assert_eq!(shards, vec![0, 1]);
+    assert_eq!(conns.opened(), 2, "one HTTP/2 connection per worker");
+    assert_eq!(pool.h2_endpoints(), 2);
+    pool.retire(addr);
+    assert_eq!(pool.h2_endpoints(), 0);
+    conns.wait_closed(2).await;
+}
