@@ -20,13 +20,12 @@ use std::{
 
 use futures_util::FutureExt as _;
 use tokio::{
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     sync::{watch, Notify},
     task::JoinHandle,
 };
 
 use crate::{
-    accept::Accepted,
     admin::{self, Admin},
     config::Config,
     discovery::{Discovery, Target},
@@ -408,8 +407,14 @@ impl Handler {
     /// Spawns the connection's task on the next worker. Each path is spawned as its own task
     /// type: a task is allocated at the size of its future, so an outbound connection does not
     /// pay for the inbound path's larger states (TLS termination) or the other way round.
-    fn spawn(&self, workers: &Workers, conn: Accepted, guard: (ConnGuard, Slot)) {
-        let (stream, parts) = conn.into_parts();
+    fn spawn(
+        &self,
+        workers: &Workers,
+        (stream, peer): (TcpStream, SocketAddr),
+        drain: watch::Receiver<bool>,
+        guard: (ConnGuard, Slot),
+    ) {
+        let accepted = (stream, peer, drain);
         // `map`, not `async move { fut.await; drop(guard) }`: an async block keeps its captured
         // future and the awaited copy of it as two separate fields, doubling the task's size.
         match self {
@@ -417,22 +422,20 @@ impl Handler {
             // back into this listener): only a transport header inside mTLS can name one.
             Handler::Inbound(ib) => {
                 let ib = ib.clone();
-                workers.spawn(stream, move |s| {
-                    let conn = parts.with(s);
+                workers.spawn(accepted, move |conn| {
                     let port = conn.orig_dst.map(|d| d.port());
                     inbound::handle_any(ib, conn, port).map(move |()| drop(guard))
                 })
             }
             Handler::Forward(ib, port) => {
                 let (ib, port) = (ib.clone(), *port);
-                workers.spawn(stream, move |s| {
-                    inbound::handle_forward(ib, parts.with(s), port).map(move |()| drop(guard))
+                workers.spawn(accepted, move |conn| {
+                    inbound::handle_forward(ib, conn, port).map(move |()| drop(guard))
                 })
             }
             Handler::Outbound(ob) => {
                 let ob = ob.clone();
-                workers.spawn(stream, move |s| {
-                    let conn = parts.with(s);
+                workers.spawn(accepted, move |conn| {
                     let origin = match conn.orig_dst {
                         Some(dst) => Origin::Transparent(dst),
                         None => Origin::Explicit,
@@ -442,8 +445,8 @@ impl Handler {
             }
             Handler::Upstream(ob, target) => {
                 let (ob, origin) = (ob.clone(), Origin::Upstream(target.clone()));
-                workers.spawn(stream, move |s| {
-                    outbound::handle(ob, parts.with(s), origin).map(move |()| drop(guard))
+                workers.spawn(accepted, move |conn| {
+                    outbound::handle(ob, conn, origin).map(move |()| drop(guard))
                 })
             }
         }
@@ -482,10 +485,12 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let Some(conn) = Accepted::new(stream, peer, drain.clone()) else {
-            continue;
-        };
-        handler.spawn(&workers, conn, (conns.open(), slot));
+        handler.spawn(
+            &workers,
+            (stream, peer),
+            drain.clone(),
+            (conns.open(), slot),
+        );
     }
 }
 
@@ -528,7 +533,7 @@ impl Drop for ConnGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpStream;
+    use crate::accept::Accepted;
 
     /// A burst larger than `TcpListener::bind`'s 128 queued connections completes before the
     /// proxy accepts any: none waits for a SYN retransmission.

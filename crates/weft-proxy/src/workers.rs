@@ -15,10 +15,17 @@ use std::{
     cell::Cell,
     future::Future,
     io,
+    net::SocketAddr,
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use tokio::{runtime, sync::oneshot};
+use tokio::{
+    net::TcpStream,
+    runtime,
+    sync::{oneshot, watch},
+};
+
+use crate::accept::Accepted;
 
 thread_local! {
     /// This thread's worker index: 0 on the main runtime's thread (and any thread that is not
@@ -74,17 +81,22 @@ impl Workers {
         self.handles.len() + 1
     }
 
-    /// Runs a connection on the next worker in turn. `stream` is deregistered from this
-    /// thread's event loop and registered with the worker's; `serve` builds the connection's
-    /// future there from it.
-    pub fn spawn<F, Fut>(&self, stream: tokio::net::TcpStream, serve: F)
-    where
-        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+    /// Runs an accepted connection on the next worker in turn: its stream is deregistered from
+    /// this thread's event loop and registered with the worker's, and `serve` builds the
+    /// connection's future there. A connection already closed (no local address) is dropped.
+    pub fn spawn<F, Fut>(
+        &self,
+        (stream, peer, drain): (TcpStream, SocketAddr, watch::Receiver<bool>),
+        serve: F,
+    ) where
+        F: FnOnce(Accepted) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.count();
         if i == 0 {
-            tokio::spawn(serve(stream));
+            if let Some(conn) = Accepted::new(stream, peer, drain) {
+                tokio::spawn(serve(conn));
+            }
             return;
         }
         let std = match stream.into_std() {
@@ -95,8 +107,12 @@ impl Workers {
             }
         };
         self.handles[i - 1].spawn(async move {
-            match tokio::net::TcpStream::from_std(std) {
-                Ok(stream) => serve(stream).await,
+            match TcpStream::from_std(std) {
+                Ok(stream) => {
+                    if let Some(conn) = Accepted::new(stream, peer, drain) {
+                        serve(conn).await
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "registering a connection on a worker failed")
                 }
@@ -111,8 +127,19 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
-        net::{TcpListener, TcpStream},
+        net::TcpListener,
     };
+
+    /// A connection to `listener`, accepted: the client side and what `Workers::spawn` takes.
+    async fn accepted(
+        listener: &TcpListener,
+    ) -> (TcpStream, (TcpStream, SocketAddr, watch::Receiver<bool>)) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        (client, (stream, peer, watch::channel(false).1))
+    }
 
     /// Connections go round-robin over the main runtime and the workers, each served on its
     /// worker's thread with the stream usable there.
@@ -121,13 +148,12 @@ mod tests {
         let workers = Workers::start(3).expect("workers");
         assert_eq!(workers.count(), 3);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         for _ in 0..6 {
-            let mut client = TcpStream::connect(addr).await.unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
+            let (mut client, conn) = accepted(&listener).await;
             let seen = seen.clone();
-            workers.spawn(stream, move |mut s| async move {
+            workers.spawn(conn, move |conn| async move {
+                let mut s = conn.stream;
                 let mut b = [0u8; 4];
                 s.read_exact(&mut b).await.unwrap();
                 seen.lock()
@@ -153,12 +179,10 @@ mod tests {
         let workers = Workers::start(1).expect("workers");
         assert_eq!(workers.count(), 1);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (_client, conn) = accepted(&listener).await;
         let (tx, rx) = oneshot::channel();
         let here = std::thread::current().id();
-        workers.spawn(stream, move |_s| async move {
+        workers.spawn(conn, move |_conn| async move {
             let _ = tx.send(std::thread::current().id());
         });
         assert_eq!(rx.await.unwrap(), here);

@@ -97,9 +97,7 @@ impl Dst {
     fn shard_key(&self) -> ShardKey {
         (self.key(), crate::workers::shard())
     }
-}
 
-impl Dst {
     fn key(&self) -> Key {
         let peer = match (&self.tagged, &self.tls) {
             (Some(t), Some(_)) => Some(t.authority.pool_peer.clone()),

@@ -324,9 +324,10 @@ async fn each_worker_has_its_own_pooled_h2_connection() {
     let mut shards = Vec::new();
     for _ in 0..2 {
         let _client = tokio::net::TcpStream::connect(local).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
         let (pool, done) = (pool.clone(), done_tx.clone());
-        workers.spawn(stream, move |_stream| async move {
+        let drain = watch::channel(false).1;
+        workers.spawn((stream, peer, drain), move |_conn| async move {
             for _ in 0..3 {
                 assert_eq!(post(&pool, addr, Wire::Http2, b"abc").await, "3");
             }
