@@ -9,7 +9,9 @@ use crate::{
     limits::{Limit, Limits},
 };
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::{
@@ -40,9 +42,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body the proxy handles: streamed request/response bodies and its own small ones.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-pub const L5D_ORIG_PROTO: &str = "l5d-orig-proto";
-pub const L5D_PROXY_ERROR: &str = "l5d-proxy-error";
-pub const L5D_CLIENT_ID: &str = "l5d-client-id";
+// Header names as `HeaderName`s: a lookup by `&str` parses the name again on every call (a few
+// hundred instructions each, several times per request).
+pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
+pub const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 pub fn boxed<B>(body: B) -> Body
 where
@@ -309,7 +317,7 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        h.insert("grpc-status", HeaderValue::from(self.grpc_code()));
+        h.insert(GRPC_STATUS, HeaderValue::from(self.grpc_code()));
         h.insert("grpc-message", value.clone());
         h.insert(L5D_PROXY_ERROR, value);
         resp
@@ -482,11 +490,16 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 
 /// The authority a request names: the URI's (absolute-form, HTTP/2 `:authority`) or `Host`.
 pub fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    authority_str(req).map(str::to_string)
+}
+
+/// [`authority_of`], borrowed from the request.
+pub fn authority_str<B>(req: &Request<B>) -> Option<&str> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+        return Some(a.as_str());
     }
     let host = req.headers().get(header::HOST)?.to_str().ok()?;
-    (!host.is_empty()).then(|| host.to_string())
+    (!host.is_empty()).then_some(host)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1) before a request or response goes to the next
@@ -507,8 +520,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
     headers.remove(header::TRANSFER_ENCODING);
 }
 
@@ -517,13 +530,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// (equal to `:authority`): a peer that downgrades by forwarding the request as received — as
 /// Linkerd's inbound does — must still hand the application a `Host`.
 pub fn upgrade_to_h2(req: &mut Request<Body>) {
-    let authority = authority_of(req);
+    // The authority is taken as it is (a shared `Bytes`), not copied into a string and parsed
+    // again.
+    let (authority, host) = match req.uri().authority() {
+        // RFC 9110 §7.2: a proxy replaces Host with the request target's authority.
+        Some(a) => (Some(a.clone()), HeaderValue::from_str(a.as_str()).ok()),
+        None => match req.headers().get(header::HOST).filter(|h| !h.is_empty()) {
+            Some(h) => (
+                ::http::uri::Authority::try_from(h.as_bytes()).ok(),
+                // The first `Host` is the one that stays (a second one would reach the app).
+                Some(h.clone()),
+            ),
+            None => (None, None),
+        },
+    };
     if let Some(a) = authority {
         // From parts, not from text: `OPTIONS *` keeps its asterisk-form target (`:path: *`,
         // RFC 9113 §8.3.1), which `http://{host}*` would have turned into the host `host*`.
         let mut parts = ::http::uri::Parts::default();
         parts.scheme = Some(::http::uri::Scheme::HTTP);
-        parts.authority = a.parse().ok();
+        parts.authority = Some(a);
         parts.path_and_query = Some(
             req.uri()
                 .path_and_query()
@@ -533,10 +559,9 @@ pub fn upgrade_to_h2(req: &mut Request<Body>) {
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
-        // RFC 9110 §7.2: a proxy replaces Host with the request target's authority.
-        if let Ok(host) = HeaderValue::from_str(&a) {
-            req.headers_mut().insert(header::HOST, host);
-        }
+    }
+    if let Some(host) = host {
+        req.headers_mut().insert(header::HOST, host);
     }
     strip_hop_by_hop(req.headers_mut(), false);
     req.headers_mut()
@@ -590,16 +615,25 @@ pub fn to_http1(req: &mut Request<Body>, keep_upgrade: bool) {
         // `insert` replaces every value already there.
         req.headers_mut().insert(header::HOST, v);
     }
-    // CONNECT keeps its authority-form target.
-    if req.method() != Method::CONNECT {
+    // CONNECT keeps its authority-form target; a URI already in origin form stays as it is.
+    if req.method() != Method::CONNECT
+        && (req.uri().scheme().is_some() || req.uri().authority().is_some())
+    {
         let uri = match req.uri().path_and_query() {
             // `http://web?q` has the path-and-query `?q`: its origin form is `/?q`.
             Some(p) if !p.as_str().starts_with(['/', '*']) => {
-                Uri::try_from(format!("/{}", p.as_str()))
+                Uri::try_from(format!("/{}", p.as_str())).ok()
             }
-            p => Uri::try_from(p.map_or("/", |p| p.as_str())),
+            // The path-and-query is shared, not parsed again.
+            Some(p) => Uri::from_parts({
+                let mut parts = ::http::uri::Parts::default();
+                parts.path_and_query = Some(p.clone());
+                parts
+            })
+            .ok(),
+            None => Some(Uri::from_static("/")),
         };
-        if let Ok(uri) = uri {
+        if let Some(uri) = uri {
             *req.uri_mut() = uri;
         }
     }
@@ -637,13 +671,7 @@ where
 
 /// A `grpc-status` header or trailer, if any.
 pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    headers.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 
 struct Record {

@@ -667,6 +667,12 @@ struct Conn {
     last: Mutex<Option<Decided>>,
     /// The same for the last rate limit refusal (a flood repeats it).
     last_limited: Mutex<Option<(Arc<ServerPolicy>, Scope, Counter)>>,
+    /// The last request's labels (with its authority) and HTTP metrics: requests on a
+    /// connection mostly name the same authority, so its series is looked up once.
+    last_http: Mutex<Option<Arc<(Labels, m::HttpMetrics)>>>,
+    /// `l5d-client-id` for the application: the client's verified identity, made a header
+    /// value once per connection.
+    client_id: Option<HeaderValue>,
 }
 
 /// How many forwarded callers a trusted gateway's connection keeps ([`Conn::forwarded`]).
@@ -692,6 +698,7 @@ impl Conn {
         target_addr: SocketAddr,
     ) -> Conn {
         let port = target_addr.port();
+        let client_id = client.id().and_then(|id| HeaderValue::from_str(id).ok());
         Conn {
             labels: ib.labels(None, target_addr, client.tls_label()),
             require_identity: ib.require_identity.contains(&port),
@@ -707,6 +714,24 @@ impl Conn {
             target_addr,
             last: Mutex::new(None),
             last_limited: Mutex::new(None),
+            last_http: Mutex::new(None),
+            client_id,
+        }
+    }
+
+    /// The labels and HTTP metrics of a request naming `authority` (see [`Conn::last_http`]).
+    fn http_metrics(&self, authority: Option<&str>) -> Arc<(Labels, m::HttpMetrics)> {
+        let mut last = self.last_http.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some(l) if l.0.authority.as_deref() == authority => l.clone(),
+            _ => {
+                let labels = Labels {
+                    authority: authority.map(str::to_string),
+                    ..self.labels.clone()
+                };
+                let metrics = self.ib.metrics.http(&labels);
+                last.insert(Arc::new((labels, metrics))).clone()
+            }
         }
     }
 
@@ -837,16 +862,7 @@ impl Conn {
         match verdict {
             Err(e) => self.refuse(e, &req),
             Ok(()) if tapping => Box::pin(self.tapped(req, tap_route)).await,
-            Ok(()) => {
-                proxy_request(
-                    self.ib.clone(),
-                    self.app,
-                    self.target_addr,
-                    &self.client,
-                    req,
-                )
-                .await
-            }
+            Ok(()) => proxy_request(&self, req).await,
         }
     }
 
@@ -863,14 +879,7 @@ impl Conn {
     {
         let peers = Peers::of(&self.labels, self.client_addr, route.as_deref());
         let tapped = self.ib.taps.request(peers, &req);
-        let resp = proxy_request(
-            self.ib.clone(),
-            self.app,
-            self.target_addr,
-            &self.client,
-            req,
-        )
-        .await;
+        let resp = proxy_request(&self, req).await;
         match tapped {
             Some(t) => t.response(resp),
             None => resp,
@@ -1133,42 +1142,37 @@ where
 }
 
 /// One request to the application, in the protocol the original client spoke.
-async fn proxy_request<B>(
-    ib: Arc<Inbound>,
-    app: SocketAddr,
-    target_addr: SocketAddr,
-    client: &Client,
-    req: Request<B>,
-) -> Response<Body>
+async fn proxy_request<B>(conn: &Conn, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<http::BoxError>,
 {
     let started = Instant::now();
-    let labels = ib.labels(http::authority_of(&req), target_addr, client.tls_label());
-    let metrics = ib.metrics.http(&labels);
+    let (ib, app) = (&conn.ib, conn.app);
+    let series = conn.http_metrics(http::authority_str(&req));
+    let (labels, metrics) = (&series.0, series.1.clone());
     metrics.request();
 
     let mut req = req.map(http::boxed);
     // Identity is asserted by this proxy only, from the verified certificate; never taken from
-    // the peer.
-    req.headers_mut().remove(http::L5D_CLIENT_ID);
-    if let Some(id) = client.id().and_then(|id| HeaderValue::from_str(id).ok()) {
-        req.headers_mut().insert(http::L5D_CLIENT_ID, id);
+    // the peer (`insert` replaces whatever the peer sent).
+    match &conn.client_id {
+        Some(id) => drop(req.headers_mut().insert(http::L5D_CLIENT_ID, id.clone())),
+        None => drop(req.headers_mut().remove(http::L5D_CLIENT_ID)),
     }
     // HTTP/1 carried over HTTP/2 by the peer becomes HTTP/1 again here.
     let orig_http1 = http::take_orig_http1(&mut req);
 
     let sent = if http::is_upgrade(&req) {
         http::to_http1(&mut req, true);
-        Box::pin(ib.pool.send_upgrade(app, req, &labels)).await
+        Box::pin(ib.pool.send_upgrade(app, req, labels)).await
     } else if req.version() == Version::HTTP_2 {
-        ib.pool.send(app, Wire::Http2, req, &labels).await
+        ib.pool.send(app, Wire::Http2, req, labels).await
     } else {
         if !orig_http1 {
             http::to_http1(&mut req, false);
         }
-        ib.pool.send(app, Wire::Http1, req, &labels).await
+        ib.pool.send(app, Wire::Http1, req, labels).await
     };
     match sent {
         Ok(mut resp) => {

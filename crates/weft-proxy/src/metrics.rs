@@ -434,6 +434,11 @@ impl Metrics {
     /// The HTTP handle for a label set (created on first use).
     pub fn http(&self, labels: &Labels) -> HttpMetrics {
         let mut map = lock(&self.inner.http);
+        // Looked up before `entry`, which takes its key by value: a clone of the labels (an
+        // authority string, a few reference counts) per request for a series that exists.
+        if let Some(stats) = map.get(labels) {
+            return HttpMetrics(stats.clone());
+        }
         HttpMetrics(map.entry(labels.clone()).or_default().clone())
     }
 

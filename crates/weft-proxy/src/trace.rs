@@ -142,7 +142,7 @@ impl Tracer {
         let trace_state = match formats.w3c {
             true => req
                 .headers()
-                .get("tracestate")
+                .get(propagation::TRACESTATE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),

@@ -23,7 +23,7 @@ impl Outcome {
     /// Classifies a response head (see [`Outcome::Failure`]).
     pub fn of_response(status: http::StatusCode, headers: &http::HeaderMap) -> Outcome {
         let grpc_failed = headers
-            .get("grpc-status")
+            .get(crate::http::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0");
         if status.is_server_error() || grpc_failed {

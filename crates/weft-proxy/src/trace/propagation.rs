@@ -6,6 +6,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const B3: HeaderName = HeaderName::from_static("b3");
 pub const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 pub const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");

@@ -43,7 +43,7 @@ where
 
 /// A gRPC client's `grpc-timeout` (`1-8 digits` + `H`/`M`/`S`/`m`/`u`/`n`).
 pub(in crate::outbound) fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let v = headers.get(crate::http::GRPC_TIMEOUT)?.to_str().ok()?;
     if v.len() < 2 || v.len() > 9 {
         return None;
     }
