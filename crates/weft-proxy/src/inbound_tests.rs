@@ -666,3 +666,37 @@ async fn a_trusted_gateways_client_id_is_the_client_and_anyone_elses_is_replaced
     );
     assert_eq!(metrics.counter_sum(m::INBOUND_HTTP_AUTHZ_ALLOW, &allow), 3);
 }
+
+/// A connection keeps its last request's metric series (`Conn::last_http`): a request naming
+/// another authority on the same connection still counts in its own series, and the first
+/// authority's series goes on counting when it comes back.
+#[tokio::test]
+async fn requests_on_one_connection_count_per_authority() {
+    let ca = Arc::new(TestCa::new());
+    let metrics = Metrics::new();
+    let app = http_app().await;
+    let (ib, _ctl) = inbound_with(&metrics, &ca, only_client(), PortSet::default()).await;
+    let listener = inbound_listener(ib, Some(app.port())).await;
+    let mut send = h1(tls_client(listener, &ca, Some(CLIENT), false).await).await;
+    for host in ["web:8080", "api:8080", "web:8080", "web:8080"] {
+        let req = Request::get(format!("http://{host}/"))
+            .body(Empty::new())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.expect("body");
+    }
+    let text = metrics.render();
+    let count = |authority: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("request_total{direction=\"inbound\"")
+                    && l.contains(&format!("authority=\"{authority}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no request_total for {authority}:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(count("web:8080"), "3");
+    assert_eq!(count("api:8080"), "1");
+}
