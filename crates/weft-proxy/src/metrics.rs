@@ -47,8 +47,10 @@ impl Direction {
     }
 }
 
-/// Labels common to HTTP and TCP metrics.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Labels common to HTTP and TCP metrics. Ordered field by field, except that the destination
+/// labels shared with the endpoint (one `Arc` per endpoint) are equal without comparing their
+/// strings: a series lookup per request ([`Metrics::http`]) compares a whole key on its hit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Labels {
     pub direction: Direction,
     /// HTTP authority (HTTP metrics only).
@@ -58,6 +60,26 @@ pub struct Labels {
     pub tls: TlsLabel,
     /// Destination labels from discovery, exported with a `dst_` prefix (outbound only).
     pub dst: Arc<BTreeMap<String, String>>,
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Labels) -> std::cmp::Ordering {
+        self.direction
+            .cmp(&other.direction)
+            .then_with(|| self.authority.cmp(&other.authority))
+            .then_with(|| self.target_addr.cmp(&other.target_addr))
+            .then_with(|| self.tls.cmp(&other.tls))
+            .then_with(|| match Arc::ptr_eq(&self.dst, &other.dst) {
+                true => std::cmp::Ordering::Equal,
+                false => self.dst.cmp(&other.dst),
+            })
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

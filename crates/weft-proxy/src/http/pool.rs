@@ -476,7 +476,20 @@ impl Pool {
 
     async fn h2_conn(&self, dst: &Dst, labels: &Labels) -> Result<H2Conn, Error> {
         let key = dst.shard_key();
-        let slot = lock(&self.inner.h2).entry(key.clone()).or_default().clone();
+        let slot = {
+            let mut slots = lock(&self.inner.h2);
+            match slots.get(&key) {
+                Some(slot) => slot.clone(),
+                None => slots.entry(key).or_default().clone(),
+            }
+        };
+        // The common case, a live connection, without waiting for the slot's lock (it is held
+        // for long only while connecting).
+        if let Ok(conn) = slot.conn.try_lock() {
+            if let Some(c) = conn.as_ref().filter(|c| !c.sender.is_closed()) {
+                return Ok(c.clone());
+            }
+        }
         let failures = slot.failures.load(Ordering::Acquire);
         // One connection per endpoint: concurrent first requests wait for the same handshake.
         let mut conn = slot.conn.lock().await;

@@ -323,3 +323,30 @@ fn detection_families() {
     }
     assert!(!text.contains("result=\"http2\""));
 }
+
+/// Destination labels in two `Arc`s with the same content are one series; different content,
+/// two; the shared-`Arc` shortcut in `Labels`' order agrees with its equality.
+#[test]
+fn labels_order_compares_destination_labels_by_content() {
+    let a = outbound_labels();
+    let same_content = outbound_labels();
+    assert!(!Arc::ptr_eq(&a.dst, &same_content.dst));
+    assert_eq!(a.cmp(&same_content), std::cmp::Ordering::Equal);
+    assert_eq!(a.cmp(&a.clone()), std::cmp::Ordering::Equal);
+    let mut other = outbound_labels();
+    Arc::make_mut(&mut other.dst).insert("pod".into(), "web-1".into());
+    assert_ne!(a.cmp(&other), std::cmp::Ordering::Equal);
+    assert_eq!(a.cmp(&other), other.cmp(&a).reverse());
+    assert_eq!(a == other, a.cmp(&other) == std::cmp::Ordering::Equal);
+
+    let m = Metrics::new();
+    m.http(&a).request();
+    m.http(&same_content).request();
+    m.http(&other).request();
+    let text = m.render();
+    assert!(
+        text.contains(&format!("request_total{{{L}}} 2\n")),
+        "{text}"
+    );
+    assert_eq!(text.matches("request_total{").count(), 2, "{text}");
+}
