@@ -22,10 +22,15 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::{
     convert::Infallible,
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
-    task::{Context, Poll},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll, Wake, Waker},
     time::{Duration, Instant},
 };
 use tokio::{
@@ -465,10 +470,67 @@ fn limit_of(e: &hyper::Error) -> Option<Limit> {
     None
 }
 
-/// Resolves when draining starts; never if the runtime went away without draining.
-async fn drained(drain: &mut watch::Receiver<bool>) {
-    if drain.wait_for(|d| *d).await.is_err() {
-        std::future::pending::<()>().await;
+/// Resolves when draining starts; never if the runtime went away without draining. Polled
+/// beside a connection, it is polled again only when the drain signal woke the task
+/// ([`WhenWoken`]), not on each of the connection's wake-ups.
+fn drained(drain: &mut watch::Receiver<bool>) -> WhenWoken<impl Future<Output = ()> + '_> {
+    WhenWoken::new(async move {
+        if drain.wait_for(|d| *d).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
+/// A future polled only on its first poll and after it woke its task itself. Beside another
+/// future in a `select!` that wakes often (a connection: every read and write), re-polling a
+/// future that is waiting on a channel costs a lock on the channel's waiters each time, several
+/// times per request.
+pub(crate) struct WhenWoken<F> {
+    inner: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+    first: bool,
+}
+
+#[derive(Default)]
+struct WakeFlag {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F: Future> WhenWoken<F> {
+    pub(crate) fn new(inner: F) -> WhenWoken<F> {
+        WhenWoken {
+            inner: Box::pin(inner),
+            flag: Arc::default(),
+            first: true,
+        }
+    }
+}
+
+impl<F: Future> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        // Registered before the flag is read: a wake in between wakes this task again.
+        this.flag.task.register(cx.waker());
+        let woken = this.flag.woken.swap(false, Ordering::AcqRel);
+        if !(woken || std::mem::take(&mut this.first)) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(this.flag.clone());
+        this.inner.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 
@@ -505,6 +567,18 @@ pub fn authority_str<B>(req: &Request<B>) -> Option<&str> {
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1) before a request or response goes to the next
 /// hop; `Upgrade`/`Connection` are kept on upgrade requests, which need them end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Mostly there are none: one pass over the names (standard ones compare as enum tags) costs
+    // less than five removals that each hash a name and probe.
+    let hop = |n: &HeaderName| {
+        n == header::CONNECTION
+            || n == header::UPGRADE
+            || n == header::TRANSFER_ENCODING
+            || n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+    };
+    if !headers.keys().any(hop) {
+        return;
+    }
     if !keep_upgrade {
         let named: Vec<String> = headers
             .get_all(header::CONNECTION)
@@ -770,6 +844,86 @@ impl<O: EndObserver> Drop for OnEnd<O> {
 mod tests {
     use super::*;
     use crate::connect::ConnectError;
+
+    /// `WhenWoken` polls its future once, then only after that future woke the task: the other
+    /// branch of a `select!` waking the task a hundred times costs it no poll, and the signal it
+    /// waits for still ends it.
+    #[tokio::test]
+    async fn a_when_woken_future_is_polled_only_after_its_own_wake() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let (p, n) = (polls.clone(), notify.clone());
+        let mut signal = std::pin::pin!(WhenWoken::new(async move {
+            let mut notified = std::pin::pin!(n.notified());
+            std::future::poll_fn(|cx| {
+                p.fetch_add(1, Ordering::Relaxed);
+                notified.as_mut().poll(cx)
+            })
+            .await
+        }));
+        for _ in 0..100 {
+            tokio::select! {
+                biased;
+                _ = signal.as_mut() => panic!("resolved before its signal"),
+                _ = tokio::task::yield_now() => {}
+            }
+        }
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            1,
+            "polled on the other branch's wakes"
+        );
+        notify.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), signal)
+            .await
+            .expect("the signal ends it");
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
+    }
+
+    /// RFC 9110 §7.6.1: the hop-by-hop headers, and those `Connection` names, go; the rest
+    /// stays; an upgrade keeps `Connection` and `Upgrade`; a map without any is left alone.
+    #[test]
+    fn hop_by_hop_headers_are_stripped() {
+        let map = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        let names = |h: &HeaderMap| {
+            let mut n: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+            n.sort();
+            n
+        };
+        let all = [
+            ("host", "web"),
+            ("connection", "X-Foo, keep-alive"),
+            ("connection", "upgrade"),
+            ("x-foo", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-bar", "2"),
+        ];
+        let mut h = map(&all);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["host", "x-bar"]);
+        let mut h = map(&all);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            names(&h),
+            ["connection", "host", "upgrade", "x-bar", "x-foo"]
+        );
+        let plain = [("host", "web"), ("x-bar", "2"), ("te", "trailers")];
+        let mut h = map(&plain);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&plain));
+    }
 
     /// Where an error happened and whether a retry is safe come with the error, for the retry
     /// policies to come; the pool's own "never processed" retry reads the same answer.

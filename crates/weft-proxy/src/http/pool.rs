@@ -46,7 +46,7 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::{sync::watch, time::Instant};
+use tokio::time::Instant;
 
 /// An HTTP/2 connection sends a PING after this long without a frame from the peer ...
 pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -187,10 +187,46 @@ struct H2Conn {
     used: Arc<AtomicBool>,
 }
 
-/// An HTTP/1 connection; `idle_since` tells its driver task when it went idle (None = in use).
+/// An HTTP/1 connection; `idle` tells its driver task when it went idle, and dropping `_held`
+/// tells it the connection is out of the pool for good.
 struct H1Conn {
     sender: client1::SendRequest<Body>,
-    idle_since: watch::Sender<Option<Instant>>,
+    idle: Arc<IdleSince>,
+    _held: tokio::sync::oneshot::Sender<()>,
+}
+
+/// When a pooled HTTP/1 connection went idle (`None`: in use). A request takes the connection
+/// from the pool and gives it back with one store each, waking nobody: the driver reads it when
+/// its own timer fires (once per idle timeout), where a channel woke it twice per request.
+struct IdleSince {
+    epoch: Instant,
+    /// 0: in use; else 1 + nanoseconds from `epoch` (exact: a timer never fires early).
+    nanos: AtomicU64,
+}
+
+impl IdleSince {
+    fn new() -> IdleSince {
+        IdleSince {
+            epoch: Instant::now(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, since: Option<Instant>) {
+        let nanos = since.map_or(0, |t| {
+            u64::try_from(t.saturating_duration_since(self.epoch).as_nanos())
+                .unwrap_or(u64::MAX - 1)
+                + 1
+        });
+        self.nanos.store(nanos, Ordering::Release);
+    }
+
+    fn get(&self) -> Option<Instant> {
+        match self.nanos.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -470,7 +506,7 @@ impl Pool {
             .iter()
             .filter(|(k, _)| k.0 .0 == addr)
             .flat_map(|(_, l)| l.iter())
-            .filter(|c| !c.sender.is_closed() && c.idle_since.borrow().is_some())
+            .filter(|c| !c.sender.is_closed() && c.idle.get().is_some())
             .count()
     }
 
@@ -603,7 +639,7 @@ impl Pool {
             map.remove(key);
         }
         let conn = taken?;
-        conn.idle_since.send_replace(None);
+        conn.idle.set(None);
         Some(conn)
     }
 
@@ -620,7 +656,7 @@ impl Pool {
             list.retain(|c| !c.sender.is_closed());
         }
         if list.len() < max {
-            conn.idle_since.send_replace(Some(Instant::now()));
+            conn.idle.set(Some(Instant::now()));
             list.push(conn);
         }
         // Else `conn` drops here: hyper closes a connection nobody can send on.
@@ -633,33 +669,35 @@ impl Pool {
         let (mut sender, conn) = client1::handshake(io)
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
-        let (idle_since, mut idle) = watch::channel(None::<Instant>);
+        let idle = Arc::new(IdleSince::new());
+        let (held, mut dropped) = tokio::sync::oneshot::channel::<()>();
         let timeout = self.inner.limits.h1_idle_timeout;
+        let since = idle.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
             loop {
-                let since = *idle.borrow_and_update();
-                let expired = async move {
-                    match since {
-                        Some(t) => tokio::time::sleep_until(t + timeout).await,
-                        None => std::future::pending().await,
-                    }
-                };
+                // In use: looked at again a timeout from now; idle: when its timeout is up.
+                let deadline = since.get().unwrap_or_else(Instant::now) + timeout;
+                let expired = tokio::time::sleep_until(deadline);
+                tokio::pin!(expired);
                 tokio::select! {
+                    biased;
                     r = conn.as_mut() => {
                         if let Err(e) = r {
                             tracing::debug!(%addr, error = %e, "HTTP/1 client connection ended");
                         }
                         return;
                     }
-                    changed = idle.changed() => if changed.is_err() {
+                    _ = &mut dropped => {
                         // Out of the pool for good: finish the request in flight, if any.
                         let _ = conn.as_mut().await;
                         return;
                     },
                     _ = expired => {
-                        tracing::debug!(%addr, "closing idle HTTP/1 connection");
-                        return;
+                        if since.get().is_some_and(|t| t + timeout <= Instant::now()) {
+                            tracing::debug!(%addr, "closing idle HTTP/1 connection");
+                            return;
+                        }
                     }
                 }
             }
@@ -668,7 +706,11 @@ impl Pool {
             .ready()
             .await
             .map_err(|source| Error::Handshake { addr, source })?;
-        Ok(H1Conn { sender, idle_since })
+        Ok(H1Conn {
+            sender,
+            idle,
+            _held: held,
+        })
     }
 
     /// Opens a metered TCP connection, with TLS for a meshed peer, within the connect timeout

@@ -5,7 +5,7 @@ use super::*;
 use crate::metrics::{Direction, TlsLabel};
 use http_body_util::{BodyExt, Full};
 use std::{collections::BTreeMap, convert::Infallible};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 fn labels(addr: SocketAddr) -> Labels {
     Labels {
@@ -218,6 +218,29 @@ async fn idle_h1_connections_close_after_the_idle_timeout() {
     // The next request simply opens a new connection.
     assert_eq!(post(&pool, addr, Wire::Http1, b"ab").await, "2");
     assert_eq!(conns.opened(), 2);
+}
+
+/// The idle timeout runs from the last time the connection went back to the pool: a timer set
+/// for an earlier idle period does not close a connection used since.
+#[tokio::test]
+async fn reuse_restarts_the_h1_idle_timeout() {
+    let (addr, conns) = server(false).await;
+    let limits = PoolLimits {
+        h1_idle_timeout: Duration::from_millis(600),
+        ..PoolLimits::default()
+    };
+    let pool = Pool::with_limits(Duration::from_secs(1), limits, Metrics::new());
+    assert_eq!(post(&pool, addr, Wire::Http1, b"abc").await, "3");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(post(&pool, addr, Wire::Http1, b"ab").await, "2");
+    // 700 ms after it first went idle, 300 ms after the second time: still pooled.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pool.idle_h1(addr), 1);
+    assert_eq!(post(&pool, addr, Wire::Http1, b"a").await, "1");
+    assert_eq!(conns.opened(), 1);
+    // Left idle, it closes.
+    conns.wait_closed(1).await;
+    assert_eq!(pool.idle_h1(addr), 0);
 }
 
 /// More concurrent HTTP/1 requests than the idle cap: the surplus connections close when
