@@ -95,6 +95,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def sleeps(pid):
+    """Voluntary context switches of a process (all its threads): each is one sleep, most often in
+    epoll_wait with nothing to do, and so one wake-up to follow."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass  # a thread that ended between the listing and the read
+    return total
+
+
 def memory_mib(pid):
     """(VmRSS, VmHWM) in MiB."""
     values = {}

@@ -7,7 +7,7 @@ import shlex
 import statistics
 import subprocess
 
-METRICS = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "cpu_us_per_req")
+METRICS = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "cpu_us_per_req", "sleeps_per_req")
 
 
 def med(values):
@@ -48,6 +48,7 @@ def metadata(args, ctx, started, argv):
         },
         "command": "bench/run " + " ".join(shlex.quote(a) for a in argv),
         "mode": "smoke" if args.quick else "full",
+        "wakeup_us": getattr(ctx, "wakeup", None),
     }
 
 
@@ -56,7 +57,7 @@ def _config_json(entry, cfg):
     fixed_h2 = {}
     for proto, target in (("h1", fixed), ("h2", fixed_h2)):
         for rate, runs in sorted(entry["fixed"].get(proto, {}).items()):
-            target[str(rate)] = {m: _round(med([r[m] for r in runs])) for m in METRICS}
+            target[str(rate)] = {m: _round(med([r.get(m) for r in runs])) for m in METRICS}
     proxied = cfg != "direct"
 
     def rss_of(key, field=None):
@@ -96,6 +97,8 @@ def results_json(args, tables, meta):
         "versions": meta["versions"],
         "command": meta["command"],
         "idle_connections": args.idle_connections,
+        # CPU microseconds one sleep and wake-up costs on this machine (weft-bench wakeup).
+        "wakeup_us": meta.get("wakeup_us"),
     }
     for workers in args.workers[1:]:
         out[f"workers_{workers}"] = {"configs": {cfg: _config_json(e, cfg) for cfg, e in tables[workers].items()}}
@@ -122,8 +125,8 @@ def _added(value, base):
 def _latency_table(args, table, proto):
     lines = [
         "| config | rate | achieved | p50 | p90 | p99 | p99.9 | +p50 vs direct | +p99 vs direct | proxy CPU us/req "
-        "| backend / loadgen / control / other CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| proxy sleeps/req | backend / loadgen / control / other CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     direct = table.get("direct", {}).get("fixed", {}).get(proto, {})
     for rate in args.rates:
@@ -133,7 +136,7 @@ def _latency_table(args, table, proto):
             runs = entry["fixed"].get(proto, {}).get(rate, [])
             if not runs:
                 continue
-            m = {k: med([r[k] for r in runs]) for k in METRICS + ("achieved_rps",)}
+            m = {k: med([r.get(k) for r in runs]) for k in METRICS + ("achieved_rps",)}
             noise = " / ".join(_f(med([r["cpu"][k] for r in runs])) for k in
                                ("backend_s", "loadgen_s", "control_s", "other_s"))
             errors = sum(r["errors"] for r in runs)
@@ -142,7 +145,7 @@ def _latency_table(args, table, proto):
                 f"| {_f(m['p50_ms'], 3)} | {_f(m['p90_ms'], 3)} | {_f(m['p99_ms'], 3)} | {_f(m['p999_ms'], 3)} "
                 f"| {'-' if cfg == 'direct' else _added(m['p50_ms'], base50)} "
                 f"| {'-' if cfg == 'direct' else _added(m['p99_ms'], base99)} "
-                f"| {_f(m['cpu_us_per_req'], 0)} | {noise} |")
+                f"| {_f(m['cpu_us_per_req'], 0)} | {_f(m['sleeps_per_req'], 2)} | {noise} |")
     return "\n".join(lines)
 
 
@@ -331,11 +334,23 @@ def markdown(args, tables, meta):
         "- Load generator: `weft-bench load` (bench/src/load.rs), open loop, latency from the intended send time "
         "(no coordinated omission), HdrHistogram 3 significant digits; HTTP/1.1 = 32 keep-alive connections, "
         "HTTP/2 = 1 connection, one stream per request.",
-        "- CPU: utime+stime from /proc/PID/stat (10 ms ticks), proxy CPU per request = both proxies' CPU over the "
-        "run (warmup included) / requests completed. RSS: VmHWM (peak) from /proc/PID/status; idle: VmRSS.",
+        "- CPU: utime+stime from /proc/PID/stat (sampled at the kernel's tick, in 10 ms units; over a 12 s run it "
+        "agreed with /proc/PID/task/*/schedstat's nanosecond run time to within 1 %), proxy CPU per request = both "
+        "proxies' CPU over the run (warmup included) / requests completed. RSS: VmHWM (peak) from /proc/PID/status; "
+        "idle: VmRSS.",
         "- Values are medians over the rounds.",
-        "",
     ]
+    wakeup = meta.get("wakeup_us")
+    if wakeup:
+        cross, same = wakeup.get("cross_core"), wakeup.get("same_core")
+        parts.append(
+            "- Wake-ups: proxy sleeps/req = both proxies' voluntary context switches (/proc/PID/task/*/status) per "
+            "request; each sleep is followed by a wake-up. On this machine one costs "
+            + (f"{cross['us']:.1f} us of CPU when a thread on the other core wakes it from an idle CPU, " if cross else "")
+            + f"{same['us']:.1f} us when a thread on its own core does (`weft-bench wakeup`, one byte each way "
+            "over pipes, 200 us apart). At fixed rates this, not the proxies' own work, is most of the CPU per "
+            "request.")
+    parts.append("")
     if weft_transport and weft_transport.startswith("plaintext"):
         parts += [
             "> **weft hop: plaintext HTTP/2 (`--no-weft-mtls`).** weft's numbers below are for plaintext HTTP/2 "

@@ -23,7 +23,7 @@ import cp_scale  # noqa: E402
 import report  # noqa: E402
 import topology  # noqa: E402
 from harness import (Child, cpu_seconds, http_text, memory_mib, mint_certs, probe,  # noqa: E402
-                     request_probe, system_busy_seconds)
+                     request_probe, sleeps, system_busy_seconds)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -115,6 +115,7 @@ def main(argv):
     print(f"work dir (logs, configs, certificates): {ctx.workdir}", flush=True)
 
     started = datetime.datetime.now(datetime.timezone.utc)
+    ctx.wakeup = wakeup_cost(ctx)
     tables = {}
     for workers in args.workers:
         tables[workers] = run_table(args, ctx, workers)
@@ -135,6 +136,23 @@ def _int_rates(entry):
     entry["fixed"] = {proto: {int(rate): runs for rate, runs in by_rate.items()}
                       for proto, by_rate in entry["fixed"].items()}
     return entry
+
+
+def wakeup_cost(ctx):
+    """The CPU one sleep and wake-up costs on this machine (`weft-bench wakeup`): woken from an
+    idle CPU by a thread on the other core (as a proxy is by its client or backend in the
+    proxy-core layout) and by a thread on its own core (as one proxy is by the other)."""
+    runs = {}
+    layouts = {"cross_core": (1, 0), "same_core": (0, 0)} if (os.cpu_count() or 1) > 1 else {"same_core": (0, 0)}
+    for name, (caller, echo) in layouts.items():
+        cmd = [ctx.bench_bin, "wakeup", "--caller-cpu", str(caller), "--echo-cpu", str(echo), "--round-trips", "3000",
+               "--gap-us", "200"]
+        r = Child(f"wakeup-{name}", cmd, ctx.workdir).wait_json(timeout=60)
+        runs[name] = {"us": round(r["echo_cpu_us_per_wakeup"], 1),
+                      "sleeps_per_round_trip": round(r["echo_sleeps_per_round_trip"], 2)}
+        print(f"wake-up cost ({name.replace('_', ' ')}): {runs[name]['us']:.1f} us CPU per sleep and wake-up "
+              f"({runs[name]['sleeps_per_round_trip']:.2f} sleeps per round trip)", flush=True)
+    return runs
 
 
 def write_outputs(args, tables, meta):
@@ -313,6 +331,7 @@ def check_transport(ctx, cfg, topo):
 def snapshot(ctx, topo):
     return {
         "proxies": {role: cpu_seconds(child.pid) for role, child in topo.proxies.items()},
+        "sleeps": {role: sleeps(child.pid) for role, child in topo.proxies.items()},
         "backend": cpu_seconds(ctx.backend.pid),
         "control": sum(cpu_seconds(child.pid) for child in topo.others.values()),
         "system": system_busy_seconds(),
@@ -326,6 +345,7 @@ def cpu_split(before, after, client_cpu):
     return {
         "proxies_s": proxies,
         "per_proxy_s": {r: after["proxies"][r] - before["proxies"][r] for r in before["proxies"]},
+        "proxy_sleeps": sum(after["sleeps"][r] - before["sleeps"][r] for r in before["sleeps"]),
         "backend_s": d["backend"],
         "loadgen_s": client_cpu,
         "control_s": d["control"],
@@ -345,8 +365,12 @@ def load(args, ctx, topo, proto, rate, duration):
     result["cpu"] = cpu_split(before, after, result["cpu_s"])
     cpu = result["cpu"]
     result["cpu_us_per_req"] = (cpu["proxies_s"] * 1e6 / result["total_ok"]) if topo.proxies and result["total_ok"] else None
+    # Sleeps (each followed by a wake-up) of both proxies per request: at fixed rates most of the
+    # CPU per request on a VM (see "wakeup" in the report's header).
+    result["sleeps_per_req"] = (cpu["proxy_sleeps"] / result["total_ok"]) if topo.proxies and result["total_ok"] else None
     label = f"{rate}/s" if rate else "max"
-    per_req = f"{result['cpu_us_per_req']:.0f} us/req" if result["cpu_us_per_req"] is not None else "-"
+    per_req = (f"{result['cpu_us_per_req']:.0f} us/req, {result['sleeps_per_req']:.2f} sleeps/req"
+               if result["cpu_us_per_req"] is not None else "-")
     print(f"  {topo.name:6} {proto} {label:>6}: {result['achieved_rps']:8.0f} req/s  p50 {result['p50_ms']:.3f}  "
           f"p90 {result['p90_ms']:.3f}  p99 {result['p99_ms']:.3f}  p99.9 {result['p999_ms']:.3f} ms  "
           f"err {result['errors']}  | cpu s: proxies {cpu['proxies_s']:.2f} ({per_req})  backend "

@@ -7,6 +7,7 @@
 //!   maximum throughput with `--rate 0`.
 //! - `tcp`: one large opaque stream through a proxy, MB/s.
 //! - `idle`: open N keep-alive connections, one request each, then hold them.
+//! - `wakeup`: the CPU one sleep and wake-up of a thread costs on this machine (no runtime).
 //! - `cp-store`, `cp-etcd-load`, `cp-scale`: the control-plane benchmark (a large store in files
 //!   or in etcd; many Destination.Get watch streams on one or more replicas and the time a store
 //!   change takes to reach them).
@@ -17,6 +18,7 @@ mod cp_scale;
 mod cp_store;
 mod load;
 mod tcp;
+mod wakeup;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +42,8 @@ enum Command {
     Tcp(tcp::ThroughputArgs),
     /// Hold N idle keep-alive connections open.
     Idle(tcp::IdleArgs),
+    /// The CPU time one sleep and wake-up costs on this machine (two threads, one byte).
+    Wakeup(wakeup::Args),
     /// Write the control-plane benchmark's store (services and workloads as YAML).
     CpStore(cp_store::Args),
     /// Write the same services and workloads into etcd, one key per resource.
@@ -55,6 +59,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Plain threads, pinned: a runtime's own threads would only be in the way.
+    let cli = match cli.command {
+        Command::Wakeup(args) => return wakeup::run(args),
+        command => Cli { command },
+    };
     // Worker threads = the CPUs this process may run on (`taskset` narrows it), so pinning the
     // clients to one core also gives them one worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             Command::CpStore(args) => cp_store::run(args).await,
             Command::CpEtcdLoad(args) => cp_etcd::load(args).await,
             Command::CpScale(args) => cp_scale::run(args).await,
+            Command::Wakeup(_) => unreachable!("run before the runtime starts"),
             Command::Soak(args) => soak(args).await,
             Command::Chaos(args) => chaos(args).await,
         }
