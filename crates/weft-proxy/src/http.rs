@@ -41,6 +41,7 @@ use tokio::{
 pub use crate::metrics::{HttpMetrics, Metrics, Peer};
 pub use pool::{Dst, Pool, PoolLimits, Tagged, Wire};
 
+mod h2client;
 pub mod pool;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -93,17 +94,15 @@ pub enum Error {
     /// Relaying an opaque stream or a tunnel failed after the connection was made.
     #[error("relaying to {addr}: {source}")]
     Relay { addr: SocketAddr, source: io::Error },
-    #[error("HTTP handshake with {addr}: {}", chain(source))]
-    Handshake {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
-    #[error("request to {addr} failed: {}", chain(source))]
+    /// The HTTP/1 (hyper) or HTTP/2 (`h2`) handshake failed.
+    #[error("HTTP handshake with {addr}: {}", chain(source.as_ref()))]
+    Handshake { addr: SocketAddr, source: BoxError },
+    #[error("request to {addr} failed: {}", chain(source.as_ref()))]
     Upstream {
         addr: SocketAddr,
-        source: hyper::Error,
-        /// The endpoint provably did not process the request (hyper handed it back unsent, or
-        /// the HTTP/2 peer refused the stream): sending it again cannot repeat its effects.
+        source: BoxError,
+        /// The endpoint provably did not process the request (it never left, or the HTTP/2
+        /// peer refused the stream): sending it again cannot repeat its effects.
         unprocessed: bool,
     },
     #[error("cannot resolve {host}: {reason}")]

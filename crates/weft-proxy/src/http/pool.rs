@@ -17,11 +17,13 @@
 //! partition) for TCP's own retransmission timeout.
 //!
 //! Retries ("no request dropped that a retry could save"): a request is sent again, once, on a
-//! fresh connection when the pooled one proved unusable before the request left: hyper hands the
-//! unsent request back (the connection closed first), or the HTTP/2 peer refused the stream with
-//! GOAWAY / REFUSED_STREAM (RFC 9113 §8.7: not processed) before any request body byte was read.
+//! fresh connection when the pooled one proved unusable before the request left: it never left
+//! (hyper hands an HTTP/1 request back unsent; an HTTP/2 connection opens no new stream once
+//! closed or gone away), or the HTTP/2 peer refused the stream with GOAWAY / REFUSED_STREAM
+//! (RFC 9113 §8.7: not processed) before any request body byte was read. HTTP/2 connections are
+//! driven on `h2` directly ([`h2client`]).
 
-use super::{boxed, Body, BoxError, EndObserver, Error, OnEnd};
+use super::{boxed, h2client, Body, BoxError, EndObserver, Error, OnEnd};
 pub use crate::config::PoolLimits;
 use crate::{
     connect::{self, Dial, Io},
@@ -34,8 +36,8 @@ use crate::{
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
-use hyper::client::conn::{http1 as client1, http2 as client2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1 as client1;
+use hyper_util::rt::TokioIo;
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -182,7 +184,7 @@ impl Checkout<'_> {
 #[derive(Clone)]
 struct H2Conn {
     id: u64,
-    sender: client2::SendRequest<Body>,
+    sender: h2client::Sender,
     /// Set by every request; the connection's driver clears it once per idle period.
     used: Arc<AtomicBool>,
 }
@@ -353,31 +355,29 @@ impl Pool {
                 conn = self.h2_conn(dst, labels).await?;
             }
             conn.used.store(true, Ordering::Relaxed);
-            let mut sender = conn.sender.clone();
-            let mut err = match sender.try_send_request(next).await {
-                Ok(resp) => return Ok(resp.map(boxed)),
+            let err = match conn.sender.send(next).await {
+                Ok(resp) => return Ok(resp),
                 Err(e) => e,
             };
-            let unsent = err.take_message();
-            let source = err.into_error();
-            let refused = refused_unprocessed(&source);
+            let refused = refused_unprocessed(&err.source);
+            let unprocessed = err.unsent || refused;
             let err = Error::Upstream {
                 addr,
-                source,
-                unprocessed: unsent.is_some() || refused,
+                source: err.into_error(),
+                unprocessed,
             };
-            if unsent.is_some() || refused || conn.sender.is_closed() {
+            if unprocessed || conn.sender.is_closed() {
                 // This connection takes no new streams: the next request opens a fresh one.
                 self.evict_h2(&dst.shard_key(), conn.id);
             }
             if attempt > 1 || !err.retry_safe() {
                 return Err(err);
             }
-            // Unsent: hyper gave the request back; refused: rebuild it from the kept body.
-            req = unsent.or_else(|| match &replay {
+            // The body was not read (or not at all): the request is built again around it.
+            req = match &replay {
                 Some(replay) => replay.take().map(|body| head.rebuild(body)),
                 None => Some(head.rebuild(super::empty())),
-            });
+            };
             if req.is_none() {
                 return Err(err);
             }
@@ -396,9 +396,9 @@ impl Pool {
     ) -> Result<Response<Body>, Error> {
         let addr = dst.addr;
         let key = dst.shard_key();
-        let upstream = |source| Error::Upstream {
+        let upstream = |source: hyper::Error| Error::Upstream {
             addr,
-            source,
+            source: source.into(),
             unprocessed: false,
         };
         let mut conn = conn;
@@ -445,7 +445,10 @@ impl Pool {
         let is_connect = req.method() == Method::CONNECT;
         let (mut sender, conn) = client1::handshake(TokioIo::new(io))
             .await
-            .map_err(|source| Error::Handshake { addr, source })?;
+            .map_err(|source| Error::Handshake {
+                addr,
+                source: source.into(),
+            })?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "HTTP/1 upgrade connection ended");
@@ -456,7 +459,7 @@ impl Pool {
             .await
             .map_err(|source| Error::Upstream {
                 addr,
-                source,
+                source: source.into(),
                 unprocessed: false,
             })?;
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -557,14 +560,16 @@ impl Pool {
         let addr = dst.addr;
         let key = dst.shard_key();
         let io = self.connect(dst, Wire::Http2, labels).await?;
-        let (sender, conn) = client2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
-            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(io))
+        let (sender, conn) = h2client::handshake(io)
             .await
-            .map_err(|source| Error::Handshake { addr, source })?;
+            .map_err(|source| Error::Handshake {
+                addr,
+                source: source.into(),
+            })?;
+        let keep_alive = h2client::KeepAlive {
+            interval: H2_KEEPALIVE_INTERVAL,
+            timeout: H2_KEEPALIVE_TIMEOUT,
+        };
         let c = H2Conn {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             sender,
@@ -573,6 +578,7 @@ impl Pool {
         let pool = Arc::downgrade(&self.inner);
         let (id, used, idle) = (c.id, c.used.clone(), self.inner.limits.h2_idle_timeout);
         tokio::spawn(async move {
+            let conn = conn.run(keep_alive);
             tokio::pin!(conn);
             loop {
                 tokio::select! {
@@ -586,8 +592,8 @@ impl Pool {
                         if used.swap(false, Ordering::Relaxed) {
                             continue;
                         }
-                        // Idle for a whole period: out of the pool; hyper closes the connection
-                        // once the last handle and stream are gone.
+                        // Idle for a whole period: out of the pool; the connection closes once
+                        // the last handle and stream are gone.
                         if let Some(inner) = pool.upgrade() {
                             Pool { inner }.evict_h2(&key, id);
                         }
@@ -666,9 +672,13 @@ impl Pool {
     async fn open_h1(&self, dst: &Dst, labels: &Labels) -> Result<H1Conn, Error> {
         let addr = dst.addr;
         let io = TokioIo::new(self.connect(dst, Wire::Http1, labels).await?);
-        let (mut sender, conn) = client1::handshake(io)
-            .await
-            .map_err(|source| Error::Handshake { addr, source })?;
+        let (mut sender, conn) =
+            client1::handshake(io)
+                .await
+                .map_err(|source| Error::Handshake {
+                    addr,
+                    source: source.into(),
+                })?;
         let idle = Arc::new(IdleSince::new());
         let (held, mut dropped) = tokio::sync::oneshot::channel::<()>();
         let timeout = self.inner.limits.h1_idle_timeout;
@@ -702,10 +712,10 @@ impl Pool {
                 }
             }
         });
-        sender
-            .ready()
-            .await
-            .map_err(|source| Error::Handshake { addr, source })?;
+        sender.ready().await.map_err(|source| Error::Handshake {
+            addr,
+            source: source.into(),
+        })?;
         Ok(H1Conn {
             sender,
             idle,
@@ -742,16 +752,8 @@ impl Pool {
 /// Did the HTTP/2 peer refuse the stream in a way that proves it was not processed?
 /// GOAWAY covers streams above its last-stream-id and streams opened after it arrived; a
 /// REFUSED_STREAM reset is the same promise for one stream (RFC 9113 §6.8, §8.7).
-fn refused_unprocessed(err: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
-        }
-        source = e.source();
-    }
-    false
+fn refused_unprocessed(err: &h2::Error) -> bool {
+    err.is_remote() && (err.is_go_away() || err.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// What is needed to send a request again (extensions are not cloneable and not needed by a

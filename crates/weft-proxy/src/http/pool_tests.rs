@@ -83,9 +83,11 @@ async fn server(h2: bool) -> (SocketAddr, Conns) {
                 });
                 let io = TokioIo::new(stream);
                 if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(io, svc)
+                    .await;
                 } else {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, svc)
