@@ -563,19 +563,21 @@ pub fn authority_str<B>(req: &Request<B>) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
+/// A hop-by-hop field [`strip_hop_by_hop`] removes (standard names compare as enum tags).
+pub(crate) fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::UPGRADE
+        || n == header::TRANSFER_ENCODING
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1) before a request or response goes to the next
 /// hop; `Upgrade`/`Connection` are kept on upgrade requests, which need them end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Mostly there are none: one pass over the names (standard ones compare as enum tags) costs
-    // less than five removals that each hash a name and probe.
-    let hop = |n: &HeaderName| {
-        n == header::CONNECTION
-            || n == header::UPGRADE
-            || n == header::TRANSFER_ENCODING
-            || n == KEEP_ALIVE
-            || n == PROXY_CONNECTION
-    };
-    if !headers.keys().any(hop) {
+    // Mostly there are none: one pass over the names costs less than five removals that each
+    // hash a name and probe.
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if !keep_upgrade {

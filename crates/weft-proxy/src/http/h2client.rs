@@ -21,7 +21,7 @@
 
 use super::{boxed, Body, BoxError};
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, Request, Response};
+use http::{header, HeaderMap, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use std::{
     future::{poll_fn, Future},
@@ -348,18 +348,11 @@ fn has_payload_semantics(method: &http::Method) -> bool {
 /// RFC 9113 §8.2.2: connection-specific headers are malformed in HTTP/2 (`h2` refuses to send
 /// them): removed, with the headers `Connection` names; `TE` stays only as `trailers`.
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     // Mostly there are none: one pass over the names first.
-    let specific = |n: &HeaderName| {
-        n == header::CONNECTION
-            || n == header::UPGRADE
-            || n == header::TRANSFER_ENCODING
-            || n == header::TE
-            || n == KEEP_ALIVE
-            || n == PROXY_CONNECTION
-    };
-    if !headers.keys().any(specific) {
+    if !headers
+        .keys()
+        .any(|n| n == header::TE || super::is_hop_by_hop(n))
+    {
         return;
     }
     if headers.get(header::TE).is_some_and(|te| te != "trailers") {

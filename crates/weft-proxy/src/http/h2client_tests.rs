@@ -2,6 +2,7 @@
 //! stream both ways, flow control beyond the windows, a caller that gives up, keep-alive.
 
 use super::*;
+use http::HeaderName;
 use http_body_util::{BodyExt, Full, StreamBody};
 use std::{convert::Infallible, net::SocketAddr};
 use tokio::net::{TcpListener, TcpStream};
