@@ -50,7 +50,8 @@ use std::{
 };
 use tokio::time::Instant;
 
-/// An HTTP/2 connection sends a PING after this long without a frame from the peer ...
+/// An HTTP/2 client connection sends a PING this often (a server connection, hyper's, after this
+/// long without a frame from the peer) ...
 pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and is closed (its streams fail, the next request opens a new one) if the PING is not
 /// answered within this.
