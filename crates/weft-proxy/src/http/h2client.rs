@@ -66,6 +66,8 @@ pub struct SendError {
     pub unsent: bool,
     /// Why this side ended the connection the request was on, if it did.
     pub ended: Option<String>,
+    /// The connection had ended by the time the request failed.
+    pub closed: bool,
 }
 
 impl SendError {
@@ -74,6 +76,7 @@ impl SendError {
             source,
             unsent,
             ended: None,
+            closed: false,
         }
     }
 
@@ -200,61 +203,54 @@ impl Sender {
         self.ended.flag.load(Ordering::Acquire)
     }
 
-    /// Sends `req` and waits for the response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, SendError> {
-        // Mostly the connection takes a new stream at once: the request goes out before the
-        // first await, so this future holds only what the response needs, not the request.
-        let sent = match self.start(req) {
-            Start::Sent(sent) => sent,
-            Start::Failed(e) => return Err(e),
-            // At the peer's stream limit: wait for a stream to end (boxed: rare, and large).
-            Start::Busy(req) => Box::pin(self.start_when_ready(req)).await?,
-        };
-        sent.response().await.map_err(|mut e| {
-            e.ended = self.ended.why.get().cloned();
-            e
-        })
-    }
-
-    fn start(&self, req: Request<Body>) -> Start {
-        let mut tx = self.tx.clone();
-        match tx.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
-            Poll::Ready(Ok(())) => open(tx, req),
-            Poll::Ready(Err(source)) => Start::Failed(SendError::new(source, true)),
-            Poll::Pending => Start::Busy(req),
-        }
-    }
-
-    async fn start_when_ready(&self, req: Request<Body>) -> Result<Sent, SendError> {
-        let tx = self
-            .tx
-            .clone()
-            .ready()
-            .await
-            .map_err(|source| SendError::new(source, true))?;
-        match open(tx, req) {
-            Start::Sent(sent) => Ok(sent),
-            Start::Failed(e) => Err(e),
-            Start::Busy(_) => unreachable!("open does not wait"),
+    /// Sends `req` (at once, when called) and returns the wait for the response head. Takes the
+    /// handle by value: the pool hands each request its own clone, so no second one is made.
+    pub fn send(
+        self,
+        req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Body>, SendError>> {
+        let Sender { tx, ended } = self;
+        // The request goes out before the caller first awaits: the future holds only what the
+        // response needs, not the request.
+        let sent = open(tx, req);
+        async move {
+            let response = match sent {
+                Ok(sent) => sent.response().await,
+                Err(e) => Err(e),
+            };
+            response.map_err(|mut e| {
+                e.ended = ended.why.get().cloned();
+                e.closed = ended.flag.load(Ordering::Acquire);
+                e
+            })
         }
     }
 }
 
-enum Start {
-    Sent(Sent),
-    Failed(SendError),
-    Busy(Request<Body>),
-}
-
-/// A request on its way: its stream is open, its body going out.
+/// A request on its way: its stream is open, its body going out. Dropped before the response
+/// arrives (the caller gave up), it tells the body's task to reset the stream.
 struct Sent {
     response: h2::client::ResponseFuture,
-    /// While the response is awaited: resets the stream if the caller gives up.
-    cancel: Option<CancelOnDrop>,
+    cancel: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// Opens the request's stream on `tx` (ready) and starts its body.
-fn open(mut tx: h2::client::SendRequest<Bytes>, req: Request<Body>) -> Start {
+impl Drop for Sent {
+    fn drop(&mut self) {
+        if let Some(c) = self.cancel.take() {
+            let _ = c.send(());
+        }
+    }
+}
+
+/// Opens the request's stream on `tx` and starts its body.
+fn open(mut tx: h2::client::SendRequest<Bytes>, req: Request<Body>) -> Result<Sent, SendError> {
+    // A handle with no stream of its own waiting to open never waits here (h2 waits only on a
+    // handle's previous stream); this is the check that the connection is still usable.
+    if let Poll::Ready(Err(source)) =
+        tx.poll_ready(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        return Err(SendError::new(source, true));
+    }
     let (mut parts, body) = req.into_parts();
     strip_connection_headers(&mut parts.headers);
     if let Some(len) = body.size_hint().exact() {
@@ -272,7 +268,7 @@ fn open(mut tx: h2::client::SendRequest<Bytes>, req: Request<Body>) -> Start {
         // connection's, found unusable before the request left.
         Err(source) => {
             let unsent = source.is_io() || source.reason().is_some();
-            return Start::Failed(SendError::new(source, unsent));
+            return Err(SendError::new(source, unsent));
         }
     };
     let cancel = match eos {
@@ -290,10 +286,10 @@ fn open(mut tx: h2::client::SendRequest<Bytes>, req: Request<Body>) -> Start {
             {
                 tokio::spawn(pipe);
             }
-            Some(CancelOnDrop(Some(cancel)))
+            Some(cancel)
         }
     };
-    Start::Sent(Sent { response, cancel })
+    Ok(Sent { response, cancel })
 }
 
 impl Sent {
@@ -302,9 +298,7 @@ impl Sent {
             .await
             .map_err(|source| SendError::new(source, false))?;
         // The response is here: the body goes on streaming, whatever the caller does next.
-        if let Some(mut c) = self.cancel.take() {
-            c.0.take();
-        }
+        self.cancel = None;
         let content_length = response
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -317,17 +311,6 @@ impl Sent {
                 remaining: content_length,
             })
         }))
-    }
-}
-
-/// Tells the request body's task to reset the stream if the caller stops waiting for the response.
-struct CancelOnDrop(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            let _ = c.send(());
-        }
     }
 }
 

@@ -104,6 +104,7 @@ async fn bodies_beyond_the_windows_arrive_whole() {
     let sender = client(hyper_server().await).await;
     let big = Bytes::from(vec![7u8; 3 << 20]);
     let resp = sender
+        .clone()
         .send(post("/count", boxed(Full::new(big))))
         .await
         .unwrap_or_else(|e| panic!("{}", e.source));
@@ -220,7 +221,7 @@ async fn an_unanswered_keep_alive_ping_closes_the_connection() {
     assert!(err.to_string().contains("keep-alive PING"), "{err}");
     assert!(sender.is_closed());
     let failed = in_flight.await.unwrap().expect_err("the request fails");
-    assert!(!failed.unsent);
+    assert!(!failed.unsent && failed.closed);
     let text = failed.into_error().to_string();
     assert!(
         text.starts_with("no answer to a keep-alive PING within 300ms: "),

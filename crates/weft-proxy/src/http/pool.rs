@@ -333,12 +333,11 @@ impl Pool {
 
     async fn send_h2(
         &self,
-        mut conn: H2Conn,
+        conn: H2Conn,
         dst: &Dst,
         req: Request<Body>,
         labels: &Labels,
     ) -> Result<Response<Body>, Error> {
-        let addr = dst.addr;
         let head = Head::of(&req);
         // A body already at its end (a GET) is rebuilt empty: no shared slot to keep it in.
         let (req, replay) = match http_body::Body::is_end_stream(req.body()) {
@@ -348,43 +347,54 @@ impl Pool {
                 (req, Some(replay))
             }
         };
-        let mut req = Some(req);
-        let mut attempt = 0;
-        while let Some(next) = req.take() {
-            attempt += 1;
-            if attempt > 1 {
-                conn = self.h2_conn(dst, labels).await?;
-            }
-            conn.used.store(true, Ordering::Relaxed);
-            let err = match conn.sender.send(next).await {
-                Ok(resp) => return Ok(resp),
-                Err(e) => e,
-            };
-            let refused = refused_unprocessed(&err.source);
-            let unprocessed = err.unsent || refused;
-            let err = Error::Upstream {
-                addr,
-                source: err.into_error(),
-                unprocessed,
-            };
-            if unprocessed || conn.sender.is_closed() {
-                // This connection takes no new streams: the next request opens a fresh one.
-                self.evict_h2(&dst.shard_key(), conn.id);
-            }
-            if attempt > 1 || !err.retry_safe() {
-                return Err(err);
-            }
-            // The body was not read (or not at all): the request is built again around it.
-            req = match &replay {
-                Some(replay) => replay.take().map(|body| head.rebuild(body)),
-                None => Some(head.rebuild(super::empty())),
-            };
-            if req.is_none() {
-                return Err(err);
-            }
-            tracing::debug!(%addr, error = %err, "retrying a request the connection never delivered");
+        let err = match self.attempt_h2(conn, dst, req).await {
+            Ok(resp) => return Ok(resp),
+            Err(err) => err,
+        };
+        if !err.retry_safe() {
+            return Err(err);
         }
-        unreachable!("the loop returns on every path")
+        // The body was not read (or not at all): the request is built again around it.
+        let req = match &replay {
+            Some(replay) => match replay.take() {
+                Some(body) => head.rebuild(body),
+                None => return Err(err),
+            },
+            None => head.rebuild(super::empty()),
+        };
+        tracing::debug!(addr = %dst.addr, error = %err, "retrying a request the connection never delivered");
+        // Boxed: rare, and its states would widen every request's future.
+        Box::pin(async {
+            let conn = self.h2_conn(dst, labels).await?;
+            self.attempt_h2(conn, dst, req).await
+        })
+        .await
+    }
+
+    /// One attempt on `conn`; a connection that takes no new streams leaves the pool.
+    async fn attempt_h2(
+        &self,
+        conn: H2Conn,
+        dst: &Dst,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Error> {
+        let H2Conn { id, sender, used } = conn;
+        used.store(true, Ordering::Relaxed);
+        drop(used);
+        let err = match sender.send(req).await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => e,
+        };
+        let unprocessed = err.unsent || refused_unprocessed(&err.source);
+        if unprocessed || err.closed {
+            // This connection takes no new streams: the next request opens a fresh one.
+            self.evict_h2(&dst.shard_key(), id);
+        }
+        Err(Error::Upstream {
+            addr: dst.addr,
+            source: err.into_error(),
+            unprocessed,
+        })
     }
 
     async fn send_h1(
