@@ -115,7 +115,10 @@ async fn slowloris_and_idle_connections_are_closed_by_the_header_timeout() {
         longest >= DEFAULT_HEADER_READ_TIMEOUT / 2,
         "closed before its timeout"
     );
-    assert_eq!(refused(api, "header_timeout").await, 41);
+    assert_eq!(
+        hostile::refused_reaching(api, "header_timeout", 41).await,
+        41
+    );
     client.check("slowloris closed").await;
 
     let after = hostile::fds_settle(before.fds + hostile::FD_SLACK, SILENT).await;
@@ -155,7 +158,10 @@ async fn oversized_heads_bodies_and_bad_documents_get_precise_errors() {
         start.elapsed()
     );
     assert_eq!(status, Some(431), "{text}");
-    assert_eq!(refused(api, "header_too_large").await, 2);
+    assert_eq!(
+        hostile::refused_reaching(api, "header_too_large", 2).await,
+        2
+    );
     client.check("oversized headers").await;
 
     // A huge body announced by its length: refused before it is read.

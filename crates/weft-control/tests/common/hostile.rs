@@ -200,6 +200,20 @@ pub async fn refused(api: SocketAddr, reason: &str) -> u64 {
         .expect("a count")
 }
 
+/// `refused(api, reason)` once it reaches `expected`, or its value after 5 s. A connection that
+/// hyper ends (a header timeout, a head too large) is counted by the task that served it just
+/// after the socket closed, so a client that saw the close can read the count a moment early.
+pub async fn refused_reaching(api: SocketAddr, reason: &str, expected: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = refused(api, reason).await;
+        if n >= expected || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends `bytes` to the API on a new connection and reads until it is closed, within `limit`:
 /// the status (when an answer came) and the whole text.
 pub async fn raw(addr: SocketAddr, bytes: &[u8], limit: Duration) -> (Option<u16>, String) {
