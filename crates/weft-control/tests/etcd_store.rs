@@ -192,18 +192,21 @@ async fn file_etcd_and_kubernetes_stores_answer_the_same() {
                 b.write(file, text.as_deref()).await;
             }
             let expected = counts(services, workloads, errors);
-            let s = settle(cp.api_addr, what, |s| {
+            let mut s = settle(cp.api_addr, what, |s| {
                 expected(s) && s.to_string().contains(needle)
             })
             .await;
-            // The index follows the store's status: a store after the first is given until
-            // SETTLE to serve what the first does (a disagreement that lasts still fails below).
+            // The index follows the store's status, and the status may reach the expected
+            // counts before every kind is in (the Kubernetes store watches each kind apart): a
+            // store after the first is given until SETTLE to serve what the first does, status
+            // included (a disagreement that lasts still fails below).
             let deadline = tokio::time::Instant::now() + SETTLE;
             let answer = loop {
                 let answer = b.normalise(&format!("{s}\n{}", served(cp).await));
                 match answers.first() {
                     Some(first) if *first != answer && tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        s = store_status(cp.api_addr).await;
                     }
                     _ => break answer,
                 }
