@@ -1,6 +1,6 @@
 //! HTTP plumbing shared by the outbound and inbound paths: the body type, proxy errors and the one
-//! place they become responses (`l5d-proxy-error`), serving an accepted connection with hyper,
-//! protocol conversion (`l5d-orig-proto`), upgrades, and response
+//! place they become responses (`l5d-proxy-error`), serving an accepted connection (HTTP/1 with
+//! hyper, HTTP/2 on `h2` directly), protocol conversion (`l5d-orig-proto`), upgrades, and response
 //! metrics. The client connection pool (lifetimes, retries) is the submodule [`pool`].
 
 use crate::{
@@ -14,12 +14,8 @@ use http::{
 };
 use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
-use hyper::{
-    body::Incoming,
-    server::conn::{http1 as server1, http2 as server2},
-    service::Service,
-};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{body::Incoming, server::conn::http1 as server1, service::Service};
+use hyper_util::rt::TokioIo;
 use std::{
     convert::Infallible,
     future::Future,
@@ -42,6 +38,8 @@ pub use crate::metrics::{HttpMetrics, Metrics, Peer};
 pub use pool::{Dst, Pool, PoolLimits, Tagged, Wire};
 
 mod h2client;
+mod h2common;
+mod h2server;
 pub mod pool;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -353,16 +351,18 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Serves one accepted connection as HTTP/1 (with upgrades) or HTTP/2 until it closes; when
-/// `drain` flips, stops taking new requests and lets in-flight ones finish.
+/// Serves one accepted connection as HTTP/1 (with upgrades, hyper's server) or HTTP/2 (on `h2`
+/// directly, [`h2server`]) until it closes; when `drain` flips, stops taking new requests and
+/// lets in-flight ones finish.
 ///
 /// `limits` hold here: an HTTP/1 request head over its size is answered 431 and the connection
 /// closed; an HTTP/1 connection whose next request head has not fully arrived within the idle
 /// timeout (idle between requests, or dribbling its head) is closed; an HTTP/2 connection
-/// announces the stream limit (h2 refuses streams beyond it with REFUSED_STREAM) and is shut
-/// down gracefully once no stream started for an idle timeout. Each closing is counted.
+/// announces the stream limit (h2 refuses streams beyond it with REFUSED_STREAM), is shut down
+/// gracefully once no stream started for an idle timeout, and closed when its handshake takes
+/// longer than that. Each closing is counted.
 ///
-/// Memory per connection: hyper's connection state is boxed at its own protocol's size (the
+/// Memory per connection: the connection's state is boxed at its own protocol's size (the
 /// caller's future does not carry the larger of HTTP/1 and HTTP/2 inline), and an HTTP/1
 /// request's service future is boxed per request, so an idle keep-alive connection does not keep
 /// a slot as large as a whole request in flight (hyper allocates that slot once per connection).
@@ -374,99 +374,185 @@ pub async fn serve<I, S>(
     limits: &Limits,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
-    let io = TokioIo::new(io);
-    let settings = &limits.settings;
-    let result = if protocol == Protocol::Http2 {
+    if protocol == Protocol::Http2 {
         // Keep-alive both ways: a client that went silent (partition, crash without FIN) is
         // noticed and its connection closed instead of lingering until a drain waits on it.
-        // Idle: a count of started streams, compared once per idle timeout (one atomic add per
-        // request; hyper does not say when a connection has no stream open).
-        let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let svc = {
-            let started = started.clone();
-            hyper::service::service_fn(move |req| {
-                started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Boxed: each stream is a task, and tokio copies a task's whole future into
-                // it and again at each change of its stage (finished, consumed): copying a
-                // pointer instead of the request's state (kilobytes) saves more than the
-                // allocation costs (callgrind, bench/README.md "Instruction counts").
-                Box::pin(svc.call(req))
-            })
+        let keep_alive = h2common::KeepAlive {
+            interval: pool::H2_KEEPALIVE_INTERVAL,
+            timeout: pool::H2_KEEPALIVE_TIMEOUT,
         };
-        let mut conn = Box::pin(
-            server2::Builder::new(TokioExecutor::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(Some(pool::H2_KEEPALIVE_INTERVAL))
-                .keep_alive_timeout(pool::H2_KEEPALIVE_TIMEOUT)
-                .max_concurrent_streams(settings.http2_max_concurrent_streams)
-                .serve_connection(io, svc),
-        );
-        // Boxed: its timer would otherwise widen every connection's future (HTTP/1 ones too).
-        let idle = Box::pin(async {
-            let mut seen = 0;
-            loop {
-                tokio::time::sleep(settings.idle_timeout).await;
-                let now = started.load(std::sync::atomic::Ordering::Relaxed);
-                if now == seen {
-                    return;
-                }
-                seen = now;
+        let result = Box::pin(h2server::serve(
+            io,
+            svc,
+            drained(&mut drain),
+            keep_alive,
+            limits,
+        ))
+        .await;
+        if let Err(e) = result {
+            if let Some(limit) = h2server::limit_of(&*e) {
+                limits.count(limit);
             }
-        });
-        tokio::select! {
-            r = conn.as_mut() => r,
-            _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
-            _ = idle => {
-                limits.count(Limit::IdleTimeout);
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
+            tracing::debug!(error = %e, "client connection ended with an error");
         }
-    } else {
-        let svc = hyper::service::service_fn(move |req| Box::pin(svc.call(req)));
-        // hyper's head timeout runs from the moment it waits for a request head, so it is
-        // also the idle timeout between requests.
-        let mut conn = Box::pin(
-            server1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(settings.idle_timeout)
-                .max_header_size(settings.http1_max_header_size)
-                .serve_connection(io, svc)
-                .with_upgrades(),
-        );
-        tokio::select! {
-            r = conn.as_mut() => r,
-            _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
-        }
+        return;
+    }
+    let settings = &limits.settings;
+    let io = TokioIo::new(io);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        Box::pin(svc.call(req.map(RequestBody::Http1)))
+    });
+    // hyper's head timeout runs from the moment it waits for a request head, so it is also the
+    // idle timeout between requests.
+    let mut conn = Box::pin(
+        server1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(settings.idle_timeout)
+            .max_header_size(settings.http1_max_header_size)
+            .serve_connection(io, svc)
+            .with_upgrades(),
+    );
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
     };
     if let Err(e) = result {
-        if let Some(limit) = limit_of(&e) {
-            limits.count(limit);
+        if e.is_parse_too_large() {
+            limits.count(Limit::HeaderSize);
+        } else if e.is_timeout() {
+            limits.count(Limit::IdleTimeout);
         }
         tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 
-/// The limit a connection's error says it was closed by.
-fn limit_of(e: &hyper::Error) -> Option<Limit> {
-    if e.is_parse_too_large() {
-        return Some(Limit::HeaderSize);
-    }
-    if e.is_timeout() {
-        return Some(Limit::IdleTimeout);
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return (h2.is_go_away() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM))
-                .then_some(Limit::Http2Flood);
+/// A request body as a server connection received it.
+pub enum RequestBody {
+    /// From hyper's HTTP/1 server.
+    Http1(Incoming),
+    /// From an HTTP/2 stream ([`h2server`]).
+    Http2(h2common::RecvBody),
+    /// None: an HTTP/2 CONNECT request (its stream is the tunnel).
+    Empty,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Http2(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
         }
-        source = s.source();
     }
-    None
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Http1(b) => b.is_end_stream(),
+            RequestBody::Http2(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            RequestBody::Http1(b) => b.size_hint(),
+            RequestBody::Http2(b) => b.size_hint(),
+            RequestBody::Empty => http_body::SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A connection taken over by an upgrade: an HTTP/1 upgrade or CONNECT (hyper's), or an HTTP/2
+/// CONNECT stream.
+pub enum Upgraded {
+    Http1(TokioIo<hyper::upgrade::Upgraded>),
+    Http2(h2server::Tunnel),
+}
+
+/// The connection `req` (an upgrade or CONNECT request, as served) turns into once its 2xx or 101
+/// response has gone out.
+pub fn upgrade_on<B>(req: &mut Request<B>) -> OnUpgrade {
+    match req
+        .extensions_mut()
+        .remove::<h2server::PendingTunnel>()
+        .and_then(|t| t.take())
+    {
+        Some(tunnel) => OnUpgrade::Http2(tunnel),
+        None => OnUpgrade::Http1(hyper::upgrade::on(req)),
+    }
+}
+
+/// The wait for [`upgrade_on`]'s connection.
+pub enum OnUpgrade {
+    Http1(hyper::upgrade::OnUpgrade),
+    Http2(tokio::sync::oneshot::Receiver<h2server::Tunnel>),
+}
+
+impl Future for OnUpgrade {
+    type Output = Result<Upgraded, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            OnUpgrade::Http1(u) => Pin::new(u)
+                .poll(cx)
+                .map(|r| Ok(Upgraded::Http1(TokioIo::new(r?)))),
+            OnUpgrade::Http2(t) => Pin::new(t).poll(cx).map(|r| match r {
+                Ok(tunnel) => Ok(Upgraded::Http2(tunnel)),
+                Err(_) => Err("the HTTP/2 CONNECT stream ended before its tunnel opened".into()),
+            }),
+        }
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upgraded::Http1(u) => Pin::new(u).poll_read(cx, buf),
+            Upgraded::Http2(t) => Pin::new(t).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upgraded::Http1(u) => Pin::new(u).poll_write(cx, buf),
+            Upgraded::Http2(t) => Pin::new(t).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upgraded::Http1(u) => Pin::new(u).poll_flush(cx),
+            Upgraded::Http2(t) => Pin::new(t).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upgraded::Http1(u) => Pin::new(u).poll_shutdown(cx),
+            Upgraded::Http2(t) => Pin::new(t).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Resolves when draining starts; never if the runtime went away without draining. Polled

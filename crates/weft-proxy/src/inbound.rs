@@ -37,7 +37,7 @@ use crate::{
     config::{AccessLogFormat, Config, PortSet},
     connect,
     detect::{self, Prefixed, Protocol},
-    http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, Wire},
+    http::{self, Body, Error, Metrics, Peer, Pool, PoolLimits, RequestBody, Wire},
     identity::{tls as id_tls, Identity},
     limits::Limits,
     metrics::{self as m, Counter, DetectResult, Direction, Labels, TlsLabel},
@@ -58,7 +58,7 @@ use crate::{
     trace::{self, Tracer},
 };
 use bytes::BytesMut;
-use hyper::{body::Incoming, header::HeaderValue, Request, Response, Version};
+use hyper::{header::HeaderValue, Request, Response, Version};
 use std::{
     collections::BTreeMap,
     convert::Infallible,
@@ -744,7 +744,7 @@ impl Conn {
 
     /// One request, traced when tracing is on and the request is sampled, written to the access
     /// log when there is one (both off: one branch each, and no wrapper future).
-    async fn serve_request(mut self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+    async fn serve_request(mut self: Arc<Self>, mut req: Request<RequestBody>) -> Response<Body> {
         // A trusted gateway's request is its caller's (one branch for everyone else).
         if self.forwarded.is_some() {
             self = self.forwarded(&req);
@@ -808,7 +808,11 @@ impl Conn {
     /// [`Conn::serve_request`] for a sampled request: `span` (SERVER, started by the tracer,
     /// which rewrote the headers for the application to continue the trace) learns the client
     /// and the route, and ends at the response head.
-    async fn traced(self: Arc<Self>, span: trace::Span, req: Request<Incoming>) -> Response<Body> {
+    async fn traced(
+        self: Arc<Self>,
+        span: trace::Span,
+        req: Request<RequestBody>,
+    ) -> Response<Body> {
         span.client(self.client_addr, &self.labels.tls);
         let ib = self.ib.clone();
         let resp = self.logged(req, Some(&span)).await;
@@ -821,7 +825,7 @@ impl Conn {
     /// One request, written to the access log when there is one.
     async fn logged(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         span: Option<&trace::Span>,
     ) -> Response<Body> {
         match self.ib.access_log {

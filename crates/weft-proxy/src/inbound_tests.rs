@@ -16,6 +16,7 @@ use crate::{
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use linkerd2_proxy_api::inbound::{self as inb, proxy_protocol};

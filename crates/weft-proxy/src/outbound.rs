@@ -51,7 +51,6 @@ use crate::{
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use routed::{Decision, Hello, PolicyDest, PolicyDests, Reads, RouteEnd};
 use std::{
     collections::BTreeMap,

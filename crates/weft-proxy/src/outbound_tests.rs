@@ -3,6 +3,7 @@
 use super::*;
 use crate::discovery::EndpointSet;
 use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
 use tokio::{net::TcpListener, sync::watch};
 

@@ -2,7 +2,7 @@
 //! - `CONNECT host:port` to the outbound listener (an `HTTPS_PROXY` client): the proxy answers
 //!   200 itself and relays the tunnel as opaque TCP: to a server-speaks-first TCP service, to
 //!   the HTTP echo app (an HTTP/1.1 request inside the tunnel), and to an address discovery
-//!   rejects (forwarded as-is);
+//!   rejects (forwarded as-is); the same as a CONNECT stream of an HTTP/2 connection;
 //! - an endpoint's proxy restarting between requests: no request fails;
 //! - an application port that refuses connections: a quick 502 with `l5d-proxy-error`, and the
 //!   peer's shared HTTP/2 connection keeps working for the other streams and later requests;
@@ -166,6 +166,34 @@ async fn connect_tunnels_reach_tcp_and_http_services() {
         let echoed = read_n(&mut tunnel, 21, Duration::from_secs(3)).await;
         assert_eq!(echoed, b"ping over the tunnel\n");
     }
+
+    // 1b. The same as a CONNECT stream of an HTTP/2 connection: the stream is the tunnel.
+    let mut h2 = H2::connect(client.outbound)
+        .await
+        .expect("HTTP/2 to the proxy");
+    let connect = hyper::Request::connect(authority("greet", 2525))
+        .body(empty())
+        .unwrap();
+    let resp = h2.send(connect).await.expect("CONNECT over HTTP/2");
+    assert_eq!(resp.status(), 200);
+    let mut tunnel = hyper_util::rt::TokioIo::new(
+        hyper::upgrade::on(resp)
+            .await
+            .expect("the CONNECT stream is a tunnel"),
+    );
+    let mut greeting = vec![0; Greeter::GREETING.len()];
+    tokio::time::timeout(Duration::from_secs(3), tunnel.read_exact(&mut greeting))
+        .await
+        .expect("the greeting in time")
+        .unwrap();
+    assert_eq!(greeting, Greeter::GREETING);
+    tunnel.write_all(b"ping over the stream\n").await.unwrap();
+    let mut echoed = vec![0; 21];
+    tokio::time::timeout(Duration::from_secs(3), tunnel.read_exact(&mut echoed))
+        .await
+        .expect("the echo in time")
+        .unwrap();
+    assert_eq!(echoed, b"ping over the stream\n");
 
     // 2. Plain HTTP/1.1 inside a tunnel to the echo app (through the peer's inbound proxy).
     let (status, tunnel) = connect_tunnel(client.outbound, &authority("echo", 8080)).await;

@@ -19,19 +19,21 @@
 //! - keep-alive PINGs ([`KeepAlive`]), the connection closed when one goes unanswered; the
 //!   requests it fails say so.
 
-use super::{boxed, Body, BoxError};
+use super::{
+    boxed,
+    h2common::{self, pipe, strip_connection_headers, KeepAlive, KeepAliveError, RecvBody},
+    Body, BoxError,
+};
 use bytes::Bytes;
-use http::{header, HeaderMap, Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
+use http::{header, Request, Response};
+use http_body::Body as _;
 use std::{
-    future::{poll_fn, Future},
-    pin::Pin,
+    future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
     task::{Context, Poll},
-    time::Duration,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -122,13 +124,6 @@ where
     ))
 }
 
-/// Keep-alive: a PING every `interval`; no answer within `timeout` closes the connection.
-#[derive(Clone, Copy, Debug)]
-pub struct KeepAlive {
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
 impl<T> Connection<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -136,7 +131,7 @@ where
     /// Drives the connection until it ends: the peer closed it, it failed, a keep-alive PING
     /// went unanswered, or it was idle with no handle and no stream left. `Ok` for a clean end.
     pub async fn run(mut self, keep_alive: KeepAlive) -> Result<(), BoxError> {
-        let result = keep_alive_loop(&mut self.conn, keep_alive).await;
+        let result = drive(&mut self.conn, keep_alive).await;
         if let Err(KeepAliveError::Unanswered(why)) = &result {
             let _ = self.ended.why.set(why.clone());
         }
@@ -148,52 +143,22 @@ where
     }
 }
 
-enum KeepAliveError {
-    H2(h2::Error),
-    Unanswered(String),
-}
-
-impl From<h2::Error> for KeepAliveError {
-    fn from(e: h2::Error) -> KeepAliveError {
-        KeepAliveError::H2(e)
-    }
-}
-
-async fn keep_alive_loop<T>(
+async fn drive<T>(
     conn: &mut h2::client::Connection<T, Bytes>,
     keep_alive: KeepAlive,
 ) -> Result<(), KeepAliveError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(mut ping) = conn.ping_pong() else {
+    let Some(ping) = conn.ping_pong() else {
         // Only a second call returns None.
-        return Ok(conn.await?);
+        return conn.await.map_err(KeepAliveError::H2);
     };
-    let timer = tokio::time::sleep(keep_alive.interval);
-    tokio::pin!(timer);
-    let mut awaiting_pong = false;
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut *conn => return Ok(r?),
-            pong = poll_fn(|cx| ping.poll_pong(cx)), if awaiting_pong => {
-                pong?;
-                awaiting_pong = false;
-                timer.as_mut().reset(tokio::time::Instant::now() + keep_alive.interval);
-            }
-            _ = timer.as_mut() => {
-                if awaiting_pong {
-                    return Err(KeepAliveError::Unanswered(format!(
-                        "no answer to a keep-alive PING within {:?}",
-                        keep_alive.timeout
-                    )));
-                }
-                ping.send_ping(h2::Ping::opaque())?;
-                awaiting_pong = true;
-                timer.as_mut().reset(tokio::time::Instant::now() + keep_alive.timeout);
-            }
-        }
+    let pinging = super::WhenWoken::new(h2common::keep_alive(ping, keep_alive));
+    tokio::select! {
+        biased;
+        r = &mut *conn => r.map_err(KeepAliveError::H2),
+        e = pinging => Err(e),
     }
 }
 
@@ -275,7 +240,7 @@ fn open(mut tx: h2::client::SendRequest<Bytes>, req: Request<Body>) -> Result<Se
         true => None,
         false => {
             let (cancel, cancelled) = tokio::sync::oneshot::channel();
-            let mut pipe = Box::pin(pipe(body, stream, cancelled));
+            let mut pipe = Box::pin(pipe(body, stream, Some(cancelled)));
             // Most bodies are whole already: their data is queued now, behind the head (the
             // same write), and needs no task.
             let waker = std::task::Waker::noop();
@@ -299,18 +264,8 @@ impl Sent {
             .map_err(|source| SendError::new(source, false))?;
         // The response is here: the body goes on streaming, whatever the caller does next.
         self.cancel = None;
-        let content_length = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok(response.map(|recv| {
-            boxed(RecvBody {
-                recv,
-                data_done: false,
-                remaining: content_length,
-            })
-        }))
+        let content_length = h2common::content_length(response.headers());
+        Ok(response.map(|recv| boxed(RecvBody::new(recv, content_length))))
     }
 }
 
@@ -326,159 +281,6 @@ fn has_payload_semantics(method: &http::Method) -> bool {
             | http::Method::OPTIONS
             | http::Method::TRACE
     )
-}
-
-/// RFC 9113 §8.2.2: connection-specific headers are malformed in HTTP/2 (`h2` refuses to send
-/// them): removed, with the headers `Connection` names; `TE` stays only as `trailers`.
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    // Mostly there are none: one pass over the names first.
-    if !headers
-        .keys()
-        .any(|n| n == header::TE || super::is_hop_by_hop(n))
-    {
-        return;
-    }
-    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
-        headers.remove(header::TE);
-    }
-    super::strip_hop_by_hop(headers, false);
-}
-
-/// Streams a request body onto its HTTP/2 stream, with flow control: each chunk is handed to `h2`
-/// as it comes (the first, still queued behind the head, goes out in the same write), and the
-/// next is read only once the stream can take more than what is buffered.
-async fn pipe(
-    body: Body,
-    mut stream: h2::SendStream<Bytes>,
-    mut cancelled: tokio::sync::oneshot::Receiver<()>,
-) {
-    let mut body = std::pin::pin!(body);
-    // Until the response arrives, the caller may give up: then the stream is reset.
-    let mut watch_cancel = true;
-    loop {
-        // The next frame, unless the peer reset the stream or the caller gave up first.
-        let frame = poll_fn(|cx| {
-            if watch_cancel {
-                match Pin::new(&mut cancelled).poll(cx) {
-                    Poll::Ready(Ok(())) => return Poll::Ready(Err(Some(h2::Reason::CANCEL))),
-                    Poll::Ready(Err(_)) => watch_cancel = false,
-                    Poll::Pending => {}
-                }
-            }
-            if stream.poll_reset(cx).is_ready() {
-                return Poll::Ready(Err(None));
-            }
-            body.as_mut().poll_frame(cx).map(Ok)
-        })
-        .await;
-        let frame = match frame {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(None) => {
-                let _ = stream.send_data(Bytes::new(), true);
-                return;
-            }
-            Ok(Some(Err(e))) => {
-                tracing::debug!(error = %e, "request body failed: resetting the stream");
-                stream.send_reset(h2::Reason::CANCEL);
-                return;
-            }
-            Err(reset) => {
-                if let Some(reason) = reset {
-                    stream.send_reset(reason);
-                }
-                return;
-            }
-        };
-        let frame = match frame.into_data() {
-            Ok(data) => {
-                let eos = body.is_end_stream();
-                if stream.send_data(data, eos).is_err() || eos {
-                    return;
-                }
-                match capacity(&mut stream).await {
-                    Ok(()) => continue,
-                    Err(()) => return,
-                }
-            }
-            Err(frame) => frame,
-        };
-        if let Ok(trailers) = frame.into_trailers() {
-            stream.reserve_capacity(0);
-            let _ = stream.send_trailers(trailers);
-            return;
-        }
-    }
-}
-
-/// Waits until the stream can take more than it has buffered (`Err`: it was reset or closed).
-async fn capacity(stream: &mut h2::SendStream<Bytes>) -> Result<(), ()> {
-    // One byte beyond what is buffered (h2 counts the buffered data in).
-    stream.reserve_capacity(1);
-    poll_fn(|cx| loop {
-        if stream.capacity() > 0 {
-            return Poll::Ready(Ok(()));
-        }
-        if stream.poll_reset(cx).is_ready() {
-            return Poll::Ready(Err(()));
-        }
-        match stream.poll_capacity(cx) {
-            Poll::Ready(Some(Ok(_))) => continue,
-            Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Err(())),
-            Poll::Pending => return Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// A response body: data as it arrives (its flow-control capacity released as it is read, so the
-/// peer may send more), then trailers.
-struct RecvBody {
-    recv: h2::RecvStream,
-    data_done: bool,
-    /// What `content-length` says is left, for an exact size hint (as hyper's body gives).
-    remaining: Option<u64>,
-}
-
-impl http_body::Body for RecvBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.data_done {
-            match self.recv.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    if let Some(left) = self.remaining.as_mut() {
-                        *left = left.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => self.data_done = true,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        match self.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.remaining {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! stream both ways, flow control beyond the windows, a caller that gives up, keep-alive.
 
 use super::*;
-use http::HeaderName;
+use http::{HeaderMap, HeaderName};
+use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
-use std::{convert::Infallible, net::SocketAddr};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A hyper HTTP/2 server: `/echo` streams the request body back as it arrives; anything else

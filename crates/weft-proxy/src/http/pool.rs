@@ -23,7 +23,7 @@
 //! (RFC 9113 §8.7: not processed) before any request body byte was read. HTTP/2 connections are
 //! driven on `h2` directly ([`h2client`]).
 
-use super::{boxed, h2client, Body, BoxError, EndObserver, Error, OnEnd};
+use super::{boxed, h2client, h2common, Body, BoxError, EndObserver, Error, OnEnd};
 pub use crate::config::PoolLimits;
 use crate::{
     connect::{self, Dial, Io},
@@ -452,7 +452,7 @@ impl Pool {
         addr: SocketAddr,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, Error> {
-        let client_side = hyper::upgrade::on(&mut req);
+        let client_side = super::upgrade_on(&mut req);
         let is_connect = req.method() == Method::CONNECT;
         let (mut sender, conn) = client1::handshake(TokioIo::new(io))
             .await
@@ -478,9 +478,10 @@ impl Pool {
         if switched {
             let server_side = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
+                let server_side = async { server_side.await.map_err(BoxError::from) };
                 match tokio::try_join!(client_side, server_side) {
                     Ok((c, s)) => {
-                        if let Err(e) = relay::relay(TokioIo::new(c), TokioIo::new(s)).await {
+                        if let Err(e) = relay::relay(c, TokioIo::new(s)).await {
                             tracing::debug!(error = %e, "upgraded relay ended with an error");
                         }
                     }
@@ -553,7 +554,7 @@ impl Pool {
             }));
         }
         // Boxed: connecting (TCP, TLS, handshake) is rare and its states are large; inline, they
-        // would size every request's future (a task per HTTP/2 stream) for the common case.
+        // would size every request's future (moved into its HTTP/2 stream's slot) for the common case.
         match Box::pin(self.open_h2(dst, labels)).await {
             Ok(c) => {
                 *conn = Some(c.clone());
@@ -577,7 +578,7 @@ impl Pool {
                 addr,
                 source: source.into(),
             })?;
-        let keep_alive = h2client::KeepAlive {
+        let keep_alive = h2common::KeepAlive {
             interval: H2_KEEPALIVE_INTERVAL,
             timeout: H2_KEEPALIVE_TIMEOUT,
         };

@@ -176,7 +176,7 @@ where
         last: Mutex::new(None),
     });
     let caller = HeaderValue::from_str(&caller).ok();
-    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+    let svc = hyper::service::service_fn(move |req: Request<http::RequestBody>| {
         let (ob, fixed, caller) = (ob.clone(), fixed.clone(), caller.clone());
         let admission = admission.clone();
         async move {
@@ -241,7 +241,7 @@ async fn forward(
     peer: SocketAddr,
     fixed: outbound::Fixed,
     caller: Option<HeaderValue>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<http::RequestBody>,
 ) -> Response<Body> {
     let mut req = req.map(http::boxed);
     req.headers_mut().remove(http::L5D_CLIENT_ID);

@@ -2,6 +2,7 @@
 //! local HTTP servers of the policy tests (this module is their child).
 
 use super::*;
+use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 
 /// A local HTTP/1 server that counts its requests and answers after `delay`. Aborting its task

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::metrics::DetectResult;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NETWORK: &str = "internet";

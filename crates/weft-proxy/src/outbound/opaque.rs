@@ -212,13 +212,13 @@ pub(super) async fn tunnel<B>(
     };
     let metrics = ob.metrics.http(&labels);
     metrics.request();
-    let client = hyper::upgrade::on(&mut req);
+    let client = http::upgrade_on(&mut req);
     let addr = picked.addr;
     tokio::spawn(async move {
         // The endpoint counts as loaded for as long as the tunnel is open.
         let _in_flight = picked.in_flight;
         match client.await {
-            Ok(upgraded) => match relay::relay(TokioIo::new(upgraded), server).await {
+            Ok(upgraded) => match relay::relay(upgraded, server).await {
                 Ok(moved) => tracing::debug!(%addr, ?moved, "CONNECT tunnel closed"),
                 Err(e) => tracing::debug!(%addr, error = %e, "CONNECT tunnel ended with an error"),
             },

@@ -8,6 +8,7 @@
 use super::*;
 use crate::{discovery::Discovery, metrics::Metrics};
 use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 use linkerd2_proxy_api::{
     destination::{self as dst, destination_server::DestinationServer},
     http_route as hr, meta,
