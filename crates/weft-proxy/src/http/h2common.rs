@@ -219,3 +219,7 @@ impl http_body::Body for RecvBody {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "h2common_tests.rs"]
+pub(super) mod testing;

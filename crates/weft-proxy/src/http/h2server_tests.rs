@@ -3,6 +3,7 @@
 //! response head's rules, trailers, CONNECT tunnels, and a handshake that never finishes.
 
 use super::*;
+use crate::http::h2common::{self, testing::channel_body};
 use crate::{
     config::ServerLimits,
     http::{boxed, empty, upgrade_on},
@@ -76,16 +77,6 @@ async fn client(addr: SocketAddr) -> Client {
     sender
 }
 
-/// A body fed by the test, chunk by chunk.
-fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let frames = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok::<_, BoxError>(Frame::data(c))))
-    });
-    (tx, boxed(StreamBody::new(frames)))
-}
-
 fn post(path: &str, body: Body) -> Request<Body> {
     Request::post(format!("http://svc.test{path}"))
         .body(body)
@@ -104,24 +95,7 @@ async fn request_and_response_bodies_stream_at_the_same_time() {
         .expect("the response head came while the request body was open")
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let mut echoed = resp.into_body();
-    for chunk in ["ping-1", "ping-2", "ping-3"] {
-        if chunk != "ping-1" {
-            tx.send(Bytes::from(chunk)).await.unwrap();
-        }
-        let frame = tokio::time::timeout(Duration::from_secs(5), echoed.frame())
-            .await
-            .expect("each chunk is echoed before the next is sent")
-            .unwrap()
-            .unwrap();
-        assert_eq!(frame.into_data().unwrap(), chunk);
-    }
-    drop(tx);
-    let rest = tokio::time::timeout(Duration::from_secs(5), echoed.collect())
-        .await
-        .expect("the echo ends with the request")
-        .unwrap();
-    assert!(rest.to_bytes().is_empty());
+    h2common::testing::assert_echoes_while_open(tx, resp.into_body()).await;
 }
 
 /// Bodies far beyond the 1 MiB windows both ways arrive whole: capacity is released as the
