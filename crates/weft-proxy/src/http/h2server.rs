@@ -13,6 +13,7 @@
 //! - responses without connection-specific headers, with `content-length` from an exact body
 //!   size and a `Date` when they have none; bodies streamed with flow control, trailers last;
 //! - `CONNECT`: once the service answers 2xx, the stream is the tunnel ([`super::upgrade_on`]);
+//! - a panic while handling a request resets that stream only, as when it was a task of its own;
 //! - keep-alive PINGs; a graceful shutdown (drain, idle) that the client never answers ends
 //!   when an idle timeout finds no stream open, and the handshake is bounded by the idle timeout
 //!   (hyper waited on such a client until its keep-alive gave up).
@@ -23,7 +24,10 @@ use super::{
 };
 use crate::limits::{Limit, Limits};
 use bytes::{Buf as _, Bytes};
-use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use futures_util::{
+    stream::{FuturesUnordered, StreamExt as _},
+    FutureExt as _,
+};
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body as _;
 use hyper::service::Service;
@@ -100,7 +104,8 @@ where
         }
     });
     // Once closing: h2 closes after the client answers the GOAWAY's PING and the last stream
-    // ends; a client that never answers is closed when an idle timeout finds no stream left.
+    // ends; a client that never answers is closed when an idle timeout finds no stream left
+    // (none of ours, none open in h2: a CONNECT tunnel outlives its stream's future).
     let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut streams = FuturesUnordered::new();
     poll_fn(|cx| {
@@ -124,7 +129,7 @@ where
         }
         if let Some(linger) = closing.as_mut() {
             while linger.as_mut().poll(cx).is_ready() {
-                if streams.is_empty() {
+                if streams.is_empty() && !conn.has_streams() {
                     return Poll::Ready(Ok(()));
                 }
                 let next = tokio::time::Instant::now() + settings.idle_timeout;
@@ -186,7 +191,16 @@ where
     };
     // Boxed: the service's future is the request's whole state (kilobytes); a stream's future
     // is moved into the set of streams, a pointer is cheaper to move than that.
-    answer(Box::pin(svc.call(req)), respond, tunnel)
+    let answered = answer(Box::pin(svc.call(req)), respond, tunnel);
+    // A bug that panics while handling one request costs that stream (reset as its handle is
+    // dropped), not every stream of the connection, as when each stream was a task.
+    std::panic::AssertUnwindSafe(answered)
+        .catch_unwind()
+        .map(|r| {
+            if r.is_err() {
+                tracing::error!("handling a request panicked: its stream was reset");
+            }
+        })
 }
 
 async fn answer<F>(

@@ -164,6 +164,35 @@ async fn a_reset_stream_drops_the_service_future() {
     assert_eq!(resp.status(), 200);
 }
 
+/// A panic while handling one request costs that stream only: the connection's other streams,
+/// in flight and later ones, are served.
+#[tokio::test]
+async fn a_panicking_request_costs_its_stream_only() {
+    let svc = hyper::service::service_fn(|req: Request<RequestBody>| async move {
+        match req.uri().path() {
+            "/panic" => panic!("a bug in request handling"),
+            "/slow" => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => {}
+        }
+        Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from("ok")))))
+    });
+    let c = client(server(svc, unmetered()).await).await;
+    let slow = {
+        let mut c = c.clone();
+        tokio::spawn(async move { c.send_request(post("/slow", empty())).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let panicked = c.clone().send_request(post("/panic", empty())).await;
+    assert!(panicked.is_err(), "the panicking stream is reset");
+    let slow = slow
+        .await
+        .unwrap()
+        .expect("the stream in flight is answered");
+    assert_eq!(slow.status(), 200);
+    let later = c.clone().send_request(post("/", empty())).await.unwrap();
+    assert_eq!(later.status(), 200);
+}
+
 /// The response head: connection-specific headers removed (h2 refuses to send them), a `Date`
 /// added, `content-length` from an exact body size; trailers follow the body.
 #[tokio::test]
@@ -246,6 +275,42 @@ async fn a_connect_stream_becomes_a_tunnel() {
         .unwrap();
     assert_eq!(&back[..5], b"echo:");
     assert!(back[5..] == payload[..], "{} bytes back", back.len());
+}
+
+/// A tunnel outlives the idle shutdown of its connection (no new stream for an idle timeout:
+/// GOAWAY, then the connection lasts as long as its open streams, the tunnel's included).
+#[tokio::test]
+async fn an_open_tunnel_outlives_the_idle_shutdown() {
+    let limits = Arc::new(Limits::unmetered(ServerLimits {
+        idle_timeout: Duration::from_millis(150),
+        ..ServerLimits::default()
+    }));
+    let svc = hyper::service::service_fn(|mut req: Request<RequestBody>| async move {
+        let tunnel = upgrade_on(&mut req);
+        tokio::spawn(async move {
+            let mut io = tunnel.await.expect("the tunnel opens");
+            let mut got = Vec::new();
+            io.read_to_end(&mut got).await.unwrap();
+            io.write_all(&got).await.unwrap();
+            io.shutdown().await.unwrap();
+        });
+        Ok::<_, Infallible>(Response::new(empty()))
+    });
+    let mut c = client(server(svc, limits).await).await;
+    let req = Request::connect("db.test:5432").body(empty()).unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    // Several idle timeouts: the shutdown starts, and each later check finds the tunnel open.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    io.write_all(b"still here").await.unwrap();
+    io.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut back))
+        .await
+        .expect("the tunnel's answer ends")
+        .unwrap();
+    assert_eq!(back, b"still here");
 }
 
 /// A refused CONNECT is an ordinary response, and the stream no tunnel.
