@@ -46,7 +46,7 @@ def metadata(args, ctx, started, argv):
             "rustc": _cmd(["rustc", "--version"]),
             "python": platform.python_version(),
         },
-        "command": "bench/run " + " ".join(shlex.quote(a) for a in argv),
+        "command": " ".join(["bench/run", *(shlex.quote(a) for a in argv)]),
         "mode": "smoke" if args.quick else "full",
         "wakeup_us": getattr(ctx, "wakeup", None),
     }
