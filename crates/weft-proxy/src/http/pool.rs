@@ -7,8 +7,8 @@
 //!   [`PoolLimits::h1_idle_timeout`] unused, or at once when
 //!   [`PoolLimits::max_idle_h1_per_endpoint`] are already idle;
 //! - an HTTP/2 connection leaves the pool after a whole [`PoolLimits::h2_idle_timeout`] period without a new
-//!   request, or when [`Pool::retire`] says its endpoint left discovery; hyper then closes it as
-//!   soon as its last stream ends (in-flight streams are never cut).
+//!   request, or when [`Pool::retire`] says its endpoint left discovery; it then closes as soon
+//!   as its last stream ends (in-flight streams are never cut).
 //!
 //! Connections are pooled per [`Dst`]: the address and, for a meshed peer, the identity its TLS
 //! certificate must carry, so a plaintext and an mTLS connection to one address never mix.
@@ -50,8 +50,7 @@ use std::{
 };
 use tokio::time::Instant;
 
-/// An HTTP/2 client connection sends a PING this often (a server connection, hyper's, after this
-/// long without a frame from the peer) ...
+/// An HTTP/2 connection, client or server, sends a PING this often ...
 pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ... and is closed (its streams fail, the next request opens a new one) if the PING is not
 /// answered within this.
