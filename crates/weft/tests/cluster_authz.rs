@@ -546,7 +546,7 @@ spec:
   total: {requestsPerSecond: 100}
 ";
 
-/// A 100 req/s limit under 10× overload (1,000 req/s over 8 connections for 4 s) admits
+/// A 100 req/s limit under 5–10× overload (1,000 req/s offered over 8 connections for 4 s) admits
 /// 100 ± 10 req/s once its one-second burst is spent, and answers the rest 429 with
 /// `l5d-proxy-error`; the backend's proxy counts every refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,9 +580,12 @@ async fn a_rate_limit_admits_its_rate_under_overload() {
     let answers: Vec<&Answer> = tallies.iter().flat_map(|t| &t.answers).collect();
     let ended = answers.iter().map(|a| a.sent).max().expect("answers");
     let offered = answers.len() as f64 / (ended - started).as_secs_f64();
+    // Each connection is paced and sends its next request once the last is answered, so on a
+    // busy machine (slower answers) it offers less than 1,000 req/s (799 once in CI, with other
+    // builds beside it): at least 5× the limit is still the overload this test is about.
     assert!(
-        offered >= 800.0,
-        "the load must be ~10× the limit: {offered:.0} req/s"
+        offered >= 500.0,
+        "the load must be well over the limit (5× at least): {offered:.0} req/s"
     );
     let odd: Vec<&&Answer> = answers
         .iter()
