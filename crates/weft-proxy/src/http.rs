@@ -386,14 +386,7 @@ pub async fn serve<I, S>(
             interval: pool::H2_KEEPALIVE_INTERVAL,
             timeout: pool::H2_KEEPALIVE_TIMEOUT,
         };
-        let result = Box::pin(h2server::serve(
-            io,
-            svc,
-            drained(&mut drain),
-            keep_alive,
-            limits,
-        ))
-        .await;
+        let result = Box::pin(h2server::serve(io, svc, &mut drain, keep_alive, limits)).await;
         if let Err(e) = result {
             if let Some(limit) = h2server::limit_of(&*e) {
                 limits.count(limit);
@@ -475,10 +468,7 @@ impl http_body::Body for RequestBody {
 
 /// A connection taken over by an upgrade: an HTTP/1 upgrade or CONNECT (hyper's), or an HTTP/2
 /// CONNECT stream.
-pub enum Upgraded {
-    Http1(TokioIo<hyper::upgrade::Upgraded>),
-    Http2(h2server::Tunnel),
-}
+pub type Upgraded = tokio_util::either::Either<TokioIo<hyper::upgrade::Upgraded>, h2server::Tunnel>;
 
 /// The connection `req` (an upgrade or CONNECT request, as served) turns into once its 2xx or 101
 /// response has gone out.
@@ -506,51 +496,11 @@ impl Future for OnUpgrade {
         match self.get_mut() {
             OnUpgrade::Http1(u) => Pin::new(u)
                 .poll(cx)
-                .map(|r| Ok(Upgraded::Http1(TokioIo::new(r?)))),
+                .map(|r| Ok(Upgraded::Left(TokioIo::new(r?)))),
             OnUpgrade::Http2(t) => Pin::new(t).poll(cx).map(|r| match r {
-                Ok(tunnel) => Ok(Upgraded::Http2(tunnel)),
+                Ok(tunnel) => Ok(Upgraded::Right(tunnel)),
                 Err(_) => Err("the HTTP/2 CONNECT stream ended before its tunnel opened".into()),
             }),
-        }
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upgraded::Http1(u) => Pin::new(u).poll_read(cx, buf),
-            Upgraded::Http2(t) => Pin::new(t).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Upgraded::Http1(u) => Pin::new(u).poll_write(cx, buf),
-            Upgraded::Http2(t) => Pin::new(t).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upgraded::Http1(u) => Pin::new(u).poll_flush(cx),
-            Upgraded::Http2(t) => Pin::new(t).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Upgraded::Http1(u) => Pin::new(u).poll_shutdown(cx),
-            Upgraded::Http2(t) => Pin::new(t).poll_shutdown(cx),
         }
     }
 }
@@ -559,11 +509,14 @@ impl AsyncWrite for Upgraded {
 /// beside a connection, it is polled again only when the drain signal woke the task
 /// ([`WhenWoken`]), not on each of the connection's wake-ups.
 fn drained(drain: &mut watch::Receiver<bool>) -> WhenWoken<impl Future<Output = ()> + '_> {
-    WhenWoken::new(async move {
-        if drain.wait_for(|d| *d).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    })
+    WhenWoken::new(drain_started(drain))
+}
+
+/// Resolves when draining starts; never if the runtime went away without draining.
+async fn drain_started(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// A future polled only on its first poll and after it woke its task itself. Beside another

@@ -19,6 +19,7 @@
 //!   (hyper waited on such a client until its keep-alive gave up).
 
 use super::{
+    drain_started,
     h2common::{self, pipe, strip_connection_headers, KeepAlive, KeepAliveError, RecvBody},
     Body, BoxError, RequestBody, WhenWoken,
 };
@@ -44,7 +45,10 @@ use std::{
     task::{ready, Context, Poll},
     time::SystemTime,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::watch,
+};
 
 /// hyper's server defaults (hyper 1.x `proto/h2/server.rs`): clients see the same SETTINGS.
 const CONN_WINDOW: u32 = 1024 * 1024;
@@ -60,7 +64,7 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 pub(super) async fn serve<I, S>(
     io: I,
     svc: S,
-    drained: impl Future<Output = ()> + Unpin,
+    drain: &mut watch::Receiver<bool>,
     keep_alive: KeepAlive,
     limits: &Limits,
 ) -> Result<(), BoxError>
@@ -69,7 +73,7 @@ where
     S: Service<Request<RequestBody>, Response = Response<Body>, Error = Infallible>,
 {
     let settings = &limits.settings;
-    let mut drained = drained;
+    let mut drained = std::pin::pin!(drain_started(drain));
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
@@ -81,7 +85,7 @@ where
         .handshake::<_, Bytes>(io);
     let mut conn = tokio::select! {
         conn = handshake => conn?,
-        _ = &mut drained => return Ok(()),
+        _ = drained.as_mut() => return Ok(()),
         _ = tokio::time::sleep(settings.idle_timeout) => {
             limits.count(Limit::IdleTimeout);
             return Ok(());
@@ -90,17 +94,25 @@ where
     let mut pinging = conn
         .ping_pong()
         .map(|ping| WhenWoken::new(h2common::keep_alive(ping, keep_alive)));
-    // Idle: no stream started within an idle timeout (a count, compared once per timeout).
+    // Why the connection starts closing: the drain, or no stream started within an idle
+    // timeout (a count, compared once per timeout). One future, polled only when its own
+    // timer or the drain signal woke it.
     let started = AtomicU64::new(0);
-    let mut idle = WhenWoken::new(async {
-        let mut seen = 0;
-        loop {
-            tokio::time::sleep(settings.idle_timeout).await;
-            let now = started.load(Ordering::Relaxed);
-            if now == seen {
-                return;
+    let mut close = WhenWoken::new(async {
+        let idle = async {
+            let mut seen = 0;
+            loop {
+                tokio::time::sleep(settings.idle_timeout).await;
+                let now = started.load(Ordering::Relaxed);
+                if now == seen {
+                    return;
+                }
+                seen = now;
             }
-            seen = now;
+        };
+        tokio::select! {
+            _ = drained => Close::Drain,
+            _ = idle => Close::Idle,
         }
     });
     // Once closing: h2 closes after the client answers the GOAWAY's PING and the last stream
@@ -118,11 +130,10 @@ where
             }
         }
         if closing.is_none() {
-            let idled = Pin::new(&mut idle).poll(cx).is_ready();
-            if idled {
-                limits.count(Limit::IdleTimeout);
-            }
-            if idled || Pin::new(&mut drained).poll(cx).is_ready() {
+            if let Poll::Ready(why) = Pin::new(&mut close).poll(cx) {
+                if why == Close::Idle {
+                    limits.count(Limit::IdleTimeout);
+                }
                 conn.graceful_shutdown();
                 closing = Some(Box::pin(tokio::time::sleep(settings.idle_timeout)));
             }
@@ -158,6 +169,13 @@ where
         }
     })
     .await
+}
+
+/// Why a connection starts its graceful shutdown.
+#[derive(PartialEq)]
+enum Close {
+    Drain,
+    Idle,
 }
 
 /// The limit an HTTP/2 connection's error says it was closed by.

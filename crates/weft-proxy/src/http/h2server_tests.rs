@@ -11,7 +11,7 @@ use crate::{
 };
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
-use std::{net::SocketAddr, sync::atomic::AtomicBool, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -38,8 +38,9 @@ where
         while let Ok((stream, _)) = listener.accept().await {
             let (svc, limits) = (svc.clone(), limits.clone());
             tokio::spawn(async move {
-                let never = Box::pin(std::future::pending::<()>());
-                let _ = serve(stream, svc, never, KEEP_ALIVE, &limits).await;
+                // Never drained (the sender stays with the task).
+                let (_tx, mut drain) = watch::channel(false);
+                let _ = serve(stream, svc, &mut drain, KEEP_ALIVE, &limits).await;
             });
         }
     });
@@ -243,10 +244,9 @@ async fn responses_follow_http2s_rules_and_carry_trailers() {
     assert_eq!(collected.to_bytes(), "msg");
 }
 
-/// `CONNECT` over HTTP/2: the service answers 200 and takes the stream as a tunnel
-/// ([`upgrade_on`]); bytes go both ways and a half-close reaches the other side.
-#[tokio::test]
-async fn a_connect_stream_becomes_a_tunnel() {
+/// A server whose service answers every CONNECT 200 and, on the tunnel, echoes what it read
+/// until the client's half-close, after `echo:`.
+async fn tunnel_echo_server(limits: Arc<Limits>) -> SocketAddr {
     let svc = hyper::service::service_fn(|mut req: Request<RequestBody>| async move {
         let tunnel = upgrade_on(&mut req);
         tokio::spawn(async move {
@@ -259,20 +259,42 @@ async fn a_connect_stream_becomes_a_tunnel() {
         });
         Ok::<_, Infallible>(Response::new(empty()))
     });
-    let mut c = client(server(svc, unmetered()).await).await;
+    server(svc, limits).await
+}
+
+/// `CONNECT db.test:5432` on a new HTTP/2 connection to `addr`: the tunnel, once answered 200
+/// without a `content-length`.
+async fn open_tunnel(addr: SocketAddr) -> hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    let mut c = client(addr).await;
     let req = Request::connect("db.test:5432").body(empty()).unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
-    let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
-    let payload: Vec<u8> = (0..200_000).map(|i| (i % 7) as u8).collect();
-    io.write_all(&payload).await.unwrap();
+    hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap())
+}
+
+/// Writes `sent` into the tunnel, half-closes it, and returns everything read back to its end.
+async fn round_trip(
+    io: &mut hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    sent: &[u8],
+) -> Vec<u8> {
+    io.write_all(sent).await.unwrap();
     io.shutdown().await.unwrap();
     let mut back = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut back))
         .await
         .expect("the tunnel's answer ends")
         .unwrap();
+    back
+}
+
+/// `CONNECT` over HTTP/2: the service answers 200 and takes the stream as a tunnel
+/// ([`upgrade_on`]); bytes go both ways and a half-close reaches the other side.
+#[tokio::test]
+async fn a_connect_stream_becomes_a_tunnel() {
+    let mut io = open_tunnel(tunnel_echo_server(unmetered()).await).await;
+    let payload: Vec<u8> = (0..200_000).map(|i| (i % 7) as u8).collect();
+    let back = round_trip(&mut io, &payload).await;
     assert_eq!(&back[..5], b"echo:");
     assert!(back[5..] == payload[..], "{} bytes back", back.len());
 }
@@ -285,51 +307,27 @@ async fn an_open_tunnel_outlives_the_idle_shutdown() {
         idle_timeout: Duration::from_millis(150),
         ..ServerLimits::default()
     }));
-    let svc = hyper::service::service_fn(|mut req: Request<RequestBody>| async move {
-        let tunnel = upgrade_on(&mut req);
-        tokio::spawn(async move {
-            let mut io = tunnel.await.expect("the tunnel opens");
-            let mut got = Vec::new();
-            io.read_to_end(&mut got).await.unwrap();
-            io.write_all(&got).await.unwrap();
-            io.shutdown().await.unwrap();
-        });
-        Ok::<_, Infallible>(Response::new(empty()))
-    });
-    let mut c = client(server(svc, limits).await).await;
-    let req = Request::connect("db.test:5432").body(empty()).unwrap();
-    let resp = c.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let mut io = open_tunnel(tunnel_echo_server(limits).await).await;
     // Several idle timeouts: the shutdown starts, and each later check finds the tunnel open.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    io.write_all(b"still here").await.unwrap();
-    io.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut back))
-        .await
-        .expect("the tunnel's answer ends")
-        .unwrap();
-    assert_eq!(back, b"still here");
+    assert_eq!(round_trip(&mut io, b"still here").await, b"echo:still here");
 }
 
-/// A refused CONNECT is an ordinary response, and the stream no tunnel.
+/// A refused CONNECT is an ordinary response, and the stream no tunnel: the service's wait for
+/// one ends with an error.
 #[tokio::test]
 async fn a_refused_connect_is_an_ordinary_response() {
-    let took = Arc::new(AtomicBool::new(false));
-    let svc = {
-        let took = took.clone();
-        hyper::service::service_fn(move |mut req: Request<RequestBody>| {
-            let took = took.clone();
-            async move {
-                let tunnel = upgrade_on(&mut req);
-                tokio::spawn(async move { took.store(tunnel.await.is_ok(), Ordering::SeqCst) });
-                let mut resp = Response::new(boxed(Full::new(Bytes::from("forbidden\n"))));
-                *resp.status_mut() = http::StatusCode::FORBIDDEN;
-                Ok::<_, Infallible>(resp)
-            }
-        })
-    };
+    let (outcome_tx, outcome) = tokio::sync::mpsc::unbounded_channel();
+    let svc = hyper::service::service_fn(move |mut req: Request<RequestBody>| {
+        let tunnel = upgrade_on(&mut req);
+        let outcome_tx = outcome_tx.clone();
+        tokio::spawn(async move {
+            let _ = outcome_tx.send(tunnel.await.map(drop).map_err(|e| e.to_string()));
+        });
+        let mut resp = Response::new(boxed(Full::new(Bytes::from("forbidden\n"))));
+        *resp.status_mut() = http::StatusCode::FORBIDDEN;
+        async move { Ok::<_, Infallible>(resp) }
+    });
     let mut c = client(server(svc, unmetered()).await).await;
     let req = Request::connect("db.test:5432").body(empty()).unwrap();
     let resp = c.send_request(req).await.unwrap();
@@ -338,8 +336,57 @@ async fn a_refused_connect_is_an_ordinary_response() {
         resp.into_body().collect().await.unwrap().to_bytes(),
         "forbidden\n"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!took.load(Ordering::SeqCst), "no tunnel after a 403");
+    let mut outcome = outcome;
+    let tunnel = tokio::time::timeout(Duration::from_secs(5), outcome.recv())
+        .await
+        .expect("the wait for a tunnel ends")
+        .unwrap();
+    assert_eq!(
+        tunnel,
+        Err("the HTTP/2 CONNECT stream ended before its tunnel opened".to_string())
+    );
+}
+
+/// The drain: the stream in flight is answered, no new one is taken, and the connection then
+/// ends (not counted as idle).
+#[tokio::test]
+async fn a_drain_lets_the_stream_in_flight_finish_and_closes() {
+    let metrics = Metrics::new();
+    let limits = Limits::new(ServerLimits::default(), &metrics, Direction::Inbound);
+    let (drain_tx, mut drain) = watch::channel(false);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = hyper::service::service_fn(|_req: Request<RequestBody>| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from("done")))))
+    });
+    let served = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        serve(stream, svc, &mut drain, KEEP_ALIVE, &limits).await
+    });
+    let c = client(addr).await;
+    let in_flight = {
+        let mut c = c.clone();
+        tokio::spawn(async move { c.send_request(post("/", empty())).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drain_tx.send(true).unwrap();
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("the stream in flight is answered");
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "done");
+    let ended = tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("the drained connection ends")
+        .unwrap();
+    assert!(ended.is_ok(), "{:?}", ended.err());
+    assert!(
+        c.clone().send_request(post("/", empty())).await.is_err(),
+        "no stream after the drain"
+    );
+    let idle = [("limit", "idle_timeout")];
+    assert_eq!(metrics.counter_sum(CONNECTIONS_LIMITED, &idle), 0);
 }
 
 /// A client that sends the HTTP/2 preface and nothing more is shut down after the idle timeout
