@@ -189,12 +189,10 @@ def metadata(started):
     with open("/proc/cpuinfo") as f:
         model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    rev = report._cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
-    dirty = report._cmd(["git", "-C", ROOT, "status", "--porcelain", "--", "crates", "Cargo.lock"])
     return {
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": f"{model}, {os.cpu_count()} CPUs, {mem_gib:.0f} GiB, Linux {platform.release()}",
-        "versions": {"weft": f"{rev}{' + uncommitted changes' if dirty else ''}",
+        "versions": {"weft": report.weft_version(ROOT),
                      "rustc": report._cmd(["rustc", "--version"])},
     }
 

@@ -22,6 +22,14 @@ def _cmd(args):
         return "?"
 
 
+def weft_version(root):
+    """The commit the binaries were built from, marked when the sources or the build profile
+    (the workspace Cargo.toml) differ from it."""
+    rev = _cmd(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    dirty = _cmd(["git", "-C", root, "status", "--porcelain", "--", "crates", "Cargo.toml", "Cargo.lock"])
+    return f"{rev}{' + uncommitted changes' if dirty else ''}"
+
+
 def metadata(args, ctx, started, argv):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     model = "?"
@@ -35,13 +43,11 @@ def metadata(args, ctx, started, argv):
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     envoy = _cmd([ctx.envoy_bin, "--version"]).split("version:")[-1].strip()
-    rev = _cmd(["git", "-C", root, "rev-parse", "--short", "HEAD"])
-    dirty = _cmd(["git", "-C", root, "status", "--porcelain", "--", "crates", "Cargo.lock"])
     return {
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": f"{model}, {os.cpu_count()} CPUs, {mem_gib:.0f} GiB, Linux {platform.release()}",
         "versions": {
-            "weft": f"{rev}{' + uncommitted changes' if dirty else ''}",
+            "weft": weft_version(root),
             "envoy": envoy,
             "rustc": _cmd(["rustc", "--version"]),
             "python": platform.python_version(),
