@@ -412,7 +412,12 @@ pub async fn serve<I, S>(
     );
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = drained(&mut drain) => { conn.as_mut().graceful_shutdown(); conn.await }
+        // Polled again only when the drain signal woke the task, not on each of the
+        // connection's wake-ups.
+        _ = WhenWoken::new(drain_started(&mut drain)) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     };
     if let Err(e) = result {
         if e.is_parse_too_large() {
@@ -503,13 +508,6 @@ impl Future for OnUpgrade {
             }),
         }
     }
-}
-
-/// Resolves when draining starts; never if the runtime went away without draining. Polled
-/// beside a connection, it is polled again only when the drain signal woke the task
-/// ([`WhenWoken`]), not on each of the connection's wake-ups.
-fn drained(drain: &mut watch::Receiver<bool>) -> WhenWoken<impl Future<Output = ()> + '_> {
-    WhenWoken::new(drain_started(drain))
 }
 
 /// Resolves when draining starts; never if the runtime went away without draining.

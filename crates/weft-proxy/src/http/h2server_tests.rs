@@ -317,7 +317,7 @@ async fn an_open_tunnel_outlives_the_idle_shutdown() {
 /// one ends with an error.
 #[tokio::test]
 async fn a_refused_connect_is_an_ordinary_response() {
-    let (outcome_tx, outcome) = tokio::sync::mpsc::unbounded_channel();
+    let (outcome_tx, mut outcome) = tokio::sync::mpsc::unbounded_channel();
     let svc = hyper::service::service_fn(move |mut req: Request<RequestBody>| {
         let tunnel = upgrade_on(&mut req);
         let outcome_tx = outcome_tx.clone();
@@ -336,7 +336,6 @@ async fn a_refused_connect_is_an_ordinary_response() {
         resp.into_body().collect().await.unwrap().to_bytes(),
         "forbidden\n"
     );
-    let mut outcome = outcome;
     let tunnel = tokio::time::timeout(Duration::from_secs(5), outcome.recv())
         .await
         .expect("the wait for a tunnel ends")
@@ -356,10 +355,17 @@ async fn a_drain_lets_the_stream_in_flight_finish_and_closes() {
     let (drain_tx, mut drain) = watch::channel(false);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = hyper::service::service_fn(|_req: Request<RequestBody>| async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from("done")))))
-    });
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let svc = {
+        let arrived = arrived.clone();
+        hyper::service::service_fn(move |_req: Request<RequestBody>| {
+            arrived.notify_one();
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from("done")))))
+            }
+        })
+    };
     let served = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         serve(stream, svc, &mut drain, KEEP_ALIVE, &limits).await
@@ -369,7 +375,8 @@ async fn a_drain_lets_the_stream_in_flight_finish_and_closes() {
         let mut c = c.clone();
         tokio::spawn(async move { c.send_request(post("/", empty())).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The drain starts once the stream is being served (not after a guessed delay).
+    arrived.notified().await;
     drain_tx.send(true).unwrap();
     let resp = in_flight
         .await
