@@ -70,6 +70,18 @@ fn main() -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "reading or raising RLIMIT_NOFILE failed"),
     }
 
+    // Before the runtime starts: its threads, and every worker thread, inherit the slice.
+    if let Some(slice) = config.sched_slice {
+        match weft_proxy::sys::set_sched_slice(slice) {
+            Ok(got) => tracing::debug!(?got, "scheduler slice set"),
+            Err(e) => tracing::info!(
+                error = %e,
+                "the kernel's default scheduler slice stays in force ({})",
+                weft_proxy::config::ENV_SCHED_SLICE
+            ),
+        }
+    }
+
     let rt = match config.runtime() {
         Ok(rt) => rt,
         Err(e) => {

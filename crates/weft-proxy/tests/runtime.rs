@@ -71,6 +71,58 @@ async fn the_binary_exits_zero_on_post_shutdown() {
     assert_eq!(status.code(), Some(0), "{status}");
 }
 
+/// `se.slice` (ns) of every thread of process `pid`, from `/proc/<pid>/task/*/sched`; `None`
+/// where the kernel does not report it.
+fn thread_slices(pid: u32) -> Vec<(String, Option<u64>)> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the proxy's threads");
+    dir.map(|t| {
+        let path = t.expect("task entry").path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let sched = std::fs::read_to_string(path.join("sched")).unwrap_or_default();
+        let slice = sched
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok());
+        (name.trim().to_string(), slice)
+    })
+    .collect()
+}
+
+/// Every thread of the binary, the worker threads too, runs with `WEFT_PROXY_SCHED_SLICE`
+/// (default 100 µs); `0` leaves the kernel's default, the slice this test runs with.
+#[tokio::test]
+async fn every_thread_of_the_binary_gets_the_scheduler_slice() {
+    let app = "127.0.0.1:9".parse().expect("address");
+    let own = thread_slices(std::process::id())[0].1;
+    let Some(kernel_default) = own else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this kernel reports no se.slice (Linux 6.6+ does)"
+        );
+        eprintln!("skipped: no se.slice in /proc/self/sched");
+        return;
+    };
+    assert_ne!(
+        kernel_default, 100_000,
+        "the test runner has no custom slice"
+    );
+    let cases = [("", 100_000), ("250us", 250_000), ("0", kernel_default)];
+    for (var, want) in cases {
+        let mut vars = vec![(weft_proxy::config::ENV_CORES, "2")];
+        if !var.is_empty() {
+            vars.push((weft_proxy::config::ENV_SCHED_SLICE, var));
+        }
+        let proxy = Proxy::start(app, &vars).await;
+        let threads = thread_slices(proxy.child.id().expect("running"));
+        // The main thread and the worker (which may not have named itself yet).
+        assert!(threads.len() >= 2, "{threads:?}");
+        for (name, slice) in &threads {
+            assert_eq!(*slice, Some(want), "{var:?}: thread {name}: {threads:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn drain_waits_for_open_connections_up_to_the_grace_period() {
     let running = runtime::start(config(&[("WEFT_PROXY_SHUTDOWN_GRACE_PERIOD", "300ms")]))

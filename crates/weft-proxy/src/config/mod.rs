@@ -232,6 +232,15 @@ pub const MAX_IDLE_CONNS_LIMIT: usize = 100_000;
 pub const ENV_CORES: &str = "WEFT_PROXY_CORES";
 /// Upper bound for [`ENV_CORES`]: a sidecar asking for more is almost surely a typo.
 pub const MAX_CORES: usize = 256;
+/// The scheduler slice the proxy's threads ask the kernel for (Linux 6.12+, `sched_setattr`'s
+/// `sched_runtime` of a SCHED_OTHER thread; see [`crate::sys::set_sched_slice`]). `0`: the
+/// kernel's default.
+pub const ENV_SCHED_SLICE: &str = "WEFT_PROXY_SCHED_SLICE";
+/// [`ENV_SCHED_SLICE`]'s default: the kernel's floor.
+pub const DEFAULT_SCHED_SLICE: Option<Duration> = Some(Duration::from_micros(100));
+/// The range the kernel accepts for a slice (it would clamp anything outside).
+pub const SCHED_SLICE_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_micros(100)..=Duration::from_millis(100);
 /// `tracing` filter for the binary's stderr logs (read by the binary, kept here for the docs).
 pub const ENV_LOG: &str = "WEFT_PROXY_LOG";
 pub const DEFAULT_LOG: &str = "warn,weft_proxy=info";
@@ -354,6 +363,8 @@ pub struct Config {
     pub identity: Option<IdentityConfig>,
     /// [`ENV_CORES`]; `None` = size from the CPUs available (see [`Config::worker_threads`]).
     pub cores: Option<usize>,
+    /// [`ENV_SCHED_SLICE`]; `None` = the kernel's default slice.
+    pub sched_slice: Option<Duration>,
     /// Client connection pools: towards remote endpoints and towards the application.
     pub outbound_pool: PoolLimits,
     pub inbound_pool: PoolLimits,
@@ -725,6 +736,15 @@ impl Config {
             Ok(n) if (1..=MAX_CORES).contains(&n) => Ok(Some(n)),
             _ => Err(format!("must be a whole number from 1 to {MAX_CORES}")),
         });
+        let sched_slice = r.parse(
+            ENV_SCHED_SLICE,
+            DEFAULT_SCHED_SLICE,
+            |v| match parse_duration(v)? {
+                Duration::ZERO => Ok(None),
+                d if SCHED_SLICE_RANGE.contains(&d) => Ok(Some(d)),
+                _ => Err("must be 0 (the kernel's default) or from 100us to 100ms".into()),
+            },
+        );
 
         let access_log = r.parse(ENV_ACCESS_LOG, None, |v| v.parse().map(Some));
         let metrics_retain_idle = dur(&mut r, ENV_METRICS_RETAIN_IDLE, DEFAULT_METRICS_RETAIN_IDLE);
@@ -849,6 +869,7 @@ impl Config {
                 discovery_idle_timeout,
                 identity,
                 cores,
+                sched_slice,
                 outbound_pool,
                 inbound_pool,
                 outbound_retry_budget,

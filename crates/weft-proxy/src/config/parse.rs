@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use super::{ForwardPort, PortSet, Upstream, Workload};
 
-/// `500ms`, `3s`, `2m`, `1h`, or `0`.
+/// `250us`, `500ms`, `3s`, `2m`, `1h`, or `0`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     const HINT: &str = "expected a duration like 500ms, 3s, 2m or 1h";
     let s = s.trim();
@@ -16,15 +16,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| HINT.to_string())?;
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| HINT.to_string())?;
-    let ms_per = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
+    let us_per = match unit {
+        "us" | "µs" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" => 60_000_000,
+        "h" => 3_600_000_000,
         _ => return Err(HINT.into()),
     };
-    n.checked_mul(ms_per)
-        .map(Duration::from_millis)
+    n.checked_mul(us_per)
+        .map(Duration::from_micros)
         .ok_or_else(|| "duration too large".into())
 }
 

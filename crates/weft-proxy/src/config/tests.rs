@@ -64,7 +64,9 @@ fn durations() {
     assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
     assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
     assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-    for bad in ["", "3", "s", "3x", "-1s", "1.5s", "ms3"] {
+    assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+    assert_eq!(parse_duration("250µs"), Ok(Duration::from_micros(250)));
+    for bad in ["", "3", "s", "3x", "-1s", "1.5s", "ms3", "3ns"] {
         assert!(parse_duration(bad).is_err(), "{bad}");
     }
 }
@@ -317,6 +319,34 @@ fn cores_choose_the_runtime() {
             format!("WEFT_PROXY_CORES: must be a whole number from 1 to 256 (got {bad:?})")
         );
     }
+}
+
+#[test]
+fn sched_slice_defaults_to_the_kernels_floor_and_0_leaves_the_kernels_default() {
+    let base = [
+        (ENV_DESTINATION_SVC_ADDR, "127.0.0.1:8086"),
+        (ENV_POLICY_WORKLOAD, "shop:web-1"),
+    ];
+    let with = |slice: &'static str| {
+        let mut env = HashMap::from(base);
+        env.insert(ENV_SCHED_SLICE, slice);
+        Config::from_env(&env)
+    };
+    let unset = Config::from_env(&HashMap::from(base)).expect("valid");
+    assert_eq!(unset.sched_slice, Some(Duration::from_micros(100)));
+    assert_eq!(with("0").expect("valid").sched_slice, None);
+    assert_eq!(
+        with("3ms").expect("valid").sched_slice,
+        Some(Duration::from_millis(3))
+    );
+    for bad in ["50us", "101ms", "fast"] {
+        let e = with(bad).expect_err(bad).to_string();
+        assert!(e.starts_with("WEFT_PROXY_SCHED_SLICE: "), "{e}");
+    }
+    assert!(with("50us")
+        .expect_err("below the floor")
+        .to_string()
+        .contains("must be 0 (the kernel's default) or from 100us to 100ms"));
 }
 
 #[test]
