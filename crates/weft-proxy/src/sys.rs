@@ -160,6 +160,7 @@ struct SchedAttr {
 
 const SCHED_OTHER: u32 = 0;
 const SCHED_BATCH: u32 = 3;
+const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
 
 /// The calling thread's `sched_attr`.
 fn sched_attr() -> io::Result<SchedAttr> {
@@ -184,7 +185,7 @@ fn sched_attr() -> io::Result<SchedAttr> {
 
 /// Asks the kernel for a scheduler slice of `slice` for the calling thread, and returns the one
 /// in force after (the kernel clamps to 0.1–100 ms). Threads created later inherit it. Keeps
-/// the thread's policy and nice value.
+/// the thread's policy, nice value and reset-on-fork flag.
 ///
 /// A shorter slice than the kernel's default (`base_slice_ns`, 0.7–3 ms by CPU count) gives a
 /// thread that wakes an earlier EEVDF deadline, so it preempts a task that is mid-slice on its
@@ -203,7 +204,9 @@ pub fn set_sched_slice(slice: Duration) -> io::Result<Duration> {
         ));
     }
     attr.size = std::mem::size_of::<SchedAttr>() as u32;
-    attr.sched_flags = 0;
+    // Only reset-on-fork is a flag `sched_getattr` reports that `sched_setattr` should get back;
+    // the others would ask for changes (utilization clamps, keeping parameters).
+    attr.sched_flags &= SCHED_FLAG_RESET_ON_FORK;
     attr.sched_runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
     // SAFETY: the kernel reads `attr.size` bytes from the struct we own (pid 0 = this thread).
     let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
