@@ -223,28 +223,46 @@ async fn a_change_past_the_changes_in_progress_is_refused_with_429() {
     client.check("start").await;
     let api = cp.api_addr;
 
-    // A registration whose body never ends holds the one change in progress.
-    let mut slow = tokio::net::TcpStream::connect(api).await.unwrap();
-    slow.write_all(
-        b"PUT /v1/workloads/default/slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\n",
-    )
-    .await
-    .unwrap();
-    // Bounded: the slow request reaches the API's handler soon after it is sent.
+    // A registration whose body never ends holds the one change in progress. Until the API has
+    // taken it in, another change may take the one slot first and have it refused, and then
+    // nothing holds the slot: so it is sent again until a change that alters nothing (a PUT to
+    // no endpoint, 404 when let through) is refused while it waits.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (status, text) = loop {
-        let (status, text) = http(
-            api,
-            "PUT",
-            "/v1/workloads/default/busy",
-            &workload("10.2.0.1", 8080),
+    let mut slow = 'held: loop {
+        let mut slow = tokio::net::TcpStream::connect(api).await.unwrap();
+        slow.write_all(
+            b"PUT /v1/workloads/default/slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\n",
         )
-        .await;
-        if status == 429 || Instant::now() > deadline {
-            break (status, text);
+        .await
+        .unwrap();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the slow registration never held the change in progress"
+            );
+            let (status, text) = http(api, "PUT", "/v1/no-such-endpoint", "{}").await;
+            match status {
+                429 => break 'held slow,
+                404 => {}
+                _ => panic!("a probe change: {status} {text}"),
+            }
+            // Answered (refused because the probe held the slot) or closed: send it again.
+            let mut byte = [0u8; 1];
+            if tokio::time::timeout(Duration::from_millis(50), slow.peek(&mut byte))
+                .await
+                .is_ok()
+            {
+                break;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let (status, text) = http(
+        api,
+        "PUT",
+        "/v1/workloads/default/busy",
+        &workload("10.2.0.1", 8080),
+    )
+    .await;
     assert_eq!(status, 429, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(
